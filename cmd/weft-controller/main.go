@@ -1,0 +1,77 @@
+// Command weft-controller is weft's control plane: it watches the cluster and
+// serves Envoy configuration over xDS. This file only maps flags to
+// controlplane.Options.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap/zapcore"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/weftmesh/weft/internal/controlplane"
+	"github.com/weftmesh/weft/internal/version"
+)
+
+// exitUsage is the exit code for a bad command line, as Go's flag package uses.
+const exitUsage = 2
+
+func main() {
+	o := controlplane.DefaultOptions()
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		o.LeaderElectionNamespace = ns
+	}
+	usageErr := false
+	cmd := &cobra.Command{
+		Use:           "weft-controller",
+		Short:         "weft's control plane: Kubernetes and weft policies in, Envoy xDS out",
+		Args:          cobra.NoArgs,
+		Version:       version.Get().String(),
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Validate(); err != nil {
+				usageErr = true
+				return err
+			}
+			log := zap.New(zap.UseDevMode(o.LogFormat == "text"), zap.Level(level(o.LogLevel)))
+			ctrl.SetLogger(log)
+			klog.SetLogger(log.WithName("client-go"))
+			return controlplane.Run(ctrl.SetupSignalHandler(), o, log)
+		},
+	}
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		usageErr = true
+		return err
+	})
+	f := cmd.Flags()
+	f.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig file; empty means $KUBECONFIG, ~/.kube/config, then in-cluster")
+	f.StringVar(&o.XDSAddress, "xds-address", o.XDSAddress, "host:port of the gRPC xDS server")
+	f.StringVar(&o.MonitoringAddress, "monitoring-address", o.MonitoringAddress, "host:port serving /metrics, /healthz and /readyz")
+	f.BoolVar(&o.LeaderElection, "leader-elect", o.LeaderElection, "take the weft-controller Lease before writing to the cluster")
+	f.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", o.LeaderElectionNamespace, "namespace of the leader-election Lease (default $POD_NAMESPACE, else weft-system)")
+	f.StringVar(&o.LogLevel, "log-level", o.LogLevel, "debug, info or error")
+	f.StringVar(&o.LogFormat, "log-format", o.LogFormat, "json or text")
+
+	if err := cmd.Execute(); err != nil {
+		fmt.Fprintf(os.Stderr, "weft-controller: %v\n", err)
+		if usageErr {
+			os.Exit(exitUsage)
+		}
+		os.Exit(1)
+	}
+}
+
+func level(s string) zapcore.Level {
+	switch s {
+	case "debug":
+		return zapcore.DebugLevel
+	case "error":
+		return zapcore.ErrorLevel
+	}
+	return zapcore.InfoLevel
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# `make verify`: generated files are current, code is gofmt'd and vetted,
+# and every module's go.mod and go.sum are tidy.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+fail=0
+
+echo "verify: generated code"
+make --no-print-directory generate >/dev/null
+if ! git diff --quiet -- crds || [ -n "$(git ls-files --others --exclude-standard -- crds)" ]; then
+	echo "  stale: run 'make generate' and commit:" >&2
+	git status --short -- crds >&2
+	fail=1
+fi
+
+echo "verify: gofmt"
+unformatted="$(gofmt -l $(git ls-files '*.go'))"
+if [ -n "$unformatted" ]; then
+	echo "  not gofmt'd (run 'gofmt -w'):" >&2
+	echo "$unformatted" | sed 's/^/    /' >&2
+	fail=1
+fi
+
+echo "verify: go vet"
+go vet ./... || fail=1
+
+echo "verify: go mod tidy"
+for m in . hack/tools hack/kube hack/etcd; do
+	if ! (cd "$m" && go mod tidy -diff >/dev/null); then
+		echo "  $m/go.mod or go.sum is not tidy: run 'cd $m && go mod tidy'" >&2
+		fail=1
+	fi
+done
+
+[ "$fail" = 0 ] && echo "verify: ok"
+exit "$fail"

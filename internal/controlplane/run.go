@@ -1,0 +1,173 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/weftmesh/weft/internal/version"
+	"github.com/weftmesh/weft/xds"
+)
+
+// Run starts the control plane and blocks until ctx is done or a component
+// fails. It returns nil after a clean shutdown.
+func Run(ctx context.Context, o Options, log logr.Logger) error {
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	cfg, err := restConfig(o.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	registerBuildInfo(ctrlmetrics.Registry)
+
+	// Bind both listeners before anything else starts, so that a port in
+	// use fails the process at once with the flag to change.
+	xdsServer, err := xds.NewServer(o.XDSAddress, log.WithName("xds"))
+	if err != nil {
+		return fmt.Errorf("--xds-address: %w", err)
+	}
+	monLis, err := net.Listen("tcp", o.MonitoringAddress)
+	if err != nil {
+		return fmt.Errorf("--monitoring-address: %w", err)
+	}
+
+	mgr, err := manager.New(cfg, manager.Options{
+		Scheme: clientgoscheme.Scheme,
+		Logger: log,
+		// weft serves metrics and probes on its own monitoring listener.
+		Metrics:                       metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress:        "0",
+		LeaderElection:                o.LeaderElection,
+		LeaderElectionID:              LeaseName,
+		LeaderElectionNamespace:       o.LeaderElectionNamespace,
+		LeaderElectionReleaseOnCancel: true,
+		GracefulShutdownTimeout:       ptr(15 * time.Second),
+	})
+	if err != nil {
+		_ = monLis.Close()
+		return fmt.Errorf("creating manager: %w", err)
+	}
+
+	var synced atomic.Bool
+	checks := []error{
+		mgr.Add(xdsServer),
+		mgr.Add(nonLeader(func(ctx context.Context) error {
+			if mgr.GetCache().WaitForCacheSync(ctx) {
+				synced.Store(true)
+			}
+			return nil
+		})),
+		// Leader-only work (status writing, CA creation) joins here later;
+		// for now the leader only says that it leads.
+		mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+			log.Info("elected leader", "lease", o.LeaderElectionNamespace+"/"+LeaseName)
+			<-ctx.Done()
+			return nil
+		})),
+		mgr.Add(&monitoringServer{lis: monLis, log: log.WithName("monitoring"), handler: monitoringMux(map[string]healthz.Checker{
+			"xds": func(*http.Request) error { return xdsServer.Ready() },
+			"informers": func(*http.Request) error {
+				if !synced.Load() {
+					return errors.New("informer caches have not synced")
+				}
+				return nil
+			},
+		})}),
+	}
+	if err := errors.Join(checks...); err != nil {
+		return err
+	}
+	log.Info("starting weft-controller", "version", version.Get().String(), "xds", xdsServer.Addr().String(), "monitoring", monLis.Addr().String())
+	if err := mgr.Start(ctx); err != nil {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		if kubeconfig != "" {
+			return nil, fmt.Errorf("--kubeconfig: %w", err)
+		}
+		return nil, fmt.Errorf("no cluster to connect to (not in a cluster, no $KUBECONFIG, no ~/.kube/config): pass --kubeconfig: %w", err)
+	}
+	cfg.UserAgent = "weft-controller/" + version.Version
+	return cfg, nil
+}
+
+// registerBuildInfo exports weft_build_info, the conventional constant-1
+// gauge whose labels say which build is running.
+func registerBuildInfo(reg prometheus.Registerer) {
+	v := version.Get()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "weft_build_info",
+		Help:        "A constant 1 labelled with the version, VCS revision and Go version of the running weft-controller.",
+		ConstLabels: prometheus.Labels{"version": v.Version, "revision": v.Revision, "go_version": v.GoVersion},
+	})
+	g.Set(1)
+	// Registering twice (Run called again in one process, as tests do) is
+	// harmless: the first gauge already says the same thing.
+	_ = reg.Register(g)
+}
+
+func monitoringMux(ready map[string]healthz.Checker) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(ctrlmetrics.Registry, promhttp.HandlerOpts{}))
+	mux.Handle("/healthz", http.StripPrefix("/healthz", &healthz.Handler{Checks: map[string]healthz.Checker{"ping": healthz.Ping}}))
+	mux.Handle("/healthz/", http.StripPrefix("/healthz", &healthz.Handler{Checks: map[string]healthz.Checker{"ping": healthz.Ping}}))
+	mux.Handle("/readyz", http.StripPrefix("/readyz", &healthz.Handler{Checks: ready}))
+	mux.Handle("/readyz/", http.StripPrefix("/readyz", &healthz.Handler{Checks: ready}))
+	return mux
+}
+
+// monitoringServer serves the monitoring mux on every replica.
+type monitoringServer struct {
+	lis     net.Listener
+	handler http.Handler
+	log     logr.Logger
+}
+
+func (m *monitoringServer) NeedLeaderElection() bool { return false }
+
+func (m *monitoringServer) Start(ctx context.Context) error {
+	srv := &http.Server{Handler: m.handler, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(m.lis) }()
+	m.log.Info("serving metrics and probes", "address", m.lis.Addr().String())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("monitoring: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return srv.Shutdown(shutdownCtx)
+}
+
+// nonLeader runs fn on every replica, leader or not.
+type nonLeader func(context.Context) error
+
+func (f nonLeader) Start(ctx context.Context) error { return f(ctx) }
+func (f nonLeader) NeedLeaderElection() bool        { return false }
+
+func ptr[T any](v T) *T { return &v }

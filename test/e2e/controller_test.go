@@ -1,0 +1,206 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/weftmesh/weft/internal/testenv"
+)
+
+// TestController runs the weft-controller binary against a real API server:
+// it serves xDS, metrics and probes, takes the leader Lease, and on SIGTERM
+// closes its streams, releases the Lease and exits 0.
+func TestController(t *testing.T) {
+	env := testenv.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "weft-system"}}); err != nil {
+		t.Fatal(err)
+	}
+
+	xdsAddr, monAddr := freeAddr(t), freeAddr(t)
+	var logs bytes.Buffer
+	cmd := exec.Command(bin("weft-controller"), "--kubeconfig", env.Kubeconfig,
+		"--xds-address", xdsAddr, "--monitoring-address", monAddr)
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("weft-controller output:\n%s", logs.String())
+		}
+	})
+
+	eventually(t, "readyz", func() error {
+		body, code, err := httpGet("http://" + monAddr + "/readyz")
+		if err == nil && code != http.StatusOK {
+			err = fmt.Errorf("status %d: %s", code, body)
+		}
+		return err
+	})
+	if body, code, err := httpGet("http://" + monAddr + "/healthz"); err != nil || code != http.StatusOK {
+		t.Fatalf("healthz = %d %q, %v", code, body, err)
+	}
+
+	lease := &coordinationv1.Lease{}
+	eventually(t, "leader lease", func() error {
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "weft-system", Name: "weft-controller"}, lease); err != nil {
+			return err
+		}
+		if lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity == "" {
+			return errors.New("lease has no holder")
+		}
+		return nil
+	})
+
+	t.Run("metrics", func(t *testing.T) {
+		eventually(t, "leader metric", func() error {
+			body, _, err := httpGet("http://" + monAddr + "/metrics")
+			if err != nil {
+				return err
+			}
+			for _, want := range []string{
+				`weft_build_info{go_version="go`,
+				"go_goroutines ",
+				"process_resident_memory_bytes ",
+				`leader_election_master_status{name="weft-controller"} 1`,
+			} {
+				if !strings.Contains(body, want) {
+					return fmt.Errorf("/metrics lacks %q", want)
+				}
+			}
+			return nil
+		})
+	})
+
+	conn, err := grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Run("grpc health", func(t *testing.T) {
+		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+		if err != nil || resp.Status != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("health check = %v, %v; want SERVING", resp, err)
+		}
+	})
+
+	// An ADS stream is accepted and stays open; with no resources yet the
+	// server answers nothing, and shutdown ends the stream.
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: "type.googleapis.com/envoy.config.cluster.v3.Cluster"}); err != nil {
+		t.Fatal(err)
+	}
+	recvErr := make(chan error, 1)
+	go func() {
+		_, err := stream.Recv()
+		recvErr <- err
+	}()
+	select {
+	case err := <-recvErr:
+		t.Fatalf("ADS stream ended or answered before shutdown: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("weft-controller exited with %v after SIGTERM, want 0", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("weft-controller still running 60s after SIGTERM")
+	}
+	select {
+	case err := <-recvErr:
+		if code := status.Code(err); code != codes.Unavailable && code != codes.Canceled {
+			t.Fatalf("ADS stream ended with %v, want Unavailable", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("ADS stream still open after the server exited")
+	}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "weft-system", Name: "weft-controller"}, lease); err != nil {
+		t.Fatal(err)
+	}
+	if h := lease.Spec.HolderIdentity; h != nil && *h != "" {
+		t.Fatalf("lease still held by %q after shutdown; want it released for the next replica", *h)
+	}
+	if _, _, err := httpGet("http://" + monAddr + "/healthz"); err == nil {
+		t.Fatal("monitoring port still answers after exit")
+	}
+}
+
+// TestControllerBadFlags checks that a bad command line fails at once with
+// one line that names the flag, before any connection is attempted.
+func TestControllerBadFlags(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--xds-address", "15010"}, "--xds-address"},
+		{[]string{"--monitoring-address", "localhost:http"}, "--monitoring-address"},
+		{[]string{"--leader-elect=perhaps"}, "--leader-elect"},
+		{[]string{"--no-such-flag"}, "--no-such-flag"},
+		{[]string{"--log-level", "loud"}, "--log-level"},
+		{[]string{"--kubeconfig", "/does/not/exist"}, "--kubeconfig"},
+	}
+	for _, tc := range cases {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			cmd := exec.Command(bin("weft-controller"), tc.args...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() == 0 {
+				t.Fatalf("exit = %v, want a non-zero exit", err)
+			}
+			msg := strings.TrimSuffix(stderr.String(), "\n")
+			if strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "weft-controller: ") || !strings.Contains(msg, tc.want) {
+				t.Fatalf("stderr = %q, want one line naming %s", stderr.String(), tc.want)
+			}
+		})
+	}
+}
+
+func httpGet(url string) (string, int, error) {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), resp.StatusCode, err
+}

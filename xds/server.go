@@ -1,0 +1,107 @@
+// Package xds serves Envoy's discovery protocol (xDS) to sidecars and
+// proxyless gRPC clients.
+//
+// For now the server registers the aggregated discovery service (ADS) over an
+// empty cache: proxies can connect and subscribe, and receive nothing until
+// the translator produces resources. The resource cache, push scheduling and
+// the proxy registry replace the empty cache in later changes.
+package xds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync/atomic"
+	"time"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+)
+
+// drainTimeout bounds how long shutdown waits for open streams. xDS streams
+// live as long as the proxy, so a graceful stop never finishes by itself;
+// proxies reconnect to another replica after the hard stop.
+const drainTimeout = 2 * time.Second
+
+// Server is the gRPC server for ADS. It runs on every replica, leader or not.
+type Server struct {
+	lis     net.Listener
+	grpc    *grpc.Server
+	health  *health.Server
+	log     logr.Logger
+	serving atomic.Bool
+}
+
+// NewServer binds addr at once, so that a port in use is reported before the
+// controller starts anything else.
+func NewServer(addr string, log logr.Logger) (*Server, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("xds: %w", err)
+	}
+	g := grpc.NewServer(
+		// Proxies keep one stream open for hours; detect dead peers without
+		// letting a client ping more often than every 10s.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	ads := serverv3.NewServer(context.Background(), cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil), nil)
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, ads)
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(g, hs)
+	return &Server{lis: lis, grpc: g, health: hs, log: log}, nil
+}
+
+// Addr is the address the server listens on (useful when started on port 0).
+func (s *Server) Addr() net.Addr { return s.lis.Addr() }
+
+// Start serves until ctx is done. It implements controller-runtime's
+// manager.Runnable.
+func (s *Server) Start(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.grpc.Serve(s.lis) }()
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.serving.Store(true)
+	s.log.Info("serving xDS", "address", s.lis.Addr().String())
+
+	select {
+	case err := <-errc:
+		s.serving.Store(false)
+		return fmt.Errorf("xds: serve: %w", err)
+	case <-ctx.Done():
+	}
+	s.serving.Store(false)
+	s.health.Shutdown()
+	stopped := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(drainTimeout):
+		s.grpc.Stop()
+		<-stopped
+	}
+	if err := <-errc; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("xds: serve: %w", err)
+	}
+	s.log.Info("stopped serving xDS")
+	return nil
+}
+
+// NeedLeaderElection is false: every replica serves proxies.
+func (s *Server) NeedLeaderElection() bool { return false }
+
+// Ready reports whether the server accepts streams; it is a readiness check.
+func (s *Server) Ready() error {
+	if !s.serving.Load() {
+		return errors.New("xds server is not serving")
+	}
+	return nil
+}
