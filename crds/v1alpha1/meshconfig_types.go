@@ -1,0 +1,288 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// MeshConfigName is the only name a MeshConfig may have: the mesh has one.
+const MeshConfigName = "weft"
+
+// MeshConfig holds the mesh-wide settings. It is a cluster-scoped singleton
+// named weft. Every field has a default, so an empty MeshConfig is valid, and
+// no MeshConfig at all means the defaults. The API server fills the defaults
+// in, so `kubectl get meshconfig weft -o yaml` shows every value in effect.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,categories=weft,shortName=meshcfg
+// +kubebuilder:validation:XValidation:rule="self.metadata.name == 'weft'",message="metadata.name must be weft: MeshConfig is a singleton, and the controller reads only the one named weft"
+// +kubebuilder:printcolumn:name="Trust Domain",type=string,JSONPath=`.spec.trustDomain`
+// +kubebuilder:printcolumn:name="mTLS",type=string,JSONPath=`.spec.mtls.mode`
+// +kubebuilder:printcolumn:name="Certificates",type=string,JSONPath=`.spec.certificates.provider`
+// +kubebuilder:printcolumn:name="Programmed",type=string,JSONPath=`.status.conditions[?(@.type=="Programmed")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type MeshConfig struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// Spec is the mesh-wide configuration.
+	// +optional
+	// +kubebuilder:default={}
+	Spec MeshConfigSpec `json:"spec,omitempty"`
+
+	// Status is what the weft controller made of the spec.
+	// +optional
+	Status Status `json:"status,omitempty"`
+}
+
+// MeshConfigSpec is the mesh-wide configuration.
+type MeshConfigSpec struct {
+	// TrustDomain is the SPIFFE trust domain of workload identities:
+	// spiffe://<trustDomain>/ns/<namespace>/sa/<serviceaccount>. Changing it
+	// changes every identity, which breaks AuthPolicies between meshes that
+	// still use the old one until certificates are renewed.
+	// +optional
+	// +kubebuilder:default="cluster.local"
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="spec.trustDomain must be a lower-case DNS name such as cluster.local or prod.example.com"
+	TrustDomain string `json:"trustDomain,omitempty"`
+
+	// MTLS sets mutual TLS between workloads.
+	// +optional
+	// +kubebuilder:default={}
+	MTLS MTLSConfig `json:"mtls"`
+
+	// Certificates sets where workload certificates come from and how long
+	// they live.
+	// +optional
+	// +kubebuilder:default={}
+	Certificates CertificatesConfig `json:"certificates"`
+
+	// Sidecar sets the proxy container that weft injects into pods.
+	// +optional
+	// +kubebuilder:default={}
+	Sidecar SidecarConfig `json:"sidecar"`
+
+	// Push sets how configuration changes are batched before they are pushed
+	// to proxies.
+	// +optional
+	// +kubebuilder:default={}
+	Push PushConfig `json:"push"`
+
+	// AccessLog sets the proxies' access logs.
+	// +optional
+	// +kubebuilder:default={}
+	AccessLog AccessLogConfig `json:"accessLog"`
+
+	// Tracing sets distributed tracing.
+	// +optional
+	// +kubebuilder:default={}
+	Tracing TracingConfig `json:"tracing"`
+}
+
+// MTLSMode says whether workloads accept plaintext.
+// +kubebuilder:validation:Enum=Permissive;Strict
+type MTLSMode string
+
+const (
+	// MTLSModePermissive accepts both mesh mTLS and plaintext on inbound
+	// connections (for callers outside the mesh during a migration); outbound
+	// connections to meshed workloads always use mTLS.
+	MTLSModePermissive MTLSMode = "Permissive"
+	// MTLSModeStrict accepts only mesh mTLS on inbound connections.
+	MTLSModeStrict MTLSMode = "Strict"
+)
+
+// MTLSConfig sets mutual TLS between workloads.
+type MTLSConfig struct {
+	// Mode is the mesh-wide inbound mode, Permissive or Strict. A namespace
+	// overrides it for its workloads with the label weft.dev/mtls-mode set to
+	// Permissive or Strict.
+	// +optional
+	// +kubebuilder:default=Permissive
+	Mode MTLSMode `json:"mode,omitempty"`
+}
+
+// CertificateProvider is where workload certificates come from.
+// +kubebuilder:validation:Enum=BuiltIn;CertManager
+type CertificateProvider string
+
+const (
+	// CertificateProviderBuiltIn signs workload certificates with weft's own
+	// CA, whose key is kept in a Secret in weft-system.
+	CertificateProviderBuiltIn CertificateProvider = "BuiltIn"
+	// CertificateProviderCertManager asks cert-manager for each workload
+	// certificate through a CertificateRequest to the issuer in
+	// certManager.issuerRef.
+	CertificateProviderCertManager CertificateProvider = "CertManager"
+)
+
+// CertificatesConfig sets where workload certificates come from and how long
+// they live.
+// +kubebuilder:validation:XValidation:rule="!has(self.provider) || self.provider != 'CertManager' || has(self.certManager)",message="spec.certificates.certManager.issuerRef is required when spec.certificates.provider is CertManager: name the cert-manager Issuer or ClusterIssuer that signs workload certificates",fieldPath=".certManager"
+// +kubebuilder:validation:XValidation:rule="!has(self.certManager) || (has(self.provider) && self.provider == 'CertManager')",message="spec.certificates.certManager is set but spec.certificates.provider is not CertManager: set provider: CertManager, or remove certManager",fieldPath=".certManager"
+type CertificatesConfig struct {
+	// Provider is BuiltIn (weft's own CA) or CertManager.
+	// +optional
+	// +kubebuilder:default=BuiltIn
+	Provider CertificateProvider `json:"provider,omitempty"`
+
+	// CertManager sets the cert-manager issuer; required when provider is
+	// CertManager, and only then.
+	// +optional
+	CertManager *CertManagerConfig `json:"certManager,omitempty"`
+
+	// WorkloadCertificateLifetime is how long a workload certificate is
+	// valid, between 1h and 8760h. Certificates are renewed when two thirds
+	// of it has passed.
+	// +optional
+	// +kubebuilder:default="24h"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || (duration(self) >= duration('1h') && duration(self) <= duration('8760h'))",message="spec.certificates.workloadCertificateLifetime must be between 1h and 8760h, such as 24h"
+	WorkloadCertificateLifetime Duration `json:"workloadCertificateLifetime,omitempty"`
+}
+
+// CertManagerConfig points at the cert-manager issuer of workload
+// certificates.
+type CertManagerConfig struct {
+	// IssuerRef is the issuer that signs workload certificates.
+	IssuerRef IssuerReference `json:"issuerRef"`
+}
+
+// IssuerReference names a cert-manager issuer (cert-manager's
+// ObjectReference).
+type IssuerReference struct {
+	// Name of the issuer.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// Kind is Issuer (in weft-system, where weft creates its
+	// CertificateRequests) or ClusterIssuer, or the kind of an external
+	// issuer.
+	// +optional
+	// +kubebuilder:default=Issuer
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	Kind string `json:"kind,omitempty"`
+
+	// Group is the issuer's API group: cert-manager.io, or an external
+	// issuer's group.
+	// +optional
+	// +kubebuilder:default="cert-manager.io"
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Group string `json:"group,omitempty"`
+}
+
+// SidecarConfig sets the injected proxy container.
+type SidecarConfig struct {
+	// Image is the Envoy proxy image of the sidecar. Pods keep the image they
+	// were created with; a change applies to pods created afterwards.
+	// +optional
+	// +kubebuilder:default="docker.io/envoyproxy/envoy-distroless:v1.40.0"
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	Image string `json:"image,omitempty"`
+
+	// ImagePullPolicy is the sidecar's image pull policy.
+	// +optional
+	// +kubebuilder:default=IfNotPresent
+	// +kubebuilder:validation:Enum=Always;IfNotPresent;Never
+	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
+
+	// Resources are the sidecar container's default resource requests and
+	// limits.
+	// +optional
+	// +kubebuilder:default={requests: {cpu: "100m", memory: "128Mi"}, limits: {memory: "512Mi"}}
+	Resources *SidecarResources `json:"resources,omitempty"`
+}
+
+// SidecarResources are a container's resource requests and limits.
+type SidecarResources struct {
+	// Requests are the resources the scheduler reserves for the sidecar.
+	// +optional
+	Requests corev1.ResourceList `json:"requests,omitempty"`
+
+	// Limits are the most the sidecar may use.
+	// +optional
+	Limits corev1.ResourceList `json:"limits,omitempty"`
+}
+
+// PushConfig sets how changes are batched before they are pushed to proxies.
+// +kubebuilder:validation:XValidation:rule="!has(self.quietPeriod) || !has(self.maxDelay) || !self.quietPeriod.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || !self.maxDelay.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || duration(self.quietPeriod) <= duration(self.maxDelay)",message="spec.push.maxDelay must be at least spec.push.quietPeriod; raise maxDelay or lower quietPeriod",fieldPath=".maxDelay"
+type PushConfig struct {
+	// QuietPeriod is how long the controller waits after a change for more
+	// changes before it pushes them together. 0s pushes every change at
+	// once.
+	// +optional
+	// +kubebuilder:default="100ms"
+	QuietPeriod Duration `json:"quietPeriod,omitempty"`
+
+	// MaxDelay bounds the wait: a change is pushed at most this long after it
+	// was seen, even if changes keep coming.
+	// +optional
+	// +kubebuilder:default="1s"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || (duration(self) > duration('0s') && duration(self) <= duration('1m'))",message="spec.push.maxDelay must be longer than 0s and at most 1m, such as 1s"
+	MaxDelay Duration `json:"maxDelay,omitempty"`
+}
+
+// AccessLogFormat is the format of access log lines.
+// +kubebuilder:validation:Enum=Text;JSON
+type AccessLogFormat string
+
+const (
+	// AccessLogFormatText writes Envoy's default text format.
+	AccessLogFormatText AccessLogFormat = "Text"
+	// AccessLogFormatJSON writes one JSON object per request.
+	AccessLogFormatJSON AccessLogFormat = "JSON"
+)
+
+// AccessLogConfig sets the proxies' access logs.
+type AccessLogConfig struct {
+	// Enabled writes one line per request (or TCP connection) to the
+	// sidecar's standard output.
+	// +optional
+	// +kubebuilder:default=false
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// Format is Text or JSON.
+	// +optional
+	// +kubebuilder:default=JSON
+	Format AccessLogFormat `json:"format,omitempty"`
+}
+
+// TracingConfig sets distributed tracing.
+type TracingConfig struct {
+	// CollectorAddress is the host:port of an OpenTelemetry (OTLP/gRPC)
+	// collector that proxies send spans to, such as
+	// otel-collector.observability:4317. Empty turns tracing off.
+	// +optional
+	// +kubebuilder:default=""
+	// +kubebuilder:validation:MaxLength=261
+	// +kubebuilder:validation:XValidation:rule="self == '' || self.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*|\\\\[[0-9a-fA-F:.]+\\\\]):[0-9]{1,5}$')",message="spec.tracing.collectorAddress must be host:port, such as otel-collector.observability:4317, or empty to turn tracing off"
+	CollectorAddress *string `json:"collectorAddress,omitempty"`
+
+	// SamplingPercent is the share of requests that start a new trace, from
+	// 0 to 100. Requests that arrive with a sampled trace context are traced
+	// whatever this says.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	SamplingPercent *int32 `json:"samplingPercent,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+
+// MeshConfigList is a list of MeshConfigs (there is at most one, named weft).
+type MeshConfigList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []MeshConfig `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&MeshConfig{}, &MeshConfigList{})
+}
