@@ -122,7 +122,7 @@ weft is ready.
   metrics:         http://%s/metrics   (health: /healthz, /readyz)
   kubeconfig:      %s
 Try:
-  %s --kubeconfig %s get leases -n weft-system
+  %s --kubeconfig %s get weft -A
 Press Ctrl-C to stop everything and remove %s.
 `, xdsAddr, monAddr, env.Kubeconfig, kubectl, env.Kubeconfig, dir)
 

@@ -80,8 +80,11 @@ wait:
 	if err != nil {
 		t.Fatalf("%s: %v\n%s", kubectlLine, err, out)
 	}
-	if !strings.Contains(string(out), "weft-controller") {
-		t.Fatalf("%s printed no weft-controller lease:\n%s", kubectlLine, out)
+	// It lists the samples that make run applied, with their columns.
+	for _, want := range []string{"meshconfig.mesh.weft.dev/weft", "trafficsplit.mesh.weft.dev/checkout", "ROOT SERVICE"} {
+		if !strings.Contains(string(out), want) {
+			t.Fatalf("%s printed no %q:\n%s", kubectlLine, want, out)
+		}
 	}
 
 	entries, _ := os.ReadDir(tmp)
