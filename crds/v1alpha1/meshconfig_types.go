@@ -80,6 +80,14 @@ type MeshConfigSpec struct {
 	// +optional
 	// +kubebuilder:default={}
 	Tracing TracingConfig `json:"tracing"`
+
+	// OutboundTrafficPolicy says what a sidecar does with a connection to a
+	// destination the mesh does not know (not a Service it can see):
+	// AllowAny (the default) passes it through to where the application
+	// sent it; RegistryOnly refuses it (HTTP 502, or a closed connection).
+	// +optional
+	// +kubebuilder:default=AllowAny
+	OutboundTrafficPolicy OutboundTrafficPolicy `json:"outboundTrafficPolicy,omitempty"`
 }
 
 // MTLSMode says whether workloads accept plaintext.
@@ -252,6 +260,17 @@ type AccessLogConfig struct {
 	// +kubebuilder:default=JSON
 	Format AccessLogFormat `json:"format,omitempty"`
 }
+
+// OutboundTrafficPolicy is AllowAny or RegistryOnly.
+// +kubebuilder:validation:Enum=AllowAny;RegistryOnly
+type OutboundTrafficPolicy string
+
+const (
+	// OutboundAllowAny passes unknown destinations through.
+	OutboundAllowAny OutboundTrafficPolicy = "AllowAny"
+	// OutboundRegistryOnly refuses unknown destinations.
+	OutboundRegistryOnly OutboundTrafficPolicy = "RegistryOnly"
+)
 
 // TracingConfig sets distributed tracing.
 type TracingConfig struct {

@@ -130,6 +130,7 @@ accessLog:
 tracing:
   collectorAddress: ""
   samplingPercent: 1
+outboundTrafficPolicy: AllowAny
 `
 
 func testMeshConfigDefaults(ctx context.Context, t *testing.T, env *testenv.Env) {

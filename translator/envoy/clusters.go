@@ -1,0 +1,353 @@
+package envoy
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weftmesh/weft/translator/ir"
+)
+
+// Circuit-breaker thresholds per upstream cluster. Envoy's defaults (1,024
+// connections, pending and active requests) suit a sidecar that serves one
+// workload; the retry limit comes from the RetryPolicy's budget instead of a
+// fixed count, so retries scale with load but cannot multiply an outage.
+const (
+	connectTimeout = 5 * time.Second
+	maxConnections = 1024
+	maxRequests    = 1024
+)
+
+// Outlier detection: eject an endpoint after 5 consecutive 5xx or gateway
+// errors for 30s (growing with each ejection), at most half of a cluster.
+const (
+	outlierConsecutive5xx = 5
+	outlierInterval       = 10 * time.Second
+	outlierBaseEjection   = 30 * time.Second
+	outlierMaxEjectPct    = 50
+)
+
+// tlsMatchKey marks meshed endpoints, whose sidecar accepts mutual TLS.
+const tlsMatchKey = "weft.dev/tls"
+
+func (v *view) clusters() ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadAssignment) {
+	budgets := v.retryBudgets()
+	var clusters []*clusterv3.Cluster
+	var cla []*endpointv3.ClusterLoadAssignment
+	for _, up := range v.upstreams() {
+		svc, port := up.svc, up.port
+		name := ir.ClusterName(svc.Key, port.Port)
+		c := &clusterv3.Cluster{
+			Name:             name,
+			ConnectTimeout:   durationpb.New(connectTimeout),
+			CircuitBreakers:  circuitBreakers(budgets[name]),
+			OutlierDetection: outlierDetection(),
+		}
+		if svc.Headless {
+			// Clients of a headless Service dial pod addresses themselves:
+			// forward to the address they chose.
+			c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}
+			c.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED
+			c.OutlierDetection = nil
+			// Without endpoint metadata the proxy cannot tell meshed pods
+			// apart: headless traffic stays plaintext for now.
+		} else {
+			c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
+			c.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsConfig()}
+			cla = append(cla, loadAssignment(name, port.Endpoints))
+			c.TransportSocketMatches = v.upstreamTLS(port)
+		}
+		c.TypedExtensionProtocolOptions = http2Options(port.Protocol)
+		clusters = append(clusters, c)
+	}
+	clusters = append(clusters, v.fixedClusters()...)
+	return clusters, cla
+}
+
+type upstream struct {
+	svc  *ir.Service
+	port *ir.Port
+}
+
+// upstreams are the Service ports the proxy needs clusters for: every port
+// of the Services it can see, and the backends their routes send to (a
+// TrafficSplit's backends need no export of their own: the root's is what
+// the client relies on).
+func (v *view) upstreams() []upstream {
+	seen := map[string]bool{}
+	var out []upstream
+	add := func(svc *ir.Service, port *ir.Port) {
+		if svc == nil || port == nil {
+			return
+		}
+		if name := ir.ClusterName(svc.Key, port.Port); !seen[name] {
+			seen[name] = true
+			out = append(out, upstream{svc, port})
+		}
+	}
+	for _, svc := range v.outbound {
+		for _, port := range svc.Ports {
+			add(svc, port)
+		}
+	}
+	for _, svc := range v.outbound {
+		for _, port := range svc.Ports {
+			backends := append([]ir.Backend(nil), port.TCPBackends...)
+			for _, r := range port.Routes {
+				backends = append(backends, r.Backends...)
+			}
+			for _, b := range backends {
+				if b.Unresolved {
+					continue
+				}
+				if bs := v.mesh.Service(b.Service); bs != nil {
+					add(bs, bs.Port(b.Port))
+				}
+			}
+		}
+	}
+	return out
+}
+
+// retryBudgets finds, for each cluster, the tightest retry budget among the
+// routes that send to it.
+func (v *view) retryBudgets() map[string]*ir.Retry {
+	out := map[string]*ir.Retry{}
+	for _, svc := range v.outbound {
+		for _, port := range svc.Ports {
+			for _, r := range port.Routes {
+				retry := r.Retry
+				if retry == nil {
+					retry = port.Retry
+				}
+				if retry == nil {
+					continue
+				}
+				for _, b := range r.Backends {
+					name := ir.ClusterName(b.Service, b.Port)
+					if cur := out[name]; cur == nil || retry.BudgetPercent < cur.BudgetPercent {
+						out[name] = retry
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+func circuitBreakers(retry *ir.Retry) *clusterv3.CircuitBreakers {
+	t := &clusterv3.CircuitBreakers_Thresholds{
+		MaxConnections:     wrapperspb.UInt32(maxConnections),
+		MaxPendingRequests: wrapperspb.UInt32(maxRequests),
+		MaxRequests:        wrapperspb.UInt32(maxRequests),
+	}
+	if retry != nil {
+		t.RetryBudget = &clusterv3.CircuitBreakers_Thresholds_RetryBudget{
+			BudgetPercent:       &typev3.Percent{Value: retry.BudgetPercent},
+			MinRetryConcurrency: wrapperspb.UInt32(retry.BudgetMinConcurrency),
+		}
+	}
+	return &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{t}}
+}
+
+func outlierDetection() *clusterv3.OutlierDetection {
+	return &clusterv3.OutlierDetection{
+		Consecutive_5Xx:    wrapperspb.UInt32(outlierConsecutive5xx),
+		Interval:           durationpb.New(outlierInterval),
+		BaseEjectionTime:   durationpb.New(outlierBaseEjection),
+		MaxEjectionPercent: wrapperspb.UInt32(outlierMaxEjectPct),
+	}
+}
+
+// upstreamTLS originates mutual TLS to meshed endpoints, verifying that the
+// peer holds one of the identities that serve the Service, and plaintext to
+// endpoints without a sidecar.
+func (v *view) upstreamTLS(port *ir.Port) []*clusterv3.Cluster_TransportSocketMatch {
+	var sans []*tlsv3.SubjectAltNameMatcher
+	seen := map[string]bool{}
+	for _, e := range port.Endpoints {
+		if e.Identity != "" && e.Meshed && !seen[e.Identity] {
+			seen[e.Identity] = true
+			sans = append(sans, &tlsv3.SubjectAltNameMatcher{
+				SanType: tlsv3.SubjectAltNameMatcher_URI,
+				Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: e.Identity}},
+			})
+		}
+	}
+	if len(sans) == 0 {
+		// No meshed endpoint: plaintext, the cluster default.
+		return nil
+	}
+	tls := &tlsv3.UpstreamTlsContext{CommonTlsContext: v.commonTLS(sans, port.Protocol)}
+	return []*clusterv3.Cluster_TransportSocketMatch{
+		{
+			Name:            "mtls",
+			Match:           &structpb.Struct{Fields: map[string]*structpb.Value{tlsMatchKey: structpb.NewStringValue("mtls")}},
+			TransportSocket: transportSocket("envoy.transport_sockets.tls", tls),
+		},
+		{
+			Name:            "plaintext",
+			Match:           &structpb.Struct{},
+			TransportSocket: transportSocket("envoy.transport_sockets.raw_buffer", rawBuffer()),
+		},
+	}
+}
+
+func (v *view) commonTLS(sans []*tlsv3.SubjectAltNameMatcher, proto ir.Protocol) *tlsv3.CommonTlsContext {
+	c := &tlsv3.CommonTlsContext{
+		TlsParams:                      &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2},
+		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: WorkloadCertSecret, SdsConfig: adsConfig()}},
+		ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
+			DefaultValidationContext:         &tlsv3.CertificateValidationContext{MatchTypedSubjectAltNames: sans},
+			ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: TrustBundleSecret, SdsConfig: adsConfig()},
+		}},
+	}
+	// The mesh marker first, so the peer's inbound listener knows this is
+	// mesh mTLS; then the application protocol.
+	switch proto {
+	case ir.ProtocolHTTP2, ir.ProtocolGRPC:
+		c.AlpnProtocols = []string{meshALPN, "h2"}
+	case ir.ProtocolHTTP:
+		c.AlpnProtocols = []string{meshALPN, "http/1.1"}
+	default:
+		c.AlpnProtocols = []string{meshALPN}
+	}
+	return c
+}
+
+func loadAssignment(cluster string, eps []ir.Endpoint) *endpointv3.ClusterLoadAssignment {
+	// One locality per zone: Envoy needs a locality on every endpoint
+	// group, and gRPC rejects endpoints without one.
+	byZone := map[string]*endpointv3.LocalityLbEndpoints{}
+	var order []string
+	for _, e := range eps {
+		if !e.Ready {
+			continue // not-ready endpoints would only be skipped by Envoy
+		}
+		loc := byZone[e.Zone]
+		if loc == nil {
+			loc = &endpointv3.LocalityLbEndpoints{Locality: &corev3.Locality{Zone: e.Zone}, LoadBalancingWeight: wrapperspb.UInt32(1)}
+			byZone[e.Zone] = loc
+			order = append(order, e.Zone)
+		}
+		lbe := &endpointv3.LbEndpoint{
+			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: socketAddress(e.Address, uint32(e.Port))}},
+			HealthStatus:   corev3.HealthStatus_HEALTHY,
+		}
+		if e.Meshed {
+			lbe.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
+				"envoy.transport_socket_match": {Fields: map[string]*structpb.Value{tlsMatchKey: structpb.NewStringValue("mtls")}},
+			}}
+		}
+		loc.LbEndpoints = append(loc.LbEndpoints, lbe)
+	}
+	out := &endpointv3.ClusterLoadAssignment{ClusterName: cluster}
+	sortStrings(order)
+	for _, z := range order {
+		out.Endpoints = append(out.Endpoints, byZone[z])
+	}
+	return out
+}
+
+// fixedClusters are the same for every sidecar: passthrough, black hole,
+// and one local cluster per inbound port.
+func (v *view) fixedClusters() []*clusterv3.Cluster {
+	out := []*clusterv3.Cluster{
+		{
+			Name:                 PassthroughCluster,
+			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
+			LbPolicy:             clusterv3.Cluster_CLUSTER_PROVIDED,
+			ConnectTimeout:       durationpb.New(connectTimeout),
+		},
+		{
+			Name:                 BlackHoleCluster,
+			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+			ConnectTimeout:       durationpb.New(connectTimeout),
+		},
+	}
+	out = append(out, staticCluster(AdminCluster, "127.0.0.1", AdminPort))
+	if t := v.mesh.Tracing; t != nil {
+		host, port, err := net.SplitHostPort(t.Collector)
+		if n, perr := strconv.Atoi(port); err == nil && perr == nil {
+			out = append(out, &clusterv3.Cluster{
+				Name:                          TracingCluster,
+				ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS},
+				ConnectTimeout:                durationpb.New(connectTimeout),
+				TypedExtensionProtocolOptions: http2Options(ir.ProtocolGRPC),
+				LoadAssignment: &endpointv3.ClusterLoadAssignment{ClusterName: TracingCluster, Endpoints: []*endpointv3.LocalityLbEndpoints{{
+					LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+						Address: socketAddress(host, uint32(n)),
+					}}}},
+				}}},
+			})
+		}
+	}
+	if v.mtls == ir.MTLSPermissive {
+		out = append(out, &clusterv3.Cluster{
+			Name:                 InboundPassthroughCluster,
+			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
+			LbPolicy:             clusterv3.Cluster_CLUSTER_PROVIDED,
+			ConnectTimeout:       durationpb.New(connectTimeout),
+			// Leave from a source address that weft-init does not
+			// capture, or the connection would loop back into the sidecar.
+			UpstreamBindConfig: &corev3.BindConfig{SourceAddress: socketAddress(InboundPassthroughSource, 0).GetSocketAddress()},
+		})
+	}
+	for _, in := range v.inbound {
+		c := staticCluster(inboundCluster(in.port), "127.0.0.1", uint32(in.port))
+		c.TypedExtensionProtocolOptions = http2Options(in.protocol)
+		out = append(out, c)
+	}
+	return out
+}
+
+// staticCluster reaches one fixed address.
+func staticCluster(name, ip string, port uint32) *clusterv3.Cluster {
+	return &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		ConnectTimeout:       durationpb.New(connectTimeout),
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{ClusterName: name, Endpoints: []*endpointv3.LocalityLbEndpoints{{
+			LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+				Address: socketAddress(ip, port),
+			}}}},
+		}}},
+	}
+}
+
+// http2Options makes a cluster speak HTTP/2 upstream, for HTTP2 and gRPC
+// ports; nil (HTTP/1.1, or raw TCP) otherwise.
+func http2Options(p ir.Protocol) map[string]*anypb.Any {
+	if p != ir.ProtocolHTTP2 && p != ir.ProtocolGRPC {
+		return nil
+	}
+	return map[string]*anypb.Any{
+		"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(&httpv3.HttpProtocolOptions{
+			UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+			}},
+		}),
+	}
+}
+
+func inboundCluster(port int32) string { return fmt.Sprintf("inbound|%d||", port) }
+
+// LoadAssignment builds the endpoints of one Service port alone: with
+// translator.UpdateEndpoints, an endpoint change costs one Service's work,
+// not a proxy's whole configuration. The result equals the one Build gives.
+func LoadAssignment(svc *ir.Service, port *ir.Port) *endpointv3.ClusterLoadAssignment {
+	return loadAssignment(ir.ClusterName(svc.Key, port.Port), port.Endpoints)
+}

@@ -1,0 +1,439 @@
+package envoy
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
+	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	origdstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	rbacnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weftmesh/weft/translator/ir"
+)
+
+// meshALPN is offered first by sidecars that originate mutual TLS, so the
+// inbound side can tell mesh mTLS from an application's own TLS (which, in
+// Permissive mode, passes through untouched).
+const meshALPN = "weft"
+
+// TracingCluster reaches the OpenTelemetry collector named in MeshConfig.
+const TracingCluster = "tracing-collector"
+
+func (v *view) listeners() []*listenerv3.Listener {
+	return []*listenerv3.Listener{v.outboundListener(), v.inboundListener(), readinessListener(), statsListener()}
+}
+
+// outboundListener captures the workload's outgoing connections (weft-init
+// redirects them to OutboundPort) and sends each by its original
+// destination: one filter chain per HTTP port number, routed by Host through
+// RDS, and one per TCP Service port, matched by cluster IP. Anything else
+// passes through, or is refused in RegistryOnly mode.
+func (v *view) outboundListener() *listenerv3.Listener {
+	l := &listenerv3.Listener{
+		Name:             OutboundListener,
+		Address:          socketAddress("0.0.0.0", OutboundPort),
+		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+		ListenerFilters:  []*listenerv3.ListenerFilter{listenerFilter("envoy.filters.listener.original_dst", &origdstv3.OriginalDst{})},
+	}
+	httpPorts := map[int32]bool{}
+	claimed := map[netip.Prefix]map[int32]bool{} // a TCP match may appear once
+	for _, svc := range v.outbound {
+		for _, port := range svc.Ports {
+			if port.Protocol.IsHTTP() {
+				if !httpPorts[port.Port] {
+					httpPorts[port.Port] = true
+					l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
+						Name:             fmt.Sprintf("outbound|http|%d", port.Port),
+						FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(uint32(port.Port))},
+						Filters:          []*listenerv3.Filter{v.hcm(fmt.Sprintf("outbound_%d", port.Port), routeConfigName(port.Port), nil, outbound)},
+					})
+				}
+				continue
+			}
+			var ranges []*corev3.CidrRange
+			for _, p := range tcpPrefixes(svc, port) {
+				if claimed[p] == nil {
+					claimed[p] = map[int32]bool{}
+				}
+				if claimed[p][port.Port] {
+					continue
+				}
+				claimed[p][port.Port] = true
+				ranges = append(ranges, &corev3.CidrRange{AddressPrefix: p.Addr().String(), PrefixLen: wrapperspb.UInt32(uint32(p.Bits()))})
+			}
+			if len(ranges) == 0 {
+				continue
+			}
+			l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
+				Name:             fmt.Sprintf("outbound|tcp|%d||%s", port.Port, svc.Key.Hostname()),
+				FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(uint32(port.Port)), PrefixRanges: ranges},
+				Filters:          []*listenerv3.Filter{v.tcpProxy(fmt.Sprintf("outbound_%d_%s", port.Port, svc.Key.Hostname()), tcpBackends(svc, port))},
+			})
+		}
+	}
+	fallback := PassthroughCluster
+	if v.mesh.Outbound == ir.OutboundRegistryOnly {
+		fallback = BlackHoleCluster
+	}
+	l.DefaultFilterChain = &listenerv3.FilterChain{
+		Name:    "outbound|unknown",
+		Filters: []*listenerv3.Filter{v.tcpProxy("outbound_unknown", []ir.Backend{{Weight: 1}}, fallback)},
+	}
+	return l
+}
+
+// tcpPrefixes are the destination addresses of a TCP Service port: its
+// cluster IPs, or for a headless Service its endpoints' addresses.
+func tcpPrefixes(svc *ir.Service, port *ir.Port) []netip.Prefix {
+	var addrs []string
+	if svc.Headless {
+		for _, e := range port.Endpoints {
+			addrs = append(addrs, e.Address)
+		}
+	} else {
+		addrs = svc.ClusterIPs
+	}
+	var out []netip.Prefix
+	for _, a := range addrs {
+		if ip, err := netip.ParseAddr(a); err == nil {
+			out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+		}
+	}
+	return out
+}
+
+func tcpBackends(svc *ir.Service, port *ir.Port) []ir.Backend {
+	if len(port.TCPBackends) > 0 {
+		return port.TCPBackends
+	}
+	return []ir.Backend{{Service: svc.Key, Port: port.Port, Weight: 1}}
+}
+
+// inboundListener accepts connections captured on their way to the
+// workload (weft-init redirects them to InboundPort). Per served port:
+// mutual TLS from the mesh, recognised by its ALPN, and in Permissive mode
+// plaintext too; AuthPolicy is enforced as RBAC before the application sees
+// a byte. Other connections pass through in Permissive mode and are closed
+// in Strict mode.
+func (v *view) inboundListener() *listenerv3.Listener {
+	l := &listenerv3.Listener{
+		Name:             InboundListener,
+		Address:          socketAddress("0.0.0.0", InboundPort),
+		TrafficDirection: corev3.TrafficDirection_INBOUND,
+		ListenerFilters: []*listenerv3.ListenerFilter{
+			listenerFilter("envoy.filters.listener.original_dst", &origdstv3.OriginalDst{}),
+			listenerFilter("envoy.filters.listener.tls_inspector", &tlsinspectorv3.TlsInspector{}),
+		},
+	}
+	for _, in := range v.inbound {
+		filters := func() []*listenerv3.Filter {
+			if in.protocol.IsHTTP() {
+				return []*listenerv3.Filter{v.hcm(fmt.Sprintf("inbound_%d", in.port), "", inboundRoute(in.port), inbound)}
+			}
+			return append(v.networkRBAC(fmt.Sprintf("inbound_%d", in.port)), v.tcpProxy(fmt.Sprintf("inbound_%d", in.port), []ir.Backend{{Weight: 1}}, inboundCluster(in.port)))
+		}
+		l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
+			Name: fmt.Sprintf("inbound|mtls|%d", in.port),
+			FilterChainMatch: &listenerv3.FilterChainMatch{
+				DestinationPort:      wrapperspb.UInt32(uint32(in.port)),
+				TransportProtocol:    "tls",
+				ApplicationProtocols: []string{meshALPN},
+			},
+			TransportSocket: transportSocket("envoy.transport_sockets.tls", &tlsv3.DownstreamTlsContext{
+				RequireClientCertificate: wrapperspb.Bool(true),
+				CommonTlsContext:         v.serverTLS(in.protocol),
+			}),
+			Filters: filters(),
+		})
+		if v.mtls == ir.MTLSPermissive {
+			l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
+				Name: fmt.Sprintf("inbound|plaintext|%d", in.port),
+				FilterChainMatch: &listenerv3.FilterChainMatch{
+					DestinationPort:   wrapperspb.UInt32(uint32(in.port)),
+					TransportProtocol: "raw_buffer",
+				},
+				Filters: filters(),
+			})
+		}
+	}
+	if v.mtls == ir.MTLSPermissive {
+		l.DefaultFilterChain = &listenerv3.FilterChain{
+			Name:    "inbound|passthrough",
+			Filters: []*listenerv3.Filter{v.tcpProxy("inbound_passthrough", []ir.Backend{{Weight: 1}}, InboundPassthroughCluster)},
+		}
+	}
+	return l
+}
+
+// serverTLS requires a client certificate from the trust bundle. Which
+// identities may call is AuthPolicy's business, enforced by RBAC.
+func (v *view) serverTLS(proto ir.Protocol) *tlsv3.CommonTlsContext {
+	c := &tlsv3.CommonTlsContext{
+		TlsParams:                      &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2},
+		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: WorkloadCertSecret, SdsConfig: adsConfig()}},
+		ValidationContextType: &tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig{
+			ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: TrustBundleSecret, SdsConfig: adsConfig()},
+		},
+	}
+	switch proto {
+	case ir.ProtocolHTTP2, ir.ProtocolGRPC:
+		c.AlpnProtocols = []string{"h2"}
+	case ir.ProtocolHTTP:
+		c.AlpnProtocols = []string{"h2", "http/1.1"}
+	}
+	return c
+}
+
+func inboundRoute(port int32) *routev3.RouteConfiguration {
+	return &routev3.RouteConfiguration{
+		Name: "inbound|" + strconv.Itoa(int(port)),
+		VirtualHosts: []*routev3.VirtualHost{{
+			Name:    "inbound",
+			Domains: []string{"*"},
+			Routes: []*routev3.Route{{
+				Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+					ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: inboundCluster(port)},
+					Timeout:          durationZero(),
+				}},
+			}},
+		}},
+	}
+}
+
+type direction int
+
+const (
+	outbound direction = iota
+	inbound
+)
+
+// hcm builds an HTTP connection manager: by RDS when rds is set, else with
+// the inline route. Inbound managers run the RBAC filters first.
+func (v *view) hcm(statPrefix, rds string, inline *routev3.RouteConfiguration, dir direction) *listenerv3.Filter {
+	h := &hcmv3.HttpConnectionManager{
+		StatPrefix: statPrefix,
+		CodecType:  hcmv3.HttpConnectionManager_AUTO,
+		// Strip a client's x-envoy-* headers only at the mesh edge: inside
+		// the mesh, callers are sidecars.
+		UseRemoteAddress: wrapperspb.Bool(dir == inbound),
+		// gRPC streams and long polls must outlive Envoy's 5-minute
+		// default stream idle timeout no more than they would without a mesh.
+		StreamIdleTimeout: durationZero(),
+		AccessLog:         v.accessLog(),
+		Tracing:           v.tracing(),
+	}
+	if rds != "" {
+		h.RouteSpecifier = &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{RouteConfigName: rds, ConfigSource: adsConfig()}}
+	} else {
+		h.RouteSpecifier = &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: inline}
+	}
+	if dir == inbound {
+		h.ForwardClientCertDetails = hcmv3.HttpConnectionManager_SANITIZE_SET
+		h.SetCurrentClientCertDetails = &hcmv3.HttpConnectionManager_SetCurrentClientCertDetails{Uri: true}
+		h.HttpFilters = v.httpRBAC(statPrefix)
+	}
+	h.HttpFilters = append(h.HttpFilters, &hcmv3.HttpFilter{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}})
+	return &listenerv3.Filter{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(h)}}
+}
+
+// httpRBAC returns the RBAC filters of an inbound HTTP chain, none when no
+// AuthPolicy selects the workload.
+func (v *view) httpRBAC(statPrefix string) []*hcmv3.HttpFilter {
+	s := v.rbacPolicies(true)
+	var out []*hcmv3.HttpFilter
+	add := func(name string, cfg *rbachttpv3.RBAC) {
+		out = append(out, &hcmv3.HttpFilter{Name: name, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(cfg)}})
+	}
+	if len(s.deny)+len(s.shadowDeny) > 0 {
+		cfg := &rbachttpv3.RBAC{ShadowRulesStatPrefix: "dry_run_deny_"}
+		if len(s.deny) > 0 {
+			cfg.Rules = &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: s.deny}
+		}
+		if len(s.shadowDeny) > 0 {
+			cfg.ShadowRules = &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: s.shadowDeny}
+		}
+		add("envoy.filters.http.rbac.deny", cfg)
+	}
+	if v.hasAllow(false) || v.hasAllow(true) {
+		cfg := &rbachttpv3.RBAC{ShadowRulesStatPrefix: "dry_run_allow_"}
+		if v.hasAllow(false) {
+			cfg.Rules = &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: s.allow}
+		}
+		if v.hasAllow(true) {
+			cfg.ShadowRules = &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: s.shadowAllow}
+		}
+		add("envoy.filters.http.rbac.allow", cfg)
+	}
+	return out
+}
+
+// networkRBAC is httpRBAC for TCP chains.
+func (v *view) networkRBAC(statPrefix string) []*listenerv3.Filter {
+	s := v.rbacPolicies(false)
+	var out []*listenerv3.Filter
+	add := func(name string, cfg *rbacnetv3.RBAC) {
+		out = append(out, &listenerv3.Filter{Name: name, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(cfg)}})
+	}
+	if len(s.deny)+len(s.shadowDeny) > 0 {
+		cfg := &rbacnetv3.RBAC{StatPrefix: statPrefix + "_deny_", ShadowRulesStatPrefix: "dry_run_deny_"}
+		if len(s.deny) > 0 {
+			cfg.Rules = &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: s.deny}
+		}
+		if len(s.shadowDeny) > 0 {
+			cfg.ShadowRules = &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: s.shadowDeny}
+		}
+		add("envoy.filters.network.rbac.deny", cfg)
+	}
+	if v.hasAllow(false) || v.hasAllow(true) {
+		cfg := &rbacnetv3.RBAC{StatPrefix: statPrefix + "_allow_", ShadowRulesStatPrefix: "dry_run_allow_"}
+		if v.hasAllow(false) {
+			cfg.Rules = &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: s.allow}
+		}
+		if v.hasAllow(true) {
+			cfg.ShadowRules = &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: s.shadowAllow}
+		}
+		add("envoy.filters.network.rbac.allow", cfg)
+	}
+	return out
+}
+
+// tcpProxy forwards a connection to one cluster, or by weight to several.
+// fixed, when given, names the single cluster directly.
+func (v *view) tcpProxy(statPrefix string, backends []ir.Backend, fixed ...string) *listenerv3.Filter {
+	t := &tcpproxyv3.TcpProxy{StatPrefix: statPrefix, AccessLog: v.accessLog()}
+	names := make([]string, len(backends))
+	for i, b := range backends {
+		switch {
+		case len(fixed) > 0:
+			names[i] = fixed[0]
+		default:
+			names[i] = backendCluster(b)
+		}
+	}
+	if len(backends) == 1 {
+		t.ClusterSpecifier = &tcpproxyv3.TcpProxy_Cluster{Cluster: names[0]}
+	} else {
+		wc := &tcpproxyv3.TcpProxy_WeightedCluster{}
+		for i, b := range backends {
+			wc.Clusters = append(wc.Clusters, &tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{Name: names[i], Weight: b.Weight})
+		}
+		t.ClusterSpecifier = &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: wc}
+	}
+	return &listenerv3.Filter{Name: "envoy.filters.network.tcp_proxy", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(t)}}
+}
+
+// accessLog writes one line per request or connection to the proxy's
+// stdout, as text or JSON, when MeshConfig enables it.
+func (v *view) accessLog() []*accesslogv3.AccessLog {
+	if !v.mesh.AccessLog.Enabled {
+		return nil
+	}
+	format := &corev3.SubstitutionFormatString{}
+	if v.mesh.AccessLog.JSON {
+		fields := map[string]*structpb.Value{}
+		for k, op := range map[string]string{
+			"start_time": "%START_TIME%", "method": "%REQ(:METHOD)%", "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+			"protocol": "%PROTOCOL%", "response_code": "%RESPONSE_CODE%", "response_flags": "%RESPONSE_FLAGS%",
+			"bytes_received": "%BYTES_RECEIVED%", "bytes_sent": "%BYTES_SENT%", "duration_ms": "%DURATION%",
+			"upstream_host": "%UPSTREAM_HOST%", "upstream_cluster": "%UPSTREAM_CLUSTER%",
+			"downstream_peer": "%DOWNSTREAM_PEER_URI_SAN%", "authority": "%REQ(:AUTHORITY)%", "request_id": "%REQ(X-REQUEST-ID)%",
+		} {
+			fields[k] = structpb.NewStringValue(op)
+		}
+		format.Format = &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: &structpb.Struct{Fields: fields}}
+	} else {
+		format.Format = &corev3.SubstitutionFormatString_TextFormatSource{TextFormatSource: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{
+			InlineString: "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% \"%UPSTREAM_HOST%\" %UPSTREAM_CLUSTER% \"%DOWNSTREAM_PEER_URI_SAN%\"\n",
+		}}}
+	}
+	return []*accesslogv3.AccessLog{{
+		Name:       "envoy.access_loggers.stdout",
+		ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: mustAny(&streamv3.StdoutAccessLog{AccessLogFormat: &streamv3.StdoutAccessLog_LogFormat{LogFormat: format}})},
+	}}
+}
+
+// tracing exports spans to the MeshConfig collector over OTLP/gRPC.
+func (v *view) tracing() *hcmv3.HttpConnectionManager_Tracing {
+	t := v.mesh.Tracing
+	if t == nil {
+		return nil
+	}
+	return &hcmv3.HttpConnectionManager_Tracing{
+		RandomSampling: &typev3.Percent{Value: t.SamplingPercent},
+		Provider: &tracev3.Tracing_Http{
+			Name: "envoy.tracers.opentelemetry",
+			ConfigType: &tracev3.Tracing_Http_TypedConfig{TypedConfig: mustAny(&tracev3.OpenTelemetryConfig{
+				GrpcService: &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: TracingCluster}}},
+				ServiceName: v.proxy.ServiceAccount + "." + v.proxy.Namespace,
+			})},
+		},
+	}
+}
+
+// readinessListener answers 200 on :15021/ready once the proxy has its
+// listeners, which is what the injected startup probe waits for.
+func readinessListener() *listenerv3.Listener {
+	rc := &routev3.RouteConfiguration{Name: ReadinessListener, VirtualHosts: []*routev3.VirtualHost{{
+		Name: ReadinessListener, Domains: []string{"*"},
+		Routes: []*routev3.Route{{
+			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: "/ready"}},
+			Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 200}},
+		}},
+	}}}
+	return plainHTTPListener(ReadinessListener, ReadinessPort, rc)
+}
+
+// statsListener exposes only the admin endpoint's Prometheus page, so that
+// scraping never opens the rest of the admin API beyond localhost.
+func statsListener() *listenerv3.Listener {
+	rc := &routev3.RouteConfiguration{Name: StatsListener, VirtualHosts: []*routev3.VirtualHost{{
+		Name: StatsListener, Domains: []string{"*"},
+		Routes: []*routev3.Route{{
+			Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: "/stats/prometheus"}},
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+				ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: AdminCluster},
+			}},
+		}},
+	}}}
+	return plainHTTPListener(StatsListener, StatsPort, rc)
+}
+
+// AdminCluster is the proxy's own admin endpoint on localhost.
+const AdminCluster = "admin"
+
+func plainHTTPListener(name string, port uint32, rc *routev3.RouteConfiguration) *listenerv3.Listener {
+	h := &hcmv3.HttpConnectionManager{
+		StatPrefix:     name,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: rc},
+		HttpFilters:    []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}}},
+	}
+	return &listenerv3.Listener{
+		Name:    name,
+		Address: socketAddress("0.0.0.0", port),
+		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
+			Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(h)},
+		}}}},
+	}
+}
+
+func listenerFilter(name string, cfg proto.Message) *listenerv3.ListenerFilter {
+	return &listenerv3.ListenerFilter{Name: name, ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: mustAny(cfg)}}
+}

@@ -1,0 +1,231 @@
+// Package envoy turns the mesh model (translator/ir) into the Envoy xDS
+// resources of one proxy: listeners, routes, clusters, endpoints, and the
+// names of the secrets they use. It is pure: the same model and proxy give
+// the same resources, byte for byte.
+package envoy
+
+import (
+	"sort"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"github.com/weftmesh/weft/translator/ir"
+)
+
+// Proxy is what the translator needs to know about one connected proxy.
+type Proxy struct {
+	// Namespace and ServiceAccount give the proxy's identity.
+	Namespace      string
+	ServiceAccount string
+	// Labels of the proxy's pod: they decide which Services it serves.
+	Labels map[string]string
+	// IPs of the pod, used to find the ports it serves for named target
+	// ports.
+	IPs []string
+}
+
+// Identity is the proxy's SPIFFE ID in the trust domain.
+func (p Proxy) Identity(trustDomain string) string {
+	return "spiffe://" + trustDomain + "/ns/" + p.Namespace + "/sa/" + p.ServiceAccount
+}
+
+// Resources is a proxy's complete configuration, each list sorted by name.
+type Resources struct {
+	Listeners []*listenerv3.Listener
+	Routes    []*routev3.RouteConfiguration
+	Clusters  []*clusterv3.Cluster
+	Endpoints []*endpointv3.ClusterLoadAssignment
+	// Secrets names the SDS secrets the resources refer to; the xDS layer
+	// serves them from the proxy's own identity only.
+	Secrets []string
+}
+
+// Ports and names that the sidecar bootstrap and weft-init share.
+const (
+	OutboundPort  = 15001
+	InboundPort   = 15006
+	AdminPort     = 15000
+	ReadinessPort = 15021
+	StatsPort     = 15090
+
+	OutboundListener  = "outbound"
+	InboundListener   = "inbound"
+	ReadinessListener = "readiness"
+	StatsListener     = "stats"
+
+	PassthroughCluster        = "PassthroughCluster"
+	BlackHoleCluster          = "BlackHoleCluster"
+	InboundPassthroughCluster = "InboundPassthroughCluster"
+
+	// WorkloadCertSecret is the proxy's own certificate and key;
+	// TrustBundleSecret the roots it validates peers with.
+	WorkloadCertSecret = "workload-cert"
+	TrustBundleSecret  = "trust-bundle"
+
+	// InboundPassthroughSource is the address the sidecar uses towards its
+	// own application for passthrough traffic; weft-init excludes it from
+	// capture so that traffic does not loop.
+	InboundPassthroughSource = "127.0.0.6"
+)
+
+// Build computes the resources of one sidecar proxy.
+func Build(mesh *ir.Mesh, p Proxy) *Resources {
+	v := newView(mesh, p)
+	r := &Resources{}
+	r.Clusters, r.Endpoints = v.clusters()
+	r.Routes = v.routeConfigs()
+	r.Listeners = v.listeners()
+	r.Secrets = []string{TrustBundleSecret, WorkloadCertSecret}
+	sort.Slice(r.Listeners, func(i, j int) bool { return r.Listeners[i].Name < r.Listeners[j].Name })
+	sort.Slice(r.Routes, func(i, j int) bool { return r.Routes[i].Name < r.Routes[j].Name })
+	sort.Slice(r.Clusters, func(i, j int) bool { return r.Clusters[i].Name < r.Clusters[j].Name })
+	sort.Slice(r.Endpoints, func(i, j int) bool { return r.Endpoints[i].ClusterName < r.Endpoints[j].ClusterName })
+	return r
+}
+
+// view is the part of the mesh one proxy can reach, and the part it serves.
+type view struct {
+	mesh  *ir.Mesh
+	proxy Proxy
+	id    string
+	// outbound: Services the proxy may call, in mesh order.
+	outbound []*ir.Service
+	// inbound: the ports the proxy's workload serves, with the Services
+	// they belong to, sorted by port.
+	inbound []inboundPort
+	// authz: policies that protect the proxy's workload.
+	authz []*ir.AuthPolicy
+	// mtls is the proxy's namespace mode.
+	mtls ir.MTLSMode
+}
+
+type inboundPort struct {
+	port     int32
+	protocol ir.Protocol
+}
+
+func newView(mesh *ir.Mesh, p Proxy) *view {
+	v := &view{mesh: mesh, proxy: p, id: p.Identity(mesh.TrustDomain), mtls: mesh.DefaultMTLS}
+	ns := mesh.Namespaces[p.Namespace]
+	if ns != nil {
+		v.mtls = ns.MTLS
+		v.authz = append(v.authz, ns.AuthPolicies...)
+	}
+	ports := map[int32]ir.Protocol{}
+	for _, svc := range mesh.Services {
+		if svc.ExportedTo(p.Namespace) && v.mayReach(svc) {
+			v.outbound = append(v.outbound, svc)
+		}
+		if svc.Key.Namespace != p.Namespace || !selects(svc.Selector, p.Labels) {
+			continue
+		}
+		v.authz = append(v.authz, svc.AuthPolicies...)
+		for _, sp := range svc.Ports {
+			if n := v.servedPort(sp); n != 0 {
+				// Two Services that disagree on a container port's
+				// protocol: treat it as TCP, which carries either.
+				if prev, ok := ports[n]; ok && prev != sp.Protocol {
+					ports[n] = ir.ProtocolTCP
+				} else {
+					ports[n] = sp.Protocol
+				}
+			}
+		}
+	}
+	for n, proto := range ports {
+		v.inbound = append(v.inbound, inboundPort{port: n, protocol: proto})
+	}
+	sort.Slice(v.inbound, func(i, j int) bool { return v.inbound[i].port < v.inbound[j].port })
+	return v
+}
+
+// servedPort is the container port that carries a Service port on this
+// proxy's pod, or 0 when unknown.
+func (v *view) servedPort(sp *ir.Port) int32 {
+	if sp.TargetPortName == "" {
+		return sp.TargetPort
+	}
+	for _, e := range sp.Endpoints {
+		for _, ip := range v.proxy.IPs {
+			if e.Address == ip {
+				return e.Port
+			}
+		}
+	}
+	return 0
+}
+
+func selects(selector, labels map[string]string) bool {
+	if len(selector) == 0 {
+		return false
+	}
+	for k, want := range selector {
+		if labels[k] != want {
+			return false
+		}
+	}
+	return true
+}
+
+// mayReach is false when the Service's enforced AuthPolicies certainly
+// refuse every request from this proxy's identity, so the proxy need not
+// know the Service at all. It errs towards true: a rule that might match
+// (an IP block, a port or path condition) keeps the Service visible.
+func (v *view) mayReach(svc *ir.Service) bool {
+	var policies []*ir.AuthPolicy
+	policies = append(policies, svc.AuthPolicies...)
+	if ns := v.mesh.Namespaces[svc.Key.Namespace]; ns != nil {
+		policies = append(policies, ns.AuthPolicies...)
+	}
+	hasAllow, allowed := false, false
+	for _, pol := range policies {
+		if pol.DryRun {
+			continue
+		}
+		for _, r := range pol.Rules {
+			switch pol.Action {
+			case ir.AuthDeny:
+				if v.sourceCertainlyMatches(r) && operationUnrestricted(r) {
+					return false
+				}
+			case ir.AuthAllow:
+				hasAllow = true
+				if v.sourceMayMatch(r) {
+					allowed = true
+				}
+			}
+		}
+	}
+	return !hasAllow || allowed
+}
+
+func (v *view) sourceMayMatch(r ir.AuthRule) bool {
+	if len(r.Principals)+len(r.Namespaces)+len(r.IPBlocks) == 0 || len(r.IPBlocks) > 0 {
+		return true
+	}
+	return v.sourceCertainlyMatches(r)
+}
+
+func (v *view) sourceCertainlyMatches(r ir.AuthRule) bool {
+	if len(r.Principals)+len(r.Namespaces)+len(r.IPBlocks) == 0 {
+		return true
+	}
+	for _, p := range r.Principals {
+		if p == v.id {
+			return true
+		}
+	}
+	for _, ns := range r.Namespaces {
+		if ns == v.proxy.Namespace {
+			return true
+		}
+	}
+	return false
+}
+
+func operationUnrestricted(r ir.AuthRule) bool {
+	return len(r.Ports)+len(r.Methods)+len(r.PathsExact)+len(r.PathsPrefix) == 0
+}

@@ -1,0 +1,197 @@
+package envoy
+
+import (
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weftmesh/weft/translator/ir"
+)
+
+// routeConfigs builds one RouteConfiguration per outbound HTTP port number,
+// named after the port (as Istio does): the outbound listener's filter chain
+// for that port asks for it by RDS.
+func (v *view) routeConfigs() []*routev3.RouteConfiguration {
+	byPort := map[int32]*routev3.RouteConfiguration{}
+	for _, svc := range v.outbound {
+		for _, port := range svc.Ports {
+			if !port.Protocol.IsHTTP() {
+				continue
+			}
+			rc := byPort[port.Port]
+			if rc == nil {
+				rc = &routev3.RouteConfiguration{Name: routeConfigName(port.Port), ValidateClusters: wrapperspb.Bool(false)}
+				byPort[port.Port] = rc
+			}
+			rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
+				Name:    svc.Key.Hostname() + ":" + strconv.Itoa(int(port.Port)),
+				Domains: v.domains(svc, port.Port),
+				Routes:  routes(port),
+			})
+		}
+	}
+	var out []*routev3.RouteConfiguration
+	for _, rc := range byPort {
+		rc.VirtualHosts = append(rc.VirtualHosts, v.unknownHost())
+		out = append(out, rc)
+	}
+	return out
+}
+
+func routeConfigName(port int32) string { return strconv.Itoa(int(port)) }
+
+// domains are the Host values that reach svc: its DNS names with and
+// without the port, and its cluster IPs. The bare name resolves to the
+// Service only inside its own namespace, so only that namespace's proxies
+// route it (a bare name in two namespaces would otherwise collide).
+func (v *view) domains(svc *ir.Service, port int32) []string {
+	p := ":" + strconv.Itoa(int(port))
+	names := []string{svc.Key.Name + "." + svc.Key.Namespace, svc.Key.Name + "." + svc.Key.Namespace + ".svc", svc.Key.Hostname()}
+	if svc.Key.Namespace == v.proxy.Namespace {
+		names = append([]string{svc.Key.Name}, names...)
+	}
+	for _, ip := range svc.ClusterIPs {
+		if a, err := netip.ParseAddr(ip); err == nil && a.Is6() {
+			ip = "[" + ip + "]"
+		}
+		names = append(names, ip)
+	}
+	out := make([]string, 0, 2*len(names))
+	for _, n := range names {
+		out = append(out, n, n+p)
+	}
+	return out
+}
+
+// unknownHost catches requests for hosts the mesh does not know: they pass
+// through to where the client sent them, or get a 502 in RegistryOnly mode.
+func (v *view) unknownHost() *routev3.VirtualHost {
+	r := &routev3.Route{Name: "unknown", Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}}
+	if v.mesh.Outbound == ir.OutboundRegistryOnly {
+		r.Action = &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 502}}
+	} else {
+		r.Action = &routev3.Route_Route{Route: &routev3.RouteAction{
+			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: PassthroughCluster},
+			Timeout:          durationpb.New(0),
+		}}
+	}
+	return &routev3.VirtualHost{Name: "unknown", Domains: []string{"*"}, Routes: []*routev3.Route{r}}
+}
+
+// routes turns a port's IR routes into Envoy routes, in order. An IR route
+// with several matches becomes one Envoy route per match (any may hold).
+func routes(port *ir.Port) []*routev3.Route {
+	var out []*routev3.Route
+	for _, r := range port.Routes {
+		action := routeAction(r, port.Retry)
+		matches := r.Matches
+		if len(matches) == 0 {
+			matches = []ir.Match{{}}
+		}
+		for _, m := range matches {
+			out = append(out, &routev3.Route{Match: routeMatch(m), Action: &routev3.Route_Route{Route: action}})
+		}
+	}
+	return out
+}
+
+func routeMatch(m ir.Match) *routev3.RouteMatch {
+	rm := &routev3.RouteMatch{}
+	switch {
+	case m.PathExact != "":
+		rm.PathSpecifier = &routev3.RouteMatch_Path{Path: m.PathExact}
+	case m.PathPrefix != "" && m.PathPrefix != "/":
+		// Gateway API's PathPrefix matches whole segments: /api matches
+		// /api and /api/x, not /apix.
+		rm.PathSpecifier = &routev3.RouteMatch_PathSeparatedPrefix{PathSeparatedPrefix: strings.TrimRight(m.PathPrefix, "/")}
+	default:
+		rm.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: "/"}
+	}
+	if m.Method != "" {
+		rm.Headers = append(rm.Headers, exactHeader(":method", m.Method))
+	}
+	for _, h := range m.Headers {
+		if h.Regex {
+			rm.Headers = append(rm.Headers, &routev3.HeaderMatcher{Name: h.Name, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
+				StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: h.Value}}},
+			}})
+		} else {
+			rm.Headers = append(rm.Headers, exactHeader(h.Name, h.Value))
+		}
+	}
+	return rm
+}
+
+func exactHeader(name, value string) *routev3.HeaderMatcher {
+	return &routev3.HeaderMatcher{Name: name, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
+		StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: value}},
+	}}
+}
+
+func routeAction(r *ir.Route, portRetry *ir.Retry) *routev3.RouteAction {
+	a := &routev3.RouteAction{}
+	if len(r.Backends) == 1 {
+		a.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: backendCluster(r.Backends[0])}
+	} else {
+		wc := &routev3.WeightedCluster{}
+		for _, b := range r.Backends {
+			wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{
+				Name:   backendCluster(b),
+				Weight: wrapperspb.UInt32(b.Weight),
+			})
+		}
+		a.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
+	}
+	retry := r.Retry
+	if retry == nil {
+		retry = portRetry
+	}
+	// Envoy's default 15s route timeout would cut long requests and gRPC
+	// streams that work without the mesh: no timeout unless asked for.
+	timeout := r.Timeout
+	if timeout == 0 && retry != nil {
+		timeout = retry.Timeout
+	}
+	a.Timeout = durationpb.New(timeout.D())
+	if retry != nil && retry.Attempts > 0 {
+		a.RetryPolicy = retryPolicy(retry)
+	}
+	return a
+}
+
+func retryPolicy(r *ir.Retry) *routev3.RetryPolicy {
+	on := append([]string(nil), r.On...)
+	sort.Strings(on)
+	p := &routev3.RetryPolicy{
+		RetryOn:              strings.Join(on, ","),
+		NumRetries:           wrapperspb.UInt32(r.Attempts),
+		RetriableStatusCodes: r.StatusCodes,
+		RetryBackOff: &routev3.RetryPolicy_RetryBackOff{
+			BaseInterval: durationpb.New(r.BaseInterval.D()),
+			MaxInterval:  durationpb.New(r.MaxInterval.D()),
+		},
+		// Do not retry on the endpoint that just failed, when another exists.
+		RetryHostPredicate:            []*routev3.RetryPolicy_RetryHostPredicate{{Name: "envoy.retry_host_predicates.previous_hosts", ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: mustAny(&previoushostsv3.PreviousHostsPredicate{})}}},
+		HostSelectionRetryMaxAttempts: 5,
+	}
+	if r.PerTryTimeout > 0 {
+		p.PerTryTimeout = durationpb.New(r.PerTryTimeout.D())
+	}
+	return p
+}
+
+// backendCluster is the cluster of a backend; missing backends share the
+// black hole, which has no endpoints, so their requests get 503.
+func backendCluster(b ir.Backend) string {
+	if b.Unresolved {
+		return BlackHoleCluster
+	}
+	return ir.ClusterName(b.Service, b.Port)
+}

@@ -1,0 +1,187 @@
+package envoy
+
+import (
+	"errors"
+	"fmt"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// Validate checks a proxy's resources before anything is sent: each one
+// passes protoc-gen-validate, including the typed configs packed in Any
+// fields (which ValidateAll does not open), and the set is consistent:
+// every RDS name has a route configuration, every route and TCP proxy names
+// a cluster that exists, every EDS cluster has endpoints, and no weighted
+// split sums to zero. An error names the offending resource; it is a bug in
+// weft, never the user's.
+func (r *Resources) Validate() error {
+	var errs []error
+	clusters := map[string]*clusterv3.Cluster{}
+	for _, c := range r.Clusters {
+		if clusters[c.Name] != nil {
+			errs = append(errs, fmt.Errorf("cluster %q: defined twice", c.Name))
+		}
+		clusters[c.Name] = c
+		errs = append(errs, wrap("cluster "+c.Name, validateDeep(c)))
+	}
+	endpoints := map[string]bool{}
+	for _, e := range r.Endpoints {
+		endpoints[e.ClusterName] = true
+		errs = append(errs, wrap("endpoints "+e.ClusterName, validateDeep(e)))
+		for _, loc := range e.Endpoints {
+			if loc.Locality == nil || loc.LoadBalancingWeight.GetValue() == 0 {
+				errs = append(errs, fmt.Errorf("endpoints %s: every locality needs a locality and a positive weight (gRPC rejects them otherwise)", e.ClusterName))
+			}
+		}
+		if c := clusters[e.ClusterName]; c == nil || c.GetType() != clusterv3.Cluster_EDS {
+			errs = append(errs, fmt.Errorf("endpoints %s: no EDS cluster of that name", e.ClusterName))
+		}
+	}
+	for _, c := range r.Clusters {
+		if c.GetType() == clusterv3.Cluster_EDS && !endpoints[c.Name] {
+			errs = append(errs, fmt.Errorf("cluster %s: EDS cluster without endpoints", c.Name))
+		}
+	}
+	routes := map[string]bool{}
+	for _, rc := range r.Routes {
+		routes[rc.Name] = true
+		errs = append(errs, wrap("route "+rc.Name, validateDeep(rc)))
+		errs = append(errs, wrap("route "+rc.Name, checkRouteClusters(rc, clusters)))
+	}
+	for _, l := range r.Listeners {
+		errs = append(errs, wrap("listener "+l.Name, validateDeep(l)))
+		chains := append([]*listenerv3.FilterChain(nil), l.FilterChains...)
+		if l.DefaultFilterChain != nil {
+			chains = append(chains, l.DefaultFilterChain)
+		}
+		for _, fc := range chains {
+			for _, f := range fc.Filters {
+				errs = append(errs, wrap(fmt.Sprintf("listener %s chain %q", l.Name, fc.Name), checkFilter(f, routes, clusters)))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func checkFilter(f *listenerv3.Filter, routes map[string]bool, clusters map[string]*clusterv3.Cluster) error {
+	msg, err := f.GetTypedConfig().UnmarshalNew()
+	if err != nil {
+		return fmt.Errorf("filter %s: %w", f.Name, err)
+	}
+	switch m := msg.(type) {
+	case *hcmv3.HttpConnectionManager:
+		if rds := m.GetRds(); rds != nil && !routes[rds.RouteConfigName] {
+			return fmt.Errorf("RDS route configuration %q does not exist", rds.RouteConfigName)
+		}
+		if rc := m.GetRouteConfig(); rc != nil {
+			return checkRouteClusters(rc, clusters)
+		}
+		if n := len(m.HttpFilters); n == 0 || m.HttpFilters[n-1].Name != "envoy.filters.http.router" {
+			return errors.New("the HTTP filters must end with the router")
+		}
+	case *tcpproxyv3.TcpProxy:
+		if c := m.GetCluster(); c != "" && clusters[c] == nil {
+			return fmt.Errorf("TCP proxy cluster %q does not exist", c)
+		}
+		if wc := m.GetWeightedClusters(); wc != nil {
+			var sum uint32
+			for _, c := range wc.Clusters {
+				sum += c.Weight
+				if clusters[c.Name] == nil {
+					return fmt.Errorf("TCP proxy cluster %q does not exist", c.Name)
+				}
+			}
+			if sum == 0 {
+				return errors.New("TCP proxy weights sum to 0")
+			}
+		}
+	}
+	return nil
+}
+
+func checkRouteClusters(rc *routev3.RouteConfiguration, clusters map[string]*clusterv3.Cluster) error {
+	for _, vh := range rc.VirtualHosts {
+		for _, rt := range vh.Routes {
+			a := rt.GetRoute()
+			if a == nil {
+				continue
+			}
+			if c := a.GetCluster(); c != "" && clusters[c] == nil {
+				return fmt.Errorf("virtual host %s: cluster %q does not exist", vh.Name, c)
+			}
+			if wc := a.GetWeightedClusters(); wc != nil {
+				var sum uint32
+				for _, c := range wc.Clusters {
+					sum += c.Weight.GetValue()
+					if clusters[c.Name] == nil {
+						return fmt.Errorf("virtual host %s: cluster %q does not exist", vh.Name, c.Name)
+					}
+				}
+				if sum == 0 {
+					return fmt.Errorf("virtual host %s: weights sum to 0", vh.Name)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+type validator interface{ ValidateAll() error }
+
+// validateDeep runs ValidateAll on m and on every message packed in an Any
+// anywhere inside it.
+func validateDeep(m proto.Message) error {
+	var errs []error
+	if v, ok := m.(validator); ok {
+		errs = append(errs, v.ValidateAll())
+	}
+	walkAny(m.ProtoReflect(), func(a *anypb.Any) {
+		inner, err := a.UnmarshalNew()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", a.TypeUrl, err))
+			return
+		}
+		errs = append(errs, wrap(a.TypeUrl, validateDeep(inner)))
+	})
+	return errors.Join(errs...)
+}
+
+// walkAny calls fn for each Any directly inside m (not inside those Anys:
+// validateDeep recurses into them after unpacking).
+func walkAny(m protoreflect.Message, fn func(*anypb.Any)) {
+	if a, ok := m.Interface().(*anypb.Any); ok {
+		fn(a)
+		return
+	}
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsList() && fd.Message() != nil:
+			l := v.List()
+			for i := 0; i < l.Len(); i++ {
+				walkAny(l.Get(i).Message(), fn)
+			}
+		case fd.IsMap() && fd.MapValue().Message() != nil:
+			v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+				walkAny(mv.Message(), fn)
+				return true
+			})
+		case fd.Message() != nil && !fd.IsList() && !fd.IsMap():
+			walkAny(v.Message(), fn)
+		}
+		return true
+	})
+}
+
+func wrap(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}

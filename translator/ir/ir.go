@@ -1,0 +1,330 @@
+// Package ir is weft's model of the mesh: what the translator derives from
+// Kubernetes objects and weft's policies, and what translator/envoy turns
+// into Envoy configuration for each proxy.
+//
+// The model is plain data, built once per change and never mutated after:
+// stages that read it may share it between goroutines without locks. Every
+// slice is sorted, so equal inputs give equal models (and equal xDS bytes).
+package ir
+
+import (
+	"fmt"
+	"sort"
+	"time"
+)
+
+// ClusterDomain is the DNS suffix of Services.
+const ClusterDomain = "cluster.local"
+
+// Mesh is the whole model.
+type Mesh struct {
+	// TrustDomain is the SPIFFE trust domain of every identity.
+	TrustDomain string `json:"trustDomain,omitempty"`
+	// Services, sorted by namespace then name.
+	Services []*Service `json:"services,omitempty"`
+	// Namespaces maps a namespace to its mesh-wide settings.
+	Namespaces map[string]*Namespace `json:"namespaces,omitempty"`
+	// DefaultMTLS applies to namespaces without an override.
+	DefaultMTLS MTLSMode `json:"defaultMTLS,omitempty"`
+	// Outbound says what happens to traffic to destinations the mesh does
+	// not know.
+	Outbound OutboundPolicy `json:"outbound,omitempty"`
+	// AccessLog and Tracing are the mesh-wide observability settings.
+	AccessLog AccessLog `json:"accessLog,omitempty"`
+	Tracing   *Tracing  `json:"tracing,omitempty"`
+
+	byKey map[ServiceKey]*Service
+}
+
+// Service returns the service with the key, or nil. Services are sorted,
+// so this is a binary search: a model that shares all but one Service with
+// its predecessor needs no index rebuilt.
+func (m *Mesh) Service(k ServiceKey) *Service {
+	i := sort.Search(len(m.Services), func(i int) bool { return !m.Services[i].Key.Less(k) })
+	if i < len(m.Services) && m.Services[i].Key == k {
+		return m.Services[i]
+	}
+	return nil
+}
+
+// Namespace holds per-namespace settings.
+type Namespace struct {
+	Name string `json:"name,omitempty"`
+	// MTLS is this namespace's mode (the mesh default unless its label
+	// overrides it).
+	MTLS MTLSMode `json:"mtls,omitempty"`
+	// AuthPolicies attached to the whole namespace, sorted by creation.
+	AuthPolicies []*AuthPolicy `json:"authPolicies,omitempty"`
+}
+
+// MTLSMode says whether inbound plaintext is accepted.
+type MTLSMode string
+
+const (
+	// MTLSPermissive accepts mutual TLS and plaintext.
+	MTLSPermissive MTLSMode = "Permissive"
+	// MTLSStrict accepts mutual TLS only.
+	MTLSStrict MTLSMode = "Strict"
+)
+
+// OutboundPolicy is what a sidecar does with traffic to unknown destinations.
+type OutboundPolicy string
+
+const (
+	// OutboundAllowAny passes such traffic through to its original
+	// destination.
+	OutboundAllowAny OutboundPolicy = "AllowAny"
+	// OutboundRegistryOnly refuses it.
+	OutboundRegistryOnly OutboundPolicy = "RegistryOnly"
+)
+
+// AccessLog configures Envoy's access log.
+type AccessLog struct {
+	Enabled bool `json:"enabled,omitempty"`
+	JSON    bool `json:"json,omitempty"`
+}
+
+// Tracing configures span export.
+type Tracing struct {
+	// Collector is host:port of an OpenTelemetry (OTLP/gRPC) collector.
+	Collector string `json:"collector,omitempty"`
+	// SamplingPercent of requests start a trace.
+	SamplingPercent float64 `json:"samplingPercent,omitempty"`
+}
+
+// ServiceKey names a Service.
+type ServiceKey struct {
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name,omitempty"`
+}
+
+func (k ServiceKey) String() string { return k.Namespace + "/" + k.Name }
+
+// Less orders keys by namespace, then name.
+func (k ServiceKey) Less(o ServiceKey) bool {
+	if k.Namespace != o.Namespace {
+		return k.Namespace < o.Namespace
+	}
+	return k.Name < o.Name
+}
+
+// Hostname is the Service's fully qualified DNS name.
+func (k ServiceKey) Hostname() string {
+	return k.Name + "." + k.Namespace + ".svc." + ClusterDomain
+}
+
+// Service is a Kubernetes Service as the mesh sees it.
+type Service struct {
+	Key ServiceKey `json:"key,omitempty"`
+	// ClusterIPs are the virtual IPs; empty for a headless Service.
+	ClusterIPs []string `json:"clusterIPs,omitempty"`
+	// Headless Services are reached at their endpoints' own addresses.
+	Headless bool `json:"headless,omitempty"`
+	// Selector picks the pods that serve the Service; a proxy whose labels
+	// match serves its ports (inbound). Empty selects nothing.
+	Selector map[string]string `json:"selector,omitempty"`
+	// Ports, sorted by port number.
+	Ports []*Port `json:"ports,omitempty"`
+	// ExportTo lists the namespaces whose proxies may see this Service;
+	// "*" means every namespace. It always includes the Service's own.
+	ExportTo []string `json:"exportTo,omitempty"`
+	// AuthPolicies attached to this Service, sorted by creation.
+	AuthPolicies []*AuthPolicy `json:"authPolicies,omitempty"`
+}
+
+// Port returns the port with the number, or nil.
+func (s *Service) Port(n int32) *Port {
+	for _, p := range s.Ports {
+		if p.Port == n {
+			return p
+		}
+	}
+	return nil
+}
+
+// ExportedTo says whether proxies in namespace ns may see the Service.
+func (s *Service) ExportedTo(ns string) bool {
+	if ns == s.Key.Namespace {
+		return true
+	}
+	for _, e := range s.ExportTo {
+		if e == "*" || e == ns {
+			return true
+		}
+	}
+	return false
+}
+
+// Protocol is how the mesh handles a port's traffic.
+type Protocol string
+
+const (
+	ProtocolHTTP  Protocol = "HTTP"
+	ProtocolHTTP2 Protocol = "HTTP2"
+	ProtocolGRPC  Protocol = "GRPC"
+	ProtocolTCP   Protocol = "TCP"
+)
+
+// IsHTTP is true for protocols that Envoy routes per request.
+func (p Protocol) IsHTTP() bool { return p != ProtocolTCP }
+
+// Port is one port of a Service, with where its traffic goes.
+type Port struct {
+	Name     string   `json:"name,omitempty"`
+	Port     int32    `json:"port,omitempty"`
+	Protocol Protocol `json:"protocol,omitempty"`
+	// TargetPort is the container port; TargetPortName is set instead when
+	// the Service names it, and then each endpoint carries its own number.
+	TargetPort     int32  `json:"targetPort,omitempty"`
+	TargetPortName string `json:"targetPortName,omitempty"`
+	// Endpoints that serve this port, sorted by address.
+	Endpoints []Endpoint `json:"endpoints,omitempty"`
+	// Routes for HTTP protocols, in match order: specific matches first,
+	// the catch-all last. Always at least one for HTTP ports.
+	Routes []*Route `json:"routes,omitempty"`
+	// Retry applies to every route of this port unless a route has its own;
+	// nil means the proxy's defaults.
+	Retry *Retry `json:"retry,omitempty"`
+	// TCPBackends replaces Endpoints for TCP ports with a traffic split.
+	TCPBackends []Backend `json:"tcpBackends,omitempty"`
+}
+
+// ClusterName is the Envoy cluster of this port of svc, in the format Istio
+// users know: outbound|<port>||<hostname>.
+func ClusterName(svc ServiceKey, port int32) string {
+	return fmt.Sprintf("outbound|%d||%s", port, svc.Hostname())
+}
+
+// Endpoint is one ready or not-ready address of a port.
+type Endpoint struct {
+	Address string `json:"address,omitempty"`
+	Port    int32  `json:"port,omitempty"`
+	Ready   bool   `json:"ready,omitempty"`
+	// Zone is the topology zone, when the EndpointSlice says it.
+	Zone string `json:"zone,omitempty"`
+	// Identity is the SPIFFE ID of the pod's service account, when the pod
+	// is known; empty otherwise.
+	Identity string `json:"identity,omitempty"`
+	// Meshed is true when the pod has a weft sidecar, so mutual TLS can be
+	// used towards it.
+	Meshed bool `json:"meshed,omitempty"`
+}
+
+// PolicyRef names the policy object that produced part of the model, with
+// the generation that produced it, so that status can say when that
+// generation has reached the proxies.
+type PolicyRef struct {
+	Kind       string `json:"kind,omitempty"`
+	Namespace  string `json:"namespace,omitempty"`
+	Name       string `json:"name,omitempty"`
+	Generation int64  `json:"generation,omitempty"`
+}
+
+func (r PolicyRef) String() string {
+	return fmt.Sprintf("%s %s/%s", r.Kind, r.Namespace, r.Name)
+}
+
+// Route is one rule of an HTTP port.
+type Route struct {
+	// Source is the TrafficSplit or HTTPRoute the route comes from; nil for
+	// the Service's implicit route.
+	Source *PolicyRef `json:"source,omitempty"`
+	// Matches: the route applies when any match holds; none means always.
+	Matches []Match `json:"matches,omitempty"`
+	// Backends with their weights; zero weights are already dropped, and
+	// at least one backend remains.
+	Backends []Backend `json:"backends,omitempty"`
+	// Retry overrides the port's retry policy when set.
+	Retry *Retry `json:"retry,omitempty"`
+	// Timeout bounds the whole request, retries included; 0 means none.
+	Timeout Duration `json:"timeout,omitempty"`
+}
+
+// Match is one HTTP request match; all of its parts must hold.
+type Match struct {
+	PathExact  string        `json:"pathExact,omitempty"`
+	PathPrefix string        `json:"pathPrefix,omitempty"`
+	Method     string        `json:"method,omitempty"`
+	Headers    []HeaderMatch `json:"headers,omitempty"`
+}
+
+// HeaderMatch matches one request header.
+type HeaderMatch struct {
+	Name  string `json:"name,omitempty"`
+	Value string `json:"value,omitempty"`
+	Regex bool   `json:"regex,omitempty"`
+}
+
+// Backend is a weighted destination. An Unresolved backend stands for the
+// share of backends that do not exist: requests sent to it get HTTP 503, so
+// a typo shows instead of silently shifting traffic.
+type Backend struct {
+	Unresolved bool       `json:"unresolved,omitempty"`
+	Service    ServiceKey `json:"service,omitempty"`
+	Port       int32      `json:"port,omitempty"`
+	Weight     uint32     `json:"weight,omitempty"`
+}
+
+// Retry is a resolved RetryPolicy.
+type Retry struct {
+	Source        PolicyRef `json:"source,omitempty"`
+	On            []string  `json:"on,omitempty"`
+	StatusCodes   []uint32  `json:"statusCodes,omitempty"`
+	Attempts      uint32    `json:"attempts,omitempty"`
+	PerTryTimeout Duration  `json:"perTryTimeout,omitempty"`
+	Timeout       Duration  `json:"timeout,omitempty"`
+	BaseInterval  Duration  `json:"baseInterval,omitempty"`
+	MaxInterval   Duration  `json:"maxInterval,omitempty"`
+	// BudgetPercent of active requests may be retries, but at least
+	// BudgetMinConcurrency retries may always run.
+	BudgetPercent        float64 `json:"budgetPercent,omitempty"`
+	BudgetMinConcurrency uint32  `json:"budgetMinConcurrency,omitempty"`
+}
+
+// AuthAction is what an AuthPolicy does with matching requests.
+type AuthAction string
+
+const (
+	AuthAllow AuthAction = "Allow"
+	AuthDeny  AuthAction = "Deny"
+)
+
+// AuthPolicy is a resolved AuthPolicy.
+type AuthPolicy struct {
+	Source PolicyRef  `json:"source,omitempty"`
+	Action AuthAction `json:"action,omitempty"`
+	// DryRun policies are evaluated and logged, never enforced.
+	DryRun bool       `json:"dryRun,omitempty"`
+	Rules  []AuthRule `json:"rules,omitempty"`
+}
+
+// AuthRule matches a request when its source matches (any entry of
+// Principals, Namespaces or IPBlocks; all empty means any source) and its
+// operation matches (each non-empty list of Ports, Methods and paths has a
+// matching entry).
+type AuthRule struct {
+	// Principals are SPIFFE IDs of callers.
+	Principals []string `json:"principals,omitempty"`
+	// Namespaces match callers by the namespace of their identity.
+	Namespaces []string `json:"namespaces,omitempty"`
+	// IPBlocks are CIDRs of the caller's address.
+	IPBlocks []string `json:"ipBlocks,omitempty"`
+	// Ports are the workload's (container) ports.
+	Ports   []int32  `json:"ports,omitempty"`
+	Methods []string `json:"methods,omitempty"`
+	// PathsExact and PathsPrefix: the path matches any of them.
+	PathsExact  []string `json:"pathsExact,omitempty"`
+	PathsPrefix []string `json:"pathsPrefix,omitempty"`
+}
+
+// Duration is a time.Duration that reads well in goldens and debug output
+// ("250ms", not 250000000).
+type Duration time.Duration
+
+// MarshalJSON writes the duration as a Go duration string.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return []byte(`"` + time.Duration(d).String() + `"`), nil
+}
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }

@@ -1,0 +1,95 @@
+package translator
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/weftmesh/weft/crds/v1alpha1"
+	"github.com/weftmesh/weft/translator/ir"
+)
+
+// Defaults applied when a MeshConfig field is unset (or there is none).
+// They equal the CRD's +kubebuilder:default markers; defaults_test.go reads
+// the generated CRD to keep the two in step.
+const (
+	DefaultTrustDomain           = "cluster.local"
+	DefaultMTLSMode              = v1alpha1.MTLSModePermissive
+	DefaultAccessLogFormat       = v1alpha1.AccessLogFormatJSON
+	DefaultTracingSamplingRate   = 1
+	DefaultOutboundTrafficPolicy = v1alpha1.OutboundAllowAny
+)
+
+func (t *translation) meshConfig() {
+	m := t.mesh
+	m.TrustDomain = DefaultTrustDomain
+	m.DefaultMTLS = ir.MTLSMode(DefaultMTLSMode)
+	m.Outbound = ir.OutboundAllowAny
+	m.AccessLog = ir.AccessLog{JSON: true}
+
+	mc := t.in.MeshConfig
+	if mc == nil {
+		return
+	}
+	spec := mc.Spec
+	if spec.TrustDomain != "" {
+		m.TrustDomain = spec.TrustDomain
+	}
+	if spec.MTLS.Mode != "" {
+		m.DefaultMTLS = ir.MTLSMode(spec.MTLS.Mode)
+	}
+	if spec.OutboundTrafficPolicy == v1alpha1.OutboundRegistryOnly {
+		m.Outbound = ir.OutboundRegistryOnly
+	}
+	if spec.AccessLog.Enabled != nil {
+		m.AccessLog.Enabled = *spec.AccessLog.Enabled
+	}
+	if spec.AccessLog.Format != "" {
+		m.AccessLog.JSON = spec.AccessLog.Format == v1alpha1.AccessLogFormatJSON
+	}
+	if c := spec.Tracing.CollectorAddress; c != nil && *c != "" {
+		rate := float64(DefaultTracingSamplingRate)
+		if spec.Tracing.SamplingPercent != nil {
+			rate = float64(*spec.Tracing.SamplingPercent)
+		}
+		m.Tracing = &ir.Tracing{Collector: *c, SamplingPercent: rate}
+	}
+}
+
+func (t *translation) namespaces() {
+	for _, ns := range t.in.Namespaces {
+		mode := t.mesh.DefaultMTLS
+		// An invalid label value keeps the mesh default: a typo must not
+		// turn Strict into Permissive or break the namespace.
+		switch v := ns.Labels[v1alpha1.LabelMTLSMode]; v {
+		case string(ir.MTLSStrict), string(ir.MTLSPermissive):
+			mode = ir.MTLSMode(v)
+		}
+		t.mesh.Namespaces[ns.Name] = &ir.Namespace{Name: ns.Name, MTLS: mode}
+	}
+}
+
+// namespace returns the settings of ns, with mesh defaults for a namespace
+// the inputs do not list.
+func (t *translation) namespace(ns string) *ir.Namespace {
+	n := t.mesh.Namespaces[ns]
+	if n == nil {
+		n = &ir.Namespace{Name: ns, MTLS: t.mesh.DefaultMTLS}
+		t.mesh.Namespaces[ns] = n
+	}
+	return n
+}
+
+// duration parses an API duration; empty or invalid means 0 (the CRD's
+// validation rejects invalid ones before they reach us).
+func duration(d *v1alpha1.Duration) ir.Duration {
+	if d == nil || *d == "" {
+		return 0
+	}
+	v, err := time.ParseDuration(string(*d))
+	if err != nil || v < 0 {
+		return 0
+	}
+	return ir.Duration(v)
+}
+
+func itoa(n int32) string { return strconv.Itoa(int(n)) }

@@ -1,0 +1,119 @@
+package translator
+
+import (
+	"fmt"
+
+	"github.com/weftmesh/weft/crds/v1alpha1"
+	"github.com/weftmesh/weft/translator/ir"
+)
+
+// Retry defaults, equal to the RetryPolicy CRD's +kubebuilder:default
+// markers (defaults_test.go checks). The budget follows Envoy's retry budget
+// defaults: 20% of active requests, and at least 3 concurrent retries.
+var (
+	DefaultRetryOn             = []string{"connect-failure", "refused-stream", "unavailable", "cancelled"}
+	DefaultRetryAttempts int32 = 2
+	DefaultRetryBase           = v1alpha1.Duration("25ms")
+	DefaultRetryMax            = v1alpha1.Duration("250ms")
+	DefaultBudgetPercent int32 = 20
+	DefaultBudgetMinConc int32 = 3
+)
+
+// retryPolicies attaches each RetryPolicy to its targets: a Service (every
+// port), a TrafficSplit or an HTTPRoute (the routes it produced). One policy
+// per target: on a second one, the older wins and the newer is Conflicted
+// for that target.
+func (t *translation) retryPolicies() {
+	t.retried = map[PolicyKey]ir.PolicyRef{}
+	for _, rp := range sortedByAge(t.in.RetryPolicies) {
+		ps := t.track(KindRetryPolicy, rp)
+		ref := ir.PolicyRef{Kind: KindRetryPolicy, Namespace: rp.Namespace, Name: rp.Name, Generation: rp.Generation}
+		retry := retryFrom(rp, ref)
+		for i, tr := range rp.Spec.TargetRefs {
+			field := fmt.Sprintf("spec.targetRefs[%d]", i)
+			target := PolicyKey{Kind: tr.Kind, Namespace: rp.Namespace, Name: tr.Name}
+			if owner, taken := t.retried[target]; taken {
+				ps.reject(v1alpha1.ReasonConflicted, "%s: %s %s already has the older %s; one RetryPolicy per target", field, tr.Kind, tr.Name, owner)
+				continue
+			}
+			switch {
+			case tr.Kind == "Service" && tr.Group == v1alpha1.GroupCore:
+				svc := t.byKey[ir.ServiceKey{Namespace: rp.Namespace, Name: tr.Name}]
+				if svc == nil {
+					ps.unresolved(v1alpha1.ReasonTargetNotFound, "%s: Service %q does not exist in namespace %s", field, tr.Name, rp.Namespace)
+					continue
+				}
+				for _, p := range svc.Ports {
+					p.Retry = retry
+				}
+			case tr.Kind == KindTrafficSplit && tr.Group == v1alpha1.GroupVersion.Group,
+				tr.Kind == KindHTTPRoute && tr.Group == v1alpha1.GroupGatewayAPI:
+				if !t.retryRoutes(target, retry) {
+					ps.unresolved(v1alpha1.ReasonTargetNotFound, "%s: %s %q does not exist in namespace %s or routes nothing (see its status)", field, tr.Kind, tr.Name, rp.Namespace)
+					continue
+				}
+			default:
+				ps.reject(v1alpha1.ReasonInvalid, "%s: a RetryPolicy targets a Service (group \"\"), a TrafficSplit (group %s) or an HTTPRoute (group %s), not %s %q",
+					field, v1alpha1.GroupVersion.Group, v1alpha1.GroupGatewayAPI, tr.Kind, tr.Group)
+				continue
+			}
+			t.retried[target] = ref
+		}
+	}
+}
+
+// retryRoutes sets the retry of every route that the routing policy target
+// produced; false if it produced none.
+func (t *translation) retryRoutes(target PolicyKey, retry *ir.Retry) bool {
+	found := false
+	for _, svc := range t.mesh.Services {
+		for _, p := range svc.Ports {
+			for _, r := range p.Routes {
+				if r.Source != nil && r.Source.Kind == target.Kind && r.Source.Namespace == target.Namespace && r.Source.Name == target.Name {
+					r.Retry, found = retry, true
+				}
+			}
+		}
+	}
+	return found
+}
+
+func retryFrom(rp *v1alpha1.RetryPolicy, ref ir.PolicyRef) *ir.Retry {
+	s := rp.Spec
+	r := &ir.Retry{Source: ref, On: DefaultRetryOn, Attempts: uint32(DefaultRetryAttempts),
+		BudgetPercent: float64(DefaultBudgetPercent), BudgetMinConcurrency: uint32(DefaultBudgetMinConc)}
+	if len(s.RetryOn) > 0 {
+		r.On = nil
+		for _, c := range s.RetryOn {
+			r.On = append(r.On, string(c))
+		}
+	}
+	for _, c := range s.RetriableStatusCodes {
+		r.StatusCodes = append(r.StatusCodes, uint32(c))
+	}
+	if s.Attempts != nil {
+		r.Attempts = uint32(*s.Attempts)
+	}
+	r.PerTryTimeout = duration(s.PerTryTimeout)
+	r.Timeout = duration(s.Timeout)
+	base, max := DefaultRetryBase, DefaultRetryMax
+	if s.Backoff != nil {
+		if s.Backoff.BaseInterval != "" {
+			base = s.Backoff.BaseInterval
+		}
+		if s.Backoff.MaxInterval != "" {
+			max = s.Backoff.MaxInterval
+		}
+	}
+	r.BaseInterval = duration(&base)
+	r.MaxInterval = duration(&max)
+	if b := s.Budget; b != nil {
+		if b.Percent != nil {
+			r.BudgetPercent = float64(*b.Percent)
+		}
+		if b.MinConcurrency != nil {
+			r.BudgetMinConcurrency = uint32(*b.MinConcurrency)
+		}
+	}
+	return r
+}

@@ -1,0 +1,242 @@
+package translator
+
+import (
+	"net/netip"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/weftmesh/weft/translator/ir"
+)
+
+const (
+	// AnnotationExportTo on a Service lists the namespaces (comma-separated,
+	// or "*" for all) whose proxies may reach it. Without it a Service is
+	// visible in its own namespace only: config stays proportional to what
+	// a workload can reach.
+	AnnotationExportTo = "weft.dev/export-to"
+	// SidecarContainerName is the name of the injected proxy container; a
+	// pod that has it accepts mutual TLS.
+	SidecarContainerName = "weft-proxy"
+)
+
+// services builds ir.Services from Services, EndpointSlices and Pods.
+func (t *translation) services() {
+	podIndex := map[ir.ServiceKey]*corev1.Pod{} // by namespace/name
+	for _, p := range t.in.Pods {
+		podIndex[ir.ServiceKey{Namespace: p.Namespace, Name: p.Name}] = p
+	}
+	pods := func(ns, name string) *corev1.Pod { return podIndex[ir.ServiceKey{Namespace: ns, Name: name}] }
+	slices := map[ir.ServiceKey][]*discoveryv1.EndpointSlice{}
+	for _, s := range t.in.EndpointSlices {
+		name := s.Labels[discoveryv1.LabelServiceName]
+		if name == "" {
+			continue
+		}
+		k := ir.ServiceKey{Namespace: s.Namespace, Name: name}
+		slices[k] = append(slices[k], s)
+	}
+
+	t.byKey = map[ir.ServiceKey]*ir.Service{}
+	for _, s := range t.in.Services {
+		if s.Spec.Type == corev1.ServiceTypeExternalName {
+			continue // a DNS alias: nothing to proxy
+		}
+		key := ir.ServiceKey{Namespace: s.Namespace, Name: s.Name}
+		svc := &ir.Service{Key: key, ExportTo: exportTo(s), Selector: s.Spec.Selector}
+		if s.Spec.ClusterIP == corev1.ClusterIPNone {
+			svc.Headless = true
+		} else {
+			for _, ip := range s.Spec.ClusterIPs {
+				if ip != "" && ip != corev1.ClusterIPNone {
+					svc.ClusterIPs = append(svc.ClusterIPs, ip)
+				}
+			}
+			if len(svc.ClusterIPs) == 0 && s.Spec.ClusterIP != "" {
+				svc.ClusterIPs = []string{s.Spec.ClusterIP}
+			}
+		}
+		for _, sp := range s.Spec.Ports {
+			if sp.Protocol != "" && sp.Protocol != corev1.ProtocolTCP {
+				continue // the mesh carries TCP only; UDP and SCTP bypass it
+			}
+			p := &ir.Port{Name: sp.Name, Port: sp.Port, Protocol: protocol(sp)}
+			switch {
+			case sp.TargetPort.StrVal != "":
+				p.TargetPortName = sp.TargetPort.StrVal
+			case sp.TargetPort.IntVal != 0:
+				p.TargetPort = sp.TargetPort.IntVal
+			default:
+				p.TargetPort = sp.Port
+			}
+			p.Endpoints = endpoints(slices[key], sp.Name, pods, t.mesh.TrustDomain)
+			svc.Ports = append(svc.Ports, p)
+		}
+		sort.Slice(svc.Ports, func(i, j int) bool { return svc.Ports[i].Port < svc.Ports[j].Port })
+		t.byKey[key] = svc
+		t.mesh.Services = append(t.mesh.Services, svc)
+	}
+	sort.Slice(t.mesh.Services, func(i, j int) bool { return t.mesh.Services[i].Key.Less(t.mesh.Services[j].Key) })
+}
+
+func exportTo(s *corev1.Service) []string {
+	v, ok := s.Annotations[AnnotationExportTo]
+	if !ok {
+		return nil
+	}
+	var out []string
+	for _, ns := range strings.Split(v, ",") {
+		if ns = strings.TrimSpace(ns); ns != "" {
+			out = append(out, ns)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// protocol decides how a port is proxied: by appProtocol when set, else by
+// the port name's prefix (http, http2, grpc), else TCP. Unknown means TCP,
+// which is always safe.
+func protocol(sp corev1.ServicePort) ir.Protocol {
+	if sp.AppProtocol != nil {
+		switch strings.ToLower(*sp.AppProtocol) {
+		case "http", "kubernetes.io/http", "kubernetes.io/ws":
+			return ir.ProtocolHTTP
+		case "http2", "kubernetes.io/h2c":
+			return ir.ProtocolHTTP2
+		case "grpc":
+			return ir.ProtocolGRPC
+		default:
+			return ir.ProtocolTCP
+		}
+	}
+	name := strings.ToLower(sp.Name)
+	prefix, _, _ := strings.Cut(name, "-")
+	switch prefix {
+	case "http":
+		return ir.ProtocolHTTP
+	case "http2", "h2c":
+		return ir.ProtocolHTTP2
+	case "grpc":
+		return ir.ProtocolGRPC
+	}
+	return ir.ProtocolTCP
+}
+
+// endpoints collects the addresses of a Service port from its slices. Slice
+// ports are matched by name, as kube-proxy does; an address that appears in
+// two slices (during a slice rebalance) is kept once, ready winning.
+func endpoints(slices []*discoveryv1.EndpointSlice, portName string, pods PodLookup, trustDomain string) []ir.Endpoint {
+	seen := map[netip.AddrPort]int{}
+	var out []ir.Endpoint
+	for _, s := range slices {
+		if s.AddressType != discoveryv1.AddressTypeIPv4 && s.AddressType != discoveryv1.AddressTypeIPv6 {
+			continue
+		}
+		var port int32
+		for _, sp := range s.Ports {
+			if sp.Port != nil && (sp.Name == nil && portName == "" || sp.Name != nil && *sp.Name == portName) {
+				port = *sp.Port
+			}
+		}
+		if port == 0 {
+			continue
+		}
+		for _, e := range s.Endpoints {
+			// Nil means unknown, which the API says to treat as ready.
+			ready := e.Conditions.Ready == nil || *e.Conditions.Ready
+			var identity string
+			var meshed bool
+			if r := e.TargetRef; r != nil && r.Kind == "Pod" {
+				if p := pods(s.Namespace, r.Name); p != nil {
+					identity = spiffeID(trustDomain, p.Namespace, serviceAccount(p))
+					meshed = hasSidecar(p)
+				}
+			}
+			for _, a := range e.Addresses {
+				addr, err := netip.ParseAddr(a)
+				if err != nil {
+					continue
+				}
+				ap := netip.AddrPortFrom(addr, uint16(port))
+				ep := ir.Endpoint{Address: addr.String(), Port: port, Ready: ready, Identity: identity, Meshed: meshed}
+				if e.Zone != nil {
+					ep.Zone = *e.Zone
+				}
+				if i, dup := seen[ap]; dup {
+					if ready && !out[i].Ready {
+						out[i] = ep
+					}
+					continue
+				}
+				seen[ap] = len(out)
+				out = append(out, ep)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, _ := netip.ParseAddr(out[i].Address)
+		b, _ := netip.ParseAddr(out[j].Address)
+		if c := a.Compare(b); c != 0 {
+			return c < 0
+		}
+		return out[i].Port < out[j].Port
+	})
+	return out
+}
+
+func serviceAccount(p *corev1.Pod) string {
+	if p.Spec.ServiceAccountName != "" {
+		return p.Spec.ServiceAccountName
+	}
+	return "default"
+}
+
+func hasSidecar(p *corev1.Pod) bool {
+	for _, c := range p.Spec.InitContainers {
+		if c.Name == SidecarContainerName {
+			return true
+		}
+	}
+	for _, c := range p.Spec.Containers {
+		if c.Name == SidecarContainerName {
+			return true
+		}
+	}
+	return false
+}
+
+// spiffeID is the identity of a service account.
+func spiffeID(trustDomain, namespace, serviceAccount string) string {
+	return "spiffe://" + trustDomain + "/ns/" + namespace + "/sa/" + serviceAccount
+}
+
+// PodLookup finds a pod by namespace and name, or returns nil.
+type PodLookup func(namespace, name string) *corev1.Pod
+
+// UpdateEndpoints is the cheap path for the most frequent change, an
+// EndpointSlice update: it returns a model equal to a full translation with
+// the Service key's slices replaced by slices, sharing every other part with
+// mesh (which it does not modify). It costs O(log services + endpoints of
+// this Service), plus copying the Services slice's pointers. When the
+// Service is not in mesh, mesh is returned as is.
+func UpdateEndpoints(mesh *ir.Mesh, key ir.ServiceKey, slices []*discoveryv1.EndpointSlice, pods PodLookup) *ir.Mesh {
+	old := mesh.Service(key)
+	if old == nil {
+		return mesh
+	}
+	svc := *old
+	svc.Ports = make([]*ir.Port, len(old.Ports))
+	for i, p := range old.Ports {
+		np := *p
+		np.Endpoints = endpoints(slices, p.Name, pods, mesh.TrustDomain)
+		svc.Ports[i] = &np
+	}
+	next := *mesh
+	next.Services = append([]*ir.Service(nil), mesh.Services...)
+	i := sort.Search(len(next.Services), func(i int) bool { return !next.Services[i].Key.Less(key) })
+	next.Services[i] = &svc
+	return &next
+}

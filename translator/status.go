@@ -1,0 +1,53 @@
+package translator
+
+import (
+	"fmt"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/weftmesh/weft/crds/v1alpha1"
+)
+
+// policyStatus accumulates the conditions of one policy. It starts Accepted
+// and ResolvedRefs; each problem found turns one of them False. The first
+// problem of each type wins, so the message names the first thing to fix.
+type policyStatus struct {
+	gen      int64
+	accepted *metav1.Condition
+	resolved *metav1.Condition
+}
+
+func (t *translation) track(kind string, obj metav1.Object) *policyStatus {
+	ps := &policyStatus{gen: obj.GetGeneration()}
+	ps.accepted = &metav1.Condition{Type: v1alpha1.ConditionAccepted, Status: metav1.ConditionTrue,
+		Reason: v1alpha1.ReasonAccepted, Message: "The policy is valid.", ObservedGeneration: ps.gen}
+	ps.resolved = &metav1.Condition{Type: v1alpha1.ConditionResolvedRefs, Status: metav1.ConditionTrue,
+		Reason: v1alpha1.ReasonResolvedRefs, Message: "Every reference resolved.", ObservedGeneration: ps.gen}
+	key := PolicyKey{Kind: kind, Namespace: obj.GetNamespace(), Name: obj.GetName()}
+	// The conditions are written into the map at the end through pointers,
+	// so later calls see the final state.
+	t.pending = append(t.pending, func() {
+		t.status[key] = []metav1.Condition{*ps.accepted, *ps.resolved}
+	})
+	return ps
+}
+
+// reject marks the policy not accepted: nothing of it is applied.
+func (ps *policyStatus) reject(reason, format string, args ...any) {
+	if ps.accepted.Status == metav1.ConditionFalse {
+		return
+	}
+	ps.accepted.Status, ps.accepted.Reason, ps.accepted.Message = metav1.ConditionFalse, reason, fmt.Sprintf(format, args...)
+}
+
+// unresolved marks a reference that could not be resolved. Whether the rest
+// of the policy still applies is the caller's decision, and the message
+// says so.
+func (ps *policyStatus) unresolved(reason, format string, args ...any) {
+	if ps.resolved.Status == metav1.ConditionFalse {
+		return
+	}
+	ps.resolved.Status, ps.resolved.Reason, ps.resolved.Message = metav1.ConditionFalse, reason, fmt.Sprintf(format, args...)
+}
+
+func (ps *policyStatus) ok() bool { return ps.accepted.Status == metav1.ConditionTrue }
