@@ -57,14 +57,13 @@ func (t *translation) meshConfig() {
 
 func (t *translation) namespaces() {
 	for _, ns := range t.in.Namespaces {
-		mode := t.mesh.DefaultMTLS
-		// An invalid label value keeps the mesh default: a typo must not
-		// turn Strict into Permissive or break the namespace.
-		switch v := ns.Labels[v1alpha1.LabelMTLSMode]; v {
-		case string(ir.MTLSStrict), string(ir.MTLSPermissive):
-			mode = ir.MTLSMode(v)
+		// An unusable label value keeps the mesh default (a typo must not
+		// turn Strict into Permissive) and is reported as a warning.
+		mode, warning := v1alpha1.ResolveMTLSMode(v1alpha1.MTLSMode(t.mesh.DefaultMTLS), ns.Name, ns.Labels)
+		if warning != "" {
+			t.warnings = append(t.warnings, warning)
 		}
-		t.mesh.Namespaces[ns.Name] = &ir.Namespace{Name: ns.Name, MTLS: mode}
+		t.mesh.Namespaces[ns.Name] = &ir.Namespace{Name: ns.Name, MTLS: ir.MTLSMode(mode)}
 	}
 }
 

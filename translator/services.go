@@ -20,6 +20,10 @@ const (
 	// SidecarContainerName is the name of the injected proxy container; a
 	// pod that has it accepts mutual TLS.
 	SidecarContainerName = "weft-proxy"
+	// AnnotationProxyless marks a pod whose application is a proxyless
+	// gRPC server ("grpc"): it has no sidecar but takes xDS, and mutual TLS,
+	// itself.
+	AnnotationProxyless = "weft.dev/proxyless"
 )
 
 // services builds ir.Services from Services, EndpointSlices and Pods.
@@ -195,6 +199,9 @@ func serviceAccount(p *corev1.Pod) string {
 }
 
 func hasSidecar(p *corev1.Pod) bool {
+	if p.Annotations[AnnotationProxyless] == "grpc" {
+		return true
+	}
 	for _, c := range p.Spec.InitContainers {
 		if c.Name == SidecarContainerName {
 			return true

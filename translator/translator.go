@@ -45,6 +45,10 @@ type Output struct {
 	// ResolvedRefs conditions (Programmed is the xDS layer's to say).
 	// LastTransitionTime is left zero: the status writer owns the clock.
 	Status map[PolicyKey][]metav1.Condition
+	// Warnings are problems that belong to no policy, such as a namespace's
+	// unusable weft.dev/mtls-mode label; the controller turns them into
+	// Events on the object they name.
+	Warnings []string
 }
 
 // Translate builds the mesh model and the policies' status from in.
@@ -61,7 +65,8 @@ func Translate(in *Inputs) *Output {
 	for _, f := range t.pending {
 		f()
 	}
-	return &Output{Mesh: t.mesh, Status: t.status}
+	sort.Strings(t.warnings)
+	return &Output{Mesh: t.mesh, Status: t.status, Warnings: t.warnings}
 }
 
 // translation is the state of one Translate call.
@@ -77,7 +82,8 @@ type translation struct {
 	// retried marks what a RetryPolicy already targets.
 	retried map[PolicyKey]ir.PolicyRef
 	// pending writes each policy's final conditions into status.
-	pending []func()
+	pending  []func()
+	warnings []string
 }
 
 type portKey struct {

@@ -20,8 +20,9 @@ var update = flag.Bool("update", false, "rewrite the golden files (then read eve
 // golden is what a case's NAME.out.yaml holds: the status of every policy
 // and the mesh model.
 type golden struct {
-	Status []policyStatus `json:"status,omitempty"`
-	Mesh   *ir.Mesh       `json:"mesh"`
+	Warnings []string       `json:"warnings,omitempty"`
+	Status   []policyStatus `json:"status,omitempty"`
+	Mesh     *ir.Mesh       `json:"mesh"`
 }
 
 type policyStatus struct {
@@ -95,7 +96,7 @@ func TestGolden(t *testing.T) {
 }
 
 func render(out *translator.Output) golden {
-	g := golden{Mesh: out.Mesh}
+	g := golden{Mesh: out.Mesh, Warnings: out.Warnings}
 	for k, conds := range out.Status {
 		ps := policyStatus{Kind: k.Kind, Namespace: k.Namespace, Name: k.Name}
 		for _, c := range conds {

@@ -143,7 +143,7 @@ type CertificatesConfig struct {
 	CertManager *CertManagerConfig `json:"certManager,omitempty"`
 
 	// WorkloadCertificateLifetime is how long a workload certificate is
-	// valid, between 1h and 8760h. Certificates are renewed when two thirds
+	// valid, between 1h and 8760h. Certificates are renewed when half
 	// of it has passed.
 	// +optional
 	// +kubebuilder:default="24h"

@@ -22,7 +22,8 @@ import (
 var update = flag.Bool("update", false, "rewrite the golden files (then read every diff before committing)")
 
 // TestGolden builds, for every meshed pod of testdata/NAME.in.yaml (a pod
-// with the weft-proxy container), that proxy's resources, checks that they
+// with the weft-proxy container, or a proxyless gRPC one by annotation),
+// that proxy's resources, checks that they
 // validate, and compares each xDS type with
 // testdata/NAME.NAMESPACE-POD.{listeners,routes,clusters,endpoints}.yaml.
 func TestGolden(t *testing.T) {
@@ -82,6 +83,9 @@ func TestGolden(t *testing.T) {
 }
 
 func meshed(p *corev1.Pod) bool {
+	if p.Annotations[translator.AnnotationProxyless] == "grpc" {
+		return true
+	}
 	for _, c := range append(append([]corev1.Container(nil), p.Spec.InitContainers...), p.Spec.Containers...) {
 		if c.Name == translator.SidecarContainerName {
 			return true
@@ -99,7 +103,11 @@ func proxyOf(p *corev1.Pod) envoy.Proxy {
 	for _, ip := range p.Status.PodIPs {
 		ips = append(ips, ip.IP)
 	}
-	return envoy.Proxy{Namespace: p.Namespace, ServiceAccount: sa, Labels: p.Labels, IPs: ips}
+	kind := envoy.KindSidecar
+	if p.Annotations[translator.AnnotationProxyless] == "grpc" {
+		kind = envoy.KindGRPC
+	}
+	return envoy.Proxy{Namespace: p.Namespace, ServiceAccount: sa, Labels: p.Labels, IPs: ips, Kind: kind}
 }
 
 func list[T proto.Message](in []T) []proto.Message {

@@ -154,7 +154,7 @@ func (v *view) inboundListener() *listenerv3.Listener {
 			FilterChainMatch: &listenerv3.FilterChainMatch{
 				DestinationPort:      wrapperspb.UInt32(uint32(in.port)),
 				TransportProtocol:    "tls",
-				ApplicationProtocols: []string{meshALPN},
+				ApplicationProtocols: meshProtocols(in.protocol),
 			},
 			TransportSocket: transportSocket("envoy.transport_sockets.tls", &tlsv3.DownstreamTlsContext{
 				RequireClientCertificate: wrapperspb.Bool(true),
@@ -180,6 +180,17 @@ func (v *view) inboundListener() *listenerv3.Listener {
 		}
 	}
 	return l
+}
+
+// meshProtocols are the ALPN values that mark mesh mTLS on a served port:
+// weft's marker, and on HTTP/2 and gRPC ports also h2, which is all a
+// proxyless gRPC client offers (so there an application's own h2 TLS
+// cannot pass through in Permissive mode).
+func meshProtocols(p ir.Protocol) []string {
+	if p == ir.ProtocolGRPC || p == ir.ProtocolHTTP2 {
+		return []string{meshALPN, "h2"}
+	}
+	return []string{meshALPN}
 }
 
 // serverTLS requires a client certificate from the trust bundle. Which

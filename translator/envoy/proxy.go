@@ -25,7 +25,20 @@ type Proxy struct {
 	// IPs of the pod, used to find the ports it serves for named target
 	// ports.
 	IPs []string
+	// Kind is what consumes the configuration: an Envoy sidecar, or a
+	// proxyless gRPC application (which accepts a subset of xDS).
+	Kind ProxyKind
 }
+
+// ProxyKind says what kind of xDS client a proxy is.
+type ProxyKind int
+
+const (
+	// KindSidecar is an injected Envoy.
+	KindSidecar ProxyKind = iota
+	// KindGRPC is a gRPC application using gRPC's own xDS support.
+	KindGRPC
+)
 
 // Identity is the proxy's SPIFFE ID in the trust domain.
 func (p Proxy) Identity(trustDomain string) string {
@@ -71,14 +84,18 @@ const (
 	InboundPassthroughSource = "127.0.0.6"
 )
 
-// Build computes the resources of one sidecar proxy.
+// Build computes the resources of one proxy.
 func Build(mesh *ir.Mesh, p Proxy) *Resources {
 	v := newView(mesh, p)
 	r := &Resources{}
-	r.Clusters, r.Endpoints = v.clusters()
-	r.Routes = v.routeConfigs()
-	r.Listeners = v.listeners()
-	r.Secrets = []string{TrustBundleSecret, WorkloadCertSecret}
+	if p.Kind == KindGRPC {
+		v.buildGRPC(r)
+	} else {
+		r.Clusters, r.Endpoints = v.clusters()
+		r.Routes = v.routeConfigs()
+		r.Listeners = v.listeners()
+		r.Secrets = []string{TrustBundleSecret, WorkloadCertSecret}
+	}
 	sort.Slice(r.Listeners, func(i, j int) bool { return r.Listeners[i].Name < r.Listeners[j].Name })
 	sort.Slice(r.Routes, func(i, j int) bool { return r.Routes[i].Name < r.Routes[j].Name })
 	sort.Slice(r.Clusters, func(i, j int) bool { return r.Clusters[i].Name < r.Clusters[j].Name })

@@ -57,6 +57,9 @@ func (r *Resources) Validate() error {
 	}
 	for _, l := range r.Listeners {
 		errs = append(errs, wrap("listener "+l.Name, validateDeep(l)))
+		if api := l.GetApiListener().GetApiListener(); api != nil {
+			errs = append(errs, wrap("listener "+l.Name, checkFilter(&listenerv3.Filter{Name: "api_listener", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: api}}, routes, clusters)))
+		}
 		chains := append([]*listenerv3.FilterChain(nil), l.FilterChains...)
 		if l.DefaultFilterChain != nil {
 			chains = append(chains, l.DefaultFilterChain)
@@ -77,14 +80,17 @@ func checkFilter(f *listenerv3.Filter, routes map[string]bool, clusters map[stri
 	}
 	switch m := msg.(type) {
 	case *hcmv3.HttpConnectionManager:
+		if m.StatPrefix == "" {
+			return errors.New("the HTTP connection manager needs a stat_prefix (gRPC rejects it otherwise)")
+		}
+		if n := len(m.HttpFilters); n == 0 || m.HttpFilters[n-1].Name != "envoy.filters.http.router" {
+			return errors.New("the HTTP filters must end with the router")
+		}
 		if rds := m.GetRds(); rds != nil && !routes[rds.RouteConfigName] {
 			return fmt.Errorf("RDS route configuration %q does not exist", rds.RouteConfigName)
 		}
 		if rc := m.GetRouteConfig(); rc != nil {
 			return checkRouteClusters(rc, clusters)
-		}
-		if n := len(m.HttpFilters); n == 0 || m.HttpFilters[n-1].Name != "envoy.filters.http.router" {
-			return errors.New("the HTTP filters must end with the router")
 		}
 	case *tcpproxyv3.TcpProxy:
 		if c := m.GetCluster(); c != "" && clusters[c] == nil {

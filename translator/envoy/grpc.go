@@ -1,0 +1,250 @@
+package envoy
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weftmesh/weft/translator/ir"
+)
+
+// Proxyless gRPC: what gRPC's xDS support accepts, per its gRFCs (A27,
+// A28, A29, A36, A41) and as gRPC-Go checks it.
+const (
+	// GRPCServerListenerPrefix: a gRPC server's bootstrap sets
+	// server_listener_resource_name_template to "weft/inbound/%s", and asks
+	// for "weft/inbound/<ip>:<port>" with the address it serves on.
+	GRPCServerListenerPrefix = "weft/inbound/"
+	// GRPCCertProvider is the certificate provider instance, from the
+	// gRPC bootstrap, that holds the workload's certificate and the trust
+	// bundle (gRPC cannot take certificates over SDS).
+	GRPCCertProvider = "weft"
+)
+
+func (v *view) buildGRPC(r *Resources) {
+	var upstreams []upstream
+	for _, svc := range v.outbound {
+		if svc.Headless {
+			continue // gRPC's xds resolver needs an EDS cluster
+		}
+		for _, port := range svc.Ports {
+			if !port.Protocol.IsHTTP() {
+				continue
+			}
+			rc := &routev3.RouteConfiguration{
+				Name: grpcName(svc, port.Port),
+				VirtualHosts: []*routev3.VirtualHost{{
+					Name:    svc.Key.Hostname() + ":" + strconv.Itoa(int(port.Port)),
+					Domains: v.grpcDomains(svc, port.Port),
+					Routes:  grpcRoutes(port),
+				}},
+			}
+			r.Routes = append(r.Routes, rc)
+			for _, name := range v.grpcListenerNames(svc, port.Port) {
+				r.Listeners = append(r.Listeners, apiListener(name, rc.Name))
+			}
+		}
+	}
+	for _, up := range v.upstreams() {
+		if up.svc.Headless || !up.port.Protocol.IsHTTP() {
+			continue
+		}
+		upstreams = append(upstreams, up)
+	}
+	for _, up := range upstreams {
+		name := ir.ClusterName(up.svc.Key, up.port.Port)
+		c := &clusterv3.Cluster{
+			Name:                 name,
+			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+			EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsConfig()},
+			LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+			CircuitBreakers:      circuitBreakers(nil),
+		}
+		if sans := meshedIdentities(up.port); len(sans) > 0 {
+			// gRPC takes one transport socket per cluster: mTLS as soon as
+			// any endpoint is meshed.
+			c.TransportSocket = transportSocket("envoy.transport_sockets.tls", &tlsv3.UpstreamTlsContext{
+				CommonTlsContext: grpcTLS(sans),
+			})
+		}
+		r.Clusters = append(r.Clusters, c)
+		r.Endpoints = append(r.Endpoints, loadAssignment(name, up.port.Endpoints))
+	}
+	// A server asks for the listener of the address it serves on: the
+	// wildcard addresses or one of the pod's own.
+	ips := []string{"0.0.0.0", "[::]"}
+	for _, ip := range v.proxy.IPs {
+		if strings.Contains(ip, ":") {
+			ip = "[" + ip + "]"
+		}
+		ips = append(ips, ip)
+	}
+	for _, in := range v.inbound {
+		for _, ip := range ips {
+			r.Listeners = append(r.Listeners, v.grpcServerListener(ip, in))
+		}
+	}
+}
+
+// grpcName is the route configuration of a Service port for gRPC clients.
+func grpcName(svc *ir.Service, port int32) string {
+	return svc.Key.Hostname() + ":" + strconv.Itoa(int(port))
+}
+
+// grpcListenerNames are the targets a gRPC client may dial for a Service
+// port (xds:///NAME): the DNS forms that reach it from the proxy's
+// namespace, each with its port.
+func (v *view) grpcListenerNames(svc *ir.Service, port int32) []string {
+	p := ":" + strconv.Itoa(int(port))
+	names := []string{svc.Key.Name + "." + svc.Key.Namespace + p, svc.Key.Name + "." + svc.Key.Namespace + ".svc" + p, svc.Key.Hostname() + p}
+	if svc.Key.Namespace == v.proxy.Namespace {
+		names = append(names, svc.Key.Name+p)
+	}
+	return names
+}
+
+func (v *view) grpcDomains(svc *ir.Service, port int32) []string {
+	return v.grpcListenerNames(svc, port)
+}
+
+// apiListener is a client-side listener: gRPC names it after the dial
+// target and follows its HTTP connection manager to RDS.
+func apiListener(name, routeConfig string) *listenerv3.Listener {
+	h := &hcmv3.HttpConnectionManager{
+		StatPrefix:     name,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{RouteConfigName: routeConfig, ConfigSource: adsConfig()}},
+		HttpFilters:    []*hcmv3.HttpFilter{routerFilter()},
+	}
+	return &listenerv3.Listener{Name: name, ApiListener: &listenerv3.ApiListener{ApiListener: mustAny(h)}}
+}
+
+func routerFilter() *hcmv3.HttpFilter {
+	return &hcmv3.HttpFilter{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}}
+}
+
+// grpcRoutes are routes() with what gRPC understands: plain prefixes (gRPC
+// rejects path_separated_prefix), max_stream_duration for the timeout, and
+// only gRPC status codes to retry on.
+func grpcRoutes(port *ir.Port) []*routev3.Route {
+	out := routes(port)
+	for _, r := range out {
+		if p, ok := r.Match.PathSpecifier.(*routev3.RouteMatch_PathSeparatedPrefix); ok {
+			r.Match.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: p.PathSeparatedPrefix + "/"}
+		}
+		a := r.GetRoute()
+		if d := a.GetTimeout(); d != nil && d.AsDuration() > 0 {
+			a.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(d.AsDuration())}
+		}
+		a.Timeout = nil
+		if rp := a.GetRetryPolicy(); rp != nil {
+			var on []string
+			for _, c := range strings.Split(rp.RetryOn, ",") {
+				switch c {
+				case "cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable":
+					on = append(on, c)
+				}
+			}
+			if len(on) == 0 {
+				a.RetryPolicy = nil
+			} else {
+				rp.RetryOn = strings.Join(on, ",")
+				rp.RetryHostPredicate, rp.HostSelectionRetryMaxAttempts, rp.RetriableStatusCodes, rp.PerTryTimeout = nil, 0, nil, nil
+			}
+		}
+	}
+	return out
+}
+
+func meshedIdentities(port *ir.Port) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, e := range port.Endpoints {
+		if e.Meshed && e.Identity != "" && !seen[e.Identity] {
+			seen[e.Identity] = true
+			out = append(out, e.Identity)
+		}
+	}
+	return out
+}
+
+// grpcTLS names the bootstrap's certificate provider for both the
+// workload's certificate and the roots; clients also check the peer's
+// SPIFFE ID (servers leave that to RBAC: gRPC rejects SAN matchers there).
+func grpcTLS(sans []string) *tlsv3.CommonTlsContext {
+	vc := &tlsv3.CertificateValidationContext{
+		CaCertificateProviderInstance: &tlsv3.CertificateProviderPluginInstance{InstanceName: GRPCCertProvider, CertificateName: "ROOTCA"},
+	}
+	for _, s := range sans {
+		vc.MatchSubjectAltNames = append(vc.MatchSubjectAltNames, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: s}})
+	}
+	return &tlsv3.CommonTlsContext{
+		TlsCertificateProviderInstance: &tlsv3.CertificateProviderPluginInstance{InstanceName: GRPCCertProvider, CertificateName: "DEFAULT"},
+		ValidationContextType:          &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: vc},
+	}
+}
+
+// grpcServerListener is the listener an xDS-enabled gRPC server asks for:
+// named by the template, with its serving address, one filter chain (gRPC
+// accepts no listener filters and matches no ports or ALPN), mutual TLS
+// always (gRPC cannot tell mTLS from plaintext on one port, so proxyless
+// servers are Strict), and AuthPolicy as RBAC.
+func (v *view) grpcServerListener(ip string, in inboundPort) *listenerv3.Listener {
+	addr := strings.Trim(ip, "[]")
+	name := fmt.Sprintf("%s%s:%d", GRPCServerListenerPrefix, ip, in.port)
+	filters := v.grpcRBAC()
+	filters = append(filters, routerFilter())
+	h := &hcmv3.HttpConnectionManager{
+		StatPrefix: fmt.Sprintf("inbound_%d", in.port),
+		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
+			Name: fmt.Sprintf("inbound|%d", in.port),
+			VirtualHosts: []*routev3.VirtualHost{{
+				Name: "inbound", Domains: []string{"*"},
+				Routes: []*routev3.Route{{
+					Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+					Action: &routev3.Route_NonForwardingAction{NonForwardingAction: &routev3.NonForwardingAction{}},
+				}},
+			}},
+		}},
+		HttpFilters: filters,
+	}
+	return &listenerv3.Listener{
+		Name:    name,
+		Address: socketAddress(addr, uint32(in.port)),
+		FilterChains: []*listenerv3.FilterChain{{
+			Name: fmt.Sprintf("inbound|mtls|%d", in.port),
+			TransportSocket: transportSocket("envoy.transport_sockets.tls", &tlsv3.DownstreamTlsContext{
+				RequireClientCertificate: wrapperspb.Bool(true),
+				CommonTlsContext:         grpcTLS(nil),
+			}),
+			Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(h)}}},
+		}},
+	}
+}
+
+// grpcRBAC is httpRBAC for gRPC servers, which do not evaluate shadow
+// rules: dry-run policies are left out (and so do nothing, as intended).
+func (v *view) grpcRBAC() []*hcmv3.HttpFilter {
+	s := v.rbacPolicies(true)
+	var out []*hcmv3.HttpFilter
+	if len(s.deny) > 0 {
+		out = append(out, &hcmv3.HttpFilter{Name: "envoy.filters.http.rbac.deny", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(
+			&rbachttpv3.RBAC{Rules: &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: s.deny}})}})
+	}
+	if v.hasAllow(false) {
+		out = append(out, &hcmv3.HttpFilter{Name: "envoy.filters.http.rbac.allow", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(
+			&rbachttpv3.RBAC{Rules: &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: s.allow}})}})
+	}
+	return out
+}
