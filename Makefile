@@ -28,8 +28,9 @@ build: ## Build weft-controller, weft and the weft-run dev launcher into bin/.
 	go build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/weft-controller ./cmd/weft ./hack/weft-run
 
 .PHONY: testbins
-testbins: ## Build kube-apiserver, etcd and kubectl from Go modules into bin/ (reused when current).
+testbins: ## Build kube-apiserver, etcd, kubectl and cert-manager's controllers from Go modules into bin/ (reused when current).
 	@hack/build-testbins.sh
+	@hack/build-cert-manager.sh
 
 .PHONY: generate
 generate: ## Regenerate deepcopy code and CRD YAML from crds/v1alpha1.
