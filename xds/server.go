@@ -1,10 +1,7 @@
 // Package xds serves Envoy's discovery protocol (xDS) to sidecars and
-// proxyless gRPC clients.
-//
-// For now the server registers the aggregated discovery service (ADS) over an
-// empty cache: proxies can connect and subscribe, and receive nothing until
-// the translator produces resources. The resource cache, push scheduling and
-// the proxy registry replace the empty cache in later changes.
+// proxyless gRPC clients: the aggregated discovery service (ADS, Delta and
+// State of the World) from weft's own cache (see ADS), on a gRPC server
+// that runs on every replica.
 package xds
 
 import (
@@ -16,8 +13,6 @@ import (
 	"time"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
-	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -40,8 +35,8 @@ type Server struct {
 }
 
 // NewServer binds addr at once, so that a port in use is reported before the
-// controller starts anything else.
-func NewServer(addr string, log logr.Logger) (*Server, error) {
+// controller starts anything else, and serves ads there.
+func NewServer(addr string, ads *ADS, log logr.Logger) (*Server, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("xds: %w", err)
@@ -52,7 +47,6 @@ func NewServer(addr string, log logr.Logger) (*Server, error) {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
-	ads := serverv3.NewServer(context.Background(), cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil), nil)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, ads)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)

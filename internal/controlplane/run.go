@@ -38,7 +38,8 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 
 	// Bind both listeners before anything else starts, so that a port in
 	// use fails the process at once with the flag to change.
-	xdsServer, err := xds.NewServer(o.XDSAddress, log.WithName("xds"))
+	ads := xds.NewADS(log.WithName("xds"))
+	xdsServer, err := xds.NewServer(o.XDSAddress, ads, log.WithName("xds"))
 	if err != nil {
 		return fmt.Errorf("--xds-address: %w", err)
 	}

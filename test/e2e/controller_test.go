@@ -8,23 +8,29 @@ import (
 	"io"
 	"net/http"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/translator/envoy"
+	"github.com/weftmesh/weft/xds"
 )
 
 // TestController runs the weft-controller binary against a real API server:
@@ -112,25 +118,41 @@ func TestController(t *testing.T) {
 		}
 	})
 
-	// An ADS stream is accepted and stays open; with no resources yet the
-	// server answers nothing, and shutdown ends the stream.
-	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	// An ADS stream from a proxy gets its configuration; a node without
+	// the metadata weft needs is refused with a message naming it.
+	ads := discoveryv3.NewAggregatedDiscoveryServiceClient(conn)
+	bad, err := ads.DeltaAggregatedResources(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: "type.googleapis.com/envoy.config.cluster.v3.Cluster"}); err != nil {
+	_ = bad.Send(&discoveryv3.DeltaDiscoveryRequest{Node: &corev3.Node{Id: "x"}, TypeUrl: resourcev3.ClusterType})
+	if _, err := bad.Recv(); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), xds.MetaNamespace) {
+		t.Fatalf("node without metadata: %v, want InvalidArgument naming %s", err, xds.MetaNamespace)
+	}
+	md, _ := structpb.NewStruct(map[string]any{xds.MetaNamespace: "shop", xds.MetaServiceAccount: "web"})
+	stream, err := ads.DeltaAggregatedResources(ctx)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{Node: &corev3.Node{Id: "web-0.shop", Metadata: md}, TypeUrl: resourcev3.ClusterType}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range resp.Resources {
+		got = append(got, r.Name)
+	}
+	if !slices.Contains(got, envoy.PassthroughCluster) {
+		t.Fatalf("a new proxy received clusters %v, want at least %s", got, envoy.PassthroughCluster)
 	}
 	recvErr := make(chan error, 1)
 	go func() {
 		_, err := stream.Recv()
 		recvErr <- err
 	}()
-	select {
-	case err := <-recvErr:
-		t.Fatalf("ADS stream ended or answered before shutdown: %v", err)
-	case <-time.After(200 * time.Millisecond):
-	}
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

@@ -2,19 +2,9 @@ package envoy_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
-	"net/url"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -32,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/xds"
 
+	"github.com/weftmesh/weft/internal/testpki"
 	"github.com/weftmesh/weft/translator"
 	"github.com/weftmesh/weft/translator/envoy"
 )
@@ -50,10 +41,10 @@ func TestProxylessGRPC(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	ca := newCA(t)
-	files := map[string]certFiles{}
+	ca := testpki.NewCA(t)
+	files := map[string]testpki.Files{}
 	for _, sa := range []string{"greeter", "frontend"} {
-		files[sa] = ca.issue(t, dir, "spiffe://cluster.local/ns/shop/sa/"+sa)
+		files[sa] = ca.Issue(t, dir, "spiffe://cluster.local/ns/shop/sa/"+sa)
 	}
 
 	// ads=false: in ADS mode the snapshot cache answers only requests that
@@ -230,74 +221,10 @@ func serveADS(t *testing.T, ctx context.Context, cache cachev3.SnapshotCache) st
 	return lis.Addr().String()
 }
 
-type certFiles struct{ cert, key, ca string }
-
-func bootstrap(t *testing.T, xdsAddr, node string, f certFiles) []byte {
-	b, err := json.Marshal(map[string]any{
-		"xds_servers": []any{map[string]any{
-			"server_uri":      xdsAddr,
-			"channel_creds":   []any{map[string]any{"type": "insecure"}},
-			"server_features": []any{"xds_v3"},
-		}},
-		"node": map[string]any{"id": node, "locality": map[string]any{}},
-		"certificate_providers": map[string]any{envoy.GRPCCertProvider: map[string]any{
-			"plugin_name": "file_watcher",
-			"config":      map[string]any{"certificate_file": f.cert, "private_key_file": f.key, "ca_certificate_file": f.ca, "refresh_interval": "600s"},
-		}},
-		"server_listener_resource_name_template": envoy.GRPCServerListenerPrefix + "%s",
-	})
+func bootstrap(t *testing.T, xdsAddr, node string, f testpki.Files) []byte {
+	b, err := json.Marshal(testpki.GRPCBootstrap(xdsAddr, node, nil, envoy.GRPCCertProvider, f, envoy.GRPCServerListenerPrefix+"%s"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return b
-}
-
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newCA(t *testing.T) *testCA {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test root"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-func (ca *testCA) issue(t *testing.T, dir, id string) certFiles {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	u, _ := url.Parse(id)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		URIs:        []*url.URL{u},
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, _ := x509.MarshalECPrivateKey(key)
-	base := filepath.Join(dir, filepath.Base(u.Path))
-	f := certFiles{cert: base + ".crt", key: base + ".key", ca: filepath.Join(dir, "ca.crt")}
-	for path, data := range map[string][]byte{
-		f.cert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		f.key:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}),
-		f.ca:   ca.pem,
-	} {
-		if err := os.WriteFile(path, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return f
 }

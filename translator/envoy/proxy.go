@@ -54,6 +54,10 @@ type Resources struct {
 	// Secrets names the SDS secrets the resources refer to; the xDS layer
 	// serves them from the proxy's own identity only.
 	Secrets []string
+	// Policies are the policy generations this configuration carries, so
+	// that the xDS layer can tell when a policy is programmed: every proxy
+	// whose configuration carries it has ACKed that configuration.
+	Policies []ir.PolicyRef
 }
 
 // Ports and names that the sidecar bootstrap and weft-init share.
@@ -96,6 +100,7 @@ func Build(mesh *ir.Mesh, p Proxy) *Resources {
 		r.Listeners = v.listeners()
 		r.Secrets = []string{TrustBundleSecret, WorkloadCertSecret}
 	}
+	r.Policies = v.policies()
 	sort.Slice(r.Listeners, func(i, j int) bool { return r.Listeners[i].Name < r.Listeners[j].Name })
 	sort.Slice(r.Routes, func(i, j int) bool { return r.Routes[i].Name < r.Routes[j].Name })
 	sort.Slice(r.Clusters, func(i, j int) bool { return r.Clusters[i].Name < r.Clusters[j].Name })
@@ -245,4 +250,45 @@ func (v *view) sourceCertainlyMatches(r ir.AuthRule) bool {
 
 func operationUnrestricted(r ir.AuthRule) bool {
 	return len(r.Ports)+len(r.Methods)+len(r.PathsExact)+len(r.PathsPrefix) == 0
+}
+
+// policies lists the policies that shape this proxy's configuration: the
+// routing and retry policies of the Services it sees, and the AuthPolicies
+// of its own workload. (gRPC proxies skip DryRun policies, but they are
+// still listed: the configuration reflects them by leaving them out.)
+func (v *view) policies() []ir.PolicyRef {
+	seen := map[ir.PolicyRef]bool{}
+	for _, svc := range v.outbound {
+		for _, p := range svc.Ports {
+			if p.Retry != nil {
+				seen[p.Retry.Source] = true
+			}
+			for _, r := range p.Routes {
+				if r.Source != nil {
+					seen[*r.Source] = true
+				}
+				if r.Retry != nil {
+					seen[r.Retry.Source] = true
+				}
+			}
+		}
+	}
+	for _, a := range v.authz {
+		seen[a.Source] = true
+	}
+	out := make([]ir.PolicyRef, 0, len(seen))
+	for r := range seen {
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Kind != b.Kind {
+			return a.Kind < b.Kind
+		}
+		if a.Namespace != b.Namespace {
+			return a.Namespace < b.Namespace
+		}
+		return a.Name < b.Name
+	})
+	return out
 }

@@ -1,0 +1,474 @@
+package xds
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/weftmesh/weft/translator/envoy"
+	"github.com/weftmesh/weft/translator/ir"
+)
+
+// ADS serves the aggregated discovery service, Delta and State of the
+// World, from weft's own cache:
+//
+//   - Proxies with the same identity and labels form a group; a group's
+//     configuration is built, validated and encoded once per change.
+//   - A change rebuilds only groups with connected proxies, and wakes only
+//     the proxies whose group's configuration changed; each is sent only
+//     the resources whose content changed (Delta), or the types that did
+//     (SotW).
+//   - A NACK is recorded (registry, metrics, policy status) and never
+//     answered by re-sending the rejected version: the proxy keeps its last
+//     good configuration until the next change.
+type ADS struct {
+	log     logr.Logger
+	metrics *metrics
+
+	mu     sync.Mutex
+	mesh   *ir.Mesh
+	event  time.Time // when the change that produced mesh happened
+	groups map[groupKey]*group
+	conns  map[*conn]struct{}
+	nextID atomic.Uint64
+}
+
+// group is the proxies that share a configuration.
+type group struct {
+	key   groupKey
+	proxy envoy.Proxy // the first member: the group's configuration is built for it
+	// build serializes builds of this group.
+	build sync.Mutex
+	snap  atomic.Pointer[snapshot]
+	conns map[*conn]struct{} // guarded by ADS.mu
+}
+
+// NewADS makes an ADS with an empty mesh: proxies connect and receive
+// nothing until the first Update.
+func NewADS(log logr.Logger) *ADS {
+	return &ADS{
+		log:     log,
+		metrics: newMetrics(),
+		mesh:    &ir.Mesh{},
+		groups:  map[groupKey]*group{},
+		conns:   map[*conn]struct{}{},
+	}
+}
+
+// Update installs a new mesh model and pushes what changed. event is when
+// the earliest change it contains happened, for latency metrics.
+func (a *ADS) Update(mesh *ir.Mesh, event time.Time) {
+	a.mu.Lock()
+	a.mesh, a.event = mesh, event
+	groups := make([]*group, 0, len(a.groups))
+	for _, g := range a.groups {
+		groups = append(groups, g)
+	}
+	a.mu.Unlock()
+	for _, g := range groups {
+		if a.rebuild(g, mesh) {
+			a.wake(g)
+		}
+	}
+}
+
+// rebuild builds g for mesh; true if its configuration changed.
+func (a *ADS) rebuild(g *group, mesh *ir.Mesh) bool {
+	g.build.Lock()
+	defer g.build.Unlock()
+	start := time.Now()
+	prev := g.snap.Load()
+	next, err := buildSnapshot(mesh, g.proxy, prev)
+	a.metrics.buildSeconds.Observe(time.Since(start).Seconds())
+	if err != nil {
+		a.metrics.buildErrors.Inc()
+		a.log.Error(err, "keeping the last good configuration", "group", string(g.key))
+		return false
+	}
+	if next == prev {
+		return false
+	}
+	g.snap.Store(next)
+	return true
+}
+
+func (a *ADS) wake(g *group) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for c := range g.conns {
+		select {
+		case c.notify <- struct{}{}:
+		default: // already woken; it will read the newest snapshot
+		}
+	}
+}
+
+// join adds a connection to its group, creating and building the group if
+// it is the first.
+func (a *ADS) join(c *conn) {
+	key := keyOf(c.node.Proxy)
+	a.mu.Lock()
+	g := a.groups[key]
+	if g == nil {
+		g = &group{key: key, proxy: c.node.Proxy, conns: map[*conn]struct{}{}}
+		a.groups[key] = g
+	}
+	g.conns[c] = struct{}{}
+	a.conns[c] = struct{}{}
+	c.group = g
+	mesh := a.mesh
+	a.mu.Unlock()
+	if g.snap.Load() == nil {
+		a.rebuild(g, mesh)
+	}
+	a.metrics.connected.WithLabelValues(kindName(c.node.Proxy.Kind)).Inc()
+}
+
+// leave removes a connection; the last one out drops its group.
+func (a *ADS) leave(c *conn) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.conns, c)
+	if g := c.group; g != nil {
+		delete(g.conns, c)
+		if len(g.conns) == 0 {
+			delete(a.groups, g.key)
+		}
+	}
+	a.metrics.connected.WithLabelValues(kindName(c.node.Proxy.Kind)).Dec()
+}
+
+func (a *ADS) newConn(delta bool, node NodeInfo) *conn {
+	return &conn{id: a.nextID.Add(1), node: node, connectedAt: time.Now(), delta: delta,
+		notify: make(chan struct{}, 1), types: map[string]*typeState{}}
+}
+
+// receive reads requests into a channel, so the stream's goroutine can also
+// wait for pushes.
+func receive[T any](ctx context.Context, recv func() (T, error)) (<-chan T, <-chan error) {
+	reqs, errc := make(chan T), make(chan error, 1)
+	go func() {
+		for {
+			r, err := recv()
+			if err != nil {
+				errc <- err
+				return
+			}
+			select {
+			case reqs <- r:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return reqs, errc
+}
+
+func streamEnd(err error) error {
+	if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
+		return nil
+	}
+	return err
+}
+
+// StreamAggregatedResources serves State-of-the-World ADS.
+func (a *ADS) StreamAggregatedResources(stream discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return streamEnd(err)
+	}
+	node, err := ParseNode(first.Node)
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	c := a.newConn(false, node)
+	a.join(c)
+	defer a.leave(c)
+	a.log.V(1).Info("proxy connected", "node", node.ID, "protocol", "sotw")
+
+	ctx := stream.Context()
+	reqs, errc := receive(ctx, stream.Recv)
+	handle := func(r *discoveryv3.DiscoveryRequest) error {
+		if r.TypeUrl == "" {
+			return status.Error(codes.InvalidArgument, "type_url is empty: weft serves ADS only, name the resource type")
+		}
+		c.mu.Lock()
+		ts := c.state(r.TypeUrl)
+		var respond bool
+		if r.ResponseNonce != "" {
+			accepted, known := ts.ack(r.ResponseNonce, r.ErrorDetail, time.Now())
+			if !known || r.ResponseNonce != ts.lastNonce {
+				c.mu.Unlock()
+				return nil // answers an older response: the protocol says ignore it
+			}
+			a.recordAck(c, r.TypeUrl, accepted, r.ErrorDetail.GetMessage())
+		}
+		names := map[string]bool{}
+		for _, n := range r.ResourceNames {
+			names[n] = true
+		}
+		wildcard := len(r.ResourceNames) == 0 && isWildcardType(r.TypeUrl) || names["*"]
+		if wildcard != ts.wildcard || !sameSet(names, ts.names) {
+			ts.wildcard, ts.names = wildcard, names
+			respond = true
+		}
+		if r.ResponseNonce == "" {
+			respond = true // a new subscription (or a reconnect) always gets an answer
+		}
+		c.mu.Unlock()
+		if respond || r.ErrorDetail == nil {
+			return a.sendSotW(stream, c, r.TypeUrl, respond)
+		}
+		return nil
+	}
+	if err := handle(first); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errc:
+			return streamEnd(err)
+		case r := <-reqs:
+			if err := handle(r); err != nil {
+				return err
+			}
+		case <-c.notify:
+			for _, t := range pushOrder {
+				c.mu.Lock()
+				_, subscribed := c.types[t]
+				c.mu.Unlock()
+				if subscribed {
+					if err := a.sendSotW(stream, c, t, false); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	}
+}
+
+// sendSotW sends the subscribed resources of one type when their version
+// differs from what the proxy was last sent (or always, when force).
+func (a *ADS) sendSotW(stream discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer, c *conn, t string, force bool) error {
+	snap := c.group.snap.Load()
+	if snap == nil {
+		return nil
+	}
+	c.mu.Lock()
+	ts := c.state(t)
+	var names map[string]bool
+	if !ts.wildcard {
+		names = ts.names
+	}
+	version := snap.typeVersion(t, names)
+	if version == ts.sentVersion && !force {
+		if len(ts.pending) == 0 && ts.lastNack == nil {
+			// Same content as already accepted: the proxy is current.
+			ts.sentGen, ts.ackedGen = snap.generation, snap.generation
+		}
+		c.mu.Unlock()
+		return nil
+	}
+	if version == ts.sentVersion && force && ts.lastNack != nil && len(ts.pending) == 0 {
+		// The proxy rejected exactly this; answering again would loop.
+		c.mu.Unlock()
+		return nil
+	}
+	res := snap.sorted(t, names)
+	resp := &discoveryv3.DiscoveryResponse{TypeUrl: t, VersionInfo: version, Nonce: c.nextNonce()}
+	size := 0
+	for _, e := range res {
+		resp.Resources = append(resp.Resources, e.any)
+		size += e.size
+	}
+	ts.sentVersion, ts.lastNonce, ts.sentGen = version, resp.Nonce, snap.generation
+	ts.pending[resp.Nonce] = snap.generation
+	c.mu.Unlock()
+	a.recordSend(t, len(res), size)
+	return stream.Send(resp)
+}
+
+// DeltaAggregatedResources serves incremental ADS.
+func (a *ADS) DeltaAggregatedResources(stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return streamEnd(err)
+	}
+	node, err := ParseNode(first.Node)
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	c := a.newConn(true, node)
+	a.join(c)
+	defer a.leave(c)
+	a.log.V(1).Info("proxy connected", "node", node.ID, "protocol", "delta")
+
+	ctx := stream.Context()
+	reqs, errc := receive(ctx, stream.Recv)
+	handle := func(r *discoveryv3.DeltaDiscoveryRequest) error {
+		if r.TypeUrl == "" {
+			return status.Error(codes.InvalidArgument, "type_url is empty: weft serves ADS only, name the resource type")
+		}
+		c.mu.Lock()
+		ts, existed := c.types[r.TypeUrl]
+		if !existed {
+			ts = c.state(r.TypeUrl)
+			// The first request of a type without names subscribes to
+			// everything of a wildcard type (Envoy's LDS and CDS).
+			ts.wildcard = len(r.ResourceNamesSubscribe) == 0 && isWildcardType(r.TypeUrl)
+			// A reconnecting proxy says what it already holds.
+			for n, v := range r.InitialResourceVersions {
+				ts.sent[n] = v
+			}
+		}
+		if r.ResponseNonce != "" {
+			accepted, known := ts.ack(r.ResponseNonce, r.ErrorDetail, time.Now())
+			if known {
+				a.recordAck(c, r.TypeUrl, accepted, r.ErrorDetail.GetMessage())
+			}
+		}
+		for _, n := range r.ResourceNamesSubscribe {
+			if n == "*" {
+				ts.wildcard = true
+			} else {
+				ts.names[n] = true
+			}
+		}
+		for _, n := range r.ResourceNamesUnsubscribe {
+			if n == "*" {
+				ts.wildcard = false
+			}
+			delete(ts.names, n)
+			delete(ts.sent, n)
+		}
+		c.mu.Unlock()
+		if r.ErrorDetail != nil && len(r.ResourceNamesSubscribe) == 0 {
+			return nil // a NACK: never answered by re-sending the rejected version
+		}
+		return a.sendDelta(stream, c, r.TypeUrl)
+	}
+	if err := handle(first); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errc:
+			return streamEnd(err)
+		case r := <-reqs:
+			if err := handle(r); err != nil {
+				return err
+			}
+		case <-c.notify:
+			for _, t := range pushOrder {
+				c.mu.Lock()
+				_, subscribed := c.types[t]
+				c.mu.Unlock()
+				if subscribed {
+					if err := a.sendDelta(stream, c, t); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	}
+}
+
+// sendDelta sends the resources of one type whose version differs from
+// what the proxy holds, and the names it holds that no longer exist.
+func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer, c *conn, t string) error {
+	snap := c.group.snap.Load()
+	if snap == nil {
+		return nil
+	}
+	c.mu.Lock()
+	ts := c.state(t)
+	resp := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: t}
+	size := 0
+	have := snap.resources[t]
+	for name, e := range have {
+		if !ts.wildcard && !ts.names[name] {
+			continue
+		}
+		if ts.sent[name] == e.version {
+			continue
+		}
+		resp.Resources = append(resp.Resources, &discoveryv3.Resource{Name: e.name, Version: e.version, Resource: e.any})
+		size += e.size
+	}
+	for name := range ts.sent {
+		if _, ok := have[name]; !ok {
+			resp.RemovedResources = append(resp.RemovedResources, name)
+		}
+	}
+	if len(resp.Resources) == 0 && len(resp.RemovedResources) == 0 {
+		if len(ts.pending) == 0 && ts.lastNack == nil {
+			ts.sentGen, ts.ackedGen = snap.generation, snap.generation
+		}
+		c.mu.Unlock()
+		return nil
+	}
+	sortDelta(resp)
+	for _, r := range resp.Resources {
+		ts.sent[r.Name] = r.Version
+	}
+	for _, n := range resp.RemovedResources {
+		delete(ts.sent, n)
+	}
+	resp.Nonce = c.nextNonce()
+	resp.SystemVersionInfo = snap.typeVersion(t, nil)
+	ts.sentGen = snap.generation
+	ts.pending[resp.Nonce] = snap.generation
+	c.mu.Unlock()
+	a.recordSend(t, len(resp.Resources), size)
+	return stream.Send(resp)
+}
+
+func (a *ADS) recordSend(t string, n, size int) {
+	a.metrics.pushes.WithLabelValues(shortType(t)).Inc()
+	a.metrics.resourcesSent.WithLabelValues(shortType(t)).Add(float64(n))
+	a.metrics.bytesSent.WithLabelValues(shortType(t)).Add(float64(size))
+	a.mu.Lock()
+	event := a.event
+	a.mu.Unlock()
+	if !event.IsZero() {
+		a.metrics.pushLatency.Observe(time.Since(event).Seconds())
+	}
+}
+
+func (a *ADS) recordAck(c *conn, t string, accepted bool, msg string) {
+	if accepted {
+		a.mu.Lock()
+		event := a.event
+		a.mu.Unlock()
+		if !event.IsZero() {
+			a.metrics.ackLatency.Observe(time.Since(event).Seconds())
+		}
+		return
+	}
+	a.metrics.nacks.WithLabelValues(shortType(t)).Inc()
+	a.log.Info("proxy rejected configuration", "node", c.node.ID, "type", t, "error", msg)
+}
+
+func sameSet(a, b map[string]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if !b[k] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,425 @@
+package xds_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/go-logr/logr"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	grpcstatus "google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/weftmesh/weft/translator"
+	"github.com/weftmesh/weft/translator/ir"
+	"github.com/weftmesh/weft/xds"
+)
+
+// mesh translates the shop test mesh with the checkout split at weight w
+// (of 100) to checkout-v2.
+func mesh(t *testing.T, w int) *ir.Mesh {
+	t.Helper()
+	in, err := translator.DecodeInputs([]byte(fmt.Sprintf(shopYAML, 100-w, w)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return translator.Translate(in).Mesh
+}
+
+const shopYAML = `
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: other}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: checkout, namespace: shop}
+spec: {clusterIP: 10.0.0.1, selector: {app: checkout}, ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: checkout-v2, namespace: shop}
+spec: {clusterIP: 10.0.0.2, selector: {app: checkout, v: "2"}, ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ledger, namespace: other}
+spec: {clusterIP: 10.0.1.1, selector: {app: ledger}, ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: checkout-1, namespace: shop, labels: {kubernetes.io/service-name: checkout}}
+addressType: IPv4
+ports: [{name: http, port: 80}]
+endpoints: [{addresses: [10.1.0.1]}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: checkout-v2-1, namespace: shop, labels: {kubernetes.io/service-name: checkout-v2}}
+addressType: IPv4
+ports: [{name: http, port: 80}]
+endpoints: [{addresses: [10.1.0.2]}]
+---
+apiVersion: mesh.weft.dev/v1alpha1
+kind: TrafficSplit
+metadata: {name: checkout, namespace: shop, generation: %[2]d}
+spec:
+  rootService: {name: checkout}
+  backends: [{name: checkout, weight: %[1]d}, {name: checkout-v2, weight: %[2]d}]
+`
+
+func serve(t *testing.T, ads *xds.ADS) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, ads)
+	go func() { _ = g.Serve(lis) }()
+	t.Cleanup(g.Stop)
+	return lis.Addr().String()
+}
+
+func node(id, ns, sa string) *corev3.Node {
+	md, _ := structpb.NewStruct(map[string]any{
+		xds.MetaNamespace: ns, xds.MetaServiceAccount: sa,
+		xds.MetaLabels: map[string]any{"app": sa},
+	})
+	return &corev3.Node{Id: id, Metadata: md}
+}
+
+// deltaClient behaves like Envoy on a Delta ADS stream: wildcard CDS and
+// LDS, then EDS and RDS for the names those mention; it ACKs everything
+// unless told to NACK a type.
+type deltaClient struct {
+	t       *testing.T
+	stream  discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesClient
+	node    *corev3.Node
+	have    map[string]map[string]string // type → name → version
+	count   map[string]int               // responses per type
+	nackTyp string
+	resps   chan *discoveryv3.DeltaDiscoveryResponse
+}
+
+func dialDelta(t *testing.T, addr string, n *corev3.Node, initial map[string]map[string]string) *deltaClient {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); conn.Close() })
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &deltaClient{t: t, stream: stream, node: n, have: map[string]map[string]string{}, count: map[string]int{},
+		resps: make(chan *discoveryv3.DeltaDiscoveryResponse, 100)}
+	go func() {
+		for {
+			r, err := stream.Recv()
+			if err != nil {
+				close(c.resps)
+				return
+			}
+			c.resps <- r
+		}
+	}()
+	for _, typ := range []string{resourcev3.ClusterType, resourcev3.ListenerType} {
+		c.have[typ] = map[string]string{}
+		for k, v := range initial[typ] {
+			c.have[typ][k] = v
+		}
+		if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{Node: n, TypeUrl: typ, InitialResourceVersions: initial[typ]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A reconnecting Envoy also re-subscribes to the endpoints and routes
+	// it holds, saying which versions it has.
+	for _, typ := range []string{resourcev3.EndpointType, resourcev3.RouteType} {
+		if len(initial[typ]) == 0 {
+			continue
+		}
+		c.have[typ] = map[string]string{}
+		var sub []string
+		for k, v := range initial[typ] {
+			c.have[typ][k] = v
+			sub = append(sub, k)
+		}
+		if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: typ, ResourceNamesSubscribe: sub, InitialResourceVersions: initial[typ]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
+}
+
+// next handles one response, ACKing (or NACKing) it and subscribing to
+// what it references, like Envoy. It fails after a generous deadline.
+func (c *deltaClient) next() *discoveryv3.DeltaDiscoveryResponse {
+	c.t.Helper()
+	select {
+	case r, ok := <-c.resps:
+		if !ok {
+			c.t.Fatal("stream closed")
+		}
+		c.count[r.TypeUrl]++
+		if c.have[r.TypeUrl] == nil {
+			c.have[r.TypeUrl] = map[string]string{}
+		}
+		ack := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce}
+		if r.TypeUrl == c.nackTyp {
+			ack.ErrorDetail = &status.Status{Code: int32(codes.InvalidArgument), Message: "test rejects this"}
+		} else {
+			for _, res := range r.Resources {
+				c.have[r.TypeUrl][res.Name] = res.Version
+			}
+			for _, n := range r.RemovedResources {
+				delete(c.have[r.TypeUrl], n)
+			}
+		}
+		if err := c.stream.Send(ack); err != nil {
+			c.t.Fatal(err)
+		}
+		c.subscribeReferenced(r)
+		return r
+	case <-time.After(30 * time.Second):
+		c.t.Fatal("no response")
+	}
+	return nil
+}
+
+func (c *deltaClient) subscribeReferenced(r *discoveryv3.DeltaDiscoveryResponse) {
+	var typ string
+	var names []string
+	switch r.TypeUrl {
+	case resourcev3.ClusterType:
+		typ = resourcev3.EndpointType
+		for _, res := range r.Resources {
+			if strings.HasPrefix(res.Name, "outbound|") {
+				names = append(names, res.Name)
+			}
+		}
+	case resourcev3.ListenerType:
+		typ = resourcev3.RouteType
+		for _, res := range r.Resources {
+			if res.Name == "outbound" {
+				names = append(names, "80")
+			}
+		}
+	default:
+		return
+	}
+	var fresh []string
+	for _, n := range names {
+		if c.have[typ] == nil {
+			c.have[typ] = map[string]string{}
+		}
+		if _, ok := c.have[typ][n]; !ok {
+			c.have[typ][n] = ""
+			fresh = append(fresh, n)
+		}
+	}
+	if len(fresh) > 0 {
+		if err := c.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: typ, ResourceNamesSubscribe: fresh}); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+}
+
+// settle handles responses until the stream is quiet for a moment, and
+// returns how many arrived. Quiet is judged generously; it only ends the
+// wait, it asserts nothing about speed.
+func (c *deltaClient) settle() int {
+	n := 0
+	for {
+		select {
+		case r, ok := <-c.resps:
+			if !ok {
+				return n
+			}
+			c.resps <- r // put back for next()
+			c.next()
+			n++
+		case <-time.After(500 * time.Millisecond):
+			return n
+		}
+	}
+}
+
+func TestDeltaFullConfigThenOnlyWhatChanged(t *testing.T) {
+	ads := xds.NewADS(logr.Discard())
+	ads.Update(mesh(t, 10), time.Now())
+	addr := serve(t, ads)
+
+	shop := dialDelta(t, addr, node("frontend-0.shop", "shop", "frontend"), nil)
+	other := dialDelta(t, addr, node("ledger-0.other", "other", "ledger"), nil)
+	shop.settle()
+	other.settle()
+
+	// A full, consistent configuration: the shop proxy holds both checkout
+	// clusters with their endpoints, the listeners, and route "80".
+	for typ, want := range map[string][]string{
+		resourcev3.ClusterType:  {"outbound|80||checkout-v2.shop.svc.cluster.local", "outbound|80||checkout.shop.svc.cluster.local"},
+		resourcev3.EndpointType: {"outbound|80||checkout-v2.shop.svc.cluster.local", "outbound|80||checkout.shop.svc.cluster.local"},
+		resourcev3.RouteType:    {"80"},
+		resourcev3.ListenerType: {"inbound", "outbound", "readiness", "stats"},
+	} {
+		got := names(shop.have[typ], "outbound|")
+		if typ == resourcev3.ListenerType || typ == resourcev3.RouteType {
+			got = names(shop.have[typ], "")
+		}
+		if strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Errorf("%s: proxy holds %v, want %v", typ, got, want)
+		}
+	}
+	if _, ok := other.have[resourcev3.ClusterType]["outbound|80||checkout.shop.svc.cluster.local"]; ok {
+		t.Error("the other namespace's proxy received shop's unexported cluster")
+	}
+	for _, p := range ads.Proxies() {
+		for typ, st := range p.Types {
+			if st.State != xds.Synced {
+				t.Errorf("%s %s: %s, want SYNCED", p.ID, typ, st.State)
+			}
+		}
+	}
+
+	// A weight change: the shop proxy gets exactly one response, the route,
+	// with one resource; the other namespace's proxy gets nothing.
+	before := map[string]int{}
+	for k, v := range shop.count {
+		before[k] = v
+	}
+	ads.Update(mesh(t, 30), time.Now())
+	r := shop.next()
+	if r.TypeUrl != resourcev3.RouteType || len(r.Resources) != 1 || len(r.RemovedResources) != 0 {
+		t.Fatalf("weight change sent %s with %d resources, %d removed; want one route", r.TypeUrl, len(r.Resources), len(r.RemovedResources))
+	}
+	var rc routev3.RouteConfiguration
+	if err := r.Resources[0].Resource.UnmarshalTo(&rc); err != nil {
+		t.Fatal(err)
+	}
+	if w := rc.VirtualHosts[0].Routes[0].GetRoute().GetWeightedClusters().Clusters[1].Weight.GetValue(); w != 30 {
+		t.Fatalf("pushed weight %d, want 30", w)
+	}
+	if n := shop.settle(); n != 0 {
+		t.Errorf("%d more responses after the route; want none", n)
+	}
+	if n := other.settle(); n != 0 {
+		t.Errorf("the unaffected proxy received %d responses; want none", n)
+	}
+	for _, typ := range []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType} {
+		if shop.count[typ] != before[typ] {
+			t.Errorf("%s re-sent for a weight change", typ)
+		}
+	}
+
+	// An identical mesh pushes nothing at all.
+	ads.Update(mesh(t, 30), time.Now())
+	if n := shop.settle() + other.settle(); n != 0 {
+		t.Errorf("an unchanged mesh caused %d responses", n)
+	}
+}
+
+func TestNackIsAnsweredOnceAndReported(t *testing.T) {
+	ads := xds.NewADS(logr.Discard())
+	ads.Update(mesh(t, 10), time.Now())
+	addr := serve(t, ads)
+	c := dialDelta(t, addr, node("frontend-0.shop", "shop", "frontend"), nil)
+	c.settle()
+
+	c.nackTyp = resourcev3.RouteType
+	ads.Update(mesh(t, 40), time.Now())
+	r := c.next()
+	if r.TypeUrl != resourcev3.RouteType {
+		t.Fatalf("got %s, want the route", r.TypeUrl)
+	}
+	if n := c.settle(); n != 0 {
+		t.Fatalf("the server answered the NACK with %d more responses; want none (no loop)", n)
+	}
+	ref := ir.PolicyRef{Kind: "TrafficSplit", Namespace: "shop", Name: "checkout", Generation: 40}
+	st := ads.PolicyState(ref)
+	if st.Affected != 1 || st.Rejected != 1 || st.Message != "test rejects this" || st.Programmed() {
+		t.Fatalf("policy state after a NACK = %+v, want 1 affected, 1 rejected with the proxy's message", st)
+	}
+	p := ads.Proxies()[0]
+	if p.Types["RouteConfiguration"].State != xds.Nacked || p.Types["RouteConfiguration"].Nack.Message != "test rejects this" {
+		t.Fatalf("registry shows %+v for routes, want NACKED with the message", p.Types["RouteConfiguration"])
+	}
+
+	// The next change is sent, accepted, and the policy is programmed.
+	c.nackTyp = ""
+	ads.Update(mesh(t, 50), time.Now())
+	c.next()
+	c.settle()
+	if st := ads.PolicyState(ir.PolicyRef{Kind: "TrafficSplit", Namespace: "shop", Name: "checkout", Generation: 50}); !st.Programmed() {
+		t.Fatalf("policy state after the ACK = %+v, want programmed", st)
+	}
+}
+
+func TestReconnectGetsOnlyWhatChanged(t *testing.T) {
+	ads := xds.NewADS(logr.Discard())
+	ads.Update(mesh(t, 10), time.Now())
+	addr := serve(t, ads)
+	n := node("frontend-0.shop", "shop", "frontend")
+	first := dialDelta(t, addr, n, nil)
+	first.settle()
+	held := first.have
+
+	ads.Update(mesh(t, 20), time.Now())
+	// A new stream (as after a control-plane restart) says what it holds:
+	// only the changed route comes back; clusters and listeners are current.
+	second := dialDelta(t, addr, n, held)
+	second.settle()
+	if second.count[resourcev3.ClusterType] != 0 || second.count[resourcev3.ListenerType] != 0 || second.count[resourcev3.EndpointType] != 0 {
+		t.Fatalf("reconnect re-sent current resources: %v", second.count)
+	}
+	if second.count[resourcev3.RouteType] != 1 {
+		t.Fatalf("reconnect: %d route responses, want 1", second.count[resourcev3.RouteType])
+	}
+}
+
+func TestBadNodeIsRefused(t *testing.T) {
+	ads := xds.NewADS(logr.Discard())
+	addr := serve(t, ads)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = stream.Send(&discoveryv3.DeltaDiscoveryRequest{Node: &corev3.Node{Id: "x"}, TypeUrl: resourcev3.ClusterType})
+	_, err = stream.Recv()
+	if grpcstatus.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), xds.MetaNamespace) {
+		t.Fatalf("bad node: %v, want InvalidArgument naming %s", err, xds.MetaNamespace)
+	}
+}
+
+func names(m map[string]string, prefix string) []string {
+	var out []string
+	for n := range m {
+		if strings.HasPrefix(n, prefix) {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,164 @@
+package xds
+
+import (
+	"fmt"
+	"hash/fnv"
+	"sort"
+
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/weftmesh/weft/translator/envoy"
+	"github.com/weftmesh/weft/translator/ir"
+)
+
+// Type URLs in the order a push sends them: clusters before the endpoints
+// they use, listeners before their routes, so Envoy never holds a reference
+// to something it has not received (make before break).
+var pushOrder = []string{
+	resourcev3.ClusterType,
+	resourcev3.EndpointType,
+	resourcev3.ListenerType,
+	resourcev3.RouteType,
+}
+
+// encoded is one resource, marshalled once and shared by every proxy of a
+// group and every response that carries it. Its version is a hash of the
+// bytes: equal content, equal version, so an unchanged resource is never
+// re-sent.
+type encoded struct {
+	name    string
+	version string
+	any     *anypb.Any
+	size    int
+}
+
+var marshal = proto.MarshalOptions{Deterministic: true}
+
+func encode(typeURL, name string, m proto.Message, prev *encoded) (*encoded, error) {
+	b, err := marshal.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encoding %s %s: %w", typeURL, name, err)
+	}
+	h := fnv.New64a()
+	_, _ = h.Write(b)
+	v := fmt.Sprintf("%016x", h.Sum64())
+	if prev != nil && prev.version == v {
+		return prev, nil
+	}
+	return &encoded{name: name, version: v, any: &anypb.Any{TypeUrl: typeURL, Value: b}, size: len(b)}, nil
+}
+
+// snapshot is one build of a group's configuration, immutable once made.
+type snapshot struct {
+	// generation increases with every build that changed something.
+	generation uint64
+	resources  map[string]map[string]*encoded // type URL → name → resource
+	policies   []ir.PolicyRef
+}
+
+// typeVersion is the SotW version of the named resources of one type (all
+// of them when names is nil): a hash of their names and versions.
+func (s *snapshot) typeVersion(typeURL string, names map[string]bool) string {
+	h := fnv.New64a()
+	for _, e := range s.sorted(typeURL, names) {
+		_, _ = h.Write([]byte(e.name))
+		_, _ = h.Write([]byte(e.version))
+	}
+	return fmt.Sprintf("%016x", h.Sum64())
+}
+
+// sorted returns the resources of a type, restricted to names when not nil,
+// in name order.
+func (s *snapshot) sorted(typeURL string, names map[string]bool) []*encoded {
+	var out []*encoded
+	for n, e := range s.resources[typeURL] {
+		if names == nil || names[n] {
+			out = append(out, e)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	return out
+}
+
+// buildSnapshot builds, validates and encodes a group's configuration,
+// reusing the encodings of prev for unchanged resources. It returns prev
+// itself when nothing changed, and an error (keeping prev in service) when
+// the resources fail validation: a bug, never a user mistake.
+func buildSnapshot(mesh *ir.Mesh, p envoy.Proxy, prev *snapshot) (*snapshot, error) {
+	res := envoy.Build(mesh, p)
+	if err := res.Validate(); err != nil {
+		return prev, fmt.Errorf("refusing to push invalid configuration: %w", err)
+	}
+	next := &snapshot{resources: map[string]map[string]*encoded{}, policies: res.Policies}
+	add := func(typeURL, name string, m proto.Message) error {
+		var old *encoded
+		if prev != nil {
+			old = prev.resources[typeURL][name]
+		}
+		e, err := encode(typeURL, name, m, old)
+		if err != nil {
+			return err
+		}
+		if next.resources[typeURL] == nil {
+			next.resources[typeURL] = map[string]*encoded{}
+		}
+		next.resources[typeURL][name] = e
+		return nil
+	}
+	for _, m := range res.Clusters {
+		if err := add(resourcev3.ClusterType, m.Name, m); err != nil {
+			return prev, err
+		}
+	}
+	for _, m := range res.Endpoints {
+		if err := add(resourcev3.EndpointType, m.ClusterName, m); err != nil {
+			return prev, err
+		}
+	}
+	for _, m := range res.Listeners {
+		if err := add(resourcev3.ListenerType, m.Name, m); err != nil {
+			return prev, err
+		}
+	}
+	for _, m := range res.Routes {
+		if err := add(resourcev3.RouteType, m.Name, m); err != nil {
+			return prev, err
+		}
+	}
+	if prev != nil && sameResources(prev, next) && samePolicies(prev.policies, next.policies) {
+		return prev, nil
+	}
+	next.generation = 1
+	if prev != nil {
+		next.generation = prev.generation + 1
+	}
+	return next, nil
+}
+
+func sameResources(a, b *snapshot) bool {
+	for _, t := range pushOrder {
+		if len(a.resources[t]) != len(b.resources[t]) {
+			return false
+		}
+		for n, e := range a.resources[t] {
+			if b.resources[t][n] != e { // encodings are shared when equal
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func samePolicies(a, b []ir.PolicyRef) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

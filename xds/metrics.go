@@ -1,0 +1,71 @@
+package xds
+
+import (
+	"sort"
+	"strings"
+	"sync"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+type metrics struct {
+	connected     *prometheus.GaugeVec
+	pushes        *prometheus.CounterVec
+	resourcesSent *prometheus.CounterVec
+	bytesSent     *prometheus.CounterVec
+	nacks         *prometheus.CounterVec
+	pushLatency   prometheus.Histogram
+	ackLatency    prometheus.Histogram
+	buildSeconds  prometheus.Histogram
+	buildErrors   prometheus.Counter
+}
+
+// Latency buckets from 1 ms to 30 s: weft aims for tens of milliseconds,
+// the peer measured here took seconds.
+var latencyBuckets = prometheus.ExponentialBucketsRange(0.001, 30, 16)
+
+var (
+	metricsOnce sync.Once
+	shared      *metrics
+)
+
+// newMetrics registers the xDS metrics once per process (tests create many
+// servers) on controller-runtime's registry, which weft-controller serves.
+func newMetrics() *metrics {
+	metricsOnce.Do(func() {
+		m := &metrics{
+			connected: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "weft_xds_connected_proxies",
+				Help: "Proxies connected to this replica's xDS server, by kind (sidecar, grpc)."}, []string{"kind"}),
+			pushes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_xds_pushes_total",
+				Help: "xDS responses sent, by resource type."}, []string{"type"}),
+			resourcesSent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_xds_resources_sent_total",
+				Help: "Resources sent in xDS responses, by type."}, []string{"type"}),
+			bytesSent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_xds_sent_bytes_total",
+				Help: "Encoded resource bytes sent, by type."}, []string{"type"}),
+			nacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_xds_nacks_total",
+				Help: "Responses that proxies rejected, by type."}, []string{"type"}),
+			pushLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "weft_xds_push_latency_seconds",
+				Help: "From the cluster event to an xDS response carrying its result.", Buckets: latencyBuckets}),
+			ackLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "weft_xds_ack_latency_seconds",
+				Help: "From the cluster event to a proxy's ACK of a response carrying its result.", Buckets: latencyBuckets}),
+			buildSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "weft_xds_build_seconds",
+				Help: "Time to build, validate and encode one proxy group's configuration.", Buckets: latencyBuckets}),
+			buildErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_xds_build_errors_total",
+				Help: "Group builds that failed validation (a weft bug); the last good configuration stays in service."}),
+		}
+		ctrlmetrics.Registry.MustRegister(m.connected, m.pushes, m.resourcesSent, m.bytesSent, m.nacks,
+			m.pushLatency, m.ackLatency, m.buildSeconds, m.buildErrors)
+		shared = m
+	})
+	return shared
+}
+
+// shortType turns a type URL into a metric label: "Cluster", "Listener"...
+func shortType(t string) string { return t[strings.LastIndex(t, ".")+1:] }
+
+func sortDelta(r *discoveryv3.DeltaDiscoveryResponse) {
+	sort.Slice(r.Resources, func(i, j int) bool { return r.Resources[i].Name < r.Resources[j].Name })
+	sort.Strings(r.RemovedResources)
+}

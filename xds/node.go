@@ -1,0 +1,89 @@
+package xds
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	"github.com/weftmesh/weft/translator/envoy"
+)
+
+// Node metadata that weft's bootstraps (sidecar and proxyless gRPC) set, and
+// that the server reads to know what a proxy is. The node id is
+// "<pod>.<namespace>".
+const (
+	MetaNamespace      = "NAMESPACE"
+	MetaServiceAccount = "SERVICE_ACCOUNT"
+	MetaLabels         = "LABELS"
+	MetaPodIPs         = "INSTANCE_IPS"
+	MetaProxyKind      = "PROXY_KIND" // "sidecar" (default) or "grpc"
+)
+
+// NodeInfo is what a proxy says it is, read from its node.
+type NodeInfo struct {
+	ID    string
+	Proxy envoy.Proxy
+}
+
+// ParseNode reads a proxy's node. An error names the missing or malformed
+// field, and is returned to the proxy as InvalidArgument.
+func ParseNode(n *corev3.Node) (NodeInfo, error) {
+	if n == nil || n.Id == "" {
+		return NodeInfo{}, fmt.Errorf("node.id is empty: set it to <pod>.<namespace> in the bootstrap")
+	}
+	md := n.GetMetadata().GetFields()
+	str := func(k string) string { return md[k].GetStringValue() }
+	info := NodeInfo{ID: n.Id, Proxy: envoy.Proxy{
+		Namespace:      str(MetaNamespace),
+		ServiceAccount: str(MetaServiceAccount),
+		Labels:         map[string]string{},
+	}}
+	if info.Proxy.Namespace == "" || info.Proxy.ServiceAccount == "" {
+		return NodeInfo{}, fmt.Errorf("node %s: metadata %s and %s are required", n.Id, MetaNamespace, MetaServiceAccount)
+	}
+	for k, v := range md[MetaLabels].GetStructValue().GetFields() {
+		info.Proxy.Labels[k] = v.GetStringValue()
+	}
+	for _, ip := range strings.Split(str(MetaPodIPs), ",") {
+		if ip = strings.TrimSpace(ip); ip != "" {
+			info.Proxy.IPs = append(info.Proxy.IPs, ip)
+		}
+	}
+	switch k := str(MetaProxyKind); k {
+	case "", "sidecar":
+		info.Proxy.Kind = envoy.KindSidecar
+	case "grpc":
+		info.Proxy.Kind = envoy.KindGRPC
+	default:
+		return NodeInfo{}, fmt.Errorf("node %s: metadata %s=%q is not sidecar or grpc", n.Id, MetaProxyKind, k)
+	}
+	return info, nil
+}
+
+// groupKey identifies proxies that receive identical configuration: same
+// kind, identity and labels. One build and one encoding serve the whole
+// group, typically every replica of a Deployment. gRPC server listener
+// names carry the pod's address, so gRPC proxies group by address too.
+// (A sidecar group's named target ports are resolved with the first
+// member's addresses: replicas of one pod template agree on them.)
+type groupKey string
+
+func keyOf(p envoy.Proxy) groupKey {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d|%s|%s|", p.Kind, p.Namespace, p.ServiceAccount)
+	keys := make([]string, 0, len(p.Labels))
+	for k := range p.Labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s=%s,", k, p.Labels[k])
+	}
+	if p.Kind == envoy.KindGRPC {
+		b.WriteString("|")
+		b.WriteString(strings.Join(p.IPs, ","))
+	}
+	return groupKey(b.String())
+}

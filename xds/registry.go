@@ -1,0 +1,137 @@
+package xds
+
+import (
+	"sort"
+	"time"
+
+	"github.com/weftmesh/weft/translator/ir"
+)
+
+// Sync states of one resource type on one proxy, as istioctl proxy-status
+// shows them.
+const (
+	Synced = "SYNCED" // the proxy accepted the newest configuration
+	Stale  = "STALE"  // a newer configuration was sent and not yet answered
+	Nacked = "NACKED" // the proxy rejected the newest configuration
+)
+
+// ProxyStatus is one connected proxy, for the debug endpoint and tests.
+type ProxyStatus struct {
+	ID          string                `json:"id"`
+	Namespace   string                `json:"namespace"`
+	Identity    string                `json:"serviceAccount"`
+	Kind        string                `json:"kind"`
+	Protocol    string                `json:"protocol"`
+	ConnectedAt time.Time             `json:"connectedAt"`
+	Generation  uint64                `json:"generation"`
+	Types       map[string]TypeStatus `json:"types"`
+}
+
+// TypeStatus is one resource type on one proxy.
+type TypeStatus struct {
+	State    string `json:"state"`
+	SentGen  uint64 `json:"sentGeneration"`
+	AckedGen uint64 `json:"ackedGeneration"`
+	Nack     *Nack  `json:"nack,omitempty"`
+}
+
+// Proxies lists the connected proxies, sorted by id.
+func (a *ADS) Proxies() []ProxyStatus {
+	a.mu.Lock()
+	conns := make([]*conn, 0, len(a.conns))
+	for c := range a.conns {
+		conns = append(conns, c)
+	}
+	a.mu.Unlock()
+	out := make([]ProxyStatus, 0, len(conns))
+	for _, c := range conns {
+		ps := ProxyStatus{ID: c.node.ID, Namespace: c.node.Proxy.Namespace, Identity: c.node.Proxy.ServiceAccount,
+			Kind: kindName(c.node.Proxy.Kind), Protocol: "sotw", ConnectedAt: c.connectedAt, Types: map[string]TypeStatus{}}
+		if c.delta {
+			ps.Protocol = "delta"
+		}
+		if s := c.group.snap.Load(); s != nil {
+			ps.Generation = s.generation
+		}
+		c.mu.Lock()
+		for t, ts := range c.types {
+			st := TypeStatus{SentGen: ts.sentGen, AckedGen: ts.ackedGen, Nack: ts.lastNack, State: Synced}
+			switch {
+			case ts.lastNack != nil:
+				st.State = Nacked
+			case len(ts.pending) > 0 || ts.ackedGen < ps.Generation:
+				st.State = Stale
+			}
+			ps.Types[shortType(t)] = st
+		}
+		c.mu.Unlock()
+		out = append(out, ps)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// PolicyState says how far one policy generation has reached the proxies
+// whose configuration carries it.
+type PolicyState struct {
+	// Affected: connected proxies whose configuration carries the policy at
+	// this generation. Acked: those that accepted it. Rejected: those whose
+	// latest answer is a NACK, with the first one's message.
+	Affected, Acked, Rejected int
+	Message                   string
+}
+
+// Programmed reports whether every affected proxy accepted the policy:
+// Affected > 0 && Acked == Affected. (No affected proxy means nothing to
+// program; the status writer decides what that shows.)
+func (s PolicyState) Programmed() bool { return s.Affected > 0 && s.Acked == s.Affected }
+
+// PolicyState computes the state of one policy generation.
+func (a *ADS) PolicyState(ref ir.PolicyRef) PolicyState {
+	a.mu.Lock()
+	var conns []*conn
+	for _, g := range a.groups {
+		s := g.snap.Load()
+		if s == nil || !carries(s, ref) {
+			continue
+		}
+		for c := range g.conns {
+			conns = append(conns, c)
+		}
+	}
+	a.mu.Unlock()
+	var st PolicyState
+	for _, c := range conns {
+		st.Affected++
+		gen := c.group.snap.Load().generation
+		if n := c.nack(); n != nil {
+			st.Rejected++
+			if st.Message == "" {
+				st.Message = n.Message
+			}
+			continue
+		}
+		if c.fullyAcked() >= gen {
+			st.Acked++
+		}
+	}
+	return st
+}
+
+func carries(s *snapshot, ref ir.PolicyRef) bool {
+	i := sort.Search(len(s.policies), func(i int) bool { return !policyLess(s.policies[i], ref) })
+	return i < len(s.policies) && s.policies[i] == ref
+}
+
+func policyLess(a, b ir.PolicyRef) bool {
+	if a.Kind != b.Kind {
+		return a.Kind < b.Kind
+	}
+	if a.Namespace != b.Namespace {
+		return a.Namespace < b.Namespace
+	}
+	if a.Name != b.Name {
+		return a.Name < b.Name
+	}
+	return a.Generation < b.Generation
+}
