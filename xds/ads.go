@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,11 +74,25 @@ func (a *ADS) Update(mesh *ir.Mesh, event time.Time) {
 		groups = append(groups, g)
 	}
 	a.mu.Unlock()
-	for _, g := range groups {
-		if a.rebuild(g, mesh) {
-			a.wake(g)
-		}
+	// Groups build independently: spread them over the cores.
+	work := make(chan *group)
+	var wg sync.WaitGroup
+	for i := 0; i < runtime.GOMAXPROCS(0); i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for g := range work {
+				if a.rebuild(g, mesh) {
+					a.wake(g)
+				}
+			}
+		}()
 	}
+	for _, g := range groups {
+		work <- g
+	}
+	close(work)
+	wg.Wait()
 }
 
 // rebuild builds g for mesh; true if its configuration changed.

@@ -83,7 +83,7 @@ spec:
   backends: [{name: checkout, weight: %[1]d}, {name: checkout-v2, weight: %[2]d}]
 `
 
-func serve(t *testing.T, ads *xds.ADS) string {
+func serve(t testing.TB, ads *xds.ADS) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

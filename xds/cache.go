@@ -88,8 +88,8 @@ func (s *snapshot) sorted(typeURL string, names map[string]bool) []*encoded {
 // the resources fail validation: a bug, never a user mistake.
 func buildSnapshot(mesh *ir.Mesh, p envoy.Proxy, prev *snapshot) (*snapshot, error) {
 	res := envoy.Build(mesh, p)
-	if err := res.Validate(); err != nil {
-		return prev, fmt.Errorf("refusing to push invalid configuration: %w", err)
+	if err := res.CheckConsistency(); err != nil {
+		return prev, fmt.Errorf("refusing to push inconsistent configuration: %w", err)
 	}
 	next := &snapshot{resources: map[string]map[string]*encoded{}, policies: res.Policies}
 	add := func(typeURL, name string, m proto.Message) error {
@@ -100,6 +100,12 @@ func buildSnapshot(mesh *ir.Mesh, p envoy.Proxy, prev *snapshot) (*snapshot, err
 		e, err := encode(typeURL, name, m, old)
 		if err != nil {
 			return err
+		}
+		if e != old {
+			// New content: validate it before anyone can receive it.
+			if err := envoy.ValidateResource(m); err != nil {
+				return fmt.Errorf("refusing to push invalid %s %s: %w", shortType(typeURL), name, err)
+			}
 		}
 		if next.resources[typeURL] == nil {
 			next.resources[typeURL] = map[string]*encoded{}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -22,6 +23,39 @@ import (
 // split sums to zero. An error names the offending resource; it is a bug in
 // weft, never the user's.
 func (r *Resources) Validate() error {
+	errs := []error{r.CheckConsistency()}
+	for _, c := range r.Clusters {
+		errs = append(errs, wrap("cluster "+c.Name, ValidateResource(c)))
+	}
+	for _, e := range r.Endpoints {
+		errs = append(errs, wrap("endpoints "+e.ClusterName, ValidateResource(e)))
+	}
+	for _, rc := range r.Routes {
+		errs = append(errs, wrap("route "+rc.Name, ValidateResource(rc)))
+	}
+	for _, l := range r.Listeners {
+		errs = append(errs, wrap("listener "+l.Name, ValidateResource(l)))
+	}
+	return errors.Join(errs...)
+}
+
+// ValidateResource runs protoc-gen-validate on one resource and on every
+// message packed in an Any inside it. The xDS server calls it only for
+// resources whose encoding changed, since it costs more than building.
+func ValidateResource(m proto.Message) error {
+	if cla, ok := m.(*endpointv3.ClusterLoadAssignment); ok {
+		// No Any inside endpoints: skip the reflective walk, which would
+		// visit every endpoint.
+		return cla.ValidateAll()
+	}
+	return validateDeep(m)
+}
+
+// CheckConsistency checks the set as a whole: every RDS name has a route
+// configuration, every route and TCP proxy names a cluster that exists,
+// every EDS cluster has endpoints, no weighted split sums to zero, and
+// every locality is set.
+func (r *Resources) CheckConsistency() error {
 	var errs []error
 	clusters := map[string]*clusterv3.Cluster{}
 	for _, c := range r.Clusters {
@@ -29,12 +63,10 @@ func (r *Resources) Validate() error {
 			errs = append(errs, fmt.Errorf("cluster %q: defined twice", c.Name))
 		}
 		clusters[c.Name] = c
-		errs = append(errs, wrap("cluster "+c.Name, validateDeep(c)))
 	}
 	endpoints := map[string]bool{}
 	for _, e := range r.Endpoints {
 		endpoints[e.ClusterName] = true
-		errs = append(errs, wrap("endpoints "+e.ClusterName, validateDeep(e)))
 		for _, loc := range e.Endpoints {
 			if loc.Locality == nil || loc.LoadBalancingWeight.GetValue() == 0 {
 				errs = append(errs, fmt.Errorf("endpoints %s: every locality needs a locality and a positive weight (gRPC rejects them otherwise)", e.ClusterName))
@@ -52,11 +84,9 @@ func (r *Resources) Validate() error {
 	routes := map[string]bool{}
 	for _, rc := range r.Routes {
 		routes[rc.Name] = true
-		errs = append(errs, wrap("route "+rc.Name, validateDeep(rc)))
 		errs = append(errs, wrap("route "+rc.Name, checkRouteClusters(rc, clusters)))
 	}
 	for _, l := range r.Listeners {
-		errs = append(errs, wrap("listener "+l.Name, validateDeep(l)))
 		if api := l.GetApiListener().GetApiListener(); api != nil {
 			errs = append(errs, wrap("listener "+l.Name, checkFilter(&listenerv3.Filter{Name: "api_listener", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: api}}, routes, clusters)))
 		}

@@ -1,0 +1,130 @@
+package xds_test
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/structpb"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/weftmesh/weft/crds/v1alpha1"
+	"github.com/weftmesh/weft/internal/xdsload"
+	"github.com/weftmesh/weft/translator"
+	"github.com/weftmesh/weft/translator/testmesh"
+	"github.com/weftmesh/weft/xds"
+)
+
+// loadMesh is 1,000 Services in 100 namespaces (10 endpoints each, a split
+// on 10%), plus one Service exported to every namespace with a split whose
+// weight w the benchmark changes: a change every proxy depends on.
+func loadMesh(w int32) *translator.Inputs {
+	in := testmesh.Generate(testmesh.Options{Services: 1000, Namespaces: 100, EndpointsPerService: 10, SplitEvery: 10})
+	for _, name := range []string{"global", "global-next"} {
+		in.Services = append(in.Services, &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shared", Annotations: map[string]string{translator.AnnotationExportTo: "*"}},
+			Spec:       corev1.ServiceSpec{ClusterIP: "10.97.0." + fmt.Sprint(len(in.Services)%200), Ports: []corev1.ServicePort{{Name: "http", Port: 8000, TargetPort: intstr.FromInt32(8000)}}},
+		})
+	}
+	in.TrafficSplits = append(in.TrafficSplits, &v1alpha1.TrafficSplit{
+		ObjectMeta: metav1.ObjectMeta{Name: "global", Namespace: "shared", Generation: int64(w)},
+		Spec: v1alpha1.TrafficSplitSpec{RootService: v1alpha1.RootServiceReference{Name: "global"},
+			Backends: []v1alpha1.Backend{{Name: "global", Weight: &[]int32{100 - w}[0]}, {Name: "global-next", Weight: &w}}},
+	})
+	return in
+}
+
+// BenchmarkConvergence measures, with N simulated Delta proxies connected,
+// the time from ADS.Update (the translated change) until every proxy has
+// ACKed the changed route, for a change all of them depend on. It reports
+// that time per change, the bytes each proxy received for it, and the heap
+// per connected proxy (server and simulated clients together: an upper
+// bound for the server).
+func BenchmarkConvergence(b *testing.B) {
+	for _, n := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("proxies=%d", n), func(b *testing.B) {
+			ads := xds.NewADS(logr.Discard())
+			w := int32(1)
+			ads.Update(translator.Translate(loadMesh(w)).Mesh, time.Now())
+			addr := serve(b, ads)
+			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer conn.Close()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+
+			runtime.GC()
+			var before runtime.MemStats
+			runtime.ReadMemStats(&before)
+			proxies := make([]*xdsload.Proxy, n)
+			for i := range proxies {
+				ns := testmesh.Namespace(i % 100)
+				md, _ := structpb.NewStruct(map[string]any{xds.MetaNamespace: ns, xds.MetaServiceAccount: fmt.Sprintf("svc-%d", i%100),
+					xds.MetaLabels: map[string]any{"app": fmt.Sprintf("svc-%d", i%100)}})
+				proxies[i] = &xdsload.Proxy{Node: &corev3.Node{Id: fmt.Sprintf("p-%d.%s", i, ns), Metadata: md}}
+				go func(p *xdsload.Proxy) { _ = p.Run(ctx, conn) }(proxies[i])
+			}
+			waitAll(b, proxies, func(*xdsload.Proxy, map[string]map[string]string) bool { return true }, "8000")
+			runtime.GC()
+			var after runtime.MemStats
+			runtime.ReadMemStats(&after)
+			heapPerProxy := float64(after.HeapAlloc-before.HeapAlloc) / float64(n) / 1024
+
+			var bytes0 int
+			for _, p := range proxies {
+				bytes0 += p.Stats().Bytes
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				w = w%99 + 1
+				mesh := translator.Translate(loadMesh(w)).Mesh
+				old := map[*xdsload.Proxy]string{}
+				for _, p := range proxies {
+					p.WaitFor(ctx, func(v map[string]map[string]string) bool { old[p] = v[resourcev3.RouteType]["8000"]; return true })
+				}
+				b.StartTimer()
+				ads.Update(mesh, time.Now())
+				waitAll(b, proxies, func(p *xdsload.Proxy, v map[string]map[string]string) bool {
+					return v[resourcev3.RouteType]["8000"] != old[p]
+				}, "8000")
+			}
+			b.StopTimer()
+			var bytes1 int
+			for _, p := range proxies {
+				bytes1 += p.Stats().Bytes
+			}
+			b.ReportMetric(float64(bytes1-bytes0)/float64(b.N*n), "bytes/proxy/change")
+			b.ReportMetric(heapPerProxy, "KiB-heap/proxy")
+		})
+	}
+}
+
+// waitAll waits until every proxy holds route config route and cond holds.
+func waitAll(b *testing.B, proxies []*xdsload.Proxy, cond func(*xdsload.Proxy, map[string]map[string]string) bool, route string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, p := range proxies {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if !p.WaitFor(ctx, func(v map[string]map[string]string) bool { return v[resourcev3.RouteType][route] != "" && cond(p, v) }) {
+				b.Error("a proxy never converged")
+			}
+		}()
+	}
+	wg.Wait()
+}
