@@ -1,0 +1,197 @@
+// Package bootstrap builds the Envoy bootstrap of an injected sidecar. It is
+// pure and shared by the injection webhook and `weft inject`.
+//
+// The bootstrap is passed to Envoy as its --config-yaml argument (JSON is
+// YAML). Per-pod values that are unknown when the webhook runs (the pod's
+// name, IP and service account) are written as $(WEFT_POD_NAME)-style
+// references to the container's downward-API environment variables, which
+// the kubelet expands in arguments before starting Envoy. That keeps the
+// stock Envoy image (no shell, no agent) and needs no per-pod ConfigMap.
+package bootstrap
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	grpccredv3 "github.com/envoyproxy/go-control-plane/envoy/config/grpc_credential/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/weftmesh/weft/translator/envoy"
+)
+
+// Environment variables of the proxy container that the bootstrap refers
+// to; the webhook fills them from the downward API.
+const (
+	EnvPodName        = "WEFT_POD_NAME"
+	EnvPodNamespace   = "WEFT_POD_NAMESPACE"
+	EnvPodIPs         = "WEFT_POD_IPS" // status.podIPs: comma-separated
+	EnvServiceAccount = "WEFT_SERVICE_ACCOUNT"
+)
+
+// Defaults.
+const (
+	// DefaultXDSAddress is weft-controller's gRPC xDS Service.
+	DefaultXDSAddress = "weft-controller.weft-system.svc:15010"
+	// CredentialsDir holds the proxy's control-plane credentials: a
+	// projected ServiceAccount token with audience TokenAudience, and the
+	// mesh root certificate that signs weft-controller's serving
+	// certificate.
+	CredentialsDir = "/var/run/weft/credentials"
+	TokenFile      = "token"
+	RootCertFile   = "root-cert.pem"
+	// TokenAudience is the audience of the proxy's ServiceAccount token;
+	// weft-controller accepts only tokens minted for it.
+	TokenAudience = "weft"
+	// ProxyKind is the node metadata "kind" of injected sidecars.
+	ProxyKind = "sidecar"
+
+	// fileBasedMetadata is Envoy's Google-gRPC call-credentials plugin that
+	// reads a file on every new stream, so a rotated token is picked up
+	// when the ADS stream reconnects.
+	fileBasedMetadata = "envoy.grpc_credentials.file_based_metadata"
+)
+
+// Config is what varies between bootstraps.
+type Config struct {
+	// XDSAddress is host:port of the xDS server; empty means
+	// DefaultXDSAddress. The host is also the name its TLS certificate must
+	// carry.
+	XDSAddress string
+	// Labels are the pod's labels when it was injected, sent as node
+	// metadata (the downward API offers labels only as a file, which
+	// Envoy's bootstrap cannot read). weft-controller selects the proxy's
+	// Services with them, so a label changed on a running pod takes effect
+	// on its next restart.
+	Labels map[string]string
+}
+
+// ref is a kubelet reference to a container environment variable.
+func ref(env string) string { return "$(" + env + ")" }
+
+// NodeID is the proxy's xDS node id: <pod name>.<namespace>, unique in the
+// cluster and what `weft` commands print.
+var NodeID = ref(EnvPodName) + "." + ref(EnvPodNamespace)
+
+// Build returns the bootstrap, validated.
+func Build(c Config) (*bootstrapv3.Bootstrap, error) {
+	addr := c.XDSAddress
+	if addr == "" {
+		addr = DefaultXDSAddress
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return nil, fmt.Errorf("xDS address %q is not host:port", addr)
+	}
+	labels := map[string]any{}
+	for k, v := range c.Labels {
+		labels[k] = v
+	}
+	// The keys are the ones weft-controller reads (xds.ParseNode).
+	md, err := structpb.NewStruct(map[string]any{
+		"PROXY_KIND":      ProxyKind,
+		"POD_NAME":        ref(EnvPodName),
+		"NAMESPACE":       ref(EnvPodNamespace),
+		"SERVICE_ACCOUNT": ref(EnvServiceAccount),
+		"INSTANCE_IPS":    ref(EnvPodIPs),
+		"LABELS":          labels,
+	})
+	if err != nil {
+		return nil, err
+	}
+	token := &grpccredv3.FileBasedMetadataConfig{
+		SecretData:   file(CredentialsDir + "/" + TokenFile),
+		HeaderKey:    "authorization",
+		HeaderPrefix: "Bearer ",
+	}
+	// ValidateAll does not look inside Any: validate the packed message.
+	if err := token.ValidateAll(); err != nil {
+		return nil, fmt.Errorf("bootstrap call credentials: %w", err)
+	}
+	creds, err := anypb.New(token)
+	if err != nil {
+		return nil, err
+	}
+	xds := &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_GoogleGrpc_{GoogleGrpc: &corev3.GrpcService_GoogleGrpc{
+		TargetUri:              addr,
+		StatPrefix:             "xds",
+		CredentialsFactoryName: fileBasedMetadata,
+		ChannelCredentials: &corev3.GrpcService_GoogleGrpc_ChannelCredentials{
+			CredentialSpecifier: &corev3.GrpcService_GoogleGrpc_ChannelCredentials_SslCredentials{
+				SslCredentials: &corev3.GrpcService_GoogleGrpc_SslCredentials{RootCerts: file(CredentialsDir + "/" + RootCertFile)},
+			},
+		},
+		CallCredentials: []*corev3.GrpcService_GoogleGrpc_CallCredentials{{
+			CredentialSpecifier: &corev3.GrpcService_GoogleGrpc_CallCredentials_FromPlugin{
+				FromPlugin: &corev3.GrpcService_GoogleGrpc_CallCredentials_MetadataCredentialsFromPlugin{
+					Name:       fileBasedMetadata,
+					ConfigType: &corev3.GrpcService_GoogleGrpc_CallCredentials_MetadataCredentialsFromPlugin_TypedConfig{TypedConfig: creds},
+				},
+			},
+		}},
+	}}}
+	ads := func() *corev3.ConfigSource {
+		return &corev3.ConfigSource{
+			ResourceApiVersion:    corev3.ApiVersion_V3,
+			ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+		}
+	}
+	b := &bootstrapv3.Bootstrap{
+		Node: &corev3.Node{
+			Id:       NodeID,
+			Cluster:  ref(EnvServiceAccount) + "." + ref(EnvPodNamespace),
+			Metadata: md,
+		},
+		// The admin API can reconfigure and stop the proxy: localhost only.
+		// Prometheus reads /stats/prometheus through the stats listener on
+		// 15090, which the translator sends.
+		Admin: &bootstrapv3.Admin{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+			Address:       "127.0.0.1",
+			PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: envoy.AdminPort},
+		}}}},
+		DynamicResources: &bootstrapv3.Bootstrap_DynamicResources{
+			AdsConfig: &corev3.ApiConfigSource{
+				ApiType:                   corev3.ApiConfigSource_DELTA_GRPC,
+				TransportApiVersion:       corev3.ApiVersion_V3,
+				SetNodeOnFirstMessageOnly: true,
+				GrpcServices:              []*corev3.GrpcService{xds},
+			},
+			LdsConfig: ads(),
+			CdsConfig: ads(),
+		},
+	}
+	if err := b.ValidateAll(); err != nil {
+		return nil, fmt.Errorf("bootstrap: %w", err)
+	}
+	return b, nil
+}
+
+func file(path string) *corev3.DataSource {
+	return &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: path}}
+}
+
+// JSON returns the bootstrap as compact JSON with sorted keys: stable across
+// runs (protojson's output is deliberately not), so goldens and the injected
+// pod do not change from one webhook call to the next.
+func JSON(c Config) (string, error) {
+	b, err := Build(c)
+	if err != nil {
+		return "", err
+	}
+	raw, err := protojson.Marshal(b)
+	if err != nil {
+		return "", err
+	}
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return "", err
+	}
+	out, err := json.Marshal(v) // encoding/json sorts map keys
+	if err != nil {
+		return "", err
+	}
+	return string(out), nil
+}
