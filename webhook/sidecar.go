@@ -34,7 +34,7 @@ const (
 
 // proxyContainer is the Envoy sidecar.
 func proxyContainer(pod *corev1.Pod, s settings, o Options) (corev1.Container, error) {
-	cfg, err := bootstrap.JSON(bootstrap.Config{XDSAddress: o.XDSAddress, Labels: pod.Labels})
+	cfg, err := bootstrap.JSON(bootstrap.Config{XDSAddress: o.XDSAddress, Labels: pod.Labels, AppProbes: pod.Annotations[AnnotationAppProbes]})
 	if err != nil {
 		return corev1.Container{}, err
 	}

@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -19,6 +20,7 @@ const (
 	MetaLabels         = "LABELS"
 	MetaPodIPs         = "INSTANCE_IPS"
 	MetaProxyKind      = "PROXY_KIND" // "sidecar" (default) or "grpc"
+	MetaAppProbes      = "APP_PROBES" // JSON: the pod's weft.dev/app-probes
 )
 
 // NodeInfo is what a proxy says it is, read from its node.
@@ -51,6 +53,11 @@ func ParseNode(n *corev3.Node) (NodeInfo, error) {
 			info.Proxy.IPs = append(info.Proxy.IPs, ip)
 		}
 	}
+	if raw := str(MetaAppProbes); raw != "" {
+		if err := json.Unmarshal([]byte(raw), &info.Proxy.AppProbes); err != nil {
+			return NodeInfo{}, fmt.Errorf("node %s: metadata %s is not the weft.dev/app-probes JSON: %v", n.Id, MetaAppProbes, err)
+		}
+	}
 	switch k := str(MetaProxyKind); k {
 	case "", "sidecar":
 		info.Proxy.Kind = envoy.KindSidecar
@@ -81,6 +88,12 @@ func keyOf(p envoy.Proxy) groupKey {
 	for _, k := range keys {
 		fmt.Fprintf(&b, "%s=%s,", k, p.Labels[k])
 	}
+	probes := make([]string, 0, len(p.AppProbes))
+	for path, pr := range p.AppProbes {
+		probes = append(probes, fmt.Sprintf("%s>%d%s%s%d", path, pr.Port, pr.Path, pr.Scheme, pr.TimeoutSeconds))
+	}
+	sort.Strings(probes)
+	fmt.Fprintf(&b, "|%s", strings.Join(probes, ","))
 	if p.Kind == envoy.KindGRPC {
 		b.WriteString("|")
 		b.WriteString(strings.Join(p.IPs, ","))

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -305,6 +306,21 @@ func (v *view) fixedClusters() []*clusterv3.Cluster {
 			// capture, or the connection would loop back into the sidecar.
 			UpstreamBindConfig: &corev3.BindConfig{SourceAddress: socketAddress(InboundPassthroughSource, 0).GetSocketAddress()},
 		})
+	}
+	seenProbe := map[string]bool{}
+	for _, p := range v.proxy.AppProbes {
+		name := appProbeCluster(p)
+		if seenProbe[name] {
+			continue
+		}
+		seenProbe[name] = true
+		c := staticCluster(name, "127.0.0.1", uint32(p.Port))
+		if strings.EqualFold(p.Scheme, "HTTPS") {
+			// The kubelet does not verify an HTTPS probe's certificate:
+			// neither does the proxy on its behalf.
+			c.TransportSocket = transportSocket("envoy.transport_sockets.tls", &tlsv3.UpstreamTlsContext{})
+		}
+		out = append(out, c)
 	}
 	for _, in := range v.inbound {
 		c := staticCluster(inboundCluster(in.port), "127.0.0.1", uint32(in.port))

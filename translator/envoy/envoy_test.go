@@ -2,6 +2,7 @@ package envoy_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -107,7 +108,13 @@ func proxyOf(p *corev1.Pod) envoy.Proxy {
 	if p.Annotations[translator.AnnotationProxyless] == "grpc" {
 		kind = envoy.KindGRPC
 	}
-	return envoy.Proxy{Namespace: p.Namespace, ServiceAccount: sa, Labels: p.Labels, IPs: ips, Kind: kind}
+	var probes map[string]envoy.AppProbe
+	if raw := p.Annotations["weft.dev/app-probes"]; raw != "" {
+		if err := json.Unmarshal([]byte(raw), &probes); err != nil {
+			panic(err)
+		}
+	}
+	return envoy.Proxy{Namespace: p.Namespace, ServiceAccount: sa, Labels: p.Labels, IPs: ips, Kind: kind, AppProbes: probes}
 }
 
 func list[T proto.Message](in []T) []proto.Message {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"strings"
+	"time"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -22,6 +24,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -37,7 +40,7 @@ const meshALPN = "weft"
 const TracingCluster = "tracing-collector"
 
 func (v *view) listeners() []*listenerv3.Listener {
-	return []*listenerv3.Listener{v.outboundListener(), v.inboundListener(), readinessListener(), statsListener()}
+	return []*listenerv3.Listener{v.outboundListener(), v.inboundListener(), v.readinessListener(), statsListener()}
 }
 
 // outboundListener captures the workload's outgoing connections (weft-init
@@ -400,16 +403,39 @@ func (v *view) tracing() *hcmv3.HttpConnectionManager_Tracing {
 }
 
 // readinessListener answers 200 on :15021/ready once the proxy has its
-// listeners, which is what the injected startup probe waits for.
-func readinessListener() *listenerv3.Listener {
+// listeners, which is what the injected startup probe waits for, and
+// forwards the application's rewritten kubelet probes to it over localhost
+// (so Strict mTLS never meets the kubelet's plaintext).
+func (v *view) readinessListener() *listenerv3.Listener {
+	routes := []*routev3.Route{{
+		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: "/ready"}},
+		Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 200}},
+	}}
+	paths := make([]string, 0, len(v.proxy.AppProbes))
+	for p := range v.proxy.AppProbes {
+		paths = append(paths, p)
+	}
+	sortStrings(paths)
+	for _, p := range paths {
+		probe := v.proxy.AppProbes[p]
+		routes = append(routes, &routev3.Route{
+			Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: p}},
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+				ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: appProbeCluster(probe)},
+				PrefixRewrite:    probe.Path,
+				Timeout:          durationpb.New(time.Duration(max(probe.TimeoutSeconds, 1)) * time.Second),
+			}},
+		})
+	}
 	rc := &routev3.RouteConfiguration{Name: ReadinessListener, VirtualHosts: []*routev3.VirtualHost{{
-		Name: ReadinessListener, Domains: []string{"*"},
-		Routes: []*routev3.Route{{
-			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: "/ready"}},
-			Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 200}},
-		}},
+		Name: ReadinessListener, Domains: []string{"*"}, Routes: routes,
 	}}}
 	return plainHTTPListener(ReadinessListener, ReadinessPort, rc)
+}
+
+// appProbeCluster reaches the application's probe port on localhost.
+func appProbeCluster(p AppProbe) string {
+	return fmt.Sprintf("app-probe|%d|%s", p.Port, strings.ToLower(p.Scheme))
 }
 
 // statsListener exposes only the admin endpoint's Prometheus page, so that

@@ -28,6 +28,20 @@ type Proxy struct {
 	// Kind is what consumes the configuration: an Envoy sidecar, or a
 	// proxyless gRPC application (which accepts a subset of xDS).
 	Kind ProxyKind
+	// AppProbes are the application's HTTP probes that injection rewrote to
+	// the readiness port, by their new path; the readiness listener
+	// forwards them to the application.
+	AppProbes map[string]AppProbe
+}
+
+// AppProbe is where a rewritten kubelet probe goes: the application's port,
+// path (which may carry a query), scheme (HTTP or HTTPS) and timeout. It is
+// the weft.dev/app-probes annotation's format.
+type AppProbe struct {
+	Port           int32  `json:"port"`
+	Path           string `json:"path"`
+	Scheme         string `json:"scheme"`
+	TimeoutSeconds int32  `json:"timeoutSeconds"`
 }
 
 // ProxyKind says what kind of xDS client a proxy is.

@@ -68,6 +68,10 @@ type Config struct {
 	// Services with them, so a label changed on a running pod takes effect
 	// on its next restart.
 	Labels map[string]string
+	// AppProbes is the pod's weft.dev/app-probes annotation (JSON), sent as
+	// node metadata APP_PROBES so that the proxy's readiness listener
+	// forwards the rewritten kubelet probes to the application.
+	AppProbes string
 }
 
 // ref is a kubelet reference to a container environment variable.
@@ -91,14 +95,18 @@ func Build(c Config) (*bootstrapv3.Bootstrap, error) {
 		labels[k] = v
 	}
 	// The keys are the ones weft-controller reads (xds.ParseNode).
-	md, err := structpb.NewStruct(map[string]any{
+	fields := map[string]any{
 		"PROXY_KIND":      ProxyKind,
 		"POD_NAME":        ref(EnvPodName),
 		"NAMESPACE":       ref(EnvPodNamespace),
 		"SERVICE_ACCOUNT": ref(EnvServiceAccount),
 		"INSTANCE_IPS":    ref(EnvPodIPs),
 		"LABELS":          labels,
-	})
+	}
+	if c.AppProbes != "" {
+		fields["APP_PROBES"] = c.AppProbes
+	}
+	md, err := structpb.NewStruct(fields)
 	if err != nil {
 		return nil, err
 	}
