@@ -40,7 +40,13 @@ type ADS struct {
 	groups map[groupKey]*group
 	conns  map[*conn]struct{}
 	nextID atomic.Uint64
+	onAck  func([]ir.PolicyRef)
 }
+
+// OnAck registers fn to hear, after each ACK or NACK, the policies the
+// answering proxy's configuration carries: their programmed state may have
+// changed. Call it before serving; fn must not block.
+func (a *ADS) OnAck(fn func([]ir.PolicyRef)) { a.onAck = fn }
 
 // group is the proxies that share a configuration.
 type group struct {
@@ -463,6 +469,11 @@ func (a *ADS) recordSend(t string, n, size int) {
 }
 
 func (a *ADS) recordAck(c *conn, t string, accepted bool, msg string) {
+	if a.onAck != nil {
+		if s := c.group.snap.Load(); s != nil && len(s.policies) > 0 {
+			a.onAck(s.policies)
+		}
+	}
 	if accepted {
 		a.mu.Lock()
 		event := a.event

@@ -12,14 +12,19 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/weftmesh/weft/internal/status"
+	"github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/version"
 	"github.com/weftmesh/weft/xds"
 )
@@ -48,9 +53,14 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 		return fmt.Errorf("--monitoring-address: %w", err)
 	}
 
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	store.MustAddToScheme(scheme)
 	mgr, err := manager.New(cfg, manager.Options{
-		Scheme: clientgoscheme.Scheme,
+		Scheme: scheme,
 		Logger: log,
+		// Cache only what the translator reads (Pods are trimmed).
+		Cache: store.CacheOptions(cache.Options{}),
 		// weft serves metrics and probes on its own monitoring listener.
 		Metrics:                       metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress:        "0",
@@ -65,17 +75,27 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 		return fmt.Errorf("creating manager: %w", err)
 	}
 
+	st, err := store.New(mgr, log.WithName("store"))
+	if err != nil {
+		_ = monLis.Close()
+		return err
+	}
+	loop := &meshLoop{ads: ads, log: log.WithName("translator")}
+	loop.writer = status.New(mgr, loop, log.WithName("status"), status.Options{})
+	ads.OnAck(loop.acked)
+
 	var synced atomic.Bool
 	checks := []error{
 		mgr.Add(xdsServer),
+		mgr.Add(nonLeader(func(ctx context.Context) error { return loop.run(ctx, st) })),
+		mgr.Add(loop.writer),
 		mgr.Add(nonLeader(func(ctx context.Context) error {
 			if mgr.GetCache().WaitForCacheSync(ctx) {
 				synced.Store(true)
 			}
 			return nil
 		})),
-		// Leader-only work (status writing, CA creation) joins here later;
-		// for now the leader only says that it leads.
+		// Leader-only work: the status writer above; the CA joins later.
 		mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 			log.Info("elected leader", "lease", o.LeaderElectionNamespace+"/"+LeaseName)
 			<-ctx.Done()

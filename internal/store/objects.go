@@ -1,0 +1,196 @@
+package store
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/weftmesh/weft/crds/v1alpha1"
+)
+
+// lastApplied is kubectl's copy of the whole applied object: often the
+// largest part of a cached object, and never read by weft.
+const lastApplied = corev1.LastAppliedConfigAnnotation
+
+// AddToScheme adds every kind the store watches to s: the built-in kinds,
+// weft's own and Gateway API's.
+func AddToScheme(s *runtime.Scheme) error {
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, v1alpha1.AddToScheme, gatewayv1.Install} {
+		if err := add(s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CacheOptions returns o with the transforms that keep the informer cache
+// small; pass the result as manager.Options.Cache. Every object loses its
+// managedFields and its kubectl last-applied annotation, and Pods keep only
+// what weft reads (see TransformPod).
+//
+// Objects in this cache are therefore partial: never Update an object read
+// from it (a status-subresource update is fine: the API server takes only
+// the status from it).
+func CacheOptions(o cache.Options) cache.Options {
+	o.DefaultTransform = chain(o.DefaultTransform, TransformStripMetadata)
+	if o.ByObject == nil {
+		o.ByObject = map[client.Object]cache.ByObject{}
+	}
+	// A ByObject transform replaces the default one, so TransformPod strips
+	// the metadata itself.
+	o.ByObject[&corev1.Pod{}] = cache.ByObject{Transform: TransformPod}
+	return o
+}
+
+func chain(first, second toolscache.TransformFunc) toolscache.TransformFunc {
+	if first == nil {
+		return second
+	}
+	return func(obj any) (any, error) {
+		obj, err := first(obj)
+		if err != nil {
+			return nil, err
+		}
+		return second(obj)
+	}
+}
+
+// TransformStripMetadata drops managedFields and the last-applied
+// annotation, in place (the informer hands over a freshly decoded object).
+func TransformStripMetadata(obj any) (any, error) {
+	if m, ok := obj.(metav1.Object); ok {
+		m.SetManagedFields(nil)
+		if a := m.GetAnnotations(); a != nil {
+			if _, ok := a[lastApplied]; ok {
+				delete(a, lastApplied)
+				if len(a) == 0 {
+					m.SetAnnotations(nil)
+				}
+			}
+		}
+	}
+	return obj, nil
+}
+
+// TransformPod keeps only what the translator and the xDS layer read from a
+// Pod: name, namespace, uid, labels, annotations, spec.serviceAccountName,
+// the names of its containers and init containers (to see the sidecar),
+// and status.podIP(s). A pod with five containers shrinks from ~10 KiB to a
+// few hundred bytes, and status churn (conditions, container states) no
+// longer reaches the store. Readiness is read from EndpointSlices, which
+// already carry it per address.
+func TransformPod(obj any) (any, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return TransformStripMetadata(obj)
+	}
+	out := &corev1.Pod{
+		TypeMeta: p.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{
+			Name:              p.Name,
+			Namespace:         p.Namespace,
+			UID:               p.UID,
+			ResourceVersion:   p.ResourceVersion,
+			Generation:        p.Generation,
+			CreationTimestamp: p.CreationTimestamp,
+			DeletionTimestamp: p.DeletionTimestamp,
+			Labels:            p.Labels,
+			Annotations:       p.Annotations,
+		},
+		Spec: corev1.PodSpec{
+			ServiceAccountName: p.Spec.ServiceAccountName,
+			Containers:         containerNames(p.Spec.Containers),
+			InitContainers:     containerNames(p.Spec.InitContainers),
+		},
+		Status: corev1.PodStatus{PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs},
+	}
+	return TransformStripMetadata(out)
+}
+
+func containerNames(cs []corev1.Container) []corev1.Container {
+	if len(cs) == 0 {
+		return nil
+	}
+	out := make([]corev1.Container, len(cs))
+	for i, c := range cs {
+		out[i].Name = c.Name
+	}
+	return out
+}
+
+// isFullPod reports a Pod that did not go through TransformPod: the cache
+// was not configured with CacheOptions.
+func isFullPod(p *corev1.Pod) bool {
+	for _, c := range p.Spec.Containers {
+		if c.Image != "" {
+			return true
+		}
+	}
+	return len(p.ManagedFields) > 0
+}
+
+// significant returns a shallow copy of obj without what never changes a
+// translation: the resourceVersion, and the status of every kind but Pod
+// (the store's own status writes, and other controllers' writes to
+// HTTPRoute status, must not trigger a translation). Two objects whose
+// significant parts are equal translate the same.
+func significant(obj client.Object) client.Object {
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		c := *o
+		c.ResourceVersion = ""
+		return &c
+	case *corev1.Service:
+		c := *o
+		c.ResourceVersion, c.Status = "", corev1.ServiceStatus{}
+		return &c
+	case *corev1.Namespace:
+		c := *o
+		c.ResourceVersion, c.Status = "", corev1.NamespaceStatus{}
+		return &c
+	case *discoveryv1.EndpointSlice:
+		c := *o
+		c.ResourceVersion = ""
+		return &c
+	case *v1alpha1.TrafficSplit:
+		c := *o
+		c.ResourceVersion, c.Status = "", v1alpha1.Status{}
+		return &c
+	case *v1alpha1.RetryPolicy:
+		c := *o
+		c.ResourceVersion, c.Status = "", v1alpha1.Status{}
+		return &c
+	case *v1alpha1.AuthPolicy:
+		c := *o
+		c.ResourceVersion, c.Status = "", v1alpha1.Status{}
+		return &c
+	case *v1alpha1.MeshConfig:
+		c := *o
+		c.ResourceVersion, c.Status = "", v1alpha1.Status{}
+		return &c
+	case *gatewayv1.HTTPRoute:
+		c := *o
+		c.ResourceVersion, c.Status = "", gatewayv1.HTTPRouteStatus{}
+		return &c
+	}
+	return obj
+}
+
+// changed says whether an update from old to new can change a translation.
+func changed(old, new client.Object) bool {
+	if old == nil || new == nil {
+		return true
+	}
+	return !equality.Semantic.DeepEqual(significant(old), significant(new))
+}
+
+// MustAddToScheme is AddToScheme that panics, for package-level schemes.
+func MustAddToScheme(s *runtime.Scheme) { utilruntime.Must(AddToScheme(s)) }
