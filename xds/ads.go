@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc/codes"
@@ -34,13 +35,14 @@ type ADS struct {
 	log     logr.Logger
 	metrics *metrics
 
-	mu     sync.Mutex
-	mesh   *ir.Mesh
-	event  time.Time // when the change that produced mesh happened
-	groups map[groupKey]*group
-	conns  map[*conn]struct{}
-	nextID atomic.Uint64
-	onAck  func([]ir.PolicyRef)
+	mu      sync.Mutex
+	mesh    *ir.Mesh
+	event   time.Time // when the change that produced mesh happened
+	groups  map[groupKey]*group
+	conns   map[*conn]struct{}
+	nextID  atomic.Uint64
+	onAck   func([]ir.PolicyRef)
+	secrets SecretSource
 }
 
 // OnAck registers fn to hear, after each ACK or NACK, the policies the
@@ -107,7 +109,13 @@ func (a *ADS) rebuild(g *group, mesh *ir.Mesh) bool {
 	defer g.build.Unlock()
 	start := time.Now()
 	prev := g.snap.Load()
-	next, err := buildSnapshot(mesh, g.proxy, prev)
+	var secrets []*tlsv3.Secret
+	if a.secrets != nil && g.proxy.Kind == envoy.KindSidecar {
+		if chain, key, bundle, ok := a.secrets.Material(g.proxy.Identity(mesh.TrustDomain)); ok {
+			secrets = sdsSecrets(chain, key, bundle)
+		}
+	}
+	next, err := buildSnapshot(mesh, g.proxy, secrets, prev)
 	a.metrics.buildSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		a.metrics.buildErrors.Inc()
@@ -142,11 +150,15 @@ func (a *ADS) join(c *conn) {
 		g = &group{key: key, proxy: c.node.Proxy, conns: map[*conn]struct{}{}}
 		a.groups[key] = g
 	}
+	first := len(g.conns) == 0
 	g.conns[c] = struct{}{}
 	a.conns[c] = struct{}{}
 	c.group = g
 	mesh := a.mesh
 	a.mu.Unlock()
+	if first && a.secrets != nil && c.node.Proxy.Kind == envoy.KindSidecar {
+		a.secrets.Acquire(c.node.Proxy.Identity(mesh.TrustDomain))
+	}
 	if g.snap.Load() == nil {
 		a.rebuild(g, mesh)
 	}
@@ -156,13 +168,20 @@ func (a *ADS) join(c *conn) {
 // leave removes a connection; the last one out drops its group.
 func (a *ADS) leave(c *conn) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	delete(a.conns, c)
+	var release string
 	if g := c.group; g != nil {
 		delete(g.conns, c)
 		if len(g.conns) == 0 {
 			delete(a.groups, g.key)
+			if a.secrets != nil && g.proxy.Kind == envoy.KindSidecar {
+				release = g.proxy.Identity(a.mesh.TrustDomain)
+			}
 		}
+	}
+	a.mu.Unlock()
+	if release != "" {
+		a.secrets.Release(release)
 	}
 	a.metrics.connected.WithLabelValues(kindName(c.node.Proxy.Kind)).Dec()
 }

@@ -115,6 +115,8 @@ type deltaClient struct {
 	count   map[string]int               // responses per type
 	nackTyp string
 	resps   chan *discoveryv3.DeltaDiscoveryResponse
+	// lastSecrets holds the resources of the last secret response.
+	lastSecrets []*discoveryv3.Resource
 }
 
 func dialDelta(t *testing.T, addr string, n *corev3.Node, initial map[string]map[string]string) *deltaClient {
@@ -179,6 +181,9 @@ func (c *deltaClient) next() *discoveryv3.DeltaDiscoveryResponse {
 			c.t.Fatal("stream closed")
 		}
 		c.count[r.TypeUrl]++
+		if r.TypeUrl == resourcev3.SecretType {
+			c.lastSecrets = r.Resources
+		}
 		if c.have[r.TypeUrl] == nil {
 			c.have[r.TypeUrl] = map[string]string{}
 		}

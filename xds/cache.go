@@ -5,6 +5,7 @@ import (
 	"hash/fnv"
 	"sort"
 
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -17,6 +18,7 @@ import (
 // they use, listeners before their routes, so Envoy never holds a reference
 // to something it has not received (make before break).
 var pushOrder = []string{
+	resourcev3.SecretType,
 	resourcev3.ClusterType,
 	resourcev3.EndpointType,
 	resourcev3.ListenerType,
@@ -86,7 +88,7 @@ func (s *snapshot) sorted(typeURL string, names map[string]bool) []*encoded {
 // reusing the encodings of prev for unchanged resources. It returns prev
 // itself when nothing changed, and an error (keeping prev in service) when
 // the resources fail validation: a bug, never a user mistake.
-func buildSnapshot(mesh *ir.Mesh, p envoy.Proxy, prev *snapshot) (*snapshot, error) {
+func buildSnapshot(mesh *ir.Mesh, p envoy.Proxy, secrets []*tlsv3.Secret, prev *snapshot) (*snapshot, error) {
 	res := envoy.Build(mesh, p)
 	if err := res.CheckConsistency(); err != nil {
 		return prev, fmt.Errorf("refusing to push inconsistent configuration: %w", err)
@@ -112,6 +114,11 @@ func buildSnapshot(mesh *ir.Mesh, p envoy.Proxy, prev *snapshot) (*snapshot, err
 		}
 		next.resources[typeURL][name] = e
 		return nil
+	}
+	for _, m := range secrets {
+		if err := add(resourcev3.SecretType, m.Name, m); err != nil {
+			return prev, err
+		}
 	}
 	for _, m := range res.Clusters {
 		if err := add(resourcev3.ClusterType, m.Name, m); err != nil {

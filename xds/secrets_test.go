@@ -1,0 +1,146 @@
+package xds_test
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/go-logr/logr"
+
+	"github.com/weftmesh/weft/translator/envoy"
+	"github.com/weftmesh/weft/xds"
+)
+
+// fakeSecrets stands in for the certs Manager (tested on its own in
+// certs/): it hands out distinct material per identity and counts
+// acquisitions.
+type fakeSecrets struct {
+	mu       sync.Mutex
+	acquired map[string]int
+	version  map[string]string
+}
+
+func (f *fakeSecrets) Acquire(id string) { f.mu.Lock(); f.acquired[id]++; f.mu.Unlock() }
+func (f *fakeSecrets) Release(id string) { f.mu.Lock(); f.acquired[id]--; f.mu.Unlock() }
+func (f *fakeSecrets) Material(id string) ([]byte, []byte, []byte, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return []byte("chain of " + id + f.version[id]), []byte("key of " + id + f.version[id]), []byte("bundle"), true
+}
+
+// TestSecretsOnlyForTheProxysIdentity: a sidecar receives its own
+// identity's key by SDS, never another's; a renewal pushes only the
+// secret; the last proxy to leave releases the identity.
+func TestSecretsOnlyForTheProxysIdentity(t *testing.T) {
+	ads := xds.NewADS(logr.Discard())
+	src := &fakeSecrets{acquired: map[string]int{}, version: map[string]string{}}
+	ads.SetSecrets(src)
+	ads.Update(mesh(t, 10), time.Now())
+	addr := serve(t, ads)
+
+	frontend := dialDelta(t, addr, node("frontend-0.shop", "shop", "frontend"), nil)
+	other := dialDelta(t, addr, node("ledger-0.other", "other", "ledger"), nil)
+	for _, c := range []*deltaClient{frontend, other} {
+		if err := c.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.SecretType,
+			ResourceNamesSubscribe: []string{envoy.WorkloadCertSecret, envoy.TrustBundleSecret}}); err != nil {
+			t.Fatal(err)
+		}
+		c.settle()
+	}
+	key := func(c *deltaClient) string {
+		t.Helper()
+		for _, r := range c.lastSecrets {
+			var s tlsv3.Secret
+			if err := r.Resource.UnmarshalTo(&s); err != nil {
+				t.Fatal(err)
+			}
+			if s.Name == envoy.WorkloadCertSecret {
+				return string(s.GetTlsCertificate().GetPrivateKey().GetInlineBytes())
+			}
+		}
+		return ""
+	}
+	if got, want := key(frontend), "key of spiffe://cluster.local/ns/shop/sa/frontend"; got != want {
+		t.Fatalf("frontend's key = %q, want %q", got, want)
+	}
+	if got, want := key(other), "key of spiffe://cluster.local/ns/other/sa/ledger"; got != want {
+		t.Fatalf("ledger's key = %q, want %q", got, want)
+	}
+
+	// A renewal of frontend's certificate: frontend gets exactly one
+	// response, the secret; ledger gets nothing.
+	before := map[string]int{}
+	for k, v := range frontend.count {
+		before[k] = v
+	}
+	src.mu.Lock()
+	src.version["spiffe://cluster.local/ns/shop/sa/frontend"] = " v2"
+	src.mu.Unlock()
+	ads.SecretsChanged("spiffe://cluster.local/ns/shop/sa/frontend")
+	frontend.settle()
+	if n := other.settle(); n != 0 {
+		t.Fatalf("another identity's proxy got %d responses for frontend's renewal", n)
+	}
+	for typ, n := range frontend.count {
+		if typ != resourcev3.SecretType && n != before[typ] {
+			t.Errorf("renewal re-sent %s", typ)
+		}
+	}
+	if frontend.count[resourcev3.SecretType] != before[resourcev3.SecretType]+1 {
+		t.Fatalf("renewal sent %d secret responses, want 1", frontend.count[resourcev3.SecretType]-before[resourcev3.SecretType])
+	}
+	if got := key(frontend); got != "key of spiffe://cluster.local/ns/shop/sa/frontend v2" {
+		t.Fatalf("after renewal frontend holds %q", got)
+	}
+	src.mu.Lock()
+	acquired := src.acquired["spiffe://cluster.local/ns/shop/sa/frontend"]
+	src.mu.Unlock()
+	if acquired != 1 {
+		t.Fatalf("frontend's identity acquired %d times, want 1", acquired)
+	}
+}
+
+// TestDebugEndpoints: proxy status and a config dump that never shows key
+// material.
+func TestDebugEndpoints(t *testing.T) {
+	ads := xds.NewADS(logr.Discard())
+	ads.SetSecrets(&fakeSecrets{acquired: map[string]int{}, version: map[string]string{}})
+	ads.Update(mesh(t, 10), time.Now())
+	c := dialDelta(t, serve(t, ads), node("frontend-0.shop", "shop", "frontend"), nil)
+	if err := c.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.SecretType, ResourceNamesSubscribe: []string{envoy.WorkloadCertSecret}}); err != nil {
+		t.Fatal(err)
+	}
+	c.settle()
+	srv := httptest.NewServer(ads.DebugHandler())
+	defer srv.Close()
+	get := func(path string) (int, string) {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, body := get("/debug/proxies")
+	if code != 200 || !strings.Contains(body, `"id": "frontend-0.shop"`) || !strings.Contains(body, `"state": "SYNCED"`) {
+		t.Fatalf("/debug/proxies = %d %s", code, body)
+	}
+	code, body = get("/debug/config_dump?proxy=frontend-0.shop")
+	if code != 200 || !strings.Contains(body, "outbound|80||checkout.shop.svc.cluster.local") || !strings.Contains(body, `"content": "REDACTED"`) {
+		t.Fatalf("config dump = %d %.300s", code, body)
+	}
+	if strings.Contains(body, "key of") {
+		t.Fatal("the config dump shows a private key")
+	}
+	if code, body = get("/debug/config_dump?proxy=nobody"); code != http.StatusNotFound || !strings.Contains(body, "/debug/proxies") {
+		t.Fatalf("unknown proxy = %d %s", code, body)
+	}
+}
