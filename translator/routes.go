@@ -238,18 +238,24 @@ func (t *translation) httpRoute(hr *gatewayv1.HTTPRoute, ps *policyStatus, ref *
 		}
 		for j, b := range rule.BackendRefs {
 			bf := fmt.Sprintf("%s.backendRefs[%d]", field, j)
+			w := int32(1)
+			if b.Weight != nil {
+				w = *b.Weight
+			}
+			// Gateway API: the share of a backend that cannot be used
+			// (wrong kind, not permitted, missing) gets an error response;
+			// it is not shifted to the other backends, and a rule whose
+			// backends are all unusable does not fall through to the next.
 			if !isServiceRef(b.Group, ptrOr(b.Kind, "Service")) {
-				ps.unresolved(ReasonInvalidKind, "%s: only Services can be backends, not %s", bf, *b.Kind)
+				ps.unresolved(ReasonInvalidKind, "%s: only Services can be backends, not %s (its share of requests gets HTTP 503)", bf, *b.Kind)
+				missing += uint32(max(w, 0))
 				continue
 			}
 			ns := hr.Namespace
 			if b.Namespace != nil && string(*b.Namespace) != ns {
-				ps.unresolved(ReasonRefNotPermitted, "%s.namespace: backends must be in the route's namespace %s", bf, ns)
+				ps.unresolved(ReasonRefNotPermitted, "%s.namespace: backends must be in the route's namespace %s (its share of requests gets HTTP 503)", bf, ns)
+				missing += uint32(max(w, 0))
 				continue
-			}
-			w := int32(1)
-			if b.Weight != nil {
-				w = *b.Weight
 			}
 			svc := t.byKey[ir.ServiceKey{Namespace: ns, Name: string(b.Name)}]
 			switch {
@@ -289,6 +295,13 @@ func (t *translation) httpRoute(hr *gatewayv1.HTTPRoute, ps *policyStatus, ref *
 			rp := root.Port(int32(*p.Port))
 			if rp == nil {
 				ps.unresolved(v1alpha1.ReasonPortNotFound, "%s.port: Service %s has no port %d; use one of %s", field, root.Key.Name, *p.Port, portList(root))
+				continue
+			}
+			if !rp.Protocol.IsHTTP() {
+				// Said rather than silently ignored: an HTTPRoute cannot
+				// apply to a TCP port.
+				ps.reject(v1alpha1.ReasonInvalid, "%s.port: port %d of Service %s is TCP, where an HTTPRoute cannot apply; set the port's appProtocol to http, http2 or grpc",
+					field, *p.Port, root.Key.Name)
 				continue
 			}
 			ports = []*ir.Port{rp}

@@ -108,7 +108,9 @@ func protocol(sp corev1.ServicePort) ir.Protocol {
 		switch strings.ToLower(*sp.AppProtocol) {
 		case "http", "kubernetes.io/http", "kubernetes.io/ws":
 			return ir.ProtocolHTTP
-		case "http2", "kubernetes.io/h2c":
+		case "http2", "h2c", "kubernetes.io/h2c":
+			// h2c too, as the port name prefix accepts it: an appProtocol
+			// must not be weaker than the name it overrides.
 			return ir.ProtocolHTTP2
 		case "grpc":
 			return ir.ProtocolGRPC

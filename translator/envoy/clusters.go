@@ -134,7 +134,10 @@ func (v *view) retryBudgets() map[string]*ir.Retry {
 				if retry == nil {
 					retry = port.Retry
 				}
-				if retry == nil {
+				if retry == nil || retry.Attempts == 0 {
+					// attempts 0 turns retries off: its budget limits
+					// nothing, and must not loosen or tighten the budget
+					// of a route that does retry to the same cluster.
 					continue
 				}
 				for _, b := range r.Backends {

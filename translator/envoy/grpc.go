@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -35,6 +36,7 @@ const (
 
 func (v *view) buildGRPC(r *Resources) {
 	var upstreams []upstream
+	blackHole := false
 	for _, svc := range v.outbound {
 		if svc.Headless {
 			continue // gRPC's xds resolver needs an EDS cluster
@@ -42,6 +44,11 @@ func (v *view) buildGRPC(r *Resources) {
 		for _, port := range svc.Ports {
 			if !port.Protocol.IsHTTP() {
 				continue
+			}
+			for _, rt := range port.Routes {
+				for _, b := range rt.Backends {
+					blackHole = blackHole || b.Unresolved
+				}
 			}
 			rc := &routev3.RouteConfiguration{
 				Name: grpcName(svc, port.Port),
@@ -81,6 +88,19 @@ func (v *view) buildGRPC(r *Resources) {
 		}
 		r.Clusters = append(r.Clusters, c)
 		r.Endpoints = append(r.Endpoints, loadAssignment(name, up.port.Endpoints))
+	}
+	if blackHole {
+		// A missing split backend's share goes to BlackHoleCluster, which
+		// sidecars get as a static cluster; gRPC takes only EDS (and DNS or
+		// aggregate) clusters, so here it is an EDS cluster with no
+		// endpoints: its share of RPCs fails with UNAVAILABLE, gRPC's 503.
+		r.Clusters = append(r.Clusters, &clusterv3.Cluster{
+			Name:                 BlackHoleCluster,
+			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+			EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsConfig()},
+			LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+		})
+		r.Endpoints = append(r.Endpoints, &endpointv3.ClusterLoadAssignment{ClusterName: BlackHoleCluster})
 	}
 	// A server asks for the listener of the address it serves on: the
 	// wildcard addresses or one of the pod's own.

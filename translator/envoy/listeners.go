@@ -40,7 +40,39 @@ const meshALPN = "weft"
 const TracingCluster = "tracing-collector"
 
 func (v *view) listeners() []*listenerv3.Listener {
-	return []*listenerv3.Listener{v.outboundListener(), v.inboundListener(), v.readinessListener(), statsListener()}
+	out := []*listenerv3.Listener{v.outboundListener(), v.inboundListener(), v.readinessListener(), statsListener()}
+	for _, l := range out {
+		v.listenOnPodFamilies(l)
+	}
+	return out
+}
+
+// listenOnPodFamilies binds a listener's wildcard address to the pod's IP
+// families: 0.0.0.0 alone would leave an IPv6-only pod's sidecar deaf to
+// the kubelet's probes on the readiness port and to Prometheus (and to
+// traffic captured over IPv6). IPv4 or unknown: 0.0.0.0; IPv6 only: [::];
+// dual-stack: 0.0.0.0 plus [::] as an additional address, as Istio does
+// (rather than [::] with ipv4_compat, whose IPv4-mapped addresses would not
+// match the IPv4 prefixes of filter chains).
+func (v *view) listenOnPodFamilies(l *listenerv3.Listener) {
+	var v4, v6 bool
+	for _, ip := range v.proxy.IPs {
+		if a, err := netip.ParseAddr(ip); err == nil {
+			v4, v6 = v4 || a.Unmap().Is4(), v6 || (a.Is6() && !a.Is4In6())
+		}
+	}
+	if !v6 {
+		return
+	}
+	sa := l.GetAddress().GetSocketAddress()
+	if sa == nil || sa.GetAddress() != "0.0.0.0" {
+		return
+	}
+	if !v4 {
+		sa.Address = "::"
+		return
+	}
+	l.AdditionalAddresses = append(l.AdditionalAddresses, &listenerv3.AdditionalAddress{Address: socketAddress("::", sa.GetPortValue())})
 }
 
 // outboundListener captures the workload's outgoing connections (weft-init
@@ -180,6 +212,16 @@ func (v *view) inboundListener() *listenerv3.Listener {
 		l.DefaultFilterChain = &listenerv3.FilterChain{
 			Name:    "inbound|passthrough",
 			Filters: []*listenerv3.Filter{v.tcpProxy("inbound_passthrough", []ir.Backend{{Weight: 1}}, InboundPassthroughCluster)},
+		}
+	} else if len(l.FilterChains) == 0 {
+		// A Strict workload that serves no Service port (a client-only
+		// pod): Envoy rejects a listener with neither filter chains nor a
+		// default chain ("no filter chains specified"), which would NACK
+		// the whole update. Close such connections through the black hole,
+		// as Strict mode says.
+		l.DefaultFilterChain = &listenerv3.FilterChain{
+			Name:    "inbound|closed",
+			Filters: []*listenerv3.Filter{v.tcpProxy("inbound_closed", []ir.Backend{{Weight: 1}}, BlackHoleCluster)},
 		}
 	}
 	return l

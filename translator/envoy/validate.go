@@ -53,8 +53,8 @@ func ValidateResource(m proto.Message) error {
 
 // CheckConsistency checks the set as a whole: every RDS name has a route
 // configuration, every route and TCP proxy names a cluster that exists,
-// every EDS cluster has endpoints, no weighted split sums to zero, and
-// every locality is set.
+// every EDS cluster has endpoints, no weighted split sums to zero, every
+// locality is set, and every listener with an address has a filter chain.
 func (r *Resources) CheckConsistency() error {
 	var errs []error
 	clusters := map[string]*clusterv3.Cluster{}
@@ -93,6 +93,10 @@ func (r *Resources) CheckConsistency() error {
 		chains := append([]*listenerv3.FilterChain(nil), l.FilterChains...)
 		if l.DefaultFilterChain != nil {
 			chains = append(chains, l.DefaultFilterChain)
+		}
+		if l.GetAddress() != nil && len(chains) == 0 {
+			// Envoy rejects it: "no filter chains specified".
+			errs = append(errs, fmt.Errorf("listener %s: a listener with an address needs a filter chain or a default filter chain", l.Name))
 		}
 		for _, fc := range chains {
 			for _, f := range fc.Filters {
