@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/go-logr/logr"
@@ -43,6 +44,28 @@ type ADS struct {
 	nextID  atomic.Uint64
 	onAck   func([]ir.PolicyRef)
 	secrets SecretSource
+	auth    Authenticator
+}
+
+// admit parses the node of a stream's first request and authenticates it.
+func (a *ADS) admit(ctx context.Context, n *corev3.Node) (NodeInfo, error) {
+	node, err := ParseNode(n)
+	if err != nil {
+		return NodeInfo{}, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if a.auth != nil {
+		if err := a.auth.Authenticate(ctx, node); err != nil {
+			a.log.Info("refused a proxy", "node", node.ID, "reason", err.Error())
+			return NodeInfo{}, err
+		}
+	}
+	return node, nil
+}
+
+// servesSecrets: only to authenticated streams, and only to sidecars
+// (gRPC takes its certificates from files).
+func (a *ADS) servesSecrets(p envoy.Proxy) bool {
+	return a.secrets != nil && a.auth != nil && p.Kind == envoy.KindSidecar
 }
 
 // OnAck registers fn to hear, after each ACK or NACK, the policies the
@@ -110,7 +133,7 @@ func (a *ADS) rebuild(g *group, mesh *ir.Mesh) bool {
 	start := time.Now()
 	prev := g.snap.Load()
 	var secrets []*tlsv3.Secret
-	if a.secrets != nil && g.proxy.Kind == envoy.KindSidecar {
+	if a.servesSecrets(g.proxy) {
 		if chain, key, bundle, ok := a.secrets.Material(g.proxy.Identity(mesh.TrustDomain)); ok {
 			secrets = sdsSecrets(chain, key, bundle)
 		}
@@ -156,7 +179,7 @@ func (a *ADS) join(c *conn) {
 	c.group = g
 	mesh := a.mesh
 	a.mu.Unlock()
-	if first && a.secrets != nil && c.node.Proxy.Kind == envoy.KindSidecar {
+	if first && a.servesSecrets(c.node.Proxy) {
 		a.secrets.Acquire(c.node.Proxy.Identity(mesh.TrustDomain))
 	}
 	if g.snap.Load() == nil {
@@ -174,7 +197,7 @@ func (a *ADS) leave(c *conn) {
 		delete(g.conns, c)
 		if len(g.conns) == 0 {
 			delete(a.groups, g.key)
-			if a.secrets != nil && g.proxy.Kind == envoy.KindSidecar {
+			if a.servesSecrets(g.proxy) {
 				release = g.proxy.Identity(a.mesh.TrustDomain)
 			}
 		}
@@ -225,9 +248,9 @@ func (a *ADS) StreamAggregatedResources(stream discoveryv3.AggregatedDiscoverySe
 	if err != nil {
 		return streamEnd(err)
 	}
-	node, err := ParseNode(first.Node)
+	node, err := a.admit(stream.Context(), first.Node)
 	if err != nil {
-		return status.Error(codes.InvalidArgument, err.Error())
+		return err
 	}
 	c := a.newConn(false, node)
 	a.join(c)
@@ -344,9 +367,9 @@ func (a *ADS) DeltaAggregatedResources(stream discoveryv3.AggregatedDiscoverySer
 	if err != nil {
 		return streamEnd(err)
 	}
-	node, err := ParseNode(first.Node)
+	node, err := a.admit(stream.Context(), first.Node)
 	if err != nil {
-		return status.Error(codes.InvalidArgument, err.Error())
+		return err
 	}
 	c := a.newConn(true, node)
 	a.join(c)

@@ -1,6 +1,7 @@
 package xds_test
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -42,6 +43,7 @@ func TestSecretsOnlyForTheProxysIdentity(t *testing.T) {
 	ads := xds.NewADS(logr.Discard())
 	src := &fakeSecrets{acquired: map[string]int{}, version: map[string]string{}}
 	ads.SetSecrets(src)
+	ads.SetAuthenticator(acceptAll{})
 	ads.Update(mesh(t, 10), time.Now())
 	addr := serve(t, ads)
 
@@ -112,6 +114,7 @@ func TestSecretsOnlyForTheProxysIdentity(t *testing.T) {
 func TestDebugEndpoints(t *testing.T) {
 	ads := xds.NewADS(logr.Discard())
 	ads.SetSecrets(&fakeSecrets{acquired: map[string]int{}, version: map[string]string{}})
+	ads.SetAuthenticator(acceptAll{})
 	ads.Update(mesh(t, 10), time.Now())
 	c := dialDelta(t, serve(t, ads), node("frontend-0.shop", "shop", "frontend"), nil)
 	if err := c.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.SecretType, ResourceNamesSubscribe: []string{envoy.WorkloadCertSecret}}); err != nil {
@@ -142,5 +145,27 @@ func TestDebugEndpoints(t *testing.T) {
 	}
 	if code, body = get("/debug/config_dump?proxy=nobody"); code != http.StatusNotFound || !strings.Contains(body, "/debug/proxies") {
 		t.Fatalf("unknown proxy = %d %s", code, body)
+	}
+}
+
+// acceptAll stands for an authenticator that vouched for the stream (the
+// token authenticator has its own tests).
+type acceptAll struct{}
+
+func (acceptAll) Authenticate(context.Context, xds.NodeInfo) error { return nil }
+
+// TestNoSecretsWithoutAuthentication: without an authenticator any stream
+// could claim any identity, so no key is ever served.
+func TestNoSecretsWithoutAuthentication(t *testing.T) {
+	ads := xds.NewADS(logr.Discard())
+	ads.SetSecrets(&fakeSecrets{acquired: map[string]int{}, version: map[string]string{}})
+	ads.Update(mesh(t, 10), time.Now())
+	c := dialDelta(t, serve(t, ads), node("frontend-0.shop", "shop", "frontend"), nil)
+	if err := c.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.SecretType, ResourceNamesSubscribe: []string{envoy.WorkloadCertSecret}}); err != nil {
+		t.Fatal(err)
+	}
+	c.settle()
+	if c.count[resourcev3.SecretType] != 0 {
+		t.Fatal("an unauthenticated stream received a secret")
 	}
 }

@@ -26,16 +26,18 @@ import (
 func main() {
 	xdsAddr := flag.String("xds-address", "127.0.0.1:15010", "host:port for weft-controller's xDS server")
 	monAddr := flag.String("monitoring-address", "127.0.0.1:9090", "host:port for /metrics, /healthz and /readyz")
+	debugAddr := flag.String("debug-address", "127.0.0.1:15014", "host:port for /debug/proxies and /debug/config_dump")
+	webhookAddr := flag.String("webhook-address", "127.0.0.1:9443", "host:port for the injection webhook (HTTPS)")
 	tmpParent := flag.String("tmp-dir", "", "parent of the temporary folder (default: the system's)")
 	controller := flag.String("controller", "", "weft-controller binary (default: bin/weft-controller)")
 	flag.Parse()
-	if err := run(*xdsAddr, *monAddr, *tmpParent, *controller); err != nil {
+	if err := run(*xdsAddr, *monAddr, *debugAddr, *webhookAddr, *tmpParent, *controller); err != nil {
 		fmt.Fprintf(os.Stderr, "weft-run: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(xdsAddr, monAddr, tmpParent, controller string) error {
+func run(xdsAddr, monAddr, debugAddr, webhookAddr, tmpParent, controller string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -81,6 +83,8 @@ func run(xdsAddr, monAddr, tmpParent, controller string) error {
 		"--kubeconfig", env.Kubeconfig,
 		"--xds-address", xdsAddr,
 		"--monitoring-address", monAddr,
+		"--debug-address", debugAddr,
+		"--webhook-address", webhookAddr,
 		"--leader-election-namespace", "weft-system",
 		"--log-format", "text")
 	ctrl.Stdout, ctrl.Stderr = os.Stderr, os.Stderr
@@ -120,11 +124,12 @@ func run(xdsAddr, monAddr, tmpParent, controller string) error {
 weft is ready.
   xDS (gRPC ADS):  %s
   metrics:         http://%s/metrics   (health: /healthz, /readyz)
+  debug:           http://%s/debug/proxies
   kubeconfig:      %s
 Try:
   %s --kubeconfig %s get weft -A
 Press Ctrl-C to stop everything and remove %s.
-`, xdsAddr, monAddr, env.Kubeconfig, kubectl, env.Kubeconfig, dir)
+`, xdsAddr, monAddr, debugAddr, env.Kubeconfig, kubectl, env.Kubeconfig, dir)
 
 	select {
 	case <-ctx.Done():

@@ -20,6 +20,16 @@ type Options struct {
 	XDSAddress string
 	// MonitoringAddress serves /metrics, /healthz and /readyz over HTTP.
 	MonitoringAddress string
+	// DebugAddress serves the xDS debug endpoints (proxy status, config
+	// dumps); localhost by default, since config dumps reveal the mesh.
+	DebugAddress string
+	// XDSAuth is how proxies prove who they are: "token" (a ServiceAccount
+	// token for audience weft, checked by TokenReview) or "none" (for
+	// development only: any stream may claim any node, and no secrets are
+	// served).
+	XDSAuth string
+	// WebhookAddress serves the sidecar injection webhook over HTTPS.
+	WebhookAddress string
 	// LeaderElection makes replicas take a Lease before they write anything
 	// to the cluster. Only single-replica development setups turn it off.
 	LeaderElection bool
@@ -39,6 +49,9 @@ func DefaultOptions() Options {
 	return Options{
 		XDSAddress:              ":15010",
 		MonitoringAddress:       ":9090",
+		DebugAddress:            "127.0.0.1:15014",
+		XDSAuth:                 "token",
+		WebhookAddress:          ":9443",
 		LeaderElection:          true,
 		LeaderElectionNamespace: "weft-system",
 		LogLevel:                "info",
@@ -54,11 +67,28 @@ func (o Options) Validate() error {
 	if err := validateAddress("--monitoring-address", o.MonitoringAddress); err != nil {
 		return err
 	}
+	if err := validateAddress("--debug-address", o.DebugAddress); err != nil {
+		return err
+	}
+	if o.DebugAddress == o.XDSAddress || o.DebugAddress == o.MonitoringAddress {
+		return fmt.Errorf("--debug-address %q is also another listener's address: give it its own port", o.DebugAddress)
+	}
+	if err := validateAddress("--webhook-address", o.WebhookAddress); err != nil {
+		return err
+	}
+	if o.WebhookAddress == o.XDSAddress || o.WebhookAddress == o.MonitoringAddress || o.WebhookAddress == o.DebugAddress {
+		return fmt.Errorf("--webhook-address %q is also another listener's address: give it its own port", o.WebhookAddress)
+	}
 	if o.XDSAddress == o.MonitoringAddress {
 		return fmt.Errorf("--xds-address and --monitoring-address are both %q: give each its own port", o.XDSAddress)
 	}
 	if o.LeaderElection && o.LeaderElectionNamespace == "" {
 		return fmt.Errorf("--leader-election-namespace is empty: name the namespace that holds the %q Lease, or pass --leader-elect=false", LeaseName)
+	}
+	switch o.XDSAuth {
+	case "token", "none":
+	default:
+		return fmt.Errorf("--xds-auth %q is not a mode: use token (ServiceAccount tokens, the default) or none (development only)", o.XDSAuth)
 	}
 	switch o.LogLevel {
 	case "debug", "info", "error":

@@ -17,10 +17,15 @@ func TestValidateNamesTheFlag(t *testing.T) {
 		{"xds port out of range", func(o *Options) { o.XDSAddress = ":70000" }, "--xds-address \":70000\": port must be a number"},
 		{"monitoring host name", func(o *Options) { o.MonitoringAddress = "example.com:9090" }, "--monitoring-address \"example.com:9090\": host must be an IP address"},
 		{"same port twice", func(o *Options) { o.MonitoringAddress = o.XDSAddress }, "give each its own port"},
+		{"debug on the xds port", func(o *Options) { o.DebugAddress = o.XDSAddress }, "--debug-address"},
+		{"debug not host:port", func(o *Options) { o.DebugAddress = "localhost" }, `--debug-address "localhost" is not host:port`},
+		{"webhook on the monitoring port", func(o *Options) { o.WebhookAddress = o.MonitoringAddress }, "--webhook-address"},
+		{"webhook not host:port", func(o *Options) { o.WebhookAddress = "9443" }, `--webhook-address "9443" is not host:port`},
 		{"no lease namespace", func(o *Options) { o.LeaderElectionNamespace = "" }, "--leader-election-namespace is empty"},
 		{"no lease namespace without election", func(o *Options) { o.LeaderElection, o.LeaderElectionNamespace = false, "" }, ""},
 		{"log level", func(o *Options) { o.LogLevel = "verbose" }, `--log-level "verbose" is not a level: use debug, info or error`},
 		{"log format", func(o *Options) { o.LogFormat = "xml" }, `--log-format "xml" is not a format`},
+		{"xds auth", func(o *Options) { o.XDSAuth = "mtls" }, `--xds-auth "mtls" is not a mode`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

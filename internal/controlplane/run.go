@@ -14,18 +14,23 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/weftmesh/weft/internal/rootca"
 	"github.com/weftmesh/weft/internal/status"
 	"github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/version"
+	"github.com/weftmesh/weft/internal/webhookserver"
+	"github.com/weftmesh/weft/translator"
 	"github.com/weftmesh/weft/xds"
 )
 
@@ -52,6 +57,11 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 	if err != nil {
 		return fmt.Errorf("--monitoring-address: %w", err)
 	}
+	debugLis, err := net.Listen("tcp", o.DebugAddress)
+	if err != nil {
+		_ = monLis.Close()
+		return fmt.Errorf("--debug-address: %w", err)
+	}
 
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
@@ -72,6 +82,7 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 	})
 	if err != nil {
 		_ = monLis.Close()
+		_ = debugLis.Close()
 		return fmt.Errorf("creating manager: %w", err)
 	}
 
@@ -80,15 +91,47 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 		_ = monLis.Close()
 		return err
 	}
+	// The CA's root Secret is read directly, not through an informer that
+	// would cache every Secret of the cluster.
+	direct, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return err
+	}
+	_, loadCA, err := newSecrets(ads, direct, translator.DefaultTrustDomain, log.WithName("certs"))
+	if err != nil {
+		return err
+	}
+	if o.XDSAuth == "token" {
+		cs, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			return err
+		}
+		ads.SetAuthenticator(&xds.TokenAuthenticator{Reviews: cs.AuthenticationV1().TokenReviews()})
+	} else {
+		log.Info("xDS authentication is off (--xds-auth=none): any client can claim any proxy; no secrets are served. Development only.")
+	}
 	loop := &meshLoop{ads: ads, log: log.WithName("translator")}
 	loop.writer = status.New(mgr, loop, log.WithName("status"), status.Options{})
 	ads.OnAck(loop.acked)
 
+	webhookServer, err := webhookserver.New(mgr, webhookserver.Options{Address: o.WebhookAddress, Namespace: o.LeaderElectionNamespace}, log.WithName("webhook"))
+	if err != nil {
+		return fmt.Errorf("--webhook-address: %w", err)
+	}
+	rootCA, err := rootca.New(mgr, rootca.Options{Namespace: o.LeaderElectionNamespace}, log.WithName("rootca"))
+	if err != nil {
+		return err
+	}
 	var synced atomic.Bool
 	checks := []error{
 		mgr.Add(xdsServer),
+		mgr.Add(webhookServer),                      // every replica
+		mgr.Add(webhookServer.CABundleReconciler()), // leader
+		mgr.Add(rootCA),                             // leader
 		mgr.Add(nonLeader(func(ctx context.Context) error { return loop.run(ctx, st) })),
 		mgr.Add(loop.writer),
+		mgr.Add(nonLeader(loadCA)),
+		mgr.Add(&monitoringServer{lis: debugLis, log: log.WithName("debug"), handler: ads.DebugHandler()}),
 		mgr.Add(nonLeader(func(ctx context.Context) error {
 			if mgr.GetCache().WaitForCacheSync(ctx) {
 				synced.Store(true)
@@ -109,6 +152,7 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 				}
 				return nil
 			},
+			"webhook": func(*http.Request) error { return webhookServer.Ready() },
 		})}),
 	}
 	if err := errors.Join(checks...); err != nil {

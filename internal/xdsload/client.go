@@ -13,6 +13,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 )
 
 // Types a simulated proxy subscribes to, all as wildcards.
@@ -21,6 +22,9 @@ var Types = []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3
 // Proxy is one simulated proxy.
 type Proxy struct {
 	Node *corev3.Node
+	// Token, when set, is sent as "authorization: Bearer <token>", as
+	// injected sidecars do.
+	Token string
 
 	mu        sync.Mutex
 	versions  map[string]map[string]string // type → name → version held
@@ -43,6 +47,9 @@ func (p *Proxy) Run(ctx context.Context, conn grpc.ClientConnInterface) error {
 		p.changed = make(chan struct{}, 1)
 	}
 	p.mu.Unlock()
+	if p.Token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+p.Token)
+	}
 	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
 	if err != nil {
 		return err

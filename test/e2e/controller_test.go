@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -47,7 +48,7 @@ func TestController(t *testing.T) {
 	xdsAddr, monAddr := freeAddr(t), freeAddr(t)
 	var logs bytes.Buffer
 	cmd := exec.Command(bin("weft-controller"), "--kubeconfig", env.Kubeconfig,
-		"--xds-address", xdsAddr, "--monitoring-address", monAddr)
+		"--xds-address", xdsAddr, "--monitoring-address", monAddr, "--debug-address", freeAddr(t), "--webhook-address", freeAddr(t))
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -130,11 +131,36 @@ func TestController(t *testing.T) {
 		t.Fatalf("node without metadata: %v, want InvalidArgument naming %s", err, xds.MetaNamespace)
 	}
 	md, _ := structpb.NewStruct(map[string]any{xds.MetaNamespace: "shop", xds.MetaServiceAccount: "web"})
-	stream, err := ads.DeltaAggregatedResources(ctx)
+	webNode := &corev3.Node{Id: "web-0.shop", Metadata: md}
+	// Without a token, and with another service account's token, the
+	// stream is refused, saying why.
+	token := saToken(t, env, "shop", "web")
+	for _, tc := range []struct {
+		token string
+		code  codes.Code
+		msg   string
+	}{
+		{"", codes.Unauthenticated, `audience "weft"`},
+		{saToken(t, env, "shop", "intruder"), codes.PermissionDenied, "system:serviceaccount:shop:intruder"},
+	} {
+		sctx := ctx
+		if tc.token != "" {
+			sctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tc.token)
+		}
+		s, err := ads.DeltaAggregatedResources(sctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = s.Send(&discoveryv3.DeltaDiscoveryRequest{Node: webNode, TypeUrl: resourcev3.ClusterType})
+		if _, err := s.Recv(); status.Code(err) != tc.code || !strings.Contains(err.Error(), tc.msg) {
+			t.Fatalf("token %.10q: %v, want %v mentioning %s", tc.token, err, tc.code, tc.msg)
+		}
+	}
+	stream, err := ads.DeltaAggregatedResources(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{Node: &corev3.Node{Id: "web-0.shop", Metadata: md}, TypeUrl: resourcev3.ClusterType}); err != nil {
+	if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{Node: webNode, TypeUrl: resourcev3.ClusterType}); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := stream.Recv()
@@ -196,6 +222,7 @@ func TestControllerBadFlags(t *testing.T) {
 		{[]string{"--leader-elect=perhaps"}, "--leader-elect"},
 		{[]string{"--no-such-flag"}, "--no-such-flag"},
 		{[]string{"--log-level", "loud"}, "--log-level"},
+		{[]string{"--debug-address", "nope"}, "--debug-address"},
 		{[]string{"--kubeconfig", "/does/not/exist"}, "--kubeconfig"},
 	}
 	for _, tc := range cases {

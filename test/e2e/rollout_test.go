@@ -32,10 +32,10 @@ func TestRolloutGate(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	xdsAddr, monAddr := freeAddr(t), freeAddr(t)
+	xdsAddr, monAddr, debugAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	var logs bytes.Buffer
 	cmd := exec.Command(bin("weft-controller"), "--kubeconfig", env.Kubeconfig,
-		"--xds-address", xdsAddr, "--monitoring-address", monAddr, "--log-format", "text")
+		"--xds-address", xdsAddr, "--monitoring-address", monAddr, "--debug-address", debugAddr, "--webhook-address", freeAddr(t), "--log-format", "text")
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -55,7 +55,7 @@ func TestRolloutGate(t *testing.T) {
 	defer conn.Close()
 	md, _ := structpb.NewStruct(map[string]any{xds.MetaNamespace: "shop", xds.MetaServiceAccount: "frontend",
 		xds.MetaLabels: map[string]any{"app": "frontend"}})
-	proxy := &xdsload.Proxy{Node: &corev3.Node{Id: "frontend-0.shop", Metadata: md}}
+	proxy := &xdsload.Proxy{Node: &corev3.Node{Id: "frontend-0.shop", Metadata: md}, Token: saToken(t, env, "shop", "frontend")}
 	go func() {
 		// The controller may still be starting: retry until the stream holds.
 		for ctx.Err() == nil {
@@ -79,6 +79,11 @@ func TestRolloutGate(t *testing.T) {
 		t.Fatal("the proxy never received route 80")
 	}
 	wait("first rollout step")
+	// The debug endpoint shows the proxy, in sync.
+	if body, code, err := httpGet("http://" + debugAddr + "/debug/proxies"); err != nil || code != 200 ||
+		!strings.Contains(body, `"id": "frontend-0.shop"`) || !strings.Contains(body, `"state": "SYNCED"`) {
+		t.Fatalf("/debug/proxies = %d %s %v", code, body, err)
+	}
 	out, err := env.Kubectl(ctx, nil, "get", "trafficsplit", "checkout", "-n", "shop", "-o",
 		"jsonpath={.metadata.generation} {.status.observedGeneration} {.status.conditions[?(@.type==\"Programmed\")].observedGeneration}")
 	if err != nil || out != "1 1 1" {

@@ -1,0 +1,106 @@
+package controlplane
+
+import (
+	"context"
+	"encoding/pem"
+	"errors"
+	"time"
+
+	"github.com/go-logr/logr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/certs/builtin"
+	"github.com/weftmesh/weft/xds"
+)
+
+// secretSource serves the certs Manager's key material to the xDS server
+// (xds.SecretSource): a sidecar's SDS secrets are its identity's
+// certificate and key, and the issuer's roots as the trust bundle.
+type secretSource struct {
+	m   *certs.Manager
+	log logr.Logger
+}
+
+func (s secretSource) Acquire(id string) {
+	ident, err := certs.ParseIdentity(id)
+	if err != nil {
+		s.log.Error(err, "cannot issue for this identity", "identity", id)
+		return
+	}
+	if err := s.m.Acquire(ident); err != nil {
+		s.log.Error(err, "acquiring a certificate", "identity", id)
+	}
+}
+
+func (s secretSource) Release(id string) {
+	if ident, err := certs.ParseIdentity(id); err == nil {
+		s.m.Release(ident)
+	}
+}
+
+func (s secretSource) Material(id string) (chain, key, bundle []byte, ok bool) {
+	ident, err := certs.ParseIdentity(id)
+	if err != nil {
+		return nil, nil, nil, false
+	}
+	sec, ok := s.m.Get(ident)
+	if !ok || sec == nil {
+		return nil, nil, nil, false
+	}
+	for _, r := range sec.Roots {
+		bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: r.Raw})...)
+	}
+	return sec.ChainPEM, sec.PrivateKeyPEM(), bundle, true
+}
+
+// pendingIssuer stands in until the root CA is loaded: the Manager retries
+// with backoff, and RenewAll after SetIssuer issues at once.
+type pendingIssuer struct{}
+
+var errNoRoot = errors.New("the mesh root CA is not loaded yet")
+
+func (pendingIssuer) Sign(context.Context, certs.SignRequest) (*certs.Issued, error) {
+	return nil, errNoRoot
+}
+func (pendingIssuer) Name() string { return "pending" }
+
+// newSecrets makes the certificate Manager, connects it to the xDS server,
+// and returns a runnable (for every replica) that loads the built-in CA's
+// root, which the leader creates, and installs the issuer.
+func newSecrets(ads *xds.ADS, c client.Client, trustDomain string, log logr.Logger) (*certs.Manager, func(context.Context) error, error) {
+	m, err := certs.NewManager(certs.ManagerOptions{Issuer: pendingIssuer{}, Log: log})
+	if err != nil {
+		return nil, nil, err
+	}
+	ads.SetSecrets(secretSource{m: m, log: log})
+	m.Subscribe(func(ev certs.Event) { ads.SecretsChanged(ev.Identity.String()) })
+	load := func(ctx context.Context) error {
+		store := &builtin.RootStore{Client: c, TrustDomain: trustDomain}
+		for {
+			root, err := store.Load(ctx)
+			if err == nil {
+				iss, err := builtin.NewIssuer(root, builtin.Options{})
+				if err != nil {
+					return err
+				}
+				m.SetIssuer(iss)
+				m.RenewAll()
+				log.Info("loaded the mesh root CA; issuing workload certificates")
+				<-ctx.Done()
+				m.Stop()
+				return nil
+			}
+			if !errors.Is(err, builtin.ErrRootNotFound) {
+				log.Error(err, "loading the mesh root CA")
+			}
+			select {
+			case <-ctx.Done():
+				m.Stop()
+				return nil
+			case <-time.After(2 * time.Second):
+			}
+		}
+	}
+	return m, load, nil
+}
