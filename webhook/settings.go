@@ -21,7 +21,7 @@ type Options struct {
 	// InitImage is the weft-init image; empty means DefaultInitImage.
 	InitImage string
 	// XDSAddress is host:port of weft-controller's xDS server; empty means
-	// the in-cluster Service weft-controller.weft-system.svc:15010.
+	// the in-cluster Service weft-controller.weft-system.svc:15012 (xDS over TLS).
 	XDSAddress string
 	// LegacySidecar injects the proxy as a regular container, for API
 	// servers older than 1.29 that lack native sidecars (init containers

@@ -6,6 +6,7 @@ package xds
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -15,6 +16,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -35,18 +37,23 @@ type Server struct {
 }
 
 // NewServer binds addr at once, so that a port in use is reported before the
-// controller starts anything else, and serves ads there.
-func NewServer(addr string, ads *ADS, log logr.Logger) (*Server, error) {
+// controller starts anything else, and serves ads there: over TLS when tlsConfig
+// is set (sidecars verify it against the mesh root), plaintext otherwise.
+func NewServer(addr string, ads *ADS, tlsConfig *tls.Config, log logr.Logger) (*Server, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("xds: %w", err)
 	}
-	g := grpc.NewServer(
+	opts := []grpc.ServerOption{
 		// Proxies keep one stream open for hours; detect dead peers without
 		// letting a client ping more often than every 10s.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)
+	}
+	if tlsConfig != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConfig)))
+	}
+	g := grpc.NewServer(opts...)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, ads)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)

@@ -276,3 +276,33 @@ func BenchmarkKeyCSRSign(b *testing.B) {
 		}
 	}
 }
+
+func TestServingCertificate(t *testing.T) {
+	root, err := NewRoot("cluster.local", time.Now(), time.Hour*24)
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := NewIssuer(root, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := iss.ServingCertificate([]string{"weft-controller.weft-system.svc"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(root.Cert)
+	inter := x509.NewCertPool()
+	inter.AddCert(iss.Intermediate())
+	if _, err := c.Leaf.Verify(x509.VerifyOptions{DNSName: "weft-controller.weft-system.svc", Roots: roots, Intermediates: inter,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+		t.Fatalf("serving certificate does not verify: %v", err)
+	}
+	if len(c.Leaf.URIs) != 0 {
+		t.Fatal("a serving certificate must not carry a workload identity")
+	}
+	if _, err := c.Leaf.Verify(x509.VerifyOptions{DNSName: "weft-controller.weft-system.svc", Roots: roots, Intermediates: inter,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err == nil {
+		t.Fatal("a serving certificate must not be usable as a client certificate")
+	}
+}

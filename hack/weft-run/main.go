@@ -28,16 +28,17 @@ func main() {
 	monAddr := flag.String("monitoring-address", "127.0.0.1:9090", "host:port for /metrics, /healthz and /readyz")
 	debugAddr := flag.String("debug-address", "127.0.0.1:15014", "host:port for /debug/proxies and /debug/config_dump")
 	webhookAddr := flag.String("webhook-address", "127.0.0.1:9443", "host:port for the injection webhook (HTTPS)")
+	xdsTLSAddr := flag.String("xds-tls-address", "127.0.0.1:15012", "host:port for weft-controller's xDS server over TLS")
 	tmpParent := flag.String("tmp-dir", "", "parent of the temporary folder (default: the system's)")
 	controller := flag.String("controller", "", "weft-controller binary (default: bin/weft-controller)")
 	flag.Parse()
-	if err := run(*xdsAddr, *monAddr, *debugAddr, *webhookAddr, *tmpParent, *controller); err != nil {
+	if err := run(*xdsAddr, *xdsTLSAddr, *monAddr, *debugAddr, *webhookAddr, *tmpParent, *controller); err != nil {
 		fmt.Fprintf(os.Stderr, "weft-run: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(xdsAddr, monAddr, debugAddr, webhookAddr, tmpParent, controller string) error {
+func run(xdsAddr, xdsTLSAddr, monAddr, debugAddr, webhookAddr, tmpParent, controller string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -85,6 +86,7 @@ func run(xdsAddr, monAddr, debugAddr, webhookAddr, tmpParent, controller string)
 		"--monitoring-address", monAddr,
 		"--debug-address", debugAddr,
 		"--webhook-address", webhookAddr,
+		"--xds-tls-address", xdsTLSAddr,
 		"--leader-election-namespace", "weft-system",
 		"--log-format", "text")
 	ctrl.Stdout, ctrl.Stderr = os.Stderr, os.Stderr
@@ -122,14 +124,14 @@ func run(xdsAddr, monAddr, debugAddr, webhookAddr, tmpParent, controller string)
 	kubectl := filepath.Join(env.BinDir, "kubectl")
 	fmt.Printf(`
 weft is ready.
-  xDS (gRPC ADS):  %s
+  xDS (gRPC ADS):  %s (plaintext), %s (TLS)
   metrics:         http://%s/metrics   (health: /healthz, /readyz)
   debug:           http://%s/debug/proxies
   kubeconfig:      %s
 Try:
   %s --kubeconfig %s get weft -A
 Press Ctrl-C to stop everything and remove %s.
-`, xdsAddr, monAddr, debugAddr, env.Kubeconfig, kubectl, env.Kubeconfig, dir)
+`, xdsAddr, xdsTLSAddr, monAddr, debugAddr, env.Kubeconfig, kubectl, env.Kubeconfig, dir)
 
 	select {
 	case <-ctx.Done():

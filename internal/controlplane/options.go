@@ -16,8 +16,12 @@ type Options struct {
 	// Kubeconfig is a kubeconfig file; empty means $KUBECONFIG, then
 	// ~/.kube/config, then the in-cluster service account.
 	Kubeconfig string
-	// XDSAddress is where the gRPC xDS server listens.
+	// XDSAddress is where the gRPC xDS server listens in plaintext, for
+	// proxyless gRPC clients and development.
 	XDSAddress string
+	// XDSTLSAddress is where it listens over TLS, with a certificate from
+	// the mesh root: injected sidecars connect here.
+	XDSTLSAddress string
 	// MonitoringAddress serves /metrics, /healthz and /readyz over HTTP.
 	MonitoringAddress string
 	// DebugAddress serves the xDS debug endpoints (proxy status, config
@@ -48,6 +52,7 @@ const LeaseName = "weft-controller"
 func DefaultOptions() Options {
 	return Options{
 		XDSAddress:              ":15010",
+		XDSTLSAddress:           ":15012",
 		MonitoringAddress:       ":9090",
 		DebugAddress:            "127.0.0.1:15014",
 		XDSAuth:                 "token",
@@ -66,6 +71,12 @@ func (o Options) Validate() error {
 	}
 	if err := validateAddress("--monitoring-address", o.MonitoringAddress); err != nil {
 		return err
+	}
+	if err := validateAddress("--xds-tls-address", o.XDSTLSAddress); err != nil {
+		return err
+	}
+	if o.XDSTLSAddress == o.XDSAddress || o.XDSTLSAddress == o.MonitoringAddress || o.XDSTLSAddress == o.DebugAddress {
+		return fmt.Errorf("--xds-tls-address %q is also another listener's address: give it its own port", o.XDSTLSAddress)
 	}
 	if err := validateAddress("--debug-address", o.DebugAddress); err != nil {
 		return err

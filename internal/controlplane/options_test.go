@@ -18,6 +18,7 @@ func TestValidateNamesTheFlag(t *testing.T) {
 		{"monitoring host name", func(o *Options) { o.MonitoringAddress = "example.com:9090" }, "--monitoring-address \"example.com:9090\": host must be an IP address"},
 		{"same port twice", func(o *Options) { o.MonitoringAddress = o.XDSAddress }, "give each its own port"},
 		{"debug on the xds port", func(o *Options) { o.DebugAddress = o.XDSAddress }, "--debug-address"},
+		{"tls xds on the plaintext port", func(o *Options) { o.XDSTLSAddress = o.XDSAddress }, "--xds-tls-address"},
 		{"debug not host:port", func(o *Options) { o.DebugAddress = "localhost" }, `--debug-address "localhost" is not host:port`},
 		{"webhook on the monitoring port", func(o *Options) { o.WebhookAddress = o.MonitoringAddress }, "--webhook-address"},
 		{"webhook not host:port", func(o *Options) { o.WebhookAddress = "9443" }, `--webhook-address "9443" is not host:port`},

@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -49,9 +50,14 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 	// Bind both listeners before anything else starts, so that a port in
 	// use fails the process at once with the flag to change.
 	ads := xds.NewADS(log.WithName("xds"))
-	xdsServer, err := xds.NewServer(o.XDSAddress, ads, log.WithName("xds"))
+	xdsServer, err := xds.NewServer(o.XDSAddress, ads, nil, log.WithName("xds"))
 	if err != nil {
 		return fmt.Errorf("--xds-address: %w", err)
+	}
+	serving := &servingCert{}
+	xdsTLSServer, err := xds.NewServer(o.XDSTLSAddress, ads, &tls.Config{GetCertificate: serving.get, MinVersion: tls.VersionTLS12}, log.WithName("xds-tls"))
+	if err != nil {
+		return fmt.Errorf("--xds-tls-address: %w", err)
 	}
 	monLis, err := net.Listen("tcp", o.MonitoringAddress)
 	if err != nil {
@@ -97,7 +103,10 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 	if err != nil {
 		return err
 	}
-	_, loadCA, err := newSecrets(ads, direct, translator.DefaultTrustDomain, log.WithName("certs"))
+	// The names sidecars' bootstraps dial (weft-controller.<ns>.svc:15012).
+	svc := "weft-controller." + o.LeaderElectionNamespace
+	dnsNames := []string{svc + ".svc", svc + ".svc.cluster.local", svc, "weft-controller"}
+	_, loadCA, err := newSecrets(ads, direct, translator.DefaultTrustDomain, dnsNames, serving, log.WithName("certs"))
 	if err != nil {
 		return err
 	}
@@ -125,6 +134,7 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 	var synced atomic.Bool
 	checks := []error{
 		mgr.Add(xdsServer),
+		mgr.Add(xdsTLSServer),
 		mgr.Add(webhookServer),                      // every replica
 		mgr.Add(webhookServer.CABundleReconciler()), // leader
 		mgr.Add(rootCA),                             // leader
@@ -145,7 +155,8 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 			return nil
 		})),
 		mgr.Add(&monitoringServer{lis: monLis, log: log.WithName("monitoring"), handler: monitoringMux(map[string]healthz.Checker{
-			"xds": func(*http.Request) error { return xdsServer.Ready() },
+			"xds":             func(*http.Request) error { return xdsServer.Ready() },
+			"xds-certificate": func(*http.Request) error { return serving.ready() },
 			"informers": func(*http.Request) error {
 				if !synced.Load() {
 					return errors.New("informer caches have not synced")

@@ -2,8 +2,10 @@ package controlplane
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/pem"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -65,10 +67,33 @@ func (pendingIssuer) Sign(context.Context, certs.SignRequest) (*certs.Issued, er
 }
 func (pendingIssuer) Name() string { return "pending" }
 
+// servingLifetime of the xDS server's own certificate, renewed at half.
+const servingLifetime = 24 * time.Hour
+
+// servingCert holds the xDS TLS listener's current certificate.
+type servingCert struct {
+	p atomic.Pointer[tls.Certificate]
+}
+
+func (s *servingCert) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if c := s.p.Load(); c != nil {
+		return c, nil
+	}
+	return nil, errNoRoot
+}
+
+func (s *servingCert) ready() error {
+	if s.p.Load() == nil {
+		return errNoRoot
+	}
+	return nil
+}
+
 // newSecrets makes the certificate Manager, connects it to the xDS server,
 // and returns a runnable (for every replica) that loads the built-in CA's
-// root, which the leader creates, and installs the issuer.
-func newSecrets(ads *xds.ADS, c client.Client, trustDomain string, log logr.Logger) (*certs.Manager, func(context.Context) error, error) {
+// root, which the leader creates, installs the issuer, and keeps the xDS
+// server's own certificate (for dnsNames) current in serving.
+func newSecrets(ads *xds.ADS, c client.Client, trustDomain string, dnsNames []string, serving *servingCert, log logr.Logger) (*certs.Manager, func(context.Context) error, error) {
 	m, err := certs.NewManager(certs.ManagerOptions{Issuer: pendingIssuer{}, Log: log})
 	if err != nil {
 		return nil, nil, err
@@ -87,9 +112,22 @@ func newSecrets(ads *xds.ADS, c client.Client, trustDomain string, log logr.Logg
 				m.SetIssuer(iss)
 				m.RenewAll()
 				log.Info("loaded the mesh root CA; issuing workload certificates")
-				<-ctx.Done()
-				m.Stop()
-				return nil
+				for {
+					cert, err := iss.ServingCertificate(dnsNames, servingLifetime)
+					retry := servingLifetime / 2
+					if err != nil {
+						log.Error(err, "issuing the xDS serving certificate")
+						retry = 10 * time.Second
+					} else {
+						serving.p.Store(cert)
+					}
+					select {
+					case <-ctx.Done():
+						m.Stop()
+						return nil
+					case <-time.After(retry):
+					}
+				}
 			}
 			if !errors.Is(err, builtin.ErrRootNotFound) {
 				log.Error(err, "loading the mesh root CA")

@@ -3,6 +3,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +21,7 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
@@ -45,10 +48,10 @@ func TestController(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	xdsAddr, monAddr := freeAddr(t), freeAddr(t)
+	xdsAddr, monAddr, xdsTLSAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	var logs bytes.Buffer
 	cmd := exec.Command(bin("weft-controller"), "--kubeconfig", env.Kubeconfig,
-		"--xds-address", xdsAddr, "--monitoring-address", monAddr, "--debug-address", freeAddr(t), "--webhook-address", freeAddr(t))
+		"--xds-address", xdsAddr, "--monitoring-address", monAddr, "--debug-address", freeAddr(t), "--webhook-address", freeAddr(t), "--xds-tls-address", xdsTLSAddr)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -163,6 +166,33 @@ func TestController(t *testing.T) {
 	if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{Node: webNode, TypeUrl: resourcev3.ClusterType}); err != nil {
 		t.Fatal(err)
 	}
+	// Sidecars dial the TLS port, verifying the server against the mesh
+	// root (the weft-root-ca ConfigMap; here read from its Secret) under the
+	// Service's name.
+	var rootSecret corev1.Secret
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "weft-system", Name: "weft-ca-root"}, &rootSecret); err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(rootSecret.Data["ca.crt"]) {
+		t.Fatal("the root Secret has no ca.crt")
+	}
+	tlsConn, err := grpc.NewClient(xdsTLSAddr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "weft-controller.weft-system.svc"})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tlsConn.Close()
+	tlsStream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(tlsConn).DeltaAggregatedResources(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tlsStream.Send(&discoveryv3.DeltaDiscoveryRequest{Node: webNode, TypeUrl: resourcev3.ClusterType}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tlsStream.Recv(); err != nil {
+		t.Fatalf("xDS over TLS: %v", err)
+	}
+
 	resp, err := stream.Recv()
 	if err != nil {
 		t.Fatal(err)

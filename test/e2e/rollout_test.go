@@ -35,7 +35,7 @@ func TestRolloutGate(t *testing.T) {
 	xdsAddr, monAddr, debugAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	var logs bytes.Buffer
 	cmd := exec.Command(bin("weft-controller"), "--kubeconfig", env.Kubeconfig,
-		"--xds-address", xdsAddr, "--monitoring-address", monAddr, "--debug-address", debugAddr, "--webhook-address", freeAddr(t), "--log-format", "text")
+		"--xds-address", xdsAddr, "--monitoring-address", monAddr, "--debug-address", debugAddr, "--webhook-address", freeAddr(t), "--xds-tls-address", freeAddr(t), "--log-format", "text")
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

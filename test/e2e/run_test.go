@@ -20,7 +20,7 @@ import (
 func TestMakeRun(t *testing.T) {
 	tmp := t.TempDir()
 	cmd := exec.Command(bin("weft-run"),
-		"--xds-address", freeAddr(t), "--monitoring-address", freeAddr(t), "--debug-address", freeAddr(t), "--webhook-address", freeAddr(t),
+		"--xds-address", freeAddr(t), "--monitoring-address", freeAddr(t), "--debug-address", freeAddr(t), "--webhook-address", freeAddr(t), "--xds-tls-address", freeAddr(t),
 		"--tmp-dir", tmp, "--controller", bin("weft-controller"))
 	// A terminal sends Ctrl-C to its foreground process group.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -36,7 +36,7 @@ const (
 // Defaults.
 const (
 	// DefaultXDSAddress is weft-controller's gRPC xDS Service.
-	DefaultXDSAddress = "weft-controller.weft-system.svc:15010"
+	DefaultXDSAddress = "weft-controller.weft-system.svc:15012"
 	// CredentialsDir holds the proxy's control-plane credentials: a
 	// projected ServiceAccount token with audience TokenAudience, and the
 	// mesh root certificate that signs weft-controller's serving
