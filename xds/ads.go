@@ -244,25 +244,7 @@ func streamEnd(err error) error {
 
 // StreamAggregatedResources serves State-of-the-World ADS.
 func (a *ADS) StreamAggregatedResources(stream discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
-	first, err := stream.Recv()
-	if err != nil {
-		return streamEnd(err)
-	}
-	node, err := a.admit(stream.Context(), first.Node)
-	if err != nil {
-		return err
-	}
-	c := a.newConn(false, node)
-	a.join(c)
-	defer a.leave(c)
-	a.log.V(1).Info("proxy connected", "node", node.ID, "protocol", "sotw")
-
-	ctx := stream.Context()
-	reqs, errc := receive(ctx, stream.Recv)
-	handle := func(r *discoveryv3.DiscoveryRequest) error {
-		if r.TypeUrl == "" {
-			return status.Error(codes.InvalidArgument, "type_url is empty: weft serves ADS only, name the resource type")
-		}
+	handle := func(c *conn, r *discoveryv3.DiscoveryRequest) error {
 		c.mu.Lock()
 		ts := c.state(r.TypeUrl)
 		var respond bool
@@ -292,32 +274,8 @@ func (a *ADS) StreamAggregatedResources(stream discoveryv3.AggregatedDiscoverySe
 		}
 		return nil
 	}
-	if err := handle(first); err != nil {
-		return err
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case err := <-errc:
-			return streamEnd(err)
-		case r := <-reqs:
-			if err := handle(r); err != nil {
-				return err
-			}
-		case <-c.notify:
-			for _, t := range pushOrder {
-				c.mu.Lock()
-				_, subscribed := c.types[t]
-				c.mu.Unlock()
-				if subscribed {
-					if err := a.sendSotW(stream, c, t, false); err != nil {
-						return err
-					}
-				}
-			}
-		}
-	}
+	push := func(c *conn, t string) error { return a.sendSotW(stream, c, t, false) }
+	return serve(a, stream.Context(), false, stream.Recv, (*discoveryv3.DiscoveryRequest).GetNode, (*discoveryv3.DiscoveryRequest).GetTypeUrl, handle, push)
 }
 
 // sendSotW sends the subscribed resources of one type when their version
@@ -363,25 +321,7 @@ func (a *ADS) sendSotW(stream discoveryv3.AggregatedDiscoveryService_StreamAggre
 
 // DeltaAggregatedResources serves incremental ADS.
 func (a *ADS) DeltaAggregatedResources(stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
-	first, err := stream.Recv()
-	if err != nil {
-		return streamEnd(err)
-	}
-	node, err := a.admit(stream.Context(), first.Node)
-	if err != nil {
-		return err
-	}
-	c := a.newConn(true, node)
-	a.join(c)
-	defer a.leave(c)
-	a.log.V(1).Info("proxy connected", "node", node.ID, "protocol", "delta")
-
-	ctx := stream.Context()
-	reqs, errc := receive(ctx, stream.Recv)
-	handle := func(r *discoveryv3.DeltaDiscoveryRequest) error {
-		if r.TypeUrl == "" {
-			return status.Error(codes.InvalidArgument, "type_url is empty: weft serves ADS only, name the resource type")
-		}
+	handle := func(c *conn, r *discoveryv3.DeltaDiscoveryRequest) error {
 		c.mu.Lock()
 		ts, existed := c.types[r.TypeUrl]
 		if !existed {
@@ -420,9 +360,40 @@ func (a *ADS) DeltaAggregatedResources(stream discoveryv3.AggregatedDiscoverySer
 		}
 		return a.sendDelta(stream, c, r.TypeUrl)
 	}
-	if err := handle(first); err != nil {
+	push := func(c *conn, t string) error { return a.sendDelta(stream, c, t) }
+	return serve(a, stream.Context(), true, stream.Recv, (*discoveryv3.DeltaDiscoveryRequest).GetNode, (*discoveryv3.DeltaDiscoveryRequest).GetTypeUrl, handle, push)
+}
+
+// serve runs one stream of either protocol: it admits the node of the
+// first request, joins the proxy to its group, then handles requests and
+// pushes (in make-before-break order) whenever the group's configuration
+// changes, until the stream ends.
+func serve[Req any](a *ADS, ctx context.Context, delta bool, recv func() (Req, error),
+	nodeOf func(Req) *corev3.Node, typeOf func(Req) string,
+	handle func(*conn, Req) error, push func(*conn, string) error) error {
+	first, err := recv()
+	if err != nil {
+		return streamEnd(err)
+	}
+	node, err := a.admit(ctx, nodeOf(first))
+	if err != nil {
 		return err
 	}
+	c := a.newConn(delta, node)
+	a.join(c)
+	defer a.leave(c)
+	a.log.V(1).Info("proxy connected", "node", node.ID, "delta", delta)
+
+	check := func(r Req) error {
+		if typeOf(r) == "" {
+			return status.Error(codes.InvalidArgument, "type_url is empty: weft serves ADS only, name the resource type")
+		}
+		return handle(c, r)
+	}
+	if err := check(first); err != nil {
+		return err
+	}
+	reqs, errc := receive(ctx, recv)
 	for {
 		select {
 		case <-ctx.Done():
@@ -430,7 +401,7 @@ func (a *ADS) DeltaAggregatedResources(stream discoveryv3.AggregatedDiscoverySer
 		case err := <-errc:
 			return streamEnd(err)
 		case r := <-reqs:
-			if err := handle(r); err != nil {
+			if err := check(r); err != nil {
 				return err
 			}
 		case <-c.notify:
@@ -439,7 +410,7 @@ func (a *ADS) DeltaAggregatedResources(stream discoveryv3.AggregatedDiscoverySer
 				_, subscribed := c.types[t]
 				c.mu.Unlock()
 				if subscribed {
-					if err := a.sendDelta(stream, c, t); err != nil {
+					if err := push(c, t); err != nil {
 						return err
 					}
 				}

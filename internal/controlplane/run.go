@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	certmanagerv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -72,6 +73,8 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	store.MustAddToScheme(scheme)
+	// CertificateRequests, when MeshConfig selects cert-manager.
+	utilruntime.Must(certmanagerv1.AddToScheme(scheme))
 	mgr, err := manager.New(cfg, manager.Options{
 		Scheme: scheme,
 		Logger: log,
@@ -99,14 +102,14 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 	}
 	// The CA's root Secret is read directly, not through an informer that
 	// would cache every Secret of the cluster.
-	direct, err := client.New(cfg, client.Options{Scheme: scheme})
+	direct, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		return err
 	}
 	// The names sidecars' bootstraps dial (weft-controller.<ns>.svc:15012).
 	svc := "weft-controller." + o.LeaderElectionNamespace
 	dnsNames := []string{svc + ".svc", svc + ".svc.cluster.local", svc, "weft-controller"}
-	_, loadCA, err := newSecrets(ads, direct, translator.DefaultTrustDomain, dnsNames, serving, log.WithName("certs"))
+	_, loadCA, err := newSecrets(ads, direct, o.LeaderElectionNamespace, translator.DefaultTrustDomain, dnsNames, serving, log.WithName("certs"))
 	if err != nil {
 		return err
 	}

@@ -8,11 +8,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	"github.com/go-logr/logr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/certs/builtin"
+	"github.com/weftmesh/weft/certs/certmanager"
+	"github.com/weftmesh/weft/crds/v1alpha1"
 	"github.com/weftmesh/weft/xds"
 )
 
@@ -93,7 +96,7 @@ func (s *servingCert) ready() error {
 // and returns a runnable (for every replica) that loads the built-in CA's
 // root, which the leader creates, installs the issuer, and keeps the xDS
 // server's own certificate (for dnsNames) current in serving.
-func newSecrets(ads *xds.ADS, c client.Client, trustDomain string, dnsNames []string, serving *servingCert, log logr.Logger) (*certs.Manager, func(context.Context) error, error) {
+func newSecrets(ads *xds.ADS, c client.WithWatch, namespace, trustDomain string, dnsNames []string, serving *servingCert, log logr.Logger) (*certs.Manager, func(context.Context) error, error) {
 	m, err := certs.NewManager(certs.ManagerOptions{Issuer: pendingIssuer{}, Log: log})
 	if err != nil {
 		return nil, nil, err
@@ -102,43 +105,91 @@ func newSecrets(ads *xds.ADS, c client.Client, trustDomain string, dnsNames []st
 	m.Subscribe(func(ev certs.Event) { ads.SecretsChanged(ev.Identity.String()) })
 	load := func(ctx context.Context) error {
 		store := &builtin.RootStore{Client: c, TrustDomain: trustDomain}
-		for {
-			root, err := store.Load(ctx)
-			if err == nil {
-				iss, err := builtin.NewIssuer(root, builtin.Options{})
-				if err != nil {
-					return err
+		var root *builtin.KeyPair
+		for root == nil {
+			var err error
+			if root, err = store.Load(ctx); err != nil {
+				if !errors.Is(err, builtin.ErrRootNotFound) {
+					log.Error(err, "loading the mesh root CA")
 				}
-				m.SetIssuer(iss)
-				m.RenewAll()
-				log.Info("loaded the mesh root CA; issuing workload certificates")
-				for {
-					cert, err := iss.ServingCertificate(dnsNames, servingLifetime)
-					retry := servingLifetime / 2
-					if err != nil {
-						log.Error(err, "issuing the xDS serving certificate")
-						retry = 10 * time.Second
-					} else {
-						serving.p.Store(cert)
-					}
-					select {
-					case <-ctx.Done():
-						m.Stop()
-						return nil
-					case <-time.After(retry):
-					}
+				select {
+				case <-ctx.Done():
+					m.Stop()
+					return nil
+				case <-time.After(2 * time.Second):
 				}
 			}
-			if !errors.Is(err, builtin.ErrRootNotFound) {
-				log.Error(err, "loading the mesh root CA")
+		}
+		builtinIssuer, err := builtin.NewIssuer(root, builtin.Options{})
+		if err != nil {
+			return err
+		}
+		log.Info("loaded the mesh root CA")
+		// The workload issuer follows MeshConfig, checked every
+		// reconcile period; the xDS serving certificate always comes from
+		// the mesh root, which sidecars trust for the control plane.
+		var current string
+		nextServing := time.Now()
+		for {
+			want, ref := workloadIssuer(readMeshConfig(ctx, c))
+			if want != current {
+				var iss certs.Issuer = builtinIssuer
+				if want == providerCertManager {
+					cm, err := certmanager.New(certmanager.Options{Client: c, Namespace: namespace, IssuerRef: ref, Log: log})
+					if err != nil {
+						log.Error(err, "MeshConfig selects cert-manager but its issuer cannot be used; keeping the current issuer")
+						want = current
+					} else {
+						iss = cm
+					}
+				}
+				if want != current {
+					m.SetIssuer(iss)
+					m.RenewAll()
+					log.Info("issuing workload certificates", "provider", iss.Name())
+					current = want
+				}
+			}
+			if !time.Now().Before(nextServing) {
+				cert, err := builtinIssuer.ServingCertificate(dnsNames, servingLifetime)
+				if err != nil {
+					log.Error(err, "issuing the xDS serving certificate")
+					nextServing = time.Now().Add(10 * time.Second)
+				} else {
+					serving.p.Store(cert)
+					nextServing = time.Now().Add(servingLifetime / 2)
+				}
 			}
 			select {
 			case <-ctx.Done():
 				m.Stop()
 				return nil
-			case <-time.After(2 * time.Second):
+			case <-time.After(10 * time.Second):
 			}
 		}
 	}
 	return m, load, nil
+}
+
+const (
+	providerBuiltIn     = string(v1alpha1.CertificateProviderBuiltIn)
+	providerCertManager = string(v1alpha1.CertificateProviderCertManager)
+)
+
+// workloadIssuer reads which issuer MeshConfig selects: the built-in CA
+// unless the provider is CertManager with an issuer reference.
+func workloadIssuer(mc *v1alpha1.MeshConfig) (string, cmmeta.IssuerReference) {
+	if mc == nil || mc.Spec.Certificates.Provider != v1alpha1.CertificateProviderCertManager || mc.Spec.Certificates.CertManager == nil {
+		return providerBuiltIn, cmmeta.IssuerReference{}
+	}
+	r := mc.Spec.Certificates.CertManager.IssuerRef
+	return providerCertManager, cmmeta.IssuerReference{Name: r.Name, Kind: r.Kind, Group: r.Group}
+}
+
+func readMeshConfig(ctx context.Context, c client.Client) *v1alpha1.MeshConfig {
+	var mc v1alpha1.MeshConfig
+	if err := c.Get(ctx, client.ObjectKey{Name: v1alpha1.MeshConfigName}, &mc); err != nil {
+		return nil
+	}
+	return &mc
 }
