@@ -12,7 +12,9 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 )
 
@@ -25,6 +27,10 @@ type Proxy struct {
 	// Token, when set, is sent as "authorization: Bearer <token>", as
 	// injected sidecars do.
 	Token string
+	// Reject, when set, decides per response whether to NACK it, with the
+	// message it returns (as Envoy does for configuration it cannot use);
+	// a NACKed response is not applied.
+	Reject func(r *discoveryv3.DeltaDiscoveryResponse) string
 
 	mu        sync.Mutex
 	versions  map[string]map[string]string // type → name → version held
@@ -70,6 +76,16 @@ func (p *Proxy) Run(ctx context.Context, conn grpc.ClientConnInterface) error {
 				return nil
 			}
 			return err
+		}
+		if p.Reject != nil {
+			if msg := p.Reject(r); msg != "" {
+				nack := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce,
+					ErrorDetail: &status.Status{Code: int32(codes.InvalidArgument), Message: msg}}
+				if err := stream.Send(nack); err != nil {
+					return err
+				}
+				continue
+			}
 		}
 		p.mu.Lock()
 		held := p.versions[r.TypeUrl]

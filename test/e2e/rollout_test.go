@@ -5,11 +5,13 @@ import (
 	"context"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -55,7 +57,14 @@ func TestRolloutGate(t *testing.T) {
 	defer conn.Close()
 	md, _ := structpb.NewStruct(map[string]any{xds.MetaNamespace: "shop", xds.MetaServiceAccount: "frontend",
 		xds.MetaLabels: map[string]any{"app": "frontend"}})
-	proxy := &xdsload.Proxy{Node: &corev3.Node{Id: "frontend-0.shop", Metadata: md}, Token: saToken(t, env, "shop", "frontend")}
+	var rejecting atomic.Bool
+	proxy := &xdsload.Proxy{Node: &corev3.Node{Id: "frontend-0.shop", Metadata: md}, Token: saToken(t, env, "shop", "frontend"),
+		Reject: func(r *discoveryv3.DeltaDiscoveryResponse) string {
+			if rejecting.Load() && r.TypeUrl == resourcev3.RouteType {
+				return "weight 90 is not welcome here"
+			}
+			return ""
+		}}
 	go func() {
 		// The controller may still be starting: retry until the stream holds.
 		for ctx.Err() == nil {
@@ -106,6 +115,32 @@ func TestRolloutGate(t *testing.T) {
 	if got := proxy.Stats().Responses - before; got < 1 {
 		t.Fatalf("the proxy received %d responses for the weight change", got)
 	}
+
+	// A proxy rejects the next step: Programmed turns False with reason
+	// Rejected, the proxy count and its own words, and kubectl wait for
+	// Programmed does not pass.
+	rejecting.Store(true)
+	if _, err := env.Kubectl(ctx, nil, "patch", "trafficsplit", "checkout", "-n", "shop", "--type=merge",
+		"-p", `{"spec":{"backends":[{"name":"checkout-v1","weight":10},{"name":"checkout-v2","weight":90}]}}`); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := env.Kubectl(ctx, nil, "wait", "-n", "shop", "--for=condition=Programmed=False", "trafficsplit/checkout", "--timeout=120s"); err != nil {
+		t.Fatalf("rejected step: %v\n%s", err, out)
+	}
+	out, err = env.Kubectl(ctx, nil, "get", "trafficsplit", "checkout", "-n", "shop", "-o",
+		`jsonpath={.status.conditions[?(@.type=="Programmed")].reason}: {.status.conditions[?(@.type=="Programmed")].message}`)
+	if err != nil || !strings.HasPrefix(out, "Rejected: ") || !strings.Contains(out, "weight 90 is not welcome here") {
+		t.Fatalf("rejected step: Programmed = %q, %v; want reason Rejected with the proxy's message", out, err)
+	}
+	if _, err := env.Kubectl(ctx, nil, "wait", "-n", "shop", "--for=condition=Programmed", "trafficsplit/checkout", "--timeout=3s"); err == nil {
+		t.Fatal("kubectl wait for Programmed passed although a proxy rejected the change")
+	}
+	rejecting.Store(false)
+	if _, err := env.Kubectl(ctx, nil, "patch", "trafficsplit", "checkout", "-n", "shop", "--type=merge",
+		"-p", `{"spec":{"backends":[{"name":"checkout-v1","weight":20},{"name":"checkout-v2","weight":80}]}}`); err != nil {
+		t.Fatal(err)
+	}
+	wait("the step after a rejected one")
 
 	// A TrafficSplit naming a missing backend says so, and the rest of the
 	// mesh keeps working.
