@@ -61,6 +61,11 @@ func needs() []need {
 	// internal/rootca.
 	add("trust bundle ConfigMaps", "", "configmaps", "", "weft-root-ca", "list", "watch", "get", "update")
 	add("trust bundle ConfigMaps", "", "configmaps", "any", "", "create")
+	// internal/injectcheck (leader): whole pods, their condition, Events.
+	add("pods missing the sidecar", "", "pods", "any", "x", "get")
+	add("pods missing the sidecar", "", "pods/status", "any", "x", "patch")
+	add("pods missing the sidecar", "events.k8s.io", "events", "any", "", "create")
+	add("pods missing the sidecar", "events.k8s.io", "events", "any", "x", "patch")
 	// xds: proxy authentication.
 	add("xDS token authentication", "authentication.k8s.io", "tokenreviews", "", "", "create")
 	// certs/certmanager: workload certificates.

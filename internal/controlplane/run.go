@@ -27,6 +27,7 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/weftmesh/weft/internal/injectcheck"
 	"github.com/weftmesh/weft/internal/rootca"
 	"github.com/weftmesh/weft/internal/status"
 	"github.com/weftmesh/weft/internal/store"
@@ -141,6 +142,8 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 		mgr.Add(webhookServer),                      // every replica
 		mgr.Add(webhookServer.CABundleReconciler()), // leader
 		mgr.Add(rootCA),                             // leader
+		// Pods that came up without the sidecar while the webhook was away.
+		mgr.Add(injectcheck.New(mgr, log.WithName("injectcheck"))), // leader
 		mgr.Add(nonLeader(func(ctx context.Context) error { return loop.run(ctx, st) })),
 		mgr.Add(loop.writer),
 		mgr.Add(nonLeader(loadCA)),
