@@ -47,25 +47,43 @@ type ADS struct {
 	auth    Authenticator
 }
 
-// admit parses the node of a stream's first request and authenticates it.
-func (a *ADS) admit(ctx context.Context, n *corev3.Node) (NodeInfo, error) {
+// admit parses the node of a stream's first request and, on an
+// authenticating endpoint, authenticates it.
+func (a *ADS) admit(ctx context.Context, n *corev3.Node, authenticate bool) (NodeInfo, error) {
 	node, err := ParseNode(n)
 	if err != nil {
 		return NodeInfo{}, status.Error(codes.InvalidArgument, err.Error())
 	}
-	if a.auth != nil {
+	if authenticate && a.auth != nil {
 		if err := a.auth.Authenticate(ctx, node); err != nil {
 			a.log.Info("refused a proxy", "node", node.ID, "reason", err.Error())
 			return NodeInfo{}, err
 		}
+		node.Authenticated = true
 	}
 	return node, nil
 }
 
-// servesSecrets: only to authenticated streams, and only to sidecars
-// (gRPC takes its certificates from files).
-func (a *ADS) servesSecrets(p envoy.Proxy) bool {
-	return a.secrets != nil && a.auth != nil && p.Kind == envoy.KindSidecar
+// servesSecrets: only to groups of authenticated streams, and only to
+// sidecars (gRPC takes its certificates from files).
+func (a *ADS) servesSecrets(g *group) bool {
+	return a.secrets != nil && g.authenticated && g.proxy.Kind == envoy.KindSidecar
+}
+
+// Anonymous is the ADS for an endpoint that does not authenticate (the
+// plaintext port, for proxyless gRPC clients, as Istio's 15010): its
+// streams get configuration, never secrets, and never share a group with
+// authenticated streams of the same identity.
+func (a *ADS) Anonymous() discoveryv3.AggregatedDiscoveryServiceServer { return anonymous{a} }
+
+type anonymous struct{ a *ADS }
+
+func (x anonymous) StreamAggregatedResources(s discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
+	return x.a.sotw(s, false)
+}
+
+func (x anonymous) DeltaAggregatedResources(s discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	return x.a.delta(s, false)
 }
 
 // OnAck registers fn to hear, after each ACK or NACK, the policies the
@@ -77,6 +95,9 @@ func (a *ADS) OnAck(fn func([]ir.PolicyRef)) { a.onAck = fn }
 type group struct {
 	key   groupKey
 	proxy envoy.Proxy // the first member: the group's configuration is built for it
+	// authenticated groups hold streams whose identity was proven; only
+	// they are served secrets.
+	authenticated bool
 	// build serializes builds of this group.
 	build sync.Mutex
 	snap  atomic.Pointer[snapshot]
@@ -133,7 +154,7 @@ func (a *ADS) rebuild(g *group, mesh *ir.Mesh) bool {
 	start := time.Now()
 	prev := g.snap.Load()
 	var secrets []*tlsv3.Secret
-	if a.servesSecrets(g.proxy) {
+	if a.servesSecrets(g) {
 		if chain, key, bundle, ok := a.secrets.Material(g.proxy.Identity(mesh.TrustDomain)); ok {
 			secrets = sdsSecrets(chain, key, bundle)
 		}
@@ -166,11 +187,11 @@ func (a *ADS) wake(g *group) {
 // join adds a connection to its group, creating and building the group if
 // it is the first.
 func (a *ADS) join(c *conn) {
-	key := keyOf(c.node.Proxy)
+	key := keyOf(c.node.Proxy, c.node.Authenticated)
 	a.mu.Lock()
 	g := a.groups[key]
 	if g == nil {
-		g = &group{key: key, proxy: c.node.Proxy, conns: map[*conn]struct{}{}}
+		g = &group{key: key, proxy: c.node.Proxy, authenticated: c.node.Authenticated, conns: map[*conn]struct{}{}}
 		a.groups[key] = g
 	}
 	first := len(g.conns) == 0
@@ -179,7 +200,7 @@ func (a *ADS) join(c *conn) {
 	c.group = g
 	mesh := a.mesh
 	a.mu.Unlock()
-	if first && a.servesSecrets(c.node.Proxy) {
+	if first && a.servesSecrets(g) {
 		a.secrets.Acquire(c.node.Proxy.Identity(mesh.TrustDomain))
 	}
 	if g.snap.Load() == nil {
@@ -197,7 +218,7 @@ func (a *ADS) leave(c *conn) {
 		delete(g.conns, c)
 		if len(g.conns) == 0 {
 			delete(a.groups, g.key)
-			if a.servesSecrets(g.proxy) {
+			if a.servesSecrets(g) {
 				release = g.proxy.Identity(a.mesh.TrustDomain)
 			}
 		}
@@ -242,8 +263,13 @@ func streamEnd(err error) error {
 	return err
 }
 
-// StreamAggregatedResources serves State-of-the-World ADS.
+// StreamAggregatedResources serves State-of-the-World ADS, authenticating
+// streams when an Authenticator is set.
 func (a *ADS) StreamAggregatedResources(stream discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
+	return a.sotw(stream, true)
+}
+
+func (a *ADS) sotw(stream discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer, authenticate bool) error {
 	handle := func(c *conn, r *discoveryv3.DiscoveryRequest) error {
 		c.mu.Lock()
 		ts := c.state(r.TypeUrl)
@@ -275,7 +301,7 @@ func (a *ADS) StreamAggregatedResources(stream discoveryv3.AggregatedDiscoverySe
 		return nil
 	}
 	push := func(c *conn, t string) error { return a.sendSotW(stream, c, t, false) }
-	return serve(a, stream.Context(), false, stream.Recv, (*discoveryv3.DiscoveryRequest).GetNode, (*discoveryv3.DiscoveryRequest).GetTypeUrl, handle, push)
+	return serve(a, stream.Context(), false, authenticate, stream.Recv, (*discoveryv3.DiscoveryRequest).GetNode, (*discoveryv3.DiscoveryRequest).GetTypeUrl, handle, push)
 }
 
 // sendSotW sends the subscribed resources of one type when their version
@@ -319,8 +345,13 @@ func (a *ADS) sendSotW(stream discoveryv3.AggregatedDiscoveryService_StreamAggre
 	return stream.Send(resp)
 }
 
-// DeltaAggregatedResources serves incremental ADS.
+// DeltaAggregatedResources serves incremental ADS, authenticating streams
+// when an Authenticator is set.
 func (a *ADS) DeltaAggregatedResources(stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	return a.delta(stream, true)
+}
+
+func (a *ADS) delta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer, authenticate bool) error {
 	handle := func(c *conn, r *discoveryv3.DeltaDiscoveryRequest) error {
 		c.mu.Lock()
 		ts, existed := c.types[r.TypeUrl]
@@ -361,21 +392,21 @@ func (a *ADS) DeltaAggregatedResources(stream discoveryv3.AggregatedDiscoverySer
 		return a.sendDelta(stream, c, r.TypeUrl)
 	}
 	push := func(c *conn, t string) error { return a.sendDelta(stream, c, t) }
-	return serve(a, stream.Context(), true, stream.Recv, (*discoveryv3.DeltaDiscoveryRequest).GetNode, (*discoveryv3.DeltaDiscoveryRequest).GetTypeUrl, handle, push)
+	return serve(a, stream.Context(), true, authenticate, stream.Recv, (*discoveryv3.DeltaDiscoveryRequest).GetNode, (*discoveryv3.DeltaDiscoveryRequest).GetTypeUrl, handle, push)
 }
 
 // serve runs one stream of either protocol: it admits the node of the
 // first request, joins the proxy to its group, then handles requests and
 // pushes (in make-before-break order) whenever the group's configuration
 // changes, until the stream ends.
-func serve[Req any](a *ADS, ctx context.Context, delta bool, recv func() (Req, error),
+func serve[Req any](a *ADS, ctx context.Context, delta, authenticate bool, recv func() (Req, error),
 	nodeOf func(Req) *corev3.Node, typeOf func(Req) string,
 	handle func(*conn, Req) error, push func(*conn, string) error) error {
 	first, err := recv()
 	if err != nil {
 		return streamEnd(err)
 	}
-	node, err := a.admit(ctx, nodeOf(first))
+	node, err := a.admit(ctx, nodeOf(first), authenticate)
 	if err != nil {
 		return err
 	}

@@ -21,9 +21,10 @@ type Authenticator interface {
 	Authenticate(ctx context.Context, node NodeInfo) error
 }
 
-// SetAuthenticator makes the ADS refuse streams that auth rejects. Without
-// one (development only) any stream may claim any node, so the ADS then
-// serves no secrets at all. Call it before serving.
+// SetAuthenticator makes the ADS refuse streams that auth rejects (except
+// on the Anonymous endpoint). Without one (development only) any stream may
+// claim any node, so the ADS then serves no secrets at all. Call it before
+// serving.
 func (a *ADS) SetAuthenticator(auth Authenticator) { a.auth = auth }
 
 // TokenAudience is the audience of the projected ServiceAccount token that

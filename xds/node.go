@@ -27,6 +27,8 @@ const (
 type NodeInfo struct {
 	ID    string
 	Proxy envoy.Proxy
+	// Authenticated is set once an Authenticator vouched for the stream.
+	Authenticated bool
 }
 
 // ParseNode reads a proxy's node. An error names the missing or malformed
@@ -77,9 +79,9 @@ func ParseNode(n *corev3.Node) (NodeInfo, error) {
 // member's addresses: replicas of one pod template agree on them.)
 type groupKey string
 
-func keyOf(p envoy.Proxy) groupKey {
+func keyOf(p envoy.Proxy, authenticated bool) groupKey {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d|%s|%s|", p.Kind, p.Namespace, p.ServiceAccount)
+	fmt.Fprintf(&b, "%t|%d|%s|%s|", authenticated, p.Kind, p.Namespace, p.ServiceAccount)
 	keys := make([]string, 0, len(p.Labels))
 	for k := range p.Labels {
 		keys = append(keys, k)

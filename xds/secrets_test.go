@@ -3,6 +3,7 @@ package xds_test
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
+	"google.golang.org/grpc"
 
 	"github.com/weftmesh/weft/translator/envoy"
 	"github.com/weftmesh/weft/xds"
@@ -167,5 +169,38 @@ func TestNoSecretsWithoutAuthentication(t *testing.T) {
 	c.settle()
 	if c.count[resourcev3.SecretType] != 0 {
 		t.Fatal("an unauthenticated stream received a secret")
+	}
+}
+
+// TestAnonymousEndpointGetsNoSecrets: the unauthenticated (plaintext)
+// endpoint serves configuration but never a key, even for an identity whose
+// authenticated proxies are connected on the other endpoint.
+func TestAnonymousEndpointGetsNoSecrets(t *testing.T) {
+	ads := xds.NewADS(logr.Discard())
+	ads.SetSecrets(&fakeSecrets{acquired: map[string]int{}, version: map[string]string{}})
+	ads.SetAuthenticator(acceptAll{})
+	ads.Update(mesh(t, 10), time.Now())
+	authenticated := dialDelta(t, serve(t, ads), node("frontend-0.shop", "shop", "frontend"), nil)
+
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, ads.Anonymous())
+	go func() { _ = g.Serve(lis) }()
+	t.Cleanup(g.Stop)
+	anon := dialDelta(t, lis.Addr().String(), node("frontend-1.shop", "shop", "frontend"), nil)
+	for _, c := range []*deltaClient{authenticated, anon} {
+		if err := c.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.SecretType, ResourceNamesSubscribe: []string{envoy.WorkloadCertSecret}}); err != nil {
+			t.Fatal(err)
+		}
+		c.settle()
+	}
+	if authenticated.count[resourcev3.SecretType] != 1 {
+		t.Fatalf("the authenticated proxy got %d secret responses, want 1", authenticated.count[resourcev3.SecretType])
+	}
+	if anon.count[resourcev3.SecretType] != 0 || anon.count[resourcev3.ClusterType] == 0 {
+		t.Fatalf("the anonymous proxy got %v: want configuration and no secret", anon.count)
 	}
 }

@@ -39,7 +39,7 @@ type Server struct {
 // NewServer binds addr at once, so that a port in use is reported before the
 // controller starts anything else, and serves ads there: over TLS when tlsConfig
 // is set (sidecars verify it against the mesh root), plaintext otherwise.
-func NewServer(addr string, ads *ADS, tlsConfig *tls.Config, log logr.Logger) (*Server, error) {
+func NewServer(addr string, ads discoveryv3.AggregatedDiscoveryServiceServer, tlsConfig *tls.Config, log logr.Logger) (*Server, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("xds: %w", err)

@@ -52,7 +52,9 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 	// Bind both listeners before anything else starts, so that a port in
 	// use fails the process at once with the flag to change.
 	ads := xds.NewADS(log.WithName("xds"))
-	xdsServer, err := xds.NewServer(o.XDSAddress, ads, nil, log.WithName("xds"))
+	// Plaintext xDS does not authenticate: configuration only, never
+	// secrets (proxyless gRPC clients); the TLS port authenticates.
+	xdsServer, err := xds.NewServer(o.XDSAddress, ads.Anonymous(), nil, log.WithName("xds"))
 	if err != nil {
 		return fmt.Errorf("--xds-address: %w", err)
 	}

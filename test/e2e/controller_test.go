@@ -135,6 +135,24 @@ func TestController(t *testing.T) {
 	}
 	md, _ := structpb.NewStruct(map[string]any{xds.MetaNamespace: "shop", xds.MetaServiceAccount: "web"})
 	webNode := &corev3.Node{Id: "web-0.shop", Metadata: md}
+
+	// Sidecars dial the TLS port, verifying the server against the mesh
+	// root (the weft-root-ca ConfigMap; here read from its Secret) under the
+	// Service's name, and prove their identity with a token.
+	var rootSecret corev1.Secret
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "weft-system", Name: "weft-ca-root"}, &rootSecret); err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(rootSecret.Data["ca.crt"]) {
+		t.Fatal("the root Secret has no ca.crt")
+	}
+	tlsConn, err := grpc.NewClient(xdsTLSAddr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "weft-controller.weft-system.svc"})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tlsConn.Close()
+	tlsADS := discoveryv3.NewAggregatedDiscoveryServiceClient(tlsConn)
 	// Without a token, and with another service account's token, the
 	// stream is refused, saying why.
 	token := saToken(t, env, "shop", "web")
@@ -150,7 +168,7 @@ func TestController(t *testing.T) {
 		if tc.token != "" {
 			sctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tc.token)
 		}
-		s, err := ads.DeltaAggregatedResources(sctx)
+		s, err := tlsADS.DeltaAggregatedResources(sctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -159,30 +177,7 @@ func TestController(t *testing.T) {
 			t.Fatalf("token %.10q: %v, want %v mentioning %s", tc.token, err, tc.code, tc.msg)
 		}
 	}
-	stream, err := ads.DeltaAggregatedResources(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{Node: webNode, TypeUrl: resourcev3.ClusterType}); err != nil {
-		t.Fatal(err)
-	}
-	// Sidecars dial the TLS port, verifying the server against the mesh
-	// root (the weft-root-ca ConfigMap; here read from its Secret) under the
-	// Service's name.
-	var rootSecret corev1.Secret
-	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "weft-system", Name: "weft-ca-root"}, &rootSecret); err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(rootSecret.Data["ca.crt"]) {
-		t.Fatal("the root Secret has no ca.crt")
-	}
-	tlsConn, err := grpc.NewClient(xdsTLSAddr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "weft-controller.weft-system.svc"})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tlsConn.Close()
-	tlsStream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(tlsConn).DeltaAggregatedResources(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token))
+	tlsStream, err := tlsADS.DeltaAggregatedResources(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,9 +185,18 @@ func TestController(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := tlsStream.Recv(); err != nil {
-		t.Fatalf("xDS over TLS: %v", err)
+		t.Fatalf("xDS over TLS with a valid token: %v", err)
 	}
 
+	// The plaintext port serves configuration without authentication (for
+	// proxyless gRPC clients), never secrets.
+	stream, err := ads.DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{Node: webNode, TypeUrl: resourcev3.ClusterType}); err != nil {
+		t.Fatal(err)
+	}
 	resp, err := stream.Recv()
 	if err != nil {
 		t.Fatal(err)
