@@ -134,7 +134,7 @@ func (a *ADS) Update(mesh *ir.Mesh, event time.Time) {
 		go func() {
 			defer wg.Done()
 			for g := range work {
-				if a.rebuild(g, mesh) {
+				if a.rebuild(g) {
 					a.wake(g)
 				}
 			}
@@ -147,10 +147,16 @@ func (a *ADS) Update(mesh *ir.Mesh, event time.Time) {
 	wg.Wait()
 }
 
-// rebuild builds g for mesh; true if its configuration changed.
-func (a *ADS) rebuild(g *group, mesh *ir.Mesh) bool {
+// rebuild builds g for the current mesh; true if its configuration
+// changed. The mesh is read after taking the group's build lock, so
+// concurrent builds (a proxy joining during an Update) can finish in any
+// order without an older mesh overwriting a newer one.
+func (a *ADS) rebuild(g *group) bool {
 	g.build.Lock()
 	defer g.build.Unlock()
+	a.mu.Lock()
+	mesh := a.mesh
+	a.mu.Unlock()
 	start := time.Now()
 	prev := g.snap.Load()
 	var secrets []*tlsv3.Secret
@@ -204,7 +210,7 @@ func (a *ADS) join(c *conn) {
 		a.secrets.Acquire(c.node.Proxy.Identity(mesh.TrustDomain))
 	}
 	if g.snap.Load() == nil {
-		a.rebuild(g, mesh)
+		a.rebuild(g)
 	}
 	a.metrics.connected.WithLabelValues(kindName(c.node.Proxy.Kind)).Inc()
 }

@@ -37,7 +37,7 @@ func (a *ADS) SecretsChanged(identity string) {
 	}
 	a.mu.Unlock()
 	for _, g := range groups {
-		if a.rebuild(g, mesh) {
+		if a.rebuild(g) {
 			a.wake(g)
 		}
 	}
