@@ -42,6 +42,7 @@ type ADS struct {
 	groups  map[groupKey]*group
 	conns   map[*conn]struct{}
 	nextID  atomic.Uint64
+	builds  atomic.Uint64
 	onAck   func([]ir.PolicyRef)
 	secrets SecretSource
 	auth    Authenticator
@@ -118,12 +119,24 @@ func NewADS(log logr.Logger) *ADS {
 
 // Update installs a new mesh model and pushes what changed. event is when
 // the earliest change it contains happened, for latency metrics.
-func (a *ADS) Update(mesh *ir.Mesh, event time.Time) {
+func (a *ADS) Update(mesh *ir.Mesh, event time.Time) { a.update(mesh, event, nil) }
+
+// UpdateEndpoints installs a mesh model that differs from the previous one
+// only in the endpoints of the changed Services (translator.UpdateEndpoints):
+// only the groups whose configuration depends on one of them are rebuilt,
+// so the most frequent change costs what it touches, not the whole mesh.
+func (a *ADS) UpdateEndpoints(mesh *ir.Mesh, changed []ir.ServiceKey, event time.Time) {
+	a.update(mesh, event, changed)
+}
+
+func (a *ADS) update(mesh *ir.Mesh, event time.Time, changed []ir.ServiceKey) {
 	a.mu.Lock()
 	a.mesh, a.event = mesh, event
 	groups := make([]*group, 0, len(a.groups))
 	for _, g := range a.groups {
-		groups = append(groups, g)
+		if changed == nil || dependsOn(g.snap.Load(), changed) {
+			groups = append(groups, g)
+		}
 	}
 	a.mu.Unlock()
 	// Groups build independently: spread them over the cores.
@@ -147,6 +160,23 @@ func (a *ADS) Update(mesh *ir.Mesh, event time.Time) {
 	wg.Wait()
 }
 
+// dependsOn: a group not built yet depends on everything.
+func dependsOn(s *snapshot, changed []ir.ServiceKey) bool {
+	if s == nil {
+		return true
+	}
+	for _, k := range changed {
+		if s.deps[k] {
+			return true
+		}
+	}
+	return false
+}
+
+// Builds counts group builds since the ADS started (for tests and
+// benchmarks: what a change cost).
+func (a *ADS) Builds() uint64 { return a.builds.Load() }
+
 // rebuild builds g for the current mesh; true if its configuration
 // changed. The mesh is read after taking the group's build lock, so
 // concurrent builds (a proxy joining during an Update) can finish in any
@@ -157,6 +187,7 @@ func (a *ADS) rebuild(g *group) bool {
 	a.mu.Lock()
 	mesh := a.mesh
 	a.mu.Unlock()
+	a.builds.Add(1)
 	start := time.Now()
 	prev := g.snap.Load()
 	var secrets []*tlsv3.Secret

@@ -58,6 +58,8 @@ type snapshot struct {
 	generation uint64
 	resources  map[string]map[string]*encoded // type URL → name → resource
 	policies   []ir.PolicyRef
+	// deps are the Services the configuration depends on.
+	deps map[ir.ServiceKey]bool
 }
 
 // typeVersion is the SotW version of the named resources of one type (all
@@ -93,7 +95,10 @@ func buildSnapshot(mesh *ir.Mesh, p envoy.Proxy, secrets []*tlsv3.Secret, prev *
 	if err := res.CheckConsistency(); err != nil {
 		return prev, fmt.Errorf("refusing to push inconsistent configuration: %w", err)
 	}
-	next := &snapshot{resources: map[string]map[string]*encoded{}, policies: res.Policies}
+	next := &snapshot{resources: map[string]map[string]*encoded{}, policies: res.Policies, deps: map[ir.ServiceKey]bool{}}
+	for _, k := range res.Deps {
+		next.deps[k] = true
+	}
 	add := func(typeURL, name string, m proto.Message) error {
 		var old *encoded
 		if prev != nil {
@@ -141,6 +146,7 @@ func buildSnapshot(mesh *ir.Mesh, p envoy.Proxy, secrets []*tlsv3.Secret, prev *
 		}
 	}
 	if prev != nil && sameResources(prev, next) && samePolicies(prev.policies, next.policies) {
+		prev.deps = next.deps // same configuration, possibly new dependencies
 		return prev, nil
 	}
 	next.generation = 1

@@ -15,12 +15,14 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/weftmesh/weft/crds/v1alpha1"
 	"github.com/weftmesh/weft/internal/xdsload"
 	"github.com/weftmesh/weft/translator"
+	"github.com/weftmesh/weft/translator/ir"
 	"github.com/weftmesh/weft/translator/testmesh"
 	"github.com/weftmesh/weft/xds"
 )
@@ -127,4 +129,88 @@ func waitAll(b *testing.B, proxies []*xdsload.Proxy, cond func(*xdsload.Proxy, m
 		}()
 	}
 	wg.Wait()
+}
+
+// TestEndpointChangeRebuildsOnlyDependents: with one proxy group per
+// namespace, an endpoint change of one namespace's Service rebuilds that
+// group only, and only its proxy receives anything: endpoints.
+func TestEndpointChangeRebuildsOnlyDependents(t *testing.T) {
+	in := testmesh.Generate(testmesh.Options{Services: 100, Namespaces: 10, EndpointsPerService: 3})
+	ads := xds.NewADS(logr.Discard())
+	mesh := translator.Translate(in).Mesh
+	ads.Update(mesh, time.Now())
+	conn, err := grpc.NewClient(serve(t, ads), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	proxies := make([]*xdsload.Proxy, 10)
+	for i := range proxies {
+		ns := testmesh.Namespace(i)
+		md, _ := structpb.NewStruct(map[string]any{xds.MetaNamespace: ns, xds.MetaServiceAccount: "sa",
+			xds.MetaLabels: map[string]any{"app": fmt.Sprintf("svc-%d", i)}})
+		proxies[i] = &xdsload.Proxy{Node: &corev3.Node{Id: "p." + ns, Metadata: md}}
+		go func(p *xdsload.Proxy) { _ = p.Run(ctx, conn) }(proxies[i])
+	}
+	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
+	defer wcancel()
+	for _, p := range proxies {
+		if !p.WaitFor(wctx, func(v map[string]map[string]string) bool { return len(v[resourcev3.EndpointType]) == 10 }) {
+			t.Fatal("a proxy never received its namespace's endpoints")
+		}
+	}
+	// Let the initial configuration finish arriving (every type).
+	before := make([]int, len(proxies))
+	for stable := 0; stable < 3; {
+		time.Sleep(100 * time.Millisecond)
+		stable++
+		for i, p := range proxies {
+			if n := p.Stats().Responses; n != before[i] {
+				before[i], stable = n, 0
+			}
+		}
+	}
+	name := "outbound|80||svc-3.ns-3.svc.cluster.local"
+	var old string
+	proxies[3].WaitFor(ctx, func(v map[string]map[string]string) bool { old = v[resourcev3.EndpointType][name]; return true })
+	builds := ads.Builds()
+
+	// svc-3 is in ns-3: drop one of its endpoints.
+	key := ir.ServiceKey{Namespace: testmesh.Namespace(3), Name: "svc-3"}
+	var slices []*discoveryv1.EndpointSlice
+	for _, s := range in.EndpointSlices {
+		if s.Namespace == key.Namespace && s.Labels[discoveryv1.LabelServiceName] == key.Name {
+			c := s.DeepCopy()
+			c.Endpoints = c.Endpoints[1:]
+			slices = append(slices, c)
+		}
+	}
+	pods := func(ns, name string) *corev1.Pod {
+		for _, p := range in.Pods {
+			if p.Namespace == ns && p.Name == name {
+				return p
+			}
+		}
+		return nil
+	}
+	next := translator.UpdateEndpoints(mesh, key, slices, pods)
+	ads.UpdateEndpoints(next, []ir.ServiceKey{key}, time.Now())
+
+	if got := ads.Builds() - builds; got != 1 {
+		t.Fatalf("an endpoint change rebuilt %d groups, want 1", got)
+	}
+	if !proxies[3].WaitFor(wctx, func(v map[string]map[string]string) bool { return v[resourcev3.EndpointType][name] != old }) {
+		t.Fatal("the dependent proxy received nothing")
+	}
+	time.Sleep(300 * time.Millisecond) // give a wrong push the chance to show
+	for i, p := range proxies {
+		if i != 3 && p.Stats().Responses != before[i] {
+			t.Errorf("proxy of %s received %d responses for another namespace's endpoints", testmesh.Namespace(i), p.Stats().Responses-before[i])
+		}
+	}
+	if got := proxies[3].Stats().Responses - before[3]; got != 1 {
+		t.Errorf("the dependent proxy received %d responses, want 1 (endpoints); by type, since it connected: %v", got, proxies[3].Stats().ByType)
+	}
 }

@@ -45,29 +45,32 @@ func (l *meshLoop) run(ctx context.Context, st *store.Store) error {
 func (l *meshLoop) batch(b store.Batch) {
 	start := time.Now()
 	if b.Changes.EndpointsOnly && l.mesh != nil {
-		// The cheapest path: only these Services' endpoints changed.
+		// The cheapest path: only these Services' endpoints changed, and
+		// only the proxies that depend on them are rebuilt.
 		for _, k := range b.Changes.Services {
 			l.mesh = translator.UpdateEndpoints(l.mesh, k, b.EndpointSlices(k), b.Pod)
 		}
 		translateSeconds.WithLabelValues("endpoints").Observe(time.Since(start).Seconds())
-	} else {
-		out := translator.Translate(b.Inputs)
-		l.mesh = out.Mesh
-		translateSeconds.WithLabelValues("full").Observe(time.Since(start).Seconds())
-		gens := make(map[translator.PolicyKey]int64, len(out.Status))
-		for k, conds := range out.Status {
-			if len(conds) > 0 {
-				gens[k] = conds[0].ObservedGeneration
-			}
-		}
-		l.mu.Lock()
-		l.gens = gens
-		l.mu.Unlock()
-		for _, w := range out.Warnings {
-			l.log.Info("configuration warning", "warning", w)
-		}
-		l.writer.SetDesired(out.Status)
+		l.ads.UpdateEndpoints(l.mesh, b.Changes.Services, b.FirstEvent)
+		return
 	}
+	out := translator.Translate(b.Inputs)
+	l.mesh = out.Mesh
+	translateSeconds.WithLabelValues("full").Observe(time.Since(start).Seconds())
+	gens := make(map[translator.PolicyKey]int64, len(out.Status))
+	for k, conds := range out.Status {
+		if len(conds) > 0 {
+			gens[k] = conds[0].ObservedGeneration
+		}
+	}
+	l.mu.Lock()
+	l.gens = gens
+	l.mu.Unlock()
+	for _, w := range out.Warnings {
+		l.log.Info("configuration warning", "warning", w)
+	}
+	l.writer.SetDesired(out.Status)
+
 	l.ads.Update(l.mesh, b.FirstEvent)
 }
 

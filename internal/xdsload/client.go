@@ -35,6 +35,7 @@ type Proxy struct {
 	mu        sync.Mutex
 	versions  map[string]map[string]string // type → name → version held
 	responses int
+	byType    map[string]int
 	bytes     int
 	changed   chan struct{} // signalled after every response
 }
@@ -42,6 +43,8 @@ type Proxy struct {
 // Stats are what a proxy received.
 type Stats struct {
 	Responses, Bytes, Resources int
+	// ByType counts responses per type URL.
+	ByType map[string]int
 }
 
 // Run connects over conn and serves the stream until ctx ends or the
@@ -101,6 +104,10 @@ func (p *Proxy) Run(ctx context.Context, conn grpc.ClientConnInterface) error {
 			delete(held, n)
 		}
 		p.responses++
+		if p.byType == nil {
+			p.byType = map[string]int{}
+		}
+		p.byType[r.TypeUrl]++
 		p.mu.Unlock()
 		if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce}); err != nil {
 			return err
@@ -116,7 +123,10 @@ func (p *Proxy) Run(ctx context.Context, conn grpc.ClientConnInterface) error {
 func (p *Proxy) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := Stats{Responses: p.responses, Bytes: p.bytes}
+	s := Stats{Responses: p.responses, Bytes: p.bytes, ByType: map[string]int{}}
+	for t, n := range p.byType {
+		s.ByType[t] = n
+	}
 	for _, m := range p.versions {
 		s.Resources += len(m)
 	}

@@ -72,6 +72,10 @@ type Resources struct {
 	// that the xDS layer can tell when a policy is programmed: every proxy
 	// whose configuration carries it has ACKed that configuration.
 	Policies []ir.PolicyRef
+	// Deps are the Services whose data this configuration reflects (the
+	// ones the proxy sees, their backends, and the ones it serves), sorted:
+	// an endpoint change elsewhere cannot change it.
+	Deps []ir.ServiceKey
 }
 
 // Ports and names that the sidecar bootstrap and weft-init share.
@@ -115,6 +119,7 @@ func Build(mesh *ir.Mesh, p Proxy) *Resources {
 		r.Secrets = []string{TrustBundleSecret, WorkloadCertSecret}
 	}
 	r.Policies = v.policies()
+	r.Deps = v.deps()
 	sort.Slice(r.Listeners, func(i, j int) bool { return r.Listeners[i].Name < r.Listeners[j].Name })
 	sort.Slice(r.Routes, func(i, j int) bool { return r.Routes[i].Name < r.Routes[j].Name })
 	sort.Slice(r.Clusters, func(i, j int) bool { return r.Clusters[i].Name < r.Clusters[j].Name })
@@ -134,6 +139,8 @@ type view struct {
 	inbound []inboundPort
 	// authz: policies that protect the proxy's workload.
 	authz []*ir.AuthPolicy
+	// served: the Services that select the proxy's workload.
+	served []ir.ServiceKey
 	// mtls is the proxy's namespace mode.
 	mtls ir.MTLSMode
 }
@@ -159,6 +166,7 @@ func newView(mesh *ir.Mesh, p Proxy) *view {
 			continue
 		}
 		v.authz = append(v.authz, svc.AuthPolicies...)
+		v.served = append(v.served, svc.Key)
 		for _, sp := range svc.Ports {
 			if n := v.servedPort(sp); n != 0 {
 				// Two Services that disagree on a container port's
@@ -304,5 +312,34 @@ func (v *view) policies() []ir.PolicyRef {
 		}
 		return a.Name < b.Name
 	})
+	return out
+}
+
+// deps lists the Services this proxy's configuration depends on.
+func (v *view) deps() []ir.ServiceKey {
+	seen := map[ir.ServiceKey]bool{}
+	for _, k := range v.served {
+		seen[k] = true
+	}
+	for _, svc := range v.outbound {
+		seen[svc.Key] = true
+		for _, p := range svc.Ports {
+			for _, b := range p.TCPBackends {
+				seen[b.Service] = true
+			}
+			for _, r := range p.Routes {
+				for _, b := range r.Backends {
+					if !b.Unresolved {
+						seen[b.Service] = true
+					}
+				}
+			}
+		}
+	}
+	out := make([]ir.ServiceKey, 0, len(seen))
+	for k := range seen {
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
 	return out
 }
