@@ -16,7 +16,7 @@ help: ## List the targets.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: run
-run: testbins build ## Start a local API server, install CRDs and samples, run weft-controller (Ctrl-C stops all).
+run: apiserver build ## Start a local API server, install CRDs and samples, run weft-controller (Ctrl-C stops all).
 	@bin/weft-run
 
 .PHONY: test
@@ -24,12 +24,15 @@ test: testbins ## Run unit and integration tests (integration against a real kub
 	go test -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: build
-build: ## Build weft-controller, weft and the weft-run dev launcher into bin/.
-	go build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/weft-controller ./cmd/weft ./hack/weft-run
+build: ## Build weft-controller, weft, weft-init and the weft-run dev launcher into bin/.
+	go build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/weft-controller ./cmd/weft ./cmd/weft-init ./hack/weft-run
+
+.PHONY: apiserver
+apiserver: ## Build kube-apiserver, etcd and kubectl from Go modules into bin/ (reused when current).
+	@hack/build-testbins.sh
 
 .PHONY: testbins
-testbins: ## Build kube-apiserver, etcd, kubectl and cert-manager's controllers from Go modules into bin/ (reused when current).
-	@hack/build-testbins.sh
+testbins: apiserver ## Also build cert-manager's controllers (for the certificate tests) into bin/.
 	@hack/build-cert-manager.sh
 
 .PHONY: generate
