@@ -29,6 +29,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/testpki"
 	"github.com/weftmesh/weft/internal/webhookserver"
 	"github.com/weftmesh/weft/translator"
 	"github.com/weftmesh/weft/webhook"
@@ -223,6 +224,55 @@ func TestWebhookServer(t *testing.T) {
 			}
 			return err
 		})
+	})
+
+	// With cert-manager: the configuration carries the CA injector
+	// annotation, cert-manager's Certificate (config/webhook/cert-manager)
+	// writes Secret weft-webhook-tls and its CA injector writes caBundle.
+	// The test plays both of cert-manager's parts (cert-manager's issuance
+	// is tested with its real controllers in certs/certmanager): the server
+	// must switch to that Secret, and the reconciler must leave caBundle to
+	// the injector.
+	t.Run("cert-manager owns the certificate when the annotation is set", func(t *testing.T) {
+		ca := testpki.NewCA(t)
+		dir := t.TempDir()
+		files := ca.IssueDNS(t, dir, webhookserver.Options{}.DNSNames())
+		certPEM, _ := os.ReadFile(files.Cert)
+		keyPEM, _ := os.ReadFile(files.Key)
+		if err := c.Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: webhookserver.DefaultCertManagerSecretName, Namespace: "weft-system"},
+			Type:       corev1.SecretTypeTLS,
+			Data:       map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM, "ca.crt": ca.PEM},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
+		if err := c.Get(ctx, client.ObjectKey{Name: webhookserver.DefaultWebhookConfiguration}, mwc); err != nil {
+			t.Fatal(err)
+		}
+		if mwc.Annotations == nil {
+			mwc.Annotations = map[string]string{}
+		}
+		mwc.Annotations[webhookserver.CAInjectorAnnotation] = "weft-system/weft-webhook"
+		for i := range mwc.Webhooks {
+			mwc.Webhooks[i].ClientConfig.CABundle = ca.PEM // as the CA injector would
+		}
+		if err := c.Update(ctx, mwc); err != nil {
+			t.Fatal(err)
+		}
+		cmPool := x509.NewCertPool()
+		cmPool.AppendCertsFromPEM(ca.PEM)
+		eventually(t, "the server serving cert-manager's certificate", time.Minute, func() error {
+			_, _, err := review(srv.Addr().String(), cmPool, testPod("cert-manager", "shop"))
+			return err
+		})
+		time.Sleep(time.Second) // a few reconciler resyncs
+		if b, err := caBundle(); err != nil || !bytes.Equal(b, ca.PEM) {
+			t.Fatalf("the reconciler overwrote the CA injector's caBundle (%v)", err)
+		}
+		if err := c.Create(ctx, testPod("through-cert-manager", "shop")); err != nil {
+			t.Fatalf("creating a pod through the cert-manager-certified webhook: %v", err)
+		}
 	})
 }
 
