@@ -20,7 +20,7 @@ run: apiserver build ## Start a local API server, install CRDs and samples, run 
 	@bin/weft-run
 
 .PHONY: test
-test: testbins ## Run unit and integration tests (integration against a real kube-apiserver).
+test: testbins testdeps ## Run unit and integration tests (integration against a real kube-apiserver).
 	go test -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: build
@@ -34,6 +34,10 @@ apiserver: ## Build kube-apiserver, etcd and kubectl from Go modules into bin/ (
 .PHONY: testbins
 testbins: apiserver ## Also build cert-manager's controllers (for the certificate tests) into bin/.
 	@hack/build-cert-manager.sh
+
+.PHONY: testdeps
+testdeps: ## Install iptables and iproute2 when running as root and they are missing (weft-init's test).
+	@hack/install-test-deps.sh
 
 .PHONY: generate
 generate: ## Regenerate deepcopy code and CRD YAML from crds/v1alpha1.
