@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/certs/builtin"
 )
 
 // caKeyPair is the webhook CA: it signs only webhook serving certificates,
@@ -61,38 +62,13 @@ func newCA(now time.Time, lifetime time.Duration) (*caKeyPair, error) {
 }
 
 // issueServing signs a serving certificate for dnsNames with a new key,
-// never outliving the CA.
+// never outliving the CA (certs/builtin does the signing).
 func issueServing(ca *caKeyPair, dnsNames []string, now time.Time, lifetime time.Duration) (*tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	kp, err := builtin.NewKeyPair(ca.cert, ca.key)
 	if err != nil {
 		return nil, err
 	}
-	serial, err := newSerial()
-	if err != nil {
-		return nil, err
-	}
-	notAfter := now.Add(lifetime)
-	if notAfter.After(ca.cert.NotAfter) {
-		notAfter = ca.cert.NotAfter
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: dnsNames[0]},
-		DNSNames:     dnsNames,
-		NotBefore:    now.Add(-5 * time.Minute),
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
-	if err != nil {
-		return nil, err
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
+	return builtin.SignServing(kp, dnsNames, now, lifetime)
 }
 
 func newSerial() (*big.Int, error) {

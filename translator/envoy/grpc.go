@@ -54,7 +54,7 @@ func (v *view) buildGRPC(r *Resources) {
 				Name: grpcName(svc, port.Port),
 				VirtualHosts: []*routev3.VirtualHost{{
 					Name:    svc.Key.Hostname() + ":" + strconv.Itoa(int(port.Port)),
-					Domains: v.grpcDomains(svc, port.Port),
+					Domains: v.grpcListenerNames(svc, port.Port),
 					Routes:  grpcRoutes(port),
 				}},
 			}
@@ -133,10 +133,6 @@ func (v *view) grpcListenerNames(svc *ir.Service, port int32) []string {
 		names = append(names, svc.Key.Name+p)
 	}
 	return names
-}
-
-func (v *view) grpcDomains(svc *ir.Service, port int32) []string {
-	return v.grpcListenerNames(svc, port)
 }
 
 // apiListener is a client-side listener: gRPC names it after the dial

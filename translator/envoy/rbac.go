@@ -2,6 +2,7 @@ package envoy
 
 import (
 	"fmt"
+	"net/netip"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
@@ -140,15 +141,7 @@ func urlPath(m *matcherv3.StringMatcher) *rbacv3.Permission {
 }
 
 func cidr(block string) *corev3.CidrRange {
-	// The translator has already normalized block to a masked prefix.
-	var addr string
-	var bits uint32
-	for i := len(block) - 1; i >= 0; i-- {
-		if block[i] == '/' {
-			addr = block[:i]
-			fmt.Sscanf(block[i+1:], "%d", &bits)
-			break
-		}
-	}
-	return &corev3.CidrRange{AddressPrefix: addr, PrefixLen: wrapperspb.UInt32(bits)}
+	// The translator has already checked and masked the prefix.
+	p := netip.MustParsePrefix(block)
+	return &corev3.CidrRange{AddressPrefix: p.Addr().String(), PrefixLen: wrapperspb.UInt32(uint32(p.Bits()))}
 }
