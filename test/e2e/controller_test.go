@@ -69,6 +69,11 @@ func TestController(t *testing.T) {
 	})
 
 	eventually(t, "readyz", func() error {
+		select {
+		case err := <-exited:
+			t.Fatalf("weft-controller exited before it was ready: %v", err)
+		default:
+		}
 		body, code, err := httpGet("http://" + monAddr + "/readyz")
 		if err == nil && code != http.StatusOK {
 			err = fmt.Errorf("status %d: %s", code, body)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -56,15 +57,31 @@ func run(m *testing.M) (int, error) {
 func bin(name string) string { return filepath.Join(binDir, name) }
 
 // freeAddr returns a loopback address with a port that was free a moment ago.
+// It never returns the same address twice in one test binary: the kernel
+// may hand a just-closed port out again, and a process given one address
+// for two listeners refuses to start.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	handedMu.Lock()
+	defer handedMu.Unlock()
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		if !handed[addr] {
+			handed[addr] = true
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
 }
+
+var (
+	handedMu sync.Mutex
+	handed   = map[string]bool{}
+)
 
 // eventually polls cond until it returns nil or the deadline passes. The
 // deadline is generous: it guards against hangs, it does not measure speed.
