@@ -65,10 +65,12 @@ func (a *ADS) admit(ctx context.Context, n *corev3.Node, authenticate bool) (Nod
 	return node, nil
 }
 
-// servesSecrets: only to groups of authenticated streams, and only to
-// sidecars (gRPC takes its certificates from files).
+// servesSecrets: only to groups of authenticated streams (a group is one
+// identity, so only its own key). Sidecars take them by SDS; gRPC-Go never
+// subscribes to SDS, so in a gRPC-kind group only weft's certificate agent
+// (internal/certagent) receives them, and writes the files gRPC reads.
 func (a *ADS) servesSecrets(g *group) bool {
-	return a.secrets != nil && g.authenticated && g.proxy.Kind == envoy.KindSidecar
+	return a.secrets != nil && g.authenticated
 }
 
 // Anonymous is the ADS for an endpoint that does not authenticate (the

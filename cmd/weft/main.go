@@ -29,6 +29,7 @@ func main() {
 		},
 	})
 	root.AddCommand(injectCmd())
+	root.AddCommand(agentCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintf(os.Stderr, "weft: %v\n", err)
 		os.Exit(1)

@@ -1,0 +1,299 @@
+package xds_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	xdscreds "google.golang.org/grpc/credentials/xds"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/xds"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/certs/builtin"
+	"github.com/weftmesh/weft/internal/certagent"
+	"github.com/weftmesh/weft/internal/testpki"
+	"github.com/weftmesh/weft/translator"
+	"github.com/weftmesh/weft/translator/envoy"
+	weftxds "github.com/weftmesh/weft/xds"
+)
+
+// caSecrets is a SecretSource with real key material, signed by a
+// built-in CA root on Acquire and on renew (the certs Manager has its own
+// tests; here the point is what reaches the agent). spoil makes an
+// identity's material unusable (a key that is not the certificate's).
+type caSecrets struct {
+	t    *testing.T
+	root *builtin.KeyPair
+	mu   sync.Mutex
+	mat  map[string][3][]byte
+}
+
+func (s *caSecrets) Acquire(id string) { s.issue(id, false) }
+func (s *caSecrets) Release(string)    {}
+func (s *caSecrets) Material(id string) ([]byte, []byte, []byte, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.mat[id]
+	return m[0], m[1], m[2], ok
+}
+
+func (s *caSecrets) issue(id string, spoil bool) {
+	ident, err := certs.ParseIdentity(id)
+	if err != nil {
+		s.t.Error(err)
+		return
+	}
+	key, _ := certs.NewWorkloadKey()
+	leaf, err := builtin.SignLeaf(s.root, ident, key.Public(), time.Now(), time.Hour)
+	if err != nil {
+		s.t.Error(err)
+		return
+	}
+	if spoil {
+		key, _ = certs.NewWorkloadKey()
+	}
+	keyPEM, _ := certs.EncodeKeyPEM(key)
+	s.mu.Lock()
+	s.mat[id] = [3][]byte{certs.EncodeCertificatesPEM([]*x509.Certificate{leaf}), keyPEM, certs.EncodeCertificatesPEM([]*x509.Certificate{s.root.Cert})}
+	s.mu.Unlock()
+}
+
+// serveADS serves ads authenticated over TLS, as weft-controller's :15012
+// (certificate for weft-controller.weft-system.svc from a test CA, whose
+// root it returns as a file), and anonymous over plaintext, as :15010.
+func serveADS(t *testing.T, ads *weftxds.ADS) (tlsAddr, rootFile, plainAddr string) {
+	t.Helper()
+	ca := testpki.NewCA(t)
+	f := ca.IssueDNS(t, t.TempDir(), []string{"weft-controller.weft-system.svc"})
+	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}})))
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, ads)
+	go func() { _ = g.Serve(lis) }()
+	t.Cleanup(g.Stop)
+
+	plain, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := grpc.NewServer()
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(p, ads.Anonymous())
+	go func() { _ = p.Serve(plain) }()
+	t.Cleanup(p.Stop)
+	return lis.Addr().String(), f.CA, plain.Addr().String()
+}
+
+// startAgent runs weft's certificate agent for shop/sa, as `weft agent`
+// does, and returns its output directory and the application's bootstrap.
+func startAgent(t *testing.T, ctx context.Context, tlsAddr, rootFile, plainAddr, sa string) (*certagent.Agent, []byte) {
+	t.Helper()
+	dir := t.TempDir()
+	token := filepath.Join(dir, "token")
+	if err := os.WriteFile(token, []byte("a token the test authenticator accepts\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	node := certagent.Node{ID: sa + "-0.shop", Namespace: "shop", ServiceAccount: sa, Labels: map[string]string{"app": sa}, IPs: []string{"127.0.0.1"}}
+	a, err := certagent.New(certagent.Options{
+		XDSAddress: tlsAddr, ServerName: "weft-controller.weft-system.svc", RootCertFile: rootFile, TokenFile: token,
+		Node: node, OutDir: filepath.Join(dir, "certs"), RefreshInterval: 200 * time.Millisecond, Log: logr.Discard(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = a.Run(ctx) }()
+	t.Cleanup(func() { <-done })
+	boot, err := certagent.Bootstrap(certagent.BootstrapConfig{XDSAddress: plainAddr, Node: node, CertDir: filepath.Join(dir, "certs"), RefreshInterval: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, boot
+}
+
+// TestCertAgentForProxylessGRPC: weft's certificate agent, on the
+// authenticated endpoint as a gRPC-kind node, receives its own identity's
+// certificate by SDS and writes the files that real gRPC-Go xDS servers
+// and clients (configured from the agent's bootstrap, on the anonymous
+// endpoint) use for mutual TLS; a renewal reaches the files and the next
+// handshake; an unusable secret is NACKed and shows in the registry; the
+// anonymous endpoint still serves a gRPC node no secret.
+func TestCertAgentForProxylessGRPC(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	root, err := builtin.NewRoot("cluster.local", time.Now(), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := &caSecrets{t: t, root: root, mat: map[string][3][]byte{}}
+	ads := weftxds.NewADS(logr.Discard())
+	ads.SetSecrets(src)
+	ads.SetAuthenticator(acceptAll{})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := translator.DecodeInputs([]byte(fmt.Sprintf(greeterMesh, lis.Addr().(*net.TCPAddr).Port, lis.Addr().(*net.TCPAddr).Port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ads.Update(translator.Translate(in).Mesh, time.Now())
+	tlsAddr, rootFile, plainAddr := serveADS(t, ads)
+
+	agentCtx, stopAgents := context.WithCancel(ctx)
+	defer stopAgents()
+	greeter, serverBoot := startAgent(t, agentCtx, tlsAddr, rootFile, plainAddr, "greeter")
+	frontend, clientBoot := startAgent(t, agentCtx, tlsAddr, rootFile, plainAddr, "frontend")
+	for _, a := range []*certagent.Agent{greeter, frontend} {
+		eventually(t, func() bool { return a.Ready() == nil }, "the agent installed a certificate")
+	}
+	leafOf := func(m certagent.Material) string {
+		c, err := certs.ParseCertificatesPEM(m.Chain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c[0].URIs[0].String() + " " + c[0].SerialNumber.String()
+	}
+	if got := leafOf(greeter.Written()); !strings.HasPrefix(got, "spiffe://cluster.local/ns/shop/sa/greeter ") {
+		t.Fatalf("greeter's agent holds %s", got)
+	}
+	if got := leafOf(frontend.Written()); !strings.HasPrefix(got, "spiffe://cluster.local/ns/shop/sa/frontend ") {
+		t.Fatalf("frontend's agent holds %s", got)
+	}
+
+	// A real gRPC server and client, from the agents' bootstraps.
+	screds, err := xdscreds.NewServerCredentials(xdscreds.ServerOptions{FallbackCreds: insecure.NewCredentials()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := xds.NewGRPCServer(grpc.Creds(screds), xds.BootstrapContentsForTesting(serverBoot))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.RegisterService(&whoService, "greeter")
+	go func() { _ = srv.Serve(lis) }()
+	defer srv.Stop()
+	resolver, err := xds.NewXDSResolverWithConfigForTesting(clientBoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ccreds, err := xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One connection per call, so each call shows the certificate the
+	// server presents now.
+	serverLeaf := func() (string, error) {
+		conn, err := grpc.NewClient("xds:///greeter.shop:80", grpc.WithResolvers(resolver), grpc.WithTransportCredentials(ccreds))
+		if err != nil {
+			return "", err
+		}
+		defer conn.Close()
+		rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+		defer rcancel()
+		var p peer.Peer
+		if err := conn.Invoke(rctx, "/weft.test.Who/Who", &emptypb.Empty{}, &wrapperspb.StringValue{}, grpc.WaitForReady(true), grpc.Peer(&p)); err != nil {
+			return "", err
+		}
+		info, ok := p.AuthInfo.(credentials.TLSInfo)
+		if !ok || len(info.State.PeerCertificates) == 0 {
+			return "", fmt.Errorf("the call was not made over TLS (auth info %T)", p.AuthInfo)
+		}
+		c := info.State.PeerCertificates[0]
+		return c.URIs[0].String() + " " + c.SerialNumber.String(), nil
+	}
+	got, err := serverLeaf()
+	if err != nil {
+		t.Fatalf("RPC over mTLS with the agents' files: %v", err)
+	}
+	if want := leafOf(greeter.Written()); got != want {
+		t.Fatalf("the server presented %s, want the agent's %s", got, want)
+	}
+
+	// A renewal: new files, and the next handshake presents them.
+	before := leafOf(greeter.Written())
+	src.issue("spiffe://cluster.local/ns/shop/sa/greeter", false)
+	ads.SecretsChanged("spiffe://cluster.local/ns/shop/sa/greeter")
+	eventually(t, func() bool { return leafOf(greeter.Written()) != before }, "the renewed certificate in greeter's files")
+	eventually(t, func() bool { got, err := serverLeaf(); return err == nil && got == leafOf(greeter.Written()) },
+		"the server presenting the renewed certificate")
+
+	// An unusable secret is NACKed with the agent's reason, and the files
+	// keep the last good certificate.
+	good := leafOf(frontend.Written())
+	src.issue("spiffe://cluster.local/ns/shop/sa/frontend", true)
+	ads.SecretsChanged("spiffe://cluster.local/ns/shop/sa/frontend")
+	eventually(t, func() bool {
+		for _, p := range ads.Proxies() {
+			if st := p.Types["Secret"]; p.ID == "frontend-0.shop" && st.Nack != nil {
+				return strings.Contains(st.Nack.Message, "private key does not match") && st.State == weftxds.Nacked
+			}
+		}
+		return false
+	}, "frontend's agent NACKing a key that is not its certificate's")
+	if leafOf(frontend.Written()) != good {
+		t.Fatal("a NACKed secret changed the files")
+	}
+
+	// The anonymous endpoint: a gRPC node claiming greeter subscribes to
+	// its secrets and gets none.
+	md, _ := structpb.NewStruct(map[string]any{weftxds.MetaNamespace: "shop", weftxds.MetaServiceAccount: "greeter", weftxds.MetaProxyKind: "grpc",
+		weftxds.MetaLabels: map[string]any{"app": "greeter"}, weftxds.MetaPodIPs: "127.0.0.1"})
+	n := node("greeter-9.shop", "shop", "greeter")
+	n.Metadata = md
+	anon := dialDelta(t, plainAddr, n, nil)
+	if err := anon.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.SecretType,
+		ResourceNamesSubscribe: []string{envoy.WorkloadCertSecret, envoy.TrustBundleSecret}}); err != nil {
+		t.Fatal(err)
+	}
+	anon.settle()
+	if anon.count[resourcev3.SecretType] != 0 || anon.count[resourcev3.ListenerType] == 0 {
+		t.Fatalf("an anonymous gRPC node got %v: want configuration and no secret", anon.count)
+	}
+}
+
+const greeterMesh = `
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: greeter, namespace: shop}
+spec: {clusterIP: 10.0.0.1, selector: {app: greeter}, ports: [{name: grpc, port: 80, targetPort: %d}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: greeter-1, namespace: shop, labels: {kubernetes.io/service-name: greeter}}
+addressType: IPv4
+ports: [{name: grpc, port: %d}]
+endpoints: [{addresses: [127.0.0.1], targetRef: {kind: Pod, name: greeter-0, namespace: shop}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: greeter-0, namespace: shop, labels: {app: greeter}, annotations: {weft.dev/proxyless: grpc}}
+spec: {serviceAccountName: greeter, containers: [{name: app, image: x}]}
+`
