@@ -82,10 +82,11 @@ const (
 	// ReasonProgrammed (Programmed=True): every proxy that needs this
 	// object's configuration has ACKed it.
 	ReasonProgrammed = "Programmed"
-	// ReasonRejected (Programmed=False): at least one proxy rejected (NACKed)
-	// the configuration built from this object. The message quotes the
-	// proxy's error; the proxies keep their last good configuration.
-	ReasonRejected = "Rejected"
+	// ReasonProxyRejected (Programmed=False): at least one proxy rejected
+	// (NACKed) the configuration built from this object. The message gives
+	// the number of proxies and quotes one proxy's error; the proxies keep
+	// their last good configuration.
+	ReasonProxyRejected = "ProxyRejected"
 )
 
 // PolicyTargetReference names the object a policy attaches to, in the

@@ -71,7 +71,7 @@ func ProgrammedCondition(gen int64, accepted bool, d Distribution, known bool) m
 		c.Status, c.Reason = metav1.ConditionUnknown, v1alpha1.ReasonPending
 		c.Message = fmt.Sprintf("Waiting for generation %d to be translated.", d.Generation)
 	case d.Rejected > 0:
-		c.Status, c.Reason = metav1.ConditionFalse, v1alpha1.ReasonRejected
+		c.Status, c.Reason = metav1.ConditionFalse, v1alpha1.ReasonProxyRejected
 		c.Message = fmt.Sprintf("Rejected by %d of %d proxies, which keep their last good configuration: %s", d.Rejected, d.Proxies, d.Error)
 	case d.Proxies == 0:
 		c.Status, c.Reason = metav1.ConditionTrue, v1alpha1.ReasonProgrammed

@@ -29,7 +29,7 @@ func TestProgrammedCondition(t *testing.T) {
 		{"all ACKed", true, Distribution{Generation: 3, Proxies: 5, Acked: 5}, true, metav1.ConditionTrue, v1alpha1.ReasonProgrammed, "All 5 proxies"},
 		{"no proxy needs it", true, Distribution{Generation: 3}, true, metav1.ConditionTrue, v1alpha1.ReasonProgrammed, "No connected proxy"},
 		{"rejected", true, Distribution{Generation: 3, Proxies: 5, Acked: 4, Rejected: 1, Error: "proxy shop/a: bad route"}, true,
-			metav1.ConditionFalse, v1alpha1.ReasonRejected, "Rejected by 1 of 5 proxies, which keep their last good configuration: proxy shop/a: bad route"},
+			metav1.ConditionFalse, v1alpha1.ReasonProxyRejected, "Rejected by 1 of 5 proxies, which keep their last good configuration: proxy shop/a: bad route"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := ProgrammedCondition(3, tc.accepted, tc.d, tc.known)

@@ -376,7 +376,7 @@ func TestWriter(t *testing.T) {
 		}
 	})
 
-	t.Run("a NACK is Rejected with the proxy count and error", func(t *testing.T) {
+	t.Run("a NACK is ProxyRejected with the proxy count and error", func(t *testing.T) {
 		h.src.set(rpKey, Distribution{Generation: 1, Proxies: 3, Acked: 2, Rejected: 1,
 			Error: "proxy shop/checkout-0 (sidecar): route: invalid retry_on"})
 		h.w.ProgrammedChanged(rpKey)
@@ -384,7 +384,7 @@ func TestWriter(t *testing.T) {
 			return h.condition(rpKey, v1alpha1.ConditionProgrammed).Status == metav1.ConditionFalse
 		})
 		p := h.condition(rpKey, v1alpha1.ConditionProgrammed)
-		if p.Reason != v1alpha1.ReasonRejected || !strings.Contains(p.Message, "1 of 3 proxies") || !strings.Contains(p.Message, "invalid retry_on") {
+		if p.Reason != v1alpha1.ReasonProxyRejected || !strings.Contains(p.Message, "1 of 3 proxies") || !strings.Contains(p.Message, "invalid retry_on") {
 			t.Errorf("Programmed = %+v", p)
 		}
 	})

@@ -117,7 +117,7 @@ func TestRolloutGate(t *testing.T) {
 	}
 
 	// A proxy rejects the next step: Programmed turns False with reason
-	// Rejected, the proxy count and its own words, and kubectl wait for
+	// ProxyRejected, the proxy count and its own words, and kubectl wait for
 	// Programmed does not pass.
 	rejecting.Store(true)
 	if _, err := env.Kubectl(ctx, nil, "patch", "trafficsplit", "checkout", "-n", "shop", "--type=merge",
@@ -129,8 +129,8 @@ func TestRolloutGate(t *testing.T) {
 	}
 	out, err = env.Kubectl(ctx, nil, "get", "trafficsplit", "checkout", "-n", "shop", "-o",
 		`jsonpath={.status.conditions[?(@.type=="Programmed")].reason}: {.status.conditions[?(@.type=="Programmed")].message}`)
-	if err != nil || !strings.HasPrefix(out, "Rejected: ") || !strings.Contains(out, "weight 90 is not welcome here") {
-		t.Fatalf("rejected step: Programmed = %q, %v; want reason Rejected with the proxy's message", out, err)
+	if err != nil || !strings.HasPrefix(out, "ProxyRejected: ") || !strings.Contains(out, "weight 90 is not welcome here") {
+		t.Fatalf("rejected step: Programmed = %q, %v; want reason ProxyRejected with the proxy's message", out, err)
 	}
 	if _, err := env.Kubectl(ctx, nil, "wait", "-n", "shop", "--for=condition=Programmed", "trafficsplit/checkout", "--timeout=3s"); err == nil {
 		t.Fatal("kubectl wait for Programmed passed although a proxy rejected the change")

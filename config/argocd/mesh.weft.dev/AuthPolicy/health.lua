@@ -6,7 +6,7 @@
 -- Degraded:    for the current generation, Accepted=False (the object is
 --              invalid or conflicts with another), ResolvedRefs=False (it
 --              names something that does not exist), or Programmed=False
---              with reason Rejected (a proxy refused the configuration).
+--              with reason ProxyRejected (a proxy refused the configuration).
 --              The message is the condition's message.
 -- Progressing: anything else: no status yet, a status about an older
 --              generation, or proxies still catching up.
@@ -61,7 +61,7 @@ if current(programmed) then
     hs.message = describe(programmed)
     return hs
   end
-  if programmed.status == "False" and programmed.reason == "Rejected" then
+  if programmed.status == "False" and programmed.reason == "ProxyRejected" then
     hs.status = "Degraded"
     hs.message = describe(programmed)
     return hs
