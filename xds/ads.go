@@ -198,18 +198,17 @@ func (a *ADS) rebuild(g *group) bool {
 			secrets = sdsSecrets(chain, key, bundle)
 		}
 	}
-	next, err := buildSnapshot(mesh, g.proxy, secrets, prev)
+	next, changed, err := buildSnapshot(mesh, g.proxy, secrets, prev)
 	a.metrics.buildSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		a.metrics.buildErrors.Inc()
 		a.log.Error(err, "keeping the last good configuration", "group", string(g.key))
 		return false
 	}
-	if next == prev {
-		return false
+	if next != prev {
+		g.snap.Store(next)
 	}
-	g.snap.Store(next)
-	return true
+	return changed
 }
 
 func (a *ADS) wake(g *group) {

@@ -87,15 +87,18 @@ func (s *snapshot) sorted(typeURL string, names map[string]bool) []*encoded {
 }
 
 // buildSnapshot builds, validates and encodes a group's configuration,
-// reusing the encodings of prev for unchanged resources. It returns prev
-// itself when nothing changed, and an error (keeping prev in service) when
-// the resources fail validation: a bug, never a user mistake.
-func buildSnapshot(mesh *ir.Mesh, p envoy.Proxy, secrets []*tlsv3.Secret, prev *snapshot) (*snapshot, error) {
+// reusing the encodings of prev for unchanged resources. changed is false
+// when the configuration is the same as prev's: the result is then prev
+// itself, or, when only the dependencies moved, a copy of prev with the new
+// ones (prev is published and read concurrently: it is never modified).
+// An error (keeping prev in service) means the resources failed
+// validation: a bug, never a user mistake.
+func buildSnapshot(mesh *ir.Mesh, p envoy.Proxy, secrets []*tlsv3.Secret, prev *snapshot) (next *snapshot, changed bool, err error) {
 	res := envoy.Build(mesh, p)
 	if err := res.CheckConsistency(); err != nil {
-		return prev, fmt.Errorf("refusing to push inconsistent configuration: %w", err)
+		return prev, false, fmt.Errorf("refusing to push inconsistent configuration: %w", err)
 	}
-	next := &snapshot{resources: map[string]map[string]*encoded{}, policies: res.Policies, deps: map[ir.ServiceKey]bool{}}
+	next = &snapshot{resources: map[string]map[string]*encoded{}, policies: res.Policies, deps: map[ir.ServiceKey]bool{}}
 	for _, k := range res.Deps {
 		next.deps[k] = true
 	}
@@ -122,38 +125,43 @@ func buildSnapshot(mesh *ir.Mesh, p envoy.Proxy, secrets []*tlsv3.Secret, prev *
 	}
 	for _, m := range secrets {
 		if err := add(resourcev3.SecretType, m.Name, m); err != nil {
-			return prev, err
+			return prev, false, err
 		}
 	}
 	for _, m := range res.Clusters {
 		if err := add(resourcev3.ClusterType, m.Name, m); err != nil {
-			return prev, err
+			return prev, false, err
 		}
 	}
 	for _, m := range res.Endpoints {
 		if err := add(resourcev3.EndpointType, m.ClusterName, m); err != nil {
-			return prev, err
+			return prev, false, err
 		}
 	}
 	for _, m := range res.Listeners {
 		if err := add(resourcev3.ListenerType, m.Name, m); err != nil {
-			return prev, err
+			return prev, false, err
 		}
 	}
 	for _, m := range res.Routes {
 		if err := add(resourcev3.RouteType, m.Name, m); err != nil {
-			return prev, err
+			return prev, false, err
 		}
 	}
 	if prev != nil && sameResources(prev, next) && samePolicies(prev.policies, next.policies) {
-		prev.deps = next.deps // same configuration, possibly new dependencies
-		return prev, nil
+		if sameDeps(prev.deps, next.deps) {
+			return prev, false, nil
+		}
+		// Same configuration, new dependencies: a copy, same generation.
+		cp := *prev
+		cp.deps = next.deps
+		return &cp, false, nil
 	}
 	next.generation = 1
 	if prev != nil {
 		next.generation = prev.generation + 1
 	}
-	return next, nil
+	return next, true, nil
 }
 
 func sameResources(a, b *snapshot) bool {
@@ -165,6 +173,18 @@ func sameResources(a, b *snapshot) bool {
 			if b.resources[t][n] != e { // encodings are shared when equal
 				return false
 			}
+		}
+	}
+	return true
+}
+
+func sameDeps(a, b map[ir.ServiceKey]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if !b[k] {
+			return false
 		}
 	}
 	return true
