@@ -79,6 +79,10 @@ type Options struct {
 	Dir string
 	// Progress, if set, receives the build script's progress lines.
 	Progress *os.File
+	// ServiceCIDR replaces envtest's --service-cluster-ip-range
+	// (10.0.0.0/24, 254 Services) for clusters with more Services (the
+	// load tool's).
+	ServiceCIDR string
 }
 
 // Start starts an API server for one test and stops it when the test ends.
@@ -138,6 +142,9 @@ func New(o Options) (*Env, error) {
 	// endpoints, and a 127.0.0.1 advertise address makes the default
 	// reconciler fail; nothing in weft needs those endpoints.
 	api.Configure().Set("endpoint-reconciler-type", "none")
+	if o.ServiceCIDR != "" {
+		api.Configure().Set("service-cluster-ip-range", o.ServiceCIDR)
+	}
 	env.ControlPlane.APIServer = api
 
 	cfg, err := env.Start()

@@ -31,27 +31,40 @@ type Proxy struct {
 	// message it returns (as Envoy does for configuration it cannot use);
 	// a NACKed response is not applied.
 	Reject func(r *discoveryv3.DeltaDiscoveryResponse) string
+	// OnAck, when set, hears every response the proxy accepted, with the
+	// time its ACK was sent: the moment Envoy would have applied it. Load
+	// tools use it to time when a change arrived. It runs on the stream's
+	// goroutine, so it must be quick.
+	OnAck func(r *discoveryv3.DeltaDiscoveryResponse, acked time.Time)
 
-	mu        sync.Mutex
-	versions  map[string]map[string]string // type → name → version held
-	responses int
-	byType    map[string]int
-	bytes     int
-	changed   chan struct{} // signalled after every response
+	mu          sync.Mutex
+	versions    map[string]map[string]string // type → name → version held
+	responses   int
+	byType      map[string]int
+	bytes       int
+	bytesByType map[string]int
+	streams     int
+	changed     chan struct{} // signalled after every response
 }
 
 // Stats are what a proxy received.
 type Stats struct {
 	Responses, Bytes, Resources int
-	// ByType counts responses per type URL.
-	ByType map[string]int
+	// ByType counts responses per type URL; BytesByType the encoded
+	// resource bytes.
+	ByType, BytesByType map[string]int
+	// Streams counts the streams the proxy opened (Keep reconnects).
+	Streams int
 }
 
 // Run connects over conn and serves the stream until ctx ends or the
 // stream fails.
 func (p *Proxy) Run(ctx context.Context, conn grpc.ClientConnInterface) error {
 	p.mu.Lock()
+	// A new stream starts from nothing, as a restarted Envoy does (no
+	// initial_resource_versions): the server sends everything.
 	p.versions = map[string]map[string]string{}
+	p.streams++
 	if p.changed == nil {
 		p.changed = make(chan struct{}, 1)
 	}
@@ -96,9 +109,14 @@ func (p *Proxy) Run(ctx context.Context, conn grpc.ClientConnInterface) error {
 			held = map[string]string{}
 			p.versions[r.TypeUrl] = held
 		}
+		if p.bytesByType == nil {
+			p.bytesByType = map[string]int{}
+		}
 		for _, res := range r.Resources {
 			held[res.Name] = res.Version
-			p.bytes += len(res.GetResource().GetValue())
+			n := len(res.GetResource().GetValue())
+			p.bytes += n
+			p.bytesByType[r.TypeUrl] += n
 		}
 		for _, n := range r.RemovedResources {
 			delete(held, n)
@@ -112,6 +130,9 @@ func (p *Proxy) Run(ctx context.Context, conn grpc.ClientConnInterface) error {
 		if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce}); err != nil {
 			return err
 		}
+		if p.OnAck != nil {
+			p.OnAck(r, time.Now())
+		}
 		select {
 		case p.changed <- struct{}{}:
 		default:
@@ -123,9 +144,12 @@ func (p *Proxy) Run(ctx context.Context, conn grpc.ClientConnInterface) error {
 func (p *Proxy) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := Stats{Responses: p.responses, Bytes: p.bytes, ByType: map[string]int{}}
+	s := Stats{Responses: p.responses, Bytes: p.bytes, ByType: map[string]int{}, BytesByType: map[string]int{}, Streams: p.streams}
 	for t, n := range p.byType {
 		s.ByType[t] = n
+	}
+	for t, n := range p.bytesByType {
+		s.BytesByType[t] = n
 	}
 	for _, m := range p.versions {
 		s.Resources += len(m)
@@ -154,4 +178,36 @@ func (p *Proxy) WaitFor(ctx context.Context, cond func(map[string]map[string]str
 		case <-time.After(100 * time.Millisecond): // a missed signal costs at most this
 		}
 	}
+}
+
+// Keep runs the proxy over conn until ctx ends, opening a new stream after
+// every failure with a growing pause (100 ms doubling to retry's bound), as
+// Envoy does when its control plane restarts or refuses it. Streams in
+// Stats counts the attempts.
+func (p *Proxy) Keep(ctx context.Context, conn grpc.ClientConnInterface, retry time.Duration) {
+	pause := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		start := time.Now()
+		_ = p.Run(ctx, conn)
+		if time.Since(start) > retry {
+			pause = 100 * time.Millisecond // it held for a while: not a refusal loop
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, retry)
+	}
+}
+
+// Held returns the names and versions of one type the proxy holds now.
+func (p *Proxy) Held(typeURL string) map[string]string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]string, len(p.versions[typeURL]))
+	for n, v := range p.versions[typeURL] {
+		out[n] = v
+	}
+	return out
 }

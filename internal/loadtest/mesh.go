@@ -1,0 +1,212 @@
+package loadtest
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/weftmesh/weft/crds/v1alpha1"
+	"github.com/weftmesh/weft/translator"
+	"github.com/weftmesh/weft/translator/testmesh"
+)
+
+// The Services every proxy depends on, whatever the scoping: global is
+// the root of the TrafficSplit the convergence runs change, global-next
+// its second backend. They listen on their own port, so that the route
+// configuration that carries the split (named after the port) holds only
+// them and is cheap for the simulated proxies to decode.
+const (
+	SharedNamespace = "load-shared"
+	GlobalService   = "global"
+	NextService     = "global-next"
+	SplitName       = "global"
+	GlobalPort      = 8000
+	// ControllerNamespace is weft-controller's (the default of
+	// --leader-election-namespace).
+	ControllerNamespace = "weft-system"
+)
+
+// GlobalRoute is the route configuration (named after the port) that
+// carries the split, and NextCluster the backend whose weight changes.
+var (
+	GlobalRoute = fmt.Sprint(GlobalPort)
+	NextCluster = fmt.Sprintf("outbound|%d||%s.%s.svc.cluster.local", GlobalPort, NextService, SharedNamespace)
+)
+
+// ClusterName is the Envoy cluster (and EDS resource) of testmesh Service i.
+func ClusterName(m Mesh, i int) string {
+	return fmt.Sprintf("outbound|80||svc-%d.%s.svc.cluster.local", i, testmesh.Namespace(i%m.Namespaces))
+}
+
+// objects is what a run creates, in the order it must be created.
+type objects struct {
+	namespaces      []*corev1.Namespace
+	serviceAccounts []*corev1.ServiceAccount
+	services        []*corev1.Service
+	slices          []*discoveryv1.EndpointSlice // slices[i] belongs to services[i]
+	pods            []*corev1.Pod
+	split           *v1alpha1.TrafficSplit
+}
+
+// build lays out the mesh: testmesh's Services (svc-i in ns-(i mod
+// Namespaces), one EndpointSlice of E ready endpoints each, one meshed Pod
+// per endpoint), plus the shared namespace with global and global-next
+// (exported to every namespace) and the TrafficSplit global at weight.
+// Cluster IPs are left to the API server.
+func build(m Mesh, weight int32) objects {
+	in := testmesh.Generate(testmesh.Options{Services: m.Services, Namespaces: m.Namespaces, EndpointsPerService: m.Endpoints, ExportAll: m.ExportAll})
+	var o objects
+	o.namespaces = append(in.Namespaces, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: SharedNamespace}})
+	o.services, o.slices, o.pods = in.Services, in.EndpointSlices, in.Pods
+	for _, s := range o.services {
+		s.Spec.ClusterIP = ""
+		o.serviceAccounts = append(o.serviceAccounts, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace}})
+	}
+	ready := true
+	for k, name := range []string{GlobalService, NextService} {
+		o.services = append(o.services, &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: SharedNamespace, Annotations: map[string]string{translator.AnnotationExportTo: "*"}},
+			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": name},
+				Ports: []corev1.ServicePort{{Name: "http", Port: GlobalPort, TargetPort: intstr.FromInt32(8080)}}},
+		})
+		o.serviceAccounts = append(o.serviceAccounts, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: SharedNamespace}})
+		slice := &discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Name: name + "-1", Namespace: SharedNamespace, Labels: map[string]string{discoveryv1.LabelServiceName: name}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Ports:       []discoveryv1.EndpointPort{{Name: ptr("http"), Port: ptr(int32(8080))}},
+		}
+		for e := 0; e < 2; e++ {
+			pod := fmt.Sprintf("%s-%d", name, e)
+			slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{
+				Addresses:  []string{fmt.Sprintf("10.249.%d.%d", k, e+1)},
+				Conditions: discoveryv1.EndpointConditions{Ready: &ready},
+				TargetRef:  &corev1.ObjectReference{Kind: "Pod", Name: pod, Namespace: SharedNamespace},
+			})
+			o.pods = append(o.pods, &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: pod, Namespace: SharedNamespace, Labels: map[string]string{"app": name}},
+				Spec:       corev1.PodSpec{ServiceAccountName: name, InitContainers: []corev1.Container{{Name: translator.SidecarContainerName}}},
+			})
+		}
+		o.slices = append(o.slices, slice)
+	}
+	// Pods as the API server wants them (an image per container), with
+	// the address their endpoint has, made ready through status as the
+	// kubelet would.
+	podIP := map[string]string{}
+	for _, s := range o.slices {
+		for _, e := range s.Endpoints {
+			podIP[s.Namespace+"/"+e.TargetRef.Name] = e.Addresses[0]
+		}
+	}
+	no := false
+	for _, p := range o.pods {
+		p.Spec.AutomountServiceAccountToken = &no
+		p.Spec.InitContainers[0].Image = "envoyproxy/envoy:v1.36"
+		p.Spec.Containers = []corev1.Container{{Name: "app", Image: "app:v1"}}
+		ip := podIP[p.Namespace+"/"+p.Name]
+		p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}},
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+	}
+	o.split = &v1alpha1.TrafficSplit{
+		ObjectMeta: metav1.ObjectMeta{Name: SplitName, Namespace: SharedNamespace},
+		Spec:       splitSpec(weight),
+	}
+	return o
+}
+
+// splitSpec sends weight percent to global-next, the rest to global.
+func splitSpec(weight int32) v1alpha1.TrafficSplitSpec {
+	return v1alpha1.TrafficSplitSpec{RootService: v1alpha1.RootServiceReference{Name: GlobalService},
+		Backends: []v1alpha1.Backend{{Name: GlobalService, Weight: ptr(100 - weight)}, {Name: NextService, Weight: ptr(weight)}}}
+}
+
+// create writes the objects, each kind in parallel, kinds in order.
+// Pods get their status (IP, Running, Ready) by a second write, as the
+// kubelet's would be. A namespace that exists already is an error: the
+// tool needs a cluster of its own.
+func (o objects) create(ctx context.Context, c client.Client, workers int) error {
+	// The controller's own namespace (its Lease, the CA's Secret) may
+	// exist already.
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ControllerNamespace}}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	ns := make([]client.Object, len(o.namespaces))
+	for i, n := range o.namespaces {
+		ns[i] = n
+	}
+	if err := parallel(ctx, workers, ns, func(ctx context.Context, obj client.Object) error {
+		err := c.Create(ctx, obj)
+		if apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("namespace %s exists already: run against a cluster of its own (omit --kubeconfig to start one)", obj.GetName())
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	for _, kind := range [][]client.Object{asObjects(o.serviceAccounts), asObjects(o.services), asObjects(o.slices)} {
+		if err := parallel(ctx, workers, kind, func(ctx context.Context, obj client.Object) error { return c.Create(ctx, obj) }); err != nil {
+			return err
+		}
+	}
+	if err := parallel(ctx, workers, asObjects(o.pods), func(ctx context.Context, obj client.Object) error {
+		p := obj.(*corev1.Pod)
+		st := p.Status
+		if err := c.Create(ctx, p); err != nil {
+			return err
+		}
+		p.Status = st
+		return c.Status().Update(ctx, p)
+	}); err != nil {
+		return err
+	}
+	return c.Create(ctx, o.split)
+}
+
+func asObjects[T client.Object](in []T) []client.Object {
+	out := make([]client.Object, len(in))
+	for i, o := range in {
+		out[i] = o
+	}
+	return out
+}
+
+// parallel runs fn over objs with workers goroutines; the first error
+// stops the rest.
+func parallel(ctx context.Context, workers int, objs []client.Object, fn func(context.Context, client.Object) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	work := make(chan client.Object)
+	var wg sync.WaitGroup
+	for range max(1, workers) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for obj := range work {
+				if err := fn(ctx, obj); err != nil {
+					cancel(fmt.Errorf("%T %s/%s: %w", obj, obj.GetNamespace(), obj.GetName(), err))
+				}
+			}
+		}()
+	}
+	for _, obj := range objs {
+		select {
+		case work <- obj:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	close(work)
+	wg.Wait()
+	return context.Cause(ctx)
+}
+
+func ptr[T any](v T) *T { return &v }

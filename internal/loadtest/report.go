@@ -1,0 +1,84 @@
+package loadtest
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+)
+
+// Print writes the report as a table per fleet.
+func (r *Report) Print(w io.Writer) {
+	c := r.Config
+	scope := "scoped (a proxy sees its namespace's Services and the 2 shared ones)"
+	if c.ExportAll {
+		scope = "every Service exported to every namespace"
+	}
+	fmt.Fprintf(w, "mesh: %d Services × %d endpoints in %d namespaces, %s; %d objects created in %.1fs\n",
+		c.Services, c.Endpoints, c.Namespaces, scope, r.Objects, r.Setup)
+	fmt.Fprintf(w, "load average (1 min): %.2f before, %.2f after\n", r.LoadBefore, r.LoadAfter)
+	for _, f := range r.Fleets {
+		fmt.Fprintf(w, "\n%d proxies in %d groups over %d gRPC connections (controller ready in %.1fs)\n", f.Proxies, f.Groups, f.Conns, f.ControllerReady)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		row := func(what, value string) { fmt.Fprintf(tw, "  %s\t%s\n", what, value) }
+		row("all proxies hold a full config after connecting at once",
+			fmt.Sprintf("%s (p50 %s; %d streams for %d proxies)", secs(f.ColdStart.Max), secs(f.ColdStart.P50), f.Streams, f.Proxies))
+		row("config per proxy", fmt.Sprintf("%s mean, %s max; %.0f resources (%s)", size(f.ConfigBytes.Mean), size(f.ConfigBytes.Max), f.Resources.Mean, byType(f.ConfigBytesByType)))
+		row("controller heap per connected proxy", fmt.Sprintf("%s (heap in use %s → %s); RSS %s per proxy",
+			size(f.HeapPerProxy), size(f.HeapBefore), size(f.HeapAfter), size(f.RSSPerProxy)))
+		row(fmt.Sprintf("weight change → ACK, %d repeats × %d proxies", len(f.Weight), f.Proxies),
+			fmt.Sprintf("%s; %.1f pushes, %s per proxy per change; %d missed", dist(f.WeightAll), f.WeightPushes, size(f.WeightBytes), f.WeightMissed))
+		for i, d := range f.Weight {
+			row(fmt.Sprintf("  repeat %d", i+1), dist(d))
+		}
+		o := f.OnePercent
+		row(fmt.Sprintf("endpoints of %d Services (%.3g%%) change at once", o.Services, 100*float64(o.Services)/float64(c.Services)),
+			fmt.Sprintf("%d of %d proxies depend on them, %d received anything: %.1f pushes, %s each (%s per proxy over all); server pushes %.0f",
+				o.Dependents, f.Proxies, o.Receivers, o.PushesPerReceiver, size(o.BytesPerReceiver), size(o.BytesPerProxy), o.ServerPushes))
+		row("  write → ACK", fmt.Sprintf("%s; %d missed", dist(o.Latency), o.Missed))
+		if ch := f.Churn; ch.Changes > 0 {
+			row(fmt.Sprintf("%.0f endpoint changes/s for %.0fs, EDS write → ACK", ch.Rate, ch.For),
+				fmt.Sprintf("%s over %d deliveries; %d missed, %d failed writes", dist(ch.Latency), ch.Latency.N, ch.Missed, ch.Failed))
+		}
+		tw.Flush()
+	}
+}
+
+func dist(d Dist) string {
+	if d.N == 0 {
+		return "no samples"
+	}
+	return fmt.Sprintf("p50 %s, p90 %s, p99 %s, max %s", secs(d.P50), secs(d.P90), secs(d.P99), secs(d.Max))
+}
+
+// secs prints seconds as ms below 10 s.
+func secs(s float64) string {
+	if s < 10 {
+		return fmt.Sprintf("%.1f ms", s*1e3)
+	}
+	return fmt.Sprintf("%.1f s", s)
+}
+
+func size(b float64) string {
+	switch {
+	case b >= 1<<20 || b <= -(1<<20):
+		return fmt.Sprintf("%.2f MiB", b/(1<<20))
+	case b >= 1<<10 || b <= -(1<<10):
+		return fmt.Sprintf("%.1f KiB", b/(1<<10))
+	}
+	return fmt.Sprintf("%.0f B", b)
+}
+
+func byType(m map[string]float64) string {
+	var keys []string
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, k+" "+size(m[k]))
+	}
+	return strings.Join(parts, ", ")
+}
