@@ -25,7 +25,8 @@ import (
 //
 //   - Proxies with the same identity and labels form a group; a group's
 //     configuration is built, validated and encoded once per change.
-//   - A change rebuilds only groups with connected proxies, and wakes only
+//   - A change rebuilds only groups with connected proxies whose
+//     configuration can depend on what changed (deps.go), and wakes only
 //     the proxies whose group's configuration changed; each is sent only
 //     the resources whose content changed (Delta), or the types that did
 //     (SotW).
@@ -35,6 +36,10 @@ import (
 type ADS struct {
 	log     logr.Logger
 	metrics *metrics
+
+	// updating serializes Update and UpdateEndpoints: each compares the
+	// new model with the one installed before it.
+	updating sync.Mutex
 
 	mu      sync.Mutex
 	mesh    *ir.Mesh
@@ -104,7 +109,11 @@ type group struct {
 	// build serializes builds of this group.
 	build sync.Mutex
 	snap  atomic.Pointer[snapshot]
-	conns map[*conn]struct{} // guarded by ADS.mu
+	// failed is set while the last build failed: the snapshot in service
+	// is older than the model, so its dependencies may be too, and every
+	// update retries the group.
+	failed atomic.Bool
+	conns  map[*conn]struct{} // guarded by ADS.mu
 }
 
 // NewADS makes an ADS with an empty mesh: proxies connect and receive
@@ -120,23 +129,36 @@ func NewADS(log logr.Logger) *ADS {
 }
 
 // Update installs a new mesh model and pushes what changed. event is when
-// the earliest change it contains happened, for latency metrics.
-func (a *ADS) Update(mesh *ir.Mesh, event time.Time) { a.update(mesh, event, nil) }
+// the earliest change it contains happened, for latency metrics. Only the
+// groups whose configuration the difference from the previous model can
+// alter are rebuilt (affects); of those, only the ones whose configuration
+// did change are woken.
+func (a *ADS) Update(mesh *ir.Mesh, event time.Time) {
+	a.updating.Lock()
+	defer a.updating.Unlock()
+	a.mu.Lock()
+	prev := a.mesh
+	a.mu.Unlock()
+	ch := ir.Diff(prev, mesh)
+	a.update(mesh, event, func(g *group) bool { return g.failed.Load() || affects(&ch, g.proxy, g.snap.Load()) })
+}
 
 // UpdateEndpoints installs a mesh model that differs from the previous one
 // only in the endpoints of the changed Services (translator.UpdateEndpoints):
 // only the groups whose configuration depends on one of them are rebuilt,
 // so the most frequent change costs what it touches, not the whole mesh.
 func (a *ADS) UpdateEndpoints(mesh *ir.Mesh, changed []ir.ServiceKey, event time.Time) {
-	a.update(mesh, event, changed)
+	a.updating.Lock()
+	defer a.updating.Unlock()
+	a.update(mesh, event, func(g *group) bool { return g.failed.Load() || dependsOn(g.snap.Load(), changed) })
 }
 
-func (a *ADS) update(mesh *ir.Mesh, event time.Time, changed []ir.ServiceKey) {
+func (a *ADS) update(mesh *ir.Mesh, event time.Time, affected func(*group) bool) {
 	a.mu.Lock()
 	a.mesh, a.event = mesh, event
 	groups := make([]*group, 0, len(a.groups))
 	for _, g := range a.groups {
-		if changed == nil || dependsOn(g.snap.Load(), changed) {
+		if affected(g) {
 			groups = append(groups, g)
 		}
 	}
@@ -144,7 +166,7 @@ func (a *ADS) update(mesh *ir.Mesh, event time.Time, changed []ir.ServiceKey) {
 	// Groups build independently: spread them over the cores.
 	work := make(chan *group)
 	var wg sync.WaitGroup
-	for i := 0; i < runtime.GOMAXPROCS(0); i++ {
+	for i := 0; i < min(runtime.GOMAXPROCS(0), len(groups)); i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -160,19 +182,6 @@ func (a *ADS) update(mesh *ir.Mesh, event time.Time, changed []ir.ServiceKey) {
 	}
 	close(work)
 	wg.Wait()
-}
-
-// dependsOn: a group not built yet depends on everything.
-func dependsOn(s *snapshot, changed []ir.ServiceKey) bool {
-	if s == nil {
-		return true
-	}
-	for _, k := range changed {
-		if s.deps[k] {
-			return true
-		}
-	}
-	return false
 }
 
 // Builds counts group builds since the ADS started (for tests and
@@ -200,6 +209,7 @@ func (a *ADS) rebuild(g *group) bool {
 	}
 	next, changed, err := buildSnapshot(mesh, g.proxy, secrets, prev)
 	a.metrics.buildSeconds.Observe(time.Since(start).Seconds())
+	g.failed.Store(err != nil)
 	if err != nil {
 		a.metrics.buildErrors.Inc()
 		a.log.Error(err, "keeping the last good configuration", "group", string(g.key))
@@ -569,7 +579,7 @@ func (a *ADS) recordAck(c *conn, t string, accepted bool, msg string) {
 	a.log.Info("proxy rejected configuration", "node", c.node.ID, "type", t, "error", msg)
 }
 
-func sameSet(a, b map[string]bool) bool {
+func sameSet[K comparable](a, b map[K]bool) bool {
 	if len(a) != len(b) {
 		return false
 	}

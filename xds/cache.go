@@ -58,8 +58,11 @@ type snapshot struct {
 	generation uint64
 	resources  map[string]map[string]*encoded // type URL → name → resource
 	policies   []ir.PolicyRef
-	// deps are the Services the configuration depends on.
-	deps map[ir.ServiceKey]bool
+	// deps are the Services the configuration depends on, nsDeps the
+	// namespaces whose settings it read (envoy.Resources): with
+	// envoy.Visible they decide which changes can alter it (affects).
+	deps   map[ir.ServiceKey]bool
+	nsDeps map[string]bool
 }
 
 // typeVersion is the SotW version of the named resources of one type (all
@@ -98,9 +101,13 @@ func buildSnapshot(mesh *ir.Mesh, p envoy.Proxy, secrets []*tlsv3.Secret, prev *
 	if err := res.CheckConsistency(); err != nil {
 		return prev, false, fmt.Errorf("refusing to push inconsistent configuration: %w", err)
 	}
-	next = &snapshot{resources: map[string]map[string]*encoded{}, policies: res.Policies, deps: map[ir.ServiceKey]bool{}}
+	next = &snapshot{resources: map[string]map[string]*encoded{}, policies: res.Policies,
+		deps: make(map[ir.ServiceKey]bool, len(res.Deps)), nsDeps: make(map[string]bool, len(res.NamespaceDeps))}
 	for _, k := range res.Deps {
 		next.deps[k] = true
+	}
+	for _, ns := range res.NamespaceDeps {
+		next.nsDeps[ns] = true
 	}
 	add := func(typeURL, name string, m proto.Message) error {
 		var old *encoded
@@ -149,12 +156,12 @@ func buildSnapshot(mesh *ir.Mesh, p envoy.Proxy, secrets []*tlsv3.Secret, prev *
 		}
 	}
 	if prev != nil && sameResources(prev, next) && samePolicies(prev.policies, next.policies) {
-		if sameDeps(prev.deps, next.deps) {
+		if sameSet(prev.deps, next.deps) && sameSet(prev.nsDeps, next.nsDeps) {
 			return prev, false, nil
 		}
 		// Same configuration, new dependencies: a copy, same generation.
 		cp := *prev
-		cp.deps = next.deps
+		cp.deps, cp.nsDeps = next.deps, next.nsDeps
 		return &cp, false, nil
 	}
 	next.generation = 1
@@ -173,18 +180,6 @@ func sameResources(a, b *snapshot) bool {
 			if b.resources[t][n] != e { // encodings are shared when equal
 				return false
 			}
-		}
-	}
-	return true
-}
-
-func sameDeps(a, b map[ir.ServiceKey]bool) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k := range a {
-		if !b[k] {
-			return false
 		}
 	}
 	return true

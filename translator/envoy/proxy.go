@@ -76,7 +76,26 @@ type Resources struct {
 	// ones the proxy sees, their backends, and the ones it serves), sorted:
 	// an endpoint change elsewhere cannot change it.
 	Deps []ir.ServiceKey
+	// NamespaceDeps are the namespaces whose settings (ir.Namespace: mTLS
+	// mode, AuthPolicies) the build read, sorted: the proxy's own, and
+	// those of the Services Visible to it.
+	//
+	// Deps, NamespaceDeps and Visible together bound what the configuration
+	// can depend on: besides the mesh-wide settings, a new model can only
+	// change it through a Service in Deps, a Service Visible to the proxy
+	// before or after (one it does not reach yet may become reachable), or
+	// a namespace in NamespaceDeps.
+	NamespaceDeps []string
 }
+
+// Visible says whether svc is in p's scope: the Services a proxy's
+// configuration may reflect beyond those it already depends on (its
+// Deps). This is weft's scoping rule: a proxy sees the Services exported
+// to its namespace, which include every Service of its own namespace, so
+// also the ones that select its workload (inbound). A Service outside the
+// scope reaches a proxy's configuration only as a backend of one inside it,
+// and then it is in Deps.
+func Visible(svc *ir.Service, p Proxy) bool { return svc.ExportedTo(p.Namespace) }
 
 // Ports and names that the sidecar bootstrap and weft-init share.
 const (
@@ -120,6 +139,7 @@ func Build(mesh *ir.Mesh, p Proxy) *Resources {
 	}
 	r.Policies = v.policies()
 	r.Deps = v.deps()
+	r.NamespaceDeps = v.namespaceDeps()
 	sort.Slice(r.Listeners, func(i, j int) bool { return r.Listeners[i].Name < r.Listeners[j].Name })
 	sort.Slice(r.Routes, func(i, j int) bool { return r.Routes[i].Name < r.Routes[j].Name })
 	sort.Slice(r.Clusters, func(i, j int) bool { return r.Clusters[i].Name < r.Clusters[j].Name })
@@ -143,6 +163,8 @@ type view struct {
 	served []ir.ServiceKey
 	// mtls is the proxy's namespace mode.
 	mtls ir.MTLSMode
+	// namespaces whose settings the view read (Resources.NamespaceDeps).
+	namespaces map[string]bool
 }
 
 type inboundPort struct {
@@ -151,7 +173,8 @@ type inboundPort struct {
 }
 
 func newView(mesh *ir.Mesh, p Proxy) *view {
-	v := &view{mesh: mesh, proxy: p, id: p.Identity(mesh.TrustDomain), mtls: mesh.DefaultMTLS}
+	v := &view{mesh: mesh, proxy: p, id: p.Identity(mesh.TrustDomain), mtls: mesh.DefaultMTLS,
+		namespaces: map[string]bool{p.Namespace: true}}
 	ns := mesh.Namespaces[p.Namespace]
 	if ns != nil {
 		v.mtls = ns.MTLS
@@ -159,7 +182,11 @@ func newView(mesh *ir.Mesh, p Proxy) *view {
 	}
 	ports := map[int32]ir.Protocol{}
 	for _, svc := range mesh.Services {
-		if svc.ExportedTo(p.Namespace) && v.mayReach(svc) {
+		if !Visible(svc, p) {
+			continue
+		}
+		v.namespaces[svc.Key.Namespace] = true // mayReach reads its settings
+		if v.mayReach(svc) {
 			v.outbound = append(v.outbound, svc)
 		}
 		if svc.Key.Namespace != p.Namespace || !selects(svc.Selector, p.Labels) {
@@ -341,5 +368,17 @@ func (v *view) deps() []ir.ServiceKey {
 		out = append(out, k)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
+	return out
+}
+
+// namespaceDeps lists the namespaces whose settings the view read: the
+// proxy's own (mode, AuthPolicies) and those of every Visible Service
+// (mayReach reads their AuthPolicies).
+func (v *view) namespaceDeps() []string {
+	out := make([]string, 0, len(v.namespaces))
+	for ns := range v.namespaces {
+		out = append(out, ns)
+	}
+	sort.Strings(out)
 	return out
 }
