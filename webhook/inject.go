@@ -13,6 +13,9 @@
 //  3. the pod's own init containers and containers, whose HTTP probes now
 //     go through the proxy's health port.
 //
+// A proxyless gRPC pod (weft.dev/proxyless: grpc) gets weft-agent instead
+// of both (agent.go).
+//
 // docs/design/030-sidecar-injection.md explains the choices.
 package webhook
 
@@ -54,6 +57,20 @@ func Inject(pod *corev1.Pod, ns *corev1.Namespace, mc *v1alpha1.MeshConfig, o Op
 	s, err := resolve(out, mc)
 	if err != nil {
 		return nil, Report{}, err
+	}
+	kind, err := proxylessKind(out)
+	if err != nil {
+		return nil, Report{}, err
+	}
+	if kind != "" {
+		// A proxyless gRPC application: the certificate agent, no proxy.
+		injectAgent(out, s, o)
+		if out.Spec.ServiceAccountName == "" {
+			out.Spec.ServiceAccountName = "default"
+		}
+		report := Report{Injected: true}
+		setAnnotation(out, AnnotationInjectStatus, report.Status())
+		return out, report, nil
 	}
 	if err := checkUserIDs(out); err != nil {
 		return nil, Report{}, err
@@ -147,14 +164,11 @@ func podOverride(pod *corev1.Pod) string {
 }
 
 func injected(pod *corev1.Pod) bool {
-	for _, c := range pod.Spec.InitContainers {
-		if c.Name == translator.SidecarContainerName {
-			return true
-		}
-	}
-	for _, c := range pod.Spec.Containers {
-		if c.Name == translator.SidecarContainerName {
-			return true
+	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for _, c := range cs {
+			if c.Name == translator.SidecarContainerName || c.Name == AgentContainerName {
+				return true
+			}
 		}
 	}
 	return false

@@ -11,8 +11,8 @@ const (
 	// weft-system are never meshed (the control plane must not depend on
 	// itself, and system pods must start when weft is down).
 	SystemNamespace SkipReason = "SystemNamespace"
-	// AlreadyInjected: the pod has a weft-proxy container. Injecting it
-	// again changes nothing.
+	// AlreadyInjected: the pod has a weft-proxy (or, proxyless, a
+	// weft-agent) container. Injecting it again changes nothing.
 	AlreadyInjected SkipReason = "AlreadyInjected"
 	// OptedOut: the pod says weft.dev/inject: "false".
 	OptedOut SkipReason = "OptedOut"
@@ -29,7 +29,7 @@ const (
 
 var skipMessages = map[SkipReason]string{
 	SystemNamespace:     "pods in kube-system, kube-public, kube-node-lease and weft-system are never injected",
-	AlreadyInjected:     "the pod already has a weft-proxy container",
+	AlreadyInjected:     "the pod already has a weft-proxy or weft-agent container",
 	OptedOut:            `the pod has weft.dev/inject: "false"`,
 	NamespaceNotEnabled: `the namespace is not labelled weft.dev/inject=enabled and the pod does not have weft.dev/inject: "true"`,
 	HostNetwork:         "the pod uses the node's network (hostNetwork: true), whose traffic weft cannot capture",

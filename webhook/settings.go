@@ -20,6 +20,9 @@ import (
 type Options struct {
 	// InitImage is the weft-init image; empty means DefaultInitImage.
 	InitImage string
+	// AgentImage is the image of weft agent, for proxyless gRPC pods;
+	// empty means DefaultAgentImage.
+	AgentImage string
 	// XDSAddress is host:port of weft-controller's xDS server; empty means
 	// the in-cluster Service weft-controller.weft-system.svc:15012 (xDS over TLS).
 	XDSAddress string

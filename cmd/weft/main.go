@@ -89,7 +89,8 @@ weft.dev/inject=enabled; pod annotations apply. Other objects pass through.`,
 	f.BoolVar(&o.LegacySidecar, "legacy-sidecar", false, "inject a regular container instead of a native sidecar (API servers before 1.29)")
 	f.BoolVar(&o.NoSleepAction, "no-sleep-action", false, "with --legacy-sidecar: no preStop sleep (API servers before 1.30)")
 	f.StringVar(&o.InitImage, "init-image", webhook.DefaultInitImage, "weft-init image")
-	f.StringVar(&o.XDSAddress, "xds-address", "", "host:port of weft-controller's xDS server (default weft-controller.weft-system.svc:15010)")
+	f.StringVar(&o.AgentImage, "agent-image", webhook.DefaultAgentImage, "image running `weft agent` in proxyless gRPC pods (weft.dev/proxyless: grpc)")
+	f.StringVar(&o.XDSAddress, "xds-address", "", "host:port of weft-controller's xDS server over TLS (default weft-controller.weft-system.svc:15012)")
 	_ = cmd.MarkFlagRequired("filename")
 	return cmd
 }

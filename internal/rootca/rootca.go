@@ -2,7 +2,7 @@
 // leader it makes sure the built-in root CA exists (builtin.RootStore.Ensure)
 // and writes the ConfigMap weft-root-ca (key root-cert.pem) into every
 // namespace whose pods need it: namespaces labelled weft.dev/inject=enabled,
-// and namespaces with a pod that has the weft-proxy container (pods opted in
+// and namespaces with a pod that has the weft-proxy or weft-agent container (pods opted in
 // one by one). The injected proxy mounts it to verify weft-controller's xDS
 // serving certificate.
 //
@@ -332,7 +332,7 @@ func (p *Publisher) needs(ctx context.Context, ns *corev1.Namespace) (bool, erro
 func hasProxy(pod *corev1.Pod) bool {
 	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
 		for _, c := range cs {
-			if c.Name == translator.SidecarContainerName {
+			if c.Name == translator.SidecarContainerName || c.Name == webhook.AgentContainerName {
 				return true
 			}
 		}

@@ -107,6 +107,23 @@ func TestInjectionWebhook(t *testing.T) {
 		}
 	})
 
+	t.Run("a proxyless gRPC pod gets the certificate agent instead", func(t *testing.T) {
+		pod := testPod("greeter", "shop")
+		pod.Annotations = map[string]string{translator.AnnotationProxyless: "grpc"}
+		if err := c.Create(ctx, pod); err != nil {
+			t.Fatalf("the API server refused the injected pod: %v", err)
+		}
+		if names := containerNames(pod.Spec.InitContainers); len(names) != 1 || names[0] != webhook.AgentContainerName {
+			t.Fatalf("init containers %v, want only %s", names, webhook.AgentContainerName)
+		}
+		if p := pod.Spec.InitContainers[0].RestartPolicy; p == nil || *p != corev1.ContainerRestartPolicyAlways {
+			t.Errorf("weft-agent is not a native sidecar: restartPolicy %v", p)
+		}
+		if env := pod.Spec.Containers[0].Env; len(env) != 1 || env[0].Name != webhook.EnvGRPCBootstrap {
+			t.Errorf("the application's environment %v lacks %s", env, webhook.EnvGRPCBootstrap)
+		}
+	})
+
 	t.Run("opted-out and invalid pods", func(t *testing.T) {
 		out := testPod("opted-out", "shop")
 		out.Annotations = map[string]string{webhook.LabelInject: "false"}
