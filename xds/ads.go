@@ -51,6 +51,8 @@ type ADS struct {
 	onAck   func([]ir.PolicyRef)
 	secrets SecretSource
 	auth    Authenticator
+	// enc shares encodings between groups.
+	enc *encoder
 }
 
 // admit parses the node of a stream's first request and, on an
@@ -125,6 +127,7 @@ func NewADS(log logr.Logger) *ADS {
 		mesh:    &ir.Mesh{},
 		groups:  map[groupKey]*group{},
 		conns:   map[*conn]struct{}{},
+		enc:     newEncoder(),
 	}
 }
 
@@ -207,7 +210,7 @@ func (a *ADS) rebuild(g *group) bool {
 			secrets = sdsSecrets(chain, key, bundle)
 		}
 	}
-	next, changed, err := buildSnapshot(mesh, g.proxy, secrets, prev)
+	next, changed, err := buildSnapshot(mesh, g.proxy, secrets, prev, a.enc)
 	a.metrics.buildSeconds.Observe(time.Since(start).Seconds())
 	g.failed.Store(err != nil)
 	if err != nil {

@@ -8,7 +8,6 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/weftmesh/weft/translator/envoy"
 	"github.com/weftmesh/weft/translator/ir"
@@ -23,33 +22,6 @@ var pushOrder = []string{
 	resourcev3.EndpointType,
 	resourcev3.ListenerType,
 	resourcev3.RouteType,
-}
-
-// encoded is one resource, marshalled once and shared by every proxy of a
-// group and every response that carries it. Its version is a hash of the
-// bytes: equal content, equal version, so an unchanged resource is never
-// re-sent.
-type encoded struct {
-	name    string
-	version string
-	any     *anypb.Any
-	size    int
-}
-
-var marshal = proto.MarshalOptions{Deterministic: true}
-
-func encode(typeURL, name string, m proto.Message, prev *encoded) (*encoded, error) {
-	b, err := marshal.Marshal(m)
-	if err != nil {
-		return nil, fmt.Errorf("encoding %s %s: %w", typeURL, name, err)
-	}
-	h := fnv.New64a()
-	_, _ = h.Write(b)
-	v := fmt.Sprintf("%016x", h.Sum64())
-	if prev != nil && prev.version == v {
-		return prev, nil
-	}
-	return &encoded{name: name, version: v, any: &anypb.Any{TypeUrl: typeURL, Value: b}, size: len(b)}, nil
 }
 
 // snapshot is one build of a group's configuration, immutable once made.
@@ -96,7 +68,7 @@ func (s *snapshot) sorted(typeURL string, names map[string]bool) []*encoded {
 // ones (prev is published and read concurrently: it is never modified).
 // An error (keeping prev in service) means the resources failed
 // validation: a bug, never a user mistake.
-func buildSnapshot(mesh *ir.Mesh, p envoy.Proxy, secrets []*tlsv3.Secret, prev *snapshot) (next *snapshot, changed bool, err error) {
+func buildSnapshot(mesh *ir.Mesh, p envoy.Proxy, secrets []*tlsv3.Secret, prev *snapshot, enc *encoder) (next *snapshot, changed bool, err error) {
 	res := envoy.Build(mesh, p)
 	if err := res.CheckConsistency(); err != nil {
 		return prev, false, fmt.Errorf("refusing to push inconsistent configuration: %w", err)
@@ -114,15 +86,9 @@ func buildSnapshot(mesh *ir.Mesh, p envoy.Proxy, secrets []*tlsv3.Secret, prev *
 		if prev != nil {
 			old = prev.resources[typeURL][name]
 		}
-		e, err := encode(typeURL, name, m, old)
+		e, err := enc.encode(typeURL, name, m, old)
 		if err != nil {
 			return err
-		}
-		if e != old {
-			// New content: validate it before anyone can receive it.
-			if err := envoy.ValidateResource(m); err != nil {
-				return fmt.Errorf("refusing to push invalid %s %s: %w", shortType(typeURL), name, err)
-			}
 		}
 		if next.resources[typeURL] == nil {
 			next.resources[typeURL] = map[string]*encoded{}

@@ -12,7 +12,8 @@ import (
 // deps and policies without locks): it returns a copy with the new deps.
 func TestUnchangedRebuildLeavesPublishedSnapshotAlone(t *testing.T) {
 	p := envoy.Proxy{Namespace: "shop", ServiceAccount: "sa", Labels: map[string]string{"app": "web"}}
-	first, changed, err := buildSnapshot(&ir.Mesh{TrustDomain: "cluster.local"}, p, nil, nil)
+	enc := newEncoder()
+	first, changed, err := buildSnapshot(&ir.Mesh{TrustDomain: "cluster.local"}, p, nil, nil, enc)
 	if err != nil || !changed {
 		t.Fatalf("first build: changed=%v err=%v", changed, err)
 	}
@@ -28,7 +29,7 @@ func TestUnchangedRebuildLeavesPublishedSnapshotAlone(t *testing.T) {
 			_ = dependsOn(first, []ir.ServiceKey{key})
 		}
 	}()
-	next, changed, err := buildSnapshot(mesh, p, nil, first)
+	next, changed, err := buildSnapshot(mesh, p, nil, first, enc)
 	<-done
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +46,7 @@ func TestUnchangedRebuildLeavesPublishedSnapshotAlone(t *testing.T) {
 	if !next.deps[key] || next.generation != first.generation || !sameResources(first, next) {
 		t.Errorf("the copy: deps %v, generation %d (want %d), same resources %v", next.deps, next.generation, first.generation, sameResources(first, next))
 	}
-	again, changed, _ := buildSnapshot(mesh, p, nil, next)
+	again, changed, _ := buildSnapshot(mesh, p, nil, next, enc)
 	if again != next || changed {
 		t.Error("an identical rebuild did not return the snapshot itself")
 	}

@@ -105,17 +105,18 @@ func TestAffects(t *testing.T) {
 			`{apiVersion: mesh.weft.dev/v1alpha1, kind: MeshConfig, metadata: {name: weft}, spec: {outboundTrafficPolicy: RegistryOnly}}`)},
 	}
 	old := depsMesh(t, depsBase)
+	enc := newEncoder()
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			next := depsMesh(t, c.next)
 			ch := ir.Diff(old, next)
 			var got []string
 			for name, p := range depsProxies {
-				before, _, err := buildSnapshot(old, p, nil, nil)
+				before, _, err := buildSnapshot(old, p, nil, nil, enc)
 				if err != nil {
 					t.Fatal(err)
 				}
-				after, _, err := buildSnapshot(next, p, nil, before)
+				after, _, err := buildSnapshot(next, p, nil, before, enc)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -1,0 +1,143 @@
+package xds
+
+import (
+	"bytes"
+	"fmt"
+	"hash/fnv"
+	"runtime"
+	"sync"
+	"weak"
+
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/weftmesh/weft/translator/envoy"
+)
+
+// encoded is one resource, marshalled once and shared by every group,
+// proxy and response that carries the same content. Its version is a hash
+// of the bytes: equal content, equal version, so an unchanged resource is
+// never re-sent.
+type encoded struct {
+	name    string
+	version string
+	any     *anypb.Any
+	size    int
+	hash    uint64
+}
+
+var marshal = proto.MarshalOptions{Deterministic: true}
+
+// encoder encodes resources for every group of one ADS, and shares each
+// distinct content between them: the endpoints of a Service, and usually
+// its clusters, are byte for byte the same for every group that sees it.
+// A resource is still marshalled by each build (into a reused buffer, to
+// find its content), but only new content is copied, validated and kept:
+// 100 groups that see a Service hold one encoding of it, validated once.
+//
+// Entries are weak: an encoding lives as long as a snapshot holds it, and
+// its entry goes with it. Secrets are never shared (each group is one
+// identity), nor ever put in the cache.
+type encoder struct {
+	mu      sync.Mutex
+	entries map[encodeKey]weak.Pointer[encoded]
+	bufs    sync.Pool // *[]byte
+}
+
+// encodeKey names a content: equal keys whose bytes also compare equal
+// are the same resource. (The bytes are compared, so a hash collision
+// cannot hand one resource's encoding to another.)
+type encodeKey struct {
+	typeURL, name string
+	hash          uint64
+}
+
+func newEncoder() *encoder {
+	return &encoder{entries: map[encodeKey]weak.Pointer[encoded]{}}
+}
+
+// encode returns the encoding of m, named name: prev itself when its
+// content is unchanged, else a shared encoding of the same content, else a
+// new one, validated first (a resource that fails validation is never
+// encoded, so never sent: a weft bug, reported as an error).
+func (e *encoder) encode(typeURL, name string, m proto.Message, prev *encoded) (*encoded, error) {
+	shared := typeURL != resourcev3.SecretType
+	var buf *[]byte
+	if shared {
+		buf = e.buffer()
+		defer e.bufs.Put(buf)
+	} else {
+		buf = new([]byte) // key material stays out of reused buffers
+	}
+	b, err := marshal.MarshalAppend((*buf)[:0], m)
+	if err != nil {
+		return nil, fmt.Errorf("encoding %s %s: %w", typeURL, name, err)
+	}
+	*buf = b
+	h := fnv.New64a()
+	_, _ = h.Write(b)
+	sum := h.Sum64()
+	if prev != nil && prev.hash == sum && bytes.Equal(prev.any.Value, b) {
+		return prev, nil
+	}
+	key := encodeKey{typeURL: typeURL, name: name, hash: sum}
+	if shared {
+		if x := e.lookup(key, b); x != nil {
+			return x, nil
+		}
+	}
+	if err := envoy.ValidateResource(m); err != nil {
+		return nil, fmt.Errorf("refusing to push invalid %s %s: %w", shortType(typeURL), name, err)
+	}
+	x := &encoded{name: name, version: fmt.Sprintf("%016x", sum), any: &anypb.Any{TypeUrl: typeURL, Value: bytes.Clone(b)}, size: len(b), hash: sum}
+	if !shared {
+		return x, nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	// Another build may have added the same content meanwhile: use its.
+	if w, ok := e.entries[key]; ok {
+		if y := w.Value(); y != nil && bytes.Equal(y.any.Value, b) {
+			return y, nil
+		}
+	}
+	e.entries[key] = weak.Make(x)
+	runtime.AddCleanup(x, e.forget, key)
+	return x, nil
+}
+
+func (e *encoder) lookup(key encodeKey, b []byte) *encoded {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if w, ok := e.entries[key]; ok {
+		if x := w.Value(); x != nil && bytes.Equal(x.any.Value, b) {
+			return x
+		}
+	}
+	return nil
+}
+
+// forget drops the entry of a collected encoding, unless the key was
+// given a new one since.
+func (e *encoder) forget(key encodeKey) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if w, ok := e.entries[key]; ok && w.Value() == nil {
+		delete(e.entries, key)
+	}
+}
+
+// size is the number of distinct encodings held (for tests).
+func (e *encoder) size() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.entries)
+}
+
+func (e *encoder) buffer() *[]byte {
+	if b, ok := e.bufs.Get().(*[]byte); ok {
+		return b
+	}
+	return new([]byte)
+}

@@ -1,0 +1,98 @@
+package xds
+
+import (
+	"hash/fnv"
+	"runtime"
+	"testing"
+	"time"
+	"weak"
+
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/weftmesh/weft/translator"
+	"github.com/weftmesh/weft/translator/envoy"
+	"github.com/weftmesh/weft/translator/testmesh"
+)
+
+// Groups that see the same Service hold one encoding of its endpoints and
+// clusters; secrets are never shared or cached; an encoding no snapshot
+// holds any more leaves the cache.
+func TestEncodingsAreSharedAcrossGroups(t *testing.T) {
+	mesh := translator.Translate(testmesh.Generate(testmesh.Options{Services: 20, Namespaces: 2, EndpointsPerService: 3})).Mesh
+	enc := newEncoder()
+	// Two identities in ns-0, one in ns-1.
+	a := envoy.Proxy{Namespace: "ns-0", ServiceAccount: "a", Labels: map[string]string{"app": "svc-0"}}
+	b := envoy.Proxy{Namespace: "ns-0", ServiceAccount: "b", Labels: map[string]string{"app": "svc-2"}}
+	c := envoy.Proxy{Namespace: "ns-1", ServiceAccount: "c", Labels: map[string]string{"app": "svc-1"}}
+	secret := func(id string) []byte { return []byte("key of " + id) }
+	build := func(p envoy.Proxy) *snapshot {
+		s, _, err := buildSnapshot(mesh, p, sdsSecrets(secret(p.ServiceAccount), secret(p.ServiceAccount), []byte("bundle")), nil, enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	sa, sb, sc := build(a), build(b), build(c)
+
+	eds := "outbound|80||svc-4.ns-0.svc.cluster.local"
+	if sa.resources[resourcev3.EndpointType][eds] == nil || sa.resources[resourcev3.EndpointType][eds] != sb.resources[resourcev3.EndpointType][eds] {
+		t.Errorf("two groups of ns-0 do not share the encoding of %s", eds)
+	}
+	if sa.resources[resourcev3.ClusterType][eds] != sb.resources[resourcev3.ClusterType][eds] {
+		t.Errorf("two groups of ns-0 do not share the cluster %s", eds)
+	}
+	if sa.resources[resourcev3.SecretType][envoy.WorkloadCertSecret] == sb.resources[resourcev3.SecretType][envoy.WorkloadCertSecret] {
+		t.Error("two identities share a secret's encoding")
+	}
+	enc.mu.Lock()
+	for k := range enc.entries {
+		if k.typeURL == resourcev3.SecretType {
+			t.Errorf("a secret is in the shared cache: %s", k.name)
+		}
+	}
+	enc.mu.Unlock()
+	if _, ok := sc.resources[resourcev3.EndpointType][eds]; ok {
+		t.Errorf("ns-1's group sees %s", eds)
+	}
+	shared := enc.size()
+
+	// Drop ns-0's snapshots: the encodings only they held go.
+	sa, sb = nil, nil // the only references
+	deadline := time.Now().Add(30 * time.Second)
+	for enc.size() >= shared && time.Now().Before(deadline) {
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+	if enc.size() >= shared {
+		t.Errorf("the cache still holds %d encodings after the snapshots that held them were dropped (had %d)", enc.size(), shared)
+	}
+	// What ns-1's snapshot holds stays, and is reused.
+	again := build(c)
+	if again.resources[resourcev3.EndpointType]["outbound|80||svc-1.ns-1.svc.cluster.local"] != sc.resources[resourcev3.EndpointType]["outbound|80||svc-1.ns-1.svc.cluster.local"] {
+		t.Error("a rebuild did not reuse the encoding its own snapshot holds")
+	}
+	runtime.KeepAlive(sc)
+}
+
+// Equal hashes are not enough: an entry under the same key whose bytes
+// differ (a hash collision) is never handed out.
+func TestEncoderComparesBytes(t *testing.T) {
+	enc := newEncoder()
+	m := &endpointv3.ClusterLoadAssignment{ClusterName: "x"}
+	b, _ := marshal.Marshal(m)
+	h := fnv.New64a()
+	_, _ = h.Write(b)
+	key := encodeKey{typeURL: resourcev3.EndpointType, name: "x", hash: h.Sum64()}
+	impostor := &encoded{name: "x", version: "impostor", any: &anypb.Any{TypeUrl: resourcev3.EndpointType, Value: []byte("other content")}, hash: key.hash}
+	enc.entries[key] = weak.Make(impostor)
+	got, err := enc.encode(resourcev3.EndpointType, "x", m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got == impostor || string(got.any.Value) != string(b) {
+		t.Errorf("encode returned an entry with other bytes under the same hash")
+	}
+	runtime.KeepAlive(impostor)
+}
