@@ -30,6 +30,7 @@ func main() {
 	})
 	root.AddCommand(injectCmd())
 	root.AddCommand(agentCmd())
+	root.AddCommand(caCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintf(os.Stderr, "weft: %v\n", err)
 		os.Exit(1)

@@ -51,6 +51,14 @@ func needs() []need {
 	// internal/rootca.
 	add("mesh root CA", "", "secrets", namespace, "weft-ca-root", "get")
 	add("mesh root CA", "", "secrets", namespace, "", "create")
+	// internal/controlplane: root rotation (trust follower on every
+	// replica, rotation driver on the leader) and replica reports.
+	add("root rotation", "", "secrets", namespace, "weft-ca-root", "update")
+	add("root rotation", "", "secrets", namespace, "weft-ca-root-next", "get", "delete")
+	add("root rotation", "", "secrets", namespace, "", "list", "watch")
+	add("root rotation", "mesh.weft.dev", "meshconfigs", "", "", "watch")
+	add("replica reports", "coordination.k8s.io", "leases", namespace, "weft-replica-x", "get", "update", "delete")
+	add("replica reports", "coordination.k8s.io", "leases", namespace, "", "create", "list", "watch")
 	// internal/webhookserver.
 	add("webhook CA", "", "secrets", namespace, "weft-webhook-ca", "get")
 	add("webhook CA", "", "secrets", namespace, "", "create")

@@ -21,6 +21,7 @@ const MeshConfigName = "weft"
 // +kubebuilder:printcolumn:name="mTLS",type=string,JSONPath=`.spec.mtls.mode`
 // +kubebuilder:printcolumn:name="Certificates",type=string,JSONPath=`.spec.certificates.provider`
 // +kubebuilder:printcolumn:name="Programmed",type=string,JSONPath=`.status.conditions[?(@.type=="Programmed")].status`
+// +kubebuilder:printcolumn:name="Root Rotation",type=string,JSONPath=`.status.rootRotation.phase`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type MeshConfig struct {
 	metav1.TypeMeta   `json:",inline"`
@@ -33,7 +34,87 @@ type MeshConfig struct {
 
 	// Status is what the weft controller made of the spec.
 	// +optional
-	Status Status `json:"status,omitempty"`
+	Status MeshConfigStatus `json:"status,omitempty"`
+}
+
+// MeshConfigStatus is the status of every weft object plus the state of the
+// built-in CA's root.
+type MeshConfigStatus struct {
+	Status `json:",inline"`
+
+	// RootRotation is the built-in CA's trust state: the root in effect and,
+	// during a rotation, the phase and what it waits for. Written by the
+	// leader.
+	// +optional
+	RootRotation *RootRotationStatus `json:"rootRotation,omitempty"`
+}
+
+// ConditionRootRotation is MeshConfig's condition about the built-in CA's
+// root. True (reason Stable): the root that
+// spec.certificates.builtIn.rootGeneration asks for is the only trust
+// anchor. False while a rotation runs, with the phase as reason
+// (AddNewRoot, SwitchSigning, RetireOldRoot) and what it waits for as
+// message, or with reason RotationBlocked when a rotation cannot start or
+// go on (the message says why and what to change).
+const ConditionRootRotation = "RootRotation"
+
+// Reasons of the RootRotation condition besides the phase names.
+const (
+	// ReasonRootStable (RootRotation=True): one root, trusted and signing.
+	ReasonRootStable = "Stable"
+	// ReasonRotationBlocked (RootRotation=False): a rotation is asked for
+	// or in progress but cannot go on; the message names the field to fix.
+	ReasonRotationBlocked = "RotationBlocked"
+)
+
+// RootRotationStatus is the built-in CA's trust state.
+type RootRotationStatus struct {
+	// Phase is Stable (one root), or the step of a rotation in progress:
+	// AddNewRoot (every proxy is given a bundle with both roots; the old
+	// root still signs), SwitchSigning (the new root signs; every workload
+	// certificate is re-issued), RetireOldRoot (the old root leaves the
+	// bundle). Each step waits until every connected proxy has ACKed its
+	// effect.
+	Phase string `json:"phase"`
+
+	// RootGeneration is the generation of the root in effect: the
+	// spec.certificates.builtIn.rootGeneration its rotation answered (0 for
+	// the first root).
+	RootGeneration int64 `json:"rootGeneration"`
+
+	// TargetGeneration is the generation a rotation in progress makes
+	// current; absent when Stable.
+	// +optional
+	TargetGeneration int64 `json:"targetGeneration,omitempty"`
+
+	// CurrentRoot is the root in effect (being retired during a rotation).
+	// +optional
+	CurrentRoot *RootCertificateStatus `json:"currentRoot,omitempty"`
+
+	// NextRoot is the incoming root during a rotation.
+	// +optional
+	NextRoot *RootCertificateStatus `json:"nextRoot,omitempty"`
+
+	// PhaseSince is when the current phase began.
+	// +optional
+	PhaseSince *metav1.Time `json:"phaseSince,omitempty"`
+
+	// WaitingFor says what the current phase waits for, with the number of
+	// connected proxies that have ACKed it; empty when Stable.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	WaitingFor string `json:"waitingFor,omitempty"`
+}
+
+// RootCertificateStatus identifies a root certificate without its key.
+type RootCertificateStatus struct {
+	// SHA256 is the certificate's SHA-256 fingerprint in hex (what
+	// `openssl x509 -fingerprint -sha256` prints, without colons, in lower
+	// case).
+	SHA256 string `json:"sha256"`
+
+	// NotAfter is when the root expires.
+	NotAfter metav1.Time `json:"notAfter"`
 }
 
 // MeshConfigSpec is the mesh-wide configuration.
@@ -142,6 +223,10 @@ type CertificatesConfig struct {
 	// +optional
 	CertManager *CertManagerConfig `json:"certManager,omitempty"`
 
+	// BuiltIn sets the built-in CA: its root rotation.
+	// +optional
+	BuiltIn *BuiltInCAConfig `json:"builtIn,omitempty"`
+
 	// WorkloadCertificateLifetime is how long a workload certificate is
 	// valid, between 1h and 8760h. Certificates are renewed when half
 	// of it has passed.
@@ -149,6 +234,22 @@ type CertificatesConfig struct {
 	// +kubebuilder:default="24h"
 	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || (duration(self) >= duration('1h') && duration(self) <= duration('8760h'))",message="spec.certificates.workloadCertificateLifetime must be between 1h and 8760h, such as 24h"
 	WorkloadCertificateLifetime Duration `json:"workloadCertificateLifetime,omitempty"`
+}
+
+// BuiltInCAConfig sets the built-in CA.
+type BuiltInCAConfig struct {
+	// RootGeneration asks for a root rotation: raise it (for example from 0
+	// to 1) and the controller creates a new root and rotates to it in
+	// stages, each waiting until every connected proxy has ACKed it, so no
+	// request fails: add the new root to every trust bundle, sign with it,
+	// retire the old root (its key is deleted). status.rootRotation shows
+	// the progress; `weft ca rotate-root` raises it for you. Kept in Git, a
+	// rotation is reviewable and the same value never rotates twice. It
+	// only increases. Used while spec.certificates.provider is BuiltIn.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:XValidation:rule="self >= oldSelf",message="spec.certificates.builtIn.rootGeneration may only increase (a root rotation cannot be undone): keep its current value, or raise it by one to rotate again"
+	RootGeneration int64 `json:"rootGeneration,omitempty"`
 }
 
 // CertManagerConfig points at the cert-manager issuer of workload

@@ -112,7 +112,7 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 	// The names sidecars' bootstraps dial (weft-controller.<ns>.svc:15012).
 	svc := "weft-controller." + o.LeaderElectionNamespace
 	dnsNames := []string{svc + ".svc", svc + ".svc.cluster.local", svc, "weft-controller"}
-	_, loadCA, err := newSecrets(ads, direct, o.LeaderElectionNamespace, translator.DefaultTrustDomain, dnsNames, serving, log.WithName("certs"))
+	_, trust, rotation, err := newSecrets(ads, direct, o.LeaderElectionNamespace, translator.DefaultTrustDomain, dnsNames, serving, log.WithName("certs"))
 	if err != nil {
 		return err
 	}
@@ -148,7 +148,8 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 		mgr.Add(injectcheck.New(mgr, log.WithName("injectcheck"))), // leader
 		mgr.Add(nonLeader(func(ctx context.Context) error { return loop.run(ctx, st) })),
 		mgr.Add(loop.writer),
-		mgr.Add(nonLeader(loadCA)),
+		mgr.Add(nonLeader(trust.run)),
+		mgr.Add(rotation), // leader: root rotation (docs/design/020)
 		mgr.Add(&monitoringServer{lis: debugLis, log: log.WithName("debug"), handler: ads.DebugHandler()}),
 		mgr.Add(nonLeader(func(ctx context.Context) error {
 			if mgr.GetCache().WaitForCacheSync(ctx) {

@@ -1,33 +1,57 @@
 package controlplane
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/pem"
+	"crypto/x509"
 	"errors"
+	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	"github.com/go-logr/logr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/certs/builtin"
-	"github.com/weftmesh/weft/certs/certmanager"
 	"github.com/weftmesh/weft/crds/v1alpha1"
 	"github.com/weftmesh/weft/xds"
 )
 
 // secretSource serves the certs Manager's key material to the xDS server
 // (xds.SecretSource): a sidecar's SDS secrets are its identity's
-// certificate and key, and the issuer's roots as the trust bundle.
+// certificate and key, and the mesh's trust bundle.
+//
+// The bundle is the same for every identity on a replica: the built-in
+// CA's roots for the current rotation phase (set by the trust follower;
+// empty with cert-manager), plus every root that a certificate this
+// replica serves chains to. The second part makes a change of issuer
+// (cert-manager's CA rotated, or a switch of provider) trust the old and
+// the new CA for as long as certificates from both are served here.
 type secretSource struct {
 	m   *certs.Manager
+	ads *xds.ADS
 	log logr.Logger
+
+	mu      sync.Mutex
+	base    []*x509.Certificate
+	served  map[certs.Identity][]string // identity → its roots' fingerprints
+	refs    map[string]int              // fingerprint → identities served from it
+	byPrint map[string]*x509.Certificate
+	bundle  certs.Bundle
+	pem     []byte
 }
 
-func (s secretSource) Acquire(id string) {
+func newSecretSource(m *certs.Manager, ads *xds.ADS, log logr.Logger) *secretSource {
+	return &secretSource{m: m, ads: ads, log: log, served: map[certs.Identity][]string{}, refs: map[string]int{}, byPrint: map[string]*x509.Certificate{}}
+}
+
+func (s *secretSource) Acquire(id string) {
 	ident, err := certs.ParseIdentity(id)
 	if err != nil {
 		s.log.Error(err, "cannot issue for this identity", "identity", id)
@@ -38,13 +62,13 @@ func (s secretSource) Acquire(id string) {
 	}
 }
 
-func (s secretSource) Release(id string) {
+func (s *secretSource) Release(id string) {
 	if ident, err := certs.ParseIdentity(id); err == nil {
 		s.m.Release(ident)
 	}
 }
 
-func (s secretSource) Material(id string) (chain, key, bundle []byte, ok bool) {
+func (s *secretSource) Material(id string) (chain, key, bundle []byte, ok bool) {
 	ident, err := certs.ParseIdentity(id)
 	if err != nil {
 		return nil, nil, nil, false
@@ -53,10 +77,94 @@ func (s secretSource) Material(id string) (chain, key, bundle []byte, ok bool) {
 	if !ok || sec == nil {
 		return nil, nil, nil, false
 	}
-	for _, r := range sec.Roots {
-		bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: r.Raw})...)
-	}
+	s.mu.Lock()
+	bundle = s.pem
+	s.mu.Unlock()
 	return sec.ChainPEM, sec.PrivateKeyPEM(), bundle, true
+}
+
+// Bundle is what this replica's proxies are given to trust.
+func (s *secretSource) Bundle() certs.Bundle {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.bundle
+}
+
+// setBase sets the built-in CA's roots (nil with cert-manager) and pushes
+// the new bundle to every proxy when it changed.
+func (s *secretSource) setBase(roots []*x509.Certificate) {
+	s.mu.Lock()
+	s.base = roots
+	changed := s.recomputeLocked()
+	s.mu.Unlock()
+	if changed {
+		s.pushAll()
+	}
+}
+
+// observe follows the Manager's events (its only subscriber, in order):
+// the identity's new secret is pushed, and when the set of roots that
+// served certificates chain to changed, every proxy's bundle is.
+func (s *secretSource) observe(ev certs.Event) {
+	s.mu.Lock()
+	for _, fp := range s.served[ev.Identity] {
+		if s.refs[fp]--; s.refs[fp] == 0 {
+			delete(s.refs, fp)
+			delete(s.byPrint, fp)
+		}
+	}
+	delete(s.served, ev.Identity)
+	if ev.Secret != nil {
+		var fps []string
+		for _, r := range ev.Secret.Roots {
+			fp := certs.Fingerprint(r)
+			fps = append(fps, fp)
+			s.refs[fp]++
+			s.byPrint[fp] = r
+		}
+		s.served[ev.Identity] = fps
+	}
+	changed := s.recomputeLocked()
+	s.mu.Unlock()
+	if changed {
+		s.pushAll()
+		return
+	}
+	s.ads.SecretsChanged(ev.Identity.String())
+}
+
+// recomputeLocked rebuilds the bundle: base first, then the served roots
+// oldest first (a stable order, so an unchanged set is an unchanged PEM).
+func (s *secretSource) recomputeLocked() bool {
+	extra := make([]*x509.Certificate, 0, len(s.byPrint))
+	for _, r := range s.byPrint {
+		extra = append(extra, r)
+	}
+	slices.SortFunc(extra, func(a, b *x509.Certificate) int {
+		if c := a.NotBefore.Compare(b.NotBefore); c != 0 {
+			return c
+		}
+		return strings.Compare(certs.Fingerprint(a), certs.Fingerprint(b))
+	})
+	b, err := certs.NewBundle(append(slices.Clone(s.base), extra...)...)
+	if err != nil {
+		s.log.Error(err, "building the trust bundle; keeping the current one")
+		return false
+	}
+	pem := b.PEM()
+	if bytes.Equal(pem, s.pem) {
+		return false
+	}
+	s.bundle, s.pem = b, pem
+	return true
+}
+
+// pushAll rebuilds the configuration of every identity that is served a
+// certificate (the others get no secrets at all).
+func (s *secretSource) pushAll() {
+	for _, sec := range s.m.Secrets() {
+		s.ads.SecretsChanged(sec.Identity.String())
+	}
 }
 
 // pendingIssuer stands in until the root CA is loaded: the Manager retries
@@ -92,83 +200,35 @@ func (s *servingCert) ready() error {
 	return nil
 }
 
+// certMetrics exports the certificates of the running control plane.
+var certMetrics = certs.NewMetrics(nil)
+
+func init() { ctrlmetrics.Registry.MustRegister(certMetrics) }
+
 // newSecrets makes the certificate Manager, connects it to the xDS server,
-// and returns a runnable (for every replica) that loads the built-in CA's
-// root, which the leader creates, installs the issuer, and keeps the xDS
-// server's own certificate (for dnsNames) current in serving.
-func newSecrets(ads *xds.ADS, c client.WithWatch, namespace, trustDomain string, dnsNames []string, serving *servingCert, log logr.Logger) (*certs.Manager, func(context.Context) error, error) {
-	m, err := certs.NewManager(certs.ManagerOptions{Issuer: pendingIssuer{}, Log: log})
+// and returns the trust follower (for every replica: it loads the built-in
+// CA's roots, which the leader creates, follows MeshConfig's provider and
+// the root rotation, keeps the xDS server's own certificate for dnsNames
+// current in serving, and reports its proxies' ACKs) and the rotation
+// driver (for the leader).
+func newSecrets(ads *xds.ADS, c client.WithWatch, namespace, trustDomain string, dnsNames []string, serving *servingCert, log logr.Logger) (*certs.Manager, *trustFollower, *rotationDriver, error) {
+	m, err := certs.NewManager(certs.ManagerOptions{Issuer: pendingIssuer{}, Log: log, Observer: func(provider string, err error) {
+		if provider != (pendingIssuer{}).Name() {
+			certMetrics.Observe(provider, err)
+		}
+	}})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	ads.SetSecrets(secretSource{m: m, log: log})
-	m.Subscribe(func(ev certs.Event) { ads.SecretsChanged(ev.Identity.String()) })
-	load := func(ctx context.Context) error {
-		store := &builtin.RootStore{Client: c, TrustDomain: trustDomain}
-		var root *builtin.KeyPair
-		for root == nil {
-			var err error
-			if root, err = store.Load(ctx); err != nil {
-				if !errors.Is(err, builtin.ErrRootNotFound) {
-					log.Error(err, "loading the mesh root CA")
-				}
-				select {
-				case <-ctx.Done():
-					m.Stop()
-					return nil
-				case <-time.After(2 * time.Second):
-				}
-			}
-		}
-		builtinIssuer, err := builtin.NewIssuer(root, builtin.Options{})
-		if err != nil {
-			return err
-		}
-		log.Info("loaded the mesh root CA")
-		// The workload issuer follows MeshConfig, checked every
-		// reconcile period; the xDS serving certificate always comes from
-		// the mesh root, which sidecars trust for the control plane.
-		var current string
-		nextServing := time.Now()
-		for {
-			want, ref := workloadIssuer(readMeshConfig(ctx, c))
-			if want != current {
-				var iss certs.Issuer = builtinIssuer
-				if want == providerCertManager {
-					cm, err := certmanager.New(certmanager.Options{Client: c, Namespace: namespace, IssuerRef: ref, Log: log})
-					if err != nil {
-						log.Error(err, "MeshConfig selects cert-manager but its issuer cannot be used; keeping the current issuer")
-						want = current
-					} else {
-						iss = cm
-					}
-				}
-				if want != current {
-					m.SetIssuer(iss)
-					m.RenewAll()
-					log.Info("issuing workload certificates", "provider", iss.Name())
-					current = want
-				}
-			}
-			if !time.Now().Before(nextServing) {
-				cert, err := builtinIssuer.ServingCertificate(dnsNames, servingLifetime)
-				if err != nil {
-					log.Error(err, "issuing the xDS serving certificate")
-					nextServing = time.Now().Add(10 * time.Second)
-				} else {
-					serving.p.Store(cert)
-					nextServing = time.Now().Add(servingLifetime / 2)
-				}
-			}
-			select {
-			case <-ctx.Done():
-				m.Stop()
-				return nil
-			case <-time.After(10 * time.Second):
-			}
-		}
-	}
-	return m, load, nil
+	src := newSecretSource(m, ads, log)
+	ads.SetSecrets(src)
+	m.Subscribe(src.observe)
+	store := &builtin.RootStore{Client: c, Namespace: namespace, TrustDomain: trustDomain}
+	reports := newReplicaReports(c, namespace, "", nil)
+	f := &trustFollower{ads: ads, m: m, src: src, store: store, c: c, reports: reports, serving: serving, dnsNames: dnsNames, namespace: namespace, log: log}
+	certMetrics.Watch(m, f.metricsBundle)
+	d := &rotationDriver{c: c, store: store, reports: reports, log: log.WithName("rotation")}
+	return m, f, d, nil
 }
 
 const (

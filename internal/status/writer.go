@@ -350,7 +350,7 @@ func policyStatus(obj client.Object) *v1alpha1.Status {
 	case *v1alpha1.AuthPolicy:
 		return &o.Status
 	case *v1alpha1.MeshConfig:
-		return &o.Status
+		return &o.Status.Status
 	}
 	return nil
 }

@@ -174,7 +174,7 @@ func significant(obj client.Object) client.Object {
 		return &c
 	case *v1alpha1.MeshConfig:
 		c := *o
-		c.ResourceVersion, c.Status = "", v1alpha1.Status{}
+		c.ResourceVersion, c.Status = "", v1alpha1.MeshConfigStatus{}
 		return &c
 	case *gatewayv1.HTTPRoute:
 		c := *o

@@ -1,0 +1,305 @@
+package controlplane
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/certs/builtin"
+	"github.com/weftmesh/weft/crds/v1alpha1"
+)
+
+// rotationDriver is the leader's half of a root rotation: it starts one
+// when MeshConfig's spec.certificates.builtIn.rootGeneration rises above
+// the root's generation, moves it one phase on (certs.Rotation.Advance)
+// when every live replica reports that all its proxies hold what the
+// phase waits for, persists each phase in the root Secrets (which every
+// replica's trustFollower applies, and a new leader resumes from), and
+// writes MeshConfig's status.rootRotation and RootRotation condition.
+// The decisions are pure (planRotation, aggregateTrust,
+// rootRotationStatus); this type does the reading and writing.
+type rotationDriver struct {
+	c       client.WithWatch
+	store   *builtin.RootStore
+	reports *replicaReports
+	log     logr.Logger
+	clock   clock.PassiveClock // default the real clock
+	// poll is how often it looks when no watch event woke it: default 1s
+	// during a rotation, 10s otherwise.
+	poll time.Duration
+}
+
+// NeedLeaderElection: one driver.
+func (d *rotationDriver) NeedLeaderElection() bool { return true }
+
+// Start drives until ctx ends.
+func (d *rotationDriver) Start(ctx context.Context) error {
+	if d.clock == nil {
+		d.clock = clock.RealClock{}
+	}
+	wake := make(chan struct{}, 1)
+	ns := d.reports.ns
+	go watchWake(ctx, d.c, &corev1.SecretList{}, []client.ListOption{client.InNamespace(ns), client.MatchingLabels{"app.kubernetes.io/component": "ca"}}, wake, d.log)
+	go watchWake(ctx, d.c, &coordinationv1.LeaseList{}, []client.ListOption{client.InNamespace(ns), client.MatchingLabels{ReplicaReportLabel: "true"}}, wake, d.log)
+	go watchWake(ctx, d.c, &v1alpha1.MeshConfigList{}, nil, wake, d.log)
+	for {
+		rotating := d.step(ctx)
+		wait := 10 * time.Second
+		if rotating {
+			wait = time.Second
+		}
+		if d.poll != 0 {
+			wait = d.poll
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-wake:
+		case <-time.After(wait):
+		}
+	}
+}
+
+// step reads everything, takes at most one action, and writes status. It
+// reports whether a rotation is in progress.
+func (d *rotationDriver) step(ctx context.Context) bool {
+	st, err := d.store.LoadTrust(ctx)
+	if err != nil {
+		if !errors.Is(err, builtin.ErrRootNotFound) && !errors.Is(err, builtin.ErrInconsistent) && ctx.Err() == nil {
+			d.log.Error(err, "reading the root CA Secrets")
+		}
+		return true
+	}
+	mc := readMeshConfig(ctx, d.c)
+	want, provider := rotationRequest(mc)
+	live, dead, err := d.reports.list(ctx, trustTopic)
+	if err != nil {
+		d.log.Error(err, "reading the replicas' trust reports")
+	}
+	d.reports.forget(ctx, dead)
+	now := d.clock.Now()
+	p := planRotation(st, want, provider, live)
+	var failed error
+	switch p.action {
+	case actionStart:
+		st, failed = d.store.StartRotation(ctx, st, want)
+		if failed == nil {
+			d.log.Info("root rotation started", "generation", want, "newRoot", certs.Fingerprint(st.Next.Cert))
+		}
+	case actionAdvance:
+		from := st.Rotation.Phase
+		st, failed = d.store.SetPhase(ctx, st, p.next)
+		if failed == nil {
+			d.log.Info("root rotation moved on", "from", from, "to", st.Rotation.Phase, "root", certs.Fingerprint(st.Current.Cert))
+		}
+	case actionDeleteLeftover:
+		st, failed = d.store.DeleteLeftover(ctx, st)
+	}
+	if failed != nil {
+		if ctx.Err() == nil {
+			d.log.Error(failed, "root rotation step failed; retrying")
+		}
+	} else if p.action != actionNone {
+		p = planRotation(st, want, provider, live) // what the new state waits for
+	}
+	if mc != nil {
+		d.writeStatus(ctx, mc, rootRotationStatus(st, want, provider, p.waiting, failed, now))
+	}
+	return st.Rotation.Phase != certs.PhaseStable || p.action == actionStart
+}
+
+func (d *rotationDriver) writeStatus(ctx context.Context, mc *v1alpha1.MeshConfig, rs rotationStatus) {
+	rs.cond.ObservedGeneration = mc.Generation
+	next := mc.DeepCopy()
+	// Keep phaseSince and the condition's transition time when nothing
+	// else changed, so an unchanged status is no write.
+	next.Status.RootRotation = &rs.status
+	changed := meta.SetStatusCondition(&next.Status.Conditions, rs.cond)
+	if !changed && equality.Semantic.DeepEqual(mc.Status.RootRotation, next.Status.RootRotation) {
+		return
+	}
+	if err := d.c.Status().Update(ctx, next); err != nil && ctx.Err() == nil {
+		d.log.V(1).Info("writing MeshConfig status.rootRotation; will retry", "error", err.Error())
+	}
+}
+
+// rotationRequest reads MeshConfig: the root generation asked for and the
+// provider.
+func rotationRequest(mc *v1alpha1.MeshConfig) (int64, v1alpha1.CertificateProvider) {
+	if mc == nil {
+		return 0, v1alpha1.CertificateProviderBuiltIn
+	}
+	p := mc.Spec.Certificates.Provider
+	if p == "" {
+		p = v1alpha1.CertificateProviderBuiltIn
+	}
+	var want int64
+	if b := mc.Spec.Certificates.BuiltIn; b != nil {
+		want = b.RootGeneration
+	}
+	return want, p
+}
+
+type rotationAction int
+
+const (
+	actionNone rotationAction = iota
+	actionStart
+	actionAdvance
+	actionDeleteLeftover
+)
+
+// rotationPlan is what the driver does next and what the state waits for.
+type rotationPlan struct {
+	action  rotationAction
+	next    certs.Rotation // for actionAdvance
+	waiting string
+}
+
+// planRotation decides the driver's next action from the persisted state,
+// MeshConfig's request and the live replicas' reports. Pure.
+func planRotation(st builtin.TrustState, want int64, provider v1alpha1.CertificateProvider, reports []replicaReport) rotationPlan {
+	rot := st.Rotation
+	if rot.Phase == certs.PhaseStable {
+		switch {
+		case want > st.Generation && provider == v1alpha1.CertificateProviderBuiltIn:
+			return rotationPlan{action: actionStart}
+		case st.Leftover && st.Next.Cert.Equal(st.Current.Cert):
+			return rotationPlan{action: actionDeleteLeftover}
+		}
+		return rotationPlan{}
+	}
+	if provider != v1alpha1.CertificateProviderBuiltIn {
+		return rotationPlan{waiting: fmt.Sprintf("spec.certificates.provider is %s, so proxies are not given the built-in CA's bundle and the rotation cannot go on: set provider: BuiltIn to finish it", provider)}
+	}
+	acks, fl := aggregateTrust(reports, st.Key())
+	next, waiting := rot.Advance(acks)
+	if next.Phase != rot.Phase {
+		return rotationPlan{action: actionAdvance, next: next}
+	}
+	return rotationPlan{waiting: fl.describe(rot.Phase, waiting)}
+}
+
+// fleet sums the live replicas' reports for one state.
+type fleet struct {
+	replicas, proxies                        int
+	trustNext, serveFromNext, droppedCurrent int
+	behind                                   []string // replicas that have not applied the state
+}
+
+// aggregateTrust combines the live replicas' reports for the trust state
+// key: a fact holds when every live replica applied this state and all
+// its proxies satisfy it. With no report at all nothing holds (the
+// leader's own replica always reports: silence means trouble).
+func aggregateTrust(reports []replicaReport, key string) (certs.Acks, fleet) {
+	var fl fleet
+	for _, rep := range reports {
+		fl.replicas++
+		var r trustReport
+		if rep.Value == "" || json.Unmarshal([]byte(rep.Value), &r) != nil || r.State != key {
+			fl.behind = append(fl.behind, rep.Replica)
+			continue
+		}
+		fl.proxies += r.Proxies
+		fl.trustNext += r.TrustNext
+		fl.serveFromNext += r.ServeFromNext
+		fl.droppedCurrent += r.DroppedCurrent
+	}
+	slices.Sort(fl.behind)
+	if fl.replicas == 0 || len(fl.behind) > 0 {
+		return certs.Acks{}, fl
+	}
+	return certs.Acks{TrustNext: fl.trustNext == fl.proxies, ServeFromNext: fl.serveFromNext == fl.proxies, DroppedCurrent: fl.droppedCurrent == fl.proxies}, fl
+}
+
+// describe says what a phase waits for, with counts.
+func (fl fleet) describe(phase certs.RotationPhase, waiting string) string {
+	switch {
+	case fl.replicas == 0:
+		return "waiting for the controller replicas to report (none has a live report Lease " + replicaReportPrefix + "*)"
+	case len(fl.behind) > 0:
+		return fmt.Sprintf("waiting for %d of %d controller replicas to apply phase %s: %s", len(fl.behind), fl.replicas, phase, strings.Join(fl.behind, ", "))
+	}
+	have := map[certs.RotationPhase]int{certs.PhaseAddNewRoot: fl.trustNext, certs.PhaseSwitchSigning: min(fl.trustNext, fl.serveFromNext), certs.PhaseRetireOldRoot: fl.droppedCurrent}[phase]
+	return fmt.Sprintf("%s: %d of %d proxies have (on %d controller replicas)", waiting, have, fl.proxies, fl.replicas)
+}
+
+// rotationStatus is MeshConfig's status.rootRotation and RootRotation
+// condition for a state.
+type rotationStatus struct {
+	status v1alpha1.RootRotationStatus
+	cond   metav1.Condition
+}
+
+// rootRotationStatus describes st for MeshConfig. Pure.
+func rootRotationStatus(st builtin.TrustState, want int64, provider v1alpha1.CertificateProvider, waiting string, failed error, now time.Time) rotationStatus {
+	rot := st.Rotation
+	s := v1alpha1.RootRotationStatus{
+		Phase:          string(rot.Phase),
+		RootGeneration: st.Generation,
+		CurrentRoot:    rootStatus(st.Current),
+		WaitingFor:     waiting,
+	}
+	if !st.PhaseSince.IsZero() {
+		s.PhaseSince = &metav1.Time{Time: st.PhaseSince}
+	}
+	c := metav1.Condition{Type: v1alpha1.ConditionRootRotation, LastTransitionTime: metav1.NewTime(now).Rfc3339Copy()}
+	if rot.Phase != certs.PhaseStable {
+		s.TargetGeneration = st.NextGeneration
+		s.NextRoot = rootStatus(st.Next)
+		c.Status, c.Reason = metav1.ConditionFalse, string(rot.Phase)
+		c.Message = fmt.Sprintf("rotating the built-in CA's root to generation %d, phase %s: %s", st.NextGeneration, rot.Phase, waiting)
+		if provider != v1alpha1.CertificateProviderBuiltIn {
+			c.Reason = v1alpha1.ReasonRotationBlocked
+			c.Message = waiting
+		}
+	} else {
+		c.Status, c.Reason = metav1.ConditionTrue, v1alpha1.ReasonRootStable
+		c.Message = fmt.Sprintf("the root of generation %d (sha256 %s, expires %s) is the only trust anchor and signs every workload certificate",
+			st.Generation, s.CurrentRoot.SHA256[:16], st.Current.Cert.NotAfter.UTC().Format(time.RFC3339))
+		switch {
+		case want > st.Generation && provider != v1alpha1.CertificateProviderBuiltIn:
+			c.Status, c.Reason = metav1.ConditionFalse, v1alpha1.ReasonRotationBlocked
+			c.Message = fmt.Sprintf("spec.certificates.builtIn.rootGeneration asks for root generation %d, but spec.certificates.provider is %s: the built-in root rotates only while it issues workload certificates; set provider: BuiltIn, or rotate the cert-manager issuer's CA instead", want, provider)
+		case want > st.Generation:
+			c.Status, c.Reason = metav1.ConditionFalse, string(certs.PhaseAddNewRoot)
+			c.Message = fmt.Sprintf("starting the rotation to root generation %d", want)
+		case want < st.Generation && want > 0:
+			c.Message += fmt.Sprintf("; spec.certificates.builtIn.rootGeneration (%d) is below the root's generation: set it to %d to keep this root, or higher to rotate again", want, st.Generation)
+		}
+		s.WaitingFor = ""
+	}
+	if failed != nil {
+		c.Status, c.Reason = metav1.ConditionFalse, v1alpha1.ReasonRotationBlocked
+		c.Message = "the last rotation step failed and is retried: " + failed.Error()
+		s.WaitingFor = c.Message
+	}
+	if len(c.Message) > 1024 {
+		c.Message = c.Message[:1021] + "..."
+	}
+	if len(s.WaitingFor) > 1024 {
+		s.WaitingFor = s.WaitingFor[:1021] + "..."
+	}
+	return rotationStatus{status: s, cond: c}
+}
+
+func rootStatus(kp *builtin.KeyPair) *v1alpha1.RootCertificateStatus {
+	if kp == nil {
+		return nil
+	}
+	return &v1alpha1.RootCertificateStatus{SHA256: certs.Fingerprint(kp.Cert), NotAfter: metav1.NewTime(kp.Cert.NotAfter).Rfc3339Copy()}
+}

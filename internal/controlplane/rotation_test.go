@@ -1,0 +1,420 @@
+package controlplane
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/testr"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/structpb"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/certs/builtin"
+	"github.com/weftmesh/weft/crds/v1alpha1"
+	"github.com/weftmesh/weft/internal/rootrotation"
+	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/translator"
+	"github.com/weftmesh/weft/translator/envoy"
+	"github.com/weftmesh/weft/xds"
+)
+
+// TestRootRotation runs a root rotation of the built-in CA against the
+// real API server with two control-plane replicas (each a real ADS with
+// its certificate Manager, trust follower and report Lease) and proxies
+// that speak Delta SDS and ACK like Envoy (Envoy itself cannot run here;
+// sdsProxy applies a secret when it ACKs it, as Envoy does). One proxy
+// withholds its ACKs: every phase waits for it, with the count in status,
+// and moves on when it ACKs. Meanwhile the leader changes, and the new one
+// resumes from the phase persisted in the root Secret. At every moment,
+// every certificate a proxy holds verifies against every bundle a proxy
+// holds; at the end only the new root is trusted and the old root's key
+// is gone from the cluster.
+func TestRootRotation(t *testing.T) {
+	env := testenv.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	const ns = "weft-system"
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.NewWithWatch(env.Config, client.Options{Scheme: testenv.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &builtin.RootStore{Client: c, Namespace: ns, TrustDomain: translator.DefaultTrustDomain}
+	oldRoot, err := store.Ensure(ctx) // internal/rootca does this on the leader
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Create(ctx, &v1alpha1.MeshConfig{ObjectMeta: metav1.ObjectMeta{Name: v1alpha1.MeshConfigName}}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Two replicas, each with its own proxies.
+	w := &world{t: t}
+	var drivers []*rotationDriver
+	var addrs []string
+	for i := range 2 {
+		ads := xds.NewADS(testr.New(t).WithName(fmt.Sprintf("xds-%d", i)).V(1))
+		ads.SetAuthenticator(acceptAll{})
+		ads.Update(translator.Translate(&translator.Inputs{}).Mesh, time.Now())
+		_, f, d, err := newSecrets(ads, c, ns, translator.DefaultTrustDomain, []string{"weft-controller"}, &servingCert{}, logr.Discard())
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.idlePoll = 2 * time.Second
+		fctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = f.run(fctx) }()
+		t.Cleanup(func() { stop(); <-done })
+		drivers = append(drivers, d)
+		addrs = append(addrs, serveADS(t, ads))
+	}
+	leaderCtx, stepDown := context.WithCancel(ctx)
+	defer stepDown()
+	leaderDone := make(chan struct{})
+	go func() { defer close(leaderDone); _ = drivers[0].Start(leaderCtx) }()
+
+	frontend := w.dial(ctx, addrs[0], "frontend-0.shop", "shop", "frontend")
+	holdout := w.dial(ctx, addrs[0], "backend-0.shop", "shop", "backend")
+	ledger := w.dial(ctx, addrs[1], "ledger-0.other", "other", "ledger")
+	all := []*sdsProxy{frontend, holdout, ledger}
+	eventually(t, "every proxy holds a certificate and a bundle from the first root", func() error {
+		for _, p := range all {
+			if err := p.holdsFrom(oldRoot.Cert); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	status := func() *v1alpha1.RootRotationStatus {
+		var mc v1alpha1.MeshConfig
+		if err := env.Client.Get(ctx, client.ObjectKey{Name: v1alpha1.MeshConfigName}, &mc); err != nil {
+			t.Fatal(err)
+		}
+		return mc.Status.RootRotation
+	}
+	eventually(t, "status shows the stable first root", func() error {
+		if s := status(); s == nil || s.Phase != "Stable" || s.CurrentRoot.SHA256 != certs.Fingerprint(oldRoot.Cert) {
+			return fmt.Errorf("status.rootRotation = %+v", s)
+		}
+		return nil
+	})
+
+	// The rotation, with the holdout withholding its ACKs in each phase.
+	holdout.hold(true)
+	gen, err := rootrotation.Request(ctx, env.Client, ns)
+	if err != nil || gen != 1 {
+		t.Fatalf("Request = %d, %v; want generation 1", gen, err)
+	}
+	if again, err := rootrotation.Request(ctx, env.Client, ns); err != nil || again != 1 {
+		t.Fatalf("a second Request before the rotation ended = %d, %v; want the same generation 1", again, err)
+	}
+	var newRoot string
+	for i, phase := range []certs.RotationPhase{certs.PhaseAddNewRoot, certs.PhaseSwitchSigning, certs.PhaseRetireOldRoot} {
+		eventually(t, string(phase)+" waits for the holdout", func() error {
+			s := status()
+			if s == nil || s.Phase != string(phase) || !strings.Contains(s.WaitingFor, "2 of 3 proxies have") {
+				return fmt.Errorf("status.rootRotation = %+v", s)
+			}
+			newRoot = s.NextRoot.SHA256
+			return nil
+		})
+		if holdout.pending() == 0 {
+			t.Fatalf("%s: the holdout was sent nothing to ACK", phase)
+		}
+		if i == 0 {
+			// The leader steps down; the other replica's driver takes over
+			// from the phase persisted in the root Secret.
+			stepDown()
+			<-leaderDone
+			go func() { _ = drivers[1].Start(ctx) }()
+			eventually(t, "the new leader keeps waiting in "+string(phase), func() error {
+				if s := status(); s.Phase != string(phase) {
+					return fmt.Errorf("phase %s", s.Phase)
+				}
+				return nil
+			})
+		}
+		holdout.hold(phase != certs.PhaseRetireOldRoot)
+		holdout.release()
+	}
+	var phases []string
+	if err := rootrotation.Wait(ctx, env.Client, gen, func(p rootrotation.Progress) { phases = append(phases, p.Status.Phase) }); err != nil {
+		t.Fatal(err)
+	}
+	if s := status(); s.RootGeneration != 1 || s.CurrentRoot.SHA256 != newRoot || s.NextRoot != nil {
+		t.Fatalf("final status %+v, want generation 1 with root %s only", s, newRoot)
+	}
+
+	// Every proxy ends with the new root alone.
+	eventually(t, "every proxy trusts only the new root and serves from it", func() error {
+		for _, p := range all {
+			if err := p.holdsOnly(newRoot); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	w.mu.Lock()
+	violations := w.violations
+	w.mu.Unlock()
+	for _, v := range violations {
+		t.Error(v)
+	}
+	// The old root's key is gone: no Secret in the namespace holds the
+	// old root, and the incoming root's Secret was deleted.
+	var secrets corev1.SecretList
+	if err := c.List(ctx, &secrets, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	oldPEM := string(certs.EncodeCertificatesPEM([]*x509.Certificate{oldRoot.Cert}))
+	for _, s := range secrets.Items {
+		for k, v := range s.Data {
+			if strings.Contains(string(v), oldPEM) {
+				t.Errorf("Secret %s key %s still holds the old root", s.Name, k)
+			}
+		}
+	}
+	_, nextName := store.SecretNames()
+	if err := c.Get(ctx, nextName, &corev1.Secret{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the incoming root's Secret %s is still there (%v)", nextName, err)
+	}
+	st, err := store.LoadTrust(ctx)
+	if err != nil || certs.Fingerprint(st.Current.Cert) != newRoot || st.Rotation.Phase != certs.PhaseStable || st.Generation != 1 {
+		t.Fatalf("root Secret after the rotation: %+v, %v", st.Rotation, err)
+	}
+	t.Logf("status phases seen by Wait: %v", phases)
+}
+
+// world is the proxies' shared view: after every change to what a proxy
+// holds, every certificate held must verify against every bundle held.
+type world struct {
+	t          *testing.T
+	mu         sync.Mutex
+	proxies    []*sdsProxy
+	violations []string
+}
+
+func (w *world) check() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, a := range w.proxies {
+		for _, b := range w.proxies {
+			chain, _ := a.held()
+			_, bundle := b.held()
+			if chain == nil || bundle == nil {
+				continue
+			}
+			if err := verifyChain(chain, bundle); err != nil && len(w.violations) < 10 {
+				w.violations = append(w.violations, fmt.Sprintf("%s's certificate does not verify against %s's bundle: %v", a.id, b.id, err))
+			}
+		}
+	}
+}
+
+func verifyChain(chainPEM, bundlePEM []byte) error {
+	chain, err := certs.ParseCertificatesPEM(chainPEM)
+	if err != nil {
+		return err
+	}
+	roots, err := certs.ParseCertificatesPEM(bundlePEM)
+	if err != nil {
+		return err
+	}
+	b, err := certs.NewBundle(roots...)
+	if err != nil {
+		return err
+	}
+	inter := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	for _, u := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+		if _, err := chain[0].Verify(x509.VerifyOptions{Roots: b.Pool(), Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{u}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sdsProxy subscribes to its two SDS secrets over Delta ADS and applies a
+// response when it ACKs it, like Envoy. While holding, it leaves responses
+// unanswered (an Envoy that has not applied them yet) until release.
+type sdsProxy struct {
+	id     string
+	w      *world
+	stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesClient
+
+	mu          sync.Mutex
+	holding     bool
+	queue       []*discoveryv3.DeltaDiscoveryResponse
+	chain, trus []byte
+}
+
+func (w *world) dial(ctx context.Context, addr, id, ns, sa string) *sdsProxy {
+	w.t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.t.Cleanup(func() { conn.Close() })
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	md, _ := structpb.NewStruct(map[string]any{xds.MetaNamespace: ns, xds.MetaServiceAccount: sa, xds.MetaLabels: map[string]any{"app": sa}})
+	if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{Node: &corev3.Node{Id: id, Metadata: md}, TypeUrl: resourcev3.SecretType,
+		ResourceNamesSubscribe: []string{envoy.WorkloadCertSecret, envoy.TrustBundleSecret}}); err != nil {
+		w.t.Fatal(err)
+	}
+	p := &sdsProxy{id: id, w: w, stream: stream}
+	w.mu.Lock()
+	w.proxies = append(w.proxies, p)
+	w.mu.Unlock()
+	go func() {
+		for {
+			r, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			if p.holding {
+				p.queue = append(p.queue, r)
+				p.mu.Unlock()
+				continue
+			}
+			p.mu.Unlock()
+			p.apply(r)
+		}
+	}()
+	return p
+}
+
+// apply takes a response's content and ACKs it.
+func (p *sdsProxy) apply(r *discoveryv3.DeltaDiscoveryResponse) {
+	p.mu.Lock()
+	for _, res := range r.Resources {
+		var s tlsv3.Secret
+		if err := res.Resource.UnmarshalTo(&s); err != nil {
+			continue
+		}
+		switch res.Name {
+		case envoy.WorkloadCertSecret:
+			p.chain = s.GetTlsCertificate().GetCertificateChain().GetInlineBytes()
+		case envoy.TrustBundleSecret:
+			p.trus = s.GetValidationContext().GetTrustedCa().GetInlineBytes()
+		}
+	}
+	for _, n := range r.RemovedResources {
+		switch n {
+		case envoy.WorkloadCertSecret:
+			p.chain = nil
+		case envoy.TrustBundleSecret:
+			p.trus = nil
+		}
+	}
+	p.mu.Unlock()
+	p.w.check()
+	_ = p.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce})
+}
+
+func (p *sdsProxy) hold(on bool) {
+	p.mu.Lock()
+	p.holding = on
+	p.mu.Unlock()
+}
+
+func (p *sdsProxy) pending() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.queue)
+}
+
+// release applies and ACKs every withheld response, in order.
+func (p *sdsProxy) release() {
+	p.mu.Lock()
+	q := p.queue
+	p.queue = nil
+	p.mu.Unlock()
+	for _, r := range q {
+		p.apply(r)
+	}
+}
+
+func (p *sdsProxy) held() (chain, bundle []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.chain, p.trus
+}
+
+func (p *sdsProxy) holdsFrom(root *x509.Certificate) error {
+	chain, bundle := p.held()
+	if chain == nil || bundle == nil {
+		return fmt.Errorf("%s holds no certificate or no bundle yet", p.id)
+	}
+	b, _ := certs.NewBundle(root)
+	return verifyChain(chain, b.PEM())
+}
+
+func (p *sdsProxy) holdsOnly(fp string) error {
+	chain, bundle := p.held()
+	roots, err := certs.ParseCertificatesPEM(bundle)
+	if err != nil || len(roots) != 1 || certs.Fingerprint(roots[0]) != fp {
+		return fmt.Errorf("%s trusts %d roots (%v), want only %s", p.id, len(roots), err, fp[:16])
+	}
+	if err := verifyChain(chain, bundle); err != nil {
+		return fmt.Errorf("%s's certificate: %w", p.id, err)
+	}
+	return nil
+}
+
+type acceptAll struct{}
+
+func (acceptAll) Authenticate(context.Context, xds.NodeInfo) error { return nil }
+
+func serveADS(t *testing.T, ads *xds.ADS) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, ads)
+	go func() { _ = g.Serve(lis) }()
+	t.Cleanup(g.Stop)
+	return lis.Addr().String()
+}
+
+// eventually polls cond until it returns nil or a generous deadline
+// passes; the deadline guards against hangs, it measures nothing.
+func eventually(t *testing.T, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

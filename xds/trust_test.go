@@ -1,0 +1,118 @@
+package xds_test
+
+import (
+	"bytes"
+	"net"
+	"testing"
+	"time"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc"
+
+	"github.com/weftmesh/weft/translator/envoy"
+	"github.com/weftmesh/weft/xds"
+)
+
+// bundleSecrets serves one trust bundle to every identity; the test
+// changes it as a root rotation would.
+type bundleSecrets struct {
+	fakeSecrets
+	bundle []byte
+}
+
+func (b *bundleSecrets) Material(id string) ([]byte, []byte, []byte, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return []byte("chain of " + id), []byte("key of " + id), b.bundle, true
+}
+
+func (b *bundleSecrets) set(bundle string) {
+	b.mu.Lock()
+	b.bundle = []byte(bundle)
+	b.mu.Unlock()
+}
+
+// TestSecretHolders: a proxy counts as holding a bundle only once it has
+// ACKed the response that carried it; a NACK or an unanswered response
+// counts as holding nothing known; a proxy without a secret subscription
+// is asked about holding nothing; the anonymous endpoint's proxies are not
+// counted.
+func TestSecretHolders(t *testing.T) {
+	ads := xds.NewADS(logr.Discard())
+	src := &bundleSecrets{fakeSecrets: fakeSecrets{acquired: map[string]int{}, version: map[string]string{}}, bundle: []byte("old")}
+	ads.SetSecrets(src)
+	ads.SetAuthenticator(acceptAll{})
+	ads.Update(mesh(t, 10), time.Now())
+	addr := serve(t, ads)
+
+	holds := func(want string) func(xds.HeldSecrets) bool {
+		return func(h xds.HeldSecrets) bool { return h.Bundle == nil || bytes.Equal(h.Bundle, []byte(want)) }
+	}
+	count := func() (int, int, int) {
+		n, sat := ads.SecretHolders(holds("old"), holds("new"))
+		return n, sat[0], sat[1]
+	}
+	subscribe := func(c *deltaClient) {
+		if err := c.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.SecretType,
+			ResourceNamesSubscribe: []string{envoy.WorkloadCertSecret, envoy.TrustBundleSecret}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	a := dialDelta(t, addr, node("frontend-0.shop", "shop", "frontend"), nil)
+	b := dialDelta(t, addr, node("ledger-0.other", "other", "ledger"), nil)
+	a.settle()
+	b.settle()
+	// Neither has asked for secrets: both are asked about holding nothing.
+	if n, old, nw := count(); n != 2 || old != 2 || nw != 2 {
+		t.Fatalf("without subscriptions: %d proxies, %d hold old, %d hold new; want 2 2 2", n, old, nw)
+	}
+	subscribe(a)
+	subscribe(b)
+	a.settle()
+	b.settle()
+	if n, old, nw := count(); n != 2 || old != 2 || nw != 0 {
+		t.Fatalf("after subscribing: %d proxies, %d hold old, %d hold new; want 2 2 0", n, old, nw)
+	}
+
+	// The bundle changes: until each proxy ACKs the new one, it holds
+	// nothing known.
+	src.set("new")
+	ads.SecretsChanged("spiffe://cluster.local/ns/shop/sa/frontend")
+	ads.SecretsChanged("spiffe://cluster.local/ns/other/sa/ledger")
+	if _, old, nw := count(); old != 0 || nw != 0 {
+		t.Fatalf("before any ACK: %d hold old, %d hold new; want 0 0 (content sent or pending is not held)", old, nw)
+	}
+	a.settle()
+	if _, old, nw := count(); old != 0 || nw != 1 {
+		t.Fatalf("after one ACK: %d hold old, %d hold new; want 0 1", old, nw)
+	}
+	b.nackTyp = resourcev3.SecretType
+	b.settle()
+	if _, _, nw := count(); nw != 1 {
+		t.Fatalf("a NACKing proxy counted as holding the new bundle (%d)", nw)
+	}
+
+	// The plaintext endpoint's proxies get no secrets and are not counted.
+	lisAddr := serveAnonymous(t, ads)
+	anon := dialDelta(t, lisAddr, node("frontend-1.shop", "shop", "frontend"), nil)
+	anon.settle()
+	if n, _, _ := count(); n != 2 {
+		t.Fatalf("%d proxies counted; the anonymous one must not be", n)
+	}
+}
+
+func serveAnonymous(t *testing.T, ads *xds.ADS) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, ads.Anonymous())
+	go func() { _ = g.Serve(lis) }()
+	t.Cleanup(g.Stop)
+	return lis.Addr().String()
+}
