@@ -13,6 +13,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -53,6 +54,10 @@ type ADS struct {
 	auth    Authenticator
 	// enc shares encodings between groups.
 	enc *encoder
+	// nacked are the policy labels this ADS gave a series of the per-policy
+	// NACK counter, guarded by mu: their series go when the policy leaves
+	// the mesh, so the metric's size follows the policies that exist.
+	nacked map[string]bool
 }
 
 // admit parses the node of a stream's first request and, on an
@@ -128,6 +133,7 @@ func NewADS(log logr.Logger) *ADS {
 		groups:  map[groupKey]*group{},
 		conns:   map[*conn]struct{}{},
 		enc:     newEncoder(),
+		nacked:  map[string]bool{},
 	}
 }
 
@@ -144,6 +150,26 @@ func (a *ADS) Update(mesh *ir.Mesh, event time.Time) {
 	a.mu.Unlock()
 	ch := ir.Diff(prev, mesh)
 	a.update(mesh, event, func(g *group) bool { return g.failed.Load() || affects(&ch, g.proxy, g.snap.Load()) })
+	if !ch.Empty() {
+		a.forgetPolicyNacks(mesh)
+	}
+}
+
+// forgetPolicyNacks deletes the per-policy NACK series of policies that
+// are no longer in the mesh.
+func (a *ADS) forgetPolicyNacks(mesh *ir.Mesh) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.nacked) == 0 {
+		return
+	}
+	present := meshPolicies(mesh)
+	for label := range a.nacked {
+		if !present[label] {
+			a.metrics.policyNacks.DeletePartialMatch(prometheus.Labels{"policy": label})
+			delete(a.nacked, label)
+		}
+	}
 }
 
 // UpdateEndpoints installs a mesh model that differs from the previous one
@@ -579,6 +605,17 @@ func (a *ADS) recordAck(c *conn, t string, accepted bool, msg string) {
 		return
 	}
 	a.metrics.nacks.WithLabelValues(shortType(t)).Inc()
+	// By policy: each one the rejected configuration carries (the group's
+	// current snapshot: what the proxy was last sent or is about to be).
+	if s := c.group.snap.Load(); s != nil && len(s.policies) > 0 {
+		a.mu.Lock()
+		for _, p := range s.policies {
+			label := policyLabel(p)
+			a.metrics.policyNacks.WithLabelValues(shortType(t), label).Inc()
+			a.nacked[label] = true
+		}
+		a.mu.Unlock()
+	}
 	a.log.Info("proxy rejected configuration", "node", c.node.ID, "type", t, "error", msg)
 }
 

@@ -14,6 +14,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -348,6 +349,11 @@ func TestNackIsAnsweredOnceAndReported(t *testing.T) {
 	c := dialDelta(t, addr, node("frontend-0.shop", "shop", "frontend"), nil)
 	c.settle()
 
+	nacks := xds.PolicyNacks()
+	routeNacks := nacks.WithLabelValues("RouteConfiguration", "TrafficSplit/shop/checkout")
+	clusterNacks := nacks.WithLabelValues("Cluster", "TrafficSplit/shop/checkout")
+	routesBefore, clustersBefore := testutil.ToFloat64(routeNacks), testutil.ToFloat64(clusterNacks)
+
 	c.nackTyp = resourcev3.RouteType
 	ads.Update(mesh(t, 40), time.Now())
 	r := c.next()
@@ -356,6 +362,12 @@ func TestNackIsAnsweredOnceAndReported(t *testing.T) {
 	}
 	if n := c.settle(); n != 0 {
 		t.Fatalf("the server answered the NACK with %d more responses; want none (no loop)", n)
+	}
+	if got := testutil.ToFloat64(routeNacks) - routesBefore; got != 1 {
+		t.Errorf("weft_xds_policy_nacks_total{type=RouteConfiguration,policy=TrafficSplit/shop/checkout} grew by %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(clusterNacks) - clustersBefore; got != 0 {
+		t.Errorf("a route NACK counted %v cluster NACKs for the policy", got)
 	}
 	ref := ir.PolicyRef{Kind: "TrafficSplit", Namespace: "shop", Name: "checkout", Generation: 40}
 	st := ads.PolicyState(ref)
@@ -374,6 +386,18 @@ func TestNackIsAnsweredOnceAndReported(t *testing.T) {
 	c.settle()
 	if st := ads.PolicyState(ir.PolicyRef{Kind: "TrafficSplit", Namespace: "shop", Name: "checkout", Generation: 50}); !st.Programmed() {
 		t.Fatalf("policy state after the ACK = %+v, want programmed", st)
+	}
+
+	// Once the policy is gone from the mesh, so is its series: the metric
+	// stays as large as the set of policies.
+	in, err := translator.DecodeInputs([]byte(fmt.Sprintf(shopYAML, 50, 50)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.TrafficSplits = nil
+	ads.Update(translator.Translate(in).Mesh, time.Now())
+	if nacks.DeleteLabelValues("RouteConfiguration", "TrafficSplit/shop/checkout") {
+		t.Error("the NACK series of a deleted policy remains")
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/weftmesh/weft/translator/ir"
 )
 
 type metrics struct {
@@ -16,6 +18,7 @@ type metrics struct {
 	resourcesSent *prometheus.CounterVec
 	bytesSent     *prometheus.CounterVec
 	nacks         *prometheus.CounterVec
+	policyNacks   *prometheus.CounterVec
 	pushLatency   prometheus.Histogram
 	ackLatency    prometheus.Histogram
 	buildSeconds  prometheus.Histogram
@@ -46,6 +49,9 @@ func newMetrics() *metrics {
 				Help: "Encoded resource bytes sent, by type."}, []string{"type"}),
 			nacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_xds_nacks_total",
 				Help: "Responses that proxies rejected, by type."}, []string{"type"}),
+			policyNacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_xds_policy_nacks_total",
+				Help: "Responses that proxies rejected, by type and by each policy (Kind/namespace/name) the rejected configuration carries. A policy's series goes when the policy leaves the mesh."},
+				[]string{"type", "policy"}),
 			pushLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "weft_xds_push_latency_seconds",
 				Help: "From the cluster event to an xDS response carrying its result.", Buckets: latencyBuckets}),
 			ackLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "weft_xds_ack_latency_seconds",
@@ -55,11 +61,46 @@ func newMetrics() *metrics {
 			buildErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_xds_build_errors_total",
 				Help: "Group builds that failed validation (a weft bug); the last good configuration stays in service."}),
 		}
-		ctrlmetrics.Registry.MustRegister(m.connected, m.pushes, m.resourcesSent, m.bytesSent, m.nacks,
+		ctrlmetrics.Registry.MustRegister(m.connected, m.pushes, m.resourcesSent, m.bytesSent, m.nacks, m.policyNacks,
 			m.pushLatency, m.ackLatency, m.buildSeconds, m.buildErrors)
 		shared = m
 	})
 	return shared
+}
+
+// policyLabel is a policy's "policy" label: Kind/namespace/name, without
+// the generation, so a policy has one series however often it changes.
+func policyLabel(r ir.PolicyRef) string { return r.Kind + "/" + r.Namespace + "/" + r.Name }
+
+// meshPolicies lists the labels of every policy the model carries: the
+// routing and retry policies on Service ports and routes, and the
+// AuthPolicies of Services and namespaces (as envoy's view collects them).
+func meshPolicies(m *ir.Mesh) map[string]bool {
+	out := map[string]bool{}
+	for _, svc := range m.Services {
+		for _, p := range svc.Ports {
+			if p.Retry != nil {
+				out[policyLabel(p.Retry.Source)] = true
+			}
+			for _, r := range p.Routes {
+				if r.Source != nil {
+					out[policyLabel(*r.Source)] = true
+				}
+				if r.Retry != nil {
+					out[policyLabel(r.Retry.Source)] = true
+				}
+			}
+		}
+		for _, a := range svc.AuthPolicies {
+			out[policyLabel(a.Source)] = true
+		}
+	}
+	for _, ns := range m.Namespaces {
+		for _, a := range ns.AuthPolicies {
+			out[policyLabel(a.Source)] = true
+		}
+	}
+	return out
 }
 
 // shortType turns a type URL into a metric label: "Cluster", "Listener"...
