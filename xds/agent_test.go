@@ -4,8 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -256,6 +260,33 @@ func TestCertAgentForProxylessGRPC(t *testing.T) {
 	}, "frontend's agent NACKing a key that is not its certificate's")
 	if leafOf(frontend.Written()) != good {
 		t.Fatal("a NACKed secret changed the files")
+	}
+
+	// The debug endpoint shows the agent's secrets by name only. (The
+	// agent and the application share the pod's node id: stop the server,
+	// so that the id names the agent alone.)
+	srv.Stop()
+	eventually(t, func() bool {
+		n := 0
+		for _, p := range ads.Proxies() {
+			if p.ID == "greeter-0.shop" {
+				n++
+			}
+		}
+		return n == 1
+	}, "the gRPC server's own xDS stream to end")
+	dbg := httptest.NewServer(ads.DebugHandler())
+	defer dbg.Close()
+	resp, err := http.Get(dbg.URL + "/debug/config_dump?proxy=greeter-0.shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dump, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	_, key, _, _ := src.Material("spiffe://cluster.local/ns/shop/sa/greeter")
+	if !strings.Contains(string(dump), `"content": "REDACTED"`) || strings.Contains(string(dump), "PRIVATE KEY") ||
+		strings.Contains(string(dump), base64.StdEncoding.EncodeToString(key)[:40]) {
+		t.Fatalf("config dump of the agent's node: %.400s", dump)
 	}
 
 	// The anonymous endpoint: a gRPC node claiming greeter subscribes to

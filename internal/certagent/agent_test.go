@@ -13,6 +13,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/weftmesh/weft/translator/envoy"
@@ -46,11 +47,15 @@ func response(t *testing.T, nonce string, m Material, parts ...string) *discover
 }
 
 func newAgent(t *testing.T, dir string) *Agent {
+	return newAgentLog(t, dir, logr.Discard())
+}
+
+func newAgentLog(t *testing.T, dir string, log logr.Logger) *Agent {
 	t.Helper()
 	a, err := New(Options{
 		XDSAddress: "weft-controller.weft-system.svc:15012", RootCertFile: "/nonexistent", TokenFile: "/nonexistent",
 		Node:   Node{ID: "greeter-0.shop", Namespace: "shop", ServiceAccount: "greeter"},
-		OutDir: dir, RefreshInterval: 50 * time.Millisecond, Log: logr.Discard(),
+		OutDir: dir, RefreshInterval: 50 * time.Millisecond, Log: log,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -66,7 +71,8 @@ func TestHandleWritesThenAcks(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	root := newRoot(t)
-	a := newAgent(t, dir)
+	var logs strings.Builder
+	a := newAgentLog(t, dir, funcr.New(func(prefix, args string) { logs.WriteString(prefix + args + "\n") }, funcr.Options{}))
 	if a.Ready() == nil {
 		t.Fatal("ready before any certificate")
 	}
@@ -112,6 +118,18 @@ func TestHandleWritesThenAcks(t *testing.T) {
 	}
 	if got, _ := Read(dir); string(got.Chain) != string(m2.Chain) {
 		t.Fatal("a withdrawn secret removed the files")
+	}
+
+	// The log tells what happened, and never shows a key.
+	if !strings.Contains(logs.String(), "installed the workload certificate") {
+		t.Fatalf("no installation in the log:\n%s", logs.String())
+	}
+	for _, m := range []Material{m1, m2} {
+		for _, line := range strings.Split(string(m.Key), "\n") {
+			if len(line) > 8 && !strings.HasPrefix(line, "-----") && strings.Contains(logs.String(), line) {
+				t.Fatalf("the log shows a private key:\n%s", logs.String())
+			}
+		}
 	}
 }
 
