@@ -21,6 +21,8 @@ import (
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/certs/builtin"
 	"github.com/weftmesh/weft/crds/v1alpha1"
+	"github.com/weftmesh/weft/internal/rootca"
+	"github.com/weftmesh/weft/webhook"
 )
 
 // rotationDriver is the leader's half of a root rotation: it starts one
@@ -41,6 +43,35 @@ type rotationDriver struct {
 	// poll is how often it looks when no watch event woke it: default 1s
 	// during a rotation, 10s otherwise.
 	poll time.Duration
+	// onStep runs after each persisted step: the trust-bundle publisher
+	// (internal/rootca) re-reads the root Secret at once.
+	onStep func()
+}
+
+// publication counts the weft-root-ca ConfigMaps (what workloads verify
+// weft-controller's xDS certificate with; internal/rootca writes the root
+// Secret's ca.crt into them) and those that hold the incoming root.
+type publication struct{ have, total int }
+
+// published reads the weft-root-ca ConfigMaps during AddNewRoot (the only
+// phase that waits for them); otherwise it reports nothing to wait for.
+func (d *rotationDriver) published(ctx context.Context, st builtin.TrustState) publication {
+	if st.Rotation.Phase != certs.PhaseAddNewRoot {
+		return publication{}
+	}
+	var cms corev1.ConfigMapList
+	if err := d.c.List(ctx, &cms, client.MatchingFields{"metadata.name": webhook.RootCAConfigMap}); err != nil {
+		d.log.Error(err, "listing the weft-root-ca ConfigMaps")
+		return publication{total: 1}
+	}
+	var p publication
+	for _, cm := range cms.Items {
+		p.total++
+		if roots, err := certs.ParseCertificatesPEM([]byte(cm.Data[rootca.Key])); err == nil && bundleHas(roots, st.Rotation.Next) {
+			p.have++
+		}
+	}
+	return p
 }
 
 // NeedLeaderElection: one driver.
@@ -92,7 +123,8 @@ func (d *rotationDriver) step(ctx context.Context) bool {
 	}
 	d.reports.forget(ctx, dead)
 	now := d.clock.Now()
-	p := planRotation(st, want, provider, live)
+	pub := d.published(ctx, st)
+	p := planRotation(st, want, provider, live, pub)
 	var failed error
 	switch p.action {
 	case actionStart:
@@ -109,17 +141,21 @@ func (d *rotationDriver) step(ctx context.Context) bool {
 	case actionDeleteLeftover:
 		st, failed = d.store.DeleteLeftover(ctx, st)
 	}
+	acted := failed == nil && p.action != actionNone
 	if failed != nil {
 		if ctx.Err() == nil {
 			d.log.Error(failed, "root rotation step failed; retrying")
 		}
 	} else if p.action != actionNone {
-		p = planRotation(st, want, provider, live) // what the new state waits for
+		p = planRotation(st, want, provider, live, d.published(ctx, st)) // what the new state waits for
+	}
+	if acted && d.onStep != nil {
+		d.onStep()
 	}
 	if mc != nil {
 		d.writeStatus(ctx, mc, rootRotationStatus(st, want, provider, p.waiting, failed, now))
 	}
-	return st.Rotation.Phase != certs.PhaseStable || p.action == actionStart
+	return st.Rotation.Phase != certs.PhaseStable
 }
 
 func (d *rotationDriver) writeStatus(ctx context.Context, mc *v1alpha1.MeshConfig, rs rotationStatus) {
@@ -172,7 +208,7 @@ type rotationPlan struct {
 
 // planRotation decides the driver's next action from the persisted state,
 // MeshConfig's request and the live replicas' reports. Pure.
-func planRotation(st builtin.TrustState, want int64, provider v1alpha1.CertificateProvider, reports []replicaReport) rotationPlan {
+func planRotation(st builtin.TrustState, want int64, provider v1alpha1.CertificateProvider, reports []replicaReport, pub publication) rotationPlan {
 	rot := st.Rotation
 	if rot.Phase == certs.PhaseStable {
 		switch {
@@ -187,6 +223,12 @@ func planRotation(st builtin.TrustState, want int64, provider v1alpha1.Certifica
 		return rotationPlan{waiting: fmt.Sprintf("spec.certificates.provider is %s, so proxies are not given the built-in CA's bundle and the rotation cannot go on: set provider: BuiltIn to finish it", provider)}
 	}
 	acks, fl := aggregateTrust(reports, st.Key())
+	if rot.Phase == certs.PhaseAddNewRoot && acks.TrustNext && pub.have < pub.total {
+		// Proxies trust the new root for their peers; the control plane's
+		// serving certificate moves to it later (RetireOldRoot), and
+		// proxies verify it with the published bundle: wait for that too.
+		return rotationPlan{waiting: fmt.Sprintf("waiting for the %s ConfigMaps (which workloads verify weft-controller with) to hold the new root: %d of %d namespaces have", webhook.RootCAConfigMap, pub.have, pub.total)}
+	}
 	next, waiting := rot.Advance(acks)
 	if next.Phase != rot.Phase {
 		return rotationPlan{action: actionAdvance, next: next}

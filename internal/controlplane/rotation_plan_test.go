@@ -101,24 +101,28 @@ func TestPlanRotation(t *testing.T) {
 		action   rotationAction
 		next     certs.RotationPhase
 		waiting  string
+		pub      publication
 	}{
-		{"stable, nothing asked", st[certs.PhaseStable], 0, v1alpha1.CertificateProviderBuiltIn, nil, actionNone, "", ""},
-		{"stable, a rotation asked", st[certs.PhaseStable], 1, v1alpha1.CertificateProviderBuiltIn, nil, actionStart, "", ""},
-		{"stable, asked while cert-manager issues: no start", st[certs.PhaseStable], 1, v1alpha1.CertificateProviderCertManager, nil, actionNone, "", ""},
-		{"stable, an ended rotation's Secret left over", leftoverEnd, 1, v1alpha1.CertificateProviderBuiltIn, nil, actionDeleteLeftover, "", ""},
-		{"AddNewRoot, every proxy trusts the new root", st[certs.PhaseAddNewRoot], 1, v1alpha1.CertificateProviderBuiltIn, onlyTrust(certs.PhaseAddNewRoot), actionAdvance, certs.PhaseSwitchSigning, ""},
+		{"stable, nothing asked", st[certs.PhaseStable], 0, v1alpha1.CertificateProviderBuiltIn, nil, actionNone, "", "", publication{}},
+		{"stable, a rotation asked", st[certs.PhaseStable], 1, v1alpha1.CertificateProviderBuiltIn, nil, actionStart, "", "", publication{}},
+		{"stable, asked while cert-manager issues: no start", st[certs.PhaseStable], 1, v1alpha1.CertificateProviderCertManager, nil, actionNone, "", "", publication{}},
+		{"stable, an ended rotation's Secret left over", leftoverEnd, 1, v1alpha1.CertificateProviderBuiltIn, nil, actionDeleteLeftover, "", "", publication{}},
+		{"AddNewRoot, every proxy trusts the new root", st[certs.PhaseAddNewRoot], 1, v1alpha1.CertificateProviderBuiltIn, onlyTrust(certs.PhaseAddNewRoot), actionAdvance, certs.PhaseSwitchSigning, "", publication{}},
+		{"AddNewRoot, proxies trust the new root, a weft-root-ca ConfigMap does not yet", st[certs.PhaseAddNewRoot], 1, v1alpha1.CertificateProviderBuiltIn, onlyTrust(certs.PhaseAddNewRoot), actionNone, "",
+			"waiting for the weft-root-ca ConfigMaps (which workloads verify weft-controller with) to hold the new root: 2 of 3 namespaces have", publication{have: 2, total: 3}},
+		{"AddNewRoot, proxies and ConfigMaps have the new root", st[certs.PhaseAddNewRoot], 1, v1alpha1.CertificateProviderBuiltIn, onlyTrust(certs.PhaseAddNewRoot), actionAdvance, certs.PhaseSwitchSigning, "", publication{have: 3, total: 3}},
 		{"AddNewRoot, a proxy has not ACKed", st[certs.PhaseAddNewRoot], 1, v1alpha1.CertificateProviderBuiltIn,
-			[]replicaReport{report(t, "a", st[certs.PhaseAddNewRoot].Key(), later, 2, 1, 0, 0)}, actionNone, "", "a trust bundle with the new root: 1 of 2 proxies have (on 1 controller replicas)"},
-		{"AddNewRoot, the replica reports an older state", st[certs.PhaseAddNewRoot], 1, v1alpha1.CertificateProviderBuiltIn, all(certs.PhaseStable), actionNone, "", "waiting for 1 of 1 controller replicas to apply phase AddNewRoot: a"},
-		{"SwitchSigning, one proxy still serves the old root", st[certs.PhaseSwitchSigning], 1, v1alpha1.CertificateProviderBuiltIn, onlyTrust(certs.PhaseSwitchSigning), actionNone, "", "serve a certificate issued from the new root: 1 of 2 proxies have"},
-		{"SwitchSigning, all serve from the new root", st[certs.PhaseSwitchSigning], 1, v1alpha1.CertificateProviderBuiltIn, all(certs.PhaseSwitchSigning), actionAdvance, certs.PhaseRetireOldRoot, ""},
-		{"RetireOldRoot, a bundle still has the old root", st[certs.PhaseRetireOldRoot], 1, v1alpha1.CertificateProviderBuiltIn, onlyTrust(certs.PhaseRetireOldRoot), actionNone, "", "without the old root: 0 of 2 proxies have"},
-		{"RetireOldRoot, all dropped it", st[certs.PhaseRetireOldRoot], 1, v1alpha1.CertificateProviderBuiltIn, all(certs.PhaseRetireOldRoot), actionAdvance, certs.PhaseStable, ""},
-		{"in a rotation, the provider switched to cert-manager", st[certs.PhaseSwitchSigning], 1, v1alpha1.CertificateProviderCertManager, all(certs.PhaseSwitchSigning), actionNone, "", "set provider: BuiltIn to finish it"},
-		{"no replica reports", st[certs.PhaseAddNewRoot], 1, v1alpha1.CertificateProviderBuiltIn, nil, actionNone, "", "none has a live report Lease weft-replica-*"},
+			[]replicaReport{report(t, "a", st[certs.PhaseAddNewRoot].Key(), later, 2, 1, 0, 0)}, actionNone, "", "a trust bundle with the new root: 1 of 2 proxies have (on 1 controller replicas)", publication{}},
+		{"AddNewRoot, the replica reports an older state", st[certs.PhaseAddNewRoot], 1, v1alpha1.CertificateProviderBuiltIn, all(certs.PhaseStable), actionNone, "", "waiting for 1 of 1 controller replicas to apply phase AddNewRoot: a", publication{}},
+		{"SwitchSigning, one proxy still serves the old root", st[certs.PhaseSwitchSigning], 1, v1alpha1.CertificateProviderBuiltIn, onlyTrust(certs.PhaseSwitchSigning), actionNone, "", "serve a certificate issued from the new root: 1 of 2 proxies have", publication{}},
+		{"SwitchSigning, all serve from the new root", st[certs.PhaseSwitchSigning], 1, v1alpha1.CertificateProviderBuiltIn, all(certs.PhaseSwitchSigning), actionAdvance, certs.PhaseRetireOldRoot, "", publication{}},
+		{"RetireOldRoot, a bundle still has the old root", st[certs.PhaseRetireOldRoot], 1, v1alpha1.CertificateProviderBuiltIn, onlyTrust(certs.PhaseRetireOldRoot), actionNone, "", "without the old root: 0 of 2 proxies have", publication{}},
+		{"RetireOldRoot, all dropped it", st[certs.PhaseRetireOldRoot], 1, v1alpha1.CertificateProviderBuiltIn, all(certs.PhaseRetireOldRoot), actionAdvance, certs.PhaseStable, "", publication{}},
+		{"in a rotation, the provider switched to cert-manager", st[certs.PhaseSwitchSigning], 1, v1alpha1.CertificateProviderCertManager, all(certs.PhaseSwitchSigning), actionNone, "", "set provider: BuiltIn to finish it", publication{}},
+		{"no replica reports", st[certs.PhaseAddNewRoot], 1, v1alpha1.CertificateProviderBuiltIn, nil, actionNone, "", "none has a live report Lease weft-replica-*", publication{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := planRotation(tc.st, tc.want, tc.provider, tc.reports)
+			p := planRotation(tc.st, tc.want, tc.provider, tc.reports, tc.pub)
 			if p.action != tc.action {
 				t.Fatalf("action %d, want %d (waiting %q)", p.action, tc.action, p.waiting)
 			}
@@ -130,7 +134,7 @@ func TestPlanRotation(t *testing.T) {
 			}
 		})
 	}
-	if p := planRotation(st[certs.PhaseRetireOldRoot], 1, v1alpha1.CertificateProviderBuiltIn, all(certs.PhaseRetireOldRoot)); !p.next.Current.Equal(nw.Cert) {
+	if p := planRotation(st[certs.PhaseRetireOldRoot], 1, v1alpha1.CertificateProviderBuiltIn, all(certs.PhaseRetireOldRoot), publication{}); !p.next.Current.Equal(nw.Cert) {
 		t.Error("the rotation does not end with the new root current")
 	}
 }

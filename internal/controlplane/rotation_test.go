@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -22,15 +23,22 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/certs/builtin"
 	"github.com/weftmesh/weft/crds/v1alpha1"
+	"github.com/weftmesh/weft/internal/rootca"
 	"github.com/weftmesh/weft/internal/rootrotation"
+	weftstore "github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/testenv"
 	"github.com/weftmesh/weft/translator"
 	"github.com/weftmesh/weft/translator/envoy"
+	"github.com/weftmesh/weft/webhook"
 	"github.com/weftmesh/weft/xds"
 )
 
@@ -41,19 +49,34 @@ import (
 // sdsProxy applies a secret when it ACKs it, as Envoy does). One proxy
 // withholds its ACKs: every phase waits for it, with the count in status,
 // and moves on when it ACKs. Meanwhile the leader changes, and the new one
-// resumes from the phase persisted in the root Secret. At every moment,
-// every certificate a proxy holds verifies against every bundle a proxy
-// holds; at the end only the new root is trusted and the old root's key
-// is gone from the cluster.
+// resumes from the phase persisted in the root Secret. The weft-root-ca
+// ConfigMap (real internal/rootca publisher) follows each step. At every
+// moment, every certificate a proxy holds verifies against every bundle a
+// proxy holds; at the end only the new root is trusted and the old root's
+// key is gone from the cluster. Everything of the control plane runs as
+// weft-controller's ServiceAccount with config/rbac applied.
 func TestRootRotation(t *testing.T) {
 	env := testenv.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	const ns = "weft-system"
-	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-		t.Fatal(err)
+	for _, n := range []*corev1.Namespace{
+		{ObjectMeta: metav1.ObjectMeta{Name: ns}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{webhook.LabelInject: webhook.InjectEnabled}}},
+	} {
+		if err := env.Client.Create(ctx, n); err != nil {
+			t.Fatal(err)
+		}
 	}
-	c, err := client.NewWithWatch(env.Config, client.Options{Scheme: testenv.Scheme})
+	if out, err := env.Kubectl(ctx, nil, "apply", "-k", filepath.Join(env.Root, "config", "rbac")); err != nil {
+		t.Fatalf("applying config/rbac: %v\n%s", err, out)
+	}
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{
+		UserName: "system:serviceaccount:weft-system:weft-controller",
+		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:weft-system", "system:authenticated"},
+	}
+	c, err := client.NewWithWatch(cfg, client.Options{Scheme: testenv.Scheme})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,6 +109,46 @@ func TestRootRotation(t *testing.T) {
 		drivers = append(drivers, d)
 		addrs = append(addrs, serveADS(t, ads))
 	}
+	// The trust-bundle publisher, nudged by the driver after each step.
+	mgr, err := manager.New(cfg, manager.Options{Scheme: testenv.Scheme, Logger: logr.Discard(), Cache: weftstore.CacheOptions(cache.Options{}),
+		Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := rootca.New(mgr, rootca.Options{Namespace: ns}, logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mgr.Add(pub); err != nil {
+		t.Fatal(err)
+	}
+	mgrCtx, stopMgr := context.WithCancel(ctx)
+	mgrDone := make(chan struct{})
+	go func() { defer close(mgrDone); _ = mgr.Start(mgrCtx) }()
+	t.Cleanup(func() { stopMgr(); <-mgrDone })
+	for _, d := range drivers {
+		d.onStep = pub.RootChanged
+	}
+	published := func() ([]string, error) {
+		var cm corev1.ConfigMap
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "shop", Name: webhook.RootCAConfigMap}, &cm); err != nil {
+			return nil, err
+		}
+		roots, err := certs.ParseCertificatesPEM([]byte(cm.Data[rootca.Key]))
+		var fps []string
+		for _, r := range roots {
+			fps = append(fps, certs.Fingerprint(r))
+		}
+		return fps, err
+	}
+	eventually(t, "weft-root-ca published with the first root", func() error {
+		fps, err := published()
+		if err != nil || len(fps) != 1 || fps[0] != certs.Fingerprint(oldRoot.Cert) {
+			return fmt.Errorf("weft-root-ca holds %v (%v)", fps, err)
+		}
+		return nil
+	})
+
 	leaderCtx, stepDown := context.WithCancel(ctx)
 	defer stepDown()
 	leaderDone := make(chan struct{})
@@ -140,6 +203,14 @@ func TestRootRotation(t *testing.T) {
 			t.Fatalf("%s: the holdout was sent nothing to ACK", phase)
 		}
 		if i == 0 {
+			// AddNewRoot also waited for the published bundle, which
+			// workloads verify weft-controller with.
+			eventually(t, "weft-root-ca holds both roots", func() error {
+				if fps, err := published(); err != nil || len(fps) != 2 || fps[1] != newRoot {
+					return fmt.Errorf("weft-root-ca during AddNewRoot holds %v (%v), want the old and the new root", fps, err)
+				}
+				return nil
+			})
 			// The leader steps down; the other replica's driver takes over
 			// from the phase persisted in the root Secret.
 			stepDown()
@@ -163,7 +234,13 @@ func TestRootRotation(t *testing.T) {
 		t.Fatalf("final status %+v, want generation 1 with root %s only", s, newRoot)
 	}
 
-	// Every proxy ends with the new root alone.
+	// Every proxy, and the published bundle, end with the new root alone.
+	eventually(t, "weft-root-ca holds only the new root", func() error {
+		if fps, err := published(); err != nil || len(fps) != 1 || fps[0] != newRoot {
+			return fmt.Errorf("weft-root-ca holds %v (%v), want only %s", fps, err, newRoot)
+		}
+		return nil
+	})
 	eventually(t, "every proxy trusts only the new root and serves from it", func() error {
 		for _, p := range all {
 			if err := p.holdsOnly(newRoot); err != nil {

@@ -137,6 +137,7 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 	if err != nil {
 		return err
 	}
+	rotation.onStep = rootCA.RootChanged
 	var synced atomic.Bool
 	checks := []error{
 		mgr.Add(xdsServer),

@@ -71,6 +71,16 @@ type Publisher struct {
 
 	bundle  atomic.Pointer[[]byte]
 	changed chan event.TypedGenericEvent[struct{}]
+	reread  chan struct{}
+}
+
+// RootChanged makes the publisher re-read the root Secret now rather than
+// at the next Resync (the root rotation driver calls it after each step).
+func (p *Publisher) RootChanged() {
+	select {
+	case p.reread <- struct{}{}:
+	default:
+	}
 }
 
 // New returns the publisher; add it to the manager.
@@ -102,7 +112,7 @@ func New(mgr manager.Manager, o Options, log logr.Logger) (*Publisher, error) {
 		return nil, err
 	}
 	return &Publisher{o: o, mgr: mgr, direct: direct, cmCache: cmCache, log: log,
-		changed: make(chan event.TypedGenericEvent[struct{}], 1)}, nil
+		changed: make(chan event.TypedGenericEvent[struct{}], 1), reread: make(chan struct{}, 1)}, nil
 }
 
 // NeedLeaderElection: one writer of the root and the ConfigMaps.
@@ -245,6 +255,7 @@ func (p *Publisher) pollRoot(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-p.reread:
 		}
 		b, err := p.readBundle(ctx)
 		if err != nil {
