@@ -46,6 +46,7 @@ func main() {
 	flag.Float64Var(&cfg.ChurnRate, "churn-rate", 20, "endpoint changes per second in the churn phase (0 skips it)")
 	flag.DurationVar(&cfg.ChurnFor, "churn-for", 30*time.Second, "length of the churn phase")
 	flag.DurationVar(&cfg.Timeout, "timeout", 5*time.Minute, "bound on every wait")
+	flag.DurationVar(&cfg.MemoryWait, "memory-wait", 150*time.Second, "how long a memory reading may wait for the controller's next garbage collection (Go forces one every 2 minutes); 0 reads at once, garbage included")
 	flag.StringVar(&kubeconfig, "kubeconfig", "", "cluster to use (it must have weft's CRDs and no namespaces named like the tool's); empty starts a local etcd and kube-apiserver from bin/")
 	flag.StringVar(&controller, "controller", "", "weft-controller binary (empty: go build ./cmd/weft-controller into a temporary folder)")
 	flag.StringVar(&controllerLog, "controller-log", "", "file for the controller's output (default: discarded)")

@@ -2,7 +2,6 @@ package loadtest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -92,32 +91,78 @@ func (c *controller) metric(ctx context.Context, name string) (float64, error) {
 	return v, nil
 }
 
-// memory samples the heap in use and the resident set a few times and
-// keeps the smallest of each, so that garbage not yet collected inflates
-// the figure as little as possible.
-func (c *controller) memory(ctx context.Context) (heap, rss float64, err error) {
-	heap, rss = -1, -1
+// memSample is the controller's memory at one moment.
+type memSample struct {
+	// heap is go_memstats_heap_alloc_bytes at the first scrape after a
+	// garbage collection (afterGC), else the smallest
+	// go_memstats_heap_inuse_bytes of 5 samples 1 s apart.
+	heap    float64
+	afterGC bool
+	rss     float64
+}
+
+// memory measures the heap the controller keeps. Heap figures between
+// collections include garbage, by up to GOGC (100%) of the live heap, so
+// it waits up to wait for a collection that finished after since and
+// reads the heap at the first scrape after it: the live heap plus the
+// little an idle controller allocated meanwhile. Go collects at least
+// every 2 minutes, so a wait of 2.5 minutes always sees one. Without one
+// it falls back to the smallest heap in use among 5 samples.
+func (c *controller) memory(ctx context.Context, since time.Time, wait time.Duration) (memSample, error) {
+	read := func() (map[string]float64, error) {
+		code, body, err := httpGet(ctx, "http://"+c.monitoring+"/metrics")
+		if err == nil && code != http.StatusOK {
+			err = fmt.Errorf("/metrics: HTTP %d", code)
+		}
+		if err != nil {
+			return nil, err
+		}
+		out := map[string]float64{}
+		for _, name := range []string{"go_memstats_last_gc_time_seconds", "go_memstats_heap_alloc_bytes", "go_memstats_heap_inuse_bytes", "process_resident_memory_bytes"} {
+			v, ok := metricValue(body, name)
+			if !ok {
+				return nil, fmt.Errorf("/metrics has no %s", name)
+			}
+			out[name] = v
+		}
+		return out, nil
+	}
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) {
+		m, err := read()
+		if err != nil {
+			return memSample{}, err
+		}
+		if lastGC := time.Unix(0, int64(m["go_memstats_last_gc_time_seconds"]*1e9)); lastGC.After(since) {
+			return memSample{heap: m["go_memstats_heap_alloc_bytes"], afterGC: true, rss: m["process_resident_memory_bytes"]}, nil
+		}
+		select {
+		case <-ctx.Done():
+			return memSample{}, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	s := memSample{heap: -1, rss: -1}
 	for i := range 5 {
 		if i > 0 {
 			select {
 			case <-ctx.Done():
-				return 0, 0, ctx.Err()
+				return memSample{}, ctx.Err()
 			case <-time.After(time.Second):
 			}
 		}
-		h, err1 := c.metric(ctx, "go_memstats_heap_inuse_bytes")
-		r, err2 := c.metric(ctx, "process_resident_memory_bytes")
-		if err := errors.Join(err1, err2); err != nil {
-			return 0, 0, err
+		m, err := read()
+		if err != nil {
+			return memSample{}, err
 		}
-		if heap < 0 || h < heap {
-			heap = h
+		if h := m["go_memstats_heap_inuse_bytes"]; s.heap < 0 || h < s.heap {
+			s.heap = h
 		}
-		if rss < 0 || r < rss {
-			rss = r
+		if r := m["process_resident_memory_bytes"]; s.rss < 0 || r < s.rss {
+			s.rss = r
 		}
 	}
-	return heap, rss, nil
+	return s, nil
 }
 
 func httpGet(ctx context.Context, url string) (int, string, error) {

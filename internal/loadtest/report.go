@@ -25,8 +25,12 @@ func (r *Report) Print(w io.Writer) {
 		row("all proxies hold a full config after connecting at once",
 			fmt.Sprintf("%s (p50 %s; %d streams for %d proxies)", secs(f.ColdStart.Max), secs(f.ColdStart.P50), f.Streams, f.Proxies))
 		row("config per proxy", fmt.Sprintf("%s mean, %s max; %.0f resources (%s)", size(f.ConfigBytes.Mean), size(f.ConfigBytes.Max), f.Resources.Mean, byType(f.ConfigBytesByType)))
-		row("controller heap per connected proxy", fmt.Sprintf("%s (heap in use %s → %s); RSS %s per proxy",
-			size(f.HeapPerProxy), size(f.HeapBefore), size(f.HeapAfter), size(f.RSSPerProxy)))
+		heap := "live heap after a GC"
+		if !f.HeapAfterGC {
+			heap = "smallest heap in use of 5 samples, garbage included"
+		}
+		row("controller heap per connected proxy", fmt.Sprintf("%s (%s: %s → %s); RSS %s per proxy",
+			size(f.HeapPerProxy), heap, size(f.HeapBefore), size(f.HeapAfter), size(f.RSSPerProxy)))
 		row(fmt.Sprintf("weight change → ACK, %d repeats × %d proxies", len(f.Weight), f.Proxies),
 			fmt.Sprintf("%s; %.1f pushes, %s per proxy per change; %d missed", dist(f.WeightAll), f.WeightPushes, size(f.WeightBytes), f.WeightMissed))
 		for i, d := range f.Weight {

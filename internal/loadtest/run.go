@@ -60,6 +60,9 @@ type Config struct {
 	ChurnFor  time.Duration
 	// Timeout bounds every wait (--timeout).
 	Timeout time.Duration
+	// MemoryWait is how long a memory reading may wait for the
+	// controller's next garbage collection (--memory-wait); 0 reads at once.
+	MemoryWait time.Duration
 	// Workers write to the API server in parallel while creating the mesh.
 	Workers int
 	// Progress receives one line per step; ControllerLog the controller's
@@ -90,6 +93,7 @@ func (c Config) Validate() error {
 	check(c.ChurnRate == 0 || c.ChurnFor > 0, "--churn-for must be positive when --churn-rate is set")
 	check(int(c.ChurnRate*c.ChurnFor.Seconds())+c.Services < maxMarker/2, "--churn-rate × --churn-for is too many changes")
 	check(c.Timeout > 0, "--timeout must be positive")
+	check(c.MemoryWait >= 0, "--memory-wait must not be negative")
 	return errors.Join(errs...)
 }
 
@@ -130,11 +134,14 @@ type FleetReport struct {
 	// mean by type (short names).
 	ConfigBytes, Resources, Endpoints Dist
 	ConfigBytesByType                 map[string]float64
-	// HeapPerProxy and RSSPerProxy: growth of the controller's
-	// go_memstats_heap_inuse_bytes and process_resident_memory_bytes
-	// from before connecting to after the cold start, per proxy.
-	HeapPerProxy, RSSPerProxy float64
+	// HeapBefore and HeapAfter: the controller's heap before connecting
+	// and after the cold start; HeapAfterGC says they are live heaps read
+	// right after a garbage collection (see MemoryWait), not the smallest
+	// heap in use of 5 samples. HeapPerProxy and RSSPerProxy: the growth of
+	// the heap and of process_resident_memory_bytes, per proxy.
 	HeapBefore, HeapAfter     float64
+	HeapAfterGC               bool
+	HeapPerProxy, RSSPerProxy float64
 	// Weight: a TrafficSplit weight change, from just before the API write
 	// to each proxy's ACK of the route carrying it: per repeat and over all.
 	Weight       []Dist
@@ -245,7 +252,8 @@ func (r *runner) fleet(ctx context.Context, index, n int) (*FleetReport, error) 
 	if err := r.probe(ctx, ctrl.xds); err != nil {
 		return nil, err
 	}
-	heap0, rss0, err := ctrl.memory(ctx)
+	r.say("fleet %d: reading the controller's memory (waiting up to %v for a garbage collection)", n, cfg.MemoryWait)
+	mem0, err := ctrl.memory(ctx, time.Now(), cfg.MemoryWait)
 	if err != nil {
 		return nil, err
 	}
@@ -288,12 +296,13 @@ func (r *runner) fleet(ctx context.Context, index, n int) (*FleetReport, error) 
 	fr.Endpoints = distOf(eds)
 	r.say("fleet %d: all hold a full configuration after %.2fs (p50 %.2fs); %.0f bytes each", n, fr.ColdStart.Max, fr.ColdStart.P50, fr.ConfigBytes.Mean)
 
-	heap1, rss1, err := ctrl.memory(ctx)
+	mem1, err := ctrl.memory(ctx, time.Now(), cfg.MemoryWait)
 	if err != nil {
 		return nil, err
 	}
-	fr.HeapBefore, fr.HeapAfter = heap0, heap1
-	fr.HeapPerProxy, fr.RSSPerProxy = (heap1-heap0)/float64(n), (rss1-rss0)/float64(n)
+	fr.HeapBefore, fr.HeapAfter, fr.HeapAfterGC = mem0.heap, mem1.heap, mem0.afterGC && mem1.afterGC
+	fr.HeapPerProxy, fr.RSSPerProxy = (mem1.heap-mem0.heap)/float64(n), (mem1.rss-mem0.rss)/float64(n)
+	r.say("fleet %d: controller heap %.1f MiB → %.1f MiB (after a collection: %t)", n, mem0.heap/(1<<20), mem1.heap/(1<<20), fr.HeapAfterGC)
 
 	if err := r.weights(ctx, f, fr); err != nil {
 		return nil, err

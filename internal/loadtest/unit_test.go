@@ -1,8 +1,12 @@
 package loadtest
 
 import (
+	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -179,5 +183,43 @@ func TestValidate(t *testing.T) {
 		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), flag) {
 			t.Errorf("%s: error %v, want one naming the flag", flag, err)
 		}
+	}
+}
+
+// TestMemoryWaitsForACollection: the reading is the heap at the first
+// scrape after a collection that finished after since; without one in
+// time, the smallest heap in use.
+func TestMemoryWaitsForACollection(t *testing.T) {
+	since := time.Now()
+	var mu sync.Mutex
+	lastGC, scrapes := since.Add(-time.Minute), 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		scrapes++
+		if scrapes == 3 {
+			lastGC = time.Now()
+		}
+		fmt.Fprintf(w, "go_memstats_last_gc_time_seconds %v\ngo_memstats_heap_alloc_bytes %d\ngo_memstats_heap_inuse_bytes %d\nprocess_resident_memory_bytes 5e+07\n",
+			float64(lastGC.UnixNano())/1e9, 1000*scrapes, 9000-1000*scrapes)
+	}))
+	defer srv.Close()
+	c := &controller{monitoring: strings.TrimPrefix(srv.URL, "http://")}
+	m, err := c.memory(context.Background(), since, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.afterGC || m.heap != 3000 || m.rss != 5e7 {
+		t.Errorf("memory = %+v, want the heap of the third scrape (3000) after the collection", m)
+	}
+	mu.Lock()
+	lastGC = since.Add(-time.Minute)
+	mu.Unlock()
+	m, err = c.memory(context.Background(), time.Now(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.afterGC || m.heap != 9000-1000*8 {
+		t.Errorf("memory without a collection = %+v, want the smallest heap in use of 5 samples (1000)", m)
 	}
 }
