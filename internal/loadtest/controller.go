@@ -91,23 +91,47 @@ func (c *controller) metric(ctx context.Context, name string) (float64, error) {
 	return v, nil
 }
 
+// cpu is the controller's CPU seconds so far.
+func (c *controller) cpu(ctx context.Context) (float64, error) {
+	return c.metric(ctx, "process_cpu_seconds_total")
+}
+
+// ownCPU is this process's CPU seconds so far (user and system): what the
+// simulated proxies cost, on the same cores as the controller.
+func ownCPU() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
 // memSample is the controller's memory at one moment.
 type memSample struct {
-	// heap is go_memstats_heap_alloc_bytes at the first scrape after a
-	// garbage collection (afterGC), else the smallest
-	// go_memstats_heap_inuse_bytes of 5 samples 1 s apart.
+	// heap is the live heap the last garbage collection marked (afterGC),
+	// else the smallest go_memstats_heap_inuse_bytes of 5 samples 1 s
+	// apart, garbage included.
 	heap    float64
 	afterGC bool
 	rss     float64
 }
 
+// liveHeap is the heap the last collection found live, recovered from the
+// heap goal it set: goal = live + (live + stacks + globals) × GOGC/100
+// (Go ≥ 1.18). Stacks in use stand in for the stacks scanned; globals are
+// a constant that cancels out of a difference. (HeapAlloc right after a
+// collection would still count garbage not yet swept.)
+func liveHeap(nextGC, stacks, gogc float64) float64 {
+	g := gogc / 100
+	return (nextGC - g*stacks) / (1 + g)
+}
+
 // memory measures the heap the controller keeps. Heap figures between
-// collections include garbage, by up to GOGC (100%) of the live heap, so
-// it waits up to wait for a collection that finished after since and
-// reads the heap at the first scrape after it: the live heap plus the
-// little an idle controller allocated meanwhile. Go collects at least
-// every 2 minutes, so a wait of 2.5 minutes always sees one. Without one
-// it falls back to the smallest heap in use among 5 samples.
+// collections include garbage, up to GOGC (100%) of the live heap, so it
+// waits up to wait for a collection that finished after since and
+// derives the live heap from it. Go collects at least every 2 minutes,
+// so a wait of 2.5 minutes always sees one. Without one it falls back to
+// the smallest heap in use among 5 samples.
 func (c *controller) memory(ctx context.Context, since time.Time, wait time.Duration) (memSample, error) {
 	read := func() (map[string]float64, error) {
 		code, body, err := httpGet(ctx, "http://"+c.monitoring+"/metrics")
@@ -117,13 +141,16 @@ func (c *controller) memory(ctx context.Context, since time.Time, wait time.Dura
 		if err != nil {
 			return nil, err
 		}
-		out := map[string]float64{}
-		for _, name := range []string{"go_memstats_last_gc_time_seconds", "go_memstats_heap_alloc_bytes", "go_memstats_heap_inuse_bytes", "process_resident_memory_bytes"} {
+		out := map[string]float64{"go_gc_gogc_percent": 100} // the default, if not exported
+		for _, name := range []string{"go_memstats_last_gc_time_seconds", "go_memstats_next_gc_bytes", "go_memstats_stack_inuse_bytes",
+			"go_memstats_heap_inuse_bytes", "process_resident_memory_bytes", "go_gc_gogc_percent"} {
 			v, ok := metricValue(body, name)
-			if !ok {
+			if !ok && name != "go_gc_gogc_percent" {
 				return nil, fmt.Errorf("/metrics has no %s", name)
 			}
-			out[name] = v
+			if ok {
+				out[name] = v
+			}
 		}
 		return out, nil
 	}
@@ -134,7 +161,11 @@ func (c *controller) memory(ctx context.Context, since time.Time, wait time.Dura
 			return memSample{}, err
 		}
 		if lastGC := time.Unix(0, int64(m["go_memstats_last_gc_time_seconds"]*1e9)); lastGC.After(since) {
-			return memSample{heap: m["go_memstats_heap_alloc_bytes"], afterGC: true, rss: m["process_resident_memory_bytes"]}, nil
+			if gogc := m["go_gc_gogc_percent"]; gogc > 0 { // GOGC=off has no goal
+				return memSample{heap: liveHeap(m["go_memstats_next_gc_bytes"], m["go_memstats_stack_inuse_bytes"], gogc), afterGC: true,
+					rss: m["process_resident_memory_bytes"]}, nil
+			}
+			break
 		}
 		select {
 		case <-ctx.Done():

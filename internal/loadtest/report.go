@@ -23,27 +23,29 @@ func (r *Report) Print(w io.Writer) {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		row := func(what, value string) { fmt.Fprintf(tw, "  %s\t%s\n", what, value) }
 		row("all proxies hold a full config after connecting at once",
-			fmt.Sprintf("%s (p50 %s; %d streams for %d proxies)", secs(f.ColdStart.Max), secs(f.ColdStart.P50), f.Streams, f.Proxies))
+			fmt.Sprintf("%s (p50 %s; %d streams for %d proxies); CPU: controller %.1f s, simulated proxies %.1f s",
+				secs(f.ColdStart.Max), secs(f.ColdStart.P50), f.Streams, f.Proxies, f.ColdStartCPU, f.ColdStartHarnessCPU))
 		row("config per proxy", fmt.Sprintf("%s mean, %s max; %.0f resources (%s)", size(f.ConfigBytes.Mean), size(f.ConfigBytes.Max), f.Resources.Mean, byType(f.ConfigBytesByType)))
-		heap := "live heap after a GC"
+		heap := "live heap at the last GC"
 		if !f.HeapAfterGC {
 			heap = "smallest heap in use of 5 samples, garbage included"
 		}
 		row("controller heap per connected proxy", fmt.Sprintf("%s (%s: %s → %s); RSS %s per proxy",
 			size(f.HeapPerProxy), heap, size(f.HeapBefore), size(f.HeapAfter), size(f.RSSPerProxy)))
 		row(fmt.Sprintf("weight change → ACK, %d repeats × %d proxies", len(f.Weight), f.Proxies),
-			fmt.Sprintf("%s; %.1f pushes, %s per proxy per change; %d missed", dist(f.WeightAll), f.WeightPushes, size(f.WeightBytes), f.WeightMissed))
+			fmt.Sprintf("%s; %.1f pushes, %s per proxy per change; controller CPU %.2f s per change; %d missed",
+				dist(f.WeightAll), f.WeightPushes, size(f.WeightBytes), f.WeightCPU, f.WeightMissed))
 		for i, d := range f.Weight {
 			row(fmt.Sprintf("  repeat %d", i+1), dist(d))
 		}
 		o := f.OnePercent
 		row(fmt.Sprintf("endpoints of %d Services (%.3g%%) change at once", o.Services, 100*float64(o.Services)/float64(c.Services)),
-			fmt.Sprintf("%d of %d proxies depend on them, %d received anything: %.1f pushes, %s each (%s per proxy over all); server pushes %.0f",
-				o.Dependents, f.Proxies, o.Receivers, o.PushesPerReceiver, size(o.BytesPerReceiver), size(o.BytesPerProxy), o.ServerPushes))
+			fmt.Sprintf("%d of %d proxies depend on them, %d received anything: %.1f pushes, %s each (%s per proxy over all); server pushes %.0f; controller CPU %.2f s",
+				o.Dependents, f.Proxies, o.Receivers, o.PushesPerReceiver, size(o.BytesPerReceiver), size(o.BytesPerProxy), o.ServerPushes, o.CPU))
 		row("  write → ACK", fmt.Sprintf("%s; %d missed", dist(o.Latency), o.Missed))
 		if ch := f.Churn; ch.Changes > 0 {
 			row(fmt.Sprintf("%.0f endpoint changes/s for %.0fs, EDS write → ACK", ch.Rate, ch.For),
-				fmt.Sprintf("%s over %d deliveries; %d missed, %d failed writes", dist(ch.Latency), ch.Latency.N, ch.Missed, ch.Failed))
+				fmt.Sprintf("%s over %d deliveries; %d missed, %d failed writes; controller busy %.2f cores", dist(ch.Latency), ch.Latency.N, ch.Missed, ch.Failed, ch.CPU))
 		}
 		tw.Flush()
 	}

@@ -127,6 +127,10 @@ type FleetReport struct {
 	// ColdStart: from opening every stream at once to each proxy holding
 	// a full configuration (every type ACKed, the split's route included).
 	ColdStart Dist
+	// CPU seconds the controller (and this process, the simulated
+	// proxies) used from opening the streams until all held their
+	// configuration: less noisy than times on a shared machine.
+	ColdStartCPU, ColdStartHarnessCPU float64
 	// Streams opened in all (more than Proxies means reconnects).
 	Streams int
 	// ConfigBytes, Resources and Endpoints (EDS resources: the Services
@@ -147,10 +151,11 @@ type FleetReport struct {
 	Weight       []Dist
 	WeightAll    Dist
 	WeightMissed int // proxy × repeat pairs that never converged
-	// WeightBytes and WeightPushes per proxy per change (means).
-	WeightBytes, WeightPushes float64
-	OnePercent                Change
-	Churn                     Churn
+	// WeightBytes and WeightPushes per proxy per change (means);
+	// WeightCPU the controller's CPU seconds per change.
+	WeightBytes, WeightPushes, WeightCPU float64
+	OnePercent                           Change
+	Churn                                Churn
 }
 
 // Change is a burst of endpoint changes to a fraction of the Services.
@@ -161,8 +166,9 @@ type Change struct {
 	Dependents, Receivers int
 	// Means over receivers, and bytes over every proxy.
 	PushesPerReceiver, BytesPerReceiver, BytesPerProxy float64
-	// ServerPushes: weft_xds_pushes_total's growth.
-	ServerPushes float64
+	// ServerPushes: weft_xds_pushes_total's growth; CPU the controller's
+	// CPU seconds from the writes until the proxies went quiet.
+	ServerPushes, CPU float64
 	// Latency: write → ACK per (change, dependent proxy).
 	Latency Dist
 	Missed  int
@@ -175,6 +181,8 @@ type Churn struct {
 	Changes int
 	// Failed writes (not measured).
 	Failed int
+	// CPU: the controller's CPU seconds per second of churn (cores busy).
+	CPU float64
 	// Latency: write → ACK per (change, dependent proxy).
 	Latency Dist
 	Missed  int
@@ -261,6 +269,11 @@ func (r *runner) fleet(ctx context.Context, index, n int) (*FleetReport, error) 
 	// Cold start: every stream at once.
 	r.say("fleet %d: connecting %d proxies in %d groups over %d connections", n, n, groups, fr.Conns)
 	f := newFleet(cfg.Mesh, fmt.Sprintf("load-%d", index), n, groups)
+	cpu0, err := ctrl.cpu(ctx)
+	if err != nil {
+		return nil, err
+	}
+	own0 := ownCPU()
 	if err := f.start(ctrl.xds, cfg.Conns); err != nil {
 		return nil, err
 	}
@@ -276,6 +289,11 @@ func (r *runner) fleet(ctx context.Context, index, n int) (*FleetReport, error) 
 	if err != nil {
 		return nil, err
 	}
+	cpu1, err := ctrl.cpu(ctx)
+	if err != nil {
+		return nil, err
+	}
+	fr.ColdStartCPU, fr.ColdStartHarnessCPU = cpu1-cpu0, ownCPU()-own0
 	var cold, bytes, resources, eds []float64
 	byType := map[string]float64{}
 	f.settle(ctx, time.Second)
@@ -304,7 +322,7 @@ func (r *runner) fleet(ctx context.Context, index, n int) (*FleetReport, error) 
 	fr.HeapPerProxy, fr.RSSPerProxy = (mem1.heap-mem0.heap)/float64(n), (mem1.rss-mem0.rss)/float64(n)
 	r.say("fleet %d: controller heap %.1f MiB → %.1f MiB (after a collection: %t)", n, mem0.heap/(1<<20), mem1.heap/(1<<20), fr.HeapAfterGC)
 
-	if err := r.weights(ctx, f, fr); err != nil {
+	if err := r.weights(ctx, f, ctrl, fr); err != nil {
 		return nil, err
 	}
 	f.tracking.Store(true)
@@ -312,7 +330,7 @@ func (r *runner) fleet(ctx context.Context, index, n int) (*FleetReport, error) 
 		return nil, err
 	}
 	if cfg.ChurnRate > 0 {
-		if err := r.churn(ctx, f, fr); err != nil {
+		if err := r.churn(ctx, f, ctrl, fr); err != nil {
 			return nil, err
 		}
 	}
@@ -345,9 +363,13 @@ func (r *runner) probe(ctx context.Context, addr string) error {
 // weights changes the split's weight Repeats times and times each change
 // from just before the API write to every proxy's ACK of the route that
 // carries it.
-func (r *runner) weights(ctx context.Context, f *fleet, fr *FleetReport) error {
+func (r *runner) weights(ctx context.Context, f *fleet, ctrl *controller, fr *FleetReport) error {
 	var all []float64
 	var bytes, pushes float64
+	cpu0, err := ctrl.cpu(ctx)
+	if err != nil {
+		return err
+	}
 	for rep := range r.cfg.Repeats {
 		w := (r.weight-10+1)%89 + 10 // 10..98, never the current one
 		body, err := json.Marshal(map[string]any{"spec": splitSpec(w)})
@@ -391,6 +413,11 @@ func (r *runner) weights(ctx context.Context, f *fleet, fr *FleetReport) error {
 		r.say("fleet %d: weight change %d/%d → %d%%: p50 %.1fms p99 %.1fms max %.1fms (%d of %d proxies)", len(f.members), rep+1, r.cfg.Repeats, w, d.P50*1e3, d.P99*1e3, d.Max*1e3, d.N, len(f.members))
 	}
 	fr.WeightAll = distOf(all)
+	cpu1, err := ctrl.cpu(ctx)
+	if err != nil {
+		return err
+	}
+	fr.WeightCPU = (cpu1 - cpu0) / float64(r.cfg.Repeats)
 	changes := float64(r.cfg.Repeats * len(f.members))
 	fr.WeightBytes, fr.WeightPushes = bytes/changes, pushes/changes
 	return nil
@@ -489,6 +516,10 @@ func (r *runner) onePercent(ctx context.Context, f *fleet, ctrl *controller, fr 
 	if err != nil {
 		return err
 	}
+	cpu0, err := ctrl.cpu(ctx)
+	if err != nil {
+		return err
+	}
 	before := f.snapshot()
 	changes := make([]endpointChange, m)
 	seqs := make([]int, m)
@@ -513,7 +544,11 @@ func (r *runner) onePercent(ctx context.Context, f *fleet, ctrl *controller, fr 
 	if err != nil {
 		return err
 	}
-	c := Change{Services: m, Dependents: len(affected), Latency: distOf(lat), Missed: missed, ServerPushes: pushes1 - pushes0}
+	cpu1, err := ctrl.cpu(ctx)
+	if err != nil {
+		return err
+	}
+	c := Change{Services: m, Dependents: len(affected), Latency: distOf(lat), Missed: missed, ServerPushes: pushes1 - pushes0, CPU: cpu1 - cpu0}
 	var pushes, bytes float64
 	for i := range after {
 		dr, db := after[i].Responses-before[i].Responses, after[i].Bytes-before[i].Bytes
@@ -536,7 +571,7 @@ func (r *runner) onePercent(ctx context.Context, f *fleet, ctrl *controller, fr 
 // churn writes ChurnRate endpoint changes per second for ChurnFor, each
 // to a different Service that some proxy depends on (round robin), and
 // times each from its write to every dependent's ACK.
-func (r *runner) churn(ctx context.Context, f *fleet, fr *FleetReport) error {
+func (r *runner) churn(ctx context.Context, f *fleet, ctrl *controller, fr *FleetReport) error {
 	deps := dependents(r.cfg.Mesh, f)
 	var candidates []int
 	for _, i := range rand.New(rand.NewPCG(3, 4)).Perm(r.cfg.Services) {
@@ -553,6 +588,10 @@ func (r *runner) churn(ctx context.Context, f *fleet, fr *FleetReport) error {
 	tick := time.NewTicker(time.Duration(float64(time.Second) / r.cfg.ChurnRate))
 	defer tick.Stop()
 	var wg sync.WaitGroup
+	cpu0, err := ctrl.cpu(ctx)
+	if err != nil {
+		return err
+	}
 	start := time.Now()
 	for k := range total {
 		if k > 0 {
@@ -568,6 +607,11 @@ func (r *runner) churn(ctx context.Context, f *fleet, fr *FleetReport) error {
 	}
 	wg.Wait()
 	c := Churn{Rate: r.cfg.ChurnRate, For: time.Since(start).Seconds(), Changes: total}
+	cpu1, err := ctrl.cpu(ctx)
+	if err != nil {
+		return err
+	}
+	c.CPU = (cpu1 - cpu0) / c.For
 	for _, ch := range changes {
 		if ch.err != nil {
 			c.Failed++

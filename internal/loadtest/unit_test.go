@@ -200,8 +200,8 @@ func TestMemoryWaitsForACollection(t *testing.T) {
 		if scrapes == 3 {
 			lastGC = time.Now()
 		}
-		fmt.Fprintf(w, "go_memstats_last_gc_time_seconds %v\ngo_memstats_heap_alloc_bytes %d\ngo_memstats_heap_inuse_bytes %d\nprocess_resident_memory_bytes 5e+07\n",
-			float64(lastGC.UnixNano())/1e9, 1000*scrapes, 9000-1000*scrapes)
+		fmt.Fprintf(w, "go_memstats_last_gc_time_seconds %v\ngo_memstats_next_gc_bytes %d\ngo_memstats_stack_inuse_bytes 100\ngo_memstats_heap_inuse_bytes %d\nprocess_resident_memory_bytes 5e+07\ngo_gc_gogc_percent 100\n",
+			float64(lastGC.UnixNano())/1e9, 2000*scrapes+100, 9000-1000*scrapes)
 	}))
 	defer srv.Close()
 	c := &controller{monitoring: strings.TrimPrefix(srv.URL, "http://")}
@@ -210,7 +210,7 @@ func TestMemoryWaitsForACollection(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !m.afterGC || m.heap != 3000 || m.rss != 5e7 {
-		t.Errorf("memory = %+v, want the heap of the third scrape (3000) after the collection", m)
+		t.Errorf("memory = %+v, want the live heap behind the third scrape's heap goal (3000) after the collection", m)
 	}
 	mu.Lock()
 	lastGC = since.Add(-time.Minute)
