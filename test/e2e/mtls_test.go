@@ -19,6 +19,7 @@ import (
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
@@ -37,8 +38,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/crds/v1alpha1"
+	"github.com/weftmesh/weft/internal/rootrotation"
 	"github.com/weftmesh/weft/internal/testenv"
 	weftxds "github.com/weftmesh/weft/xds"
 )
@@ -58,10 +62,12 @@ import (
 //   - while a client sends a steady stream of RPCs, every workload
 //     certificate is replaced twice — MeshConfig switches to cert-manager
 //     (an Issuer over the mesh root, so trust does not change) and back —
-//     and not one RPC fails. The server closes connections after a
+//     and then the built-in CA's root is rotated (new bundle, leaves from
+//     the new root, old root retired), and not one RPC fails. The server closes connections after a
 //     second (MaxConnectionAge), so handshakes keep happening with whatever
 //     the files hold; the test sees the new certificates on both sides.
 func TestProxylessMTLS(t *testing.T) {
+	ctrllog.SetLogger(logr.Discard()) // the test's clients have nothing to say
 	env := testenv.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
@@ -108,9 +114,12 @@ func TestProxylessMTLS(t *testing.T) {
 		t.Fatal("weft-root-ca holds no certificate")
 	}
 	agents := map[string]*agentProc{}
+	var rootFiles []string
 	for _, sa := range []string{"greeter", "frontend"} {
 		agents[sa] = startAgent(t, ctx, cs, sa, ip, rootPEM, xdsAddr, xdsTLSAddr)
+		rootFiles = append(rootFiles, agents[sa].rootFile)
 	}
+	go projectRootCA(ctx, env.Client, rootFiles)
 	for sa, a := range agents {
 		eventually(t, sa+"'s agent ready", func() error { return a.ready() })
 	}
@@ -211,13 +220,39 @@ func TestProxylessMTLS(t *testing.T) {
 	st.waitFor(t, "both sides back on the built-in CA's certificates", func(r result) bool {
 		return chainLen(r, roots) == 3 && r.clientBuiltIn && r.server.SerialNumber.Cmp(first.server.SerialNumber) != 0
 	})
+
+	// (c) and the root: the built-in CA's root rotation (weft ca
+	// rotate-root), whose steps each wait for every agent's ACK — which
+	// the agent gives once gRPC has re-read its files.
+	start := time.Now()
+	gen, err := rootrotation.Rotate(ctx, env.Client, "weft-system", func(p rootrotation.Progress) {
+		t.Logf("root rotation: %s %s", p.Status.Phase, rootrotation.Describe(p))
+	})
+	if err != nil {
+		t.Fatalf("root rotation: %v", err)
+	}
+	t.Logf("root generation %d in effect after %s", gen, time.Since(start).Round(100*time.Millisecond))
+	var rootSecret corev1.Secret
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "weft-system", Name: "weft-ca-root"}, &rootSecret); err != nil {
+		t.Fatal(err)
+	}
+	newRoots := x509.NewCertPool()
+	newRoot, err := certs.ParseCertificatesPEM(rootSecret.Data["tls.crt"])
+	if err != nil || len(newRoot) != 1 {
+		t.Fatalf("the root Secret's tls.crt: %v", err)
+	}
+	newRoots.AddCert(newRoot[0])
+	st.waitFor(t, "both sides on certificates from the new root", func(r result) bool {
+		return chainLen(r, newRoots) == 3 && chainLen(r, roots) == 0 && r.clientCA == fmt.Sprintf("%x", newRoot[0].SubjectKeyId)
+	})
+
 	ok, failed, serials, firstErr := st.stop()
 	t.Logf("steady stream: %d RPCs succeeded, %d failed; the server presented %d different certificates", ok, failed, serials)
 	if failed != 0 {
 		t.Fatalf("%d of %d RPCs failed while certificates rotated; first: %v", failed, ok+failed, firstErr)
 	}
-	if serials < 3 {
-		t.Fatalf("the server presented %d certificates during the stream, want at least 3 (built-in, cert-manager, built-in)", serials)
+	if serials < 4 {
+		t.Fatalf("the server presented %d certificates during the stream, want at least 4 (built-in, cert-manager, built-in, new root)", serials)
 	}
 }
 
@@ -259,6 +294,7 @@ type result struct {
 	chain         []*x509.Certificate // its whole chain
 	client        string              // the client's SPIFFE ID, as the server saw it
 	clientBuiltIn bool                // the client's leaf came with an intermediate
+	clientCA      string              // hex key id of the CA above the client's chain
 }
 
 // hello calls the greeter; the server answers with the client's identity
@@ -275,12 +311,16 @@ func hello(ctx context.Context, conn *grpc.ClientConn, wait bool) (result, error
 	if !ok || len(info.State.PeerCertificates) == 0 {
 		return result{}, fmt.Errorf("the RPC was not made over TLS (auth info %T)", p.AuthInfo)
 	}
-	id, n, _ := strings.Cut(out.Value, " ")
-	return result{server: info.State.PeerCertificates[0], chain: info.State.PeerCertificates, client: id, clientBuiltIn: n == "2"}, nil
+	f := strings.Fields(out.Value)
+	if len(f) != 3 {
+		return result{}, fmt.Errorf("unexpected answer %q", out.Value)
+	}
+	return result{server: info.State.PeerCertificates[0], chain: info.State.PeerCertificates, client: f[0], clientBuiltIn: f[1] == "2", clientCA: f[2]}, nil
 }
 
-// greeterService answers with the caller's SPIFFE ID and the length of
-// the chain it presented: a service without generated code.
+// greeterService answers with the caller's SPIFFE ID, the length of the
+// chain it presented and the key id of the CA above that chain: a service
+// without generated code.
 var greeterService = grpc.ServiceDesc{
 	ServiceName: "weft.e2e.Greeter",
 	HandlerType: (*any)(nil),
@@ -295,7 +335,8 @@ var greeterService = grpc.ServiceDesc{
 			if !ok || len(info.State.PeerCertificates) == 0 || len(info.State.PeerCertificates[0].URIs) == 0 {
 				return nil, status.Error(codes.Unauthenticated, "no client certificate")
 			}
-			return wrapperspb.String(fmt.Sprintf("%s %d", info.State.PeerCertificates[0].URIs[0], len(info.State.PeerCertificates))), nil
+			certs := info.State.PeerCertificates
+			return wrapperspb.String(fmt.Sprintf("%s %d %x", certs[0].URIs[0], len(certs), certs[len(certs)-1].AuthorityKeyId)), nil
 		},
 	}},
 }
@@ -454,7 +495,7 @@ func setProvider(t *testing.T, ctx context.Context, env *testenv.Env, p v1alpha1
 
 // agentProc is a running `weft agent`.
 type agentProc struct {
-	dir, readyAddr string
+	dir, readyAddr, rootFile string
 }
 
 func (a *agentProc) ready() error {
@@ -499,7 +540,7 @@ func startAgent(t *testing.T, ctx context.Context, cs *kubernetes.Clientset, sa,
 			t.Fatal(err)
 		}
 	}
-	a := &agentProc{dir: dir, readyAddr: freeAddr(t)}
+	a := &agentProc{dir: dir, readyAddr: freeAddr(t), rootFile: filepath.Join(creds, "root-cert.pem")}
 	startProcess(t, "weft agent ("+sa+")", bin("weft"), "agent",
 		"--xds-address", xdsTLSAddr, "--xds-server-name", "weft-controller.weft-system.svc",
 		"--root-cert", filepath.Join(creds, "root-cert.pem"), "--token-file", filepath.Join(creds, "token"),
@@ -508,6 +549,28 @@ func startAgent(t *testing.T, ctx context.Context, cs *kubernetes.Clientset, sa,
 		"--pod-name", sa+"-0", "--namespace", "shop", "--service-account", sa, "--pod-ips", ip, "--labels", "app="+sa,
 		"--ready-address", a.readyAddr, "--log-format", "text")
 	return a
+}
+
+// projectRootCA does the kubelet's part for the agents' root files: it
+// keeps them equal to the weft-root-ca ConfigMap, which a root rotation
+// changes, replacing each file atomically, until ctx ends.
+func projectRootCA(ctx context.Context, c client.Client, files []string) {
+	for ctx.Err() == nil {
+		var cm corev1.ConfigMap
+		if err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "weft-root-ca"}, &cm); err == nil {
+			data := []byte(cm.Data["root-cert.pem"])
+			for _, f := range files {
+				if cur, _ := os.ReadFile(f); !bytes.Equal(cur, data) {
+					_ = os.WriteFile(f+".tmp", data, 0o600)
+					_ = os.Rename(f+".tmp", f)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 // listenHost listens on a non-loopback address of this machine: the API
