@@ -47,6 +47,10 @@ func needs() []need {
 	add("leader election", "coordination.k8s.io", "leases", namespace, "weft-controller", "get", "update")
 	add("leader election", "coordination.k8s.io", "leases", namespace, "", "create")
 	add("leader election events", "", "events", namespace, "", "create")
+	// internal/replicas: each replica's distribution report (Publisher)
+	// and the leader's watch and expiry of the others' (Collector).
+	add("replica distribution report", "coordination.k8s.io", "leases", namespace, "x", "get", "update", "delete")
+	add("replica distribution report", "coordination.k8s.io", "leases", namespace, "", "create", "list", "watch")
 	// certs/builtin.RootStore (Ensure on the leader, Load on replicas) and
 	// internal/rootca.
 	add("mesh root CA", "", "secrets", namespace, "weft-ca-root", "get")
@@ -206,7 +210,7 @@ func TestRBACCoversWhatTheCodeNeeds(t *testing.T) {
 }
 
 // TestRBACIsNarrow guards against rights creeping wider than the code
-// needs: no wildcards, and Secrets only inside weft-system.
+// needs: no wildcards, and Secrets and Leases only inside weft-system.
 func TestRBACIsNarrow(t *testing.T) {
 	m := load(t)
 	for _, r := range m.rules("") {
@@ -217,6 +221,12 @@ func TestRBACIsNarrow(t *testing.T) {
 		}
 		if slices.Contains(r.Resources, "secrets") {
 			t.Errorf("cluster-wide access to Secrets: %+v", r)
+		}
+		if slices.Contains(r.Resources, "leases") {
+			// Leader election and the replicas' reports live in
+			// weft-system; deleting Leases elsewhere would break other
+			// controllers' leader election.
+			t.Errorf("cluster-wide access to Leases: %+v", r)
 		}
 		if slices.Contains(r.Resources, "mutatingwebhookconfigurations") && len(r.ResourceNames) == 0 {
 			t.Errorf("webhook configurations not limited by name: %+v", r)

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"github.com/weftmesh/weft/internal/replicas"
 	"github.com/weftmesh/weft/internal/status"
 	"github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/translator"
@@ -26,11 +27,15 @@ func init() { ctrlmetrics.Registry.MustRegister(translateSeconds) }
 
 // meshLoop is the pipeline of DESIGN.md: store batches → translator →
 // xDS, and policy status to the writer. It runs on every replica (each
-// serves its own proxies); the writer writes only on the leader.
+// serves its own proxies); the writer writes only on the leader, which
+// counts the other replicas' proxies from their reports (internal/replicas).
 type meshLoop struct {
 	ads    *xds.ADS
 	writer *status.Writer
 	log    logr.Logger
+	// changed, if set, hears that this replica's distribution may have
+	// changed (replicas.Publisher.Changed). It must not block.
+	changed func()
 
 	mesh *ir.Mesh // only the loop's goroutine touches it
 
@@ -57,6 +62,14 @@ func (l *meshLoop) batch(b store.Batch) {
 	out := translator.Translate(b.Inputs)
 	l.mesh = out.Mesh
 	translateSeconds.WithLabelValues("full").Observe(time.Since(start).Seconds())
+	for _, w := range out.Warnings {
+		l.log.Info("configuration warning", "warning", w)
+	}
+	// Push first, then say which generations are out: until Update has
+	// rebuilt the proxies' configurations, none carries the new
+	// generations, and PolicyState would find no affected proxy — which
+	// reads as "nothing to program", Programmed=True too early.
+	l.ads.Update(l.mesh, b.FirstEvent)
 	gens := make(map[translator.PolicyKey]int64, len(out.Status))
 	for k, conds := range out.Status {
 		if len(conds) > 0 {
@@ -66,12 +79,10 @@ func (l *meshLoop) batch(b store.Batch) {
 	l.mu.Lock()
 	l.gens = gens
 	l.mu.Unlock()
-	for _, w := range out.Warnings {
-		l.log.Info("configuration warning", "warning", w)
-	}
 	l.writer.SetDesired(out.Status)
-
-	l.ads.Update(l.mesh, b.FirstEvent)
+	if l.changed != nil {
+		l.changed()
+	}
 }
 
 // Programmed implements status.ProgrammedSource from the xDS server's
@@ -83,15 +94,36 @@ func (l *meshLoop) Programmed(key translator.PolicyKey) (status.Distribution, bo
 	if !ok {
 		return status.Distribution{}, false
 	}
-	st := l.ads.PolicyState(ir.PolicyRef{Kind: key.Kind, Namespace: key.Namespace, Name: key.Name, Generation: gen})
-	return status.Distribution{Generation: gen, Proxies: st.Affected, Acked: st.Acked, Rejected: st.Rejected, Error: st.Message}, true
+	return l.distribution(key, gen), true
 }
 
-// acked tells the writer which policies a proxy's ACK or NACK concerns.
+func (l *meshLoop) distribution(key translator.PolicyKey, gen int64) status.Distribution {
+	st := l.ads.PolicyState(ir.PolicyRef{Kind: key.Kind, Namespace: key.Namespace, Name: key.Name, Generation: gen})
+	return status.Distribution{Generation: gen, Proxies: st.Affected, Acked: st.Acked, Rejected: st.Rejected, Error: st.Message}
+}
+
+// acked tells the writer (and this replica's report) which policies a
+// proxy's ACK or NACK concerns.
 func (l *meshLoop) acked(refs []ir.PolicyRef) {
 	keys := make([]translator.PolicyKey, len(refs))
 	for i, r := range refs {
 		keys[i] = translator.PolicyKey{Kind: r.Kind, Namespace: r.Namespace, Name: r.Name}
 	}
 	l.writer.ProgrammedChanged(keys...)
+	if l.changed != nil {
+		l.changed()
+	}
+}
+
+// snapshot is this replica's report (replicas.Publisher's source): every
+// translated policy's distribution among the proxies connected here.
+func (l *meshLoop) snapshot() replicas.Snapshot {
+	l.mu.RLock()
+	gens := l.gens
+	l.mu.RUnlock()
+	s := replicas.Snapshot{Proxies: len(l.ads.Proxies()), Policies: make(map[translator.PolicyKey]status.Distribution, len(gens))}
+	for k, gen := range gens {
+		s.Policies[k] = l.distribution(k, gen)
+	}
+	return s
 }

@@ -126,7 +126,11 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 		log.Info("xDS authentication is off (--xds-auth=none): any client can claim any proxy; no secrets are served. Development only.")
 	}
 	loop := &meshLoop{ads: ads, log: log.WithName("translator")}
-	loop.writer = status.New(mgr, loop, log.WithName("status"), status.Options{})
+	distribution, err := newDistributionReports(cfg, o, loop, log.WithName("replicas"))
+	if err != nil {
+		return err
+	}
+	loop.writer = status.New(mgr, loop, log.WithName("status"), status.Options{Peers: distribution.peers()})
 	ads.OnAck(loop.acked)
 
 	webhookServer, err := webhookserver.New(mgr, webhookserver.Options{Address: o.WebhookAddress, Namespace: o.LeaderElectionNamespace}, log.WithName("webhook"))
@@ -149,6 +153,7 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 		mgr.Add(injectcheck.New(mgr, log.WithName("injectcheck"))), // leader
 		mgr.Add(nonLeader(func(ctx context.Context) error { return loop.run(ctx, st) })),
 		mgr.Add(loop.writer),
+		distribution.add(mgr, loop.writer), // every replica reports; the leader reads the others'
 		mgr.Add(nonLeader(trust.run)),
 		mgr.Add(rotation), // leader: root rotation (docs/design/020)
 		mgr.Add(&monitoringServer{lis: debugLis, log: log.WithName("debug"), handler: ads.DebugHandler()}),

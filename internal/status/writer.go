@@ -53,6 +53,10 @@ type Options struct {
 	Burst int
 	// Clock stamps lastTransitionTime; the real clock if nil.
 	Clock clock.PassiveClock
+	// Peers, when set, are the other replicas' reports: Programmed then
+	// aggregates them with this replica's own ProgrammedSource (Aggregate).
+	// Nil means this replica's proxies are all there is.
+	Peers PeerSource
 }
 
 // Writer is the policy status writer. Create it with New, add it to the
@@ -63,6 +67,7 @@ type Writer struct {
 	client client.Client // cached reads, status writes
 	live   client.Reader // the API server, after a conflict
 	source ProgrammedSource
+	peers  PeerSource
 	limit  flowcontrol.RateLimiter
 	queue  workqueue.TypedRateLimitingInterface[translator.PolicyKey]
 
@@ -112,6 +117,7 @@ func newWriter(c client.Client, live client.Reader, source ProgrammedSource, log
 		client: c,
 		live:   live,
 		source: source,
+		peers:  o.Peers,
 		limit:  flowcontrol.NewTokenBucketRateLimiter(o.QPS, o.Burst),
 		// Failures back off per key; successes are not delayed (the token
 		// bucket above paces writes, and a key waiting in the queue absorbs
@@ -159,15 +165,22 @@ func (w *Writer) ProgrammedChanged(keys ...translator.PolicyKey) {
 	}
 }
 
+// Resync queues every policy: what decides their Programmed condition may
+// have changed for all of them at once (a replica joined or left). Only
+// statuses that change are written.
+func (w *Writer) Resync() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for k := range w.desired {
+		w.queue.Add(k)
+	}
+}
+
 // Start runs the single writing goroutine until ctx ends.
 func (w *Writer) Start(ctx context.Context) error {
 	// Leadership may come long after the first translation: write what is
 	// desired now. (Keys queued before stay queued; the queue dedups.)
-	w.mu.Lock()
-	for k := range w.desired {
-		w.queue.Add(k)
-	}
-	w.mu.Unlock()
+	w.Resync()
 	go func() {
 		<-ctx.Done()
 		w.queue.ShutDown()
@@ -299,11 +312,7 @@ func (w *Writer) apply(key translator.PolicyKey, obj client.Object, translated [
 				accepted = false
 			}
 		}
-		var d Distribution
-		var known bool
-		if w.source != nil {
-			d, known = w.source.Programmed(key)
-		}
+		d, known := w.distribution(key, gen)
 		now := metav1.NewTime(w.clock.Now()).Rfc3339Copy()
 		want = desiredConditions(translated, ProgrammedCondition(gen, accepted, d, known), now)
 	}
@@ -323,6 +332,20 @@ func (w *Writer) apply(key translator.PolicyKey, obj client.Object, translated [
 		return unchanged
 	}
 	return write
+}
+
+// distribution is how far generation gen of the policy got: this
+// replica's proxies, plus every live peer's when there are peers.
+func (w *Writer) distribution(key translator.PolicyKey, gen int64) (Distribution, bool) {
+	var reports []Report
+	if w.source != nil {
+		d, known := w.source.Programmed(key)
+		reports = append(reports, Report{Known: known, Distribution: d})
+	}
+	if w.peers != nil {
+		reports = append(reports, w.peers.PeerReports(key)...)
+	}
+	return Aggregate(gen, reports)
 }
 
 func newObject(kind string) client.Object {

@@ -47,6 +47,24 @@ func (f *fakeSource) set(k translator.PolicyKey, d Distribution) {
 	f.d[k] = d
 }
 
+// fakePeers stands in for the other replicas' reports.
+type fakePeers struct {
+	mu sync.Mutex
+	r  map[translator.PolicyKey][]Report
+}
+
+func (f *fakePeers) PeerReports(k translator.PolicyKey) []Report {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.r[k]
+}
+
+func (f *fakePeers) set(k translator.PolicyKey, r ...Report) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.r[k] = r
+}
+
 // interferingClient makes a real conflict: when armed for a key, it writes
 // a foreign condition to that object's status just before the writer's
 // own write, which then carries a stale resourceVersion.
@@ -157,6 +175,7 @@ type harness struct {
 	c      client.Client
 	w      *Writer
 	src    *fakeSource
+	peers  *fakePeers
 	clock  *clocktesting.FakePassiveClock
 	interf *interferingClient
 }
@@ -181,10 +200,11 @@ func start(t *testing.T) *harness {
 	}
 	h := &harness{t: t, ctx: ctx, env: env, c: env.Client,
 		src:   &fakeSource{d: map[translator.PolicyKey]Distribution{}},
+		peers: &fakePeers{r: map[translator.PolicyKey][]Report{}},
 		clock: clocktesting.NewFakePassiveClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)),
 	}
 	h.interf = &interferingClient{Client: mgr.GetClient(), direct: env.Client}
-	h.w = newWriter(h.interf, mgr.GetAPIReader(), h.src, testr.New(t).WithName("status"), Options{Clock: h.clock})
+	h.w = newWriter(h.interf, mgr.GetAPIReader(), h.src, testr.New(t).WithName("status"), Options{Clock: h.clock, Peers: h.peers})
 	if err := mgr.Add(h.w); err != nil {
 		t.Fatal(err)
 	}
@@ -387,6 +407,31 @@ func TestWriter(t *testing.T) {
 		if p.Reason != v1alpha1.ReasonProxyRejected || !strings.Contains(p.Message, "1 of 3 proxies") || !strings.Contains(p.Message, "invalid retry_on") {
 			t.Errorf("Programmed = %+v", p)
 		}
+	})
+
+	t.Run("other replicas' proxies count: pending holds, a rejection shows", func(t *testing.T) {
+		// This replica's 3 proxies ACKed generation 1 (above); a peer's
+		// 2 have not all.
+		h.peers.set(tsKey, Report{Replica: "b", Known: true, Distribution: Distribution{Generation: 1, Proxies: 2, Acked: 1}})
+		h.w.ProgrammedChanged(tsKey)
+		h.eventually("TrafficSplit pending on the peer", func() bool {
+			c := h.condition(tsKey, v1alpha1.ConditionProgrammed)
+			return c.Status == metav1.ConditionUnknown && strings.Contains(c.Message, "Waiting for 5 proxies")
+		})
+		h.peers.set(tsKey, Report{Replica: "b", Known: true, Distribution: Distribution{Generation: 1, Proxies: 2, Acked: 1, Rejected: 1, Error: "route: weight 0"}})
+		h.w.ProgrammedChanged(tsKey)
+		h.eventually("the peer's rejection shows", func() bool {
+			c := h.condition(tsKey, v1alpha1.ConditionProgrammed)
+			return c.Status == metav1.ConditionFalse && c.Reason == v1alpha1.ReasonProxyRejected &&
+				strings.Contains(c.Message, "1 of 5 proxies") && strings.Contains(c.Message, "route: weight 0")
+		})
+		// The peer leaves: Resync re-evaluates every policy.
+		h.peers.set(tsKey)
+		h.w.Resync()
+		h.eventually("Programmed from this replica's proxies again", func() bool {
+			c := h.condition(tsKey, v1alpha1.ConditionProgrammed)
+			return c.Status == metav1.ConditionTrue && strings.Contains(c.Message, "All 3 proxies")
+		})
 	})
 
 	t.Run("a conflict is re-read and retried, keeping others' conditions", func(t *testing.T) {

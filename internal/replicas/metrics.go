@@ -1,0 +1,29 @@
+package replicas
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+var (
+	reportWrites = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "weft_replica_report_writes_total",
+		Help: "Writes of this replica's distribution report (its Lease), by result (written, error).",
+	}, []string{"result"})
+	reportBytes = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "weft_replica_report_bytes",
+		Help: "Size of this replica's last written distribution report.",
+	})
+	peersGauge = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "weft_replica_reports_live",
+		Help: "Other replicas whose distribution reports the leader counts (0 on other replicas).",
+	})
+	expired = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "weft_replica_reports_expired_total",
+		Help: "Replica reports the leader stopped counting and deleted because they were not renewed within the deadline.",
+	})
+)
+
+func init() {
+	ctrlmetrics.Registry.MustRegister(reportWrites, reportBytes, peersGauge, expired)
+}
