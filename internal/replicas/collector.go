@@ -70,7 +70,7 @@ func (c *Collector) PeerReports(key translator.PolicyKey) []status.Report {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	if !c.synced {
-		return []status.Report{{Replica: "(replica reports not read yet)"}}
+		return []status.Report{{}}
 	}
 	return reportsFor(key, c.peers, c.o.Clock.Now(), c.o.Deadline)
 }

@@ -35,7 +35,9 @@ type PeerSource interface {
 //     order;
 //   - otherwise a replica that has not translated the policy (not Known)
 //     or reports an older generation keeps it pending: its proxies may not
-//     have gen yet, and may be other proxies than at the older generation;
+//     have gen yet, and may be other proxies than at the older generation.
+//     Lagging names the first such replica (this replica's own report has
+//     no name: the message then names none);
 //   - otherwise a replica ahead of gen keeps it pending until gen catches
 //     up (the returned Generation is the newest reported);
 //   - otherwise the counts are summed: Programmed once every replica's
@@ -50,7 +52,11 @@ func Aggregate(gen int64, reports []Report) (d Distribution, known bool) {
 	sum := Distribution{Generation: gen}
 	unknown := false
 	older, newer := gen, gen
+	lagging, seen := "", false // the first replica that has not pushed gen
 	for _, r := range reports {
+		if (!r.Known || r.Generation < gen) && !seen {
+			lagging, seen = r.Replica, true
+		}
 		switch {
 		case !r.Known:
 			unknown = true
@@ -71,9 +77,9 @@ func Aggregate(gen int64, reports []Report) (d Distribution, known bool) {
 	case sum.Rejected > 0:
 		return sum, true
 	case unknown:
-		return Distribution{}, false
+		return Distribution{Lagging: lagging}, false
 	case older < gen:
-		return Distribution{Generation: older}, true
+		return Distribution{Generation: older, Lagging: lagging}, true
 	case newer > gen:
 		return Distribution{Generation: newer}, true
 	}

@@ -37,6 +37,10 @@ type Distribution struct {
 	// `proxy shop/checkout-7d9 (sidecar): <error_detail message>`; the xDS
 	// layer chooses which (the first by proxy name keeps it stable).
 	Error string
+	// Lagging names a controller replica whose proxies the distribution
+	// waits for because it has not pushed Generation yet (Aggregate), so
+	// that a status stuck on one replica says which.
+	Lagging string
 }
 
 // ProgrammedSource is implemented by the xDS layer: it says how far each
@@ -65,6 +69,9 @@ func ProgrammedCondition(gen int64, accepted bool, d Distribution, known bool) m
 		// An ACK of an older generation says nothing about this one.
 		c.Status, c.Reason = metav1.ConditionUnknown, v1alpha1.ReasonPending
 		c.Message = fmt.Sprintf("Waiting for the configuration of generation %d to be pushed to the proxies.", gen)
+		if d.Lagging != "" {
+			c.Message = fmt.Sprintf("Waiting for the configuration of generation %d to be pushed to the proxies of controller replica %s.", gen, d.Lagging)
+		}
 	case d.Generation > gen:
 		// The proxies are ahead of the translation this status describes;
 		// the next translation brings the matching generation.
