@@ -2,7 +2,6 @@ package webhook
 
 import (
 	"fmt"
-	"net"
 	"sort"
 	"strings"
 
@@ -40,9 +39,6 @@ const (
 	AgentReadyPort = 15020
 	// DefaultAgentImage holds the weft CLI, whose `weft agent` runs.
 	DefaultAgentImage = "ghcr.io/weftmesh/weft:latest"
-	// grpcXDSPort is weft-controller's plaintext xDS port, which the
-	// application's own xDS stream uses (configuration only).
-	grpcXDSPort = "15010"
 )
 
 // proxylessKind returns the pod's weft.dev/proxyless value: "" for a pod
@@ -104,12 +100,9 @@ func agentContainer(pod *corev1.Pod, s settings, o Options) corev1.Container {
 		fmt.Sprintf("--ready-address=:%d", AgentReadyPort),
 	}
 	if o.XDSAddress != "" {
-		// The same server: the authenticated port for the agent, the
-		// plaintext one for the application.
+		// The authenticated port, for the agent and (its default) for the
+		// application's own xDS stream.
 		args = append(args, "--xds-address", o.XDSAddress)
-		if host, _, err := net.SplitHostPort(o.XDSAddress); err == nil {
-			args = append(args, "--grpc-xds-address", net.JoinHostPort(host, grpcXDSPort))
-		}
 	}
 	if l := formatLabels(pod.Labels); l != "" {
 		args = append(args, "--labels", l)

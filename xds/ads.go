@@ -67,12 +67,17 @@ func (a *ADS) admit(ctx context.Context, n *corev3.Node, authenticate bool) (Nod
 	if err != nil {
 		return NodeInfo{}, status.Error(codes.InvalidArgument, err.Error())
 	}
+	a.mu.Lock()
+	node.TrustDomain = a.mesh.TrustDomain
+	a.mu.Unlock()
+	node.Auth = AuthNone
 	if authenticate && a.auth != nil {
-		if err := a.auth.Authenticate(ctx, node); err != nil {
+		method, err := authenticateWith(ctx, a.auth, node)
+		if err != nil {
 			a.log.Info("refused a proxy", "node", node.ID, "reason", err.Error())
 			return NodeInfo{}, err
 		}
-		node.Authenticated = true
+		node.Authenticated, node.Auth = true, method
 	}
 	return node, nil
 }

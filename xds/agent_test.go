@@ -7,11 +7,13 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +22,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -29,6 +32,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+	authnv1 "k8s.io/api/authentication/v1"
 
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/certs/builtin"
@@ -36,6 +40,7 @@ import (
 	"github.com/weftmesh/weft/internal/testpki"
 	"github.com/weftmesh/weft/translator"
 	"github.com/weftmesh/weft/translator/envoy"
+	"github.com/weftmesh/weft/translator/ir"
 	weftxds "github.com/weftmesh/weft/xds"
 )
 
@@ -81,12 +86,15 @@ func (s *caSecrets) issue(id string, spoil bool) {
 }
 
 // serveADS serves ads authenticated over TLS, as weft-controller's :15012
-// (certificate for weft-controller.weft-system.svc from a test CA, whose
-// root it returns as a file), and anonymous over plaintext, as :15010.
+// (certificate for weft-controller.weft-system.svc and localhost from a
+// test CA, whose root it returns as a file; client certificates asked
+// for, not required), and anonymous over plaintext, as :15010. tlsAddr
+// names localhost, so that gRPC, which verifies the server by the
+// address's host, can dial it.
 func serveADS(t *testing.T, ads *weftxds.ADS) (tlsAddr, rootFile, plainAddr string) {
 	t.Helper()
 	ca := testpki.NewCA(t)
-	f := ca.IssueDNS(t, t.TempDir(), []string{"weft-controller.weft-system.svc"})
+	f := ca.IssueDNS(t, t.TempDir(), []string{"weft-controller.weft-system.svc", "localhost"})
 	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +103,7 @@ func serveADS(t *testing.T, ads *weftxds.ADS) (tlsAddr, rootFile, plainAddr stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}})))
+	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequestClientCert})))
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, ads)
 	go func() { _ = g.Serve(lis) }()
 	t.Cleanup(g.Stop)
@@ -108,22 +116,36 @@ func serveADS(t *testing.T, ads *weftxds.ADS) (tlsAddr, rootFile, plainAddr stri
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(p, ads.Anonymous())
 	go func() { _ = p.Serve(plain) }()
 	t.Cleanup(p.Stop)
-	return lis.Addr().String(), f.CA, plain.Addr().String()
+	return net.JoinHostPort("localhost", strconv.Itoa(lis.Addr().(*net.TCPAddr).Port)), f.CA, plain.Addr().String()
+}
+
+// agentTokens are the tokens startAgent's agents send, as the API server
+// would review them (TokenReview is tested for real in test/e2e).
+func agentTokens(sas ...string) *reviewer {
+	r := &reviewer{tokens: map[string]authnv1.TokenReviewStatus{}}
+	for _, sa := range sas {
+		r.tokens["token-"+sa] = authnv1.TokenReviewStatus{Authenticated: true, Audiences: []string{weftxds.TokenAudience},
+			User: authnv1.UserInfo{Username: "system:serviceaccount:shop:" + sa}}
+	}
+	return r
 }
 
 // startAgent runs weft's certificate agent for shop/sa, as `weft agent`
-// does, and returns its output directory and the application's bootstrap.
-func startAgent(t *testing.T, ctx context.Context, tlsAddr, rootFile, plainAddr, sa string) (*certagent.Agent, []byte) {
+// does, and returns it, the application's bootstrap (its own xDS stream
+// on the TLS endpoint, authenticated by the agent's files) and the
+// agent's output directory.
+func startAgent(t *testing.T, ctx context.Context, tlsAddr, rootFile, sa string) (*certagent.Agent, []byte, string) {
 	t.Helper()
 	dir := t.TempDir()
 	token := filepath.Join(dir, "token")
-	if err := os.WriteFile(token, []byte("a token the test authenticator accepts\n"), 0o600); err != nil {
+	if err := os.WriteFile(token, []byte("token-"+sa+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	node := certagent.Node{ID: sa + "-0.shop", Namespace: "shop", ServiceAccount: sa, Labels: map[string]string{"app": sa}, IPs: []string{"127.0.0.1"}}
+	certDir := filepath.Join(dir, "certs")
 	a, err := certagent.New(certagent.Options{
 		XDSAddress: tlsAddr, ServerName: "weft-controller.weft-system.svc", RootCertFile: rootFile, TokenFile: token,
-		Node: node, OutDir: filepath.Join(dir, "certs"), RefreshInterval: 200 * time.Millisecond, Log: logr.Discard(),
+		Node: node, OutDir: certDir, RefreshInterval: 200 * time.Millisecond, Log: logr.Discard(),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -131,20 +153,44 @@ func startAgent(t *testing.T, ctx context.Context, tlsAddr, rootFile, plainAddr,
 	done := make(chan struct{})
 	go func() { defer close(done); _ = a.Run(ctx) }()
 	t.Cleanup(func() { <-done })
-	boot, err := certagent.Bootstrap(certagent.BootstrapConfig{XDSAddress: plainAddr, Node: node, CertDir: filepath.Join(dir, "certs"), RefreshInterval: 200 * time.Millisecond})
+	boot, err := certagent.Bootstrap(certagent.BootstrapConfig{XDSAddress: tlsAddr, Node: node, CertDir: certDir, RefreshInterval: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return a, boot
+	return a, boot, certDir
+}
+
+// logLines collects an ADS's log, to read what it said to whom.
+type logLines struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logLines) logger() logr.Logger {
+	return funcr.New(func(prefix, args string) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.b.WriteString(prefix + " " + args + "\n")
+	}, funcr.Options{})
+}
+
+func (l *logLines) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // TestCertAgentForProxylessGRPC: weft's certificate agent, on the
-// authenticated endpoint as a gRPC-kind node, receives its own identity's
-// certificate by SDS and writes the files that real gRPC-Go xDS servers
-// and clients (configured from the agent's bootstrap, on the anonymous
-// endpoint) use for mutual TLS; a renewal reaches the files and the next
-// handshake; an unusable secret is NACKed and shows in the registry; the
-// anonymous endpoint still serves a gRPC node no secret.
+// authenticated endpoint as a gRPC-kind node (with its token), receives
+// its own identity's certificate by SDS and writes the files that real
+// gRPC-Go xDS servers and clients use twice: for their own xDS stream to
+// the same endpoint, which they authenticate with the workload
+// certificate (the registry says so, and a policy they carry becomes
+// Programmed), and for mutual TLS between them. A gRPC client whose
+// certificate is another identity's than its node claims is refused with
+// PermissionDenied. A renewal reaches the files and the next handshake;
+// an unusable secret is NACKed and shows in the registry; the anonymous
+// endpoint still serves a gRPC node no secret.
 func TestCertAgentForProxylessGRPC(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -153,9 +199,17 @@ func TestCertAgentForProxylessGRPC(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := &caSecrets{t: t, root: root, mat: map[string][3][]byte{}}
-	ads := weftxds.NewADS(logr.Discard())
+	var logs logLines
+	ads := weftxds.NewADS(logs.logger())
 	ads.SetSecrets(src)
-	ads.SetAuthenticator(acceptAll{})
+	ads.SetAuthenticator(weftxds.Chain{
+		weftxds.CertificateAuthenticator{Roots: func() *x509.CertPool {
+			p := x509.NewCertPool()
+			p.AddCert(root.Cert)
+			return p
+		}},
+		&weftxds.TokenAuthenticator{Reviews: agentTokens("greeter", "frontend")},
+	})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -169,8 +223,8 @@ func TestCertAgentForProxylessGRPC(t *testing.T) {
 
 	agentCtx, stopAgents := context.WithCancel(ctx)
 	defer stopAgents()
-	greeter, serverBoot := startAgent(t, agentCtx, tlsAddr, rootFile, plainAddr, "greeter")
-	frontend, clientBoot := startAgent(t, agentCtx, tlsAddr, rootFile, plainAddr, "frontend")
+	greeter, serverBoot, greeterDir := startAgent(t, agentCtx, tlsAddr, rootFile, "greeter")
+	frontend, clientBoot, _ := startAgent(t, agentCtx, tlsAddr, rootFile, "frontend")
 	for _, a := range []*certagent.Agent{greeter, frontend} {
 		eventually(t, func() bool { return a.Ready() == nil }, "the agent installed a certificate")
 	}
@@ -235,6 +289,67 @@ func TestCertAgentForProxylessGRPC(t *testing.T) {
 	}
 	if want := leafOf(greeter.Written()); got != want {
 		t.Fatalf("the server presented %s, want the agent's %s", got, want)
+	}
+
+	// The applications' own xDS streams proved their identity with the
+	// workload certificate, the agents' with their tokens. (A client's
+	// stream lives as long as a channel uses it: keep one open.)
+	conn, err := grpc.NewClient("xds:///greeter.shop:80", grpc.WithResolvers(resolver), grpc.WithTransportCredentials(ccreds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.Invoke(ctx, "/weft.test.Who/Who", &emptypb.Empty{}, &wrapperspb.StringValue{}, grpc.WaitForReady(true)); err != nil {
+		t.Fatal(err)
+	}
+	auth := func() map[string]int {
+		n := map[string]int{}
+		for _, p := range ads.Proxies() {
+			n[p.ID+" "+p.Auth]++
+		}
+		return n
+	}
+	want := map[string]int{"greeter-0.shop certificate": 1, "frontend-0.shop certificate": 1, "greeter-0.shop token": 1, "frontend-0.shop token": 1}
+	if got := auth(); !maps.Equal(got, want) {
+		t.Fatalf("connected proxies by id and authentication: %v, want %v", got, want)
+	}
+	// The RetryPolicy on greeter is in every gRPC proxy's configuration
+	// of the namespace: the two applications and the two agents ACKed it.
+	ref := ir.PolicyRef{Kind: "RetryPolicy", Namespace: "shop", Name: "greeter", Generation: 3}
+	eventually(t, func() bool { return ads.PolicyState(ref).Programmed() }, "the RetryPolicy programmed")
+	if st := ads.PolicyState(ref); st.Affected != 4 || st.Acked != 4 {
+		t.Fatalf("policy state %+v, want 4 affected proxies, all ACKed", st)
+	}
+
+	// A client whose certificate is greeter's but whose node claims
+	// frontend: its xDS stream is refused, and it gets no configuration.
+	impostor := certagent.Node{ID: "frontend-1.shop", Namespace: "shop", ServiceAccount: "frontend", Labels: map[string]string{"app": "frontend"}, IPs: []string{"127.0.0.1"}}
+	impostorBoot, err := certagent.Bootstrap(certagent.BootstrapConfig{XDSAddress: tlsAddr, Node: impostor, CertDir: greeterDir, RefreshInterval: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	impostorResolver, err := xds.NewXDSResolverWithConfigForTesting(impostorBoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	iconn, err := grpc.NewClient("xds:///greeter.shop:80", grpc.WithResolvers(impostorResolver), grpc.WithTransportCredentials(ccreds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer iconn.Close()
+	ictx, icancel := context.WithTimeout(ctx, 20*time.Second)
+	err = iconn.Invoke(ictx, "/weft.test.Who/Who", &emptypb.Empty{}, &wrapperspb.StringValue{})
+	icancel()
+	refusal := "node frontend-1.shop claims spiffe://cluster.local/ns/shop/sa/frontend but its certificate proves spiffe://cluster.local/ns/shop/sa/greeter"
+	if err == nil || !strings.Contains(err.Error(), "PermissionDenied") || !strings.Contains(err.Error(), refusal) {
+		t.Fatalf("the impostor's RPC: %v; want its xDS stream's PermissionDenied: %s", err, refusal)
+	}
+	t.Logf("the impostor's RPC fails with: %v", err)
+	if !strings.Contains(logs.String(), refusal) {
+		t.Fatalf("the server's log does not show the refusal:\n%s", logs.String())
+	}
+	if got := auth(); !maps.Equal(got, want) {
+		t.Fatalf("after the impostor, connected proxies: %v, want %v", got, want)
 	}
 
 	// A renewal: new files, and the next handshake presents them.
@@ -327,4 +442,11 @@ apiVersion: v1
 kind: Pod
 metadata: {name: greeter-0, namespace: shop, labels: {app: greeter}, annotations: {weft.dev/proxyless: grpc}}
 spec: {serviceAccountName: greeter, containers: [{name: app, image: x}]}
+---
+apiVersion: mesh.weft.dev/v1alpha1
+kind: RetryPolicy
+metadata: {name: greeter, namespace: shop, generation: 3}
+spec:
+  targetRefs: [{group: "", kind: Service, name: greeter}]
+  retryOn: [unavailable]
 `

@@ -27,8 +27,14 @@ const (
 type NodeInfo struct {
 	ID    string
 	Proxy envoy.Proxy
-	// Authenticated is set once an Authenticator vouched for the stream.
+	// TrustDomain is the mesh's when the stream was admitted (set by the
+	// ADS): the node claims the identity
+	// spiffe://<TrustDomain>/ns/<namespace>/sa/<service account>.
+	TrustDomain string
+	// Authenticated is set once an Authenticator vouched for the stream;
+	// Auth says how (AuthCertificate, AuthToken, ...; AuthNone if not).
 	Authenticated bool
+	Auth          string
 }
 
 // ParseNode reads a proxy's node. An error names the missing or malformed

@@ -17,9 +17,12 @@ const (
 
 // ProxyStatus is one connected proxy, for the debug endpoint and tests.
 type ProxyStatus struct {
-	ID          string                `json:"id"`
-	Namespace   string                `json:"namespace"`
-	Identity    string                `json:"serviceAccount"`
+	ID        string `json:"id"`
+	Namespace string `json:"namespace"`
+	Identity  string `json:"serviceAccount"`
+	// Auth is how the stream proved its identity: certificate, token, or
+	// none (the anonymous endpoint).
+	Auth        string                `json:"auth"`
 	Kind        string                `json:"kind"`
 	Protocol    string                `json:"protocol"`
 	ConnectedAt time.Time             `json:"connectedAt"`
@@ -46,7 +49,7 @@ func (a *ADS) Proxies() []ProxyStatus {
 	out := make([]ProxyStatus, 0, len(conns))
 	for _, c := range conns {
 		ps := ProxyStatus{ID: c.node.ID, Namespace: c.node.Proxy.Namespace, Identity: c.node.Proxy.ServiceAccount,
-			Kind: kindName(c.node.Proxy.Kind), Protocol: "sotw", ConnectedAt: c.connectedAt, Types: map[string]TypeStatus{}}
+			Auth: c.node.Auth, Kind: kindName(c.node.Proxy.Kind), Protocol: "sotw", ConnectedAt: c.connectedAt, Types: map[string]TypeStatus{}}
 		if c.delta {
 			ps.Protocol = "delta"
 		}

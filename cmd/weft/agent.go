@@ -30,6 +30,7 @@ func agentCmd() *cobra.Command {
 		labels        string
 		bootstrapPath string
 		grpcXDS       string
+		grpcPlaintext bool
 		readyAddr     string
 		logFormat     string
 	)
@@ -52,7 +53,9 @@ would, and keeps three files current in --out:
 
 switching all three together when the certificate is renewed or the trust
 bundle changes. It also writes the gRPC xDS bootstrap (--bootstrap) that
-names those files as the certificate provider instance "weft"; point the
+names those files as the certificate provider instance "weft", and as the
+credentials of the application's own xDS stream to the authenticated port
+(with xds-root-cert.pem, the agent's copy of --root-cert); point the
 application's GRPC_XDS_BOOTSTRAP at it.`,
 		Example: "  weft agent --out /var/run/weft/certs --bootstrap /var/run/weft/grpc-bootstrap.json",
 		Args:    cobra.NoArgs,
@@ -94,8 +97,14 @@ application's GRPC_XDS_BOOTSTRAP at it.`,
 				return err
 			}
 			if bootstrapPath != "" {
+				if grpcXDS == "" && grpcPlaintext {
+					return errors.New("--grpc-xds-plaintext needs --grpc-xds-address: name weft-controller's plaintext port, such as weft-controller.weft-system.svc:15010")
+				}
+				if grpcXDS == "" {
+					grpcXDS = o.XDSAddress
+				}
 				if err := certagent.WriteBootstrap(bootstrapPath, certagent.BootstrapConfig{
-					XDSAddress: grpcXDS, Node: o.Node, CertDir: o.OutDir, RefreshInterval: o.RefreshInterval,
+					XDSAddress: grpcXDS, Plaintext: grpcPlaintext, Node: o.Node, CertDir: o.OutDir, RefreshInterval: o.RefreshInterval,
 				}); err != nil {
 					return fmt.Errorf("--bootstrap: %w", err)
 				}
@@ -117,7 +126,8 @@ application's GRPC_XDS_BOOTSTRAP at it.`,
 	f.StringVar(&o.TokenFile, "token-file", bootstrap.CredentialsDir+"/"+bootstrap.TokenFile, "a projected ServiceAccount token with audience weft")
 	f.StringVar(&o.OutDir, "out", "/var/run/weft/certs", "directory for cert-chain.pem, key.pem and root-cert.pem (absolute)")
 	f.StringVar(&bootstrapPath, "bootstrap", "/var/run/weft/grpc-bootstrap.json", "where to write the application's gRPC xDS bootstrap (empty: do not write one)")
-	f.StringVar(&grpcXDS, "grpc-xds-address", "weft-controller.weft-system.svc:15010", "the xDS server the application's bootstrap names (weft-controller's plaintext port)")
+	f.StringVar(&grpcXDS, "grpc-xds-address", "", "the xDS server the application's bootstrap names, host:port or a gRPC target (default --xds-address: the authenticated TLS port, where the application proves its identity with the workload certificate)")
+	f.BoolVar(&grpcPlaintext, "grpc-xds-plaintext", false, "make the application's xDS stream plaintext and unauthenticated, for weft-controller's plaintext port (15010; give --grpc-xds-address)")
 	f.DurationVar(&o.RefreshInterval, "refresh-interval", certagent.DefaultRefreshInterval, "how often gRPC re-reads the files (written into the bootstrap); the agent ACKs a new certificate this long after writing it")
 	f.StringVar(&podName, "pod-name", env(bootstrap.EnvPodName, ""), "the pod's name (default $"+bootstrap.EnvPodName+")")
 	f.StringVar(&o.Node.Namespace, "namespace", env(bootstrap.EnvPodNamespace, ""), "the pod's namespace (default $"+bootstrap.EnvPodNamespace+")")

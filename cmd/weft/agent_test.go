@@ -41,7 +41,7 @@ func TestInjectedAgentCommandLine(t *testing.T) {
 		"out":              webhook.GRPCCertDir,
 		"bootstrap":        webhook.GRPCBootstrapFile,
 		"xds-address":      "weft.example:15012",
-		"grpc-xds-address": "weft.example:15010",
+		"grpc-xds-address": "", // the application's stream uses --xds-address too
 		"labels":           "app=greeter",
 	} {
 		if got := f.Lookup(flag).Value.String(); got != want {

@@ -16,13 +16,16 @@
 //     key and bundle switch together), and ACKs once gRPC has had one
 //     refresh interval to re-read the files; when it cannot use or write a
 //     secret it NACKs with the reason and keeps the files it has;
-//   - renewals arrive as new secret versions on the same stream.
+//   - renewals arrive as new secret versions on the same stream;
+//   - it keeps a copy of the mesh root (XDSRootFile) for the application,
+//     whose own xDS stream authenticates with the workload certificate.
 //
 // Bootstrap writes the matching gRPC xDS bootstrap. The private key is
 // never logged.
 package certagent
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -30,6 +33,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -115,6 +119,9 @@ type Agent struct {
 	pending  struct{ chain, key, bundle []byte }
 	mu       sync.Mutex
 	written  Material
+
+	rootsMu sync.Mutex
+	roots   []byte // what XDSRootFile was last given
 }
 
 // New checks o and returns an Agent. Errors name the option.
@@ -175,6 +182,11 @@ func (a *Agent) Written() Material {
 // Run keeps the files current until ctx is done, reconnecting with backoff
 // when the stream fails. It returns nil when ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
+	if a.o.RootCertFile != "" {
+		done := make(chan struct{})
+		defer func() { <-done }()
+		go func() { defer close(done); a.followXDSRoots(ctx) }()
+	}
 	backoff := a.o.InitialBackoff
 	for {
 		got, err := a.session(ctx)
@@ -198,9 +210,17 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) session(ctx context.Context) (got bool, err error) {
 	creds := a.o.Credentials
 	if creds == nil {
-		if creds, err = a.tlsCredentials(); err != nil {
+		data, pool, err := a.readRoots()
+		if err != nil {
 			return false, err
 		}
+		// The application's xDS stream verifies the server with the same
+		// roots (see XDSRootFile); the copy is in place before the agent
+		// is ready.
+		if err := a.copyXDSRoots(data); err != nil {
+			return false, err
+		}
+		creds = credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: a.o.ServerName, MinVersion: tls.VersionTLS12})
 	}
 	conn, err := grpc.NewClient(a.o.XDSAddress, grpc.WithTransportCredentials(creds), grpc.WithPerRPCCredentials(tokenFile(a.o.TokenFile)))
 	if err != nil {
@@ -330,18 +350,55 @@ func (a *Agent) handle(ctx context.Context, r *discoveryv3.DeltaDiscoveryRespons
 // refreshMargin covers the file_watcher's read after its tick.
 const refreshMargin = 100 * time.Millisecond
 
-// tlsCredentials verify the xDS server against the roots in RootCertFile,
-// read now.
-func (a *Agent) tlsCredentials() (credentials.TransportCredentials, error) {
+// readRoots reads the mesh roots in RootCertFile, now.
+func (a *Agent) readRoots() ([]byte, *x509.CertPool, error) {
 	data, err := os.ReadFile(a.o.RootCertFile)
 	if err != nil {
-		return nil, fmt.Errorf("reading the mesh root (root certificate file): %w", err)
+		return nil, nil, fmt.Errorf("reading the mesh root (root certificate file): %w", err)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(data) {
-		return nil, fmt.Errorf("%s holds no PEM certificate: mount the weft-root-ca ConfigMap's root-cert.pem", a.o.RootCertFile)
+		return nil, nil, fmt.Errorf("%s holds no PEM certificate: mount the weft-root-ca ConfigMap's root-cert.pem", a.o.RootCertFile)
 	}
-	return credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: a.o.ServerName, MinVersion: tls.VersionTLS12}), nil
+	return data, pool, nil
+}
+
+// copyXDSRoots installs data as OutDir/XDSRootFile unless it holds that
+// already.
+func (a *Agent) copyXDSRoots(data []byte) error {
+	a.rootsMu.Lock()
+	defer a.rootsMu.Unlock()
+	if bytes.Equal(data, a.roots) {
+		return nil
+	}
+	path := filepath.Join(a.o.OutDir, XDSRootFile)
+	if err := writeAtomic(path, data, 0o644); err != nil {
+		return fmt.Errorf("copying the mesh root for the application's xDS stream: %w", err)
+	}
+	a.roots = bytes.Clone(data)
+	a.o.Log.Info("installed the roots the application verifies weft-controller with", "file", path)
+	return nil
+}
+
+// followXDSRoots re-reads RootCertFile every refresh interval until ctx
+// ends and copies a change (the kubelet updates the mounted ConfigMap
+// during a root rotation), so the application can verify weft-controller's
+// serving certificate from the new root when it next connects.
+func (a *Agent) followXDSRoots(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(a.o.RefreshInterval):
+		}
+		data, _, err := a.readRoots()
+		if err == nil {
+			err = a.copyXDSRoots(data)
+		}
+		if err != nil {
+			a.o.Log.Info("cannot refresh the roots for the application's xDS stream; keeping the file", "error", err.Error())
+		}
+	}
 }
 
 // tokenFile sends the token in the file as "authorization: Bearer", read

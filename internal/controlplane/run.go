@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -59,7 +60,9 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 		return fmt.Errorf("--xds-address: %w", err)
 	}
 	serving := &servingCert{}
-	xdsTLSServer, err := xds.NewServer(o.XDSTLSAddress, ads, &tls.Config{GetCertificate: serving.get, MinVersion: tls.VersionTLS12}, log.WithName("xds-tls"))
+	// Client certificates are asked for, not required (sidecars send
+	// tokens), and verified by xds.CertificateAuthenticator per stream.
+	xdsTLSServer, err := xds.NewServer(o.XDSTLSAddress, ads, &tls.Config{GetCertificate: serving.get, MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert}, log.WithName("xds-tls"))
 	if err != nil {
 		return fmt.Errorf("--xds-tls-address: %w", err)
 	}
@@ -121,7 +124,12 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 		if err != nil {
 			return err
 		}
-		ads.SetAuthenticator(&xds.TokenAuthenticator{Reviews: cs.AuthenticationV1().TokenReviews()})
+		// A workload certificate (proxyless gRPC, from weft agent's files),
+		// verified against the bundle proxies are given now; else a token.
+		ads.SetAuthenticator(xds.Chain{
+			xds.CertificateAuthenticator{Roots: func() *x509.CertPool { return trust.src.Bundle().Pool() }},
+			&xds.TokenAuthenticator{Reviews: cs.AuthenticationV1().TokenReviews()},
+		})
 	} else {
 		log.Info("xDS authentication is off (--xds-auth=none): any client can claim any proxy; no secrets are served. Development only.")
 	}
