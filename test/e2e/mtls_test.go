@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -28,6 +30,7 @@ import (
 	xdscreds "google.golang.org/grpc/credentials/xds"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/peer"
+	grpcresolver "google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/xds"
 	"google.golang.org/protobuf/types/known/emptypb"
@@ -56,6 +59,11 @@ import (
 // cert-manager's own controllers (CA issuer and approver) when MeshConfig
 // selects cert-manager.
 //
+//   - the server's and the client's own xDS streams go to the same
+//     authenticated port and prove their identity with the workload
+//     certificate from the agent's files (the controller's /debug/proxies
+//     says "certificate"), verifying the controller with the agent's copy
+//     of weft-root-ca;
 //   - a call succeeds over mutual TLS with certificates from the built-in CA;
 //   - Strict mode (the namespace label) rejects a plaintext client, which
 //     sees the TLS server hang up ("error reading server preface: EOF");
@@ -66,6 +74,9 @@ import (
 //     the new root, old root retired), and not one RPC fails. The server closes connections after a
 //     second (MaxConnectionAge), so handshakes keep happening with whatever
 //     the files hold; the test sees the new certificates on both sides.
+//     A client started after the rotation still gets its configuration:
+//     the controller's certificate now comes from the new root, which the
+//     agent's copy of weft-root-ca holds.
 func TestProxylessMTLS(t *testing.T) {
 	ctrllog.SetLogger(logr.Discard()) // the test's clients have nothing to say
 	env := testenv.Start(t)
@@ -86,10 +97,10 @@ func TestProxylessMTLS(t *testing.T) {
 	}
 	startCertManager(t, env)
 
-	xdsAddr, xdsTLSAddr := freeAddr(t), freeAddr(t)
+	xdsTLSAddr, debugAddr := freeAddr(t), freeAddr(t)
 	startProcess(t, "weft-controller", bin("weft-controller"), "--kubeconfig", env.Kubeconfig,
-		"--xds-address", xdsAddr, "--xds-tls-address", xdsTLSAddr, "--monitoring-address", freeAddr(t),
-		"--debug-address", freeAddr(t), "--webhook-address", freeAddr(t), "--log-format", "text")
+		"--xds-address", freeAddr(t), "--xds-tls-address", xdsTLSAddr, "--monitoring-address", freeAddr(t),
+		"--debug-address", debugAddr, "--webhook-address", freeAddr(t), "--log-format", "text")
 
 	// The greeter's address, known before the controller describes it.
 	lis := listenHost(t)
@@ -116,7 +127,7 @@ func TestProxylessMTLS(t *testing.T) {
 	agents := map[string]*agentProc{}
 	var rootFiles []string
 	for _, sa := range []string{"greeter", "frontend"} {
-		agents[sa] = startAgent(t, ctx, cs, sa, ip, rootPEM, xdsAddr, xdsTLSAddr)
+		agents[sa] = startAgent(t, ctx, cs, sa, ip, rootPEM, xdsTLSAddr)
 		rootFiles = append(rootFiles, agents[sa].rootFile)
 	}
 	go projectRootCA(ctx, env.Client, rootFiles)
@@ -156,6 +167,12 @@ func TestProxylessMTLS(t *testing.T) {
 	if chainLen(first, roots) != 3 {
 		t.Fatal("the first certificate is not the built-in CA's (signed by an intermediate)")
 	}
+	// The applications' xDS streams authenticated with their certificates
+	// (the agents', which fetch them, with their tokens).
+	eventually(t, "the applications' xDS streams authenticated by certificate", func() error {
+		return proxiesAuthenticated(debugAddr, map[string]int{
+			"greeter-0.shop certificate": 1, "frontend-0.shop certificate": 1, "greeter-0.shop token": 1, "frontend-0.shop token": 1})
+	})
 
 	// (d) Strict: a plaintext client reaches the port and is refused — the
 	// server speaks TLS first and hangs up on the client's HTTP/2 preface —
@@ -245,6 +262,22 @@ func TestProxylessMTLS(t *testing.T) {
 	st.waitFor(t, "both sides on certificates from the new root", func(r result) bool {
 		return chainLen(r, newRoots) == 3 && chainLen(r, roots) == 0 && r.clientCA == fmt.Sprintf("%x", newRoot[0].SubjectKeyId)
 	})
+
+	// A new client (its own xDS client and stream) after the rotation:
+	// the controller now serves a certificate from the new root, which
+	// the application verifies with the agent's copy of weft-root-ca.
+	fresh, err := xds.NewXDSResolverWithConfigForTesting(agents["frontend"].bootstrap(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	freshConn, err := grpc.NewClient("xds:///greeter.shop:80", grpc.WithResolvers(fresh), grpc.WithTransportCredentials(ccreds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer freshConn.Close()
+	if _, err := hello(ctx, freshConn, true); err != nil {
+		t.Fatalf("a client started after the root rotation: %v", err)
+	}
 
 	ok, failed, serials, firstErr := st.stop()
 	t.Logf("steady stream: %d RPCs succeeded, %d failed; the server presented %d different certificates", ok, failed, serials)
@@ -517,7 +550,7 @@ func (a *agentProc) bootstrap(t *testing.T) []byte {
 
 // startAgent runs `weft agent` for pod <sa>-0 with what the kubelet would
 // give it: the root CA file and a token bound to the pod.
-func startAgent(t *testing.T, ctx context.Context, cs *kubernetes.Clientset, sa, ip string, rootPEM []byte, xdsAddr, xdsTLSAddr string) *agentProc {
+func startAgent(t *testing.T, ctx context.Context, cs *kubernetes.Clientset, sa, ip string, rootPEM []byte, xdsTLSAddr string) *agentProc {
 	t.Helper()
 	pod, err := cs.CoreV1().Pods("shop").Get(ctx, sa+"-0", metav1.GetOptions{})
 	if err != nil {
@@ -545,10 +578,60 @@ func startAgent(t *testing.T, ctx context.Context, cs *kubernetes.Clientset, sa,
 		"--xds-address", xdsTLSAddr, "--xds-server-name", "weft-controller.weft-system.svc",
 		"--root-cert", filepath.Join(creds, "root-cert.pem"), "--token-file", filepath.Join(creds, "token"),
 		"--out", filepath.Join(dir, "certs"), "--bootstrap", filepath.Join(dir, "grpc-bootstrap.json"),
-		"--grpc-xds-address", xdsAddr, "--refresh-interval", "1s",
+		"--grpc-xds-address", appXDSTarget(xdsTLSAddr), "--refresh-interval", "1s",
 		"--pod-name", sa+"-0", "--namespace", "shop", "--service-account", sa, "--pod-ips", ip, "--labels", "app="+sa,
 		"--ready-address", a.readyAddr, "--log-format", "text")
 	return a
+}
+
+// appXDSTarget is the xDS server the applications' bootstraps name: the
+// controller's TLS port under its Service name, as in a cluster
+// (weft-controller.weft-system.svc:15012), resolved by clusterDNS.
+func appXDSTarget(tlsAddr string) string {
+	_, port, _ := net.SplitHostPort(tlsAddr)
+	return clusterDNS{}.Scheme() + ":///weft-controller.weft-system.svc:" + port
+}
+
+// clusterDNS plays the cluster's DNS for this process's gRPC clients: a
+// target "weft-e2e:///<name>:<port>" reaches 127.0.0.1:<port>, while gRPC
+// still verifies the server's certificate for <name>.
+type clusterDNS struct{}
+
+func init() { grpcresolver.Register(clusterDNS{}) }
+
+func (clusterDNS) Scheme() string { return "weft-e2e" }
+
+func (clusterDNS) Build(t grpcresolver.Target, cc grpcresolver.ClientConn, _ grpcresolver.BuildOptions) (grpcresolver.Resolver, error) {
+	_, port, err := net.SplitHostPort(t.Endpoint())
+	if err != nil {
+		return nil, err
+	}
+	_ = cc.UpdateState(grpcresolver.State{Addresses: []grpcresolver.Address{{Addr: net.JoinHostPort("127.0.0.1", port)}}})
+	return clusterDNS{}, nil
+}
+
+func (clusterDNS) ResolveNow(grpcresolver.ResolveNowOptions) {}
+func (clusterDNS) Close()                                    {}
+
+// proxiesAuthenticated checks the controller's /debug/proxies: how many
+// connected proxies there are by "<node id> <authentication>".
+func proxiesAuthenticated(debugAddr string, want map[string]int) error {
+	body, code, err := httpGet("http://" + debugAddr + "/debug/proxies")
+	if err != nil || code != http.StatusOK {
+		return fmt.Errorf("/debug/proxies: %d %v", code, err)
+	}
+	var proxies []weftxds.ProxyStatus
+	if err := json.Unmarshal([]byte(body), &proxies); err != nil {
+		return err
+	}
+	got := map[string]int{}
+	for _, p := range proxies {
+		got[p.ID+" "+p.Auth]++
+	}
+	if !maps.Equal(got, want) {
+		return fmt.Errorf("connected proxies %v, want %v", got, want)
+	}
+	return nil
 }
 
 // projectRootCA does the kubelet's part for the agents' root files: it
