@@ -27,7 +27,8 @@ const (
 	// GRPCDir is where GRPCVolume is mounted, in the agent (read-write)
 	// and in the application's containers (read-only).
 	GRPCDir = "/var/run/weft/grpc"
-	// GRPCCertDir holds cert-chain.pem, key.pem and root-cert.pem.
+	// GRPCCertDir holds cert-chain.pem, key.pem, root-cert.pem and
+	// xds-root-cert.pem.
 	GRPCCertDir = GRPCDir + "/certs"
 	// GRPCBootstrapFile is the gRPC xDS bootstrap; the application's
 	// containers get EnvGRPCBootstrap pointing at it.

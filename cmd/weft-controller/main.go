@@ -53,7 +53,7 @@ func main() {
 	f.StringVar(&o.XDSAddress, "xds-address", o.XDSAddress, "host:port of the plaintext gRPC xDS server (proxyless gRPC, development)")
 	f.StringVar(&o.XDSTLSAddress, "xds-tls-address", o.XDSTLSAddress, "host:port of the xDS server over TLS (injected sidecars)")
 	f.StringVar(&o.MonitoringAddress, "monitoring-address", o.MonitoringAddress, "host:port serving /metrics, /healthz and /readyz")
-	f.StringVar(&o.XDSAuth, "xds-auth", o.XDSAuth, "how proxies authenticate: token (ServiceAccount token for audience weft) or none (development only: no secrets are served)")
+	f.StringVar(&o.XDSAuth, "xds-auth", o.XDSAuth, "how proxies authenticate on the TLS port: token (a workload certificate over mTLS, else a ServiceAccount token for audience weft) or none (development only: no secrets are served)")
 	f.StringVar(&o.DebugAddress, "debug-address", o.DebugAddress, "host:port serving /debug/proxies and /debug/config_dump (keep it on localhost)")
 	f.StringVar(&o.WebhookAddress, "webhook-address", o.WebhookAddress, "host:port of the HTTPS sidecar injection webhook (the weft-webhook Service's target port)")
 	f.BoolVar(&o.LeaderElection, "leader-elect", o.LeaderElection, "take the weft-controller Lease before writing to the cluster")

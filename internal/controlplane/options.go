@@ -27,8 +27,9 @@ type Options struct {
 	// DebugAddress serves the xDS debug endpoints (proxy status, config
 	// dumps); localhost by default, since config dumps reveal the mesh.
 	DebugAddress string
-	// XDSAuth is how proxies prove who they are: "token" (a ServiceAccount
-	// token for audience weft, checked by TokenReview) or "none" (for
+	// XDSAuth is how proxies prove who they are: "token" (a workload
+	// certificate over mTLS, else a ServiceAccount token for audience
+	// weft, checked by TokenReview) or "none" (for
 	// development only: any stream may claim any node, and no secrets are
 	// served).
 	XDSAuth string
