@@ -6,8 +6,10 @@ import (
 	"hash/fnv"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"weak"
 
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -42,7 +44,20 @@ var marshal = proto.MarshalOptions{Deterministic: true}
 type encoder struct {
 	mu      sync.Mutex
 	entries map[encodeKey]weak.Pointer[encoded]
-	bufs    sync.Pool // *[]byte
+	// byMsg maps a message that translator/envoy shares between builds (a
+	// Service port's endpoints, built once per *ir.Port) to its encoding:
+	// the same pointer is the same content, so it is neither marshalled
+	// nor hashed again. Weak both ways: an entry goes with its message.
+	byMsg map[msgKey]weak.Pointer[encoded]
+	bufs  sync.Pool // *[]byte
+	// endpointMarshals counts the endpoint messages marshalled (tests).
+	endpointMarshals atomic.Uint64
+}
+
+// msgKey is one shared message under one name.
+type msgKey struct {
+	msg  weak.Pointer[endpointv3.ClusterLoadAssignment]
+	name string
 }
 
 // encodeKey names a content: equal keys whose bytes also compare equal
@@ -54,7 +69,7 @@ type encodeKey struct {
 }
 
 func newEncoder() *encoder {
-	return &encoder{entries: map[encodeKey]weak.Pointer[encoded]{}}
+	return &encoder{entries: map[encodeKey]weak.Pointer[encoded]{}, byMsg: map[msgKey]weak.Pointer[encoded]{}}
 }
 
 // encode returns the encoding of m, named name: prev itself when its
@@ -62,6 +77,45 @@ func newEncoder() *encoder {
 // new one, validated first (a resource that fails validation is never
 // encoded, so never sent: a weft bug, reported as an error).
 func (e *encoder) encode(typeURL, name string, m proto.Message, prev *encoded) (*encoded, error) {
+	// Endpoints come from translator/envoy's memo: a message seen before
+	// has the encoding it had then.
+	if cla, ok := m.(*endpointv3.ClusterLoadAssignment); ok {
+		k := msgKey{weak.Make(cla), name}
+		e.mu.Lock()
+		w, ok := e.byMsg[k]
+		e.mu.Unlock()
+		if x := w.Value(); ok && x != nil {
+			if prev != nil && (prev == x || prev.hash == x.hash && bytes.Equal(prev.any.Value, x.any.Value)) {
+				return prev, nil
+			}
+			return x, nil
+		}
+		e.endpointMarshals.Add(1)
+		x, err := e.encodeContent(typeURL, name, m, prev)
+		if err != nil {
+			return nil, err
+		}
+		e.mu.Lock()
+		if _, ok := e.byMsg[k]; !ok {
+			runtime.AddCleanup(cla, e.forgetMsg, k)
+		}
+		e.byMsg[k] = weak.Make(x)
+		e.mu.Unlock()
+		return x, nil
+	}
+	return e.encodeContent(typeURL, name, m, prev)
+}
+
+// forgetMsg drops the entry of a collected message.
+func (e *encoder) forgetMsg(k msgKey) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.byMsg, k)
+}
+
+// encodeContent marshals m to find its content and returns prev, a shared
+// encoding of the same content, or a new one (see encode).
+func (e *encoder) encodeContent(typeURL, name string, m proto.Message, prev *encoded) (*encoded, error) {
 	shared := typeURL != resourcev3.SecretType
 	var buf *[]byte
 	if shared {

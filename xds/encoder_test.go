@@ -13,6 +13,7 @@ import (
 
 	"github.com/weftmesh/weft/translator"
 	"github.com/weftmesh/weft/translator/envoy"
+	"github.com/weftmesh/weft/translator/ir"
 	"github.com/weftmesh/weft/translator/testmesh"
 )
 
@@ -95,4 +96,61 @@ func TestEncoderComparesBytes(t *testing.T) {
 		t.Errorf("encode returned an entry with other bytes under the same hash")
 	}
 	runtime.KeepAlive(impostor)
+}
+
+// A Service port's endpoints are one message for every group that sees
+// them (translator/envoy builds them once per *ir.Port), and the encoder
+// marshals that message once: a second group, or a rebuild, marshals no
+// endpoints; an endpoint change marshals only the changed Service's.
+func TestSharedEndpointsAreMarshalledOnce(t *testing.T) {
+	mesh := translator.Translate(testmesh.Generate(testmesh.Options{Services: 20, Namespaces: 2, EndpointsPerService: 3})).Mesh
+	enc := newEncoder()
+	a := envoy.Proxy{Namespace: "ns-0", ServiceAccount: "a", Labels: map[string]string{"app": "svc-0"}}
+	b := envoy.Proxy{Namespace: "ns-0", ServiceAccount: "b", Labels: map[string]string{"app": "svc-2"}}
+	build := func(m *ir.Mesh, p envoy.Proxy, prev *snapshot) (*snapshot, uint64) {
+		before := enc.endpointMarshals.Load()
+		s, _, err := buildSnapshot(m, p, nil, prev, enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s, enc.endpointMarshals.Load() - before
+	}
+	sa, n := build(mesh, a, nil)
+	eds := len(sa.resources[resourcev3.EndpointType])
+	if eds == 0 || n != uint64(eds) {
+		t.Fatalf("the first group marshalled %d endpoint messages for its %d", n, eds)
+	}
+	sb, n := build(mesh, b, nil)
+	if n != 0 {
+		t.Errorf("a second group of the namespace marshalled %d endpoint messages, want 0", n)
+	}
+	for name, e := range sb.resources[resourcev3.EndpointType] {
+		if sa.resources[resourcev3.EndpointType][name] != e {
+			t.Errorf("the groups do not share the encoding of %s", name)
+		}
+	}
+	if _, n := build(mesh, a, sa); n != 0 {
+		t.Errorf("a rebuild from the same mesh marshalled %d endpoint messages, want 0", n)
+	}
+
+	// One Service's endpoints change (translator.UpdateEndpoints keeps
+	// every other Service's ports): only its message is new.
+	key := ir.ServiceKey{Namespace: "ns-0", Name: "svc-4"}
+	changed := *mesh
+	changed.Services = append([]*ir.Service(nil), mesh.Services...)
+	for i, svc := range changed.Services {
+		if svc.Key == key {
+			cp := *svc
+			port := *svc.Ports[0]
+			port.Endpoints = port.Endpoints[:1]
+			cp.Ports = append([]*ir.Port{&port}, svc.Ports[1:]...)
+			changed.Services[i] = &cp
+		}
+	}
+	next, n := build(&changed, a, sa)
+	name := ir.ClusterName(key, 80)
+	if n != 1 || next.resources[resourcev3.EndpointType][name] == sa.resources[resourcev3.EndpointType][name] {
+		t.Errorf("after one Service's endpoints changed: %d endpoint messages marshalled (want 1), %s changed: %t", n, name,
+			next.resources[resourcev3.EndpointType][name] != sa.resources[resourcev3.EndpointType][name])
+	}
 }

@@ -68,7 +68,7 @@ func (v *view) clusters() ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadAssign
 		} else {
 			c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
 			c.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsConfig()}
-			cla = append(cla, loadAssignment(name, port.Endpoints))
+			cla = append(cla, portLoadAssignment(name, port))
 			c.TransportSocketMatches = v.upstreamTLS(port)
 		}
 		c.TypedExtensionProtocolOptions = http2Options(port.Protocol)
@@ -368,5 +368,5 @@ func inboundCluster(port int32) string { return fmt.Sprintf("inbound|%d||", port
 // translator.UpdateEndpoints, an endpoint change costs one Service's work,
 // not a proxy's whole configuration. The result equals the one Build gives.
 func LoadAssignment(svc *ir.Service, port *ir.Port) *endpointv3.ClusterLoadAssignment {
-	return loadAssignment(ir.ClusterName(svc.Key, port.Port), port.Endpoints)
+	return portLoadAssignment(ir.ClusterName(svc.Key, port.Port), port)
 }

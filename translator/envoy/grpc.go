@@ -87,7 +87,7 @@ func (v *view) buildGRPC(r *Resources) {
 			})
 		}
 		r.Clusters = append(r.Clusters, c)
-		r.Endpoints = append(r.Endpoints, loadAssignment(name, up.port.Endpoints))
+		r.Endpoints = append(r.Endpoints, portLoadAssignment(name, up.port))
 	}
 	if blackHole {
 		// A missing split backend's share goes to BlackHoleCluster, which

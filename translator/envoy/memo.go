@@ -1,0 +1,69 @@
+package envoy
+
+import (
+	"runtime"
+	"sync"
+	"weak"
+
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+
+	"github.com/weftmesh/weft/translator/ir"
+)
+
+// A Service port's endpoints (its ClusterLoadAssignment) are the same for
+// every proxy that sees the port, so they are built once per *ir.Port and
+// shared by every Build that needs them: 100 groups that see a Service
+// hold one message, and the xDS encoder, handed the same pointer again,
+// reuses its encoding without marshalling (DESIGN rule 4: a resource
+// shared by many proxies is built and marshalled once).
+//
+// This is memoization, not state: the model is immutable — a translation,
+// or translator.UpdateEndpoints for the Services it changes, makes new
+// *ir.Port values for whatever changed — so a port's pointer names its
+// content, and the result is what loadAssignment would build. Entries are
+// weak on the port: one goes when its port is collected. The shared
+// messages must never be modified; nothing in weft does (Build's results
+// are validated, encoded and compared, never edited).
+var claMemo = struct {
+	sync.Mutex
+	m map[claKey]*endpointv3.ClusterLoadAssignment
+}{m: map[claKey]*endpointv3.ClusterLoadAssignment{}}
+
+type claKey struct {
+	port weak.Pointer[ir.Port]
+	name string
+}
+
+// portLoadAssignment is loadAssignment(name, port.Endpoints), built once
+// per port and name.
+func portLoadAssignment(name string, port *ir.Port) *endpointv3.ClusterLoadAssignment {
+	k := claKey{weak.Make(port), name}
+	claMemo.Lock()
+	c, ok := claMemo.m[k]
+	claMemo.Unlock()
+	if ok {
+		return c
+	}
+	c = loadAssignment(name, port.Endpoints)
+	claMemo.Lock()
+	defer claMemo.Unlock()
+	if prev, ok := claMemo.m[k]; ok {
+		return prev // another build got there first: share its
+	}
+	claMemo.m[k] = c
+	runtime.AddCleanup(port, forgetLoadAssignment, k)
+	return c
+}
+
+func forgetLoadAssignment(k claKey) {
+	claMemo.Lock()
+	defer claMemo.Unlock()
+	delete(claMemo.m, k)
+}
+
+// memoizedLoadAssignments counts the entries (for tests).
+func memoizedLoadAssignments() int {
+	claMemo.Lock()
+	defer claMemo.Unlock()
+	return len(claMemo.m)
+}
