@@ -452,3 +452,71 @@ func names(m map[string]string, prefix string) []string {
 	sort.Strings(out)
 	return out
 }
+
+// shopMesh is mesh(t, w) with edit applied to the inputs' YAML, for
+// changes other than the weight.
+func shopMesh(t *testing.T, w int, edit func(string) string) *ir.Mesh {
+	t.Helper()
+	in, err := translator.DecodeInputs([]byte(edit(fmt.Sprintf(shopYAML, 100-w, w))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return translator.Translate(in).Mesh
+}
+
+// TestPolicyStaysProgrammedThroughEndpointPushes: a proxy that accepted a
+// policy generation keeps counting as having it while a push that changed
+// only endpoints is unanswered (Programmed must not flicker on every
+// endpoint change); a new policy generation is pending until ACKed; a
+// policy dropped and carried again needs a new ACK.
+func TestPolicyStaysProgrammedThroughEndpointPushes(t *testing.T) {
+	ads := xds.NewADS(logr.Discard())
+	ads.Update(mesh(t, 10), time.Now())
+	addr := serve(t, ads)
+	c := dialDelta(t, addr, node("frontend-0.shop", "shop", "frontend"), nil)
+	c.settle()
+	ref := ir.PolicyRef{Kind: "TrafficSplit", Namespace: "shop", Name: "checkout", Generation: 10}
+	if st := ads.PolicyState(ref); !st.Programmed() || st.Affected != 1 {
+		t.Fatalf("after the ACKs: %+v, want programmed on 1 proxy", st)
+	}
+
+	// Endpoints move; the proxy has not answered (the client reads nothing
+	// until settle).
+	moved := func(s string) string { return strings.Replace(s, "10.1.0.1", "10.1.0.9", 1) }
+	ads.Update(shopMesh(t, 10, moved), time.Now())
+	if st := ads.PolicyState(ref); !st.Programmed() {
+		t.Fatalf("during an unanswered endpoint push: %+v, want still programmed", st)
+	}
+	r := c.next()
+	if r.TypeUrl != resourcev3.EndpointType {
+		t.Fatalf("the endpoint change sent %s", r.TypeUrl)
+	}
+	c.settle()
+
+	// A new policy generation is pending until the proxy ACKs it.
+	ref.Generation = 30
+	ads.Update(shopMesh(t, 30, moved), time.Now())
+	if st := ads.PolicyState(ref); st.Programmed() || st.Affected != 1 {
+		t.Fatalf("before the ACK of generation 30: %+v, want 1 affected, not programmed", st)
+	}
+	c.settle()
+	if st := ads.PolicyState(ref); !st.Programmed() {
+		t.Fatalf("after the ACK of generation 30: %+v, want programmed", st)
+	}
+
+	// The split leaves the proxy's configuration and comes back unchanged:
+	// what the proxy ACKed before the gap does not count.
+	noSplit := func(s string) string { return moved(s[:strings.Index(s, "apiVersion: mesh.weft.dev")]) }
+	ads.Update(shopMesh(t, 30, noSplit), time.Now())
+	if st := ads.PolicyState(ref); st.Affected != 0 {
+		t.Fatalf("without the split: %+v, want no affected proxy", st)
+	}
+	ads.Update(shopMesh(t, 30, moved), time.Now())
+	if st := ads.PolicyState(ref); st.Programmed() {
+		t.Fatalf("the split back, no ACK since: %+v, want not programmed", st)
+	}
+	c.settle()
+	if st := ads.PolicyState(ref); !st.Programmed() {
+		t.Fatalf("the split back and ACKed: %+v, want programmed", st)
+	}
+}

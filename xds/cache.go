@@ -30,6 +30,12 @@ type snapshot struct {
 	generation uint64
 	resources  map[string]map[string]*encoded // type URL → name → resource
 	policies   []ir.PolicyRef
+	// since[i] is the generation from which this group's snapshots have
+	// carried policies[i] without a break (policySince): a proxy that
+	// fully ACKed any generation from there on holds the policy, even
+	// while a newer generation that changed only other things (endpoints)
+	// is in flight.
+	since []uint64
 	// deps are the Services the configuration depends on, nsDeps the
 	// namespaces whose settings it read (envoy.Resources): with
 	// envoy.Visible they decide which changes can alter it (affects).
@@ -134,6 +140,7 @@ func buildSnapshot(mesh *ir.Mesh, p envoy.Proxy, secrets []*tlsv3.Secret, prev *
 	if prev != nil {
 		next.generation = prev.generation + 1
 	}
+	next.since = policySince(prev, next.policies, next.generation)
 	return next, true, nil
 }
 

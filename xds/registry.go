@@ -89,41 +89,70 @@ type PolicyState struct {
 // program; the status writer decides what that shows.)
 func (s PolicyState) Programmed() bool { return s.Affected > 0 && s.Acked == s.Affected }
 
-// PolicyState computes the state of one policy generation.
+// PolicyState computes the state of one policy generation. A proxy has
+// accepted it when it has fully ACKed a generation of its group's
+// configuration from which on every generation carried the policy: a
+// later generation that changed only other things (an endpoint push) does
+// not make the policy pending again while that generation is in flight.
 func (a *ADS) PolicyState(ref ir.PolicyRef) PolicyState {
+	type member struct {
+		c     *conn
+		since uint64
+	}
 	a.mu.Lock()
-	var conns []*conn
+	var members []member
 	for _, g := range a.groups {
 		s := g.snap.Load()
-		if s == nil || !carries(s, ref) {
+		if s == nil {
+			continue
+		}
+		i, ok := policyIndex(s, ref)
+		if !ok {
 			continue
 		}
 		for c := range g.conns {
-			conns = append(conns, c)
+			members = append(members, member{c, s.since[i]})
 		}
 	}
 	a.mu.Unlock()
 	var st PolicyState
-	for _, c := range conns {
+	for _, m := range members {
 		st.Affected++
-		gen := c.group.snap.Load().generation
-		if n := c.nack(); n != nil {
+		if n := m.c.nack(); n != nil {
 			st.Rejected++
 			if st.Message == "" {
 				st.Message = n.Message
 			}
 			continue
 		}
-		if c.fullyAcked() >= gen {
+		if m.c.fullyAcked() >= m.since {
 			st.Acked++
 		}
 	}
 	return st
 }
 
-func carries(s *snapshot, ref ir.PolicyRef) bool {
+// policyIndex finds ref among a snapshot's (sorted) policies.
+func policyIndex(s *snapshot, ref ir.PolicyRef) (int, bool) {
 	i := sort.Search(len(s.policies), func(i int) bool { return !policyLess(s.policies[i], ref) })
-	return i < len(s.policies) && s.policies[i] == ref
+	return i, i < len(s.policies) && s.policies[i] == ref
+}
+
+// policySince is since for a new snapshot of generation gen carrying
+// policies: a policy the previous snapshot carried keeps its start, any
+// other starts at gen (so a policy dropped and carried again restarts,
+// and a proxy that ACKed it before the gap does not count).
+func policySince(prev *snapshot, policies []ir.PolicyRef, gen uint64) []uint64 {
+	since := make([]uint64, len(policies))
+	for i, ref := range policies {
+		since[i] = gen
+		if prev != nil {
+			if j, ok := policyIndex(prev, ref); ok && j < len(prev.since) {
+				since[i] = prev.since[j]
+			}
+		}
+	}
+	return since
 }
 
 func policyLess(a, b ir.PolicyRef) bool {
