@@ -113,6 +113,19 @@ func (c *conn) fullyAcked() uint64 {
 	return min
 }
 
+// configures reports whether the stream subscribes to a configuration
+// type, not only to secrets (weft agent's stream, internal/certagent).
+func (c *conn) configures() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for t := range c.types {
+		if t != resourcev3.SecretType {
+			return true
+		}
+	}
+	return false
+}
+
 // nack returns the proxy's outstanding rejection, if any type has one.
 func (c *conn) nack() *Nack {
 	c.mu.Lock()

@@ -78,7 +78,8 @@ func (a *ADS) Proxies() []ProxyStatus {
 // whose configuration carries it.
 type PolicyState struct {
 	// Affected: connected proxies whose configuration carries the policy at
-	// this generation. Acked: those that accepted it. Rejected: those whose
+	// this generation (streams that subscribe only to secrets are not
+	// counted). Acked: those that accepted it. Rejected: those whose
 	// latest answer is a NACK, with the first one's message.
 	Affected, Acked, Rejected int
 	Message                   string
@@ -89,7 +90,10 @@ type PolicyState struct {
 // program; the status writer decides what that shows.)
 func (s PolicyState) Programmed() bool { return s.Affected > 0 && s.Acked == s.Affected }
 
-// PolicyState computes the state of one policy generation. A proxy has
+// PolicyState computes the state of one policy generation. Its proxies
+// are the streams that subscribe to configuration: weft agent's streams
+// take only secrets (their application has its own stream) and hold no
+// policy, so they are neither waited for nor counted. A proxy has
 // accepted it when it has fully ACKed a generation of its group's
 // configuration from which on every generation carried the policy: a
 // later generation that changed only other things (an endpoint push) does
@@ -111,7 +115,9 @@ func (a *ADS) PolicyState(ref ir.PolicyRef) PolicyState {
 			continue
 		}
 		for c := range g.conns {
-			members = append(members, member{c, s.since[i]})
+			if c.configures() {
+				members = append(members, member{c, s.since[i]})
+			}
 		}
 	}
 	a.mu.Unlock()

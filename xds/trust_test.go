@@ -2,16 +2,20 @@ package xds_test
 
 import (
 	"bytes"
+	"context"
 	"net"
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/weftmesh/weft/translator/envoy"
+	"github.com/weftmesh/weft/translator/ir"
 	"github.com/weftmesh/weft/xds"
 )
 
@@ -115,4 +119,60 @@ func serveAnonymous(t *testing.T, ads *xds.ADS) string {
 	go func() { _ = g.Serve(lis) }()
 	t.Cleanup(g.Stop)
 	return lis.Addr().String()
+}
+
+// dialSDS opens a stream that subscribes only to the two secrets, as
+// weft agent (internal/certagent) does, and never answers: its responses
+// stay unacknowledged.
+func dialSDS(t *testing.T, addr string, n *corev3.Node) {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); conn.Close() })
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{Node: n, TypeUrl: resourcev3.SecretType,
+		ResourceNamesSubscribe: []string{envoy.WorkloadCertSecret, envoy.TrustBundleSecret}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSecretOnlyStreamsAreNotPolicyProxies: a stream that subscribes only
+// to secrets (the certificate agent beside an application that has its
+// own stream) holds no policy: Programmed neither waits for its secret
+// ACK nor counts it as a proxy. It is still a connected proxy in the
+// registry, and a secret holder for the root rotation.
+func TestSecretOnlyStreamsAreNotPolicyProxies(t *testing.T) {
+	ads := xds.NewADS(logr.Discard())
+	ads.SetSecrets(&bundleSecrets{fakeSecrets: fakeSecrets{acquired: map[string]int{}, version: map[string]string{}}, bundle: []byte("b")})
+	ads.SetAuthenticator(acceptAll{})
+	ads.Update(mesh(t, 10), time.Now())
+	addr := serve(t, ads)
+	app := dialDelta(t, addr, node("frontend-0.shop", "shop", "frontend"), nil)
+	app.settle()
+	dialSDS(t, addr, node("frontend-0.shop", "shop", "frontend"))
+	eventually(t, func() bool {
+		for _, p := range ads.Proxies() {
+			if _, ok := p.Types["Secret"]; ok {
+				return true
+			}
+		}
+		return false
+	}, "the secret-only stream to subscribe")
+
+	ref := ir.PolicyRef{Kind: "TrafficSplit", Namespace: "shop", Name: "checkout", Generation: 10}
+	if st := ads.PolicyState(ref); st.Affected != 1 || !st.Programmed() {
+		t.Fatalf("policy state %+v, want 1 affected proxy (the application's), programmed", st)
+	}
+	if n := len(ads.Proxies()); n != 2 {
+		t.Fatalf("the registry lists %d streams, want 2", n)
+	}
+	if n, _ := ads.SecretHolders(func(xds.HeldSecrets) bool { return true }); n != 2 {
+		t.Fatalf("SecretHolders looked at %d proxies, want 2 (the secret-only stream too)", n)
+	}
 }
