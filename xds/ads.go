@@ -421,7 +421,7 @@ func (a *ADS) sendSotW(stream discoveryv3.AggregatedDiscoveryService_StreamAggre
 		size += e.size
 	}
 	ts.sentVersion, ts.lastNonce, ts.sentGen = version, resp.Nonce, snap.generation
-	ts.pending[resp.Nonce] = snap.generation
+	ts.pending[resp.Nonce] = inFlight{gen: snap.generation}
 	c.mu.Unlock()
 	a.recordSend(t, len(res), size)
 	return stream.Send(resp)
@@ -444,7 +444,7 @@ func (a *ADS) delta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggregate
 			ts.wildcard = len(r.ResourceNamesSubscribe) == 0 && isWildcardType(r.TypeUrl)
 			// A reconnecting proxy says what it already holds.
 			for n, v := range r.InitialResourceVersions {
-				ts.sent[n] = v
+				ts.sent[n], ts.held[n] = v, v
 			}
 		}
 		if r.ResponseNonce != "" {
@@ -465,7 +465,7 @@ func (a *ADS) delta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggregate
 				ts.wildcard = false
 			}
 			delete(ts.names, n)
-			delete(ts.sent, n)
+			ts.forget(n)
 		}
 		c.mu.Unlock()
 		if r.ErrorDetail != nil && len(r.ResourceNamesSubscribe) == 0 {
@@ -567,8 +567,12 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 		return nil
 	}
 	sortDelta(resp)
+	// sent changes now, so that nothing is sent twice (a NACKed version
+	// included); held only when the proxy ACKs (typeState.ack).
+	fl := inFlight{gen: snap.generation, set: make(map[string]string, len(resp.Resources)), removed: resp.RemovedResources}
 	for _, r := range resp.Resources {
 		ts.sent[r.Name] = r.Version
+		fl.set[r.Name] = r.Version
 	}
 	for _, n := range resp.RemovedResources {
 		delete(ts.sent, n)
@@ -576,7 +580,7 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 	resp.Nonce = c.nextNonce()
 	resp.SystemVersionInfo = snap.typeVersion(t, nil)
 	ts.sentGen = snap.generation
-	ts.pending[resp.Nonce] = snap.generation
+	ts.pending[resp.Nonce] = fl
 	c.mu.Unlock()
 	a.recordSend(t, len(resp.Resources), size)
 	return stream.Send(resp)

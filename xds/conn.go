@@ -32,20 +32,36 @@ type typeState struct {
 	// Subscription: wildcard, or the names asked for.
 	wildcard bool
 	names    map[string]bool
-	// Delta: the version of each resource the proxy holds, as sent.
-	sent map[string]string
+	// Delta: sent is the version of each resource last sent (or that the
+	// proxy said it held when it connected): what is compared to decide
+	// what to send, so a rejected version is never sent again. held is
+	// what the proxy holds: a response's resources enter it only when it
+	// is ACKed, so after a NACK it keeps the versions the proxy kept.
+	// rejected names the resources whose latest response was NACKed and
+	// not superseded by an ACKed one: while it is not empty the proxy
+	// holds older content than was sent, and the NACK stands.
+	sent, held map[string]string
+	rejected   map[string]bool
 	// SotW: the version and nonce of the last response.
 	sentVersion string
 	lastNonce   string
-	// pending maps the nonce of each unanswered response to the snapshot
-	// generation it carried.
-	pending map[string]uint64
+	// pending maps the nonce of each unanswered response to what it
+	// carried.
+	pending map[string]inFlight
 	// sentGen is the generation of the newest snapshot whose content for
 	// this type the proxy has been sent; ackedGen the newest it accepted.
 	sentGen, ackedGen uint64
 	ackedAt           time.Time
 	// lastNack is the proxy's last rejection, cleared by a later ACK.
 	lastNack *Nack
+}
+
+// inFlight is an unanswered response: the snapshot generation it carried
+// and, on Delta, its resources (name → version) and removals.
+type inFlight struct {
+	gen     uint64
+	set     map[string]string
+	removed []string
 }
 
 // Nack is a rejected response, as the proxy reported it.
@@ -56,7 +72,8 @@ type Nack struct {
 }
 
 func newTypeState() *typeState {
-	return &typeState{names: map[string]bool{}, sent: map[string]string{}, pending: map[string]uint64{}}
+	return &typeState{names: map[string]bool{}, sent: map[string]string{}, held: map[string]string{},
+		rejected: map[string]bool{}, pending: map[string]inFlight{}}
 }
 
 // isWildcardType: Envoy asks for every listener and cluster by default.
@@ -80,22 +97,58 @@ func (c *conn) nextNonce() string {
 
 // ack records the proxy's answer to a response. It returns false for a
 // nonce this stream never sent or already saw answered (a stale request).
+// A Delta ACK moves the response's resources into held; a NACK leaves
+// held as it was (the proxy keeps its last good versions) and marks the
+// resources rejected. The type counts as accepted up to the response's
+// generation only when no rejected resource remains.
 func (ts *typeState) ack(nonce string, errDetail *status.Status, now time.Time) (accepted, known bool) {
-	gen, ok := ts.pending[nonce]
+	r, ok := ts.pending[nonce]
 	if !ok {
 		return false, false
 	}
 	delete(ts.pending, nonce)
 	if errDetail != nil {
 		ts.lastNack = &Nack{Nonce: nonce, Message: errDetail.GetMessage(), At: now}
+		for name := range r.set {
+			ts.rejected[name] = true
+		}
+		for _, name := range r.removed {
+			ts.rejected[name] = true
+		}
 		return false, true
 	}
-	if gen > ts.ackedGen {
-		ts.ackedGen = gen
+	for name, v := range r.set {
+		delete(ts.rejected, name)
+		if ts.wildcard || ts.names[name] { // not unsubscribed meanwhile
+			ts.held[name] = v
+		}
+	}
+	for _, name := range r.removed {
+		delete(ts.rejected, name)
+		delete(ts.held, name)
 	}
 	ts.ackedAt = now
+	if len(ts.rejected) > 0 {
+		return true, true // accepted, but an earlier rejection still stands
+	}
+	if r.gen > ts.ackedGen {
+		ts.ackedGen = r.gen
+	}
 	ts.lastNack = nil
 	return true, true
+}
+
+// forget drops a resource the proxy unsubscribed from; a rejection that
+// concerned only such resources no longer stands.
+func (ts *typeState) forget(name string) {
+	delete(ts.sent, name)
+	delete(ts.held, name)
+	if ts.rejected[name] {
+		delete(ts.rejected, name)
+		if len(ts.rejected) == 0 {
+			ts.lastNack = nil
+		}
+	}
 }
 
 // fullyAcked is the newest snapshot generation that the proxy has accepted

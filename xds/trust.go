@@ -24,8 +24,9 @@ type HeldSecrets struct {
 // whose ACKed secrets satisfy it; proxies is how many were looked at.
 //
 // What a proxy holds is known when it has answered every secret response
-// with an ACK and was last sent exactly its group's current secrets: the
-// predicates are then asked about that content. A proxy that has not
+// and what it accepted is exactly its group's current secrets (a version
+// it NACKed is never counted as held): the predicates are then asked
+// about that content. A proxy that has not
 // subscribed to secrets holds nothing — it presents no certificate and
 // validates no peer yet, and what it receives later is built from the
 // material current then — and the predicates are asked about
@@ -88,9 +89,11 @@ func (a *ADS) SecretHolders(preds ...func(HeldSecrets) bool) (proxies int, satis
 
 // heldSecrets returns the current snapshot's secret resources that the
 // proxy holds, by name, and whether what it holds is known to be exactly
-// that: known is false while a secret response is unanswered, after a
-// NACK, or when the proxy was last sent other content than the snapshot's.
-// A proxy that never subscribed to secrets knowingly holds nothing.
+// that: known is false while a secret response is unanswered, and when
+// what the proxy accepted (Delta: typeState.held, never a version it
+// NACKed; SotW: the last response, when it was ACKed) is other content
+// than the snapshot's. A proxy that never subscribed to secrets knowingly
+// holds nothing.
 func (c *conn) heldSecrets(s *snapshot) (held map[string]*encoded, known bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -98,7 +101,7 @@ func (c *conn) heldSecrets(s *snapshot) (held map[string]*encoded, known bool) {
 	if ts == nil {
 		return nil, true
 	}
-	if s == nil || len(ts.pending) > 0 || ts.lastNack != nil {
+	if s == nil || len(ts.pending) > 0 {
 		return nil, false
 	}
 	held = map[string]*encoded{}
@@ -111,16 +114,21 @@ func (c *conn) heldSecrets(s *snapshot) (held map[string]*encoded, known bool) {
 	}
 	if c.delta {
 		for name, e := range held {
-			if ts.sent[name] != e.version {
+			if ts.held[name] != e.version {
 				return nil, false
 			}
 		}
-		for name := range ts.sent {
+		for name := range ts.held {
 			if !want[name] {
-				return nil, false // withdrawn, and the removal not yet sent
+				return nil, false // withdrawn, and the removal not yet accepted
 			}
 		}
 		return held, true
+	}
+	// SotW: after a NACK the proxy holds the response before the rejected
+	// one, whose content is no longer known.
+	if ts.lastNack != nil {
+		return nil, false
 	}
 	var names map[string]bool
 	if !ts.wildcard {

@@ -176,3 +176,78 @@ func TestSecretOnlyStreamsAreNotPolicyProxies(t *testing.T) {
 		t.Fatalf("SecretHolders looked at %d proxies, want 2 (the secret-only stream too)", n)
 	}
 }
+
+// TestNackedSecretIsNotHeld: a Delta proxy that NACKed a bundle keeps its
+// previous one, and a later ACK of another secret does not make the
+// server believe it holds the rejected bundle: the root rotation's
+// predicates do not count it, and the registry still shows the NACK. The
+// rejected version is not re-sent; the next bundle is, and once it is
+// ACKed the proxy holds it.
+func TestNackedSecretIsNotHeld(t *testing.T) {
+	ads := xds.NewADS(logr.Discard())
+	src := &bundleSecrets{fakeSecrets: fakeSecrets{acquired: map[string]int{}, version: map[string]string{}}, bundle: []byte("old")}
+	ads.SetSecrets(src)
+	ads.SetAuthenticator(acceptAll{})
+	ads.Update(mesh(t, 10), time.Now())
+	addr := serve(t, ads)
+	holds := func(want string) func(xds.HeldSecrets) bool {
+		return func(h xds.HeldSecrets) bool { return bytes.Equal(h.Bundle, []byte(want)) }
+	}
+	count := func() (int, int, int) {
+		_, sat := ads.SecretHolders(holds("old"), holds("new"), holds("newer"))
+		return sat[0], sat[1], sat[2]
+	}
+	secretState := func() xds.TypeStatus { return ads.Proxies()[0].Types["Secret"] }
+	subscribe := func(c *deltaClient, name string) {
+		if err := c.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.SecretType, ResourceNamesSubscribe: []string{name}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const id = "spiffe://cluster.local/ns/shop/sa/frontend"
+
+	c := dialDelta(t, addr, node("frontend-0.shop", "shop", "frontend"), nil)
+	c.settle()
+	subscribe(c, envoy.TrustBundleSecret)
+	c.settle()
+	if old, nw, _ := count(); old != 1 || nw != 0 {
+		t.Fatalf("after the first bundle: %d hold old, %d new; want 1 0", old, nw)
+	}
+
+	// The proxy rejects the new bundle, then subscribes to its certificate
+	// and accepts it: it still holds the old bundle.
+	src.set("new")
+	ads.SecretsChanged(id)
+	c.nackTyp = resourcev3.SecretType
+	if n := c.settle(); n != 1 {
+		t.Fatalf("%d secret responses for the new bundle, want 1", n)
+	}
+	c.nackTyp = ""
+	subscribe(c, envoy.WorkloadCertSecret)
+	c.settle()
+	if _, nw, _ := count(); nw != 0 {
+		t.Fatalf("%d proxies counted as holding the bundle they rejected", nw)
+	}
+	if st := secretState(); st.State != xds.Nacked || st.Nack == nil {
+		t.Fatalf("secrets after a NACK and an ACK of another secret: %+v, want NACKED (the rejected bundle is not held)", st)
+	}
+	if c.have[resourcev3.SecretType][envoy.WorkloadCertSecret] == "" {
+		t.Fatal("the certificate was not sent")
+	}
+
+	// The next change re-sends nothing rejected; the next bundle arrives,
+	// and once ACKed it is held and the NACK is over.
+	ads.Update(mesh(t, 20), time.Now())
+	c.settle()
+	if c.count[resourcev3.SecretType] != 3 {
+		t.Fatalf("%d secret responses, want 3 (first bundle, rejected bundle, certificate): the rejected one was sent again", c.count[resourcev3.SecretType])
+	}
+	src.set("newer")
+	ads.SecretsChanged(id)
+	c.settle()
+	if old, nw, newer := count(); old != 0 || nw != 0 || newer != 1 {
+		t.Fatalf("after the newer bundle's ACK: %d old, %d new, %d newer; want 0 0 1", old, nw, newer)
+	}
+	if st := secretState(); st.State != xds.Synced {
+		t.Fatalf("secrets after the newer bundle's ACK: %+v, want SYNCED", st)
+	}
+}
