@@ -47,22 +47,22 @@ func needs() []need {
 	add("leader election", "coordination.k8s.io", "leases", namespace, "weft-controller", "get", "update")
 	add("leader election", "coordination.k8s.io", "leases", namespace, "", "create")
 	add("leader election events", "", "events", namespace, "", "create")
-	// internal/replicas: each replica's distribution report (Publisher)
-	// and the leader's watch and expiry of the others' (Collector).
-	add("replica distribution report", "coordination.k8s.io", "leases", namespace, "x", "get", "update", "delete")
-	add("replica distribution report", "coordination.k8s.io", "leases", namespace, "", "create", "list", "watch")
+	// internal/replicas: each replica's report (Publisher: distribution
+	// and root rotation facts) and the leader's watch, consistent list and
+	// expiry of everyone's (Collector).
+	add("replica report", "coordination.k8s.io", "leases", namespace, "x", "get", "update", "delete")
+	add("replica report", "coordination.k8s.io", "leases", namespace, "", "create", "list", "watch")
 	// certs/builtin.RootStore (Ensure on the leader, Load on replicas) and
 	// internal/rootca.
 	add("mesh root CA", "", "secrets", namespace, "weft-ca-root", "get")
 	add("mesh root CA", "", "secrets", namespace, "", "create")
 	// internal/controlplane: root rotation (trust follower on every
-	// replica, rotation driver on the leader) and replica reports.
+	// replica, rotation driver on the leader; their facts travel in the
+	// replica reports above).
 	add("root rotation", "", "secrets", namespace, "weft-ca-root", "update")
 	add("root rotation", "", "secrets", namespace, "weft-ca-root-next", "get", "delete")
 	add("root rotation", "", "secrets", namespace, "", "list", "watch")
 	add("root rotation", "mesh.weft.dev", "meshconfigs", "", "", "watch")
-	add("replica reports", "coordination.k8s.io", "leases", namespace, "weft-replica-x", "get", "update", "delete")
-	add("replica reports", "coordination.k8s.io", "leases", namespace, "", "create", "list", "watch")
 	// internal/webhookserver.
 	add("webhook CA", "", "secrets", namespace, "weft-webhook-ca", "get")
 	add("webhook CA", "", "secrets", namespace, "", "create")

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -21,6 +20,7 @@ import (
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/certs/builtin"
 	"github.com/weftmesh/weft/crds/v1alpha1"
+	"github.com/weftmesh/weft/internal/replicas"
 	"github.com/weftmesh/weft/internal/rootca"
 	"github.com/weftmesh/weft/webhook"
 )
@@ -35,11 +35,15 @@ import (
 // The decisions are pure (planRotation, aggregateTrust,
 // rootRotationStatus); this type does the reading and writing.
 type rotationDriver struct {
-	c       client.WithWatch
-	store   *builtin.RootStore
-	reports *replicaReports
-	log     logr.Logger
-	clock   clock.PassiveClock // default the real clock
+	c     client.WithWatch
+	store *builtin.RootStore
+	// reports reads every live replica's trust section (its own included);
+	// reportsChanged hears when one may have changed.
+	reports        *replicas.Collector
+	reportsChanged <-chan struct{}
+	namespace      string
+	log            logr.Logger
+	clock          clock.PassiveClock // default the real clock
 	// poll is how often it looks when no watch event woke it: default 1s
 	// during a rotation, 10s otherwise.
 	poll time.Duration
@@ -83,9 +87,7 @@ func (d *rotationDriver) Start(ctx context.Context) error {
 		d.clock = clock.RealClock{}
 	}
 	wake := make(chan struct{}, 1)
-	ns := d.reports.ns
-	go watchWake(ctx, d.c, &corev1.SecretList{}, []client.ListOption{client.InNamespace(ns), client.MatchingLabels{"app.kubernetes.io/component": "ca"}}, wake, d.log)
-	go watchWake(ctx, d.c, &coordinationv1.LeaseList{}, []client.ListOption{client.InNamespace(ns), client.MatchingLabels{ReplicaReportLabel: "true"}}, wake, d.log)
+	go watchWake(ctx, d.c, &corev1.SecretList{}, []client.ListOption{client.InNamespace(d.namespace), client.MatchingLabels{"app.kubernetes.io/component": "ca"}}, wake, d.log)
 	go watchWake(ctx, d.c, &v1alpha1.MeshConfigList{}, nil, wake, d.log)
 	for {
 		rotating := d.step(ctx)
@@ -100,9 +102,21 @@ func (d *rotationDriver) Start(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-wake:
+		case <-d.reportsChanged:
 		case <-time.After(wait):
 		}
 	}
+}
+
+// trustReports reads every live replica's trust facts.
+func (d *rotationDriver) trustReports() trustReports {
+	sections, known := d.reports.Sections(trustSection)
+	r := trustReports{known: known, self: d.reports.Name()}
+	for name, v := range sections {
+		r.facts = append(r.facts, replicaFacts{Replica: name, Value: v})
+	}
+	slices.SortFunc(r.facts, func(a, b replicaFacts) int { return strings.Compare(a.Replica, b.Replica) })
+	return r
 }
 
 // step reads everything, takes at most one action, and writes status. It
@@ -117,14 +131,22 @@ func (d *rotationDriver) step(ctx context.Context) bool {
 	}
 	mc := readMeshConfig(ctx, d.c)
 	want, provider := rotationRequest(mc)
-	live, dead, err := d.reports.list(ctx, trustTopic)
-	if err != nil {
-		d.log.Error(err, "reading the replicas' trust reports")
-	}
-	d.reports.forget(ctx, dead)
 	now := d.clock.Now()
 	pub := d.published(ctx, st)
-	p := planRotation(st, want, provider, live, pub)
+	p := planRotation(st, want, provider, d.trustReports(), pub)
+	if p.action == actionAdvance {
+		// The collector's watch may lag behind a replica that has just
+		// written its first (empty) report and started serving: read the
+		// reports from the API server before moving on.
+		if err := d.reports.Refresh(ctx); err != nil {
+			if ctx.Err() == nil {
+				d.log.Error(err, "reading the replica reports before a rotation step; retrying")
+			}
+			p = rotationPlan{waiting: "reading the controller replicas' reports before the next step: " + err.Error()}
+		} else {
+			p = planRotation(st, want, provider, d.trustReports(), pub)
+		}
+	}
 	var failed error
 	switch p.action {
 	case actionStart:
@@ -147,7 +169,7 @@ func (d *rotationDriver) step(ctx context.Context) bool {
 			d.log.Error(failed, "root rotation step failed; retrying")
 		}
 	} else if p.action != actionNone {
-		p = planRotation(st, want, provider, live, d.published(ctx, st)) // what the new state waits for
+		p = planRotation(st, want, provider, d.trustReports(), d.published(ctx, st)) // what the new state waits for
 	}
 	if acted && d.onStep != nil {
 		d.onStep()
@@ -206,9 +228,23 @@ type rotationPlan struct {
 	waiting string
 }
 
+// replicaFacts is one live replica's trust section ("" when its report has
+// none: it has not applied a state yet, or its facts lapsed).
+type replicaFacts struct{ Replica, Value string }
+
+// trustReports is what the driver knows of the replicas' trust facts.
+type trustReports struct {
+	// known: the reports have been read (the collector has listed them).
+	known bool
+	// self is the driver's own replica, whose report must be among facts
+	// ("" in tests that leave it out).
+	self  string
+	facts []replicaFacts // by replica name
+}
+
 // planRotation decides the driver's next action from the persisted state,
 // MeshConfig's request and the live replicas' reports. Pure.
-func planRotation(st builtin.TrustState, want int64, provider v1alpha1.CertificateProvider, reports []replicaReport, pub publication) rotationPlan {
+func planRotation(st builtin.TrustState, want int64, provider v1alpha1.CertificateProvider, reports trustReports, pub publication) rotationPlan {
 	rot := st.Rotation
 	if rot.Phase == certs.PhaseStable {
 		switch {
@@ -238,6 +274,7 @@ func planRotation(st builtin.TrustState, want int64, provider v1alpha1.Certifica
 
 // fleet sums the live replicas' reports for one state.
 type fleet struct {
+	unknown                                  bool // the reports have not been read
 	replicas, proxies                        int
 	trustNext, serveFromNext, droppedCurrent int
 	behind                                   []string // replicas that have not applied the state
@@ -245,12 +282,19 @@ type fleet struct {
 
 // aggregateTrust combines the live replicas' reports for the trust state
 // key: a fact holds when every live replica applied this state and all
-// its proxies satisfy it. With no report at all nothing holds (the
-// leader's own replica always reports: silence means trouble).
-func aggregateTrust(reports []replicaReport, key string) (certs.Acks, fleet) {
+// its proxies satisfy it. With no report at all nothing holds, and the
+// driver's own replica must be among them (its report is missing only
+// when its own publisher cannot write: silence means trouble).
+func aggregateTrust(reports trustReports, key string) (certs.Acks, fleet) {
 	var fl fleet
-	for _, rep := range reports {
+	if !reports.known {
+		fl.unknown = true
+		return certs.Acks{}, fl
+	}
+	self := reports.self == ""
+	for _, rep := range reports.facts {
 		fl.replicas++
+		self = self || rep.Replica == reports.self
 		var r trustReport
 		if rep.Value == "" || json.Unmarshal([]byte(rep.Value), &r) != nil || r.State != key {
 			fl.behind = append(fl.behind, rep.Replica)
@@ -260,6 +304,10 @@ func aggregateTrust(reports []replicaReport, key string) (certs.Acks, fleet) {
 		fl.trustNext += r.TrustNext
 		fl.serveFromNext += r.ServeFromNext
 		fl.droppedCurrent += r.DroppedCurrent
+	}
+	if !self {
+		fl.replicas++
+		fl.behind = append(fl.behind, reports.self)
 	}
 	slices.Sort(fl.behind)
 	if fl.replicas == 0 || len(fl.behind) > 0 {
@@ -271,10 +319,12 @@ func aggregateTrust(reports []replicaReport, key string) (certs.Acks, fleet) {
 // describe says what a phase waits for, with counts.
 func (fl fleet) describe(phase certs.RotationPhase, waiting string) string {
 	switch {
+	case fl.unknown:
+		return "waiting to read the controller replicas' reports (Leases labelled " + replicas.LabelKey + "=" + replicas.LabelValue + ")"
 	case fl.replicas == 0:
-		return "waiting for the controller replicas to report (none has a live report Lease " + replicaReportPrefix + "*)"
+		return "waiting for the controller replicas to report (no live Lease labelled " + replicas.LabelKey + "=" + replicas.LabelValue + ")"
 	case len(fl.behind) > 0:
-		return fmt.Sprintf("waiting for %d of %d controller replicas to apply phase %s: %s", len(fl.behind), fl.replicas, phase, strings.Join(fl.behind, ", "))
+		return fmt.Sprintf("waiting for %d of %d controller replicas to apply phase %s and report it: %s", len(fl.behind), fl.replicas, phase, strings.Join(fl.behind, ", "))
 	}
 	have := map[certs.RotationPhase]int{certs.PhaseAddNewRoot: fl.trustNext, certs.PhaseSwitchSigning: min(fl.trustNext, fl.serveFromNext), certs.PhaseRetireOldRoot: fl.droppedCurrent}[phase]
 	return fmt.Sprintf("%s: %d of %d proxies have (on %d controller replicas)", waiting, have, fl.proxies, fl.replicas)

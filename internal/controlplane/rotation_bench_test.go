@@ -9,6 +9,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/weftmesh/weft/certs/builtin"
@@ -23,7 +24,8 @@ import (
 // with 300 simulated SDS proxies of 100 identities on one replica, against
 // the real API server, with the production poll intervals. What it
 // measures is mostly the pipeline's hops (Secret watch → follower → push →
-// ACK → count → report Lease → driver), three times per rotation.
+// ACK → count → report Lease (coalesced, at most 4 writes/s) → collector's
+// watch → driver), three times per rotation.
 //
 //	go test ./internal/controlplane -run '^$' -bench RootRotation -benchtime 3x
 func BenchmarkRootRotation(b *testing.B) {
@@ -45,15 +47,20 @@ func BenchmarkRootRotation(b *testing.B) {
 	if err := env.Client.Create(ctx, &v1alpha1.MeshConfig{ObjectMeta: metav1.ObjectMeta{Name: v1alpha1.MeshConfigName}}); err != nil {
 		b.Fatal(err)
 	}
+	cs, err := kubernetes.NewForConfig(env.Config)
+	if err != nil {
+		b.Fatal(err)
+	}
 	ads := xds.NewADS(logr.Discard())
 	ads.SetAuthenticator(acceptAll{})
 	ads.Update(translator.Translate(&translator.Inputs{}).Mesh, time.Now())
-	_, f, d, err := newSecrets(ads, c, ns, translator.DefaultTrustDomain, []string{"weft-controller"}, &servingCert{}, logr.Discard())
+	reports := startReports(b, ctx, cs, ns, "weft-controller-0")
+	_, f, d, err := newSecrets(ads, c, ns, translator.DefaultTrustDomain, []string{"weft-controller"}, &servingCert{}, reports, logr.Discard())
 	if err != nil {
 		b.Fatal(err)
 	}
 	go func() { _ = f.run(ctx) }()
-	go func() { _ = d.Start(ctx) }()
+	lead(ctx, d, reports.col)
 	addr := serveADS(b, ads)
 	w := &world{t: b, noCheck: true}
 	var ps []*sdsProxy

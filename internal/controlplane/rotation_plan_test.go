@@ -39,36 +39,44 @@ func states(t *testing.T) (old, nw *builtin.KeyPair, byPhase map[certs.RotationP
 	return old, nw, byPhase
 }
 
-func report(t *testing.T, replica, state string, expires time.Time, proxies, trustNext, serve, dropped int) replicaReport {
+func report(t *testing.T, replica, state string, proxies, trustNext, serve, dropped int) replicaFacts {
 	t.Helper()
 	b, err := json.Marshal(trustReport{State: state, Proxies: proxies, TrustNext: trustNext, ServeFromNext: serve, DroppedCurrent: dropped})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return replicaReport{Replica: replica, Expires: expires, Value: string(b)}
+	return replicaFacts{Replica: replica, Value: string(b)}
+}
+
+// read is what the driver knows when the reports have been read: facts,
+// with replica a as the driver's own.
+func read(facts ...replicaFacts) trustReports {
+	return trustReports{known: true, self: "a", facts: facts}
 }
 
 func TestAggregateTrust(t *testing.T) {
-	later := t0.Add(time.Minute)
 	const key = "AddNewRoot/a/b"
 	for _, tc := range []struct {
 		name    string
-		reports []replicaReport
+		reports trustReports
 		want    certs.Acks
 		behind  []string
 		proxies int
 	}{
-		{"no replica reported: nothing holds", nil, certs.Acks{}, nil, 0},
+		{"the reports have not been read: nothing holds", trustReports{self: "a", facts: []replicaFacts{report(t, "a", key, 1, 1, 1, 1)}}, certs.Acks{}, nil, 0},
+		{"no replica reported: nothing holds", trustReports{known: true}, certs.Acks{}, nil, 0},
 		{"one replica, all its proxies trust the new root",
-			[]replicaReport{report(t, "a", key, later, 3, 3, 1, 0)}, certs.Acks{TrustNext: true}, nil, 3},
+			read(report(t, "a", key, 3, 3, 1, 0)), certs.Acks{TrustNext: true}, nil, 3},
 		{"two replicas, one proxy behind on the second",
-			[]replicaReport{report(t, "a", key, later, 3, 3, 0, 0), report(t, "b", key, later, 2, 1, 0, 0)}, certs.Acks{}, nil, 5},
+			read(report(t, "a", key, 3, 3, 0, 0), report(t, "b", key, 2, 1, 0, 0)), certs.Acks{}, nil, 5},
 		{"a replica has not applied the state yet",
-			[]replicaReport{report(t, "a", key, later, 3, 3, 3, 3), report(t, "b", "Stable/a", later, 0, 0, 0, 0)}, certs.Acks{}, []string{"b"}, 3},
-		{"a replica that has not reported at all is behind",
-			[]replicaReport{report(t, "a", key, later, 1, 1, 1, 1), {Replica: "c", Expires: later}}, certs.Acks{}, []string{"c"}, 1},
+			read(report(t, "a", key, 3, 3, 3, 3), report(t, "b", "Stable/a", 0, 0, 0, 0)), certs.Acks{}, []string{"b"}, 3},
+		{"a replica whose report has no trust section (never set, or lapsed) is behind",
+			read(report(t, "a", key, 1, 1, 1, 1), replicaFacts{Replica: "c"}), certs.Acks{}, []string{"c"}, 1},
+		{"the driver's own replica has no live report: it is behind, whatever the others say",
+			read(report(t, "b", key, 1, 1, 1, 1)), certs.Acks{}, []string{"a"}, 1},
 		{"a replica without proxies agrees",
-			[]replicaReport{report(t, "a", key, later, 0, 0, 0, 0)}, certs.Acks{TrustNext: true, ServeFromNext: true, DroppedCurrent: true}, nil, 0},
+			read(report(t, "a", key, 0, 0, 0, 0)), certs.Acks{TrustNext: true, ServeFromNext: true, DroppedCurrent: true}, nil, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			acks, fl := aggregateTrust(tc.reports, key)
@@ -84,12 +92,11 @@ func TestAggregateTrust(t *testing.T) {
 
 func TestPlanRotation(t *testing.T) {
 	_, nw, st := states(t)
-	later := t0.Add(time.Minute)
-	all := func(p certs.RotationPhase) []replicaReport {
-		return []replicaReport{report(t, "a", st[p].Key(), later, 2, 2, 2, 2)}
+	all := func(p certs.RotationPhase) trustReports {
+		return read(report(t, "a", st[p].Key(), 2, 2, 2, 2))
 	}
-	onlyTrust := func(p certs.RotationPhase) []replicaReport {
-		return []replicaReport{report(t, "a", st[p].Key(), later, 2, 2, 1, 0)}
+	onlyTrust := func(p certs.RotationPhase) trustReports {
+		return read(report(t, "a", st[p].Key(), 2, 2, 1, 0))
 	}
 	leftoverEnd := builtin.TrustState{Rotation: certs.NewRotation(nw.Cert), Current: nw, Next: nw, Leftover: true, Generation: 1, NextGeneration: 1}
 	for _, tc := range []struct {
@@ -97,29 +104,32 @@ func TestPlanRotation(t *testing.T) {
 		st       builtin.TrustState
 		want     int64
 		provider v1alpha1.CertificateProvider
-		reports  []replicaReport
+		reports  trustReports
 		action   rotationAction
 		next     certs.RotationPhase
 		waiting  string
 		pub      publication
 	}{
-		{"stable, nothing asked", st[certs.PhaseStable], 0, v1alpha1.CertificateProviderBuiltIn, nil, actionNone, "", "", publication{}},
-		{"stable, a rotation asked", st[certs.PhaseStable], 1, v1alpha1.CertificateProviderBuiltIn, nil, actionStart, "", "", publication{}},
-		{"stable, asked while cert-manager issues: no start", st[certs.PhaseStable], 1, v1alpha1.CertificateProviderCertManager, nil, actionNone, "", "", publication{}},
-		{"stable, an ended rotation's Secret left over", leftoverEnd, 1, v1alpha1.CertificateProviderBuiltIn, nil, actionDeleteLeftover, "", "", publication{}},
+		{"stable, nothing asked", st[certs.PhaseStable], 0, v1alpha1.CertificateProviderBuiltIn, trustReports{}, actionNone, "", "", publication{}},
+		{"stable, a rotation asked", st[certs.PhaseStable], 1, v1alpha1.CertificateProviderBuiltIn, trustReports{}, actionStart, "", "", publication{}},
+		{"stable, asked while cert-manager issues: no start", st[certs.PhaseStable], 1, v1alpha1.CertificateProviderCertManager, trustReports{}, actionNone, "", "", publication{}},
+		{"stable, an ended rotation's Secret left over", leftoverEnd, 1, v1alpha1.CertificateProviderBuiltIn, trustReports{}, actionDeleteLeftover, "", "", publication{}},
 		{"AddNewRoot, every proxy trusts the new root", st[certs.PhaseAddNewRoot], 1, v1alpha1.CertificateProviderBuiltIn, onlyTrust(certs.PhaseAddNewRoot), actionAdvance, certs.PhaseSwitchSigning, "", publication{}},
 		{"AddNewRoot, proxies trust the new root, a weft-root-ca ConfigMap does not yet", st[certs.PhaseAddNewRoot], 1, v1alpha1.CertificateProviderBuiltIn, onlyTrust(certs.PhaseAddNewRoot), actionNone, "",
 			"waiting for the weft-root-ca ConfigMaps (which workloads verify weft-controller with) to hold the new root: 2 of 3 namespaces have", publication{have: 2, total: 3}},
 		{"AddNewRoot, proxies and ConfigMaps have the new root", st[certs.PhaseAddNewRoot], 1, v1alpha1.CertificateProviderBuiltIn, onlyTrust(certs.PhaseAddNewRoot), actionAdvance, certs.PhaseSwitchSigning, "", publication{have: 3, total: 3}},
 		{"AddNewRoot, a proxy has not ACKed", st[certs.PhaseAddNewRoot], 1, v1alpha1.CertificateProviderBuiltIn,
-			[]replicaReport{report(t, "a", st[certs.PhaseAddNewRoot].Key(), later, 2, 1, 0, 0)}, actionNone, "", "a trust bundle with the new root: 1 of 2 proxies have (on 1 controller replicas)", publication{}},
-		{"AddNewRoot, the replica reports an older state", st[certs.PhaseAddNewRoot], 1, v1alpha1.CertificateProviderBuiltIn, all(certs.PhaseStable), actionNone, "", "waiting for 1 of 1 controller replicas to apply phase AddNewRoot: a", publication{}},
+			read(report(t, "a", st[certs.PhaseAddNewRoot].Key(), 2, 1, 0, 0)), actionNone, "", "a trust bundle with the new root: 1 of 2 proxies have (on 1 controller replicas)", publication{}},
+		{"AddNewRoot, the replica reports an older state", st[certs.PhaseAddNewRoot], 1, v1alpha1.CertificateProviderBuiltIn, all(certs.PhaseStable), actionNone, "", "waiting for 1 of 1 controller replicas to apply phase AddNewRoot and report it: a", publication{}},
 		{"SwitchSigning, one proxy still serves the old root", st[certs.PhaseSwitchSigning], 1, v1alpha1.CertificateProviderBuiltIn, onlyTrust(certs.PhaseSwitchSigning), actionNone, "", "serve a certificate issued from the new root: 1 of 2 proxies have", publication{}},
 		{"SwitchSigning, all serve from the new root", st[certs.PhaseSwitchSigning], 1, v1alpha1.CertificateProviderBuiltIn, all(certs.PhaseSwitchSigning), actionAdvance, certs.PhaseRetireOldRoot, "", publication{}},
 		{"RetireOldRoot, a bundle still has the old root", st[certs.PhaseRetireOldRoot], 1, v1alpha1.CertificateProviderBuiltIn, onlyTrust(certs.PhaseRetireOldRoot), actionNone, "", "without the old root: 0 of 2 proxies have", publication{}},
 		{"RetireOldRoot, all dropped it", st[certs.PhaseRetireOldRoot], 1, v1alpha1.CertificateProviderBuiltIn, all(certs.PhaseRetireOldRoot), actionAdvance, certs.PhaseStable, "", publication{}},
 		{"in a rotation, the provider switched to cert-manager", st[certs.PhaseSwitchSigning], 1, v1alpha1.CertificateProviderCertManager, all(certs.PhaseSwitchSigning), actionNone, "", "set provider: BuiltIn to finish it", publication{}},
-		{"no replica reports", st[certs.PhaseAddNewRoot], 1, v1alpha1.CertificateProviderBuiltIn, nil, actionNone, "", "none has a live report Lease weft-replica-*", publication{}},
+		{"no replica reports", st[certs.PhaseAddNewRoot], 1, v1alpha1.CertificateProviderBuiltIn, trustReports{known: true}, actionNone, "", "no live Lease labelled weft.dev/report=replica", publication{}},
+		{"the reports have not been read", st[certs.PhaseSwitchSigning], 1, v1alpha1.CertificateProviderBuiltIn, trustReports{}, actionNone, "", "waiting to read the controller replicas' reports", publication{}},
+		{"every proxy on b serves from the new root, but the driver's own report is not live", st[certs.PhaseSwitchSigning], 1, v1alpha1.CertificateProviderBuiltIn,
+			read(report(t, "b", st[certs.PhaseSwitchSigning].Key(), 2, 2, 2, 2)), actionNone, "", "waiting for 1 of 2 controller replicas to apply phase SwitchSigning and report it: a", publication{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := planRotation(tc.st, tc.want, tc.provider, tc.reports, tc.pub)

@@ -20,9 +20,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -32,6 +34,7 @@ import (
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/certs/builtin"
 	"github.com/weftmesh/weft/crds/v1alpha1"
+	"github.com/weftmesh/weft/internal/replicas"
 	"github.com/weftmesh/weft/internal/rootca"
 	"github.com/weftmesh/weft/internal/rootrotation"
 	weftstore "github.com/weftmesh/weft/internal/store"
@@ -80,6 +83,10 @@ func TestRootRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	store := &builtin.RootStore{Client: c, Namespace: ns, TrustDomain: translator.DefaultTrustDomain}
 	oldRoot, err := store.Ensure(ctx) // internal/rootca does this on the leader
 	if err != nil {
@@ -89,15 +96,18 @@ func TestRootRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Two replicas, each with its own proxies.
+	// Two replicas, each with its own proxies and its report Lease.
 	w := &world{t: t}
 	var drivers []*rotationDriver
+	var collectors []*replicas.Collector
 	var addrs []string
 	for i := range 2 {
 		ads := xds.NewADS(testr.New(t).WithName(fmt.Sprintf("xds-%d", i)).V(1))
 		ads.SetAuthenticator(acceptAll{})
 		ads.Update(translator.Translate(&translator.Inputs{}).Mesh, time.Now())
-		_, f, d, err := newSecrets(ads, c, ns, translator.DefaultTrustDomain, []string{"weft-controller"}, &servingCert{}, logr.Discard())
+		reports := startReports(t, ctx, cs, ns, fmt.Sprintf("weft-controller-%d", i))
+		collectors = append(collectors, reports.col)
+		_, f, d, err := newSecrets(ads, c, ns, translator.DefaultTrustDomain, []string{"weft-controller"}, &servingCert{}, reports, logr.Discard())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -151,8 +161,7 @@ func TestRootRotation(t *testing.T) {
 
 	leaderCtx, stepDown := context.WithCancel(ctx)
 	defer stepDown()
-	leaderDone := make(chan struct{})
-	go func() { defer close(leaderDone); _ = drivers[0].Start(leaderCtx) }()
+	leaderDone := lead(leaderCtx, drivers[0], collectors[0])
 
 	frontend := w.dial(ctx, addrs[0], "frontend-0.shop", "shop", "frontend")
 	holdout := w.dial(ctx, addrs[0], "backend-0.shop", "shop", "backend")
@@ -215,7 +224,7 @@ func TestRootRotation(t *testing.T) {
 			// from the phase persisted in the root Secret.
 			stepDown()
 			<-leaderDone
-			go func() { _ = drivers[1].Start(ctx) }()
+			lead(ctx, drivers[1], collectors[1])
 			eventually(t, "the new leader keeps waiting in "+string(phase), func() error {
 				if s := status(); s.Phase != string(phase) {
 					return fmt.Errorf("phase %s", s.Phase)
@@ -466,6 +475,32 @@ func (p *sdsProxy) holdsOnly(fp string) error {
 	return nil
 }
 
+// startReports runs the report publisher of replica name until the test
+// ends (its collector runs with the replica's driver, as on a leader).
+func startReports(t testing.TB, ctx context.Context, cs kubernetes.Interface, ns, name string) *replicaReports {
+	t.Helper()
+	r, err := newReplicaReports(cs, replicas.Options{Namespace: ns, Name: name}, nil, logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r.pub.Start(pctx) }()
+	t.Cleanup(func() { stop(); <-done })
+	return r
+}
+
+// lead runs a replica's leader half, the rotation driver and the report
+// collector it reads, until ctx ends; the channel closes when both return.
+func lead(ctx context.Context, d *rotationDriver, col *replicas.Collector) <-chan struct{} {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = col.Start(ctx) })
+	wg.Go(func() { _ = d.Start(ctx) })
+	go func() { wg.Wait(); close(done) }()
+	return done
+}
+
 type acceptAll struct{}
 
 func (acceptAll) Authenticate(context.Context, xds.NodeInfo) error { return nil }
@@ -497,5 +532,79 @@ func eventually(t testing.TB, what string, cond func() error) {
 			t.Fatalf("%s: %v", what, err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestFollowerReportsBeforeServing: a replica's trust follower serves no
+// secret until its (empty) trust report is in its Lease, so the leader
+// cannot take a rotation step without knowing this replica exists. The
+// replica's publisher is held back; its proxy gets nothing meanwhile, and
+// its certificate once the report is written.
+func TestFollowerReportsBeforeServing(t *testing.T) {
+	env := testenv.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const ns = "weft-system"
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.NewWithWatch(env.Config, client.Options{Scheme: testenv.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (&builtin.RootStore{Client: c, Namespace: ns, TrustDomain: translator.DefaultTrustDomain}).Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ads := xds.NewADS(logr.Discard())
+	ads.SetAuthenticator(acceptAll{})
+	ads.Update(translator.Translate(&translator.Inputs{}).Mesh, time.Now())
+	reports, err := newReplicaReports(cs, replicas.Options{Namespace: ns, Name: "weft-controller-0"}, nil, logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, f, _, err := newSecrets(ads, c, ns, translator.DefaultTrustDomain, []string{"weft-controller"}, &servingCert{}, reports, logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = f.run(fctx) }()
+	t.Cleanup(func() { stop(); <-done })
+	p := (&world{t: t}).dial(ctx, serveADS(t, ads), "frontend-0.shop", "shop", "frontend")
+
+	eventually(t, "the follower sets its first report", func() error {
+		if reports.trust.Current() == "" {
+			return fmt.Errorf("no trust report set")
+		}
+		return nil
+	})
+	// Without the report written, nothing is served. (Two seconds of
+	// looking: on a slow machine this may miss a regression, never invent
+	// one.)
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if chain, bundle := p.held(); chain != nil || bundle != nil {
+			t.Fatal("the proxy was served secrets before the replica's report was written")
+		}
+	}
+	pctx, stopPub := context.WithCancel(ctx)
+	pubDone := make(chan struct{})
+	go func() { defer close(pubDone); _ = reports.pub.Start(pctx) }()
+	t.Cleanup(func() { stopPub(); <-pubDone })
+	eventually(t, "the proxy holds a certificate and a bundle", func() error {
+		if chain, bundle := p.held(); chain == nil || bundle == nil {
+			return fmt.Errorf("nothing yet")
+		}
+		return nil
+	})
+	var l coordinationv1.Lease
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "weft-controller-0"}, &l); err != nil {
+		t.Fatalf("the replica's report Lease: %v", err)
+	}
+	if _, ok := l.Annotations[replicas.SectionAnnotation(trustSection)]; !ok {
+		t.Errorf("the report Lease has no trust section: %v", l.Annotations)
 	}
 }

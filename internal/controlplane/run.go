@@ -29,6 +29,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/weftmesh/weft/internal/injectcheck"
+	"github.com/weftmesh/weft/internal/replicas"
 	"github.com/weftmesh/weft/internal/rootca"
 	"github.com/weftmesh/weft/internal/status"
 	"github.com/weftmesh/weft/internal/store"
@@ -112,18 +113,31 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 	if err != nil {
 		return err
 	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	// Every replica's one report Lease: its policies' distribution and its
+	// root rotation facts; the leader reads everyone's.
+	name, err := reportName()
+	if err != nil {
+		return err
+	}
+	loop := &meshLoop{ads: ads, log: log.WithName("translator")}
+	reports, err := newReplicaReports(cs, replicas.Options{Namespace: o.LeaderElectionNamespace, Name: name}, loop.snapshot, log.WithName("replicas"))
+	if err != nil {
+		return err
+	}
+	loop.changed = reports.pub.Changed
+	log.Info("reporting this replica's policy distribution and root rotation facts", "lease", o.LeaderElectionNamespace+"/"+name)
 	// The names sidecars' bootstraps dial (weft-controller.<ns>.svc:15012).
 	svc := "weft-controller." + o.LeaderElectionNamespace
 	dnsNames := []string{svc + ".svc", svc + ".svc.cluster.local", svc, "weft-controller"}
-	_, trust, rotation, err := newSecrets(ads, direct, o.LeaderElectionNamespace, translator.DefaultTrustDomain, dnsNames, serving, log.WithName("certs"))
+	_, trust, rotation, err := newSecrets(ads, direct, o.LeaderElectionNamespace, translator.DefaultTrustDomain, dnsNames, serving, reports, log.WithName("certs"))
 	if err != nil {
 		return err
 	}
 	if o.XDSAuth == "token" {
-		cs, err := kubernetes.NewForConfig(cfg)
-		if err != nil {
-			return err
-		}
 		// A workload certificate (proxyless gRPC, from weft agent's files),
 		// verified against the bundle proxies are given now; else a token.
 		ads.SetAuthenticator(xds.Chain{
@@ -133,12 +147,7 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 	} else {
 		log.Info("xDS authentication is off (--xds-auth=none): any client can claim any proxy; no secrets are served. Development only.")
 	}
-	loop := &meshLoop{ads: ads, log: log.WithName("translator")}
-	distribution, err := newDistributionReports(cfg, o, loop, log.WithName("replicas"))
-	if err != nil {
-		return err
-	}
-	loop.writer = status.New(mgr, loop, log.WithName("status"), status.Options{Peers: distribution.peers()})
+	loop.writer = status.New(mgr, loop, log.WithName("status"), status.Options{Peers: reports.col})
 	ads.OnAck(loop.acked)
 
 	webhookServer, err := webhookserver.New(mgr, webhookserver.Options{Address: o.WebhookAddress, Namespace: o.LeaderElectionNamespace}, log.WithName("webhook"))
@@ -161,7 +170,7 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 		mgr.Add(injectcheck.New(mgr, log.WithName("injectcheck"))), // leader
 		mgr.Add(nonLeader(func(ctx context.Context) error { return loop.run(ctx, st) })),
 		mgr.Add(loop.writer),
-		distribution.add(mgr, loop.writer), // every replica reports; the leader reads the others'
+		reports.add(mgr, loop.writer), // every replica reports; the leader reads everyone's
 		mgr.Add(nonLeader(trust.run)),
 		mgr.Add(rotation), // leader: root rotation (docs/design/020)
 		mgr.Add(&monitoringServer{lis: debugLis, log: log.WithName("debug"), handler: ads.DebugHandler()}),

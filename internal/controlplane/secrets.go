@@ -209,9 +209,10 @@ func init() { ctrlmetrics.Registry.MustRegister(certMetrics) }
 // and returns the trust follower (for every replica: it loads the built-in
 // CA's roots, which the leader creates, follows MeshConfig's provider and
 // the root rotation, keeps the xDS server's own certificate for dnsNames
-// current in serving, and reports its proxies' ACKs) and the rotation
-// driver (for the leader).
-func newSecrets(ads *xds.ADS, c client.WithWatch, namespace, trustDomain string, dnsNames []string, serving *servingCert, log logr.Logger) (*certs.Manager, *trustFollower, *rotationDriver, error) {
+// current in serving, and reports its proxies' ACKs in the trust section of
+// reports) and the rotation driver (for the leader; it reads every
+// replica's trust section with reports' collector).
+func newSecrets(ads *xds.ADS, c client.WithWatch, namespace, trustDomain string, dnsNames []string, serving *servingCert, reports *replicaReports, log logr.Logger) (*certs.Manager, *trustFollower, *rotationDriver, error) {
 	m, err := certs.NewManager(certs.ManagerOptions{Issuer: pendingIssuer{}, Log: log, Observer: func(provider string, err error) {
 		if provider != (pendingIssuer{}).Name() {
 			certMetrics.Observe(provider, err)
@@ -224,10 +225,9 @@ func newSecrets(ads *xds.ADS, c client.WithWatch, namespace, trustDomain string,
 	ads.SetSecrets(src)
 	m.Subscribe(src.observe)
 	store := &builtin.RootStore{Client: c, Namespace: namespace, TrustDomain: trustDomain}
-	reports := newReplicaReports(c, namespace, "", nil)
-	f := &trustFollower{ads: ads, m: m, src: src, store: store, c: c, reports: reports, serving: serving, dnsNames: dnsNames, namespace: namespace, log: log}
+	f := &trustFollower{ads: ads, m: m, src: src, store: store, c: c, facts: reports.trust, serving: serving, dnsNames: dnsNames, namespace: namespace, log: log}
 	certMetrics.Watch(m, f.metricsBundle)
-	d := &rotationDriver{c: c, store: store, reports: reports, log: log.WithName("rotation")}
+	d := &rotationDriver{c: c, store: store, reports: reports.col, reportsChanged: reports.col.Subscribe(), namespace: namespace, log: log.WithName("rotation")}
 	return m, f, d, nil
 }
 

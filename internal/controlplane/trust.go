@@ -17,6 +17,7 @@ import (
 	"github.com/weftmesh/weft/certs/builtin"
 	"github.com/weftmesh/weft/certs/certmanager"
 	"github.com/weftmesh/weft/crds/v1alpha1"
+	"github.com/weftmesh/weft/internal/replicas"
 	"github.com/weftmesh/weft/xds"
 )
 
@@ -27,14 +28,15 @@ import (
 // Rotation.Signing() (all re-issued when that changes), and the xDS
 // server's own certificate follows. It also follows MeshConfig's choice of
 // provider, and reports, for the state it applied, how many of its proxies
-// hold what the rotation waits for.
+// hold what the rotation waits for (the section "trust" of this replica's
+// report Lease).
 type trustFollower struct {
 	ads       *xds.ADS
 	m         *certs.Manager
 	src       *secretSource
 	store     *builtin.RootStore
 	c         client.WithWatch
-	reports   *replicaReports
+	facts     *replicas.Section
 	serving   *servingCert
 	dnsNames  []string
 	namespace string
@@ -53,16 +55,11 @@ type trustFollower struct {
 	servingRoot string
 	nextServing time.Time
 	checked     map[[32]byte]bool // predicate results by content, for the applied state
-	published   trustReport
-	publishedAt time.Time
 
 	mu     sync.Mutex // guards phase for metrics
 	phase  certs.RotationPhase
 	metric []*x509.Certificate
 }
-
-// trustTopic is the replica report topic of the root rotation.
-const trustTopic = "trust"
 
 // trustReport is one replica's facts for the trust state it applied: how
 // many of its proxies (served secrets) satisfy each of certs.Acks'
@@ -77,10 +74,6 @@ type trustReport struct {
 	DroppedCurrent int    `json:"droppedCurrent"`
 }
 
-func (r trustReport) acks() certs.Acks {
-	return certs.Acks{TrustNext: r.TrustNext == r.Proxies, ServeFromNext: r.ServeFromNext == r.Proxies, DroppedCurrent: r.DroppedCurrent == r.Proxies}
-}
-
 // run follows until ctx ends, then stops the Manager.
 func (f *trustFollower) run(ctx context.Context) error {
 	defer f.m.Stop()
@@ -92,8 +85,15 @@ func (f *trustFollower) run(ctx context.Context) error {
 	}
 	f.issuers = map[string]*builtin.Issuer{}
 	// Tell the leader this replica exists before it serves any secret, so
-	// that no rotation step is taken without its facts.
-	f.report(ctx, true)
+	// that no rotation step is taken without its facts: the empty report
+	// ("applied no state") must be in the Lease before the first state is
+	// applied — until then the Manager has no issuer and the bundle is
+	// empty, so nothing is served. A replica that cannot write its report
+	// serves no secret (the publisher logs why).
+	f.report()
+	if err := f.facts.Written(ctx); err != nil {
+		return nil // ctx ended
+	}
 	wake := make(chan struct{}, 1)
 	go watchWake(ctx, f.c, &corev1.SecretList{}, []client.ListOption{client.InNamespace(f.namespace), client.MatchingLabels{"app.kubernetes.io/component": "ca"}}, wake, f.log)
 	for {
@@ -116,7 +116,7 @@ func (f *trustFollower) run(ctx context.Context) error {
 				if !time.Now().Before(reread) {
 					break count
 				}
-				f.report(ctx, false)
+				f.report()
 			}
 		}
 	}
@@ -135,11 +135,11 @@ func (f *trustFollower) sync(ctx context.Context) {
 		f.log.Error(err, "loading the mesh root CA; keeping the current trust state")
 	}
 	if !f.applied {
-		f.report(ctx, false)
+		f.report()
 		return
 	}
 	f.reconcile(readMeshConfig(ctx, f.c), changed)
-	f.report(ctx, false)
+	f.report()
 }
 
 // reconcile serves the applied trust state with the provider MeshConfig
@@ -238,12 +238,16 @@ func (f *trustFollower) issueServing(kp *builtin.KeyPair) {
 	f.nextServing = time.Now().Add(servingLifetime / 2)
 }
 
-// report counts this replica's proxies for the applied state and
-// publishes the count when a fact changed, when counts changed (at most
-// every 2s), or as a heartbeat; first publishes the empty report.
-func (f *trustFollower) report(ctx context.Context, first bool) {
+// report counts this replica's proxies for the applied state (nothing
+// before the first) and sets the report section. The publisher writes it
+// only when it changed (at most four writes a second with the rest of the
+// report); setting it also says the facts are current: the follower sets
+// it at least every idlePoll, so a follower stuck for longer than the
+// report deadline (20 s) drops out of its report and the leader waits for
+// it rather than trusting facts nobody checks any more.
+func (f *trustFollower) report() {
 	var r trustReport
-	if f.applied && !first {
+	if f.applied {
 		r.State = f.state.Key()
 		if rot := f.state.Rotation; rot.Phase == certs.PhaseStable {
 			r.Proxies, _ = f.ads.SecretHolders()
@@ -253,22 +257,8 @@ func (f *trustFollower) report(ctx context.Context, first bool) {
 			r.TrustNext, r.ServeFromNext, r.DroppedCurrent = sat[0], sat[1], sat[2]
 		}
 	}
-	now := time.Now()
-	switch {
-	case first, r.State != f.published.State, r.acks() != f.published.acks():
-	case r != f.published && now.Sub(f.publishedAt) >= 2*time.Second:
-	case now.Sub(f.publishedAt) >= reportTTL/3:
-	default:
-		return
-	}
 	b, _ := json.Marshal(r)
-	if err := f.reports.publish(ctx, trustTopic, string(b)); err != nil {
-		if ctx.Err() == nil {
-			f.log.Error(err, "publishing this replica's trust report")
-		}
-		return
-	}
-	f.published, f.publishedAt = r, now
+	f.facts.Set(string(b))
 }
 
 // trustPredicates are certs.Acks' three conditions on what one proxy

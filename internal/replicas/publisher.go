@@ -3,6 +3,8 @@ package replicas
 import (
 	"context"
 	"fmt"
+	"maps"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -71,31 +73,146 @@ func (o Options) withDefaults() (Options, error) {
 }
 
 // Publisher keeps this replica's report Lease current. It runs on every
-// replica (the leader's report matters when leadership moves). Tell it
-// that the distribution may have changed with Changed; it reads the new
-// state with the source function, coalescing any number of changes into
-// one write per MinInterval, and writes only what differs from the last
-// write, except for the heartbeat.
+// replica (the leader's report matters when leadership moves). The report
+// is the replica's distribution (annotation Annotation, read from source)
+// and any Sections other parts of the controller publish through it, each
+// in its own annotation of the same Lease. Tell it that the distribution
+// may have changed with Changed (a Section's Set does so itself); it
+// coalesces any number of changes into one write per MinInterval, and
+// writes only what differs from the last write, except for the heartbeat.
 type Publisher struct {
 	o      Options
 	leases coordinationclient.LeaseInterface
-	source func() Snapshot
+	source func() Snapshot // nil: no distribution annotation
 	log    logr.Logger
 	kick   chan struct{}
 
+	mu       sync.Mutex
+	sections map[string]*sectionState // by annotation key
+	written  map[string]string        // the annotations of the last successful write
+	wrote    chan struct{}            // closed (and replaced) at each successful write
+	stale    bool                     // the last successful write is older than the deadline
+
 	// Only the Start goroutine touches these.
 	lease     *coordinationv1.Lease // as last written
-	written   string                // its annotation
 	lastWrite time.Time             // successful, by o.Clock
+	started   time.Time
 }
 
-// NewPublisher returns a publisher of source's snapshots.
+// sectionState is a Section's value as its owner last Set it.
+type sectionState struct {
+	value string
+	set   bool
+	setAt time.Time
+	// dropped: left out of the report because it was not Set within the
+	// deadline (logged once per lapse).
+	dropped bool
+}
+
+// NewPublisher returns a publisher of source's snapshots (source may be
+// nil: a report with Sections only).
 func NewPublisher(cs kubernetes.Interface, source func() Snapshot, o Options, log logr.Logger) (*Publisher, error) {
 	o, err := o.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	return &Publisher{o: o, leases: cs.CoordinationV1().Leases(o.Namespace), source: source, log: log, kick: make(chan struct{}, 1)}, nil
+	return &Publisher{o: o, leases: cs.CoordinationV1().Leases(o.Namespace), source: source, log: log, kick: make(chan struct{}, 1),
+		sections: map[string]*sectionState{}, wrote: make(chan struct{})}, nil
+}
+
+// Name is this replica's name, its report Lease's.
+func (p *Publisher) Name() string { return p.o.Name }
+
+// Section is one named part of this replica's report besides the
+// distribution, in annotation SectionAnnotation(name) of the same Lease:
+// written with the same coalescing and heartbeat, deleted with the Lease,
+// read on the leader with Collector.Sections. Its owner Sets it whenever
+// it has looked (at least every half deadline); a value not Set again
+// within the deadline is left out of the next write, so an owner that has
+// stalled stops vouching for facts it no longer checks, even though the
+// Lease's heartbeat goes on: the leader reads the section as absent (not
+// current) rather than trusting a frozen value.
+type Section struct {
+	p   *Publisher
+	key string
+}
+
+// SectionAnnotation is the annotation that holds section name.
+func SectionAnnotation(name string) string { return "weft.dev/" + name }
+
+// Section returns the section name of this replica's report, making it on
+// the first call. Names are DNS labels other than "distribution".
+func (p *Publisher) Section(name string) (*Section, error) {
+	key := SectionAnnotation(name)
+	if errs := validation.IsDNS1123Label(name); len(errs) > 0 || key == Annotation {
+		return nil, fmt.Errorf("report section %q: must be a DNS label other than distribution", name)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.sections[key] == nil {
+		p.sections[key] = &sectionState{}
+	}
+	return &Section{p: p, key: key}, nil
+}
+
+// Set publishes value as the section's current content. It never blocks;
+// a changed value is written with the next write, an unchanged one only
+// counts as fresh.
+func (s *Section) Set(value string) {
+	p := s.p
+	p.mu.Lock()
+	st := p.sections[s.key]
+	changed := !st.set || st.value != value || st.dropped
+	st.value, st.set, st.setAt = value, true, p.o.Clock.Now()
+	if st.dropped {
+		st.dropped = false
+		p.log.Info("report section is current again", "section", s.key)
+	}
+	p.mu.Unlock()
+	if changed {
+		p.Changed()
+	}
+}
+
+// Written waits until the section's current value is in the Lease (a write
+// carrying it succeeded), or ctx ends (its error). Publishing must be
+// running (Start).
+func (s *Section) Written(ctx context.Context) error {
+	p := s.p
+	for {
+		p.mu.Lock()
+		st := p.sections[s.key]
+		v, ok := p.written[s.key]
+		wrote := p.wrote
+		p.mu.Unlock()
+		if st.set && ok && v == st.value {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-wrote:
+		}
+	}
+}
+
+// Current is the section's value as the next write will carry it: "" once
+// it was not Set within the deadline (or never).
+func (s *Section) Current() string {
+	v, _ := s.p.sectionValue(s.key, s.p.o.Clock.Now())
+	return v
+}
+
+// sectionValue is the section's value at now, and whether it is in the
+// report (Set within the deadline).
+func (p *Publisher) sectionValue(key string, now time.Time) (string, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := p.sections[key]
+	if st == nil || !st.set || now.Sub(st.setAt) > p.o.Deadline {
+		return "", false
+	}
+	return st.value, true
 }
 
 // Changed says the distribution may have changed. It never blocks.
@@ -114,6 +231,7 @@ func (p *Publisher) NeedLeaderElection() bool { return false }
 func (p *Publisher) Start(ctx context.Context) error {
 	defer p.remove()
 	retry := time.Duration(0)
+	p.started = p.o.Clock.Now()
 	p.Changed() // the first report
 	for {
 		// Wake for a change, for the heartbeat, or to retry a failed write.
@@ -146,17 +264,77 @@ func (p *Publisher) Start(ctx context.Context) error {
 			}
 			retry = min(max(2*retry, p.o.MinInterval), p.o.Heartbeat)
 			reportWrites.WithLabelValues("error").Inc()
-			p.log.Error(err, "writing this replica's distribution report; will retry", "lease", p.o.Namespace+"/"+p.o.Name, "in", retry)
+			p.log.Error(err, "writing this replica's report; will retry", "lease", p.o.Namespace+"/"+p.o.Name, "in", retry)
+			p.checkStale(err)
 			continue
 		}
 		retry = 0
+		p.checkStale(nil)
 	}
+}
+
+// checkStale says, in a log line and weft_replica_report_stale, when this
+// replica's report has not been written for longer than the deadline: the
+// leader then no longer counts this replica (its proxies are left out of
+// policy status, and a root rotation may move on without their facts)
+// although it may still serve proxies. Nothing this replica writes can
+// reach the leader meanwhile; an operator can (docs/design/042).
+func (p *Publisher) checkStale(err error) {
+	since := p.lastWrite
+	if since.IsZero() {
+		since = p.started
+	}
+	age := p.o.Clock.Since(since)
+	stale := err != nil && age > p.o.Deadline
+	p.mu.Lock()
+	was := p.stale
+	p.stale = stale
+	p.mu.Unlock()
+	switch {
+	case stale && !was:
+		staleGauge.Set(1)
+		p.log.Error(err, "this replica's report has not been written for longer than the deadline: the leader no longer counts this replica, so its proxies are missing from policy status and a root rotation may move on without their facts; check this replica's access to the API server (Leases in its namespace)",
+			"lease", p.o.Namespace+"/"+p.o.Name, "since", since, "deadline", p.o.Deadline)
+	case !stale && was:
+		staleGauge.Set(0)
+		p.log.Info("this replica's report is written again; the leader counts it", "lease", p.o.Namespace+"/"+p.o.Name)
+	}
+}
+
+// want is the report's annotations now: the distribution and the
+// sections Set within the deadline.
+func (p *Publisher) want() map[string]string {
+	out := map[string]string{}
+	if p.source != nil {
+		out[Annotation] = Encode(p.source())
+	}
+	now := p.o.Clock.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for key, st := range p.sections {
+		if !st.set {
+			continue
+		}
+		if now.Sub(st.setAt) > p.o.Deadline {
+			if !st.dropped {
+				st.dropped = true
+				p.log.Error(nil, "a report section was not refreshed within the deadline: leaving it out of this replica's report, so the leader does not take its last value as current",
+					"section", key, "lastSet", st.setAt, "deadline", p.o.Deadline)
+			}
+			continue
+		}
+		out[key] = st.value
+	}
+	return out
 }
 
 // publish writes the report if it changed or the heartbeat is due.
 func (p *Publisher) publish(ctx context.Context) error {
-	report := Encode(p.source())
-	if report == p.written && p.lease != nil && p.o.Clock.Since(p.lastWrite) < p.o.Heartbeat {
+	report := p.want()
+	p.mu.Lock()
+	same := maps.Equal(report, p.written)
+	p.mu.Unlock()
+	if same && p.lease != nil && p.o.Clock.Since(p.lastWrite) < p.o.Heartbeat {
 		return nil
 	}
 	now := metav1.NewMicroTime(p.o.Clock.Now())
@@ -179,9 +357,19 @@ func (p *Publisher) publish(ctx context.Context) error {
 		}
 		switch {
 		case err == nil:
-			p.lease, p.written, p.lastWrite = out, report, p.o.Clock.Now()
+			p.lease, p.lastWrite = out, p.o.Clock.Now()
+			p.mu.Lock()
+			p.written = report
+			close(p.wrote)
+			p.wrote = make(chan struct{})
+			p.mu.Unlock()
 			reportWrites.WithLabelValues("written").Inc()
-			reportBytes.Set(float64(len(report)))
+			size := 0
+			for _, v := range report {
+				size += len(v)
+			}
+			reportBytes.Set(float64(size))
+			lastWritten.Set(float64(p.lastWrite.UnixNano()) / 1e9)
 			return nil
 		case (apierrors.IsConflict(err) || apierrors.IsNotFound(err) || apierrors.IsAlreadyExists(err)) && attempt < 2:
 			// Someone else touched it (the leader deleted it as expired,
@@ -194,9 +382,10 @@ func (p *Publisher) publish(ctx context.Context) error {
 	}
 }
 
-// desired sets l to this replica's report Lease with the report, renewed
-// at now.
-func (p *Publisher) desired(l *coordinationv1.Lease, report string, now metav1.MicroTime) *coordinationv1.Lease {
+// desired sets l to this replica's report Lease with the report's
+// annotations (removing those of this publisher that are not in it),
+// renewed at now.
+func (p *Publisher) desired(l *coordinationv1.Lease, report map[string]string, now metav1.MicroTime) *coordinationv1.Lease {
 	l.Name, l.Namespace = p.o.Name, p.o.Namespace
 	if l.Labels == nil {
 		l.Labels = map[string]string{}
@@ -206,7 +395,13 @@ func (p *Publisher) desired(l *coordinationv1.Lease, report string, now metav1.M
 	if l.Annotations == nil {
 		l.Annotations = map[string]string{}
 	}
-	l.Annotations[Annotation] = report
+	delete(l.Annotations, Annotation)
+	p.mu.Lock()
+	for key := range p.sections {
+		delete(l.Annotations, key)
+	}
+	p.mu.Unlock()
+	maps.Copy(l.Annotations, report)
 	holder := p.o.Name
 	seconds := int32((p.o.Deadline + time.Second - 1) / time.Second)
 	l.Spec.HolderIdentity = &holder
@@ -228,8 +423,8 @@ func (p *Publisher) remove() {
 	uid := p.lease.UID
 	err := p.leases.Delete(ctx, p.o.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
 	if err != nil && !apierrors.IsNotFound(err) {
-		p.log.Error(err, "deleting this replica's distribution report; the leader removes it after the deadline", "lease", p.o.Namespace+"/"+p.o.Name, "deadline", p.o.Deadline)
+		p.log.Error(err, "deleting this replica's report; the leader removes it after the deadline", "lease", p.o.Namespace+"/"+p.o.Name, "deadline", p.o.Deadline)
 		return
 	}
-	p.log.Info("deleted this replica's distribution report", "lease", p.o.Namespace+"/"+p.o.Name)
+	p.log.Info("deleted this replica's report", "lease", p.o.Namespace+"/"+p.o.Name)
 }

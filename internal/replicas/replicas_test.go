@@ -260,6 +260,84 @@ func TestReports(t *testing.T) {
 		})
 	})
 
+	t.Run("a section rides in the same Lease and reaches the leader, its own included", func(t *testing.T) {
+		trust, err := pubA.Section("trust")
+		if err != nil {
+			t.Fatal(err)
+		}
+		trust.Set(`{"state":"x"}`)
+		wctx, wcancel := context.WithTimeout(ctx, time.Minute)
+		defer wcancel()
+		if err := trust.Written(wctx); err != nil {
+			t.Fatalf("Written: %v", err)
+		}
+		// Written returned: the value is in the Lease, beside the
+		// distribution, already.
+		l, err := leases.Get(ctx, "replica-a", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.Annotations["weft.dev/trust"] != `{"state":"x"}` || l.Annotations[Annotation] == "" {
+			t.Fatalf("replica a's Lease annotations = %v", l.Annotations)
+		}
+		eventually(t, "the section in the leader's view", func() error {
+			got, ok := col.Sections("trust")
+			if !ok || got["replica-a"] != `{"state":"x"}` {
+				return fmt.Errorf("Sections = %v, %v", got, ok)
+			}
+			// The leader's own report counts for sections (it has none).
+			if v, ok := got["leader-0"]; !ok || v != "" {
+				return fmt.Errorf("Sections = %v: want leader-0 without the section", got)
+			}
+			return nil
+		})
+	})
+
+	t.Run("after Refresh, a report the watch may not have delivered is known", func(t *testing.T) {
+		holder := "replica-new"
+		fresh := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "replica-new", Namespace: ns, Labels: map[string]string{LabelKey: LabelValue},
+			Annotations: map[string]string{"weft.dev/trust": `{"state":""}`}}, Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder}}
+		if _, err := leases.Create(ctx, fresh, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := col.Refresh(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// No polling: Refresh guarantees it, whatever the watch did.
+		if got, _ := col.Sections("trust"); got["replica-new"] != `{"state":""}` {
+			t.Errorf("right after Refresh: Sections = %v; want replica-new", got)
+		}
+		if err := leases.Delete(ctx, "replica-new", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "the deleted report gone", func() error {
+			if got, _ := col.Sections("trust"); len(got) != 2 {
+				return fmt.Errorf("Sections = %v", got)
+			}
+			return nil
+		})
+	})
+
+	t.Run("a section its owner stops setting leaves the report, which stays live", func(t *testing.T) {
+		// Replica a's trust section was set once above; its heartbeat goes
+		// on every second. After the deadline (6s) its publisher leaves
+		// the section out: the leader sees replica a, without it.
+		eventually(t, "the section left out", func() error {
+			got, ok := col.Sections("trust")
+			if v, live := got["replica-a"]; !ok || !live || v != "" {
+				return fmt.Errorf("Sections = %v, %v; want replica-a live without the section", got, ok)
+			}
+			return nil
+		})
+		l, err := leases.Get(ctx, "replica-a", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := l.Annotations["weft.dev/trust"]; ok || l.Annotations[Annotation] == "" {
+			t.Errorf("replica a's Lease annotations = %v; want the distribution without the section", l.Annotations)
+		}
+	})
+
 	t.Run("heartbeats keep a replica counted past the deadline", func(t *testing.T) {
 		first, err := leases.Get(ctx, "leader-0", metav1.GetOptions{})
 		if err != nil {

@@ -1,13 +1,21 @@
-// Package replicas lets the leader's status writer count every replica's
-// proxies. Each weft-controller replica serves its own proxies and knows
-// only their ACKs; the leader alone writes policy status. So every replica
-// publishes a report — for each policy it has translated, the generation
-// and how many of its proxies it affects, ACKed and rejected — in a Lease
-// named after its pod (Publisher), and the leader reads the live replicas'
-// reports (Collector, a status.PeerSource) and aggregates them with its
-// own (status.Aggregate). Replicas that stop cleanly delete their Lease;
-// the leader ignores and deletes a Lease that was not renewed within the
-// deadline.
+// Package replicas gives each weft-controller replica one report Lease,
+// named after its pod, and lets the leader read everyone's. Each replica
+// serves its own proxies and knows only their ACKs; decisions that need
+// every proxy are the leader's. The report carries:
+//
+//   - the replica's distribution: for each policy it has translated, the
+//     generation and how many of its proxies it affects, ACKed and
+//     rejected (annotation weft.dev/distribution), which the leader's
+//     status writer aggregates with its own (status.Aggregate) to write
+//     Programmed;
+//   - named Sections other parts of the controller publish through the
+//     same Lease: the root rotation's trust facts (weft.dev/trust,
+//     internal/controlplane).
+//
+// Publisher writes it (coalesced, only on change, with a heartbeat;
+// deleted when the replica stops cleanly); Collector, on the leader,
+// watches the reports and ignores and deletes one it has not seen change
+// within the deadline, judged on its own clock.
 //
 // See docs/design/042-programmed-across-replicas.md.
 package replicas
@@ -26,10 +34,10 @@ import (
 const (
 	// Annotation holds the report (Encode) on a replica's Lease.
 	Annotation = "weft.dev/distribution"
-	// LabelKey, with value LabelValue, marks the Leases that are reports,
-	// for the leader's watch and for `kubectl get lease -l`.
+	// LabelKey, with value LabelValue, marks the Leases that are replica
+	// reports, for the leader's watch and for `kubectl get lease -l`.
 	LabelKey   = "weft.dev/report"
-	LabelValue = "distribution"
+	LabelValue = "replica"
 
 	// formatVersion is the report format. A leader ignores reports of a
 	// version it does not know (a rolling upgrade then shows Programmed
@@ -194,8 +202,13 @@ type peer struct {
 	// replicas' clocks may disagree, so the Lease's renewTime is for
 	// people, not for the deadline).
 	seen time.Time
-	// ignored: the report could not be read (Decode failed).
+	// ignored: the distribution could not be read (Decode failed).
 	ignored bool
+	// sections are the report's other annotations (weft.dev/*), by key.
+	sections map[string]string
+	// self: this replica's own report (its distribution is read from
+	// memory; its sections count like anyone's).
+	self bool
 }
 
 // reportsFor is what the peers say about key, for status.Aggregate: one
@@ -211,7 +224,7 @@ func reportsFor(key translator.PolicyKey, peers map[string]peer, now time.Time, 
 	var out []status.Report
 	for _, n := range names {
 		p := peers[n]
-		if p.ignored || now.Sub(p.seen) > deadline || p.snap.Proxies == 0 {
+		if p.self || p.ignored || now.Sub(p.seen) > deadline || p.snap.Proxies == 0 {
 			continue
 		}
 		d, ok := p.snap.Policies[key]

@@ -144,6 +144,7 @@ func TestReportsFor(t *testing.T) {
 		{"a truncated report with the policy counts", map[string]peer{"b": {snap: snap(3, true, has), seen: live}},
 			[]status.Report{{Replica: "b", Known: true, Distribution: has[split]}}},
 		{"an unreadable report holds nothing back", map[string]peer{"b": {snap: snap(3, false, nil), seen: live, ignored: true}}, nil},
+		{"the leader's own report is read from memory, not from its Lease", map[string]peer{"b": {snap: snap(3, false, has), seen: live, self: true}}, nil},
 		{"several peers, by name", map[string]peer{
 			"c": {snap: snap(1, false, has), seen: live},
 			"a": {snap: snap(1, false, nil), seen: live},
