@@ -24,10 +24,12 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	xdscreds "google.golang.org/grpc/credentials/xds"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/xds"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -342,8 +344,13 @@ func TestCertAgentForProxylessGRPC(t *testing.T) {
 	err = iconn.Invoke(ictx, "/weft.test.Who/Who", &emptypb.Empty{}, &wrapperspb.StringValue{})
 	icancel()
 	refusal := "node frontend-1.shop claims spiffe://cluster.local/ns/shop/sa/frontend but its certificate proves spiffe://cluster.local/ns/shop/sa/greeter"
-	if err == nil || !strings.Contains(err.Error(), "PermissionDenied") || !strings.Contains(err.Error(), refusal) {
-		t.Fatalf("the impostor's RPC: %v; want its xDS stream's PermissionDenied: %s", err, refusal)
+	// gRPC-Go usually fails the RPC with the xDS stream's status (the
+	// refusal); depending on timing its resolver may instead have already
+	// replaced the erroring config selector with an empty configuration
+	// ("produced zero addresses"). Either way the RPC fails, and the
+	// server's log must name the refusal.
+	if err == nil || status.Code(err) != codes.Unavailable && status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("the impostor's RPC: %v; want it refused (its xDS stream's PermissionDenied: %s)", err, refusal)
 	}
 	t.Logf("the impostor's RPC fails with: %v", err)
 	if !strings.Contains(logs.String(), refusal) {
