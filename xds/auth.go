@@ -181,7 +181,8 @@ type TokenReviewer interface {
 // TokenAuthenticator accepts a stream whose "authorization: Bearer <token>"
 // metadata holds a ServiceAccount token for audience "weft" that the API
 // server vouches for, issued to the service account (and, for pod-bound
-// tokens, the pod) that the node claims. Reviews are cached for a minute so
+// tokens, the pod) that the node claims. The node id must be
+// "<pod>.<namespace>" of the node's namespace. Reviews are cached for a minute so
 // that a reconnect storm costs one review per pod.
 type TokenAuthenticator struct {
 	Reviews TokenReviewer
@@ -213,6 +214,13 @@ func (t *TokenAuthenticator) authenticate(ctx context.Context, node NodeInfo) (s
 		return "", &noCredential{node: node.ID, missing: "no token",
 			fix: fmt.Sprintf("send a ServiceAccount token with audience %q as \"authorization: Bearer <token>\" (injected sidecars do)", TokenAudience)}
 	}
+	// The node id is "<pod>.<namespace>"; a pod name is a DNS subdomain
+	// and may itself contain dots, so the namespace is cut from the end.
+	pod, ok := strings.CutSuffix(node.ID, "."+node.Proxy.Namespace)
+	if !ok || pod == "" {
+		return "", status.Errorf(codes.InvalidArgument, "node.id %q is not <pod>.<namespace> for namespace %q (metadata %s): set it to <pod>.%s in the bootstrap",
+			node.ID, node.Proxy.Namespace, MetaNamespace, node.Proxy.Namespace)
+	}
 	st, err := t.review(ctx, token)
 	if err != nil {
 		return "", status.Errorf(codes.Unavailable, "node %s: cannot review its token with the API server: %v", node.ID, err)
@@ -224,7 +232,6 @@ func (t *TokenAuthenticator) authenticate(ctx context.Context, node NodeInfo) (s
 	if st.User.Username != want {
 		return "", status.Errorf(codes.PermissionDenied, "node %s claims %s but its token is %s's", node.ID, want, st.User.Username)
 	}
-	pod, _, _ := strings.Cut(node.ID, ".")
 	if names := st.User.Extra["authentication.kubernetes.io/pod-name"]; len(names) > 0 && names[0] != pod {
 		return "", status.Errorf(codes.PermissionDenied, "node %s claims pod %s but its token is bound to pod %s", node.ID, pod, names[0])
 	}

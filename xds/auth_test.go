@@ -74,6 +74,30 @@ func TestTokenAuthenticator(t *testing.T) {
 			t.Errorf("token %q: %v, want %v mentioning %q", tc.token, err, tc.code, tc.msg)
 		}
 	}
+	// A pod name may contain dots (it is a DNS subdomain): the pod is the
+	// node id without its ".<namespace>" suffix.
+	dotted := &xds.TokenAuthenticator{Reviews: &reviewer{tokens: map[string]authnv1.TokenReviewStatus{
+		"dotted": sa("shop", "frontend", []string{"weft"}, map[string]authnv1.ExtraValue{"authentication.kubernetes.io/pod-name": {"frontend.v2-0"}}),
+	}}}
+	withToken := func(tok string) context.Context {
+		return metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer "+tok))
+	}
+	dottedNode := node
+	dottedNode.ID = "frontend.v2-0.shop"
+	if err := dotted.Authenticate(withToken("dotted"), dottedNode); err != nil {
+		t.Errorf("pod frontend.v2-0 with its bound token: %v", err)
+	}
+	// A node id that does not end with its namespace is refused, naming
+	// node.id and the form it must have.
+	for _, id := range []string{"frontend.v2-0.other", "frontend-0", ".shop", "shop"} {
+		n := node
+		n.ID = id
+		err := dotted.Authenticate(withToken("dotted"), n)
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), `node.id "`+id+`"`) || !strings.Contains(err.Error(), "<pod>.shop") {
+			t.Errorf("node id %q: %v, want InvalidArgument naming node.id and <pod>.shop", id, err)
+		}
+	}
+
 	// A reconnect with the same token is not reviewed again.
 	calls := r.calls
 	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer frontend"))
