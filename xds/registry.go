@@ -17,7 +17,11 @@ const (
 
 // ProxyStatus is one connected proxy, for the debug endpoint and tests.
 type ProxyStatus struct {
-	ID        string `json:"id"`
+	ID string `json:"id"`
+	// Stream numbers the stream, unique while the server runs: a pod's
+	// proxyless application and its weft agent share the node id, and
+	// /debug/config_dump?proxy=ID&stream=N names one of them.
+	Stream    uint64 `json:"stream"`
 	Namespace string `json:"namespace"`
 	Identity  string `json:"serviceAccount"`
 	// Auth is how the stream proved its identity: certificate, token, or
@@ -38,7 +42,7 @@ type TypeStatus struct {
 	Nack     *Nack  `json:"nack,omitempty"`
 }
 
-// Proxies lists the connected proxies, sorted by id.
+// Proxies lists the connected proxies, sorted by id and stream.
 func (a *ADS) Proxies() []ProxyStatus {
 	a.mu.Lock()
 	conns := make([]*conn, 0, len(a.conns))
@@ -48,7 +52,7 @@ func (a *ADS) Proxies() []ProxyStatus {
 	a.mu.Unlock()
 	out := make([]ProxyStatus, 0, len(conns))
 	for _, c := range conns {
-		ps := ProxyStatus{ID: c.node.ID, Namespace: c.node.Proxy.Namespace, Identity: c.node.Proxy.ServiceAccount,
+		ps := ProxyStatus{ID: c.node.ID, Stream: c.id, Namespace: c.node.Proxy.Namespace, Identity: c.node.Proxy.ServiceAccount,
 			Auth: c.node.Auth, Kind: kindName(c.node.Proxy.Kind), Protocol: "sotw", ConnectedAt: c.connectedAt, Types: map[string]TypeStatus{}}
 		if c.delta {
 			ps.Protocol = "delta"
@@ -70,7 +74,12 @@ func (a *ADS) Proxies() []ProxyStatus {
 		c.mu.Unlock()
 		out = append(out, ps)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].ID != out[j].ID {
+			return out[i].ID < out[j].ID
+		}
+		return out[i].Stream < out[j].Stream
+	})
 	return out
 }
 

@@ -2,6 +2,8 @@ package xds_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -112,13 +114,14 @@ func TestSecretsOnlyForTheProxysIdentity(t *testing.T) {
 }
 
 // TestDebugEndpoints: proxy status and a config dump that never shows key
-// material.
+// material, unambiguous when streams share a node id.
 func TestDebugEndpoints(t *testing.T) {
 	ads := xds.NewADS(logr.Discard())
 	ads.SetSecrets(&fakeSecrets{acquired: map[string]int{}, version: map[string]string{}})
 	ads.SetAuthenticator(acceptAll{})
 	ads.Update(mesh(t, 10), time.Now())
-	c := dialDelta(t, serve(t, ads), node("frontend-0.shop", "shop", "frontend"), nil)
+	srvAddr := serve(t, ads)
+	c := dialDelta(t, srvAddr, node("frontend-0.shop", "shop", "frontend"), nil)
 	if err := c.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.SecretType, ResourceNamesSubscribe: []string{envoy.WorkloadCertSecret}}); err != nil {
 		t.Fatal(err)
 	}
@@ -147,6 +150,51 @@ func TestDebugEndpoints(t *testing.T) {
 	}
 	if code, body = get("/debug/config_dump?proxy=nobody"); code != http.StatusNotFound || !strings.Contains(body, "/debug/proxies") {
 		t.Fatalf("unknown proxy = %d %s", code, body)
+	}
+
+	// A second stream with the same node id and configuration (a pod's
+	// application and its agent): the dump is still unambiguous.
+	twin := dialDelta(t, srvAddr, node("frontend-0.shop", "shop", "frontend"), nil)
+	twin.settle()
+	if code, body = get("/debug/config_dump?proxy=frontend-0.shop"); code != 200 || !strings.Contains(body, `"content": "REDACTED"`) {
+		t.Fatalf("two streams, one configuration: %d %.300s", code, body)
+	}
+	// A third on the anonymous endpoint is served another configuration
+	// (no secrets): the id alone is ambiguous, and the stream number from
+	// /debug/proxies names one.
+	anon := dialDelta(t, serveAnonymous(t, ads), node("frontend-0.shop", "shop", "frontend"), nil)
+	anon.settle()
+	var proxies []xds.ProxyStatus
+	if _, body = get("/debug/proxies"); json.Unmarshal([]byte(body), &proxies) != nil || len(proxies) != 3 {
+		t.Fatalf("/debug/proxies with three streams: %s", body)
+	}
+	var anonStream, authStream uint64
+	for _, p := range proxies {
+		if p.Stream == 0 {
+			t.Fatalf("%s has no stream number", p.ID)
+		}
+		if p.Auth == xds.AuthNone {
+			anonStream = p.Stream
+		} else {
+			authStream = p.Stream
+		}
+	}
+	code, body = get("/debug/config_dump?proxy=frontend-0.shop")
+	if code != http.StatusConflict || !strings.Contains(body, fmt.Sprintf("stream %d", anonStream)) || !strings.Contains(body, "&stream=") {
+		t.Fatalf("an id with two configurations = %d %s, want 409 listing the streams", code, body)
+	}
+	code, body = get(fmt.Sprintf("/debug/config_dump?proxy=frontend-0.shop&stream=%d", anonStream))
+	if code != 200 || strings.Contains(body, "REDACTED") || !strings.Contains(body, "outbound|80||checkout.shop.svc.cluster.local") {
+		t.Fatalf("the anonymous stream's dump = %d %.300s, want configuration without secrets", code, body)
+	}
+	if code, body = get(fmt.Sprintf("/debug/config_dump?proxy=frontend-0.shop&stream=%d", authStream)); code != 200 || !strings.Contains(body, "REDACTED") {
+		t.Fatalf("the authenticated stream's dump = %d %.300s, want its secrets by name", code, body)
+	}
+	if code, body = get("/debug/config_dump?proxy=frontend-0.shop&stream=x"); code != http.StatusBadRequest || !strings.Contains(body, "/debug/proxies") {
+		t.Fatalf("a bad stream number = %d %s", code, body)
+	}
+	if code, _ = get("/debug/config_dump?proxy=ledger-0.other&stream=" + fmt.Sprint(anonStream)); code != http.StatusNotFound {
+		t.Fatalf("another proxy's stream number = %d, want 404", code)
 	}
 }
 
