@@ -242,9 +242,13 @@ func TestReports(t *testing.T) {
 		}
 		return nil
 	})
-	if n, _ := rec.state(); n < 1 {
-		t.Error("the writer was not resynced once the reports were read")
-	}
+	// The collector answers once synced and then tells the writer: poll.
+	eventually(t, "the writer resynced once the reports were read", func() error {
+		if n, _ := rec.state(); n < 1 {
+			return errors.New("no resync")
+		}
+		return nil
+	})
 
 	t.Run("a change reaches the leader, naming the policy", func(t *testing.T) {
 		srcA.set(Snapshot{Proxies: 1, Policies: map[translator.PolicyKey]status.Distribution{split: {Generation: 1, Proxies: 1, Acked: 1}, retry: {Generation: 4}}})

@@ -79,6 +79,7 @@ func TestPublisherSaysWhenItCannotWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	staleGauge.Set(0) // the gauge is the process's; other tests' publishers may have set it
 	failures := func() float64 { return testutil.ToFloat64(reportWrites.WithLabelValues("error")) }
 	before := failures()
 	run(t, p)
