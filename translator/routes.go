@@ -122,7 +122,9 @@ func (t *translation) trafficSplit(ts *v1alpha1.TrafficSplit, ps *policyStatus, 
 	}
 	matches, err := splitMatches(ts.Spec.Matches)
 	if err != nil {
-		ps.reject(v1alpha1.ReasonInvalid, "%v", err)
+		// The split is the TrafficSplit's only rule: it is left out whole,
+		// since dropping one match condition would widen it.
+		ps.reject(v1alpha1.ReasonInvalid, "%v; until it is fixed, this TrafficSplit routes nothing", err)
 		return
 	}
 	for _, port := range ports {
@@ -191,8 +193,16 @@ func splitMatches(in []v1alpha1.HTTPMatch) ([]ir.Match, error) {
 		if m.Method != nil {
 			im.Method = string(*m.Method)
 		}
-		for _, h := range m.Headers {
-			im.Headers = append(im.Headers, ir.HeaderMatch{Name: strings.ToLower(h.Name), Value: h.Value, Regex: h.Type == v1alpha1.HeaderMatchRegularExpression})
+		for j, h := range m.Headers {
+			regex := h.Type == v1alpha1.HeaderMatchRegularExpression
+			if regex {
+				// A regex a proxy refuses would make it reject the whole
+				// route configuration, every other route included.
+				if err := regexProblem(fmt.Sprintf("spec.matches[%d].headers[%d].value", i, j), h.Value); err != nil {
+					return nil, err
+				}
+			}
+			im.Headers = append(im.Headers, ir.HeaderMatch{Name: strings.ToLower(h.Name), Value: h.Value, Regex: regex})
 		}
 		out = append(out, im)
 	}
@@ -214,66 +224,34 @@ func isServiceRef(group *gatewayv1.Group, kind *gatewayv1.Kind) bool {
 
 // httpRoute applies a GAMMA HTTPRoute: it means what the equivalent
 // TrafficSplit means, with one route per rule.
+//
+// A rule weft cannot apply exactly as written (an unsupported filter or
+// match, a regular expression the proxies would refuse) is dropped, and
+// the other rules apply: Gateway API's "Drop Rule(s)" approach, reported
+// as PartiallyInvalid. The whole rule goes, never just the bad match
+// condition: without it the rule would match more requests than its author
+// asked for. Requests the dropped rule would have taken go to the next
+// rule that matches them, or to the parent Service. A route without any
+// valid rule is Accepted=False and applies nothing.
 func (t *translation) httpRoute(hr *gatewayv1.HTTPRoute, ps *policyStatus, ref *ir.PolicyRef) {
 	var routes []*ir.Route
+	var problems []string
 	for i, rule := range hr.Spec.Rules {
-		field := fmt.Sprintf("spec.rules[%d]", i)
-		if len(rule.Filters) > 0 {
-			ps.reject(v1alpha1.ReasonInvalid, "%s.filters: weft does not apply HTTPRoute filters yet (found %s); remove them", field, rule.Filters[0].Type)
+		r, err := t.httpRouteRule(hr, ps, ref, rule, fmt.Sprintf("spec.rules[%d]", i))
+		switch {
+		case err != nil:
+			problems = append(problems, err.Error())
+		case r != nil:
+			routes = append(routes, r)
+		}
+	}
+	if len(problems) > 0 {
+		if len(problems) == len(hr.Spec.Rules) {
+			ps.reject(v1alpha1.ReasonInvalid, "%s; the route has no rule weft can apply, so it changes nothing", strings.Join(problems, "; "))
 			return
 		}
-		r := &ir.Route{Source: ref}
-		var missing uint32
-		for j, m := range rule.Matches {
-			im, err := gatewayMatch(m)
-			if err != nil {
-				ps.reject(v1alpha1.ReasonInvalid, "%s.matches[%d]%v", field, j, err)
-				return
-			}
-			r.Matches = append(r.Matches, im)
-		}
-		if rule.Timeouts != nil && rule.Timeouts.Request != nil {
-			d := v1alpha1.Duration(*rule.Timeouts.Request)
-			r.Timeout = duration(&d)
-		}
-		for j, b := range rule.BackendRefs {
-			bf := fmt.Sprintf("%s.backendRefs[%d]", field, j)
-			w := int32(1)
-			if b.Weight != nil {
-				w = *b.Weight
-			}
-			// Gateway API: the share of a backend that cannot be used
-			// (wrong kind, not permitted, missing) gets an error response;
-			// it is not shifted to the other backends, and a rule whose
-			// backends are all unusable does not fall through to the next.
-			if !isServiceRef(b.Group, ptrOr(b.Kind, "Service")) {
-				ps.unresolved(ReasonInvalidKind, "%s: only Services can be backends, not %s (its share of requests gets HTTP 503)", bf, *b.Kind)
-				missing += uint32(max(w, 0))
-				continue
-			}
-			ns := hr.Namespace
-			if b.Namespace != nil && string(*b.Namespace) != ns {
-				ps.unresolved(ReasonRefNotPermitted, "%s.namespace: backends must be in the route's namespace %s (its share of requests gets HTTP 503)", bf, ns)
-				missing += uint32(max(w, 0))
-				continue
-			}
-			svc := t.byKey[ir.ServiceKey{Namespace: ns, Name: string(b.Name)}]
-			switch {
-			case svc == nil:
-				ps.unresolved(v1alpha1.ReasonBackendNotFound, "%s.name: Service %q does not exist in namespace %s; its share of requests gets HTTP 503 until it does", bf, b.Name, ns)
-				missing += uint32(max(w, 0))
-			case b.Port == nil || svc.Port(int32(*b.Port)) == nil:
-				ps.unresolved(v1alpha1.ReasonPortNotFound, "%s.port: set it to one of Service %s's ports: %s (its share of requests gets HTTP 503 meanwhile)", bf, svc.Key.Name, portList(svc))
-				missing += uint32(max(w, 0))
-			case w > 0:
-				r.Backends = append(r.Backends, ir.Backend{Service: svc.Key, Port: int32(*b.Port), Weight: uint32(w)})
-			}
-		}
-		if missing > 0 {
-			r.Backends = append(r.Backends, ir.Backend{Unresolved: true, Weight: missing})
-		}
-		if len(r.Backends) > 0 {
-			routes = append(routes, r)
+		for _, p := range problems {
+			ps.dropRule(p)
 		}
 	}
 	for i, p := range hr.Spec.ParentRefs {
@@ -317,7 +295,70 @@ func (t *translation) httpRoute(hr *gatewayv1.HTTPRoute, ps *policyStatus, ref *
 	}
 }
 
-func gatewayMatch(m gatewayv1.HTTPRouteMatch) (ir.Match, error) {
+// httpRouteRule translates one rule of an HTTPRoute. An error means the
+// rule cannot be applied as written (the message names the field and the
+// fix); a nil route means it has no backend that can receive requests.
+func (t *translation) httpRouteRule(hr *gatewayv1.HTTPRoute, ps *policyStatus, ref *ir.PolicyRef, rule gatewayv1.HTTPRouteRule, field string) (*ir.Route, error) {
+	if len(rule.Filters) > 0 {
+		return nil, fmt.Errorf("%s.filters: weft does not apply HTTPRoute filters yet (found %s); remove them", field, rule.Filters[0].Type)
+	}
+	r := &ir.Route{Source: ref}
+	for j, m := range rule.Matches {
+		im, err := gatewayMatch(m, fmt.Sprintf("%s.matches[%d]", field, j))
+		if err != nil {
+			return nil, err
+		}
+		r.Matches = append(r.Matches, im)
+	}
+	if rule.Timeouts != nil && rule.Timeouts.Request != nil {
+		d := v1alpha1.Duration(*rule.Timeouts.Request)
+		r.Timeout = duration(&d)
+	}
+	var missing uint32
+	for j, b := range rule.BackendRefs {
+		bf := fmt.Sprintf("%s.backendRefs[%d]", field, j)
+		w := int32(1)
+		if b.Weight != nil {
+			w = *b.Weight
+		}
+		// Gateway API: the share of a backend that cannot be used
+		// (wrong kind, not permitted, missing) gets an error response;
+		// it is not shifted to the other backends, and a rule whose
+		// backends are all unusable does not fall through to the next.
+		if !isServiceRef(b.Group, ptrOr(b.Kind, "Service")) {
+			ps.unresolved(ReasonInvalidKind, "%s: only Services can be backends, not %s (its share of requests gets HTTP 503)", bf, *b.Kind)
+			missing += uint32(max(w, 0))
+			continue
+		}
+		ns := hr.Namespace
+		if b.Namespace != nil && string(*b.Namespace) != ns {
+			ps.unresolved(ReasonRefNotPermitted, "%s.namespace: backends must be in the route's namespace %s (its share of requests gets HTTP 503)", bf, ns)
+			missing += uint32(max(w, 0))
+			continue
+		}
+		svc := t.byKey[ir.ServiceKey{Namespace: ns, Name: string(b.Name)}]
+		switch {
+		case svc == nil:
+			ps.unresolved(v1alpha1.ReasonBackendNotFound, "%s.name: Service %q does not exist in namespace %s; its share of requests gets HTTP 503 until it does", bf, b.Name, ns)
+			missing += uint32(max(w, 0))
+		case b.Port == nil || svc.Port(int32(*b.Port)) == nil:
+			ps.unresolved(v1alpha1.ReasonPortNotFound, "%s.port: set it to one of Service %s's ports: %s (its share of requests gets HTTP 503 meanwhile)", bf, svc.Key.Name, portList(svc))
+			missing += uint32(max(w, 0))
+		case w > 0:
+			r.Backends = append(r.Backends, ir.Backend{Service: svc.Key, Port: int32(*b.Port), Weight: uint32(w)})
+		}
+	}
+	if missing > 0 {
+		r.Backends = append(r.Backends, ir.Backend{Unresolved: true, Weight: missing})
+	}
+	if len(r.Backends) == 0 {
+		return nil, nil
+	}
+	return r, nil
+}
+
+// gatewayMatch translates the HTTPRoute match at field.
+func gatewayMatch(m gatewayv1.HTTPRouteMatch, field string) (ir.Match, error) {
 	var im ir.Match
 	if m.Path != nil && m.Path.Value != nil {
 		typ := gatewayv1.PathMatchPathPrefix
@@ -330,18 +371,23 @@ func gatewayMatch(m gatewayv1.HTTPRouteMatch) (ir.Match, error) {
 		case gatewayv1.PathMatchPathPrefix:
 			im.PathPrefix = *m.Path.Value
 		default:
-			return im, fmt.Errorf(".path.type: %s is not supported; use Exact or PathPrefix", typ)
+			return im, fmt.Errorf("%s.path.type: %s is not supported; use Exact or PathPrefix", field, typ)
 		}
 	}
 	if m.Method != nil {
 		im.Method = string(*m.Method)
 	}
-	for _, h := range m.Headers {
+	for k, h := range m.Headers {
 		regex := h.Type != nil && *h.Type == gatewayv1.HeaderMatchRegularExpression
+		if regex {
+			if err := regexProblem(fmt.Sprintf("%s.headers[%d].value", field, k), h.Value); err != nil {
+				return im, err
+			}
+		}
 		im.Headers = append(im.Headers, ir.HeaderMatch{Name: strings.ToLower(string(h.Name)), Value: h.Value, Regex: regex})
 	}
 	if len(m.QueryParams) > 0 {
-		return im, fmt.Errorf(".queryParams: not supported yet; match on path, method or headers")
+		return im, fmt.Errorf("%s.queryParams: not supported yet; match on path, method or headers", field)
 	}
 	return im, nil
 }

@@ -2,6 +2,7 @@ package translator
 
 import (
 	"fmt"
+	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -15,6 +16,8 @@ type policyStatus struct {
 	gen      int64
 	accepted *metav1.Condition
 	resolved *metav1.Condition
+	// dropped explains each HTTPRoute rule left out (see dropRule).
+	dropped []string
 }
 
 func (t *translation) track(kind string, obj metav1.Object) *policyStatus {
@@ -27,7 +30,13 @@ func (t *translation) track(kind string, obj metav1.Object) *policyStatus {
 	// The conditions are written into the map at the end through pointers,
 	// so later calls see the final state.
 	t.pending = append(t.pending, func() {
-		t.status[key] = []metav1.Condition{*ps.accepted, *ps.resolved}
+		conds := []metav1.Condition{*ps.accepted, *ps.resolved}
+		if len(ps.dropped) > 0 && ps.ok() {
+			conds = append(conds, metav1.Condition{Type: ConditionPartiallyInvalid, Status: metav1.ConditionTrue,
+				Reason: ReasonUnsupportedValue, ObservedGeneration: ps.gen,
+				Message: strings.Join(ps.dropped, "; ") + ". The route's other rules apply."})
+		}
+		t.status[key] = conds
 	})
 	return ps
 }
@@ -48,6 +57,23 @@ func (ps *policyStatus) unresolved(reason, format string, args ...any) {
 		return
 	}
 	ps.resolved.Status, ps.resolved.Reason, ps.resolved.Message = metav1.ConditionFalse, reason, fmt.Sprintf(format, args...)
+}
+
+// Gateway API's condition for a route of which some rules are valid and
+// some are not, and its reason. Weft takes the "Drop Rule(s)" approach the
+// specification offers: the invalid rules are left out, the others apply,
+// Accepted stays True, and the message starts with "Dropped Rule". The
+// condition is present only while it is True (the status writer removes
+// it otherwise); a route whose every rule is invalid is Accepted=False.
+const (
+	ConditionPartiallyInvalid = "PartiallyInvalid"
+	ReasonUnsupportedValue    = "UnsupportedValue"
+)
+
+// dropRule records an HTTPRoute rule left out because it cannot be applied
+// as written; problem names the offending field of the rule and the fix.
+func (ps *policyStatus) dropRule(problem string) {
+	ps.dropped = append(ps.dropped, "Dropped Rule "+problem)
 }
 
 func (ps *policyStatus) ok() bool { return ps.accepted.Status == metav1.ConditionTrue }

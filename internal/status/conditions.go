@@ -130,6 +130,12 @@ func mergeConditions(conds *[]metav1.Condition, want []metav1.Condition) bool {
 			changed = true
 		}
 	}
+	// Gateway API's PartiallyInvalid is present only while it is True: the
+	// translator leaves it out once every rule is valid again.
+	if meta.FindStatusCondition(want, translator.ConditionPartiallyInvalid) == nil &&
+		meta.RemoveStatusCondition(conds, translator.ConditionPartiallyInvalid) {
+		changed = true
+	}
 	return changed
 }
 

@@ -5,10 +5,12 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/weftmesh/weft/crds/v1alpha1"
+	"github.com/weftmesh/weft/translator"
 )
 
 func TestProgrammedCondition(t *testing.T) {
@@ -137,6 +139,17 @@ func TestMergeRouteParents(t *testing.T) {
 	parents = append(parents, gatewayv1.RouteParentStatus{ParentRef: svc, ControllerName: ControllerName})
 	if !mergeRouteParents(&parents, []gatewayv1.ParentReference{svc}, nil) || len(parents) != 1 {
 		t.Fatalf("parents = %+v, want weft's entry removed", parents)
+	}
+	// A dropped rule (PartiallyInvalid) is reported, then fixed: the
+	// condition goes, since Gateway API sets it only while it is True.
+	partial := append(want, cond(translator.ConditionPartiallyInvalid, metav1.ConditionTrue, translator.ReasonUnsupportedValue, 2))
+	if !mergeRouteParents(&parents, []gatewayv1.ParentReference{other, svc}, partial) || len(parents) != 2 ||
+		meta.FindStatusCondition(parents[1].Conditions, translator.ConditionPartiallyInvalid) == nil {
+		t.Fatalf("parents = %+v, want PartiallyInvalid added", parents)
+	}
+	if !mergeRouteParents(&parents, []gatewayv1.ParentReference{other, svc}, want) ||
+		meta.FindStatusCondition(parents[1].Conditions, translator.ConditionPartiallyInvalid) != nil {
+		t.Fatalf("parents = %+v, want PartiallyInvalid removed", parents)
 	}
 	var empty []gatewayv1.RouteParentStatus
 	if mergeRouteParents(&empty, nil, nil) {
