@@ -49,6 +49,7 @@ type ADS struct {
 	conns   map[*conn]struct{}
 	nextID  atomic.Uint64
 	builds  atomic.Uint64
+	patches atomic.Uint64
 	onAck   func([]ir.PolicyRef)
 	secrets SecretSource
 	auth    Authenticator
@@ -154,7 +155,7 @@ func (a *ADS) Update(mesh *ir.Mesh, event time.Time) {
 	prev := a.mesh
 	a.mu.Unlock()
 	ch := ir.Diff(prev, mesh)
-	a.update(mesh, event, func(g *group) bool { return g.failed.Load() || affects(&ch, g.proxy, g.snap.Load()) })
+	a.update(mesh, event, func(g *group) bool { return g.failed.Load() || affects(&ch, g.proxy, g.snap.Load()) }, a.rebuild)
 	if !ch.Empty() {
 		a.forgetPolicyNacks(mesh)
 	}
@@ -178,16 +179,28 @@ func (a *ADS) forgetPolicyNacks(mesh *ir.Mesh) {
 }
 
 // UpdateEndpoints installs a mesh model that differs from the previous one
-// only in the endpoints of the changed Services (translator.UpdateEndpoints):
-// only the groups whose configuration depends on one of them are rebuilt,
-// so the most frequent change costs what it touches, not the whole mesh.
+// only in the endpoints of the changed Services (translator.UpdateEndpoints).
+// Only the groups whose configuration depends on one of them are touched,
+// and those are patched, not built (endpoints.go): the changed Services'
+// ClusterLoadAssignments are built and encoded once and replace the old
+// ones in each group's snapshot. So the most frequent change costs what it
+// touches, not the whole mesh, however many groups see it.
 func (a *ADS) UpdateEndpoints(mesh *ir.Mesh, changed []ir.ServiceKey, event time.Time) {
 	a.updating.Lock()
 	defer a.updating.Unlock()
-	a.update(mesh, event, func(g *group) bool { return g.failed.Load() || dependsOn(g.snap.Load(), changed) })
+	a.mu.Lock()
+	prev := a.mesh
+	a.mu.Unlock()
+	pt := prepareEndpoints(prev, mesh, changed, a.enc)
+	a.update(mesh, event,
+		func(g *group) bool { return g.failed.Load() || dependsOn(g.snap.Load(), changed) },
+		func(g *group) bool { return a.patch(g, pt) })
 }
 
-func (a *ADS) update(mesh *ir.Mesh, event time.Time, affected func(*group) bool) {
+// update installs mesh and runs apply (a rebuild or a patch; true if the
+// group's configuration changed) on every affected group, waking those
+// that changed.
+func (a *ADS) update(mesh *ir.Mesh, event time.Time, affected, apply func(*group) bool) {
 	a.mu.Lock()
 	a.mesh, a.event = mesh, event
 	groups := make([]*group, 0, len(a.groups))
@@ -205,7 +218,7 @@ func (a *ADS) update(mesh *ir.Mesh, event time.Time, affected func(*group) bool)
 		go func() {
 			defer wg.Done()
 			for g := range work {
-				if a.rebuild(g) {
+				if apply(g) {
 					a.wake(g)
 				}
 			}
@@ -222,6 +235,10 @@ func (a *ADS) update(mesh *ir.Mesh, event time.Time, affected func(*group) bool)
 // benchmarks: what a change cost).
 func (a *ADS) Builds() uint64 { return a.builds.Load() }
 
+// Patches counts endpoint-only changes applied to a group by patching its
+// snapshot rather than building it (UpdateEndpoints).
+func (a *ADS) Patches() uint64 { return a.patches.Load() }
+
 // rebuild builds g for the current mesh; true if its configuration
 // changed. The mesh is read after taking the group's build lock, so
 // concurrent builds (a proxy joining during an Update) can finish in any
@@ -229,6 +246,10 @@ func (a *ADS) Builds() uint64 { return a.builds.Load() }
 func (a *ADS) rebuild(g *group) bool {
 	g.build.Lock()
 	defer g.build.Unlock()
+	return a.rebuildLocked(g)
+}
+
+func (a *ADS) rebuildLocked(g *group) bool {
 	a.mu.Lock()
 	mesh := a.mesh
 	a.mu.Unlock()
@@ -253,6 +274,33 @@ func (a *ADS) rebuild(g *group) bool {
 		g.snap.Store(next)
 	}
 	return changed
+}
+
+// patch applies an endpoint-only change to g's snapshot, or builds g when
+// the patch cannot (pt.apply); true if its configuration changed. The
+// snapshot it patches was built for the model before the change: updates
+// are serialized, every update brings each group it affects up to date,
+// and a group that joined meanwhile was built for the new model already,
+// which the patch then leaves as it is (the same encodings).
+func (a *ADS) patch(g *group, pt *endpointPatch) bool {
+	g.build.Lock()
+	defer g.build.Unlock()
+	prev := g.snap.Load()
+	if prev == nil || g.failed.Load() {
+		return a.rebuildLocked(g)
+	}
+	next, ok := pt.apply(prev, g.proxy)
+	if !ok {
+		a.metrics.endpointPatches.WithLabelValues("rebuilt").Inc()
+		return a.rebuildLocked(g)
+	}
+	a.patches.Add(1)
+	a.metrics.endpointPatches.WithLabelValues("patched").Inc()
+	if next == prev {
+		return false
+	}
+	g.snap.Store(next)
+	return true
 }
 
 func (a *ADS) wake(g *group) {

@@ -132,8 +132,9 @@ func waitAll(b *testing.B, proxies []*xdsload.Proxy, cond func(*xdsload.Proxy, m
 }
 
 // TestEndpointChangeRebuildsOnlyDependents: with one proxy group per
-// namespace, an endpoint change of one namespace's Service rebuilds that
-// group only, and only its proxy receives anything: endpoints.
+// namespace, an endpoint change of one namespace's Service touches that
+// group only (a patch, no build), and only its proxy receives anything:
+// endpoints.
 func TestEndpointChangeRebuildsOnlyDependents(t *testing.T) {
 	in := testmesh.Generate(testmesh.Options{Services: 100, Namespaces: 10, EndpointsPerService: 3})
 	ads := xds.NewADS(logr.Discard())
@@ -175,7 +176,7 @@ func TestEndpointChangeRebuildsOnlyDependents(t *testing.T) {
 	name := "outbound|80||svc-3.ns-3.svc.cluster.local"
 	var old string
 	proxies[3].WaitFor(ctx, func(v map[string]map[string]string) bool { old = v[resourcev3.EndpointType][name]; return true })
-	builds := ads.Builds()
+	builds, patches := ads.Builds(), ads.Patches()
 
 	// svc-3 is in ns-3: drop one of its endpoints.
 	key := ir.ServiceKey{Namespace: testmesh.Namespace(3), Name: "svc-3"}
@@ -198,8 +199,8 @@ func TestEndpointChangeRebuildsOnlyDependents(t *testing.T) {
 	next := translator.UpdateEndpoints(mesh, key, slices, pods)
 	ads.UpdateEndpoints(next, []ir.ServiceKey{key}, time.Now())
 
-	if got := ads.Builds() - builds; got != 1 {
-		t.Fatalf("an endpoint change rebuilt %d groups, want 1", got)
+	if b, p := ads.Builds()-builds, ads.Patches()-patches; b != 0 || p != 1 {
+		t.Fatalf("an endpoint change built %d groups and patched %d, want 0 and 1", b, p)
 	}
 	if !proxies[3].WaitFor(wctx, func(v map[string]map[string]string) bool { return v[resourcev3.EndpointType][name] != old }) {
 		t.Fatal("the dependent proxy received nothing")

@@ -69,7 +69,7 @@ func (v *view) clusters() ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadAssign
 			c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
 			c.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsConfig()}
 			cla = append(cla, portLoadAssignment(name, port))
-			c.TransportSocketMatches = v.upstreamTLS(port)
+			c.TransportSocketMatches = upstreamTLS(port)
 		}
 		c.TypedExtensionProtocolOptions = http2Options(port.Protocol)
 		clusters = append(clusters, c)
@@ -178,8 +178,9 @@ func outlierDetection() *clusterv3.OutlierDetection {
 
 // upstreamTLS originates mutual TLS to meshed endpoints, verifying that the
 // peer holds one of the identities that serve the Service, and plaintext to
-// endpoints without a sidecar.
-func (v *view) upstreamTLS(port *ir.Port) []*clusterv3.Cluster_TransportSocketMatch {
+// endpoints without a sidecar. It reads the port's endpoints (their
+// identities), so an endpoint change can alter it (EndpointChange).
+func upstreamTLS(port *ir.Port) []*clusterv3.Cluster_TransportSocketMatch {
 	var sans []*tlsv3.SubjectAltNameMatcher
 	seen := map[string]bool{}
 	for _, e := range port.Endpoints {
@@ -195,7 +196,7 @@ func (v *view) upstreamTLS(port *ir.Port) []*clusterv3.Cluster_TransportSocketMa
 		// No meshed endpoint: plaintext, the cluster default.
 		return nil
 	}
-	tls := &tlsv3.UpstreamTlsContext{CommonTlsContext: v.commonTLS(sans, port.Protocol)}
+	tls := &tlsv3.UpstreamTlsContext{CommonTlsContext: commonTLS(sans, port.Protocol)}
 	return []*clusterv3.Cluster_TransportSocketMatch{
 		{
 			Name:            "mtls",
@@ -210,7 +211,7 @@ func (v *view) upstreamTLS(port *ir.Port) []*clusterv3.Cluster_TransportSocketMa
 	}
 }
 
-func (v *view) commonTLS(sans []*tlsv3.SubjectAltNameMatcher, proto ir.Protocol) *tlsv3.CommonTlsContext {
+func commonTLS(sans []*tlsv3.SubjectAltNameMatcher, proto ir.Protocol) *tlsv3.CommonTlsContext {
 	c := &tlsv3.CommonTlsContext{
 		TlsParams:                      &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2},
 		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: WorkloadCertSecret, SdsConfig: adsConfig()}},

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
@@ -79,13 +80,7 @@ func (v *view) buildGRPC(r *Resources) {
 			LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
 			CircuitBreakers:      circuitBreakers(nil),
 		}
-		if sans := meshedIdentities(up.port); len(sans) > 0 {
-			// gRPC takes one transport socket per cluster: mTLS as soon as
-			// any endpoint is meshed.
-			c.TransportSocket = transportSocket("envoy.transport_sockets.tls", &tlsv3.UpstreamTlsContext{
-				CommonTlsContext: grpcTLS(sans),
-			})
-		}
+		c.TransportSocket = grpcUpstreamTLS(up.port)
 		r.Clusters = append(r.Clusters, c)
 		r.Endpoints = append(r.Endpoints, portLoadAssignment(name, up.port))
 	}
@@ -181,6 +176,17 @@ func grpcRoutes(port *ir.Port) []*routev3.Route {
 		}
 	}
 	return out
+}
+
+// grpcUpstreamTLS is a gRPC cluster's transport socket: gRPC takes one
+// per cluster, so mTLS as soon as any endpoint is meshed, else none
+// (plaintext). It reads the port's endpoints (EndpointChange).
+func grpcUpstreamTLS(port *ir.Port) *corev3.TransportSocket {
+	sans := meshedIdentities(port)
+	if len(sans) == 0 {
+		return nil
+	}
+	return transportSocket("envoy.transport_sockets.tls", &tlsv3.UpstreamTlsContext{CommonTlsContext: grpcTLS(sans)})
 }
 
 func meshedIdentities(port *ir.Port) []string {

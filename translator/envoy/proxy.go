@@ -195,7 +195,7 @@ func newView(mesh *ir.Mesh, p Proxy) *view {
 		v.authz = append(v.authz, svc.AuthPolicies...)
 		v.served = append(v.served, svc.Key)
 		for _, sp := range svc.Ports {
-			if n := v.servedPort(sp); n != 0 {
+			if n := servedPort(sp, v.proxy.IPs); n != 0 {
 				// Two Services that disagree on a container port's
 				// protocol: treat it as TCP, which carries either.
 				if prev, ok := ports[n]; ok && prev != sp.Protocol {
@@ -213,14 +213,15 @@ func newView(mesh *ir.Mesh, p Proxy) *view {
 	return v
 }
 
-// servedPort is the container port that carries a Service port on this
-// proxy's pod, or 0 when unknown.
-func (v *view) servedPort(sp *ir.Port) int32 {
+// servedPort is the container port that carries sp on the pod with the
+// addresses ips, or 0 when unknown: the target port, or for a named one
+// the port of the endpoint at one of those addresses.
+func servedPort(sp *ir.Port, ips []string) int32 {
 	if sp.TargetPortName == "" {
 		return sp.TargetPort
 	}
 	for _, e := range sp.Endpoints {
-		for _, ip := range v.proxy.IPs {
+		for _, ip := range ips {
 			if e.Address == ip {
 				return e.Port
 			}
