@@ -124,14 +124,17 @@ func (a *ADS) PolicyState(ref ir.PolicyRef) PolicyState {
 			continue
 		}
 		for c := range g.conns {
-			if c.configures() {
-				members = append(members, member{c, s.since[i]})
-			}
+			members = append(members, member{c, s.since[i]})
 		}
 	}
 	a.mu.Unlock()
 	var st PolicyState
 	for _, m := range members {
+		// Asked only now: a stream holds its own lock when it takes a.mu
+		// (recordAck), so taking its lock under a.mu could deadlock.
+		if !m.c.configures() {
+			continue
+		}
 		st.Affected++
 		if n := m.c.nack(); n != nil {
 			st.Rejected++
