@@ -1,6 +1,8 @@
 package translator
 
 import (
+	"fmt"
+	"net"
 	"strconv"
 	"time"
 
@@ -47,6 +49,13 @@ func (t *translation) meshConfig() {
 		m.AccessLog.JSON = spec.AccessLog.Format == v1alpha1.AccessLogFormatJSON
 	}
 	if c := spec.Tracing.CollectorAddress; c != nil && *c != "" {
+		// The schema checks the form host:port but lets the port exceed
+		// 65535 (or be 0), which Envoy's cluster validation refuses: one
+		// bad MeshConfig would stop every proxy's configuration.
+		if _, port, err := net.SplitHostPort(*c); err != nil || !validPort(port) {
+			t.warnings = append(t.warnings, fmt.Sprintf("MeshConfig %s: spec.tracing.collectorAddress %q needs a port from 1 to 65535, such as otel-collector.observability:4317; tracing is off until it is fixed", mc.Name, *c))
+			return
+		}
 		rate := float64(DefaultTracingSamplingRate)
 		if spec.Tracing.SamplingPercent != nil {
 			rate = float64(*spec.Tracing.SamplingPercent)
@@ -89,6 +98,11 @@ func duration(d *v1alpha1.Duration) ir.Duration {
 		return 0
 	}
 	return ir.Duration(v)
+}
+
+func validPort(s string) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n >= 1 && n <= 65535
 }
 
 func itoa(n int32) string { return strconv.Itoa(int(n)) }

@@ -185,6 +185,9 @@ func splitMatches(in []v1alpha1.HTTPMatch) ([]ir.Match, error) {
 			case v1alpha1.PathMatchExact:
 				im.PathExact = m.Path.Value
 			case v1alpha1.PathMatchPathPrefix, "":
+				if err := pathPrefixProblem(fmt.Sprintf("spec.matches[%d].path.value", i), m.Path.Value); err != nil {
+					return nil, err
+				}
 				im.PathPrefix = m.Path.Value
 			default:
 				return nil, fmt.Errorf("spec.matches[%d].path.type: %q is not Exact or PathPrefix", i, m.Path.Type)
@@ -369,6 +372,9 @@ func gatewayMatch(m gatewayv1.HTTPRouteMatch, field string) (ir.Match, error) {
 		case gatewayv1.PathMatchExact:
 			im.PathExact = *m.Path.Value
 		case gatewayv1.PathMatchPathPrefix:
+			if err := pathPrefixProblem(field+".path.value", *m.Path.Value); err != nil {
+				return im, err
+			}
 			im.PathPrefix = *m.Path.Value
 		default:
 			return im, fmt.Errorf("%s.path.type: %s is not supported; use Exact or PathPrefix", field, typ)
@@ -390,6 +396,16 @@ func gatewayMatch(m gatewayv1.HTTPRouteMatch, field string) (ir.Match, error) {
 		return im, fmt.Errorf("%s.queryParams: not supported yet; match on path, method or headers", field)
 	}
 	return im, nil
+}
+
+// pathPrefixProblem refuses a path prefix made of slashes only, such as
+// "//": matched element by element it has no element, and Envoy's
+// path_separated_prefix, which must not end in '/', cannot express it.
+func pathPrefixProblem(field, prefix string) error {
+	if prefix != "/" && strings.Trim(prefix, "/") == "" {
+		return fmt.Errorf("%s: %q has only empty path elements; write \"/\" to match every path", field, prefix)
+	}
+	return nil
 }
 
 // defaultRoute sends a port's traffic to its own Service.
