@@ -144,8 +144,10 @@ const (
 	// HeaderMatchExact matches the value exactly, case-sensitively.
 	HeaderMatchExact HeaderMatchType = "Exact"
 	// HeaderMatchRegularExpression matches the whole value against an RE2
-	// regular expression. A pattern that does not compile makes the
-	// TrafficSplit Accepted=False, reason Invalid.
+	// regular expression. A pattern the proxies would refuse (not RE2, such
+	// as a lookahead, or larger than Envoy's default RE2 program size of
+	// 100 instructions) makes the TrafficSplit Accepted=False, reason
+	// Invalid, and it routes nothing until it is fixed.
 	HeaderMatchRegularExpression HeaderMatchType = "RegularExpression"
 )
 
