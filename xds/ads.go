@@ -42,8 +42,11 @@ type ADS struct {
 	// new model with the one installed before it.
 	updating sync.Mutex
 
-	mu      sync.Mutex
-	mesh    *ir.Mesh
+	mu   sync.Mutex
+	mesh *ir.Mesh
+	// shared builds groups' configurations from mesh, sharing what groups
+	// with the same view have in common (envoy.Shared); replaced with mesh.
+	shared  *envoy.Shared
 	event   time.Time // when the change that produced mesh happened
 	groups  map[groupKey]*group
 	conns   map[*conn]struct{}
@@ -132,10 +135,12 @@ type group struct {
 // NewADS makes an ADS with an empty mesh: proxies connect and receive
 // nothing until the first Update.
 func NewADS(log logr.Logger) *ADS {
+	empty := &ir.Mesh{}
 	return &ADS{
 		log:     log,
 		metrics: newMetrics(),
-		mesh:    &ir.Mesh{},
+		mesh:    empty,
+		shared:  envoy.NewShared(empty),
 		groups:  map[groupKey]*group{},
 		conns:   map[*conn]struct{}{},
 		enc:     newEncoder(),
@@ -202,7 +207,7 @@ func (a *ADS) UpdateEndpoints(mesh *ir.Mesh, changed []ir.ServiceKey, event time
 // that changed.
 func (a *ADS) update(mesh *ir.Mesh, event time.Time, affected, apply func(*group) bool) {
 	a.mu.Lock()
-	a.mesh, a.event = mesh, event
+	a.mesh, a.shared, a.event = mesh, envoy.NewShared(mesh), event
 	groups := make([]*group, 0, len(a.groups))
 	for _, g := range a.groups {
 		if affected(g) {
@@ -251,7 +256,7 @@ func (a *ADS) rebuild(g *group) bool {
 
 func (a *ADS) rebuildLocked(g *group) bool {
 	a.mu.Lock()
-	mesh := a.mesh
+	mesh, shared := a.mesh, a.shared
 	a.mu.Unlock()
 	a.builds.Add(1)
 	start := time.Now()
@@ -262,7 +267,7 @@ func (a *ADS) rebuildLocked(g *group) bool {
 			secrets = sdsSecrets(chain, key, bundle)
 		}
 	}
-	next, changed, err := buildSnapshot(mesh, g.proxy, secrets, prev, a.enc)
+	next, changed, err := encodeSnapshot(shared.Build(g.proxy), secrets, prev, a.enc)
 	a.metrics.buildSeconds.Observe(time.Since(start).Seconds())
 	g.failed.Store(err != nil)
 	if err != nil {

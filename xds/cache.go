@@ -75,7 +75,13 @@ func (s *snapshot) sorted(typeURL string, names map[string]bool) []*encoded {
 // An error (keeping prev in service) means the resources failed
 // validation: a bug, never a user mistake.
 func buildSnapshot(mesh *ir.Mesh, p envoy.Proxy, secrets []*tlsv3.Secret, prev *snapshot, enc *encoder) (next *snapshot, changed bool, err error) {
-	res := envoy.Build(mesh, p)
+	return encodeSnapshot(envoy.Build(mesh, p), secrets, prev, enc)
+}
+
+// encodeSnapshot is buildSnapshot for resources already built (the ADS
+// builds through an envoy.Shared, so that groups share what they have in
+// common).
+func encodeSnapshot(res *envoy.Resources, secrets []*tlsv3.Secret, prev *snapshot, enc *encoder) (next *snapshot, changed bool, err error) {
 	if err := res.CheckConsistency(); err != nil {
 		return prev, false, fmt.Errorf("refusing to push inconsistent configuration: %w", err)
 	}

@@ -9,7 +9,10 @@ import (
 	"sync/atomic"
 	"weak"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -34,9 +37,11 @@ var marshal = proto.MarshalOptions{Deterministic: true}
 // encoder encodes resources for every group of one ADS, and shares each
 // distinct content between them: the endpoints of a Service, and usually
 // its clusters, are byte for byte the same for every group that sees it.
-// A resource is still marshalled by each build (into a reused buffer, to
-// find its content), but only new content is copied, validated and kept:
-// 100 groups that see a Service hold one encoding of it, validated once.
+// A message that translator/envoy shared between groups' builds is
+// marshalled once (byMsg); any other is marshalled by each build (into a
+// reused buffer, to find its content), but only new content is copied,
+// validated and kept: 100 groups that see a Service hold one encoding of
+// it, validated once.
 //
 // Entries are weak: an encoding lives as long as a snapshot holds it, and
 // its entry goes with it. Secrets are never shared (each group is one
@@ -45,18 +50,21 @@ type encoder struct {
 	mu      sync.Mutex
 	entries map[encodeKey]weak.Pointer[encoded]
 	// byMsg maps a message that translator/envoy shares between builds (a
-	// Service port's endpoints, built once per *ir.Port) to its encoding:
-	// the same pointer is the same content, so it is neither marshalled
-	// nor hashed again. Weak both ways: an entry goes with its message.
+	// Service port's endpoints, built once per *ir.Port; the clusters,
+	// outbound listener and gRPC routes that envoy.Shared builds once per
+	// view) to its encoding: the same pointer is the same content, so it is
+	// neither marshalled nor hashed again. Weak both ways: an entry goes
+	// with its message.
 	byMsg map[msgKey]weak.Pointer[encoded]
 	bufs  sync.Pool // *[]byte
 	// endpointMarshals counts the endpoint messages marshalled (tests).
 	endpointMarshals atomic.Uint64
 }
 
-// msgKey is one shared message under one name.
+// msgKey is one shared message (a weak.Pointer of its type) under one
+// name.
 type msgKey struct {
-	msg  weak.Pointer[endpointv3.ClusterLoadAssignment]
+	msg  any
 	name string
 }
 
@@ -77,33 +85,53 @@ func newEncoder() *encoder {
 // new one, validated first (a resource that fails validation is never
 // encoded, so never sent: a weft bug, reported as an error).
 func (e *encoder) encode(typeURL, name string, m proto.Message, prev *encoded) (*encoded, error) {
-	// Endpoints come from translator/envoy's memo: a message seen before
-	// has the encoding it had then.
-	if cla, ok := m.(*endpointv3.ClusterLoadAssignment); ok {
-		k := msgKey{weak.Make(cla), name}
-		e.mu.Lock()
-		w, ok := e.byMsg[k]
-		e.mu.Unlock()
-		if x := w.Value(); ok && x != nil {
+	// Resources may come from translator/envoy's memos: a message seen
+	// before has the encoding it had then. (A message built for one group
+	// alone takes the same path; its entry goes with it.)
+	switch x := m.(type) {
+	case *endpointv3.ClusterLoadAssignment:
+		return encodeByMsg(e, typeURL, name, x, prev)
+	case *clusterv3.Cluster:
+		return encodeByMsg(e, typeURL, name, x, prev)
+	case *listenerv3.Listener:
+		return encodeByMsg(e, typeURL, name, x, prev)
+	case *routev3.RouteConfiguration:
+		return encodeByMsg(e, typeURL, name, x, prev)
+	}
+	return e.encodeContent(typeURL, name, m, prev)
+}
+
+// encodeByMsg is encode through byMsg.
+func encodeByMsg[T any, P interface {
+	*T
+	proto.Message
+}](e *encoder, typeURL, name string, m P, prev *encoded) (*encoded, error) {
+	k := msgKey{weak.Make((*T)(m)), name}
+	e.mu.Lock()
+	w, ok := e.byMsg[k]
+	e.mu.Unlock()
+	if ok {
+		if x := w.Value(); x != nil {
 			if prev != nil && (prev == x || prev.hash == x.hash && bytes.Equal(prev.any.Value, x.any.Value)) {
 				return prev, nil
 			}
 			return x, nil
 		}
-		e.endpointMarshals.Add(1)
-		x, err := e.encodeContent(typeURL, name, m, prev)
-		if err != nil {
-			return nil, err
-		}
-		e.mu.Lock()
-		if _, ok := e.byMsg[k]; !ok {
-			runtime.AddCleanup(cla, e.forgetMsg, k)
-		}
-		e.byMsg[k] = weak.Make(x)
-		e.mu.Unlock()
-		return x, nil
 	}
-	return e.encodeContent(typeURL, name, m, prev)
+	if _, cla := any(m).(*endpointv3.ClusterLoadAssignment); cla {
+		e.endpointMarshals.Add(1)
+	}
+	x, err := e.encodeContent(typeURL, name, m, prev)
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	if _, ok := e.byMsg[k]; !ok {
+		runtime.AddCleanup((*T)(m), e.forgetMsg, k)
+	}
+	e.byMsg[k] = weak.Make(x)
+	e.mu.Unlock()
+	return x, nil
 }
 
 // forgetMsg drops the entry of a collected message.

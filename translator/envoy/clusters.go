@@ -44,7 +44,10 @@ const (
 // tlsMatchKey marks meshed endpoints, whose sidecar accepts mutual TLS.
 const tlsMatchKey = "weft.dev/tls"
 
-func (v *view) clusters() ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadAssignment) {
+// sidecarUpstreams are a sidecar's clusters (and endpoints) of what it
+// reaches: they read the view's outbound list and the model only, so
+// proxies with the same list share them (Shared).
+func (v *view) sidecarUpstreams() ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadAssignment) {
 	budgets := v.retryBudgets()
 	var clusters []*clusterv3.Cluster
 	var cla []*endpointv3.ClusterLoadAssignment
@@ -74,7 +77,6 @@ func (v *view) clusters() ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadAssign
 		c.TypedExtensionProtocolOptions = http2Options(port.Protocol)
 		clusters = append(clusters, c)
 	}
-	clusters = append(clusters, v.fixedClusters()...)
 	return clusters, cla
 }
 
@@ -267,8 +269,9 @@ func loadAssignment(cluster string, eps []ir.Endpoint) *endpointv3.ClusterLoadAs
 	return out
 }
 
-// fixedClusters are the same for every sidecar: passthrough, black hole,
-// and one local cluster per inbound port.
+// fixedClusters are a sidecar's own: passthrough, black hole, admin,
+// tracing, inbound passthrough (by its namespace's mode), one per
+// rewritten probe and one local cluster per inbound port.
 func (v *view) fixedClusters() []*clusterv3.Cluster {
 	out := []*clusterv3.Cluster{
 		{

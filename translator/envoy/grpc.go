@@ -36,7 +36,6 @@ const (
 )
 
 func (v *view) buildGRPC(r *Resources) {
-	var upstreams []upstream
 	blackHole := false
 	for _, svc := range v.outbound {
 		if svc.Headless {
@@ -51,39 +50,15 @@ func (v *view) buildGRPC(r *Resources) {
 					blackHole = blackHole || b.Unresolved
 				}
 			}
-			rc := &routev3.RouteConfiguration{
-				Name: grpcName(svc, port.Port),
-				VirtualHosts: []*routev3.VirtualHost{{
-					Name:    svc.Key.Hostname() + ":" + strconv.Itoa(int(port.Port)),
-					Domains: v.grpcListenerNames(svc, port.Port),
-					Routes:  grpcRoutes(port),
-				}},
-			}
-			r.Routes = append(r.Routes, rc)
-			for _, name := range v.grpcListenerNames(svc, port.Port) {
-				r.Listeners = append(r.Listeners, apiListener(name, rc.Name))
-			}
+			gp := v.sharedGRPCPort(svc, port)
+			r.Routes = append(r.Routes, gp.route)
+			r.Listeners = append(r.Listeners, gp.listeners...)
 		}
 	}
-	for _, up := range v.upstreams() {
-		if up.svc.Headless || !up.port.Protocol.IsHTTP() {
-			continue
-		}
-		upstreams = append(upstreams, up)
-	}
-	for _, up := range upstreams {
-		name := ir.ClusterName(up.svc.Key, up.port.Port)
-		c := &clusterv3.Cluster{
-			Name:                 name,
-			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
-			EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsConfig()},
-			LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
-			CircuitBreakers:      circuitBreakers(nil),
-		}
-		c.TransportSocket = grpcUpstreamTLS(up.port)
-		r.Clusters = append(r.Clusters, c)
-		r.Endpoints = append(r.Endpoints, portLoadAssignment(name, up.port))
-	}
+	// The upstream clusters may be shared: copy before adding.
+	up, cla := v.upstreamClusters()
+	r.Clusters = append(r.Clusters, up...)
+	r.Endpoints = append(r.Endpoints, cla...)
 	if blackHole {
 		// A missing split backend's share goes to BlackHoleCluster, which
 		// sidecars get as a static cluster; gRPC takes only EDS (and DNS or
@@ -111,6 +86,48 @@ func (v *view) buildGRPC(r *Resources) {
 			r.Listeners = append(r.Listeners, v.grpcServerListener(ip, in))
 		}
 	}
+}
+
+// grpcUpstreams are a gRPC proxy's clusters (and endpoints) of what it
+// reaches: like sidecarUpstreams, shared by proxies with the same view.
+func (v *view) grpcUpstreams() ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadAssignment) {
+	var clusters []*clusterv3.Cluster
+	var cla []*endpointv3.ClusterLoadAssignment
+	for _, up := range v.upstreams() {
+		if up.svc.Headless || !up.port.Protocol.IsHTTP() {
+			continue
+		}
+		name := ir.ClusterName(up.svc.Key, up.port.Port)
+		clusters = append(clusters, &clusterv3.Cluster{
+			Name:                 name,
+			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+			EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsConfig()},
+			LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+			CircuitBreakers:      circuitBreakers(nil),
+			TransportSocket:      grpcUpstreamTLS(up.port),
+		})
+		cla = append(cla, portLoadAssignment(name, up.port))
+	}
+	return clusters, cla
+}
+
+// grpcPort is a Service port's route configuration for gRPC clients and
+// the API listeners that lead to it. It reads of the proxy only whether it
+// is in the Service's namespace (the bare name), so proxies share it.
+func (v *view) grpcPort(svc *ir.Service, port *ir.Port) *grpcPort {
+	names := v.grpcListenerNames(svc, port.Port)
+	gp := &grpcPort{route: &routev3.RouteConfiguration{
+		Name: grpcName(svc, port.Port),
+		VirtualHosts: []*routev3.VirtualHost{{
+			Name:    svc.Key.Hostname() + ":" + strconv.Itoa(int(port.Port)),
+			Domains: names,
+			Routes:  grpcRoutes(port),
+		}},
+	}}
+	for _, name := range names {
+		gp.listeners = append(gp.listeners, apiListener(name, gp.route.Name))
+	}
+	return gp
 }
 
 // grpcName is the route configuration of a Service port for gRPC clients.

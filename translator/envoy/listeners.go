@@ -40,27 +40,24 @@ const meshALPN = "weft"
 const TracingCluster = "tracing-collector"
 
 func (v *view) listeners() []*listenerv3.Listener {
-	out := []*listenerv3.Listener{v.outboundListener(), v.inboundListener(), v.readinessListener(), statsListener()}
-	for _, l := range out {
-		v.listenOnPodFamilies(l)
+	own := []*listenerv3.Listener{v.inboundListener(), v.readinessListener(), statsListener()}
+	v4, v6 := podFamilies(v.proxy.IPs)
+	for _, l := range own {
+		listenOn(l, v4, v6)
 	}
-	return out
+	// The outbound listener may be shared (Shared): bound to the pod's
+	// families when built, never modified after.
+	return append(own, v.sharedOutboundListener())
 }
 
-// listenOnPodFamilies binds a listener's wildcard address to the pod's IP
+// listenOn binds a listener's wildcard address to the pod's IP
 // families: 0.0.0.0 alone would leave an IPv6-only pod's sidecar deaf to
 // the kubelet's probes on the readiness port and to Prometheus (and to
 // traffic captured over IPv6). IPv4 or unknown: 0.0.0.0; IPv6 only: [::];
 // dual-stack: 0.0.0.0 plus [::] as an additional address, as Istio does
 // (rather than [::] with ipv4_compat, whose IPv4-mapped addresses would not
 // match the IPv4 prefixes of filter chains).
-func (v *view) listenOnPodFamilies(l *listenerv3.Listener) {
-	var v4, v6 bool
-	for _, ip := range v.proxy.IPs {
-		if a, err := netip.ParseAddr(ip); err == nil {
-			v4, v6 = v4 || a.Unmap().Is4(), v6 || (a.Is6() && !a.Is4In6())
-		}
-	}
+func listenOn(l *listenerv3.Listener, v4, v6 bool) {
 	if !v6 {
 		return
 	}
@@ -73,6 +70,16 @@ func (v *view) listenOnPodFamilies(l *listenerv3.Listener) {
 		return
 	}
 	l.AdditionalAddresses = append(l.AdditionalAddresses, &listenerv3.AdditionalAddress{Address: socketAddress("::", sa.GetPortValue())})
+}
+
+// podFamilies says which IP families the pod's addresses have.
+func podFamilies(ips []string) (v4, v6 bool) {
+	for _, ip := range ips {
+		if a, err := netip.ParseAddr(ip); err == nil {
+			v4, v6 = v4 || a.Unmap().Is4(), v6 || (a.Is6() && !a.Is4In6())
+		}
+	}
+	return v4, v6
 }
 
 // outboundListener captures the workload's outgoing connections (weft-init
@@ -438,11 +445,14 @@ func (v *view) tracing() *hcmv3.HttpConnectionManager_Tracing {
 			Name: "envoy.tracers.opentelemetry",
 			ConfigType: &tracev3.Tracing_Http_TypedConfig{TypedConfig: mustAny(&tracev3.OpenTelemetryConfig{
 				GrpcService: &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: TracingCluster}}},
-				ServiceName: v.proxy.ServiceAccount + "." + v.proxy.Namespace,
+				ServiceName: tracingServiceName(v.proxy),
 			})},
 		},
 	}
 }
+
+// tracingServiceName names the proxy's spans' service.
+func tracingServiceName(p Proxy) string { return p.ServiceAccount + "." + p.Namespace }
 
 // readinessListener answers 200 on :15021/ready once the proxy has its
 // listeners, which is what the injected startup probe waits for, and

@@ -125,14 +125,19 @@ const (
 	InboundPassthroughSource = "127.0.0.6"
 )
 
-// Build computes the resources of one proxy.
-func Build(mesh *ir.Mesh, p Proxy) *Resources {
-	v := newView(mesh, p)
+// Build computes the resources of one proxy. (Shared builds many proxies'
+// from one model, sharing what they have in common.)
+func Build(mesh *ir.Mesh, p Proxy) *Resources { return newView(mesh, p).build() }
+
+func (v *view) build() *Resources {
 	r := &Resources{}
-	if p.Kind == KindGRPC {
+	if v.proxy.Kind == KindGRPC {
 		v.buildGRPC(r)
 	} else {
-		r.Clusters, r.Endpoints = v.clusters()
+		// The upstream clusters may be shared: copy before adding.
+		up, cla := v.upstreamClusters()
+		r.Clusters = append(append([]*clusterv3.Cluster(nil), up...), v.fixedClusters()...)
+		r.Endpoints = append([]*endpointv3.ClusterLoadAssignment(nil), cla...)
 		r.Routes = v.routeConfigs()
 		r.Listeners = v.listeners()
 		r.Secrets = []string{TrustBundleSecret, WorkloadCertSecret}
@@ -152,8 +157,10 @@ type view struct {
 	mesh  *ir.Mesh
 	proxy Proxy
 	id    string
-	// outbound: Services the proxy may call, in mesh order.
+	// outbound: Services the proxy may call, in mesh order; outIdx their
+	// indices in mesh.Services (what Shared keys on).
 	outbound []*ir.Service
+	outIdx   []int
 	// inbound: the ports the proxy's workload serves, with the Services
 	// they belong to, sorted by port.
 	inbound []inboundPort
@@ -165,6 +172,10 @@ type view struct {
 	mtls ir.MTLSMode
 	// namespaces whose settings the view read (Resources.NamespaceDeps).
 	namespaces map[string]bool
+	// shared, when set, builds what proxies have in common once
+	// (sharedEntry: this view's entry in it, found on first use).
+	shared      *Shared
+	sharedEntry *viewEntry
 }
 
 type inboundPort struct {
@@ -181,13 +192,14 @@ func newView(mesh *ir.Mesh, p Proxy) *view {
 		v.authz = append(v.authz, ns.AuthPolicies...)
 	}
 	ports := map[int32]ir.Protocol{}
-	for _, svc := range mesh.Services {
+	for i, svc := range mesh.Services {
 		if !Visible(svc, p) {
 			continue
 		}
 		v.namespaces[svc.Key.Namespace] = true // mayReach reads its settings
 		if v.mayReach(svc) {
 			v.outbound = append(v.outbound, svc)
+			v.outIdx = append(v.outIdx, i)
 		}
 		if svc.Key.Namespace != p.Namespace || !selects(svc.Selector, p.Labels) {
 			continue

@@ -30,11 +30,7 @@ func (v *view) routeConfigs() []*routev3.RouteConfiguration {
 				rc = &routev3.RouteConfiguration{Name: routeConfigName(port.Port), ValidateClusters: wrapperspb.Bool(false)}
 				byPort[port.Port] = rc
 			}
-			rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
-				Name:    svc.Key.Hostname() + ":" + strconv.Itoa(int(port.Port)),
-				Domains: v.domains(svc, port.Port),
-				Routes:  routes(port),
-			})
+			rc.VirtualHosts = append(rc.VirtualHosts, v.sharedVirtualHost(svc, port))
 		}
 	}
 	var out []*routev3.RouteConfiguration
@@ -46,6 +42,16 @@ func (v *view) routeConfigs() []*routev3.RouteConfiguration {
 }
 
 func routeConfigName(port int32) string { return strconv.Itoa(int(port)) }
+
+// virtualHost routes one Service port. It reads of the proxy only whether
+// it is in the Service's namespace (domains), so proxies share it (Shared).
+func (v *view) virtualHost(svc *ir.Service, port *ir.Port) *routev3.VirtualHost {
+	return &routev3.VirtualHost{
+		Name:    svc.Key.Hostname() + ":" + strconv.Itoa(int(port.Port)),
+		Domains: v.domains(svc, port.Port),
+		Routes:  routes(port),
+	}
+}
 
 // domains are the Host values that reach svc: its DNS names with and
 // without the port, and its cluster IPs. The bare name resolves to the

@@ -11,10 +11,15 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
-// mustAny packs m. Packing a well-formed message cannot fail; a failure is
-// a bug, so it panics rather than returning an error every caller ignores.
+// mustAny packs m, deterministically: the packed bytes are part of the
+// resource's encoding, whose hash is its version, so a map inside (RBAC
+// policies, metadata) must not come out in a new order on every build, or
+// an unchanged resource would look changed and be sent again. Packing a
+// well-formed message cannot fail; a failure is a bug, so it panics rather
+// than returning an error every caller ignores.
 func mustAny(m proto.Message) *anypb.Any {
-	a, err := anypb.New(m)
+	a := &anypb.Any{}
+	err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true})
 	if err != nil {
 		panic(fmt.Sprintf("packing %T: %v", m, err))
 	}

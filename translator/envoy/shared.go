@@ -1,0 +1,218 @@
+package envoy
+
+import (
+	"hash/fnv"
+	"slices"
+	"sync"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"github.com/weftmesh/weft/translator/ir"
+)
+
+// Shared builds the configurations of many proxies from one mesh model,
+// building what they have in common once. Most of a proxy's outbound
+// configuration depends only on which Services it can reach (its view's
+// outbound list) and its kind, not on the proxy itself:
+//
+//   - the clusters of what it reaches (and their endpoints): functions of
+//     the outbound list (their backends and retry budgets come from its
+//     routes) and of the model; nothing of the proxy;
+//   - a sidecar's outbound listener: of the outbound list, the model, and
+//     two things of the proxy — the tracing service name (service account
+//     and namespace, only when tracing is on) and its pod's IP families;
+//   - one Service port's virtual host (sidecars) or route configuration
+//     and API listeners (gRPC): of the port, and of whether the proxy is in
+//     the Service's namespace (which adds the bare name).
+//
+// These are built once per distinct key and shared: proxies of different
+// workloads in one namespace, or in any namespace when every Service is
+// exported everywhere, reach the same Services. Everything that reads the
+// proxy's identity, labels, addresses or probes — its inbound side, its
+// fixed clusters (probes, inbound ports, its namespace's mTLS mode), the
+// per-namespace route configurations that collect the virtual hosts, the
+// policies and dependencies it records — is built per proxy, as Build does.
+//
+// Shared.Build(p) equals Build(mesh, p) (TestSharedBuildEqualsBuild); the
+// results share messages, which nobody may modify. A Shared holds what it
+// built for as long as it lives: make one per model.
+type Shared struct {
+	mesh *ir.Mesh
+
+	mu     sync.Mutex
+	views  map[uint64][]*viewEntry // by hash of kind and outbound list
+	vhosts map[portKey]*routev3.VirtualHost
+	grpc   map[portKey]*grpcPort
+}
+
+// NewShared starts building proxies' configurations from mesh.
+func NewShared(mesh *ir.Mesh) *Shared {
+	return &Shared{mesh: mesh, views: map[uint64][]*viewEntry{},
+		vhosts: map[portKey]*routev3.VirtualHost{}, grpc: map[portKey]*grpcPort{}}
+}
+
+// Mesh is the model s builds from.
+func (s *Shared) Mesh() *ir.Mesh { return s.mesh }
+
+// Build computes the resources of one proxy, as Build(s.Mesh(), p) does.
+func (s *Shared) Build(p Proxy) *Resources {
+	v := newView(s.mesh, p)
+	v.shared = s
+	return v.build()
+}
+
+// viewEntry is what proxies of one kind with one outbound list share.
+type viewEntry struct {
+	kind     ProxyKind
+	outbound []int // indices in mesh.Services
+
+	once      sync.Once
+	clusters  []*clusterv3.Cluster
+	endpoints []*endpointv3.ClusterLoadAssignment
+
+	mu        sync.Mutex
+	listeners map[listenerKey]*listenerv3.Listener // sidecars' outbound listener
+}
+
+// listenerKey is what a sidecar's outbound listener reads of the proxy.
+type listenerKey struct {
+	tracingName string // "" when tracing is off
+	v4, v6      bool
+}
+
+// portKey names one Service port as seen from inside (local) or outside
+// its namespace.
+type portKey struct {
+	svc   *ir.Service
+	port  *ir.Port
+	local bool
+}
+
+// grpcPort is a Service port's route configuration and API listeners for
+// proxyless gRPC.
+type grpcPort struct {
+	route     *routev3.RouteConfiguration
+	listeners []*listenerv3.Listener
+}
+
+// entry finds or makes the entry of v's kind and outbound list.
+func (s *Shared) entry(v *view) *viewEntry {
+	h := fnv.New64a()
+	var b [4]byte
+	put := func(n int) {
+		b[0], b[1], b[2], b[3] = byte(n), byte(n>>8), byte(n>>16), byte(n>>24)
+		_, _ = h.Write(b[:])
+	}
+	put(int(v.proxy.Kind))
+	for _, i := range v.outIdx {
+		put(i)
+	}
+	sum := h.Sum64()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.views[sum] {
+		if e.kind == v.proxy.Kind && slices.Equal(e.outbound, v.outIdx) {
+			return e
+		}
+	}
+	e := &viewEntry{kind: v.proxy.Kind, outbound: v.outIdx, listeners: map[listenerKey]*listenerv3.Listener{}}
+	s.views[sum] = append(s.views[sum], e)
+	return e
+}
+
+// upstreamClusters are the clusters (and endpoints) of what v reaches:
+// built once per view entry when v has a Shared.
+func (v *view) upstreamClusters() ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadAssignment) {
+	build := v.sidecarUpstreams
+	if v.proxy.Kind == KindGRPC {
+		build = v.grpcUpstreams
+	}
+	if v.shared == nil {
+		return build()
+	}
+	e := v.entry()
+	e.once.Do(func() { e.clusters, e.endpoints = build() })
+	return e.clusters, e.endpoints
+}
+
+func (v *view) entry() *viewEntry {
+	if v.sharedEntry == nil {
+		v.sharedEntry = v.shared.entry(v)
+	}
+	return v.sharedEntry
+}
+
+// sharedOutboundListener is outboundListener, bound to the pod's address
+// families, built once per view entry and proxy key when v has a Shared.
+func (v *view) sharedOutboundListener() *listenerv3.Listener {
+	v4, v6 := podFamilies(v.proxy.IPs)
+	build := func() *listenerv3.Listener {
+		l := v.outboundListener()
+		listenOn(l, v4, v6)
+		return l
+	}
+	if v.shared == nil {
+		return build()
+	}
+	k := listenerKey{v4: v4, v6: v6}
+	if v.mesh.Tracing != nil {
+		k.tracingName = tracingServiceName(v.proxy)
+	}
+	e := v.entry()
+	e.mu.Lock()
+	l := e.listeners[k]
+	e.mu.Unlock()
+	if l != nil {
+		return l
+	}
+	l = build()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if prev := e.listeners[k]; prev != nil {
+		return prev // another build got there first: share its
+	}
+	e.listeners[k] = l
+	return l
+}
+
+// sharedVirtualHost is virtualHost, once per port and locality when v has
+// a Shared.
+func (v *view) sharedVirtualHost(svc *ir.Service, port *ir.Port) *routev3.VirtualHost {
+	if v.shared == nil {
+		return v.virtualHost(svc, port)
+	}
+	k := portKey{svc, port, svc.Key.Namespace == v.proxy.Namespace}
+	return memo(&v.shared.mu, v.shared.vhosts, k, func() *routev3.VirtualHost { return v.virtualHost(svc, port) })
+}
+
+// sharedGRPCPort is grpcPort, once per port and locality when v has a
+// Shared.
+func (v *view) sharedGRPCPort(svc *ir.Service, port *ir.Port) *grpcPort {
+	if v.shared == nil {
+		return v.grpcPort(svc, port)
+	}
+	k := portKey{svc, port, svc.Key.Namespace == v.proxy.Namespace}
+	return memo(&v.shared.mu, v.shared.grpc, k, func() *grpcPort { return v.grpcPort(svc, port) })
+}
+
+// memo returns m[k], building it outside the lock if absent; when two
+// builds race, the first stored wins and both return it.
+func memo[K comparable, V any](mu *sync.Mutex, m map[K]V, k K, build func() V) V {
+	mu.Lock()
+	x, ok := m[k]
+	mu.Unlock()
+	if ok {
+		return x
+	}
+	x = build()
+	mu.Lock()
+	defer mu.Unlock()
+	if prev, ok := m[k]; ok {
+		return prev
+	}
+	m[k] = x
+	return x
+}

@@ -1,0 +1,196 @@
+package envoy_test
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/weftmesh/weft/translator"
+	"github.com/weftmesh/weft/translator/envoy"
+	"github.com/weftmesh/weft/translator/ir"
+	"github.com/weftmesh/weft/translator/testmesh"
+)
+
+// TestSharedBuildEqualsBuild: proxies built through one Shared, in
+// parallel, each get exactly what Build gives them alone — for every
+// golden input's proxies, and for variants of each that share its view
+// but differ in what Shared must not share: another service account
+// (tracing's service name; AuthPolicies that name principals change the
+// view itself), IPv6-only and dual-stack addresses (the listeners'
+// families), and another namespace's proxy with the same labels.
+func TestSharedBuildEqualsBuild(t *testing.T) {
+	type meshCase struct {
+		name    string
+		mesh    *ir.Mesh
+		proxies []envoy.Proxy
+	}
+	var cases []meshCase
+	inputs, _ := filepath.Glob("testdata/*.in.yaml")
+	for _, path := range inputs {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in, err := translator.DecodeInputs(data)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		c := meshCase{name: strings.TrimSuffix(filepath.Base(path), ".in.yaml"), mesh: translator.Translate(in).Mesh}
+		for _, pod := range in.Pods {
+			if meshed(pod) {
+				c.proxies = append(c.proxies, variants(proxyOf(pod))...)
+			}
+		}
+		cases = append(cases, c)
+	}
+	for _, export := range []bool{false, true} {
+		in := testmesh.Generate(testmesh.Options{Services: 60, Namespaces: 6, EndpointsPerService: 3, SplitEvery: 4, ExportAll: export})
+		c := meshCase{name: fmt.Sprintf("generated/export=%v", export), mesh: translator.Translate(in).Mesh}
+		for i := 0; i < 12; i++ {
+			c.proxies = append(c.proxies, variants(proxy(i%6))...)
+		}
+		cases = append(cases, c)
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := envoy.NewShared(c.mesh)
+			got := make([]*envoy.Resources, len(c.proxies))
+			var wg sync.WaitGroup
+			for i, p := range c.proxies {
+				wg.Add(1)
+				go func() { defer wg.Done(); got[i] = s.Build(p) }()
+			}
+			wg.Wait()
+			for i, p := range c.proxies {
+				want := envoy.Build(c.mesh, p)
+				if !equalResources(got[i], want) {
+					t.Errorf("proxy %d (%s/%s %v %v): shared build differs from Build", i, p.Namespace, p.ServiceAccount, p.IPs, p.Kind)
+				}
+				if !reflect.DeepEqual(got[i].Policies, want.Policies) || !reflect.DeepEqual(got[i].Deps, want.Deps) ||
+					!reflect.DeepEqual(got[i].NamespaceDeps, want.NamespaceDeps) || !reflect.DeepEqual(got[i].Secrets, want.Secrets) {
+					t.Errorf("proxy %d (%s/%s): policies, dependencies or secrets differ from Build", i, p.Namespace, p.ServiceAccount)
+				}
+				if err := got[i].Validate(); err != nil {
+					t.Errorf("proxy %d: %v", i, err)
+				}
+			}
+			// Building again from the memo changes nothing either.
+			for i, p := range c.proxies {
+				if !equalResources(s.Build(p), got[i]) {
+					t.Errorf("proxy %d: a second shared build differs from the first", i)
+				}
+			}
+		})
+	}
+}
+
+func variants(p envoy.Proxy) []envoy.Proxy {
+	other := p
+	other.ServiceAccount += "-other"
+	v6 := p
+	v6.IPs = []string{"fd00::17"}
+	dual := p
+	dual.IPs = []string{"10.9.9.9", "fd00::9"}
+	elsewhere := p
+	elsewhere.Namespace += "-elsewhere"
+	return []envoy.Proxy{p, other, v6, dual, elsewhere}
+}
+
+// TestSharedBuildShares: proxies of different namespaces that see the
+// same Services (every Service exported everywhere) share their clusters,
+// endpoints and outbound listener, and the virtual hosts of the Services
+// outside their namespaces; their own parts are their own.
+func TestSharedBuildShares(t *testing.T) {
+	in := testmesh.Generate(testmesh.Options{Services: 30, Namespaces: 3, EndpointsPerService: 2, ExportAll: true})
+	s := envoy.NewShared(translator.Translate(in).Mesh)
+	a, b := s.Build(proxy(0)), s.Build(proxy(1))
+	byName := func(r *envoy.Resources) map[string]any {
+		out := map[string]any{}
+		for _, c := range r.Clusters {
+			out["cluster "+c.Name] = c
+		}
+		for _, e := range r.Endpoints {
+			out["endpoints "+e.ClusterName] = e
+		}
+		for _, l := range r.Listeners {
+			out["listener "+l.Name] = l
+		}
+		for _, rc := range r.Routes {
+			for _, vh := range rc.VirtualHosts {
+				out["vhost "+vh.Name] = vh
+			}
+		}
+		return out
+	}
+	x, y := byName(a), byName(b)
+	for _, name := range []string{
+		"cluster outbound|80||svc-2.ns-2.svc.cluster.local", "endpoints outbound|80||svc-2.ns-2.svc.cluster.local",
+		"listener outbound", "vhost svc-2.ns-2.svc.cluster.local:80",
+	} {
+		if x[name] == nil || x[name] != y[name] {
+			t.Errorf("%s: not shared between proxies of ns-0 and ns-1", name)
+		}
+	}
+	for _, name := range []string{
+		"listener inbound", "cluster inbound|8080||",
+		"vhost svc-0.ns-0.svc.cluster.local:80", // the bare name svc-0 only in ns-0
+	} {
+		if x[name] == nil || x[name] == y[name] {
+			t.Errorf("%s: shared between proxies of ns-0 and ns-1, or missing", name)
+		}
+	}
+}
+
+// TestBuildIsByteStable: building a proxy twice from the same model gives
+// the same bytes for every resource (with deterministic marshalling, as
+// the xDS server encodes): a resource's version is a hash of its bytes, so
+// anything else would re-send unchanged resources. Maps inside packed Any
+// fields (RBAC policies) are where this can break.
+func TestBuildIsByteStable(t *testing.T) {
+	inputs, _ := filepath.Glob("testdata/*.in.yaml")
+	for _, path := range inputs {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in, err := translator.DecodeInputs(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mesh := translator.Translate(in).Mesh
+		for _, pod := range in.Pods {
+			if !meshed(pod) {
+				continue
+			}
+			p := proxyOf(pod)
+			first := encodings(t, envoy.Build(mesh, p))
+			for i := 0; i < 5; i++ {
+				for name, b := range encodings(t, envoy.Build(mesh, p)) {
+					if !bytes.Equal(b, first[name]) {
+						t.Errorf("%s, %s/%s: %s encodes differently on another build", filepath.Base(path), pod.Namespace, pod.Name, name)
+					}
+				}
+			}
+		}
+	}
+}
+
+func encodings(t *testing.T, r *envoy.Resources) map[string][]byte {
+	out := map[string][]byte{}
+	det := proto.MarshalOptions{Deterministic: true}
+	for _, m := range append(append(append(list(r.Listeners), list(r.Routes)...), list(r.Clusters)...), list(r.Endpoints)...) {
+		b, err := det.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[fmt.Sprintf("%T %d", m, len(out))] = b
+	}
+	return out
+}
