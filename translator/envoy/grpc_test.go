@@ -140,19 +140,44 @@ func TestProxylessGRPC(t *testing.T) {
 		t.Fatalf("RPC through xDS = %v, %v; want SERVING", resp, err)
 	}
 
-	push("2", denyFrontend)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		_, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
-		if status.Code(err) == codes.PermissionDenied {
-			break
+	// until waits for the RPC to give want (codes.OK or an error code) as
+	// the server applies the pushed policy.
+	until := func(step string, want codes.Code) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			_, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+			if status.Code(err) == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after %s the RPC still gives %v, want %v", step, err, want)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after the Deny policy the RPC still gives %v, want PermissionDenied", err)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
+	push("2", denyFrontend)
+	until("the Deny policy", codes.PermissionDenied)
+
+	// PathPrefix matches element by element (the API's promise): an Allow
+	// on /grpc.health.v1.Health admits /grpc.health.v1.Health/Check, and
+	// an Allow on /grpc.health.v1.Heal must not (a plain string prefix
+	// would admit it).
+	push("3", fmt.Sprintf(allowFrontendPath, "/grpc.health.v1.Health"))
+	until("an Allow on the service's path prefix", codes.OK)
+	push("4", fmt.Sprintf(allowFrontendPath, "/grpc.health.v1.Heal"))
+	until("an Allow on a string prefix that is not a path element", codes.PermissionDenied)
 }
+
+const allowFrontendPath = `
+apiVersion: mesh.weft.dev/v1alpha1
+kind: AuthPolicy
+metadata: {name: greeter, namespace: shop}
+spec:
+  targetRefs: [{group: "", kind: Service, name: greeter}]
+  action: Allow
+  rules: [{from: {serviceAccounts: [shop/frontend]}, to: {paths: [{type: PathPrefix, value: "%s"}]}}]
+`
 
 const meshYAML = `
 apiVersion: v1

@@ -3,6 +3,7 @@ package envoy
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
@@ -112,7 +113,7 @@ func (v *view) rbacPolicy(r ir.AuthRule) *rbacv3.Policy {
 			or = append(or, urlPath(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: p}}))
 		}
 		for _, p := range r.PathsPrefix {
-			or = append(or, urlPath(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: p}}))
+			or = append(or, pathPrefix(p)...)
 		}
 		and = append(and, anyOf(or))
 	}
@@ -134,6 +135,22 @@ func anyOf(or []*rbacv3.Permission) *rbacv3.Permission {
 		return or[0]
 	}
 	return &rbacv3.Permission{Rule: &rbacv3.Permission_OrRules{OrRules: &rbacv3.Permission_Set{Rules: or}}}
+}
+
+// pathPrefix matches a path by prefix element by element, as the API
+// documents: /api matches /api and /api/v1 but not /apiv1 or /api-admin.
+// A plain string prefix would let an Allow on /api admit /api-admin. A
+// trailing slash in the value changes nothing (/api/ is /api), and / alone
+// matches every path.
+func pathPrefix(p string) []*rbacv3.Permission {
+	q := strings.TrimRight(p, "/")
+	if q == "" {
+		return []*rbacv3.Permission{urlPath(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: "/"}})}
+	}
+	return []*rbacv3.Permission{
+		urlPath(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: q}}),
+		urlPath(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: q + "/"}}),
+	}
 }
 
 func urlPath(m *matcherv3.StringMatcher) *rbacv3.Permission {
