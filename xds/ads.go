@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"weak"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -46,7 +47,11 @@ type ADS struct {
 	mesh *ir.Mesh
 	// shared builds groups' configurations from mesh, sharing what groups
 	// with the same view have in common (envoy.Shared); replaced with mesh.
-	shared  *envoy.Shared
+	// It is held weakly: an update holds it while it builds its groups, and
+	// each build while it runs, but between builds the messages it keeps
+	// (tens of MB for 2,000 Services) are not worth holding; the next
+	// build makes a new one (builder).
+	shared  weak.Pointer[envoy.Shared]
 	event   time.Time // when the change that produced mesh happened
 	groups  map[groupKey]*group
 	conns   map[*conn]struct{}
@@ -140,7 +145,6 @@ func NewADS(log logr.Logger) *ADS {
 		log:     log,
 		metrics: newMetrics(),
 		mesh:    empty,
-		shared:  envoy.NewShared(empty),
 		groups:  map[groupKey]*group{},
 		conns:   map[*conn]struct{}{},
 		enc:     newEncoder(),
@@ -207,7 +211,8 @@ func (a *ADS) UpdateEndpoints(mesh *ir.Mesh, changed []ir.ServiceKey, event time
 // that changed.
 func (a *ADS) update(mesh *ir.Mesh, event time.Time, affected, apply func(*group) bool) {
 	a.mu.Lock()
-	a.mesh, a.shared, a.event = mesh, envoy.NewShared(mesh), event
+	shared := envoy.NewShared(mesh)
+	a.mesh, a.shared, a.event = mesh, weak.Make(shared), event
 	groups := make([]*group, 0, len(a.groups))
 	for _, g := range a.groups {
 		if affected(g) {
@@ -234,6 +239,7 @@ func (a *ADS) update(mesh *ir.Mesh, event time.Time, affected, apply func(*group
 	}
 	close(work)
 	wg.Wait()
+	runtime.KeepAlive(shared) // every group of this update shared it
 }
 
 // Builds counts group builds since the ADS started (for tests and
@@ -255,9 +261,7 @@ func (a *ADS) rebuild(g *group) bool {
 }
 
 func (a *ADS) rebuildLocked(g *group) bool {
-	a.mu.Lock()
-	mesh, shared := a.mesh, a.shared
-	a.mu.Unlock()
+	mesh, shared := a.builder()
 	a.builds.Add(1)
 	start := time.Now()
 	prev := g.snap.Load()
@@ -306,6 +310,18 @@ func (a *ADS) patch(g *group, pt *endpointPatch) bool {
 	}
 	g.snap.Store(next)
 	return true
+}
+
+// builder returns the current mesh and the Shared that builds from it.
+func (a *ADS) builder() (*ir.Mesh, *envoy.Shared) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := a.shared.Value()
+	if s == nil {
+		s = envoy.NewShared(a.mesh)
+		a.shared = weak.Make(s)
+	}
+	return a.mesh, s
 }
 
 func (a *ADS) wake(g *group) {
