@@ -303,6 +303,14 @@ func (v *view) hcm(statPrefix, rds string, inline *routev3.RouteConfiguration, d
 		AccessLog:         v.accessLog(),
 		Tracing:           v.tracing(),
 	}
+	if dir == inbound {
+		// AuthPolicy's path rules run here: judge the path the application
+		// will see, not the bytes the caller sent, or a Deny on /admin is
+		// bypassed by /./admin, //admin or /a/../admin (RFC 3986
+		// normalization and merged slashes, as Istio's default does).
+		h.NormalizePath = wrapperspb.Bool(true)
+		h.MergeSlashes = true
+	}
 	if rds != "" {
 		h.RouteSpecifier = &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{RouteConfigName: rds, ConfigSource: adsConfig()}}
 	} else {
