@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator/ir"
 )
 
@@ -17,13 +18,6 @@ const (
 	// visible in its own namespace only: config stays proportional to what
 	// a workload can reach.
 	AnnotationExportTo = "weft.dev/export-to"
-	// SidecarContainerName is the name of the injected proxy container; a
-	// pod that has it accepts mutual TLS.
-	SidecarContainerName = "weft-proxy"
-	// AnnotationProxyless marks a pod whose application is a proxyless
-	// gRPC server ("grpc"): it has no sidecar but takes xDS, and mutual TLS,
-	// itself.
-	AnnotationProxyless = "weft.dev/proxyless"
 )
 
 // services builds ir.Services from Services, EndpointSlices and Pods.
@@ -201,16 +195,16 @@ func serviceAccount(p *corev1.Pod) string {
 }
 
 func hasSidecar(p *corev1.Pod) bool {
-	if p.Annotations[AnnotationProxyless] == "grpc" {
+	if p.Annotations[dataplane.AnnotationProxyless] == "grpc" {
 		return true
 	}
 	for _, c := range p.Spec.InitContainers {
-		if c.Name == SidecarContainerName {
+		if c.Name == dataplane.SidecarContainerName {
 			return true
 		}
 	}
 	for _, c := range p.Spec.Containers {
-		if c.Name == SidecarContainerName {
+		if c.Name == dataplane.SidecarContainerName {
 			return true
 		}
 	}

@@ -9,7 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/weftmesh/weft/translator"
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/webhook/bootstrap"
 )
 
@@ -19,8 +19,6 @@ import (
 // reads its certificates only from files, which the agent keeps current
 // (docs/design/021-proxyless-certificates.md).
 const (
-	// AgentContainerName is the certificate agent's container.
-	AgentContainerName = "weft-agent"
 	// GRPCVolume is the in-memory folder the agent shares with the
 	// application: the certificate files and the gRPC xDS bootstrap.
 	GRPCVolume = "weft-grpc"
@@ -35,9 +33,6 @@ const (
 	GRPCBootstrapFile = GRPCDir + "/bootstrap.json"
 	// EnvGRPCBootstrap is the variable gRPC reads its xDS bootstrap from.
 	EnvGRPCBootstrap = "GRPC_XDS_BOOTSTRAP"
-	// AgentReadyPort serves the agent's /ready: 200 once the certificate
-	// is installed.
-	AgentReadyPort = 15020
 	// DefaultAgentImage holds the weft CLI, whose `weft agent` runs.
 	DefaultAgentImage = "ghcr.io/weftmesh/weft:latest"
 )
@@ -46,12 +41,12 @@ const (
 // that takes the sidecar, "grpc" for a proxyless gRPC application; any
 // other value is an error that names the annotation and the fix.
 func proxylessKind(pod *corev1.Pod) (string, error) {
-	v, ok := pod.Annotations[translator.AnnotationProxyless]
+	v, ok := pod.Annotations[dataplane.AnnotationProxyless]
 	if !ok {
 		return "", nil
 	}
 	if v != "grpc" {
-		return "", fmt.Errorf("annotation %s: %q is not a proxyless kind: use grpc for a gRPC application that takes xDS itself, or remove the annotation to get the weft-proxy sidecar", translator.AnnotationProxyless, v)
+		return "", fmt.Errorf("annotation %s: %q is not a proxyless kind: use grpc for a gRPC application that takes xDS itself, or remove the annotation to get the weft-proxy sidecar", dataplane.AnnotationProxyless, v)
 	}
 	return v, nil
 }
@@ -96,9 +91,9 @@ func agentContainer(pod *corev1.Pod, s settings, o Options) corev1.Container {
 	args := []string{"agent",
 		"--out", GRPCCertDir,
 		"--bootstrap", GRPCBootstrapFile,
-		"--root-cert", bootstrap.CredentialsDir + "/" + bootstrap.RootCertFile,
+		"--root-cert", bootstrap.CredentialsDir + "/" + dataplane.RootCertFile,
 		"--token-file", bootstrap.CredentialsDir + "/" + bootstrap.TokenFile,
-		fmt.Sprintf("--ready-address=:%d", AgentReadyPort),
+		fmt.Sprintf("--ready-address=:%d", dataplane.AgentReadyPort),
 	}
 	if o.XDSAddress != "" {
 		// The authenticated port, for the agent and (its default) for the
@@ -108,18 +103,18 @@ func agentContainer(pod *corev1.Pod, s settings, o Options) corev1.Container {
 	if l := formatLabels(pod.Labels); l != "" {
 		args = append(args, "--labels", l)
 	}
-	ready := &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromInt32(AgentReadyPort), Scheme: corev1.URISchemeHTTP}
+	ready := &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromInt32(dataplane.AgentReadyPort), Scheme: corev1.URISchemeHTTP}
 	uid, gid := appUser(pod)
 	c := corev1.Container{
-		Name:            AgentContainerName,
+		Name:            dataplane.AgentContainerName,
 		Image:           image,
 		ImagePullPolicy: s.pullPolicy,
 		Args:            args,
 		Env: []corev1.EnvVar{
-			fieldEnv(bootstrap.EnvPodName, "metadata.name"),
-			fieldEnv(bootstrap.EnvPodNamespace, "metadata.namespace"),
-			fieldEnv(bootstrap.EnvPodIPs, "status.podIPs"),
-			fieldEnv(bootstrap.EnvServiceAccount, "spec.serviceAccountName"),
+			fieldEnv(dataplane.EnvPodName, "metadata.name"),
+			fieldEnv(dataplane.EnvPodNamespace, "metadata.namespace"),
+			fieldEnv(dataplane.EnvPodIPs, "status.podIPs"),
+			fieldEnv(dataplane.EnvServiceAccount, "spec.serviceAccountName"),
 		},
 		Resources: corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("32Mi")},

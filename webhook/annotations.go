@@ -3,12 +3,6 @@ package webhook
 // Labels and annotations that users set. docs/design/030-sidecar-injection.md
 // lists them with examples.
 const (
-	// LabelInject on a Namespace turns injection on for its pods when set
-	// to InjectEnabled. On a Pod (label or annotation) "true" or "false"
-	// overrides the namespace.
-	LabelInject   = "weft.dev/inject"
-	InjectEnabled = "enabled"
-
 	// AnnotationProxyImage overrides MeshConfig spec.sidecar.image.
 	AnnotationProxyImage = "weft.dev/proxy-image"
 	// AnnotationProxyCPU and AnnotationProxyMemory override the sidecar's
@@ -38,17 +32,5 @@ const (
 	AnnotationRewriteAppProbes = "weft.dev/rewrite-app-probes"
 )
 
-// Annotations that weft writes.
-const (
-	// AnnotationInjectStatus records the outcome: "injected", or
-	// "skipped: <Reason>" with one of the SkipReason names.
-	AnnotationInjectStatus = "weft.dev/inject-status"
-	// AnnotationAppProbes holds the application probes that were rewritten
-	// to go through the sidecar's health port, as JSON keyed by the new
-	// path (see AppProbe). The translator reads it to route
-	// /app-health/<container>/<probe> on the readiness listener.
-	AnnotationAppProbes = "weft.dev/app-probes"
-)
-
-// StatusInjected is AnnotationInjectStatus's value on an injected pod.
+// StatusInjected is dataplane.AnnotationInjectStatus's value on an injected pod.
 const StatusInjected = "injected"

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/weftmesh/weft/crds/v1alpha1"
+	"github.com/weftmesh/weft/dataplane"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files (then read every diff before committing)")
@@ -135,7 +136,7 @@ func readCase(t *testing.T, path string) (runtime.Object, *corev1.Namespace, *v1
 	}
 	if ns == nil {
 		name := obj.(metav1.Object).GetNamespace()
-		ns = &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{LabelInject: InjectEnabled}}}
+		ns = &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{dataplane.LabelInject: dataplane.InjectEnabled}}}
 	}
 	return obj, ns, mc
 }

@@ -28,8 +28,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/weftmesh/weft/crds/v1alpha1"
-	"github.com/weftmesh/weft/internal/capture"
-	"github.com/weftmesh/weft/translator"
+	"github.com/weftmesh/weft/dataplane"
 )
 
 // systemNamespaces are never injected.
@@ -50,7 +49,7 @@ func Inject(pod *corev1.Pod, ns *corev1.Namespace, mc *v1alpha1.MeshConfig, o Op
 	if reason := skipReason(out, ns); reason != "" {
 		r := Report{Reason: reason}
 		if reason != AlreadyInjected {
-			setAnnotation(out, AnnotationInjectStatus, r.Status())
+			setAnnotation(out, dataplane.AnnotationInjectStatus, r.Status())
 		}
 		return out, r, nil
 	}
@@ -69,7 +68,7 @@ func Inject(pod *corev1.Pod, ns *corev1.Namespace, mc *v1alpha1.MeshConfig, o Op
 			out.Spec.ServiceAccountName = "default"
 		}
 		report := Report{Injected: true}
-		setAnnotation(out, AnnotationInjectStatus, report.Status())
+		setAnnotation(out, dataplane.AnnotationInjectStatus, report.Status())
 		return out, report, nil
 	}
 	if err := checkUserIDs(out); err != nil {
@@ -83,7 +82,7 @@ func Inject(pod *corev1.Pod, ns *corev1.Namespace, mc *v1alpha1.MeshConfig, o Op
 			if err != nil {
 				return nil, Report{}, err
 			}
-			setAnnotation(out, AnnotationAppProbes, string(raw))
+			setAnnotation(out, dataplane.AnnotationAppProbes, string(raw))
 		}
 		report.RewrittenProbes = paths
 	}
@@ -119,7 +118,7 @@ func Inject(pod *corev1.Pod, ns *corev1.Namespace, mc *v1alpha1.MeshConfig, o Op
 		setAnnotation(out, "prometheus.io/path", "/stats/prometheus")
 	}
 	report.Injected = true
-	setAnnotation(out, AnnotationInjectStatus, report.Status())
+	setAnnotation(out, dataplane.AnnotationInjectStatus, report.Status())
 	return out, report, nil
 }
 
@@ -142,7 +141,7 @@ func skipReason(pod *corev1.Pod, ns *corev1.Namespace) SkipReason {
 	if override == "false" {
 		return OptedOut
 	}
-	if override != "true" && nsLabels[LabelInject] != InjectEnabled {
+	if override != "true" && nsLabels[dataplane.LabelInject] != dataplane.InjectEnabled {
 		return NamespaceNotEnabled
 	}
 	if pod.Spec.HostNetwork {
@@ -157,16 +156,16 @@ func skipReason(pod *corev1.Pod, ns *corev1.Namespace) SkipReason {
 // podOverride is the pod's weft.dev/inject label or annotation ("true",
 // "false" or ""); the annotation wins when both are set.
 func podOverride(pod *corev1.Pod) string {
-	if v, ok := pod.Annotations[LabelInject]; ok {
+	if v, ok := pod.Annotations[dataplane.LabelInject]; ok {
 		return strings.ToLower(v)
 	}
-	return strings.ToLower(pod.Labels[LabelInject])
+	return strings.ToLower(pod.Labels[dataplane.LabelInject])
 }
 
 func injected(pod *corev1.Pod) bool {
 	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
 		for _, c := range cs {
-			if c.Name == translator.SidecarContainerName || c.Name == AgentContainerName {
+			if c.Name == dataplane.SidecarContainerName || c.Name == dataplane.AgentContainerName {
 				return true
 			}
 		}
@@ -184,11 +183,11 @@ func checkUserIDs(pod *corev1.Pod) error {
 	}
 	var errs []error
 	check := func(where string, uid, gid *int64) {
-		if uid != nil && *uid == capture.DefaultProxyUID {
-			errs = append(errs, fmt.Errorf("%s runs as user %d, which is the weft proxy's: its traffic would bypass the proxy; choose another runAsUser", where, capture.DefaultProxyUID))
+		if uid != nil && *uid == dataplane.ProxyUID {
+			errs = append(errs, fmt.Errorf("%s runs as user %d, which is the weft proxy's: its traffic would bypass the proxy; choose another runAsUser", where, dataplane.ProxyUID))
 		}
-		if gid != nil && *gid == capture.DefaultProxyGID {
-			errs = append(errs, fmt.Errorf("%s runs as group %d, which is the weft proxy's: its traffic would bypass the proxy; choose another runAsGroup", where, capture.DefaultProxyGID))
+		if gid != nil && *gid == dataplane.ProxyGID {
+			errs = append(errs, fmt.Errorf("%s runs as group %d, which is the weft proxy's: its traffic would bypass the proxy; choose another runAsGroup", where, dataplane.ProxyGID))
 		}
 	}
 	each := func(kind string, cs []corev1.Container) {

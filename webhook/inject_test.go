@@ -20,12 +20,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	"github.com/weftmesh/weft/translator"
-	"github.com/weftmesh/weft/translator/envoy"
+	"github.com/weftmesh/weft/dataplane"
 )
 
 func enabledNS(name string) *corev1.Namespace {
-	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{LabelInject: InjectEnabled}}}
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{dataplane.LabelInject: dataplane.InjectEnabled}}}
 }
 
 func testPod(mut ...func(*corev1.Pod)) *corev1.Pod {
@@ -58,7 +57,7 @@ func TestNativeSidecarStartsBeforeTheApplication(t *testing.T) {
 	for _, c := range out.Spec.InitContainers {
 		names = append(names, c.Name)
 	}
-	if d := cmp.Diff([]string{InitContainerName, translator.SidecarContainerName, "setup"}, names); d != "" {
+	if d := cmp.Diff([]string{dataplane.InitContainerName, dataplane.SidecarContainerName, "setup"}, names); d != "" {
 		t.Errorf("init container order (-want +got):\n%s", d)
 	}
 	proxy := out.Spec.InitContainers[1]
@@ -66,7 +65,7 @@ func TestNativeSidecarStartsBeforeTheApplication(t *testing.T) {
 		t.Errorf("proxy is not a native sidecar: restartPolicy %v", proxy.RestartPolicy)
 	}
 	sp := proxy.StartupProbe
-	if sp == nil || sp.HTTPGet == nil || sp.HTTPGet.Path != "/ready" || sp.HTTPGet.Port.IntVal != envoy.ReadinessPort {
+	if sp == nil || sp.HTTPGet == nil || sp.HTTPGet.Path != "/ready" || sp.HTTPGet.Port.IntVal != dataplane.ReadinessPort {
 		t.Fatalf("startup probe %+v, want GET :15021/ready", sp)
 	}
 	if proxy.Lifecycle != nil {
@@ -109,7 +108,7 @@ func TestLegacySidecarDrainsForTheGracePeriod(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			out := mustInject(t, c.pod, c.o)
 			proxy := out.Spec.Containers[0]
-			if proxy.Name != translator.SidecarContainerName || proxy.RestartPolicy != nil {
+			if proxy.Name != dataplane.SidecarContainerName || proxy.RestartPolicy != nil {
 				t.Fatalf("first container is %q (restartPolicy %v), want the legacy proxy", proxy.Name, proxy.RestartPolicy)
 			}
 			var got int64
@@ -119,7 +118,7 @@ func TestLegacySidecarDrainsForTheGracePeriod(t *testing.T) {
 			if got != c.sleep {
 				t.Errorf("preStop sleep %ds, want %ds", got, c.sleep)
 			}
-			if last := out.Spec.InitContainers[len(out.Spec.InitContainers)-1]; last.Name != InitContainerName {
+			if last := out.Spec.InitContainers[len(out.Spec.InitContainers)-1]; last.Name != dataplane.InitContainerName {
 				t.Errorf("weft-init must run after the pod's init containers in legacy mode; last is %q", last.Name)
 			}
 			if out.Annotations[annotationDefaultContainer] != "app" {
@@ -139,11 +138,11 @@ func TestSkipReasons(t *testing.T) {
 	}{
 		{"kube-system", testPod(func(p *corev1.Pod) { p.Namespace = "kube-system" }), enabledNS("kube-system"), SystemNamespace},
 		{"weft-system", testPod(func(p *corev1.Pod) { p.Namespace = "weft-system" }), enabledNS("weft-system"), SystemNamespace},
-		{"opted out by annotation", testPod(func(p *corev1.Pod) { p.Annotations = map[string]string{LabelInject: "false"} }), enabledNS("shop"), OptedOut},
-		{"opted out by label", testPod(func(p *corev1.Pod) { p.Labels[LabelInject] = "false" }), enabledNS("shop"), OptedOut},
+		{"opted out by annotation", testPod(func(p *corev1.Pod) { p.Annotations = map[string]string{dataplane.LabelInject: "false"} }), enabledNS("shop"), OptedOut},
+		{"opted out by label", testPod(func(p *corev1.Pod) { p.Labels[dataplane.LabelInject] = "false" }), enabledNS("shop"), OptedOut},
 		{"annotation beats label", testPod(func(p *corev1.Pod) {
-			p.Labels[LabelInject] = "true"
-			p.Annotations = map[string]string{LabelInject: "False"}
+			p.Labels[dataplane.LabelInject] = "true"
+			p.Annotations = map[string]string{dataplane.LabelInject: "False"}
 		}), plain, OptedOut},
 		{"namespace not enabled", testPod(), plain, NamespaceNotEnabled},
 		{"namespace unknown", testPod(), nil, NamespaceNotEnabled},
@@ -158,7 +157,7 @@ func TestSkipReasons(t *testing.T) {
 			if r.Injected || r.Reason != c.want {
 				t.Fatalf("report %+v, want skipped %s", r, c.want)
 			}
-			if got := out.Annotations[AnnotationInjectStatus]; got != "skipped: "+string(c.want) {
+			if got := out.Annotations[dataplane.AnnotationInjectStatus]; got != "skipped: "+string(c.want) {
 				t.Errorf("status annotation %q", got)
 			}
 			if r.Reason.Message() == "" {
@@ -181,7 +180,7 @@ func TestInjectIsIdempotent(t *testing.T) {
 		t.Errorf("second injection changed the pod:\n%s", d)
 	}
 	// A pod label opts in where the namespace does not.
-	p := testPod(func(p *corev1.Pod) { p.Labels[LabelInject] = "true" })
+	p := testPod(func(p *corev1.Pod) { p.Labels[dataplane.LabelInject] = "true" })
 	if _, r, _ := Inject(p, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, nil, Options{}); !r.Injected {
 		t.Errorf("pod opt-in was not injected: %+v", r)
 	}
@@ -191,7 +190,7 @@ func TestAppProbesAnnotation(t *testing.T) {
 	out := mustInject(t, testPod(func(p *corev1.Pod) {
 		p.Spec.Containers[0].LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intOrStr(8080)}}, TimeoutSeconds: 2}
 	}), Options{})
-	probes, err := ParseAppProbes(out.Annotations[AnnotationAppProbes])
+	probes, err := ParseAppProbes(out.Annotations[dataplane.AnnotationAppProbes])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +198,7 @@ func TestAppProbesAnnotation(t *testing.T) {
 	if d := cmp.Diff(want, probes); d != "" {
 		t.Errorf("app probes (-want +got):\n%s", d)
 	}
-	if g := out.Spec.Containers[0].LivenessProbe.HTTPGet; g.Path != "/app-health/app/livez" || g.Port.IntVal != envoy.ReadinessPort {
+	if g := out.Spec.Containers[0].LivenessProbe.HTTPGet; g.Path != "/app-health/app/livez" || g.Port.IntVal != dataplane.ReadinessPort {
 		t.Errorf("probe not rewritten: %+v", g)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/weftmesh/weft/crds/v1alpha1"
+	"github.com/weftmesh/weft/dataplane"
 )
 
 // InjectObject injects a Pod, or the pod template of a Deployment,
@@ -88,7 +89,7 @@ func InjectManifests(data []byte, mc *v1alpha1.MeshConfig, o Options) ([]byte, [
 		}
 		ns := &corev1.Namespace{}
 		ns.Name = nsName
-		ns.Labels = map[string]string{LabelInject: InjectEnabled}
+		ns.Labels = map[string]string{dataplane.LabelInject: dataplane.InjectEnabled}
 		out, r, ok, err := InjectObject(obj, ns, mc, o)
 		if err != nil {
 			return nil, nil, err

@@ -7,11 +7,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/weftmesh/weft/translator/envoy"
+	"github.com/weftmesh/weft/dataplane"
 )
 
 // AppProbePathPrefix starts the paths on the sidecar's health port
-// (envoy.ReadinessPort) that serve rewritten application probes:
+// (dataplane.ReadinessPort) that serve rewritten application probes:
 // /app-health/<container>/<livez|readyz|startupz>.
 const AppProbePathPrefix = "/app-health/"
 
@@ -79,7 +79,7 @@ func rewriteProbes(pod *corev1.Pod, excludedIn []uint16) (map[string]AppProbe, [
 			probes[path] = AppProbe{Port: port, Path: orig, Scheme: string(scheme), TimeoutSeconds: timeout}
 			paths = append(paths, path)
 			get.Path = path
-			get.Port = intstr.FromInt32(envoy.ReadinessPort)
+			get.Port = intstr.FromInt32(dataplane.ReadinessPort)
 			get.Scheme = corev1.URISchemeHTTP
 		}
 	}

@@ -10,8 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
+	"github.com/weftmesh/weft/capture"
 	"github.com/weftmesh/weft/crds/v1alpha1"
-	"github.com/weftmesh/weft/internal/capture"
 )
 
 // Options are the injector's own settings (flags of the process that serves

@@ -8,39 +8,31 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/weftmesh/weft/internal/capture"
-	"github.com/weftmesh/weft/translator"
-	"github.com/weftmesh/weft/translator/envoy"
+	"github.com/weftmesh/weft/capture"
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/webhook/bootstrap"
 )
 
 const (
-	// InitContainerName is the traffic-capture init container.
-	InitContainerName = "weft-init"
 	// CredentialsVolume holds the proxy's token and the mesh root
 	// certificate.
 	CredentialsVolume = "weft-credentials"
-	// RootCAConfigMap is the ConfigMap, in every injected pod's namespace,
-	// whose key bootstrap.RootCertFile holds the root certificate that
-	// signs weft-controller's xDS serving certificate. weft-controller
-	// publishes it (as Istio does with istio-ca-root-cert).
-	RootCAConfigMap = "weft-root-ca"
 	// TokenExpirationSeconds is the lifetime of the proxy's token; the
 	// kubelet renews it at 80 %.
 	TokenExpirationSeconds = 3600
 
-	statsPort = envoy.StatsPort
+	statsPort = dataplane.StatsPort
 )
 
 // proxyContainer is the Envoy sidecar.
 func proxyContainer(pod *corev1.Pod, s settings, o Options) (corev1.Container, error) {
-	cfg, err := bootstrap.JSON(bootstrap.Config{XDSAddress: o.XDSAddress, Labels: pod.Labels, AppProbes: pod.Annotations[AnnotationAppProbes]})
+	cfg, err := bootstrap.JSON(bootstrap.Config{XDSAddress: o.XDSAddress, Labels: pod.Labels, AppProbes: pod.Annotations[dataplane.AnnotationAppProbes]})
 	if err != nil {
 		return corev1.Container{}, err
 	}
-	ready := &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromInt32(envoy.ReadinessPort), Scheme: corev1.URISchemeHTTP}
+	ready := &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromInt32(dataplane.ReadinessPort), Scheme: corev1.URISchemeHTTP}
 	c := corev1.Container{
-		Name:            translator.SidecarContainerName,
+		Name:            dataplane.SidecarContainerName,
 		Image:           s.image,
 		ImagePullPolicy: s.pullPolicy,
 		// The image's entrypoint is envoy. The kubelet expands the
@@ -57,10 +49,10 @@ func proxyContainer(pod *corev1.Pod, s settings, o Options) (corev1.Container, e
 			"--disable-hot-restart",
 		},
 		Env: []corev1.EnvVar{
-			fieldEnv(bootstrap.EnvPodName, "metadata.name"),
-			fieldEnv(bootstrap.EnvPodNamespace, "metadata.namespace"),
-			fieldEnv(bootstrap.EnvPodIPs, "status.podIPs"),
-			fieldEnv(bootstrap.EnvServiceAccount, "spec.serviceAccountName"),
+			fieldEnv(dataplane.EnvPodName, "metadata.name"),
+			fieldEnv(dataplane.EnvPodNamespace, "metadata.namespace"),
+			fieldEnv(dataplane.EnvPodIPs, "status.podIPs"),
+			fieldEnv(dataplane.EnvServiceAccount, "spec.serviceAccountName"),
 		},
 		Ports: []corev1.ContainerPort{
 			{Name: "weft-stats", ContainerPort: statsPort, Protocol: corev1.ProtocolTCP},
@@ -83,8 +75,8 @@ func proxyContainer(pod *corev1.Pod, s settings, o Options) (corev1.Container, e
 		},
 		VolumeMounts: []corev1.VolumeMount{{Name: CredentialsVolume, MountPath: bootstrap.CredentialsDir, ReadOnly: true}},
 		SecurityContext: &corev1.SecurityContext{
-			RunAsUser:                ptrTo[int64](capture.DefaultProxyUID),
-			RunAsGroup:               ptrTo[int64](capture.DefaultProxyGID),
+			RunAsUser:                ptrTo[int64](dataplane.ProxyUID),
+			RunAsGroup:               ptrTo[int64](dataplane.ProxyGID),
 			RunAsNonRoot:             ptrTo(true),
 			AllowPrivilegeEscalation: ptrTo(false),
 			ReadOnlyRootFilesystem:   ptrTo(true),
@@ -119,10 +111,10 @@ func initContainer(s settings, o Options) corev1.Container {
 		image = DefaultInitImage
 	}
 	args := []string{
-		fmt.Sprintf("--proxy-uid=%d", capture.DefaultProxyUID),
-		fmt.Sprintf("--proxy-gid=%d", capture.DefaultProxyGID),
-		fmt.Sprintf("--inbound-port=%d", envoy.InboundPort),
-		fmt.Sprintf("--outbound-port=%d", envoy.OutboundPort),
+		fmt.Sprintf("--proxy-uid=%d", dataplane.ProxyUID),
+		fmt.Sprintf("--proxy-gid=%d", dataplane.ProxyGID),
+		fmt.Sprintf("--inbound-port=%d", dataplane.InboundPort),
+		fmt.Sprintf("--outbound-port=%d", dataplane.OutboundPort),
 	}
 	if len(s.excludeIn) > 0 {
 		args = append(args, "--exclude-inbound-ports="+capture.FormatPorts(s.excludeIn))
@@ -134,7 +126,7 @@ func initContainer(s settings, o Options) corev1.Container {
 		args = append(args, "--exclude-outbound-ip-ranges="+capture.FormatCIDRs(s.excludeCIDRs))
 	}
 	return corev1.Container{
-		Name:            InitContainerName,
+		Name:            dataplane.InitContainerName,
 		Image:           image,
 		ImagePullPolicy: s.pullPolicy,
 		Args:            args,
@@ -173,8 +165,8 @@ func credentialsVolume() corev1.Volume {
 				Path:              bootstrap.TokenFile,
 			}},
 			{ConfigMap: &corev1.ConfigMapProjection{
-				LocalObjectReference: corev1.LocalObjectReference{Name: RootCAConfigMap},
-				Items:                []corev1.KeyToPath{{Key: bootstrap.RootCertFile, Path: bootstrap.RootCertFile}},
+				LocalObjectReference: corev1.LocalObjectReference{Name: dataplane.RootCAConfigMap},
+				Items:                []corev1.KeyToPath{{Key: dataplane.RootCertFile, Path: dataplane.RootCertFile}},
 			}},
 		},
 	}}}

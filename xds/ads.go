@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator/envoy"
 	"github.com/weftmesh/weft/translator/ir"
 )
@@ -123,7 +124,7 @@ func (a *ADS) OnAck(fn func([]ir.PolicyRef)) { a.onAck = fn }
 // group is the proxies that share a configuration.
 type group struct {
 	key   groupKey
-	proxy envoy.Proxy // the first member: the group's configuration is built for it
+	proxy dataplane.Proxy // the first member: the group's configuration is built for it
 	// authenticated groups hold streams whose identity was proven; only
 	// they are served secrets.
 	authenticated bool

@@ -22,6 +22,7 @@ import (
 	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator"
 	"github.com/weftmesh/weft/translator/ir"
 	"github.com/weftmesh/weft/xds"
@@ -99,8 +100,8 @@ func serve(t testing.TB, ads *xds.ADS) string {
 
 func node(id, ns, sa string) *corev3.Node {
 	md, _ := structpb.NewStruct(map[string]any{
-		xds.MetaNamespace: ns, xds.MetaServiceAccount: sa,
-		xds.MetaLabels: map[string]any{"app": sa},
+		dataplane.MetaNamespace: ns, dataplane.MetaServiceAccount: sa,
+		dataplane.MetaLabels: map[string]any{"app": sa},
 	})
 	return &corev3.Node{Id: id, Metadata: md}
 }
@@ -437,8 +438,8 @@ func TestBadNodeIsRefused(t *testing.T) {
 	}
 	_ = stream.Send(&discoveryv3.DeltaDiscoveryRequest{Node: &corev3.Node{Id: "x"}, TypeUrl: resourcev3.ClusterType})
 	_, err = stream.Recv()
-	if grpcstatus.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), xds.MetaNamespace) {
-		t.Fatalf("bad node: %v, want InvalidArgument naming %s", err, xds.MetaNamespace)
+	if grpcstatus.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), dataplane.MetaNamespace) {
+		t.Fatalf("bad node: %v, want InvalidArgument naming %s", err, dataplane.MetaNamespace)
 	}
 }
 

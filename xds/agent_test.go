@@ -38,10 +38,10 @@ import (
 
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/certs/builtin"
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/internal/certagent"
 	"github.com/weftmesh/weft/internal/testpki"
 	"github.com/weftmesh/weft/translator"
-	"github.com/weftmesh/weft/translator/envoy"
 	"github.com/weftmesh/weft/translator/ir"
 	weftxds "github.com/weftmesh/weft/xds"
 )
@@ -414,13 +414,13 @@ func TestCertAgentForProxylessGRPC(t *testing.T) {
 
 	// The anonymous endpoint: a gRPC node claiming greeter subscribes to
 	// its secrets and gets none.
-	md, _ := structpb.NewStruct(map[string]any{weftxds.MetaNamespace: "shop", weftxds.MetaServiceAccount: "greeter", weftxds.MetaProxyKind: "grpc",
-		weftxds.MetaLabels: map[string]any{"app": "greeter"}, weftxds.MetaPodIPs: "127.0.0.1"})
+	md, _ := structpb.NewStruct(map[string]any{dataplane.MetaNamespace: "shop", dataplane.MetaServiceAccount: "greeter", dataplane.MetaProxyKind: "grpc",
+		dataplane.MetaLabels: map[string]any{"app": "greeter"}, dataplane.MetaPodIPs: "127.0.0.1"})
 	n := node("greeter-9.shop", "shop", "greeter")
 	n.Metadata = md
 	anon := dialDelta(t, plainAddr, n, nil)
 	if err := anon.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.SecretType,
-		ResourceNamesSubscribe: []string{envoy.WorkloadCertSecret, envoy.TrustBundleSecret}}); err != nil {
+		ResourceNamesSubscribe: []string{dataplane.WorkloadCertSecret, dataplane.TrustBundleSecret}}); err != nil {
 		t.Fatal(err)
 	}
 	anon.settle()

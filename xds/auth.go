@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/dataplane"
 )
 
 // Authenticator decides whether a stream may speak for the node it names.
@@ -219,7 +220,7 @@ func (t *TokenAuthenticator) authenticate(ctx context.Context, node NodeInfo) (s
 	pod, ok := strings.CutSuffix(node.ID, "."+node.Proxy.Namespace)
 	if !ok || pod == "" {
 		return "", status.Errorf(codes.InvalidArgument, "node.id %q is not <pod>.<namespace> for namespace %q (metadata %s): set it to <pod>.%s in the bootstrap",
-			node.ID, node.Proxy.Namespace, MetaNamespace, node.Proxy.Namespace)
+			node.ID, node.Proxy.Namespace, dataplane.MetaNamespace, node.Proxy.Namespace)
 	}
 	st, err := t.review(ctx, token)
 	if err != nil {

@@ -19,7 +19,7 @@ import (
 
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/certs/builtin"
-	"github.com/weftmesh/weft/translator/envoy"
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/xds"
 )
 
@@ -51,7 +51,7 @@ func TestTokenAuthenticator(t *testing.T) {
 		"frontend-pod": sa("shop", "frontend", []string{"weft"}, map[string]authnv1.ExtraValue{"authentication.kubernetes.io/pod-name": {"frontend-9"}}),
 	}}
 	auth := &xds.TokenAuthenticator{Reviews: r}
-	node := xds.NodeInfo{ID: "frontend-0.shop", Proxy: envoy.Proxy{Namespace: "shop", ServiceAccount: "frontend"}}
+	node := xds.NodeInfo{ID: "frontend-0.shop", Proxy: dataplane.Proxy{Namespace: "shop", ServiceAccount: "frontend"}}
 	cases := []struct {
 		token string
 		code  codes.Code
@@ -168,7 +168,7 @@ func TestCertificateAuthenticator(t *testing.T) {
 	chain := xds.Chain{certAuth, &xds.TokenAuthenticator{Reviews: &reviewer{tokens: map[string]authnv1.TokenReviewStatus{
 		"frontend": {Authenticated: true, Audiences: []string{"weft"}, User: authnv1.UserInfo{Username: "system:serviceaccount:shop:frontend"}},
 	}}}}
-	node := xds.NodeInfo{ID: "frontend-0.shop", TrustDomain: "cluster.local", Proxy: envoy.Proxy{Namespace: "shop", ServiceAccount: "frontend"}}
+	node := xds.NodeInfo{ID: "frontend-0.shop", TrustDomain: "cluster.local", Proxy: dataplane.Proxy{Namespace: "shop", ServiceAccount: "frontend"}}
 	frontend := leafChain(t, mesh, "spiffe://cluster.local/ns/shop/sa/frontend", time.Hour)
 	otherRootLeaf := leafChain(t, other, "spiffe://cluster.local/ns/shop/sa/frontend", time.Hour)
 

@@ -9,6 +9,7 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator/envoy"
 	"github.com/weftmesh/weft/translator/ir"
 )
@@ -74,7 +75,7 @@ func (s *snapshot) sorted(typeURL string, names map[string]bool) []*encoded {
 // ones (prev is published and read concurrently: it is never modified).
 // An error (keeping prev in service) means the resources failed
 // validation: a bug, never a user mistake.
-func buildSnapshot(mesh *ir.Mesh, p envoy.Proxy, secrets []*tlsv3.Secret, prev *snapshot, enc *encoder) (next *snapshot, changed bool, err error) {
+func buildSnapshot(mesh *ir.Mesh, p dataplane.Proxy, secrets []*tlsv3.Secret, prev *snapshot, enc *encoder) (next *snapshot, changed bool, err error) {
 	return encodeSnapshot(envoy.Build(mesh, p), secrets, prev, enc)
 }
 

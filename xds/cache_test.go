@@ -3,7 +3,7 @@ package xds
 import (
 	"testing"
 
-	"github.com/weftmesh/weft/translator/envoy"
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator/ir"
 )
 
@@ -11,7 +11,7 @@ import (
 // must not write to the published snapshot (other goroutines read its
 // deps and policies without locks): it returns a copy with the new deps.
 func TestUnchangedRebuildLeavesPublishedSnapshotAlone(t *testing.T) {
-	p := envoy.Proxy{Namespace: "shop", ServiceAccount: "sa", Labels: map[string]string{"app": "web"}}
+	p := dataplane.Proxy{Namespace: "shop", ServiceAccount: "sa", Labels: map[string]string{"app": "web"}}
 	enc := newEncoder()
 	first, changed, err := buildSnapshot(&ir.Mesh{TrustDomain: "cluster.local"}, p, nil, nil, enc)
 	if err != nil || !changed {

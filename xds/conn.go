@@ -8,7 +8,7 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
 
-	"github.com/weftmesh/weft/translator/envoy"
+	"github.com/weftmesh/weft/dataplane"
 )
 
 // conn is one proxy's stream. Only the stream's own goroutine changes it;
@@ -191,8 +191,8 @@ func (c *conn) nack() *Nack {
 	return nil
 }
 
-func kindName(k envoy.ProxyKind) string {
-	if k == envoy.KindGRPC {
+func kindName(k dataplane.ProxyKind) string {
+	if k == dataplane.KindGRPC {
 		return "grpc"
 	}
 	return "sidecar"

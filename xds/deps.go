@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator/envoy"
 	"github.com/weftmesh/weft/translator/ir"
 )
@@ -19,7 +20,7 @@ import (
 // affects says whether ch can alter the configuration of proxy p, whose
 // last build made s (nil: never built, so yes). When in doubt it says yes:
 // a needless rebuild costs time, a missed one leaves a proxy stale.
-func affects(ch *ir.Change, p envoy.Proxy, s *snapshot) bool {
+func affects(ch *ir.Change, p dataplane.Proxy, s *snapshot) bool {
 	if s == nil || ch.MeshWide {
 		return true
 	}

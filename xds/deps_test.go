@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator"
-	"github.com/weftmesh/weft/translator/envoy"
 	"github.com/weftmesh/weft/translator/ir"
 )
 
@@ -32,11 +32,11 @@ var depsBase = []string{
 
 // depsProxies: two sidecars in shop (one serves checkout), a sidecar and a
 // proxyless gRPC server in other, a sidecar in lone.
-var depsProxies = map[string]envoy.Proxy{
+var depsProxies = map[string]dataplane.Proxy{
 	"web":         {Namespace: "shop", ServiceAccount: "web", Labels: map[string]string{"app": "web"}},
 	"checkout":    {Namespace: "shop", ServiceAccount: "checkout", Labels: map[string]string{"app": "checkout"}},
 	"ledger":      {Namespace: "other", ServiceAccount: "ledger", Labels: map[string]string{"app": "ledger"}},
-	"ledger-grpc": {Namespace: "other", ServiceAccount: "ledger", Labels: map[string]string{"app": "ledger"}, IPs: []string{"10.1.1.1"}, Kind: envoy.KindGRPC},
+	"ledger-grpc": {Namespace: "other", ServiceAccount: "ledger", Labels: map[string]string{"app": "ledger"}, IPs: []string{"10.1.1.1"}, Kind: dataplane.KindGRPC},
 	"hermit":      {Namespace: "lone", ServiceAccount: "hermit", Labels: map[string]string{"app": "hermit"}},
 }
 

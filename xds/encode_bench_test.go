@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator"
 	"github.com/weftmesh/weft/translator/envoy"
 	"github.com/weftmesh/weft/translator/testmesh"
@@ -25,9 +26,9 @@ import (
 func BenchmarkGroupBuilds(b *testing.B) {
 	in := testmesh.Generate(testmesh.Options{Services: 1000, Namespaces: 10, EndpointsPerService: 10, SplitEvery: 10})
 	mesh := translator.Translate(in).Mesh
-	proxies := make([]envoy.Proxy, 100)
+	proxies := make([]dataplane.Proxy, 100)
 	for g := range proxies {
-		proxies[g] = envoy.Proxy{Namespace: testmesh.Namespace(g % 10), ServiceAccount: fmt.Sprintf("svc-%d", g),
+		proxies[g] = dataplane.Proxy{Namespace: testmesh.Namespace(g % 10), ServiceAccount: fmt.Sprintf("svc-%d", g),
 			Labels: map[string]string{"app": fmt.Sprintf("svc-%d", g)}}
 	}
 	shared := false

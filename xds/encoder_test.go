@@ -11,8 +11,8 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator"
-	"github.com/weftmesh/weft/translator/envoy"
 	"github.com/weftmesh/weft/translator/ir"
 	"github.com/weftmesh/weft/translator/testmesh"
 )
@@ -24,11 +24,11 @@ func TestEncodingsAreSharedAcrossGroups(t *testing.T) {
 	mesh := translator.Translate(testmesh.Generate(testmesh.Options{Services: 20, Namespaces: 2, EndpointsPerService: 3})).Mesh
 	enc := newEncoder()
 	// Two identities in ns-0, one in ns-1.
-	a := envoy.Proxy{Namespace: "ns-0", ServiceAccount: "a", Labels: map[string]string{"app": "svc-0"}}
-	b := envoy.Proxy{Namespace: "ns-0", ServiceAccount: "b", Labels: map[string]string{"app": "svc-2"}}
-	c := envoy.Proxy{Namespace: "ns-1", ServiceAccount: "c", Labels: map[string]string{"app": "svc-1"}}
+	a := dataplane.Proxy{Namespace: "ns-0", ServiceAccount: "a", Labels: map[string]string{"app": "svc-0"}}
+	b := dataplane.Proxy{Namespace: "ns-0", ServiceAccount: "b", Labels: map[string]string{"app": "svc-2"}}
+	c := dataplane.Proxy{Namespace: "ns-1", ServiceAccount: "c", Labels: map[string]string{"app": "svc-1"}}
 	secret := func(id string) []byte { return []byte("key of " + id) }
-	build := func(p envoy.Proxy) *snapshot {
+	build := func(p dataplane.Proxy) *snapshot {
 		s, _, err := buildSnapshot(mesh, p, sdsSecrets(secret(p.ServiceAccount), secret(p.ServiceAccount), []byte("bundle")), nil, enc)
 		if err != nil {
 			t.Fatal(err)
@@ -44,7 +44,7 @@ func TestEncodingsAreSharedAcrossGroups(t *testing.T) {
 	if sa.resources[resourcev3.ClusterType][eds] != sb.resources[resourcev3.ClusterType][eds] {
 		t.Errorf("two groups of ns-0 do not share the cluster %s", eds)
 	}
-	if sa.resources[resourcev3.SecretType][envoy.WorkloadCertSecret] == sb.resources[resourcev3.SecretType][envoy.WorkloadCertSecret] {
+	if sa.resources[resourcev3.SecretType][dataplane.WorkloadCertSecret] == sb.resources[resourcev3.SecretType][dataplane.WorkloadCertSecret] {
 		t.Error("two identities share a secret's encoding")
 	}
 	enc.mu.Lock()
@@ -105,9 +105,9 @@ func TestEncoderComparesBytes(t *testing.T) {
 func TestSharedEndpointsAreMarshalledOnce(t *testing.T) {
 	mesh := translator.Translate(testmesh.Generate(testmesh.Options{Services: 20, Namespaces: 2, EndpointsPerService: 3})).Mesh
 	enc := newEncoder()
-	a := envoy.Proxy{Namespace: "ns-0", ServiceAccount: "a", Labels: map[string]string{"app": "svc-0"}}
-	b := envoy.Proxy{Namespace: "ns-0", ServiceAccount: "b", Labels: map[string]string{"app": "svc-2"}}
-	build := func(m *ir.Mesh, p envoy.Proxy, prev *snapshot) (*snapshot, uint64) {
+	a := dataplane.Proxy{Namespace: "ns-0", ServiceAccount: "a", Labels: map[string]string{"app": "svc-0"}}
+	b := dataplane.Proxy{Namespace: "ns-0", ServiceAccount: "b", Labels: map[string]string{"app": "svc-2"}}
+	build := func(m *ir.Mesh, p dataplane.Proxy, prev *snapshot) (*snapshot, uint64) {
 		before := enc.endpointMarshals.Load()
 		s, _, err := buildSnapshot(m, p, nil, prev, enc)
 		if err != nil {

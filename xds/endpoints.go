@@ -8,6 +8,7 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator/envoy"
 	"github.com/weftmesh/weft/translator/ir"
 )
@@ -41,7 +42,7 @@ type endpointPatch struct {
 
 type clusterPatchKey struct {
 	old  *encoded
-	kind envoy.ProxyKind
+	kind dataplane.ProxyKind
 }
 
 // prepareEndpoints builds and encodes what the change from prev to next of
@@ -73,7 +74,7 @@ func prepareEndpoints(prev, next *ir.Mesh, changed []ir.ServiceKey, enc *encoder
 // model before the change, its configuration after: s itself when nothing
 // it holds changed. ok is false when the change reaches beyond what a
 // patch re-derives for this group: it must be built.
-func (pt *endpointPatch) apply(s *snapshot, p envoy.Proxy) (next *snapshot, ok bool) {
+func (pt *endpointPatch) apply(s *snapshot, p dataplane.Proxy) (next *snapshot, ok bool) {
 	var eds, cds map[string]*encoded // copies of s's, made on the first replacement
 	for k, c := range pt.changes {
 		if !s.deps[k] {
@@ -126,7 +127,7 @@ func (pt *endpointPatch) apply(s *snapshot, p envoy.Proxy) (next *snapshot, ok b
 }
 
 // cluster re-derives the upstream TLS of the cluster encoded as old.
-func (pt *endpointPatch) cluster(c *envoy.EndpointChange, old *encoded, kind envoy.ProxyKind) (*encoded, error) {
+func (pt *endpointPatch) cluster(c *envoy.EndpointChange, old *encoded, kind dataplane.ProxyKind) (*encoded, error) {
 	key := clusterPatchKey{old, kind}
 	pt.mu.Lock()
 	e, done := pt.clusters[key]

@@ -14,8 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator"
-	"github.com/weftmesh/weft/translator/envoy"
 	"github.com/weftmesh/weft/translator/ir"
 )
 
@@ -67,11 +67,11 @@ func globalSlice(eps string) string {
 
 // patchProxies: sidecars in shop (one serves checkout, one serves api on
 // its named port), a proxyless gRPC client in shop, and a sidecar in lone.
-var patchProxies = map[string]envoy.Proxy{
+var patchProxies = map[string]dataplane.Proxy{
 	"web":       {Namespace: "shop", ServiceAccount: "web", Labels: map[string]string{"app": "web"}, IPs: []string{"10.1.0.3"}},
 	"checkout":  {Namespace: "shop", ServiceAccount: "checkout", Labels: map[string]string{"app": "checkout"}, IPs: []string{"10.1.0.1"}},
 	"api":       {Namespace: "shop", ServiceAccount: "api", Labels: map[string]string{"app": "api"}, IPs: []string{"10.1.0.5"}},
-	"shop-grpc": {Namespace: "shop", ServiceAccount: "client", Labels: map[string]string{"app": "client"}, IPs: []string{"10.1.0.9"}, Kind: envoy.KindGRPC},
+	"shop-grpc": {Namespace: "shop", ServiceAccount: "client", Labels: map[string]string{"app": "client"}, IPs: []string{"10.1.0.9"}, Kind: dataplane.KindGRPC},
 	"hermit":    {Namespace: "lone", ServiceAccount: "hermit", Labels: map[string]string{"app": "hermit"}},
 }
 

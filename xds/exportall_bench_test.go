@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/weftmesh/weft/crds/v1alpha1"
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/internal/xdsload"
 	"github.com/weftmesh/weft/translator"
 	"github.com/weftmesh/weft/translator/ir"
@@ -70,8 +71,8 @@ func BenchmarkExportAll(b *testing.B) {
 	start := time.Now()
 	for i := range proxies {
 		ns := testmesh.Namespace(i)
-		md, _ := structpb.NewStruct(map[string]any{xds.MetaNamespace: ns, xds.MetaServiceAccount: fmt.Sprintf("svc-%d", i),
-			xds.MetaLabels: map[string]any{"app": fmt.Sprintf("svc-%d", i)}})
+		md, _ := structpb.NewStruct(map[string]any{dataplane.MetaNamespace: ns, dataplane.MetaServiceAccount: fmt.Sprintf("svc-%d", i),
+			dataplane.MetaLabels: map[string]any{"app": fmt.Sprintf("svc-%d", i)}})
 		proxies[i] = &xdsload.Proxy{Node: &corev3.Node{Id: fmt.Sprintf("p-%d.%s", i, ns), Metadata: md}}
 		go func(p *xdsload.Proxy) { _ = p.Run(ctx, conn) }(proxies[i])
 	}

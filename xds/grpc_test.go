@@ -16,9 +16,9 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/internal/testpki"
 	"github.com/weftmesh/weft/translator"
-	"github.com/weftmesh/weft/translator/envoy"
 	"github.com/weftmesh/weft/translator/ir"
 	weftxds "github.com/weftmesh/weft/xds"
 )
@@ -135,10 +135,10 @@ func eventually(t *testing.T, cond func() bool, what string) {
 
 func bootstrapFor(t *testing.T, xdsAddr, id, sa string, labels map[string]any, f testpki.Files) []byte {
 	md := map[string]any{
-		weftxds.MetaNamespace: "shop", weftxds.MetaServiceAccount: sa, weftxds.MetaLabels: labels,
-		weftxds.MetaPodIPs: "127.0.0.1", weftxds.MetaProxyKind: "grpc",
+		dataplane.MetaNamespace: "shop", dataplane.MetaServiceAccount: sa, dataplane.MetaLabels: labels,
+		dataplane.MetaPodIPs: "127.0.0.1", dataplane.MetaProxyKind: "grpc",
 	}
-	b, err := json.Marshal(testpki.GRPCBootstrap(xdsAddr, id, md, envoy.GRPCCertProvider, f, envoy.GRPCServerListenerPrefix+"%s"))
+	b, err := json.Marshal(testpki.GRPCBootstrap(xdsAddr, id, md, dataplane.GRPCCertProvider, f, dataplane.GRPCServerListenerPrefix+"%s"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/weftmesh/weft/crds/v1alpha1"
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/internal/xdsload"
 	"github.com/weftmesh/weft/translator"
 	"github.com/weftmesh/weft/translator/ir"
@@ -73,8 +74,8 @@ func BenchmarkConvergence(b *testing.B) {
 			proxies := make([]*xdsload.Proxy, n)
 			for i := range proxies {
 				ns := testmesh.Namespace(i % 100)
-				md, _ := structpb.NewStruct(map[string]any{xds.MetaNamespace: ns, xds.MetaServiceAccount: fmt.Sprintf("svc-%d", i%100),
-					xds.MetaLabels: map[string]any{"app": fmt.Sprintf("svc-%d", i%100)}})
+				md, _ := structpb.NewStruct(map[string]any{dataplane.MetaNamespace: ns, dataplane.MetaServiceAccount: fmt.Sprintf("svc-%d", i%100),
+					dataplane.MetaLabels: map[string]any{"app": fmt.Sprintf("svc-%d", i%100)}})
 				proxies[i] = &xdsload.Proxy{Node: &corev3.Node{Id: fmt.Sprintf("p-%d.%s", i, ns), Metadata: md}}
 				go func(p *xdsload.Proxy) { _ = p.Run(ctx, conn) }(proxies[i])
 			}
@@ -150,8 +151,8 @@ func TestEndpointChangeRebuildsOnlyDependents(t *testing.T) {
 	proxies := make([]*xdsload.Proxy, 10)
 	for i := range proxies {
 		ns := testmesh.Namespace(i)
-		md, _ := structpb.NewStruct(map[string]any{xds.MetaNamespace: ns, xds.MetaServiceAccount: "sa",
-			xds.MetaLabels: map[string]any{"app": fmt.Sprintf("svc-%d", i)}})
+		md, _ := structpb.NewStruct(map[string]any{dataplane.MetaNamespace: ns, dataplane.MetaServiceAccount: "sa",
+			dataplane.MetaLabels: map[string]any{"app": fmt.Sprintf("svc-%d", i)}})
 		proxies[i] = &xdsload.Proxy{Node: &corev3.Node{Id: "p." + ns, Metadata: md}}
 		go func(p *xdsload.Proxy) { _ = p.Run(ctx, conn) }(proxies[i])
 	}
@@ -250,8 +251,8 @@ func BenchmarkOnePercentChange(b *testing.B) {
 	var affected []*xdsload.Proxy
 	for i := range proxies {
 		ns := testmesh.Namespace(i % 100)
-		md, _ := structpb.NewStruct(map[string]any{xds.MetaNamespace: ns, xds.MetaServiceAccount: fmt.Sprintf("svc-%d", i%100),
-			xds.MetaLabels: map[string]any{"app": fmt.Sprintf("svc-%d", i%100)}})
+		md, _ := structpb.NewStruct(map[string]any{dataplane.MetaNamespace: ns, dataplane.MetaServiceAccount: fmt.Sprintf("svc-%d", i%100),
+			dataplane.MetaLabels: map[string]any{"app": fmt.Sprintf("svc-%d", i%100)}})
 		proxies[i] = &xdsload.Proxy{Node: &corev3.Node{Id: fmt.Sprintf("p-%d.%s", i, ns), Metadata: md}}
 		if i%100 == 0 {
 			affected = append(affected, proxies[i])
@@ -368,8 +369,8 @@ func TestPolicyChangeRebuildsOnlyDependents(t *testing.T) {
 	proxies := make([]*xdsload.Proxy, namespaces)
 	for i := range proxies {
 		ns := testmesh.Namespace(i)
-		md, _ := structpb.NewStruct(map[string]any{xds.MetaNamespace: ns, xds.MetaServiceAccount: "sa",
-			xds.MetaLabels: map[string]any{"app": fmt.Sprintf("svc-%d", i)}})
+		md, _ := structpb.NewStruct(map[string]any{dataplane.MetaNamespace: ns, dataplane.MetaServiceAccount: "sa",
+			dataplane.MetaLabels: map[string]any{"app": fmt.Sprintf("svc-%d", i)}})
 		proxies[i] = &xdsload.Proxy{Node: &corev3.Node{Id: "p." + ns, Metadata: md}}
 		go func(p *xdsload.Proxy) { _ = p.Run(ctx, conn) }(proxies[i])
 	}

@@ -4,7 +4,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
-	"github.com/weftmesh/weft/translator/envoy"
+	"github.com/weftmesh/weft/dataplane"
 )
 
 // SecretSource supplies the key material of identities (SPIFFE IDs). The
@@ -50,10 +50,10 @@ func sdsSecrets(chain, key, bundle []byte) []*tlsv3.Secret {
 		return &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: b}}
 	}
 	return []*tlsv3.Secret{
-		{Name: envoy.WorkloadCertSecret, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
+		{Name: dataplane.WorkloadCertSecret, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
 			CertificateChain: inline(chain), PrivateKey: inline(key),
 		}}},
-		{Name: envoy.TrustBundleSecret, Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+		{Name: dataplane.TrustBundleSecret, Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
 			TrustedCa: inline(bundle),
 		}}},
 	}

@@ -19,7 +19,7 @@ import (
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
 
-	"github.com/weftmesh/weft/translator/envoy"
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/xds"
 )
 
@@ -55,7 +55,7 @@ func TestSecretsOnlyForTheProxysIdentity(t *testing.T) {
 	other := dialDelta(t, addr, node("ledger-0.other", "other", "ledger"), nil)
 	for _, c := range []*deltaClient{frontend, other} {
 		if err := c.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.SecretType,
-			ResourceNamesSubscribe: []string{envoy.WorkloadCertSecret, envoy.TrustBundleSecret}}); err != nil {
+			ResourceNamesSubscribe: []string{dataplane.WorkloadCertSecret, dataplane.TrustBundleSecret}}); err != nil {
 			t.Fatal(err)
 		}
 		c.settle()
@@ -67,7 +67,7 @@ func TestSecretsOnlyForTheProxysIdentity(t *testing.T) {
 			if err := r.Resource.UnmarshalTo(&s); err != nil {
 				t.Fatal(err)
 			}
-			if s.Name == envoy.WorkloadCertSecret {
+			if s.Name == dataplane.WorkloadCertSecret {
 				return string(s.GetTlsCertificate().GetPrivateKey().GetInlineBytes())
 			}
 		}
@@ -122,7 +122,7 @@ func TestDebugEndpoints(t *testing.T) {
 	ads.Update(mesh(t, 10), time.Now())
 	srvAddr := serve(t, ads)
 	c := dialDelta(t, srvAddr, node("frontend-0.shop", "shop", "frontend"), nil)
-	if err := c.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.SecretType, ResourceNamesSubscribe: []string{envoy.WorkloadCertSecret}}); err != nil {
+	if err := c.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.SecretType, ResourceNamesSubscribe: []string{dataplane.WorkloadCertSecret}}); err != nil {
 		t.Fatal(err)
 	}
 	c.settle()
@@ -211,7 +211,7 @@ func TestNoSecretsWithoutAuthentication(t *testing.T) {
 	ads.SetSecrets(&fakeSecrets{acquired: map[string]int{}, version: map[string]string{}})
 	ads.Update(mesh(t, 10), time.Now())
 	c := dialDelta(t, serve(t, ads), node("frontend-0.shop", "shop", "frontend"), nil)
-	if err := c.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.SecretType, ResourceNamesSubscribe: []string{envoy.WorkloadCertSecret}}); err != nil {
+	if err := c.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.SecretType, ResourceNamesSubscribe: []string{dataplane.WorkloadCertSecret}}); err != nil {
 		t.Fatal(err)
 	}
 	c.settle()
@@ -240,7 +240,7 @@ func TestAnonymousEndpointGetsNoSecrets(t *testing.T) {
 	t.Cleanup(g.Stop)
 	anon := dialDelta(t, lis.Addr().String(), node("frontend-1.shop", "shop", "frontend"), nil)
 	for _, c := range []*deltaClient{authenticated, anon} {
-		if err := c.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.SecretType, ResourceNamesSubscribe: []string{envoy.WorkloadCertSecret}}); err != nil {
+		if err := c.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.SecretType, ResourceNamesSubscribe: []string{dataplane.WorkloadCertSecret}}); err != nil {
 			t.Fatal(err)
 		}
 		c.settle()

@@ -4,7 +4,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
-	"github.com/weftmesh/weft/translator/envoy"
+	"github.com/weftmesh/weft/dataplane"
 )
 
 // Read-only queries over what connected proxies hold of their SDS secrets,
@@ -77,7 +77,7 @@ func (a *ADS) SecretHolders(preds ...func(HeldSecrets) bool) (proxies int, satis
 		if !known {
 			continue
 		}
-		h := HeldSecrets{Chain: content(held[envoy.WorkloadCertSecret]), Bundle: content(held[envoy.TrustBundleSecret])}
+		h := HeldSecrets{Chain: content(held[dataplane.WorkloadCertSecret]), Bundle: content(held[dataplane.TrustBundleSecret])}
 		for i, p := range preds {
 			if p(h) {
 				satisfied[i]++

@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/weftmesh/weft/translator/envoy"
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator/ir"
 	"github.com/weftmesh/weft/xds"
 )
@@ -60,7 +60,7 @@ func TestSecretHolders(t *testing.T) {
 	}
 	subscribe := func(c *deltaClient) {
 		if err := c.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.SecretType,
-			ResourceNamesSubscribe: []string{envoy.WorkloadCertSecret, envoy.TrustBundleSecret}}); err != nil {
+			ResourceNamesSubscribe: []string{dataplane.WorkloadCertSecret, dataplane.TrustBundleSecret}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -137,7 +137,7 @@ func dialSDS(t *testing.T, addr string, n *corev3.Node) {
 		t.Fatal(err)
 	}
 	if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{Node: n, TypeUrl: resourcev3.SecretType,
-		ResourceNamesSubscribe: []string{envoy.WorkloadCertSecret, envoy.TrustBundleSecret}}); err != nil {
+		ResourceNamesSubscribe: []string{dataplane.WorkloadCertSecret, dataplane.TrustBundleSecret}}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -207,7 +207,7 @@ func TestNackedSecretIsNotHeld(t *testing.T) {
 
 	c := dialDelta(t, addr, node("frontend-0.shop", "shop", "frontend"), nil)
 	c.settle()
-	subscribe(c, envoy.TrustBundleSecret)
+	subscribe(c, dataplane.TrustBundleSecret)
 	c.settle()
 	if old, nw, _ := count(); old != 1 || nw != 0 {
 		t.Fatalf("after the first bundle: %d hold old, %d new; want 1 0", old, nw)
@@ -222,7 +222,7 @@ func TestNackedSecretIsNotHeld(t *testing.T) {
 		t.Fatalf("%d secret responses for the new bundle, want 1", n)
 	}
 	c.nackTyp = ""
-	subscribe(c, envoy.WorkloadCertSecret)
+	subscribe(c, dataplane.WorkloadCertSecret)
 	c.settle()
 	if _, nw, _ := count(); nw != 0 {
 		t.Fatalf("%d proxies counted as holding the bundle they rejected", nw)
@@ -230,7 +230,7 @@ func TestNackedSecretIsNotHeld(t *testing.T) {
 	if st := secretState(); st.State != xds.Nacked || st.Nack == nil {
 		t.Fatalf("secrets after a NACK and an ACK of another secret: %+v, want NACKED (the rejected bundle is not held)", st)
 	}
-	if c.have[resourcev3.SecretType][envoy.WorkloadCertSecret] == "" {
+	if c.have[resourcev3.SecretType][dataplane.WorkloadCertSecret] == "" {
 		t.Fatal("the certificate was not sent")
 	}
 

@@ -18,8 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/weftmesh/weft/internal/capture"
-	"github.com/weftmesh/weft/translator/envoy"
+	"github.com/weftmesh/weft/dataplane"
 )
 
 // TestCaptureInNetworkNamespace runs the real weft-init binary and the real
@@ -58,7 +57,7 @@ func TestCaptureInNetworkNamespace(t *testing.T) {
 	sh(t, "ip", "-n", peer, "link", "set", "vpeer", "up")
 
 	// The pod: the sidecar's capture and readiness ports, and the app.
-	for name, port := range map[string]int{"outbound-capture": envoy.OutboundPort, "inbound-capture": envoy.InboundPort, "readiness": envoy.ReadinessPort, "app:8080": 8080, "app:7777": 7777} {
+	for name, port := range map[string]int{"outbound-capture": dataplane.OutboundPort, "inbound-capture": dataplane.InboundPort, "readiness": dataplane.ReadinessPort, "app:8080": 8080, "app:7777": 7777} {
 		serve(t, pod, name, port)
 	}
 	// The rest of the network.
@@ -81,7 +80,7 @@ func TestCaptureInNetworkNamespace(t *testing.T) {
 	}
 	first := sh(t, "ip", "netns", "exec", pod, "iptables-save", "-t", "nat")
 
-	const app, proxy = 0, capture.DefaultProxyUID
+	const app, proxy = 0, dataplane.ProxyUID
 	cases := []struct {
 		name     string
 		ns       string
@@ -97,7 +96,7 @@ func TestCaptureInNetworkNamespace(t *testing.T) {
 		{"inbound is captured", peer, app, "", "10.99.0.1:8080", "inbound-capture orig=10.99.0.1:8080"},
 		{"excluded inbound port bypasses", peer, app, "", "10.99.0.1:7777", "app:7777"},
 		{"readiness port is not captured", peer, app, "", "10.99.0.1:15021", "readiness"},
-		{"inbound passthrough from 127.0.0.6 reaches the app", pod, proxy, envoy.InboundPassthroughSource, "10.99.0.1:8080", "app:8080"},
+		{"inbound passthrough from 127.0.0.6 reaches the app", pod, proxy, dataplane.InboundPassthroughSource, "10.99.0.1:8080", "app:8080"},
 		{"proxy calling its own pod IP goes inbound", pod, proxy, "", "10.99.0.1:8080", "inbound-capture orig=10.99.0.1:8080"},
 	}
 	for _, c := range cases {

@@ -13,7 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/weftmesh/weft/internal/capture"
+	"github.com/weftmesh/weft/capture"
 	"github.com/weftmesh/weft/internal/version"
 )
 

@@ -15,6 +15,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/internal/certagent"
 	"github.com/weftmesh/weft/webhook/bootstrap"
 )
@@ -64,13 +65,13 @@ application's GRPC_XDS_BOOTSTRAP at it.`,
 			ctrl.SetLogger(log)
 			ns := o.Node.Namespace
 			if podName == "" {
-				return fmt.Errorf("--pod-name is empty: set it or %s (the downward API's metadata.name)", bootstrap.EnvPodName)
+				return fmt.Errorf("--pod-name is empty: set it or %s (the downward API's metadata.name)", dataplane.EnvPodName)
 			}
 			if ns == "" {
-				return fmt.Errorf("--namespace is empty: set it or %s (the downward API's metadata.namespace)", bootstrap.EnvPodNamespace)
+				return fmt.Errorf("--namespace is empty: set it or %s (the downward API's metadata.namespace)", dataplane.EnvPodNamespace)
 			}
 			if o.Node.ServiceAccount == "" {
-				return fmt.Errorf("--service-account is empty: set it or %s (the downward API's spec.serviceAccountName)", bootstrap.EnvServiceAccount)
+				return fmt.Errorf("--service-account is empty: set it or %s (the downward API's spec.serviceAccountName)", dataplane.EnvServiceAccount)
 			}
 			o.Node.ID = podName + "." + ns
 			for _, ip := range strings.Split(ips, ",") {
@@ -122,17 +123,17 @@ application's GRPC_XDS_BOOTSTRAP at it.`,
 	f := cmd.Flags()
 	f.StringVar(&o.XDSAddress, "xds-address", "weft-controller.weft-system.svc:15012", "host:port of weft-controller's authenticated (TLS) xDS port")
 	f.StringVar(&o.ServerName, "xds-server-name", "", "name the xDS server's certificate must carry (default: the host of --xds-address)")
-	f.StringVar(&o.RootCertFile, "root-cert", bootstrap.CredentialsDir+"/"+bootstrap.RootCertFile, "the mesh root CA: the weft-root-ca ConfigMap's root-cert.pem")
+	f.StringVar(&o.RootCertFile, "root-cert", bootstrap.CredentialsDir+"/"+dataplane.RootCertFile, "the mesh root CA: the weft-root-ca ConfigMap's root-cert.pem")
 	f.StringVar(&o.TokenFile, "token-file", bootstrap.CredentialsDir+"/"+bootstrap.TokenFile, "a projected ServiceAccount token with audience weft")
 	f.StringVar(&o.OutDir, "out", "/var/run/weft/certs", "directory for cert-chain.pem, key.pem and root-cert.pem (absolute)")
 	f.StringVar(&bootstrapPath, "bootstrap", "/var/run/weft/grpc-bootstrap.json", "where to write the application's gRPC xDS bootstrap (empty: do not write one)")
 	f.StringVar(&grpcXDS, "grpc-xds-address", "", "the xDS server the application's bootstrap names, host:port or a gRPC target (default --xds-address: the authenticated TLS port, where the application proves its identity with the workload certificate)")
 	f.BoolVar(&grpcPlaintext, "grpc-xds-plaintext", false, "make the application's xDS stream plaintext and unauthenticated, for weft-controller's plaintext port (15010; give --grpc-xds-address)")
 	f.DurationVar(&o.RefreshInterval, "refresh-interval", certagent.DefaultRefreshInterval, "how often gRPC re-reads the files (written into the bootstrap); the agent ACKs a new certificate this long after writing it")
-	f.StringVar(&podName, "pod-name", env(bootstrap.EnvPodName, ""), "the pod's name (default $"+bootstrap.EnvPodName+")")
-	f.StringVar(&o.Node.Namespace, "namespace", env(bootstrap.EnvPodNamespace, ""), "the pod's namespace (default $"+bootstrap.EnvPodNamespace+")")
-	f.StringVar(&o.Node.ServiceAccount, "service-account", env(bootstrap.EnvServiceAccount, ""), "the pod's service account (default $"+bootstrap.EnvServiceAccount+")")
-	f.StringVar(&ips, "pod-ips", env(bootstrap.EnvPodIPs, ""), "the pod's IPs, comma-separated, for the bootstrap (default $"+bootstrap.EnvPodIPs+")")
+	f.StringVar(&podName, "pod-name", env(dataplane.EnvPodName, ""), "the pod's name (default $"+dataplane.EnvPodName+")")
+	f.StringVar(&o.Node.Namespace, "namespace", env(dataplane.EnvPodNamespace, ""), "the pod's namespace (default $"+dataplane.EnvPodNamespace+")")
+	f.StringVar(&o.Node.ServiceAccount, "service-account", env(dataplane.EnvServiceAccount, ""), "the pod's service account (default $"+dataplane.EnvServiceAccount+")")
+	f.StringVar(&ips, "pod-ips", env(dataplane.EnvPodIPs, ""), "the pod's IPs, comma-separated, for the bootstrap (default $"+dataplane.EnvPodIPs+")")
 	f.StringVar(&labels, "labels", "", "the pod's labels as key=value,... for the bootstrap (weft selects the pod's Services with them)")
 	f.StringVar(&readyAddr, "ready-address", "", "host:port serving /ready: 200 once the certificate is installed (for a startup probe)")
 	f.StringVar(&logFormat, "log-format", "json", "json or text")

@@ -6,6 +6,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/webhook"
 )
 
@@ -18,14 +19,14 @@ func TestInjectedAgentCommandLine(t *testing.T) {
 			Annotations: map[string]string{"weft.dev/proxyless": "grpc"}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "greeter"}}},
 	}
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{webhook.LabelInject: webhook.InjectEnabled}}}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{dataplane.LabelInject: dataplane.InjectEnabled}}}
 	out, report, err := webhook.Inject(pod, ns, nil, webhook.Options{XDSAddress: "weft.example:15012"})
 	if err != nil || !report.Injected {
 		t.Fatalf("Inject = %v, %v", report, err)
 	}
 	var agent *corev1.Container
 	for i := range out.Spec.InitContainers {
-		if out.Spec.InitContainers[i].Name == webhook.AgentContainerName {
+		if out.Spec.InitContainers[i].Name == dataplane.AgentContainerName {
 			agent = &out.Spec.InitContainers[i]
 		}
 	}

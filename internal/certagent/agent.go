@@ -50,8 +50,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/weftmesh/weft/translator/envoy"
-	"github.com/weftmesh/weft/xds"
+	"github.com/weftmesh/weft/dataplane"
 )
 
 // Node is the workload the agent speaks for. ID is "<pod>.<namespace>", as
@@ -233,12 +232,12 @@ func (a *Agent) session(ctx context.Context) (got bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	md, err := structpb.NewStruct(map[string]any{
-		xds.MetaNamespace:      a.o.Node.Namespace,
-		xds.MetaServiceAccount: a.o.Node.ServiceAccount,
-		xds.MetaLabels:         labelsAny(a.o.Node.Labels),
-		xds.MetaProxyKind:      "grpc",
-	})
+	md, err := structpb.NewStruct(dataplane.NodeMetadata(dataplane.NodeMeta{
+		Namespace:      a.o.Node.Namespace,
+		ServiceAccount: a.o.Node.ServiceAccount,
+		Labels:         a.o.Node.Labels,
+		Kind:           dataplane.KindNameGRPC,
+	}))
 	if err != nil {
 		return false, err
 	}
@@ -249,7 +248,7 @@ func (a *Agent) session(ctx context.Context) (got bool, err error) {
 	if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{
 		Node:                    &corev3.Node{Id: a.o.Node.ID, Metadata: md},
 		TypeUrl:                 resourcev3.SecretType,
-		ResourceNamesSubscribe:  []string{envoy.WorkloadCertSecret, envoy.TrustBundleSecret},
+		ResourceNamesSubscribe:  []string{dataplane.WorkloadCertSecret, dataplane.TrustBundleSecret},
 		InitialResourceVersions: initial,
 	}); err != nil {
 		return false, err
@@ -294,13 +293,13 @@ func (a *Agent) handle(ctx context.Context, r *discoveryv3.DeltaDiscoveryRespons
 			return nack(codes.InvalidArgument, fmt.Sprintf("secret %q is not an envoy Secret: %v", res.Name, err))
 		}
 		switch res.Name {
-		case envoy.WorkloadCertSecret:
+		case dataplane.WorkloadCertSecret:
 			tc := s.GetTlsCertificate()
 			next.chain, next.key = tc.GetCertificateChain().GetInlineBytes(), tc.GetPrivateKey().GetInlineBytes()
 			if len(next.chain) == 0 || len(next.key) == 0 {
 				return nack(codes.InvalidArgument, fmt.Sprintf("secret %q lacks an inline certificate chain or private key", res.Name))
 			}
-		case envoy.TrustBundleSecret:
+		case dataplane.TrustBundleSecret:
 			next.bundle = s.GetValidationContext().GetTrustedCa().GetInlineBytes()
 			if len(next.bundle) == 0 {
 				return nack(codes.InvalidArgument, fmt.Sprintf("secret %q lacks an inline trusted CA", res.Name))
@@ -418,14 +417,6 @@ func (f tokenFile) GetRequestMetadata(context.Context, ...string) (map[string]st
 }
 
 func (tokenFile) RequireTransportSecurity() bool { return true }
-
-func labelsAny(l map[string]string) map[string]any {
-	out := make(map[string]any, len(l))
-	for k, v := range l {
-		out[k] = v
-	}
-	return out
-}
 
 func errString(err error) string {
 	if err == nil {

@@ -16,7 +16,7 @@ import (
 	"github.com/go-logr/logr/funcr"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	"github.com/weftmesh/weft/translator/envoy"
+	"github.com/weftmesh/weft/dataplane"
 )
 
 // response is a Delta SDS response as weft's xDS server sends it (see
@@ -30,10 +30,10 @@ func response(t *testing.T, nonce string, m Material, parts ...string) *discover
 	for _, p := range parts {
 		var s *tlsv3.Secret
 		switch p {
-		case envoy.WorkloadCertSecret:
+		case dataplane.WorkloadCertSecret:
 			s = &tlsv3.Secret{Name: p, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
 				CertificateChain: inline(m.Chain), PrivateKey: inline(m.Key)}}}
-		case envoy.TrustBundleSecret:
+		case dataplane.TrustBundleSecret:
 			s = &tlsv3.Secret{Name: p, Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
 				TrustedCa: inline(m.Bundle)}}}
 		}
@@ -78,7 +78,7 @@ func TestHandleWritesThenAcks(t *testing.T) {
 	}
 	m1 := issue(t, root, "shop", "greeter")
 	start := time.Now()
-	reply := a.handle(ctx, response(t, "1", m1, envoy.WorkloadCertSecret, envoy.TrustBundleSecret))
+	reply := a.handle(ctx, response(t, "1", m1, dataplane.WorkloadCertSecret, dataplane.TrustBundleSecret))
 	if reply.ErrorDetail != nil || reply.ResponseNonce != "1" {
 		t.Fatalf("reply %v, want an ACK of nonce 1", reply)
 	}
@@ -93,7 +93,7 @@ func TestHandleWritesThenAcks(t *testing.T) {
 	}
 
 	m2 := issue(t, root, "shop", "greeter")
-	if reply := a.handle(ctx, response(t, "2", m2, envoy.WorkloadCertSecret)); reply.ErrorDetail != nil {
+	if reply := a.handle(ctx, response(t, "2", m2, dataplane.WorkloadCertSecret)); reply.ErrorDetail != nil {
 		t.Fatalf("renewal NACKed: %v", reply.ErrorDetail)
 	}
 	got, _ := Read(dir)
@@ -102,18 +102,18 @@ func TestHandleWritesThenAcks(t *testing.T) {
 	}
 
 	link, _ := os.Readlink(filepath.Join(dir, dataLink))
-	if reply := a.handle(ctx, response(t, "3", m2, envoy.WorkloadCertSecret, envoy.TrustBundleSecret)); reply.ErrorDetail != nil {
+	if reply := a.handle(ctx, response(t, "3", m2, dataplane.WorkloadCertSecret, dataplane.TrustBundleSecret)); reply.ErrorDetail != nil {
 		t.Fatal(reply.ErrorDetail)
 	}
 	if again, _ := os.Readlink(filepath.Join(dir, dataLink)); again != link {
 		t.Fatal("identical material was written again")
 	}
 
-	removed := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: resourcev3.SecretType, Nonce: "4", RemovedResources: []string{envoy.WorkloadCertSecret}}
+	removed := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: resourcev3.SecretType, Nonce: "4", RemovedResources: []string{dataplane.WorkloadCertSecret}}
 	if reply := a.handle(ctx, removed); reply.ErrorDetail != nil {
 		t.Fatal(reply.ErrorDetail)
 	}
-	if _, ok := a.versions[envoy.WorkloadCertSecret]; ok {
+	if _, ok := a.versions[dataplane.WorkloadCertSecret]; ok {
 		t.Fatal("a withdrawn secret is still announced as held")
 	}
 	if got, _ := Read(dir); string(got.Chain) != string(m2.Chain) {
@@ -154,10 +154,10 @@ func TestHandleNacks(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			a := newAgent(t, dir)
-			if reply := a.handle(ctx, response(t, "1", good, envoy.WorkloadCertSecret, envoy.TrustBundleSecret)); reply.ErrorDetail != nil {
+			if reply := a.handle(ctx, response(t, "1", good, dataplane.WorkloadCertSecret, dataplane.TrustBundleSecret)); reply.ErrorDetail != nil {
 				t.Fatal(reply.ErrorDetail)
 			}
-			reply := a.handle(ctx, response(t, "2", tc.m, envoy.WorkloadCertSecret, envoy.TrustBundleSecret))
+			reply := a.handle(ctx, response(t, "2", tc.m, dataplane.WorkloadCertSecret, dataplane.TrustBundleSecret))
 			msg := reply.ErrorDetail.GetMessage()
 			if reply.ErrorDetail == nil || !strings.Contains(msg, tc.want) || !strings.Contains(msg, "keeping the files in "+dir) {
 				t.Fatalf("reply %v, want a NACK saying %q", reply, tc.want)
@@ -170,7 +170,7 @@ func TestHandleNacks(t *testing.T) {
 			if got, _ := Read(dir); !got.Equal(good) {
 				t.Fatal("a rejected secret changed the files")
 			}
-			if a.versions[envoy.WorkloadCertSecret] != "1-"+envoy.WorkloadCertSecret {
+			if a.versions[dataplane.WorkloadCertSecret] != "1-"+dataplane.WorkloadCertSecret {
 				t.Fatalf("a rejected secret's version is held: %v", a.versions)
 			}
 		})
@@ -182,7 +182,7 @@ func TestHandleNacks(t *testing.T) {
 			t.Fatal(err)
 		}
 		a := newAgent(t, file)
-		reply := a.handle(ctx, response(t, "1", good, envoy.WorkloadCertSecret, envoy.TrustBundleSecret))
+		reply := a.handle(ctx, response(t, "1", good, dataplane.WorkloadCertSecret, dataplane.TrustBundleSecret))
 		if msg := reply.ErrorDetail.GetMessage(); !strings.Contains(msg, "cannot install the certificate") || !strings.Contains(msg, file) {
 			t.Fatalf("reply %v, want a NACK saying the certificate cannot be installed in %s", reply, file)
 		}

@@ -11,8 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/weftmesh/weft/translator/envoy"
-	"github.com/weftmesh/weft/xds"
+	"github.com/weftmesh/weft/dataplane"
 )
 
 // DefaultRefreshInterval is how often gRPC's file_watcher re-reads the
@@ -93,10 +92,6 @@ func Bootstrap(c BootstrapConfig) ([]byte, error) {
 	if c.Plaintext {
 		creds = map[string]any{"type": "insecure"}
 	}
-	labels := map[string]any{}
-	for k, v := range c.Node.Labels {
-		labels[k] = v
-	}
 	b := map[string]any{
 		"xds_servers": []any{map[string]any{
 			"server_uri":      c.XDSAddress,
@@ -106,15 +101,15 @@ func Bootstrap(c BootstrapConfig) ([]byte, error) {
 		"node": map[string]any{
 			"id":       c.Node.ID,
 			"locality": map[string]any{},
-			"metadata": map[string]any{
-				xds.MetaNamespace:      c.Node.Namespace,
-				xds.MetaServiceAccount: c.Node.ServiceAccount,
-				xds.MetaLabels:         labels,
-				xds.MetaPodIPs:         strings.Join(c.Node.IPs, ","),
-				xds.MetaProxyKind:      "grpc",
-			},
+			"metadata": dataplane.NodeMetadata(dataplane.NodeMeta{
+				Namespace:      c.Node.Namespace,
+				ServiceAccount: c.Node.ServiceAccount,
+				Labels:         c.Node.Labels,
+				PodIPs:         strings.Join(c.Node.IPs, ","),
+				Kind:           dataplane.KindNameGRPC,
+			}),
 		},
-		"certificate_providers": map[string]any{envoy.GRPCCertProvider: map[string]any{
+		"certificate_providers": map[string]any{dataplane.GRPCCertProvider: map[string]any{
 			"plugin_name": "file_watcher",
 			"config": map[string]any{
 				"certificate_file":    filepath.Join(c.CertDir, CertFile),
@@ -123,7 +118,7 @@ func Bootstrap(c BootstrapConfig) ([]byte, error) {
 				"refresh_interval":    interval,
 			},
 		}},
-		"server_listener_resource_name_template": envoy.GRPCServerListenerPrefix + "%s",
+		"server_listener_resource_name_template": dataplane.GRPCServerListenerPrefix + "%s",
 	}
 	return json.MarshalIndent(b, "", "  ")
 }

@@ -20,9 +20,9 @@ import (
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/certs/builtin"
 	"github.com/weftmesh/weft/crds/v1alpha1"
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/internal/replicas"
 	"github.com/weftmesh/weft/internal/rootca"
-	"github.com/weftmesh/weft/webhook"
 )
 
 // rotationDriver is the leader's half of a root rotation: it starts one
@@ -64,7 +64,7 @@ func (d *rotationDriver) published(ctx context.Context, st builtin.TrustState) p
 		return publication{}
 	}
 	var cms corev1.ConfigMapList
-	if err := d.c.List(ctx, &cms, client.MatchingFields{"metadata.name": webhook.RootCAConfigMap}); err != nil {
+	if err := d.c.List(ctx, &cms, client.MatchingFields{"metadata.name": dataplane.RootCAConfigMap}); err != nil {
 		d.log.Error(err, "listing the weft-root-ca ConfigMaps")
 		return publication{total: 1}
 	}
@@ -263,7 +263,7 @@ func planRotation(st builtin.TrustState, want int64, provider v1alpha1.Certifica
 		// Proxies trust the new root for their peers; the control plane's
 		// serving certificate moves to it later (RetireOldRoot), and
 		// proxies verify it with the published bundle: wait for that too.
-		return rotationPlan{waiting: fmt.Sprintf("waiting for the %s ConfigMaps (which workloads verify weft-controller with) to hold the new root: %d of %d namespaces have", webhook.RootCAConfigMap, pub.have, pub.total)}
+		return rotationPlan{waiting: fmt.Sprintf("waiting for the %s ConfigMaps (which workloads verify weft-controller with) to hold the new root: %d of %d namespaces have", dataplane.RootCAConfigMap, pub.have, pub.total)}
 	}
 	next, waiting := rot.Advance(acks)
 	if next.Phase != rot.Phase {

@@ -34,14 +34,13 @@ import (
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/certs/builtin"
 	"github.com/weftmesh/weft/crds/v1alpha1"
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/internal/replicas"
 	"github.com/weftmesh/weft/internal/rootca"
 	"github.com/weftmesh/weft/internal/rootrotation"
 	weftstore "github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/testenv"
 	"github.com/weftmesh/weft/translator"
-	"github.com/weftmesh/weft/translator/envoy"
-	"github.com/weftmesh/weft/webhook"
 	"github.com/weftmesh/weft/xds"
 )
 
@@ -65,7 +64,7 @@ func TestRootRotation(t *testing.T) {
 	const ns = "weft-system"
 	for _, n := range []*corev1.Namespace{
 		{ObjectMeta: metav1.ObjectMeta{Name: ns}},
-		{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{webhook.LabelInject: webhook.InjectEnabled}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{dataplane.LabelInject: dataplane.InjectEnabled}}},
 	} {
 		if err := env.Client.Create(ctx, n); err != nil {
 			t.Fatal(err)
@@ -141,7 +140,7 @@ func TestRootRotation(t *testing.T) {
 	}
 	published := func() ([]string, error) {
 		var cm corev1.ConfigMap
-		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "shop", Name: webhook.RootCAConfigMap}, &cm); err != nil {
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "shop", Name: dataplane.RootCAConfigMap}, &cm); err != nil {
 			return nil, err
 		}
 		roots, err := certs.ParseCertificatesPEM([]byte(cm.Data[rootca.Key]))
@@ -369,9 +368,9 @@ func (w *world) dial(ctx context.Context, addr, id, ns, sa string) *sdsProxy {
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	md, _ := structpb.NewStruct(map[string]any{xds.MetaNamespace: ns, xds.MetaServiceAccount: sa, xds.MetaLabels: map[string]any{"app": sa}})
+	md, _ := structpb.NewStruct(map[string]any{dataplane.MetaNamespace: ns, dataplane.MetaServiceAccount: sa, dataplane.MetaLabels: map[string]any{"app": sa}})
 	if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{Node: &corev3.Node{Id: id, Metadata: md}, TypeUrl: resourcev3.SecretType,
-		ResourceNamesSubscribe: []string{envoy.WorkloadCertSecret, envoy.TrustBundleSecret}}); err != nil {
+		ResourceNamesSubscribe: []string{dataplane.WorkloadCertSecret, dataplane.TrustBundleSecret}}); err != nil {
 		w.t.Fatal(err)
 	}
 	p := &sdsProxy{id: id, w: w, stream: stream}
@@ -406,17 +405,17 @@ func (p *sdsProxy) apply(r *discoveryv3.DeltaDiscoveryResponse) {
 			continue
 		}
 		switch res.Name {
-		case envoy.WorkloadCertSecret:
+		case dataplane.WorkloadCertSecret:
 			p.chain = s.GetTlsCertificate().GetCertificateChain().GetInlineBytes()
-		case envoy.TrustBundleSecret:
+		case dataplane.TrustBundleSecret:
 			p.trus = s.GetValidationContext().GetTrustedCa().GetInlineBytes()
 		}
 	}
 	for _, n := range r.RemovedResources {
 		switch n {
-		case envoy.WorkloadCertSecret:
+		case dataplane.WorkloadCertSecret:
 			p.chain = nil
-		case envoy.TrustBundleSecret:
+		case dataplane.TrustBundleSecret:
 			p.trus = nil
 		}
 	}

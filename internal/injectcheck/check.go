@@ -6,8 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/weftmesh/weft/translator"
-	"github.com/weftmesh/weft/webhook"
+	"github.com/weftmesh/weft/dataplane"
 )
 
 // Result is Check's verdict on one pod. Only Missing is acted on; the
@@ -51,17 +50,17 @@ func Check(pod *corev1.Pod, ns *corev1.Namespace) Result {
 	switch {
 	case systemNamespaces[pod.Namespace]:
 		return SystemNamespace
-	case ns == nil || ns.Labels[webhook.LabelInject] != webhook.InjectEnabled:
+	case ns == nil || ns.Labels[dataplane.LabelInject] != dataplane.InjectEnabled:
 		return NamespaceNotEnabled
 	case hasProxy(pod):
 		return Injected
 	}
-	if _, ok := pod.Annotations[webhook.AnnotationInjectStatus]; ok {
+	if _, ok := pod.Annotations[dataplane.AnnotationInjectStatus]; ok {
 		return SeenByWebhook
 	}
 	// The webhook lets the annotation beat the label, but its registration
 	// never calls it for a pod *labelled* "false": either one opts out here.
-	if strings.EqualFold(pod.Annotations[webhook.LabelInject], "false") || strings.EqualFold(pod.Labels[webhook.LabelInject], "false") {
+	if strings.EqualFold(pod.Annotations[dataplane.LabelInject], "false") || strings.EqualFold(pod.Labels[dataplane.LabelInject], "false") {
 		return OptedOut
 	}
 	if pod.Spec.HostNetwork {
@@ -82,7 +81,7 @@ func Check(pod *corev1.Pod, ns *corev1.Namespace) Result {
 func hasProxy(pod *corev1.Pod) bool {
 	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
 		for _, c := range cs {
-			if c.Name == translator.SidecarContainerName {
+			if c.Name == dataplane.SidecarContainerName {
 				return true
 			}
 		}

@@ -23,6 +23,7 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/internal/injectcheck"
 	"github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/testenv"
@@ -77,7 +78,7 @@ func TestChecker(t *testing.T) {
 	c := env.Client
 	for _, ns := range []*corev1.Namespace{
 		{ObjectMeta: metav1.ObjectMeta{Name: "weft-system"}},
-		{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{webhook.LabelInject: webhook.InjectEnabled}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{dataplane.LabelInject: dataplane.InjectEnabled}}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "plain"}},
 	} {
 		if err := c.Create(ctx, ns); err != nil {
@@ -127,7 +128,7 @@ func TestChecker(t *testing.T) {
 			UID: "0b3c1f6e-3c55-4c1e-9a53-7a8e2d3c9f01", Controller: ptr.To(true)}},
 	}, Spec: corev1.PodSpec{Containers: app}}
 	meshed := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "meshed", Namespace: "shop",
-		Annotations: map[string]string{webhook.AnnotationInjectStatus: webhook.StatusInjected}},
+		Annotations: map[string]string{dataplane.AnnotationInjectStatus: webhook.StatusInjected}},
 		Spec: corev1.PodSpec{
 			InitContainers: []corev1.Container{{Name: "weft-proxy", Image: "envoy", RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways)}},
 			Containers:     app,

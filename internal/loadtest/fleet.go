@@ -15,9 +15,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/internal/xdsload"
 	"github.com/weftmesh/weft/translator/testmesh"
-	"github.com/weftmesh/weft/xds"
 )
 
 // stamp is a value a proxy accepted, and when it sent the ACK.
@@ -63,12 +63,12 @@ func newFleet(m Mesh, id string, n, groups int) *fleet {
 		g := i % groups
 		ns := testmesh.Namespace(g % m.Namespaces)
 		app := fmt.Sprintf("svc-%d", g)
-		md, _ := structpb.NewStruct(map[string]any{
-			xds.MetaNamespace: ns, xds.MetaServiceAccount: app,
-			xds.MetaLabels:    map[string]any{"app": app},
-			xds.MetaPodIPs:    testmesh.PodIP(g, i/groups),
-			xds.MetaProxyKind: "sidecar",
-		})
+		md, _ := structpb.NewStruct(dataplane.NodeMetadata(dataplane.NodeMeta{
+			Namespace: ns, ServiceAccount: app,
+			Labels: map[string]string{"app": app},
+			PodIPs: testmesh.PodIP(g, i/groups),
+			Kind:   dataplane.KindNameSidecar,
+		}))
 		mb := &member{group: g, namespace: ns, types: map[string]bool{}, markers: map[string][]stamp{}, notify: make(chan struct{}, 1)}
 		mb.Proxy = &xdsload.Proxy{Node: &corev3.Node{Id: fmt.Sprintf("%s-%d-%d.%s", app, i/groups, i, ns), Cluster: id, Metadata: md},
 			OnAck: func(r *discoveryv3.DeltaDiscoveryResponse, at time.Time) { mb.acked(r, at, f.tracking.Load()) }}

@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/weftmesh/weft/crds/v1alpha1"
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator"
 	"github.com/weftmesh/weft/translator/testmesh"
 )
@@ -91,7 +92,7 @@ func build(m Mesh, weight int32) objects {
 			})
 			o.pods = append(o.pods, &corev1.Pod{
 				ObjectMeta: metav1.ObjectMeta{Name: pod, Namespace: SharedNamespace, Labels: map[string]string{"app": name}},
-				Spec:       corev1.PodSpec{ServiceAccountName: name, InitContainers: []corev1.Container{{Name: translator.SidecarContainerName}}},
+				Spec:       corev1.PodSpec{ServiceAccountName: name, InitContainers: []corev1.Container{{Name: dataplane.SidecarContainerName}}},
 			})
 		}
 		o.slices = append(o.slices, slice)

@@ -23,7 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/weftmesh/weft/crds/v1alpha1"
-	"github.com/weftmesh/weft/xds"
+	"github.com/weftmesh/weft/dataplane"
 )
 
 // Mesh is the cluster a run creates.
@@ -346,7 +346,7 @@ func (r *runner) fleet(ctx context.Context, index, n int) (*FleetReport, error) 
 func (r *runner) probe(ctx context.Context, addr string) error {
 	p := newFleet(r.cfg.Mesh, "probe", 1, 1)
 	mb := p.members[0]
-	md, _ := structpb.NewStruct(map[string]any{xds.MetaNamespace: SharedNamespace, xds.MetaServiceAccount: "load-probe"})
+	md, _ := structpb.NewStruct(map[string]any{dataplane.MetaNamespace: SharedNamespace, dataplane.MetaServiceAccount: "load-probe"})
 	mb.Node.Id, mb.Node.Metadata = "load-probe."+SharedNamespace, md
 	if err := p.start(addr, 1); err != nil {
 		return err

@@ -41,13 +41,12 @@ import (
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/certs/builtin"
 	"github.com/weftmesh/weft/crds/v1alpha1"
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator"
-	"github.com/weftmesh/weft/webhook"
-	"github.com/weftmesh/weft/webhook/bootstrap"
 )
 
 // Key is the ConfigMap key holding the PEM trust bundle.
-const Key = bootstrap.RootCertFile
+const Key = dataplane.RootCertFile
 
 // DefaultResync is how often the leader re-reads the root Secret.
 const DefaultResync = time.Minute
@@ -105,7 +104,7 @@ func New(mgr manager.Manager, o Options, log logr.Logger) (*Publisher, error) {
 		Scheme: mgr.GetScheme(),
 		Mapper: mgr.GetRESTMapper(),
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.ConfigMap{}: {Field: fields.OneTermEqualSelector("metadata.name", webhook.RootCAConfigMap)},
+			&corev1.ConfigMap{}: {Field: fields.OneTermEqualSelector("metadata.name", dataplane.RootCAConfigMap)},
 		},
 	})
 	if err != nil {
@@ -205,7 +204,7 @@ func (p *Publisher) Start(ctx context.Context) error {
 		}
 	}
 	go p.pollRoot(ctx)
-	p.log.Info("publishing the mesh trust bundle", "configMap", webhook.RootCAConfigMap, "key", Key)
+	p.log.Info("publishing the mesh trust bundle", "configMap", dataplane.RootCAConfigMap, "key", Key)
 	return c.Start(ctx)
 }
 
@@ -290,18 +289,18 @@ func (p *Publisher) Reconcile(ctx context.Context, req reconcile.Request) (recon
 	}
 	bundle := string(p.currentBundle())
 	cm := &corev1.ConfigMap{}
-	err = p.cmCache.Get(ctx, client.ObjectKey{Namespace: ns.Name, Name: webhook.RootCAConfigMap}, cm)
+	err = p.cmCache.Get(ctx, client.ObjectKey{Namespace: ns.Name, Name: dataplane.RootCAConfigMap}, cm)
 	switch {
 	case apierrors.IsNotFound(err):
 		cm = &corev1.ConfigMap{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: webhook.RootCAConfigMap, Labels: managedLabels()},
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: dataplane.RootCAConfigMap, Labels: managedLabels()},
 			Data:       map[string]string{Key: bundle},
 		}
 		if err := p.direct.Create(ctx, cm); err != nil {
 			if apierrors.IsAlreadyExists(err) {
 				return reconcile.Result{Requeue: true}, nil
 			}
-			return reconcile.Result{}, fmt.Errorf("creating ConfigMap %s/%s: %w", ns.Name, webhook.RootCAConfigMap, err)
+			return reconcile.Result{}, fmt.Errorf("creating ConfigMap %s/%s: %w", ns.Name, dataplane.RootCAConfigMap, err)
 		}
 		p.log.V(1).Info("published the trust bundle", "namespace", ns.Name)
 		return reconcile.Result{}, nil
@@ -317,7 +316,7 @@ func (p *Publisher) Reconcile(ctx context.Context, req reconcile.Request) (recon
 	}
 	cm.Data[Key] = bundle
 	if err := p.direct.Update(ctx, cm); err != nil {
-		return reconcile.Result{}, fmt.Errorf("updating ConfigMap %s/%s: %w", ns.Name, webhook.RootCAConfigMap, err)
+		return reconcile.Result{}, fmt.Errorf("updating ConfigMap %s/%s: %w", ns.Name, dataplane.RootCAConfigMap, err)
 	}
 	p.log.V(1).Info("updated the trust bundle", "namespace", ns.Name)
 	return reconcile.Result{}, nil
@@ -325,7 +324,7 @@ func (p *Publisher) Reconcile(ctx context.Context, req reconcile.Request) (recon
 
 // needs reports whether a namespace's pods mount the trust bundle.
 func (p *Publisher) needs(ctx context.Context, ns *corev1.Namespace) (bool, error) {
-	if ns.Labels[webhook.LabelInject] == webhook.InjectEnabled {
+	if ns.Labels[dataplane.LabelInject] == dataplane.InjectEnabled {
 		return true, nil
 	}
 	var pods corev1.PodList
@@ -343,7 +342,7 @@ func (p *Publisher) needs(ctx context.Context, ns *corev1.Namespace) (bool, erro
 func hasProxy(pod *corev1.Pod) bool {
 	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
 		for _, c := range cs {
-			if c.Name == translator.SidecarContainerName || c.Name == webhook.AgentContainerName {
+			if c.Name == dataplane.SidecarContainerName || c.Name == dataplane.AgentContainerName {
 				return true
 			}
 		}

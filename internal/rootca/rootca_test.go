@@ -22,11 +22,10 @@ import (
 
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/certs/builtin"
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/internal/rootca"
 	"github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/testenv"
-	"github.com/weftmesh/weft/translator"
-	"github.com/weftmesh/weft/webhook"
 )
 
 func eventually(t *testing.T, what string, cond func() error) {
@@ -99,7 +98,7 @@ func TestPublisher(t *testing.T) {
 
 	configMap := func(ns string) (*corev1.ConfigMap, error) {
 		cm := &corev1.ConfigMap{}
-		err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: webhook.RootCAConfigMap}, cm)
+		err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: dataplane.RootCAConfigMap}, cm)
 		return cm, err
 	}
 	published := func(ns, want string) func() error {
@@ -120,7 +119,7 @@ func TestPublisher(t *testing.T) {
 		if err := c.Create(ctx, ns); err != nil {
 			t.Fatal(err)
 		}
-		ns.Labels = map[string]string{webhook.LabelInject: webhook.InjectEnabled}
+		ns.Labels = map[string]string{dataplane.LabelInject: dataplane.InjectEnabled}
 		if err := c.Update(ctx, ns); err != nil {
 			t.Fatal(err)
 		}
@@ -161,7 +160,7 @@ func TestPublisher(t *testing.T) {
 		}
 		for _, p := range []*corev1.Pod{
 			{ObjectMeta: metav1.ObjectMeta{Name: "meshed", Namespace: "tools"}, Spec: corev1.PodSpec{
-				InitContainers: []corev1.Container{{Name: translator.SidecarContainerName, Image: "envoy", RestartPolicy: ptr(corev1.ContainerRestartPolicyAlways)}},
+				InitContainers: []corev1.Container{{Name: dataplane.SidecarContainerName, Image: "envoy", RestartPolicy: ptr(corev1.ContainerRestartPolicyAlways)}},
 				Containers:     []corev1.Container{{Name: "app", Image: "app"}},
 			}},
 			{ObjectMeta: metav1.ObjectMeta{Name: "plain", Namespace: "plain"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}},

@@ -28,10 +28,10 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/yaml"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/internal/testenv"
 	"github.com/weftmesh/weft/internal/testpki"
 	"github.com/weftmesh/weft/internal/webhookserver"
-	"github.com/weftmesh/weft/translator"
 	"github.com/weftmesh/weft/webhook"
 )
 
@@ -112,7 +112,7 @@ func TestWebhookServer(t *testing.T) {
 
 	registerWebhook(t, ctx, c, int32(portN))
 	for _, ns := range []*corev1.Namespace{
-		{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{webhook.LabelInject: webhook.InjectEnabled}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{dataplane.LabelInject: dataplane.InjectEnabled}}},
 	} {
 		if err := c.Create(ctx, ns); err != nil {
 			t.Fatal(err)
@@ -164,8 +164,8 @@ func TestWebhookServer(t *testing.T) {
 		if !resp.Response.Allowed || resp.Response.PatchType == nil || len(resp.Response.Patch) == 0 {
 			t.Fatalf("response %+v, want allowed with a JSON patch", resp.Response)
 		}
-		if !bytes.Contains(resp.Response.Patch, []byte(`"`+translator.SidecarContainerName+`"`)) {
-			t.Errorf("patch does not add %s: %s", translator.SidecarContainerName, resp.Response.Patch)
+		if !bytes.Contains(resp.Response.Patch, []byte(`"`+dataplane.SidecarContainerName+`"`)) {
+			t.Errorf("patch does not add %s: %s", dataplane.SidecarContainerName, resp.Response.Patch)
 		}
 	})
 
@@ -177,11 +177,11 @@ func TestWebhookServer(t *testing.T) {
 			if err := c.Create(ctx, p); err != nil {
 				return err
 			}
-			if p.Annotations[webhook.AnnotationInjectStatus] != webhook.StatusInjected {
+			if p.Annotations[dataplane.AnnotationInjectStatus] != webhook.StatusInjected {
 				return fmt.Errorf("pod %s not injected: %v", p.Name, p.Annotations)
 			}
-			if !hasContainer(p.Spec.InitContainers, translator.SidecarContainerName) {
-				return fmt.Errorf("pod %s has no %s", p.Name, translator.SidecarContainerName)
+			if !hasContainer(p.Spec.InitContainers, dataplane.SidecarContainerName) {
+				return fmt.Errorf("pod %s has no %s", p.Name, dataplane.SidecarContainerName)
 			}
 			return nil
 		})

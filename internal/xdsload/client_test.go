@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/internal/xdsload"
 	"github.com/weftmesh/weft/translator"
 	"github.com/weftmesh/weft/translator/testmesh"
@@ -45,8 +46,8 @@ func serveOn(t *testing.T, addr string, ads *xds.ADS) *grpc.Server {
 }
 
 func newProxy() *xdsload.Proxy {
-	md, _ := structpb.NewStruct(map[string]any{xds.MetaNamespace: "ns-0", xds.MetaServiceAccount: "svc-0",
-		xds.MetaLabels: map[string]any{"app": "svc-0"}})
+	md, _ := structpb.NewStruct(map[string]any{dataplane.MetaNamespace: "ns-0", dataplane.MetaServiceAccount: "svc-0",
+		dataplane.MetaLabels: map[string]any{"app": "svc-0"}})
 	return &xdsload.Proxy{Node: &corev3.Node{Id: "p-0.ns-0", Metadata: md}}
 }
 

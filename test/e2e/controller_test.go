@@ -32,9 +32,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/internal/testenv"
-	"github.com/weftmesh/weft/translator/envoy"
-	"github.com/weftmesh/weft/xds"
 )
 
 // TestController runs the weft-controller binary against a real API server:
@@ -135,10 +134,10 @@ func TestController(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = bad.Send(&discoveryv3.DeltaDiscoveryRequest{Node: &corev3.Node{Id: "x"}, TypeUrl: resourcev3.ClusterType})
-	if _, err := bad.Recv(); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), xds.MetaNamespace) {
-		t.Fatalf("node without metadata: %v, want InvalidArgument naming %s", err, xds.MetaNamespace)
+	if _, err := bad.Recv(); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), dataplane.MetaNamespace) {
+		t.Fatalf("node without metadata: %v, want InvalidArgument naming %s", err, dataplane.MetaNamespace)
 	}
-	md, _ := structpb.NewStruct(map[string]any{xds.MetaNamespace: "shop", xds.MetaServiceAccount: "web"})
+	md, _ := structpb.NewStruct(map[string]any{dataplane.MetaNamespace: "shop", dataplane.MetaServiceAccount: "web"})
 	webNode := &corev3.Node{Id: "web-0.shop", Metadata: md}
 
 	// Sidecars dial the TLS port, verifying the server against the mesh
@@ -210,8 +209,8 @@ func TestController(t *testing.T) {
 	for _, r := range resp.Resources {
 		got = append(got, r.Name)
 	}
-	if !slices.Contains(got, envoy.PassthroughCluster) {
-		t.Fatalf("a new proxy received clusters %v, want at least %s", got, envoy.PassthroughCluster)
+	if !slices.Contains(got, dataplane.PassthroughCluster) {
+		t.Fatalf("a new proxy received clusters %v, want at least %s", got, dataplane.PassthroughCluster)
 	}
 	recvErr := make(chan error, 1)
 	go func() {

@@ -28,8 +28,8 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/internal/testenv"
-	"github.com/weftmesh/weft/translator"
 	"github.com/weftmesh/weft/webhook"
 )
 
@@ -48,7 +48,7 @@ func TestInjectionWebhook(t *testing.T) {
 	registerWebhook(t, ctx, c, "https://"+srv.Addr+webhook.Path, caPEM)
 
 	for _, ns := range []*corev1.Namespace{
-		{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{webhook.LabelInject: webhook.InjectEnabled}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{dataplane.LabelInject: dataplane.InjectEnabled}}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "tools"}},
 	} {
 		if err := c.Create(ctx, ns); err != nil {
@@ -88,11 +88,11 @@ func TestInjectionWebhook(t *testing.T) {
 		if err := c.Get(ctx, client.ObjectKeyFromObject(pod), got); err != nil {
 			t.Fatal(err)
 		}
-		if got.Annotations[webhook.AnnotationInjectStatus] != webhook.StatusInjected {
-			t.Errorf("status annotation %q", got.Annotations[webhook.AnnotationInjectStatus])
+		if got.Annotations[dataplane.AnnotationInjectStatus] != webhook.StatusInjected {
+			t.Errorf("status annotation %q", got.Annotations[dataplane.AnnotationInjectStatus])
 		}
 		names := containerNames(got.Spec.InitContainers)
-		if len(names) != 2 || names[0] != webhook.InitContainerName || names[1] != translator.SidecarContainerName {
+		if len(names) != 2 || names[0] != dataplane.InitContainerName || names[1] != dataplane.SidecarContainerName {
 			t.Fatalf("init containers %v, want weft-init then weft-proxy", names)
 		}
 		proxy := got.Spec.InitContainers[1]
@@ -102,19 +102,19 @@ func TestInjectionWebhook(t *testing.T) {
 		if p := got.Spec.Containers[0].ReadinessProbe.HTTPGet; p.Path != "/app-health/app/readyz" || p.Port.IntValue() != 15021 {
 			t.Errorf("readiness probe not rewritten: %+v", p)
 		}
-		if got.Annotations[webhook.AnnotationAppProbes] == "" {
+		if got.Annotations[dataplane.AnnotationAppProbes] == "" {
 			t.Error("no weft.dev/app-probes annotation")
 		}
 	})
 
 	t.Run("a proxyless gRPC pod gets the certificate agent instead", func(t *testing.T) {
 		pod := testPod("greeter", "shop")
-		pod.Annotations = map[string]string{translator.AnnotationProxyless: "grpc"}
+		pod.Annotations = map[string]string{dataplane.AnnotationProxyless: "grpc"}
 		if err := c.Create(ctx, pod); err != nil {
 			t.Fatalf("the API server refused the injected pod: %v", err)
 		}
-		if names := containerNames(pod.Spec.InitContainers); len(names) != 1 || names[0] != webhook.AgentContainerName {
-			t.Fatalf("init containers %v, want only %s", names, webhook.AgentContainerName)
+		if names := containerNames(pod.Spec.InitContainers); len(names) != 1 || names[0] != dataplane.AgentContainerName {
+			t.Fatalf("init containers %v, want only %s", names, dataplane.AgentContainerName)
 		}
 		if p := pod.Spec.InitContainers[0].RestartPolicy; p == nil || *p != corev1.ContainerRestartPolicyAlways {
 			t.Errorf("weft-agent is not a native sidecar: restartPolicy %v", p)
@@ -126,12 +126,12 @@ func TestInjectionWebhook(t *testing.T) {
 
 	t.Run("opted-out and invalid pods", func(t *testing.T) {
 		out := testPod("opted-out", "shop")
-		out.Annotations = map[string]string{webhook.LabelInject: "false"}
+		out.Annotations = map[string]string{dataplane.LabelInject: "false"}
 		if err := c.Create(ctx, out); err != nil {
 			t.Fatal(err)
 		}
-		if len(out.Spec.InitContainers) != 0 || out.Annotations[webhook.AnnotationInjectStatus] != "skipped: OptedOut" {
-			t.Errorf("opted-out pod: init containers %v, status %q", containerNames(out.Spec.InitContainers), out.Annotations[webhook.AnnotationInjectStatus])
+		if len(out.Spec.InitContainers) != 0 || out.Annotations[dataplane.AnnotationInjectStatus] != "skipped: OptedOut" {
+			t.Errorf("opted-out pod: init containers %v, status %q", containerNames(out.Spec.InitContainers), out.Annotations[dataplane.AnnotationInjectStatus])
 		}
 		bad := testPod("bad", "shop")
 		bad.Annotations = map[string]string{webhook.AnnotationExcludeOutboundPorts: "postgres"}
@@ -146,16 +146,16 @@ func TestInjectionWebhook(t *testing.T) {
 		if err := c.Create(ctx, plain); err != nil {
 			t.Fatal(err)
 		}
-		if len(plain.Spec.InitContainers) != 0 || plain.Annotations[webhook.AnnotationInjectStatus] != "" {
+		if len(plain.Spec.InitContainers) != 0 || plain.Annotations[dataplane.AnnotationInjectStatus] != "" {
 			t.Errorf("pod in an unlabelled namespace was touched: %v %v", containerNames(plain.Spec.InitContainers), plain.Annotations)
 		}
 		in := testPod("opted-in", "tools")
-		in.Labels = map[string]string{webhook.LabelInject: "true"}
+		in.Labels = map[string]string{dataplane.LabelInject: "true"}
 		if err := c.Create(ctx, in); err != nil {
 			t.Fatal(err)
 		}
-		if in.Annotations[webhook.AnnotationInjectStatus] != webhook.StatusInjected {
-			t.Errorf("opted-in pod: status %q", in.Annotations[webhook.AnnotationInjectStatus])
+		if in.Annotations[dataplane.AnnotationInjectStatus] != webhook.StatusInjected {
+			t.Errorf("opted-in pod: status %q", in.Annotations[dataplane.AnnotationInjectStatus])
 		}
 	})
 
@@ -163,7 +163,7 @@ func TestInjectionWebhook(t *testing.T) {
 		p := testPod("legacy", "tools")
 		grace := int64(20)
 		p.Spec.TerminationGracePeriodSeconds = &grace
-		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "tools", Labels: map[string]string{webhook.LabelInject: webhook.InjectEnabled}}}
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "tools", Labels: map[string]string{dataplane.LabelInject: dataplane.InjectEnabled}}}
 		out, r, err := webhook.Inject(p, ns, nil, webhook.Options{LegacySidecar: true})
 		if err != nil || !r.Injected {
 			t.Fatalf("%+v %v", r, err)
@@ -276,7 +276,7 @@ func registerWebhook(t *testing.T, ctx context.Context, c client.Client, url str
 	}
 	// The API server picks up webhook configurations asynchronously: wait
 	// until a pod in a meshed namespace is injected (dry run).
-	probeNS := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "webhook-probe", Labels: map[string]string{webhook.LabelInject: webhook.InjectEnabled}}}
+	probeNS := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "webhook-probe", Labels: map[string]string{dataplane.LabelInject: dataplane.InjectEnabled}}}
 	if err := c.Create(ctx, probeNS); err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +285,7 @@ func registerWebhook(t *testing.T, ctx context.Context, c client.Client, url str
 		if err := c.Create(ctx, p, client.DryRunAll); err != nil {
 			return err
 		}
-		if p.Annotations[webhook.AnnotationInjectStatus] != webhook.StatusInjected {
+		if p.Annotations[dataplane.AnnotationInjectStatus] != webhook.StatusInjected {
 			return errString("webhook not called yet")
 		}
 		return nil

@@ -24,10 +24,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/internal/replicas"
 	"github.com/weftmesh/weft/internal/testenv"
 	"github.com/weftmesh/weft/internal/xdsload"
-	"github.com/weftmesh/weft/xds"
 )
 
 // TestProgrammedAcrossReplicas runs two weft-controller processes, as the
@@ -190,8 +190,8 @@ func TestProgrammedAcrossReplicas(t *testing.T) {
 }
 
 func frontendNode(id string) *corev3.Node {
-	md, _ := structpb.NewStruct(map[string]any{xds.MetaNamespace: "shop", xds.MetaServiceAccount: "frontend",
-		xds.MetaLabels: map[string]any{"app": "frontend"}})
+	md, _ := structpb.NewStruct(map[string]any{dataplane.MetaNamespace: "shop", dataplane.MetaServiceAccount: "frontend",
+		dataplane.MetaLabels: map[string]any{"app": "frontend"}})
 	return &corev3.Node{Id: id, Metadata: md}
 }
 

@@ -17,9 +17,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/internal/testenv"
 	"github.com/weftmesh/weft/internal/xdsload"
-	"github.com/weftmesh/weft/xds"
 )
 
 // TestRolloutGate drives a canary as a user would: kubectl apply a
@@ -55,8 +55,8 @@ func TestRolloutGate(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	md, _ := structpb.NewStruct(map[string]any{xds.MetaNamespace: "shop", xds.MetaServiceAccount: "frontend",
-		xds.MetaLabels: map[string]any{"app": "frontend"}})
+	md, _ := structpb.NewStruct(map[string]any{dataplane.MetaNamespace: "shop", dataplane.MetaServiceAccount: "frontend",
+		dataplane.MetaLabels: map[string]any{"app": "frontend"}})
 	var rejecting atomic.Bool
 	proxy := &xdsload.Proxy{Node: &corev3.Node{Id: "frontend-0.shop", Metadata: md}, Token: saToken(t, env, "shop", "frontend"),
 		Reject: func(r *discoveryv3.DeltaDiscoveryResponse) string {

@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator"
 	"github.com/weftmesh/weft/translator/envoy"
 	"github.com/weftmesh/weft/translator/ir"
@@ -25,8 +26,8 @@ func mesh(b *testing.B, n int, exportAll bool) (*translator.Inputs, *ir.Mesh) {
 	return in, translator.Translate(in).Mesh
 }
 
-func proxy(ns int) envoy.Proxy {
-	return envoy.Proxy{Namespace: testmesh.Namespace(ns), ServiceAccount: "svc-0", Labels: map[string]string{"app": fmt.Sprintf("svc-%d", ns)}}
+func proxy(ns int) dataplane.Proxy {
+	return dataplane.Proxy{Namespace: testmesh.Namespace(ns), ServiceAccount: "svc-0", Labels: map[string]string{"app": fmt.Sprintf("svc-%d", ns)}}
 }
 
 func size(r *envoy.Resources) int {

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator/ir"
 )
 
@@ -216,10 +217,10 @@ func upstreamTLS(port *ir.Port) []*clusterv3.Cluster_TransportSocketMatch {
 func commonTLS(sans []*tlsv3.SubjectAltNameMatcher, proto ir.Protocol) *tlsv3.CommonTlsContext {
 	c := &tlsv3.CommonTlsContext{
 		TlsParams:                      &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2},
-		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: WorkloadCertSecret, SdsConfig: adsConfig()}},
+		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: dataplane.WorkloadCertSecret, SdsConfig: adsConfig()}},
 		ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
 			DefaultValidationContext:         &tlsv3.CertificateValidationContext{MatchTypedSubjectAltNames: sans},
-			ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: TrustBundleSecret, SdsConfig: adsConfig()},
+			ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: dataplane.TrustBundleSecret, SdsConfig: adsConfig()},
 		}},
 	}
 	// The mesh marker first, so the peer's inbound listener knows this is
@@ -275,18 +276,18 @@ func loadAssignment(cluster string, eps []ir.Endpoint) *endpointv3.ClusterLoadAs
 func (v *view) fixedClusters() []*clusterv3.Cluster {
 	out := []*clusterv3.Cluster{
 		{
-			Name:                 PassthroughCluster,
+			Name:                 dataplane.PassthroughCluster,
 			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
 			LbPolicy:             clusterv3.Cluster_CLUSTER_PROVIDED,
 			ConnectTimeout:       durationpb.New(connectTimeout),
 		},
 		{
-			Name:                 BlackHoleCluster,
+			Name:                 dataplane.BlackHoleCluster,
 			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
 			ConnectTimeout:       durationpb.New(connectTimeout),
 		},
 	}
-	out = append(out, staticCluster(AdminCluster, "127.0.0.1", AdminPort))
+	out = append(out, staticCluster(AdminCluster, "127.0.0.1", dataplane.AdminPort))
 	if t := v.mesh.Tracing; t != nil {
 		host, port, err := net.SplitHostPort(t.Collector)
 		if n, perr := strconv.Atoi(port); err == nil && perr == nil {
@@ -305,13 +306,13 @@ func (v *view) fixedClusters() []*clusterv3.Cluster {
 	}
 	if v.mtls == ir.MTLSPermissive {
 		out = append(out, &clusterv3.Cluster{
-			Name:                 InboundPassthroughCluster,
+			Name:                 dataplane.InboundPassthroughCluster,
 			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
 			LbPolicy:             clusterv3.Cluster_CLUSTER_PROVIDED,
 			ConnectTimeout:       durationpb.New(connectTimeout),
 			// Leave from a source address that weft-init does not
 			// capture, or the connection would loop back into the sidecar.
-			UpstreamBindConfig: &corev3.BindConfig{SourceAddress: socketAddress(InboundPassthroughSource, 0).GetSocketAddress()},
+			UpstreamBindConfig: &corev3.BindConfig{SourceAddress: socketAddress(dataplane.InboundPassthroughSource, 0).GetSocketAddress()},
 		})
 	}
 	seenProbe := map[string]bool{}

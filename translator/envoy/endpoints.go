@@ -7,6 +7,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator/ir"
 )
 
@@ -86,11 +87,11 @@ func NewEndpointChange(old, new *ir.Service) *EndpointChange {
 // Assignments and the TLSClusters that p's configuration holds. The set of
 // resources p holds does not change then (an endpoint-only change alters
 // no one's view), so the names p holds are the ones to replace.
-func (c *EndpointChange) Local(p Proxy) bool {
+func (c *EndpointChange) Local(p dataplane.Proxy) bool {
 	if !c.endpointsOnly {
 		return false
 	}
-	if c.headlessMoved && p.Kind == KindSidecar {
+	if c.headlessMoved && p.Kind == dataplane.KindSidecar {
 		return false // gRPC skips headless Services altogether
 	}
 	if c.new.Key.Namespace == p.Namespace && selects(c.new.Selector, p.Labels) {
@@ -119,13 +120,13 @@ func (c *EndpointChange) TLSClusters() []string {
 // (circuit breakers, retry budget and protocol options depend on the
 // proxy's routes, which the change leaves alone) with its upstream TLS
 // naming the new endpoints' identities. cl is not modified.
-func (c *EndpointChange) PatchCluster(cl *clusterv3.Cluster, kind ProxyKind) *clusterv3.Cluster {
+func (c *EndpointChange) PatchCluster(cl *clusterv3.Cluster, kind dataplane.ProxyKind) *clusterv3.Cluster {
 	port := c.tls[cl.GetName()]
 	if port == nil {
 		return cl
 	}
 	out := proto.Clone(cl).(*clusterv3.Cluster)
-	if kind == KindGRPC {
+	if kind == dataplane.KindGRPC {
 		out.TransportSocket = grpcUpstreamTLS(port)
 	} else {
 		out.TransportSocketMatches = upstreamTLS(port)

@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator"
 	"github.com/weftmesh/weft/translator/envoy"
 )
@@ -84,18 +85,18 @@ func TestGolden(t *testing.T) {
 }
 
 func meshed(p *corev1.Pod) bool {
-	if p.Annotations[translator.AnnotationProxyless] == "grpc" {
+	if p.Annotations[dataplane.AnnotationProxyless] == "grpc" {
 		return true
 	}
 	for _, c := range append(append([]corev1.Container(nil), p.Spec.InitContainers...), p.Spec.Containers...) {
-		if c.Name == translator.SidecarContainerName {
+		if c.Name == dataplane.SidecarContainerName {
 			return true
 		}
 	}
 	return false
 }
 
-func proxyOf(p *corev1.Pod) envoy.Proxy {
+func proxyOf(p *corev1.Pod) dataplane.Proxy {
 	sa := p.Spec.ServiceAccountName
 	if sa == "" {
 		sa = "default"
@@ -104,17 +105,17 @@ func proxyOf(p *corev1.Pod) envoy.Proxy {
 	for _, ip := range p.Status.PodIPs {
 		ips = append(ips, ip.IP)
 	}
-	kind := envoy.KindSidecar
-	if p.Annotations[translator.AnnotationProxyless] == "grpc" {
-		kind = envoy.KindGRPC
+	kind := dataplane.KindSidecar
+	if p.Annotations[dataplane.AnnotationProxyless] == "grpc" {
+		kind = dataplane.KindGRPC
 	}
-	var probes map[string]envoy.AppProbe
+	var probes map[string]dataplane.AppProbe
 	if raw := p.Annotations["weft.dev/app-probes"]; raw != "" {
 		if err := json.Unmarshal([]byte(raw), &probes); err != nil {
 			panic(err)
 		}
 	}
-	return envoy.Proxy{Namespace: p.Namespace, ServiceAccount: sa, Labels: p.Labels, IPs: ips, Kind: kind, AppProbes: probes}
+	return dataplane.Proxy{Namespace: p.Namespace, ServiceAccount: sa, Labels: p.Labels, IPs: ips, Kind: kind, AppProbes: probes}
 }
 
 func list[T proto.Message](in []T) []proto.Message {

@@ -19,20 +19,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator/ir"
-)
-
-// Proxyless gRPC: what gRPC's xDS support accepts, per its gRFCs (A27,
-// A28, A29, A36, A41) and as gRPC-Go checks it.
-const (
-	// GRPCServerListenerPrefix: a gRPC server's bootstrap sets
-	// server_listener_resource_name_template to "weft/inbound/%s", and asks
-	// for "weft/inbound/<ip>:<port>" with the address it serves on.
-	GRPCServerListenerPrefix = "weft/inbound/"
-	// GRPCCertProvider is the certificate provider instance, from the
-	// gRPC bootstrap, that holds the workload's certificate and the trust
-	// bundle (gRPC cannot take certificates over SDS).
-	GRPCCertProvider = "weft"
 )
 
 func (v *view) buildGRPC(r *Resources) {
@@ -65,12 +53,12 @@ func (v *view) buildGRPC(r *Resources) {
 		// aggregate) clusters, so here it is an EDS cluster with no
 		// endpoints: its share of RPCs fails with UNAVAILABLE, gRPC's 503.
 		r.Clusters = append(r.Clusters, &clusterv3.Cluster{
-			Name:                 BlackHoleCluster,
+			Name:                 dataplane.BlackHoleCluster,
 			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
 			EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsConfig()},
 			LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
 		})
-		r.Endpoints = append(r.Endpoints, &endpointv3.ClusterLoadAssignment{ClusterName: BlackHoleCluster})
+		r.Endpoints = append(r.Endpoints, &endpointv3.ClusterLoadAssignment{ClusterName: dataplane.BlackHoleCluster})
 	}
 	// A server asks for the listener of the address it serves on: the
 	// wildcard addresses or one of the pod's own.
@@ -223,13 +211,13 @@ func meshedIdentities(port *ir.Port) []string {
 // SPIFFE ID (servers leave that to RBAC: gRPC rejects SAN matchers there).
 func grpcTLS(sans []string) *tlsv3.CommonTlsContext {
 	vc := &tlsv3.CertificateValidationContext{
-		CaCertificateProviderInstance: &tlsv3.CertificateProviderPluginInstance{InstanceName: GRPCCertProvider, CertificateName: "ROOTCA"},
+		CaCertificateProviderInstance: &tlsv3.CertificateProviderPluginInstance{InstanceName: dataplane.GRPCCertProvider, CertificateName: "ROOTCA"},
 	}
 	for _, s := range sans {
 		vc.MatchSubjectAltNames = append(vc.MatchSubjectAltNames, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: s}})
 	}
 	return &tlsv3.CommonTlsContext{
-		TlsCertificateProviderInstance: &tlsv3.CertificateProviderPluginInstance{InstanceName: GRPCCertProvider, CertificateName: "DEFAULT"},
+		TlsCertificateProviderInstance: &tlsv3.CertificateProviderPluginInstance{InstanceName: dataplane.GRPCCertProvider, CertificateName: "DEFAULT"},
 		ValidationContextType:          &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: vc},
 	}
 }
@@ -241,7 +229,7 @@ func grpcTLS(sans []string) *tlsv3.CommonTlsContext {
 // servers are Strict), and AuthPolicy as RBAC.
 func (v *view) grpcServerListener(ip string, in inboundPort) *listenerv3.Listener {
 	addr := strings.Trim(ip, "[]")
-	name := fmt.Sprintf("%s%s:%d", GRPCServerListenerPrefix, ip, in.port)
+	name := fmt.Sprintf("%s%s:%d", dataplane.GRPCServerListenerPrefix, ip, in.port)
 	filters := v.grpcRBAC()
 	filters = append(filters, routerFilter())
 	h := &hcmv3.HttpConnectionManager{

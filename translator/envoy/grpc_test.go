@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/xds"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/internal/testpki"
 	"github.com/weftmesh/weft/translator"
 	"github.com/weftmesh/weft/translator/envoy"
@@ -65,9 +66,9 @@ func TestProxylessGRPC(t *testing.T) {
 			t.Fatal(err)
 		}
 		mesh := translator.Translate(in).Mesh
-		for node, p := range map[string]envoy.Proxy{
-			"greeter-0.shop":  {Namespace: "shop", ServiceAccount: "greeter", Labels: map[string]string{"app": "greeter"}, IPs: []string{"127.0.0.1"}, Kind: envoy.KindGRPC},
-			"frontend-0.shop": {Namespace: "shop", ServiceAccount: "frontend", Labels: map[string]string{"app": "frontend"}, IPs: []string{"127.0.0.2"}, Kind: envoy.KindGRPC},
+		for node, p := range map[string]dataplane.Proxy{
+			"greeter-0.shop":  {Namespace: "shop", ServiceAccount: "greeter", Labels: map[string]string{"app": "greeter"}, IPs: []string{"127.0.0.1"}, Kind: dataplane.KindGRPC},
+			"frontend-0.shop": {Namespace: "shop", ServiceAccount: "frontend", Labels: map[string]string{"app": "frontend"}, IPs: []string{"127.0.0.2"}, Kind: dataplane.KindGRPC},
 		} {
 			res := envoy.Build(mesh, p)
 			if err := res.Validate(); err != nil {
@@ -247,7 +248,7 @@ func serveADS(t *testing.T, ctx context.Context, cache cachev3.SnapshotCache) st
 }
 
 func bootstrap(t *testing.T, xdsAddr, node string, f testpki.Files) []byte {
-	b, err := json.Marshal(testpki.GRPCBootstrap(xdsAddr, node, nil, envoy.GRPCCertProvider, f, envoy.GRPCServerListenerPrefix+"%s"))
+	b, err := json.Marshal(testpki.GRPCBootstrap(xdsAddr, node, nil, dataplane.GRPCCertProvider, f, dataplane.GRPCServerListenerPrefix+"%s"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator/ir"
 )
 
@@ -89,8 +90,8 @@ func podFamilies(ips []string) (v4, v6 bool) {
 // passes through, or is refused in RegistryOnly mode.
 func (v *view) outboundListener() *listenerv3.Listener {
 	l := &listenerv3.Listener{
-		Name:             OutboundListener,
-		Address:          socketAddress("0.0.0.0", OutboundPort),
+		Name:             dataplane.OutboundListener,
+		Address:          socketAddress("0.0.0.0", dataplane.OutboundPort),
 		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
 		ListenerFilters:  []*listenerv3.ListenerFilter{listenerFilter("envoy.filters.listener.original_dst", &origdstv3.OriginalDst{})},
 	}
@@ -130,9 +131,9 @@ func (v *view) outboundListener() *listenerv3.Listener {
 			})
 		}
 	}
-	fallback := PassthroughCluster
+	fallback := dataplane.PassthroughCluster
 	if v.mesh.Outbound == ir.OutboundRegistryOnly {
-		fallback = BlackHoleCluster
+		fallback = dataplane.BlackHoleCluster
 	}
 	l.DefaultFilterChain = &listenerv3.FilterChain{
 		Name:    "outbound|unknown",
@@ -176,8 +177,8 @@ func tcpBackends(svc *ir.Service, port *ir.Port) []ir.Backend {
 // in Strict mode.
 func (v *view) inboundListener() *listenerv3.Listener {
 	l := &listenerv3.Listener{
-		Name:             InboundListener,
-		Address:          socketAddress("0.0.0.0", InboundPort),
+		Name:             dataplane.InboundListener,
+		Address:          socketAddress("0.0.0.0", dataplane.InboundPort),
 		TrafficDirection: corev3.TrafficDirection_INBOUND,
 		ListenerFilters: []*listenerv3.ListenerFilter{
 			listenerFilter("envoy.filters.listener.original_dst", &origdstv3.OriginalDst{}),
@@ -218,7 +219,7 @@ func (v *view) inboundListener() *listenerv3.Listener {
 	if v.mtls == ir.MTLSPermissive {
 		l.DefaultFilterChain = &listenerv3.FilterChain{
 			Name:    "inbound|passthrough",
-			Filters: []*listenerv3.Filter{v.tcpProxy("inbound_passthrough", []ir.Backend{{Weight: 1}}, InboundPassthroughCluster)},
+			Filters: []*listenerv3.Filter{v.tcpProxy("inbound_passthrough", []ir.Backend{{Weight: 1}}, dataplane.InboundPassthroughCluster)},
 		}
 	} else if len(l.FilterChains) == 0 {
 		// A Strict workload that serves no Service port (a client-only
@@ -228,7 +229,7 @@ func (v *view) inboundListener() *listenerv3.Listener {
 		// as Strict mode says.
 		l.DefaultFilterChain = &listenerv3.FilterChain{
 			Name:    "inbound|closed",
-			Filters: []*listenerv3.Filter{v.tcpProxy("inbound_closed", []ir.Backend{{Weight: 1}}, BlackHoleCluster)},
+			Filters: []*listenerv3.Filter{v.tcpProxy("inbound_closed", []ir.Backend{{Weight: 1}}, dataplane.BlackHoleCluster)},
 		}
 	}
 	return l
@@ -250,9 +251,9 @@ func meshProtocols(p ir.Protocol) []string {
 func (v *view) serverTLS(proto ir.Protocol) *tlsv3.CommonTlsContext {
 	c := &tlsv3.CommonTlsContext{
 		TlsParams:                      &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2},
-		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: WorkloadCertSecret, SdsConfig: adsConfig()}},
+		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: dataplane.WorkloadCertSecret, SdsConfig: adsConfig()}},
 		ValidationContextType: &tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig{
-			ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: TrustBundleSecret, SdsConfig: adsConfig()},
+			ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: dataplane.TrustBundleSecret, SdsConfig: adsConfig()},
 		},
 	}
 	switch proto {
@@ -460,7 +461,7 @@ func (v *view) tracing() *hcmv3.HttpConnectionManager_Tracing {
 }
 
 // tracingServiceName names the proxy's spans' service.
-func tracingServiceName(p Proxy) string { return p.ServiceAccount + "." + p.Namespace }
+func tracingServiceName(p dataplane.Proxy) string { return p.ServiceAccount + "." + p.Namespace }
 
 // readinessListener answers 200 on :15021/ready once the proxy has its
 // listeners, which is what the injected startup probe waits for, and
@@ -487,22 +488,22 @@ func (v *view) readinessListener() *listenerv3.Listener {
 			}},
 		})
 	}
-	rc := &routev3.RouteConfiguration{Name: ReadinessListener, VirtualHosts: []*routev3.VirtualHost{{
-		Name: ReadinessListener, Domains: []string{"*"}, Routes: routes,
+	rc := &routev3.RouteConfiguration{Name: dataplane.ReadinessListener, VirtualHosts: []*routev3.VirtualHost{{
+		Name: dataplane.ReadinessListener, Domains: []string{"*"}, Routes: routes,
 	}}}
-	return plainHTTPListener(ReadinessListener, ReadinessPort, rc)
+	return plainHTTPListener(dataplane.ReadinessListener, dataplane.ReadinessPort, rc)
 }
 
 // appProbeCluster reaches the application's probe port on localhost.
-func appProbeCluster(p AppProbe) string {
+func appProbeCluster(p dataplane.AppProbe) string {
 	return fmt.Sprintf("app-probe|%d|%s", p.Port, strings.ToLower(p.Scheme))
 }
 
 // statsListener exposes only the admin endpoint's Prometheus page, so that
 // scraping never opens the rest of the admin API beyond localhost.
 func statsListener() *listenerv3.Listener {
-	rc := &routev3.RouteConfiguration{Name: StatsListener, VirtualHosts: []*routev3.VirtualHost{{
-		Name: StatsListener, Domains: []string{"*"},
+	rc := &routev3.RouteConfiguration{Name: dataplane.StatsListener, VirtualHosts: []*routev3.VirtualHost{{
+		Name: dataplane.StatsListener, Domains: []string{"*"},
 		Routes: []*routev3.Route{{
 			Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: "/stats/prometheus"}},
 			Action: &routev3.Route_Route{Route: &routev3.RouteAction{
@@ -510,7 +511,7 @@ func statsListener() *listenerv3.Listener {
 			}},
 		}},
 	}}}
-	return plainHTTPListener(StatsListener, StatsPort, rc)
+	return plainHTTPListener(dataplane.StatsListener, dataplane.StatsPort, rc)
 }
 
 // AdminCluster is the proxy's own admin endpoint on localhost.

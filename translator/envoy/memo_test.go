@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator/ir"
 )
 
@@ -28,8 +29,8 @@ func memoMesh() *ir.Mesh {
 // its own; an entry goes when its port is collected.
 func TestLoadAssignmentsAreBuiltOncePerPort(t *testing.T) {
 	mesh := memoMesh()
-	a := Build(mesh, Proxy{Namespace: "shop", ServiceAccount: "a", Labels: map[string]string{"app": "a"}})
-	b := Build(mesh, Proxy{Namespace: "shop", ServiceAccount: "b", Labels: map[string]string{"app": "b"}})
+	a := Build(mesh, dataplane.Proxy{Namespace: "shop", ServiceAccount: "a", Labels: map[string]string{"app": "a"}})
+	b := Build(mesh, dataplane.Proxy{Namespace: "shop", ServiceAccount: "b", Labels: map[string]string{"app": "b"}})
 	if len(a.Endpoints) != 2 || len(b.Endpoints) != 2 {
 		t.Fatalf("endpoints: %d and %d, want 2 each", len(a.Endpoints), len(b.Endpoints))
 	}
@@ -42,7 +43,7 @@ func TestLoadAssignmentsAreBuiltOncePerPort(t *testing.T) {
 			t.Errorf("%s: the shared message differs from a fresh build:\n%v\n%v", want.ClusterName, a.Endpoints[i], want)
 		}
 	}
-	grpc := Build(mesh, Proxy{Kind: KindGRPC, Namespace: "shop", ServiceAccount: "c", IPs: []string{"10.1.9.9"}})
+	grpc := Build(mesh, dataplane.Proxy{Kind: dataplane.KindGRPC, Namespace: "shop", ServiceAccount: "c", IPs: []string{"10.1.9.9"}})
 	shared := 0
 	for _, e := range grpc.Endpoints {
 		for _, s := range a.Endpoints {
@@ -62,7 +63,7 @@ func TestLoadAssignmentsAreBuiltOncePerPort(t *testing.T) {
 	port.Endpoints = port.Endpoints[:1]
 	web.Ports = []*ir.Port{&port}
 	next.Services = []*ir.Service{mesh.Services[0], &web}
-	c := Build(&next, Proxy{Namespace: "shop", ServiceAccount: "a", Labels: map[string]string{"app": "a"}})
+	c := Build(&next, dataplane.Proxy{Namespace: "shop", ServiceAccount: "a", Labels: map[string]string{"app": "a"}})
 	if c.Endpoints[0] != a.Endpoints[0] || c.Endpoints[1] == a.Endpoints[1] || len(c.Endpoints[1].Endpoints[0].LbEndpoints) != 1 {
 		t.Fatalf("after web's endpoints changed: api shared %t, web new %t with %d endpoints in its first locality",
 			c.Endpoints[0] == a.Endpoints[0], c.Endpoints[1] != a.Endpoints[1], len(c.Endpoints[1].Endpoints[0].LbEndpoints))

@@ -12,52 +12,9 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator/ir"
 )
-
-// Proxy is what the translator needs to know about one connected proxy.
-type Proxy struct {
-	// Namespace and ServiceAccount give the proxy's identity.
-	Namespace      string
-	ServiceAccount string
-	// Labels of the proxy's pod: they decide which Services it serves.
-	Labels map[string]string
-	// IPs of the pod, used to find the ports it serves for named target
-	// ports.
-	IPs []string
-	// Kind is what consumes the configuration: an Envoy sidecar, or a
-	// proxyless gRPC application (which accepts a subset of xDS).
-	Kind ProxyKind
-	// AppProbes are the application's HTTP probes that injection rewrote to
-	// the readiness port, by their new path; the readiness listener
-	// forwards them to the application.
-	AppProbes map[string]AppProbe
-}
-
-// AppProbe is where a rewritten kubelet probe goes: the application's port,
-// path (which may carry a query), scheme (HTTP or HTTPS) and timeout. It is
-// the weft.dev/app-probes annotation's format.
-type AppProbe struct {
-	Port           int32  `json:"port"`
-	Path           string `json:"path"`
-	Scheme         string `json:"scheme"`
-	TimeoutSeconds int32  `json:"timeoutSeconds"`
-}
-
-// ProxyKind says what kind of xDS client a proxy is.
-type ProxyKind int
-
-const (
-	// KindSidecar is an injected Envoy.
-	KindSidecar ProxyKind = iota
-	// KindGRPC is a gRPC application using gRPC's own xDS support.
-	KindGRPC
-)
-
-// Identity is the proxy's SPIFFE ID in the trust domain.
-func (p Proxy) Identity(trustDomain string) string {
-	return "spiffe://" + trustDomain + "/ns/" + p.Namespace + "/sa/" + p.ServiceAccount
-}
 
 // Resources is a proxy's complete configuration, each list sorted by name.
 type Resources struct {
@@ -95,43 +52,15 @@ type Resources struct {
 // also the ones that select its workload (inbound). A Service outside the
 // scope reaches a proxy's configuration only as a backend of one inside it,
 // and then it is in Deps.
-func Visible(svc *ir.Service, p Proxy) bool { return svc.ExportedTo(p.Namespace) }
-
-// Ports and names that the sidecar bootstrap and weft-init share.
-const (
-	OutboundPort  = 15001
-	InboundPort   = 15006
-	AdminPort     = 15000
-	ReadinessPort = 15021
-	StatsPort     = 15090
-
-	OutboundListener  = "outbound"
-	InboundListener   = "inbound"
-	ReadinessListener = "readiness"
-	StatsListener     = "stats"
-
-	PassthroughCluster        = "PassthroughCluster"
-	BlackHoleCluster          = "BlackHoleCluster"
-	InboundPassthroughCluster = "InboundPassthroughCluster"
-
-	// WorkloadCertSecret is the proxy's own certificate and key;
-	// TrustBundleSecret the roots it validates peers with.
-	WorkloadCertSecret = "workload-cert"
-	TrustBundleSecret  = "trust-bundle"
-
-	// InboundPassthroughSource is the address the sidecar uses towards its
-	// own application for passthrough traffic; weft-init excludes it from
-	// capture so that traffic does not loop.
-	InboundPassthroughSource = "127.0.0.6"
-)
+func Visible(svc *ir.Service, p dataplane.Proxy) bool { return svc.ExportedTo(p.Namespace) }
 
 // Build computes the resources of one proxy. (Shared builds many proxies'
 // from one model, sharing what they have in common.)
-func Build(mesh *ir.Mesh, p Proxy) *Resources { return newView(mesh, p).build() }
+func Build(mesh *ir.Mesh, p dataplane.Proxy) *Resources { return newView(mesh, p).build() }
 
 func (v *view) build() *Resources {
 	r := &Resources{}
-	if v.proxy.Kind == KindGRPC {
+	if v.proxy.Kind == dataplane.KindGRPC {
 		v.buildGRPC(r)
 	} else {
 		// The upstream clusters may be shared: copy before adding.
@@ -140,7 +69,7 @@ func (v *view) build() *Resources {
 		r.Endpoints = append([]*endpointv3.ClusterLoadAssignment(nil), cla...)
 		r.Routes = v.routeConfigs()
 		r.Listeners = v.listeners()
-		r.Secrets = []string{TrustBundleSecret, WorkloadCertSecret}
+		r.Secrets = []string{dataplane.TrustBundleSecret, dataplane.WorkloadCertSecret}
 	}
 	r.Policies = v.policies()
 	r.Deps = v.deps()
@@ -155,7 +84,7 @@ func (v *view) build() *Resources {
 // view is the part of the mesh one proxy can reach, and the part it serves.
 type view struct {
 	mesh  *ir.Mesh
-	proxy Proxy
+	proxy dataplane.Proxy
 	id    string
 	// outbound: Services the proxy may call, in mesh order; outIdx their
 	// indices in mesh.Services (what Shared keys on).
@@ -183,7 +112,7 @@ type inboundPort struct {
 	protocol ir.Protocol
 }
 
-func newView(mesh *ir.Mesh, p Proxy) *view {
+func newView(mesh *ir.Mesh, p dataplane.Proxy) *view {
 	v := &view{mesh: mesh, proxy: p, id: p.Identity(mesh.TrustDomain), mtls: mesh.DefaultMTLS,
 		namespaces: map[string]bool{p.Namespace: true}}
 	ns := mesh.Namespaces[p.Namespace]

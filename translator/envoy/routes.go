@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator/ir"
 )
 
@@ -84,7 +85,7 @@ func (v *view) unknownHost() *routev3.VirtualHost {
 		r.Action = &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 502}}
 	} else {
 		r.Action = &routev3.Route_Route{Route: &routev3.RouteAction{
-			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: PassthroughCluster},
+			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: dataplane.PassthroughCluster},
 			Timeout:          durationpb.New(0),
 		}}
 	}
@@ -197,7 +198,7 @@ func retryPolicy(r *ir.Retry) *routev3.RetryPolicy {
 // black hole, which has no endpoints, so their requests get 503.
 func backendCluster(b ir.Backend) string {
 	if b.Unresolved {
-		return BlackHoleCluster
+		return dataplane.BlackHoleCluster
 	}
 	return ir.ClusterName(b.Service, b.Port)
 }

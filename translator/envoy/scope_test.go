@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator"
 	"github.com/weftmesh/weft/translator/envoy"
 	"github.com/weftmesh/weft/translator/ir"
@@ -68,7 +69,7 @@ func TestUpdateEndpointsEqualsFullTranslation(t *testing.T) {
 	}
 	key := ir.ServiceKey{Namespace: changed.Namespace, Name: changed.Labels[discoveryv1.LabelServiceName]}
 	cheap := translator.UpdateEndpoints(before, key, []*discoveryv1.EndpointSlice{changed}, pods)
-	for _, p := range []envoy.Proxy{proxy(0), proxy(1), proxy(2)} {
+	for _, p := range []dataplane.Proxy{proxy(0), proxy(1), proxy(2)} {
 		a, b := envoy.Build(full, p), envoy.Build(cheap, p)
 		if !equalResources(a, b) {
 			t.Fatalf("proxy %s: incremental model differs from the full translation", p.Namespace)

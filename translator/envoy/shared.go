@@ -10,6 +10,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator/ir"
 )
 
@@ -58,7 +59,7 @@ func NewShared(mesh *ir.Mesh) *Shared {
 func (s *Shared) Mesh() *ir.Mesh { return s.mesh }
 
 // Build computes the resources of one proxy, as Build(s.Mesh(), p) does.
-func (s *Shared) Build(p Proxy) *Resources {
+func (s *Shared) Build(p dataplane.Proxy) *Resources {
 	v := newView(s.mesh, p)
 	v.shared = s
 	return v.build()
@@ -66,7 +67,7 @@ func (s *Shared) Build(p Proxy) *Resources {
 
 // viewEntry is what proxies of one kind with one outbound list share.
 type viewEntry struct {
-	kind     ProxyKind
+	kind     dataplane.ProxyKind
 	outbound []int // indices in mesh.Services
 
 	once      sync.Once
@@ -127,7 +128,7 @@ func (s *Shared) entry(v *view) *viewEntry {
 // built once per view entry when v has a Shared.
 func (v *view) upstreamClusters() ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadAssignment) {
 	build := v.sidecarUpstreams
-	if v.proxy.Kind == KindGRPC {
+	if v.proxy.Kind == dataplane.KindGRPC {
 		build = v.grpcUpstreams
 	}
 	if v.shared == nil {

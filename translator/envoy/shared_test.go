@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator"
 	"github.com/weftmesh/weft/translator/envoy"
 	"github.com/weftmesh/weft/translator/ir"
@@ -29,7 +30,7 @@ func TestSharedBuildEqualsBuild(t *testing.T) {
 	type meshCase struct {
 		name    string
 		mesh    *ir.Mesh
-		proxies []envoy.Proxy
+		proxies []dataplane.Proxy
 	}
 	var cases []meshCase
 	inputs, _ := filepath.Glob("testdata/*.in.yaml")
@@ -91,7 +92,7 @@ func TestSharedBuildEqualsBuild(t *testing.T) {
 	}
 }
 
-func variants(p envoy.Proxy) []envoy.Proxy {
+func variants(p dataplane.Proxy) []dataplane.Proxy {
 	other := p
 	other.ServiceAccount += "-other"
 	v6 := p
@@ -100,7 +101,7 @@ func variants(p envoy.Proxy) []envoy.Proxy {
 	dual.IPs = []string{"10.9.9.9", "fd00::9"}
 	elsewhere := p
 	elsewhere.Namespace += "-elsewhere"
-	return []envoy.Proxy{p, other, v6, dual, elsewhere}
+	return []dataplane.Proxy{p, other, v6, dual, elsewhere}
 }
 
 // TestSharedBuildShares: proxies of different namespaces that see the

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/weftmesh/weft/crds/v1alpha1"
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator"
 )
 
@@ -68,7 +69,7 @@ func Generate(o Options) *translator.Inputs {
 				ObjectMeta: metav1.ObjectMeta{Name: pod, Namespace: ns, Labels: map[string]string{"app": name}},
 				Spec: corev1.PodSpec{
 					ServiceAccountName: name,
-					InitContainers:     []corev1.Container{{Name: translator.SidecarContainerName}},
+					InitContainers:     []corev1.Container{{Name: dataplane.SidecarContainerName}},
 				},
 			})
 		}

@@ -21,16 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/weftmesh/weft/translator/envoy"
-)
-
-// Environment variables of the proxy container that the bootstrap refers
-// to; the webhook fills them from the downward API.
-const (
-	EnvPodName        = "WEFT_POD_NAME"
-	EnvPodNamespace   = "WEFT_POD_NAMESPACE"
-	EnvPodIPs         = "WEFT_POD_IPS" // status.podIPs: comma-separated
-	EnvServiceAccount = "WEFT_SERVICE_ACCOUNT"
+	"github.com/weftmesh/weft/dataplane"
 )
 
 // Defaults.
@@ -43,12 +34,9 @@ const (
 	// certificate.
 	CredentialsDir = "/var/run/weft/credentials"
 	TokenFile      = "token"
-	RootCertFile   = "root-cert.pem"
 	// TokenAudience is the audience of the proxy's ServiceAccount token;
 	// weft-controller accepts only tokens minted for it.
 	TokenAudience = "weft"
-	// ProxyKind is the node metadata "kind" of injected sidecars.
-	ProxyKind = "sidecar"
 
 	// fileBasedMetadata is Envoy's Google-gRPC call-credentials plugin that
 	// reads a file on every new stream, so a rotated token is picked up
@@ -79,7 +67,7 @@ func ref(env string) string { return "$(" + env + ")" }
 
 // NodeID is the proxy's xDS node id: <pod name>.<namespace>, unique in the
 // cluster and what `weft` commands print.
-var NodeID = ref(EnvPodName) + "." + ref(EnvPodNamespace)
+var NodeID = ref(dataplane.EnvPodName) + "." + ref(dataplane.EnvPodNamespace)
 
 // Build returns the bootstrap, validated.
 func Build(c Config) (*bootstrapv3.Bootstrap, error) {
@@ -90,23 +78,15 @@ func Build(c Config) (*bootstrapv3.Bootstrap, error) {
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		return nil, fmt.Errorf("xDS address %q is not host:port", addr)
 	}
-	labels := map[string]any{}
-	for k, v := range c.Labels {
-		labels[k] = v
-	}
-	// The keys are the ones weft-controller reads (xds.ParseNode).
-	fields := map[string]any{
-		"PROXY_KIND":      ProxyKind,
-		"POD_NAME":        ref(EnvPodName),
-		"NAMESPACE":       ref(EnvPodNamespace),
-		"SERVICE_ACCOUNT": ref(EnvServiceAccount),
-		"INSTANCE_IPS":    ref(EnvPodIPs),
-		"LABELS":          labels,
-	}
-	if c.AppProbes != "" {
-		fields["APP_PROBES"] = c.AppProbes
-	}
-	md, err := structpb.NewStruct(fields)
+	md, err := structpb.NewStruct(dataplane.NodeMetadata(dataplane.NodeMeta{
+		Kind:           dataplane.KindNameSidecar,
+		PodName:        ref(dataplane.EnvPodName),
+		Namespace:      ref(dataplane.EnvPodNamespace),
+		ServiceAccount: ref(dataplane.EnvServiceAccount),
+		PodIPs:         ref(dataplane.EnvPodIPs),
+		Labels:         c.Labels,
+		AppProbes:      c.AppProbes,
+	}))
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +109,7 @@ func Build(c Config) (*bootstrapv3.Bootstrap, error) {
 		CredentialsFactoryName: fileBasedMetadata,
 		ChannelCredentials: &corev3.GrpcService_GoogleGrpc_ChannelCredentials{
 			CredentialSpecifier: &corev3.GrpcService_GoogleGrpc_ChannelCredentials_SslCredentials{
-				SslCredentials: &corev3.GrpcService_GoogleGrpc_SslCredentials{RootCerts: file(CredentialsDir + "/" + RootCertFile)},
+				SslCredentials: &corev3.GrpcService_GoogleGrpc_SslCredentials{RootCerts: file(CredentialsDir + "/" + dataplane.RootCertFile)},
 			},
 		},
 		CallCredentials: []*corev3.GrpcService_GoogleGrpc_CallCredentials{{
@@ -150,7 +130,7 @@ func Build(c Config) (*bootstrapv3.Bootstrap, error) {
 	b := &bootstrapv3.Bootstrap{
 		Node: &corev3.Node{
 			Id:       NodeID,
-			Cluster:  ref(EnvServiceAccount) + "." + ref(EnvPodNamespace),
+			Cluster:  ref(dataplane.EnvServiceAccount) + "." + ref(dataplane.EnvPodNamespace),
 			Metadata: md,
 		},
 		// The admin API can reconfigure and stop the proxy: localhost only.
@@ -158,7 +138,7 @@ func Build(c Config) (*bootstrapv3.Bootstrap, error) {
 		// 15090, which the translator sends.
 		Admin: &bootstrapv3.Admin{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
 			Address:       "127.0.0.1",
-			PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: envoy.AdminPort},
+			PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: dataplane.AdminPort},
 		}}}},
 		DynamicResources: &bootstrapv3.Bootstrap_DynamicResources{
 			AdsConfig: &corev3.ApiConfigSource{

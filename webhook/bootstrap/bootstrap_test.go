@@ -14,7 +14,7 @@ import (
 	grpccredv3 "github.com/envoyproxy/go-control-plane/envoy/config/grpc_credential/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 
-	"github.com/weftmesh/weft/translator/envoy"
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/xds"
 )
 
@@ -107,7 +107,7 @@ func TestNodeIsWhatTheControllerReads(t *testing.T) {
 	if err != nil {
 		t.Fatalf("weft-controller rejects the node: %v", err)
 	}
-	want := envoy.Proxy{Namespace: "shop", ServiceAccount: "checkout", Labels: map[string]string{"app": "checkout"}, IPs: []string{"10.1.2.3", "fd00::3"}, Kind: envoy.KindSidecar}
+	want := dataplane.Proxy{Namespace: "shop", ServiceAccount: "checkout", Labels: map[string]string{"app": "checkout"}, IPs: []string{"10.1.2.3", "fd00::3"}, Kind: dataplane.KindSidecar}
 	if info.ID != "checkout-7d9f.shop" || !reflect.DeepEqual(info.Proxy, want) {
 		t.Errorf("node parsed as %s %+v, want checkout-7d9f.shop %+v", info.ID, info.Proxy, want)
 	}

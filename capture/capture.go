@@ -22,7 +22,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/weftmesh/weft/translator/envoy"
+	"github.com/weftmesh/weft/dataplane"
 )
 
 // Chain names. They are what an operator sees in `iptables -t nat -S`.
@@ -31,16 +31,9 @@ const (
 	ChainInboundRedir   = "WEFT_IN_REDIRECT"
 	ChainOutbound       = "WEFT_OUTBOUND"
 	ChainOutboundRedir  = "WEFT_OUT_REDIRECT"
-	DefaultProxyUID     = 1337
-	DefaultProxyGID     = 1337
-	inboundPassthrough  = envoy.InboundPassthroughSource + "/32"
+	inboundPassthrough  = dataplane.InboundPassthroughSource + "/32"
 	loopbackHostAddress = "127.0.0.1/32"
 )
-
-// ProxyPorts are the sidecar's own listening ports that are never redirected
-// inbound: kubelet probes reach 15021 directly, Prometheus scrapes 15090,
-// and the admin port binds localhost only.
-var ProxyPorts = []uint16{envoy.AdminPort, envoy.OutboundPort, envoy.InboundPort, envoy.ReadinessPort, envoy.StatsPort}
 
 // Options say what to capture.
 type Options struct {
@@ -50,7 +43,7 @@ type Options struct {
 	// InboundPort and OutboundPort are the proxy's capture listeners.
 	InboundPort, OutboundPort uint16
 	// ExcludeInboundPorts are pod ports whose inbound traffic bypasses the
-	// proxy (ProxyPorts are always excluded).
+	// proxy (dataplane.ProxyPorts are always excluded).
 	ExcludeInboundPorts []uint16
 	// ExcludeOutboundPorts are destination ports whose outbound traffic
 	// bypasses the proxy.
@@ -64,10 +57,10 @@ type Options struct {
 // Defaults are the options weft-init uses when no flag changes them.
 func Defaults() Options {
 	return Options{
-		ProxyUID:     DefaultProxyUID,
-		ProxyGID:     DefaultProxyGID,
-		InboundPort:  envoy.InboundPort,
-		OutboundPort: envoy.OutboundPort,
+		ProxyUID:     dataplane.ProxyUID,
+		ProxyGID:     dataplane.ProxyGID,
+		InboundPort:  dataplane.InboundPort,
+		OutboundPort: dataplane.OutboundPort,
 	}
 }
 
@@ -113,7 +106,7 @@ func Rules(o Options) (string, error) {
 	// ports and the excluded ones, goes to the inbound listener.
 	if !o.NoInbound {
 		w("-A PREROUTING -p tcp -j %s", ChainInbound)
-		for _, p := range sortedPorts(ProxyPorts, o.ExcludeInboundPorts) {
+		for _, p := range sortedPorts(dataplane.ProxyPorts, o.ExcludeInboundPorts) {
 			w("-A %s -p tcp --dport %d -j RETURN", ChainInbound, p)
 		}
 		w("-A %s -p tcp -j %s", ChainInbound, ChainInboundRedir)
