@@ -37,7 +37,7 @@ func TestRulesGolden(t *testing.T) {
 			}
 			want, err := os.ReadFile(path)
 			if err != nil {
-				t.Fatalf("%v (run go test ./internal/capture -update, then read it)", err)
+				t.Fatalf("%v (run go test ./capture -update, then read it)", err)
 			}
 			if got != string(want) {
 				t.Errorf("rules differ from %s (run with -update and read the diff):\n%s", path, got)

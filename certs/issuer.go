@@ -204,3 +204,33 @@ func EncodeKeyPEM(key crypto.Signer) ([]byte, error) {
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }
+
+// ParsePrivateKeyPEM reads a PEM private key (PKCS#8, SEC 1 or PKCS#1)
+// that can sign. Its errors describe the structure, never the key
+// material, so they may be logged and shown in status.
+func ParsePrivateKeyPEM(data []byte) (crypto.Signer, error) {
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, errors.New("holds no PEM block")
+	}
+	var key any
+	var err error
+	switch block.Type {
+	case "PRIVATE KEY":
+		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	case "EC PRIVATE KEY":
+		key, err = x509.ParseECPrivateKey(block.Bytes)
+	case "RSA PRIVATE KEY":
+		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+	default:
+		return nil, fmt.Errorf("holds a PEM block of type %q, want PRIVATE KEY", block.Type)
+	}
+	if err != nil {
+		return nil, errors.New("cannot be parsed as a private key")
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("holds a %T, which cannot sign", key)
+	}
+	return signer, nil
+}

@@ -4,7 +4,7 @@
 // An injected pod gets, in order of startup:
 //
 //  1. weft-init, an init container with only NET_ADMIN and NET_RAW that
-//     redirects the pod's TCP traffic to the proxy (internal/capture);
+//     redirects the pod's TCP traffic to the proxy (capture);
 //  2. weft-proxy, Envoy, as a native sidecar (an init container with
 //     restartPolicy: Always) whose startup probe passes once Envoy has its
 //     listeners from weft-controller, so the application's containers start

@@ -40,7 +40,8 @@ import (
 	"github.com/weftmesh/weft/certs/builtin"
 	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/internal/certagent"
-	"github.com/weftmesh/weft/internal/testpki"
+	"github.com/weftmesh/weft/internal/testing/testkit"
+	"github.com/weftmesh/weft/internal/testing/testpki"
 	"github.com/weftmesh/weft/translator"
 	"github.com/weftmesh/weft/translator/ir"
 	weftxds "github.com/weftmesh/weft/xds"
@@ -101,24 +102,9 @@ func serveADS(t *testing.T, ads *weftxds.ADS) (tlsAddr, rootFile, plainAddr stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequestClientCert})))
-	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, ads)
-	go func() { _ = g.Serve(lis) }()
-	t.Cleanup(g.Stop)
-
-	plain, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := grpc.NewServer()
-	discoveryv3.RegisterAggregatedDiscoveryServiceServer(p, ads.Anonymous())
-	go func() { _ = p.Serve(plain) }()
-	t.Cleanup(p.Stop)
-	return net.JoinHostPort("localhost", strconv.Itoa(lis.Addr().(*net.TCPAddr).Port)), f.CA, plain.Addr().String()
+	lis := testkit.ServeADS(t, ads, grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequestClientCert})))
+	plain := testkit.ServeADS(t, ads.Anonymous())
+	return net.JoinHostPort("localhost", strconv.Itoa(lis.(*net.TCPAddr).Port)), f.CA, plain.String()
 }
 
 // agentTokens are the tokens startAgent's agents send, as the API server

@@ -19,7 +19,7 @@ import (
 
 	"github.com/weftmesh/weft/crds/v1alpha1"
 	"github.com/weftmesh/weft/dataplane"
-	"github.com/weftmesh/weft/internal/xdsload"
+	"github.com/weftmesh/weft/internal/testing/xdsload"
 	"github.com/weftmesh/weft/translator"
 	"github.com/weftmesh/weft/translator/ir"
 	"github.com/weftmesh/weft/translator/testmesh"

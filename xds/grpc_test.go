@@ -17,7 +17,8 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weftmesh/weft/dataplane"
-	"github.com/weftmesh/weft/internal/testpki"
+	"github.com/weftmesh/weft/internal/testing/testkit"
+	"github.com/weftmesh/weft/internal/testing/testpki"
 	"github.com/weftmesh/weft/translator"
 	"github.com/weftmesh/weft/translator/ir"
 	weftxds "github.com/weftmesh/weft/xds"
@@ -124,13 +125,7 @@ func TestGRPCClientsFollowWeights(t *testing.T) {
 
 func eventually(t *testing.T, cond func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.EventuallyTrue(t, what, cond)
 }
 
 func bootstrapFor(t *testing.T, xdsAddr, id, sa string, labels map[string]any, f testpki.Files) []byte {

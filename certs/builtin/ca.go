@@ -71,6 +71,13 @@ func NewRoot(trustDomain string, now time.Time, lifetime time.Duration) (*KeyPai
 	if err := certs.ValidateTrustDomain(trustDomain); err != nil {
 		return nil, err
 	}
+	return NewCA("weft root CA "+trustDomain+" "+now.UTC().Format("2006-01-02T15:04:05Z"), now, lifetime, false)
+}
+
+// NewCA creates a self-signed ECDSA P-256 CA named commonName. A
+// leavesOnly CA (MaxPathLen 0) may sign only leaves: the webhook's CA,
+// which signs nothing but its serving certificates, is one.
+func NewCA(commonName string, now time.Time, lifetime time.Duration, leavesOnly bool) (*KeyPair, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -81,16 +88,17 @@ func NewRoot(trustDomain string, now time.Time, lifetime time.Duration) (*KeyPai
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
-		Subject:               pkix.Name{Organization: []string{"weft"}, CommonName: "weft root CA " + trustDomain + " " + now.UTC().Format("2006-01-02T15:04:05Z")},
+		Subject:               pkix.Name{Organization: []string{"weft"}, CommonName: commonName},
 		NotBefore:             now.Add(-ClockSkew),
 		NotAfter:              now.Add(lifetime),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
+		MaxPathLenZero:        leavesOnly,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
-		return nil, fmt.Errorf("creating the root certificate: %w", err)
+		return nil, fmt.Errorf("creating the CA certificate %q: %w", commonName, err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {

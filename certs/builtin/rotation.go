@@ -23,7 +23,7 @@ import (
 //   - weft-ca-root keeps the current root (tls.crt, tls.key) until the
 //     rotation ends. Its annotations carry the phase, since when, and the
 //     incoming root's fingerprint; its ca.crt is the phase's trust bundle
-//     (internal/rootca publishes it to workloads).
+//     (internal/controller/trust publishes it to workloads).
 //   - weft-ca-root-next holds the incoming root, in the same format, from
 //     the start of a rotation until its end.
 //

@@ -2,9 +2,7 @@ package builtin
 
 import (
 	"context"
-	"crypto"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"time"
@@ -144,28 +142,9 @@ func (s *RootStore) decode(sec *corev1.Secret) (*KeyPair, error) {
 	if !cert.IsCA || cert.KeyUsage&x509.KeyUsageCertSign == 0 {
 		return nil, bad("%s is not a CA certificate (needs CA:TRUE and keyCertSign)", corev1.TLSCertKey)
 	}
-	block, _ := pem.Decode(sec.Data[corev1.TLSPrivateKeyKey])
-	if block == nil {
-		return nil, bad("%s holds no PEM block", corev1.TLSPrivateKeyKey)
-	}
-	var key any
-	switch block.Type {
-	case "PRIVATE KEY":
-		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-	case "EC PRIVATE KEY":
-		key, err = x509.ParseECPrivateKey(block.Bytes)
-	case "RSA PRIVATE KEY":
-		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-	default:
-		return nil, bad("%s holds a PEM block of type %q, want PRIVATE KEY", corev1.TLSPrivateKeyKey, block.Type)
-	}
+	signer, err := certs.ParsePrivateKeyPEM(sec.Data[corev1.TLSPrivateKeyKey])
 	if err != nil {
-		// The parse error describes the structure, not the key material.
-		return nil, bad("%s cannot be parsed as a private key", corev1.TLSPrivateKeyKey)
-	}
-	signer, ok := key.(crypto.Signer)
-	if !ok {
-		return nil, bad("%s holds a %T, which cannot sign", corev1.TLSPrivateKeyKey, key)
+		return nil, bad("%s %v", corev1.TLSPrivateKeyKey, err)
 	}
 	kp, err := NewKeyPair(cert, signer)
 	if err != nil {

@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/weftmesh/weft/certs"
-	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/testing/testenv"
 )
 
 // env is one real API server for this test binary.

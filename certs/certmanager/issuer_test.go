@@ -28,7 +28,7 @@ import (
 
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/certs/certmanager"
-	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/testing/testenv"
 )
 
 // These tests run against a real API server with cert-manager's real CRDs,

@@ -1,6 +1,6 @@
 // Command weft-controller is weft's control plane: it watches the cluster and
 // serves Envoy configuration over xDS. This file only maps flags to
-// controlplane.Options.
+// controller.Options.
 package main
 
 import (
@@ -13,7 +13,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/weftmesh/weft/internal/controlplane"
+	"github.com/weftmesh/weft/internal/controller"
 	"github.com/weftmesh/weft/internal/version"
 )
 
@@ -21,7 +21,7 @@ import (
 const exitUsage = 2
 
 func main() {
-	o := controlplane.DefaultOptions()
+	o := controller.DefaultOptions()
 	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
 		o.LeaderElectionNamespace = ns
 	}
@@ -41,7 +41,7 @@ func main() {
 			log := zap.New(zap.UseDevMode(o.LogFormat == "text"), zap.Level(level(o.LogLevel)))
 			ctrl.SetLogger(log)
 			klog.SetLogger(log.WithName("client-go"))
-			return controlplane.Run(ctrl.SetupSignalHandler(), o, log)
+			return controller.Run(ctrl.SetupSignalHandler(), o, log)
 		},
 	}
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {

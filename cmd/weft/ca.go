@@ -14,7 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/weftmesh/weft/crds/v1alpha1"
-	"github.com/weftmesh/weft/internal/rootrotation"
+	"github.com/weftmesh/weft/internal/cli/rootrotation"
 )
 
 // caCmd is `weft ca`: the built-in CA's root, and its rotation.

@@ -11,12 +11,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/weftmesh/weft/crds/v1alpha1"
-	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/testing/testenv"
 )
 
 // TestCACommands runs `weft ca rotate-root` and `weft ca status` against
 // the real API server. The rotation itself (weft-controller's side) is
-// tested in internal/controlplane; here the test writes the status.
+// tested in internal/controller; here the test writes the status.
 func TestCACommands(t *testing.T) {
 	env := testenv.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -1,5 +1,5 @@
 // Package rbac tests weft-controller's RBAC (the YAML in this folder)
-// against what the code needs. internal/webhookserver and internal/rootca
+// against what the code needs. internal/controller/webhookserver and internal/controller/trust
 // also run their integration tests as this ServiceAccount with these
 // manifests applied, which checks their part against a real authorizer.
 package rbac
@@ -32,48 +32,48 @@ func needs() []need {
 			out = append(out, need{group, resource, v, ns, name, why})
 		}
 	}
-	// internal/store: the translator's inputs, cluster-wide informers.
+	// internal/controller/store: the translator's inputs, cluster-wide informers.
 	for _, r := range [][2]string{{"", "namespaces"}, {"", "services"}, {"", "pods"}, {"discovery.k8s.io", "endpointslices"},
 		{"mesh.weft.dev", "trafficsplits"}, {"mesh.weft.dev", "retrypolicies"}, {"mesh.weft.dev", "authpolicies"},
 		{"mesh.weft.dev", "meshconfigs"}, {"gateway.networking.k8s.io", "httproutes"}} {
-		add("internal/store", r[0], r[1], "", "", "list", "watch")
+		add("internal/controller/store", r[0], r[1], "", "", "list", "watch")
 	}
-	// internal/status: policy status, written by the leader.
+	// internal/controller/status: policy status, written by the leader.
 	for _, r := range [][2]string{{"mesh.weft.dev", "trafficsplits/status"}, {"mesh.weft.dev", "retrypolicies/status"},
 		{"mesh.weft.dev", "authpolicies/status"}, {"mesh.weft.dev", "meshconfigs/status"}, {"gateway.networking.k8s.io", "httproutes/status"}} {
-		add("internal/status", r[0], r[1], "", "x", "update")
+		add("internal/controller/status", r[0], r[1], "", "x", "update")
 	}
-	// internal/controlplane: leader election.
+	// internal/controller: leader election.
 	add("leader election", "coordination.k8s.io", "leases", namespace, "weft-controller", "get", "update")
 	add("leader election", "coordination.k8s.io", "leases", namespace, "", "create")
 	add("leader election events", "", "events", namespace, "", "create")
-	// internal/replicas: each replica's report (Publisher: distribution
+	// internal/controller/replicas: each replica's report (Publisher: distribution
 	// and root rotation facts) and the leader's watch, consistent list and
 	// expiry of everyone's (Collector).
 	add("replica report", "coordination.k8s.io", "leases", namespace, "x", "get", "update", "delete")
 	add("replica report", "coordination.k8s.io", "leases", namespace, "", "create", "list", "watch")
 	// certs/builtin.RootStore (Ensure on the leader, Load on replicas) and
-	// internal/rootca.
+	// internal/controller/trust.
 	add("mesh root CA", "", "secrets", namespace, "weft-ca-root", "get")
 	add("mesh root CA", "", "secrets", namespace, "", "create")
-	// internal/controlplane: root rotation (trust follower on every
+	// internal/controller: root rotation (trust follower on every
 	// replica, rotation driver on the leader; their facts travel in the
 	// replica reports above).
 	add("root rotation", "", "secrets", namespace, "weft-ca-root", "update")
 	add("root rotation", "", "secrets", namespace, "weft-ca-root-next", "get", "delete")
 	add("root rotation", "", "secrets", namespace, "", "list", "watch")
 	add("root rotation", "mesh.weft.dev", "meshconfigs", "", "", "watch")
-	// internal/webhookserver.
+	// internal/controller/webhookserver.
 	add("webhook CA", "", "secrets", namespace, "weft-webhook-ca", "get")
 	add("webhook CA", "", "secrets", namespace, "", "create")
 	add("cert-manager webhook certificate", "", "secrets", namespace, "weft-webhook-tls", "get")
 	add("webhook caBundle", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "", "weft-sidecar-injector", "get", "update", "patch")
 	add("webhook handler", "", "namespaces", "", "x", "get")
 	add("webhook handler", "mesh.weft.dev", "meshconfigs", "", "mesh", "get")
-	// internal/rootca.
+	// internal/controller/trust.
 	add("trust bundle ConfigMaps", "", "configmaps", "", "weft-root-ca", "list", "watch", "get", "update")
 	add("trust bundle ConfigMaps", "", "configmaps", "any", "", "create")
-	// internal/injectcheck (leader): whole pods, their condition, Events.
+	// internal/controller/injectcheck (leader): whole pods, their condition, Events.
 	add("pods missing the sidecar", "", "pods", "any", "x", "get")
 	add("pods missing the sidecar", "", "pods/status", "any", "x", "patch")
 	add("pods missing the sidecar", "events.k8s.io", "events", "any", "", "create")

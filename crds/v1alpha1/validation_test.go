@@ -20,7 +20,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	weftv1alpha1 "github.com/weftmesh/weft/crds/v1alpha1"
-	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/testing/testenv"
 )
 
 // TestMeshAPI runs every check against one real API server (etcd +

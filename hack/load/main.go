@@ -5,7 +5,7 @@
 // long a fleet takes to hold a full configuration, how fast a weight change
 // and endpoint changes reach every proxy (API write → ACK), who receives a
 // change to 1% of the Services, and the controller's memory per proxy.
-// The logic is internal/loadtest; README.md has the numbers.
+// The logic is internal/testing/loadtest; README.md has the numbers.
 package main
 
 import (
@@ -24,8 +24,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/weftmesh/weft/internal/loadtest"
-	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/testing/loadtest"
+	"github.com/weftmesh/weft/internal/testing/testenv"
 )
 
 func main() {

@@ -20,7 +20,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/testing/testenv"
 )
 
 func main() {

@@ -42,7 +42,6 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
@@ -247,7 +246,7 @@ func (a *Agent) session(ctx context.Context) (got bool, err error) {
 	}
 	if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{
 		Node:                    &corev3.Node{Id: a.o.Node.ID, Metadata: md},
-		TypeUrl:                 resourcev3.SecretType,
+		TypeUrl:                 secretType,
 		ResourceNamesSubscribe:  []string{dataplane.WorkloadCertSecret, dataplane.TrustBundleSecret},
 		InitialResourceVersions: initial,
 	}); err != nil {
@@ -278,7 +277,7 @@ func (a *Agent) handle(ctx context.Context, r *discoveryv3.DeltaDiscoveryRespons
 		reply.ErrorDetail = &rpcstatus.Status{Code: int32(code), Message: "weft agent: " + msg}
 		return reply
 	}
-	if r.TypeUrl != resourcev3.SecretType {
+	if r.TypeUrl != secretType {
 		return nack(codes.InvalidArgument, fmt.Sprintf("received %s; the agent subscribes to secrets only", r.TypeUrl))
 	}
 	// Apply to a copy: a NACKed response changes nothing.
@@ -424,3 +423,8 @@ func errString(err error) string {
 	}
 	return err.Error()
 }
+
+// secretType is SDS's type URL. It is written out rather than taken from
+// go-control-plane's pkg/resource, which would link every Envoy config
+// proto (listeners, routes, HTTP filters) into the agent for one string.
+var secretType = "type.googleapis.com/" + string((&tlsv3.Secret{}).ProtoReflect().Descriptor().FullName())

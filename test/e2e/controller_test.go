@@ -33,7 +33,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/weftmesh/weft/dataplane"
-	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/testing/testenv"
+	"github.com/weftmesh/weft/internal/testing/testkit"
 )
 
 // TestController runs the weft-controller binary against a real API server:
@@ -67,7 +68,7 @@ func TestController(t *testing.T) {
 		}
 	})
 
-	eventually(t, "readyz", func() error {
+	testkit.Eventually(t, "readyz", func() error {
 		select {
 		case err := <-exited:
 			t.Fatalf("weft-controller exited before it was ready: %v", err)
@@ -84,7 +85,7 @@ func TestController(t *testing.T) {
 	}
 
 	lease := &coordinationv1.Lease{}
-	eventually(t, "leader lease", func() error {
+	testkit.Eventually(t, "leader lease", func() error {
 		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "weft-system", Name: "weft-controller"}, lease); err != nil {
 			return err
 		}
@@ -95,7 +96,7 @@ func TestController(t *testing.T) {
 	})
 
 	t.Run("metrics", func(t *testing.T) {
-		eventually(t, "leader metric", func() error {
+		testkit.Eventually(t, "leader metric", func() error {
 			body, _, err := httpGet("http://" + monAddr + "/metrics")
 			if err != nil {
 				return err

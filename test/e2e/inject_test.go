@@ -29,7 +29,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/weftmesh/weft/dataplane"
-	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/testing/testenv"
+	"github.com/weftmesh/weft/internal/testing/testkit"
 	"github.com/weftmesh/weft/webhook"
 )
 
@@ -280,7 +281,7 @@ func registerWebhook(t *testing.T, ctx context.Context, c client.Client, url str
 	if err := c.Create(ctx, probeNS); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "webhook registration", func() error {
+	testkit.Eventually(t, "webhook registration", func() error {
 		p := testPod("probe", "webhook-probe")
 		if err := c.Create(ctx, p, client.DryRunAll); err != nil {
 			return err

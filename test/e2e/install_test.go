@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/testing/testenv"
 )
 
 // TestInstallManifests applies config/default, the in-cluster install, to

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
-	"time"
 
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -19,7 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/testing/testenv"
 	"github.com/weftmesh/weft/xds"
 )
 
@@ -82,25 +81,6 @@ var (
 	handedMu sync.Mutex
 	handed   = map[string]bool{}
 )
-
-// eventually polls cond until it returns nil or the deadline passes. The
-// deadline is generous: it guards against hangs, it does not measure speed.
-func eventually(t *testing.T, what string, cond func() error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	var err error
-	for {
-		if err = cond(); err == nil {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s: %v", what, err)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
 
 // saToken creates service account ns/name (and its namespace, if needed)
 // and returns a token for audience weft from the API server, as the

@@ -45,8 +45,9 @@ import (
 
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/crds/v1alpha1"
-	"github.com/weftmesh/weft/internal/rootrotation"
-	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/cli/rootrotation"
+	"github.com/weftmesh/weft/internal/testing/testenv"
+	"github.com/weftmesh/weft/internal/testing/testkit"
 	weftxds "github.com/weftmesh/weft/xds"
 )
 
@@ -112,7 +113,7 @@ func TestProxylessMTLS(t *testing.T) {
 	// What the kubelet would mount: the weft-root-ca ConfigMap and a
 	// token for audience weft bound to the pod.
 	var rootPEM []byte
-	eventually(t, "weft-root-ca in namespace shop", func() error {
+	testkit.Eventually(t, "weft-root-ca in namespace shop", func() error {
 		var cm corev1.ConfigMap
 		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "weft-root-ca"}, &cm); err != nil {
 			return err
@@ -132,7 +133,7 @@ func TestProxylessMTLS(t *testing.T) {
 	}
 	go projectRootCA(ctx, env.Client, rootFiles)
 	for sa, a := range agents {
-		eventually(t, sa+"'s agent ready", func() error { return a.ready() })
+		testkit.Eventually(t, sa+"'s agent ready", func() error { return a.ready() })
 	}
 
 	srv := startGreeter(t, lis, agents["greeter"].bootstrap(t))
@@ -169,7 +170,7 @@ func TestProxylessMTLS(t *testing.T) {
 	}
 	// The applications' xDS streams authenticated with their certificates
 	// (the agents', which fetch them, with their tokens).
-	eventually(t, "the applications' xDS streams authenticated by certificate", func() error {
+	testkit.Eventually(t, "the applications' xDS streams authenticated by certificate", func() error {
 		return proxiesAuthenticated(debugAddr, map[string]int{
 			"greeter-0.shop certificate": 1, "frontend-0.shop certificate": 1, "greeter-0.shop token": 1, "frontend-0.shop token": 1})
 	})
@@ -215,7 +216,7 @@ func TestProxylessMTLS(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "cert-manager's Issuer weft-ca Ready", func() error {
+	testkit.Eventually(t, "cert-manager's Issuer weft-ca Ready", func() error {
 		var iss cmapi.Issuer
 		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "weft-system", Name: "weft-ca"}, &iss); err != nil {
 			return err

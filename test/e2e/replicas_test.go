@@ -25,9 +25,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/weftmesh/weft/dataplane"
-	"github.com/weftmesh/weft/internal/replicas"
-	"github.com/weftmesh/weft/internal/testenv"
-	"github.com/weftmesh/weft/internal/xdsload"
+	"github.com/weftmesh/weft/internal/controller/replicas"
+	"github.com/weftmesh/weft/internal/testing/testenv"
+	"github.com/weftmesh/weft/internal/testing/testkit"
+	"github.com/weftmesh/weft/internal/testing/xdsload"
 )
 
 // TestProgrammedAcrossReplicas runs two weft-controller processes, as the
@@ -46,7 +47,7 @@ func TestProgrammedAcrossReplicas(t *testing.T) {
 	// The leader first, so that it holds the Lease when b starts.
 	a := startReplica(t, env, "weft-controller-a")
 	a.waitReady(t)
-	eventually(t, "a takes the leader Lease", func() error {
+	testkit.Eventually(t, "a takes the leader Lease", func() error {
 		var l coordinationv1.Lease
 		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "weft-system", Name: "weft-controller"}, &l); err != nil {
 			return err
@@ -59,7 +60,7 @@ func TestProgrammedAcrossReplicas(t *testing.T) {
 	b := startReplica(t, env, "weft-controller-b")
 	b.waitReady(t)
 	for _, name := range []string{"weft-controller-a", "weft-controller-b"} {
-		eventually(t, "the report Lease of "+name, func() error {
+		testkit.Eventually(t, "the report Lease of "+name, func() error {
 			var l coordinationv1.Lease
 			if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "weft-system", Name: name}, &l); err != nil {
 				return err
@@ -114,7 +115,7 @@ func TestProgrammedAcrossReplicas(t *testing.T) {
 		return out, nil
 	}
 	// Both proxies count: the leader's message says two.
-	eventually(t, "generation 1 programmed on both replicas' proxies", func() error {
+	testkit.Eventually(t, "generation 1 programmed on both replicas' proxies", func() error {
 		_, err := programmed("1 True Programmed: All 2 proxies")
 		return err
 	})
@@ -135,7 +136,7 @@ func TestProgrammedAcrossReplicas(t *testing.T) {
 		}
 		// The leader's proxy has ACKed; the other has not. The leader must
 		// say so — never Programmed=True for generation 2.
-		eventually(t, "generation 2 pending on the non-leader's proxy", func() error {
+		testkit.Eventually(t, "generation 2 pending on the non-leader's proxy", func() error {
 			out, err := programmed("2 ")
 			if err == nil && strings.HasPrefix(out, "2 True") {
 				t.Fatalf("Programmed=True for generation 2 while the non-leader's proxy has not ACKed it: %s", out)
@@ -251,7 +252,7 @@ func (r *replica) output() string { return r.logs.String() }
 
 func (r *replica) waitReady(t *testing.T) {
 	t.Helper()
-	eventually(t, r.name+" ready", func() error {
+	testkit.Eventually(t, r.name+" ready", func() error {
 		select {
 		case err := <-r.exited:
 			r.exited <- err

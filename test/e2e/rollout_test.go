@@ -18,8 +18,8 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/weftmesh/weft/dataplane"
-	"github.com/weftmesh/weft/internal/testenv"
-	"github.com/weftmesh/weft/internal/xdsload"
+	"github.com/weftmesh/weft/internal/testing/testenv"
+	"github.com/weftmesh/weft/internal/testing/xdsload"
 )
 
 // TestRolloutGate drives a canary as a user would: kubectl apply a

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -23,7 +22,8 @@ import (
 	"google.golang.org/grpc/xds"
 
 	"github.com/weftmesh/weft/dataplane"
-	"github.com/weftmesh/weft/internal/testpki"
+	"github.com/weftmesh/weft/internal/testing/testkit"
+	"github.com/weftmesh/weft/internal/testing/testpki"
 	"github.com/weftmesh/weft/translator"
 	"github.com/weftmesh/weft/translator/envoy"
 )
@@ -236,15 +236,7 @@ func asResources[T cachetypes.Resource](in []T) []cachetypes.Resource {
 }
 
 func serveADS(t *testing.T, ctx context.Context, cache cachev3.SnapshotCache) string {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer()
-	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, serverv3.NewServer(ctx, cache, nil))
-	go func() { _ = g.Serve(lis) }()
-	t.Cleanup(g.Stop)
-	return lis.Addr().String()
+	return testkit.ServeADS(t, serverv3.NewServer(ctx, cache, nil)).String()
 }
 
 func bootstrap(t *testing.T, xdsAddr, node string, f testpki.Files) []byte {

@@ -1,0 +1,129 @@
+package controller
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/weftmesh/weft/internal/controller/replicas"
+	"github.com/weftmesh/weft/internal/controller/status"
+	"github.com/weftmesh/weft/internal/controller/store"
+	"github.com/weftmesh/weft/translator"
+	"github.com/weftmesh/weft/translator/ir"
+	"github.com/weftmesh/weft/xds"
+)
+
+var translateSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	Name:    "weft_translate_seconds",
+	Help:    "Time to turn a batch of cluster changes into the mesh model, by path (full, endpoints).",
+	Buckets: prometheus.ExponentialBucketsRange(0.0001, 10, 14),
+}, []string{"path"})
+
+func init() { ctrlmetrics.Registry.MustRegister(translateSeconds) }
+
+// meshLoop is the pipeline of DESIGN.md: store batches → translator →
+// xDS, and policy status to the writer. It runs on every replica (each
+// serves its own proxies); the writer writes only on the leader, which
+// counts the other replicas' proxies from their reports (internal/controller/replicas).
+type meshLoop struct {
+	ads    *xds.ADS
+	writer *status.Writer
+	log    logr.Logger
+	// changed, if set, hears that this replica's distribution may have
+	// changed (replicas.Publisher.Changed). It must not block.
+	changed func()
+
+	mesh *ir.Mesh // only the loop's goroutine touches it
+
+	mu   sync.RWMutex
+	gens map[translator.PolicyKey]int64 // each policy's translated generation
+}
+
+func (l *meshLoop) run(ctx context.Context, st *store.Store) error {
+	return st.Run(ctx, l.batch)
+}
+
+func (l *meshLoop) batch(b store.Batch) {
+	start := time.Now()
+	if b.Changes.EndpointsOnly && l.mesh != nil {
+		// The cheapest path: only these Services' endpoints changed, and
+		// only the proxies that depend on them are rebuilt.
+		for _, k := range b.Changes.Services {
+			l.mesh = translator.UpdateEndpoints(l.mesh, k, b.EndpointSlices(k), b.Pod)
+		}
+		translateSeconds.WithLabelValues("endpoints").Observe(time.Since(start).Seconds())
+		l.ads.UpdateEndpoints(l.mesh, b.Changes.Services, b.FirstEvent)
+		return
+	}
+	out := translator.Translate(b.Inputs)
+	l.mesh = out.Mesh
+	translateSeconds.WithLabelValues("full").Observe(time.Since(start).Seconds())
+	for _, w := range out.Warnings {
+		l.log.Info("configuration warning", "warning", w)
+	}
+	// Push first, then say which generations are out: until Update has
+	// rebuilt the proxies' configurations, none carries the new
+	// generations, and PolicyState would find no affected proxy — which
+	// reads as "nothing to program", Programmed=True too early.
+	l.ads.Update(l.mesh, b.FirstEvent)
+	gens := make(map[translator.PolicyKey]int64, len(out.Status))
+	for k, conds := range out.Status {
+		if len(conds) > 0 {
+			gens[k] = conds[0].ObservedGeneration
+		}
+	}
+	l.mu.Lock()
+	l.gens = gens
+	l.mu.Unlock()
+	l.writer.SetDesired(out.Status)
+	if l.changed != nil {
+		l.changed()
+	}
+}
+
+// Programmed implements status.ProgrammedSource from the xDS server's
+// per-proxy ACK state, for the generation that was last translated.
+func (l *meshLoop) Programmed(key translator.PolicyKey) (status.Distribution, bool) {
+	l.mu.RLock()
+	gen, ok := l.gens[key]
+	l.mu.RUnlock()
+	if !ok {
+		return status.Distribution{}, false
+	}
+	return l.distribution(key, gen), true
+}
+
+func (l *meshLoop) distribution(key translator.PolicyKey, gen int64) status.Distribution {
+	st := l.ads.PolicyState(ir.PolicyRef{Kind: key.Kind, Namespace: key.Namespace, Name: key.Name, Generation: gen})
+	return status.Distribution{Generation: gen, Proxies: st.Affected, Acked: st.Acked, Rejected: st.Rejected, Error: st.Message}
+}
+
+// acked tells the writer (and this replica's report) which policies a
+// proxy's ACK or NACK concerns.
+func (l *meshLoop) acked(refs []ir.PolicyRef) {
+	keys := make([]translator.PolicyKey, len(refs))
+	for i, r := range refs {
+		keys[i] = translator.PolicyKey{Kind: r.Kind, Namespace: r.Namespace, Name: r.Name}
+	}
+	l.writer.ProgrammedChanged(keys...)
+	if l.changed != nil {
+		l.changed()
+	}
+}
+
+// snapshot is this replica's report (replicas.Publisher's source): every
+// translated policy's distribution among the proxies connected here.
+func (l *meshLoop) snapshot() replicas.Snapshot {
+	l.mu.RLock()
+	gens := l.gens
+	l.mu.RUnlock()
+	s := replicas.Snapshot{Proxies: len(l.ads.Proxies()), Policies: make(map[translator.PolicyKey]status.Distribution, len(gens))}
+	for k, gen := range gens {
+		s.Policies[k] = l.distribution(k, gen)
+	}
+	return s
+}

@@ -1,0 +1,281 @@
+package controller
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	certmanagerv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/weftmesh/weft/internal/controller/injectcheck"
+	"github.com/weftmesh/weft/internal/controller/replicas"
+	"github.com/weftmesh/weft/internal/controller/status"
+	"github.com/weftmesh/weft/internal/controller/store"
+	"github.com/weftmesh/weft/internal/controller/trust"
+	"github.com/weftmesh/weft/internal/controller/webhookserver"
+	"github.com/weftmesh/weft/internal/version"
+	"github.com/weftmesh/weft/translator"
+	"github.com/weftmesh/weft/xds"
+)
+
+// Run starts the control plane and blocks until ctx is done or a component
+// fails. It returns nil after a clean shutdown.
+func Run(ctx context.Context, o Options, log logr.Logger) error {
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	cfg, err := restConfig(o.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	registerBuildInfo(ctrlmetrics.Registry)
+
+	// Bind both listeners before anything else starts, so that a port in
+	// use fails the process at once with the flag to change.
+	ads := xds.NewADS(log.WithName("xds"))
+	// Plaintext xDS does not authenticate: configuration only, never
+	// secrets (proxyless gRPC clients); the TLS port authenticates.
+	xdsServer, err := xds.NewServer(o.XDSAddress, ads.Anonymous(), nil, log.WithName("xds"))
+	if err != nil {
+		return fmt.Errorf("--xds-address: %w", err)
+	}
+	serving := &trust.ServingCert{}
+	// Client certificates are asked for, not required (sidecars send
+	// tokens), and verified by xds.CertificateAuthenticator per stream.
+	xdsTLSServer, err := xds.NewServer(o.XDSTLSAddress, ads, &tls.Config{GetCertificate: serving.GetCertificate, MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert}, log.WithName("xds-tls"))
+	if err != nil {
+		return fmt.Errorf("--xds-tls-address: %w", err)
+	}
+	monLis, err := net.Listen("tcp", o.MonitoringAddress)
+	if err != nil {
+		return fmt.Errorf("--monitoring-address: %w", err)
+	}
+	debugLis, err := net.Listen("tcp", o.DebugAddress)
+	if err != nil {
+		_ = monLis.Close()
+		return fmt.Errorf("--debug-address: %w", err)
+	}
+
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	store.MustAddToScheme(scheme)
+	// CertificateRequests, when MeshConfig selects cert-manager.
+	utilruntime.Must(certmanagerv1.AddToScheme(scheme))
+	mgr, err := manager.New(cfg, manager.Options{
+		Scheme: scheme,
+		Logger: log,
+		// Cache only what the translator reads (Pods are trimmed).
+		Cache: store.CacheOptions(cache.Options{}),
+		// weft serves metrics and probes on its own monitoring listener.
+		Metrics:                       metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress:        "0",
+		LeaderElection:                o.LeaderElection,
+		LeaderElectionID:              LeaseName,
+		LeaderElectionNamespace:       o.LeaderElectionNamespace,
+		LeaderElectionReleaseOnCancel: true,
+		GracefulShutdownTimeout:       ptr(15 * time.Second),
+	})
+	if err != nil {
+		_ = monLis.Close()
+		_ = debugLis.Close()
+		return fmt.Errorf("creating manager: %w", err)
+	}
+
+	st, err := store.New(mgr, log.WithName("store"))
+	if err != nil {
+		_ = monLis.Close()
+		return err
+	}
+	// The CA's root Secret is read directly, not through an informer that
+	// would cache every Secret of the cluster.
+	direct, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return err
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	// Every replica's one report Lease: its policies' distribution and its
+	// root rotation facts; the leader reads everyone's.
+	name, err := reportName()
+	if err != nil {
+		return err
+	}
+	loop := &meshLoop{ads: ads, log: log.WithName("translator")}
+	reports, err := trust.NewReports(cs, replicas.Options{Namespace: o.LeaderElectionNamespace, Name: name}, loop.snapshot, log.WithName("replicas"))
+	if err != nil {
+		return err
+	}
+	loop.changed = reports.Pub.Changed
+	log.Info("reporting this replica's policy distribution and root rotation facts", "lease", o.LeaderElectionNamespace+"/"+name)
+	// The names sidecars' bootstraps dial (weft-controller.<ns>.svc:15012).
+	svc := "weft-controller." + o.LeaderElectionNamespace
+	dnsNames := []string{svc + ".svc", svc + ".svc.cluster.local", svc, "weft-controller"}
+	_, follower, rotation, err := trust.New(ads, direct, o.LeaderElectionNamespace, translator.DefaultTrustDomain, dnsNames, serving, reports, log.WithName("certs"))
+	if err != nil {
+		return err
+	}
+	if o.XDSAuth == "token" {
+		// A workload certificate (proxyless gRPC, from weft agent's files),
+		// verified against the bundle proxies are given now; else a token.
+		ads.SetAuthenticator(xds.Chain{
+			xds.CertificateAuthenticator{Roots: func() *x509.CertPool { return follower.Bundle().Pool() }},
+			&xds.TokenAuthenticator{Reviews: cs.AuthenticationV1().TokenReviews()},
+		})
+	} else {
+		log.Info("xDS authentication is off (--xds-auth=none): any client can claim any proxy; no secrets are served. Development only.")
+	}
+	loop.writer = status.New(mgr, loop, log.WithName("status"), status.Options{Peers: reports.Col})
+	ads.OnAck(loop.acked)
+
+	webhookServer, err := webhookserver.New(mgr, webhookserver.Options{Address: o.WebhookAddress, Namespace: o.LeaderElectionNamespace}, log.WithName("webhook"))
+	if err != nil {
+		return fmt.Errorf("--webhook-address: %w", err)
+	}
+	rootCA, err := trust.NewRootPublisher(mgr, trust.RootPublisherOptions{Namespace: o.LeaderElectionNamespace}, log.WithName("rootca"))
+	if err != nil {
+		return err
+	}
+	rotation.OnStep = rootCA.RootChanged
+	var synced atomic.Bool
+	checks := []error{
+		mgr.Add(xdsServer),
+		mgr.Add(xdsTLSServer),
+		mgr.Add(webhookServer),                      // every replica
+		mgr.Add(webhookServer.CABundleReconciler()), // leader
+		mgr.Add(rootCA),                             // leader
+		// Pods that came up without the sidecar while the webhook was away.
+		mgr.Add(injectcheck.New(mgr, log.WithName("injectcheck"))), // leader
+		mgr.Add(nonLeader(func(ctx context.Context) error { return loop.run(ctx, st) })),
+		mgr.Add(loop.writer),
+		reports.Add(mgr, loop.writer), // every replica reports; the leader reads everyone's
+		mgr.Add(nonLeader(follower.Run)),
+		mgr.Add(rotation), // leader: root rotation (docs/design/020)
+		mgr.Add(&monitoringServer{lis: debugLis, log: log.WithName("debug"), handler: ads.DebugHandler()}),
+		mgr.Add(nonLeader(func(ctx context.Context) error {
+			if mgr.GetCache().WaitForCacheSync(ctx) {
+				synced.Store(true)
+			}
+			return nil
+		})),
+		// Leader-only work: the status writer above; the CA joins later.
+		mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+			log.Info("elected leader", "lease", o.LeaderElectionNamespace+"/"+LeaseName)
+			<-ctx.Done()
+			return nil
+		})),
+		mgr.Add(&monitoringServer{lis: monLis, log: log.WithName("monitoring"), handler: monitoringMux(map[string]healthz.Checker{
+			"xds":             func(*http.Request) error { return xdsServer.Ready() },
+			"xds-certificate": func(*http.Request) error { return serving.Ready() },
+			"informers": func(*http.Request) error {
+				if !synced.Load() {
+					return errors.New("informer caches have not synced")
+				}
+				return nil
+			},
+			"webhook": func(*http.Request) error { return webhookServer.Ready() },
+		})}),
+	}
+	if err := errors.Join(checks...); err != nil {
+		return err
+	}
+	log.Info("starting weft-controller", "version", version.Get().String(), "xds", xdsServer.Addr().String(), "monitoring", monLis.Addr().String())
+	if err := mgr.Start(ctx); err != nil {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		if kubeconfig != "" {
+			return nil, fmt.Errorf("--kubeconfig: %w", err)
+		}
+		return nil, fmt.Errorf("no cluster to connect to (not in a cluster, no $KUBECONFIG, no ~/.kube/config): pass --kubeconfig: %w", err)
+	}
+	cfg.UserAgent = "weft-controller/" + version.Version
+	return cfg, nil
+}
+
+// registerBuildInfo exports weft_build_info, the conventional constant-1
+// gauge whose labels say which build is running.
+func registerBuildInfo(reg prometheus.Registerer) {
+	v := version.Get()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "weft_build_info",
+		Help:        "A constant 1 labelled with the version, VCS revision and Go version of the running weft-controller.",
+		ConstLabels: prometheus.Labels{"version": v.Version, "revision": v.Revision, "go_version": v.GoVersion},
+	})
+	g.Set(1)
+	// Registering twice (Run called again in one process, as tests do) is
+	// harmless: the first gauge already says the same thing.
+	_ = reg.Register(g)
+}
+
+func monitoringMux(ready map[string]healthz.Checker) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(ctrlmetrics.Registry, promhttp.HandlerOpts{}))
+	mux.Handle("/healthz", http.StripPrefix("/healthz", &healthz.Handler{Checks: map[string]healthz.Checker{"ping": healthz.Ping}}))
+	mux.Handle("/healthz/", http.StripPrefix("/healthz", &healthz.Handler{Checks: map[string]healthz.Checker{"ping": healthz.Ping}}))
+	mux.Handle("/readyz", http.StripPrefix("/readyz", &healthz.Handler{Checks: ready}))
+	mux.Handle("/readyz/", http.StripPrefix("/readyz", &healthz.Handler{Checks: ready}))
+	return mux
+}
+
+// monitoringServer serves the monitoring mux on every replica.
+type monitoringServer struct {
+	lis     net.Listener
+	handler http.Handler
+	log     logr.Logger
+}
+
+func (m *monitoringServer) NeedLeaderElection() bool { return false }
+
+func (m *monitoringServer) Start(ctx context.Context) error {
+	srv := &http.Server{Handler: m.handler, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(m.lis) }()
+	m.log.Info("serving metrics and probes", "address", m.lis.Addr().String())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("monitoring: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return srv.Shutdown(shutdownCtx)
+}
+
+// nonLeader runs fn on every replica, leader or not.
+type nonLeader func(context.Context) error
+
+func (f nonLeader) Start(ctx context.Context) error { return f(ctx) }
+func (f nonLeader) NeedLeaderElection() bool        { return false }
+
+func ptr[T any](v T) *T { return &v }

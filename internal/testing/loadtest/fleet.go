@@ -1,0 +1,252 @@
+package loadtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/weftmesh/weft/dataplane"
+	"github.com/weftmesh/weft/internal/testing/xdsload"
+	"github.com/weftmesh/weft/translator/testmesh"
+)
+
+// stamp is a value a proxy accepted, and when it sent the ACK.
+type stamp struct {
+	value int
+	at    time.Time
+}
+
+// member is one simulated proxy and what it recorded.
+type member struct {
+	*xdsload.Proxy
+	group     int
+	namespace string
+
+	mu       sync.Mutex
+	types    map[string]bool // types ACKed at least once
+	complete time.Time       // first ACK after which it held every type and the split
+	weights  []stamp         // the split's weight for global-next, as accepted
+	markers  map[string][]stamp
+	errs     []error
+	notify   chan struct{}
+}
+
+// fleet is a set of simulated proxies connected to one xDS address.
+type fleet struct {
+	members []*member
+	conns   []*grpc.ClientConn
+	// tracking turns on decoding of endpoints (the marker of every
+	// ClusterLoadAssignment), off while the cold start is timed.
+	tracking atomic.Bool
+	cancel   context.CancelFunc
+	done     sync.WaitGroup
+	started  time.Time
+}
+
+// newFleet prepares n proxies in groups groups: proxy i belongs to group
+// i mod groups, and group g is the workload of Service svc-g (its
+// namespace, service account and app label), the way replicas of one
+// Deployment share a configuration. Nothing connects until start.
+func newFleet(m Mesh, id string, n, groups int) *fleet {
+	f := &fleet{}
+	for i := range n {
+		g := i % groups
+		ns := testmesh.Namespace(g % m.Namespaces)
+		app := fmt.Sprintf("svc-%d", g)
+		md, _ := structpb.NewStruct(dataplane.NodeMetadata(dataplane.NodeMeta{
+			Namespace: ns, ServiceAccount: app,
+			Labels: map[string]string{"app": app},
+			PodIPs: testmesh.PodIP(g, i/groups),
+			Kind:   dataplane.KindNameSidecar,
+		}))
+		mb := &member{group: g, namespace: ns, types: map[string]bool{}, markers: map[string][]stamp{}, notify: make(chan struct{}, 1)}
+		mb.Proxy = &xdsload.Proxy{Node: &corev3.Node{Id: fmt.Sprintf("%s-%d-%d.%s", app, i/groups, i, ns), Cluster: id, Metadata: md},
+			OnAck: func(r *discoveryv3.DeltaDiscoveryResponse, at time.Time) { mb.acked(r, at, f.tracking.Load()) }}
+		f.members = append(f.members, mb)
+	}
+	return f
+}
+
+// acked records what an accepted response changed: the split's weight,
+// endpoint markers (when tracking), and completion.
+func (mb *member) acked(r *discoveryv3.DeltaDiscoveryResponse, at time.Time, tracking bool) {
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	mb.types[r.TypeUrl] = true
+	for _, res := range r.Resources {
+		var err error
+		switch {
+		case r.TypeUrl == resourcev3.RouteType && res.Name == GlobalRoute:
+			var w int
+			if w, err = clusterWeight(res, NextCluster); w >= 0 {
+				mb.weights = append(mb.weights, stamp{w, at})
+			}
+		case r.TypeUrl == resourcev3.EndpointType && tracking:
+			var seq int
+			if seq, err = loadAssignmentMarker(res); seq >= 0 {
+				if h := mb.markers[res.Name]; len(h) == 0 || h[len(h)-1].value < seq {
+					mb.markers[res.Name] = append(h, stamp{seq, at})
+				}
+			}
+		}
+		if err != nil && len(mb.errs) < 10 {
+			mb.errs = append(mb.errs, err)
+		}
+	}
+	if mb.complete.IsZero() && len(mb.weights) > 0 && len(mb.types) == len(xdsload.Types) {
+		mb.complete = at
+	}
+	select {
+	case mb.notify <- struct{}{}:
+	default:
+	}
+}
+
+// wait blocks until cond (called with mb.mu held) returns true, or ctx
+// ends.
+func (mb *member) wait(ctx context.Context, cond func() bool) bool {
+	for {
+		mb.mu.Lock()
+		ok := cond()
+		mb.mu.Unlock()
+		if ok {
+			return true
+		}
+		select {
+		case <-mb.notify:
+		case <-ctx.Done():
+			return false
+		case <-time.After(200 * time.Millisecond): // another waiter took the signal
+		}
+	}
+}
+
+// weightAt is when the proxy first accepted weight w, or false.
+func (mb *member) weightAt(w int) (time.Time, bool) {
+	for _, s := range mb.weights {
+		if s.value == w {
+			return s.at, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// markerAt is when the proxy first accepted endpoints of cluster that
+// reflect change seq or a later one, or false.
+func (mb *member) markerAt(cluster string, seq int) (time.Time, bool) {
+	for _, s := range mb.markers[cluster] {
+		if s.value >= seq {
+			return s.at, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// start connects every proxy at once (a reconnect storm), over conns gRPC
+// connections (0: one per proxy, as every Envoy has its own), each proxy
+// reconnecting after failures as Envoy does.
+func (f *fleet) start(addr string, conns int) error {
+	if conns <= 0 || conns > len(f.members) {
+		conns = len(f.members)
+	}
+	for range conns {
+		c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			f.stop()
+			return err
+		}
+		f.conns = append(f.conns, c)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	f.cancel = cancel
+	f.started = time.Now()
+	for i, mb := range f.members {
+		f.done.Add(1)
+		go func() {
+			defer f.done.Done()
+			mb.Keep(ctx, f.conns[i%len(f.conns)], 5*time.Second)
+		}()
+	}
+	return nil
+}
+
+// stop disconnects every proxy.
+func (f *fleet) stop() {
+	if f.cancel != nil {
+		f.cancel()
+	}
+	f.done.Wait()
+	for _, c := range f.conns {
+		_ = c.Close()
+	}
+	f.conns = nil
+}
+
+// each runs fn for every member in parallel and joins the errors.
+func (f *fleet) each(fn func(*member) error) error {
+	errs := make([]error, len(f.members))
+	var wg sync.WaitGroup
+	for i, mb := range f.members {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = fn(mb) }()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// decodeErrors returns what proxies could not decode (a weft bug or a
+// harness bug; either way the numbers are suspect).
+func (f *fleet) decodeErrors() error {
+	var errs []error
+	for _, mb := range f.members {
+		mb.mu.Lock()
+		errs = append(errs, mb.errs...)
+		mb.mu.Unlock()
+	}
+	return errors.Join(errs...)
+}
+
+// totals sums responses and bytes over the fleet.
+func (f *fleet) totals() (responses, bytes int) {
+	for _, mb := range f.members {
+		s := mb.Stats()
+		responses += s.Responses
+		bytes += s.Bytes
+	}
+	return responses, bytes
+}
+
+// settle waits until no proxy received anything for quiet, or ctx ends.
+func (f *fleet) settle(ctx context.Context, quiet time.Duration) {
+	last, _ := f.totals()
+	since := time.Now()
+	for time.Since(since) < quiet {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+		if n, _ := f.totals(); n != last {
+			last, since = n, time.Now()
+		}
+	}
+}
+
+// snapshot is every member's Stats at one moment.
+func (f *fleet) snapshot() []xdsload.Stats {
+	out := make([]xdsload.Stats, len(f.members))
+	for i, mb := range f.members {
+		out[i] = mb.Stats()
+	}
+	return out
+}

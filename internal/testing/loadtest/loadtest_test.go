@@ -1,0 +1,94 @@
+package loadtest
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/weftmesh/weft/internal/testing/testenv"
+)
+
+// TestRun runs the whole harness small, end to end: the real API server,
+// the real weft-controller binary, simulated Delta proxies that behave
+// like Envoy (Envoy itself cannot run here). It asserts what must hold
+// whatever the machine's speed — every proxy converges, counts agree, the
+// scoping holds — and never a timing.
+func TestRun(t *testing.T) {
+	env := testenv.Start(t)
+	bin, err := BuildController(env.Root, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := rest.CopyConfig(env.Config)
+	cfg.QPS, cfg.Burst = 500, 1000
+	c, err := client.New(cfg, client.Options{Scheme: testenv.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs, progress bytes.Buffer
+	conf := Config{
+		Mesh:    Mesh{Services: 20, Endpoints: 3, Namespaces: 5},
+		Proxies: []int{10}, Groups: 5, Repeats: 2, Fraction: 0.1,
+		ChurnRate: 10, ChurnFor: 2 * time.Second,
+		Timeout:  2 * time.Minute,
+		Progress: &progress, ControllerLog: &logs,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, conf, Cluster{Client: c, Kubeconfig: env.Kubeconfig, Controller: bin})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("progress:\n%s\ncontroller:\n%s", progress.String(), logs.String())
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table strings.Builder
+	rep.Print(&table)
+	t.Logf("\n%s", table.String())
+
+	if len(rep.Fleets) != 1 {
+		t.Fatalf("%d fleet reports, want 1", len(rep.Fleets))
+	}
+	f := rep.Fleets[0]
+	n := conf.Proxies[0]
+	if f.ColdStart.N != n {
+		t.Errorf("cold start: %d proxies timed, want %d", f.ColdStart.N, n)
+	}
+	// Scoping: a proxy sees its namespace's Services and the two shared
+	// ones, whatever its group.
+	if want := float64(conf.Services/conf.Namespaces + 2); f.Endpoints.P50 != want || f.Endpoints.Max != want || f.Endpoints.Mean != want {
+		t.Errorf("EDS resources per proxy: %+v, want %v for every proxy", f.Endpoints, want)
+	}
+	if f.ConfigBytes.Mean <= 0 || f.Resources.Mean < f.Endpoints.Mean {
+		t.Errorf("config per proxy: %+v bytes, %+v resources", f.ConfigBytes, f.Resources)
+	}
+	if f.WeightMissed != 0 || len(f.Weight) != conf.Repeats || f.WeightAll.N != conf.Repeats*n {
+		t.Errorf("weight changes: %d repeats, %d samples, %d missed; want %d, %d, 0", len(f.Weight), f.WeightAll.N, f.WeightMissed, conf.Repeats, conf.Repeats*n)
+	}
+	// Every proxy sees the split's route: each change reaches each once.
+	if f.WeightPushes < 1 || f.WeightBytes <= 0 {
+		t.Errorf("per proxy per weight change: %.1f pushes, %.0f bytes; want at least one push", f.WeightPushes, f.WeightBytes)
+	}
+	o := f.OnePercent
+	if o.Services != 2 || o.Missed != 0 || o.Dependents == 0 || o.Latency.N < o.Dependents {
+		t.Errorf("endpoint burst: %+v", o)
+	}
+	// Push only to proxies whose view changed.
+	if o.Receivers != o.Dependents {
+		t.Errorf("endpoint burst: %d proxies received something, %d depend on the changed Services", o.Receivers, o.Dependents)
+	}
+	if o.ServerPushes < float64(o.Receivers) {
+		t.Errorf("endpoint burst: the server counted %.0f pushes for %d receiving proxies", o.ServerPushes, o.Receivers)
+	}
+	ch := f.Churn
+	if ch.Changes != 20 || ch.Failed != 0 || ch.Missed != 0 || ch.Latency.N < ch.Changes {
+		t.Errorf("churn: %+v; want 20 changes, each delivered to at least one proxy", ch)
+	}
+}

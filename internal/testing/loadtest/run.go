@@ -1,0 +1,637 @@
+// Package loadtest measures weft-controller as Envoy fleets see it: it
+// creates a mesh in a real API server, runs the real weft-controller
+// binary, connects simulated Delta xDS proxies (internal/testing/xdsload), and
+// times every step from the API write to the proxies' ACKs. hack/load is
+// its command line; its numbers are in hack/load/README.md.
+package loadtest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/weftmesh/weft/crds/v1alpha1"
+	"github.com/weftmesh/weft/dataplane"
+)
+
+// Mesh is the cluster a run creates.
+type Mesh struct {
+	// Services in all (svc-i in namespace ns-(i mod Namespaces)), each
+	// with Endpoints ready endpoints backed by meshed Pods.
+	Services, Endpoints, Namespaces int
+	// ExportAll exports every Service to every namespace, so that every
+	// proxy receives every Service (the peer's setup: Istio without
+	// Sidecar scoping). Otherwise a proxy sees its namespace's Services
+	// and the two shared ones.
+	ExportAll bool
+}
+
+// Config is one run. Field comments name hack/load's flags.
+type Config struct {
+	Mesh
+	// Proxies: one fleet per entry, each against a freshly started
+	// controller (--proxies).
+	Proxies []int
+	// Groups of identical proxies (distinct namespace, service account and
+	// labels) per fleet (--groups); at most Services.
+	Groups int
+	// Conns is the number of gRPC connections a fleet's streams share; 0
+	// is one per proxy, as Envoys have (--conns).
+	Conns int
+	// Repeats of the weight change (--repeats), at most 80.
+	Repeats int
+	// Fraction of the Services whose endpoints change at once (--fraction).
+	Fraction float64
+	// ChurnRate endpoint changes per second for ChurnFor (--churn-rate,
+	// --churn-for); a zero rate skips the phase.
+	ChurnRate float64
+	ChurnFor  time.Duration
+	// Timeout bounds every wait (--timeout).
+	Timeout time.Duration
+	// MemoryWait is how long a memory reading may wait for the
+	// controller's next garbage collection (--memory-wait); 0 reads at once.
+	MemoryWait time.Duration
+	// Workers write to the API server in parallel while creating the mesh.
+	Workers int
+	// Progress receives one line per step; ControllerLog the controller's
+	// output. Either may be nil.
+	Progress, ControllerLog io.Writer
+}
+
+// Validate names the flag to fix.
+func (c Config) Validate() error {
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+	check(c.Services >= 1, "--services must be at least 1")
+	check(c.Endpoints >= 1 && c.Endpoints <= 16, "--endpoints must be between 1 and 16 (pod addresses are 16 per Service)")
+	check(c.Namespaces >= 1 && c.Namespaces <= c.Services, "--namespaces must be between 1 and --services")
+	check(len(c.Proxies) > 0, "--proxies needs at least one count")
+	for _, n := range c.Proxies {
+		check(n >= 1, "--proxies: %d is not a proxy count (at least 1)", n)
+	}
+	check(c.Groups >= 1 && c.Groups <= c.Services, "--groups must be between 1 and --services (group g is the workload of Service svc-g)")
+	check(c.Conns >= 0, "--conns must be 0 (one per proxy) or more")
+	check(c.Repeats >= 1 && c.Repeats <= 80, "--repeats must be between 1 and 80")
+	check(c.Fraction > 0 && c.Fraction <= 1, "--fraction must be in (0, 1], e.g. 0.01")
+	check(c.ChurnRate >= 0, "--churn-rate must not be negative")
+	check(c.ChurnRate == 0 || c.ChurnFor > 0, "--churn-for must be positive when --churn-rate is set")
+	check(int(c.ChurnRate*c.ChurnFor.Seconds())+c.Services < maxMarker/2, "--churn-rate × --churn-for is too many changes")
+	check(c.Timeout > 0, "--timeout must be positive")
+	check(c.MemoryWait >= 0, "--memory-wait must not be negative")
+	return errors.Join(errs...)
+}
+
+// Cluster is where a run happens.
+type Cluster struct {
+	// Client writes the mesh; give it a high QPS (the mesh is tens of
+	// thousands of objects).
+	Client client.Client
+	// Kubeconfig is given to the controller.
+	Kubeconfig string
+	// Controller is the weft-controller binary.
+	Controller string
+}
+
+// Report is what a run measured. Times are seconds, sizes bytes.
+type Report struct {
+	Config Config `json:"-"`
+	// Setup is the time to create the mesh's objects; Objects how many.
+	Setup   float64
+	Objects int
+	// LoadBefore and LoadAfter are the 1-minute load averages.
+	LoadBefore, LoadAfter float64
+	Fleets                []FleetReport
+}
+
+// FleetReport is one fleet's numbers.
+type FleetReport struct {
+	Proxies, Groups, Conns int
+	// ControllerReady: process start to /readyz.
+	ControllerReady float64
+	// ColdStart: from opening every stream at once to each proxy holding
+	// a full configuration (every type ACKed, the split's route included).
+	ColdStart Dist
+	// CPU seconds the controller (and this process, the simulated
+	// proxies) used from opening the streams until all held their
+	// configuration: less noisy than times on a shared machine.
+	ColdStartCPU, ColdStartHarnessCPU float64
+	// Streams opened in all (more than Proxies means reconnects).
+	Streams int
+	// ConfigBytes, Resources and Endpoints (EDS resources: the Services
+	// it sees) per proxy after the cold start; ConfigBytesByType their
+	// mean by type (short names).
+	ConfigBytes, Resources, Endpoints Dist
+	ConfigBytesByType                 map[string]float64
+	// HeapBefore and HeapAfter: the controller's heap before connecting
+	// and after the cold start; HeapAfterGC says they are live heaps read
+	// right after a garbage collection (see MemoryWait), not the smallest
+	// heap in use of 5 samples. HeapPerProxy and RSSPerProxy: the growth of
+	// the heap and of process_resident_memory_bytes, per proxy.
+	HeapBefore, HeapAfter     float64
+	HeapAfterGC               bool
+	HeapPerProxy, RSSPerProxy float64
+	// Weight: a TrafficSplit weight change, from just before the API write
+	// to each proxy's ACK of the route carrying it: per repeat and over all.
+	Weight       []Dist
+	WeightAll    Dist
+	WeightMissed int // proxy × repeat pairs that never converged
+	// WeightBytes and WeightPushes per proxy per change (means);
+	// WeightCPU the controller's CPU seconds per change.
+	WeightBytes, WeightPushes, WeightCPU float64
+	OnePercent                           Change
+	Churn                                Churn
+}
+
+// Change is a burst of endpoint changes to a fraction of the Services.
+type Change struct {
+	Services int
+	// Dependents: proxies that hold one of the changed Services.
+	// Receivers: proxies that received anything at all.
+	Dependents, Receivers int
+	// Means over receivers, and bytes over every proxy.
+	PushesPerReceiver, BytesPerReceiver, BytesPerProxy float64
+	// ServerPushes: weft_xds_pushes_total's growth; CPU the controller's
+	// CPU seconds from the writes until the proxies went quiet.
+	ServerPushes, CPU float64
+	// Latency: write → ACK per (change, dependent proxy).
+	Latency Dist
+	Missed  int
+}
+
+// Churn is a steady stream of endpoint changes.
+type Churn struct {
+	Rate    float64
+	For     float64
+	Changes int
+	// Failed writes (not measured).
+	Failed int
+	// CPU: the controller's CPU seconds per second of churn (cores busy).
+	CPU float64
+	// Latency: write → ACK per (change, dependent proxy).
+	Latency Dist
+	Missed  int
+}
+
+// runner holds the state shared by the phases of a run.
+type runner struct {
+	cfg    Config
+	cl     Cluster
+	objs   objects
+	weight int32 // the split's current weight for global-next
+	seq    int   // next endpoint marker
+}
+
+// Run creates the mesh, then for each fleet starts the controller,
+// connects the proxies and measures.
+func Run(ctx context.Context, cfg Config, cl Cluster) (*Report, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 16
+	}
+	r := &runner{cfg: cfg, cl: cl, weight: 10}
+	rep := &Report{Config: cfg, LoadBefore: loadAverage()}
+	r.objs = build(cfg.Mesh, r.weight)
+	rep.Objects = len(r.objs.namespaces) + len(r.objs.serviceAccounts) + len(r.objs.services) + len(r.objs.slices) + len(r.objs.pods) + 1
+	r.say("creating %d objects (%d Services × %d endpoints in %d namespaces, %d Pods)", rep.Objects, cfg.Services, cfg.Endpoints, cfg.Namespaces, len(r.objs.pods))
+	start := time.Now()
+	if err := r.objs.create(ctx, cl.Client, cfg.Workers); err != nil {
+		return nil, fmt.Errorf("creating the mesh: %w", err)
+	}
+	rep.Setup = time.Since(start).Seconds()
+	for i, n := range cfg.Proxies {
+		fr, err := r.fleet(ctx, i, n)
+		if err != nil {
+			return rep, fmt.Errorf("fleet of %d proxies: %w", n, err)
+		}
+		rep.Fleets = append(rep.Fleets, *fr)
+	}
+	rep.LoadAfter = loadAverage()
+	return rep, nil
+}
+
+func (r *runner) say(format string, args ...any) {
+	if r.cfg.Progress != nil {
+		fmt.Fprintf(r.cfg.Progress, "load: "+format+"\n", args...)
+	}
+}
+
+func (r *runner) fleet(ctx context.Context, index, n int) (*FleetReport, error) {
+	cfg := r.cfg
+	groups := min(cfg.Groups, n)
+	fr := &FleetReport{Proxies: n, Groups: groups, Conns: cfg.Conns}
+	if fr.Conns <= 0 || fr.Conns > n {
+		fr.Conns = n
+	}
+	logs := cfg.ControllerLog
+	if logs == nil {
+		logs = io.Discard
+	}
+	r.say("fleet %d: starting weft-controller", n)
+	start := time.Now()
+	sctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	ctrl, err := startController(sctx, r.cl.Controller, r.cl.Kubeconfig, logs)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	defer ctrl.stop()
+	fr.ControllerReady = time.Since(start).Seconds()
+
+	// A probe of its own identity waits for the controller's first
+	// translation of the whole mesh, then leaves.
+	if err := r.probe(ctx, ctrl.xds); err != nil {
+		return nil, err
+	}
+	r.say("fleet %d: reading the controller's memory (waiting up to %v for a garbage collection)", n, cfg.MemoryWait)
+	mem0, err := ctrl.memory(ctx, time.Now(), cfg.MemoryWait)
+	if err != nil {
+		return nil, err
+	}
+
+	// Cold start: every stream at once.
+	r.say("fleet %d: connecting %d proxies in %d groups over %d connections", n, n, groups, fr.Conns)
+	f := newFleet(cfg.Mesh, fmt.Sprintf("load-%d", index), n, groups)
+	cpu0, err := ctrl.cpu(ctx)
+	if err != nil {
+		return nil, err
+	}
+	own0 := ownCPU()
+	if err := f.start(ctrl.xds, cfg.Conns); err != nil {
+		return nil, err
+	}
+	defer f.stop()
+	wctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	err = f.each(func(mb *member) error {
+		if !mb.wait(wctx, func() bool { return !mb.complete.IsZero() }) {
+			return fmt.Errorf("proxy %s: no full configuration within %v", mb.Node.Id, cfg.Timeout)
+		}
+		return nil
+	})
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	cpu1, err := ctrl.cpu(ctx)
+	if err != nil {
+		return nil, err
+	}
+	fr.ColdStartCPU, fr.ColdStartHarnessCPU = cpu1-cpu0, ownCPU()-own0
+	var cold, bytes, resources, eds []float64
+	byType := map[string]float64{}
+	f.settle(ctx, time.Second)
+	for _, mb := range f.members {
+		mb.mu.Lock()
+		cold = append(cold, mb.complete.Sub(f.started).Seconds())
+		mb.mu.Unlock()
+		s := mb.Stats()
+		bytes = append(bytes, float64(s.Bytes))
+		resources = append(resources, float64(s.Resources))
+		eds = append(eds, float64(len(mb.Held(resourcev3.EndpointType))))
+		fr.Streams += s.Streams
+		for t, b := range s.BytesByType {
+			byType[shortType(t)] += float64(b) / float64(n)
+		}
+	}
+	fr.ColdStart, fr.ConfigBytes, fr.Resources, fr.ConfigBytesByType = distOf(cold), distOf(bytes), distOf(resources), byType
+	fr.Endpoints = distOf(eds)
+	r.say("fleet %d: all hold a full configuration after %.2fs (p50 %.2fs); %.0f bytes each", n, fr.ColdStart.Max, fr.ColdStart.P50, fr.ConfigBytes.Mean)
+
+	mem1, err := ctrl.memory(ctx, time.Now(), cfg.MemoryWait)
+	if err != nil {
+		return nil, err
+	}
+	fr.HeapBefore, fr.HeapAfter, fr.HeapAfterGC = mem0.heap, mem1.heap, mem0.afterGC && mem1.afterGC
+	fr.HeapPerProxy, fr.RSSPerProxy = (mem1.heap-mem0.heap)/float64(n), (mem1.rss-mem0.rss)/float64(n)
+	r.say("fleet %d: controller heap %.1f MiB → %.1f MiB (after a collection: %t)", n, mem0.heap/(1<<20), mem1.heap/(1<<20), fr.HeapAfterGC)
+
+	if err := r.weights(ctx, f, ctrl, fr); err != nil {
+		return nil, err
+	}
+	f.tracking.Store(true)
+	if err := r.onePercent(ctx, f, ctrl, fr); err != nil {
+		return nil, err
+	}
+	if cfg.ChurnRate > 0 {
+		if err := r.churn(ctx, f, ctrl, fr); err != nil {
+			return nil, err
+		}
+	}
+	if err := f.decodeErrors(); err != nil {
+		return nil, fmt.Errorf("proxies could not decode what they received: %w", err)
+	}
+	return fr, nil
+}
+
+// probe connects one proxy of an identity no fleet uses and waits until it
+// holds the split at the current weight: the controller has translated
+// the whole mesh (it was created before the controller started).
+func (r *runner) probe(ctx context.Context, addr string) error {
+	p := newFleet(r.cfg.Mesh, "probe", 1, 1)
+	mb := p.members[0]
+	md, _ := structpb.NewStruct(map[string]any{dataplane.MetaNamespace: SharedNamespace, dataplane.MetaServiceAccount: "load-probe"})
+	mb.Node.Id, mb.Node.Metadata = "load-probe."+SharedNamespace, md
+	if err := p.start(addr, 1); err != nil {
+		return err
+	}
+	defer p.stop()
+	wctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	defer cancel()
+	if !mb.wait(wctx, func() bool { _, ok := mb.weightAt(int(r.weight)); return ok && !mb.complete.IsZero() }) {
+		return fmt.Errorf("the probe proxy never received the split at weight %d within %v", r.weight, r.cfg.Timeout)
+	}
+	return nil
+}
+
+// weights changes the split's weight Repeats times and times each change
+// from just before the API write to every proxy's ACK of the route that
+// carries it.
+func (r *runner) weights(ctx context.Context, f *fleet, ctrl *controller, fr *FleetReport) error {
+	var all []float64
+	var bytes, pushes float64
+	cpu0, err := ctrl.cpu(ctx)
+	if err != nil {
+		return err
+	}
+	for rep := range r.cfg.Repeats {
+		w := (r.weight-10+1)%89 + 10 // 10..98, never the current one
+		body, err := json.Marshal(map[string]any{"spec": splitSpec(w)})
+		if err != nil {
+			return err
+		}
+		before := f.snapshot()
+		ts := &v1alpha1.TrafficSplit{}
+		ts.Name, ts.Namespace = SplitName, SharedNamespace
+		t0 := time.Now()
+		if err := r.cl.Client.Patch(ctx, ts, client.RawPatch(types.MergePatchType, body)); err != nil {
+			return fmt.Errorf("changing the split's weight: %w", err)
+		}
+		r.weight = w
+		var mu sync.Mutex
+		var lat []float64
+		wctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+		_ = f.each(func(mb *member) error {
+			var at time.Time
+			if !mb.wait(wctx, func() bool { var ok bool; at, ok = mb.weightAt(int(w)); return ok }) {
+				mu.Lock()
+				fr.WeightMissed++
+				mu.Unlock()
+				return nil
+			}
+			mu.Lock()
+			lat = append(lat, at.Sub(t0).Seconds())
+			mu.Unlock()
+			return nil
+		})
+		cancel()
+		f.settle(ctx, 500*time.Millisecond)
+		after := f.snapshot()
+		for i := range after {
+			bytes += float64(after[i].Bytes - before[i].Bytes)
+			pushes += float64(after[i].Responses - before[i].Responses)
+		}
+		d := distOf(lat)
+		fr.Weight = append(fr.Weight, d)
+		all = append(all, lat...)
+		r.say("fleet %d: weight change %d/%d → %d%%: p50 %.1fms p99 %.1fms max %.1fms (%d of %d proxies)", len(f.members), rep+1, r.cfg.Repeats, w, d.P50*1e3, d.P99*1e3, d.Max*1e3, d.N, len(f.members))
+	}
+	fr.WeightAll = distOf(all)
+	cpu1, err := ctrl.cpu(ctx)
+	if err != nil {
+		return err
+	}
+	fr.WeightCPU = (cpu1 - cpu0) / float64(r.cfg.Repeats)
+	changes := float64(r.cfg.Repeats * len(f.members))
+	fr.WeightBytes, fr.WeightPushes = bytes/changes, pushes/changes
+	return nil
+}
+
+// endpointChange is one write of a marker to a Service's endpoints.
+type endpointChange struct {
+	service int
+	seq     int
+	at      time.Time
+	err     error
+}
+
+// writeMarker gives Service i's first endpoint the marker address of seq.
+func (r *runner) writeMarker(ctx context.Context, i, seq int) endpointChange {
+	slice := r.objs.slices[i]
+	eps := make([]discoveryv1.Endpoint, len(slice.Endpoints))
+	for k, e := range slice.Endpoints {
+		eps[k] = *e.DeepCopy()
+	}
+	eps[0].Addresses = []string{markerAddr(seq)}
+	body, err := json.Marshal(map[string]any{"endpoints": eps})
+	if err != nil {
+		return endpointChange{service: i, seq: seq, err: err}
+	}
+	target := &discoveryv1.EndpointSlice{}
+	target.Name, target.Namespace = slice.Name, slice.Namespace
+	c := endpointChange{service: i, seq: seq, at: time.Now()}
+	c.err = r.cl.Client.Patch(ctx, target, client.RawPatch(types.MergePatchType, body))
+	return c
+}
+
+func (r *runner) nextSeq() int {
+	s := r.seq
+	r.seq++
+	return s
+}
+
+// dependents maps each Service (by index) to the proxies holding its
+// endpoints now.
+func dependents(m Mesh, f *fleet) map[int][]*member {
+	holders := map[string][]*member{}
+	for _, mb := range f.members {
+		for name := range mb.Held(resourcev3.EndpointType) {
+			holders[name] = append(holders[name], mb)
+		}
+	}
+	out := map[int][]*member{}
+	for i := range m.Services {
+		if h := holders[ClusterName(m, i)]; len(h) > 0 {
+			out[i] = h
+		}
+	}
+	return out
+}
+
+// latencies waits for every dependent of every change to accept it and
+// returns write → ACK times and how many never arrived.
+func (r *runner) latencies(ctx context.Context, changes []endpointChange, deps map[int][]*member) ([]float64, int) {
+	wctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	defer cancel()
+	var lat []float64
+	missed := 0
+	for _, c := range changes {
+		if c.err != nil {
+			continue
+		}
+		cluster := ClusterName(r.cfg.Mesh, c.service)
+		for _, mb := range deps[c.service] {
+			var at time.Time
+			if !mb.wait(wctx, func() bool { var ok bool; at, ok = mb.markerAt(cluster, c.seq); return ok }) {
+				missed++
+				continue
+			}
+			lat = append(lat, at.Sub(c.at).Seconds())
+		}
+	}
+	return lat, missed
+}
+
+// onePercent changes the endpoints of a fraction of the Services at once
+// and counts who received what.
+func (r *runner) onePercent(ctx context.Context, f *fleet, ctrl *controller, fr *FleetReport) error {
+	m := max(1, int(math.Round(float64(r.cfg.Services)*r.cfg.Fraction)))
+	// The same Services every run: a fixed seed.
+	pick := rand.New(rand.NewPCG(1, 2)).Perm(r.cfg.Services)[:m]
+	deps := dependents(r.cfg.Mesh, f)
+	affected := map[*member]bool{}
+	for _, i := range pick {
+		for _, mb := range deps[i] {
+			affected[mb] = true
+		}
+	}
+	f.settle(ctx, 500*time.Millisecond)
+	pushes0, err := ctrl.metric(ctx, "weft_xds_pushes_total")
+	if err != nil {
+		return err
+	}
+	cpu0, err := ctrl.cpu(ctx)
+	if err != nil {
+		return err
+	}
+	before := f.snapshot()
+	changes := make([]endpointChange, m)
+	seqs := make([]int, m)
+	for k := range pick {
+		seqs[k] = r.nextSeq()
+	}
+	var wg sync.WaitGroup
+	for k, i := range pick {
+		wg.Add(1)
+		go func() { defer wg.Done(); changes[k] = r.writeMarker(ctx, i, seqs[k]) }()
+	}
+	wg.Wait()
+	for _, c := range changes {
+		if c.err != nil {
+			return fmt.Errorf("changing the endpoints of svc-%d: %w", c.service, c.err)
+		}
+	}
+	lat, missed := r.latencies(ctx, changes, deps)
+	f.settle(ctx, 2*time.Second)
+	after := f.snapshot()
+	pushes1, err := ctrl.metric(ctx, "weft_xds_pushes_total")
+	if err != nil {
+		return err
+	}
+	cpu1, err := ctrl.cpu(ctx)
+	if err != nil {
+		return err
+	}
+	c := Change{Services: m, Dependents: len(affected), Latency: distOf(lat), Missed: missed, ServerPushes: pushes1 - pushes0, CPU: cpu1 - cpu0}
+	var pushes, bytes float64
+	for i := range after {
+		dr, db := after[i].Responses-before[i].Responses, after[i].Bytes-before[i].Bytes
+		if dr > 0 {
+			c.Receivers++
+			pushes += float64(dr)
+		}
+		bytes += float64(db)
+	}
+	if c.Receivers > 0 {
+		c.PushesPerReceiver, c.BytesPerReceiver = pushes/float64(c.Receivers), bytes/float64(c.Receivers)
+	}
+	c.BytesPerProxy = bytes / float64(len(f.members))
+	fr.OnePercent = c
+	r.say("fleet %d: %d Services' endpoints changed: %d proxies depend on them, %d received anything, %.1f pushes and %.0f bytes each; p99 %.1fms",
+		len(f.members), m, c.Dependents, c.Receivers, c.PushesPerReceiver, c.BytesPerReceiver, c.Latency.P99*1e3)
+	return nil
+}
+
+// churn writes ChurnRate endpoint changes per second for ChurnFor, each
+// to a different Service that some proxy depends on (round robin), and
+// times each from its write to every dependent's ACK.
+func (r *runner) churn(ctx context.Context, f *fleet, ctrl *controller, fr *FleetReport) error {
+	deps := dependents(r.cfg.Mesh, f)
+	var candidates []int
+	for _, i := range rand.New(rand.NewPCG(3, 4)).Perm(r.cfg.Services) {
+		if len(deps[i]) > 0 {
+			candidates = append(candidates, i)
+		}
+	}
+	if len(candidates) == 0 {
+		return errors.New("no proxy depends on any Service: nothing to churn")
+	}
+	total := int(r.cfg.ChurnRate * r.cfg.ChurnFor.Seconds())
+	r.say("fleet %d: %d endpoint changes at %.0f/s over %d Services", len(f.members), total, r.cfg.ChurnRate, min(total, len(candidates)))
+	changes := make([]endpointChange, total)
+	tick := time.NewTicker(time.Duration(float64(time.Second) / r.cfg.ChurnRate))
+	defer tick.Stop()
+	var wg sync.WaitGroup
+	cpu0, err := ctrl.cpu(ctx)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	for k := range total {
+		if k > 0 {
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		i, seq := candidates[k%len(candidates)], r.nextSeq()
+		wg.Add(1)
+		go func() { defer wg.Done(); changes[k] = r.writeMarker(ctx, i, seq) }()
+	}
+	wg.Wait()
+	c := Churn{Rate: r.cfg.ChurnRate, For: time.Since(start).Seconds(), Changes: total}
+	cpu1, err := ctrl.cpu(ctx)
+	if err != nil {
+		return err
+	}
+	c.CPU = (cpu1 - cpu0) / c.For
+	for _, ch := range changes {
+		if ch.err != nil {
+			c.Failed++
+		}
+	}
+	lat, missed := r.latencies(ctx, changes, deps)
+	c.Latency, c.Missed = distOf(lat), missed
+	fr.Churn = c
+	r.say("fleet %d: endpoint churn: EDS p50 %.1fms p99 %.1fms max %.1fms over %d deliveries (%d failed writes, %d missed)",
+		len(f.members), c.Latency.P50*1e3, c.Latency.P99*1e3, c.Latency.Max*1e3, c.Latency.N, c.Failed, c.Missed)
+	f.settle(ctx, time.Second)
+	return nil
+}
+
+// shortType turns a type URL into "Cluster", "Listener"...
+func shortType(t string) string {
+	for i := len(t) - 1; i >= 0; i-- {
+		if t[i] == '.' {
+			return t[i+1:]
+		}
+	}
+	return t
+}

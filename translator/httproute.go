@@ -1,0 +1,197 @@
+package translator
+
+import (
+	"fmt"
+	"strings"
+
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/weftmesh/weft/crds/v1alpha1"
+	"github.com/weftmesh/weft/translator/ir"
+)
+
+func hasServiceParent(hr *gatewayv1.HTTPRoute) bool {
+	for _, p := range hr.Spec.ParentRefs {
+		if isServiceRef(p.Group, p.Kind) {
+			return true
+		}
+	}
+	return false
+}
+
+func isServiceRef(group *gatewayv1.Group, kind *gatewayv1.Kind) bool {
+	return (group == nil || *group == "" || *group == "core") && kind != nil && *kind == "Service"
+}
+
+// httpRoute applies a GAMMA HTTPRoute: it means what the equivalent
+// TrafficSplit means, with one route per rule.
+//
+// A rule weft cannot apply exactly as written (an unsupported filter or
+// match, a regular expression the proxies would refuse) is dropped, and
+// the other rules apply: Gateway API's "Drop Rule(s)" approach, reported
+// as PartiallyInvalid. The whole rule goes, never just the bad match
+// condition: without it the rule would match more requests than its author
+// asked for. Requests the dropped rule would have taken go to the next
+// rule that matches them, or to the parent Service. A route without any
+// valid rule is Accepted=False and applies nothing.
+func (t *translation) httpRoute(hr *gatewayv1.HTTPRoute, ps *policyStatus, ref *ir.PolicyRef) {
+	var routes []*ir.Route
+	var problems []string
+	for i, rule := range hr.Spec.Rules {
+		r, err := t.httpRouteRule(hr, ps, ref, rule, fmt.Sprintf("spec.rules[%d]", i))
+		switch {
+		case err != nil:
+			problems = append(problems, err.Error())
+		case r != nil:
+			routes = append(routes, r)
+		}
+	}
+	if len(problems) > 0 {
+		if len(problems) == len(hr.Spec.Rules) {
+			ps.reject(v1alpha1.ReasonInvalid, "%s; the route has no rule weft can apply, so it changes nothing", strings.Join(problems, "; "))
+			return
+		}
+		for _, p := range problems {
+			ps.dropRule(p)
+		}
+	}
+	for i, p := range hr.Spec.ParentRefs {
+		if !isServiceRef(p.Group, p.Kind) {
+			continue
+		}
+		field := fmt.Sprintf("spec.parentRefs[%d]", i)
+		if p.Namespace != nil && string(*p.Namespace) != hr.Namespace {
+			ps.reject(v1alpha1.ReasonInvalid, "%s.namespace: weft routes Services of the route's own namespace only", field)
+			continue
+		}
+		root := t.byKey[ir.ServiceKey{Namespace: hr.Namespace, Name: string(p.Name)}]
+		if root == nil {
+			ps.unresolved(v1alpha1.ReasonTargetNotFound, "%s.name: Service %q does not exist in namespace %s", field, p.Name, hr.Namespace)
+			continue
+		}
+		ports := root.Ports
+		if p.Port != nil {
+			rp := root.Port(int32(*p.Port))
+			if rp == nil {
+				ps.unresolved(v1alpha1.ReasonPortNotFound, "%s.port: Service %s has no port %d; use one of %s", field, root.Key.Name, *p.Port, portList(root))
+				continue
+			}
+			if !rp.Protocol.IsHTTP() {
+				// Said rather than silently ignored: an HTTPRoute cannot
+				// apply to a TCP port.
+				ps.reject(v1alpha1.ReasonInvalid, "%s.port: port %d of Service %s is TCP, where an HTTPRoute cannot apply; set the port's appProtocol to http, http2 or grpc",
+					field, *p.Port, root.Key.Name)
+				continue
+			}
+			ports = []*ir.Port{rp}
+		}
+		for _, port := range ports {
+			if !port.Protocol.IsHTTP() || len(routes) == 0 {
+				continue
+			}
+			// Requests no rule matches still reach the parent Service.
+			own := append(append([]*ir.Route(nil), routes...), defaultRoute(root.Key, port.Port))
+			t.claimForHTTPRoute(ps, ref, root, port, field, own)
+		}
+	}
+}
+
+// httpRouteRule translates one rule of an HTTPRoute. An error means the
+// rule cannot be applied as written (the message names the field and the
+// fix); a nil route means it has no backend that can receive requests.
+func (t *translation) httpRouteRule(hr *gatewayv1.HTTPRoute, ps *policyStatus, ref *ir.PolicyRef, rule gatewayv1.HTTPRouteRule, field string) (*ir.Route, error) {
+	if len(rule.Filters) > 0 {
+		return nil, fmt.Errorf("%s.filters: weft does not apply HTTPRoute filters yet (found %s); remove them", field, rule.Filters[0].Type)
+	}
+	r := &ir.Route{Source: ref}
+	for j, m := range rule.Matches {
+		im, err := gatewayMatch(m, fmt.Sprintf("%s.matches[%d]", field, j))
+		if err != nil {
+			return nil, err
+		}
+		r.Matches = append(r.Matches, im)
+	}
+	if rule.Timeouts != nil && rule.Timeouts.Request != nil {
+		d := v1alpha1.Duration(*rule.Timeouts.Request)
+		r.Timeout = duration(&d)
+	}
+	var missing uint32
+	for j, b := range rule.BackendRefs {
+		bf := fmt.Sprintf("%s.backendRefs[%d]", field, j)
+		w := int32(1)
+		if b.Weight != nil {
+			w = *b.Weight
+		}
+		// Gateway API: the share of a backend that cannot be used
+		// (wrong kind, not permitted, missing) gets an error response;
+		// it is not shifted to the other backends, and a rule whose
+		// backends are all unusable does not fall through to the next.
+		if !isServiceRef(b.Group, ptrOr(b.Kind, "Service")) {
+			ps.unresolved(ReasonInvalidKind, "%s: only Services can be backends, not %s (its share of requests gets HTTP 503)", bf, *b.Kind)
+			missing += uint32(max(w, 0))
+			continue
+		}
+		ns := hr.Namespace
+		if b.Namespace != nil && string(*b.Namespace) != ns {
+			ps.unresolved(ReasonRefNotPermitted, "%s.namespace: backends must be in the route's namespace %s (its share of requests gets HTTP 503)", bf, ns)
+			missing += uint32(max(w, 0))
+			continue
+		}
+		svc := t.byKey[ir.ServiceKey{Namespace: ns, Name: string(b.Name)}]
+		switch {
+		case svc == nil:
+			ps.unresolved(v1alpha1.ReasonBackendNotFound, "%s.name: Service %q does not exist in namespace %s; its share of requests gets HTTP 503 until it does", bf, b.Name, ns)
+			missing += uint32(max(w, 0))
+		case b.Port == nil || svc.Port(int32(*b.Port)) == nil:
+			ps.unresolved(v1alpha1.ReasonPortNotFound, "%s.port: set it to one of Service %s's ports: %s (its share of requests gets HTTP 503 meanwhile)", bf, svc.Key.Name, portList(svc))
+			missing += uint32(max(w, 0))
+		case w > 0:
+			r.Backends = append(r.Backends, ir.Backend{Service: svc.Key, Port: int32(*b.Port), Weight: uint32(w)})
+		}
+	}
+	if missing > 0 {
+		r.Backends = append(r.Backends, ir.Backend{Unresolved: true, Weight: missing})
+	}
+	if len(r.Backends) == 0 {
+		return nil, nil
+	}
+	return r, nil
+}
+
+// gatewayMatch translates the HTTPRoute match at field.
+func gatewayMatch(m gatewayv1.HTTPRouteMatch, field string) (ir.Match, error) {
+	var im ir.Match
+	if m.Path != nil && m.Path.Value != nil {
+		typ := gatewayv1.PathMatchPathPrefix
+		if m.Path.Type != nil {
+			typ = *m.Path.Type
+		}
+		switch typ {
+		case gatewayv1.PathMatchExact:
+			im.PathExact = *m.Path.Value
+		case gatewayv1.PathMatchPathPrefix:
+			if err := pathPrefixProblem(field+".path.value", *m.Path.Value); err != nil {
+				return im, err
+			}
+			im.PathPrefix = *m.Path.Value
+		default:
+			return im, fmt.Errorf("%s.path.type: %s is not supported; use Exact or PathPrefix", field, typ)
+		}
+	}
+	if m.Method != nil {
+		im.Method = string(*m.Method)
+	}
+	for k, h := range m.Headers {
+		regex := h.Type != nil && *h.Type == gatewayv1.HeaderMatchRegularExpression
+		if regex {
+			if err := regexProblem(fmt.Sprintf("%s.headers[%d].value", field, k), h.Value); err != nil {
+				return im, err
+			}
+		}
+		im.Headers = append(im.Headers, ir.HeaderMatch{Name: strings.ToLower(string(h.Name)), Value: h.Value, Regex: regex})
+	}
+	if len(m.QueryParams) > 0 {
+		return im, fmt.Errorf("%s.queryParams: not supported yet; match on path, method or headers", field)
+	}
+	return im, nil
+}

@@ -1,0 +1,117 @@
+package translator
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/weftmesh/weft/crds/v1alpha1"
+	"github.com/weftmesh/weft/translator/ir"
+)
+
+func (t *translation) trafficSplit(ts *v1alpha1.TrafficSplit, ps *policyStatus, ref *ir.PolicyRef) {
+	root := t.byKey[ir.ServiceKey{Namespace: ts.Namespace, Name: ts.Spec.RootService.Name}]
+	if root == nil {
+		ps.unresolved(v1alpha1.ReasonTargetNotFound, "spec.rootService.name: Service %q does not exist in namespace %s; create it or correct the name",
+			ts.Spec.RootService.Name, ts.Namespace)
+		return
+	}
+	ports := root.Ports
+	if p := ts.Spec.RootService.Port; p != nil {
+		rp := root.Port(*p)
+		if rp == nil {
+			ps.unresolved(v1alpha1.ReasonPortNotFound, "spec.rootService.port: Service %s has no port %d; use one of %s", root.Key.Name, *p, portList(root))
+			return
+		}
+		ports = []*ir.Port{rp}
+	}
+	matches, err := splitMatches(ts.Spec.Matches)
+	if err != nil {
+		// The split is the TrafficSplit's only rule: it is left out whole,
+		// since dropping one match condition would widen it.
+		ps.reject(v1alpha1.ReasonInvalid, "%v; until it is fixed, this TrafficSplit routes nothing", err)
+		return
+	}
+	for _, port := range ports {
+		if !port.Protocol.IsHTTP() && len(matches) > 0 {
+			if len(ports) == 1 {
+				ps.reject(v1alpha1.ReasonInvalid, "spec.matches: port %d of Service %s is TCP, where HTTP matches cannot apply; remove the matches or set the port's appProtocol to http",
+					port.Port, root.Key.Name)
+				return
+			}
+			continue // matches split the root's HTTP ports only
+		}
+		var backends []ir.Backend
+		var missing uint32
+		for i, b := range ts.Spec.Backends {
+			weight := v1alpha1.DefaultBackendWeight
+			if b.Weight != nil {
+				weight = *b.Weight
+			}
+			field := fmt.Sprintf("spec.backends[%d]", i)
+			bp := port.Port
+			if b.Port != nil {
+				bp = *b.Port
+			}
+			svc := t.byKey[ir.ServiceKey{Namespace: ts.Namespace, Name: b.Name}]
+			switch {
+			case svc == nil:
+				ps.unresolved(v1alpha1.ReasonBackendNotFound, "%s.name: Service %q does not exist in namespace %s; its share of requests gets HTTP 503 until it does",
+					field, b.Name, ts.Namespace)
+				missing += uint32(max(weight, 0))
+				continue
+			case svc.Port(bp) == nil:
+				ps.unresolved(v1alpha1.ReasonPortNotFound, "%s.port: Service %s has no port %d; use one of %s (its share of requests gets HTTP 503 meanwhile)",
+					field, b.Name, bp, portList(svc))
+				missing += uint32(max(weight, 0))
+				continue
+			case weight <= 0:
+				continue // a weight-0 backend receives nothing: leave it out
+			}
+			backends = append(backends, ir.Backend{Service: svc.Key, Port: bp, Weight: uint32(weight)})
+		}
+		if missing > 0 {
+			backends = append(backends, ir.Backend{Unresolved: true, Weight: missing})
+		}
+		if len(backends) == 0 {
+			ps.reject(v1alpha1.ReasonInvalid, "spec.backends: no backend has a weight above 0; give the version that should serve traffic a positive weight")
+			return
+		}
+		t.addSplit(ps, root, port, &ir.Route{Source: ref, Matches: matches, Backends: backends})
+	}
+}
+
+func splitMatches(in []v1alpha1.HTTPMatch) ([]ir.Match, error) {
+	var out []ir.Match
+	for i, m := range in {
+		var im ir.Match
+		if m.Path != nil {
+			switch m.Path.Type {
+			case v1alpha1.PathMatchExact:
+				im.PathExact = m.Path.Value
+			case v1alpha1.PathMatchPathPrefix, "":
+				if err := pathPrefixProblem(fmt.Sprintf("spec.matches[%d].path.value", i), m.Path.Value); err != nil {
+					return nil, err
+				}
+				im.PathPrefix = m.Path.Value
+			default:
+				return nil, fmt.Errorf("spec.matches[%d].path.type: %q is not Exact or PathPrefix", i, m.Path.Type)
+			}
+		}
+		if m.Method != nil {
+			im.Method = string(*m.Method)
+		}
+		for j, h := range m.Headers {
+			regex := h.Type == v1alpha1.HeaderMatchRegularExpression
+			if regex {
+				// A regex a proxy refuses would make it reject the whole
+				// route configuration, every other route included.
+				if err := regexProblem(fmt.Sprintf("spec.matches[%d].headers[%d].value", i, j), h.Value); err != nil {
+					return nil, err
+				}
+			}
+			im.Headers = append(im.Headers, ir.HeaderMatch{Name: strings.ToLower(h.Name), Value: h.Value, Regex: regex})
+		}
+		out = append(out, im)
+	}
+	return out, nil
+}

@@ -1,0 +1,59 @@
+package xds
+
+import (
+	"time"
+)
+
+func (a *ADS) recordSend(t string, n, size int) {
+	a.metrics.pushes.WithLabelValues(shortType(t)).Inc()
+	a.metrics.resourcesSent.WithLabelValues(shortType(t)).Add(float64(n))
+	a.metrics.bytesSent.WithLabelValues(shortType(t)).Add(float64(size))
+	a.mu.Lock()
+	event := a.event
+	a.mu.Unlock()
+	if !event.IsZero() {
+		a.metrics.pushLatency.Observe(time.Since(event).Seconds())
+	}
+}
+
+func (a *ADS) recordAck(c *conn, t string, accepted bool, msg string) {
+	if a.onAck != nil {
+		if s := c.group.snap.Load(); s != nil && len(s.policies) > 0 {
+			a.onAck(s.policies)
+		}
+	}
+	if accepted {
+		a.mu.Lock()
+		event := a.event
+		a.mu.Unlock()
+		if !event.IsZero() {
+			a.metrics.ackLatency.Observe(time.Since(event).Seconds())
+		}
+		return
+	}
+	a.metrics.nacks.WithLabelValues(shortType(t)).Inc()
+	// By policy: each one the rejected configuration carries (the group's
+	// current snapshot: what the proxy was last sent or is about to be).
+	if s := c.group.snap.Load(); s != nil && len(s.policies) > 0 {
+		a.mu.Lock()
+		for _, p := range s.policies {
+			label := policyLabel(p)
+			a.metrics.policyNacks.WithLabelValues(shortType(t), label).Inc()
+			a.nacked[label] = true
+		}
+		a.mu.Unlock()
+	}
+	a.log.Info("proxy rejected configuration", "node", c.node.ID, "type", t, "error", msg)
+}
+
+func sameSet[K comparable](a, b map[K]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if !b[k] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,111 @@
+package xds
+
+import (
+	"time"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+)
+
+// DeltaAggregatedResources serves incremental ADS, authenticating streams
+// when an Authenticator is set.
+func (a *ADS) DeltaAggregatedResources(stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	return a.delta(stream, true)
+}
+
+func (a *ADS) delta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer, authenticate bool) error {
+	handle := func(c *conn, r *discoveryv3.DeltaDiscoveryRequest) error {
+		c.mu.Lock()
+		ts, existed := c.types[r.TypeUrl]
+		if !existed {
+			ts = c.state(r.TypeUrl)
+			// The first request of a type without names subscribes to
+			// everything of a wildcard type (Envoy's LDS and CDS).
+			ts.wildcard = len(r.ResourceNamesSubscribe) == 0 && isWildcardType(r.TypeUrl)
+			// A reconnecting proxy says what it already holds.
+			for n, v := range r.InitialResourceVersions {
+				ts.sent[n], ts.held[n] = v, v
+			}
+		}
+		if r.ResponseNonce != "" {
+			accepted, known := ts.ack(r.ResponseNonce, r.ErrorDetail, time.Now())
+			if known {
+				a.recordAck(c, r.TypeUrl, accepted, r.ErrorDetail.GetMessage())
+			}
+		}
+		for _, n := range r.ResourceNamesSubscribe {
+			if n == "*" {
+				ts.wildcard = true
+			} else {
+				ts.names[n] = true
+			}
+		}
+		for _, n := range r.ResourceNamesUnsubscribe {
+			if n == "*" {
+				ts.wildcard = false
+			}
+			delete(ts.names, n)
+			ts.forget(n)
+		}
+		c.mu.Unlock()
+		if r.ErrorDetail != nil && len(r.ResourceNamesSubscribe) == 0 {
+			return nil // a NACK: never answered by re-sending the rejected version
+		}
+		return a.sendDelta(stream, c, r.TypeUrl)
+	}
+	push := func(c *conn, t string) error { return a.sendDelta(stream, c, t) }
+	return serve(a, stream.Context(), true, authenticate, stream.Recv, (*discoveryv3.DeltaDiscoveryRequest).GetNode, (*discoveryv3.DeltaDiscoveryRequest).GetTypeUrl, handle, push)
+}
+
+// sendDelta sends the resources of one type whose version differs from
+// what the proxy holds, and the names it holds that no longer exist.
+func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer, c *conn, t string) error {
+	snap := c.group.snap.Load()
+	if snap == nil {
+		return nil
+	}
+	c.mu.Lock()
+	ts := c.state(t)
+	resp := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: t}
+	size := 0
+	have := snap.resources[t]
+	for name, e := range have {
+		if !ts.wildcard && !ts.names[name] {
+			continue
+		}
+		if ts.sent[name] == e.version {
+			continue
+		}
+		resp.Resources = append(resp.Resources, &discoveryv3.Resource{Name: e.name, Version: e.version, Resource: e.any})
+		size += e.size
+	}
+	for name := range ts.sent {
+		if _, ok := have[name]; !ok {
+			resp.RemovedResources = append(resp.RemovedResources, name)
+		}
+	}
+	if len(resp.Resources) == 0 && len(resp.RemovedResources) == 0 {
+		if len(ts.pending) == 0 && ts.lastNack == nil {
+			ts.sentGen, ts.ackedGen = snap.generation, snap.generation
+		}
+		c.mu.Unlock()
+		return nil
+	}
+	sortDelta(resp)
+	// sent changes now, so that nothing is sent twice (a NACKed version
+	// included); held only when the proxy ACKs (typeState.ack).
+	fl := inFlight{gen: snap.generation, set: make(map[string]string, len(resp.Resources)), removed: resp.RemovedResources}
+	for _, r := range resp.Resources {
+		ts.sent[r.Name] = r.Version
+		fl.set[r.Name] = r.Version
+	}
+	for _, n := range resp.RemovedResources {
+		delete(ts.sent, n)
+	}
+	resp.Nonce = c.nextNonce()
+	resp.SystemVersionInfo = snap.typeVersion(t, nil)
+	ts.sentGen = snap.generation
+	ts.pending[resp.Nonce] = fl
+	c.mu.Unlock()
+	a.recordSend(t, len(resp.Resources), size)
+	return stream.Send(resp)
+}

@@ -1,0 +1,247 @@
+package xds
+
+import (
+	"runtime"
+	"sync"
+	"time"
+	"weak"
+
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/weftmesh/weft/translator/envoy"
+	"github.com/weftmesh/weft/translator/ir"
+)
+
+// Groups: proxies with one identity and view share a group, built and
+// encoded once; an update rebuilds or patches the groups it affects and
+// wakes their streams.
+
+// Update installs a new mesh model and pushes what changed. event is when
+// the earliest change it contains happened, for latency metrics. Only the
+// groups whose configuration the difference from the previous model can
+// alter are rebuilt (affects); of those, only the ones whose configuration
+// did change are woken.
+func (a *ADS) Update(mesh *ir.Mesh, event time.Time) {
+	a.updating.Lock()
+	defer a.updating.Unlock()
+	a.mu.Lock()
+	prev := a.mesh
+	a.mu.Unlock()
+	ch := ir.Diff(prev, mesh)
+	a.update(mesh, event, func(g *group) bool { return g.failed.Load() || affects(&ch, g.proxy, g.snap.Load()) }, a.rebuild)
+	if !ch.Empty() {
+		a.forgetPolicyNacks(mesh)
+	}
+}
+
+// forgetPolicyNacks deletes the per-policy NACK series of policies that
+// are no longer in the mesh.
+func (a *ADS) forgetPolicyNacks(mesh *ir.Mesh) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.nacked) == 0 {
+		return
+	}
+	present := meshPolicies(mesh)
+	for label := range a.nacked {
+		if !present[label] {
+			a.metrics.policyNacks.DeletePartialMatch(prometheus.Labels{"policy": label})
+			delete(a.nacked, label)
+		}
+	}
+}
+
+// UpdateEndpoints installs a mesh model that differs from the previous one
+// only in the endpoints of the changed Services (translator.UpdateEndpoints).
+// Only the groups whose configuration depends on one of them are touched,
+// and those are patched, not built (endpoints.go): the changed Services'
+// ClusterLoadAssignments are built and encoded once and replace the old
+// ones in each group's snapshot. So the most frequent change costs what it
+// touches, not the whole mesh, however many groups see it.
+func (a *ADS) UpdateEndpoints(mesh *ir.Mesh, changed []ir.ServiceKey, event time.Time) {
+	a.updating.Lock()
+	defer a.updating.Unlock()
+	a.mu.Lock()
+	prev := a.mesh
+	a.mu.Unlock()
+	pt := prepareEndpoints(prev, mesh, changed, a.enc)
+	a.update(mesh, event,
+		func(g *group) bool { return g.failed.Load() || dependsOn(g.snap.Load(), changed) },
+		func(g *group) bool { return a.patch(g, pt) })
+}
+
+// update installs mesh and runs apply (a rebuild or a patch; true if the
+// group's configuration changed) on every affected group, waking those
+// that changed.
+func (a *ADS) update(mesh *ir.Mesh, event time.Time, affected, apply func(*group) bool) {
+	a.mu.Lock()
+	shared := envoy.NewShared(mesh)
+	a.mesh, a.shared, a.event = mesh, weak.Make(shared), event
+	groups := make([]*group, 0, len(a.groups))
+	for _, g := range a.groups {
+		if affected(g) {
+			groups = append(groups, g)
+		}
+	}
+	a.mu.Unlock()
+	// Groups build independently: spread them over the cores.
+	work := make(chan *group)
+	var wg sync.WaitGroup
+	for i := 0; i < min(runtime.GOMAXPROCS(0), len(groups)); i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for g := range work {
+				if apply(g) {
+					a.wake(g)
+				}
+			}
+		}()
+	}
+	for _, g := range groups {
+		work <- g
+	}
+	close(work)
+	wg.Wait()
+	runtime.KeepAlive(shared) // every group of this update shared it
+}
+
+// Builds counts group builds since the ADS started (for tests and
+// benchmarks: what a change cost).
+func (a *ADS) Builds() uint64 { return a.builds.Load() }
+
+// Patches counts endpoint-only changes applied to a group by patching its
+// snapshot rather than building it (UpdateEndpoints).
+func (a *ADS) Patches() uint64 { return a.patches.Load() }
+
+// rebuild builds g for the current mesh; true if its configuration
+// changed. The mesh is read after taking the group's build lock, so
+// concurrent builds (a proxy joining during an Update) can finish in any
+// order without an older mesh overwriting a newer one.
+func (a *ADS) rebuild(g *group) bool {
+	g.build.Lock()
+	defer g.build.Unlock()
+	return a.rebuildLocked(g)
+}
+
+func (a *ADS) rebuildLocked(g *group) bool {
+	mesh, shared := a.builder()
+	a.builds.Add(1)
+	start := time.Now()
+	prev := g.snap.Load()
+	var secrets []*tlsv3.Secret
+	if a.servesSecrets(g) {
+		if chain, key, bundle, ok := a.secrets.Material(g.proxy.Identity(mesh.TrustDomain)); ok {
+			secrets = sdsSecrets(chain, key, bundle)
+		}
+	}
+	next, changed, err := encodeSnapshot(shared.Build(g.proxy), secrets, prev, a.enc)
+	a.metrics.buildSeconds.Observe(time.Since(start).Seconds())
+	g.failed.Store(err != nil)
+	if err != nil {
+		a.metrics.buildErrors.Inc()
+		a.log.Error(err, "keeping the last good configuration", "group", string(g.key))
+		return false
+	}
+	if next != prev {
+		g.snap.Store(next)
+	}
+	return changed
+}
+
+// patch applies an endpoint-only change to g's snapshot, or builds g when
+// the patch cannot (pt.apply); true if its configuration changed. The
+// snapshot it patches was built for the model before the change: updates
+// are serialized, every update brings each group it affects up to date,
+// and a group that joined meanwhile was built for the new model already,
+// which the patch then leaves as it is (the same encodings).
+func (a *ADS) patch(g *group, pt *endpointPatch) bool {
+	g.build.Lock()
+	defer g.build.Unlock()
+	prev := g.snap.Load()
+	if prev == nil || g.failed.Load() {
+		return a.rebuildLocked(g)
+	}
+	next, ok := pt.apply(prev, g.proxy)
+	if !ok {
+		a.metrics.endpointPatches.WithLabelValues("rebuilt").Inc()
+		return a.rebuildLocked(g)
+	}
+	a.patches.Add(1)
+	a.metrics.endpointPatches.WithLabelValues("patched").Inc()
+	if next == prev {
+		return false
+	}
+	g.snap.Store(next)
+	return true
+}
+
+// builder returns the current mesh and the Shared that builds from it.
+func (a *ADS) builder() (*ir.Mesh, *envoy.Shared) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := a.shared.Value()
+	if s == nil {
+		s = envoy.NewShared(a.mesh)
+		a.shared = weak.Make(s)
+	}
+	return a.mesh, s
+}
+
+func (a *ADS) wake(g *group) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for c := range g.conns {
+		select {
+		case c.notify <- struct{}{}:
+		default: // already woken; it will read the newest snapshot
+		}
+	}
+}
+
+// join adds a connection to its group, creating and building the group if
+// it is the first.
+func (a *ADS) join(c *conn) {
+	key := keyOf(c.node.Proxy, c.node.Authenticated)
+	a.mu.Lock()
+	g := a.groups[key]
+	if g == nil {
+		g = &group{key: key, proxy: c.node.Proxy, authenticated: c.node.Authenticated, conns: map[*conn]struct{}{}}
+		a.groups[key] = g
+	}
+	first := len(g.conns) == 0
+	g.conns[c] = struct{}{}
+	a.conns[c] = struct{}{}
+	c.group = g
+	mesh := a.mesh
+	a.mu.Unlock()
+	if first && a.servesSecrets(g) {
+		a.secrets.Acquire(c.node.Proxy.Identity(mesh.TrustDomain))
+	}
+	if g.snap.Load() == nil {
+		a.rebuild(g)
+	}
+	a.metrics.connected.WithLabelValues(kindName(c.node.Proxy.Kind)).Inc()
+}
+
+// leave removes a connection; the last one out drops its group.
+func (a *ADS) leave(c *conn) {
+	a.mu.Lock()
+	delete(a.conns, c)
+	var release string
+	if g := c.group; g != nil {
+		delete(g.conns, c)
+		if len(g.conns) == 0 {
+			delete(a.groups, g.key)
+			if a.servesSecrets(g) {
+				release = g.proxy.Identity(a.mesh.TrustDomain)
+			}
+		}
+	}
+	a.mu.Unlock()
+	if release != "" {
+		a.secrets.Release(release)
+	}
+	a.metrics.connected.WithLabelValues(kindName(c.node.Proxy.Kind)).Dec()
+}

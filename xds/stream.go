@@ -1,0 +1,100 @@
+package xds
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+func (a *ADS) newConn(delta bool, node NodeInfo) *conn {
+	return &conn{id: a.nextID.Add(1), node: node, connectedAt: time.Now(), delta: delta,
+		notify: make(chan struct{}, 1), types: map[string]*typeState{}}
+}
+
+// receive reads requests into a channel, so the stream's goroutine can also
+// wait for pushes.
+func receive[T any](ctx context.Context, recv func() (T, error)) (<-chan T, <-chan error) {
+	reqs, errc := make(chan T), make(chan error, 1)
+	go func() {
+		for {
+			r, err := recv()
+			if err != nil {
+				errc <- err
+				return
+			}
+			select {
+			case reqs <- r:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return reqs, errc
+}
+
+func streamEnd(err error) error {
+	if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
+		return nil
+	}
+	return err
+}
+
+// serve runs one stream of either protocol: it admits the node of the
+// first request, joins the proxy to its group, then handles requests and
+// pushes (in make-before-break order) whenever the group's configuration
+// changes, until the stream ends.
+func serve[Req any](a *ADS, ctx context.Context, delta, authenticate bool, recv func() (Req, error),
+	nodeOf func(Req) *corev3.Node, typeOf func(Req) string,
+	handle func(*conn, Req) error, push func(*conn, string) error) error {
+	first, err := recv()
+	if err != nil {
+		return streamEnd(err)
+	}
+	node, err := a.admit(ctx, nodeOf(first), authenticate)
+	if err != nil {
+		return err
+	}
+	c := a.newConn(delta, node)
+	a.join(c)
+	defer a.leave(c)
+	a.log.V(1).Info("proxy connected", "node", node.ID, "delta", delta)
+
+	check := func(r Req) error {
+		if typeOf(r) == "" {
+			return status.Error(codes.InvalidArgument, "type_url is empty: weft serves ADS only, name the resource type")
+		}
+		return handle(c, r)
+	}
+	if err := check(first); err != nil {
+		return err
+	}
+	reqs, errc := receive(ctx, recv)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errc:
+			return streamEnd(err)
+		case r := <-reqs:
+			if err := check(r); err != nil {
+				return err
+			}
+		case <-c.notify:
+			for _, t := range pushOrder {
+				c.mu.Lock()
+				_, subscribed := c.types[t]
+				c.mu.Unlock()
+				if subscribed {
+					if err := push(c, t); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	}
+}
