@@ -1,0 +1,407 @@
+package sim
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// rbac runs an RBAC filter's enforced and shadow rules (the shadow result
+// only goes to the trace, as Envoy only counts and logs it). status is 403
+// for the HTTP filter and 0 for the network one, which closes the
+// connection.
+func (k *walker) rbac(p *Pod, name string, rules, shadow *rbacv3.RBAC, ds downstream, req *Request, status int) (Verdict, bool) {
+	in := RBACInput{Local: ds.local, Remote: ds.remote, TLS: ds.tls, PeerURIs: ds.peerURIs, SNI: ds.sni, Request: req}
+	if shadow != nil {
+		r := EvalRBAC(shadow, in)
+		k.logf("%s envoy: %s shadow rules (%s): would %s (policy %q)", p.Key(), name, shadow.GetAction(), allowWord(r.Allowed), r.Policy)
+	}
+	if rules == nil {
+		return Verdict{}, true
+	}
+	r := EvalRBAC(rules, in)
+	k.logf("%s envoy: %s (%s): %s (policy %q, peer %v, source %s)", p.Key(), name, rules.GetAction(), allowWord(r.Allowed), r.Policy, ds.peerURIs, ds.remote.Addr())
+	if r.Allowed {
+		return Verdict{}, true
+	}
+	pol := name
+	if r.Policy != "" {
+		pol += " " + r.Policy
+	}
+	reason := "RBAC closes the connection"
+	if status != 0 {
+		reason = "RBAC: access denied"
+	}
+	return Verdict{Kind: Denied, Status: status, Policy: pol, Reason: reason, Pod: p.Key(), Port: ds.local.Port()}, false
+}
+
+func allowWord(ok bool) string {
+	if ok {
+		return "allow"
+	}
+	return "deny"
+}
+
+// http runs an HTTP connection manager for one request: path
+// normalization, virtual host and route, the upgrade check, the HTTP
+// filters in order, then the router.
+func (k *walker) http(p *Pod, h *hcmv3.HttpConnectionManager, ds downstream, c conn) Verdict {
+	if len(c.tls) > 0 {
+		return Verdict{Kind: Reset, Reason: fmt.Sprintf("%s: HTTP connection manager %q got TLS bytes: codec error, connection closed", p.Key(), h.GetStatPrefix())}
+	}
+	if !c.proto.isHTTP() {
+		if c.proto == ServerFirst {
+			return Verdict{Kind: Reset, Reason: fmt.Sprintf("%s: HTTP connection manager %q waits for a request a server-first client never sends", p.Key(), h.GetStatPrefix())}
+		}
+		return Verdict{Kind: Reset, Reason: fmt.Sprintf("%s: HTTP connection manager %q got %s, not HTTP: codec error, connection closed", p.Key(), h.GetStatPrefix(), c.proto)}
+	}
+	req := c.req.clone()
+	if h.GetNormalizePath().GetValue() || h.GetMergeSlashes() {
+		if np := normalizePath(req.path(), h.GetNormalizePath().GetValue(), h.GetMergeSlashes()); np != req.path() {
+			k.logf("%s envoy: path %s normalized to %s", p.Key(), req.path(), np)
+			req.Headers[":path"] = np
+		}
+	}
+	rc := h.GetRouteConfig()
+	if rds := h.GetRds(); rds != nil {
+		rc = nil
+		for _, r := range p.Proxy.Routes {
+			if r.GetName() == rds.GetRouteConfigName() {
+				rc = r
+			}
+		}
+		if rc == nil {
+			return Verdict{Kind: NoRoute, Status: 404, Reason: fmt.Sprintf("%s: RDS route configuration %q does not exist (the listener would never warm)", p.Key(), rds.GetRouteConfigName())}
+		}
+	}
+	host := req.Headers[":authority"]
+	vh := MatchVirtualHost(rc, host)
+	var rt *routev3.Route
+	if vh != nil {
+		rt = MatchRoute(vh, req)
+	}
+	k.logf("%s envoy: HCM %q: route configuration %q, virtual host %q, route %q for Host %s %s", p.Key(), h.GetStatPrefix(), rc.GetName(), vh.GetName(), routeName(rt), host, req.path())
+	// The upgrade check runs when the stream is set up, before any HTTP
+	// filter (ConnectionManagerImpl::ActiveStream::decodeHeaders, in
+	// source/common/http/conn_manager_impl.cc): an upgrade that neither
+	// the route nor the manager allows is answered 403 (UpgradeFailed).
+	if up, ok := req.get("upgrade"); ok && rt != nil && !upgradeAllowed(h, rt, up) {
+		return Verdict{Kind: Denied, Status: 403, Policy: "upgrade_configs", Reason: fmt.Sprintf("%s: HCM %q does not allow the %q upgrade (no upgrade_configs): 403 UpgradeFailed", p.Key(), h.GetStatPrefix(), up)}
+	}
+	for _, f := range h.GetHttpFilters() {
+		switch typeOf(f.GetTypedConfig()) {
+		case typeHTTPRBAC:
+			cfg := &rbachttpv3.RBAC{}
+			if err := f.GetTypedConfig().UnmarshalTo(cfg); err != nil {
+				return Verdict{Kind: Invalid, Reason: err.Error()}
+			}
+			if v, ok := k.rbac(p, f.GetName(), cfg.GetRules(), cfg.GetShadowRules(), ds, req, 403); !ok {
+				return v
+			}
+		case typeRouter:
+			return k.route(p, rt, ds, c, req)
+		default:
+			k.logf("%s envoy: HTTP filter %q is not simulated: skipped", p.Key(), f.GetName())
+		}
+	}
+	return Verdict{Kind: Reset, Reason: fmt.Sprintf("%s: HCM %q has no router filter", p.Key(), h.GetStatPrefix())}
+}
+
+func routeName(rt *routev3.Route) string {
+	if rt == nil {
+		return ""
+	}
+	if rt.GetName() != "" {
+		return rt.GetName()
+	}
+	m := rt.GetMatch()
+	return fmt.Sprintf("prefix=%s path=%s separated=%s regex=%s", m.GetPrefix(), m.GetPath(), m.GetPathSeparatedPrefix(), m.GetSafeRegex().GetRegex())
+}
+
+// upgradeAllowed: a route's upgrade_configs entry for the type decides;
+// else the manager's (an entry's enabled defaults to true); else no
+// (FilterManager::createUpgradeFilterChain, source/common/http/filter_manager.cc).
+func upgradeAllowed(h *hcmv3.HttpConnectionManager, rt *routev3.Route, typ string) bool {
+	for _, u := range rt.GetRoute().GetUpgradeConfigs() {
+		if strings.EqualFold(u.GetUpgradeType(), typ) {
+			return u.GetEnabled() == nil || u.GetEnabled().GetValue()
+		}
+	}
+	for _, u := range h.GetUpgradeConfigs() {
+		if strings.EqualFold(u.GetUpgradeType(), typ) {
+			return u.GetEnabled() == nil || u.GetEnabled().GetValue()
+		}
+	}
+	return false
+}
+
+type weighted struct {
+	name   string
+	weight uint32
+}
+
+// pick records a weighted split and follows its heaviest member.
+func (k *walker) pick(ws []weighted) string {
+	var total uint32
+	best := -1
+	var split []string
+	for i, w := range ws {
+		total += w.weight
+		split = append(split, fmt.Sprintf("%s=%d", w.name, w.weight))
+		if best < 0 || w.weight > ws[best].weight {
+			best = i
+		}
+	}
+	if len(k.split) == 0 {
+		k.split = split
+	}
+	if best < 0 || total == 0 {
+		return ""
+	}
+	return ws[best].name
+}
+
+// route is the router filter: the route's action.
+func (k *walker) route(p *Pod, rt *routev3.Route, ds downstream, c conn, req *Request) Verdict {
+	if rt == nil {
+		return Verdict{Kind: NoRoute, Status: 404, Reason: fmt.Sprintf("%s: no route for Host %s %s (NR)", p.Key(), req.Headers[":authority"], req.path())}
+	}
+	switch a := rt.GetAction().(type) {
+	case *routev3.Route_DirectResponse:
+		return Verdict{Kind: Responded, Status: int(a.DirectResponse.GetStatus()), Reason: fmt.Sprintf("%s: direct response", p.Key())}
+	case *routev3.Route_Redirect:
+		status := 301
+		switch a.Redirect.GetResponseCode() {
+		case routev3.RedirectAction_FOUND:
+			status = 302
+		case routev3.RedirectAction_SEE_OTHER:
+			status = 303
+		case routev3.RedirectAction_TEMPORARY_REDIRECT:
+			status = 307
+		case routev3.RedirectAction_PERMANENT_REDIRECT:
+			status = 308
+		}
+		return Verdict{Kind: Responded, Status: status, Reason: fmt.Sprintf("%s: redirect", p.Key())}
+	case *routev3.Route_Route:
+		ra := a.Route
+		name := ra.GetCluster()
+		if wc := ra.GetWeightedClusters(); wc != nil {
+			var ws []weighted
+			for _, cw := range wc.GetClusters() {
+				ws = append(ws, weighted{cw.GetName(), cw.GetWeight().GetValue()})
+			}
+			name = k.pick(ws)
+		}
+		if name == "" {
+			return Verdict{Kind: NoRoute, Status: 503, Reason: fmt.Sprintf("%s: route names no cluster (or every weight is 0)", p.Key())}
+		}
+		if pr := ra.GetPrefixRewrite(); pr != "" {
+			old := req.path()
+			switch m := rt.GetMatch().GetPathSpecifier().(type) {
+			case *routev3.RouteMatch_Prefix:
+				req.Headers[":path"] = pr + strings.TrimPrefix(old, m.Prefix)
+			case *routev3.RouteMatch_PathSeparatedPrefix:
+				req.Headers[":path"] = pr + strings.TrimPrefix(old, m.PathSeparatedPrefix)
+			case *routev3.RouteMatch_Path:
+				req.Headers[":path"] = pr + old[len(pathOnly(old)):]
+			}
+			k.logf("%s envoy: prefix_rewrite %s -> %s", p.Key(), old, req.path())
+		}
+		if hr := ra.GetHostRewriteLiteral(); hr != "" {
+			req.Headers[":authority"] = hr
+		}
+		k.logf("%s envoy: router -> cluster %q", p.Key(), name)
+		c.req = req
+		return k.upstream(p, name, ds, c, true)
+	}
+	return Verdict{Kind: NoRoute, Status: 404, Reason: fmt.Sprintf("%s: route action %T is not simulated", p.Key(), rt.GetAction())}
+}
+
+// upstream connects to a cluster's endpoint: its discovery type gives the
+// address, its transport socket (by transport_socket_matches) the TLS, its
+// upstream_bind_config the source address; the sidecar's user opens it.
+func (k *walker) upstream(p *Pod, name string, ds downstream, c conn, http bool) Verdict {
+	status := 0
+	if http {
+		status = 503
+	}
+	var cl *clusterv3.Cluster
+	for _, x := range p.Proxy.Clusters {
+		if x.GetName() == name {
+			cl = x
+		}
+	}
+	if cl == nil {
+		return Verdict{Kind: NoRoute, Status: status, Reason: fmt.Sprintf("%s: cluster %q not found (NC)", p.Key(), name)}
+	}
+	var dst netip.AddrPort
+	var md *structpb.Struct
+	switch cl.GetType() {
+	case clusterv3.Cluster_ORIGINAL_DST:
+		// OriginalDstCluster::LoadBalancer::chooseHost: the downstream
+		// connection's restored local address.
+		if !ds.restored {
+			return Verdict{Kind: Blackholed, Status: status, Reason: fmt.Sprintf("%s: ORIGINAL_DST cluster %q without an original destination", p.Key(), name)}
+		}
+		dst = ds.local
+		k.logf("%s envoy: cluster %q (ORIGINAL_DST) -> %s", p.Key(), name, dst)
+	case clusterv3.Cluster_EDS, clusterv3.Cluster_STATIC, clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_LOGICAL_DNS:
+		cla := cl.GetLoadAssignment()
+		if cl.GetType() == clusterv3.Cluster_EDS {
+			svc := cl.GetEdsClusterConfig().GetServiceName()
+			if svc == "" {
+				svc = name
+			}
+			cla = nil
+			for _, e := range p.Proxy.Endpoints {
+				if e.GetClusterName() == svc {
+					cla = e
+				}
+			}
+		}
+		ep, n := firstEndpoint(cla)
+		if ep == nil {
+			return Verdict{Kind: Blackholed, Status: status, Reason: fmt.Sprintf("%s: cluster %q (%s) has no healthy endpoint: no healthy upstream", p.Key(), name, cl.GetType())}
+		}
+		sa := ep.GetEndpoint().GetAddress().GetSocketAddress()
+		a, err := netip.ParseAddr(sa.GetAddress())
+		if err != nil {
+			if ips := k.w.DNS[sa.GetAddress()]; len(ips) > 0 {
+				a = ips[0]
+			} else {
+				return Verdict{Kind: Blackholed, Status: status, Reason: fmt.Sprintf("%s: cluster %q endpoint %q does not resolve", p.Key(), name, sa.GetAddress())}
+			}
+		}
+		dst = netip.AddrPortFrom(a, uint16(sa.GetPortValue()))
+		md = ep.GetMetadata().GetFilterMetadata()["envoy.transport_socket_match"]
+		k.logf("%s envoy: cluster %q (%s) -> endpoint %s (1 of %d)", p.Key(), name, cl.GetType(), dst, n)
+	default:
+		return Verdict{Kind: Invalid, Reason: fmt.Sprintf("%s: cluster %q type %s is not simulated", p.Key(), name, cl.GetType())}
+	}
+	ts, tsName := cl.GetTransportSocket(), "transport_socket"
+	for _, m := range cl.GetTransportSocketMatches() {
+		if subset(m.GetMatch(), md) {
+			ts, tsName = m.GetTransportSocket(), "transport_socket_matches "+m.GetName()
+			break
+		}
+	}
+	up := conn{dst: dst, uid: ProxyUID, tls: c.tls, proto: c.proto, req: c.req}
+	if a := cl.GetUpstreamBindConfig().GetSourceAddress(); a != nil {
+		if ip, err := netip.ParseAddr(a.GetAddress()); err == nil {
+			up.src = netip.AddrPortFrom(ip, uint16(a.GetPortValue()))
+		}
+	}
+	originated := false
+	if ts != nil && typeOf(ts.GetTypedConfig()) == typeUpstreamTLS {
+		ctx := &tlsv3.UpstreamTlsContext{}
+		if err := ts.GetTypedConfig().UnmarshalTo(ctx); err != nil {
+			return Verdict{Kind: Invalid, Reason: err.Error()}
+		}
+		h := originate(p, ctx)
+		up.tls = append([]*hello{h}, c.tls...)
+		originated = true
+		k.logf("%s envoy: %s: originate TLS (client certificate %q, SNI %q, ALPN %v, expect %s)", p.Key(), tsName, h.clientID, h.sni, h.alpn, sanList(h.sans))
+	} else if ts != nil {
+		k.logf("%s envoy: %s: plaintext", p.Key(), tsName)
+	}
+	if ds.outbound && cl.GetType() == clusterv3.Cluster_ORIGINAL_DST && !originated {
+		k.passthrough = true
+	}
+	return k.connect(p, up)
+}
+
+// originate is the ClientHello of an UpstreamTlsContext: the sidecar's own
+// certificate when the context has one, and the SANs it will accept from
+// the server (match_typed_subject_alt_names of the default or combined
+// validation context).
+func originate(p *Pod, ctx *tlsv3.UpstreamTlsContext) *hello {
+	cc := ctx.GetCommonTlsContext()
+	h := &hello{sni: ctx.GetSni(), alpn: cc.GetAlpnProtocols(), by: "the sidecar of " + p.Key(), mesh: true}
+	if len(cc.GetTlsCertificateSdsSecretConfigs())+len(cc.GetTlsCertificates())+len(cc.GetTlsCertificateProviderInstance().GetInstanceName()) > 0 {
+		h.clientID = p.Identity
+	}
+	var vc *tlsv3.CertificateValidationContext
+	switch v := cc.GetValidationContextType().(type) {
+	case *tlsv3.CommonTlsContext_ValidationContext:
+		vc = v.ValidationContext
+		h.verify = true
+	case *tlsv3.CommonTlsContext_CombinedValidationContext:
+		vc = v.CombinedValidationContext.GetDefaultValidationContext()
+		h.verify = true
+	case *tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig:
+		h.verify = true
+	}
+	for _, s := range vc.GetMatchTypedSubjectAltNames() {
+		if s.GetSanType() == tlsv3.SubjectAltNameMatcher_URI {
+			h.sans = append(h.sans, s.GetMatcher())
+		}
+	}
+	return h
+}
+
+// subset: every field of match is in md (an empty match matches all):
+// TransportSocketMatcherImpl::resolve in
+// source/common/upstream/transport_socket_match_impl.cc.
+func subset(match, md *structpb.Struct) bool {
+	for k, v := range match.GetFields() {
+		got, ok := md.GetFields()[k]
+		if !ok || got.GetStringValue() != v.GetStringValue() || got.GetKind() == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// firstEndpoint is the first healthy endpoint of the highest priority (the
+// walk is deterministic: it does not balance), and how many there are.
+func firstEndpoint(cla *endpointv3.ClusterLoadAssignment) (*endpointv3.LbEndpoint, int) {
+	var first *endpointv3.LbEndpoint
+	n, prio := 0, uint32(1<<31)
+	for _, loc := range cla.GetEndpoints() {
+		if loc.GetLoadBalancingWeight() != nil && loc.GetLoadBalancingWeight().GetValue() == 0 {
+			continue
+		}
+		for _, e := range loc.GetLbEndpoints() {
+			if hs := e.GetHealthStatus(); hs != corev3.HealthStatus_HEALTHY && hs != corev3.HealthStatus_UNKNOWN {
+				continue
+			}
+			n++
+			if first == nil || loc.GetPriority() < prio {
+				first, prio = e, loc.GetPriority()
+			}
+		}
+	}
+	return first, n
+}
+
+// deliver hands the connection to the application's socket.
+func (k *walker) deliver(p *Pod, app *AppSocket, local netip.AddrPort, c conn) Verdict {
+	v := Verdict{Pod: p.Key(), Port: local.Port(), MTLS: k.mtls, ClientIdentity: k.peerID}
+	switch {
+	case len(c.tls) > 0 && !app.TLS:
+		v.Kind, v.Reason = TLSFailure, fmt.Sprintf("TLS from %s reached the application on %s, which speaks plaintext", c.tls[0].by, local)
+		return v
+	case len(c.tls) > 0 && c.tls[0].mesh:
+		v.Kind, v.Reason = TLSFailure, fmt.Sprintf("mesh mTLS from %s reached the application on %s", c.tls[0].by, local)
+		return v
+	case len(c.tls) == 0 && app.TLS:
+		v.Kind, v.Reason = TLSFailure, fmt.Sprintf("plaintext reached the application's TLS socket on %s", local)
+		return v
+	}
+	v.Kind = Delivered
+	if k.passthrough && !k.mtls {
+		v.Kind, v.Reason = PassthroughPlaintext, "the caller's sidecar passed it through in plaintext"
+	}
+	k.logf("%s app: accepts on %s (bound %s) from %s", p.Key(), local, app.Bind, c.src)
+	return v
+}
