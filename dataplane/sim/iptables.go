@@ -220,81 +220,89 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), err
 }
 
-// packet is the first packet of a TCP connection as the nat table sees it.
-type packet struct {
-	src, dst netip.AddrPort
-	in, out  string // interfaces: "lo" or "eth0"; "" when not known at this hook
-	uid, gid int    // the owning socket's user, or -1 (not local)
+// Packet is the first packet of a TCP connection as the nat table sees it.
+type Packet struct {
+	Src, Dst netip.AddrPort
+	In, Out  string // interfaces: "lo" or "eth0"; "" when not known at this hook
+	UID, GID int    // the owning socket's user and group, or -1 (not local)
 }
 
-// natVerdict is what the nat table decided for a connection.
-type natVerdict struct {
-	redirectTo int    // REDIRECT --to-ports, or 0
-	dropped    bool   // DROP
-	rule       string // the deciding rule, or "" for the policy
+// NATVerdict is what the nat table decided for a connection.
+type NATVerdict struct {
+	RedirectTo int    // REDIRECT --to-ports, or 0
+	Dropped    bool   // DROP
+	Rule       string // the deciding rule, or "" for the chain policy
 }
 
-// eval runs a built-in chain (OUTPUT or PREROUTING) for p.
-func (n *NAT) eval(hook string, p packet) natVerdict {
+// Eval runs a built-in chain (OUTPUT or PREROUTING) for p. A nil NAT
+// captures nothing.
+func (n *NAT) Eval(hook string, p Packet) NATVerdict {
 	if n == nil {
-		return natVerdict{}
+		return NATVerdict{}
 	}
 	v, _ := n.run(hook, p, 0)
 	return v
 }
 
-// run walks one chain; done reports a terminal decision.
-func (n *NAT) run(chain string, p packet, depth int) (natVerdict, bool) {
+// run walks one chain; done reports a terminal decision. A chain left by
+// RETURN (or by its end) reports the RETURN rule, so that the trace can
+// say which rule let a connection through uncaptured.
+func (n *NAT) run(chain string, p Packet, depth int) (v NATVerdict, done bool) {
 	if depth > 16 {
-		return natVerdict{dropped: true, rule: "jump depth exceeded"}, true
+		return NATVerdict{Dropped: true, Rule: "jump depth exceeded"}, true
 	}
+	last := ""
 	for _, r := range n.chains[chain] {
 		if !r.matches(p) {
 			continue
 		}
 		switch r.target {
 		case "RETURN":
-			return natVerdict{rule: r.text}, depth == 0
+			return NATVerdict{Rule: r.text}, depth == 0
 		case "ACCEPT":
-			return natVerdict{rule: r.text}, true
+			return NATVerdict{Rule: r.text}, true
 		case "DROP":
-			return natVerdict{dropped: true, rule: r.text}, true
+			return NATVerdict{Dropped: true, Rule: r.text}, true
 		case "REDIRECT":
-			return natVerdict{redirectTo: r.toPort, rule: r.text}, true
+			return NATVerdict{RedirectTo: r.toPort, Rule: r.text}, true
 		default:
-			if v, done := n.run(r.target, p, depth+1); done {
-				return v, true
+			sub, done := n.run(r.target, p, depth+1)
+			if done {
+				return sub, true
+			}
+			if sub.Rule != "" {
+				last = sub.Rule
 			}
 		}
 	}
-	return natVerdict{}, depth == 0
+	return NATVerdict{Rule: last}, depth == 0
 }
 
-func (r natRule) matches(p packet) bool {
+func (r natRule) matches(p Packet) bool {
 	if r.proto != "" && (r.proto == "tcp" || r.proto == "all") == r.negProto {
 		return false
 	}
-	if r.dport != 0 && (int(p.dst.Port()) == r.dport) == r.negDport {
+	if r.dport != 0 && (int(p.Dst.Port()) == r.dport) == r.negDport {
 		return false
 	}
-	if r.hasSrc && (r.src.Contains(p.src.Addr()) && r.src.Addr().Is4() == p.src.Addr().Is4()) == r.negSrc {
+	if r.hasSrc && (r.src.Contains(p.Src.Addr()) && r.src.Addr().Is4() == p.Src.Addr().Is4()) == r.negSrc {
 		return false
 	}
-	if r.hasDst && (r.dst.Contains(p.dst.Addr()) && r.dst.Addr().Is4() == p.dst.Addr().Is4()) == r.negDst {
+	if r.hasDst && (r.dst.Contains(p.Dst.Addr()) && r.dst.Addr().Is4() == p.Dst.Addr().Is4()) == r.negDst {
 		return false
 	}
-	if r.hasInIface && (p.in == r.inIface) == r.negIn {
+	if r.hasInIface && (p.In == r.inIface) == r.negIn {
 		return false
 	}
-	if r.hasOutIf && (p.out == r.outIface) == r.negOut {
+	if r.hasOutIf && (p.Out == r.outIface) == r.negOut {
 		return false
 	}
 	// -m owner: a packet without a local socket matches neither the owner
 	// nor "! owner" (the module only applies to locally generated packets).
-	if r.uidOwner >= 0 && (p.uid < 0 || (p.uid == r.uidOwner) == r.negUID) {
+	if r.uidOwner >= 0 && (p.UID < 0 || (p.UID == r.uidOwner) == r.negUID) {
 		return false
 	}
-	if r.gidOwner >= 0 && (p.gid < 0 || (p.gid == r.gidOwner) == r.negGID) {
+	if r.gidOwner >= 0 && (p.GID < 0 || (p.GID == r.gidOwner) == r.negGID) {
 		return false
 	}
 	return true

@@ -240,15 +240,15 @@ func (k *walker) connect(p *Pod, c conn) Verdict {
 	if nat == nil {
 		k.logf("%s: no %s nat rules: not captured", p.Key(), tool)
 	}
-	nv := nat.eval("OUTPUT", packet{src: c.src, dst: c.dst, out: out, uid: c.uid, gid: c.uid})
+	nv := nat.Eval("OUTPUT", Packet{Src: c.src, Dst: c.dst, Out: out, UID: c.uid, GID: c.uid})
 	switch {
-	case nv.dropped:
-		return Verdict{Kind: Reset, Reason: fmt.Sprintf("%s nat OUTPUT drops it (%s)", tool, nv.rule)}
-	case nv.redirectTo != 0:
-		k.logf("%s: %s nat OUTPUT: %s -> REDIRECT to %s", p.Key(), tool, nv.rule, netip.AddrPortFrom(loopback(v6), uint16(nv.redirectTo)))
-		return k.accept(p, netip.AddrPortFrom(loopback(v6), uint16(nv.redirectTo)), c.dst, c)
+	case nv.Dropped:
+		return Verdict{Kind: Reset, Reason: fmt.Sprintf("%s nat OUTPUT drops it (%s)", tool, nv.Rule)}
+	case nv.RedirectTo != 0:
+		k.logf("%s: %s nat OUTPUT: %s -> REDIRECT to %s", p.Key(), tool, nv.Rule, netip.AddrPortFrom(loopback(v6), uint16(nv.RedirectTo)))
+		return k.accept(p, netip.AddrPortFrom(loopback(v6), uint16(nv.RedirectTo)), c.dst, c)
 	case nat != nil:
-		rule := nv.rule
+		rule := nv.Rule
 		if rule == "" {
 			rule = "chain policy"
 		}
@@ -294,16 +294,16 @@ func (k *walker) ingress(p *Pod, c conn) Verdict {
 	if nat == nil {
 		k.logf("%s: no %s nat rules: not captured", p.Key(), tool)
 	}
-	nv := nat.eval("PREROUTING", packet{src: c.src, dst: c.dst, in: "eth0", uid: -1, gid: -1})
+	nv := nat.Eval("PREROUTING", Packet{Src: c.src, Dst: c.dst, In: "eth0", UID: -1, GID: -1})
 	switch {
-	case nv.dropped:
-		return Verdict{Kind: Reset, Reason: fmt.Sprintf("%s nat PREROUTING drops it (%s)", tool, nv.rule)}
-	case nv.redirectTo != 0:
-		to := netip.AddrPortFrom(c.dst.Addr(), uint16(nv.redirectTo))
-		k.logf("%s: %s nat PREROUTING: %s -> REDIRECT to %s", p.Key(), tool, nv.rule, to)
+	case nv.Dropped:
+		return Verdict{Kind: Reset, Reason: fmt.Sprintf("%s nat PREROUTING drops it (%s)", tool, nv.Rule)}
+	case nv.RedirectTo != 0:
+		to := netip.AddrPortFrom(c.dst.Addr(), uint16(nv.RedirectTo))
+		k.logf("%s: %s nat PREROUTING: %s -> REDIRECT to %s", p.Key(), tool, nv.Rule, to)
 		return k.accept(p, to, c.dst, c)
 	case nat != nil:
-		rule := nv.rule
+		rule := nv.Rule
 		if rule == "" {
 			rule = "chain policy"
 		}
