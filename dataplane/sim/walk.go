@@ -265,13 +265,23 @@ func (k *walker) connect(p *Pod, c conn) Verdict {
 // address outside the World.
 func (k *walker) network(c conn) Verdict {
 	if svc, sp := k.w.service(c.dst); svc != nil {
-		if sp == nil || len(sp.Endpoints) == 0 {
+		// kube-proxy balances a cluster IP over the endpoints of its own
+		// family (an IPv6 cluster IP is served by the IPv6 EndpointSlices).
+		var eps []netip.AddrPort
+		if sp != nil {
+			for _, e := range sp.Endpoints {
+				if is6(e.Addr()) == is6(c.dst.Addr()) {
+					eps = append(eps, e)
+				}
+			}
+		}
+		if len(eps) == 0 {
 			// kube-proxy rejects connections to a Service port without
 			// endpoints (ICMP port unreachable / REJECT).
 			return Verdict{Kind: Refused, Reason: fmt.Sprintf("kube-proxy: %s/%s has no endpoints on %s", svc.Namespace, svc.Name, c.dst)}
 		}
-		k.logf("kube-proxy: %s (%s/%s) -> %s", c.dst, svc.Namespace, svc.Name, sp.Endpoints[0])
-		c.dst = sp.Endpoints[0]
+		k.logf("kube-proxy: %s (%s/%s) -> %s (1 of %d)", c.dst, svc.Namespace, svc.Name, eps[0], len(eps))
+		c.dst = eps[0]
 	}
 	p := k.w.podAt(c.dst.Addr())
 	if p == nil {
