@@ -96,3 +96,35 @@ func TestWeftGoldens(t *testing.T) {
 		}
 	})
 }
+
+// TestWeftMeshFailures: the walk notices what a proxy would refuse.
+func TestWeftMeshFailures(t *testing.T) {
+	t.Run("a server with another identity fails the SAN check", func(t *testing.T) {
+		w := weftWorld(t, "testdata/shop.in.yaml")
+		podOf(t, w, "shop/web-0").Identity = "spiffe://cluster.local/ns/shop/sa/impostor"
+		check(t, walk(t, w, sim.Call{From: "shop/client-0", To: "web.shop:80"}), sim.Verdict{Kind: sim.TLSFailure})
+	})
+	t.Run("an endpoint that lost its sidecar gets mesh mTLS it cannot read", func(t *testing.T) {
+		w := weftWorld(t, "testdata/shop.in.yaml")
+		web := podOf(t, w, "shop/web-0")
+		web.Proxy, web.CaptureV4 = nil, nil
+		check(t, walk(t, w, sim.Call{From: "shop/client-0", To: "web.shop:80"}), sim.Verdict{Kind: sim.TLSFailure})
+	})
+	t.Run("nothing listens on the target port", func(t *testing.T) {
+		w := weftWorld(t, "testdata/shop.in.yaml")
+		podOf(t, w, "shop/web-0").Apps = nil
+		check(t, walk(t, w, sim.Call{From: "shop/client-0", To: "web.shop:80"}), sim.Verdict{Kind: sim.Refused})
+	})
+	t.Run("every walk ends", func(t *testing.T) {
+		w := weftWorld(t, "testdata/shop.in.yaml")
+		for _, from := range []string{"shop/client-0", "shop/web-0", "shop/legacy-0", "vault/secrets-0"} {
+			for _, to := range []string{"10.1.0.10:15001", "10.1.0.10:15006", "10.1.0.10:15021", "127.0.0.1:15001", "127.0.0.1:15006", "10.96.0.10:80", "[fd00:1::10]:15006"} {
+				for _, p := range []sim.Protocol{sim.HTTP1, sim.TCP, sim.ServerFirst} {
+					if v := w.Walk(sim.Call{From: from, To: to, Protocol: p}).Verdict; v.Kind == "" {
+						t.Errorf("%s -> %s %s: no verdict", from, to, p)
+					}
+				}
+			}
+		}
+	})
+}
