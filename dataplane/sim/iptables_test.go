@@ -8,7 +8,7 @@ import (
 	"github.com/weftmesh/weft/dataplane/sim"
 )
 
-// weftDefaults is weft-init's default rule set (internal/capture's
+// weftDefaults is weft-init's default rule set (capture's
 // testdata/defaults.rules), copied so that these tests check the parser
 // against fixed text.
 const weftDefaults = `*nat

@@ -8,8 +8,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/weftmesh/weft/capture"
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/dataplane/sim"
-	"github.com/weftmesh/weft/internal/capture"
 	"github.com/weftmesh/weft/translator"
 	"github.com/weftmesh/weft/translator/envoy"
 )
@@ -117,7 +118,7 @@ func slicesContains(as []netip.Addr, a netip.Addr) bool {
 // sidecar: the pod has the injected proxy container.
 func sidecar(p *corev1.Pod) bool {
 	for _, c := range append(append([]corev1.Container(nil), p.Spec.InitContainers...), p.Spec.Containers...) {
-		if c.Name == translator.SidecarContainerName {
+		if c.Name == dataplane.SidecarContainerName {
 			return true
 		}
 	}
@@ -126,7 +127,7 @@ func sidecar(p *corev1.Pod) bool {
 
 // proxyOf is translator/envoy's test helper of the same name: what the xDS
 // server learns of a pod's proxy.
-func proxyOf(p *corev1.Pod) envoy.Proxy {
+func proxyOf(p *corev1.Pod) dataplane.Proxy {
 	sa := p.Spec.ServiceAccountName
 	if sa == "" {
 		sa = "default"
@@ -135,7 +136,7 @@ func proxyOf(p *corev1.Pod) envoy.Proxy {
 	for _, ip := range p.Status.PodIPs {
 		ips = append(ips, ip.IP)
 	}
-	return envoy.Proxy{Namespace: p.Namespace, ServiceAccount: sa, Labels: p.Labels, IPs: ips, Kind: envoy.KindSidecar}
+	return dataplane.Proxy{Namespace: p.Namespace, ServiceAccount: sa, Labels: p.Labels, IPs: ips, Kind: dataplane.KindSidecar}
 }
 
 func podOf(t *testing.T, w *sim.World, key string) *sim.Pod {
