@@ -50,7 +50,7 @@ func main() {
 	})
 	f := cmd.Flags()
 	f.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig file; empty means $KUBECONFIG, ~/.kube/config, then in-cluster")
-	f.StringVar(&o.XDSAddress, "xds-address", o.XDSAddress, "host:port of the plaintext gRPC xDS server (proxyless gRPC, development)")
+	f.StringVar(&o.XDSAddress, "xds-address", o.XDSAddress, "host:port of the anonymous plaintext gRPC xDS server (proxyless gRPC without certificates, development); empty (the default) means off: any client reaching it can read the configuration of any identity it claims")
 	f.StringVar(&o.XDSTLSAddress, "xds-tls-address", o.XDSTLSAddress, "host:port of the xDS server over TLS (injected sidecars)")
 	f.StringVar(&o.MonitoringAddress, "monitoring-address", o.MonitoringAddress, "host:port serving /metrics, /healthz and /readyz")
 	f.StringVar(&o.XDSAuth, "xds-auth", o.XDSAuth, "how proxies authenticate on the TLS port: token (a workload certificate over mTLS, else a ServiceAccount token for audience weft) or none (development only: no secrets are served)")

@@ -16,8 +16,14 @@ type Options struct {
 	// Kubeconfig is a kubeconfig file; empty means $KUBECONFIG, then
 	// ~/.kube/config, then the in-cluster service account.
 	Kubeconfig string
-	// XDSAddress is where the gRPC xDS server listens in plaintext, for
-	// proxyless gRPC clients and development.
+	// XDSAddress is where the anonymous plaintext xDS server listens, for
+	// proxyless gRPC clients that cannot present a workload certificate,
+	// and development. Empty (the default) means no plaintext listener:
+	// anyone who can reach it may claim any identity and read that
+	// identity's configuration (docs/design/070-threat-model.md), so an
+	// operator turns it on deliberately, preferably on one interface
+	// (127.0.0.1:15010, or the pod IP behind a NetworkPolicy). Its streams
+	// are capped (xds.MaxAnonymousStreams, xds.MaxAnonymousGroups).
 	XDSAddress string
 	// XDSTLSAddress is where it listens over TLS, with a certificate from
 	// the mesh root: injected sidecars connect here.
@@ -52,7 +58,7 @@ const LeaseName = "weft-controller"
 // DefaultOptions are the defaults of weft-controller's flags.
 func DefaultOptions() Options {
 	return Options{
-		XDSAddress:              ":15010",
+		XDSAddress:              "", // off: see Options.XDSAddress
 		XDSTLSAddress:           ":15012",
 		MonitoringAddress:       ":9090",
 		DebugAddress:            "127.0.0.1:15014",
@@ -67,8 +73,10 @@ func DefaultOptions() Options {
 
 // Validate checks every option and names the flag to fix.
 func (o Options) Validate() error {
-	if err := validateAddress("--xds-address", o.XDSAddress); err != nil {
-		return err
+	if o.XDSAddress != "" {
+		if err := validateAddress("--xds-address", o.XDSAddress); err != nil {
+			return err
+		}
 	}
 	if err := validateAddress("--monitoring-address", o.MonitoringAddress); err != nil {
 		return err
@@ -82,13 +90,13 @@ func (o Options) Validate() error {
 	if err := validateAddress("--debug-address", o.DebugAddress); err != nil {
 		return err
 	}
-	if o.DebugAddress == o.XDSAddress || o.DebugAddress == o.MonitoringAddress {
+	if o.DebugAddress == o.MonitoringAddress || o.XDSAddress != "" && o.DebugAddress == o.XDSAddress {
 		return fmt.Errorf("--debug-address %q is also another listener's address: give it its own port", o.DebugAddress)
 	}
 	if err := validateAddress("--webhook-address", o.WebhookAddress); err != nil {
 		return err
 	}
-	if o.WebhookAddress == o.XDSAddress || o.WebhookAddress == o.MonitoringAddress || o.WebhookAddress == o.DebugAddress {
+	if o.WebhookAddress == o.MonitoringAddress || o.WebhookAddress == o.DebugAddress || o.XDSAddress != "" && o.WebhookAddress == o.XDSAddress {
 		return fmt.Errorf("--webhook-address %q is also another listener's address: give it its own port", o.WebhookAddress)
 	}
 	if o.XDSAddress == o.MonitoringAddress {

@@ -16,9 +16,10 @@ func TestValidateNamesTheFlag(t *testing.T) {
 		{"xds not host:port", func(o *Options) { o.XDSAddress = "15010" }, `--xds-address "15010" is not host:port`},
 		{"xds port out of range", func(o *Options) { o.XDSAddress = ":70000" }, "--xds-address \":70000\": port must be a number"},
 		{"monitoring host name", func(o *Options) { o.MonitoringAddress = "example.com:9090" }, "--monitoring-address \"example.com:9090\": host must be an IP address"},
-		{"same port twice", func(o *Options) { o.MonitoringAddress = o.XDSAddress }, "give each its own port"},
-		{"debug on the xds port", func(o *Options) { o.DebugAddress = o.XDSAddress }, "--debug-address"},
-		{"tls xds on the plaintext port", func(o *Options) { o.XDSTLSAddress = o.XDSAddress }, "--xds-tls-address"},
+		{"same port twice", func(o *Options) { o.XDSAddress = ":15010"; o.MonitoringAddress = o.XDSAddress }, "give each its own port"},
+		{"debug on the xds port", func(o *Options) { o.XDSAddress = ":15010"; o.DebugAddress = o.XDSAddress }, "--debug-address"},
+		{"tls xds on the plaintext port", func(o *Options) { o.XDSAddress = ":15012"; o.XDSTLSAddress = o.XDSAddress }, "--xds-tls-address"},
+		{"plaintext off", func(o *Options) { o.XDSAddress = "" }, ""},
 		{"debug not host:port", func(o *Options) { o.DebugAddress = "localhost" }, `--debug-address "localhost" is not host:port`},
 		{"webhook on the monitoring port", func(o *Options) { o.WebhookAddress = o.MonitoringAddress }, "--webhook-address"},
 		{"webhook not host:port", func(o *Options) { o.WebhookAddress = "9443" }, `--webhook-address "9443" is not host:port`},
@@ -42,5 +43,14 @@ func TestValidateNamesTheFlag(t *testing.T) {
 				t.Fatalf("Validate() = %q, want one line", err)
 			}
 		})
+	}
+}
+
+// TestPlaintextXDSIsOffByDefault: the anonymous plaintext port lets any
+// client claim any identity and read its configuration, so it listens only
+// when the operator names an address (issue 13, docs/design/070).
+func TestPlaintextXDSIsOffByDefault(t *testing.T) {
+	if a := DefaultOptions().XDSAddress; a != "" {
+		t.Fatalf("the default --xds-address is %q: the anonymous plaintext xDS port listens unless the operator turns it off; want it off (empty)", a)
 	}
 }

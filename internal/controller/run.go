@@ -55,10 +55,15 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 	// use fails the process at once with the flag to change.
 	ads := xds.NewADS(log.WithName("xds"))
 	// Plaintext xDS does not authenticate: configuration only, never
-	// secrets (proxyless gRPC clients); the TLS port authenticates.
-	xdsServer, err := xds.NewServer(o.XDSAddress, ads.Anonymous(), nil, log.WithName("xds"))
-	if err != nil {
-		return fmt.Errorf("--xds-address: %w", err)
+	// secrets, and only when the operator asks for it (--xds-address;
+	// docs/design/070). The TLS port authenticates.
+	var xdsServer *xds.Server
+	if o.XDSAddress != "" {
+		xdsServer, err = xds.NewServer(o.XDSAddress, ads.Anonymous(), nil, log.WithName("xds"))
+		if err != nil {
+			return fmt.Errorf("--xds-address: %w", err)
+		}
+		log.Info("the anonymous plaintext xDS port is on (--xds-address): any client that reaches it can read the configuration of any identity it claims", "address", xdsServer.Addr().String())
 	}
 	serving := &trust.ServingCert{}
 	// Client certificates are asked for, not required (sidecars send
@@ -161,7 +166,7 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 	rotation.OnStep = rootCA.RootChanged
 	var synced atomic.Bool
 	checks := []error{
-		mgr.Add(xdsServer),
+		addIf(mgr, xdsServer != nil, func() manager.Runnable { return xdsServer }),
 		mgr.Add(xdsTLSServer),
 		mgr.Add(webhookServer),                      // every replica
 		mgr.Add(webhookServer.CABundleReconciler()), // leader
@@ -187,7 +192,7 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 			return nil
 		})),
 		mgr.Add(&monitoringServer{lis: monLis, log: log.WithName("monitoring"), handler: monitoringMux(map[string]healthz.Checker{
-			"xds":             func(*http.Request) error { return xdsServer.Ready() },
+			"xds":             func(*http.Request) error { return xdsTLSServer.Ready() },
 			"xds-certificate": func(*http.Request) error { return serving.Ready() },
 			"informers": func(*http.Request) error {
 				if !synced.Load() {
@@ -201,7 +206,7 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 	if err := errors.Join(checks...); err != nil {
 		return err
 	}
-	log.Info("starting weft-controller", "version", version.Get().String(), "xds", xdsServer.Addr().String(), "monitoring", monLis.Addr().String())
+	log.Info("starting weft-controller", "version", version.Get().String(), "xds-tls", xdsTLSServer.Addr().String(), "monitoring", monLis.Addr().String())
 	if err := mgr.Start(ctx); err != nil {
 		return err
 	}
@@ -270,6 +275,14 @@ func (m *monitoringServer) Start(ctx context.Context) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return srv.Shutdown(shutdownCtx)
+}
+
+// addIf adds the runnable made by r when cond holds.
+func addIf(mgr manager.Manager, cond bool, r func() manager.Runnable) error {
+	if !cond {
+		return nil
+	}
+	return mgr.Add(r())
 }
 
 // nonLeader runs fn on every replica, leader or not.
