@@ -13,10 +13,10 @@ import (
 // fixes a defect removes the skip: the test must then pass.
 
 // 12a: in Permissive mode the inbound default chain (inbound|passthrough)
-// has no RBAC: a port no Service declares reaches the application past the
-// Allow policy that admits only shop/client.
+// had no RBAC: a port no Service declares, and TLS without the mesh's ALPN
+// to a declared port, reached the application past the Allow policy that
+// admits only shop/client.
 func TestDefect12a_PassthroughChainHasNoRBAC(t *testing.T) {
-	t.Skip("defect 12a: the Permissive inbound passthrough chain has no RBAC; remove the skip when fixed")
 	w := weftWorld(t, "testdata/shop.in.yaml")
 	web := podOf(t, w, "shop/web-0")
 	web.Apps = append(web.Apps, sim.AppSocket{Port: 9999, Bind: netip.IPv6Unspecified()})
@@ -25,6 +25,13 @@ func TestDefect12a_PassthroughChainHasNoRBAC(t *testing.T) {
 		if got.Kind != sim.Denied {
 			t.Errorf("%s to an undeclared port of web-0: %s; want Denied (web admits only shop/client)", from, got)
 		}
+	}
+	// The application's own TLS (not the mesh's ALPN) to the declared port
+	// takes the default chain too.
+	podOf(t, w, "shop/web-0").Apps = []sim.AppSocket{{Port: 8080, Bind: netip.IPv6Unspecified(), TLS: true}}
+	tls := &sim.AppTLS{SNI: "web.shop", ALPN: []string{"h2"}}
+	if got := walk(t, w, sim.Call{From: "shop/legacy-0", To: "10.1.0.10:8080", Protocol: sim.TCP, TLS: tls}); got.Kind != sim.Denied {
+		t.Errorf("legacy-0's own TLS to web-0:8080: %s; want Denied (web admits only shop/client)", got)
 	}
 }
 

@@ -217,9 +217,15 @@ func (v *view) inboundListener() *listenerv3.Listener {
 		}
 	}
 	if v.mtls == ir.MTLSPermissive {
+		// Whatever no served port's chain takes — a port no Service
+		// declares, the application's own TLS to a declared port — is
+		// still the workload's traffic: AuthPolicy applies to it, as a
+		// TCP connection (it is judged on its source and port; rules with
+		// methods or paths cannot match it). Istio authorizes its
+		// passthrough chains the same way.
 		l.DefaultFilterChain = &listenerv3.FilterChain{
 			Name:    "inbound|passthrough",
-			Filters: []*listenerv3.Filter{v.tcpProxy("inbound_passthrough", []ir.Backend{{Weight: 1}}, dataplane.InboundPassthroughCluster)},
+			Filters: append(v.networkRBAC("inbound_passthrough"), v.tcpProxy("inbound_passthrough", []ir.Backend{{Weight: 1}}, dataplane.InboundPassthroughCluster)),
 		}
 	} else if len(l.FilterChains) == 0 {
 		// A Strict workload that serves no Service port (a client-only
