@@ -113,3 +113,26 @@ func TestDefect12k_ServerFirstReset(t *testing.T) {
 	check(t, walk(t, w, sim.Call{From: "shop/legacy-0", To: "mysql.shop:3306", Protocol: sim.ServerFirst}),
 		sim.Verdict{Kind: sim.Delivered, Pod: "shop/mysql-0", Port: 3306})
 }
+
+// 12e: without path_with_escaped_slashes_action the inbound HTTP manager
+// keeps %2F and %5C as they are: a Deny on /admin does not see
+// /admin%2Fsecrets, which an application that decodes the path serves as
+// /admin/secrets.
+func TestDefect12e_EscapedSlashesPassDeny(t *testing.T) {
+	w := weftWorld(t, "testdata/shop.in.yaml", `
+apiVersion: mesh.weft.dev/v1alpha1
+kind: AuthPolicy
+metadata: {name: no-admin, namespace: shop, generation: 1}
+spec:
+  targetRefs: [{group: "", kind: Service, name: web}]
+  action: Deny
+  rules: [{to: {paths: [{type: PathPrefix, value: /admin}]}}]
+`)
+	for _, path := range []string{"/admin", "/admin%2Fsecrets", "/admin%2fsecrets", "/admin%5Csecrets", "/%61dmin/secrets", "/x/%2E%2E/admin"} {
+		check(t, walk(t, w, sim.Call{From: "shop/client-0", To: "web.shop:80", Path: path}),
+			sim.Verdict{Kind: sim.Denied, Status: 403, Policy: "envoy.filters.http.rbac.deny shop/no-admin[0]"})
+	}
+	// What is not an escaped slash still reaches the application.
+	check(t, walk(t, w, sim.Call{From: "shop/client-0", To: "web.shop:80", Path: "/administrators%20list"}),
+		sim.Verdict{Kind: sim.Delivered, Pod: "shop/web-0", Port: 8080, MTLS: true, ClientIdentity: clientID})
+}

@@ -275,18 +275,32 @@ func queryOf(path string) map[string]string {
 	return out
 }
 
-// normalizePath applies the HCM's normalize_path (RFC 3986 section 5.2.4
-// dot-segment removal; Envoy also decodes percent-encoded unreserved
-// characters, not encoded here) and merge_slashes, before routing and
-// filters see the path (ConnectionManagerUtility::maybeNormalizePath in
+// normalizePath applies the HCM's path_with_escaped_slashes_action, then
+// normalize_path, then merge_slashes, before routing and filters see the
+// path, in that order (ConnectionManagerUtility::maybeNormalizePath in
 // source/common/http/conn_manager_utility.cc). The query is kept as is.
-func normalizePath(full string, normalize, merge bool) string {
+//
+//   - unescapeSlashes (UNESCAPE_AND_FORWARD / _AND_REDIRECT; REJECT_REQUEST
+//     answers 400 instead, reported by the caller): %2F and %2f become
+//     "/", %5C and %5c "\" (PathUtil::unescapeSlashes in
+//     source/common/http/path_utility.cc). KEEP_UNESCAPED, and the
+//     IMPLEMENTATION_SPECIFIC_DEFAULT that Envoy maps to it, leave them.
+//   - normalize_path is Chromium's path canonicalization
+//     (source/common/chromium_url/url_canon_path.cc, DoPartialPath): a
+//     backslash becomes "/"; a percent-escape of an unreserved character
+//     (ALPHA, DIGIT, "-", "_", "~", and "." which IsDot reads as a dot) is
+//     decoded; "." and ".." segments are removed (RFC 3986 section
+//     5.2.4); other escapes, %2F included, stay.
+func normalizePath(full string, escapedSlashes, normalize, merge bool) string {
 	p, rest := full, ""
 	if i := strings.IndexAny(full, "?#"); i >= 0 {
 		p, rest = full[:i], full[i:]
 	}
+	if escapedSlashes {
+		p = unescapeSlashes(p)
+	}
 	if normalize {
-		p = removeDotSegments(p)
+		p = removeDotSegments(decodeUnreserved(strings.ReplaceAll(p, `\`, "/")))
 	}
 	if merge {
 		for strings.Contains(p, "//") {
@@ -294,6 +308,50 @@ func normalizePath(full string, normalize, merge bool) string {
 		}
 	}
 	return p + rest
+}
+
+// hasEscapedSlash: the path holds %2F or %5C in either case.
+func hasEscapedSlash(p string) bool {
+	u := strings.ToUpper(pathOnly(p))
+	return strings.Contains(u, "%2F") || strings.Contains(u, "%5C")
+}
+
+func unescapeSlashes(p string) string {
+	return strings.NewReplacer("%2F", "/", "%2f", "/", "%5C", `\`, "%5c", `\`).Replace(p)
+}
+
+// decodeUnreserved decodes the percent-escapes that Chromium's
+// kPathCharLookup marks UNESCAPE (and %2E, the escaped dot).
+func decodeUnreserved(p string) string {
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		if p[i] == '%' && i+2 < len(p) {
+			if c, ok := unhex(p[i+1], p[i+2]); ok && (c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '~' || c == '.') {
+				b.WriteByte(c)
+				i += 2
+				continue
+			}
+		}
+		b.WriteByte(p[i])
+	}
+	return b.String()
+}
+
+func unhex(a, b byte) (byte, bool) {
+	v := func(c byte) (byte, bool) {
+		switch {
+		case c >= '0' && c <= '9':
+			return c - '0', true
+		case c >= 'a' && c <= 'f':
+			return c - 'a' + 10, true
+		case c >= 'A' && c <= 'F':
+			return c - 'A' + 10, true
+		}
+		return 0, false
+	}
+	x, ok1 := v(a)
+	y, ok2 := v(b)
+	return x<<4 | y, ok1 && ok2
 }
 
 func removeDotSegments(p string) string {

@@ -66,8 +66,21 @@ func (k *walker) http(p *Pod, h *hcmv3.HttpConnectionManager, ds downstream, c c
 		return Verdict{Kind: Reset, Reason: fmt.Sprintf("%s: HTTP connection manager %q got %s, not HTTP: codec error, connection closed", p.Key(), h.GetStatPrefix(), c.proto)}
 	}
 	req := c.req.clone()
-	if h.GetNormalizePath().GetValue() || h.GetMergeSlashes() {
-		if np := normalizePath(req.path(), h.GetNormalizePath().GetValue(), h.GetMergeSlashes()); np != req.path() {
+	unescape := false
+	switch h.GetPathWithEscapedSlashesAction() {
+	case hcmv3.HttpConnectionManager_REJECT_REQUEST:
+		if hasEscapedSlash(req.path()) {
+			return Verdict{Kind: Responded, Status: 400, Reason: fmt.Sprintf("%s: HCM %q rejects a path with an escaped slash (path_with_escaped_slashes_action REJECT_REQUEST)", p.Key(), h.GetStatPrefix())}
+		}
+	case hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT:
+		if hasEscapedSlash(req.path()) {
+			return Verdict{Kind: Responded, Status: 307, Reason: fmt.Sprintf("%s: HCM %q redirects to the unescaped path (path_with_escaped_slashes_action UNESCAPE_AND_REDIRECT)", p.Key(), h.GetStatPrefix())}
+		}
+	case hcmv3.HttpConnectionManager_UNESCAPE_AND_FORWARD:
+		unescape = true
+	}
+	if unescape || h.GetNormalizePath().GetValue() || h.GetMergeSlashes() {
+		if np := normalizePath(req.path(), unescape, h.GetNormalizePath().GetValue(), h.GetMergeSlashes()); np != req.path() {
 			k.logf("%s envoy: path %s normalized to %s", p.Key(), req.path(), np)
 			req.Headers[":path"] = np
 		}

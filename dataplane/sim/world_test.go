@@ -22,11 +22,17 @@ import (
 // only, as weft-init writes no ip6tables rules). Every application listens
 // on its Services' target ports, bound to [::] (every address of the pod,
 // IPv4 included, as Go and Java servers bind by default).
-func weftWorld(t *testing.T, path string) *sim.World {
+//
+// extra are more YAML documents appended to the file's (a policy or a pod
+// a test needs beside the file's mesh).
+func weftWorld(t *testing.T, path string, extra ...string) *sim.World {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, e := range extra {
+		data = append(data, "\n---\n"+e...)
 	}
 	in, err := translator.DecodeInputs(data)
 	if err != nil {

@@ -317,6 +317,14 @@ func (v *view) hcm(statPrefix, rds string, inline *routev3.RouteConfiguration, d
 		// normalization and merged slashes, as Istio's default does).
 		h.NormalizePath = wrapperspb.Bool(true)
 		h.MergeSlashes = true
+		// %2F and %5C are slashes to most applications (and every
+		// framework that decodes the path before routing): decode them
+		// before AuthPolicy looks, or a Deny on /admin is bypassed by
+		// /admin%2Fsecrets. Forwarded decoded, so the application serves
+		// the path RBAC judged (Istio's DECODE_AND_MERGE_SLASHES does the
+		// same); REJECT_REQUEST would break clients that send encoded
+		// slashes in IDs, UNESCAPE_AND_REDIRECT clients that do not follow.
+		h.PathWithEscapedSlashesAction = hcmv3.HttpConnectionManager_UNESCAPE_AND_FORWARD
 	}
 	if rds != "" {
 		h.RouteSpecifier = &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{RouteConfigName: rds, ConfigSource: adsConfig()}}
