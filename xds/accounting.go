@@ -17,7 +17,7 @@ func (a *ADS) recordSend(t string, n, size int) {
 }
 
 func (a *ADS) recordAck(c *conn, t string, accepted bool, msg string) {
-	if a.onAck != nil {
+	if a.onAck != nil && !c.anonymous { // an anonymous answer changes no policy's status
 		if s := c.group.snap.Load(); s != nil && len(s.policies) > 0 {
 			a.onAck(s.policies)
 		}
@@ -43,7 +43,7 @@ func (a *ADS) recordAck(c *conn, t string, accepted bool, msg string) {
 		}
 		a.mu.Unlock()
 	}
-	a.log.Info("proxy rejected configuration", "node", c.node.ID, "type", t, "error", msg)
+	a.log.Info("proxy rejected configuration", "node", c.node.ID, "type", t, "anonymous", c.anonymous, "error", truncate(msg, MaxNackMessageBytes))
 }
 
 func sameSet[K comparable](a, b map[K]bool) bool {

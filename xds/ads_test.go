@@ -116,6 +116,7 @@ type deltaClient struct {
 	have    map[string]map[string]string // type → name → version
 	count   map[string]int               // responses per type
 	nackTyp string
+	nackMsg string // the NACK's message; "test rejects this" if empty
 	resps   chan *discoveryv3.DeltaDiscoveryResponse
 	// lastSecrets holds the resources of the last secret response.
 	lastSecrets []*discoveryv3.Resource
@@ -191,7 +192,11 @@ func (c *deltaClient) next() *discoveryv3.DeltaDiscoveryResponse {
 		}
 		ack := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce}
 		if r.TypeUrl == c.nackTyp {
-			ack.ErrorDetail = &status.Status{Code: int32(codes.InvalidArgument), Message: "test rejects this"}
+			msg := c.nackMsg
+			if msg == "" {
+				msg = "test rejects this"
+			}
+			ack.ErrorDetail = &status.Status{Code: int32(codes.InvalidArgument), Message: msg}
 		} else {
 			for _, res := range r.Resources {
 				c.have[r.TypeUrl][res.Name] = res.Version
@@ -372,7 +377,7 @@ func TestNackIsAnsweredOnceAndReported(t *testing.T) {
 	}
 	ref := ir.PolicyRef{Kind: "TrafficSplit", Namespace: "shop", Name: "checkout", Generation: 40}
 	st := ads.PolicyState(ref)
-	if st.Affected != 1 || st.Rejected != 1 || st.Message != "test rejects this" || st.Programmed() {
+	if st.Affected != 1 || st.Rejected != 1 || st.Message != "proxy frontend-0.shop rejected RouteConfiguration 80: test rejects this" || st.Programmed() {
 		t.Fatalf("policy state after a NACK = %+v, want 1 affected, 1 rejected with the proxy's message", st)
 	}
 	p := ads.Proxies()[0]

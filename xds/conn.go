@@ -14,8 +14,11 @@ import (
 // conn is one proxy's stream. Only the stream's own goroutine changes it;
 // mu guards the fields that status readers (registry, Programmed) read.
 type conn struct {
-	id          uint64
-	node        NodeInfo
+	id   uint64
+	node NodeInfo
+	// anonymous: the stream came through the Anonymous endpoint. It
+	// proved nothing, so it never counts toward a policy's status.
+	anonymous   bool
 	group       *group
 	connectedAt time.Time
 	delta       bool
@@ -66,9 +69,17 @@ type inFlight struct {
 
 // Nack is a rejected response, as the proxy reported it.
 type Nack struct {
-	Nonce   string
+	Nonce string
+	// Message is the proxy's, cut to MaxNackMessageBytes.
 	Message string
 	At      time.Time
+	// Node is the proxy's id, Type the rejected response's type URL,
+	// Resources the first names it carried (Delta; SotW responses carry
+	// all of a type) and MoreResources how many more.
+	Node          string   `json:"node"`
+	Type          string   `json:"type"`
+	Resources     []string `json:"resources,omitempty"`
+	MoreResources int      `json:"moreResources,omitempty"`
 }
 
 func newTypeState() *typeState {
@@ -101,14 +112,16 @@ func (c *conn) nextNonce() string {
 // held as it was (the proxy keeps its last good versions) and marks the
 // resources rejected. The type counts as accepted up to the response's
 // generation only when no rejected resource remains.
-func (ts *typeState) ack(nonce string, errDetail *status.Status, now time.Time) (accepted, known bool) {
+func (ts *typeState) ack(node, typ, nonce string, errDetail *status.Status, now time.Time) (accepted, known bool) {
 	r, ok := ts.pending[nonce]
 	if !ok {
 		return false, false
 	}
 	delete(ts.pending, nonce)
 	if errDetail != nil {
-		ts.lastNack = &Nack{Nonce: nonce, Message: errDetail.GetMessage(), At: now}
+		names, more := nackResources(r.set, r.removed)
+		ts.lastNack = &Nack{Nonce: nonce, Message: truncate(errDetail.GetMessage(), MaxNackMessageBytes), At: now,
+			Node: node, Type: typ, Resources: names, MoreResources: more}
 		for name := range r.set {
 			ts.rejected[name] = true
 		}

@@ -27,7 +27,7 @@ func (a *ADS) delta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggregate
 			}
 		}
 		if r.ResponseNonce != "" {
-			accepted, known := ts.ack(r.ResponseNonce, r.ErrorDetail, time.Now())
+			accepted, known := ts.ack(c.node.ID, r.TypeUrl, r.ResponseNonce, r.ErrorDetail, time.Now())
 			if known {
 				a.recordAck(c, r.TypeUrl, accepted, r.ErrorDetail.GetMessage())
 			}

@@ -87,9 +87,11 @@ func (a *ADS) Proxies() []ProxyStatus {
 // whose configuration carries it.
 type PolicyState struct {
 	// Affected: connected proxies whose configuration carries the policy at
-	// this generation (streams that subscribe only to secrets are not
-	// counted). Acked: those that accepted it. Rejected: those whose
-	// latest answer is a NACK, with the first one's message.
+	// this generation (streams that subscribe only to secrets, and streams
+	// of the anonymous endpoint, which proved nothing, are not counted).
+	// Acked: those that accepted it. Rejected: those whose latest answer
+	// is a NACK, with the first one's message, attributed (proxy, type,
+	// resources) and bounded (MaxNackMessageBytes).
 	Affected, Acked, Rejected int
 	Message                   string
 }
@@ -124,6 +126,9 @@ func (a *ADS) PolicyState(ref ir.PolicyRef) PolicyState {
 			continue
 		}
 		for c := range g.conns {
+			if c.anonymous {
+				continue // proved nothing: it neither programs nor rejects a policy
+			}
 			members = append(members, member{c, s.since[i]})
 		}
 	}
@@ -139,7 +144,7 @@ func (a *ADS) PolicyState(ref ir.PolicyRef) PolicyState {
 		if n := m.c.nack(); n != nil {
 			st.Rejected++
 			if st.Message == "" {
-				st.Message = n.Message
+				st.Message = n.describe()
 			}
 			continue
 		}

@@ -18,7 +18,7 @@ func (a *ADS) sotw(stream discoveryv3.AggregatedDiscoveryService_StreamAggregate
 		ts := c.state(r.TypeUrl)
 		var respond bool
 		if r.ResponseNonce != "" {
-			accepted, known := ts.ack(r.ResponseNonce, r.ErrorDetail, time.Now())
+			accepted, known := ts.ack(c.node.ID, r.TypeUrl, r.ResponseNonce, r.ErrorDetail, time.Now())
 			if !known || r.ResponseNonce != ts.lastNonce {
 				c.mu.Unlock()
 				return nil // answers an older response: the protocol says ignore it

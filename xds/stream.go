@@ -60,6 +60,7 @@ func serve[Req any](a *ADS, ctx context.Context, delta, authenticate bool, recv 
 		return err
 	}
 	c := a.newConn(delta, node)
+	c.anonymous = !authenticate
 	a.join(c)
 	defer a.leave(c)
 	a.log.V(1).Info("proxy connected", "node", node.ID, "delta", delta)
