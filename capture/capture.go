@@ -1,7 +1,14 @@
 // Package capture turns traffic-capture options into the iptables rules that
 // send a pod's TCP traffic through its sidecar. It is pure: Rules returns the
-// text that weft-init feeds to iptables-restore, so the rules can be tested,
-// printed (weft-init --dry-run) and reviewed without a network namespace.
+// text that weft-init feeds to iptables-restore, and RulesV6 the text for
+// ip6tables-restore, so the rules can be tested, printed (weft-init
+// --dry-run) and reviewed without a network namespace.
+//
+// Both families are captured: a pod with an IPv6 address whose IPv6
+// traffic bypassed the sidecar would bypass Strict mTLS and AuthPolicy.
+// The IPv6 rules are the IPv4 ones with ::6 as the inbound-passthrough
+// source and ::1 as the loopback address (Istio's istio-iptables does the
+// same).
 //
 // The layout (all in the nat table of the pod's network namespace):
 //
@@ -27,12 +34,23 @@ import (
 
 // Chain names. They are what an operator sees in `iptables -t nat -S`.
 const (
-	ChainInbound        = "WEFT_INBOUND"
-	ChainInboundRedir   = "WEFT_IN_REDIRECT"
-	ChainOutbound       = "WEFT_OUTBOUND"
-	ChainOutboundRedir  = "WEFT_OUT_REDIRECT"
-	inboundPassthrough  = dataplane.InboundPassthroughSource + "/32"
-	loopbackHostAddress = "127.0.0.1/32"
+	ChainInbound       = "WEFT_INBOUND"
+	ChainInboundRedir  = "WEFT_IN_REDIRECT"
+	ChainOutbound      = "WEFT_OUTBOUND"
+	ChainOutboundRedir = "WEFT_OUT_REDIRECT"
+)
+
+// family holds what differs between the IPv4 and IPv6 rules.
+type family struct {
+	v6 bool
+	// passthrough is the source address the sidecar uses towards its own
+	// application; loopback the host's loopback address.
+	passthrough, loopback string
+}
+
+var (
+	ipv4 = family{passthrough: dataplane.InboundPassthroughSource + "/32", loopback: "127.0.0.1/32"}
+	ipv6 = family{v6: true, passthrough: dataplane.InboundPassthroughSourceV6 + "/128", loopback: "::1/128"}
 )
 
 // Options say what to capture.
@@ -48,7 +66,8 @@ type Options struct {
 	// ExcludeOutboundPorts are destination ports whose outbound traffic
 	// bypasses the proxy.
 	ExcludeOutboundPorts []uint16
-	// ExcludeOutboundCIDRs are destination ranges that bypass the proxy.
+	// ExcludeOutboundCIDRs are destination ranges that bypass the proxy,
+	// IPv4 and IPv6 (each family's rules hold its own).
 	ExcludeOutboundCIDRs []netip.Prefix
 	// NoInbound turns inbound capture off (outbound only).
 	NoInbound bool
@@ -76,18 +95,21 @@ func (o Options) Validate() error {
 	if o.ProxyUID == 0 {
 		errs = append(errs, errors.New("the proxy uid must not be 0: root's traffic would bypass the proxy"))
 	}
-	for _, p := range o.ExcludeOutboundCIDRs {
-		if !p.Addr().Is4() {
-			errs = append(errs, fmt.Errorf("excluded outbound range %s is not IPv4: weft-init captures IPv4 only", p))
-		}
-	}
 	return errors.Join(errs...)
 }
 
-// Rules returns an iptables-restore input for the nat table. Restoring it
-// without --noflush replaces the whole nat table of the namespace, so running
-// weft-init twice (a restarted init container) leaves the same rules.
-func Rules(o Options) (string, error) {
+// Rules returns an iptables-restore input for the IPv4 nat table.
+// Restoring it without --noflush replaces the whole nat table of the
+// namespace, so running weft-init twice (a restarted init container) leaves
+// the same rules.
+func Rules(o Options) (string, error) { return rules(o, ipv4) }
+
+// RulesV6 returns the ip6tables-restore input for the IPv6 nat table: the
+// same capture, with ::6 as the inbound-passthrough source (weft-init adds
+// it to lo, where the sidecar can bind it) and ::1 as loopback.
+func RulesV6(o Options) (string, error) { return rules(o, ipv6) }
+
+func rules(o Options, f family) (string, error) {
 	if err := o.Validate(); err != nil {
 		return "", err
 	}
@@ -116,13 +138,13 @@ func Rules(o Options) (string, error) {
 	// Outbound, in order:
 	w("-A OUTPUT -p tcp -j %s", ChainOutbound)
 	// the proxy talking to its own application for passthrough traffic
-	// (source 127.0.0.6) must reach the application, not loop back in;
-	w("-A %s -s %s -o lo -j RETURN", ChainOutbound, inboundPassthrough)
+	// (source 127.0.0.6 or ::6) must reach the application, not loop back in;
+	w("-A %s -s %s -o lo -j RETURN", ChainOutbound, f.passthrough)
 	if !o.NoInbound {
 		// the proxy calling a Service whose endpoint is this very pod goes
 		// over lo to the pod IP: treat it as inbound, so mTLS and authz
 		// apply as for any other caller;
-		w("-A %s ! -d %s -o lo -m owner --uid-owner %d -j %s", ChainOutbound, loopbackHostAddress, o.ProxyUID, ChainInboundRedir)
+		w("-A %s ! -d %s -o lo -m owner --uid-owner %d -j %s", ChainOutbound, f.loopback, o.ProxyUID, ChainInboundRedir)
 	}
 	// the application talking to itself over loopback is not mesh traffic;
 	w("-A %s -o lo -m owner ! --uid-owner %d -j RETURN", ChainOutbound, o.ProxyUID)
@@ -131,9 +153,9 @@ func Rules(o Options) (string, error) {
 	if o.ProxyGID != 0 {
 		w("-A %s -m owner --gid-owner %d -j RETURN", ChainOutbound, o.ProxyGID)
 	}
-	w("-A %s -d %s -j RETURN", ChainOutbound, loopbackHostAddress)
+	w("-A %s -d %s -j RETURN", ChainOutbound, f.loopback)
 	// and the user's exclusions.
-	for _, c := range sortedPrefixes(o.ExcludeOutboundCIDRs) {
+	for _, c := range sortedPrefixes(o.ExcludeOutboundCIDRs, f.v6) {
 		w("-A %s -d %s -j RETURN", ChainOutbound, c)
 	}
 	for _, p := range sortedPorts(nil, o.ExcludeOutboundPorts) {
@@ -151,10 +173,13 @@ func sortedPorts(a, b []uint16) []uint16 {
 	return slices.Compact(out)
 }
 
-func sortedPrefixes(ps []netip.Prefix) []string {
+// sortedPrefixes are the ranges of one family (v6), masked, sorted.
+func sortedPrefixes(ps []netip.Prefix, v6 bool) []string {
 	var out []string
 	for _, p := range ps {
-		out = append(out, p.Masked().String())
+		if p.Addr().Is4() == !v6 {
+			out = append(out, p.Masked().String())
+		}
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
@@ -178,8 +203,10 @@ func ParsePorts(s string) ([]uint16, error) {
 	return out, nil
 }
 
-// ParseCIDRs reads a comma-separated list of IPv4 ranges, such as
-// "10.0.0.0/8,169.254.169.254/32". A bare address means that one address.
+// ParseCIDRs reads a comma-separated list of IPv4 and IPv6 ranges, such as
+// "10.0.0.0/8,169.254.169.254/32,fd00::/8". A bare address means that one
+// address. IPv4-mapped IPv6 ranges (::ffff:10.0.0.0/104) are refused: no
+// IPv6 packet carries such an address, so the exclusion would do nothing.
 func ParseCIDRs(s string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, f := range strings.Split(s, ",") {
@@ -200,8 +227,8 @@ func ParseCIDRs(s string) ([]netip.Prefix, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%q is not an IP range: write CIDRs separated by commas, such as 10.0.0.0/8,169.254.169.254/32", f)
 		}
-		if !p.Addr().Is4() {
-			return nil, fmt.Errorf("%q is not IPv4: weft-init captures IPv4 traffic only", f)
+		if p.Addr().Is4In6() {
+			return nil, fmt.Errorf("%q is an IPv4-mapped IPv6 range, which no packet carries: write the IPv4 range instead", f)
 		}
 		out = append(out, p)
 	}

@@ -18,31 +18,64 @@ func TestRulesGolden(t *testing.T) {
 			o := Defaults()
 			o.ExcludeInboundPorts = []uint16{9000, 8443, 9000}
 			o.ExcludeOutboundPorts = []uint16{5432, 3306}
-			o.ExcludeOutboundCIDRs = []netip.Prefix{netip.MustParsePrefix("169.254.169.254/32"), netip.MustParsePrefix("10.1.2.3/8")}
+			o.ExcludeOutboundCIDRs = []netip.Prefix{netip.MustParsePrefix("169.254.169.254/32"), netip.MustParsePrefix("10.1.2.3/8"), netip.MustParsePrefix("fd00:ec2::254/128")}
 			return o
 		}(),
 		"outbound-only": func() Options { o := Defaults(); o.NoInbound = true; return o }(),
 	}
 	for name, o := range cases {
-		t.Run(name, func(t *testing.T) {
-			got, err := Rules(o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			path := filepath.Join("testdata", name+".rules")
-			if *update {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+		for _, fam := range []struct {
+			suffix string
+			rules  func(Options) (string, error)
+		}{{".rules", Rules}, {".v6.rules", RulesV6}} {
+			t.Run(name+fam.suffix, func(t *testing.T) {
+				got, err := fam.rules(o)
+				if err != nil {
 					t.Fatal(err)
 				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run go test ./capture -update, then read it)", err)
-			}
-			if got != string(want) {
-				t.Errorf("rules differ from %s (run with -update and read the diff):\n%s", path, got)
-			}
-		})
+				path := filepath.Join("testdata", name+fam.suffix)
+				if *update {
+					if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				want, err := os.ReadFile(path)
+				if err != nil {
+					t.Fatalf("%v (run go test ./capture -update, then read it)", err)
+				}
+				if got != string(want) {
+					t.Errorf("rules differ from %s (run with -update and read the diff):\n%s", path, got)
+				}
+			})
+		}
+	}
+}
+
+// TestRulesV6 checks what differs in the IPv6 rules: the passthrough
+// source ::6, loopback ::1, and only IPv6 exclusions.
+func TestRulesV6(t *testing.T) {
+	o := Defaults()
+	o.ExcludeOutboundCIDRs = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8")}
+	r, err := RulesV6(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"-A WEFT_OUTBOUND -s ::6/128 -o lo -j RETURN\n",
+		"-A WEFT_OUTBOUND ! -d ::1/128 -o lo -m owner --uid-owner 1337 -j WEFT_IN_REDIRECT\n",
+		"-A WEFT_OUTBOUND -d ::1/128 -j RETURN\n",
+		"-A WEFT_OUTBOUND -d fd00::/8 -j RETURN\n",
+	} {
+		if !strings.Contains(r, want) {
+			t.Errorf("missing %q in\n%s", want, r)
+		}
+	}
+	if strings.Contains(r, "127.0.0") || strings.Contains(r, "10.0.0.0/8") {
+		t.Errorf("IPv4 addresses in the IPv6 rules:\n%s", r)
+	}
+	r4, _ := Rules(o)
+	if strings.Contains(r4, "fd00::/8") || strings.Contains(r4, "::") {
+		t.Errorf("IPv6 addresses in the IPv4 rules:\n%s", r4)
 	}
 }
 
@@ -98,11 +131,6 @@ func TestValidate(t *testing.T) {
 	if _, err := Rules(o); err == nil || !strings.Contains(err.Error(), "uid must not be 0") {
 		t.Errorf("uid 0: got %v", err)
 	}
-	o = Defaults()
-	o.ExcludeOutboundCIDRs = []netip.Prefix{netip.MustParsePrefix("fd00::/8")}
-	if _, err := Rules(o); err == nil || !strings.Contains(err.Error(), "not IPv4") {
-		t.Errorf("IPv6 range: got %v", err)
-	}
 }
 
 func TestParse(t *testing.T) {
@@ -115,11 +143,11 @@ func TestParse(t *testing.T) {
 			t.Errorf("ParsePorts(%q): got %v", bad, err)
 		}
 	}
-	cidrs, err := ParseCIDRs("10.0.0.0/8, 169.254.169.254")
-	if err != nil || FormatCIDRs(cidrs) != "10.0.0.0/8,169.254.169.254/32" {
+	cidrs, err := ParseCIDRs("10.0.0.0/8, 169.254.169.254, fd00::/8")
+	if err != nil || FormatCIDRs(cidrs) != "10.0.0.0/8,169.254.169.254/32,fd00::/8" {
 		t.Errorf("ParseCIDRs: %v %v", cidrs, err)
 	}
-	for bad, msg := range map[string]string{"10.0.0.0/33": "is not an IP range", "example.com": "is not an IP range", "fd00::/8": "is not IPv4"} {
+	for bad, msg := range map[string]string{"10.0.0.0/33": "is not an IP range", "example.com": "is not an IP range", "::ffff:10.0.0.0/104": "IPv4-mapped"} {
 		if _, err := ParseCIDRs(bad); err == nil || !strings.Contains(err.Error(), msg) {
 			t.Errorf("ParseCIDRs(%q): got %v, want %q", bad, err, msg)
 		}

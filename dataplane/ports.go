@@ -35,6 +35,11 @@ const (
 // so that traffic does not loop.
 const InboundPassthroughSource = "127.0.0.6"
 
+// InboundPassthroughSourceV6 is InboundPassthroughSource for IPv6.
+// Unlike 127.0.0.0/8, ::6 is not a local address by default: weft-init
+// adds it to lo, so that the sidecar can bind it and replies come back.
+const InboundPassthroughSourceV6 = "::6"
+
 // Well-known resource names in a sidecar's configuration.
 const (
 	OutboundListener  = "outbound"

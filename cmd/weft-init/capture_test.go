@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -22,17 +23,18 @@ import (
 )
 
 // TestCaptureInNetworkNamespace runs the real weft-init binary and the real
-// iptables-restore inside a network namespace made for the test, then proves
-// with TCP connections where traffic goes. Two namespaces joined by a veth
-// pair stand for the pod (10.99.0.1) and the rest of the network (10.99.0.2
-// and 10.99.0.3). Every listener answers with its name and the connection's
+// iptables-restore and ip6tables-restore inside a network namespace made
+// for the test, then proves with TCP connections where traffic goes, over
+// IPv4 and IPv6. Two namespaces joined by a veth pair stand for the pod
+// (10.99.0.1, fd99::1) and the rest of the network (10.99.0.2 and
+// 10.99.0.3, fd99::2 and fd99::3). Every listener answers with its name and the connection's
 // original destination (SO_ORIGINAL_DST), so a redirected connection says
 // where it was meant to go.
 func TestCaptureInNetworkNamespace(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("skipped: needs root to create network namespaces and run iptables (CI runs as root); run `sudo go test ./cmd/weft-init`")
 	}
-	for _, prog := range []string{"ip", "iptables-restore", "iptables-save"} {
+	for _, prog := range []string{"ip", "iptables-restore", "iptables-save", "ip6tables-restore", "ip6tables-save"} {
 		if _, err := exec.LookPath(prog); err != nil {
 			t.Fatalf("%s is not installed: apt-get install -y iptables iproute2 (.ci/run installs them)", prog)
 		}
@@ -55,6 +57,9 @@ func TestCaptureInNetworkNamespace(t *testing.T) {
 	sh(t, "ip", "-n", peer, "addr", "add", "10.99.0.2/24", "dev", "vpeer")
 	sh(t, "ip", "-n", peer, "addr", "add", "10.99.0.3/24", "dev", "vpeer")
 	sh(t, "ip", "-n", peer, "link", "set", "vpeer", "up")
+	sh(t, "ip", "-n", pod, "-6", "addr", "add", "fd99::1/64", "dev", "vpod", "nodad")
+	sh(t, "ip", "-n", peer, "-6", "addr", "add", "fd99::2/64", "dev", "vpeer", "nodad")
+	sh(t, "ip", "-n", peer, "-6", "addr", "add", "fd99::3/64", "dev", "vpeer", "nodad")
 
 	// The pod: the sidecar's capture and readiness ports, and the app.
 	for name, port := range map[string]int{"outbound-capture": dataplane.OutboundPort, "inbound-capture": dataplane.InboundPort, "readiness": dataplane.ReadinessPort, "app:8080": 8080, "app:7777": 7777} {
@@ -67,18 +72,22 @@ func TestCaptureInNetworkNamespace(t *testing.T) {
 
 	// Before weft-init, connections go where they were sent: the
 	// redirects below are the rules' doing.
-	for dst, want := range map[string]string{"10.99.0.2:80": "peer:80", "10.99.0.1:8080": "app:8080"} {
+	for dst, want := range map[string]string{"10.99.0.2:80": "peer:80", "10.99.0.1:8080": "app:8080", "[fd99::2]:80": "peer:80", "[fd99::1]:8080": "app:8080"} {
 		if got, err := dial(pod, 0, "", dst); err != nil || got != want {
 			t.Fatalf("before capture, %s reached %q (%v), want %q", dst, got, err, want)
 		}
 	}
 
-	args := []string{"--exclude-inbound-ports=7777", "--exclude-outbound-ports=5432", "--exclude-outbound-ip-ranges=10.99.0.3/32"}
+	args := []string{"--exclude-inbound-ports=7777", "--exclude-outbound-ports=5432", "--exclude-outbound-ip-ranges=10.99.0.3/32,fd99::3/128"}
 	out := sh(t, "ip", append([]string{"netns", "exec", pod, bin}, args...)...)
-	if !strings.Contains(out, "traffic capture installed") {
+	if !strings.Contains(out, "traffic capture installed for IPv4 and IPv6") {
 		t.Errorf("weft-init output: %q", out)
 	}
+	if lo := sh(t, "ip", "-n", pod, "-6", "addr", "show", "dev", "lo"); !strings.Contains(lo, dataplane.InboundPassthroughSourceV6+"/128") {
+		t.Errorf("weft-init did not add %s to lo:\n%s", dataplane.InboundPassthroughSourceV6, lo)
+	}
 	first := sh(t, "ip", "netns", "exec", pod, "iptables-save", "-t", "nat")
+	first6 := sh(t, "ip", "netns", "exec", pod, "ip6tables-save", "-t", "nat")
 
 	const app, proxy = 0, dataplane.ProxyUID
 	cases := []struct {
@@ -98,6 +107,18 @@ func TestCaptureInNetworkNamespace(t *testing.T) {
 		{"readiness port is not captured", peer, app, "", "10.99.0.1:15021", "readiness"},
 		{"inbound passthrough from 127.0.0.6 reaches the app", pod, proxy, dataplane.InboundPassthroughSource, "10.99.0.1:8080", "app:8080"},
 		{"proxy calling its own pod IP goes inbound", pod, proxy, "", "10.99.0.1:8080", "inbound-capture orig=10.99.0.1:8080"},
+		// The same over IPv6, with ::6 as the passthrough source and ::1
+		// as loopback.
+		{"IPv6: app outbound is captured", pod, app, "", "[fd99::2]:80", "outbound-capture orig=[fd99::2]:80"},
+		{"IPv6: excluded outbound port bypasses", pod, app, "", "[fd99::2]:5432", "peer:5432"},
+		{"IPv6: excluded outbound range bypasses", pod, app, "", "[fd99::3]:80", "peer:80"},
+		{"IPv6: proxy uid bypasses", pod, proxy, "", "[fd99::2]:80", "peer:80"},
+		{"IPv6: app loopback bypasses", pod, app, "", "[::1]:8080", "app:8080"},
+		{"IPv6: inbound is captured", peer, app, "", "[fd99::1]:8080", "inbound-capture orig=[fd99::1]:8080"},
+		{"IPv6: excluded inbound port bypasses", peer, app, "", "[fd99::1]:7777", "app:7777"},
+		{"IPv6: readiness port is not captured", peer, app, "", "[fd99::1]:15021", "readiness"},
+		{"IPv6: inbound passthrough from ::6 reaches the app", pod, proxy, dataplane.InboundPassthroughSourceV6, "[fd99::1]:8080", "app:8080"},
+		{"IPv6: proxy calling its own pod IP goes inbound", pod, proxy, "", "[fd99::1]:8080", "inbound-capture orig=[fd99::1]:8080"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -116,19 +137,42 @@ func TestCaptureInNetworkNamespace(t *testing.T) {
 	if again := sh(t, "ip", "netns", "exec", pod, "iptables-save", "-t", "nat"); stripComments(again) != stripComments(first) {
 		t.Errorf("running weft-init twice changed the rules:\nfirst:\n%s\nsecond:\n%s", first, again)
 	}
+	if again := sh(t, "ip", "netns", "exec", pod, "ip6tables-save", "-t", "nat"); stripComments(again) != stripComments(first6) {
+		t.Errorf("running weft-init twice changed the IPv6 rules:\nfirst:\n%s\nsecond:\n%s", first6, again)
+	}
 	if got, err := dial(pod, app, "", "10.99.0.2:80"); err != nil || got != "outbound-capture orig=10.99.0.2:80" {
 		t.Errorf("after a second run, outbound reached %q (%v)", got, err)
 	}
 }
 
+// TestNoIPv6Namespace: in a network namespace with IPv6 disabled there is
+// no IPv6 traffic to capture; weft-init says so and installs IPv4 only.
+func TestNoIPv6Namespace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("skipped: needs root to create network namespaces and run iptables (CI runs as root); run `sudo go test ./cmd/weft-init`")
+	}
+	bin := filepath.Join(t.TempDir(), "weft-init")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	ns := fmt.Sprintf("weft-nov6-%d", os.Getpid())
+	sh(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	sh(t, "ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
+	out := sh(t, "ip", "netns", "exec", ns, bin)
+	if !strings.Contains(out, "no IPv6 rules: IPv6 is disabled") || !strings.Contains(out, "installed for IPv4 (") {
+		t.Errorf("weft-init output: %q", out)
+	}
+}
+
 func TestBadFlags(t *testing.T) {
 	for args, want := range map[string]string{
-		"--exclude-outbound-ports=http":        `--exclude-outbound-ports: "http" is not a port`,
-		"--exclude-outbound-ip-ranges=foo":     `--exclude-outbound-ip-ranges: "foo" is not an IP range`,
-		"--exclude-inbound-ports=70000":        `--exclude-inbound-ports: "70000" is not a port`,
-		"--proxy-uid=0":                        "the proxy uid must not be 0",
-		"--no-such-flag":                       "unknown flag: --no-such-flag",
-		"--exclude-outbound-ip-ranges=fd00::1": "is not IPv4",
+		"--exclude-outbound-ports=http":                `--exclude-outbound-ports: "http" is not a port`,
+		"--exclude-outbound-ip-ranges=foo":             `--exclude-outbound-ip-ranges: "foo" is not an IP range`,
+		"--exclude-inbound-ports=70000":                `--exclude-inbound-ports: "70000" is not a port`,
+		"--proxy-uid=0":                                "the proxy uid must not be 0",
+		"--no-such-flag":                               "unknown flag: --no-such-flag",
+		"--exclude-outbound-ip-ranges=::ffff:10.0.0.1": "IPv4-mapped",
 	} {
 		code, err := run([]string{args}, &bytes.Buffer{})
 		if code != exitUsage || err == nil || !strings.Contains(err.Error(), want) {
@@ -142,7 +186,8 @@ func TestDryRun(t *testing.T) {
 	if code, err := run([]string{"--dry-run", "--exclude-outbound-ports=5432"}, &out); code != 0 || err != nil {
 		t.Fatalf("exit %d: %v", code, err)
 	}
-	if !strings.Contains(out.String(), "-A WEFT_OUTBOUND -p tcp --dport 5432 -j RETURN\n") || !strings.HasSuffix(out.String(), "COMMIT\n") {
+	if !strings.Contains(out.String(), "-A WEFT_OUTBOUND -p tcp --dport 5432 -j RETURN\n") || !strings.HasSuffix(out.String(), "COMMIT\n") ||
+		!strings.Contains(out.String(), "# ip6tables-restore\n") || !strings.Contains(out.String(), "-A WEFT_OUTBOUND -s ::6/128 -o lo -j RETURN\n") {
 		t.Errorf("dry run printed:\n%s", out.String())
 	}
 }
@@ -200,12 +245,19 @@ func inNetns(name string, f func() error) error {
 // for redirected connections, the original destination.
 func serve(t *testing.T, ns, name string, port int) {
 	t.Helper()
+	for _, network := range []string{"tcp4", "tcp6"} { // tcp6 listens IPV6_V6ONLY
+		serveOn(t, ns, name, network, port)
+	}
+}
+
+func serveOn(t *testing.T, ns, name, network string, port int) {
+	t.Helper()
 	var l net.Listener
 	if err := inNetns(ns, func() (err error) {
-		l, err = net.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", port))
+		l, err = net.Listen(network, fmt.Sprintf(":%d", port))
 		return err
 	}); err != nil {
-		t.Fatalf("listen %s in %s: %v", name, ns, err)
+		t.Fatalf("listen %s in %s (%s): %v", name, ns, network, err)
 	}
 	t.Cleanup(func() { l.Close() })
 	redirected := strings.HasSuffix(name, "-capture")
@@ -231,6 +283,20 @@ func originalDst(c net.Conn) string {
 		return err.Error()
 	}
 	var addr string
+	if c.LocalAddr().(*net.TCPAddr).IP.To4() == nil {
+		_ = raw.Control(func(fd uintptr) {
+			// IP6T_SO_ORIGINAL_DST returns a sockaddr_in6; IPv6MTUInfo
+			// starts with one.
+			m, err := unix.GetsockoptIPv6MTUInfo(int(fd), unix.SOL_IPV6, ip6tSoOriginalDst)
+			if err != nil {
+				addr = err.Error()
+				return
+			}
+			p := (*[2]byte)(unsafe.Pointer(&m.Addr.Port))
+			addr = net.JoinHostPort(net.IP(m.Addr.Addr[:]).String(), fmt.Sprint(int(p[0])<<8|int(p[1])))
+		})
+		return addr
+	}
 	_ = raw.Control(func(fd uintptr) {
 		// SO_ORIGINAL_DST returns a sockaddr_in; IPv6Mreq is the 20-byte
 		// buffer the standard trick reads it into.
@@ -260,7 +326,7 @@ func dial(ns string, uid int, src, dst string) (string, error) {
 			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
 		}
 		var err error
-		conn, err = d.Dial("tcp4", dst)
+		conn, err = d.Dial("tcp", dst)
 		return err
 	})
 	if err != nil {
@@ -284,3 +350,7 @@ func setns(f *os.File) error { return unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
 // take as their owner (what iptables' owner match sees). Unlike setuid, it
 // affects only this thread.
 func setfsuid(uid int) { _ = unix.Setfsuid(uid) }
+
+// ip6tSoOriginalDst is IP6T_SO_ORIGINAL_DST (linux/netfilter_ipv6/ip6_tables.h:
+// 80, the same number as SO_ORIGINAL_DST, at level SOL_IPV6).
+const ip6tSoOriginalDst = 80

@@ -1,7 +1,8 @@
 // Command weft-init redirects a pod's TCP traffic to its weft sidecar. It runs
 // as the first init container of a meshed pod, with only the NET_ADMIN and
 // NET_RAW capabilities, and exits once the rules are in place. This file only
-// maps flags to capture.Options and runs iptables-restore.
+// maps flags to capture.Options and runs iptables-restore and
+// ip6tables-restore (loopback.go adds ::6 to lo).
 package main
 
 import (
@@ -14,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/weftmesh/weft/capture"
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/internal/version"
 )
 
@@ -34,6 +36,7 @@ func run(args []string, stdout io.Writer) (int, error) {
 		inPorts, outPorts, outCIDRs string
 		dryRun                      bool
 		restore                     = "iptables-restore"
+		restore6                    = "ip6tables-restore"
 		usageErr                    bool
 	)
 	cmd := &cobra.Command{
@@ -66,14 +69,36 @@ replaces the whole nat table of the namespace, so running it again is safe.`,
 				usageErr = true
 				return err
 			}
+			rules6, err := capture.RulesV6(o)
+			if err != nil {
+				usageErr = true
+				return err
+			}
 			if dryRun {
-				_, err := io.WriteString(stdout, rules)
+				_, err := io.WriteString(stdout, "# iptables-restore\n"+rules+"# ip6tables-restore\n"+rules6)
 				return err
 			}
 			if err := apply(restore, rules); err != nil {
 				return err
 			}
-			fmt.Fprintf(stdout, "weft-init: traffic capture installed (inbound → :%d, outbound → :%d, proxy uid %d)\n", o.InboundPort, o.OutboundPort, o.ProxyUID)
+			families := "IPv4"
+			switch v6, why := ipv6Enabled(); {
+			case v6:
+				// IPv6 can carry traffic here: capture it, or fail. A pod
+				// whose IPv6 bypassed the sidecar would bypass Strict mTLS
+				// and AuthPolicy; an init container that fails keeps the
+				// pod from starting, and says why.
+				if err := addLoopbackAddress(dataplane.InboundPassthroughSourceV6); err != nil {
+					return fmt.Errorf("IPv6 is enabled in this pod, but the sidecar's IPv6 passthrough source %s cannot be added to lo: %w", dataplane.InboundPassthroughSourceV6, err)
+				}
+				if err := apply(restore6, rules6); err != nil {
+					return fmt.Errorf("IPv6 is enabled in this pod and must be captured too (its traffic would bypass mTLS and AuthPolicy): %w", err)
+				}
+				families = "IPv4 and IPv6"
+			default:
+				fmt.Fprintf(stdout, "weft-init: no IPv6 rules: %s\n", why)
+			}
+			fmt.Fprintf(stdout, "weft-init: traffic capture installed for %s (inbound → :%d, outbound → :%d, proxy uid %d)\n", families, o.InboundPort, o.OutboundPort, o.ProxyUID)
 			return nil
 		},
 	}
@@ -92,6 +117,7 @@ replaces the whole nat table of the namespace, so running it again is safe.`,
 	f.StringVar(&outCIDRs, "exclude-outbound-ip-ranges", "", "comma-separated destination CIDRs that bypass the proxy")
 	f.BoolVar(&dryRun, "dry-run", false, "print the iptables-restore input instead of applying it")
 	f.StringVar(&restore, "iptables-restore", restore, "iptables-restore program (e.g. iptables-legacy-restore on nodes without nftables)")
+	f.StringVar(&restore6, "ip6tables-restore", restore6, "ip6tables-restore program (e.g. ip6tables-legacy-restore), run when the pod's network namespace has IPv6")
 	cmd.SetArgs(args)
 	cmd.SetOut(stdout)
 	if err := cmd.Execute(); err != nil {

@@ -35,11 +35,10 @@ func TestDefect12a_PassthroughChainHasNoRBAC(t *testing.T) {
 	}
 }
 
-// 12c: weft-init writes IPv4 rules only; over IPv6 nothing is captured, so
-// a meshed call leaves in plaintext without identity, and an unmeshed one
-// bypasses the Allow policy.
+// 12c: weft-init wrote IPv4 rules only; over IPv6 nothing was captured, so
+// a meshed call left in plaintext without identity, and an unmeshed one
+// bypassed the Allow policy.
 func TestDefect12c_IPv6NotCaptured(t *testing.T) {
-	t.Skip("defect 12c: IPv6 is never captured (no ip6tables rules); remove the skip when fixed")
 	w := weftWorld(t, "testdata/shop.in.yaml")
 	check(t, walk(t, w, sim.Call{From: "shop/client-0", To: "web.shop:80", IPv6: true}),
 		sim.Verdict{Kind: sim.Delivered, Pod: "shop/web-0", Port: 8080, MTLS: true, ClientIdentity: clientID})

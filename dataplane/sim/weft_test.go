@@ -107,7 +107,7 @@ func TestWeftMeshFailures(t *testing.T) {
 	t.Run("an endpoint that lost its sidecar gets mesh mTLS it cannot read", func(t *testing.T) {
 		w := weftWorld(t, "testdata/shop.in.yaml")
 		web := podOf(t, w, "shop/web-0")
-		web.Proxy, web.CaptureV4 = nil, nil
+		web.Proxy, web.CaptureV4, web.CaptureV6 = nil, nil, nil
 		check(t, walk(t, w, sim.Call{From: "shop/client-0", To: "web.shop:80"}), sim.Verdict{Kind: sim.TLSFailure})
 	})
 	t.Run("nothing listens on the target port", func(t *testing.T) {

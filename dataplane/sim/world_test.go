@@ -18,8 +18,8 @@ import (
 // weftWorld builds a World from translator inputs exactly as weft serves
 // them today: translator.Translate, then envoy.Build for every pod with the
 // weft-proxy container, and weft-init's default capture rules
-// (capture.Rules(capture.Defaults()), applied with iptables-restore: IPv4
-// only, as weft-init writes no ip6tables rules). Every application listens
+// (capture.Rules and capture.RulesV6 of capture.Defaults(), applied with
+// iptables-restore and ip6tables-restore). Every application listens
 // on its Services' target ports, bound to [::] (every address of the pod,
 // IPv4 included, as Go and Java servers bind by default).
 //
@@ -44,6 +44,14 @@ func weftWorld(t *testing.T, path string, extra ...string) *sim.World {
 		t.Fatal(err)
 	}
 	v4, err := sim.ParseNAT(rules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules6, err := capture.RulesV6(capture.Defaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v6, err := sim.ParseNAT(rules6)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +113,7 @@ func weftWorld(t *testing.T, path string, extra ...string) *sim.World {
 			res := envoy.Build(mesh, proxy)
 			p.Proxy = &sim.Resources{Listeners: res.Listeners, Routes: res.Routes, Clusters: res.Clusters, Endpoints: res.Endpoints}
 			p.Identity = proxy.Identity(mesh.TrustDomain)
-			p.CaptureV4 = v4
+			p.CaptureV4, p.CaptureV6 = v4, v6
 		}
 		w.Pods = append(w.Pods, p)
 	}

@@ -1,0 +1,10 @@
+//go:build !linux
+
+package main
+
+import "errors"
+
+// weft-init runs in Linux pods; elsewhere it only prints rules (--dry-run).
+func ipv6Enabled() (bool, string) { return true, "" }
+
+func addLoopbackAddress(string) error { return errors.New("only on Linux") }
