@@ -1,5 +1,10 @@
 package dataplane
 
+import (
+	"strconv"
+	"strings"
+)
+
 // Containers, volumes and ConfigMaps that injection adds and the
 // controller looks for.
 const (
@@ -49,3 +54,35 @@ const (
 	EnvPodIPs         = "WEFT_POD_IPS" // status.podIPs: comma-separated
 	EnvServiceAccount = "WEFT_SERVICE_ACCOUNT"
 )
+
+// FlagExcludeInboundPorts is weft-init's flag that lists the pod ports
+// whose inbound traffic bypasses the sidecar. The webhook writes it from
+// the weft.dev/exclude-inbound-ports annotation; the translator reads it
+// back from the pod's weft-init container (whose arguments, unlike
+// annotations, cannot change after the pod is created), so that callers
+// do not send mesh mTLS to a port the sidecar never sees.
+const FlagExcludeInboundPorts = "--exclude-inbound-ports"
+
+// ExcludedInboundPorts reads FlagExcludeInboundPorts from weft-init's
+// arguments ("--exclude-inbound-ports=8080,9090", or the flag and its value
+// as two arguments). Entries that are not ports are skipped: weft-init
+// refuses them, so such a pod never starts.
+func ExcludedInboundPorts(initArgs []string) []int32 {
+	var out []int32
+	for i, a := range initArgs {
+		v, ok := strings.CutPrefix(a, FlagExcludeInboundPorts+"=")
+		if !ok && a == FlagExcludeInboundPorts && i+1 < len(initArgs) {
+			v, ok = initArgs[i+1], true
+		}
+		if !ok {
+			continue
+		}
+		out = out[:0] // the last occurrence wins, as with pflag
+		for _, f := range strings.Split(v, ",") {
+			if n, err := strconv.ParseUint(strings.TrimSpace(f), 10, 16); err == nil && n > 0 {
+				out = append(out, int32(n))
+			}
+		}
+	}
+	return out
+}

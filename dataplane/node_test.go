@@ -2,6 +2,7 @@ package dataplane_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -56,6 +57,23 @@ func TestParseNodeErrorsNameTheField(t *testing.T) {
 		_, err := dataplane.ParseNode(c.id, c.md)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("ParseNode(%q, %v) = %v, want an error naming %s", c.id, c.md, err, c.want)
+		}
+	}
+}
+
+func TestExcludedInboundPorts(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "[]"},
+		{[]string{"--proxy-uid=1337", "--exclude-inbound-ports=8080, 9090"}, "[8080 9090]"},
+		{[]string{"--exclude-inbound-ports", "7777"}, "[7777]"},
+		{[]string{"--exclude-inbound-ports=1", "--exclude-inbound-ports=2,x,0"}, "[2]"},
+		{[]string{"--exclude-outbound-ports=5432"}, "[]"},
+	} {
+		if got := fmt.Sprint(dataplane.ExcludedInboundPorts(tc.args)); got != tc.want {
+			t.Errorf("ExcludedInboundPorts(%q) = %s, want %s", tc.args, got, tc.want)
 		}
 	}
 }

@@ -152,7 +152,10 @@ func endpoints(slices []*discoveryv1.EndpointSlice, portName string, pods PodLoo
 			if r := e.TargetRef; r != nil && r.Kind == "Pod" {
 				if p := pods(s.Namespace, r.Name); p != nil {
 					identity = spiffeID(trustDomain, p.Namespace, serviceAccount(p))
-					meshed = hasSidecar(p)
+					// A port the pod excludes from inbound capture never
+					// reaches its sidecar: callers must not send it mesh
+					// mTLS, which the application cannot read (issue 12l).
+					meshed = hasSidecar(p) && !excludesInbound(p, port)
 				}
 			}
 			for _, a := range e.Addresses {
@@ -192,6 +195,23 @@ func serviceAccount(p *corev1.Pod) string {
 		return p.Spec.ServiceAccountName
 	}
 	return "default"
+}
+
+// excludesInbound says whether weft-init leaves the pod's port uncaptured,
+// from the arguments the webhook gave it (immutable, unlike the annotation
+// they came from).
+func excludesInbound(p *corev1.Pod, port int32) bool {
+	for _, c := range p.Spec.InitContainers {
+		if c.Name != dataplane.InitContainerName {
+			continue
+		}
+		for _, x := range dataplane.ExcludedInboundPorts(c.Args) {
+			if x == port {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func hasSidecar(p *corev1.Pod) bool {

@@ -117,7 +117,7 @@ func initContainer(s settings, o Options) corev1.Container {
 		fmt.Sprintf("--outbound-port=%d", dataplane.OutboundPort),
 	}
 	if len(s.excludeIn) > 0 {
-		args = append(args, "--exclude-inbound-ports="+capture.FormatPorts(s.excludeIn))
+		args = append(args, dataplane.FlagExcludeInboundPorts+"="+capture.FormatPorts(s.excludeIn))
 	}
 	if len(s.excludeOut) > 0 {
 		args = append(args, "--exclude-outbound-ports="+capture.FormatPorts(s.excludeOut))

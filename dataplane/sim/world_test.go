@@ -114,10 +114,49 @@ func weftWorld(t *testing.T, path string, extra ...string) *sim.World {
 			p.Proxy = &sim.Resources{Listeners: res.Listeners, Routes: res.Routes, Clusters: res.Clusters, Endpoints: res.Endpoints}
 			p.Identity = proxy.Identity(mesh.TrustDomain)
 			p.CaptureV4, p.CaptureV6 = v4, v6
+			if in := excludedInbound(t, pod); len(in) > 0 {
+				o := capture.Defaults()
+				o.ExcludeInboundPorts = in
+				p.CaptureV4, p.CaptureV6 = mustNAT(t, capture.Rules, o), mustNAT(t, capture.RulesV6, o)
+			}
 		}
 		w.Pods = append(w.Pods, p)
 	}
 	return w
+}
+
+// excludedInbound reads weft-init's --exclude-inbound-ports from the pod's
+// init container, as weft-init would.
+func excludedInbound(t *testing.T, p *corev1.Pod) []uint16 {
+	t.Helper()
+	for _, c := range p.Spec.InitContainers {
+		if c.Name != dataplane.InitContainerName {
+			continue
+		}
+		for _, a := range c.Args {
+			if v, ok := strings.CutPrefix(a, "--exclude-inbound-ports="); ok {
+				ports, err := capture.ParsePorts(v)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return ports
+			}
+		}
+	}
+	return nil
+}
+
+func mustNAT(t *testing.T, of func(capture.Options) (string, error), o capture.Options) *sim.NAT {
+	t.Helper()
+	rules, err := of(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := sim.ParseNAT(rules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 func slicesContains(as []netip.Addr, a netip.Addr) bool {
