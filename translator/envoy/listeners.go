@@ -95,10 +95,19 @@ func (v *view) outboundListener() *listenerv3.Listener {
 		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
 		ListenerFilters:  []*listenerv3.ListenerFilter{listenerFilter("envoy.filters.listener.original_dst", &origdstv3.OriginalDst{})},
 	}
-	httpPorts := map[int32]bool{}
+	// A connection to the capture port itself (the application dialling
+	// :15001 directly) would be passed through to where it was going —
+	// this listener — again and again: close it (Istio's
+	// virtualOutbound-blackhole). A Service port of the same number is
+	// left to it: the sidecar's ports are reserved.
+	l.FilterChains = append(l.FilterChains, blackholeChain("outbound|blackhole", "outbound_blackhole", dataplane.OutboundPort, v))
+	httpPorts := map[int32]bool{dataplane.OutboundPort: true}
 	claimed := map[netip.Prefix]map[int32]bool{} // a TCP match may appear once
 	for _, svc := range v.outbound {
 		for _, port := range svc.Ports {
+			if port.Port == dataplane.OutboundPort {
+				continue
+			}
 			if port.Protocol.IsHTTP() {
 				if !httpPorts[port.Port] {
 					httpPorts[port.Port] = true
@@ -174,7 +183,8 @@ func tcpBackends(svc *ir.Service, port *ir.Port) []ir.Backend {
 // mutual TLS from the mesh, recognised by its ALPN, and in Permissive mode
 // plaintext too; AuthPolicy is enforced as RBAC before the application sees
 // a byte. Other connections pass through in Permissive mode and are closed
-// in Strict mode.
+// in Strict mode: there is no default chain, and Envoy closes what no chain
+// takes.
 func (v *view) inboundListener() *listenerv3.Listener {
 	l := &listenerv3.Listener{
 		Name:             dataplane.InboundListener,
@@ -185,7 +195,14 @@ func (v *view) inboundListener() *listenerv3.Listener {
 			listenerFilter("envoy.filters.listener.tls_inspector", &tlsinspectorv3.TlsInspector{}),
 		},
 	}
+	// A connection to the capture port itself, from the network (15006 is
+	// never redirected), would be passed through to where it was going —
+	// this listener — again: close it (Istio's virtualInbound-blackhole).
+	l.FilterChains = append(l.FilterChains, blackholeChain("inbound|blackhole", "inbound_blackhole", dataplane.InboundPort, v))
 	for _, in := range v.inbound {
+		if in.port == dataplane.InboundPort {
+			continue // reserved: the blackhole chain above
+		}
 		filters := func() []*listenerv3.Filter {
 			if in.protocol.IsHTTP() {
 				return []*listenerv3.Filter{v.hcm(fmt.Sprintf("inbound_%d", in.port), "", inboundRoute(in.port), inbound)}
@@ -227,18 +244,18 @@ func (v *view) inboundListener() *listenerv3.Listener {
 			Name:    "inbound|passthrough",
 			Filters: append(v.networkRBAC("inbound_passthrough"), v.tcpProxy("inbound_passthrough", []ir.Backend{{Weight: 1}}, dataplane.InboundPassthroughCluster)),
 		}
-	} else if len(l.FilterChains) == 0 {
-		// A Strict workload that serves no Service port (a client-only
-		// pod): Envoy rejects a listener with neither filter chains nor a
-		// default chain ("no filter chains specified"), which would NACK
-		// the whole update. Close such connections through the black hole,
-		// as Strict mode says.
-		l.DefaultFilterChain = &listenerv3.FilterChain{
-			Name:    "inbound|closed",
-			Filters: []*listenerv3.Filter{v.tcpProxy("inbound_closed", []ir.Backend{{Weight: 1}}, dataplane.BlackHoleCluster)},
-		}
 	}
 	return l
+}
+
+// blackholeChain closes connections whose original destination port is
+// the sidecar's own capture port.
+func blackholeChain(name, statPrefix string, port uint32, v *view) *listenerv3.FilterChain {
+	return &listenerv3.FilterChain{
+		Name:             name,
+		FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(port)},
+		Filters:          []*listenerv3.Filter{v.tcpProxy(statPrefix, []ir.Backend{{Weight: 1}}, dataplane.BlackHoleCluster)},
+	}
 }
 
 // meshProtocols are the ALPN values that mark mesh mTLS on a served port:
