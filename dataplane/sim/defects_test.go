@@ -90,12 +90,24 @@ func TestDefect12i_CapturePortsLoop(t *testing.T) {
 // IP gets nothing (503), and one bound to localhost only becomes reachable
 // from the mesh.
 func TestDefect12j_InboundDeliveredToLocalhost(t *testing.T) {
-	t.Skip("defect 12j: inbound clusters deliver to 127.0.0.1, not the original destination; remove the skip when fixed")
 	t.Run("bound to the pod IP", func(t *testing.T) {
 		w := weftWorld(t, "testdata/shop.in.yaml")
 		podOf(t, w, "shop/web-0").Apps = []sim.AppSocket{{Port: 8080, Bind: netip.MustParseAddr("10.1.0.10")}}
 		check(t, walk(t, w, sim.Call{From: "shop/client-0", To: "web.shop:80"}),
 			sim.Verdict{Kind: sim.Delivered, Pod: "shop/web-0", Port: 8080, MTLS: true, ClientIdentity: clientID})
+	})
+	t.Run("bound to the pod's IPv6 address", func(t *testing.T) {
+		w := weftWorld(t, "testdata/shop.in.yaml")
+		podOf(t, w, "shop/mysql-0").Apps = []sim.AppSocket{{Port: 3306, Bind: netip.MustParseAddr("fd00:1::20")}}
+		check(t, walk(t, w, sim.Call{From: "shop/legacy-0", To: "[fd00:1::20]:3306", Protocol: sim.TCP}),
+			sim.Verdict{Kind: sim.Delivered, Pod: "shop/mysql-0", Port: 3306})
+	})
+	t.Run("probes reach an application bound to the pod IP", func(t *testing.T) {
+		w := weftWorld(t, "testdata/shop.in.yaml", probedYAML)
+		podOf(t, w, "shop/probed-0").Apps = []sim.AppSocket{{Port: 8081, Bind: netip.MustParseAddr("10.1.0.70")}}
+		kubelet := netip.MustParseAddr("10.1.0.1")
+		check(t, walk(t, w, sim.Call{FromAddr: kubelet, To: "10.1.0.70:15021", Path: "/app-health/app/readyz"}),
+			sim.Verdict{Kind: sim.Delivered, Pod: "shop/probed-0", Port: 8081})
 	})
 	t.Run("bound to localhost only", func(t *testing.T) {
 		w := weftWorld(t, "testdata/shop.in.yaml")
@@ -186,4 +198,21 @@ spec:
   - {name: weft-proxy, image: envoy}
   containers: [{name: app, image: exporter:1}]
 status: {podIPs: [{ip: 10.1.0.60}]}
+`
+
+// probedYAML: a meshed pod whose readiness probe (port 8081, /healthz)
+// injection rewrote to the sidecar's /app-health/app/readyz.
+const probedYAML = `
+apiVersion: v1
+kind: Pod
+metadata:
+  name: probed-0
+  namespace: shop
+  labels: {app: probed}
+  annotations: {weft.dev/app-probes: '{"/app-health/app/readyz":{"port":8081,"path":"/healthz","scheme":"HTTP","timeoutSeconds":1}}'}
+spec:
+  serviceAccountName: probed
+  initContainers: [{name: weft-proxy, image: envoy}]
+  containers: [{name: app, image: probed:1}]
+status: {podIPs: [{ip: 10.1.0.70}]}
 `

@@ -267,6 +267,11 @@ func (k *walker) upstream(p *Pod, name string, ds downstream, c conn, http bool)
 			return Verdict{Kind: Blackholed, Status: status, Reason: fmt.Sprintf("%s: ORIGINAL_DST cluster %q without an original destination", p.Key(), name)}
 		}
 		dst = ds.local
+		// upstream_port_override replaces the port of the original
+		// destination (same function).
+		if po := cl.GetOriginalDstLbConfig().GetUpstreamPortOverride(); po != nil {
+			dst = netip.AddrPortFrom(dst.Addr(), uint16(po.GetValue()))
+		}
 		k.logf("%s envoy: cluster %q (ORIGINAL_DST) -> %s", p.Key(), name, dst)
 	case clusterv3.Cluster_EDS, clusterv3.Cluster_STATIC, clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_LOGICAL_DNS:
 		cla := cl.GetLoadAssignment()
@@ -309,9 +314,25 @@ func (k *walker) upstream(p *Pod, name string, ds downstream, c conn, http bool)
 		}
 	}
 	up := conn{dst: dst, uid: ProxyUID, tls: c.tls, proto: c.proto, req: c.req}
-	if a := cl.GetUpstreamBindConfig().GetSourceAddress(); a != nil {
-		if ip, err := netip.ParseAddr(a.GetAddress()); err == nil {
-			up.src = netip.AddrPortFrom(ip, uint16(a.GetPortValue()))
+	if bc := cl.GetUpstreamBindConfig(); bc != nil {
+		// The extra_source_addresses entry of the upstream address's IP
+		// version, else source_address
+		// (DefaultUpstreamLocalAddressSelector::getUpstreamLocalAddressImpl
+		// in source/common/upstream/default_local_address_selector.cc). A
+		// source of the other version cannot connect.
+		cands := []*corev3.SocketAddress{bc.GetSourceAddress()}
+		for _, e := range bc.GetExtraSourceAddresses() {
+			cands = append(cands, e.GetAddress())
+		}
+		bound := false
+		for _, a := range cands {
+			if ip, err := netip.ParseAddr(a.GetAddress()); err == nil && is6(ip) == is6(dst.Addr()) {
+				up.src, bound = netip.AddrPortFrom(ip, uint16(a.GetPortValue())), true
+				break
+			}
+		}
+		if !bound && bc.GetSourceAddress() != nil {
+			return Verdict{Kind: Reset, Status: status, Reason: fmt.Sprintf("%s: cluster %q binds %s, which cannot reach %s (no source address of that IP version)", p.Key(), name, bc.GetSourceAddress().GetAddress(), dst)}
 		}
 	}
 	originated := false

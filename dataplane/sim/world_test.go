@@ -1,6 +1,7 @@
 package sim_test
 
 import (
+	"encoding/json"
 	"net/netip"
 	"os"
 	"strings"
@@ -189,7 +190,14 @@ func proxyOf(p *corev1.Pod) dataplane.Proxy {
 	for _, ip := range p.Status.PodIPs {
 		ips = append(ips, ip.IP)
 	}
-	return dataplane.Proxy{Namespace: p.Namespace, ServiceAccount: sa, Labels: p.Labels, IPs: ips, Kind: dataplane.KindSidecar}
+	px := dataplane.Proxy{Namespace: p.Namespace, ServiceAccount: sa, Labels: p.Labels, IPs: ips, Kind: dataplane.KindSidecar}
+	if v := p.Annotations[dataplane.AnnotationAppProbes]; v != "" {
+		// What the bootstrap sends in the node metadata, from the annotation.
+		if err := json.Unmarshal([]byte(v), &px.AppProbes); err != nil {
+			panic(err)
+		}
+	}
+	return px
 }
 
 func podOf(t *testing.T, w *sim.World, key string) *sim.Pod {

@@ -305,15 +305,7 @@ func (v *view) fixedClusters() []*clusterv3.Cluster {
 		}
 	}
 	if v.mtls == ir.MTLSPermissive {
-		out = append(out, &clusterv3.Cluster{
-			Name:                 dataplane.InboundPassthroughCluster,
-			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
-			LbPolicy:             clusterv3.Cluster_CLUSTER_PROVIDED,
-			ConnectTimeout:       durationpb.New(connectTimeout),
-			// Leave from a source address that weft-init does not
-			// capture, or the connection would loop back into the sidecar.
-			UpstreamBindConfig: &corev3.BindConfig{SourceAddress: socketAddress(dataplane.InboundPassthroughSource, 0).GetSocketAddress()},
-		})
+		out = append(out, v.localCluster(dataplane.InboundPassthroughCluster))
 	}
 	seenProbe := map[string]bool{}
 	for _, p := range v.proxy.AppProbes {
@@ -322,7 +314,15 @@ func (v *view) fixedClusters() []*clusterv3.Cluster {
 			continue
 		}
 		seenProbe[name] = true
-		c := staticCluster(name, "127.0.0.1", uint32(p.Port))
+		// The kubelet probes the pod IP, and so does the proxy on its
+		// behalf: the readiness listener restores the address the probe
+		// came to, and this cluster keeps it with the application's port.
+		// An application bound to the pod IP only passes; one bound to
+		// localhost only fails, as it would without a mesh.
+		c := v.localCluster(name)
+		c.LbConfig = &clusterv3.Cluster_OriginalDstLbConfig_{OriginalDstLbConfig: &clusterv3.Cluster_OriginalDstLbConfig{
+			UpstreamPortOverride: wrapperspb.UInt32(uint32(p.Port)),
+		}}
 		if strings.EqualFold(p.Scheme, "HTTPS") {
 			// The kubelet does not verify an HTTPS probe's certificate:
 			// neither does the proxy on its behalf.
@@ -331,11 +331,43 @@ func (v *view) fixedClusters() []*clusterv3.Cluster {
 		out = append(out, c)
 	}
 	for _, in := range v.inbound {
-		c := staticCluster(inboundCluster(in.port), "127.0.0.1", uint32(in.port))
+		c := v.localCluster(inboundCluster(in.port))
 		c.TypedExtensionProtocolOptions = http2Options(in.protocol)
 		out = append(out, c)
 	}
 	return out
+}
+
+// localCluster delivers to the application at the connection's original
+// destination — the pod IP and port the caller dialled, as the
+// application would have been reached without a mesh — from the inbound
+// passthrough source, which weft-init does not capture (or the connection
+// would loop back into the sidecar). Not 127.0.0.1: an application bound
+// to the pod IP would refuse it, and one bound to localhost only would be
+// exposed to the mesh. Istio delivers inbound traffic the same way.
+func (v *view) localCluster(name string) *clusterv3.Cluster {
+	return &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
+		LbPolicy:             clusterv3.Cluster_CLUSTER_PROVIDED,
+		ConnectTimeout:       durationpb.New(connectTimeout),
+		UpstreamBindConfig:   passthroughBind(podFamilies(v.proxy.IPs)),
+	}
+}
+
+// passthroughBind is the inbound passthrough source of each of the pod's
+// IP families: 127.0.0.6, ::6 (which weft-init adds to lo), or both, Envoy
+// picking the one of the destination's family. ::6 only when the pod has
+// IPv6: Envoy refuses IPv6 addresses on a host without IPv6.
+func passthroughBind(v4, v6 bool) *corev3.BindConfig {
+	if v6 && !v4 {
+		return &corev3.BindConfig{SourceAddress: socketAddress(dataplane.InboundPassthroughSourceV6, 0).GetSocketAddress()}
+	}
+	b := &corev3.BindConfig{SourceAddress: socketAddress(dataplane.InboundPassthroughSource, 0).GetSocketAddress()}
+	if v6 {
+		b.ExtraSourceAddresses = []*corev3.ExtraSourceAddress{{Address: socketAddress(dataplane.InboundPassthroughSourceV6, 0).GetSocketAddress()}}
+	}
+	return b
 }
 
 // staticCluster reaches one fixed address.

@@ -496,8 +496,9 @@ func tracingServiceName(p dataplane.Proxy) string { return p.ServiceAccount + ".
 
 // readinessListener answers 200 on :15021/ready once the proxy has its
 // listeners, which is what the injected startup probe waits for, and
-// forwards the application's rewritten kubelet probes to it over localhost
-// (so Strict mTLS never meets the kubelet's plaintext).
+// forwards the application's rewritten kubelet probes to it at the pod IP
+// the kubelet probed, from the uncaptured passthrough source (so Strict
+// mTLS never meets the kubelet's plaintext).
 func (v *view) readinessListener() *listenerv3.Listener {
 	routes := []*routev3.Route{{
 		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: "/ready"}},
@@ -522,7 +523,14 @@ func (v *view) readinessListener() *listenerv3.Listener {
 	rc := &routev3.RouteConfiguration{Name: dataplane.ReadinessListener, VirtualHosts: []*routev3.VirtualHost{{
 		Name: dataplane.ReadinessListener, Domains: []string{"*"}, Routes: routes,
 	}}}
-	return plainHTTPListener(dataplane.ReadinessListener, dataplane.ReadinessPort, rc)
+	l := plainHTTPListener(dataplane.ReadinessListener, dataplane.ReadinessPort, rc)
+	if len(paths) > 0 {
+		// The probe clusters send to the address the kubelet probed (the
+		// pod IP), which original_dst makes the connection's restored
+		// local address.
+		l.ListenerFilters = []*listenerv3.ListenerFilter{listenerFilter("envoy.filters.listener.original_dst", &origdstv3.OriginalDst{})}
+	}
+	return l
 }
 
 // appProbeCluster reaches the application's probe port on localhost.
