@@ -122,7 +122,6 @@ func TestDefect12j_InboundDeliveredToLocalhost(t *testing.T) {
 // continue_on_listener_filters_timeout: a server-first protocol (MySQL)
 // from a plaintext caller is reset after 15 s.
 func TestDefect12k_ServerFirstReset(t *testing.T) {
-	t.Skip("defect 12k: server-first TCP is reset by tls_inspector's 15s timeout; remove the skip when fixed")
 	w := weftWorld(t, "testdata/shop.in.yaml")
 	check(t, walk(t, w, sim.Call{From: "shop/legacy-0", To: "mysql.shop:3306", Protocol: sim.ServerFirst}),
 		sim.Verdict{Kind: sim.Delivered, Pod: "shop/mysql-0", Port: 3306})

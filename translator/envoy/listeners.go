@@ -37,6 +37,16 @@ import (
 // Permissive mode, passes through untouched).
 const meshALPN = "weft"
 
+// inboundDetectTimeout is how long the inbound listener waits for a
+// client's first bytes (a TLS ClientHello or not) before treating the
+// connection as plaintext: 1 s. A server-first client waits this long for
+// its greeting, so it must stay well under such clients' connect timeouts
+// (MySQL's 10 s); a sidecar sends its ClientHello right after connecting,
+// so on a pod network 1 s is ample. A TLS client slower than that is
+// taken for plaintext, which fails closed (no identity, and TLS bytes the
+// plaintext chain's application cannot read).
+const inboundDetectTimeout = time.Second
+
 // TracingCluster reaches the OpenTelemetry collector named in MeshConfig.
 const TracingCluster = "tracing-collector"
 
@@ -194,6 +204,14 @@ func (v *view) inboundListener() *listenerv3.Listener {
 			listenerFilter("envoy.filters.listener.original_dst", &origdstv3.OriginalDst{}),
 			listenerFilter("envoy.filters.listener.tls_inspector", &tlsinspectorv3.TlsInspector{}),
 		},
+		// tls_inspector waits for the client's first bytes. A server-first
+		// protocol (MySQL, SMTP, FTP) sends none until it has the server's
+		// greeting: without this, Envoy closes it when the timeout fires
+		// (15 s by default). With it, the connection goes on as plaintext
+		// (raw_buffer) after inboundDetectTimeout, as Istio's inbound
+		// listener does.
+		ListenerFiltersTimeout:           durationpb.New(inboundDetectTimeout),
+		ContinueOnListenerFiltersTimeout: true,
 	}
 	// A connection to the capture port itself, from the network (15006 is
 	// never redirected), would be passed through to where it was going —
