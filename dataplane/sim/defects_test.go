@@ -59,7 +59,6 @@ func TestDefect12f_CrossNamespaceFallsOutOfTheMesh(t *testing.T) {
 // 12h: no upgrade_configs on the HTTP connection managers: a WebSocket
 // upgrade gets 403 from the caller's own sidecar.
 func TestDefect12h_WebSocketForbidden(t *testing.T) {
-	t.Skip("defect 12h: WebSocket upgrades get 403 (no upgrade_configs); remove the skip when fixed")
 	w := weftWorld(t, "testdata/shop.in.yaml")
 	check(t, walk(t, w, sim.Call{From: "shop/client-0", To: "web.shop:80", Protocol: sim.WebSocket, Path: "/ws"}),
 		sim.Verdict{Kind: sim.Delivered, Pod: "shop/web-0", Port: 8080, MTLS: true, ClientIdentity: clientID})

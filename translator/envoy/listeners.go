@@ -344,6 +344,11 @@ func (v *view) hcm(statPrefix, rds string, inline *routev3.RouteConfiguration, d
 		StreamIdleTimeout: durationZero(),
 		AccessLog:         v.accessLog(),
 		Tracing:           v.tracing(),
+		// WebSocket upgrades pass, on both sidecars: without an
+		// upgrade_configs entry Envoy answers an Upgrade request 403
+		// (Istio enables websocket on every HTTP manager too). Each
+		// AuthPolicy and route still applies to the upgrade request.
+		UpgradeConfigs: []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
 	}
 	if dir == inbound {
 		// AuthPolicy's path rules run here: judge the path the application
