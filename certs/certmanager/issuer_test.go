@@ -3,14 +3,12 @@ package certmanager_test
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
 	"fmt"
-	"math/big"
 	"net/url"
 	"os"
 	"os/exec"
@@ -27,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/certs/builtin"
 	"github.com/weftmesh/weft/certs/certmanager"
 	"github.com/weftmesh/weft/internal/testing/testenv"
 )
@@ -152,25 +151,12 @@ func startCertManager(logDir, ns, controllers string) (stop func(), err error) {
 // waits until cert-manager's issuers controller marks it Ready.
 func newCA(t *testing.T, ctx context.Context, ns, name string) *x509.Certificate {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	kp, err := builtin.NewCA("test mesh CA "+name, time.Now(), 24*time.Hour, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: "test mesh CA " + name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(der)
-	keyPEM, _ := certs.EncodeKeyPEM(key)
+	ca := kp.Cert
+	keyPEM, _ := certs.EncodeKeyPEM(kp.Signer())
 	certPEM := certs.EncodeCertificatesPEM([]*x509.Certificate{ca})
 	if err := env.Client.Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name + "-key"},
