@@ -104,6 +104,9 @@ type Verdict struct {
 	// at the first hop that had one ("cluster=weight"); the walk follows
 	// the heaviest.
 	Split []string
+	// RequestHeaders are the headers of the HTTP request the application
+	// received, as the last sidecar forwarded them (nil for TCP).
+	RequestHeaders map[string]string
 }
 
 func (v Verdict) String() string {

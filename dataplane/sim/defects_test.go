@@ -214,3 +214,26 @@ spec:
   containers: [{name: app, image: probed:1}]
 status: {podIPs: [{ip: 10.1.0.70}]}
 `
+
+// 12o: the inbound HTTP manager sets use_remote_address without
+// internal_address_config, so (Envoy 1.33 and later) no caller is internal:
+// every mesh request is an edge request, its x-request-id is replaced at
+// each hop and tracing loses the thread.
+func TestDefect12o_RequestIDReplacedInsideTheMesh(t *testing.T) {
+	w := weftWorld(t, "testdata/shop.in.yaml")
+	for _, h := range []map[string]string{
+		{"x-request-id": "req-1"},
+		// From an ingress: the caller's own x-forwarded-for.
+		{"x-request-id": "req-1", "x-forwarded-for": "203.0.113.9"},
+	} {
+		got := walk(t, w, sim.Call{From: "shop/client-0", To: "web.shop:80", Headers: h})
+		check(t, got, sim.Verdict{Kind: sim.Delivered, Pod: "shop/web-0", Port: 8080, MTLS: true, ClientIdentity: clientID})
+		if id := got.RequestHeaders["x-request-id"]; id != "req-1" {
+			t.Errorf("with headers %v the application got x-request-id %q, want req-1", h, id)
+		}
+	}
+	got := walk(t, w, sim.Call{From: "shop/client-0", To: "web.shop:80", Headers: map[string]string{"x-request-id": "req-2"}})
+	if got.RequestHeaders["x-envoy-internal"] != "true" {
+		t.Errorf("a mesh request is not internal: headers %v", got.RequestHeaders)
+	}
+}

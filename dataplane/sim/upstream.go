@@ -85,6 +85,7 @@ func (k *walker) http(p *Pod, h *hcmv3.HttpConnectionManager, ds downstream, c c
 			req.Headers[":path"] = np
 		}
 	}
+	k.mutateRequestHeaders(p, h, ds, req)
 	rc := h.GetRouteConfig()
 	if rds := h.GetRds(); rds != nil {
 		rc = nil
@@ -128,6 +129,83 @@ func (k *walker) http(p *Pod, h *hcmv3.HttpConnectionManager, ds downstream, c c
 		}
 	}
 	return Verdict{Kind: Reset, Reason: fmt.Sprintf("%s: HCM %q has no router filter", p.Key(), h.GetStatPrefix())}
+}
+
+// internalOnly are the x-envoy-* request headers an HCM strips from a
+// request it does not consider internal.
+var internalOnly = []string{
+	"x-envoy-retry-on", "x-envoy-retry-grpc-on", "x-envoy-max-retries", "x-envoy-upstream-alt-stat-name",
+	"x-envoy-upstream-rq-timeout-ms", "x-envoy-upstream-rq-per-try-timeout-ms", "x-envoy-upstream-rq-timeout-alt-response",
+	"x-envoy-expected-rq-timeout-ms", "x-envoy-force-trace", "x-envoy-ip-tags",
+}
+
+// mutateRequestHeaders is what an HCM does to a request's headers before
+// routing (ConnectionManagerUtility::mutateRequestHeaders in
+// source/common/http/conn_manager_utility.cc), as far as the walk needs:
+//
+//   - use_remote_address: the peer's address is appended to
+//     x-forwarded-for (the local address for a loopback peer); the request
+//     is internal when x-forwarded-for held no address before and the peer
+//     is an internal address. Without it, the request is internal when
+//     x-forwarded-for holds exactly one address, an internal one.
+//   - internal addresses are internal_address_config's cidr_ranges; with
+//     none, no address is internal (Envoy 1.33 and later: the runtime flag
+//     envoy.reloadable_features.explicit_internal_address_config; before,
+//     RFC 1918 and loopback were).
+//   - internal: x-envoy-internal: true. Otherwise x-envoy-internal and the
+//     internal-only x-envoy-* headers are removed.
+//   - an edge request (use_remote_address and not internal) gets a new
+//     x-request-id unless preserve_external_request_id; any request
+//     without one gets one.
+func (k *walker) mutateRequestHeaders(p *Pod, h *hcmv3.HttpConnectionManager, ds downstream, req *Request) {
+	xff, hadXFF := req.get("x-forwarded-for")
+	delete(req.Headers, "x-envoy-internal")
+	internal := false
+	if h.GetUseRemoteAddress().GetValue() {
+		peer := ds.remote.Addr()
+		appended := peer
+		if peer.IsLoopback() {
+			appended = ds.local.Addr()
+		}
+		if hadXFF {
+			req.Headers["x-forwarded-for"] = xff + "," + appended.String()
+		} else {
+			req.Headers["x-forwarded-for"] = appended.String()
+		}
+		internal = !hadXFF && internalAddress(h.GetInternalAddressConfig(), peer)
+	} else if hadXFF && !strings.Contains(xff, ",") {
+		if a, err := netip.ParseAddr(strings.TrimSpace(xff)); err == nil {
+			internal = internalAddress(h.GetInternalAddressConfig(), a)
+		}
+	}
+	edge := !internal && h.GetUseRemoteAddress().GetValue()
+	if internal {
+		req.Headers["x-envoy-internal"] = "true"
+	} else {
+		for _, n := range internalOnly {
+			delete(req.Headers, n)
+		}
+	}
+	_, hasID := req.get("x-request-id")
+	if (edge && !h.GetPreserveExternalRequestId()) || !hasID {
+		k.ids++
+		id := fmt.Sprintf("generated-by-%s-%d", p.Key(), k.ids)
+		if hasID {
+			k.logf("%s envoy: HCM %q: external request (peer %s): x-request-id %s replaced by %s", p.Key(), h.GetStatPrefix(), ds.remote.Addr(), req.Headers["x-request-id"], id)
+		}
+		req.Headers["x-request-id"] = id
+	}
+}
+
+// internalAddress: internal_address_config's cidr_ranges hold a
+// (InternalAddressConfig in source/common/http/conn_manager_config.h).
+func internalAddress(cfg *hcmv3.HttpConnectionManager_InternalAddressConfig, a netip.Addr) bool {
+	for _, r := range cfg.GetCidrRanges() {
+		if inCIDR(r.GetAddressPrefix(), r.GetPrefixLen().GetValue(), r.GetPrefixLen() != nil, a) {
+			return true
+		}
+	}
+	return false
 }
 
 func routeName(rt *routev3.Route) string {
@@ -433,6 +511,9 @@ func (k *walker) deliver(p *Pod, app *AppSocket, local netip.AddrPort, c conn) V
 		return v
 	}
 	v.Kind = Delivered
+	if c.req != nil {
+		v.RequestHeaders = c.req.clone().Headers
+	}
 	if k.passthrough && !k.mtls {
 		v.Kind, v.Reason = PassthroughPlaintext, "the caller's sidecar passed it through in plaintext"
 	}

@@ -83,6 +83,7 @@ type walker struct {
 	peerID      string
 	passthrough bool
 	split       []string
+	ids         int // x-request-ids generated, for deterministic values
 }
 
 // Walk runs one call through the World and returns its trace and verdict.

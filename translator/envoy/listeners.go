@@ -323,6 +323,23 @@ func inboundRoute(port int32) *routev3.RouteConfiguration {
 	}
 }
 
+// meshInternalRanges are the peers an inbound HTTP manager treats as
+// internal: RFC 1918, shared address space (RFC 6598, which some
+// clouds' pod networks use), loopback, and IPv6 unique-local and loopback
+// (the ranges Envoy treated as internal before 1.33). A cluster whose pods
+// have public addresses (global IPv6) gets its mesh requests treated as
+// external: x-envoy-* headers stripped, x-request-id still kept.
+var meshInternalRanges = []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8", "fc00::/7", "::1/128"}
+
+func internalAddresses() *hcmv3.HttpConnectionManager_InternalAddressConfig {
+	c := &hcmv3.HttpConnectionManager_InternalAddressConfig{}
+	for _, r := range meshInternalRanges {
+		p := netip.MustParsePrefix(r)
+		c.CidrRanges = append(c.CidrRanges, &corev3.CidrRange{AddressPrefix: p.Addr().String(), PrefixLen: wrapperspb.UInt32(uint32(p.Bits()))})
+	}
+	return c
+}
+
 type direction int
 
 const (
@@ -357,6 +374,15 @@ func (v *view) hcm(statPrefix, rds string, inline *routev3.RouteConfiguration, d
 		// normalization and merged slashes, as Istio's default does).
 		h.NormalizePath = wrapperspb.Bool(true)
 		h.MergeSlashes = true
+		// With use_remote_address, Envoy 1.33 and later consider no peer
+		// internal unless told: every mesh request was an edge request,
+		// had its x-request-id replaced at every hop and its x-envoy-*
+		// headers stripped. Peers in the private ranges pod networks use
+		// are internal; and a request that was external somewhere before
+		// (an ingress's x-forwarded-for) keeps its x-request-id, which
+		// only correlates logs and traces.
+		h.InternalAddressConfig = internalAddresses()
+		h.PreserveExternalRequestId = true
 		// %2F and %5C are slashes to most applications (and every
 		// framework that decodes the path before routing): decode them
 		// before AuthPolicy looks, or a Deny on /admin is bypassed by
