@@ -13,12 +13,19 @@ import (
 )
 
 const (
-	// AnnotationExportTo on a Service lists the namespaces (comma-separated,
-	// or "*" for all) whose proxies may reach it. Without it a Service is
-	// visible in its own namespace only: config stays proportional to what
-	// a workload can reach.
+	// AnnotationExportTo on a Service lists the namespaces (comma-separated;
+	// "*" for all, "." for the Service's own) whose proxies hold it; on a
+	// Namespace, the default of its Services that do not say. Without
+	// either, a Service is visible mesh-wide (DefaultServiceExportTo), as
+	// Kubernetes users expect every Service to be callable from everywhere.
+	// Scoping shrinks configuration only: a proxy refuses a call to a
+	// meshed Service outside its scope (docs/design/055).
 	AnnotationExportTo = "weft.dev/export-to"
 )
+
+// DefaultServiceExportTo is where a Service is visible when neither it nor
+// its namespace says: every namespace.
+const DefaultServiceExportTo = "*"
 
 // services builds ir.Services from Services, EndpointSlices and Pods.
 func (t *translation) services() {
@@ -37,13 +44,19 @@ func (t *translation) services() {
 		slices[k] = append(slices[k], s)
 	}
 
+	nsExport := map[string]string{}
+	for _, ns := range t.in.Namespaces {
+		if v, ok := ns.Annotations[AnnotationExportTo]; ok {
+			nsExport[ns.Name] = v
+		}
+	}
 	t.byKey = map[ir.ServiceKey]*ir.Service{}
 	for _, s := range t.in.Services {
 		if s.Spec.Type == corev1.ServiceTypeExternalName {
 			continue // a DNS alias: nothing to proxy
 		}
 		key := ir.ServiceKey{Namespace: s.Namespace, Name: s.Name}
-		svc := &ir.Service{Key: key, ExportTo: exportTo(s), Selector: s.Spec.Selector}
+		svc := &ir.Service{Key: key, ExportTo: exportTo(s, nsExport), Selector: s.Spec.Selector}
 		if s.Spec.ClusterIP == corev1.ClusterIPNone {
 			svc.Headless = true
 		} else {
@@ -79,14 +92,25 @@ func (t *translation) services() {
 	sort.Slice(t.mesh.Services, func(i, j int) bool { return t.mesh.Services[i].Key.Less(t.mesh.Services[j].Key) })
 }
 
-func exportTo(s *corev1.Service) []string {
+// exportTo resolves where s is visible: its own annotation, else its
+// namespace's, else mesh-wide. "." names the Service's namespace (always
+// included anyway); an annotation that lists nothing usable means the
+// Service's namespace only.
+func exportTo(s *corev1.Service, nsExport map[string]string) []string {
 	v, ok := s.Annotations[AnnotationExportTo]
 	if !ok {
-		return nil
+		v, ok = nsExport[s.Namespace]
+	}
+	if !ok {
+		return []string{DefaultServiceExportTo}
 	}
 	var out []string
 	for _, ns := range strings.Split(v, ",") {
-		if ns = strings.TrimSpace(ns); ns != "" {
+		switch ns = strings.TrimSpace(ns); ns {
+		case "", ".", s.Namespace:
+		case "*":
+			return []string{"*"}
+		default:
 			out = append(out, ns)
 		}
 	}

@@ -39,14 +39,16 @@ func mesh(t *testing.T, w int) *ir.Mesh {
 	return translator.Translate(in).Mesh
 }
 
+// shopYAML: two namespaces whose Services are visible in their own only
+// (the namespaces' weft.dev/export-to).
 const shopYAML = `
 apiVersion: v1
 kind: Namespace
-metadata: {name: shop}
+metadata: {name: shop, annotations: {weft.dev/export-to: "."}}
 ---
 apiVersion: v1
 kind: Namespace
-metadata: {name: other}
+metadata: {name: other, annotations: {weft.dev/export-to: "."}}
 ---
 apiVersion: v1
 kind: Service

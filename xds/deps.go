@@ -35,6 +35,24 @@ func affects(ch *ir.Change, p dataplane.Proxy, s *snapshot) bool {
 			sc.New != nil && envoy.Visible(sc.New, p) {
 			return true
 		}
+		// A sidecar refuses (or under RegistryOnly passes) by address the
+		// Services it does not hold: their addresses, ports and whether
+		// they are unmeshed shape its outbound listener.
+		if p.Kind != dataplane.KindGRPC && !envoy.SameRefusal(sc.Old, sc.New) {
+			return true
+		}
+	}
+	return false
+}
+
+// refusalChanged says whether an endpoint change of the changed Services
+// made one of them envoy.Unmeshed or no longer: every sidecar that does not hold
+// it refuses or passes it by address, so must be built again.
+func refusalChanged(prev, next *ir.Mesh, changed []ir.ServiceKey) bool {
+	for _, k := range changed {
+		if !envoy.SameRefusal(prev.Service(k), next.Service(k)) {
+			return true
+		}
 	}
 	return false
 }

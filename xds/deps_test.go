@@ -14,10 +14,10 @@ import (
 // to checkout-v2, and web), other (ledger), lone (hermit) and shared
 // (global, exported to every namespace).
 var depsBase = []string{
-	`{apiVersion: v1, kind: Namespace, metadata: {name: shop}}`,
-	`{apiVersion: v1, kind: Namespace, metadata: {name: other}}`,
-	`{apiVersion: v1, kind: Namespace, metadata: {name: lone}}`,
-	`{apiVersion: v1, kind: Namespace, metadata: {name: shared}}`,
+	`{apiVersion: v1, kind: Namespace, metadata: {name: shop, annotations: {weft.dev/export-to: "."}}}`,
+	`{apiVersion: v1, kind: Namespace, metadata: {name: other, annotations: {weft.dev/export-to: "."}}}`,
+	`{apiVersion: v1, kind: Namespace, metadata: {name: lone, annotations: {weft.dev/export-to: "."}}}`,
+	`{apiVersion: v1, kind: Namespace, metadata: {name: shared, annotations: {weft.dev/export-to: "."}}}`,
 	`{apiVersion: v1, kind: Service, metadata: {name: checkout, namespace: shop}, spec: {clusterIP: 10.0.0.1, selector: {app: checkout}, ports: [{name: http, port: 80}]}}`,
 	`{apiVersion: v1, kind: Service, metadata: {name: checkout-v2, namespace: shop}, spec: {clusterIP: 10.0.0.2, selector: {app: checkout, v: "2"}, ports: [{name: http, port: 80}]}}`,
 	`{apiVersion: v1, kind: Service, metadata: {name: web, namespace: shop}, spec: {clusterIP: 10.0.0.3, selector: {app: web}, ports: [{name: http, port: 80}]}}`,
@@ -88,7 +88,7 @@ func TestAffects(t *testing.T) {
 			`{apiVersion: mesh.weft.dev/v1alpha1, kind: TrafficSplit, metadata: {name: checkout, namespace: shop, generation: 2}, spec: {rootService: {name: checkout}, backends: [{name: checkout, weight: 80}, {name: checkout-v2, weight: 20}]}}`)},
 		{name: "an endpoint of a split's backend", want: []string{"checkout", "web"}, next: replace(depsBase, "name: checkout-v2-1",
 			`{apiVersion: discovery.k8s.io/v1, kind: EndpointSlice, metadata: {name: checkout-v2-1, namespace: shop, labels: {kubernetes.io/service-name: checkout-v2}}, addressType: IPv4, ports: [{name: http, port: 80}], endpoints: [{addresses: [10.1.0.9]}]}`)},
-		{name: "a new Service in a namespace only its own proxies see", want: []string{"ledger", "ledger-grpc"}, next: append(depsBase,
+		{name: "a new Service in a namespace only its own proxies see (every other sidecar refuses it)", want: all, next: append(depsBase,
 			`{apiVersion: v1, kind: Service, metadata: {name: audit, namespace: other}, spec: {clusterIP: 10.0.1.2, ports: [{name: http, port: 80}]}}`)},
 		{name: "a new Service exported everywhere", want: all, next: append(depsBase,
 			`{apiVersion: v1, kind: Service, metadata: {name: dns, namespace: lone, annotations: {weft.dev/export-to: "*"}}, spec: {clusterIP: 10.0.2.2, ports: [{name: http, port: 80}]}}`)},
@@ -98,9 +98,9 @@ func TestAffects(t *testing.T) {
 			`{apiVersion: mesh.weft.dev/v1alpha1, kind: AuthPolicy, metadata: {name: no-shop, namespace: other, generation: 1}, spec: {targetRefs: [{group: "", kind: Service, name: ledger}], action: Deny, rules: [{from: {namespaces: [shop]}}]}}`)},
 		{name: "an AuthPolicy on a namespace every proxy sees into", want: all, next: append(depsBase,
 			`{apiVersion: mesh.weft.dev/v1alpha1, kind: AuthPolicy, metadata: {name: no-lone, namespace: shared, generation: 1}, spec: {targetRefs: [{group: "", kind: Namespace, name: shared}], action: Deny, rules: [{from: {namespaces: [lone]}}]}}`)},
-		{name: "a namespace's mTLS mode", want: []string{"ledger", "ledger-grpc"}, next: replace(depsBase, "name: other}",
-			`{apiVersion: v1, kind: Namespace, metadata: {name: other, labels: {weft.dev/mtls-mode: Strict}}}`)},
-		{name: "a Service removed", want: []string{"hermit"}, next: without(depsBase, "name: hermit")},
+		{name: "a namespace's mTLS mode", want: []string{"ledger", "ledger-grpc"}, next: replace(depsBase, "name: other, annotations: {weft.dev/export-to: \".\"}}",
+			`{apiVersion: v1, kind: Namespace, metadata: {name: other, annotations: {weft.dev/export-to: "."}, labels: {weft.dev/mtls-mode: Strict}}}`)},
+		{name: "a Service removed (every sidecar refused or held it)", want: []string{"checkout", "hermit", "ledger", "web"}, next: without(depsBase, "name: hermit")},
 		{name: "the outbound policy", want: all, next: append(depsBase,
 			`{apiVersion: mesh.weft.dev/v1alpha1, kind: MeshConfig, metadata: {name: weft}, spec: {outboundTrafficPolicy: RegistryOnly}}`)},
 	}

@@ -24,9 +24,9 @@ import (
 // (exported everywhere, meshed). lone has only its own hermit, so its proxy
 // sees global through the export alone.
 var patchBase = []string{
-	`{apiVersion: v1, kind: Namespace, metadata: {name: shop}}`,
-	`{apiVersion: v1, kind: Namespace, metadata: {name: lone}}`,
-	`{apiVersion: v1, kind: Namespace, metadata: {name: shared}}`,
+	`{apiVersion: v1, kind: Namespace, metadata: {name: shop, annotations: {weft.dev/export-to: "."}}}`,
+	`{apiVersion: v1, kind: Namespace, metadata: {name: lone, annotations: {weft.dev/export-to: "."}}}`,
+	`{apiVersion: v1, kind: Namespace, metadata: {name: shared, annotations: {weft.dev/export-to: "."}}}`,
 	`{apiVersion: v1, kind: Service, metadata: {name: web, namespace: shop}, spec: {clusterIP: 10.0.0.3, selector: {app: web}, ports: [{name: http, port: 80}]}}`,
 	`{apiVersion: v1, kind: Service, metadata: {name: checkout, namespace: shop}, spec: {clusterIP: 10.0.0.1, selector: {app: checkout}, ports: [{name: http, port: 80}, {name: grpc, port: 9000, appProtocol: grpc}]}}`,
 	`{apiVersion: v1, kind: Service, metadata: {name: api, namespace: shop}, spec: {clusterIP: 10.0.0.4, selector: {app: api}, ports: [{name: http, port: 80, targetPort: http-api}]}}`,
@@ -195,6 +195,10 @@ func TestEndpointPatchFallsBack(t *testing.T) {
 					dependents++
 				}
 			}
+			// Both changes also change how the sidecars that do not hold
+			// the Service refuse it (envoy.SameRefusal): hermit's group
+			// too is built again.
+			dependents++
 			builds, patches := a.Builds(), a.Patches()
 			a.UpdateEndpoints(full, []ir.ServiceKey{key}, time.Now())
 			if got := a.Builds() - builds; got != uint64(dependents) || a.Patches() != patches {

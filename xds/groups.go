@@ -65,6 +65,12 @@ func (a *ADS) UpdateEndpoints(mesh *ir.Mesh, changed []ir.ServiceKey, event time
 	a.mu.Lock()
 	prev := a.mesh
 	a.mu.Unlock()
+	if prev != nil && refusalChanged(prev, mesh, changed) {
+		// Rare: a Service moved between unmeshed and meshed workloads. Sidecars that do not hold it refuse or pass it by address
+		// (envoy.SameRefusal): every group is built again.
+		a.update(mesh, event, func(g *group) bool { return true }, a.rebuild)
+		return
+	}
 	pt := prepareEndpoints(prev, mesh, changed, a.enc)
 	a.update(mesh, event,
 		func(g *group) bool { return g.failed.Load() || dependsOn(g.snap.Load(), changed) },

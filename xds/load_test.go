@@ -412,22 +412,35 @@ func TestPolicyChangeRebuildsOnlyDependents(t *testing.T) {
 	}
 	onlyOne(before, 3, 1) // its routes
 
-	// 2. A new Service in ns-5: ns-5's group never depended on it, but it
-	// is in its scope.
+	// 2. A new Service in ns-5, visible there only: ns-5's group never
+	// depended on it, but it is in its scope. Every other sidecar refuses
+	// calls to it by address (translator/envoy/refuse.go, docs/design/055),
+	// so each is built again and receives one listener, nothing else.
 	fresh := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "fresh", Namespace: testmesh.Namespace(5)},
+		ObjectMeta: metav1.ObjectMeta{Name: "fresh", Namespace: testmesh.Namespace(5), Annotations: map[string]string{translator.AnnotationExportTo: "."}},
 		Spec:       corev1.ServiceSpec{ClusterIP: "10.99.0.1", Ports: []corev1.ServicePort{{Name: "http", Port: 7070, TargetPort: intstr.FromInt32(7070)}}},
 	}
 	cluster := "outbound|7070||fresh.ns-5.svc.cluster.local"
 	before, builds = responses(), ads.Builds()
 	ads.Update(translator.Translate(weighted(20, fresh)).Mesh, time.Now())
-	if got := ads.Builds() - builds; got != 1 {
-		t.Errorf("a new Service rebuilt %d groups, want 1", got)
+	if got := ads.Builds() - builds; got != uint64(namespaces) {
+		t.Errorf("a new Service rebuilt %d groups, want %d (its own, and every one that refuses it)", got, namespaces)
 	}
 	if !proxies[5].WaitFor(ctx, func(v map[string]map[string]string) bool { return v[resourcev3.ClusterType][cluster] != "" }) {
 		t.Fatal("the new Service never reached the proxy that sees its namespace")
 	}
-	onlyOne(before, 5, 4) // cluster, endpoints, listener (port 7070), routes
+	waitSynced(t, ads, namespaces)
+	time.Sleep(300 * time.Millisecond) // give a wrong push the chance to show
+	after := responses()
+	for j := range proxies {
+		want := 1 // the outbound listener, with the refusal
+		if j == 5 {
+			want = 4 // cluster, endpoints, listener (port 7070), routes
+		}
+		if got := after[j] - before[j]; got != want {
+			t.Errorf("proxy of %s received %d responses for the new Service, want %d", testmesh.Namespace(j), got, want)
+		}
+	}
 
 	// 3. The same model again: nothing to rebuild, nothing to send.
 	before, builds = responses(), ads.Builds()

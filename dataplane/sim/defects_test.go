@@ -50,7 +50,6 @@ func TestDefect12c_IPv6NotCaptured(t *testing.T) {
 // 12f: a Service is visible only in its own namespace: a shop pod calling
 // vault's secrets passes through in plaintext, and Strict vault closes it.
 func TestDefect12f_CrossNamespaceFallsOutOfTheMesh(t *testing.T) {
-	t.Skip("defect 12f: cross-namespace calls leave in plaintext passthrough by default; remove the skip when fixed")
 	w := weftWorld(t, "testdata/shop.in.yaml")
 	check(t, walk(t, w, sim.Call{From: "shop/client-0", To: "secrets.vault:80"}),
 		sim.Verdict{Kind: sim.Delivered, Pod: "vault/secrets-0", Port: 8080, MTLS: true, ClientIdentity: clientID})

@@ -150,6 +150,7 @@ func (v *view) outboundListener() *listenerv3.Listener {
 			})
 		}
 	}
+	l.FilterChains = append(l.FilterChains, v.refusalChains(claimed)...)
 	fallback := dataplane.PassthroughCluster
 	if v.mesh.Outbound == ir.OutboundRegistryOnly {
 		fallback = dataplane.BlackHoleCluster

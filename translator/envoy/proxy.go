@@ -95,6 +95,9 @@ type view struct {
 	inbound []inboundPort
 	// authz: policies that protect the proxy's workload.
 	authz []*ir.AuthPolicy
+	// refused: the Services with cluster IPs the proxy does not hold and
+	// answers locally (refuse.go), in mesh order.
+	refused []refusal
 	// served: the Services that select the proxy's workload.
 	served []ir.ServiceKey
 	// mtls is the proxy's namespace mode.
@@ -121,14 +124,20 @@ func newView(mesh *ir.Mesh, p dataplane.Proxy) *view {
 		v.authz = append(v.authz, ns.AuthPolicies...)
 	}
 	ports := map[int32]ir.Protocol{}
+	sidecar := p.Kind != dataplane.KindGRPC
 	for i, svc := range mesh.Services {
 		if !Visible(svc, p) {
+			if sidecar {
+				v.refuse(svc, i, refusedOutOfScope)
+			}
 			continue
 		}
 		v.namespaces[svc.Key.Namespace] = true // mayReach reads its settings
 		if v.mayReach(svc) {
 			v.outbound = append(v.outbound, svc)
 			v.outIdx = append(v.outIdx, i)
+		} else if sidecar {
+			v.refuse(svc, i, refusedByPolicy)
 		}
 		if svc.Key.Namespace != p.Namespace || !selects(svc.Selector, p.Labels) {
 			continue
@@ -152,6 +161,22 @@ func newView(mesh *ir.Mesh, p dataplane.Proxy) *view {
 	}
 	sort.Slice(v.inbound, func(i, j int) bool { return v.inbound[i].port < v.inbound[j].port })
 	return v
+}
+
+// refuse records that the proxy does not hold svc, for why: an Unmeshed
+// Service passes through under RegistryOnly (under AllowAny the default
+// chain passes it through already); any other is refused.
+func (v *view) refuse(svc *ir.Service, i int, why refusalReason) {
+	if len(svc.ClusterIPs) == 0 {
+		return
+	}
+	if Unmeshed(svc) {
+		if v.mesh.Outbound != ir.OutboundRegistryOnly {
+			return
+		}
+		why = passedUnmeshed
+	}
+	v.refused = append(v.refused, refusal{svc: svc, idx: i, reason: why})
 }
 
 // servedPort is the container port that carries sp on the pod with the

@@ -1,6 +1,7 @@
 package envoy_test
 
 import (
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -35,6 +36,26 @@ func TestConfigDoesNotGrowWithUnrelatedNamespaces(t *testing.T) {
 	if got := len(small.Endpoints); got != 10 {
 		t.Fatalf("proxy sees %d Services' endpoints, want its namespace's 10", got)
 	}
+	// What does grow: the outbound listener lists the cluster IP of every
+	// meshed Service outside the scope, so that a call to one is refused
+	// rather than sent in plaintext (refuse.go). One address each, nothing
+	// else: no cluster, route or endpoint.
+	if a, b := refusedAddrs(small), refusedAddrs(large); a != 90 || b != 990 {
+		t.Fatalf("refused addresses: %d with 10 namespaces, %d with 100; want 90 and 990 (the out-of-scope Services)", a, b)
+	}
+}
+
+// refusedAddrs counts the addresses of the outbound refusal chains.
+func refusedAddrs(r *envoy.Resources) int {
+	n := 0
+	for _, l := range r.Listeners {
+		for _, fc := range l.FilterChains {
+			if strings.HasPrefix(fc.Name, "outbound|out_of_scope|") {
+				n += len(fc.GetFilterChainMatch().GetPrefixRanges())
+			}
+		}
+	}
+	return n
 }
 
 // TestExportedServicesAreVisible: exporting to every namespace makes a

@@ -69,6 +69,9 @@ func (s *Shared) Build(p dataplane.Proxy) *Resources {
 type viewEntry struct {
 	kind     dataplane.ProxyKind
 	outbound []int // indices in mesh.Services
+	// refused: what the view refuses or passes (3*index + reason): the
+	// outbound listener's refusal chains read it.
+	refused []int
 
 	once      sync.Once
 	clusters  []*clusterv3.Cluster
@@ -111,15 +114,20 @@ func (s *Shared) entry(v *view) *viewEntry {
 	for _, i := range v.outIdx {
 		put(i)
 	}
+	refused := make([]int, len(v.refused))
+	for j, r := range v.refused {
+		refused[j] = 3*r.idx + int(r.reason)
+		put(-1 - refused[j])
+	}
 	sum := h.Sum64()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, e := range s.views[sum] {
-		if e.kind == v.proxy.Kind && slices.Equal(e.outbound, v.outIdx) {
+		if e.kind == v.proxy.Kind && slices.Equal(e.outbound, v.outIdx) && slices.Equal(e.refused, refused) {
 			return e
 		}
 	}
-	e := &viewEntry{kind: v.proxy.Kind, outbound: v.outIdx, listeners: map[listenerKey]*listenerv3.Listener{}}
+	e := &viewEntry{kind: v.proxy.Kind, outbound: v.outIdx, refused: refused, listeners: map[listenerKey]*listenerv3.Listener{}}
 	s.views[sum] = append(s.views[sum], e)
 	return e
 }

@@ -25,8 +25,9 @@ type Options struct {
 	// SplitEvery: every SplitEvery-th Service is the root of a TrafficSplit
 	// (90/10 to itself and a neighbour); 0 means none.
 	SplitEvery int
-	// ExportAll exports every Service to every namespace, as a mesh without
-	// scoping does.
+	// ExportAll exports every Service to every namespace, as weft does by
+	// default; without it every Service is annotated weft.dev/export-to "."
+	// (its own namespace only): the scoped mesh.
 	ExportAll bool
 }
 
@@ -49,8 +50,9 @@ func Generate(o Options) *translator.Inputs {
 				Ports:     []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}},
 			},
 		}
+		svc.Annotations = map[string]string{translator.AnnotationExportTo: "."}
 		if o.ExportAll {
-			svc.Annotations = map[string]string{translator.AnnotationExportTo: "*"}
+			svc.Annotations[translator.AnnotationExportTo] = "*"
 		}
 		in.Services = append(in.Services, svc)
 		slice := &discoveryv1.EndpointSlice{
