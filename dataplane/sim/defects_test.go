@@ -236,3 +236,18 @@ func TestDefect12o_RequestIDReplacedInsideTheMesh(t *testing.T) {
 		t.Errorf("a mesh request is not internal: headers %v", got.RequestHeaders)
 	}
 }
+
+// 12p: PassthroughCluster had no HTTP protocol options: h2c and gRPC to a
+// host the mesh does not know, on a port the sidecar routes as HTTP, left
+// as HTTP/1.1, which an HTTP/2-only server (every gRPC server) refuses.
+func TestDefect12p_PassthroughDowngradesHTTP2(t *testing.T) {
+	w := weftWorld(t, "testdata/shop.in.yaml")
+	podOf(t, w, "shop/legacy-0").Apps = []sim.AppSocket{{Port: 80, Bind: netip.IPv6Unspecified()}}
+	for _, p := range []sim.Protocol{sim.GRPC, sim.H2C} {
+		check(t, walk(t, w, sim.Call{From: "shop/client-0", To: "10.1.0.50:80", Protocol: p, Path: "/pkg.Svc/Get"}),
+			sim.Verdict{Kind: sim.PassthroughPlaintext, Pod: "shop/legacy-0", Port: 80})
+	}
+	// HTTP/1.1 stays HTTP/1.1.
+	check(t, walk(t, w, sim.Call{From: "shop/client-0", To: "10.1.0.50:80"}),
+		sim.Verdict{Kind: sim.PassthroughPlaintext, Pod: "shop/legacy-0", Port: 80})
+}

@@ -13,6 +13,7 @@ import (
 	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -391,7 +392,13 @@ func (k *walker) upstream(p *Pod, name string, ds downstream, c conn, http bool)
 			break
 		}
 	}
-	up := conn{dst: dst, uid: ProxyUID, tls: c.tls, proto: c.proto, req: c.req}
+	up := conn{dst: dst, uid: ProxyUID, tls: c.tls, proto: c.proto, app: c.app, req: c.req}
+	if http {
+		up.proto = upstreamHTTP(cl, c.proto)
+		if up.proto != c.proto {
+			k.logf("%s envoy: cluster %q speaks %s upstream (downstream %s)", p.Key(), name, up.proto, c.proto)
+		}
+	}
 	if bc := cl.GetUpstreamBindConfig(); bc != nil {
 		// The extra_source_addresses entry of the upstream address's IP
 		// version, else source_address
@@ -430,6 +437,50 @@ func (k *walker) upstream(p *Pod, name string, ds downstream, c conn, http bool)
 		k.passthrough = true
 	}
 	return k.connect(p, up)
+}
+
+// upstreamHTTP is the protocol the router speaks to a cluster's endpoint:
+// the cluster's envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+// (ClusterInfoImpl::upstreamHttpProtocol in
+// source/common/upstream/upstream_impl.cc): explicit HTTP/2 or HTTP/1.1;
+// use_downstream_protocol_config: the downstream's; auto_config: by ALPN,
+// taken here as the downstream's. Without options, HTTP/1.1.
+func upstreamHTTP(cl *clusterv3.Cluster, downstream Protocol) Protocol {
+	h2 := func() Protocol {
+		if downstream == GRPC {
+			return GRPC // gRPC is HTTP/2 with its content type
+		}
+		if downstream == WebSocket {
+			return WebSocket // an upgrade: not modelled over HTTP/2
+		}
+		return H2C
+	}
+	h1 := func() Protocol {
+		if downstream == WebSocket {
+			return WebSocket
+		}
+		return HTTP1
+	}
+	a := cl.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+	if a == nil {
+		return h1()
+	}
+	o := &httpv3.HttpProtocolOptions{}
+	if err := a.UnmarshalTo(o); err != nil {
+		return h1()
+	}
+	switch {
+	case o.GetExplicitHttpConfig().GetHttp2ProtocolOptions() != nil:
+		return h2()
+	case o.GetExplicitHttpConfig() != nil:
+		return h1()
+	case o.GetUseDownstreamProtocolConfig() != nil, o.GetAutoConfig() != nil:
+		if downstream == H2C || downstream == GRPC {
+			return h2()
+		}
+		return h1()
+	}
+	return h1()
 }
 
 // originate is the ClientHello of an UpstreamTlsContext: the sidecar's own
@@ -508,6 +559,11 @@ func (k *walker) deliver(p *Pod, app *AppSocket, local netip.AddrPort, c conn) V
 		return v
 	case len(c.tls) == 0 && app.TLS:
 		v.Kind, v.Reason = TLSFailure, fmt.Sprintf("plaintext reached the application's TLS socket on %s", local)
+		return v
+	case c.proto == HTTP1 && (c.app == H2C || c.app == GRPC):
+		// An HTTP/2-only server (every gRPC server) answers an HTTP/1.1
+		// request with a protocol error.
+		v.Kind, v.Reason = Reset, fmt.Sprintf("the application on %s speaks %s; a proxy sent it HTTP/1.1", local, c.app)
 		return v
 	}
 	v.Kind = Delivered

@@ -47,7 +47,11 @@ type conn struct {
 	uid      int      // the owning socket's user; -1 from outside the World
 	tls      []*hello // TLS layers, outermost first
 	proto    Protocol
-	req      *Request
+	// app is what the calling application speaks, which the serving
+	// application is taken to speak too; proto is what is on the wire
+	// now (a proxy may change HTTP/2 to HTTP/1.1 on the way).
+	app Protocol
+	req *Request
 }
 
 // hello is a TLS ClientHello and what the client will check.
@@ -127,6 +131,7 @@ func (k *walker) start(call Call) Verdict {
 	if c.proto == "" {
 		c.proto = HTTP1
 	}
+	c.app = c.proto
 	if call.TLS != nil {
 		c.tls = []*hello{{sni: call.TLS.SNI, alpn: call.TLS.ALPN, by: "the application"}}
 	}

@@ -75,7 +75,7 @@ func (v *view) sidecarUpstreams() ([]*clusterv3.Cluster, []*endpointv3.ClusterLo
 			cla = append(cla, portLoadAssignment(name, port))
 			c.TransportSocketMatches = upstreamTLS(port)
 		}
-		c.TypedExtensionProtocolOptions = http2Options(port.Protocol)
+		c.TypedExtensionProtocolOptions = httpOptions(port.Protocol)
 		clusters = append(clusters, c)
 	}
 	return clusters, cla
@@ -280,6 +280,10 @@ func (v *view) fixedClusters() []*clusterv3.Cluster {
 			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
 			LbPolicy:             clusterv3.Cluster_CLUSTER_PROVIDED,
 			ConnectTimeout:       durationpb.New(connectTimeout),
+			// The HTTP route to an unknown host keeps the caller's HTTP
+			// version (12p: h2c and gRPC left as HTTP/1.1); tcp_proxy
+			// ignores these options.
+			TypedExtensionProtocolOptions: map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(followDownstream())},
 		},
 		{
 			Name:                 dataplane.BlackHoleCluster,
@@ -295,7 +299,7 @@ func (v *view) fixedClusters() []*clusterv3.Cluster {
 				Name:                          TracingCluster,
 				ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS},
 				ConnectTimeout:                durationpb.New(connectTimeout),
-				TypedExtensionProtocolOptions: http2Options(ir.ProtocolGRPC),
+				TypedExtensionProtocolOptions: httpOptions(ir.ProtocolGRPC),
 				LoadAssignment: &endpointv3.ClusterLoadAssignment{ClusterName: TracingCluster, Endpoints: []*endpointv3.LocalityLbEndpoints{{
 					LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
 						Address: socketAddress(host, uint32(n)),
@@ -332,7 +336,7 @@ func (v *view) fixedClusters() []*clusterv3.Cluster {
 	}
 	for _, in := range v.inbound {
 		c := v.localCluster(inboundCluster(in.port))
-		c.TypedExtensionProtocolOptions = http2Options(in.protocol)
+		c.TypedExtensionProtocolOptions = httpOptions(in.protocol)
 		out = append(out, c)
 	}
 	return out
@@ -384,19 +388,36 @@ func staticCluster(name, ip string, port uint32) *clusterv3.Cluster {
 	}
 }
 
-// http2Options makes a cluster speak HTTP/2 upstream, for HTTP2 and gRPC
-// ports; nil (HTTP/1.1, or raw TCP) otherwise.
-func http2Options(p ir.Protocol) map[string]*anypb.Any {
-	if p != ir.ProtocolHTTP2 && p != ir.ProtocolGRPC {
+// httpOptions says which HTTP a cluster speaks upstream: HTTP/2 for HTTP2
+// and gRPC ports (the Service says the server speaks it); for HTTP ports
+// the downstream's protocol, so that the mesh does not change what the
+// application would have received without it (an h2c or gRPC client keeps
+// HTTP/2, an HTTP/1.1 client HTTP/1.1); nil for TCP, where a router never
+// uses the cluster.
+func httpOptions(p ir.Protocol) map[string]*anypb.Any {
+	var o *httpv3.HttpProtocolOptions
+	switch p {
+	case ir.ProtocolHTTP2, ir.ProtocolGRPC:
+		o = &httpv3.HttpProtocolOptions{UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+		}}}
+	case ir.ProtocolHTTP:
+		o = followDownstream()
+	default:
 		return nil
 	}
-	return map[string]*anypb.Any{
-		"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(&httpv3.HttpProtocolOptions{
-			UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
-				ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
-			}},
-		}),
-	}
+	return map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(o)}
+}
+
+// followDownstream: HTTP/1.1 upstream for HTTP/1.1 downstream, HTTP/2 for
+// HTTP/2 (Istio's passthroughHttpProtocolOptions).
+func followDownstream() *httpv3.HttpProtocolOptions {
+	return &httpv3.HttpProtocolOptions{UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_UseDownstreamProtocolConfig{
+		UseDownstreamProtocolConfig: &httpv3.HttpProtocolOptions_UseDownstreamHttpConfig{
+			HttpProtocolOptions:  &corev3.Http1ProtocolOptions{},
+			Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+		},
+	}}
 }
 
 func inboundCluster(port int32) string { return fmt.Sprintf("inbound|%d||", port) }
