@@ -3,9 +3,11 @@ package meshgen
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 
 	"github.com/weftmesh/weft/capture"
 	"github.com/weftmesh/weft/dataplane"
@@ -40,34 +42,69 @@ func (m *Mesh) World(exportAll bool) (*sim.World, error) {
 		}
 		in = &cp
 	}
+	apps := map[string][]sim.AppSocket{}
+	for _, wl := range m.Workloads {
+		for _, pod := range wl.Pods {
+			var a []sim.AppSocket
+			for _, cp := range wl.Ports {
+				a = append(a, sim.AppSocket{Port: uint16(cp.Port), Bind: netip.IPv6Unspecified(), TLS: cp.Proto == ProtoTLS})
+			}
+			apps[pod.Namespace+"/"+pod.Name] = append(a, sim.AppSocket{Port: UndeclaredPort, Bind: netip.IPv6Unspecified()})
+		}
+	}
+	return BuildWorld(in, func(p *corev1.Pod) []sim.AppSocket { return apps[p.Namespace+"/"+p.Name] })
+}
+
+// BuildWorld is the simulator's World for translator inputs as weft serves
+// them: translator.Translate, envoy.Build for every pod with the sidecar
+// container (the proxy as its node describes itself, rewritten probes
+// included), each such pod's capture rules from its weft-init arguments
+// (Capture), kube-proxy's Services from the EndpointSlices (ready or not:
+// the walk takes the first endpoint), and DNS: <name>.<namespace>[.svc.cluster.local]
+// to the cluster IPs, or to the endpoints of a headless Service. apps
+// says what each pod's application listens on.
+func BuildWorld(in *translator.Inputs, apps func(*corev1.Pod) []sim.AppSocket) (*sim.World, error) {
 	mesh := translator.Translate(in).Mesh
 	w := &sim.World{DNS: map[string][]netip.Addr{}}
 	for _, svc := range in.Services {
-		info := m.service(svc.Namespace, svc.Name)
 		s := &sim.Service{Namespace: svc.Namespace, Name: svc.Name}
 		for _, ip := range svc.Spec.ClusterIPs {
 			if a, err := netip.ParseAddr(ip); err == nil {
 				s.ClusterIPs = append(s.ClusterIPs, a)
 			}
 		}
+		if len(s.ClusterIPs) == 0 {
+			if a, err := netip.ParseAddr(svc.Spec.ClusterIP); err == nil {
+				s.ClusterIPs = append(s.ClusterIPs, a)
+			}
+		}
+		var podAddrs []netip.Addr
 		for _, sp := range svc.Spec.Ports {
 			port := sim.ServicePort{Port: uint16(sp.Port)}
-			for _, pod := range info.Workload.Pods {
-				cp, _ := info.Workload.Port(sp.TargetPort)
-				for _, ip := range pod.Status.PodIPs {
-					port.Endpoints = append(port.Endpoints, netip.AddrPortFrom(netip.MustParseAddr(ip.IP), uint16(cp.Port)))
+			for _, es := range in.EndpointSlices {
+				if es.Namespace != svc.Namespace || es.Labels[discoveryv1.LabelServiceName] != svc.Name {
+					continue
+				}
+				for _, p := range es.Ports {
+					if p.Port == nil || (p.Name != nil && *p.Name != sp.Name) || (p.Name == nil && sp.Name != "") {
+						continue
+					}
+					for _, e := range es.Endpoints {
+						for _, a := range e.Addresses {
+							addr := netip.MustParseAddr(a)
+							port.Endpoints = append(port.Endpoints, netip.AddrPortFrom(addr, uint16(*p.Port)))
+							if !slices.Contains(podAddrs, addr) {
+								podAddrs = append(podAddrs, addr)
+							}
+						}
+					}
 				}
 			}
 			s.Ports = append(s.Ports, port)
 		}
 		addrs := s.ClusterIPs
 		if svc.Spec.ClusterIP == corev1.ClusterIPNone {
-			// A headless Service's name resolves to its pods.
-			for _, pod := range info.Workload.Pods {
-				for _, ip := range pod.Status.PodIPs {
-					addrs = append(addrs, netip.MustParseAddr(ip.IP))
-				}
-			}
+			addrs = podAddrs // a headless Service's name resolves to its endpoints
 		} else {
 			w.Services = append(w.Services, s)
 		}
@@ -75,43 +112,38 @@ func (m *Mesh) World(exportAll bool) (*sim.World, error) {
 			w.DNS[n] = addrs
 		}
 	}
-	for _, wl := range m.Workloads {
-		for _, pod := range wl.Pods {
-			p := &sim.Pod{Namespace: pod.Namespace, Name: pod.Name}
-			for _, ip := range pod.Status.PodIPs {
-				p.IPs = append(p.IPs, netip.MustParseAddr(ip.IP))
-			}
-			for _, cp := range wl.Ports {
-				p.Apps = append(p.Apps, sim.AppSocket{Port: uint16(cp.Port), Bind: netip.IPv6Unspecified(), TLS: cp.Proto == ProtoTLS})
-			}
-			p.Apps = append(p.Apps, sim.AppSocket{Port: UndeclaredPort, Bind: netip.IPv6Unspecified()})
-			if wl.Meshed {
-				proxy, err := proxyOf(pod)
-				if err != nil {
-					return nil, err
-				}
-				res := envoy.Build(mesh, proxy)
-				p.Proxy = &sim.Resources{Listeners: res.Listeners, Routes: res.Routes, Clusters: res.Clusters, Endpoints: res.Endpoints}
-				p.Identity = proxy.Identity(mesh.TrustDomain)
-				v4, v6, err := Capture(pod)
-				if err != nil {
-					return nil, err
-				}
-				p.CaptureV4, p.CaptureV6 = v4, v6
-			}
-			w.Pods = append(w.Pods, p)
+	for _, pod := range in.Pods {
+		p := &sim.Pod{Namespace: pod.Namespace, Name: pod.Name, Apps: apps(pod)}
+		for _, ip := range pod.Status.PodIPs {
+			p.IPs = append(p.IPs, netip.MustParseAddr(ip.IP))
 		}
+		if hasSidecar(pod) {
+			proxy, err := proxyOf(pod)
+			if err != nil {
+				return nil, err
+			}
+			res := envoy.Build(mesh, proxy)
+			p.Proxy = &sim.Resources{Listeners: res.Listeners, Routes: res.Routes, Clusters: res.Clusters, Endpoints: res.Endpoints}
+			p.Identity = proxy.Identity(mesh.TrustDomain)
+			v4, v6, err := Capture(pod)
+			if err != nil {
+				return nil, err
+			}
+			p.CaptureV4, p.CaptureV6 = v4, v6
+		}
+		w.Pods = append(w.Pods, p)
 	}
 	return w, nil
 }
 
-func (m *Mesh) service(ns, name string) *ServiceInfo {
-	for _, s := range m.Services {
-		if s.Svc.Namespace == ns && s.Svc.Name == name {
-			return s
+// hasSidecar: the pod has the injected proxy container.
+func hasSidecar(p *corev1.Pod) bool {
+	for _, c := range append(append([]corev1.Container(nil), p.Spec.InitContainers...), p.Spec.Containers...) {
+		if c.Name == dataplane.SidecarContainerName {
+			return true
 		}
 	}
-	panic("meshgen: no Service " + ns + "/" + name)
+	return false
 }
 
 // proxyOf is what the xDS server learns of a pod's proxy from its node
