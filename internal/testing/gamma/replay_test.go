@@ -52,7 +52,7 @@ type Result struct {
 	Status []string
 	// Passed cases out of all, and why the others failed.
 	Passed, Cases int
-	Failures     []string
+	Failures      []string
 	// Notes on passing cases (how they passed).
 	Notes []string
 }

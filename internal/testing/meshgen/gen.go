@@ -269,7 +269,7 @@ func (g *gen) workload(ns *corev1.Namespace, nsIdx, idx int) {
 			pod.Status.PodIPs = append(pod.Status.PodIPs, corev1.PodIP{IP: fmt.Sprintf("10.%d.%d.%d", nsIdx+1, idx, rep+10)})
 		}
 		if w.Family.Has(true) {
-			pod.Status.PodIPs = append(pod.Status.PodIPs, corev1.PodIP{IP: fmt.Sprintf("fd00:%d::%d:%d", nsIdx+1, idx, rep+10)})
+			pod.Status.PodIPs = append(pod.Status.PodIPs, corev1.PodIP{IP: canonical(fmt.Sprintf("fd00:%d::%d:%d", nsIdx+1, idx, rep+10))})
 		}
 		pod.Status.PodIP = pod.Status.PodIPs[0].IP
 		pod.Status.Phase = corev1.PodRunning
@@ -297,7 +297,7 @@ func (g *gen) service(w *Workload, name string, nsIdx, idx int, headless bool) {
 			svc.Spec.ClusterIPs = append(svc.Spec.ClusterIPs, fmt.Sprintf("10.96.%d.%d", nsIdx+1, idx*2+sub))
 		}
 		if w.Family.Has(true) {
-			svc.Spec.ClusterIPs = append(svc.Spec.ClusterIPs, fmt.Sprintf("fd00:96::%d:%d", nsIdx+1, idx*2+sub))
+			svc.Spec.ClusterIPs = append(svc.Spec.ClusterIPs, canonical(fmt.Sprintf("fd00:96::%d:%d", nsIdx+1, idx*2+sub)))
 		}
 		svc.Spec.ClusterIP = svc.Spec.ClusterIPs[0]
 	}
@@ -540,6 +540,10 @@ func (g *gen) ipBlock() string {
 	}
 	return "192.0.2.0/24"
 }
+
+// canonical writes an address as the API server stores it (RFC 5952 for
+// IPv6: fd00:3::10, not fd00:3::0:10).
+func canonical(a string) string { return netip.MustParseAddr(a).String() }
 
 func is6(a netip.Addr) bool { return a.Is6() && !a.Is4In6() }
 

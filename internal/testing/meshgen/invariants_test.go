@@ -41,17 +41,19 @@ var (
 var knownDefects = map[string]string{
 	"12a": "Permissive inbound passthrough chain has no RBAC (undeclared ports, app TLS)",
 	"12b": "mayReach drops a Service the caller's AuthPolicies refuse: the call leaves in plaintext",
-	"12c": "IPv6 is never captured",
 	"12f": "a Service is visible only in its own namespace: cross-namespace calls leave in plaintext",
 	"12g": "headless Services are always plaintext",
 	"12h": "WebSocket upgrades get 403",
-	"12i": "connections to the sidecar's capture ports loop",
 	"12k": "server-first TCP is reset by tls_inspector's timeout",
-	"12l": "inbound ports excluded from capture still receive mTLS from meshed callers",
 	// Found by these tests, beyond issue 12's list:
 	"new-1": "the outbound HTTP filter chain of a port matches every destination address on that port: " +
 		"raw TCP, server-first or TLS to a pod IP (or any address) on a port where a visible Service speaks HTTP " +
 		"is reset by that HTTP connection manager (codec error), and passes through when no such Service is visible",
+	"new-5": "InboundPassthroughCluster binds 127.0.0.6 only: over IPv6 the inbound passthrough leaves from a source " +
+		"the ip6tables rules do not exempt (they exempt ::6), so it is captured again (a loop; in Envoy an IPv4 bind towards an IPv6 address fails): " +
+		"12c's translator half (Istio keeps an IPv6 passthrough cluster bound to ::6)",
+	"new-6": "outbound clusters of a dual-stack Service hold endpoints of both families, whatever the proxy's own families: " +
+		"a single-stack client is handed endpoints it has no address to reach (only with single-stack pods beside dual-stack ones)",
 	"new-2": "capture: the hairpin rule (OUTPUT -o lo --uid-owner proxy -j WEFT_IN_REDIRECT) skips WEFT_INBOUND's " +
 		"exclusions, so a sidecar calling a Service whose endpoint is its own pod reaches the inbound listener on an excluded port",
 }
@@ -401,6 +403,21 @@ func (m *Mesh) explain(c Case, v sim.Verdict, inv string) []string {
 			// own pod is captured inbound even on an excluded port.
 			if c.SourcePod != nil && v.Pod == c.SourcePod.Namespace+"/"+c.SourcePod.Name {
 				out = append(out, "new-2")
+			}
+		}
+	}
+	// new-5: over IPv6, what a Permissive workload's inbound passthrough
+	// chain takes (a port no Service declares, the application's own TLS,
+	// h2c the port's chain does not expect) loops.
+	if c.V6 && destW != nil && destW.Meshed && !m.Strict[destW.Namespace] && v.Kind == sim.Loop {
+		out = append(out, "new-5")
+	}
+	// new-6: a single-stack caller of a dual-stack workload.
+	if c.Source != nil && c.Source.Family != DualStack && c.Via != ViaPodIP {
+		for pod := range m.Destinations(c) {
+			if w, _ := m.Workload(pod); w != nil && w.Family == DualStack {
+				out = append(out, "new-6")
+				break
 			}
 		}
 	}

@@ -170,10 +170,9 @@ func proxyOf(p *corev1.Pod) (dataplane.Proxy, error) {
 }
 
 // Capture is the nat tables weft-init installs in the pod, read from the
-// injected weft-init container's arguments as weft-init parses them.
-// weft-init writes IPv4 rules only today (defect 12c): v6 is nil, nothing
-// is captured over IPv6. When weft-init learns IPv6, this is the one
-// place to follow it.
+// injected weft-init container's arguments as weft-init parses them, for
+// IPv4 and IPv6 (capture.Rules, capture.RulesV6). This is the one place to
+// follow weft-init.
 func Capture(pod *corev1.Pod) (v4, v6 *sim.NAT, err error) {
 	var args []string
 	for _, c := range pod.Spec.InitContainers {
@@ -209,6 +208,13 @@ func Capture(pod *corev1.Pod) (v4, v6 *sim.NAT, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	v4, err = sim.ParseNAT(rules)
-	return v4, nil, err
+	if v4, err = sim.ParseNAT(rules); err != nil {
+		return nil, nil, err
+	}
+	rules6, err := capture.RulesV6(o)
+	if err != nil {
+		return nil, nil, err
+	}
+	v6, err = sim.ParseNAT(rules6)
+	return v4, v6, err
 }
