@@ -18,10 +18,9 @@ import (
 )
 
 // defaultMeshes is how many generated meshes `make test` walks (seeds
-// 1..defaultMeshes): each is a few thousand walks, twice (scoped and
-// everything exported); ten take about four seconds on 2
-// cores. -invariants.n runs more.
-const defaultMeshes = 10
+// 1..defaultMeshes): each is about 8,000 walks (both worlds), 2 s on 2
+// cores; six keep the package under 20 s. -invariants.n runs more.
+const defaultMeshes = 6
 
 // maxShown bounds the violations printed in full (trace included) per
 // invariant: the counts say how many there were.
@@ -39,19 +38,11 @@ var (
 // and logged, not failed. Whoever fixes an item deletes its line: from
 // then on a violation it would have explained fails the test.
 var knownDefects = map[string]string{
-	"12a": "Permissive inbound passthrough chain has no RBAC (undeclared ports, app TLS)",
-	"12b": "mayReach drops a Service the caller's AuthPolicies refuse: the call leaves in plaintext",
-	"12f": "a Service is visible only in its own namespace: cross-namespace calls leave in plaintext",
 	"12g": "headless Services are always plaintext",
-	"12h": "WebSocket upgrades get 403",
-	"12k": "server-first TCP is reset by tls_inspector's timeout",
 	// Found by these tests, beyond issue 12's list:
 	"new-1": "the outbound HTTP filter chain of a port matches every destination address on that port: " +
 		"raw TCP, server-first or TLS to a pod IP (or any address) on a port where a visible Service speaks HTTP " +
 		"is reset by that HTTP connection manager (codec error), and passes through when no such Service is visible",
-	"new-5": "InboundPassthroughCluster binds 127.0.0.6 only: over IPv6 the inbound passthrough leaves from a source " +
-		"the ip6tables rules do not exempt (they exempt ::6), so it is captured again (a loop; in Envoy an IPv4 bind towards an IPv6 address fails): " +
-		"12c's translator half (Istio keeps an IPv6 passthrough cluster bound to ::6)",
 	"new-6": "outbound clusters of a dual-stack Service hold endpoints of both families, whatever the proxy's own families: " +
 		"a single-stack client is handed endpoints it has no address to reach (only with single-stack pods beside dual-stack ones)",
 	"new-2": "capture: the hairpin rule (OUTPUT -o lo --uid-owner proxy -j WEFT_IN_REDIRECT) skips WEFT_INBOUND's " +
