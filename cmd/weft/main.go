@@ -31,6 +31,8 @@ func main() {
 	root.AddCommand(injectCmd())
 	root.AddCommand(agentCmd())
 	root.AddCommand(caCmd())
+	root.AddCommand(translateCmd())
+	root.AddCommand(explainCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintf(os.Stderr, "weft: %v\n", err)
 		os.Exit(1)

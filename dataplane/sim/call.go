@@ -96,6 +96,8 @@ type Verdict struct {
 	ClientIdentity string
 	// Status is the HTTP status Envoy answered with, when it did.
 	Status int
+	// Body is a direct response's inline body (Responded).
+	Body string
 	// Policy is the RBAC policy (or filter) that decided a Denied.
 	Policy string
 	// Reason says why, in words.

@@ -270,7 +270,7 @@ func (k *walker) route(p *Pod, rt *routev3.Route, ds downstream, c conn, req *Re
 	}
 	switch a := rt.GetAction().(type) {
 	case *routev3.Route_DirectResponse:
-		return Verdict{Kind: Responded, Status: int(a.DirectResponse.GetStatus()), Reason: fmt.Sprintf("%s: direct response", p.Key())}
+		return Verdict{Kind: Responded, Status: int(a.DirectResponse.GetStatus()), Reason: fmt.Sprintf("%s: direct response", p.Key()), Body: a.DirectResponse.GetBody().GetInlineString()}
 	case *routev3.Route_Redirect:
 		status := 301
 		switch a.Redirect.GetResponseCode() {
