@@ -238,7 +238,11 @@ func commonTLS(sans []*tlsv3.SubjectAltNameMatcher, proto ir.Protocol) *tlsv3.Co
 
 func loadAssignment(cluster string, eps []ir.Endpoint) *endpointv3.ClusterLoadAssignment {
 	// One locality per zone: Envoy needs a locality on every endpoint
-	// group, and gRPC rejects endpoints without one.
+	// group, and gRPC rejects endpoints without one. Its weight is its
+	// number of endpoints: gRPC's weighted_target splits by locality
+	// weight first, so equal weights would give a one-endpoint zone as
+	// much traffic as a ten-endpoint one (Envoy ignores locality weights
+	// unless locality_weighted_lb_config is set).
 	byZone := map[string]*endpointv3.LocalityLbEndpoints{}
 	var order []string
 	for _, e := range eps {
@@ -247,7 +251,7 @@ func loadAssignment(cluster string, eps []ir.Endpoint) *endpointv3.ClusterLoadAs
 		}
 		loc := byZone[e.Zone]
 		if loc == nil {
-			loc = &endpointv3.LocalityLbEndpoints{Locality: &corev3.Locality{Zone: e.Zone}, LoadBalancingWeight: wrapperspb.UInt32(1)}
+			loc = &endpointv3.LocalityLbEndpoints{Locality: &corev3.Locality{Zone: e.Zone}}
 			byZone[e.Zone] = loc
 			order = append(order, e.Zone)
 		}
@@ -265,7 +269,9 @@ func loadAssignment(cluster string, eps []ir.Endpoint) *endpointv3.ClusterLoadAs
 	out := &endpointv3.ClusterLoadAssignment{ClusterName: cluster}
 	sortStrings(order)
 	for _, z := range order {
-		out.Endpoints = append(out.Endpoints, byZone[z])
+		loc := byZone[z]
+		loc.LoadBalancingWeight = wrapperspb.UInt32(uint32(len(loc.LbEndpoints)))
+		out.Endpoints = append(out.Endpoints, loc)
 	}
 	return out
 }
