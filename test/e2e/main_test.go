@@ -4,6 +4,9 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -12,13 +15,17 @@ import (
 	"sync"
 	"testing"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/weftmesh/weft/internal/testing/testenv"
+	"github.com/weftmesh/weft/internal/testing/testkit"
 	"github.com/weftmesh/weft/xds"
 )
 
@@ -101,4 +108,30 @@ func saToken(t *testing.T, env *testenv.Env, ns, name string) string {
 		t.Fatal(err)
 	}
 	return tr.Status.Token
+}
+
+// dialSidecarPort dials weft-controller's authenticated xDS port as a
+// sidecar does: TLS verified against the mesh root (read from its Secret,
+// which the leader creates, so this waits for it) under the Service's
+// name. Only streams on this port count toward policy status; the
+// proxy proves its identity with a token (xdsload.Proxy.Token).
+func dialSidecarPort(t *testing.T, env *testenv.Env, addr string) *grpc.ClientConn {
+	t.Helper()
+	pool := x509.NewCertPool()
+	testkit.Eventually(t, "the mesh root Secret weft-system/weft-ca-root", func() error {
+		var root corev1.Secret
+		if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: "weft-system", Name: "weft-ca-root"}, &root); err != nil {
+			return err
+		}
+		if !pool.AppendCertsFromPEM(root.Data["ca.crt"]) {
+			return errors.New("the root Secret has no ca.crt")
+		}
+		return nil
+	})
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "weft-controller.weft-system.svc", MinVersion: tls.VersionTLS12})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }

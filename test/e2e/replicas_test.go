@@ -18,7 +18,6 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -77,11 +76,12 @@ func TestProgrammedAcrossReplicas(t *testing.T) {
 
 	// A proxy on each replica. The one on b (the non-leader) can hold its
 	// route ACKs, and reject routes.
-	proxyA := &xdsload.Proxy{Node: frontendNode("frontend-a.shop")}
+	token := saToken(t, env, "shop", "frontend")
+	proxyA := &xdsload.Proxy{Node: frontendNode("frontend-a.shop"), Token: token}
 	var holdB, rejectB atomic.Bool
 	heldB := make(chan struct{}, 1)
 	releaseB := make(chan struct{})
-	proxyB := &xdsload.Proxy{Node: frontendNode("frontend-b.shop"), Reject: func(r *discoveryv3.DeltaDiscoveryResponse) string {
+	proxyB := &xdsload.Proxy{Node: frontendNode("frontend-b.shop"), Token: token, Reject: func(r *discoveryv3.DeltaDiscoveryResponse) string {
 		if r.TypeUrl != resourcev3.RouteType {
 			return ""
 		}
@@ -98,10 +98,10 @@ func TestProgrammedAcrossReplicas(t *testing.T) {
 		}
 		return ""
 	}}
-	runProxy(ctx, t, proxyA, a.xds)
+	runProxy(ctx, t, proxyA, dialSidecarPort(t, env, a.xds))
 	bCtx, stopProxyB := context.WithCancel(ctx)
 	defer stopProxyB()
-	runProxy(bCtx, t, proxyB, b.xds)
+	runProxy(bCtx, t, proxyB, dialSidecarPort(t, env, b.xds))
 
 	programmed := func(want string) (string, error) {
 		out, err := env.Kubectl(ctx, nil, "get", "trafficsplit", "checkout", "-n", "shop", "-o",
@@ -196,13 +196,8 @@ func frontendNode(id string) *corev3.Node {
 	return &corev3.Node{Id: id, Metadata: md}
 }
 
-// runProxy keeps p connected to the plaintext xDS address until ctx ends.
-func runProxy(ctx context.Context, t *testing.T, p *xdsload.Proxy, addr string) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+// runProxy keeps p connected over conn until ctx ends.
+func runProxy(ctx context.Context, t *testing.T, p *xdsload.Proxy, conn *grpc.ClientConn) {
 	go p.Keep(ctx, conn, time.Second)
 }
 
@@ -227,8 +222,8 @@ func startReplica(t *testing.T, env *testenv.Env, name string) *replica {
 	t.Helper()
 	r := &replica{name: name, xds: freeAddr(t), mon: freeAddr(t), logs: &syncBuffer{}, exited: make(chan error, 1)}
 	r.cmd = exec.Command(bin("weft-controller"), "--kubeconfig", env.Kubeconfig,
-		"--xds-address", r.xds, "--monitoring-address", r.mon, "--debug-address", freeAddr(t),
-		"--webhook-address", freeAddr(t), "--xds-tls-address", freeAddr(t), "--log-format", "text")
+		"--monitoring-address", r.mon, "--debug-address", freeAddr(t),
+		"--webhook-address", freeAddr(t), "--xds-tls-address", r.xds, "--log-format", "text")
 	r.cmd.Env = append(os.Environ(), "POD_NAME="+name)
 	r.cmd.Stdout, r.cmd.Stderr = r.logs, r.logs
 	if err := r.cmd.Start(); err != nil {

@@ -13,8 +13,6 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/weftmesh/weft/dataplane"
@@ -34,10 +32,10 @@ func TestRolloutGate(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	xdsAddr, monAddr, debugAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	xdsTLSAddr, monAddr, debugAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	var logs bytes.Buffer
 	cmd := exec.Command(bin("weft-controller"), "--kubeconfig", env.Kubeconfig,
-		"--xds-address", xdsAddr, "--monitoring-address", monAddr, "--debug-address", debugAddr, "--webhook-address", freeAddr(t), "--xds-tls-address", freeAddr(t), "--log-format", "text")
+		"--monitoring-address", monAddr, "--debug-address", debugAddr, "--webhook-address", freeAddr(t), "--xds-tls-address", xdsTLSAddr, "--log-format", "text")
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -50,11 +48,7 @@ func TestRolloutGate(t *testing.T) {
 		}
 	})
 
-	conn, err := grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dialSidecarPort(t, env, xdsTLSAddr)
 	md, _ := structpb.NewStruct(map[string]any{dataplane.MetaNamespace: "shop", dataplane.MetaServiceAccount: "frontend",
 		dataplane.MetaLabels: map[string]any{"app": "frontend"}})
 	var rejecting atomic.Bool
