@@ -42,13 +42,16 @@ func (r *Resources) Validate() error {
 // ValidateResource runs protoc-gen-validate on one resource and on every
 // message packed in an Any inside it. The xDS server calls it only for
 // resources whose encoding changed, since it costs more than building.
+//
+// It also runs the checks Envoy makes when it loads a resource
+// (loadchecks.go): what passes field validation but would still be NACKed.
 func ValidateResource(m proto.Message) error {
 	if cla, ok := m.(*endpointv3.ClusterLoadAssignment); ok {
 		// No Any inside endpoints: skip the reflective walk, which would
 		// visit every endpoint.
 		return cla.ValidateAll()
 	}
-	return validateDeep(m)
+	return errors.Join(validateDeep(m), loadChecks(m))
 }
 
 // CheckConsistency checks the set as a whole: every RDS name has a route

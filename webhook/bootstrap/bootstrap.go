@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/weftmesh/weft/dataplane"
+	"github.com/weftmesh/weft/translator/envoy"
 )
 
 // Defaults.
@@ -152,6 +153,11 @@ func Build(c Config) (*bootstrapv3.Bootstrap, error) {
 		},
 	}
 	if err := b.ValidateAll(); err != nil {
+		return nil, fmt.Errorf("bootstrap: %w", err)
+	}
+	// What Envoy checks when it loads the bootstrap (the ADS cluster, if
+	// the management server is reached through one, must be static).
+	if err := envoy.ValidateBootstrap(b); err != nil {
 		return nil, fmt.Errorf("bootstrap: %w", err)
 	}
 	return b, nil
