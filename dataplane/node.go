@@ -94,6 +94,9 @@ func ParseNode(id string, md map[string]any) (Proxy, error) {
 		if err := json.Unmarshal([]byte(raw), &p.AppProbes); err != nil {
 			return Proxy{}, fmt.Errorf("node %s: metadata %s is not the weft.dev/app-probes JSON: %v", id, MetaAppProbes, err)
 		}
+		if err := ValidateAppProbes(p.AppProbes); err != nil {
+			return Proxy{}, fmt.Errorf("node %s: metadata %s: %v", id, MetaAppProbes, err)
+		}
 	}
 	switch k := str(MetaProxyKind); k {
 	case "", KindNameSidecar:

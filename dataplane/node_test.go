@@ -77,3 +77,36 @@ func TestExcludedInboundPorts(t *testing.T) {
 		}
 	}
 }
+
+// TestParseNodeRefusesBadProbes: node metadata is the client's word, so its
+// probes are checked before the control plane builds from them (issue 13:
+// an invalid port made every build of the group fail).
+func TestParseNodeRefusesBadProbes(t *testing.T) {
+	md := func(probes string) map[string]any {
+		return map[string]any{dataplane.MetaNamespace: "ns", dataplane.MetaServiceAccount: "sa", dataplane.MetaAppProbes: probes}
+	}
+	for probes, want := range map[string]string{
+		`{"/app-health/a/readyz":{"port":70000,"path":"/","scheme":"HTTP"}}`:                     "port 70000",
+		`{"/app-health/a/readyz":{"port":0,"path":"/","scheme":"HTTP"}}`:                         "port 0",
+		`{"/elsewhere":{"port":80,"path":"/","scheme":"HTTP"}}`:                                  "is not /app-health/",
+		`{"/app-health/a/readyz":{"port":80,"path":"no-slash","scheme":"HTTP"}}`:                 "not an absolute path",
+		`{"/app-health/a/readyz":{"port":80,"path":"/a b","scheme":"HTTP"}}`:                     "not an absolute path",
+		`{"/app-health/a/readyz":{"port":80,"path":"/","scheme":"FTP"}}`:                         "scheme",
+		`{"/app-health/a/readyz":{"port":80,"path":"/","scheme":"HTTP","timeoutSeconds":99999}}`: "timeoutSeconds",
+	} {
+		_, err := dataplane.ParseNode("p.ns", md(probes))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("probes %s: err = %v, want one naming %q", probes, err, want)
+		}
+	}
+	many := map[string]dataplane.AppProbe{}
+	for i := range dataplane.MaxAppProbes + 1 {
+		many[fmt.Sprintf("/app-health/c%d/readyz", i)] = dataplane.AppProbe{Port: 80, Path: "/", Scheme: "HTTP"}
+	}
+	if err := dataplane.ValidateAppProbes(many); err == nil {
+		t.Errorf("%d probes accepted; want at most %d", len(many), dataplane.MaxAppProbes)
+	}
+	if _, err := dataplane.ParseNode("p.ns", md(`{"/app-health/web/readyz":{"port":8080,"path":"/readyz?x=1","scheme":"HTTPS","timeoutSeconds":1}}`)); err != nil {
+		t.Errorf("a valid probe was refused: %v", err)
+	}
+}

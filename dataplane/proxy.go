@@ -1,5 +1,11 @@
 package dataplane
 
+import (
+	"fmt"
+	"strings"
+	"unicode"
+)
+
 // Proxy is what a connected proxy is, as its node says: the translator
 // builds its configuration from it.
 type Proxy struct {
@@ -49,4 +55,61 @@ func (p Proxy) Identity(trustDomain string) string {
 // spiffe://<trust domain>/ns/<namespace>/sa/<service account>.
 func SPIFFEID(trustDomain, namespace, serviceAccount string) string {
 	return "spiffe://" + trustDomain + "/ns/" + namespace + "/sa/" + serviceAccount
+}
+
+// Bounds of the weft.dev/app-probes annotation, which reaches the sidecar's
+// bootstrap and, through the node metadata, the control plane: a client
+// that makes one up must not be able to make either hold or build more
+// than a pod's real probes need.
+const (
+	// MaxAppProbes: a pod rewrites at most three probes (liveness,
+	// readiness, startup) per container; 64 covers 21 containers.
+	MaxAppProbes = 64
+	// MaxAppProbePathBytes bounds the new path
+	// (/app-health/<container>/<kind>: a container name is at most 63
+	// bytes) and the original path (which may carry a query).
+	MaxAppProbePathBytes = 1024
+	// MaxAppProbeTimeoutSeconds: the kubelet's probes rarely wait more
+	// than a minute; an hour is generous and keeps the route timeout sane.
+	MaxAppProbeTimeoutSeconds = 3600
+	// AppProbePathPrefix starts every rewritten probe's new path.
+	AppProbePathPrefix = "/app-health/"
+)
+
+// ValidateAppProbes checks the probes of a weft.dev/app-probes annotation
+// or node metadata: a bounded number, new paths under /app-health/, ports
+// 1-65535, absolute original paths, scheme HTTP or HTTPS, a timeout from 0
+// to an hour, no control characters or whitespace. The error names the
+// first offending probe.
+func ValidateAppProbes(probes map[string]AppProbe) error {
+	if len(probes) > MaxAppProbes {
+		return fmt.Errorf("%d probes, more than the %d a pod can have rewritten", len(probes), MaxAppProbes)
+	}
+	for path, p := range probes {
+		switch {
+		case !strings.HasPrefix(path, AppProbePathPrefix) || !cleanPath(path):
+			return fmt.Errorf("probe path %.64q is not %s<container>/<kind> (at most %d bytes, no spaces or control characters)", path, AppProbePathPrefix, MaxAppProbePathBytes)
+		case p.Port < 1 || p.Port > 65535:
+			return fmt.Errorf("probe %s: port %d is not 1-65535", path, p.Port)
+		case !strings.HasPrefix(p.Path, "/") || !cleanPath(p.Path):
+			return fmt.Errorf("probe %s: path %.64q is not an absolute path of at most %d bytes without spaces or control characters", path, p.Path, MaxAppProbePathBytes)
+		case p.Scheme != "HTTP" && p.Scheme != "HTTPS":
+			return fmt.Errorf("probe %s: scheme %.16q is not HTTP or HTTPS", path, p.Scheme)
+		case p.TimeoutSeconds < 0 || p.TimeoutSeconds > MaxAppProbeTimeoutSeconds:
+			return fmt.Errorf("probe %s: timeoutSeconds %d is not 0-%d", path, p.TimeoutSeconds, MaxAppProbeTimeoutSeconds)
+		}
+	}
+	return nil
+}
+
+func cleanPath(s string) bool {
+	if len(s) > MaxAppProbePathBytes {
+		return false
+	}
+	for _, r := range s {
+		if r <= ' ' || r == 0x7f || !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
 }

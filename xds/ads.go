@@ -47,16 +47,24 @@ type ADS struct {
 	// each build while it runs, but between builds the messages it keeps
 	// (tens of MB for 2,000 Services) are not worth holding; the next
 	// build makes a new one (builder).
-	shared  weak.Pointer[envoy.Shared]
-	event   time.Time // when the change that produced mesh happened
-	groups  map[groupKey]*group
-	conns   map[*conn]struct{}
-	nextID  atomic.Uint64
-	builds  atomic.Uint64
-	patches atomic.Uint64
-	onAck   func([]ir.PolicyRef)
-	secrets SecretSource
-	auth    Authenticator
+	shared weak.Pointer[envoy.Shared]
+	event  time.Time // when the change that produced mesh happened
+	groups map[groupKey]*group
+	conns  map[*conn]struct{}
+	nextID atomic.Uint64
+	// anonStreams counts the anonymous endpoint's streams
+	// (MaxAnonymousStreams); anonGroups its groups and identityGroups the
+	// groups of each namespace/service account (guarded by mu).
+	anonStreams atomic.Int64
+	// firstRequest is FirstRequestTimeout (tests shorten it).
+	firstRequest   time.Duration
+	anonGroups     int
+	identityGroups map[string]int
+	builds         atomic.Uint64
+	patches        atomic.Uint64
+	onAck          func([]ir.PolicyRef)
+	secrets        SecretSource
+	auth           Authenticator
 	// enc shares encodings between groups.
 	enc *encoder
 	// nacked are the policy labels this ADS gave a series of the per-policy
@@ -130,8 +138,19 @@ type group struct {
 	// is older than the model, so its dependencies may be too, and every
 	// update retries the group.
 	failed atomic.Bool
-	conns  map[*conn]struct{} // guarded by ADS.mu
+	// failures counts consecutive failed builds, and retryAt (Unix
+	// nanoseconds) is when a failed group is next built: failed groups
+	// back off (failedBuildRetry) instead of building on every update.
+	failures int // guarded by build
+	retryAt  atomic.Int64
+	// anonymous: made by a stream of the anonymous endpoint
+	// (MaxAnonymousGroups).
+	anonymous bool
+	conns     map[*conn]struct{} // guarded by ADS.mu
 }
+
+// retryDue says whether a failed group's backoff has passed.
+func (g *group) retryDue(now time.Time) bool { return now.UnixNano() >= g.retryAt.Load() }
 
 // NewADS makes an ADS with an empty mesh: proxies connect and receive
 // nothing until the first Update.
@@ -145,5 +164,8 @@ func NewADS(log logr.Logger) *ADS {
 		conns:   map[*conn]struct{}{},
 		enc:     newEncoder(),
 		nacked:  map[string]bool{},
+
+		identityGroups: map[string]int{},
+		firstRequest:   FirstRequestTimeout,
 	}
 }

@@ -51,6 +51,9 @@ type typeState struct {
 	// pending maps the nonce of each unanswered response to what it
 	// carried.
 	pending map[string]inFlight
+	// deferred: a push found MaxUnackedResponses unanswered and waits for
+	// the proxy's next answer to send the newest state.
+	deferred bool
 	// sentGen is the generation of the newest snapshot whose content for
 	// this type the proxy has been sent; ackedGen the newest it accepted.
 	sentGen, ackedGen uint64
@@ -99,6 +102,14 @@ func (c *conn) state(t string) *typeState {
 		c.types[t] = ts
 	}
 	return ts
+}
+
+// namesOrNil is the subscribed names of a type state that may not exist.
+func (ts *typeState) namesOrNil() map[string]bool {
+	if ts == nil {
+		return nil
+	}
+	return ts.names
 }
 
 func (c *conn) nextNonce() string {

@@ -16,6 +16,14 @@ func (a *ADS) delta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggregate
 	handle := func(c *conn, r *discoveryv3.DeltaDiscoveryRequest) error {
 		c.mu.Lock()
 		ts, existed := c.types[r.TypeUrl]
+		if err := checkNames(r.TypeUrl, len(ts.namesOrNil()), r.ResourceNamesSubscribe); err != nil {
+			c.mu.Unlock()
+			return err
+		}
+		if !existed && len(r.InitialResourceVersions) > MaxSubscribedNames {
+			c.mu.Unlock()
+			return exhausted("%d initial resource versions of %s exceed %d per stream (xds.MaxSubscribedNames)", len(r.InitialResourceVersions), shortType(r.TypeUrl), MaxSubscribedNames)
+		}
 		if !existed {
 			ts = c.state(r.TypeUrl)
 			// The first request of a type without names subscribes to
@@ -46,8 +54,9 @@ func (a *ADS) delta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggregate
 			delete(ts.names, n)
 			ts.forget(n)
 		}
+		deferred := ts.deferred
 		c.mu.Unlock()
-		if r.ErrorDetail != nil && len(r.ResourceNamesSubscribe) == 0 {
+		if r.ErrorDetail != nil && len(r.ResourceNamesSubscribe) == 0 && !deferred {
 			return nil // a NACK: never answered by re-sending the rejected version
 		}
 		return a.sendDelta(stream, c, r.TypeUrl)
@@ -65,6 +74,12 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 	}
 	c.mu.Lock()
 	ts := c.state(t)
+	if len(ts.pending) >= MaxUnackedResponses {
+		ts.deferred = true // the next answer sends the newest state
+		c.mu.Unlock()
+		return nil
+	}
+	ts.deferred = false
 	resp := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: t}
 	size := 0
 	have := snap.resources[t]

@@ -29,7 +29,13 @@ func (a *ADS) Update(mesh *ir.Mesh, event time.Time) {
 	prev := a.mesh
 	a.mu.Unlock()
 	ch := ir.Diff(prev, mesh)
-	a.update(mesh, event, func(g *group) bool { return g.failed.Load() || affects(&ch, g.proxy, g.snap.Load()) }, a.rebuild)
+	now := time.Now()
+	a.update(mesh, event, func(g *group) bool {
+		if g.failed.Load() {
+			return g.retryDue(now) // backs off; its last good configuration stays
+		}
+		return affects(&ch, g.proxy, g.snap.Load())
+	}, a.rebuild)
 	if !ch.Empty() {
 		a.forgetPolicyNacks(mesh)
 	}
@@ -72,8 +78,14 @@ func (a *ADS) UpdateEndpoints(mesh *ir.Mesh, changed []ir.ServiceKey, event time
 		return
 	}
 	pt := prepareEndpoints(prev, mesh, changed, a.enc)
+	now := time.Now()
 	a.update(mesh, event,
-		func(g *group) bool { return g.failed.Load() || dependsOn(g.snap.Load(), changed) },
+		func(g *group) bool {
+			if g.failed.Load() {
+				return g.retryDue(now)
+			}
+			return dependsOn(g.snap.Load(), changed)
+		},
 		func(g *group) bool { return a.patch(g, pt) })
 }
 
@@ -146,10 +158,17 @@ func (a *ADS) rebuildLocked(g *group) bool {
 	a.metrics.buildSeconds.Observe(time.Since(start).Seconds())
 	g.failed.Store(err != nil)
 	if err != nil {
+		g.failures++
+		backoff := failedBuildRetryMax
+		if g.failures < 20 {
+			backoff = min(failedBuildRetry<<(g.failures-1), failedBuildRetryMax)
+		}
+		g.retryAt.Store(time.Now().Add(backoff).UnixNano())
 		a.metrics.buildErrors.Inc()
-		a.log.Error(err, "keeping the last good configuration", "group", string(g.key))
+		a.log.Error(err, "keeping the last good configuration", "group", string(g.key), "retryIn", backoff.String())
 		return false
 	}
+	g.failures = 0
 	if next != prev {
 		g.snap.Store(next)
 	}
@@ -207,14 +226,34 @@ func (a *ADS) wake(g *group) {
 }
 
 // join adds a connection to its group, creating and building the group if
-// it is the first.
-func (a *ADS) join(c *conn) {
+// it is the first. It refuses a stream whose new group would exceed a cap
+// (MaxGroups, MaxGroupsPerIdentity, MaxAnonymousGroups).
+func (a *ADS) join(c *conn) error {
 	key := keyOf(c.node.Proxy, c.node.Authenticated)
+	identity := c.node.Proxy.Namespace + "/" + c.node.Proxy.ServiceAccount
 	a.mu.Lock()
 	g := a.groups[key]
 	if g == nil {
-		g = &group{key: key, proxy: c.node.Proxy, authenticated: c.node.Authenticated, conns: map[*conn]struct{}{}}
+		switch {
+		case len(a.groups) >= MaxGroups:
+			a.mu.Unlock()
+			return exhausted("this replica already builds for %d proxy groups (xds.MaxGroups)", MaxGroups)
+		case c.anonymous && a.anonGroups >= MaxAnonymousGroups:
+			a.mu.Unlock()
+			return exhausted("the anonymous endpoint already has %d proxy groups (xds.MaxAnonymousGroups): use the authenticated port", MaxAnonymousGroups)
+		case !c.anonymous && a.identityGroups[identity] >= MaxGroupsPerIdentity:
+			a.mu.Unlock()
+			return exhausted("%s already has %d proxy groups (distinct label sets; xds.MaxGroupsPerIdentity)", identity, MaxGroupsPerIdentity)
+		}
+		g = &group{key: key, proxy: c.node.Proxy, authenticated: c.node.Authenticated, anonymous: c.anonymous, conns: map[*conn]struct{}{}}
 		a.groups[key] = g
+		// Anonymous groups count only toward their own cap: an anonymous
+		// client must not use up a real identity's groups.
+		if g.anonymous {
+			a.anonGroups++
+		} else {
+			a.identityGroups[identity]++
+		}
 	}
 	first := len(g.conns) == 0
 	g.conns[c] = struct{}{}
@@ -226,9 +265,22 @@ func (a *ADS) join(c *conn) {
 		a.secrets.Acquire(c.node.Proxy.Identity(mesh.TrustDomain))
 	}
 	if g.snap.Load() == nil {
-		a.rebuild(g)
+		a.firstBuild(g)
 	}
 	a.metrics.connected.WithLabelValues(kindName(c.node.Proxy.Kind)).Inc()
+	return nil
+}
+
+// firstBuild builds a group that has no configuration yet, unless another
+// member built it meanwhile or its last build failed and its backoff has
+// not passed: members joining a failing group do not rebuild it each.
+func (a *ADS) firstBuild(g *group) {
+	g.build.Lock()
+	defer g.build.Unlock()
+	if g.snap.Load() != nil || g.failed.Load() && !g.retryDue(time.Now()) {
+		return
+	}
+	a.rebuildLocked(g)
 }
 
 // leave removes a connection; the last one out drops its group.
@@ -240,6 +292,14 @@ func (a *ADS) leave(c *conn) {
 		delete(g.conns, c)
 		if len(g.conns) == 0 {
 			delete(a.groups, g.key)
+			if g.anonymous {
+				a.anonGroups--
+			} else {
+				identity := g.proxy.Namespace + "/" + g.proxy.ServiceAccount
+				if a.identityGroups[identity]--; a.identityGroups[identity] <= 0 {
+					delete(a.identityGroups, identity)
+				}
+			}
 			if a.servesSecrets(g) {
 				release = g.proxy.Identity(a.mesh.TrustDomain)
 			}

@@ -49,6 +49,12 @@ func NewServer(addr string, ads discoveryv3.AggregatedDiscoveryServiceServer, tl
 		// letting a client ping more often than every 10s.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		// Caps (limits.go): streams per connection, request and header sizes.
+		grpc.MaxConcurrentStreams(maxConcurrentStreams),
+		grpc.StatsHandler(connStreams{}),
+		grpc.StreamInterceptor(limitStreamsPerConnection),
+		grpc.MaxRecvMsgSize(MaxRequestBytes),
+		grpc.MaxHeaderListSize(MaxHeaderBytes),
 	}
 	if tlsConfig != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConfig)))

@@ -14,6 +14,9 @@ func (a *ADS) StreamAggregatedResources(stream discoveryv3.AggregatedDiscoverySe
 
 func (a *ADS) sotw(stream discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer, authenticate bool) error {
 	handle := func(c *conn, r *discoveryv3.DiscoveryRequest) error {
+		if err := checkNames(r.TypeUrl, 0, r.ResourceNames); err != nil {
+			return err
+		}
 		c.mu.Lock()
 		ts := c.state(r.TypeUrl)
 		var respond bool
@@ -23,6 +26,9 @@ func (a *ADS) sotw(stream discoveryv3.AggregatedDiscoveryService_StreamAggregate
 				c.mu.Unlock()
 				return nil // answers an older response: the protocol says ignore it
 			}
+			// Each SotW response carries the type's whole state, so the
+			// answer to the latest supersedes the unanswered older ones.
+			clear(ts.pending)
 			a.recordAck(c, r.TypeUrl, accepted, r.ErrorDetail.GetMessage())
 		}
 		names := map[string]bool{}
@@ -37,8 +43,9 @@ func (a *ADS) sotw(stream discoveryv3.AggregatedDiscoveryService_StreamAggregate
 		if r.ResponseNonce == "" {
 			respond = true // a new subscription (or a reconnect) always gets an answer
 		}
+		deferred := ts.deferred
 		c.mu.Unlock()
-		if respond || r.ErrorDetail == nil {
+		if respond || r.ErrorDetail == nil || deferred {
 			return a.sendSotW(stream, c, r.TypeUrl, respond)
 		}
 		return nil
@@ -56,6 +63,12 @@ func (a *ADS) sendSotW(stream discoveryv3.AggregatedDiscoveryService_StreamAggre
 	}
 	c.mu.Lock()
 	ts := c.state(t)
+	if len(ts.pending) >= MaxUnackedResponses {
+		ts.deferred = true // the next answer sends the newest state
+		c.mu.Unlock()
+		return nil
+	}
+	ts.deferred = false
 	var names map[string]bool
 	if !ts.wildcard {
 		names = ts.names

@@ -51,9 +51,27 @@ func streamEnd(err error) error {
 func serve[Req any](a *ADS, ctx context.Context, delta, authenticate bool, recv func() (Req, error),
 	nodeOf func(Req) *corev3.Node, typeOf func(Req) string,
 	handle func(*conn, Req) error, push func(*conn, string) error) error {
-	first, err := recv()
-	if err != nil {
+	if !authenticate {
+		if n := a.anonStreams.Add(1); n > MaxAnonymousStreams {
+			a.anonStreams.Add(-1)
+			return exhausted("the anonymous xDS endpoint already serves %d streams (xds.MaxAnonymousStreams): use the authenticated port", MaxAnonymousStreams)
+		}
+		defer a.anonStreams.Add(-1)
+	}
+	reqs, errc := receive(ctx, recv)
+	var first Req
+	deadline := time.NewTimer(a.firstRequest)
+	select {
+	case first = <-reqs:
+		deadline.Stop()
+	case err := <-errc:
+		deadline.Stop()
 		return streamEnd(err)
+	case <-ctx.Done():
+		deadline.Stop()
+		return nil
+	case <-deadline.C:
+		return status.Errorf(codes.DeadlineExceeded, "no request within %s of opening the stream (xds.FirstRequestTimeout)", a.firstRequest)
 	}
 	node, err := a.admit(ctx, nodeOf(first), authenticate)
 	if err != nil {
@@ -61,20 +79,25 @@ func serve[Req any](a *ADS, ctx context.Context, delta, authenticate bool, recv 
 	}
 	c := a.newConn(delta, node)
 	c.anonymous = !authenticate
-	a.join(c)
+	if err := a.join(c); err != nil {
+		a.log.Info("refused a proxy", "node", node.ID, "reason", err.Error())
+		return err
+	}
 	defer a.leave(c)
 	a.log.V(1).Info("proxy connected", "node", node.ID, "delta", delta)
 
 	check := func(r Req) error {
-		if typeOf(r) == "" {
+		switch t := typeOf(r); {
+		case t == "":
 			return status.Error(codes.InvalidArgument, "type_url is empty: weft serves ADS only, name the resource type")
+		case !servedTypes[t]:
+			return status.Errorf(codes.InvalidArgument, "type_url %.128q is not a type weft serves (clusters, endpoints, listeners, routes, secrets)", t)
 		}
 		return handle(c, r)
 	}
 	if err := check(first); err != nil {
 		return err
 	}
-	reqs, errc := receive(ctx, recv)
 	for {
 		select {
 		case <-ctx.Done():
