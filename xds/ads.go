@@ -56,6 +56,13 @@ type ADS struct {
 	// (MaxAnonymousStreams); anonGroups its groups and identityGroups the
 	// groups of each namespace/service account (guarded by mu).
 	anonStreams atomic.Int64
+	// maxAnonStreams and maxAnonGroups cap the anonymous endpoint
+	// (MaxAnonymousStreams, MaxAnonymousGroups unless SetAnonymousLimits).
+	maxAnonStreams, maxAnonGroups int
+	// onPanic hears of a recovered panic (OnPanic); build replaces
+	// envoy.Shared.Build in tests that make it panic.
+	onPanic func(stage, group string, v any)
+	build   func(*envoy.Shared, dataplane.Proxy) *envoy.Resources
 	// firstRequest is FirstRequestTimeout (tests shorten it).
 	firstRequest   time.Duration
 	anonGroups     int
@@ -119,6 +126,14 @@ func (x anonymous) DeltaAggregatedResources(s discoveryv3.AggregatedDiscoverySer
 	return x.a.delta(s, false)
 }
 
+// SetAnonymousLimits replaces the anonymous endpoint's caps
+// (MaxAnonymousStreams, MaxAnonymousGroups): the operator who turns the
+// endpoint on sizes it (weft-controller --xds-plaintext-max-streams,
+// --xds-plaintext-max-groups). Call it before serving.
+func (a *ADS) SetAnonymousLimits(streams, groups int) {
+	a.maxAnonStreams, a.maxAnonGroups = streams, groups
+}
+
 // OnAck registers fn to hear, after each ACK or NACK, the policies the
 // answering proxy's configuration carries: their programmed state may have
 // changed. Call it before serving; fn must not block.
@@ -167,5 +182,8 @@ func NewADS(log logr.Logger) *ADS {
 
 		identityGroups: map[string]int{},
 		firstRequest:   FirstRequestTimeout,
+		build:          (*envoy.Shared).Build,
+		maxAnonStreams: MaxAnonymousStreams,
+		maxAnonGroups:  MaxAnonymousGroups,
 	}
 }

@@ -25,6 +25,7 @@ import (
 func (a *ADS) Update(mesh *ir.Mesh, event time.Time) {
 	a.updating.Lock()
 	defer a.updating.Unlock()
+	defer a.recoverPanic("update", "")
 	a.mu.Lock()
 	prev := a.mesh
 	a.mu.Unlock()
@@ -68,6 +69,7 @@ func (a *ADS) forgetPolicyNacks(mesh *ir.Mesh) {
 func (a *ADS) UpdateEndpoints(mesh *ir.Mesh, changed []ir.ServiceKey, event time.Time) {
 	a.updating.Lock()
 	defer a.updating.Unlock()
+	defer a.recoverPanic("update", "")
 	a.mu.Lock()
 	prev := a.mesh
 	a.mu.Unlock()
@@ -93,8 +95,8 @@ func (a *ADS) UpdateEndpoints(mesh *ir.Mesh, changed []ir.ServiceKey, event time
 // group's configuration changed) on every affected group, waking those
 // that changed.
 func (a *ADS) update(mesh *ir.Mesh, event time.Time, affected, apply func(*group) bool) {
-	a.mu.Lock()
 	shared := envoy.NewShared(mesh)
+	a.mu.Lock()
 	a.mesh, a.shared, a.event = mesh, weak.Make(shared), event
 	groups := make([]*group, 0, len(a.groups))
 	for _, g := range a.groups {
@@ -154,7 +156,7 @@ func (a *ADS) rebuildLocked(g *group) bool {
 			secrets = sdsSecrets(chain, key, bundle)
 		}
 	}
-	next, changed, err := encodeSnapshot(shared.Build(g.proxy), secrets, prev, a.enc)
+	next, changed, err := a.buildGroup(shared, g, secrets, prev)
 	a.metrics.buildSeconds.Observe(time.Since(start).Seconds())
 	g.failed.Store(err != nil)
 	if err != nil {
@@ -188,7 +190,10 @@ func (a *ADS) patch(g *group, pt *endpointPatch) bool {
 	if prev == nil || g.failed.Load() {
 		return a.rebuildLocked(g)
 	}
-	next, ok := pt.apply(prev, g.proxy)
+	next, ok, perr := a.applyPatch(pt, prev, g)
+	if perr != nil {
+		return false // recorded; the snapshot in service stays
+	}
 	if !ok {
 		a.metrics.endpointPatches.WithLabelValues("rebuilt").Inc()
 		return a.rebuildLocked(g)
@@ -238,9 +243,9 @@ func (a *ADS) join(c *conn) error {
 		case len(a.groups) >= MaxGroups:
 			a.mu.Unlock()
 			return exhausted("this replica already builds for %d proxy groups (xds.MaxGroups)", MaxGroups)
-		case c.anonymous && a.anonGroups >= MaxAnonymousGroups:
+		case c.anonymous && a.anonGroups >= a.maxAnonGroups:
 			a.mu.Unlock()
-			return exhausted("the anonymous endpoint already has %d proxy groups (xds.MaxAnonymousGroups): use the authenticated port", MaxAnonymousGroups)
+			return exhausted("the anonymous endpoint already has %d proxy groups (--xds-plaintext-max-groups): use the authenticated port", a.maxAnonGroups)
 		case !c.anonymous && a.identityGroups[identity] >= MaxGroupsPerIdentity:
 			a.mu.Unlock()
 			return exhausted("%s already has %d proxy groups (distinct label sets; xds.MaxGroupsPerIdentity)", identity, MaxGroupsPerIdentity)

@@ -23,6 +23,8 @@ type metrics struct {
 	ackLatency    prometheus.Histogram
 	buildSeconds  prometheus.Histogram
 	buildErrors   prometheus.Counter
+	// panics counts recovered panics by stage (build, patch, update).
+	panics *prometheus.CounterVec
 	// endpointPatches counts endpoint-only changes per group, by how they
 	// were applied: "patched" or "rebuilt".
 	endpointPatches *prometheus.CounterVec
@@ -63,12 +65,14 @@ func newMetrics() *metrics {
 				Help: "Time to build, validate and encode one proxy group's configuration.", Buckets: latencyBuckets}),
 			buildErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_xds_build_errors_total",
 				Help: "Group builds that failed validation (a weft bug); the last good configuration stays in service."}),
+			panics: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_panics_total",
+				Help: "Panics recovered in the control plane, by stage (translate, build, patch, update): a weft bug; the last good configuration stays in service."}, []string{"stage"}),
 			endpointPatches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_xds_endpoint_patches_total",
 				Help: "Endpoint-only changes applied to a proxy group, by result: patched (the changed Services' endpoints, encoded once, replaced in the group's configuration) or rebuilt (the change reaches further for that group: a full build)."},
 				[]string{"result"}),
 		}
 		ctrlmetrics.Registry.MustRegister(m.connected, m.pushes, m.resourcesSent, m.bytesSent, m.nacks, m.policyNacks,
-			m.pushLatency, m.ackLatency, m.buildSeconds, m.buildErrors, m.endpointPatches)
+			m.pushLatency, m.ackLatency, m.buildSeconds, m.buildErrors, m.endpointPatches, m.panics)
 		shared = m
 	})
 	return shared

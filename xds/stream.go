@@ -52,9 +52,9 @@ func serve[Req any](a *ADS, ctx context.Context, delta, authenticate bool, recv 
 	nodeOf func(Req) *corev3.Node, typeOf func(Req) string,
 	handle func(*conn, Req) error, push func(*conn, string) error) error {
 	if !authenticate {
-		if n := a.anonStreams.Add(1); n > MaxAnonymousStreams {
+		if n := a.anonStreams.Add(1); n > int64(a.maxAnonStreams) {
 			a.anonStreams.Add(-1)
-			return exhausted("the anonymous xDS endpoint already serves %d streams (xds.MaxAnonymousStreams): use the authenticated port", MaxAnonymousStreams)
+			return exhausted("the anonymous xDS endpoint already serves %d streams (--xds-plaintext-max-streams): use the authenticated port", a.maxAnonStreams)
 		}
 		defer a.anonStreams.Add(-1)
 	}

@@ -51,6 +51,8 @@ func main() {
 	f := cmd.Flags()
 	f.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig file; empty means $KUBECONFIG, ~/.kube/config, then in-cluster")
 	f.StringVar(&o.XDSAddress, "xds-address", o.XDSAddress, "host:port of the anonymous plaintext gRPC xDS server (proxyless gRPC without certificates, development); empty (the default) means off: any client reaching it can read the configuration of any identity it claims")
+	f.IntVar(&o.XDSPlaintextMaxStreams, "xds-plaintext-max-streams", o.XDSPlaintextMaxStreams, "most streams the plaintext xDS port serves at once; more are refused with ResourceExhausted")
+	f.IntVar(&o.XDSPlaintextMaxGroups, "xds-plaintext-max-groups", o.XDSPlaintextMaxGroups, "most proxy groups (distinct identity and labels) the plaintext xDS port builds for; streams that would add more are refused")
 	f.StringVar(&o.XDSTLSAddress, "xds-tls-address", o.XDSTLSAddress, "host:port of the xDS server over TLS (injected sidecars)")
 	f.StringVar(&o.MonitoringAddress, "monitoring-address", o.MonitoringAddress, "host:port serving /metrics, /healthz and /readyz")
 	f.StringVar(&o.XDSAuth, "xds-auth", o.XDSAuth, "how proxies authenticate on the TLS port: token (a workload certificate over mTLS, else a ServiceAccount token for audience weft) or none (development only: no secrets are served)")

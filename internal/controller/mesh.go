@@ -38,6 +38,8 @@ type meshLoop struct {
 	changed func()
 
 	mesh *ir.Mesh // only the loop's goroutine touches it
+	// translateFn replaces translator.Translate in tests.
+	translateFn func(*translator.Inputs) *translator.Output
 
 	mu   sync.RWMutex
 	gens map[translator.PolicyKey]int64 // each policy's translated generation
@@ -48,18 +50,26 @@ func (l *meshLoop) run(ctx context.Context, st *store.Store) error {
 }
 
 func (l *meshLoop) batch(b store.Batch) {
+	// A translator bug must not crash every replica (and with them the
+	// fail-closed webhook) in a loop: a panic is counted
+	// (weft_panics_total{stage="translate"}), logged, made an Event, and
+	// the proxies keep the last good configuration. The next batch
+	// translates again.
+	defer l.ads.RecoverPanic("translate", "")
 	start := time.Now()
 	if b.Changes.EndpointsOnly && l.mesh != nil {
 		// The cheapest path: only these Services' endpoints changed, and
 		// only the proxies that depend on them are rebuilt.
+		m := l.mesh
 		for _, k := range b.Changes.Services {
-			l.mesh = translator.UpdateEndpoints(l.mesh, k, b.EndpointSlices(k), b.Pod)
+			m = l.translateEndpoints(m, k, b)
 		}
+		l.mesh = m
 		translateSeconds.WithLabelValues("endpoints").Observe(time.Since(start).Seconds())
 		l.ads.UpdateEndpoints(l.mesh, b.Changes.Services, b.FirstEvent)
 		return
 	}
-	out := translator.Translate(b.Inputs)
+	out := l.translate(b.Inputs)
 	l.mesh = out.Mesh
 	translateSeconds.WithLabelValues("full").Observe(time.Since(start).Seconds())
 	for _, w := range out.Warnings {
@@ -83,6 +93,19 @@ func (l *meshLoop) batch(b store.Batch) {
 	if l.changed != nil {
 		l.changed()
 	}
+}
+
+// translate and translateEndpoints are the translator's entry points
+// (tests replace them to make them panic).
+func (l *meshLoop) translate(in *translator.Inputs) *translator.Output {
+	if l.translateFn != nil {
+		return l.translateFn(in)
+	}
+	return translator.Translate(in)
+}
+
+func (l *meshLoop) translateEndpoints(m *ir.Mesh, k ir.ServiceKey, b store.Batch) *ir.Mesh {
+	return translator.UpdateEndpoints(m, k, b.EndpointSlices(k), b.Pod)
 }
 
 // Programmed implements status.ProgrammedSource from the xDS server's

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+
+	"github.com/weftmesh/weft/xds"
 )
 
 // Options configures a control plane process. Each field maps to one flag of
@@ -25,6 +27,9 @@ type Options struct {
 	// (127.0.0.1:15010, or the pod IP behind a NetworkPolicy). Its streams
 	// are capped (xds.MaxAnonymousStreams, xds.MaxAnonymousGroups).
 	XDSAddress string
+	// XDSPlaintextMaxStreams and XDSPlaintextMaxGroups cap the anonymous
+	// port's streams and proxy groups (distinct label sets) when it is on.
+	XDSPlaintextMaxStreams, XDSPlaintextMaxGroups int
 	// XDSTLSAddress is where it listens over TLS, with a certificate from
 	// the mesh root: injected sidecars connect here.
 	XDSTLSAddress string
@@ -59,6 +64,8 @@ const LeaseName = "weft-controller"
 func DefaultOptions() Options {
 	return Options{
 		XDSAddress:              "", // off: see Options.XDSAddress
+		XDSPlaintextMaxStreams:  xds.MaxAnonymousStreams,
+		XDSPlaintextMaxGroups:   xds.MaxAnonymousGroups,
 		XDSTLSAddress:           ":15012",
 		MonitoringAddress:       ":9090",
 		DebugAddress:            "127.0.0.1:15014",
@@ -104,6 +111,9 @@ func (o Options) Validate() error {
 	}
 	if o.LeaderElection && o.LeaderElectionNamespace == "" {
 		return fmt.Errorf("--leader-election-namespace is empty: name the namespace that holds the %q Lease, or pass --leader-elect=false", LeaseName)
+	}
+	if o.XDSPlaintextMaxStreams < 1 || o.XDSPlaintextMaxGroups < 1 {
+		return fmt.Errorf("--xds-plaintext-max-streams %d and --xds-plaintext-max-groups %d must be at least 1 (turn the plaintext port off with an empty --xds-address instead)", o.XDSPlaintextMaxStreams, o.XDSPlaintextMaxGroups)
 	}
 	switch o.XDSAuth {
 	case "token", "none":

@@ -15,6 +15,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/kubernetes"
@@ -59,6 +60,7 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 	// docs/design/070). The TLS port authenticates.
 	var xdsServer *xds.Server
 	if o.XDSAddress != "" {
+		ads.SetAnonymousLimits(o.XDSPlaintextMaxStreams, o.XDSPlaintextMaxGroups)
 		xdsServer, err = xds.NewServer(o.XDSAddress, ads.Anonymous(), nil, log.WithName("xds"))
 		if err != nil {
 			return fmt.Errorf("--xds-address: %w", err)
@@ -152,6 +154,15 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 	} else {
 		log.Info("xDS authentication is off (--xds-auth=none): any client can claim any proxy; no secrets are served. Development only.")
 	}
+	// A recovered panic (translation, a group's build) is also an Event
+	// on this replica's report Lease, which `kubectl get events -n
+	// weft-system` shows beside the replica's name.
+	events := mgr.GetEventRecorder("weft-controller")
+	replicaRef := &corev1.ObjectReference{APIVersion: "coordination.k8s.io/v1", Kind: "Lease", Namespace: o.LeaderElectionNamespace, Name: name}
+	ads.OnPanic(func(stage, group string, v any) {
+		events.Eventf(replicaRef, nil, corev1.EventTypeWarning, "Panic", stage,
+			"%.1024s", fmt.Sprintf("recovered a panic in %s %s (a weft bug; proxies keep their last good configuration): %v", stage, group, v))
+	})
 	loop.writer = status.New(mgr, loop, log.WithName("status"), status.Options{Peers: reports.Col})
 	ads.OnAck(loop.acked)
 

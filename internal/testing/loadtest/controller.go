@@ -43,6 +43,10 @@ func startController(ctx context.Context, bin, kubeconfig string, logs io.Writer
 	c := &controller{xds: addrs[0], monitoring: addrs[1], exited: make(chan struct{})}
 	c.cmd = exec.Command(bin, "--kubeconfig", kubeconfig,
 		"--xds-address", addrs[0], "--monitoring-address", addrs[1], "--debug-address", addrs[2],
+		// Every simulated proxy is its own workload on the anonymous port,
+		// whose default caps (1,024 streams, 256 groups) are for a few
+		// proxyless applications, not a load test.
+		"--xds-plaintext-max-streams", "100000", "--xds-plaintext-max-groups", "100000",
 		"--webhook-address", addrs[3], "--xds-tls-address", addrs[4], "--log-format", "text")
 	c.cmd.Stdout, c.cmd.Stderr = logs, logs
 	if err := c.cmd.Start(); err != nil {
