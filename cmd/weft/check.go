@@ -1,0 +1,74 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/discovery"
+
+	"github.com/weftmesh/weft/internal/cli/check"
+	"github.com/weftmesh/weft/internal/controller/injectcheck"
+)
+
+// checkCmd is `weft check`: is weft installed and healthy in this cluster.
+func checkCmd() *cobra.Command {
+	var kubeconfig, namespace string
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Check that weft is installed and healthy, and say how to fix what is not",
+		Long: `weft check reads the cluster (it changes nothing) and prints one line per
+check, ✔ when it passes, ! for a warning and ✖ for a failure, each failure
+and warning with the command that fixes it:
+
+  Kubernetes API        reachable, and new enough for native sidecars
+  CRDs                  every weft kind served at mesh.weft.dev/v1alpha1
+  weft-controller       its Deployment available (two replicas advised)
+  Injection webhook     registered, with a caBundle, and its Service has
+                        ready endpoints (it fails closed)
+  MeshConfig            valid as weft-controller reads it; no blocked root
+                        rotation
+  Injection namespaces  at least one labelled weft.dev/inject=enabled
+  Sidecars              no pod in those namespaces started without its
+                        sidecar
+  Policies              every TrafficSplit, RetryPolicy and AuthPolicy
+                        Accepted, ResolvedRefs and Programmed for its
+                        current generation
+
+The exit code is 1 when any check fails.`,
+		Example:      "  weft check\n  weft check --kubeconfig ~/.kube/staging",
+		Args:         cobra.NoArgs,
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := restConfig(kubeconfig)
+			if err != nil {
+				return err
+			}
+			c, err := clientFor(cfg)
+			if err != nil {
+				return err
+			}
+			d, err := discovery.NewDiscoveryClientForConfig(cfg)
+			if err != nil {
+				return err
+			}
+			rs := check.Run(cmd.Context(), c, d, check.Options{Namespace: namespace, MissingSidecar: missingSidecar})
+			check.Print(cmd.OutOrStdout(), rs)
+			if n := check.Failed(rs); n > 0 {
+				return fmt.Errorf("%d of %d checks failed", n, len(rs))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
+	cmd.Flags().StringVar(&namespace, "namespace", check.DefaultNamespace, "namespace of weft-controller")
+	return cmd
+}
+
+// missingSidecar is weft-controller's own injection check.
+func missingSidecar(pod *corev1.Pod, ns *corev1.Namespace) (bool, string) {
+	if injectcheck.Check(pod, ns) != injectcheck.Missing {
+		return false, ""
+	}
+	return true, injectcheck.RestartHint(pod)
+}

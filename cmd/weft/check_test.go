@@ -1,0 +1,183 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/weftmesh/weft/crds/v1alpha1"
+	"github.com/weftmesh/weft/dataplane"
+	"github.com/weftmesh/weft/internal/testing/testenv"
+	"github.com/weftmesh/weft/internal/testing/testkit"
+)
+
+// TestCheck runs `weft check` against the real API server: an install
+// that config/default and a running weft-controller would leave (the
+// controller's effects — Deployment status, caBundle, webhook endpoints,
+// policy status — written by the test), then the same cluster broken in
+// every way the command detects, each failure with its fix.
+func TestCheck(t *testing.T) {
+	env := testenv.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := env.Client
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func() (string, error) {
+		cmd := checkCmd()
+		var out bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(&out)
+		cmd.SilenceErrors = true
+		cmd.SetArgs([]string{"--kubeconfig", env.Kubeconfig})
+		err := cmd.ExecuteContext(ctx)
+		return out.String(), err
+	}
+
+	// Namespaces and pods first: once the webhook is registered, nothing
+	// serves it here, and it fails closed.
+	for _, ns := range []*corev1.Namespace{
+		{ObjectMeta: metav1.ObjectMeta{Name: "weft-system"}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{dataplane.LabelInject: dataplane.InjectEnabled}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "legacy"}},
+	} {
+		must(c.Create(ctx, ns))
+	}
+	always := corev1.ContainerRestartPolicyAlways
+	must(c.Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-0", Annotations: map[string]string{dataplane.AnnotationInjectStatus: "injected"}},
+		Spec: corev1.PodSpec{
+			InitContainers: []corev1.Container{{Name: dataplane.SidecarContainerName, Image: "envoy", RestartPolicy: &always}},
+			Containers:     []corev1.Container{{Name: "app", Image: "web"}},
+		},
+	}))
+	// A pod that started before its namespace was labelled: once it is,
+	// the pod is outside the mesh without the webhook having seen it.
+	must(c.Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "legacy", Name: "old-0"},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "old"}}},
+	}))
+
+	// What config/default installs, with what a running controller adds.
+	if out, err := env.Kubectl(ctx, nil, "apply", "--server-side", "-k", filepath.Join(env.Root, "config", "webhook")); err != nil {
+		t.Fatalf("applying config/webhook: %v\n%s", err, out)
+	}
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	must(c.Get(ctx, client.ObjectKey{Name: "weft-sidecar-injector"}, &mwc))
+	for i := range mwc.Webhooks {
+		mwc.Webhooks[i].ClientConfig.CABundle = []byte("-----BEGIN CERTIFICATE-----\n...\n")
+	}
+	must(c.Update(ctx, &mwc))
+	ready := true
+	must(c.Create(ctx, &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: "weft-system", Name: "weft-webhook-1", Labels: map[string]string{discoveryv1.LabelServiceName: "weft-webhook"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.1.0.2"}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
+	}))
+	replicas := int32(2)
+	labels := map[string]string{"app.kubernetes.io/name": "weft-controller"}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "weft-system", Name: "weft-controller"},
+		Spec: appsv1.DeploymentSpec{Replicas: &replicas, Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "weft-controller", Image: "weft-controller"}}}}},
+	}
+	must(c.Create(ctx, dep))
+	dep.Status = appsv1.DeploymentStatus{Replicas: 2, ReadyReplicas: 2, AvailableReplicas: 2, Conditions: []appsv1.DeploymentCondition{{Type: appsv1.DeploymentAvailable, Status: corev1.ConditionTrue, Reason: "MinimumReplicasAvailable"}}}
+	must(c.Status().Update(ctx, dep))
+	ts := &v1alpha1.TrafficSplit{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"},
+		Spec:       v1alpha1.TrafficSplitSpec{RootService: v1alpha1.RootServiceReference{Name: "web"}, Backends: []v1alpha1.Backend{{Name: "web-v1"}}},
+	}
+	must(c.Create(ctx, ts))
+	setConditions := func(programmed metav1.ConditionStatus, reason, msg string) {
+		t.Helper()
+		must(c.Get(ctx, client.ObjectKeyFromObject(ts), ts))
+		g := ts.Generation
+		ts.Status.Conditions = []metav1.Condition{
+			{Type: v1alpha1.ConditionAccepted, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonAccepted, ObservedGeneration: g, LastTransitionTime: metav1.Now()},
+			{Type: v1alpha1.ConditionResolvedRefs, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonResolvedRefs, ObservedGeneration: g, LastTransitionTime: metav1.Now()},
+			{Type: v1alpha1.ConditionProgrammed, Status: programmed, Reason: reason, Message: msg, ObservedGeneration: g, LastTransitionTime: metav1.Now()},
+		}
+		must(c.Status().Update(ctx, ts))
+	}
+	setConditions(metav1.ConditionTrue, v1alpha1.ReasonProgrammed, "")
+
+	out, err := run()
+	if err != nil || strings.Contains(out, "✖") {
+		t.Fatalf("weft check on a healthy install: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"✔ Kubernetes API: reachable, v1.37",
+		"✔ CRDs: AuthPolicy, MeshConfig, RetryPolicy, TrafficSplit served at mesh.weft.dev/v1alpha1",
+		"✔ weft-controller: available, 2 of 2 replicas ready",
+		"✔ Injection webhook: weft-sidecar-injector has a caBundle; Service weft-webhook has 1 ready endpoint(s)",
+		"✔ MeshConfig: none named weft: every default applies",
+		"✔ Injection namespaces: 1 labelled weft.dev/inject=enabled: shop",
+		"✔ Sidecars: every pod of the 1 in injected namespaces",
+		"✔ Policies: all 1 Accepted, ResolvedRefs and Programmed",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("healthy output lacks %q:\n%s", want, out)
+		}
+	}
+	t.Logf("healthy:\n%s", out)
+
+	// Break it.
+	dep.Status.ReadyReplicas, dep.Status.AvailableReplicas = 0, 0
+	dep.Status.Conditions[0].Status, dep.Status.Conditions[0].Message = corev1.ConditionFalse, "Deployment does not have minimum availability."
+	must(c.Status().Update(ctx, dep))
+	must(c.Get(ctx, client.ObjectKey{Name: "weft-sidecar-injector"}, &mwc))
+	mwc.Webhooks[1].ClientConfig.CABundle = nil
+	must(c.Update(ctx, &mwc))
+	var legacy corev1.Namespace
+	must(c.Get(ctx, client.ObjectKey{Name: "legacy"}, &legacy))
+	legacy.Labels[dataplane.LabelInject] = dataplane.InjectEnabled
+	must(c.Update(ctx, &legacy))
+	setConditions(metav1.ConditionFalse, v1alpha1.ReasonProxyRejected, "1 proxy rejected the configuration: shop/client-0: route: invalid weight")
+	mc := &v1alpha1.MeshConfig{ObjectMeta: metav1.ObjectMeta{Name: v1alpha1.MeshConfigName}}
+	must(c.Create(ctx, mc))
+	mc.Status.Conditions = []metav1.Condition{{Type: v1alpha1.ConditionRootRotation, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonRotationBlocked,
+		Message: "spec.certificates.builtIn.rootGeneration is 3 but the root Secret holds generation 1", LastTransitionTime: metav1.Now()}}
+	must(c.Status().Update(ctx, mc))
+	must(c.Delete(ctx, &apiextensionsv1.CustomResourceDefinition{ObjectMeta: metav1.ObjectMeta{Name: "retrypolicies.mesh.weft.dev"}}))
+
+	wants := []string{
+		"✖ CRDs: RetryPolicy not served at mesh.weft.dev/v1alpha1\n    fix: kubectl apply --server-side -k config/default",
+		"✖ weft-controller: Deployment weft-system/weft-controller: no replica is available: Deployment does not have minimum availability. (0 of 2 ready)",
+		"    fix: kubectl -n weft-system describe deployment weft-controller; kubectl -n weft-system logs deployment/weft-controller",
+		"✖ Injection webhook: MutatingWebhookConfiguration weft-sidecar-injector has no caBundle for object.inject.weft.dev",
+		"✖ MeshConfig: root rotation blocked: spec.certificates.builtIn.rootGeneration is 3",
+		"✔ Injection namespaces: 2 labelled weft.dev/inject=enabled: legacy, shop",
+		"✖ Sidecars: 1 pod(s) started without the sidecar (the webhook did not see them): they are outside the mesh: legacy/old-0\n    fix: kubectl delete pod old-0 -n legacy",
+		"✖ Policies: 1 of 1 not in effect:\n    TrafficSplit shop/web: Programmed=False (ProxyRejected): 1 proxy rejected the configuration: shop/client-0: route: invalid weight\n    fix: kubectl describe trafficsplit web -n shop",
+	}
+	testkit.Eventually(t, "weft check reports every failure", func() error {
+		out, err = run()
+		if err == nil || err.Error() != "6 of 8 checks failed" {
+			return fmt.Errorf("error %v\n%s", err, out)
+		}
+		for _, want := range wants {
+			if !strings.Contains(out, want) {
+				return fmt.Errorf("output lacks %q:\n%s", want, out)
+			}
+		}
+		return nil
+	})
+	t.Logf("broken:\n%s", out)
+}

@@ -1,0 +1,491 @@
+// Package check is `weft check`: whether weft is installed and healthy in
+// a cluster, one line per check, each failure with what is wrong and the
+// command that fixes it.
+package check
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/discovery"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/weftmesh/weft/crds/v1alpha1"
+	"github.com/weftmesh/weft/dataplane"
+	"github.com/weftmesh/weft/translator"
+)
+
+// Names of what config/default installs.
+const (
+	DefaultNamespace  = "weft-system"
+	ControllerName    = "weft-controller"
+	WebhookConfigName = "weft-sidecar-injector"
+	WebhookService    = "weft-webhook"
+	// InstallCommand installs or repairs every object of config/default.
+	InstallCommand = "kubectl apply --server-side -k config/default   (from a weft checkout)"
+)
+
+// MinKubernetesMinor is the oldest Kubernetes minor version (1.29) with
+// native sidecars (restartable init containers), which injection uses by
+// default; older clusters need `weft inject --legacy-sidecar`.
+const MinKubernetesMinor = 29
+
+// MaxListed caps how many objects one check names (10): enough to act on,
+// short enough to read; the count says how many more there are.
+const MaxListed = 10
+
+// Status of one check.
+type Status int
+
+const (
+	OK Status = iota
+	// Warn: worth knowing, not a failure (the exit code stays 0).
+	Warn
+	Fail
+)
+
+// Result is one check.
+type Result struct {
+	Name    string
+	Status  Status
+	Message string
+	// Fix is the command (or step) that fixes a failure or warning.
+	Fix string
+}
+
+// Options are where weft is installed, and the injection check of the
+// controller (internal/controller/injectcheck, wired in by cmd/weft: it
+// sits on a higher floor).
+type Options struct {
+	Namespace string
+	// MissingSidecar says whether a pod in namespace ns should have had
+	// weft's sidecar and did not get it, and the command that recreates
+	// it.
+	MissingSidecar func(pod *corev1.Pod, ns *corev1.Namespace) (missing bool, fix string)
+}
+
+// Run runs every check against the cluster and returns the results in
+// order. It never stops early: one failure does not hide the others.
+func Run(ctx context.Context, c client.Client, d discovery.DiscoveryInterface, o Options) []Result {
+	if o.Namespace == "" {
+		o.Namespace = DefaultNamespace
+	}
+	r := []Result{apiServer(d)}
+	if r[0].Status == Fail {
+		return r // nothing else can answer
+	}
+	crds, served := crdCheck(d)
+	r = append(r, crds,
+		controller(ctx, c, o.Namespace),
+		webhook(ctx, c, o.Namespace),
+	)
+	if served[v1alpha1.GroupVersion.WithKind("MeshConfig")] {
+		r = append(r, meshConfig(ctx, c))
+	}
+	nsRes, labelled := namespaces(ctx, c)
+	r = append(r, nsRes, pods(ctx, c, labelled, o.MissingSidecar))
+	r = append(r, policies(ctx, c, served))
+	return r
+}
+
+// Failed counts the failures.
+func Failed(rs []Result) int {
+	n := 0
+	for _, r := range rs {
+		if r.Status == Fail {
+			n++
+		}
+	}
+	return n
+}
+
+// Print writes one line per check (✔, ! or ✖) and, under a failure or a
+// warning, what to run.
+func Print(w io.Writer, rs []Result) {
+	for _, r := range rs {
+		mark := map[Status]string{OK: "✔", Warn: "!", Fail: "✖"}[r.Status]
+		fmt.Fprintf(w, "%s %s: %s\n", mark, r.Name, indent(r.Message))
+		if r.Status != OK && r.Fix != "" {
+			fmt.Fprintf(w, "    fix: %s\n", indent(r.Fix))
+		}
+	}
+}
+
+func indent(s string) string { return strings.ReplaceAll(s, "\n", "\n    ") }
+
+func apiServer(d discovery.DiscoveryInterface) Result {
+	r := Result{Name: "Kubernetes API"}
+	v, err := d.ServerVersion()
+	if err != nil {
+		r.Status, r.Message = Fail, fmt.Sprintf("cannot reach the API server: %v", err)
+		r.Fix = "check --kubeconfig (or $KUBECONFIG) and the current context: kubectl cluster-info"
+		return r
+	}
+	r.Message = "reachable, " + v.GitVersion
+	minor, err := strconv.Atoi(strings.TrimRight(v.Minor, "+"))
+	if err == nil && v.Major == "1" && minor < MinKubernetesMinor {
+		r.Status = Warn
+		r.Message += fmt.Sprintf(": older than 1.%d, no native sidecars", MinKubernetesMinor)
+		r.Fix = "inject with weft inject --legacy-sidecar, or upgrade the cluster"
+	}
+	return r
+}
+
+// crdCheck: every kind of mesh.weft.dev/v1alpha1 is served.
+func crdCheck(d discovery.DiscoveryInterface) (Result, map[schema.GroupVersionKind]bool) {
+	r := Result{Name: "CRDs"}
+	served := map[schema.GroupVersionKind]bool{}
+	gv := v1alpha1.GroupVersion.String()
+	list, err := d.ServerResourcesForGroupVersion(gv)
+	if err != nil && !apierrors.IsNotFound(err) {
+		r.Status, r.Message = Fail, fmt.Sprintf("cannot list %s: %v", gv, err)
+		return r, served
+	}
+	if list != nil {
+		for _, res := range list.APIResources {
+			if !strings.Contains(res.Name, "/") {
+				served[v1alpha1.GroupVersion.WithKind(res.Kind)] = true
+			}
+		}
+	}
+	var missing, have []string
+	for _, k := range Kinds() {
+		if served[v1alpha1.GroupVersion.WithKind(k)] {
+			have = append(have, k)
+		} else {
+			missing = append(missing, k)
+		}
+	}
+	if len(missing) > 0 {
+		r.Status = Fail
+		r.Message = fmt.Sprintf("%s not served at %s", strings.Join(missing, ", "), gv)
+		if len(have) == 0 {
+			r.Message = fmt.Sprintf("weft's CRDs are not installed (nothing served at %s)", gv)
+		}
+		r.Fix = InstallCommand
+		return r, served
+	}
+	r.Message = fmt.Sprintf("%s served at %s", strings.Join(have, ", "), gv)
+	return r, served
+}
+
+// Kinds are weft's API kinds, sorted.
+func Kinds() []string {
+	var out []string
+	scheme := runtime.NewScheme()
+	utilruntime.Must(v1alpha1.AddToScheme(scheme))
+	for k := range scheme.KnownTypes(v1alpha1.GroupVersion) {
+		if !strings.HasSuffix(k, "List") && k != "WatchEvent" && !strings.HasSuffix(k, "Options") && k != "Status" && k != "APIVersions" && k != "APIGroup" && k != "APIGroupList" && k != "APIResourceList" && k != "APIVersionInfo" {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func controller(ctx context.Context, c client.Client, ns string) Result {
+	r := Result{Name: "weft-controller"}
+	var d appsv1.Deployment
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: ControllerName}, &d); err != nil {
+		r.Status, r.Message, r.Fix = Fail, fmt.Sprintf("Deployment %s/%s: %v", ns, ControllerName, reason(err)), InstallCommand
+		return r
+	}
+	logs := fmt.Sprintf("kubectl -n %s describe deployment %s; kubectl -n %s logs deployment/%s", ns, ControllerName, ns, ControllerName)
+	var avail *appsv1.DeploymentCondition
+	for i := range d.Status.Conditions {
+		if d.Status.Conditions[i].Type == appsv1.DeploymentAvailable {
+			avail = &d.Status.Conditions[i]
+		}
+	}
+	switch {
+	case avail == nil || avail.Status != corev1.ConditionTrue:
+		msg := "no replica is available"
+		if avail != nil && avail.Message != "" {
+			msg += ": " + avail.Message
+		}
+		r.Status, r.Message, r.Fix = Fail, fmt.Sprintf("Deployment %s/%s: %s (%d of %d ready); the injection webhook fails closed, so pods in injected namespaces cannot be created", ns, ControllerName, msg, d.Status.ReadyReplicas, d.Status.Replicas), logs
+	case d.Status.ReadyReplicas < 2:
+		r.Status, r.Message = Warn, fmt.Sprintf("available, but %d replica ready: a node drain or a crash stops pod creation in injected namespaces (the webhook fails closed)", d.Status.ReadyReplicas)
+		r.Fix = fmt.Sprintf("kubectl -n %s scale deployment %s --replicas=2", ns, ControllerName)
+	default:
+		r.Message = fmt.Sprintf("available, %d of %d replicas ready", d.Status.ReadyReplicas, d.Status.Replicas)
+	}
+	return r
+}
+
+func webhook(ctx context.Context, c client.Client, ns string) Result {
+	r := Result{Name: "Injection webhook"}
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	if err := c.Get(ctx, client.ObjectKey{Name: WebhookConfigName}, &mwc); err != nil {
+		r.Status, r.Message, r.Fix = Fail, fmt.Sprintf("MutatingWebhookConfiguration %s: %v: no pod gets a sidecar", WebhookConfigName, reason(err)), InstallCommand
+		return r
+	}
+	var noCA []string
+	for _, w := range mwc.Webhooks {
+		if len(w.ClientConfig.CABundle) == 0 {
+			noCA = append(noCA, w.Name)
+		}
+	}
+	if len(noCA) > 0 {
+		r.Status = Fail
+		r.Message = fmt.Sprintf("MutatingWebhookConfiguration %s has no caBundle for %s: the API server cannot call it, so pods in injected namespaces cannot be created", WebhookConfigName, strings.Join(noCA, ", "))
+		r.Fix = fmt.Sprintf("weft-controller's leader writes it when it starts (with cert-manager, its CA injector does): kubectl -n %s logs deployment/%s", ns, ControllerName)
+		return r
+	}
+	var slices discoveryv1.EndpointSliceList
+	if err := c.List(ctx, &slices, client.InNamespace(ns), client.MatchingLabels{discoveryv1.LabelServiceName: WebhookService}); err != nil {
+		r.Status, r.Message = Fail, fmt.Sprintf("EndpointSlices of Service %s/%s: %v", ns, WebhookService, reason(err))
+		return r
+	}
+	ready := 0
+	for _, s := range slices.Items {
+		for _, e := range s.Endpoints {
+			if e.Conditions.Ready == nil || *e.Conditions.Ready {
+				ready++
+			}
+		}
+	}
+	if ready == 0 {
+		r.Status = Fail
+		r.Message = fmt.Sprintf("Service %s/%s has no ready endpoint: the webhook is unreachable, so pods in injected namespaces cannot be created", ns, WebhookService)
+		r.Fix = fmt.Sprintf("kubectl -n %s get pods -l app.kubernetes.io/name=%s; kubectl -n %s logs deployment/%s", ns, ControllerName, ns, ControllerName)
+		return r
+	}
+	r.Message = fmt.Sprintf("%s has a caBundle; Service %s has %d ready endpoint(s)", WebhookConfigName, WebhookService, ready)
+	return r
+}
+
+func meshConfig(ctx context.Context, c client.Client) Result {
+	r := Result{Name: "MeshConfig"}
+	var mc v1alpha1.MeshConfig
+	if err := c.Get(ctx, client.ObjectKey{Name: v1alpha1.MeshConfigName}, &mc); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.Message = fmt.Sprintf("none named %s: every default applies", v1alpha1.MeshConfigName)
+			return r
+		}
+		r.Status, r.Message = Fail, fmt.Sprintf("MeshConfig %s: %v", v1alpha1.MeshConfigName, reason(err))
+		return r
+	}
+	var problems []string
+	// The translator's own reading of it, as weft-controller makes it.
+	problems = append(problems, translator.Translate(&translator.Inputs{MeshConfig: &mc}).Warnings...)
+	for _, cond := range mc.Status.Conditions {
+		if cond.Status == metav1.ConditionFalse && cond.Type != v1alpha1.ConditionRootRotation {
+			problems = append(problems, fmt.Sprintf("%s=False (%s): %s", cond.Type, cond.Reason, cond.Message))
+		}
+		if cond.Type == v1alpha1.ConditionRootRotation && cond.Reason == v1alpha1.ReasonRotationBlocked {
+			problems = append(problems, fmt.Sprintf("root rotation blocked: %s", cond.Message))
+		}
+	}
+	if len(problems) > 0 {
+		r.Status, r.Message = Fail, strings.Join(problems, "\n")
+		r.Fix = fmt.Sprintf("kubectl edit meshconfig %s (docs/api.md describes every field)", v1alpha1.MeshConfigName)
+		return r
+	}
+	r.Message = fmt.Sprintf("%s is valid", v1alpha1.MeshConfigName)
+	if rot := meta.FindStatusCondition(mc.Status.Conditions, v1alpha1.ConditionRootRotation); rot != nil && rot.Status == metav1.ConditionFalse {
+		r.Message += fmt.Sprintf("; root rotation in progress (%s): weft ca status", rot.Reason)
+	}
+	return r
+}
+
+func namespaces(ctx context.Context, c client.Client) (Result, map[string]*corev1.Namespace) {
+	r := Result{Name: "Injection namespaces"}
+	var list corev1.NamespaceList
+	if err := c.List(ctx, &list, client.MatchingLabels{dataplane.LabelInject: dataplane.InjectEnabled}); err != nil {
+		r.Status, r.Message = Fail, fmt.Sprintf("listing namespaces: %v", reason(err))
+		return r, nil
+	}
+	labelled := map[string]*corev1.Namespace{}
+	var names []string
+	for i := range list.Items {
+		labelled[list.Items[i].Name] = &list.Items[i]
+		names = append(names, list.Items[i].Name)
+	}
+	if len(names) == 0 {
+		r.Status, r.Message = Warn, fmt.Sprintf("no namespace is labelled %s=%s: no pod gets a sidecar", dataplane.LabelInject, dataplane.InjectEnabled)
+		r.Fix = fmt.Sprintf("kubectl label namespace NAMESPACE %s=%s", dataplane.LabelInject, dataplane.InjectEnabled)
+		return r, labelled
+	}
+	r.Message = fmt.Sprintf("%d labelled %s=%s: %s", len(names), dataplane.LabelInject, dataplane.InjectEnabled, list3(names))
+	return r, labelled
+}
+
+func pods(ctx context.Context, c client.Client, labelled map[string]*corev1.Namespace, missing func(*corev1.Pod, *corev1.Namespace) (bool, string)) Result {
+	r := Result{Name: "Sidecars"}
+	var bad, fixes []string
+	total := 0
+	nsNames := make([]string, 0, len(labelled))
+	for n := range labelled {
+		nsNames = append(nsNames, n)
+	}
+	sort.Strings(nsNames)
+	for _, n := range nsNames {
+		var list corev1.PodList
+		if err := c.List(ctx, &list, client.InNamespace(n)); err != nil {
+			r.Status, r.Message = Fail, fmt.Sprintf("listing pods in %s: %v", n, reason(err))
+			return r
+		}
+		for i := range list.Items {
+			p := &list.Items[i]
+			total++
+			if missing == nil {
+				continue
+			}
+			if m, fix := missing(p, labelled[n]); m {
+				bad = append(bad, p.Namespace+"/"+p.Name)
+				fixes = append(fixes, fix)
+			}
+		}
+	}
+	if len(bad) > 0 {
+		r.Status = Fail
+		r.Message = fmt.Sprintf("%d pod(s) started without the sidecar (the webhook did not see them): they are outside the mesh: %s", len(bad), list3(bad))
+		r.Fix = strings.Join(dedupe(fixes, MaxListed), "\n")
+		return r
+	}
+	r.Message = fmt.Sprintf("every pod of the %d in injected namespaces has its sidecar or was skipped by the webhook for a named reason", total)
+	return r
+}
+
+// policyKinds are the policies whose status weft-controller writes.
+var policyKinds = []struct {
+	kind string
+	list func() client.ObjectList
+	each func(client.ObjectList) []statusObject
+}{
+	{"AuthPolicy", func() client.ObjectList { return &v1alpha1.AuthPolicyList{} }, func(l client.ObjectList) []statusObject {
+		var out []statusObject
+		for i := range l.(*v1alpha1.AuthPolicyList).Items {
+			o := &l.(*v1alpha1.AuthPolicyList).Items[i]
+			out = append(out, statusObject{o, o.Status.Conditions})
+		}
+		return out
+	}},
+	{"RetryPolicy", func() client.ObjectList { return &v1alpha1.RetryPolicyList{} }, func(l client.ObjectList) []statusObject {
+		var out []statusObject
+		for i := range l.(*v1alpha1.RetryPolicyList).Items {
+			o := &l.(*v1alpha1.RetryPolicyList).Items[i]
+			out = append(out, statusObject{o, o.Status.Conditions})
+		}
+		return out
+	}},
+	{"TrafficSplit", func() client.ObjectList { return &v1alpha1.TrafficSplitList{} }, func(l client.ObjectList) []statusObject {
+		var out []statusObject
+		for i := range l.(*v1alpha1.TrafficSplitList).Items {
+			o := &l.(*v1alpha1.TrafficSplitList).Items[i]
+			out = append(out, statusObject{o, o.Status.Conditions})
+		}
+		return out
+	}},
+}
+
+type statusObject struct {
+	obj   client.Object
+	conds []metav1.Condition
+}
+
+// policies: every policy is Accepted, ResolvedRefs and Programmed for its
+// current generation.
+func policies(ctx context.Context, c client.Client, served map[schema.GroupVersionKind]bool) Result {
+	r := Result{Name: "Policies"}
+	var bad, fixes []string
+	total := 0
+	for _, pk := range policyKinds {
+		if !served[v1alpha1.GroupVersion.WithKind(pk.kind)] {
+			continue // the CRD check said so
+		}
+		l := pk.list()
+		if err := c.List(ctx, l); err != nil {
+			r.Status, r.Message = Fail, fmt.Sprintf("listing %s: %v", pk.kind, reason(err))
+			return r
+		}
+		for _, so := range pk.each(l) {
+			total++
+			o := so.obj
+			name := fmt.Sprintf("%s %s/%s", pk.kind, o.GetNamespace(), o.GetName())
+			if problem := policyProblem(so.conds, o.GetGeneration()); problem != "" {
+				bad = append(bad, name+": "+problem)
+				fixes = append(fixes, fmt.Sprintf("kubectl describe %s %s -n %s   (weft translate -f shows the same status offline)", strings.ToLower(pk.kind), o.GetName(), o.GetNamespace()))
+			}
+		}
+	}
+	if len(bad) > 0 {
+		r.Status = Fail
+		more := ""
+		if len(bad) > MaxListed {
+			more = fmt.Sprintf("\n... and %d more", len(bad)-MaxListed)
+			bad = bad[:MaxListed]
+		}
+		r.Message = fmt.Sprintf("%d of %d not in effect:\n%s%s", len(bad), total, strings.Join(bad, "\n"), more)
+		r.Fix = strings.Join(dedupe(fixes, MaxListed), "\n")
+		return r
+	}
+	r.Message = fmt.Sprintf("all %d Accepted, ResolvedRefs and Programmed", total)
+	return r
+}
+
+// policyProblem is why a policy is not in effect, or "".
+func policyProblem(conds []metav1.Condition, generation int64) string {
+	for _, t := range []string{v1alpha1.ConditionAccepted, v1alpha1.ConditionResolvedRefs, v1alpha1.ConditionProgrammed} {
+		cond := meta.FindStatusCondition(conds, t)
+		switch {
+		case cond == nil:
+			return fmt.Sprintf("no %s condition yet: weft-controller has not processed it (is it running?)", t)
+		case cond.ObservedGeneration < generation:
+			return fmt.Sprintf("%s describes generation %d, not the current %d: weft-controller has not caught up", t, cond.ObservedGeneration, generation)
+		case cond.Status != metav1.ConditionTrue:
+			return fmt.Sprintf("%s=%s (%s): %s", t, cond.Status, cond.Reason, cond.Message)
+		}
+	}
+	return ""
+}
+
+// reason shortens API errors to what a user acts on.
+func reason(err error) string {
+	var s apierrors.APIStatus
+	switch {
+	case apierrors.IsNotFound(err):
+		return "not found"
+	case apierrors.IsForbidden(err):
+		return "forbidden (your user lacks the right to read it): " + err.Error()
+	case errors.As(err, &s):
+		return s.Status().Message
+	}
+	return err.Error()
+}
+
+// list3 joins names, at most MaxListed of them.
+func list3(names []string) string {
+	if len(names) > MaxListed {
+		return strings.Join(names[:MaxListed], ", ") + fmt.Sprintf(" and %d more", len(names)-MaxListed)
+	}
+	return strings.Join(names, ", ")
+}
+
+func dedupe(ss []string, max int) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range ss {
+		if !seen[s] && len(out) < max {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
