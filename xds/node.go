@@ -39,8 +39,9 @@ func ParseNode(n *corev3.Node) (NodeInfo, error) {
 // kind, identity and labels. One build and one encoding serve the whole
 // group, typically every replica of a Deployment. gRPC server listener
 // names carry the pod's address, so gRPC proxies group by address too.
-// (A sidecar group's named target ports are resolved with the first
-// member's addresses: replicas of one pod template agree on them.)
+// (A sidecar group's named target ports are resolved from every endpoint
+// with the group's identity, never from the first member's addresses
+// alone: envoy.servedPorts, issue 12 d.)
 type groupKey string
 
 func keyOf(p dataplane.Proxy, authenticated bool) groupKey {

@@ -2,6 +2,7 @@ package envoy
 
 import (
 	"reflect"
+	"slices"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -96,8 +97,8 @@ func (c *EndpointChange) Local(p dataplane.Proxy) bool {
 	}
 	if c.new.Key.Namespace == p.Namespace && selects(c.new.Selector, p.Labels) {
 		for i, np := range c.new.Ports {
-			if servedPort(c.old.Ports[i], p.IPs) != servedPort(np, p.IPs) {
-				return false // its inbound port moved
+			if !slices.Equal(servedPorts(c.old.Ports[i], p), servedPorts(np, p)) {
+				return false // its inbound ports moved
 			}
 		}
 	}

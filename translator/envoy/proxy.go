@@ -6,6 +6,7 @@ package envoy
 
 import (
 	"sort"
+	"strings"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -145,7 +146,7 @@ func newView(mesh *ir.Mesh, p dataplane.Proxy) *view {
 		v.authz = append(v.authz, svc.AuthPolicies...)
 		v.served = append(v.served, svc.Key)
 		for _, sp := range svc.Ports {
-			if n := servedPort(sp, v.proxy.IPs); n != 0 {
+			for _, n := range servedPorts(sp, v.proxy) {
 				// Two Services that disagree on a container port's
 				// protocol: treat it as TCP, which carries either.
 				if prev, ok := ports[n]; ok && prev != sp.Protocol {
@@ -179,21 +180,49 @@ func (v *view) refuse(svc *ir.Service, i int, why refusalReason) {
 	v.refused = append(v.refused, refusal{svc: svc, idx: i, reason: why})
 }
 
-// servedPort is the container port that carries sp on the pod with the
-// addresses ips, or 0 when unknown: the target port, or for a named one
-// the port of the endpoint at one of those addresses.
-func servedPort(sp *ir.Port, ips []string) int32 {
+// servedPorts are the container ports that carry sp on p's workload,
+// sorted: the target port, or for a named one the ports of the endpoints
+// with p's identity (its namespace and service account), and of those at
+// p's own addresses (a pod the
+// translator does not know has no identity).
+//
+// A sidecar's configuration is built once for its group (every proxy with
+// its identity and labels, xds) with the first member's addresses: a port
+// resolved at those addresses alone was lost by every replica when that
+// pod went, or never found when a pod of the same service account
+// connected first with forged addresses (issue 12 d). Replicas that
+// disagree (a rollout that renames a container port) each get chains for
+// every number: an extra chain carries RBAC, and nothing listens behind
+// it. A proxyless gRPC group is one pod (its listener names carry the
+// address), so its own address decides.
+func servedPorts(sp *ir.Port, p dataplane.Proxy) []int32 {
 	if sp.TargetPortName == "" {
-		return sp.TargetPort
+		return []int32{sp.TargetPort}
+	}
+	// The identity without its trust domain, which is the mesh's.
+	id := "/ns/" + p.Namespace + "/sa/" + p.ServiceAccount
+	var out []int32
+	add := func(n int32) {
+		for _, x := range out {
+			if x == n {
+				return
+			}
+		}
+		out = append(out, n)
 	}
 	for _, e := range sp.Endpoints {
-		for _, ip := range ips {
+		if p.Kind != dataplane.KindGRPC && strings.HasSuffix(e.Identity, id) {
+			add(e.Port)
+			continue
+		}
+		for _, ip := range p.IPs {
 			if e.Address == ip {
-				return e.Port
+				add(e.Port)
 			}
 		}
 	}
-	return 0
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
 }
 
 func selects(selector, labels map[string]string) bool {
