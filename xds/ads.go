@@ -92,12 +92,12 @@ func (a *ADS) admit(ctx context.Context, n *corev3.Node, authenticate bool) (Nod
 	a.mu.Unlock()
 	node.Auth = AuthNone
 	if authenticate && a.auth != nil {
-		method, err := authenticateWith(ctx, a.auth, node)
+		p, err := authenticateWith(ctx, a.auth, node)
 		if err != nil {
 			a.log.Info("refused a proxy", "node", node.ID, "reason", err.Error())
 			return NodeInfo{}, err
 		}
-		node.Authenticated, node.Auth = true, method
+		node.Authenticated, node.Auth, node.CredentialExpires = true, p.method, p.expires
 	}
 	return node, nil
 }

@@ -2,9 +2,14 @@ package xds
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -37,18 +42,27 @@ const (
 	AuthNone        = "none" // the anonymous endpoint, or no authenticator
 )
 
+// proof is what an authenticator established: how the stream proved its
+// identity, and until when the credential is valid (zero: unknown). A
+// stream does not outlive its credential (serve closes it then, and the
+// proxy reconnects with a fresh one).
+type proof struct {
+	method  string
+	expires time.Time
+}
+
 // methodAuthenticator is an Authenticator that also says how the stream
-// proved itself; weft's own authenticators are.
+// proved itself and for how long; weft's own authenticators are.
 type methodAuthenticator interface {
-	authenticate(ctx context.Context, node NodeInfo) (method string, err error)
+	authenticate(ctx context.Context, node NodeInfo) (proof, error)
 }
 
 // authenticateWith runs auth and names the method that vouched for the stream.
-func authenticateWith(ctx context.Context, auth Authenticator, node NodeInfo) (string, error) {
+func authenticateWith(ctx context.Context, auth Authenticator, node NodeInfo) (proof, error) {
 	if m, ok := auth.(methodAuthenticator); ok {
 		return m.authenticate(ctx, node)
 	}
-	return AuthOther, auth.Authenticate(ctx, node)
+	return proof{method: AuthOther}, auth.Authenticate(ctx, node)
 }
 
 // noCredential is an authenticator's answer when the stream carries none
@@ -83,20 +97,20 @@ func (c Chain) Authenticate(ctx context.Context, node NodeInfo) error {
 	return err
 }
 
-func (c Chain) authenticate(ctx context.Context, node NodeInfo) (string, error) {
+func (c Chain) authenticate(ctx context.Context, node NodeInfo) (proof, error) {
 	var fixes []string
 	for _, a := range c {
-		method, err := authenticateWith(ctx, a, node)
+		p, err := authenticateWith(ctx, a, node)
 		var nc *noCredential
 		if !errors.As(err, &nc) {
-			return method, err
+			return p, err
 		}
 		fixes = append(fixes, nc.fix)
 	}
 	if len(fixes) == 0 {
-		return "", status.Errorf(codes.Unauthenticated, "node %s: no authenticator is configured", node.ID)
+		return proof{}, status.Errorf(codes.Unauthenticated, "node %s: no authenticator is configured", node.ID)
 	}
-	return "", &noCredential{node: node.ID, missing: "no credential", fix: strings.Join(fixes, "; or ")}
+	return proof{}, &noCredential{node: node.ID, missing: "no credential", fix: strings.Join(fixes, "; or ")}
 }
 
 // CertificateAuthenticator accepts a stream whose TLS client certificate
@@ -127,7 +141,7 @@ func (a CertificateAuthenticator) Authenticate(ctx context.Context, node NodeInf
 	return err
 }
 
-func (a CertificateAuthenticator) authenticate(ctx context.Context, node NodeInfo) (string, error) {
+func (a CertificateAuthenticator) authenticate(ctx context.Context, node NodeInfo) (proof, error) {
 	var chain []*x509.Certificate
 	if p, ok := peer.FromContext(ctx); ok {
 		if info, ok := p.AuthInfo.(credentials.TLSInfo); ok {
@@ -135,7 +149,7 @@ func (a CertificateAuthenticator) authenticate(ctx context.Context, node NodeInf
 		}
 	}
 	if len(chain) == 0 {
-		return "", &noCredential{node: node.ID, missing: "no client certificate",
+		return proof{}, &noCredential{node: node.ID, missing: "no client certificate",
 			fix: "present the workload certificate of its identity over mTLS (weft agent writes it for proxyless gRPC)"}
 	}
 	roots := a.Roots()
@@ -147,19 +161,19 @@ func (a CertificateAuthenticator) authenticate(ctx context.Context, node NodeInf
 		inter.AddCert(c)
 	}
 	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
-		return "", status.Errorf(codes.Unauthenticated, "node %s: its client certificate does not verify against the mesh's trust bundle: %v", node.ID, err)
+		return proof{}, status.Errorf(codes.Unauthenticated, "node %s: its client certificate does not verify against the mesh's trust bundle: %v", node.ID, err)
 	}
 	proven, err := certs.IdentityFromCertificate(chain[0])
 	if err != nil {
-		return "", status.Errorf(codes.Unauthenticated, "node %s: its client certificate is not a workload certificate: %v", node.ID, err)
+		return proof{}, status.Errorf(codes.Unauthenticated, "node %s: its client certificate is not a workload certificate: %v", node.ID, err)
 	}
 	if node.TrustDomain == "" {
-		return "", status.Errorf(codes.Unavailable, "node %s: the mesh's trust domain is not known yet; retry", node.ID)
+		return proof{}, status.Errorf(codes.Unavailable, "node %s: the mesh's trust domain is not known yet; retry", node.ID)
 	}
 	if claimed := node.Proxy.Identity(node.TrustDomain); proven.String() != claimed {
-		return "", status.Errorf(codes.PermissionDenied, "node %s claims %s but its certificate proves %s", node.ID, claimed, proven)
+		return proof{}, status.Errorf(codes.PermissionDenied, "node %s claims %s but its certificate proves %s", node.ID, claimed, proven)
 	}
-	return AuthCertificate, nil
+	return proof{method: AuthCertificate, expires: chain[0].NotAfter}, nil
 }
 
 // SetAuthenticator makes the ADS refuse streams that auth rejects (except
@@ -183,18 +197,65 @@ type TokenReviewer interface {
 // metadata holds a ServiceAccount token for audience "weft" that the API
 // server vouches for, issued to the service account (and, for pod-bound
 // tokens, the pod) that the node claims. The node id must be
-// "<pod>.<namespace>" of the node's namespace. Reviews are cached for a minute so
-// that a reconnect storm costs one review per pod.
+// "<pod>.<namespace>" of the node's namespace.
+//
+// It is built for reconnect storms and hostile clients: reviews are cached
+// (tokenCacheTTL, never past the token's expiry; refusals for
+// negativeCacheTTL) under the token's SHA-256, never the token itself, in a
+// bounded cache (MaxTokenCacheEntries); a token over MaxTokenBytes is
+// refused unread; at most MaxConcurrentTokenReviews reviews run at once;
+// and each peer address may cause PeerReviewBurst reviews, then
+// PeerReviewsPerSecond, so unique bogus tokens from one pod cannot starve
+// the others (what is cached costs nothing and is not limited).
 type TokenAuthenticator struct {
 	Reviews TokenReviewer
 
 	mu    sync.Mutex
-	cache map[string]cachedReview
+	cache map[[sha256.Size]byte]cachedReview
+	peers map[string]*bucket
+	sem   chan struct{}
+	once  sync.Once
 }
 
+// Token authentication limits.
+const (
+	// MaxTokenBytes: a projected ServiceAccount token is 1-2 KiB; 8 KiB
+	// leaves room for long names and is still refused before any work.
+	MaxTokenBytes = 8 << 10
+	// tokenCacheTTL: a reconnect storm costs one review per pod; a token
+	// revoked (its pod deleted) stops being accepted within a minute.
+	tokenCacheTTL = time.Minute
+	// negativeCacheTTL: the same bad token sent again is refused from the
+	// cache for a few seconds; a fixed one is accepted soon after.
+	negativeCacheTTL = 5 * time.Second
+	// MaxTokenCacheEntries bounds the cache: above it, expired entries
+	// go, then the oldest half. A pod holds one token at a time (two while
+	// the kubelet rotates it), so this covers 10,000 pods.
+	MaxTokenCacheEntries = 20000
+	// MaxConcurrentTokenReviews bounds the reviews in flight to the API
+	// server from one replica (a storm waits its turn, within the
+	// stream's context, rather than opening thousands of requests).
+	MaxConcurrentTokenReviews = 32
+	// PeerReviewBurst and PeerReviewsPerSecond: one pod's address
+	// authenticates its sidecar and at most an agent; a reconnect needs
+	// one or two reviews. More is a client trying tokens.
+	PeerReviewBurst      = 10
+	PeerReviewsPerSecond = 1.0
+	// maxPeers bounds the per-peer buckets kept; idle (refilled) ones go
+	// first.
+	maxPeers = 65536
+)
+
 type cachedReview struct {
-	status authnv1.TokenReviewStatus
-	until  time.Time
+	status  authnv1.TokenReviewStatus
+	expires time.Time // the token's own expiry, if it says
+	until   time.Time
+}
+
+// bucket is one peer's token bucket of reviews.
+type bucket struct {
+	tokens float64
+	last   time.Time
 }
 
 // Authenticate implements Authenticator.
@@ -203,7 +264,7 @@ func (t *TokenAuthenticator) Authenticate(ctx context.Context, node NodeInfo) er
 	return err
 }
 
-func (t *TokenAuthenticator) authenticate(ctx context.Context, node NodeInfo) (string, error) {
+func (t *TokenAuthenticator) authenticate(ctx context.Context, node NodeInfo) (proof, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	var token string
 	for _, v := range md.Get("authorization") {
@@ -212,56 +273,176 @@ func (t *TokenAuthenticator) authenticate(ctx context.Context, node NodeInfo) (s
 		}
 	}
 	if token == "" {
-		return "", &noCredential{node: node.ID, missing: "no token",
+		return proof{}, &noCredential{node: node.ID, missing: "no token",
 			fix: fmt.Sprintf("send a ServiceAccount token with audience %q as \"authorization: Bearer <token>\" (injected sidecars do)", TokenAudience)}
+	}
+	if len(token) > MaxTokenBytes {
+		return proof{}, status.Errorf(codes.Unauthenticated, "node %s: its token is %d bytes, more than %d (xds.MaxTokenBytes): not a ServiceAccount token", node.ID, len(token), MaxTokenBytes)
 	}
 	// The node id is "<pod>.<namespace>"; a pod name is a DNS subdomain
 	// and may itself contain dots, so the namespace is cut from the end.
 	pod, ok := strings.CutSuffix(node.ID, "."+node.Proxy.Namespace)
 	if !ok || pod == "" {
-		return "", status.Errorf(codes.InvalidArgument, "node.id %q is not <pod>.<namespace> for namespace %q (metadata %s): set it to <pod>.%s in the bootstrap",
+		return proof{}, status.Errorf(codes.InvalidArgument, "node.id %q is not <pod>.<namespace> for namespace %q (metadata %s): set it to <pod>.%s in the bootstrap",
 			node.ID, node.Proxy.Namespace, dataplane.MetaNamespace, node.Proxy.Namespace)
 	}
-	st, err := t.review(ctx, token)
+	rv, err := t.review(ctx, token)
 	if err != nil {
-		return "", status.Errorf(codes.Unavailable, "node %s: cannot review its token with the API server: %v", node.ID, err)
+		if status.Code(err) == codes.ResourceExhausted {
+			return proof{}, status.Errorf(codes.ResourceExhausted, "node %s: %v", node.ID, status.Convert(err).Message())
+		}
+		return proof{}, status.Errorf(codes.Unavailable, "node %s: cannot review its token with the API server: %v", node.ID, err)
 	}
+	st := rv.status
 	if !st.Authenticated {
-		return "", status.Errorf(codes.Unauthenticated, "node %s: the API server rejected its token: %s", node.ID, st.Error)
+		return proof{}, status.Errorf(codes.Unauthenticated, "node %s: the API server rejected its token: %s", node.ID, st.Error)
 	}
 	want := "system:serviceaccount:" + node.Proxy.Namespace + ":" + node.Proxy.ServiceAccount
 	if st.User.Username != want {
-		return "", status.Errorf(codes.PermissionDenied, "node %s claims %s but its token is %s's", node.ID, want, st.User.Username)
+		return proof{}, status.Errorf(codes.PermissionDenied, "node %s claims %s but its token is %s's", node.ID, want, st.User.Username)
 	}
 	if names := st.User.Extra["authentication.kubernetes.io/pod-name"]; len(names) > 0 && names[0] != pod {
-		return "", status.Errorf(codes.PermissionDenied, "node %s claims pod %s but its token is bound to pod %s", node.ID, pod, names[0])
+		return proof{}, status.Errorf(codes.PermissionDenied, "node %s claims pod %s but its token is bound to pod %s", node.ID, pod, names[0])
 	}
-	return AuthToken, nil
+	return proof{method: AuthToken, expires: rv.expires}, nil
 }
 
-func (t *TokenAuthenticator) review(ctx context.Context, token string) (authnv1.TokenReviewStatus, error) {
+func (t *TokenAuthenticator) init() {
+	t.once.Do(func() {
+		t.cache = map[[sha256.Size]byte]cachedReview{}
+		t.peers = map[string]*bucket{}
+		t.sem = make(chan struct{}, MaxConcurrentTokenReviews)
+	})
+}
+
+func (t *TokenAuthenticator) review(ctx context.Context, token string) (cachedReview, error) {
+	t.init()
+	key := sha256.Sum256([]byte(token))
 	now := time.Now()
 	t.mu.Lock()
-	if c, ok := t.cache[token]; ok && now.Before(c.until) {
+	if c, ok := t.cache[key]; ok && now.Before(c.until) {
 		t.mu.Unlock()
-		return c.status, nil
+		return c, nil
+	}
+	if !t.allow(peerOf(ctx), now) {
+		t.mu.Unlock()
+		return cachedReview{}, exhausted("too many token reviews from this address (%d, then %g a second: xds.PeerReviewBurst)", PeerReviewBurst, PeerReviewsPerSecond)
 	}
 	t.mu.Unlock()
+	select {
+	case t.sem <- struct{}{}:
+	case <-ctx.Done():
+		return cachedReview{}, ctx.Err()
+	}
 	res, err := t.Reviews.Create(ctx, &authnv1.TokenReview{Spec: authnv1.TokenReviewSpec{Token: token, Audiences: []string{TokenAudience}}}, metav1.CreateOptions{})
+	<-t.sem
 	if err != nil {
-		return authnv1.TokenReviewStatus{}, err
+		return cachedReview{}, err
 	}
 	if res.Status.Authenticated && !contains(res.Status.Audiences, TokenAudience) {
 		res.Status.Authenticated = false
 		res.Status.Error = fmt.Sprintf("the token is not for audience %q", TokenAudience)
 	}
-	t.mu.Lock()
-	if t.cache == nil || len(t.cache) > 10000 {
-		t.cache = map[string]cachedReview{} // bounded: forget all rather than grow
+	c := cachedReview{status: res.Status, until: now.Add(negativeCacheTTL)}
+	if res.Status.Authenticated {
+		c.until = now.Add(tokenCacheTTL)
+		if exp := tokenExpiry(token); !exp.IsZero() {
+			c.expires = exp
+			if exp.Before(c.until) {
+				c.until = exp
+			}
+		}
 	}
-	t.cache[token] = cachedReview{status: res.Status, until: now.Add(time.Minute)}
+	t.mu.Lock()
+	if len(t.cache) >= MaxTokenCacheEntries {
+		t.evict(now)
+	}
+	t.cache[key] = c
 	t.mu.Unlock()
-	return res.Status, nil
+	return c, nil
+}
+
+// evict makes room in the cache: expired entries, then (if that was not
+// enough) the half that expires soonest. Called with mu held.
+func (t *TokenAuthenticator) evict(now time.Time) {
+	for k, c := range t.cache {
+		if !now.Before(c.until) {
+			delete(t.cache, k)
+		}
+	}
+	if len(t.cache) < MaxTokenCacheEntries {
+		return
+	}
+	untils := make([]time.Time, 0, len(t.cache))
+	for _, c := range t.cache {
+		untils = append(untils, c.until)
+	}
+	sort.Slice(untils, func(i, j int) bool { return untils[i].Before(untils[j]) })
+	cut := untils[len(untils)/2]
+	for k, c := range t.cache {
+		if !c.until.After(cut) {
+			delete(t.cache, k)
+		}
+	}
+}
+
+// allow takes one review from peer's bucket. Called with mu held.
+func (t *TokenAuthenticator) allow(peer string, now time.Time) bool {
+	b := t.peers[peer]
+	if b == nil {
+		if len(t.peers) >= maxPeers {
+			for k, o := range t.peers { // idle peers' buckets are full again
+				if o.tokens+now.Sub(o.last).Seconds()*PeerReviewsPerSecond >= PeerReviewBurst {
+					delete(t.peers, k)
+				}
+			}
+			if len(t.peers) >= maxPeers {
+				return false
+			}
+		}
+		b = &bucket{tokens: PeerReviewBurst, last: now}
+		t.peers[peer] = b
+	}
+	b.tokens = min(PeerReviewBurst, b.tokens+now.Sub(b.last).Seconds()*PeerReviewsPerSecond)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// peerOf is the stream's peer IP address (without the port: a client
+// opens new connections at will).
+func peerOf(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return ""
+	}
+	if host, _, err := net.SplitHostPort(p.Addr.String()); err == nil {
+		return host
+	}
+	return p.Addr.String()
+}
+
+// tokenExpiry reads the exp claim of a JWT that the API server has just
+// vouched for (so its signature was checked there); zero if it has none.
+func tokenExpiry(token string) time.Time {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return time.Time{}
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return time.Time{}
+	}
+	var claims struct {
+		Exp int64 `json:"exp"`
+	}
+	if json.Unmarshal(payload, &claims) != nil || claims.Exp == 0 {
+		return time.Time{}
+	}
+	return time.Unix(claims.Exp, 0)
 }
 
 func contains(s []string, v string) bool {

@@ -1,6 +1,8 @@
 package xds
 
 import (
+	"context"
+	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -11,3 +13,17 @@ func PolicyNacks() *prometheus.CounterVec { return newMetrics().policyNacks }
 
 // SetFirstRequestTimeout shortens FirstRequestTimeout for a test.
 func SetFirstRequestTimeout(a *ADS, d time.Duration) { a.firstRequest = d }
+
+// Authenticate runs auth as the ADS does, returning the method and the
+// credential's expiry.
+func Authenticate(ctx context.Context, auth Authenticator, node NodeInfo) (string, time.Time, error) {
+	p, err := authenticateWith(ctx, auth, node)
+	return p.method, p.expires, err
+}
+
+// TokenCacheKeys returns the token cache's keys, printed, and its size.
+func TokenCacheKeys(t *TokenAuthenticator) (string, int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return fmt.Sprint(t.cache), len(t.cache)
+}

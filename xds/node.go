@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
@@ -22,6 +23,11 @@ type NodeInfo struct {
 	// Auth says how (AuthCertificate, AuthToken, ...; AuthNone if not).
 	Authenticated bool
 	Auth          string
+	// CredentialExpires is when the credential that authenticated the
+	// stream expires (a token's exp, a certificate's NotAfter); zero if
+	// unknown. The stream is closed then, and the proxy reconnects with
+	// its current credential.
+	CredentialExpires time.Time
 }
 
 // ParseNode reads a proxy's node (dataplane.ParseNode reads its metadata).

@@ -27,6 +27,16 @@ import (
 // proxies reconnect to another replica after the hard stop.
 const drainTimeout = 2 * time.Second
 
+// MaxConnectionAge and MaxConnectionAgeGrace bound a connection's life:
+// 30 minutes as Istio's istiod, so that authentication is repeated at
+// least that often and a scaled-up replica gets its share of proxies
+// within half an hour; 10 seconds of grace lets a push in flight land
+// (a proxy keeps its configuration across the reconnect).
+const (
+	MaxConnectionAge      = 30 * time.Minute
+	MaxConnectionAgeGrace = 10 * time.Second
+)
+
 // Server is the gRPC server for ADS. It runs on every replica, leader or not.
 type Server struct {
 	lis     net.Listener
@@ -47,7 +57,12 @@ func NewServer(addr string, ads discoveryv3.AggregatedDiscoveryServiceServer, tl
 	opts := []grpc.ServerOption{
 		// Proxies keep one stream open for hours; detect dead peers without
 		// letting a client ping more often than every 10s.
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		// A connection lives MaxConnectionAge (±10% jitter, by gRPC), then
+		// its streams have MaxConnectionAgeGrace to finish before it
+		// closes: proxies reconnect, authenticate again (a revoked token or
+		// a deleted pod is refused then) and spread over the replicas.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second,
+			MaxConnectionAge: MaxConnectionAge, MaxConnectionAgeGrace: MaxConnectionAgeGrace}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		// Caps (limits.go): streams per connection, request and header sizes.
 		grpc.MaxConcurrentStreams(maxConcurrentStreams),

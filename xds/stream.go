@@ -86,6 +86,17 @@ func serve[Req any](a *ADS, ctx context.Context, delta, authenticate bool, recv 
 	defer a.leave(c)
 	a.log.V(1).Info("proxy connected", "node", node.ID, "delta", delta)
 
+	// A stream does not outlive the credential that admitted it: at its
+	// expiry the stream ends, and the proxy reconnects presenting its
+	// current token or certificate (Envoy re-reads the token file for
+	// every stream; weft agent's files are renewed before expiry).
+	var expired <-chan time.Time
+	if exp := node.CredentialExpires; !exp.IsZero() {
+		timer := time.NewTimer(time.Until(exp))
+		defer timer.Stop()
+		expired = timer.C
+	}
+
 	check := func(r Req) error {
 		switch t := typeOf(r); {
 		case t == "":
@@ -104,6 +115,8 @@ func serve[Req any](a *ADS, ctx context.Context, delta, authenticate bool, recv 
 			return nil
 		case err := <-errc:
 			return streamEnd(err)
+		case <-expired:
+			return status.Errorf(codes.Unauthenticated, "node %s: its %s credential expired at %s; reconnect with a current one", node.ID, node.Auth, node.CredentialExpires.UTC().Format(time.RFC3339))
 		case r := <-reqs:
 			if err := check(r); err != nil {
 				return err
