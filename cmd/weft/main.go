@@ -33,6 +33,7 @@ func main() {
 	root.AddCommand(caCmd())
 	root.AddCommand(checkCmd())
 	root.AddCommand(translateCmd())
+	root.AddCommand(proxyStatusCmd())
 	root.AddCommand(explainCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintf(os.Stderr, "weft: %v\n", err)
