@@ -251,3 +251,34 @@ func TestDefect12p_PassthroughDowngradesHTTP2(t *testing.T) {
 	check(t, walk(t, w, sim.Call{From: "shop/client-0", To: "10.1.0.50:80"}),
 		sim.Verdict{Kind: sim.PassthroughPlaintext, Pod: "shop/legacy-0", Port: 80})
 }
+
+// 12a, continued: the passthrough chain judged every connection as TCP,
+// where rules with methods or paths cannot match, so a Deny on DELETE did
+// not hold for plaintext HTTP to a port no Service declares. Such
+// requests are now recognised (http_inspector) and judged as HTTP.
+func TestDefect12a_UndeclaredHTTPPortJudgedAsHTTP(t *testing.T) {
+	w := weftWorld(t, "testdata/shop.in.yaml", `
+apiVersion: mesh.weft.dev/v1alpha1
+kind: AuthPolicy
+metadata: {name: mysql-no-deletes, namespace: shop, generation: 1}
+spec:
+  targetRefs: [{group: "", kind: Service, name: mysql}]
+  action: Deny
+  rules: [{to: {methods: [DELETE], paths: [{value: /admin}]}}]
+`)
+	mysql := podOf(t, w, "shop/mysql-0")
+	mysql.Apps = append(mysql.Apps, sim.AppSocket{Port: 9090, Bind: netip.IPv6Unspecified()})
+	for _, p := range []sim.Protocol{sim.HTTP1, sim.H2C} {
+		check(t, walk(t, w, sim.Call{From: "shop/legacy-0", To: "10.1.0.20:9090", Protocol: p, Method: "DELETE", Path: "/admin/x"}),
+			sim.Verdict{Kind: sim.Denied, Status: 403, Policy: "envoy.filters.http.rbac.deny shop/mysql-no-deletes[0]"})
+		check(t, walk(t, w, sim.Call{From: "shop/legacy-0", To: "10.1.0.20:9090", Protocol: p, Method: "DELETE", Path: "/%61dmin%2Fx"}),
+			sim.Verdict{Kind: sim.Denied, Status: 403})
+		check(t, walk(t, w, sim.Call{From: "shop/legacy-0", To: "10.1.0.20:9090", Protocol: p, Method: "GET", Path: "/admin/x"}),
+			sim.Verdict{Kind: sim.Delivered, Pod: "shop/mysql-0", Port: 9090})
+	}
+	// Raw TCP and the server-first protocol still pass through as TCP.
+	check(t, walk(t, w, sim.Call{From: "shop/legacy-0", To: "10.1.0.20:9090", Protocol: sim.TCP}),
+		sim.Verdict{Kind: sim.Delivered, Pod: "shop/mysql-0", Port: 9090})
+	check(t, walk(t, w, sim.Call{From: "shop/legacy-0", To: "mysql.shop:3306", Protocol: sim.ServerFirst}),
+		sim.Verdict{Kind: sim.Delivered, Pod: "shop/mysql-0", Port: 3306})
+}

@@ -315,7 +315,10 @@ func (v *view) fixedClusters() []*clusterv3.Cluster {
 		}
 	}
 	if v.mtls == ir.MTLSPermissive {
-		out = append(out, v.localCluster(dataplane.InboundPassthroughCluster))
+		c := v.localCluster(dataplane.InboundPassthroughCluster)
+		// HTTP on undeclared ports keeps its version to the application.
+		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(followDownstream())}
+		out = append(out, c)
 	}
 	seenProbe := map[string]bool{}
 	for _, p := range v.proxy.AppProbes {

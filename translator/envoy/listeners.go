@@ -16,6 +16,7 @@ import (
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	httpinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
 	origdstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -253,6 +254,20 @@ func (v *view) inboundListener() *listenerv3.Listener {
 		}
 	}
 	if v.mtls == ir.MTLSPermissive {
+		// Plaintext HTTP to a port no Service declares is still HTTP:
+		// http_inspector recognises it, and an HTTP manager judges it with
+		// the workload's HTTP RBAC, so a Deny on a method or path holds
+		// there too (as TCP, such rules could not match). Istio's inbound
+		// passthrough has the same HTTP chain.
+		l.ListenerFilters = append(l.ListenerFilters, listenerFilter("envoy.filters.listener.http_inspector", &httpinspectorv3.HttpInspector{}))
+		l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
+			Name: "inbound|passthrough|http",
+			FilterChainMatch: &listenerv3.FilterChainMatch{
+				TransportProtocol:    "raw_buffer",
+				ApplicationProtocols: []string{"http/1.1", "h2c"},
+			},
+			Filters: []*listenerv3.Filter{v.hcm("inbound_passthrough_http", "", passthroughRoute(), inbound)},
+		})
 		// Whatever no served port's chain takes — a port no Service
 		// declares, the application's own TLS to a declared port — is
 		// still the workload's traffic: AuthPolicy applies to it, as a
@@ -305,6 +320,14 @@ func (v *view) serverTLS(proto ir.Protocol) *tlsv3.CommonTlsContext {
 		c.AlpnProtocols = []string{"h2", "http/1.1"}
 	}
 	return c
+}
+
+// passthroughRoute sends HTTP on undeclared ports to where it was going.
+func passthroughRoute() *routev3.RouteConfiguration {
+	rc := inboundRoute(0)
+	rc.Name = "inbound|passthrough"
+	rc.VirtualHosts[0].Routes[0].GetRoute().ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: dataplane.InboundPassthroughCluster}
+	return rc
 }
 
 func inboundRoute(port int32) *routev3.RouteConfiguration {
