@@ -342,6 +342,18 @@ func (m *Mesh) HTTPPort(w *Workload, port int32) bool {
 	return false
 }
 
+// UndeclaredPort: no Service of the workload serves the container port,
+// so its sidecar has no chain for it (docs/api.md: in Permissive mode
+// plaintext HTTP to such a port is judged as HTTP, anything else as TCP).
+func (m *Mesh) UndeclaredPort(w *Workload, port int32) bool {
+	for _, cp := range w.Ports {
+		if cp.Port == port && m.declared(w, cp) {
+			return false
+		}
+	}
+	return true
+}
+
 // Summary describes the mesh in a line.
 func (m *Mesh) Summary() string {
 	fam := map[Family]int{}

@@ -228,7 +228,10 @@ func (m *Mesh) check(c Case, v, vo sim.Verdict, tl *tally, report func(inv, why 
 			port = p
 		}
 		req := AuthRequest{Namespace: destW.Namespace, Labels: destW.Labels, Peer: c.Peer, Port: port,
-			HTTP:   m.HTTPPort(destW, port) && c.Call.Protocol != sim.TCP && c.Call.Protocol != sim.ServerFirst,
+			// HTTP on a port declared HTTP, or plaintext HTTP to an
+			// undeclared port (docs/api.md, AuthPolicy).
+			HTTP: (m.HTTPPort(destW, port) || (m.UndeclaredPort(destW, port) && !v.MTLS && c.Call.TLS == nil)) &&
+				c.Call.Protocol != sim.TCP && c.Call.Protocol != sim.ServerFirst,
 			Method: c.Call.Method, Path: c.Call.Path}
 		if req.HTTP && req.Method == "" {
 			req.Method = "GET"
