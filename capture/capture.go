@@ -16,7 +16,9 @@
 //	                                   excluded inbound ports, else
 //	                                   WEFT_IN_REDIRECT → REDIRECT :15006
 //	OUTPUT     -p tcp → WEFT_OUTBOUND: RETURN for the inbound-passthrough
-//	                                   source, the proxy's uid/gid, loopback,
+//	                                   source; the proxy to its own pod IP
+//	                                   → WEFT_INBOUND; RETURN for the
+//	                                   proxy's uid/gid, loopback,
 //	                                   excluded ports and CIDRs, else
 //	                                   WEFT_OUT_REDIRECT → REDIRECT :15001
 package capture
@@ -143,8 +145,10 @@ func rules(o Options, f family) (string, error) {
 	if !o.NoInbound {
 		// the proxy calling a Service whose endpoint is this very pod goes
 		// over lo to the pod IP: treat it as inbound, so mTLS and authz
-		// apply as for any other caller;
-		w("-A %s ! -d %s -o lo -m owner --uid-owner %d -j %s", ChainOutbound, f.loopback, o.ProxyUID, ChainInboundRedir)
+		// apply as for any other caller — through WEFT_INBOUND, whose
+		// exclusions (the proxy's own ports, excluded inbound ports) hold
+		// for it as for a connection from the network;
+		w("-A %s ! -d %s -o lo -m owner --uid-owner %d -j %s", ChainOutbound, f.loopback, o.ProxyUID, ChainInbound)
 	}
 	// the application talking to itself over loopback is not mesh traffic;
 	w("-A %s -o lo -m owner ! --uid-owner %d -j RETURN", ChainOutbound, o.ProxyUID)

@@ -62,7 +62,7 @@ func TestRulesV6(t *testing.T) {
 	}
 	for _, want := range []string{
 		"-A WEFT_OUTBOUND -s ::6/128 -o lo -j RETURN\n",
-		"-A WEFT_OUTBOUND ! -d ::1/128 -o lo -m owner --uid-owner 1337 -j WEFT_IN_REDIRECT\n",
+		"-A WEFT_OUTBOUND ! -d ::1/128 -o lo -m owner --uid-owner 1337 -j WEFT_INBOUND\n",
 		"-A WEFT_OUTBOUND -d ::1/128 -j RETURN\n",
 		"-A WEFT_OUTBOUND -d fd00::/8 -j RETURN\n",
 	} {

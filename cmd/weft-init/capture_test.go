@@ -107,6 +107,7 @@ func TestCaptureInNetworkNamespace(t *testing.T) {
 		{"readiness port is not captured", peer, app, "", "10.99.0.1:15021", "readiness"},
 		{"inbound passthrough from 127.0.0.6 reaches the app", pod, proxy, dataplane.InboundPassthroughSource, "10.99.0.1:8080", "app:8080"},
 		{"proxy calling its own pod IP goes inbound", pod, proxy, "", "10.99.0.1:8080", "inbound-capture orig=10.99.0.1:8080"},
+		{"proxy calling its own pod IP on an excluded inbound port reaches the app", pod, proxy, "", "10.99.0.1:7777", "app:7777"},
 		// The same over IPv6, with ::6 as the passthrough source and ::1
 		// as loopback.
 		{"IPv6: app outbound is captured", pod, app, "", "[fd99::2]:80", "outbound-capture orig=[fd99::2]:80"},
@@ -119,6 +120,7 @@ func TestCaptureInNetworkNamespace(t *testing.T) {
 		{"IPv6: readiness port is not captured", peer, app, "", "[fd99::1]:15021", "readiness"},
 		{"IPv6: inbound passthrough from ::6 reaches the app", pod, proxy, dataplane.InboundPassthroughSourceV6, "[fd99::1]:8080", "app:8080"},
 		{"IPv6: proxy calling its own pod IP goes inbound", pod, proxy, "", "[fd99::1]:8080", "inbound-capture orig=[fd99::1]:8080"},
+		{"IPv6: proxy calling its own pod IP on an excluded inbound port reaches the app", pod, proxy, "", "[fd99::1]:7777", "app:7777"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -56,7 +56,6 @@ func (m *Mesh) httpServicePort(port int32) bool {
 // whose endpoint is its own pod, on a port the pod excludes from inbound
 // capture, reaches its own inbound listener instead of the application.
 func TestNew2_HairpinIgnoresExcludedInboundPorts(t *testing.T) {
-	t.Skip("new-2: the hairpin capture rule ignores --exclude-inbound-ports; remove the skip when fixed")
 	found := false
 	for seed := uint64(1); seed <= 40 && !found; seed++ {
 		m := Generate(seed, Options{})

@@ -45,8 +45,6 @@ var knownDefects = map[string]string{
 		"is reset by that HTTP connection manager (codec error), and passes through when no such Service is visible",
 	"new-6": "outbound clusters of a dual-stack Service hold endpoints of both families, whatever the proxy's own families: " +
 		"a single-stack client is handed endpoints it has no address to reach (only with single-stack pods beside dual-stack ones)",
-	"new-2": "capture: the hairpin rule (OUTPUT -o lo --uid-owner proxy -j WEFT_IN_REDIRECT) skips WEFT_INBOUND's " +
-		"exclusions, so a sidecar calling a Service whose endpoint is its own pod reaches the inbound listener on an excluded port",
 }
 
 // invariant names, as issue 12 section 2 numbers them.
@@ -393,11 +391,6 @@ func (m *Mesh) explain(c Case, v sim.Verdict, inv string) []string {
 		}
 		if slices.Contains(destW.ExcludeInbound, port) {
 			out = append(out, "12l")
-			// new-2: the sidecar calling a Service whose endpoint is its
-			// own pod is captured inbound even on an excluded port.
-			if c.SourcePod != nil && v.Pod == c.SourcePod.Namespace+"/"+c.SourcePod.Name {
-				out = append(out, "new-2")
-			}
 		}
 	}
 	// new-5: over IPv6, what a Permissive workload's inbound passthrough
