@@ -3,6 +3,7 @@ package offline
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
@@ -33,6 +34,13 @@ import (
 // A proxyless gRPC pod is walked as an unmeshed one: the simulator does not
 // model gRPC's xDS client.
 func World(in *translator.Inputs, mesh *ir.Mesh) (*sim.World, error) {
+	return WorldWithApps(in, mesh, nil)
+}
+
+// WorldWithApps is World with what each pod's application listens on
+// given by apps (nil: World's default, the containers' and endpoints'
+// ports bound to [::]).
+func WorldWithApps(in *translator.Inputs, mesh *ir.Mesh, apps func(*corev1.Pod) []sim.AppSocket) (*sim.World, error) {
 	b := NewBuilder(mesh)
 	w := &sim.World{DNS: map[string][]netip.Addr{}}
 	endpointPorts := map[netip.Addr][]uint16{}
@@ -55,7 +63,7 @@ func World(in *translator.Inputs, mesh *ir.Mesh) (*sim.World, error) {
 					continue
 				}
 				for _, p := range es.Ports {
-					if p.Port == nil || (p.Name != nil && *p.Name != sp.Name) {
+					if p.Port == nil || (p.Name != nil && *p.Name != sp.Name) || (p.Name == nil && sp.Name != "") {
 						continue
 					}
 					for _, e := range es.Endpoints {
@@ -69,7 +77,9 @@ func World(in *translator.Inputs, mesh *ir.Mesh) (*sim.World, error) {
 							}
 							port.Endpoints = append(port.Endpoints, netip.AddrPortFrom(addr, uint16(*p.Port)))
 							endpointPorts[addr] = append(endpointPorts[addr], uint16(*p.Port))
-							podAddrs = append(podAddrs, addr)
+							if !slices.Contains(podAddrs, addr) {
+								podAddrs = append(podAddrs, addr)
+							}
 						}
 					}
 				}
@@ -95,25 +105,10 @@ func World(in *translator.Inputs, mesh *ir.Mesh) (*sim.World, error) {
 			}
 			p.IPs = append(p.IPs, a)
 		}
-		seen := map[uint16]bool{}
-		listen := func(port uint16) {
-			if port != 0 && !seen[port] {
-				seen[port] = true
-				p.Apps = append(p.Apps, sim.AppSocket{Port: port, Bind: netip.IPv6Unspecified()})
-			}
-		}
-		for _, c := range pod.Spec.Containers {
-			if c.Name == dataplane.SidecarContainerName {
-				continue
-			}
-			for _, cp := range c.Ports {
-				listen(uint16(cp.ContainerPort))
-			}
-		}
-		for _, a := range p.IPs {
-			for _, port := range endpointPorts[a] {
-				listen(port)
-			}
+		if apps != nil {
+			p.Apps = apps(pod)
+		} else {
+			p.Apps = defaultApps(pod, p.IPs, endpointPorts)
 		}
 		if hasSidecar(pod) {
 			node, err := ProxyOf(pod)
@@ -133,6 +128,33 @@ func World(in *translator.Inputs, mesh *ir.Mesh) (*sim.World, error) {
 		w.Pods = append(w.Pods, p)
 	}
 	return w, nil
+}
+
+// defaultApps: the application listens, bound to [::], on its containers'
+// ports and on the ports its endpoints name.
+func defaultApps(pod *corev1.Pod, ips []netip.Addr, endpointPorts map[netip.Addr][]uint16) []sim.AppSocket {
+	var out []sim.AppSocket
+	seen := map[uint16]bool{}
+	listen := func(port uint16) {
+		if port != 0 && !seen[port] {
+			seen[port] = true
+			out = append(out, sim.AppSocket{Port: port, Bind: netip.IPv6Unspecified()})
+		}
+	}
+	for _, c := range pod.Spec.Containers {
+		if c.Name == dataplane.SidecarContainerName {
+			continue
+		}
+		for _, cp := range c.Ports {
+			listen(uint16(cp.ContainerPort))
+		}
+	}
+	for _, a := range ips {
+		for _, port := range endpointPorts[a] {
+			listen(port)
+		}
+	}
+	return out
 }
 
 // Capture is the nat tables weft-init installs in the pod (IPv4 and
