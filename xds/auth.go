@@ -237,10 +237,14 @@ const (
 	// stream's context, rather than opening thousands of requests).
 	MaxConcurrentTokenReviews = 32
 	// PeerReviewBurst and PeerReviewsPerSecond: one pod's address
-	// authenticates its sidecar and at most an agent; a reconnect needs
-	// one or two reviews. More is a client trying tokens.
-	PeerReviewBurst      = 10
-	PeerReviewsPerSecond = 1.0
+	// authenticates its sidecar and at most an agent, a reconnect needs
+	// one or two reviews; but where the network masquerades pod traffic
+	// to the node's address, a node's 110 pods share one, and must all be
+	// back within 30 s of a leader loss (50 at once, then 5 a second:
+	// 12 s). A client trying tokens gets 5 a second of the 200 the
+	// replica may ask (tokenReviewQPS in internal/controller).
+	PeerReviewBurst      = 50
+	PeerReviewsPerSecond = 5.0
 	// maxPeers bounds the per-peer buckets kept; idle (refilled) ones go
 	// first.
 	maxPeers = 65536
