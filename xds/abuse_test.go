@@ -18,10 +18,12 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	grpcstatus "google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/weftmesh/weft/dataplane"
+	"github.com/weftmesh/weft/translator/ir"
 	"github.com/weftmesh/weft/xds"
 )
 
@@ -356,5 +358,85 @@ func TestSilentStreamIsClosed(t *testing.T) {
 	_, err = s.Recv()
 	if grpcstatus.Code(err) != codes.DeadlineExceeded || time.Since(start) > 5*time.Second {
 		t.Fatalf("a silent stream ended with %v after %v; want DeadlineExceeded after the first-request timeout", err, time.Since(start))
+	}
+}
+
+// TestLargeDeltaPushIsSplit: issue 13 — each type was sent as one
+// response, and Envoy's Google gRPC client refuses messages over 4 MiB.
+// A push larger than the chunk size arrives as several responses, each
+// within it, together the whole type; the policy counts as programmed
+// only once every part is ACKed.
+func TestLargeDeltaPushIsSplit(t *testing.T) {
+	ads := xds.NewADS(logr.Discard())
+	const chunk = 600 // bytes: smaller than the shop mesh's clusters together
+	xds.SetResponseChunkBytes(ads, chunk)
+	ads.Update(mesh(t, 10), time.Now())
+	cc, err := grpc.NewClient(serve(t, ads), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	s, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node("frontend-0.shop", "shop", "frontend"), TypeUrl: resourcev3.ClusterType}); err != nil {
+		t.Fatal(err)
+	}
+	var parts []*discoveryv3.DeltaDiscoveryResponse
+	names := map[string]bool{}
+	for quiet := false; !quiet; {
+		r := make(chan *discoveryv3.DeltaDiscoveryResponse, 1)
+		go func() {
+			m, err := s.Recv()
+			if err == nil {
+				r <- m
+			}
+		}()
+		select {
+		case m := <-r:
+			parts = append(parts, m)
+		case <-time.After(time.Second):
+			quiet = true
+		}
+	}
+	total := 0
+	for _, p := range parts {
+		size := 0
+		for _, res := range p.Resources {
+			size += proto.Size(res)
+			names[res.Name] = true
+		}
+		total += size
+		if size > chunk && len(p.Resources) > 1 {
+			t.Errorf("a response carries %d bytes in %d resources; want at most %d (or one resource)", size, len(p.Resources), chunk)
+		}
+	}
+	t.Logf("%d clusters (%d bytes) in %d responses of at most %d bytes", len(names), total, len(parts), chunk)
+	if len(parts) < 2 {
+		t.Fatalf("%d bytes of clusters came in %d response; want them split at %d bytes", total, len(parts), chunk)
+	}
+	ref := func() xds.PolicyState {
+		return ads.PolicyState(ir.PolicyRef{Kind: "TrafficSplit", Namespace: "shop", Name: "checkout", Generation: 10})
+	}
+	// ACK all but the last part: not programmed; then the last.
+	for _, p := range parts[:len(parts)-1] {
+		if err := s.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.ClusterType, ResponseNonce: p.Nonce}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	if st := ref(); st.Programmed() {
+		t.Fatalf("programmed (%+v) with one part of the push unanswered", st)
+	}
+	if err := s.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.ClusterType, ResponseNonce: parts[len(parts)-1].Nonce}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !ref().Programmed() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not programmed after every part was ACKed: %+v", ref())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

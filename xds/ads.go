@@ -63,6 +63,8 @@ type ADS struct {
 	// envoy.Shared.Build in tests that make it panic.
 	onPanic func(stage, group string, v any)
 	build   func(*envoy.Shared, dataplane.Proxy) *envoy.Resources
+	// maxResponseBytes is ResponseChunkBytes (tests shorten it).
+	maxResponseBytes int
 	// firstRequest is FirstRequestTimeout (tests shorten it).
 	firstRequest   time.Duration
 	anonGroups     int
@@ -180,10 +182,11 @@ func NewADS(log logr.Logger) *ADS {
 		enc:     newEncoder(),
 		nacked:  map[string]bool{},
 
-		identityGroups: map[string]int{},
-		firstRequest:   FirstRequestTimeout,
-		build:          (*envoy.Shared).Build,
-		maxAnonStreams: MaxAnonymousStreams,
-		maxAnonGroups:  MaxAnonymousGroups,
+		identityGroups:   map[string]int{},
+		firstRequest:     FirstRequestTimeout,
+		maxResponseBytes: ResponseChunkBytes,
+		build:            (*envoy.Shared).Build,
+		maxAnonStreams:   MaxAnonymousStreams,
+		maxAnonGroups:    MaxAnonymousGroups,
 	}
 }

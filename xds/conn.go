@@ -155,6 +155,13 @@ func (ts *typeState) ack(node, typ, nonce string, errDetail *status.Status, now 
 	if len(ts.rejected) > 0 {
 		return true, true // accepted, but an earlier rejection still stands
 	}
+	for _, other := range ts.pending {
+		if other.gen == r.gen {
+			// Another part of the same push (a split response) or an
+			// older one is unanswered: the generation is not held yet.
+			return true, true
+		}
+	}
 	if r.gen > ts.ackedGen {
 		ts.ackedGen = r.gen
 	}

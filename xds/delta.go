@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"sort"
 	"time"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -80,8 +81,12 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 		return nil
 	}
 	ts.deferred = false
-	resp := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: t}
-	size := 0
+	type item struct {
+		res  *discoveryv3.Resource
+		size int
+	}
+	var items []item
+	var removed []string
 	have := snap.resources[t]
 	for name, e := range have {
 		if !ts.wildcard && !ts.names[name] {
@@ -90,37 +95,63 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 		if ts.sent[name] == e.version {
 			continue
 		}
-		resp.Resources = append(resp.Resources, &discoveryv3.Resource{Name: e.name, Version: e.version, Resource: e.any})
-		size += e.size
+		// The encoded resource plus its envelope (name, version, type URL
+		// and field headers) is what the response message carries.
+		items = append(items, item{&discoveryv3.Resource{Name: e.name, Version: e.version, Resource: e.any}, e.size + len(e.name) + len(e.version) + len(t) + 16})
 	}
 	for name := range ts.sent {
 		if _, ok := have[name]; !ok {
-			resp.RemovedResources = append(resp.RemovedResources, name)
+			removed = append(removed, name)
 		}
 	}
-	if len(resp.Resources) == 0 && len(resp.RemovedResources) == 0 {
+	if len(items) == 0 && len(removed) == 0 {
 		if len(ts.pending) == 0 && ts.lastNack == nil {
 			ts.sentGen, ts.ackedGen = snap.generation, snap.generation
 		}
 		c.mu.Unlock()
 		return nil
 	}
-	sortDelta(resp)
+	sort.Slice(items, func(i, j int) bool { return items[i].res.Name < items[j].res.Name })
+	sort.Strings(removed)
+	// Split into responses of at most maxResponseBytes of resources
+	// (ResponseChunkBytes): Envoy's Google gRPC client and gRPC-Go refuse
+	// a message over 4 MiB by default. Removals ride in the first.
+	var resps []*discoveryv3.DeltaDiscoveryResponse
+	sizes := []int{}
+	cur := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: t, RemovedResources: removed}
+	curSize := 0
+	for _, it := range items {
+		if curSize > 0 && curSize+it.size > a.maxResponseBytes {
+			resps, sizes = append(resps, cur), append(sizes, curSize)
+			cur, curSize = &discoveryv3.DeltaDiscoveryResponse{TypeUrl: t}, 0
+		}
+		cur.Resources = append(cur.Resources, it.res)
+		curSize += it.size
+	}
+	resps, sizes = append(resps, cur), append(sizes, curSize)
 	// sent changes now, so that nothing is sent twice (a NACKed version
 	// included); held only when the proxy ACKs (typeState.ack).
-	fl := inFlight{gen: snap.generation, set: make(map[string]string, len(resp.Resources)), removed: resp.RemovedResources}
-	for _, r := range resp.Resources {
-		ts.sent[r.Name] = r.Version
-		fl.set[r.Name] = r.Version
+	version := snap.typeVersion(t, nil)
+	for _, resp := range resps {
+		fl := inFlight{gen: snap.generation, set: make(map[string]string, len(resp.Resources)), removed: resp.RemovedResources}
+		for _, r := range resp.Resources {
+			ts.sent[r.Name] = r.Version
+			fl.set[r.Name] = r.Version
+		}
+		for _, n := range resp.RemovedResources {
+			delete(ts.sent, n)
+		}
+		resp.Nonce = c.nextNonce()
+		resp.SystemVersionInfo = version
+		ts.pending[resp.Nonce] = fl
 	}
-	for _, n := range resp.RemovedResources {
-		delete(ts.sent, n)
-	}
-	resp.Nonce = c.nextNonce()
-	resp.SystemVersionInfo = snap.typeVersion(t, nil)
 	ts.sentGen = snap.generation
-	ts.pending[resp.Nonce] = fl
 	c.mu.Unlock()
-	a.recordSend(t, len(resp.Resources), size)
-	return stream.Send(resp)
+	for i, resp := range resps {
+		a.recordSend(t, len(resp.Resources), sizes[i])
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -27,3 +27,6 @@ func TokenCacheKeys(t *TokenAuthenticator) (string, int) {
 	defer t.mu.Unlock()
 	return fmt.Sprint(t.cache), len(t.cache)
 }
+
+// SetResponseChunkBytes shortens ResponseChunkBytes for a test.
+func SetResponseChunkBytes(a *ADS, n int) { a.maxResponseBytes = n }

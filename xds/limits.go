@@ -116,6 +116,16 @@ const (
 	// Envoy that lists 10,000 endpoint names with their versions sends
 	// under 1 MiB.
 	MaxRequestBytes = 4 << 20
+	// ResponseChunkBytes: a Delta push of one type is split into responses
+	// carrying at most this many bytes of resources (a single larger
+	// resource goes alone). Envoy's Google gRPC client (the sidecar's xDS
+	// channel) and gRPC-Go refuse messages over 4 MiB unless told
+	// otherwise; 3 MiB leaves room for the envelope. (EDS alone was 1.74
+	// MiB for a proxy that sees 2,000 Services.) State-of-the-World
+	// responses carry a type's whole state and cannot be split: they are
+	// bounded by dataplane.MaxXDSMessageBytes, which the sidecar
+	// bootstrap raises Envoy's receive limit to.
+	ResponseChunkBytes = 3 << 20
 	// MaxHeaderBytes bounds a stream's request headers (gRPC's default is
 	// 16 MiB): a projected ServiceAccount token is 1-2 KiB.
 	MaxHeaderBytes = 32 << 10

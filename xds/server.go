@@ -20,6 +20,8 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+
+	"github.com/weftmesh/weft/dataplane"
 )
 
 // drainTimeout bounds how long shutdown waits for open streams. xDS streams
@@ -69,6 +71,9 @@ func NewServer(addr string, ads discoveryv3.AggregatedDiscoveryServiceServer, tl
 		grpc.StatsHandler(connStreams{}),
 		grpc.StreamInterceptor(limitStreamsPerConnection),
 		grpc.MaxRecvMsgSize(MaxRequestBytes),
+		// What the sidecar's bootstrap lets Envoy receive (Delta pushes
+		// are split far below it: ResponseChunkBytes).
+		grpc.MaxSendMsgSize(dataplane.MaxXDSMessageBytes),
 		grpc.MaxHeaderListSize(MaxHeaderBytes),
 	}
 	if tlsConfig != nil {

@@ -21,14 +21,20 @@ func (a *ADS) sotw(stream discoveryv3.AggregatedDiscoveryService_StreamAggregate
 		ts := c.state(r.TypeUrl)
 		var respond bool
 		if r.ResponseNonce != "" {
+			if r.ResponseNonce == ts.lastNonce {
+				// Each SotW response carries the type's whole state, so the
+				// answer to the latest supersedes the unanswered older ones.
+				for n := range ts.pending {
+					if n != r.ResponseNonce {
+						delete(ts.pending, n)
+					}
+				}
+			}
 			accepted, known := ts.ack(c.node.ID, r.TypeUrl, r.ResponseNonce, r.ErrorDetail, time.Now())
 			if !known || r.ResponseNonce != ts.lastNonce {
 				c.mu.Unlock()
 				return nil // answers an older response: the protocol says ignore it
 			}
-			// Each SotW response carries the type's whole state, so the
-			// answer to the latest supersedes the unanswered older ones.
-			clear(ts.pending)
 			a.recordAck(c, r.TypeUrl, accepted, r.ErrorDetail.GetMessage())
 		}
 		names := map[string]bool{}

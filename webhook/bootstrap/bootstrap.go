@@ -108,6 +108,12 @@ func Build(c Config) (*bootstrapv3.Bootstrap, error) {
 		TargetUri:              addr,
 		StatPrefix:             "xds",
 		CredentialsFactoryName: fileBasedMetadata,
+		// weft-controller splits Delta pushes at 3 MiB, but a single
+		// resource may be larger than Google gRPC's 4 MiB default; the
+		// server sends at most dataplane.MaxXDSMessageBytes.
+		ChannelArgs: &corev3.GrpcService_GoogleGrpc_ChannelArgs{Args: map[string]*corev3.GrpcService_GoogleGrpc_ChannelArgs_Value{
+			"grpc.max_receive_message_length": {ValueSpecifier: &corev3.GrpcService_GoogleGrpc_ChannelArgs_Value_IntValue{IntValue: dataplane.MaxXDSMessageBytes}},
+		}},
 		ChannelCredentials: &corev3.GrpcService_GoogleGrpc_ChannelCredentials{
 			CredentialSpecifier: &corev3.GrpcService_GoogleGrpc_ChannelCredentials_SslCredentials{
 				SslCredentials: &corev3.GrpcService_GoogleGrpc_SslCredentials{RootCerts: file(CredentialsDir + "/" + dataplane.RootCertFile)},
