@@ -407,10 +407,48 @@ func typeOf(a *anypb.Any) string {
 }
 
 func hasListenerFilter(l *listenerv3.Listener, typ string) bool {
+	return runsListenerFilter(l, typ, netip.AddrPort{})
+}
+
+// runsListenerFilter: the listener has the filter and its filter_disabled
+// predicate does not hold for a connection to local (ActiveTcpSocket
+// skips a filter whose predicate matches: ListenerFilterMatcher in
+// source/common/network/filter_matcher.cc). An invalid local address
+// only asks whether the listener has the filter.
+func runsListenerFilter(l *listenerv3.Listener, typ string, local netip.AddrPort) bool {
 	for _, f := range l.GetListenerFilters() {
 		if typeOf(f.GetTypedConfig()) == typ {
-			return true
+			return !local.IsValid() || f.GetFilterDisabled() == nil || !filterPredicate(f.GetFilterDisabled(), local)
 		}
+	}
+	return false
+}
+
+// filterPredicate is a ListenerFilterChainMatchPredicate: any_match,
+// not_match, and_match, or_match, destination_port_range ([start, end)).
+func filterPredicate(p *listenerv3.ListenerFilterChainMatchPredicate, local netip.AddrPort) bool {
+	switch r := p.GetRule().(type) {
+	case *listenerv3.ListenerFilterChainMatchPredicate_AnyMatch:
+		return r.AnyMatch
+	case *listenerv3.ListenerFilterChainMatchPredicate_NotMatch:
+		return !filterPredicate(r.NotMatch, local)
+	case *listenerv3.ListenerFilterChainMatchPredicate_AndMatch:
+		for _, q := range r.AndMatch.GetRules() {
+			if !filterPredicate(q, local) {
+				return false
+			}
+		}
+		return true
+	case *listenerv3.ListenerFilterChainMatchPredicate_OrMatch:
+		for _, q := range r.OrMatch.GetRules() {
+			if filterPredicate(q, local) {
+				return true
+			}
+		}
+		return false
+	case *listenerv3.ListenerFilterChainMatchPredicate_DestinationPortRange:
+		port := int32(local.Port())
+		return port >= r.DestinationPortRange.GetStart() && port < r.DestinationPortRange.GetEnd()
 	}
 	return false
 }
@@ -447,7 +485,7 @@ func (k *walker) listener(p *Pod, l *listenerv3.Listener, local, orig netip.Addr
 			ds.outbound = l.GetTrafficDirection() == corev3.TrafficDirection_OUTBOUND
 		}
 	}
-	tlsInspector, httpInspector := hasListenerFilter(l, typeTLSInspector), hasListenerFilter(l, typeHTTPInspector)
+	tlsInspector, httpInspector := runsListenerFilter(l, typeTLSInspector, ds.local), runsListenerFilter(l, typeHTTPInspector, ds.local)
 	// tls_inspector and http_inspector wait for the client's first bytes.
 	// A server-first protocol sends none: after listener_filters_timeout
 	// the socket is closed unless continue_on_listener_filters_timeout

@@ -3,6 +3,7 @@ package envoy
 import (
 	"fmt"
 	"net/netip"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -123,9 +124,17 @@ func (v *view) outboundListener() *listenerv3.Listener {
 				if !httpPorts[port.Port] {
 					httpPorts[port.Port] = true
 					l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
-						Name:             fmt.Sprintf("outbound|http|%d", port.Port),
-						FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(uint32(port.Port))},
-						Filters:          []*listenerv3.Filter{v.hcm(fmt.Sprintf("outbound_%d", port.Port), routeConfigName(port.Port), nil, outbound)},
+						Name: fmt.Sprintf("outbound|http|%d", port.Port),
+						// Only what http_inspector recognises as HTTP: other
+						// bytes to the same port number (raw TCP, TLS, a
+						// server-first protocol) to an address that is no
+						// HTTP Service's pass through as TCP instead of
+						// being reset by the HTTP manager (new-1).
+						FilterChainMatch: &listenerv3.FilterChainMatch{
+							DestinationPort:      wrapperspb.UInt32(uint32(port.Port)),
+							ApplicationProtocols: []string{"http/1.1", "h2c"},
+						},
+						Filters: []*listenerv3.Filter{v.hcm(fmt.Sprintf("outbound_%d", port.Port), routeConfigName(port.Port), nil, outbound)},
 					})
 				}
 				continue
@@ -152,6 +161,13 @@ func (v *view) outboundListener() *listenerv3.Listener {
 		}
 	}
 	l.FilterChains = append(l.FilterChains, v.refusalChains(claimed)...)
+	if f := httpInspectorOn(httpPorts); f != nil {
+		l.ListenerFilters = append(l.ListenerFilters, f)
+		// A server-first client on an HTTP port number sends nothing for
+		// http_inspector to read: go on as TCP after the timeout.
+		l.ListenerFiltersTimeout = durationpb.New(inboundDetectTimeout)
+		l.ContinueOnListenerFiltersTimeout = true
+	}
 	fallback := dataplane.PassthroughCluster
 	if v.mesh.Outbound == ir.OutboundRegistryOnly {
 		fallback = dataplane.BlackHoleCluster
@@ -161,6 +177,39 @@ func (v *view) outboundListener() *listenerv3.Listener {
 		Filters: []*listenerv3.Filter{v.tcpProxy("outbound_unknown", []ir.Backend{{Weight: 1}}, fallback)},
 	}
 	return l
+}
+
+// httpInspectorOn runs http_inspector on connections to the HTTP port
+// numbers only (filter_disabled on every other port), so that TCP
+// Services — server-first ones included — are never held waiting for
+// bytes it would read; nil when no port is HTTP. ports may hold the
+// reserved capture port (marked to skip it), which is not HTTP.
+func httpInspectorOn(ports map[int32]bool) *listenerv3.ListenerFilter {
+	var nums []int
+	for p := range ports {
+		if p != dataplane.OutboundPort {
+			nums = append(nums, int(p))
+		}
+	}
+	if len(nums) == 0 {
+		return nil
+	}
+	sort.Ints(nums)
+	var ranges []*listenerv3.ListenerFilterChainMatchPredicate
+	for _, p := range nums {
+		ranges = append(ranges, &listenerv3.ListenerFilterChainMatchPredicate{Rule: &listenerv3.ListenerFilterChainMatchPredicate_DestinationPortRange{
+			DestinationPortRange: &typev3.Int32Range{Start: int32(p), End: int32(p) + 1},
+		}})
+	}
+	http := ranges[0]
+	if len(ranges) > 1 {
+		http = &listenerv3.ListenerFilterChainMatchPredicate{Rule: &listenerv3.ListenerFilterChainMatchPredicate_OrMatch{
+			OrMatch: &listenerv3.ListenerFilterChainMatchPredicate_MatchSet{Rules: ranges},
+		}}
+	}
+	f := listenerFilter("envoy.filters.listener.http_inspector", &httpinspectorv3.HttpInspector{})
+	f.FilterDisabled = &listenerv3.ListenerFilterChainMatchPredicate{Rule: &listenerv3.ListenerFilterChainMatchPredicate_NotMatch{NotMatch: http}}
+	return f
 }
 
 // tcpPrefixes are the destination addresses of a TCP Service port: its

@@ -20,7 +20,6 @@ import (
 // matches every destination address) and reset as a codec error, instead
 // of being passed through (or meshed) as TCP.
 func TestNew1_TCPToAPodOnAnHTTPServicePort(t *testing.T) {
-	t.Skip("new-1: the outbound HTTP chain of a port takes non-HTTP connections to any address on that port; remove the skip when fixed")
 	for seed := uint64(1); seed <= defaultMeshes; seed++ {
 		m := Generate(seed, Options{})
 		w, err := m.World(false)

@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-
 	"github.com/weftmesh/weft/crds/v1alpha1"
 	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/dataplane/sim"
@@ -40,9 +38,6 @@ var (
 var knownDefects = map[string]string{
 	"12g": "headless Services are always plaintext",
 	// Found by these tests, beyond issue 12's list:
-	"new-1": "the outbound HTTP filter chain of a port matches every destination address on that port: " +
-		"raw TCP, server-first or TLS to a pod IP (or any address) on a port where a visible Service speaks HTTP " +
-		"is reset by that HTTP connection manager (codec error), and passes through when no such Service is visible",
 	"new-6": "outbound clusters of a dual-stack Service hold endpoints of both families, whatever the proxy's own families: " +
 		"a single-stack client is handed endpoints it has no address to reach (only with single-stack pods beside dual-stack ones)",
 }
@@ -404,16 +399,6 @@ func (m *Mesh) explain(c Case, v sim.Verdict, inv string) []string {
 		for pod := range m.Destinations(c) {
 			if w, _ := m.Workload(pod); w != nil && w.Family == DualStack {
 				out = append(out, "new-6")
-				break
-			}
-		}
-	}
-	// new-1: non-HTTP bytes to an address that is no Service's, on a port
-	// where a Service the caller sees speaks HTTP.
-	if meshedSrc && c.Via == ViaPodIP && (c.Call.Protocol == sim.TCP || c.Call.Protocol == sim.ServerFirst) {
-		for _, s := range m.Services {
-			if s.Svc.Spec.ClusterIP != corev1.ClusterIPNone && s.Protos[c.Port].IsHTTP() {
-				out = append(out, "new-1")
 				break
 			}
 		}
