@@ -30,8 +30,9 @@ func TestGolden(t *testing.T) {
 		{"translate-api-v1-all", translateCmd, "-f testdata/mesh/10-shop.yaml -f testdata/mesh/20-api.yaml --proxy shop/api-v1-0"},
 		{"translate-web-listeners-json", translateCmd, "-f testdata/mesh --proxy shop/web-0 --type listeners -o json"},
 		{"translate-unknown-field", translateCmd, "-f testdata/bad"},
-		{"translate-unknown-proxy", translateCmd, "-f testdata/mesh --proxy shop/web"},
+		{"translate-unknown-proxy", translateCmd, "-f testdata/mesh --proxy shop/nobody"},
 		{"translate-bad-type", translateCmd, "-f testdata/mesh --type secrets"},
+		{"translate-workloads-by-serviceaccount", translateCmd, "-f testdata/workloads --proxy shop/checkout --type listeners"},
 		// weft explain
 		{"explain-delivered", explainCmd, "-f testdata/mesh --from shop/client-0 --to web.shop:80 --path /orders"},
 		{"explain-denied-by-rule", explainCmd, "-f testdata/mesh --from shop/client-0 --to web.shop:80 --method DELETE --path /orders/1"},

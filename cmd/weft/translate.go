@@ -29,9 +29,13 @@ routes, clusters and endpoints weft-controller would send it, after the same
 validation. Use it to review a change before applying it, and in CI.
 
 A folder is read recursively (*.yaml, *.yml, *.json); a List from
-'kubectl get -o yaml' is read item by item. Kinds the translator does not
-read (ServiceAccounts, ConfigMaps, Deployments, ...) are skipped with a note
-on standard error. An object that does not decode is an error naming the
+'kubectl get -o yaml' is read item by item. A workload (Deployment,
+StatefulSet, DaemonSet, ReplicaSet, Job, CronJob) whose pods are not among
+the manifests is read as one pod, NAME-0, of its template, injected as the
+webhook would (a Namespace missing from the manifests counts as labelled
+weft.dev/inject=enabled); it has no IP, so it is no Service's endpoint.
+Kinds the translator does not read (ServiceAccounts, ConfigMaps, ...) are
+skipped with a note on standard error. An object that does not decode is an error naming the
 file, the document, the object and the field.`,
 		Example: `  weft translate -f mesh/
   weft translate -f mesh.yaml --proxy shop/web-0 --type routes
@@ -63,7 +67,7 @@ file, the document, the object and the field.`,
 	}
 	f := cmd.Flags()
 	f.StringSliceVarP(&files, "filename", "f", nil, "manifest file or folder (repeatable); - reads standard input")
-	f.StringVar(&proxy, "proxy", "", "show only this meshed pod's configuration: NAMESPACE/POD")
+	f.StringVar(&proxy, "proxy", "", "show only this meshed pod's configuration (NAMESPACE/POD), or its ServiceAccount's pods' (NAMESPACE/SERVICEACCOUNT)")
 	f.StringVarP(&out, "output", "o", offline.OutputYAML, "output format: yaml or json")
 	f.StringVar(&typ, "type", offline.TypeAll, "xDS type to show: "+strings.Join(offline.Types, ", "))
 	_ = cmd.MarkFlagRequired("filename")

@@ -21,10 +21,17 @@ import (
 	"sort"
 	"strings"
 
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator"
+	"github.com/weftmesh/weft/webhook"
 )
 
 // read is what the translator reads, by "group/kind" (core kinds have an
@@ -43,8 +50,8 @@ var read = map[string]bool{
 	"gateway.networking.k8s.io/HTTPRoute": true,
 }
 
-// workloads are kinds whose pods the mesh would hold once they run; a
-// note says how to feed their pods instead.
+// workloads are kinds whose pods the mesh would hold once they run: each
+// is read as one pod of its template, injected as the webhook would.
 var workloads = map[string]bool{
 	"apps/Deployment": true, "apps/StatefulSet": true, "apps/DaemonSet": true, "apps/ReplicaSet": true,
 	"batch/Job": true, "batch/CronJob": true,
@@ -84,11 +91,15 @@ func (h header) object() string {
 // Load reads every YAML or JSON file named by paths (a folder is read
 // recursively, in name order; "-" is stdin) into translator inputs. A
 // List (`kubectl get -o yaml`) is read item by item. Kinds the translator
-// does not read are skipped with a note; an object the translator cannot
+// does not read are skipped with a note; each workload (Deployment,
+// StatefulSet, DaemonSet, ReplicaSet, Job, CronJob) whose pods are not in
+// the manifests is read as one pod of its template, injected as the
+// webhook would (see expand); an object the translator cannot
 // decode is an error naming the file, the document, the object and (from
 // the strict decoder) the field.
 func Load(paths []string, stdin io.Reader) (in *translator.Inputs, notes []string, err error) {
 	in = &translator.Inputs{}
+	ld := &loader{in: in}
 	if len(paths) == 0 {
 		return nil, nil, errors.New("no manifests: pass -f FILE or -f FOLDER (or -f - for standard input)")
 	}
@@ -107,14 +118,127 @@ func Load(paths []string, stdin io.Reader) (in *translator.Inputs, notes []strin
 			if err != nil {
 				return nil, nil, err
 			}
-			n, err := loadFile(in, f, data)
+			n, err := ld.loadFile(f, data)
 			if err != nil {
 				return nil, nil, err
 			}
 			notes = append(notes, n...)
 		}
 	}
-	return in, notes, nil
+	n, err := ld.expand()
+	if err != nil {
+		return nil, nil, err
+	}
+	return in, append(notes, n...), nil
+}
+
+// loader accumulates the inputs, and the workloads to expand once every
+// Namespace and the MeshConfig are known.
+type loader struct {
+	in        *translator.Inputs
+	workloads []workload
+}
+
+type workload struct {
+	where, object string
+	obj           runtime.Object
+}
+
+// expand adds one Pod per workload, named <workload>-0, from its pod
+// template, injected as the webhook would inject it (its Namespace's
+// weft.dev/inject label from the manifests; a namespace the manifests do
+// not hold counts as injection-enabled, as `weft inject` assumes). The pod
+// has no IP, so it is no Service's endpoint: a note says so.
+func (ld *loader) expand() (notes []string, err error) {
+	for _, w := range ld.workloads {
+		meta, ok := w.obj.(metav1.Object)
+		if !ok {
+			continue
+		}
+		var ns *corev1.Namespace
+		assumed := false
+		for _, n := range ld.in.Namespaces {
+			if n.Name == meta.GetNamespace() {
+				ns = n
+			}
+		}
+		if ns == nil {
+			assumed = true
+			ns = &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: meta.GetNamespace(), Labels: map[string]string{dataplane.LabelInject: dataplane.InjectEnabled}}}
+		}
+		if tmpl := podTemplate(w.obj); tmpl != nil && len(tmpl.Labels) > 0 {
+			if p := podWithLabels(ld.in.Pods, meta.GetNamespace(), tmpl.Labels); p != nil {
+				notes = append(notes, fmt.Sprintf("%s: %s: its pods are in the manifests (%s/%s): not expanded", w.where, w.object, p.Namespace, p.Name))
+				continue
+			}
+		}
+		out, r, _, err := webhook.InjectObject(w.obj, ns, ld.in.MeshConfig, webhook.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("%s (%s): %w", w.where, w.object, err)
+		}
+		tmpl := podTemplate(out)
+		if tmpl == nil {
+			continue
+		}
+		pod := &corev1.Pod{ObjectMeta: *tmpl.ObjectMeta.DeepCopy(), Spec: *tmpl.Spec.DeepCopy()}
+		pod.Namespace, pod.Name = meta.GetNamespace(), meta.GetName()+"-0"
+		for i := 1; podNamed(ld.in.Pods, pod.Namespace, pod.Name); i++ {
+			pod.Name = fmt.Sprintf("%s-%d", meta.GetName(), i)
+		}
+		ld.in.Pods = append(ld.in.Pods, pod)
+		what := "injected"
+		if !r.Injected {
+			what = "not injected: " + r.Status()
+		}
+		if assumed {
+			what += fmt.Sprintf(" (namespace %s is not in the manifests: taken as labelled %s=%s)", meta.GetNamespace(), dataplane.LabelInject, dataplane.InjectEnabled)
+		}
+		notes = append(notes, fmt.Sprintf("%s: %s is read as pod %s/%s, %s; it has no IP, so it is no Service's endpoint (give real pods, `kubectl get pods -o yaml`, for that)", w.where, w.object, pod.Namespace, pod.Name, what))
+	}
+	return notes, nil
+}
+
+func podWithLabels(pods []*corev1.Pod, ns string, labels map[string]string) *corev1.Pod {
+	for _, p := range pods {
+		if p.Namespace != ns {
+			continue
+		}
+		all := true
+		for k, v := range labels {
+			all = all && p.Labels[k] == v
+		}
+		if all {
+			return p
+		}
+	}
+	return nil
+}
+
+func podNamed(pods []*corev1.Pod, ns, name string) bool {
+	for _, p := range pods {
+		if p.Namespace == ns && p.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func podTemplate(obj runtime.Object) *corev1.PodTemplateSpec {
+	switch t := obj.(type) {
+	case *appsv1.Deployment:
+		return &t.Spec.Template
+	case *appsv1.StatefulSet:
+		return &t.Spec.Template
+	case *appsv1.DaemonSet:
+		return &t.Spec.Template
+	case *appsv1.ReplicaSet:
+		return &t.Spec.Template
+	case *batchv1.Job:
+		return &t.Spec.Template
+	case *batchv1.CronJob:
+		return &t.Spec.JobTemplate.Spec.Template
+	}
+	return nil
 }
 
 // expand lists the manifest files of a path: itself, or a folder's
@@ -153,7 +277,7 @@ func expand(p string) ([]string, error) {
 	return files, err
 }
 
-func loadFile(in *translator.Inputs, file string, data []byte) (notes []string, err error) {
+func (ld *loader) loadFile(file string, data []byte) (notes []string, err error) {
 	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 	for doc := 1; ; doc++ {
 		raw, err := r.Read()
@@ -164,7 +288,7 @@ func loadFile(in *translator.Inputs, file string, data []byte) (notes []string, 
 			return nil, fmt.Errorf("%s: document %d: %w", file, doc, err)
 		}
 		where := fmt.Sprintf("%s: document %d", file, doc)
-		n, err := loadDoc(in, where, raw)
+		n, err := ld.loadDoc(where, raw)
 		if err != nil {
 			return nil, err
 		}
@@ -172,7 +296,8 @@ func loadFile(in *translator.Inputs, file string, data []byte) (notes []string, 
 	}
 }
 
-func loadDoc(in *translator.Inputs, where string, raw []byte) (notes []string, err error) {
+func (ld *loader) loadDoc(where string, raw []byte) (notes []string, err error) {
+	in := ld.in
 	if t := bytes.TrimSpace(raw); len(t) == 0 || string(t) == "null" || onlyComments(t) {
 		return nil, nil
 	}
@@ -185,7 +310,7 @@ func loadDoc(in *translator.Inputs, where string, raw []byte) (notes []string, e
 	}
 	if strings.HasSuffix(h.Kind, "List") && h.groupKind() == "/"+h.Kind {
 		for i, item := range h.Items {
-			n, err := loadDoc(in, fmt.Sprintf("%s, item %d", where, i), item)
+			n, err := ld.loadDoc(fmt.Sprintf("%s, item %d", where, i), item)
 			if err != nil {
 				return nil, err
 			}
@@ -196,7 +321,12 @@ func loadDoc(in *translator.Inputs, where string, raw []byte) (notes []string, e
 	gk := h.groupKind()
 	switch {
 	case workloads[gk]:
-		return []string{fmt.Sprintf("%s: skipped %s: weft translate reads Pods, not the workloads that make them (inject and run it, then pass `kubectl get pods -o yaml`, or write its Pod)", where, h.object())}, nil
+		objs, err := webhook.DecodeYAML(raw)
+		if err != nil || len(objs) != 1 {
+			return nil, fmt.Errorf("%s (%s): %v", where, h.object(), err)
+		}
+		ld.workloads = append(ld.workloads, workload{where: where, object: h.object(), obj: objs[0]})
+		return nil, nil
 	case !read[gk]:
 		return []string{fmt.Sprintf("%s: skipped %s: the translator does not read it", where, h.object())}, nil
 	}

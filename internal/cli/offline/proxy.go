@@ -85,20 +85,31 @@ func Proxies(in *translator.Inputs) ([]Proxy, error) {
 	return out, nil
 }
 
-// Find returns the proxy of "namespace/pod", or an error that lists the
+// Find returns the proxy of the pod "namespace/pod", or else every proxy
+// of the ServiceAccount "namespace/serviceaccount"; an error lists the
 // meshed pods.
-func Find(ps []Proxy, key string) (Proxy, error) {
-	var names []string
+func Find(ps []Proxy, key string) ([]Proxy, error) {
+	var names, bySA []Proxy
 	for _, p := range ps {
 		if p.Key() == key {
-			return p, nil
+			return []Proxy{p}, nil
 		}
-		names = append(names, p.Key())
+		if p.Node.Namespace+"/"+p.Node.ServiceAccount == key {
+			bySA = append(bySA, p)
+		}
+		names = append(names, p)
+	}
+	if len(bySA) > 0 {
+		return bySA, nil
 	}
 	if len(names) == 0 {
-		return Proxy{}, fmt.Errorf("no meshed pod %s: the manifests hold no pod with the %s container or the %s: grpc annotation", key, dataplane.SidecarContainerName, dataplane.AnnotationProxyless)
+		return nil, fmt.Errorf("no meshed pod or ServiceAccount %s: the manifests hold no pod with the %s container or the %s: grpc annotation", key, dataplane.SidecarContainerName, dataplane.AnnotationProxyless)
 	}
-	return Proxy{}, fmt.Errorf("no meshed pod %s; the meshed pods are: %s", key, strings.Join(names, ", "))
+	var keys []string
+	for _, p := range names {
+		keys = append(keys, p.Key())
+	}
+	return nil, fmt.Errorf("no meshed pod or ServiceAccount %s; the meshed pods are: %s", key, strings.Join(keys, ", "))
 }
 
 // Builder builds proxies' resources from one translation, sharing what

@@ -76,8 +76,9 @@ type ProxyReport struct {
 }
 
 // Translate translates in as weft-controller does and builds the
-// resources of every meshed pod, or only of the pod named by proxy
-// ("namespace/name") when it is not empty; typ (one of Types; "" is all)
+// resources of every meshed pod, or, when proxy is not empty, only of the
+// pod it names ("namespace/pod") or else of its ServiceAccount's pods
+// ("namespace/serviceaccount"); typ (one of Types; "" is all)
 // selects the xDS types shown.
 func Translate(in *translator.Inputs, proxy, typ string) (*Report, error) {
 	if typ == "" {
@@ -108,11 +109,9 @@ func Translate(in *translator.Inputs, proxy, typ string) (*Report, error) {
 		return nil, err
 	}
 	if proxy != "" {
-		p, err := Find(proxies, proxy)
-		if err != nil {
+		if proxies, err = Find(proxies, proxy); err != nil {
 			return nil, err
 		}
-		proxies = []Proxy{p}
 	}
 	b := NewBuilder(out.Mesh)
 	for _, p := range proxies {
