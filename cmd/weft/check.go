@@ -28,6 +28,8 @@ and warning with the command that fixes it:
                         ready endpoints (it fails closed)
   MeshConfig            valid as weft-controller reads it; no blocked root
                         rotation
+  Root CA               the built-in root has 30 days or more left (warns
+                        under 180)
   Injection namespaces  at least one labelled weft.dev/inject=enabled
   Sidecars              no pod in those namespaces started without its
                         sidecar

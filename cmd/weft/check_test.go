@@ -128,6 +128,7 @@ func TestCheck(t *testing.T) {
 		"✔ weft-controller: available, 2 of 2 replicas ready",
 		"✔ Injection webhook: weft-sidecar-injector has a caBundle; Service weft-webhook has 1 ready endpoint(s)",
 		"✔ MeshConfig: none named weft: every default applies",
+		"✔ Root CA: no built-in root reported",
 		"✔ Injection namespaces: 1 labelled weft.dev/inject=enabled: shop",
 		"✔ Sidecars: every pod of the 1 in injected namespaces",
 		"✔ Policies: all 1 Accepted, ResolvedRefs and Programmed",
@@ -154,6 +155,8 @@ func TestCheck(t *testing.T) {
 	must(c.Create(ctx, mc))
 	mc.Status.Conditions = []metav1.Condition{{Type: v1alpha1.ConditionRootRotation, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonRotationBlocked,
 		Message: "spec.certificates.builtIn.rootGeneration is 3 but the root Secret holds generation 1", LastTransitionTime: metav1.Now()}}
+	mc.Status.RootRotation = &v1alpha1.RootRotationStatus{Phase: "AddNewRoot", CurrentRoot: &v1alpha1.RootCertificateStatus{SHA256: "aa11bb22cc33dd44ee55ff66",
+		NotAfter: metav1.NewTime(time.Now().Add(10*24*time.Hour + time.Hour))}}
 	must(c.Status().Update(ctx, mc))
 	must(c.Delete(ctx, &apiextensionsv1.CustomResourceDefinition{ObjectMeta: metav1.ObjectMeta{Name: "retrypolicies.mesh.weft.dev"}}))
 
@@ -163,13 +166,15 @@ func TestCheck(t *testing.T) {
 		"    fix: kubectl -n weft-system describe deployment weft-controller; kubectl -n weft-system logs deployment/weft-controller",
 		"✖ Injection webhook: MutatingWebhookConfiguration weft-sidecar-injector has no caBundle for object.inject.weft.dev",
 		"✖ MeshConfig: root rotation blocked: spec.certificates.builtIn.rootGeneration is 3",
+		"✖ Root CA: root sha256 aa11bb22cc33dd44… expires ",
+		"(10 days left)\n    fix: weft ca rotate-root --wait",
 		"✔ Injection namespaces: 2 labelled weft.dev/inject=enabled: legacy, shop",
 		"✖ Sidecars: 1 pod(s) started without the sidecar (the webhook did not see them): they are outside the mesh: legacy/old-0\n    fix: kubectl delete pod old-0 -n legacy",
 		"✖ Policies: 1 of 1 not in effect:\n    TrafficSplit shop/web: Programmed=False (ProxyRejected): 1 proxy rejected the configuration: shop/client-0: route: invalid weight\n    fix: kubectl describe trafficsplit web -n shop",
 	}
 	testkit.Eventually(t, "weft check reports every failure", func() error {
 		out, err = run()
-		if err == nil || err.Error() != "6 of 8 checks failed" {
+		if err == nil || err.Error() != "7 of 9 checks failed" {
 			return fmt.Errorf("error %v\n%s", err, out)
 		}
 		for _, want := range wants {

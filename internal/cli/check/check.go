@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
@@ -45,6 +46,16 @@ const (
 // default; older clusters need `weft inject --legacy-sidecar`.
 const MinKubernetesMinor = 29
 
+// RootExpiryFail and RootExpiryWarn: a built-in root with less than 30
+// days left fails, with less than 180 days warns. A root rotation
+// (weft ca rotate-root --wait) waits for every connected proxy at each of
+// its three stages and re-issues every workload certificate: give it
+// weeks, not hours, and months of notice.
+const (
+	RootExpiryFail = 30 * 24 * time.Hour
+	RootExpiryWarn = 180 * 24 * time.Hour
+)
+
 // MaxListed caps how many objects one check names (10): enough to act on,
 // short enough to read; the count says how many more there are.
 const MaxListed = 10
@@ -77,6 +88,8 @@ type Options struct {
 	// weft's sidecar and did not get it, and the command that recreates
 	// it.
 	MissingSidecar func(pod *corev1.Pod, ns *corev1.Namespace) (missing bool, fix string)
+	// Now is the clock for the root's expiry (nil: time.Now).
+	Now func() time.Time
 }
 
 // Run runs every check against the cluster and returns the results in
@@ -94,8 +107,12 @@ func Run(ctx context.Context, c client.Client, d discovery.DiscoveryInterface, o
 		controller(ctx, c, o.Namespace),
 		webhook(ctx, c, o.Namespace),
 	)
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	if served[v1alpha1.GroupVersion.WithKind("MeshConfig")] {
-		r = append(r, meshConfig(ctx, c))
+		mc, res := meshConfig(ctx, c)
+		r = append(r, res, rootCA(mc, o.Now()))
 	}
 	nsRes, labelled := namespaces(ctx, c)
 	r = append(r, nsRes, pods(ctx, c, labelled, o.MissingSidecar))
@@ -270,16 +287,16 @@ func webhook(ctx context.Context, c client.Client, ns string) Result {
 	return r
 }
 
-func meshConfig(ctx context.Context, c client.Client) Result {
+func meshConfig(ctx context.Context, c client.Client) (*v1alpha1.MeshConfig, Result) {
 	r := Result{Name: "MeshConfig"}
 	var mc v1alpha1.MeshConfig
 	if err := c.Get(ctx, client.ObjectKey{Name: v1alpha1.MeshConfigName}, &mc); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.Message = fmt.Sprintf("none named %s: every default applies", v1alpha1.MeshConfigName)
-			return r
+			return nil, r
 		}
 		r.Status, r.Message = Fail, fmt.Sprintf("MeshConfig %s: %v", v1alpha1.MeshConfigName, reason(err))
-		return r
+		return nil, r
 	}
 	var problems []string
 	// The translator's own reading of it, as weft-controller makes it.
@@ -295,13 +312,45 @@ func meshConfig(ctx context.Context, c client.Client) Result {
 	if len(problems) > 0 {
 		r.Status, r.Message = Fail, strings.Join(problems, "\n")
 		r.Fix = fmt.Sprintf("kubectl edit meshconfig %s (docs/api.md describes every field)", v1alpha1.MeshConfigName)
-		return r
+		return &mc, r
 	}
 	r.Message = fmt.Sprintf("%s is valid", v1alpha1.MeshConfigName)
 	if rot := meta.FindStatusCondition(mc.Status.Conditions, v1alpha1.ConditionRootRotation); rot != nil && rot.Status == metav1.ConditionFalse {
 		r.Message += fmt.Sprintf("; root rotation in progress (%s): weft ca status", rot.Reason)
 	}
+	return &mc, r
+}
+
+// rootCA: the built-in CA's root in effect (MeshConfig
+// status.rootRotation.currentRoot, written by the leader) is far from its
+// expiry.
+func rootCA(mc *v1alpha1.MeshConfig, now time.Time) Result {
+	r := Result{Name: "Root CA"}
+	if mc == nil || mc.Status.RootRotation == nil || mc.Status.RootRotation.CurrentRoot == nil {
+		r.Message = "no built-in root reported in MeshConfig status (the cert-manager provider, or weft-controller has not started yet)"
+		return r
+	}
+	root := mc.Status.RootRotation.CurrentRoot
+	left := root.NotAfter.Sub(now)
+	days := int(left.Hours() / 24)
+	r.Message = fmt.Sprintf("root sha256 %s expires %s (%d days left)", short(root.SHA256), root.NotAfter.UTC().Format(time.DateOnly), days)
+	r.Fix = "weft ca rotate-root --wait   (every workload moves to a new root without a failed request)"
+	switch {
+	case left <= 0:
+		r.Status, r.Message = Fail, fmt.Sprintf("root sha256 %s EXPIRED on %s: mutual TLS fails everywhere", short(root.SHA256), root.NotAfter.UTC().Format(time.DateOnly))
+	case left < RootExpiryFail:
+		r.Status = Fail
+	case left < RootExpiryWarn:
+		r.Status = Warn
+	}
 	return r
+}
+
+func short(sha string) string {
+	if len(sha) > 16 {
+		return sha[:16] + "…"
+	}
+	return sha
 }
 
 func namespaces(ctx context.Context, c client.Client) (Result, map[string]*corev1.Namespace) {
