@@ -34,6 +34,7 @@ func main() {
 	root.AddCommand(checkCmd())
 	root.AddCommand(translateCmd())
 	root.AddCommand(proxyStatusCmd())
+	root.AddCommand(proxyConfigCmd())
 	root.AddCommand(explainCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintf(os.Stderr, "weft: %v\n", err)

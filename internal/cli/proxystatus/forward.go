@@ -38,7 +38,11 @@ func FromReplicas(ctx context.Context, cfg *rest.Config, c client.Client, namesp
 			out = append(out, Replica{Name: p.Name, Err: fmt.Errorf("pod is %s", p.Status.Phase)})
 			continue
 		}
-		proxies, err := viaPortForward(ctx, cfg, namespace, p.Name)
+		var proxies []xds.ProxyStatus
+		err := WithPortForward(ctx, cfg, namespace, p.Name, func(base string) (err error) {
+			proxies, err = Fetch(ctx, http.DefaultClient, base)
+			return err
+		})
 		out = append(out, Replica{Name: p.Name, Proxies: proxies, Err: err})
 	}
 	if len(out) == 0 {
@@ -47,15 +51,35 @@ func FromReplicas(ctx context.Context, cfg *rest.Config, c client.Client, namesp
 	return out, nil
 }
 
-func viaPortForward(ctx context.Context, cfg *rest.Config, namespace, pod string) ([]xds.ProxyStatus, error) {
+// ControllerPods lists the running weft-controller pods' names.
+func ControllerPods(ctx context.Context, c client.Client, namespace string) ([]string, error) {
+	var pods corev1.PodList
+	if err := c.List(ctx, &pods, client.InNamespace(namespace), ControllerSelector); err != nil {
+		return nil, fmt.Errorf("listing weft-controller pods in %s: %w", namespace, err)
+	}
+	var out []string
+	for _, p := range pods.Items {
+		if p.Status.Phase == corev1.PodRunning {
+			out = append(out, p.Name)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no running weft-controller pod in namespace %s (weft check says why)", namespace)
+	}
+	return out, nil
+}
+
+// WithPortForward forwards a local port to the pod's DebugPort while fn
+// runs with the local base URL ("http://127.0.0.1:PORT").
+func WithPortForward(ctx context.Context, cfg *rest.Config, namespace, pod string, fn func(base string) error) error {
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	u := cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(namespace).Name(pod).SubResource("portforward").URL()
 	transport, upgrader, err := spdy.RoundTripperFor(cfg)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, u)
 	if ws, err := portforward.NewSPDYOverWebsocketDialer(u, cfg); err == nil {
@@ -68,20 +92,20 @@ func viaPortForward(ctx context.Context, cfg *rest.Config, namespace, pod string
 	var errOut bytes.Buffer
 	fw, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{fmt.Sprintf("0:%d", DebugPort)}, stop, ready, io.Discard, &errOut)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	done := make(chan error, 1)
 	go func() { done <- fw.ForwardPorts() }()
 	select {
 	case <-ready:
 	case err := <-done:
-		return nil, fmt.Errorf("port-forward to %s/%s:%d: %v %s", namespace, pod, DebugPort, err, strings.TrimSpace(errOut.String()))
+		return fmt.Errorf("port-forward to %s/%s:%d: %v %s", namespace, pod, DebugPort, err, strings.TrimSpace(errOut.String()))
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return ctx.Err()
 	}
 	ports, err := fw.GetPorts()
 	if err != nil || len(ports) == 0 {
-		return nil, fmt.Errorf("port-forward to %s/%s: no local port: %v", namespace, pod, err)
+		return fmt.Errorf("port-forward to %s/%s: no local port: %v", namespace, pod, err)
 	}
-	return Fetch(ctx, http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d", ports[0].Local))
+	return fn(fmt.Sprintf("http://127.0.0.1:%d", ports[0].Local))
 }

@@ -8,6 +8,7 @@ package proxystatus
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -152,4 +153,55 @@ func Print(w io.Writer, rs []Replica) int {
 		}
 	}
 	return nacked
+}
+
+// ErrNotConnected: the replica asked has no stream of that proxy.
+var ErrNotConnected = errors.New("not connected to this replica")
+
+// ConfigDump reads /debug/config_dump for a proxy (its node id,
+// "POD.NAMESPACE"; stream 0: any stream of it): xDS type → resources as
+// JSON, secrets by name and version only. A replica without the proxy
+// answers ErrNotConnected.
+func ConfigDump(ctx context.Context, c *http.Client, base, nodeID string, stream uint64) (map[string][]json.RawMessage, error) {
+	ctx, cancel := context.WithTimeout(ctx, FetchTimeout)
+	defer cancel()
+	u, err := url.JoinPath(base, "/debug/config_dump")
+	if err != nil {
+		return nil, err
+	}
+	q := url.Values{"proxy": {nodeID}}
+	if stream != 0 {
+		q.Set("stream", fmt.Sprint(stream))
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u+"?"+q.Encode(), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusNotFound:
+		return nil, ErrNotConnected
+	default:
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return nil, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
+	}
+	var out map[string][]json.RawMessage
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, fmt.Errorf("%s: %w", u, err)
+	}
+	return out, nil
+}
+
+// ConfigTypes maps `weft proxy-config`'s type names to config_dump's.
+var ConfigTypes = map[string]string{
+	"clusters":  "Cluster",
+	"endpoints": "ClusterLoadAssignment",
+	"listeners": "Listener",
+	"routes":    "RouteConfiguration",
+	"secrets":   "Secret",
 }
