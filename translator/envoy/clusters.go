@@ -63,12 +63,20 @@ func (v *view) sidecarUpstreams() ([]*clusterv3.Cluster, []*endpointv3.ClusterLo
 		}
 		if svc.Headless {
 			// Clients of a headless Service dial pod addresses themselves:
-			// forward to the address they chose.
+			// forward to the address they chose. The per-endpoint chains
+			// and clusters (headlessChains) take calls to known pods, with
+			// mesh mTLS; this cluster takes what an HTTP route sends by
+			// Host to an address no endpoint has (yet), in plaintext.
 			c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}
 			c.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED
 			c.OutlierDetection = nil
-			// Without endpoint metadata the proxy cannot tell meshed pods
-			// apart: headless traffic stays plaintext for now.
+			seenEP := map[string]bool{}
+			for _, e := range port.Endpoints {
+				if n := headlessClusterName(svc, e); !seenEP[n] {
+					seenEP[n] = true
+					clusters = append(clusters, headlessCluster(n, e))
+				}
+			}
 		} else {
 			c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
 			c.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsConfig()}
@@ -384,6 +392,29 @@ func passthroughBind(v4, v6 bool) *corev3.BindConfig {
 }
 
 // staticCluster reaches one fixed address.
+// headlessClusterName names the cluster of one endpoint of a headless
+// Service: outbound|<port>|<address>|<hostname> (Istio's format, with the
+// address where a subset would be).
+func headlessClusterName(svc *ir.Service, e ir.Endpoint) string {
+	return fmt.Sprintf("outbound|%d|%s|%s", e.Port, e.Address, svc.Key.Hostname())
+}
+
+// headlessCluster reaches one pod of a headless Service: mesh mTLS that
+// expects the pod's own identity when it has a sidecar, else plaintext.
+func headlessCluster(name string, e ir.Endpoint) *clusterv3.Cluster {
+	c := staticCluster(name, e.Address, uint32(e.Port))
+	if e.Meshed && e.Identity != "" {
+		sans := []*tlsv3.SubjectAltNameMatcher{{
+			SanType: tlsv3.SubjectAltNameMatcher_URI,
+			Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: e.Identity}},
+		}}
+		// Carried as TCP: offer the mesh marker only.
+		tls := &tlsv3.UpstreamTlsContext{CommonTlsContext: commonTLS(sans, ir.ProtocolTCP)}
+		c.TransportSocket = transportSocket("envoy.transport_sockets.tls", tls)
+	}
+	return c
+}
+
 func staticCluster(name, ip string, port uint32) *clusterv3.Cluster {
 	return &clusterv3.Cluster{
 		Name:                 name,

@@ -26,8 +26,8 @@ import (
 //     TLS names (sidecars: the transport socket matches; gRPC: the
 //     transport socket): TLSClusters and PatchCluster, the same for every
 //     proxy of a kind given the cluster it held;
-//  3. a headless Service's endpoint addresses, which a sidecar's outbound
-//     listener matches;
+//  3. a headless Service's endpoints, each of which has a chain in a
+//     sidecar's outbound listener and a cluster;
 //  4. for a named target port of a Service the proxy serves, the endpoint
 //     at the proxy's own address (the container port of its inbound
 //     listener and cluster).
@@ -68,11 +68,10 @@ func NewEndpointChange(old, new *ir.Service) *EndpointChange {
 			continue
 		}
 		if new.Headless {
-			// No EDS and no TLS (ORIGINAL_DST clusters); sidecars match
-			// the addresses (tcpPrefixes reads every endpoint's).
-			if !sameAddresses(op.Endpoints, np.Endpoints) {
-				c.headlessMoved = true
-			}
+			// No EDS: sidecars have a chain and a cluster per endpoint
+			// (headlessChains), which read its address, port, identity
+			// and whether it is meshed: any change is built again.
+			c.headlessMoved = true
 			continue
 		}
 		name := ir.ClusterName(new.Key, np.Port)
@@ -154,18 +153,6 @@ func sameButEndpoints(a, b *ir.Service) bool {
 	}
 	x, y := strip(a), strip(b)
 	return reflect.DeepEqual(&x, &y)
-}
-
-func sameAddresses(a, b []ir.Endpoint) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i].Address != b[i].Address {
-			return false
-		}
-	}
-	return true
 }
 
 func equalStrings(a, b []string) bool {

@@ -121,6 +121,12 @@ func (v *view) outboundListener() *listenerv3.Listener {
 				continue
 			}
 			if port.Protocol.IsHTTP() {
+				if svc.Headless {
+					// Calls to a pod's own address take its chain (mesh
+					// mTLS to that pod); the port's HTTP chain below
+					// still routes other Hosts.
+					l.FilterChains = append(l.FilterChains, v.headlessChains(svc, port, claimed)...)
+				}
 				if !httpPorts[port.Port] {
 					httpPorts[port.Port] = true
 					l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
@@ -137,6 +143,10 @@ func (v *view) outboundListener() *listenerv3.Listener {
 						Filters: []*listenerv3.Filter{v.hcm(fmt.Sprintf("outbound_%d", port.Port), routeConfigName(port.Port), nil, outbound)},
 					})
 				}
+				continue
+			}
+			if svc.Headless {
+				l.FilterChains = append(l.FilterChains, v.headlessChains(svc, port, claimed)...)
 				continue
 			}
 			var ranges []*corev3.CidrRange
@@ -210,6 +220,41 @@ func httpInspectorOn(ports map[int32]bool) *listenerv3.ListenerFilter {
 	f := listenerFilter("envoy.filters.listener.http_inspector", &httpinspectorv3.HttpInspector{})
 	f.FilterDisabled = &listenerv3.ListenerFilterChainMatchPredicate{Rule: &listenerv3.ListenerFilterChainMatchPredicate_NotMatch{NotMatch: http}}
 	return f
+}
+
+// headlessChains give each endpoint of a headless Service port its own
+// filter chain, matching its address and port, to its own cluster
+// (headlessCluster): mesh mTLS to a meshed pod with that pod's identity,
+// plaintext to others (issue 12 g). One chain per endpoint keeps the
+// others unchanged when a pod comes or goes, so Envoy drains only the
+// connections of the chain that changed (12 m); HTTP ports get them too,
+// carried as TCP: the server's sidecar still applies HTTP AuthPolicy.
+func (v *view) headlessChains(svc *ir.Service, port *ir.Port, claimed map[netip.Prefix]map[int32]bool) []*listenerv3.FilterChain {
+	var out []*listenerv3.FilterChain
+	for _, e := range port.Endpoints {
+		ip, err := netip.ParseAddr(e.Address)
+		if err != nil {
+			continue
+		}
+		p := netip.PrefixFrom(ip, ip.BitLen())
+		if claimed[p] == nil {
+			claimed[p] = map[int32]bool{}
+		}
+		if claimed[p][e.Port] {
+			continue
+		}
+		claimed[p][e.Port] = true
+		name := headlessClusterName(svc, e)
+		out = append(out, &listenerv3.FilterChain{
+			Name: "outbound|tcp|" + strings.TrimPrefix(name, "outbound|"),
+			FilterChainMatch: &listenerv3.FilterChainMatch{
+				DestinationPort: wrapperspb.UInt32(uint32(e.Port)),
+				PrefixRanges:    []*corev3.CidrRange{{AddressPrefix: ip.String(), PrefixLen: wrapperspb.UInt32(uint32(p.Bits()))}},
+			},
+			Filters: []*listenerv3.Filter{v.tcpProxy(fmt.Sprintf("outbound_%d_%s", e.Port, svc.Key.Hostname()), []ir.Backend{{Weight: 1}}, name)},
+		})
+	}
+	return out
 }
 
 // tcpPrefixes are the destination addresses of a TCP Service port: its

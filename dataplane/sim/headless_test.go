@@ -1,0 +1,101 @@
+package sim_test
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/weftmesh/weft/dataplane/sim"
+)
+
+// kafka: a headless Service (a StatefulSet) in the Strict namespace vault,
+// two meshed brokers, and a TCP client in shop.
+const kafka = `apiVersion: v1
+kind: Service
+metadata: {name: kafka, namespace: vault}
+spec:
+  clusterIP: None
+  selector: {app: kafka}
+  ports: [{name: tcp-kafka, port: 9092}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: kafka-1, namespace: vault, labels: {kubernetes.io/service-name: kafka}}
+addressType: IPv4
+ports: [{name: tcp-kafka, port: 9092}]
+endpoints:
+%s---
+apiVersion: v1
+kind: Pod
+metadata: {name: kafka-0, namespace: vault, labels: {app: kafka}}
+spec:
+  serviceAccountName: kafka
+  initContainers: [{name: weft-proxy, image: envoy}]
+  containers: [{name: app, image: kafka:3}]
+status: {podIPs: [{ip: 10.2.0.20}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: kafka-1, namespace: vault, labels: {app: kafka}}
+spec:
+  serviceAccountName: kafka
+  initContainers: [{name: weft-proxy, image: envoy}]
+  containers: [{name: app, image: kafka:3}]
+status: {podIPs: [{ip: 10.2.0.21}]}`
+
+func kafkaEndpoints(pods ...string) string {
+	var b strings.Builder
+	for _, p := range pods {
+		ip := map[string]string{"kafka-0": "10.2.0.20", "kafka-1": "10.2.0.21"}[p]
+		b.WriteString("- addresses: [" + ip + "]\n  targetRef: {kind: Pod, name: " + p + ", namespace: vault}\n")
+	}
+	return b.String()
+}
+
+// 12g: a headless Service's pods are reached at their own addresses; a
+// meshed caller must originate mesh mTLS to a meshed pod, so a Strict
+// StatefulSet keeps working and the server sees the caller's identity.
+func TestDefect12g_HeadlessIsMeshed(t *testing.T) {
+	w := weftWorldWith(t, nil, strings.Replace(kafka, "%s", kafkaEndpoints("kafka-0", "kafka-1"), 1))
+	for _, to := range []string{"10.2.0.20:9092", "10.2.0.21:9092"} {
+		got := walk(t, w, sim.Call{From: "shop/client-0", To: to, Protocol: sim.TCP})
+		check(t, got, sim.Verdict{Kind: sim.Delivered, Port: 9092, MTLS: true, ClientIdentity: clientID})
+	}
+}
+
+// 12m: a long-lived TCP connection to a headless Service's pod survives an
+// endpoint change of another pod: the filter chain it runs on keeps its
+// name, match and filters (Envoy drains the connections of a chain whose
+// configuration changes).
+func TestDefect12m_HeadlessChainsStableUnderEndpointChanges(t *testing.T) {
+	before := weftWorldWith(t, nil, strings.Replace(kafka, "%s", kafkaEndpoints("kafka-0"), 1))
+	after := weftWorldWith(t, nil, strings.Replace(kafka, "%s", kafkaEndpoints("kafka-0", "kafka-1"), 1))
+	c := sim.Call{From: "shop/client-0", To: "10.2.0.20:9092", Protocol: sim.TCP}
+	check(t, walk(t, before, c), sim.Verdict{Kind: sim.Delivered, Pod: "vault/kafka-0", Port: 9092})
+	a, b := outboundChain(t, before, c), outboundChain(t, after, c)
+	if a.GetName() != b.GetName() || !proto.Equal(a, b) {
+		t.Errorf("kafka-1 joining changed the chain kafka-0's connections run on:\nbefore %v\nafter  %v", a, b)
+	}
+}
+
+// outboundChain is the filter chain the caller's outbound listener picks
+// for a plaintext TCP connection of c (to an address:port).
+func outboundChain(t *testing.T, w *sim.World, c sim.Call) *listenerv3.FilterChain {
+	t.Helper()
+	p := podOf(t, w, c.From)
+	for _, l := range p.Proxy.Listeners {
+		if l.GetName() != "outbound" {
+			continue
+		}
+		fc, err := sim.MatchFilterChain(l, sim.Seen{Local: netip.MustParseAddrPort(c.To), Remote: netip.AddrPortFrom(p.IPs[0], 40000), TransportProtocol: "raw_buffer"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fc
+	}
+	t.Fatalf("%s has no outbound listener", c.From)
+	return nil
+}
