@@ -70,8 +70,11 @@ func NewEndpointChange(old, new *ir.Service) *EndpointChange {
 		if new.Headless {
 			// No EDS: sidecars have a chain and a cluster per endpoint
 			// (headlessChains), which read its address, port, identity
-			// and whether it is meshed: any change is built again.
-			c.headlessMoved = true
+			// and whether it is meshed (not readiness: a pod's peers dial
+			// it whether ready or not): such a change is built again.
+			if !sameHeadless(op.Endpoints, np.Endpoints) {
+				c.headlessMoved = true
+			}
 			continue
 		}
 		name := ir.ClusterName(new.Key, np.Port)
@@ -153,6 +156,20 @@ func sameButEndpoints(a, b *ir.Service) bool {
 	}
 	x, y := strip(a), strip(b)
 	return reflect.DeepEqual(&x, &y)
+}
+
+// sameHeadless: the endpoints agree on what headlessChains reads.
+func sameHeadless(a, b []ir.Endpoint) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := a[i], b[i]
+		if x.Address != y.Address || x.Port != y.Port || x.Identity != y.Identity || x.Meshed != y.Meshed {
+			return false
+		}
+	}
+	return true
 }
 
 func equalStrings(a, b []string) bool {
