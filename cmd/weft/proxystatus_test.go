@@ -21,7 +21,7 @@ import (
 
 // TestProxyStatus serves two replicas' /debug/proxies (xds.ProxyStatus,
 // the type the controller encodes) and a third that fails, and compares
-// `weft proxy-status --address ...` with testdata/proxy-status.golden.
+// `weft proxy-status --address ...` with testdata/proxy-status/replicas.golden (its own folder: TestGolden owns testdata/*.golden).
 func TestProxyStatus(t *testing.T) {
 	at := time.Date(2026, 12, 2, 15, 4, 5, 0, time.UTC)
 	serve := func(ps []xds.ProxyStatus) string {
@@ -79,7 +79,7 @@ func TestProxyStatus(t *testing.T) {
 		t.Errorf("Print counted %d NACKed streams, want 1", n)
 	}
 	got := golden.String()
-	path := filepath.Join("testdata", "proxy-status.golden")
+	path := filepath.Join("testdata", "proxy-status", "replicas.golden")
 	if *update {
 		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
 			t.Fatal(err)
