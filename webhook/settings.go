@@ -12,6 +12,7 @@ import (
 
 	"github.com/weftmesh/weft/capture"
 	"github.com/weftmesh/weft/crds/v1alpha1"
+	"github.com/weftmesh/weft/dataplane"
 )
 
 // Options are the injector's own settings (flags of the process that serves
@@ -116,10 +117,27 @@ func resolve(pod *corev1.Pod, mc *v1alpha1.MeshConfig) (settings, error) {
 	}
 
 	if v, ok := a[AnnotationProxyImage]; ok {
-		if v == "" || strings.ContainsAny(v, " \t\n") {
+		var allowed []string
+		if mc != nil {
+			allowed = mc.Spec.Sidecar.AllowedImages
+		}
+		switch {
+		case v == "" || strings.ContainsAny(v, " \t\n"):
 			bad(AnnotationProxyImage, "is not an image reference: write one such as docker.io/envoyproxy/envoy-distroless:v1.40.0, or remove the annotation to use MeshConfig's")
-		} else {
+		case v != s.image && !imageAllowed(v, allowed):
+			// The sidecar runs as the UID that traffic capture exempts:
+			// an arbitrary image there bypasses the mesh.
+			bad(AnnotationProxyImage, "is not in MeshConfig spec.sidecar.allowedImages %q: ask the mesh operator to allow it, or remove the annotation to use %s", allowed, s.image)
+		default:
 			s.image = v
+		}
+	}
+	if v, ok := a[dataplane.AnnotationAppProbes]; ok && v != "" {
+		// It reaches the sidecar's bootstrap and the control plane.
+		if probes, err := ParseAppProbes(v); err != nil {
+			bad(dataplane.AnnotationAppProbes, "is not the probes JSON weft writes: %v (remove it; injection writes it)", err)
+		} else if err := dataplane.ValidateAppProbes(toDataplaneProbes(probes)); err != nil {
+			bad(dataplane.AnnotationAppProbes, "is invalid: %v (remove it; injection writes it)", err)
 		}
 	}
 	quantity := func(key string, list corev1.ResourceList, name corev1.ResourceName, example string) {
@@ -229,4 +247,23 @@ func contains(list []string, v string) bool {
 		}
 	}
 	return false
+}
+
+// imageAllowed says whether image is one of allowed: an exact reference,
+// or a prefix ending in "*".
+func imageAllowed(image string, allowed []string) bool {
+	for _, a := range allowed {
+		if p, ok := strings.CutSuffix(a, "*"); ok && strings.HasPrefix(image, p) || a == image {
+			return true
+		}
+	}
+	return false
+}
+
+func toDataplaneProbes(in map[string]AppProbe) map[string]dataplane.AppProbe {
+	out := make(map[string]dataplane.AppProbe, len(in))
+	for k, p := range in {
+		out[k] = dataplane.AppProbe{Port: p.Port, Path: p.Path, Scheme: p.Scheme, TimeoutSeconds: p.TimeoutSeconds}
+	}
+	return out
 }

@@ -163,7 +163,10 @@ type group struct {
 	// anonymous: made by a stream of the anonymous endpoint
 	// (MaxAnonymousGroups).
 	anonymous bool
-	conns     map[*conn]struct{} // guarded by ADS.mu
+	// secretID is the identity whose secrets the group acquired (under
+	// the trust domain of that moment), which leaving releases.
+	secretID string             // guarded by ADS.mu
+	conns    map[*conn]struct{} // guarded by ADS.mu
 }
 
 // retryDue says whether a failed group's backoff has passed.

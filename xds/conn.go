@@ -24,6 +24,10 @@ type conn struct {
 	delta       bool
 	// notify wakes the stream when its group's snapshot changed.
 	notify chan struct{}
+	// kick ends the stream (closed once, by kickOnce): the identity it
+	// was admitted under no longer holds (the trust domain changed).
+	kick     chan struct{}
+	kickOnce sync.Once
 
 	mu    sync.Mutex
 	types map[string]*typeState

@@ -97,6 +97,19 @@ func (a *ADS) UpdateEndpoints(mesh *ir.Mesh, changed []ir.ServiceKey, event time
 func (a *ADS) update(mesh *ir.Mesh, event time.Time, affected, apply func(*group) bool) {
 	shared := envoy.NewShared(mesh)
 	a.mu.Lock()
+	if a.mesh.TrustDomain != "" && mesh.TrustDomain != a.mesh.TrustDomain {
+		// Every authenticated stream proved an identity of the old
+		// domain, and its group's secrets are of it: end them, so that
+		// each reconnects, is authenticated and acquires its secrets
+		// under the new one (issue 13: a change left references to the
+		// old identities and released the new ones, going negative).
+		a.log.Info("the trust domain changed: closing authenticated streams so they reconnect under it", "from", a.mesh.TrustDomain, "to", mesh.TrustDomain)
+		for c := range a.conns {
+			if c.node.Authenticated {
+				c.kickOnce.Do(func() { close(c.kick) })
+			}
+		}
+	}
 	a.mesh, a.shared, a.event = mesh, weak.Make(shared), event
 	groups := make([]*group, 0, len(a.groups))
 	for _, g := range a.groups {
@@ -152,7 +165,13 @@ func (a *ADS) rebuildLocked(g *group) bool {
 	prev := g.snap.Load()
 	var secrets []*tlsv3.Secret
 	if a.servesSecrets(g) {
-		if chain, key, bundle, ok := a.secrets.Material(g.proxy.Identity(mesh.TrustDomain)); ok {
+		a.mu.Lock()
+		id := g.secretID // what the group acquired, under the domain of that moment
+		a.mu.Unlock()
+		if id == "" {
+			id = g.proxy.Identity(mesh.TrustDomain)
+		}
+		if chain, key, bundle, ok := a.secrets.Material(id); ok {
 			secrets = sdsSecrets(chain, key, bundle)
 		}
 	}
@@ -264,10 +283,14 @@ func (a *ADS) join(c *conn) error {
 	g.conns[c] = struct{}{}
 	a.conns[c] = struct{}{}
 	c.group = g
-	mesh := a.mesh
-	a.mu.Unlock()
+	acquire := ""
 	if first && a.servesSecrets(g) {
-		a.secrets.Acquire(c.node.Proxy.Identity(mesh.TrustDomain))
+		acquire = c.node.Proxy.Identity(a.mesh.TrustDomain)
+		g.secretID = acquire
+	}
+	a.mu.Unlock()
+	if acquire != "" {
+		a.secrets.Acquire(acquire)
 	}
 	if g.snap.Load() == nil {
 		a.firstBuild(g)
@@ -305,9 +328,8 @@ func (a *ADS) leave(c *conn) {
 					delete(a.identityGroups, identity)
 				}
 			}
-			if a.servesSecrets(g) {
-				release = g.proxy.Identity(a.mesh.TrustDomain)
-			}
+			// The identity acquired, even if the trust domain changed since.
+			release, g.secretID = g.secretID, ""
 		}
 	}
 	a.mu.Unlock()

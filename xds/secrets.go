@@ -31,7 +31,7 @@ func (a *ADS) SecretsChanged(identity string) {
 	mesh := a.mesh
 	var groups []*group
 	for _, g := range a.groups {
-		if g.proxy.Identity(mesh.TrustDomain) == identity {
+		if g.secretID == identity || g.secretID == "" && g.proxy.Identity(mesh.TrustDomain) == identity {
 			groups = append(groups, g)
 		}
 	}

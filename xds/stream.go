@@ -13,7 +13,7 @@ import (
 
 func (a *ADS) newConn(delta bool, node NodeInfo) *conn {
 	return &conn{id: a.nextID.Add(1), node: node, connectedAt: time.Now(), delta: delta,
-		notify: make(chan struct{}, 1), types: map[string]*typeState{}}
+		notify: make(chan struct{}, 1), kick: make(chan struct{}), types: map[string]*typeState{}}
 }
 
 // receive reads requests into a channel, so the stream's goroutine can also
@@ -115,6 +115,8 @@ func serve[Req any](a *ADS, ctx context.Context, delta, authenticate bool, recv 
 			return nil
 		case err := <-errc:
 			return streamEnd(err)
+		case <-c.kick:
+			return status.Errorf(codes.Unavailable, "node %s: the mesh's trust domain changed since the stream was admitted; reconnect to be authenticated under the new one", node.ID)
 		case <-expired:
 			return status.Errorf(codes.Unauthenticated, "node %s: its %s credential expired at %s; reconnect with a current one", node.ID, node.Auth, node.CredentialExpires.UTC().Format(time.RFC3339))
 		case r := <-reqs:

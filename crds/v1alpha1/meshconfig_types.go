@@ -128,6 +128,7 @@ type MeshConfigSpec struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="spec.trustDomain must be a lower-case DNS name such as cluster.local or prod.example.com"
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.trustDomain cannot be changed in place: every connected proxy's identity and secrets are keyed by it. To move to a new trust domain, delete the MeshConfig and create it with the new spec.trustDomain, then restart the meshed workloads so they get certificates for the new identities (docs/design/070)"
 	TrustDomain string `json:"trustDomain,omitempty"`
 
 	// MTLS sets mutual TLS between workloads.
@@ -294,6 +295,19 @@ type SidecarConfig struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=512
 	Image string `json:"image,omitempty"`
+
+	// AllowedImages are the images a pod's weft.dev/proxy-image
+	// annotation may choose instead of Image: the sidecar runs as the UID
+	// that traffic capture exempts, so an arbitrary image there would
+	// bypass the mesh. Each entry is an image reference, or a prefix
+	// ending in "*" (docker.io/envoyproxy/envoy-distroless:*). Empty (the
+	// default): the annotation may name only Image itself.
+	// +optional
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=512
+	// +listType=set
+	AllowedImages []string `json:"allowedImages,omitempty"`
 
 	// ImagePullPolicy is the sidecar's image pull policy.
 	// +optional

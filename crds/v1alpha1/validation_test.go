@@ -38,6 +38,26 @@ func TestMeshAPI(t *testing.T) {
 	t.Run("samples apply", func(t *testing.T) { testSamples(ctx, t, env) })
 	t.Run("kubectl get weft lists the samples", func(t *testing.T) { testGetWeft(ctx, t, env) })
 	t.Run("Argo CD health test objects are valid", func(t *testing.T) { testArgoCDTestData(ctx, t, env) })
+	t.Run("the trust domain cannot change in place", func(t *testing.T) { testTrustDomainImmutable(ctx, t, env) })
+}
+
+// testTrustDomainImmutable: issue 13 — changing spec.trustDomain of a
+// running mesh stripped every sidecar's secrets. The API server refuses
+// the change with a message that says how to make it.
+func testTrustDomainImmutable(ctx context.Context, t *testing.T, env *testenv.Env) {
+	mc := &unstructured.Unstructured{}
+	mc.SetAPIVersion("mesh.weft.dev/v1alpha1")
+	mc.SetKind("MeshConfig")
+	if err := env.Client.Get(ctx, client.ObjectKey{Name: "weft"}, mc); err != nil {
+		t.Fatal(err)
+	}
+	if err := unstructured.SetNestedField(mc.Object, "prod.example.com", "spec", "trustDomain"); err != nil {
+		t.Fatal(err)
+	}
+	err := env.Client.Update(ctx, mc, client.DryRunAll)
+	if err == nil || !strings.Contains(err.Error(), "spec.trustDomain cannot be changed in place") || !strings.Contains(err.Error(), "delete the MeshConfig and create it") {
+		t.Fatalf("changing spec.trustDomain: %v; want it refused with a message that says how to change it", err)
+	}
 }
 
 // testArgoCDTestData checks that the objects the Argo CD health checks are

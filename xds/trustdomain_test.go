@@ -1,0 +1,70 @@
+package xds_test
+
+import (
+	"testing"
+	"time"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc/codes"
+	grpcstatus "google.golang.org/grpc/status"
+
+	"github.com/weftmesh/weft/dataplane"
+	"github.com/weftmesh/weft/xds"
+)
+
+// TestTrustDomainChange: issue 13 — changing the trust domain stripped
+// every connected sidecar's secrets: identities were acquired under the
+// old domain and released under the new one (references leaked and went
+// negative, renewals stopped). Authenticated streams now end with
+// Unavailable when the domain changes, each releasing exactly what it
+// acquired; reconnecting, they acquire the new identity.
+func TestTrustDomainChange(t *testing.T) {
+	secrets := &fakeSecrets{acquired: map[string]int{}, version: map[string]string{}}
+	ads := xds.NewADS(logr.Discard())
+	ads.SetSecrets(secrets)
+	ads.SetAuthenticator(acceptAll{})
+	old := mesh(t, 10)
+	ads.Update(old, time.Now())
+	addr := serve(t, ads)
+	c := dialDelta(t, addr, node("frontend-0.shop", "shop", "frontend"), nil)
+	if err := c.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.SecretType, ResourceNamesSubscribe: []string{dataplane.WorkloadCertSecret}}); err != nil {
+		t.Fatal(err)
+	}
+	c.settle()
+	oldID := "spiffe://" + old.TrustDomain + "/ns/shop/sa/frontend"
+	if secrets.acquired[oldID] != 1 {
+		t.Fatalf("acquired %v, want %s once", secrets.acquired, oldID)
+	}
+
+	next := mesh(t, 10)
+	next.TrustDomain = "prod.example.com"
+	ads.Update(next, time.Now())
+	var err error
+	deadline := time.After(5 * time.Second)
+	for err == nil {
+		select {
+		case _, ok := <-c.resps:
+			if !ok {
+				_, err = c.stream.Recv()
+				if err == nil {
+					t.Fatal("stream closed without a status")
+				}
+			}
+		case <-deadline:
+			t.Fatal("the authenticated stream stayed open across the trust domain change")
+		}
+	}
+	if grpcstatus.Code(err) != codes.Unavailable {
+		t.Errorf("the stream ended with %v, want Unavailable (reconnect)", err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	secrets.mu.Lock()
+	defer secrets.mu.Unlock()
+	for id, n := range secrets.acquired {
+		if n != 0 {
+			t.Errorf("after the stream left, %s is held %d times; want 0 (acquired %v)", id, n, secrets.acquired)
+		}
+	}
+}
