@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"sort"
+	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -45,6 +47,14 @@ type Case struct {
 	V6    bool
 
 	meshSeed uint64 // for messages
+}
+
+// Called is the port number the caller connects to (for a headless
+// Service, the target port; otherwise Port).
+func (c Case) Called() int32 {
+	_, p, _ := cutPort(c.Call.To)
+	n, _ := strconv.Atoi(p)
+	return int32(n)
 }
 
 func (c Case) String() string {
@@ -140,6 +150,12 @@ func (m *Mesh) Cases() []Case {
 					}
 					c.Port, c.Proto = sp.Port, s.Protos[sp.Port]
 					c.Call.To = fmt.Sprintf("%s.%s:%d", s.Svc.Name, s.Svc.Namespace, sp.Port)
+					if c.Via == ViaHeadless {
+						// A headless Service's name is its pods' addresses:
+						// no one translates the port, clients use the
+						// target port.
+						c.Call.To = fmt.Sprintf("%s.%s:%d", s.Svc.Name, s.Svc.Namespace, s.targetPort(sp.Port))
+					}
 					out = append(out, protocols(r, c)...)
 				}
 			}
@@ -374,4 +390,21 @@ func (m *Mesh) Summary() string {
 	return fmt.Sprintf("seed %d: %d namespaces (Strict %v), %d workloads (%d IPv4, %d IPv6, %d dual-stack), %d pods, %d Services (%d headless), %d TrafficSplits, %d RetryPolicies, %d AuthPolicies",
 		m.Seed, len(m.In.Namespaces), strict, len(m.Workloads), fam[IPv4], fam[IPv6], fam[DualStack], len(m.In.Pods),
 		len(m.Services), headless, len(m.In.TrafficSplits), len(m.In.RetryPolicies), len(m.In.AuthPolicies))
+}
+
+// targetPort is the container port behind a Service port.
+func (s *ServiceInfo) targetPort(port int32) int32 {
+	for _, sp := range s.Svc.Spec.Ports {
+		if sp.Port == port {
+			cp, _ := s.Workload.Port(sp.TargetPort)
+			return cp.Port
+		}
+	}
+	return 0
+}
+
+// excludedIn: the Service port's target port is excluded from inbound
+// capture on its workload.
+func (s *ServiceInfo) excludedIn(port int32) bool {
+	return slices.Contains(s.Workload.ExcludeInbound, s.targetPort(port))
 }

@@ -38,8 +38,10 @@ var (
 var knownDefects = map[string]string{
 	"12g": "headless Services are always plaintext",
 	// Found by these tests, beyond issue 12's list:
-	"new-6": "outbound clusters of a dual-stack Service hold endpoints of both families, whatever the proxy's own families: " +
-		"a single-stack client is handed endpoints it has no address to reach (only with single-stack pods beside dual-stack ones)",
+	"new-6": "outbound clusters of a dual-stack Service hold endpoints of both families, whatever the family the client called and " +
+		"the proxy's own families: a single-stack client is handed endpoints it has no address to reach (only with single-stack pods " +
+		"beside dual-stack ones), and a dual-stack client's call to the IPv6 cluster IP may be carried over IPv4 (and back), " +
+		"so the server's ipBlocks see the client's address of the other family",
 }
 
 // invariant names, as issue 12 section 2 numbers them.
@@ -180,7 +182,7 @@ func (m *Mesh) check(c Case, v, vo sim.Verdict, tl *tally, report func(inv, why 
 	destW, destPod := m.Workload(v.Pod)
 	_, atDest := dests[v.Pod]
 	excludedIn := destW != nil && slices.Contains(destW.ExcludeInbound, int32(v.Port))
-	excludedOut := c.Source != nil && c.Source.Meshed && slices.Contains(c.Source.ExcludeOutbound, c.Port)
+	excludedOut := c.Source != nil && c.Source.Meshed && slices.Contains(c.Source.ExcludeOutbound, c.Called())
 
 	// 6a: probes reach the application, in plaintext, at the probe port.
 	if c.Via == ViaProbe {
@@ -314,20 +316,6 @@ func (m *Mesh) splitFree(c Case) bool {
 	return true
 }
 
-func (s *ServiceInfo) targetPort(port int32) int32 {
-	for _, sp := range s.Svc.Spec.Ports {
-		if sp.Port == port {
-			cp, _ := s.Workload.Port(sp.TargetPort)
-			return cp.Port
-		}
-	}
-	return 0
-}
-
-func (s *ServiceInfo) excludedIn(port int32) bool {
-	return slices.Contains(s.Workload.ExcludeInbound, s.targetPort(port))
-}
-
 func sameVerdict(a, b sim.Verdict) bool {
 	return a.Kind == b.Kind && a.Pod == b.Pod && a.Port == b.Port && a.MTLS == b.MTLS &&
 		a.ClientIdentity == b.ClientIdentity && a.Status == b.Status
@@ -371,7 +359,7 @@ func (m *Mesh) explain(c Case, v sim.Verdict, inv string) []string {
 		out = append(out, "12h")
 	}
 	// 12i: the capture ports.
-	if c.Port == dataplane.OutboundPort || c.Port == dataplane.InboundPort {
+	if c.Called() == dataplane.OutboundPort || c.Called() == dataplane.InboundPort {
 		out = append(out, "12i")
 	}
 	// 12k: server-first protocols.
@@ -394,8 +382,8 @@ func (m *Mesh) explain(c Case, v sim.Verdict, inv string) []string {
 	if c.V6 && destW != nil && destW.Meshed && !m.Strict[destW.Namespace] && v.Kind == sim.Loop {
 		out = append(out, "new-5")
 	}
-	// new-6: a single-stack caller of a dual-stack workload.
-	if c.Source != nil && c.Source.Family != DualStack && c.Via != ViaPodIP {
+	// new-6: a caller of a dual-stack workload through its Service.
+	if c.Source != nil && c.Via != ViaPodIP {
 		for pod := range m.Destinations(c) {
 			if w, _ := m.Workload(pod); w != nil && w.Family == DualStack {
 				out = append(out, "new-6")
