@@ -42,6 +42,9 @@ var knownDefects = map[string]string{
 		"the proxy's own families: a single-stack client is handed endpoints it has no address to reach (only with single-stack pods " +
 		"beside dual-stack ones), and a dual-stack client's call to the IPv6 cluster IP may be carried over IPv4 (and back), " +
 		"so the server's ipBlocks see the client's address of the other family",
+	"new-7": "mayReach (12b's refusal) judges a Service by its own AuthPolicies and its namespace's, but AuthPolicy applies per workload: " +
+		"an Allow policy that targets another Service selecting the same pods (a headless twin) admits the caller, " +
+		"yet the caller's sidecar refuses the call locally with 403",
 }
 
 // invariant names, as issue 12 section 2 numbers them.
@@ -216,12 +219,21 @@ func (m *Mesh) check(c Case, v, vo sim.Verdict, tl *tally, report func(inv, why 
 
 	// 1: the AuthPolicy decision.
 	decided := delivered(v) || (v.Kind == sim.Denied && v.Pod != "")
+	port := int32(v.Port)
+	if p, ok := dests[v.Pod]; ok {
+		port = p
+	}
+	// A refusal by the caller's own sidecar (HTTP 403 answered locally:
+	// scoping or mayReach) decides for the Service's workload.
+	if c.Via == ViaService && c.SourcePod != nil && (v.Kind == sim.Responded || v.Kind == sim.Denied) && v.Status == 403 &&
+		(v.Pod == "" || v.Pod == c.SourcePod.Namespace+"/"+c.SourcePod.Name) && m.splitFree(c) {
+		decided, destW, destPod, atDest = true, c.Service.Workload, c.Service.Workload.Pods[0], true
+		port = c.Service.targetPort(c.Port)
+		excludedIn = slices.Contains(destW.ExcludeInbound, port)
+		v.Kind = sim.Denied
+	}
 	if decided && destW != nil && destW.Meshed && !excludedIn && (atDest || v.Kind == sim.Denied) && c.SourcePod != destPod {
 		tl.checked[invAuthz]++
-		port := int32(v.Port)
-		if p, ok := dests[v.Pod]; ok {
-			port = p
-		}
 		req := AuthRequest{Namespace: destW.Namespace, Labels: destW.Labels, Peer: c.Peer, Port: port,
 			// HTTP on a port declared HTTP, or plaintext HTTP to an
 			// undeclared port (docs/api.md, AuthPolicy).
@@ -346,7 +358,10 @@ func (m *Mesh) explain(c Case, v sim.Verdict, inv string) []string {
 	}
 	if meshedSrc && c.Service != nil && c.Via == ViaService {
 		if m.refuses(c.Service, c.Source) {
-			out = append(out, "12b")
+			// what mayReach concludes from the Service's own policies;
+			// a violation then means the workload's other policies
+			// (through another Service) admit the caller.
+			out = append(out, "12b", "new-7")
 		}
 		// a split's backend Services of another visibility are 12f too
 	}
