@@ -2,6 +2,7 @@ package xds
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,4 +57,36 @@ func TestFailedGroupsAreNotRebuiltOnEveryUpdate(t *testing.T) {
 		t.Fatalf("%d updates cost %d builds with %d failing groups connected; want at most %d (the one good group per update)", updates, got, bad, updates)
 	}
 	t.Logf("%d failing groups + 1 good: %d builds to join, %d builds over %d updates", bad, joined, a.Builds()-joined, updates)
+}
+
+// TestGroupCaps: a token proves an identity, not the labels its node
+// claims, so one identity may hold at most MaxGroupsPerIdentity groups;
+// anonymous groups count only toward their own cap, so an anonymous client
+// cannot use up a real identity's.
+func TestGroupCaps(t *testing.T) {
+	a := NewADS(logr.Discard())
+	a.SetAnonymousLimits(MaxAnonymousStreams, 4)
+	a.Update(depsMesh(t, depsBase), time.Now())
+	join := func(i int, anonymous bool) error {
+		p := dataplane.Proxy{Namespace: "shop", ServiceAccount: "web", Labels: map[string]string{"app": "web", "n": fmt.Sprint(i)}}
+		c := a.newConn(true, NodeInfo{ID: fmt.Sprintf("web-%d.shop", i), Proxy: p, Authenticated: !anonymous})
+		c.anonymous = anonymous
+		return a.join(c)
+	}
+	for i := range 10 {
+		err := join(1000+i, true)
+		if (i < 4) != (err == nil) {
+			t.Fatalf("anonymous group %d: %v; want the first 4 admitted, then ResourceExhausted", i, err)
+		}
+	}
+	for i := range MaxGroupsPerIdentity {
+		if err := join(i, false); err != nil {
+			t.Fatalf("authenticated group %d of shop/web (after 10 anonymous attempts): %v", i, err)
+		}
+	}
+	err := join(MaxGroupsPerIdentity, false)
+	if err == nil || !strings.Contains(err.Error(), "xds.MaxGroupsPerIdentity") {
+		t.Fatalf("group %d of shop/web: %v; want ResourceExhausted naming xds.MaxGroupsPerIdentity", MaxGroupsPerIdentity+1, err)
+	}
+	t.Logf("builds: %d for %d authenticated + 4 anonymous groups", a.Builds(), MaxGroupsPerIdentity)
 }
