@@ -1,6 +1,7 @@
 package translator
 
 import (
+	"fmt"
 	"net/netip"
 	"sort"
 	"strings"
@@ -53,7 +54,11 @@ func (t *translation) services() {
 	t.byKey = map[ir.ServiceKey]*ir.Service{}
 	for _, s := range t.in.Services {
 		if s.Spec.Type == corev1.ServiceTypeExternalName {
-			continue // a DNS alias: nothing to proxy
+			// A DNS alias: no cluster IP and no endpoints, so nothing the
+			// mesh can match or send to. Say so (issue 12 s): its calls
+			// leave by the outbound default chain, unmeshed.
+			t.warnings = append(t.warnings, fmt.Sprintf("Service %s/%s: type ExternalName (%s) is not meshed: calls to it leave the sidecar as to any external host (passed through in plaintext, or refused under outboundTrafficPolicy RegistryOnly); a Service with a selector or EndpointSlices is meshed", s.Namespace, s.Name, s.Spec.ExternalName))
+			continue
 		}
 		key := ir.ServiceKey{Namespace: s.Namespace, Name: s.Name}
 		svc := &ir.Service{Key: key, ExportTo: exportTo(s, nsExport), Selector: s.Spec.Selector}
@@ -171,6 +176,10 @@ func endpoints(slices []*discoveryv1.EndpointSlice, portName string, pods PodLoo
 		for _, e := range s.Endpoints {
 			// Nil means unknown, which the API says to treat as ready.
 			ready := e.Conditions.Ready == nil || *e.Conditions.Ready
+			// Serving but terminating: a fallback when nothing is ready
+			// (Kubernetes' ProxyTerminatingEndpoints), so a rollout drains.
+			terminating := !ready && e.Conditions.Serving != nil && *e.Conditions.Serving &&
+				e.Conditions.Terminating != nil && *e.Conditions.Terminating
 			var identity string
 			var meshed bool
 			if r := e.TargetRef; r != nil && r.Kind == "Pod" {
@@ -188,7 +197,7 @@ func endpoints(slices []*discoveryv1.EndpointSlice, portName string, pods PodLoo
 					continue
 				}
 				ap := netip.AddrPortFrom(addr, uint16(port))
-				ep := ir.Endpoint{Address: addr.String(), Port: port, Ready: ready, Identity: identity, Meshed: meshed}
+				ep := ir.Endpoint{Address: addr.String(), Port: port, Ready: ready, Terminating: terminating, Identity: identity, Meshed: meshed}
 				if e.Zone != nil {
 					ep.Zone = *e.Zone
 				}

@@ -253,9 +253,16 @@ func loadAssignment(cluster string, eps []ir.Endpoint) *endpointv3.ClusterLoadAs
 	// unless locality_weighted_lb_config is set).
 	byZone := map[string]*endpointv3.LocalityLbEndpoints{}
 	var order []string
+	// Not-ready endpoints would only be skipped by Envoy; when none is
+	// ready, those serving while they terminate take the traffic, as
+	// kube-proxy does (issue 12 s), so a rollout drains gracefully.
+	anyReady := false
 	for _, e := range eps {
-		if !e.Ready {
-			continue // not-ready endpoints would only be skipped by Envoy
+		anyReady = anyReady || e.Ready
+	}
+	for _, e := range eps {
+		if !e.Ready && (anyReady || !e.Terminating) {
+			continue
 		}
 		loc := byZone[e.Zone]
 		if loc == nil {

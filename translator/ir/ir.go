@@ -200,6 +200,9 @@ type Endpoint struct {
 	Address string `json:"address,omitempty"`
 	Port    int32  `json:"port,omitempty"`
 	Ready   bool   `json:"ready,omitempty"`
+	// Terminating: not ready, but serving while its pod terminates; used
+	// only when no endpoint of the port is ready, as kube-proxy does.
+	Terminating bool `json:"terminating,omitempty"`
 	// Zone is the topology zone, when the EndpointSlice says it.
 	Zone string `json:"zone,omitempty"`
 	// Identity is the SPIFFE ID of the pod's service account, when the pod
