@@ -26,8 +26,9 @@ type conn struct {
 	notify chan struct{}
 	// kick ends the stream (closed once, by kickOnce): the identity it
 	// was admitted under no longer holds (the trust domain changed).
-	kick     chan struct{}
-	kickOnce sync.Once
+	kick       chan struct{}
+	kickOnce   sync.Once
+	kickReason error // set before kick closes
 
 	mu    sync.Mutex
 	types map[string]*typeState
@@ -106,6 +107,11 @@ func (c *conn) state(t string) *typeState {
 		c.types[t] = ts
 	}
 	return ts
+}
+
+// end ends the stream with err (once; later calls do nothing).
+func (c *conn) end(err error) {
+	c.kickOnce.Do(func() { c.kickReason = err; close(c.kick) })
 }
 
 // namesOrNil is the subscribed names of a type state that may not exist.

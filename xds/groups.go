@@ -2,6 +2,9 @@ package xds
 
 import (
 	"runtime"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"sync"
 	"time"
 	"weak"
@@ -106,7 +109,7 @@ func (a *ADS) update(mesh *ir.Mesh, event time.Time, affected, apply func(*group
 		a.log.Info("the trust domain changed: closing authenticated streams so they reconnect under it", "from", a.mesh.TrustDomain, "to", mesh.TrustDomain)
 		for c := range a.conns {
 			if c.node.Authenticated {
-				c.kickOnce.Do(func() { close(c.kick) })
+				c.end(status.Errorf(codes.Unavailable, "node %s: the mesh's trust domain changed since the stream was admitted; reconnect to be authenticated under the new one", c.node.ID))
 			}
 		}
 	}

@@ -116,7 +116,7 @@ func serve[Req any](a *ADS, ctx context.Context, delta, authenticate bool, recv 
 		case err := <-errc:
 			return streamEnd(err)
 		case <-c.kick:
-			return status.Errorf(codes.Unavailable, "node %s: the mesh's trust domain changed since the stream was admitted; reconnect to be authenticated under the new one", node.ID)
+			return c.kickReason
 		case <-expired:
 			return status.Errorf(codes.Unauthenticated, "node %s: its %s credential expired at %s; reconnect with a current one", node.ID, node.Auth, node.CredentialExpires.UTC().Format(time.RFC3339))
 		case r := <-reqs:

@@ -68,3 +68,34 @@ func TestTrustDomainChange(t *testing.T) {
 		}
 	}
 }
+
+// TestDeletedPodsStreamsEnd: issue 13 — a stream outlived its pod and kept
+// receiving freshly minted keys. When the cluster no longer has the pod,
+// its authenticated streams end; other proxies' do not.
+func TestDeletedPodsStreamsEnd(t *testing.T) {
+	ads := xds.NewADS(logr.Discard())
+	ads.SetAuthenticator(acceptAll{})
+	ads.Update(mesh(t, 10), time.Now())
+	addr := serve(t, ads)
+	gone := dialDelta(t, addr, node("frontend-0.shop", "shop", "frontend"), nil)
+	stays := dialDelta(t, addr, node("ledger-0.other", "other", "ledger"), nil)
+	gone.settle()
+	stays.settle()
+	if n := ads.PodGone("shop", "frontend-0"); n != 1 {
+		t.Fatalf("PodGone ended %d streams, want 1", n)
+	}
+	select {
+	case _, ok := <-gone.resps:
+		if ok {
+			t.Fatal("a response after the pod was gone")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the deleted pod's stream stayed open")
+	}
+	if _, err := gone.stream.Recv(); grpcstatus.Code(err) != codes.Unauthenticated {
+		t.Errorf("the deleted pod's stream ended with %v, want Unauthenticated", err)
+	}
+	if len(ads.Proxies()) != 1 || ads.Proxies()[0].ID != "ledger-0.other" {
+		t.Errorf("connected after the deletion: %+v; want only ledger-0.other", ads.Proxies())
+	}
+}

@@ -56,6 +56,15 @@ func (l *meshLoop) batch(b store.Batch) {
 	// the proxies keep the last good configuration. The next batch
 	// translates again.
 	defer l.ads.RecoverPanic("translate", "")
+	// Streams of deleted pods end at once (they would otherwise keep
+	// receiving renewed keys until their connection's age).
+	for _, p := range b.Changes.Pods {
+		if b.Inputs != nil && b.Pod(p.Namespace, p.Name) == nil {
+			if n := l.ads.PodGone(p.Namespace, p.Name); n > 0 {
+				l.log.Info("closed the streams of a deleted pod", "pod", p.String(), "streams", n)
+			}
+		}
+	}
 	start := time.Now()
 	if b.Changes.EndpointsOnly && l.mesh != nil {
 		// The cheapest path: only these Services' endpoints changed, and
