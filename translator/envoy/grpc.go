@@ -16,6 +16,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -153,12 +154,23 @@ func routerFilter() *hcmv3.HttpFilter {
 // grpcRoutes are routes() with what gRPC understands: plain prefixes (gRPC
 // rejects path_separated_prefix), max_stream_duration for the timeout, and
 // only gRPC status codes to retry on.
+//
+// A path-separated prefix p (HTTPRoute and TrafficSplit PathPrefix, which
+// match path elements) becomes two routes with the same action: path p
+// exactly, then prefix "p/" — the same requests, in gRPC's terms (issue
+// 12 r: "p/" alone never matched the method p itself).
 func grpcRoutes(port *ir.Port) []*routev3.Route {
-	out := routes(port)
-	for _, r := range out {
+	var out []*routev3.Route
+	for _, r := range routes(port) {
 		if p, ok := r.Match.PathSpecifier.(*routev3.RouteMatch_PathSeparatedPrefix); ok {
+			exact := proto.Clone(r).(*routev3.Route)
+			exact.Match.PathSpecifier = &routev3.RouteMatch_Path{Path: p.PathSeparatedPrefix}
+			out = append(out, exact)
 			r.Match.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: p.PathSeparatedPrefix + "/"}
 		}
+		out = append(out, r)
+	}
+	for _, r := range out {
 		a := r.GetRoute()
 		if d := a.GetTimeout(); d != nil && d.AsDuration() > 0 {
 			a.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(d.AsDuration())}
