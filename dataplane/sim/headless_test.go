@@ -2,6 +2,8 @@ package sim_test
 
 import (
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -98,4 +100,34 @@ func outboundChain(t *testing.T, w *sim.World, c sim.Call) *listenerv3.FilterCha
 	}
 	t.Fatalf("%s has no outbound listener", c.From)
 	return nil
+}
+
+// 12m, split part: a TCP TrafficSplit's weights live in the tcp_proxy of
+// the Service's filter chain, so a weight change changes the chain and
+// Envoy drains every connection on it — a canary step resets every
+// long-lived connection to the Service. Left for the next person: move the
+// weights out of the chain (for example one EDS cluster per split whose
+// endpoints carry the backends' weights, so a weight change is an EDS
+// update), then remove the skip.
+func TestDefect12m_TCPSplitChainStableUnderWeightChanges(t *testing.T) {
+	t.Skip("defect 12m (split part): TCP split weights are embedded in the filter chain; remove the skip when fixed")
+	data, err := os.ReadFile("../../translator/envoy/testdata/policies.in.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const weights = "backends: [{name: cache, weight: 3}, {name: cache-next, weight: 1}]"
+	world := func(s string) *sim.World {
+		path := filepath.Join(t.TempDir(), "mesh.yaml")
+		if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return weftWorld(t, path)
+	}
+	before := world(string(data))
+	after := world(strings.Replace(string(data), weights, "backends: [{name: cache, weight: 1}, {name: cache-next, weight: 1}]", 1))
+	c := sim.Call{From: "bank/teller-0", To: "10.0.1.20:6379", Protocol: sim.TCP}
+	a, b := outboundChain(t, before, c), outboundChain(t, after, c)
+	if a.GetName() != b.GetName() || !proto.Equal(a, b) {
+		t.Errorf("a weight change changed the chain the split's connections run on:\nbefore %v\nafter  %v", a, b)
+	}
 }
