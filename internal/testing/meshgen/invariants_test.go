@@ -36,12 +36,14 @@ var (
 // and logged, not failed. Whoever fixes an item deletes its line: from
 // then on a violation it would have explained fails the test.
 var knownDefects = map[string]string{
-	"12g": "headless Services are always plaintext",
 	// Found by these tests, beyond issue 12's list:
 	"new-6": "outbound clusters of a dual-stack Service hold endpoints of both families, whatever the family the client called and " +
 		"the proxy's own families: a single-stack client is handed endpoints it has no address to reach (only with single-stack pods " +
 		"beside dual-stack ones), and a dual-stack client's call to the IPv6 cluster IP may be carried over IPv4 (and back), " +
 		"so the server's ipBlocks see the client's address of the other family",
+	"new-8": "the refusal of Services a caller does not hold (12b/12f's fix) misses headless Services' endpoint addresses " +
+		"(seen over IPv6, and over IPv4 when the caller is itself a pod the headless Service selects): a caller that mayReach drops " +
+		"calls the headless name, leaves through PassthroughCluster in plaintext, and a Permissive server serves it past an identity-based Deny",
 	"new-7": "mayReach (12b's refusal) judges a Service by its own AuthPolicies and its namespace's, but AuthPolicy applies per workload: " +
 		"an Allow policy that targets another Service selecting the same pods (a headless twin) admits the caller, " +
 		"yet the caller's sidecar refuses the call locally with 403",
@@ -294,7 +296,10 @@ func (m *Mesh) check(c Case, v, vo sim.Verdict, tl *tally, report func(inv, why 
 			MTLS: true, SourceNamespace: c.Source.Namespace, SourceServiceAccount: c.Source.ServiceAccount, Peer: c.Peer,
 			Port: c.Service.targetPort(c.Port), HTTP: c.Proto.IsHTTP(), Method: reqMethod(c), Path: c.Call.Path})
 		splitOK := len(dests) > 0
-		if d.Allowed && splitOK && m.splitFree(c) {
+		// A headless name that resolves to the caller's own address is the
+		// application talking to itself over loopback: not mesh traffic.
+		self := c.Via == ViaHeadless && v.Pod == c.SourcePod.Namespace+"/"+c.SourcePod.Name
+		if d.Allowed && splitOK && m.splitFree(c) && !self {
 			tl.checked[invMTLS]++
 			id := dataplane.SPIFFEID(TrustDomain, c.Source.Namespace, c.Source.ServiceAccount)
 			if v.Kind != sim.Delivered || !atDest || !v.MTLS || v.ClientIdentity != id || int32(v.Port) != dests[v.Pod] {
@@ -364,6 +369,10 @@ func (m *Mesh) explain(c Case, v sim.Verdict, inv string) []string {
 			out = append(out, "12b", "new-7")
 		}
 		// a split's backend Services of another visibility are 12f too
+	}
+	// new-8: a headless Service the caller's sidecar dropped.
+	if meshedSrc && c.Via == ViaHeadless && m.refuses(c.Service, c.Source) {
+		out = append(out, "new-8")
 	}
 	// 12g: headless Services are plaintext.
 	if meshedSrc && c.Via == ViaHeadless {
