@@ -8,6 +8,10 @@ REVISION ?= $(shell git rev-parse --verify -q HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -X github.com/weftmesh/weft/internal/version.Version=$(VERSION) \
             -X github.com/weftmesh/weft/internal/version.Revision=$(REVISION)
 TOOL     := go tool -modfile=hack/tools/go.mod
+# Every file's and the images' created time: the commit's, so the same commit
+# gives the same image digests.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+REGISTRY ?= ghcr.io/weftmesh
 # Integration tests start API servers; give a cold 2-core machine room.
 TEST_TIMEOUT ?= 30m
 
@@ -22,10 +26,16 @@ run: apiserver build ## Start a local API server, install CRDs and samples, run 
 .PHONY: test
 test: testbins testdeps ## Run unit and integration tests (integration against a real kube-apiserver).
 	go test -timeout $(TEST_TIMEOUT) ./...
+	go -C hack/images test -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: build
 build: ## Build weft-controller, weft, weft-init and the weft-run dev launcher into bin/.
 	go build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/weft-controller ./cmd/weft ./cmd/weft-init ./hack/weft-run
+
+.PHONY: images
+images: ## Build the weft-controller, weft and weft-init images (no Docker) into bin/images/*.tar.
+	go -C hack/images run . -repo ../.. -out ../../bin/images -registry '$(REGISTRY)' \
+		-version '$(VERSION)' -revision '$(REVISION)' -source-date-epoch '$(SOURCE_DATE_EPOCH)'
 
 .PHONY: apiserver
 apiserver: ## Build kube-apiserver, etcd and kubectl from Go modules into bin/ (reused when current).

@@ -22,10 +22,10 @@ if [ -n "$unformatted" ]; then
 fi
 
 echo "verify: go vet"
-go vet ./... || fail=1
+go vet ./... && go -C hack/images vet ./... || fail=1
 
 echo "verify: go mod tidy"
-for m in . hack/tools hack/kube hack/etcd hack/cert-manager; do
+for m in . hack/tools hack/kube hack/etcd hack/cert-manager hack/images; do
 	if ! (cd "$m" && go mod tidy -diff >/dev/null); then
 		echo "  $m/go.mod or go.sum is not tidy: run 'cd $m && go mod tidy'" >&2
 		fail=1

@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"cmp"
 	"fmt"
 	"sort"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/weftmesh/weft/dataplane"
+	"github.com/weftmesh/weft/internal/version"
 	"github.com/weftmesh/weft/webhook/bootstrap"
 )
 
@@ -33,9 +35,11 @@ const (
 	GRPCBootstrapFile = GRPCDir + "/bootstrap.json"
 	// EnvGRPCBootstrap is the variable gRPC reads its xDS bootstrap from.
 	EnvGRPCBootstrap = "GRPC_XDS_BOOTSTRAP"
-	// DefaultAgentImage holds the weft CLI, whose `weft agent` runs.
-	DefaultAgentImage = "ghcr.io/weftmesh/weft:latest"
 )
+
+// DefaultAgentImage holds the weft CLI, whose `weft agent` runs: this
+// build's version, like DefaultInitImage.
+var DefaultAgentImage = ImageRepository + "/weft:" + version.Version
 
 // proxylessKind returns the pod's weft.dev/proxyless value: "" for a pod
 // that takes the sidecar, "grpc" for a proxyless gRPC application; any
@@ -84,10 +88,7 @@ func injectAgent(pod *corev1.Pod, s settings, o Options) {
 // bootstrap's node metadata, as the sidecar's bootstrap carries them) and
 // the pod's identity from the downward API.
 func agentContainer(pod *corev1.Pod, s settings, o Options) corev1.Container {
-	image := o.AgentImage
-	if image == "" {
-		image = DefaultAgentImage
-	}
+	image := cmp.Or(s.agentImage, o.AgentImage, DefaultAgentImage)
 	args := []string{"agent",
 		"--out", GRPCCertDir,
 		"--bootstrap", GRPCBootstrapFile,

@@ -53,7 +53,7 @@ func Inject(pod *corev1.Pod, ns *corev1.Namespace, mc *v1alpha1.MeshConfig, o Op
 		}
 		return out, r, nil
 	}
-	s, err := resolve(out, mc)
+	s, err := resolve(out, mc, o)
 	if err != nil {
 		return nil, Report{}, err
 	}

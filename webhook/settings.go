@@ -13,12 +13,18 @@ import (
 	"github.com/weftmesh/weft/capture"
 	"github.com/weftmesh/weft/crds/v1alpha1"
 	"github.com/weftmesh/weft/dataplane"
+	"github.com/weftmesh/weft/internal/version"
 )
 
 // Options are the injector's own settings (flags of the process that serves
 // the webhook, or of `weft inject`), as opposed to MeshConfig's mesh-wide
 // settings and a pod's annotations.
 type Options struct {
+	// ProxyImage is the sidecar's image when MeshConfig names none (there
+	// is no MeshConfig, or its spec.sidecar.image is empty); empty means
+	// DefaultProxyImage. MeshConfig's value, then the pod's
+	// weft.dev/proxy-image annotation, take precedence.
+	ProxyImage string
 	// InitImage is the weft-init image; empty means DefaultInitImage.
 	InitImage string
 	// AgentImage is the image of weft agent, for proxyless gRPC pods;
@@ -55,12 +61,21 @@ func OptionsForVersion(o Options, major, minor string) Options {
 // proxy's image and resources equal the MeshConfig CRD's defaults.
 const (
 	DefaultProxyImage      = "docker.io/envoyproxy/envoy-distroless:v1.40.0"
-	DefaultInitImage       = "ghcr.io/weftmesh/weft-init:latest"
 	DefaultLogLevel        = "warning"
 	DefaultConcurrency     = 2
 	defaultGracePeriod     = 30 // the API server's default
 	drainExitMarginSeconds = 2
 )
+
+// ImageRepository is where `make images` names weft's own images
+// (REGISTRY in the Makefile).
+const ImageRepository = "ghcr.io/weftmesh"
+
+// DefaultInitImage is the weft-init image of this build's version: the
+// controller injects the weft-init that was released with it, never a
+// moving tag (docs/design/087). A build without the Makefile's version
+// (go run, go test) names "dev", the tag `make images VERSION=dev` writes.
+var DefaultInitImage = ImageRepository + "/weft-init:" + version.Version
 
 // DefaultProxyResources are MeshConfig's default sidecar resources.
 func DefaultProxyResources() corev1.ResourceRequirements {
@@ -74,6 +89,8 @@ func DefaultProxyResources() corev1.ResourceRequirements {
 // then the pod's annotations.
 type settings struct {
 	image         string
+	initImage     string // empty: Options.InitImage, then DefaultInitImage
+	agentImage    string // empty: Options.AgentImage, then DefaultAgentImage
 	pullPolicy    corev1.PullPolicy
 	resources     corev1.ResourceRequirements
 	logLevel      string
@@ -89,7 +106,7 @@ var logLevels = []string{"trace", "debug", "info", "warning", "error", "critical
 
 // resolve reads MeshConfig and the pod's annotations. Every invalid
 // annotation is reported, each naming the annotation and how to fix it.
-func resolve(pod *corev1.Pod, mc *v1alpha1.MeshConfig) (settings, error) {
+func resolve(pod *corev1.Pod, mc *v1alpha1.MeshConfig, o Options) (settings, error) {
 	s := settings{
 		image:         DefaultProxyImage,
 		pullPolicy:    corev1.PullIfNotPresent,
@@ -98,11 +115,15 @@ func resolve(pod *corev1.Pod, mc *v1alpha1.MeshConfig) (settings, error) {
 		concurrency:   DefaultConcurrency,
 		rewriteProbes: true,
 	}
+	if o.ProxyImage != "" {
+		s.image = o.ProxyImage
+	}
 	if mc != nil {
 		sc := mc.Spec.Sidecar
 		if sc.Image != "" {
 			s.image = sc.Image
 		}
+		s.initImage, s.agentImage = sc.InitImage, sc.AgentImage
 		if sc.ImagePullPolicy != "" {
 			s.pullPolicy = sc.ImagePullPolicy
 		}

@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"cmp"
 	"fmt"
 	"strconv"
 
@@ -106,10 +107,7 @@ func fieldEnv(name, path string) corev1.EnvVar {
 
 // initContainer is weft-init, with the pod's exclusions as flags.
 func initContainer(s settings, o Options) corev1.Container {
-	image := o.InitImage
-	if image == "" {
-		image = DefaultInitImage
-	}
+	image := cmp.Or(s.initImage, o.InitImage, DefaultInitImage)
 	args := []string{
 		fmt.Sprintf("--proxy-uid=%d", dataplane.ProxyUID),
 		fmt.Sprintf("--proxy-gid=%d", dataplane.ProxyGID),

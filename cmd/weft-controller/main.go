@@ -15,6 +15,7 @@ import (
 
 	"github.com/weftmesh/weft/internal/controller"
 	"github.com/weftmesh/weft/internal/version"
+	"github.com/weftmesh/weft/webhook"
 )
 
 // exitUsage is the exit code for a bad command line, as Go's flag package uses.
@@ -60,6 +61,9 @@ func main() {
 	f.StringVar(&o.WebhookAddress, "webhook-address", o.WebhookAddress, "host:port of the HTTPS sidecar injection webhook (the weft-webhook Service's target port)")
 	f.BoolVar(&o.LeaderElection, "leader-elect", o.LeaderElection, "take the weft-controller Lease before writing to the cluster")
 	f.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", o.LeaderElectionNamespace, "namespace of the leader-election Lease (default $POD_NAMESPACE, else weft-system)")
+	f.StringVar(&o.ProxyImage, "proxy-image", webhook.DefaultProxyImage, "the sidecar's Envoy image when MeshConfig spec.sidecar.image names none (MeshConfig, then a pod's weft.dev/proxy-image annotation, take precedence)")
+	f.StringVar(&o.InitImage, "init-image", webhook.DefaultInitImage, "the weft-init image injected into meshed pods (MeshConfig spec.sidecar.initImage takes precedence)")
+	f.StringVar(&o.AgentImage, "agent-image", webhook.DefaultAgentImage, "the image running `weft agent` in proxyless gRPC pods (MeshConfig spec.sidecar.agentImage takes precedence)")
 	f.StringVar(&o.LogLevel, "log-level", o.LogLevel, "debug, info or error")
 	f.StringVar(&o.LogFormat, "log-format", o.LogFormat, "json or text")
 

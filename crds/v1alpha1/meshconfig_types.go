@@ -309,6 +309,24 @@ type SidecarConfig struct {
 	// +listType=set
 	AllowedImages []string `json:"allowedImages,omitempty"`
 
+	// InitImage is the weft-init image, the init container that redirects a
+	// meshed pod's traffic to its sidecar. Empty (the default) means the
+	// image of weft-controller's own version (its --init-image flag), so an
+	// upgrade of weft upgrades it too; set it to pull from a mirror.
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[^\\s]+$')",message="spec.sidecar.initImage must be an image reference without spaces, such as registry.example.com/weft-init:v0.1.0; remove it to use weft-controller's own version"
+	InitImage string `json:"initImage,omitempty"`
+
+	// AgentImage is the image running `weft agent` beside proxyless gRPC
+	// applications (weft.dev/proxyless: grpc). Empty (the default) means
+	// the weft image of weft-controller's own version (its --agent-image
+	// flag).
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[^\\s]+$')",message="spec.sidecar.agentImage must be an image reference without spaces, such as registry.example.com/weft:v0.1.0; remove it to use weft-controller's own version"
+	AgentImage string `json:"agentImage,omitempty"`
+
 	// ImagePullPolicy is the sidecar's image pull policy.
 	// +optional
 	// +kubebuilder:default=IfNotPresent

@@ -51,6 +51,12 @@ type Options struct {
 	LeaderElection bool
 	// LeaderElectionNamespace holds the Lease.
 	LeaderElectionNamespace string
+	// ProxyImage, InitImage and AgentImage are the images the webhook
+	// injects: the sidecar's proxy when MeshConfig names none, weft-init,
+	// and `weft agent` for proxyless gRPC pods. Empty means the webhook's
+	// defaults: the pinned Envoy release, and weft's own images of this
+	// build's version (docs/design/087).
+	ProxyImage, InitImage, AgentImage string
 	// LogLevel is debug, info or error.
 	LogLevel string
 	// LogFormat is json (for clusters) or text (for people).

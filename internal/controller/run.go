@@ -37,6 +37,7 @@ import (
 	"github.com/weftmesh/weft/internal/controller/webhookserver"
 	"github.com/weftmesh/weft/internal/version"
 	"github.com/weftmesh/weft/translator"
+	"github.com/weftmesh/weft/webhook"
 	"github.com/weftmesh/weft/xds"
 )
 
@@ -176,7 +177,10 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 	loop.writer = status.New(mgr, loop, log.WithName("status"), status.Options{Peers: reports.Col})
 	ads.OnAck(loop.acked)
 
-	webhookServer, err := webhookserver.New(mgr, webhookserver.Options{Address: o.WebhookAddress, Namespace: o.LeaderElectionNamespace}, log.WithName("webhook"))
+	webhookServer, err := webhookserver.New(mgr, webhookserver.Options{
+		Address: o.WebhookAddress, Namespace: o.LeaderElectionNamespace,
+		Injector: webhook.Options{ProxyImage: o.ProxyImage, InitImage: o.InitImage, AgentImage: o.AgentImage},
+	}, log.WithName("webhook"))
 	if err != nil {
 		return fmt.Errorf("--webhook-address: %w", err)
 	}
