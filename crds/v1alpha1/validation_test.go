@@ -213,6 +213,15 @@ const (
 	apTarget = "  targetRefs: [{group: '', kind: Service, name: s}]\n  action: Allow\n"
 )
 
+// hugeList joins item(0..n-1).
+func hugeList(n int, item func(int) string) string {
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		b.WriteString(item(i))
+	}
+	return b.String()
+}
+
 type objectCase struct {
 	name string
 	obj  string
@@ -221,6 +230,14 @@ type objectCase struct {
 }
 
 var invalidCases = []objectCase{
+	// Issue 13, huge inputs: refused with a message naming the cap (see
+	// docs/api.md, "Limits").
+	{"authpolicy: 5,000 rules", apHead + "spec:\n" + apTarget + "  rules:\n" + hugeList(5000, func(i int) string {
+		return fmt.Sprintf("  - from: {serviceAccounts: [ns-%d/sa-%d]}\n", i, i)
+	}), []string{"spec.rules", "Too many: 5000: must have at most 32 items"}},
+	{"trafficsplit: 1,000 backends", tsHead + "spec:\n  rootService: {name: web}\n  backends:\n" + hugeList(1000, func(i int) string {
+		return fmt.Sprintf("  - {name: b-%d, weight: 1}\n", i)
+	}), []string{"spec.backends", "Too many: 1000: must have at most 16 items"}},
 	// TrafficSplit
 	{"trafficsplit: all weights zero", tsHead + "spec:\n  rootService: {name: web}\n  backends: [{name: a, weight: 0}, {name: b, weight: 0}]\n",
 		[]string{"spec.backends", "needs at least one backend with a weight above 0"}},
