@@ -2,8 +2,10 @@ package translator
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/weftmesh/weft/crds/v1alpha1"
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator/ir"
 )
 
@@ -29,6 +31,7 @@ func (t *translation) retryPolicies() {
 		ps := t.track(KindRetryPolicy, rp)
 		ref := ir.PolicyRef{Kind: KindRetryPolicy, Namespace: rp.Namespace, Name: rp.Name, Generation: rp.Generation}
 		retry := retryFrom(rp, ref)
+		ps.proxyless = proxylessRetryGaps(rp, retry)
 		for i, tr := range rp.Spec.TargetRefs {
 			field := fmt.Sprintf("spec.targetRefs[%d]", i)
 			target := PolicyKey{Kind: tr.Kind, Namespace: rp.Namespace, Name: tr.Name}
@@ -116,4 +119,57 @@ func retryFrom(rp *v1alpha1.RetryPolicy, ref ir.PolicyRef) *ir.Retry {
 		}
 	}
 	return r
+}
+
+// GRPCMaxTries is the most tries gRPC makes for one call whatever the
+// retry policy asks: gRFC A6 caps maxAttempts at 5 (gRPC-Go's
+// grpc.WithMaxCallAttempts default), so attempts above 4 retries are cut.
+const GRPCMaxTries = 5
+
+// GRPCRetryOn are the retry conditions gRPC's xDS retry policy takes (gRFC
+// A44): gRPC status codes. translator/envoy's grpcRoutes keeps only these.
+var GRPCRetryOn = map[string]bool{"cancelled": true, "deadline-exceeded": true, "internal": true, "resource-exhausted": true, "unavailable": true}
+
+// proxylessRetryGaps names the parts of a RetryPolicy that proxyless gRPC
+// clients do not apply (issue 12 r), for the ProxylessLimited condition.
+// Two HTTP conditions have a gRPC equivalent and are not reported: a
+// refused stream is retried transparently by gRPC (gRFC A6), and a failed
+// connection surfaces as UNAVAILABLE, so connect-failure holds when
+// unavailable is retried too. The default budget is not reported (every
+// policy has it; docs/api.md says proxyless clients have none); one
+// written in the spec is.
+func proxylessRetryGaps(rp *v1alpha1.RetryPolicy, r *ir.Retry) string {
+	var gaps, dropped []string
+	unavailable := false
+	for _, c := range r.On {
+		unavailable = unavailable || c == "unavailable"
+	}
+	for _, c := range r.On {
+		switch {
+		case GRPCRetryOn[c], c == "refused-stream", c == "connect-failure" && unavailable:
+		default:
+			dropped = append(dropped, c)
+		}
+	}
+	if len(dropped) > 0 {
+		gaps = append(gaps, fmt.Sprintf("spec.retryOn %s (gRPC retries on gRPC status codes only)", strings.Join(dropped, ", ")))
+	}
+	if r.Attempts+1 > GRPCMaxTries {
+		gaps = append(gaps, fmt.Sprintf("spec.attempts %d above %d (gRPC makes at most %d tries)", r.Attempts, GRPCMaxTries-1, GRPCMaxTries))
+	}
+	if rp.Spec.PerTryTimeout != nil {
+		gaps = append(gaps, "spec.perTryTimeout (gRPC has no per-try timeout; spec.timeout bounds the whole call)")
+	}
+	if rp.Spec.Budget != nil {
+		gaps = append(gaps, "spec.budget (gRPC has no retry budget; spec.attempts alone bounds retries)")
+	}
+	if len(gaps) == 0 {
+		return ""
+	}
+	var targets []string
+	for _, tr := range rp.Spec.TargetRefs {
+		targets = append(targets, tr.Kind+" "+tr.Name)
+	}
+	return fmt.Sprintf("Proxyless gRPC clients (pods annotated %s: grpc) calling %s do not apply: %s. Sidecars apply the whole policy; proxyless clients apply the rest.",
+		dataplane.AnnotationProxyless, strings.Join(targets, ", "), strings.Join(gaps, "; "))
 }

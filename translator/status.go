@@ -18,6 +18,9 @@ type policyStatus struct {
 	resolved *metav1.Condition
 	// dropped explains each HTTPRoute rule left out (see dropRule).
 	dropped []string
+	// proxyless names each part of a RetryPolicy that proxyless gRPC
+	// clients cannot apply (see proxylessRetryGaps).
+	proxyless string
 }
 
 func (t *translation) track(kind string, obj metav1.Object) *policyStatus {
@@ -35,6 +38,11 @@ func (t *translation) track(kind string, obj metav1.Object) *policyStatus {
 			conds = append(conds, metav1.Condition{Type: ConditionPartiallyInvalid, Status: metav1.ConditionTrue,
 				Reason: ReasonUnsupportedValue, ObservedGeneration: ps.gen,
 				Message: strings.Join(ps.dropped, "; ") + ". The route's other rules apply."})
+		}
+		if ps.proxyless != "" && ps.ok() {
+			conds = append(conds, metav1.Condition{Type: ConditionProxylessLimited, Status: metav1.ConditionTrue,
+				Reason: ReasonUnsupportedByGRPC, ObservedGeneration: ps.gen,
+				Message: ps.proxyless})
 		}
 		t.status[key] = conds
 	})
@@ -68,6 +76,16 @@ func (ps *policyStatus) unresolved(reason, format string, args ...any) {
 const (
 	ConditionPartiallyInvalid = "PartiallyInvalid"
 	ReasonUnsupportedValue    = "UnsupportedValue"
+)
+
+// A RetryPolicy that proxyless gRPC clients apply only in part keeps
+// Accepted=True (sidecars apply all of it) and gains ProxylessLimited=True,
+// reason UnsupportedByGRPC, whose message names each part they drop. Like
+// PartiallyInvalid, the condition is present only while True. It depends on
+// the spec alone, not on which proxyless clients exist (docs/design/057).
+const (
+	ConditionProxylessLimited = "ProxylessLimited"
+	ReasonUnsupportedByGRPC   = "UnsupportedByGRPC"
 )
 
 // dropRule records an HTTPRoute rule left out because it cannot be applied

@@ -130,11 +130,13 @@ func mergeConditions(conds *[]metav1.Condition, want []metav1.Condition) bool {
 			changed = true
 		}
 	}
-	// Gateway API's PartiallyInvalid is present only while it is True: the
-	// translator leaves it out once every rule is valid again.
-	if meta.FindStatusCondition(want, translator.ConditionPartiallyInvalid) == nil &&
-		meta.RemoveStatusCondition(conds, translator.ConditionPartiallyInvalid) {
-		changed = true
+	// Gateway API's PartiallyInvalid and weft's ProxylessLimited are present
+	// only while they are True: the translator leaves them out once every
+	// rule is valid again, or proxyless clients apply the whole policy.
+	for _, t := range []string{translator.ConditionPartiallyInvalid, translator.ConditionProxylessLimited} {
+		if meta.FindStatusCondition(want, t) == nil && meta.RemoveStatusCondition(conds, t) {
+			changed = true
+		}
 	}
 	return changed
 }

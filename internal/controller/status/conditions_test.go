@@ -158,3 +158,20 @@ func TestMergeRouteParents(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// 12r: a RetryPolicy's ProxylessLimited is present only while True; once
+// the policy no longer asks what proxyless clients cannot do, it goes.
+func TestMergePolicyStatusRemovesProxylessLimited(t *testing.T) {
+	base := []metav1.Condition{
+		cond(v1alpha1.ConditionAccepted, metav1.ConditionTrue, v1alpha1.ReasonAccepted, 1),
+		cond(v1alpha1.ConditionResolvedRefs, metav1.ConditionTrue, v1alpha1.ReasonResolvedRefs, 1),
+	}
+	limited := append(append([]metav1.Condition{}, base...), cond(translator.ConditionProxylessLimited, metav1.ConditionTrue, translator.ReasonUnsupportedByGRPC, 1))
+	var st v1alpha1.Status
+	if !mergePolicyStatus(&st, limited, 1) || meta.FindStatusCondition(st.Conditions, translator.ConditionProxylessLimited) == nil {
+		t.Fatalf("status = %+v, want ProxylessLimited", st)
+	}
+	if !mergePolicyStatus(&st, base, 1) || meta.FindStatusCondition(st.Conditions, translator.ConditionProxylessLimited) != nil {
+		t.Fatalf("status = %+v, want ProxylessLimited removed", st)
+	}
+}
