@@ -31,7 +31,6 @@ func (t *translation) retryPolicies() {
 		ps := t.track(KindRetryPolicy, rp)
 		ref := ir.PolicyRef{Kind: KindRetryPolicy, Namespace: rp.Namespace, Name: rp.Name, Generation: rp.Generation}
 		retry := retryFrom(rp, ref)
-		ps.proxyless = proxylessRetryGaps(rp, retry)
 		for i, tr := range rp.Spec.TargetRefs {
 			field := fmt.Sprintf("spec.targetRefs[%d]", i)
 			target := PolicyKey{Kind: tr.Kind, Namespace: rp.Namespace, Name: tr.Name}
@@ -61,6 +60,8 @@ func (t *translation) retryPolicies() {
 				continue
 			}
 			t.retried[target] = ref
+			// Reported once the policy applies to something.
+			ps.proxyless = proxylessRetryGaps(rp, retry)
 		}
 	}
 }
