@@ -315,7 +315,7 @@ type SidecarConfig struct {
 	// upgrade of weft upgrades it too; set it to pull from a mirror.
 	// +optional
 	// +kubebuilder:validation:MaxLength=512
-	// +kubebuilder:validation:XValidation:rule="self.matches('^[^\\s]+$')",message="spec.sidecar.initImage must be an image reference without spaces, such as registry.example.com/weft-init:v0.1.0; remove it to use weft-controller's own version"
+	// +kubebuilder:validation:XValidation:rule="size(self) > 0 && !self.contains(' ')",message="spec.sidecar.initImage must be an image reference without spaces, such as registry.example.com/weft-init:v0.1.0; remove it to use weft-controller's own version"
 	InitImage string `json:"initImage,omitempty"`
 
 	// AgentImage is the image running `weft agent` beside proxyless gRPC
@@ -324,7 +324,7 @@ type SidecarConfig struct {
 	// flag).
 	// +optional
 	// +kubebuilder:validation:MaxLength=512
-	// +kubebuilder:validation:XValidation:rule="self.matches('^[^\\s]+$')",message="spec.sidecar.agentImage must be an image reference without spaces, such as registry.example.com/weft:v0.1.0; remove it to use weft-controller's own version"
+	// +kubebuilder:validation:XValidation:rule="size(self) > 0 && !self.contains(' ')",message="spec.sidecar.agentImage must be an image reference without spaces, such as registry.example.com/weft:v0.1.0; remove it to use weft-controller's own version"
 	AgentImage string `json:"agentImage,omitempty"`
 
 	// ImagePullPolicy is the sidecar's image pull policy.
