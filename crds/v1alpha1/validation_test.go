@@ -335,6 +335,10 @@ var invalidCases = []objectCase{
 		[]string{"spec.targetRefs", "a Namespace target already covers every Service in the namespace; list it alone"}},
 
 	// MeshConfig
+	{"meshconfig: a weft-init image with a space", mcHead + "spec:\n  sidecar: {initImage: 'registry.example.com/weft-init v1'}\n",
+		[]string{"spec.sidecar.initImage must be an image reference without spaces"}},
+	{"meshconfig: an empty agent image", mcHead + "spec:\n  sidecar: {agentImage: ''}\n",
+		[]string{"spec.sidecar.agentImage must be an image reference without spaces"}},
 	{"meshconfig: not named weft", "apiVersion: mesh.weft.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: mesh}\n",
 		[]string{"metadata.name must be weft: MeshConfig is a singleton"}},
 	{"meshconfig: unknown mTLS mode", mcHead + "spec:\n  mtls: {mode: Required}\n",
@@ -395,6 +399,8 @@ var validEdgeCases = []objectCase{
 	{"authpolicy: IPv6 block and every source kind", apHead + "spec:\n" + apTarget + "  rules: [{from: {serviceAccounts: [shop/front-end.v2], namespaces: [monitoring], ipBlocks: ['2001:db8::/32', 10.0.0.0/8]}}]\n", nil},
 	{"meshconfig: cert-manager ClusterIssuer", mcHead + "spec:\n  certificates: {provider: CertManager, certManager: {issuerRef: {name: mesh-ca, kind: ClusterIssuer}}}\n",
 		[]string{`"issuerRef":{"group":"cert-manager.io","kind":"ClusterIssuer","name":"mesh-ca"}`}},
+	{"meshconfig: weft-init and agent images from a mirror", mcHead + "spec:\n  sidecar: {initImage: 'mirror.example.com/weft-init:v0.1.0', agentImage: 'mirror.example.com/weft@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef'}\n",
+		[]string{`"initImage":"mirror.example.com/weft-init:v0.1.0"`}},
 	{"meshconfig: IPv6 collector, no debounce", mcHead + "spec:\n  tracing: {collectorAddress: '[fd00::1]:4317'}\n  push: {quietPeriod: 0s}\n", nil},
 }
 
