@@ -164,3 +164,31 @@ func TestStreamEndsWithItsCredential(t *testing.T) {
 func frontend() xds.NodeInfo {
 	return xds.NodeInfo{ID: "frontend-0.shop", Proxy: dataplane.Proxy{Namespace: "shop", ServiceAccount: "frontend"}}
 }
+
+// TestDeletedServiceAccountForgetsCachedTokens: a token review is cached
+// for a minute; once the service account is gone, a stream reconnecting
+// with its token must be reviewed again (the API server then refuses it),
+// not admitted from the cache.
+func TestDeletedServiceAccountForgetsCachedTokens(t *testing.T) {
+	r := &saReviewer{}
+	auth := &xds.TokenAuthenticator{Reviews: r}
+	ads := xds.NewADS(logr.Discard())
+	ads.SetAuthenticator(xds.Chain{auth})
+	if err := auth.Authenticate(fromPeer("10.0.0.2", "good-1"), frontend()); err != nil {
+		t.Fatal(err)
+	}
+	if err := auth.Authenticate(fromPeer("10.0.0.2", "good-1"), frontend()); err != nil || r.count() != 1 {
+		t.Fatalf("second presentation: %v after %d reviews; want the cached review", err, r.count())
+	}
+	ads.ServiceAccountGone("other", "frontend") // another namespace's: kept
+	if _, n := xds.TokenCacheKeys(auth); n != 1 {
+		t.Fatalf("another namespace's deletion dropped the cached review")
+	}
+	ads.ServiceAccountGone("shop", "frontend")
+	if _, n := xds.TokenCacheKeys(auth); n != 0 {
+		t.Fatalf("%d cached reviews after the service account was deleted, want 0", n)
+	}
+	if err := auth.Authenticate(fromPeer("10.0.0.2", "good-1"), frontend()); err != nil || r.count() != 2 {
+		t.Errorf("after the deletion: %v after %d reviews; want a new review (2)", err, r.count())
+	}
+}

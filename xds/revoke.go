@@ -24,3 +24,53 @@ func (a *ADS) PodGone(namespace, name string) int {
 	}
 	return n
 }
+
+// ServiceAccountGone ends the authenticated streams of the service account
+// namespace/name, which the cluster no longer has (issue 13): they would
+// otherwise keep receiving that identity's renewed keys until their
+// connection's age or their token's expiry. Token reviews cached for it
+// are forgotten, so a reconnect is reviewed again (and the API server
+// refuses the tokens of a deleted service account). It returns how many
+// streams it ended.
+func (a *ADS) ServiceAccountGone(namespace, name string) int {
+	if f, ok := a.auth.(forgetter); ok {
+		f.forgetServiceAccount(namespace, name)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for c := range a.conns {
+		if c.node.Authenticated && c.node.Proxy.Namespace == namespace && c.node.Proxy.ServiceAccount == name {
+			c.end(status.Errorf(codes.Unauthenticated, "node %s: service account %s/%s no longer exists", c.node.ID, namespace, name))
+			n++
+		}
+	}
+	return n
+}
+
+// forgetter is an authenticator that caches what it vouched for.
+type forgetter interface {
+	forgetServiceAccount(namespace, name string)
+}
+
+func (c Chain) forgetServiceAccount(namespace, name string) {
+	for _, a := range c {
+		if f, ok := a.(forgetter); ok {
+			f.forgetServiceAccount(namespace, name)
+		}
+	}
+}
+
+// forgetServiceAccount drops the cached reviews of the service account's
+// tokens.
+func (t *TokenAuthenticator) forgetServiceAccount(namespace, name string) {
+	t.init()
+	user := "system:serviceaccount:" + namespace + ":" + name
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for k, c := range t.cache {
+		if c.status.User.Username == user {
+			delete(t.cache, k)
+		}
+	}
+}

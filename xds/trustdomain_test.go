@@ -1,6 +1,8 @@
 package xds_test
 
 import (
+	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,5 +99,53 @@ func TestDeletedPodsStreamsEnd(t *testing.T) {
 	}
 	if len(ads.Proxies()) != 1 || ads.Proxies()[0].ID != "ledger-0.other" {
 		t.Errorf("connected after the deletion: %+v; want only ledger-0.other", ads.Proxies())
+	}
+}
+
+// TestDeletedServiceAccountsStreamsEnd: issue 13 — a stream outlived its
+// service account and kept receiving that identity's renewed keys until
+// its connection's age or its token's expiry. When the cluster no longer
+// has the service account, every authenticated stream of it ends at once
+// (Unauthenticated), whichever pod it came from; other identities' streams
+// and the same name in another namespace stay.
+func TestDeletedServiceAccountsStreamsEnd(t *testing.T) {
+	ads := xds.NewADS(logr.Discard())
+	ads.SetAuthenticator(acceptAll{})
+	ads.Update(mesh(t, 10), time.Now())
+	addr := serve(t, ads)
+	gone := []*deltaClient{
+		dialDelta(t, addr, node("frontend-0.shop", "shop", "frontend"), nil),
+		dialDelta(t, addr, node("frontend-1.shop", "shop", "frontend"), nil),
+	}
+	stays := []*deltaClient{
+		dialDelta(t, addr, node("ledger-0.shop", "shop", "ledger"), nil),
+		dialDelta(t, addr, node("frontend-0.other", "other", "frontend"), nil),
+	}
+	for _, c := range append(append([]*deltaClient{}, gone...), stays...) {
+		c.settle()
+	}
+	if n := ads.ServiceAccountGone("shop", "frontend"); n != 2 {
+		t.Fatalf("ServiceAccountGone ended %d streams, want 2", n)
+	}
+	for _, c := range gone {
+		select {
+		case _, ok := <-c.resps:
+			if ok {
+				t.Fatal("a response after the service account was gone")
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a stream of the deleted service account stayed open")
+		}
+		if _, err := c.stream.Recv(); grpcstatus.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "service account shop/frontend no longer exists") {
+			t.Errorf("the stream ended with %v, want Unauthenticated naming the service account", err)
+		}
+	}
+	var ids []string
+	for _, p := range ads.Proxies() {
+		ids = append(ids, p.ID)
+	}
+	sort.Strings(ids)
+	if strings.Join(ids, " ") != "frontend-0.other ledger-0.shop" {
+		t.Errorf("connected after the deletion: %v; want frontend-0.other ledger-0.shop", ids)
 	}
 }

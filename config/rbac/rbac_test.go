@@ -38,6 +38,8 @@ func needs() []need {
 		{"mesh.weft.dev", "meshconfigs"}, {"gateway.networking.k8s.io", "httproutes"}} {
 		add("internal/controller/store", r[0], r[1], "", "", "list", "watch")
 	}
+	// internal/controller/store: deleted ServiceAccounts end their streams (metadata-only informer).
+	add("internal/controller/store", "", "serviceaccounts", "", "", "list", "watch")
 	// internal/controller/status: policy status, written by the leader.
 	for _, r := range [][2]string{{"mesh.weft.dev", "trafficsplits/status"}, {"mesh.weft.dev", "retrypolicies/status"},
 		{"mesh.weft.dev", "authpolicies/status"}, {"mesh.weft.dev", "meshconfigs/status"}, {"gateway.networking.k8s.io", "httproutes/status"}} {

@@ -65,6 +65,15 @@ func (l *meshLoop) batch(b store.Batch) {
 			}
 		}
 	}
+	// So do the streams of deleted ServiceAccounts (issue 13).
+	for _, sa := range b.Changes.ServiceAccountsGone {
+		if n := l.ads.ServiceAccountGone(sa.Namespace, sa.Name); n > 0 {
+			l.log.Info("closed the streams of a deleted service account", "serviceAccount", sa.String(), "streams", n)
+		}
+	}
+	if !b.Changes.Full && b.Changes.Kinds == 0 && l.mesh != nil {
+		return // only ServiceAccounts were deleted: nothing to translate
+	}
 	start := time.Now()
 	if b.Changes.EndpointsOnly && l.mesh != nil {
 		// The cheapest path: only these Services' endpoints changed, and

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/types"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/weftmesh/weft/internal/controller/store"
@@ -27,7 +28,7 @@ func TestTranslatePanicKeepsLastGoodMesh(t *testing.T) {
 	l.translateFn = func(*translator.Inputs) *translator.Output { panic("a translator bug") }
 
 	before := panicsOf(t, "translate")
-	l.batch(store.Batch{Inputs: &translator.Inputs{}, FirstEvent: time.Now()})
+	l.batch(store.Batch{Inputs: &translator.Inputs{}, FirstEvent: time.Now(), Changes: store.Changes{Kinds: store.KindService}})
 
 	if got := panicsOf(t, "translate") - before; got != 1 {
 		t.Errorf("weft_panics_total{stage=translate} grew by %v, want 1", got)
@@ -59,4 +60,21 @@ func panicsOf(t *testing.T, stage string) float64 {
 		}
 	}
 	return 0
+}
+
+// TestServiceAccountOnlyBatchTranslatesNothing: a batch that only reports
+// deleted ServiceAccounts ends their streams (ADS.ServiceAccountGone) and
+// does not translate: ServiceAccounts are no translator input.
+func TestServiceAccountOnlyBatchTranslatesNothing(t *testing.T) {
+	ads := xds.NewADS(logr.Discard())
+	good := &ir.Mesh{TrustDomain: "good.example"}
+	ads.Update(good, time.Now())
+	translations := 0
+	l := &meshLoop{ads: ads, log: logr.Discard(), mesh: good}
+	l.translateFn = func(*translator.Inputs) *translator.Output { translations++; return &translator.Output{Mesh: good} }
+	l.batch(store.Batch{Inputs: &translator.Inputs{}, FirstEvent: time.Now(),
+		Changes: store.Changes{ServiceAccountsGone: []types.NamespacedName{{Namespace: "shop", Name: "frontend"}}}})
+	if translations != 0 {
+		t.Errorf("%d translations for a batch of deleted ServiceAccounts only, want 0", translations)
+	}
 }

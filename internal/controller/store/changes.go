@@ -83,6 +83,10 @@ type Changes struct {
 	// Pods added, changed or deleted, sorted: their proxies' views (labels,
 	// IPs) may have changed.
 	Pods []types.NamespacedName
+	// ServiceAccountsGone are the ServiceAccounts deleted, sorted: their
+	// streams must end (issue 13). ServiceAccounts are no translator
+	// input: a batch with only these has no Kinds and translates nothing.
+	ServiceAccountsGone []types.NamespacedName
 }
 
 // changeSet accumulates the changes of one pending batch.
@@ -90,6 +94,14 @@ type changeSet struct {
 	kinds    Kind
 	services map[ir.ServiceKey]struct{}
 	pods     map[types.NamespacedName]struct{}
+	saGone   map[types.NamespacedName]struct{}
+}
+
+func (c *changeSet) serviceAccountGone(key types.NamespacedName) {
+	if c.saGone == nil {
+		c.saGone = map[types.NamespacedName]struct{}{}
+	}
+	c.saGone[key] = struct{}{}
 }
 
 func (c *changeSet) add(k Kind) { c.kinds |= k }
@@ -152,11 +164,19 @@ func (c *changeSet) summary(slices map[types.NamespacedName]*discoveryv1.Endpoin
 	for k := range c.pods {
 		ch.Pods = append(ch.Pods, k)
 	}
-	sort.Slice(ch.Pods, func(i, j int) bool {
-		if ch.Pods[i].Namespace != ch.Pods[j].Namespace {
-			return ch.Pods[i].Namespace < ch.Pods[j].Namespace
-		}
-		return ch.Pods[i].Name < ch.Pods[j].Name
-	})
+	sortKeys(ch.Pods)
+	for k := range c.saGone {
+		ch.ServiceAccountsGone = append(ch.ServiceAccountsGone, k)
+	}
+	sortKeys(ch.ServiceAccountsGone)
 	return ch
+}
+
+func sortKeys(keys []types.NamespacedName) {
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].Namespace != keys[j].Namespace {
+			return keys[i].Namespace < keys[j].Namespace
+		}
+		return keys[i].Name < keys[j].Name
+	})
 }

@@ -25,6 +25,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
@@ -165,6 +166,7 @@ func newStore(c cache.Cache, clk clock.WithTicker, log logr.Logger) (*Store, err
 		watch(s, c, KindAuthPolicy, &v1alpha1.AuthPolicy{}, &s.authPolicies),
 		watch(s, c, KindMeshConfig, &v1alpha1.MeshConfig{}, &s.meshConfigs),
 	}
+	errs = append(errs, watchServiceAccountDeletions(s, c))
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("watching weft's inputs (are weft's CRDs installed?): %w", err)
 	}
@@ -324,6 +326,46 @@ func watch[T client.Object](s *Store, c cache.Cache, k Kind, obj T, t *table[T])
 				if old, had := t.remove(n); had {
 					s.record(k, old, nil, true)
 				}
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	s.synced = append(s.synced, reg)
+	return nil
+}
+
+// watchServiceAccountDeletions records deleted ServiceAccounts
+// (Changes.ServiceAccountsGone), so that their streams end at once. The
+// informer is metadata-only (the cache keeps names, not secrets or
+// tokens), and adds and updates are ignored: ServiceAccounts are no
+// translator input.
+func watchServiceAccountDeletions(s *Store, c cache.Cache) error {
+	obj := &metav1.PartialObjectMetadata{}
+	obj.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("ServiceAccount"))
+	inf, err := c.GetInformer(context.Background(), obj, cache.BlockUntilSynced(false))
+	if err != nil {
+		return err
+	}
+	reg, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		DeleteFunc: func(o any) {
+			if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+				o = d.Obj
+			}
+			m, ok := o.(metav1.Object)
+			if !ok {
+				return
+			}
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			s.changes.serviceAccountGone(types.NamespacedName{Namespace: m.GetNamespace(), Name: m.GetName()})
+			events.WithLabelValues("ServiceAccount", "true").Inc()
+			s.deb.Event()
+			pendingEvents.Set(float64(s.deb.Pending()))
+			select {
+			case s.kick <- struct{}{}:
+			default:
 			}
 		},
 	})

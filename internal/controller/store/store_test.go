@@ -346,3 +346,29 @@ func TestStoreMeshConfigPush(t *testing.T) {
 		return q == DefaultQuietPeriod && m == DefaultMaxDelay
 	})
 }
+
+// TestStoreServiceAccountDeletion: issue 13 — the streams of a deleted
+// ServiceAccount stayed open until their connection's age. The store
+// watches ServiceAccounts (metadata only) and reports each deletion in
+// Changes.ServiceAccountsGone, in a batch with no Kinds (nothing to
+// translate); creating one is no change at all.
+func TestStoreServiceAccountDeletion(t *testing.T) {
+	h := start(t, func(ctx context.Context, c client.Client) {
+		if err := c.Create(ctx, namespace("shop")); err != nil {
+			t.Fatal(err)
+		}
+	})
+	h.next("the initial snapshot", func(b Batch) bool { return b.Changes.Full })
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "frontend"}}
+	h.create(sa)
+	if err := h.c.Delete(h.ctx, sa); err != nil {
+		t.Fatal(err)
+	}
+	b := h.next("the deleted ServiceAccount", func(b Batch) bool { return len(b.Changes.ServiceAccountsGone) > 0 })
+	if got := b.Changes.ServiceAccountsGone; len(got) != 1 || got[0] != (types.NamespacedName{Namespace: "shop", Name: "frontend"}) {
+		t.Errorf("ServiceAccountsGone = %v, want [shop/frontend]", got)
+	}
+	if b.Changes.Kinds != 0 || b.Changes.Full {
+		t.Errorf("Changes = %+v; want no Kinds: a ServiceAccount is no translator input", b.Changes)
+	}
+}
