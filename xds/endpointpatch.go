@@ -80,7 +80,7 @@ func (pt *endpointPatch) apply(s *snapshot, p dataplane.Proxy) (next *snapshot, 
 		if !s.deps[k] {
 			continue
 		}
-		if c == nil || !c.Local(p) {
+		if c == nil || !c.Local(p) || holdsSplit(s) {
 			return nil, false
 		}
 		for name := range c.Assignments {
@@ -147,4 +147,17 @@ func (pt *endpointPatch) cluster(c *envoy.EndpointChange, old *encoded, kind dat
 	pt.clusters[key] = e
 	pt.mu.Unlock()
 	return e, nil
+}
+
+// holdsSplit: the snapshot holds a TCP split's assignment, which reads the
+// endpoints of several Services (envoy.IsSplitCluster); such a group is
+// built again on an endpoint change of a Service it depends on. TCP splits
+// are few (a canary in progress), so the fast path stays for the rest.
+func holdsSplit(s *snapshot) bool {
+	for name := range s.resources[resourcev3.EndpointType] {
+		if envoy.IsSplitCluster(name) {
+			return true
+		}
+	}
+	return false
 }

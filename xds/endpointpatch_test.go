@@ -332,3 +332,46 @@ func podLookup(in *translator.Inputs) translator.PodLookup {
 		return nil
 	}
 }
+
+// 12m: a TCP split's assignment holds every backend's endpoints under the
+// split's weights (envoy.IsSplitCluster). An endpoint change of a backend
+// must reach it: the groups that hold the split are built again, and end
+// up byte for byte where a full build puts them; their listener keeps its
+// encoding (a backend's endpoints are not in the chain).
+func TestEndpointPatchRebuildsTCPSplits(t *testing.T) {
+	storeSlice := func(name, eps string) string {
+		return `{apiVersion: discovery.k8s.io/v1, kind: EndpointSlice, metadata: {name: ` + name + `-1, namespace: lone, labels: {kubernetes.io/service-name: ` + name + `}}, addressType: IPv4, ports: [{name: tcp, port: 6379}], endpoints: ` + eps + `}`
+	}
+	base := append(append([]string{}, patchBase...),
+		`{apiVersion: v1, kind: Service, metadata: {name: store, namespace: lone}, spec: {clusterIP: 10.0.2.5, selector: {app: store}, ports: [{name: tcp, port: 6379}]}}`,
+		`{apiVersion: v1, kind: Service, metadata: {name: store-next, namespace: lone}, spec: {clusterIP: 10.0.2.6, selector: {app: store-next}, ports: [{name: tcp, port: 6379}]}}`,
+		storeSlice("store", `[{addresses: [10.1.2.5]}]`),
+		storeSlice("store-next", `[{addresses: [10.1.2.6]}]`),
+		`{apiVersion: mesh.weft.dev/v1alpha1, kind: TrafficSplit, metadata: {name: store, namespace: lone, generation: 1}, spec: {rootService: {name: store}, backends: [{name: store, weight: 3}, {name: store-next, weight: 1}]}}`,
+	)
+	key := ir.ServiceKey{Namespace: "lone", Name: "store-next"}
+	next := replace(base, "name: store-next-1,", storeSlice("store-next", `[{addresses: [10.1.2.16]}]`))
+	before := depsMesh(t, base)
+	in := decode(t, next)
+	updated := translator.UpdateEndpoints(before, key, slicesOf(in, key), podLookup(in))
+	full := translator.Translate(in).Mesh
+
+	a, groups := patchADS(t, before)
+	old := groups["hermit"].snap.Load()
+	if old.resources[resourcev3.EndpointType]["outbound|6379|tcp-split|store.lone.svc.cluster.local"] == nil {
+		t.Fatalf("hermit holds no split assignment: %v", old.resources[resourcev3.EndpointType])
+	}
+	a.UpdateEndpoints(updated, []ir.ServiceKey{key}, time.Now())
+	got := groups["hermit"].snap.Load()
+	want, _, err := buildSnapshot(full, groups["hermit"].proxy, nil, nil, newEncoder())
+	if err != nil {
+		t.Fatal(err)
+	}
+	compareSnapshots(t, "hermit", got, want)
+	if got.resources[resourcev3.EndpointType]["outbound|6379|tcp-split|store.lone.svc.cluster.local"] == old.resources[resourcev3.EndpointType]["outbound|6379|tcp-split|store.lone.svc.cluster.local"] {
+		t.Error("the split's assignment was not replaced")
+	}
+	if !bytes.Equal(got.resources[resourcev3.ListenerType]["outbound"].any.Value, old.resources[resourcev3.ListenerType]["outbound"].any.Value) {
+		t.Error("a backend's endpoint change changed the outbound listener")
+	}
+}

@@ -105,12 +105,10 @@ func outboundChain(t *testing.T, w *sim.World, c sim.Call) *listenerv3.FilterCha
 // 12m, split part: a TCP TrafficSplit's weights live in the tcp_proxy of
 // the Service's filter chain, so a weight change changes the chain and
 // Envoy drains every connection on it — a canary step resets every
-// long-lived connection to the Service. Left for the next person: move the
-// weights out of the chain (for example one EDS cluster per split whose
-// endpoints carry the backends' weights, so a weight change is an EDS
-// update), then remove the skip.
+// long-lived connection to the Service. Fixed: the chain names one EDS
+// cluster per split whose localities carry the weights (docs/design/058).
 func TestDefect12m_TCPSplitChainStableUnderWeightChanges(t *testing.T) {
-	t.Skip("defect 12m (split part): TCP split weights are embedded in the filter chain; remove the skip when fixed")
+
 	data, err := os.ReadFile("../../translator/envoy/testdata/policies.in.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -129,5 +127,15 @@ func TestDefect12m_TCPSplitChainStableUnderWeightChanges(t *testing.T) {
 	a, b := outboundChain(t, before, c), outboundChain(t, after, c)
 	if a.GetName() != b.GetName() || !proto.Equal(a, b) {
 		t.Errorf("a weight change changed the chain the split's connections run on:\nbefore %v\nafter  %v", a, b)
+	}
+	// The new weights still take effect, for new connections.
+	for w, want := range map[*sim.World]string{
+		before: "outbound|6379||cache.bank.svc.cluster.local=3 outbound|6379||cache-next.bank.svc.cluster.local=1",
+		after:  "outbound|6379||cache.bank.svc.cluster.local=1 outbound|6379||cache-next.bank.svc.cluster.local=1",
+	} {
+		got := walk(t, w, c)
+		if got.Kind != sim.Delivered || strings.Join(got.Split, " ") != want {
+			t.Errorf("verdict %s, want delivered with split %s", got, want)
+		}
 	}
 }

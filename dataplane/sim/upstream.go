@@ -366,6 +366,9 @@ func (k *walker) upstream(p *Pod, name string, ds downstream, c conn, http bool)
 				}
 			}
 		}
+		if cl.GetCommonLbConfig().GetLocalityWeightedLbConfig() != nil {
+			cla = k.pickLocality(p, name, cla)
+		}
 		ep, n := firstEndpoint(cla)
 		if ep == nil {
 			return Verdict{Kind: Blackholed, Status: status, Reason: fmt.Sprintf("%s: cluster %q (%s) has no healthy endpoint: no healthy upstream", p.Key(), name, cl.GetType())}
@@ -523,6 +526,36 @@ func subset(match, md *structpb.Struct) bool {
 		}
 	}
 	return true
+}
+
+// pickLocality is locality-weighted load balancing: Envoy picks a locality
+// by its load_balancing_weight (scaled by its healthy share; the walk
+// takes every endpoint as healthy), then an endpoint in it
+// (LoadBalancerBase::chooseHostSet and HostSetImpl::chooseLocality in
+// source/common/upstream/load_balancer_impl.cc and upstream_impl.cc).
+// The walk reports the distribution by locality (its sub_zone, else
+// zone) and follows the heaviest, as pick does for weighted clusters.
+func (k *walker) pickLocality(p *Pod, cluster string, cla *endpointv3.ClusterLoadAssignment) *endpointv3.ClusterLoadAssignment {
+	var ws []weighted
+	byName := map[string]*endpointv3.LocalityLbEndpoints{}
+	for _, loc := range cla.GetEndpoints() {
+		name := loc.GetLocality().GetSubZone()
+		if name == "" {
+			name = loc.GetLocality().GetZone()
+		}
+		if len(loc.GetLbEndpoints()) == 0 {
+			continue
+		}
+		byName[name] = loc
+		ws = append(ws, weighted{name, loc.GetLoadBalancingWeight().GetValue()})
+	}
+	chosen := k.pick(ws)
+	k.logf("%s envoy: cluster %q locality-weighted -> locality %q", p.Key(), cluster, chosen)
+	out := &endpointv3.ClusterLoadAssignment{ClusterName: cla.GetClusterName()}
+	if loc := byName[chosen]; loc != nil {
+		out.Endpoints = []*endpointv3.LocalityLbEndpoints{loc}
+	}
+	return out
 }
 
 // firstEndpoint is the first healthy endpoint of the highest priority (the

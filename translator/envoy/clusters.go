@@ -86,6 +86,17 @@ func (v *view) sidecarUpstreams() ([]*clusterv3.Cluster, []*endpointv3.ClusterLo
 		c.TypedExtensionProtocolOptions = httpOptions(port.Protocol)
 		clusters = append(clusters, c)
 	}
+	for _, svc := range v.outbound {
+		if svc.Headless {
+			continue // headless ports get per-endpoint chains, no split
+		}
+		for _, port := range svc.Ports {
+			if !port.Protocol.IsHTTP() && isTCPSplit(port) {
+				clusters = append(clusters, v.splitCluster(svc, port))
+				cla = append(cla, v.splitLoadAssignment(svc, port))
+			}
+		}
+	}
 	return clusters, cla
 }
 

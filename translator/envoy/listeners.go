@@ -166,7 +166,7 @@ func (v *view) outboundListener() *listenerv3.Listener {
 			l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
 				Name:             fmt.Sprintf("outbound|tcp|%d||%s", port.Port, svc.Key.Hostname()),
 				FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(uint32(port.Port)), PrefixRanges: ranges},
-				Filters:          []*listenerv3.Filter{v.tcpProxy(fmt.Sprintf("outbound_%d_%s", port.Port, svc.Key.Hostname()), tcpBackends(svc, port))},
+				Filters:          []*listenerv3.Filter{v.tcpChainProxy(fmt.Sprintf("outbound_%d_%s", port.Port, svc.Key.Hostname()), svc, port)},
 			})
 		}
 	}
@@ -275,6 +275,17 @@ func tcpPrefixes(svc *ir.Service, port *ir.Port) []netip.Prefix {
 		}
 	}
 	return out
+}
+
+// tcpChainProxy is what a TCP port's chain forwards to: one cluster.
+// A split's weights are in its split cluster's endpoints (splitCluster),
+// not in the chain, so a weight change is an EDS update and leaves the
+// chain — and the connections on it — alone (issue 12 m, docs/design/058).
+func (v *view) tcpChainProxy(statPrefix string, svc *ir.Service, port *ir.Port) *listenerv3.Filter {
+	if isTCPSplit(port) {
+		return v.tcpProxy(statPrefix, []ir.Backend{{Weight: 1}}, splitClusterName(svc.Key, port.Port))
+	}
+	return v.tcpProxy(statPrefix, tcpBackends(svc, port))
 }
 
 func tcpBackends(svc *ir.Service, port *ir.Port) []ir.Backend {
