@@ -96,8 +96,9 @@ type view struct {
 	inbound []inboundPort
 	// authz: policies that protect the proxy's workload.
 	authz []*ir.AuthPolicy
-	// refused: the Services with cluster IPs the proxy does not hold and
-	// answers locally (refuse.go), in mesh order.
+	// refused: the Services with cluster IPs (or headless ones with meshed
+	// endpoints) the proxy does not hold and answers locally (refuse.go),
+	// in mesh order.
 	refused []refusal
 	// served: the Services that select the proxy's workload.
 	served []ir.ServiceKey
@@ -168,8 +169,11 @@ func newView(mesh *ir.Mesh, p dataplane.Proxy) *view {
 // Service passes through under RegistryOnly (under AllowAny the default
 // chain passes it through already); any other is refused.
 func (v *view) refuse(svc *ir.Service, i int, why refusalReason) {
-	if len(svc.ClusterIPs) == 0 {
+	if len(svc.ClusterIPs) == 0 && !svc.Headless {
 		return
+	}
+	if svc.Headless && refusalAddrs(svc, nil) == 0 {
+		return // no meshed endpoint: its calls are plaintext either way
 	}
 	if Unmeshed(svc) {
 		if v.mesh.Outbound != ir.OutboundRegistryOnly {

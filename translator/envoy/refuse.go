@@ -3,6 +3,7 @@ package envoy
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -97,11 +98,18 @@ func SameRefusal(a, b *ir.Service) bool {
 	if a == nil || b == nil {
 		return a == nil && b == nil || refusalAddrs(a, b) == 0
 	}
-	if len(a.ClusterIPs) == 0 && len(b.ClusterIPs) == 0 {
-		return true // headless: never refused by address
-	}
-	if Unmeshed(a) != Unmeshed(b) || len(a.ClusterIPs) != len(b.ClusterIPs) || len(a.Ports) != len(b.Ports) {
+	if Unmeshed(a) != Unmeshed(b) || a.Headless != b.Headless || len(a.ClusterIPs) != len(b.ClusterIPs) || len(a.Ports) != len(b.Ports) {
 		return false
+	}
+	if a.Headless {
+		// refused by its meshed endpoints' addresses and ports (new-8)
+		for i := range a.Ports {
+			if a.Ports[i].Port != b.Ports[i].Port || a.Ports[i].Protocol != b.Ports[i].Protocol ||
+				!slices.Equal(meshedTargets(a.Ports[i]), meshedTargets(b.Ports[i])) {
+				return false
+			}
+		}
+		return true
 	}
 	for i := range a.ClusterIPs {
 		if a.ClusterIPs[i] != b.ClusterIPs[i] {
@@ -116,21 +124,60 @@ func SameRefusal(a, b *ir.Service) bool {
 	return true
 }
 
-// refusalAddrs counts the cluster IPs of whichever of a, b is set (one of
-// them is nil): a Service without any never appears in a refusal.
+// refusalAddrs counts the addresses a refusal of whichever of a, b is set
+// (one of them is nil) would list: its cluster IPs, or for a headless
+// Service its meshed endpoints. A Service without any never appears in a
+// refusal.
 func refusalAddrs(a, b *ir.Service) int {
 	if a == nil {
 		a = b
 	}
+	if a.Headless {
+		n := 0
+		for _, p := range a.Ports {
+			n += len(meshedTargets(p))
+		}
+		return n
+	}
 	return len(a.ClusterIPs)
+}
+
+// target is one destination a refusal matches: an address and a port.
+type target struct {
+	addr netip.Addr
+	port int32
+}
+
+// meshedTargets are the addresses and ports of a headless Service port's
+// meshed endpoints, as callers dial them (the endpoint's port: nothing
+// translates a headless Service's port), in endpoint order. Unmeshed
+// endpoints are left out: a call to them is plaintext whether the proxy
+// holds the Service or not.
+func meshedTargets(p *ir.Port) []target {
+	var out []target
+	for _, e := range p.Endpoints {
+		if !e.Meshed {
+			continue
+		}
+		if a, err := netip.ParseAddr(e.Address); err == nil {
+			out = append(out, target{a, e.Port})
+		}
+	}
+	return out
 }
 
 // refusalChains are the outbound listener's chains for refused (and,
 // under RegistryOnly, passed) Services: one per reason and port, matching
 // the port and the Services' cluster IPs, more specific than the port's
-// HTTP chain (which matches any address). Headless Services have no
-// cluster IP and are not listed (their pods' addresses change with every
-// endpoint change).
+// HTTP chain (which matches any address). A headless Service has no
+// cluster IP: it is refused by its meshed endpoints' addresses and ports,
+// of both families (new-8: its calls otherwise left in plaintext
+// passthrough, past a Permissive server's identity-based Deny). An
+// address and port a held Service claims (a headless twin the proxy
+// holds) keeps the held chain. The proxy's own pod addresses stay in the
+// list, so the listener stays shared: the application's calls to its own
+// pod leave over lo and are never captured (capture: -o lo ... RETURN), so
+// the refusal never sees them.
 func (v *view) refusalChains(claimed map[netip.Prefix]map[int32]bool) []*listenerv3.FilterChain {
 	type key struct {
 		reason refusalReason
@@ -138,23 +185,30 @@ func (v *view) refusalChains(claimed map[netip.Prefix]map[int32]bool) []*listene
 		http   bool
 	}
 	ranges := map[key][]*corev3.CidrRange{}
+	add := func(r refusal, a netip.Addr, port int32, http bool) {
+		p := netip.PrefixFrom(a, a.BitLen())
+		if claimed[p] == nil {
+			claimed[p] = map[int32]bool{}
+		}
+		if claimed[p][port] {
+			return // a filter chain match may appear once
+		}
+		claimed[p][port] = true
+		k := key{r.reason, port, http}
+		ranges[k] = append(ranges[k], &corev3.CidrRange{AddressPrefix: a.String(), PrefixLen: wrapperspb.UInt32(uint32(p.Bits()))})
+	}
 	for _, r := range v.refused {
 		for _, port := range r.svc.Ports {
+			if r.svc.Headless {
+				for _, t := range meshedTargets(port) {
+					add(r, t.addr, t.port, port.Protocol.IsHTTP())
+				}
+				continue
+			}
 			for _, ip := range r.svc.ClusterIPs {
-				a, err := netip.ParseAddr(ip)
-				if err != nil {
-					continue
+				if a, err := netip.ParseAddr(ip); err == nil {
+					add(r, a, port.Port, port.Protocol.IsHTTP())
 				}
-				p := netip.PrefixFrom(a, a.BitLen())
-				if claimed[p] == nil {
-					claimed[p] = map[int32]bool{}
-				}
-				if claimed[p][port.Port] {
-					continue // a filter chain match may appear once
-				}
-				claimed[p][port.Port] = true
-				k := key{r.reason, port.Port, port.Protocol.IsHTTP()}
-				ranges[k] = append(ranges[k], &corev3.CidrRange{AddressPrefix: a.String(), PrefixLen: wrapperspb.UInt32(uint32(p.Bits()))})
 			}
 		}
 	}

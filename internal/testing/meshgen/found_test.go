@@ -104,15 +104,26 @@ func TestNew7_RefusalIgnoresPoliciesOfTheWorkloadsOtherServices(t *testing.T) {
 // calls to them. Over IPv6 the headless w0-hl's endpoint address is not
 // refused: the call leaves in plaintext passthrough and ns-2/w0-0
 // (Permissive) serves it, the namespace Deny having no identity to match.
+// In seed 24, ns-0/ap-0 denies ns-0/w0-1 (itself a pod of the headless
+// w0-hl) and ns-0/w1-*: over IPv4 their calls to w0-hl (w0-0's address)
+// escaped the same way.
 func TestNew8_HeadlessIPv6EscapesTheRefusal(t *testing.T) {
-	t.Skip("new-8: a dropped headless Service's IPv6 endpoints are not refused; remove the skip when fixed")
-	m := Generate(8, Options{})
-	w, err := m.World(false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := w.Walk(sim.Call{From: "ns-1/w0-0", To: "w0-hl.ns-2:5000", IPv6: true, Protocol: sim.GRPC, Path: "/x"})
-	if v := r.Verdict; v.Kind == sim.Delivered || v.Kind == sim.PassthroughPlaintext {
-		t.Errorf("ns-1/w0-0, denied by ns-2/ap-0, reached the headless w0-hl over IPv6: %s\n%s", v, r)
+	for _, tc := range []struct {
+		seed uint64
+		call sim.Call
+	}{
+		{8, sim.Call{From: "ns-1/w0-0", To: "w0-hl.ns-2:5000", IPv6: true, Protocol: sim.GRPC, Path: "/x"}},
+		{24, sim.Call{From: "ns-0/w0-1", To: "w0-hl.ns-0:5000", Protocol: sim.H2C, Method: "POST", Path: "/"}},
+		{24, sim.Call{From: "ns-0/w1-0", To: "w0-hl.ns-0:8443", Protocol: sim.TCP}},
+	} {
+		m := Generate(tc.seed, Options{})
+		w, err := m.World(false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := w.Walk(tc.call)
+		if v := r.Verdict; v.Kind == sim.Delivered || v.Kind == sim.PassthroughPlaintext {
+			t.Errorf("seed %d: %s, denied by a namespace AuthPolicy, reached the headless %s: %s\n%s", tc.seed, tc.call.From, tc.call.To, v, r)
+		}
 	}
 }

@@ -41,9 +41,6 @@ var knownDefects = map[string]string{
 		"the proxy's own families: a single-stack client is handed endpoints it has no address to reach (only with single-stack pods " +
 		"beside dual-stack ones), and a dual-stack client's call to the IPv6 cluster IP may be carried over IPv4 (and back), " +
 		"so the server's ipBlocks see the client's address of the other family",
-	"new-8": "the refusal of Services a caller does not hold (12b/12f's fix) misses headless Services' endpoint addresses " +
-		"(seen over IPv6, and over IPv4 when the caller is itself a pod the headless Service selects): a caller that mayReach drops " +
-		"calls the headless name, leaves through PassthroughCluster in plaintext, and a Permissive server serves it past an identity-based Deny",
 	"new-7": "mayReach (12b's refusal) judges a Service by its own AuthPolicies and its namespace's, but AuthPolicy applies per workload: " +
 		"an Allow policy that targets another Service selecting the same pods (a headless twin) admits the caller, " +
 		"yet the caller's sidecar refuses the call locally with 403",
