@@ -2,6 +2,7 @@ package translator
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -55,6 +56,7 @@ func (t *translation) httpRoute(hr *gatewayv1.HTTPRoute, ps *policyStatus, ref *
 			ps.dropRule(p)
 		}
 	}
+	routes = byPrecedence(routes)
 	for i, p := range hr.Spec.ParentRefs {
 		if !isServiceRef(p.Group, p.Kind) {
 			continue
@@ -194,4 +196,66 @@ func gatewayMatch(m gatewayv1.HTTPRouteMatch, field string) (ir.Match, error) {
 		return im, fmt.Errorf("%s.queryParams: not supported yet; match on path, method or headers", field)
 	}
 	return im, nil
+}
+
+// byPrecedence orders an HTTPRoute's rules as Gateway API says a request
+// picks among matches (HTTPRouteRule's doc comment in
+// sigs.k8s.io/gateway-api apis/v1/httproute_types.go), since Envoy takes
+// the first route that matches: an Exact path, then the longest PathPrefix
+// (in characters), then a method, then the most header matches (then the
+// most query parameter matches, which weft refuses); ties keep rule
+// order, then match order (new-3: rules were tried in the order written,
+// so a rule of PathPrefix / shadowed a later rule of /v2). Precedence is
+// per match, so a rule with several matches becomes one route per match,
+// each with the rule's backends, timeout and source. Between HTTPRoutes
+// (oldest first) there is nothing to order: one route owns a port
+// (claimForHTTPRoute).
+func byPrecedence(routes []*ir.Route) []*ir.Route {
+	var out []*ir.Route
+	for _, r := range routes {
+		if len(r.Matches) <= 1 {
+			out = append(out, r)
+			continue
+		}
+		for _, m := range r.Matches {
+			c := *r
+			c.Matches = []ir.Match{m}
+			out = append(out, &c)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return matchPrecedes(routeMatch(out[i]), routeMatch(out[j])) })
+	return out
+}
+
+// routeMatch is a route's only match; a rule without matches matches
+// every request, as PathPrefix / does.
+func routeMatch(r *ir.Route) ir.Match {
+	if len(r.Matches) == 0 {
+		return ir.Match{}
+	}
+	return r.Matches[0]
+}
+
+// matchPrecedes says whether Gateway API gives a precedence over b.
+func matchPrecedes(a, b ir.Match) bool {
+	if (a.PathExact != "") != (b.PathExact != "") {
+		return a.PathExact != ""
+	}
+	if a.PathExact == "" {
+		if la, lb := prefixLen(a.PathPrefix), prefixLen(b.PathPrefix); la != lb {
+			return la > lb
+		}
+	}
+	if (a.Method != "") != (b.Method != "") {
+		return a.Method != ""
+	}
+	return len(a.Headers) > len(b.Headers)
+}
+
+// prefixLen counts a PathPrefix's characters; none is "/".
+func prefixLen(p string) int {
+	if p == "" {
+		return 1
+	}
+	return len(p)
 }

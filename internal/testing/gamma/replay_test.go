@@ -31,8 +31,6 @@ var update = flag.Bool("update", false, "rewrite docs/conformance.md from this r
 // today, each with the issue item that fixes it. Whoever fixes the item
 // deletes the line; a failing test not listed fails TestGAMMAConformance.
 var knownFailures = map[string]string{
-	"MeshHTTPRouteMatching": "new-3: HTTPRoute matches are tried in rule order, not by Gateway API's precedence " +
-		"(longest path, then method, then most headers, ...): PathPrefix / of the first rule shadows /v2 and version: two of the second",
 	"MeshHTTPRouteBackendRequestHeaderModifier": "new-4: backendRefs[].filters are ignored while the route stays Accepted=True " +
 		"with no PartiallyInvalid condition: the request headers the route asks for are silently not set",
 }
