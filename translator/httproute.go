@@ -105,6 +105,13 @@ func (t *translation) httpRouteRule(hr *gatewayv1.HTTPRoute, ps *policyStatus, r
 	if len(rule.Filters) > 0 {
 		return nil, fmt.Errorf("%s.filters: weft does not apply HTTPRoute filters yet (found %s); remove them", field, rule.Filters[0].Type)
 	}
+	for j, b := range rule.BackendRefs {
+		// new-4: a backend's filters were ignored while the route stayed
+		// Accepted with no word; dropped like a rule's (Drop Rule(s)).
+		if len(b.Filters) > 0 {
+			return nil, fmt.Errorf("%s.backendRefs[%d].filters: weft does not apply HTTPRoute filters yet (found %s); remove them", field, j, b.Filters[0].Type)
+		}
+	}
 	r := &ir.Route{Source: ref}
 	for j, m := range rule.Matches {
 		im, err := gatewayMatch(m, fmt.Sprintf("%s.matches[%d]", field, j))

@@ -30,10 +30,7 @@ var update = flag.Bool("update", false, "rewrite docs/conformance.md from this r
 // knownFailures are conformance tests of features weft claims that fail
 // today, each with the issue item that fixes it. Whoever fixes the item
 // deletes the line; a failing test not listed fails TestGAMMAConformance.
-var knownFailures = map[string]string{
-	"MeshHTTPRouteBackendRequestHeaderModifier": "new-4: backendRefs[].filters are ignored while the route stays Accepted=True " +
-		"with no PartiallyInvalid condition: the request headers the route asks for are silently not set",
-}
+var knownFailures = map[string]string{}
 
 // weightTolerance: a weight test passes when each backend's share of the
 // route's weights is within this of the expected share. The distribution
