@@ -33,6 +33,22 @@ type Inputs struct {
 	MeshConfig *v1alpha1.MeshConfig
 }
 
+// Add appends other's objects to in; other's MeshConfig, if any, replaces
+// in's (there is one). It is how several manifests become one input.
+func (in *Inputs) Add(other *Inputs) {
+	in.Namespaces = append(in.Namespaces, other.Namespaces...)
+	in.Services = append(in.Services, other.Services...)
+	in.EndpointSlices = append(in.EndpointSlices, other.EndpointSlices...)
+	in.Pods = append(in.Pods, other.Pods...)
+	in.TrafficSplits = append(in.TrafficSplits, other.TrafficSplits...)
+	in.HTTPRoutes = append(in.HTTPRoutes, other.HTTPRoutes...)
+	in.RetryPolicies = append(in.RetryPolicies, other.RetryPolicies...)
+	in.AuthPolicies = append(in.AuthPolicies, other.AuthPolicies...)
+	if other.MeshConfig != nil {
+		in.MeshConfig = other.MeshConfig
+	}
+}
+
 // PolicyKey names a policy object whose status the translator computes.
 type PolicyKey struct {
 	Kind, Namespace, Name string

@@ -337,7 +337,7 @@ func (ld *loader) loadDoc(where string, raw []byte) (notes []string, err error) 
 	if one.MeshConfig != nil && in.MeshConfig != nil {
 		return nil, fmt.Errorf("%s (%s): a second MeshConfig: the mesh has one, named weft", where, h.object())
 	}
-	merge(in, one)
+	in.Add(one)
 	return nil, nil
 }
 
@@ -357,18 +357,4 @@ func onlyComments(b []byte) bool {
 		}
 	}
 	return true
-}
-
-func merge(in, one *translator.Inputs) {
-	in.Namespaces = append(in.Namespaces, one.Namespaces...)
-	in.Services = append(in.Services, one.Services...)
-	in.EndpointSlices = append(in.EndpointSlices, one.EndpointSlices...)
-	in.Pods = append(in.Pods, one.Pods...)
-	in.TrafficSplits = append(in.TrafficSplits, one.TrafficSplits...)
-	in.HTTPRoutes = append(in.HTTPRoutes, one.HTTPRoutes...)
-	in.RetryPolicies = append(in.RetryPolicies, one.RetryPolicies...)
-	in.AuthPolicies = append(in.AuthPolicies, one.AuthPolicies...)
-	if one.MeshConfig != nil {
-		in.MeshConfig = one.MeshConfig
-	}
 }

@@ -88,7 +88,7 @@ func Load(dir string, manifests ...string) (*Cluster, error) {
 				c.Unsupported = append(c.Unsupported, fmt.Sprintf("%s %s/%s: %v", obj.Kind, obj.Metadata.Namespace, obj.Metadata.Name, err))
 				continue
 			}
-			merge(c.In, in)
+			c.In.Add(in)
 		}
 	}
 	for _, ns := range c.In.Namespaces {
@@ -123,20 +123,6 @@ func Load(dir string, manifests ...string) (*Cluster, error) {
 	}
 	c.endpointSlices()
 	return c, nil
-}
-
-func merge(dst, src *translator.Inputs) {
-	dst.Namespaces = append(dst.Namespaces, src.Namespaces...)
-	dst.Services = append(dst.Services, src.Services...)
-	dst.EndpointSlices = append(dst.EndpointSlices, src.EndpointSlices...)
-	dst.Pods = append(dst.Pods, src.Pods...)
-	dst.TrafficSplits = append(dst.TrafficSplits, src.TrafficSplits...)
-	dst.HTTPRoutes = append(dst.HTTPRoutes, src.HTTPRoutes...)
-	dst.RetryPolicies = append(dst.RetryPolicies, src.RetryPolicies...)
-	dst.AuthPolicies = append(dst.AuthPolicies, src.AuthPolicies...)
-	if src.MeshConfig != nil {
-		dst.MeshConfig = src.MeshConfig
-	}
 }
 
 // echoSockets: what the conformance echo server listens on, from its
