@@ -22,10 +22,12 @@ import (
 	"github.com/weftmesh/weft/dataplane"
 )
 
-// TestCaptureInNetworkNamespace runs the real weft-init binary and the real
-// iptables-restore and ip6tables-restore inside a network namespace made
-// for the test, then proves with TCP connections where traffic goes, over
-// IPv4 and IPv6. Two namespaces joined by a veth pair stand for the pod
+// TestCaptureInNetworkNamespace runs the real weft-init binary with each of
+// its backends — nftables over netlink (the default, all the scratch image
+// has) and the real iptables-restore and ip6tables-restore — inside a
+// network namespace made for the test, then proves with TCP connections
+// where traffic goes, over IPv4 and IPv6: both backends must redirect the
+// same connections. Two namespaces joined by a veth pair stand for the pod
 // (10.99.0.1, fd99::1) and the rest of the network (10.99.0.2 and
 // 10.99.0.3, fd99::2 and fd99::3). Every listener answers with its name and the connection's
 // original destination (SO_ORIGINAL_DST), so a redirected connection says
@@ -43,9 +45,14 @@ func TestCaptureInNetworkNamespace(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
+	for _, backend := range []string{"nftables", "iptables"} {
+		t.Run(backend, func(t *testing.T) { testCapture(t, bin, backend) })
+	}
+}
 
-	pod := fmt.Sprintf("weft-pod-%d", os.Getpid())
-	peer := fmt.Sprintf("weft-peer-%d", os.Getpid())
+func testCapture(t *testing.T, bin, backend string) {
+	pod := fmt.Sprintf("weft-pod-%d-%s", os.Getpid(), backend[:3])
+	peer := fmt.Sprintf("weft-peer-%d-%s", os.Getpid(), backend[:3])
 	for _, ns := range []string{pod, peer} {
 		sh(t, "ip", "netns", "add", ns)
 		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
@@ -79,15 +86,24 @@ func TestCaptureInNetworkNamespace(t *testing.T) {
 	}
 
 	args := []string{"--exclude-inbound-ports=7777", "--exclude-outbound-ports=5432", "--exclude-outbound-ip-ranges=10.99.0.3/32,fd99::3/128"}
+	if backend != "nftables" {
+		args = append(args, "--backend="+backend)
+	}
 	out := sh(t, "ip", append([]string{"netns", "exec", pod, bin}, args...)...)
-	if !strings.Contains(out, "traffic capture installed for IPv4 and IPv6") {
+	if !strings.Contains(out, "traffic capture installed for IPv4 and IPv6 with "+backend) {
 		t.Errorf("weft-init output: %q", out)
 	}
 	if lo := sh(t, "ip", "-n", pod, "-6", "addr", "show", "dev", "lo"); !strings.Contains(lo, dataplane.InboundPassthroughSourceV6+"/128") {
 		t.Errorf("weft-init did not add %s to lo:\n%s", dataplane.InboundPassthroughSourceV6, lo)
 	}
-	first := sh(t, "ip", "netns", "exec", pod, "iptables-save", "-t", "nat")
-	first6 := sh(t, "ip", "netns", "exec", pod, "ip6tables-save", "-t", "nat")
+	installed := func() string {
+		if backend == "nftables" {
+			return nftRules(t, pod)
+		}
+		return stripComments(sh(t, "ip", "netns", "exec", pod, "iptables-save", "-t", "nat")) +
+			stripComments(sh(t, "ip", "netns", "exec", pod, "ip6tables-save", "-t", "nat"))
+	}
+	first := installed()
 
 	const app, proxy = 0, dataplane.ProxyUID
 	cases := []struct {
@@ -136,11 +152,8 @@ func TestCaptureInNetworkNamespace(t *testing.T) {
 
 	// An init container may run again (pod sandbox restart): same rules.
 	sh(t, "ip", append([]string{"netns", "exec", pod, bin}, args...)...)
-	if again := sh(t, "ip", "netns", "exec", pod, "iptables-save", "-t", "nat"); stripComments(again) != stripComments(first) {
+	if again := installed(); again != first {
 		t.Errorf("running weft-init twice changed the rules:\nfirst:\n%s\nsecond:\n%s", first, again)
-	}
-	if again := sh(t, "ip", "netns", "exec", pod, "ip6tables-save", "-t", "nat"); stripComments(again) != stripComments(first6) {
-		t.Errorf("running weft-init twice changed the IPv6 rules:\nfirst:\n%s\nsecond:\n%s", first6, again)
 	}
 	if got, err := dial(pod, app, "", "10.99.0.2:80"); err != nil || got != "outbound-capture orig=10.99.0.2:80" {
 		t.Errorf("after a second run, outbound reached %q (%v)", got, err)
@@ -162,7 +175,7 @@ func TestNoIPv6Namespace(t *testing.T) {
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
 	sh(t, "ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
 	out := sh(t, "ip", "netns", "exec", ns, bin)
-	if !strings.Contains(out, "no IPv6 rules: IPv6 is disabled") || !strings.Contains(out, "installed for IPv4 (") {
+	if !strings.Contains(out, "no IPv6 rules: IPv6 is disabled") || !strings.Contains(out, "installed for IPv4 with nftables (") {
 		t.Errorf("weft-init output: %q", out)
 	}
 }

@@ -1,8 +1,10 @@
 // Command weft-init redirects a pod's TCP traffic to its weft sidecar. It runs
 // as the first init container of a meshed pod, with only the NET_ADMIN and
 // NET_RAW capabilities, and exits once the rules are in place. This file only
-// maps flags to capture.Options and runs iptables-restore and
-// ip6tables-restore (loopback.go adds ::6 to lo).
+// maps flags to capture.Options and applies capture's rules with one of two
+// backends: nftables over netlink (nftables_linux.go; the default, and all
+// the scratch image can do) or iptables-restore and ip6tables-restore
+// (for nodes without nf_tables). loopback.go adds ::6 to lo.
 package main
 
 import (
@@ -35,17 +37,25 @@ func run(args []string, stdout io.Writer) (int, error) {
 	var (
 		inPorts, outPorts, outCIDRs string
 		dryRun                      bool
+		backend                     = "nftables"
 		restore                     = "iptables-restore"
 		restore6                    = "ip6tables-restore"
 		usageErr                    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "weft-init",
-		Short: "Redirect the pod's TCP traffic to the weft sidecar (iptables nat rules)",
-		Long: `weft-init writes the nat table of the pod's network namespace: inbound TCP
-goes to the sidecar's port 15006, outbound TCP to 15001, except the sidecar's
-own traffic (its user id), loopback, and the excluded ports and ranges. It
-replaces the whole nat table of the namespace, so running it again is safe.`,
+		Short: "Redirect the pod's TCP traffic to the weft sidecar (nat rules, nftables or iptables)",
+		Long: `weft-init programs the pod's network namespace so that inbound TCP goes to
+the sidecar's port 15006 and outbound TCP to 15001, except the sidecar's own
+traffic (its user id), loopback, and the excluded ports and ranges, over
+IPv4 and, where the namespace has it, IPv6.
+
+With --backend=nftables (the default) it talks netlink to the kernel and
+needs no program: it replaces its own tables "ip weft" and "ip6 weft" and
+touches nothing else. With --backend=iptables it runs iptables-restore and
+ip6tables-restore, which replace the namespace's whole nat table. Either
+way each family is applied atomically, and running weft-init again leaves
+the same rules.`,
 		Args:          cobra.NoArgs,
 		Version:       version.Get().String(),
 		SilenceUsage:  true,
@@ -64,26 +74,29 @@ replaces the whole nat table of the namespace, so running it again is safe.`,
 				usageErr = true
 				return fmt.Errorf("--exclude-outbound-ip-ranges: %w", err)
 			}
-			rules, err := capture.Rules(o)
+			if backend != "nftables" && backend != "iptables" {
+				usageErr = true
+				return fmt.Errorf("--backend: %q is not a backend: use nftables (the default) or iptables (iptables-restore, for nodes without nf_tables)", backend)
+			}
+			v4, err := capture.Plan(o, false)
 			if err != nil {
 				usageErr = true
 				return err
 			}
-			rules6, err := capture.RulesV6(o)
+			v6, err := capture.Plan(o, true)
 			if err != nil {
 				usageErr = true
 				return err
 			}
 			if dryRun {
-				_, err := io.WriteString(stdout, "# iptables-restore\n"+rules+"# ip6tables-restore\n"+rules6)
+				// The iptables form of the rules either backend installs.
+				_, err := io.WriteString(stdout, "# iptables-restore\n"+v4.IPTablesRestore()+"# ip6tables-restore\n"+v6.IPTablesRestore())
 				return err
 			}
-			if err := apply(restore, rules); err != nil {
-				return err
-			}
+			tables := []*capture.Table{v4}
 			families := "IPv4"
-			switch v6, why := ipv6Enabled(); {
-			case v6:
+			switch on, why := ipv6Enabled(); {
+			case on:
 				// IPv6 can carry traffic here: capture it, or fail. A pod
 				// whose IPv6 bypassed the sidecar would bypass Strict mTLS
 				// and AuthPolicy; an init container that fails keeps the
@@ -91,14 +104,27 @@ replaces the whole nat table of the namespace, so running it again is safe.`,
 				if err := addLoopbackAddress(dataplane.InboundPassthroughSourceV6); err != nil {
 					return fmt.Errorf("IPv6 is enabled in this pod, but the sidecar's IPv6 passthrough source %s cannot be added to lo: %w", dataplane.InboundPassthroughSourceV6, err)
 				}
-				if err := apply(restore6, rules6); err != nil {
-					return fmt.Errorf("IPv6 is enabled in this pod and must be captured too (its traffic would bypass mTLS and AuthPolicy): %w", err)
-				}
+				tables = append(tables, v6)
 				families = "IPv4 and IPv6"
 			default:
 				fmt.Fprintf(stdout, "weft-init: no IPv6 rules: %s\n", why)
 			}
-			fmt.Fprintf(stdout, "weft-init: traffic capture installed for %s (inbound → :%d, outbound → :%d, proxy uid %d)\n", families, o.InboundPort, o.OutboundPort, o.ProxyUID)
+			if backend == "nftables" {
+				// Both families in one batch: all or nothing.
+				if err := applyNFTables(tables, -1); err != nil {
+					return err
+				}
+			} else {
+				if err := apply(restore, v4.IPTablesRestore()); err != nil {
+					return err
+				}
+				if len(tables) > 1 {
+					if err := apply(restore6, v6.IPTablesRestore()); err != nil {
+						return fmt.Errorf("IPv6 is enabled in this pod and must be captured too (its traffic would bypass mTLS and AuthPolicy): %w", err)
+					}
+				}
+			}
+			fmt.Fprintf(stdout, "weft-init: traffic capture installed for %s with %s (inbound → :%d, outbound → :%d, proxy uid %d)\n", families, backend, o.InboundPort, o.OutboundPort, o.ProxyUID)
 			return nil
 		},
 	}
@@ -115,9 +141,10 @@ replaces the whole nat table of the namespace, so running it again is safe.`,
 	f.StringVar(&inPorts, "exclude-inbound-ports", "", "comma-separated pod ports whose inbound traffic bypasses the proxy")
 	f.StringVar(&outPorts, "exclude-outbound-ports", "", "comma-separated destination ports that bypass the proxy")
 	f.StringVar(&outCIDRs, "exclude-outbound-ip-ranges", "", "comma-separated destination CIDRs that bypass the proxy")
-	f.BoolVar(&dryRun, "dry-run", false, "print the iptables-restore input instead of applying it")
-	f.StringVar(&restore, "iptables-restore", restore, "iptables-restore program (e.g. iptables-legacy-restore on nodes without nftables)")
-	f.StringVar(&restore6, "ip6tables-restore", restore6, "ip6tables-restore program (e.g. ip6tables-legacy-restore), run when the pod's network namespace has IPv6")
+	f.StringVar(&backend, "backend", backend, "how to program the kernel: nftables (netlink, no program needed) or iptables (iptables-restore)")
+	f.BoolVar(&dryRun, "dry-run", false, "print the rules (in iptables-restore form) instead of applying them")
+	f.StringVar(&restore, "iptables-restore", restore, "with --backend=iptables: the iptables-restore program (e.g. iptables-legacy-restore)")
+	f.StringVar(&restore6, "ip6tables-restore", restore6, "with --backend=iptables: the ip6tables-restore program (e.g. ip6tables-legacy-restore), run when the pod's network namespace has IPv6")
 	cmd.SetArgs(args)
 	cmd.SetOut(stdout)
 	if err := cmd.Execute(); err != nil {
