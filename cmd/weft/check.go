@@ -14,6 +14,7 @@ import (
 // checkCmd is `weft check`: is weft installed and healthy in this cluster.
 func checkCmd() *cobra.Command {
 	var kubeconfig, namespace string
+	var pre, certManager bool
 	cmd := &cobra.Command{
 		Use:   "check",
 		Short: "Check that weft is installed and healthy, and say how to fix what is not",
@@ -37,8 +38,16 @@ and warning with the command that fixes it:
                         Accepted, ResolvedRefs and Programmed for its
                         current generation
 
+With --pre it checks instead that weft can be installed, before it is:
+
+  Kubernetes API        reachable, and new enough for native sidecars
+  Permissions           you may create every kind config/default holds
+  Earlier install       none, or what applying again would upgrade
+  Other meshes          no other mesh's sidecar injector registered
+  cert-manager          (with --cert-manager) its API is served
+
 The exit code is 1 when any check fails.`,
-		Example:      "  weft check\n  weft check --kubeconfig ~/.kube/staging",
+		Example:      "  weft check --pre                 # before installing\n  weft check                       # after\n  weft check --kubeconfig ~/.kube/staging",
 		Args:         cobra.NoArgs,
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -54,7 +63,15 @@ The exit code is 1 when any check fails.`,
 			if err != nil {
 				return err
 			}
-			rs := check.Run(cmd.Context(), c, d, check.Options{Namespace: namespace, MissingSidecar: missingSidecar})
+			if certManager && !pre {
+				return fmt.Errorf("--cert-manager goes with --pre (after the install, weft check reads the provider from MeshConfig)")
+			}
+			var rs []check.Result
+			if pre {
+				rs = check.RunPre(cmd.Context(), c, d, check.PreOptions{Namespace: namespace, CertManager: certManager})
+			} else {
+				rs = check.Run(cmd.Context(), c, d, check.Options{Namespace: namespace, MissingSidecar: missingSidecar})
+			}
 			check.Print(cmd.OutOrStdout(), rs)
 			if n := check.Failed(rs); n > 0 {
 				return fmt.Errorf("%d of %d checks failed", n, len(rs))
@@ -64,6 +81,8 @@ The exit code is 1 when any check fails.`,
 	}
 	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
 	cmd.Flags().StringVar(&namespace, "namespace", check.DefaultNamespace, "namespace of weft-controller")
+	cmd.Flags().BoolVar(&pre, "pre", false, "check that weft can be installed (before installing it)")
+	cmd.Flags().BoolVar(&certManager, "cert-manager", false, "with --pre: the install will use cert-manager for workload certificates")
 	return cmd
 }
 
