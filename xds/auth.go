@@ -161,7 +161,8 @@ func (a CertificateAuthenticator) authenticate(ctx context.Context, node NodeInf
 		inter.AddCert(c)
 	}
 	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
-		return proof{}, status.Errorf(codes.Unauthenticated, "node %s: its client certificate does not verify against the mesh's trust bundle: %v", node.ID, err)
+		return proof{}, status.Errorf(codes.Unauthenticated, "node %s: its client certificate (issued by %q) does not verify against the mesh's trust bundle "+
+			"(the built-in CA's roots, or with cert-manager only the CAs MeshConfig spec.certificates.certManager.trustBundle pins): %v", node.ID, chain[0].Issuer.String(), err)
 	}
 	proven, err := certs.IdentityFromCertificate(chain[0])
 	if err != nil {

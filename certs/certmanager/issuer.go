@@ -7,6 +7,7 @@ package certmanager
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -50,6 +51,15 @@ type Options struct {
 	Timeout time.Duration
 	// Log receives the failures Sign cannot return (a failed delete).
 	Log logr.Logger
+	// TrustAnchors are the CA certificates MeshConfig pins
+	// (spec.certificates.certManager.trustBundle); required. A certificate
+	// cert-manager returns must chain to one of them, and they, not the
+	// request's status.ca, are the Issued.Roots: weft never trusts a CA
+	// because an issuer said so (docs/design/074).
+	TrustAnchors []*x509.Certificate
+	// TrustSource names where TrustAnchors came from, for messages
+	// ("Secret weft-system/mesh-ca key ca.crt").
+	TrustSource string
 }
 
 // Issuer implements certs.Issuer with cert-manager CertificateRequests.
@@ -64,6 +74,9 @@ func New(o Options) (*Issuer, error) {
 	}
 	if o.IssuerRef.Name == "" {
 		return nil, errors.New("certmanager.New: issuerRef.name is required (MeshConfig spec.certificates.certManager.issuerRef)")
+	}
+	if len(o.TrustAnchors) == 0 {
+		return nil, errors.New("certmanager.New: the trust anchors are required (MeshConfig spec.certificates.certManager.trustBundle: the CA certificates that sign the mesh's workload certificates)")
 	}
 	if o.Namespace == "" {
 		o.Namespace = DefaultNamespace
@@ -235,6 +248,9 @@ func (i *Issuer) evaluate(cr *cmapi.CertificateRequest) (*certs.Issued, bool, er
 		if err != nil {
 			return nil, true, fmt.Errorf("cert-manager CertificateRequest %s: %w", name, err)
 		}
+		if err := i.pin(issued); err != nil {
+			return nil, true, fmt.Errorf("cert-manager CertificateRequest %s to %s: %w", name, i.issuerName(), err)
+		}
 		return issued, true, nil
 	case ready.Status == cmmeta.ConditionFalse && (ready.Reason == cmapi.CertificateRequestReasonFailed || ready.Reason == cmapi.CertificateRequestReasonDenied):
 		return fail(ready.Reason, ready.Message)
@@ -271,6 +287,39 @@ func parseAnswer(cr *cmapi.CertificateRequest) (*certs.Issued, error) {
 		}
 	}
 	return &certs.Issued{Chain: chain, Roots: roots}, nil
+}
+
+// pin replaces the roots cert-manager reported with the trust anchors
+// MeshConfig pins, after checking that the chain leads to one of them. A
+// root the issuer appended to status.certificate or reported in status.ca
+// is offered as an intermediate only: an anchor may be an intermediate CA
+// (a mesh CA under a shared corporate root), and a chain through it then
+// verifies with the anchor as its end.
+func (i *Issuer) pin(issued *certs.Issued) error {
+	roots := x509.NewCertPool()
+	for _, a := range i.o.TrustAnchors {
+		roots.AddCert(a)
+	}
+	inter := x509.NewCertPool()
+	for _, c := range issued.Chain[1:] {
+		inter.AddCert(c)
+	}
+	// What cert-manager called roots may sit between the leaf and a pinned
+	// anchor; they are never anchors themselves.
+	for _, c := range issued.Roots {
+		inter.AddCert(c)
+	}
+	leaf := issued.Leaf()
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		src := i.o.TrustSource
+		if src == "" {
+			src = "the pinned trust bundle"
+		}
+		return fmt.Errorf("the certificate (issued by %q) does not chain to a CA of MeshConfig spec.certificates.certManager.trustBundle (%s): %v; "+
+			"put the issuer's CA certificate in that bundle, or point spec.certificates.certManager.issuerRef at an issuer signing with a CA in it", leaf.Issuer.String(), src, err)
+	}
+	issued.Roots = append(issued.Roots[:0:0], i.o.TrustAnchors...)
+	return nil
 }
 
 // lastCondition reads the request once more to say why it is still waiting.

@@ -200,9 +200,20 @@ func waitIssuerReady(t *testing.T, ctx context.Context, ns, name string) {
 	}
 }
 
-func newIssuer(t *testing.T, ns, issuer string, timeout time.Duration) *certmanager.Issuer {
+// newIssuer makes weft's issuer for a cert-manager Issuer, pinned to
+// anchors (MeshConfig's trustBundle); with none, to a CA of its own (for
+// tests where cert-manager answers no certificate).
+func newIssuer(t *testing.T, ns, issuer string, timeout time.Duration, anchors ...*x509.Certificate) *certmanager.Issuer {
 	t.Helper()
-	iss, err := certmanager.New(certmanager.Options{Client: wc, Namespace: ns, IssuerRef: cmmeta.IssuerReference{Name: issuer}, Timeout: timeout})
+	if len(anchors) == 0 {
+		kp, err := builtin.NewCA("unused anchor", time.Now(), time.Hour, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		anchors = []*x509.Certificate{kp.Cert}
+	}
+	iss, err := certmanager.New(certmanager.Options{Client: wc, Namespace: ns, IssuerRef: cmmeta.IssuerReference{Name: issuer}, Timeout: timeout,
+		TrustAnchors: anchors, TrustSource: "Secret " + ns + "/" + issuer + "-key key ca.crt"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +253,7 @@ func TestIssuesThroughCertManagerCAIssuer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	ca := newCA(t, ctx, meshNS, "mesh-ca")
-	iss := newIssuer(t, meshNS, "mesh-ca", 30*time.Second)
+	iss := newIssuer(t, meshNS, "mesh-ca", 30*time.Second, ca)
 
 	req, key := newRequest(t, 3*time.Hour)
 	start := time.Now()
@@ -319,8 +330,8 @@ func TestIssuesThroughCertManagerCAIssuer(t *testing.T) {
 func TestDenied(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	newCA(t, ctx, policyNS, "policy-ca")
-	iss := newIssuer(t, policyNS, "policy-ca", 30*time.Second)
+	policyCA := newCA(t, ctx, policyNS, "policy-ca")
+	iss := newIssuer(t, policyNS, "policy-ca", 30*time.Second, policyCA)
 
 	// The external approver: deny every weft request it sees, through the
 	// status subresource, as approver-policy and `cmctl deny` do.
@@ -392,8 +403,8 @@ func waitGone(t *testing.T, ctx context.Context, ns, name string) {
 func TestFailed(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	newCA(t, ctx, meshNS, "strict-ca")
-	iss := newIssuer(t, meshNS, "strict-ca", 30*time.Second)
+	strict := newCA(t, ctx, meshNS, "strict-ca")
+	iss := newIssuer(t, meshNS, "strict-ca", 30*time.Second, strict)
 
 	key, _ := certs.NewWorkloadKey()
 	bc, _ := asn1.Marshal(struct {
@@ -468,5 +479,89 @@ func TestRefusesForeignCSRsBeforeAskingCertManager(t *testing.T) {
 	}
 	if _, err := certmanager.New(certmanager.Options{Client: wc}); err == nil {
 		t.Fatal("New without issuerRef.name succeeded")
+	}
+	if _, err := certmanager.New(certmanager.Options{Client: wc, IssuerRef: cmmeta.IssuerReference{Name: "mesh-ca"}}); err == nil || !strings.Contains(err.Error(), "spec.certificates.certManager.trustBundle") {
+		t.Fatalf("New without trust anchors: %v; want it refused naming the field", err)
+	}
+}
+
+// TestTrustsOnlyThePinnedCA (issue 13, item 6): weft trusts cert-manager's
+// certificates through the CAs MeshConfig pins, never through the roots
+// the issuer reports. The mesh's CA Issuer signs with an intermediate
+// under a corporate root that other teams' issuers share; cert-manager
+// reports that root. Pinned to the mesh intermediate, the certificate is
+// served with the intermediate as its only root, so a certificate with
+// the same SPIFFE ID from another team's intermediate does not verify;
+// pinned to a CA the issuer does not use, Sign refuses the answer naming
+// the field and the fix.
+func TestTrustsOnlyThePinnedCA(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	corp, err := builtin.NewCA("corporate root", time.Now(), 24*time.Hour, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meshInter, err := builtin.NewIntermediate(corp, time.Now(), 12*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherTeam, err := builtin.NewIntermediate(corp, time.Now(), 12*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, _ := certs.EncodeKeyPEM(meshInter.Signer())
+	if err := env.Client.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: meshNS, Name: "mesh-inter-key"},
+		Type:       corev1.SecretTypeTLS,
+		Data: map[string][]byte{"tls.crt": certs.EncodeCertificatesPEM([]*x509.Certificate{meshInter.Cert, corp.Cert}), "tls.key": keyPEM,
+			"ca.crt": certs.EncodeCertificatesPEM([]*x509.Certificate{corp.Cert})},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	createIssuer(t, ctx, meshNS, "mesh-inter", "mesh-inter-key")
+	waitIssuerReady(t, ctx, meshNS, "mesh-inter")
+
+	req, key := newRequest(t, time.Hour)
+	issued, err := newIssuer(t, meshNS, "mesh-inter", 30*time.Second, meshInter.Cert).Sign(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(issued.Roots) != 1 || !issued.Roots[0].Equal(meshInter.Cert) {
+		var got []string
+		for _, r := range issued.Roots {
+			got = append(got, r.Subject.String())
+		}
+		t.Fatalf("roots %v; want only the pinned mesh intermediate, not what cert-manager reported", got)
+	}
+	if err := issued.Verify(id, key.Public(), issued.Roots, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	// Another team's certificate with the same SPIFFE ID, under the same
+	// corporate root, does not verify against what weft now trusts.
+	forged, err := builtin.SignLeaf(otherTeam, id, key.Public(), time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	for _, r := range issued.Roots {
+		pool.AddCert(r)
+	}
+	inter := x509.NewCertPool()
+	inter.AddCert(otherTeam.Cert)
+	if _, err := forged.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err == nil {
+		t.Fatal("another team's certificate for the same identity verifies against the bundle weft serves")
+	}
+
+	// Pinned to a CA the issuer does not sign with: refused, naming why.
+	unrelated := newCA(t, ctx, meshNS, "unrelated-ca")
+	req, _ = newRequest(t, time.Hour)
+	_, err = newIssuer(t, meshNS, "mesh-inter", 30*time.Second, unrelated).Sign(ctx, req)
+	if err == nil || !strings.Contains(err.Error(), "does not chain to a CA of MeshConfig spec.certificates.certManager.trustBundle") ||
+		!strings.Contains(err.Error(), "Secret weft-system/mesh-inter-key key ca.crt") || !strings.Contains(err.Error(), "Issuer mesh-inter") {
+		t.Fatalf("a certificate outside the pinned bundle: %v; want it refused naming the field, the bundle and the issuer", err)
+	}
+	t.Log(err)
+	if left := requestsLeft(t, ctx, meshNS); len(left) != 0 {
+		t.Fatalf("requests left behind: %v", left)
 	}
 }

@@ -75,6 +75,10 @@ func needs() []need {
 	// internal/controller/trust.
 	add("trust bundle ConfigMaps", "", "configmaps", "", "weft-root-ca", "list", "watch", "get", "update")
 	add("trust bundle ConfigMaps", "", "configmaps", "any", "", "create")
+	// internal/controller/trust: MeshConfig's cert-manager trustBundle (a
+	// Secret is read with the rights above).
+	add("pinned cert-manager CA", "", "configmaps", namespace, "x", "get")
+	add("pinned cert-manager CA", "", "secrets", namespace, "x", "get")
 	// internal/controller/injectcheck (leader): whole pods, their condition, Events.
 	add("pods missing the sidecar", "", "pods", "any", "x", "get")
 	add("pods missing the sidecar", "", "pods/status", "any", "x", "patch")

@@ -254,10 +254,55 @@ type BuiltInCAConfig struct {
 }
 
 // CertManagerConfig points at the cert-manager issuer of workload
-// certificates.
+// certificates and pins the CA that weft trusts for them.
+// +kubebuilder:validation:XValidation:rule="has(self.trustBundle)",message="spec.certificates.certManager.trustBundle is required: name the Secret or ConfigMap key in weft-system that holds the CA certificate(s) signing the mesh's workload certificates, such as trustBundle: {secret: {name: mesh-ca, key: ca.crt}}; weft trusts only those CAs, not whatever the issuer returns (docs/design/074)",fieldPath=".trustBundle"
 type CertManagerConfig struct {
 	// IssuerRef is the issuer that signs workload certificates.
 	IssuerRef IssuerReference `json:"issuerRef"`
+
+	// TrustBundle pins the CA certificates weft trusts for workload
+	// certificates: a key of a Secret or ConfigMap in weft-system (where
+	// weft-controller runs) holding PEM certificates. Proxies are given
+	// only these CAs to trust (the SDS trust bundle), a proxyless
+	// workload's certificate authenticates it to the xDS server only if
+	// it chains to one of them, and a certificate cert-manager returns
+	// that does not is refused (the request's status.ca is ignored).
+	// Name a CA that signs only for the mesh: anyone who can get a
+	// certificate from it with a workload's SPIFFE ID can act as that
+	// workload. Required; re-read when it changes (every certificate is
+	// then re-issued).
+	// +optional
+	TrustBundle *TrustBundleSource `json:"trustBundle,omitempty"`
+}
+
+// TrustBundleSource names one key of a Secret or of a ConfigMap in
+// weft-system that holds PEM CA certificates.
+// +kubebuilder:validation:XValidation:rule="has(self.secret) != has(self.configMap)",message="spec.certificates.certManager.trustBundle must name exactly one of secret or configMap, such as {secret: {name: mesh-ca, key: ca.crt}}"
+type TrustBundleSource struct {
+	// Secret is a Secret in weft-system, such as the one a cert-manager
+	// CA Issuer reads (key ca.crt).
+	// +optional
+	Secret *KeyReference `json:"secret,omitempty"`
+
+	// ConfigMap is a ConfigMap in weft-system, such as one trust-manager
+	// writes.
+	// +optional
+	ConfigMap *KeyReference `json:"configMap,omitempty"`
+}
+
+// KeyReference names a key of an object in weft-system.
+type KeyReference struct {
+	// Name of the object.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// Key holding the PEM certificates.
+	// +optional
+	// +kubebuilder:default="ca.crt"
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Key string `json:"key,omitempty"`
 }
 
 // IssuerReference names a cert-manager issuer (cert-manager's

@@ -515,7 +515,10 @@ func setProvider(t *testing.T, ctx context.Context, env *testenv.Env, p v1alpha1
 	mc.Spec.Certificates.Provider = p
 	mc.Spec.Certificates.CertManager = nil
 	if p == v1alpha1.CertificateProviderCertManager {
-		mc.Spec.Certificates.CertManager = &v1alpha1.CertManagerConfig{IssuerRef: v1alpha1.IssuerReference{Name: "weft-ca", Kind: "Issuer", Group: "cert-manager.io"}}
+		// The CA Issuer signs with the mesh root, so the pinned bundle is
+		// that root (weft-ca-root's ca.crt).
+		mc.Spec.Certificates.CertManager = &v1alpha1.CertManagerConfig{IssuerRef: v1alpha1.IssuerReference{Name: "weft-ca", Kind: "Issuer", Group: "cert-manager.io"},
+			TrustBundle: &v1alpha1.TrustBundleSource{Secret: &v1alpha1.KeyReference{Name: "weft-ca-root", Key: "ca.crt"}}}
 	}
 	if mc.ResourceVersion == "" {
 		err = env.Client.Create(ctx, mc)

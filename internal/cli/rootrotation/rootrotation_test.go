@@ -123,7 +123,7 @@ func TestRequestAndWait(t *testing.T) {
 	// With cert-manager issuing, there is nothing to rotate here.
 	mc = get(ctx, t, c)
 	mc.Spec.Certificates.Provider = v1alpha1.CertificateProviderCertManager
-	mc.Spec.Certificates.CertManager = &v1alpha1.CertManagerConfig{IssuerRef: v1alpha1.IssuerReference{Name: "ca"}}
+	mc.Spec.Certificates.CertManager = &v1alpha1.CertManagerConfig{IssuerRef: v1alpha1.IssuerReference{Name: "ca"}, TrustBundle: &v1alpha1.TrustBundleSource{Secret: &v1alpha1.KeyReference{Name: "ca", Key: "ca.crt"}}}
 	if err := c.Update(ctx, mc); err != nil {
 		t.Fatal(err)
 	}

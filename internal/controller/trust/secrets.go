@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -252,4 +254,82 @@ func readMeshConfig(ctx context.Context, c client.Client) *v1alpha1.MeshConfig {
 		return nil
 	}
 	return &mc
+}
+
+// trustAnchors is MeshConfig's cert-manager trust bundle as read: the CA
+// certificates, where they came from, or why they cannot be used.
+type trustAnchors struct {
+	certs  []*x509.Certificate
+	source string // "Secret weft-system/mesh-ca key ca.crt"
+	err    error
+}
+
+// key identifies the anchors' content (or the error) for the issuer key:
+// a changed bundle makes a new issuer and re-issues every certificate.
+func (a trustAnchors) key() string {
+	if a.err != nil {
+		return "error"
+	}
+	fps := make([]string, 0, len(a.certs))
+	for _, c := range a.certs {
+		fps = append(fps, certs.Fingerprint(c))
+	}
+	return strings.Join(fps, ",")
+}
+
+// readTrustBundle reads spec.certificates.certManager.trustBundle: the
+// CA certificates (PEM) in one key of a Secret or ConfigMap in namespace.
+// Errors name the field, the object and the fix, never the content.
+func readTrustBundle(ctx context.Context, c client.Client, namespace string, src *v1alpha1.TrustBundleSource) trustAnchors {
+	const field = "MeshConfig spec.certificates.certManager.trustBundle"
+	if src == nil || (src.Secret == nil) == (src.ConfigMap == nil) {
+		return trustAnchors{err: fmt.Errorf("%s is not set (or names both or neither of secret and configMap): weft trusts no CA for cert-manager's certificates until it names the Secret or ConfigMap key in %s holding the CA certificate(s) that sign them", field, namespace)}
+	}
+	ref, kind := src.Secret, "Secret"
+	if ref == nil {
+		ref, kind = src.ConfigMap, "ConfigMap"
+	}
+	key := ref.Key
+	if key == "" {
+		key = "ca.crt"
+	}
+	desc := fmt.Sprintf("%s %s/%s key %s", kind, namespace, ref.Name, key)
+	var data []byte
+	var found bool
+	var err error
+	if kind == "Secret" {
+		var s corev1.Secret
+		if err = c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: ref.Name}, &s); err == nil {
+			data, found = s.Data[key]
+		}
+	} else {
+		var cm corev1.ConfigMap
+		if err = c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: ref.Name}, &cm); err == nil {
+			var str string
+			if str, found = cm.Data[key]; found {
+				data = []byte(str)
+			} else {
+				data, found = cm.BinaryData[key]
+			}
+		}
+	}
+	switch {
+	case err != nil:
+		return trustAnchors{source: desc, err: fmt.Errorf("%s: reading %s: %w", field, desc, err)}
+	case !found:
+		return trustAnchors{source: desc, err: fmt.Errorf("%s: %s has no key %s: put the PEM CA certificate(s) there, or set trustBundle's key", field, strings.TrimSuffix(desc, " key "+key), key)}
+	}
+	roots, perr := certs.ParseCertificatesPEM(data)
+	if perr == nil {
+		for _, r := range roots {
+			if !r.IsCA {
+				perr = fmt.Errorf("certificate %q is not a CA certificate", r.Subject.String())
+				break
+			}
+		}
+	}
+	if perr != nil {
+		return trustAnchors{source: desc, err: fmt.Errorf("%s: %s does not hold PEM CA certificates: %v", field, desc, perr)}
+	}
+	return trustAnchors{certs: roots, source: desc}
 }

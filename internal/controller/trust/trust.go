@@ -53,6 +53,8 @@ type Follower struct {
 	issuerKey   string                     // the workload issuer in use: provider and root or issuerRef
 	provider    string                     // its provider: providerBuiltIn or providerCertManager
 	servingRoot string
+	anchors     []*x509.Certificate // the pinned cert-manager CAs in use
+	pinnedErr   string              // the last trust bundle error logged
 	nextServing time.Time
 	checked     map[[32]byte]bool // predicate results by content, for the applied state
 
@@ -138,7 +140,12 @@ func (f *Follower) sync(ctx context.Context) {
 		f.report()
 		return
 	}
-	f.reconcile(readMeshConfig(ctx, f.c), changed)
+	mc := readMeshConfig(ctx, f.c)
+	var pinned trustAnchors
+	if provider, _ := workloadIssuer(mc); provider == providerCertManager {
+		pinned = readTrustBundle(ctx, f.c, f.namespace, mc.Spec.Certificates.CertManager.TrustBundle)
+	}
+	f.reconcile(mc, pinned, changed)
 	f.report()
 }
 
@@ -147,7 +154,13 @@ func (f *Follower) sync(ctx context.Context) {
 // are given a root before certificates from it are: no rotation phase
 // changes both anyway (AddNewRoot adds to the bundle, SwitchSigning
 // changes the signer, RetireOldRoot removes from the bundle).
-func (f *Follower) reconcile(mc *v1alpha1.MeshConfig, stateChanged bool) {
+//
+// With cert-manager, pinned is MeshConfig's
+// spec.certificates.certManager.trustBundle as read now: the issuer is
+// made with it (a change re-issues every certificate), and it is the
+// bundle's base. If it cannot be read, the issuer in use stays (and with
+// it the anchors last read), and the error is logged naming the field.
+func (f *Follower) reconcile(mc *v1alpha1.MeshConfig, pinned trustAnchors, stateChanged bool) {
 	st := f.state
 	if stateChanged {
 		f.checked = map[[32]byte]bool{}
@@ -163,7 +176,7 @@ func (f *Follower) reconcile(mc *v1alpha1.MeshConfig, stateChanged bool) {
 	}
 
 	provider, ref := workloadIssuer(mc)
-	key := providerCertManager + "/" + ref.Group + "/" + ref.Kind + "/" + ref.Name
+	key := providerCertManager + "/" + ref.Group + "/" + ref.Kind + "/" + ref.Name + "/" + pinned.key()
 	if provider == providerBuiltIn {
 		key = providerBuiltIn + "/" + certs.Fingerprint(st.Signing().Cert)
 	}
@@ -173,18 +186,32 @@ func (f *Follower) reconcile(mc *v1alpha1.MeshConfig, stateChanged bool) {
 			if iss := f.issuer(st.Signing()); iss != nil {
 				next = iss
 			}
-		} else if cm, err := certmanager.New(certmanager.Options{Client: f.c, Namespace: f.namespace, IssuerRef: ref, Log: f.log}); err != nil {
+		} else if pinned.err != nil {
+			if pinned.err.Error() != f.pinnedErr {
+				f.log.Error(pinned.err, "MeshConfig selects cert-manager but its trust bundle cannot be used; keeping the current issuer and trust bundle")
+			}
+			f.pinnedErr = pinned.err.Error()
+		} else if cm, err := certmanager.New(certmanager.Options{Client: f.c, Namespace: f.namespace, IssuerRef: ref, Log: f.log, TrustAnchors: pinned.certs, TrustSource: pinned.source}); err != nil {
 			f.log.Error(err, "MeshConfig selects cert-manager but its issuer cannot be used; keeping the current issuer")
 		} else {
 			next = cm
+			f.anchors = pinned.certs
+			f.pinnedErr = ""
 		}
 		if next != nil {
 			f.provider = provider
 		}
 	}
+	// The base of the bundle: the built-in CA's roots of this phase, or the
+	// CAs MeshConfig pins for cert-manager — never a root an issuer
+	// reported (secretSource adds the roots of the certificates it serves,
+	// which are these, or the previous provider's until they are
+	// re-issued).
 	var base []*x509.Certificate
 	if f.provider == providerBuiltIn {
 		base = st.Rotation.Bundle().Roots()
+	} else {
+		base = f.anchors
 	}
 	f.src.setBase(base)
 	if next != nil {
