@@ -49,6 +49,17 @@ testbins: apiserver ## Also build cert-manager's controllers (for the certificat
 testdeps: ## Install iptables and iproute2 when running as root and they are missing (weft-init's test).
 	@hack/install-test-deps.sh
 
+# `make bench BENCH_FLAGS=--large` for the large profile; BENCH_FLAGS=--weft-only skips istiod.
+BENCH_FLAGS ?=
+
+.PHONY: bench
+bench: apiserver bench-peer ## Measure weft and istiod side by side (issue 14's mesh; ~1 h on 2 cores): table, bench/results/*.{json,md,svg}.
+	go run ./hack/bench $(BENCH_FLAGS)
+
+.PHONY: bench-peer
+bench-peer: ## Build istiod's pilot-discovery from the istio.io/istio module into bin/ (≈5 min once; reused until hack/istiod changes its version).
+	@hack/build-istiod.sh
+
 .PHONY: generate
 generate: ## Regenerate deepcopy code and CRD YAML from crds/v1alpha1.
 	$(TOOL) controller-gen object:headerFile=hack/boilerplate.go.txt paths=./crds/...

@@ -6,6 +6,7 @@
 // and endpoint changes reach every proxy (API write → ACK), who receives a
 // change to 1% of the Services, and the controller's memory per proxy.
 // The logic is internal/testing/loadtest; README.md has the numbers.
+// hack/bench runs the same harness against weft and istiod side by side.
 package main
 
 import (
@@ -38,6 +39,9 @@ func main() {
 	flag.IntVar(&cfg.Endpoints, "endpoints", 10, "ready endpoints (meshed Pods) per Service")
 	flag.IntVar(&cfg.Namespaces, "namespaces", 100, "namespaces the Services are spread over")
 	flag.BoolVar(&cfg.ExportAll, "export-all", false, "export every Service to every namespace (every proxy receives every Service, as in Istio without Sidecar scoping)")
+	flag.IntVar(&cfg.Splits, "splits", 0, "TrafficSplits among the port-80 Services (needs --export-all); 0: one split between global and global-next on port 8000")
+	flag.BoolVar(&cfg.ByName, "by-name", false, "proxies subscribe to endpoints and routes by name, as Envoy does (default: every type as a wildcard)")
+	flag.IntVar(&cfg.NewServices, "new-services", 0, "new Services to time until every proxy holds a cluster and a route for it")
 	flag.StringVar(&proxies, "proxies", "100,1000", "simulated proxies, one fleet (and a fresh controller) per comma-separated count")
 	flag.IntVar(&cfg.Groups, "groups", 100, "distinct workloads (namespace, service account, labels) per fleet; replicas of one share a configuration")
 	flag.IntVar(&cfg.Conns, "conns", 0, "gRPC connections the proxies' streams share (0: one per proxy, as Envoys have)")

@@ -2,12 +2,16 @@ package loadtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -23,46 +27,114 @@ func BuildController(root, dir string) (string, error) {
 	return filepath.Join(dir, "weft-controller"), nil
 }
 
-// controller is a running weft-controller process.
+// Flavor names a control plane the harness can run.
+type Flavor string
+
+const (
+	// Weft is weft-controller.
+	Weft Flavor = "weft"
+	// Istiod is Istio's pilot-discovery, run outside a cluster with
+	// plaintext xDS on a loopback port (IstiodArgs, IstiodEnv).
+	Istiod Flavor = "istiod"
+)
+
+// Plane is a control plane binary to measure.
+type Plane struct {
+	Flavor Flavor
+	Binary string
+}
+
+// controller is a running control plane process.
 type controller struct {
+	flavor Flavor
+	// xds is the plaintext ADS address; monitoring serves /metrics.
 	xds, monitoring string
 	cmd             *exec.Cmd
 	exited          chan struct{}
 	waitErr         error
 }
 
-// startController runs bin against kubeconfig on free loopback ports and
-// waits until /readyz passes (informers synced, xDS serving). Proxies use
-// the plaintext xDS port, which is anonymous whatever --xds-auth says:
-// configuration only, no secrets, so no tokens are needed.
-func startController(ctx context.Context, bin, kubeconfig string, logs io.Writer) (*controller, error) {
+// IstiodEnv is the environment pilot-discovery runs with (besides the
+// harness's own): no CA, no webhooks to patch, no injection (there is no
+// template), GOMAXPROCS=2 as weft gets. Everything else is istiod's
+// default, including its 25 new streams a second (PILOT_MAX_REQUESTS_PER_SECOND)
+// and its debounce (PILOT_DEBOUNCE_AFTER 100ms, PILOT_DEBOUNCE_MAX 10s).
+var IstiodEnv = []string{
+	"GOMAXPROCS=2",
+	"POD_NAME=istiod-bench", "POD_NAMESPACE=" + IstioNamespace, "REVISION=default",
+	"ENABLE_CA_SERVER=false",
+	"PILOT_CERT_PROVIDER=none",
+	"INJECTION_WEBHOOK_CONFIG_NAME=", "VALIDATION_WEBHOOK_CONFIG_NAME=",
+	"PILOT_ENABLE_GATEWAY_API=false", "PILOT_ENABLE_GATEWAY_API_STATUS=false",
+	"PILOT_ENABLE_GATEWAY_API_DEPLOYMENT_CONTROLLER=false",
+	"PILOT_ENABLE_ANALYSIS=false", "PILOT_ENABLE_STATUS=false",
+	"CLUSTER_ID=" + IstioClusterID,
+}
+
+// IstioNamespace is istiod's own namespace (its root namespace too);
+// IstioClusterID its cluster name, which sidecars repeat in CLUSTER_ID.
+const (
+	IstioNamespace = "istio-system"
+	IstioClusterID = "Kubernetes"
+)
+
+// IstiodArgs are pilot-discovery's flags: every port on loopback, the
+// secure xDS port off (plaintext xDS only), no mesh configuration file
+// (istiod's defaults).
+func IstiodArgs(kubeconfig string, addrs []string) []string {
+	return []string{"discovery", "--kubeconfig", kubeconfig,
+		"--grpcAddr", addrs[0], "--monitoringAddr", addrs[1], "--httpAddr", addrs[2], "--httpsAddr", addrs[3],
+		"--secureGRPCAddr", "", "--domain", "cluster.local", "--clusterID", IstioClusterID,
+		"--meshConfig", "/nonexistent/mesh", "--networksConfig", "/nonexistent/meshNetworks",
+		"--namespace", IstioNamespace, "--shutdownDuration", "1s", "--log_output_level", "default:warn"}
+}
+
+// startController runs a control plane against kubeconfig on free
+// loopback ports and waits until it says it is ready (weft: /readyz,
+// informers synced and xDS serving; istiod: /ready). Proxies use the
+// plaintext xDS port, which is anonymous (weft, whatever --xds-auth says;
+// istiod skips authentication on non-TLS connections): configuration
+// only, no secrets, so no tokens are needed.
+func startController(ctx context.Context, p Plane, kubeconfig string, logs io.Writer) (*controller, error) {
 	addrs, err := freeAddrs(5)
 	if err != nil {
 		return nil, err
 	}
-	c := &controller{xds: addrs[0], monitoring: addrs[1], exited: make(chan struct{})}
-	c.cmd = exec.Command(bin, "--kubeconfig", kubeconfig,
-		"--xds-address", addrs[0], "--monitoring-address", addrs[1], "--debug-address", addrs[2],
-		// Every simulated proxy is its own workload on the anonymous port,
-		// whose default caps (1,024 streams, 256 groups) are for a few
-		// proxyless applications, not a load test.
-		"--xds-plaintext-max-streams", "100000", "--xds-plaintext-max-groups", "100000",
-		"--webhook-address", addrs[3], "--xds-tls-address", addrs[4], "--log-format", "text")
+	c := &controller{flavor: p.Flavor, xds: addrs[0], monitoring: addrs[1], exited: make(chan struct{})}
+	ready := "http://" + c.monitoring + "/readyz"
+	switch p.Flavor {
+	case Weft, "":
+		c.flavor = Weft
+		c.cmd = exec.Command(p.Binary, "--kubeconfig", kubeconfig,
+			"--xds-address", addrs[0], "--monitoring-address", addrs[1], "--debug-address", addrs[2],
+			// Every simulated proxy is its own workload on the anonymous port,
+			// whose default caps (1,024 streams, 256 groups) are for a few
+			// proxyless applications, not a load test.
+			"--xds-plaintext-max-streams", "100000", "--xds-plaintext-max-groups", "100000",
+			"--webhook-address", addrs[3], "--xds-tls-address", addrs[4], "--log-format", "text")
+		c.cmd.Env = append(os.Environ(), "GOMAXPROCS=2")
+	case Istiod:
+		c.cmd = exec.Command(p.Binary, IstiodArgs(kubeconfig, addrs)...)
+		c.cmd.Env = append(os.Environ(), IstiodEnv...)
+		ready = "http://" + addrs[2] + "/ready"
+	default:
+		return nil, fmt.Errorf("unknown control plane %q", p.Flavor)
+	}
 	c.cmd.Stdout, c.cmd.Stderr = logs, logs
 	if err := c.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", bin, err)
+		return nil, fmt.Errorf("starting %s: %w", p.Binary, err)
 	}
 	go func() { c.waitErr = c.cmd.Wait(); close(c.exited) }()
 	for {
-		if code, _, err := httpGet(ctx, "http://"+c.monitoring+"/readyz"); err == nil && code == http.StatusOK {
+		if code, _, err := httpGet(ctx, ready); err == nil && code == http.StatusOK {
 			return c, nil
 		}
 		select {
 		case <-c.exited:
-			return nil, fmt.Errorf("weft-controller exited before it was ready: %v", c.waitErr)
+			return nil, fmt.Errorf("%s exited before it was ready: %v", c.flavor, c.waitErr)
 		case <-ctx.Done():
 			c.stop()
-			return nil, fmt.Errorf("weft-controller not ready: %w", ctx.Err())
+			return nil, fmt.Errorf("%s not ready: %w", c.flavor, ctx.Err())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -95,9 +167,51 @@ func (c *controller) metric(ctx context.Context, name string) (float64, error) {
 	return v, nil
 }
 
-// cpu is the controller's CPU seconds so far.
-func (c *controller) cpu(ctx context.Context) (float64, error) {
-	return c.metric(ctx, "process_cpu_seconds_total")
+// cpu is the controller's CPU seconds so far (user and system), read
+// from /proc/PID/stat: the same source for every control plane.
+func (c *controller) cpu(context.Context) (float64, error) {
+	return procCPU(c.cmd.Process.Pid)
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat's times (100 on
+// every Linux architecture Go supports).
+const clockTicks = 100
+
+// procCPU reads utime + stime of a process from /proc/PID/stat.
+func procCPU(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	return statCPU(string(b))
+}
+
+// statCPU parses utime and stime (fields 14 and 15) of a /proc/PID/stat
+// line; the command name (field 2) may hold spaces and parentheses, so
+// fields are counted after its last ')'.
+func statCPU(stat string) (float64, error) {
+	end := strings.LastIndexByte(stat, ')')
+	if end < 0 {
+		return 0, fmt.Errorf("/proc stat line without a command: %q", stat)
+	}
+	f := strings.Fields(stat[end+1:]) // f[0] is field 3 (state)
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc stat line too short: %q", stat)
+	}
+	u, err1 := strconv.ParseFloat(f[11], 64)
+	s, err2 := strconv.ParseFloat(f[12], 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return (u + s) / clockTicks, nil
+}
+
+// pushesMetric is the counter of pushes each control plane exports.
+func (c *controller) pushesMetric() string {
+	if c.flavor == Istiod {
+		return "pilot_xds_pushes"
+	}
+	return "weft_xds_pushes_total"
 }
 
 // ownCPU is this process's CPU seconds so far (user and system): what the

@@ -1,6 +1,7 @@
 package loadtest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -35,62 +36,149 @@ type member struct {
 	mu       sync.Mutex
 	types    map[string]bool // types ACKed at least once
 	complete time.Time       // first ACK after which it held every type and the split
-	weights  []stamp         // the split's weight for global-next, as accepted
+	weights  []stamp         // the measured split's weight for its second backend, as accepted
 	markers  map[string][]stamp
-	errs     []error
-	notify   chan struct{}
+	// newCluster and newRoute: when the proxy first accepted the cluster of
+	// the watched new Service, and a route configuration with a virtual
+	// host for it.
+	newCluster, newRoute time.Time
+	errs                 []error
+	notify               chan struct{}
 }
 
 // fleet is a set of simulated proxies connected to one xDS address.
 type fleet struct {
 	members []*member
 	conns   []*grpc.ClientConn
+	// next is the cluster whose weight in a route tells the measured
+	// split's weight, and nextBytes the same as bytes (a quick test
+	// before decoding).
+	next      string
+	nextBytes []byte
 	// tracking turns on decoding of endpoints (the marker of every
 	// ClusterLoadAssignment), off while the cold start is timed.
 	tracking atomic.Bool
-	cancel   context.CancelFunc
-	done     sync.WaitGroup
-	started  time.Time
+	// watch is the new Service being timed, if any.
+	watch   atomic.Pointer[newService]
+	cancel  context.CancelFunc
+	done    sync.WaitGroup
+	started time.Time
+}
+
+// newService is a Service created while the proxies are connected: its
+// cluster, and the host its virtual host names.
+type newService struct {
+	cluster, host string
+	hostBytes     []byte
+}
+
+// fleetSpec is what newFleet lays out.
+type fleetSpec struct {
+	mesh   Mesh
+	flavor Flavor
+	// id is every proxy's node cluster (weft) — a name per fleet.
+	id        string
+	n, groups int
+	byName    bool
 }
 
 // newFleet prepares n proxies in groups groups: proxy i belongs to group
 // i mod groups, and group g is the workload of Service svc-g (its
 // namespace, service account and app label), the way replicas of one
-// Deployment share a configuration. Nothing connects until start.
-func newFleet(m Mesh, id string, n, groups int) *fleet {
-	f := &fleet{}
-	for i := range n {
-		g := i % groups
-		ns := testmesh.Namespace(g % m.Namespaces)
+// Deployment share a configuration; replica r is the Pod svc-g-r (its
+// address). Each presents itself as the flavor's sidecars do. Nothing
+// connects until start.
+func newFleet(sp fleetSpec) *fleet {
+	f := &fleet{next: measuredCluster(sp.mesh)}
+	f.nextBytes = []byte(f.next)
+	for i := range sp.n {
+		g, r := i%sp.groups, i/sp.groups
+		ns := testmesh.Namespace(g % sp.mesh.Namespaces)
 		app := fmt.Sprintf("svc-%d", g)
-		md, _ := structpb.NewStruct(dataplane.NodeMetadata(dataplane.NodeMeta{
-			Namespace: ns, ServiceAccount: app,
-			Labels: map[string]string{"app": app},
-			PodIPs: testmesh.PodIP(g, i/groups),
-			Kind:   dataplane.KindNameSidecar,
-		}))
 		mb := &member{group: g, namespace: ns, types: map[string]bool{}, markers: map[string][]stamp{}, notify: make(chan struct{}, 1)}
-		mb.Proxy = &xdsload.Proxy{Node: &corev3.Node{Id: fmt.Sprintf("%s-%d-%d.%s", app, i/groups, i, ns), Cluster: id, Metadata: md},
-			OnAck: func(r *discoveryv3.DeltaDiscoveryResponse, at time.Time) { mb.acked(r, at, f.tracking.Load()) }}
+		var node *corev3.Node
+		if sp.flavor == Istiod {
+			labels := map[string]string{"app": app}
+			if sp.mesh.VirtualServices {
+				labels[IstioTLSModeLabel] = "istio"
+			}
+			node = IstioSidecarNode(fmt.Sprintf("%s-%d", app, r), ns, app, testmesh.PodIP(g, r), labels)
+		} else {
+			md, _ := structpb.NewStruct(dataplane.NodeMetadata(dataplane.NodeMeta{
+				Namespace: ns, ServiceAccount: app,
+				Labels: map[string]string{"app": app},
+				PodIPs: testmesh.PodIP(g, r),
+				Kind:   dataplane.KindNameSidecar,
+			}))
+			node = &corev3.Node{Id: fmt.Sprintf("%s-%d-%d.%s", app, r, i, ns), Cluster: sp.id, Metadata: md}
+		}
+		mb.Proxy = &xdsload.Proxy{Node: node, ByName: sp.byName,
+			OnAck: func(r *discoveryv3.DeltaDiscoveryResponse, at time.Time) { mb.acked(f, r, at) }}
 		f.members = append(f.members, mb)
 	}
 	return f
 }
 
-// acked records what an accepted response changed: the split's weight,
-// endpoint markers (when tracking), and completion.
-func (mb *member) acked(r *discoveryv3.DeltaDiscoveryResponse, at time.Time, tracking bool) {
+// IstioVersion is what the simulated Istio sidecars say they run.
+const IstioVersion = "1.31.0"
+
+// IstioSidecarNode is the node an Istio sidecar (istio-agent) sends for
+// Pod pod in namespace ns: the ID sidecar~IP~POD.NS~NS.svc.cluster.local
+// (pilot/pkg/model.ParseServiceNodeWithMetadata) and the metadata istiod
+// reads to place it (pkg/model.NodeMetadata: CLUSTER_ID, NAMESPACE,
+// INSTANCE_IPS, LABELS, ISTIO_VERSION, NAME, SERVICE_ACCOUNT,
+// WORKLOAD_NAME, INTERCEPTION_MODE).
+func IstioSidecarNode(pod, ns, serviceAccount, ip string, labels map[string]string) *corev3.Node {
+	l := map[string]any{}
+	for k, v := range labels {
+		l[k] = v
+	}
+	md, _ := structpb.NewStruct(map[string]any{
+		"CLUSTER_ID":        IstioClusterID,
+		"NAMESPACE":         ns,
+		"INSTANCE_IPS":      ip,
+		"LABELS":            l,
+		"ISTIO_VERSION":     IstioVersion,
+		"NAME":              pod,
+		"SERVICE_ACCOUNT":   serviceAccount,
+		"WORKLOAD_NAME":     labels["app"],
+		"INTERCEPTION_MODE": "REDIRECT",
+	})
+	return &corev3.Node{
+		Id:       fmt.Sprintf("sidecar~%s~%s.%s~%s.svc.cluster.local", ip, pod, ns, ns),
+		Cluster:  labels["app"] + "." + ns,
+		Metadata: md,
+	}
+}
+
+// acked records what an accepted response changed: the measured split's
+// weight (read from whichever route configuration carries the weighted
+// pair), endpoint markers (when tracking), the watched new Service, and
+// completion.
+func (mb *member) acked(f *fleet, r *discoveryv3.DeltaDiscoveryResponse, at time.Time) {
+	tracking, watch := f.tracking.Load(), f.watch.Load()
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
 	mb.types[r.TypeUrl] = true
 	for _, res := range r.Resources {
 		var err error
+		raw := res.GetResource().GetValue()
 		switch {
-		case r.TypeUrl == resourcev3.RouteType && res.Name == GlobalRoute:
-			var w int
-			if w, err = clusterWeight(res, NextCluster); w >= 0 {
-				mb.weights = append(mb.weights, stamp{w, at})
+		case r.TypeUrl == resourcev3.RouteType:
+			if bytes.Contains(raw, f.nextBytes) {
+				var w int
+				if w, err = clusterWeight(res, f.next); w >= 0 {
+					mb.weights = append(mb.weights, stamp{w, at})
+				}
 			}
+			if watch != nil && mb.newRoute.IsZero() && bytes.Contains(raw, watch.hostBytes) {
+				var ok bool
+				if ok, err = hasVirtualHost(res, watch.host); ok {
+					mb.newRoute = at
+				}
+			}
+		case r.TypeUrl == resourcev3.ClusterType && watch != nil && res.Name == watch.cluster && mb.newCluster.IsZero():
+			mb.newCluster = at
 		case r.TypeUrl == resourcev3.EndpointType && tracking:
 			var seq int
 			if seq, err = loadAssignmentMarker(res); seq >= 0 {
@@ -110,6 +198,18 @@ func (mb *member) acked(r *discoveryv3.DeltaDiscoveryResponse, at time.Time, tra
 	case mb.notify <- struct{}{}:
 	default:
 	}
+}
+
+// hasNew is when the proxy held both the new Service's cluster and a
+// route to it, or false.
+func (mb *member) hasNew() (time.Time, bool) {
+	if mb.newCluster.IsZero() || mb.newRoute.IsZero() {
+		return time.Time{}, false
+	}
+	if mb.newRoute.After(mb.newCluster) {
+		return mb.newRoute, true
+	}
+	return mb.newCluster, true
 }
 
 // wait blocks until cond (called with mb.mu held) returns true, or ctx

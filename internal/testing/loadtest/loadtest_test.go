@@ -94,3 +94,62 @@ func TestRun(t *testing.T) {
 		t.Errorf("churn: %+v; want 20 changes, each delivered to at least one proxy", ch)
 	}
 }
+
+// TestRunBenchShape is `make bench`'s harness small and weft only (the
+// peer, istiod, is never built by the tests): every Service visible to
+// every proxy, splits among the port-80 Services, every proxy its own
+// workload, subscriptions by name as Envoy makes them, new Services
+// timed. Behaviour only: every proxy converges on every change.
+func TestRunBenchShape(t *testing.T) {
+	env := testenv.Start(t)
+	bin, err := BuildController(env.Root, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := rest.CopyConfig(env.Config)
+	cfg.QPS, cfg.Burst = 500, 1000
+	c, err := client.New(cfg, client.Options{Scheme: testenv.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs, progress bytes.Buffer
+	conf := Config{
+		Mesh:    Mesh{Services: 12, Endpoints: 2, Namespaces: 3, ExportAll: true, Splits: 3},
+		Proxies: []int{6}, Groups: 6, ByName: true, Repeats: 2, NewServices: 2, Fraction: 0.1,
+		ChurnRate: 10, ChurnFor: time.Second,
+		Timeout:  2 * time.Minute,
+		Progress: &progress, ControllerLog: &logs,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, conf, Cluster{Client: c, Kubeconfig: env.Kubeconfig, Planes: []Plane{{Flavor: Weft, Binary: bin}}})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("progress:\n%s\ncontroller:\n%s", progress.String(), logs.String())
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table strings.Builder
+	rep.PrintComparison(&table)
+	t.Logf("\n%s", table.String())
+	if len(rep.Fleets) != 1 || rep.Fleets[0].Plane != Weft {
+		t.Fatalf("fleets %+v, want one of weft", rep.Fleets)
+	}
+	f, n := rep.Fleets[0], conf.Proxies[0]
+	// Every proxy sees every Service: the 12, the API server's own
+	// default/kubernetes and the new ones created before the count (none).
+	if want := float64(conf.Services + 1); f.Endpoints.P50 != want || f.Endpoints.Max != want || f.Endpoints.Mean != want {
+		t.Errorf("EDS resources per proxy: %+v, want %v for every proxy", f.Endpoints, want)
+	}
+	if f.WeightMissed != 0 || f.WeightAll.N != conf.Repeats*n {
+		t.Errorf("weight changes: %d samples, %d missed; want %d, 0", f.WeightAll.N, f.WeightMissed, conf.Repeats*n)
+	}
+	if f.NewServiceMissed != 0 || f.NewService.N != conf.NewServices*n {
+		t.Errorf("new Services: %d samples, %d missed; want %d, 0", f.NewService.N, f.NewServiceMissed, conf.NewServices*n)
+	}
+	if ch := f.Churn; ch.Changes != 10 || ch.Failed != 0 || ch.Missed != 0 || ch.Latency.N < ch.Changes*n {
+		t.Errorf("churn: %+v; want 10 changes, each delivered to every proxy", ch)
+	}
+}

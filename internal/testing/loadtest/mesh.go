@@ -9,6 +9,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -35,16 +36,49 @@ const (
 )
 
 // GlobalRoute is the route configuration (named after the port) that
-// carries the split, and NextCluster the backend whose weight changes.
+// carries the split global, and NextCluster the backend whose weight
+// changes (a mesh without Splits).
 var (
 	GlobalRoute = fmt.Sprint(GlobalPort)
 	NextCluster = fmt.Sprintf("outbound|%d||%s.%s.svc.cluster.local", GlobalPort, NextService, SharedNamespace)
 )
 
-// ClusterName is the Envoy cluster (and EDS resource) of testmesh Service i.
+// ClusterName is the Envoy cluster (and EDS resource) of testmesh Service
+// i: Istio's naming, which weft shares.
 func ClusterName(m Mesh, i int) string {
 	return fmt.Sprintf("outbound|80||svc-%d.%s.svc.cluster.local", i, testmesh.Namespace(i%m.Namespaces))
 }
+
+// Host is the cluster DNS name of testmesh Service i.
+func Host(m Mesh, i int) string {
+	return fmt.Sprintf("svc-%d.%s.svc.cluster.local", i, testmesh.Namespace(i%m.Namespaces))
+}
+
+// splitPair is split k's root Service and the backend whose weight the
+// runs change (in the same namespace): every (Services/Splits)-th Service
+// is a root, its backend the Service Namespaces further (or before).
+func splitPair(m Mesh, k int) (root, next int) {
+	root = k * (m.Services / m.Splits)
+	next = root + m.Namespaces
+	if next >= m.Services {
+		next = root - m.Namespaces
+	}
+	return root, next
+}
+
+// measuredCluster is the backend cluster whose weight a weight change
+// sets: split 0's second backend, or global-next without Splits.
+func measuredCluster(m Mesh) string {
+	if m.Splits > 0 {
+		_, next := splitPair(m, 0)
+		return ClusterName(m, next)
+	}
+	return NextCluster
+}
+
+// IstioTLSModeLabel marks a Pod as having Istio's sidecar, so that istiod
+// sends mutual TLS to its endpoints, as weft does to meshed Pods.
+const IstioTLSModeLabel = "security.istio.io/tlsMode"
 
 // objects is what a run creates, in the order it must be created.
 type objects struct {
@@ -53,14 +87,18 @@ type objects struct {
 	services        []*corev1.Service
 	slices          []*discoveryv1.EndpointSlice // slices[i] belongs to services[i]
 	pods            []*corev1.Pod
-	split           *v1alpha1.TrafficSplit
+	// splits: global, or Splits among the testmesh Services; vss their
+	// Istio equivalents (with VirtualServices).
+	splits []*v1alpha1.TrafficSplit
+	vss    []*unstructured.Unstructured
 }
 
 // build lays out the mesh: testmesh's Services (svc-i in ns-(i mod
 // Namespaces), one EndpointSlice of E ready endpoints each, one meshed Pod
-// per endpoint), plus the shared namespace with global and global-next
-// (exported to every namespace) and the TrafficSplit global at weight.
-// Cluster IPs are left to the API server.
+// per endpoint), plus either Splits TrafficSplits among them (and their
+// VirtualServices) or, without Splits, the shared namespace with global
+// and global-next (exported to every namespace) and the TrafficSplit
+// global, every split at weight. Cluster IPs are left to the API server.
 func build(m Mesh, weight int32) objects {
 	in := testmesh.Generate(testmesh.Options{Services: m.Services, Namespaces: m.Namespaces, EndpointsPerService: m.Endpoints, ExportAll: m.ExportAll})
 	var o objects
@@ -70,6 +108,52 @@ func build(m Mesh, weight int32) objects {
 		s.Spec.ClusterIP = ""
 		o.serviceAccounts = append(o.serviceAccounts, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace}})
 	}
+	if m.VirtualServices {
+		o.namespaces = append(o.namespaces, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: IstioNamespace}})
+	}
+	if m.Splits > 0 {
+		for k := range m.Splits {
+			root, next := splitPair(m, k)
+			ts := &v1alpha1.TrafficSplit{
+				ObjectMeta: metav1.ObjectMeta{Name: splitObjectName(root), Namespace: testmesh.Namespace(root % m.Namespaces)},
+				Spec:       pairSpec(root, next, weight),
+			}
+			o.splits = append(o.splits, ts)
+			if m.VirtualServices {
+				o.vss = append(o.vss, virtualService(m, root, next, weight))
+			}
+		}
+	} else {
+		o.addGlobal(weight)
+	}
+	// Pods as the API server wants them (an image per container), with
+	// the address their endpoint has, made ready through status as the
+	// kubelet would.
+	podIP := map[string]string{}
+	for _, s := range o.slices {
+		for _, e := range s.Endpoints {
+			podIP[s.Namespace+"/"+e.TargetRef.Name] = e.Addresses[0]
+		}
+	}
+	no := false
+	for _, p := range o.pods {
+		if m.VirtualServices {
+			p.Labels[IstioTLSModeLabel] = "istio"
+		}
+		p.Spec.AutomountServiceAccountToken = &no
+		p.Spec.InitContainers[0].Image = "envoyproxy/envoy:v1.36"
+		p.Spec.Containers = []corev1.Container{{Name: "app", Image: "app:v1"}}
+		ip := podIP[p.Namespace+"/"+p.Name]
+		p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}},
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+	}
+	return o
+}
+
+// addGlobal adds the shared namespace's Services global and global-next
+// on their own port, exported to every namespace, and the TrafficSplit
+// global between them.
+func (o *objects) addGlobal(weight int32) {
 	ready := true
 	for k, name := range []string{GlobalService, NextService} {
 		o.services = append(o.services, &corev1.Service{
@@ -97,35 +181,48 @@ func build(m Mesh, weight int32) objects {
 		}
 		o.slices = append(o.slices, slice)
 	}
-	// Pods as the API server wants them (an image per container), with
-	// the address their endpoint has, made ready through status as the
-	// kubelet would.
-	podIP := map[string]string{}
-	for _, s := range o.slices {
-		for _, e := range s.Endpoints {
-			podIP[s.Namespace+"/"+e.TargetRef.Name] = e.Addresses[0]
-		}
-	}
-	no := false
-	for _, p := range o.pods {
-		p.Spec.AutomountServiceAccountToken = &no
-		p.Spec.InitContainers[0].Image = "envoyproxy/envoy:v1.36"
-		p.Spec.Containers = []corev1.Container{{Name: "app", Image: "app:v1"}}
-		ip := podIP[p.Namespace+"/"+p.Name]
-		p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}},
-			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
-	}
-	o.split = &v1alpha1.TrafficSplit{
+	o.splits = append(o.splits, &v1alpha1.TrafficSplit{
 		ObjectMeta: metav1.ObjectMeta{Name: SplitName, Namespace: SharedNamespace},
 		Spec:       splitSpec(weight),
-	}
-	return o
+	})
 }
+
+// splitObjectName names the TrafficSplit and VirtualService of a root.
+func splitObjectName(root int) string { return fmt.Sprintf("split-svc-%d", root) }
 
 // splitSpec sends weight percent to global-next, the rest to global.
 func splitSpec(weight int32) v1alpha1.TrafficSplitSpec {
 	return v1alpha1.TrafficSplitSpec{RootService: v1alpha1.RootServiceReference{Name: GlobalService},
 		Backends: []v1alpha1.Backend{{Name: GlobalService, Weight: ptr(100 - weight)}, {Name: NextService, Weight: ptr(weight)}}}
+}
+
+// pairSpec sends weight percent of svc-root's traffic to svc-next, the
+// rest to svc-root's own endpoints.
+func pairSpec(root, next int, weight int32) v1alpha1.TrafficSplitSpec {
+	r, n := fmt.Sprintf("svc-%d", root), fmt.Sprintf("svc-%d", next)
+	return v1alpha1.TrafficSplitSpec{RootService: v1alpha1.RootServiceReference{Name: r},
+		Backends: []v1alpha1.Backend{{Name: r, Weight: ptr(100 - weight)}, {Name: n, Weight: ptr(weight)}}}
+}
+
+// virtualService is a split's Istio equivalent: one HTTP route for the
+// root's host with weighted destinations on the two hosts.
+func virtualService(m Mesh, root, next int, weight int32) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{Object: map[string]any{"spec": vsSpec(m, root, next, weight)}}
+	u.SetAPIVersion("networking.istio.io/v1")
+	u.SetKind("VirtualService")
+	u.SetName(splitObjectName(root))
+	u.SetNamespace(testmesh.Namespace(root % m.Namespaces))
+	return u
+}
+
+func vsSpec(m Mesh, root, next int, weight int32) map[string]any {
+	return map[string]any{
+		"hosts": []any{Host(m, root)},
+		"http": []any{map[string]any{"route": []any{
+			map[string]any{"destination": map[string]any{"host": Host(m, root)}, "weight": int64(100 - weight)},
+			map[string]any{"destination": map[string]any{"host": Host(m, next)}, "weight": int64(weight)},
+		}}},
+	}
 }
 
 // create writes the objects, each kind in parallel, kinds in order.
@@ -167,7 +264,10 @@ func (o objects) create(ctx context.Context, c client.Client, workers int) error
 	}); err != nil {
 		return err
 	}
-	return c.Create(ctx, o.split)
+	if err := parallel(ctx, workers, asObjects(o.splits), func(ctx context.Context, obj client.Object) error { return c.Create(ctx, obj) }); err != nil {
+		return err
+	}
+	return parallel(ctx, workers, asObjects(o.vss), func(ctx context.Context, obj client.Object) error { return c.Create(ctx, obj) })
 }
 
 func asObjects[T client.Object](in []T) []client.Object {
@@ -211,3 +311,25 @@ func parallel(ctx context.Context, workers int, objs []client.Object, fn func(co
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// newServiceObjects is new Service number k: name in ns on port 80 with
+// one ready endpoint (no Pod), exported like the rest of the mesh.
+func newServiceObjects(m Mesh, name, ns string, k int) (*corev1.Service, *discoveryv1.EndpointSlice) {
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Annotations: map[string]string{translator.AnnotationExportTo: "."}},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": name},
+			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+	}
+	if m.ExportAll {
+		svc.Annotations[translator.AnnotationExportTo] = "*"
+	}
+	ready := true
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: name + "-1", Namespace: ns, Labels: map[string]string{discoveryv1.LabelServiceName: name}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr("http"), Port: ptr(int32(8080))}},
+		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{fmt.Sprintf("10.251.%d.%d", k/250, k%250+1)},
+			Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
+	}
+	return svc, slice
+}

@@ -15,11 +15,19 @@ func (r *Report) Print(w io.Writer) {
 	if c.ExportAll {
 		scope = "every Service exported to every namespace"
 	}
-	fmt.Fprintf(w, "mesh: %d Services × %d endpoints in %d namespaces, %s; %d objects created in %.1fs\n",
-		c.Services, c.Endpoints, c.Namespaces, scope, r.Objects, r.Setup)
+	splits := "one split between global and global-next on port 8000"
+	if c.Splits > 0 {
+		splits = fmt.Sprintf("%d splits among the port-80 Services", c.Splits)
+	}
+	fmt.Fprintf(w, "mesh: %d Services × %d endpoints in %d namespaces, %s, %s; %d objects created in %.1fs\n",
+		c.Services, c.Endpoints, c.Namespaces, scope, splits, r.Objects, r.Setup)
 	fmt.Fprintf(w, "load average (1 min): %.2f before, %.2f after\n", r.LoadBefore, r.LoadAfter)
 	for _, f := range r.Fleets {
-		fmt.Fprintf(w, "\n%d proxies in %d groups over %d gRPC connections (controller ready in %.1fs)\n", f.Proxies, f.Groups, f.Conns, f.ControllerReady)
+		plane := f.Plane
+		if plane == "" {
+			plane = Weft
+		}
+		fmt.Fprintf(w, "\n%s: %d proxies in %d groups over %d gRPC connections (ready in %.1fs)\n", plane, f.Proxies, f.Groups, f.Conns, f.ControllerReady)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		row := func(what, value string) { fmt.Fprintf(tw, "  %s\t%s\n", what, value) }
 		row("all proxies hold a full config after connecting at once",
@@ -38,6 +46,9 @@ func (r *Report) Print(w io.Writer) {
 		for i, d := range f.Weight {
 			row(fmt.Sprintf("  repeat %d", i+1), dist(d))
 		}
+		if f.NewService.N > 0 || f.NewServiceMissed > 0 {
+			row("new Service → every proxy holds its cluster and a route to it", fmt.Sprintf("%s; %d missed", dist(f.NewService), f.NewServiceMissed))
+		}
 		o := f.OnePercent
 		row(fmt.Sprintf("endpoints of %d Services (%.3g%%) change at once", o.Services, 100*float64(o.Services)/float64(c.Services)),
 			fmt.Sprintf("%d of %d proxies depend on them, %d received anything: %.1f pushes, %s each (%s per proxy over all); server pushes %.0f; controller CPU %.2f s",
@@ -45,7 +56,7 @@ func (r *Report) Print(w io.Writer) {
 		row("  write → ACK", fmt.Sprintf("%s; %d missed", dist(o.Latency), o.Missed))
 		if ch := f.Churn; ch.Changes > 0 {
 			row(fmt.Sprintf("%.0f endpoint changes/s for %.0fs, EDS write → ACK", ch.Rate, ch.For),
-				fmt.Sprintf("%s over %d deliveries; %d missed, %d failed writes; controller busy %.2f cores", dist(ch.Latency), ch.Latency.N, ch.Missed, ch.Failed, ch.CPU))
+				fmt.Sprintf("%s over %d deliveries; %d missed, %d failed writes; controller busy %.2f cores (%.1f CPU s)", dist(ch.Latency), ch.Latency.N, ch.Missed, ch.Failed, ch.CPU, ch.CPUSeconds))
 		}
 		tw.Flush()
 	}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/weftmesh/weft/crds/v1alpha1"
 	"github.com/weftmesh/weft/dataplane"
+	"github.com/weftmesh/weft/translator/testmesh"
 )
 
 // Mesh is the cluster a run creates.
@@ -36,6 +37,18 @@ type Mesh struct {
 	// Sidecar scoping). Otherwise a proxy sees its namespace's Services
 	// and the two shared ones.
 	ExportAll bool
+	// Splits is the number of TrafficSplits among the port-80 Services
+	// (--splits): every (Services/Splits)-th Service sends a share to
+	// another in its namespace, as real meshes split among Services on one
+	// common port; split 0's weight is the one the runs change. Zero puts
+	// a single split between global and global-next on a port of their own.
+	// Splits need ExportAll (every proxy must see split 0).
+	Splits int
+	// VirtualServices also writes every split as an Istio VirtualService
+	// (weighted destinations on the two hosts), labels the Pods as having
+	// Istio's sidecar and creates istiod's namespace: the mesh for runs
+	// that include istiod (its CRDs must be installed).
+	VirtualServices bool
 }
 
 // Config is one run. Field comments name hack/load's flags.
@@ -47,6 +60,13 @@ type Config struct {
 	// Groups of identical proxies (distinct namespace, service account and
 	// labels) per fleet (--groups); at most Services.
 	Groups int
+	// ByName makes the simulated proxies subscribe to endpoints and routes
+	// by name, as Envoy does (--by-name); istiod serves nothing to a
+	// wildcard EDS or RDS subscription.
+	ByName bool
+	// NewServices is how many times a new Service is created and timed
+	// until every proxy holds its cluster and a route to it (--new-services).
+	NewServices int
 	// Conns is the number of gRPC connections a fleet's streams share; 0
 	// is one per proxy, as Envoys have (--conns).
 	Conns int
@@ -67,7 +87,7 @@ type Config struct {
 	Workers int
 	// Progress receives one line per step; ControllerLog the controller's
 	// output. Either may be nil.
-	Progress, ControllerLog io.Writer
+	Progress, ControllerLog io.Writer `json:"-"`
 }
 
 // Validate names the flag to fix.
@@ -88,6 +108,10 @@ func (c Config) Validate() error {
 	check(c.Groups >= 1 && c.Groups <= c.Services, "--groups must be between 1 and --services (group g is the workload of Service svc-g)")
 	check(c.Conns >= 0, "--conns must be 0 (one per proxy) or more")
 	check(c.Repeats >= 1 && c.Repeats <= 80, "--repeats must be between 1 and 80")
+	check(c.Splits >= 0 && c.Splits <= c.Services/2, "--splits must be between 0 and half of --services")
+	check(c.Splits == 0 || c.ExportAll, "--splits needs --export-all (every proxy must see split 0)")
+	check(c.Splits == 0 || c.Services > c.Namespaces, "--splits needs more --services than --namespaces (a split's backends share a namespace)")
+	check(c.NewServices >= 0 && c.NewServices <= 250, "--new-services must be between 0 and 250")
 	check(c.Fraction > 0 && c.Fraction <= 1, "--fraction must be in (0, 1], e.g. 0.01")
 	check(c.ChurnRate >= 0, "--churn-rate must not be negative")
 	check(c.ChurnRate == 0 || c.ChurnFor > 0, "--churn-for must be positive when --churn-rate is set")
@@ -106,6 +130,17 @@ type Cluster struct {
 	Kubeconfig string
 	// Controller is the weft-controller binary.
 	Controller string
+	// Planes are the control planes to measure, one after the other on
+	// each fleet size; empty means weft with Controller.
+	Planes []Plane
+}
+
+// planes is what a run measures.
+func (c Cluster) planes() []Plane {
+	if len(c.Planes) > 0 {
+		return c.Planes
+	}
+	return []Plane{{Flavor: Weft, Binary: c.Controller}}
 }
 
 // Report is what a run measured. Times are seconds, sizes bytes.
@@ -121,6 +156,8 @@ type Report struct {
 
 // FleetReport is one fleet's numbers.
 type FleetReport struct {
+	// Plane is the control plane measured ("weft", "istiod").
+	Plane                  Flavor
 	Proxies, Groups, Conns int
 	// ControllerReady: process start to /readyz.
 	ControllerReady float64
@@ -154,8 +191,14 @@ type FleetReport struct {
 	// WeightBytes and WeightPushes per proxy per change (means);
 	// WeightCPU the controller's CPU seconds per change.
 	WeightBytes, WeightPushes, WeightCPU float64
-	OnePercent                           Change
-	Churn                                Churn
+	// NewService: from just before a new Service's creation to each
+	// proxy's ACK of the last of its cluster and a route to it, over
+	// every repeat (NewServices) and proxy; NewServiceMissed the pairs
+	// that never converged.
+	NewService       Dist
+	NewServiceMissed int
+	OnePercent       Change
+	Churn            Churn
 }
 
 // Change is a burst of endpoint changes to a fraction of the Services.
@@ -166,7 +209,8 @@ type Change struct {
 	Dependents, Receivers int
 	// Means over receivers, and bytes over every proxy.
 	PushesPerReceiver, BytesPerReceiver, BytesPerProxy float64
-	// ServerPushes: weft_xds_pushes_total's growth; CPU the controller's
+	// ServerPushes: the growth of the control plane's push counter
+	// (weft_xds_pushes_total, istiod's pilot_xds_pushes; -1 without one); CPU the controller's
 	// CPU seconds from the writes until the proxies went quiet.
 	ServerPushes, CPU float64
 	// Latency: write → ACK per (change, dependent proxy).
@@ -181,8 +225,9 @@ type Churn struct {
 	Changes int
 	// Failed writes (not measured).
 	Failed int
-	// CPU: the controller's CPU seconds per second of churn (cores busy).
-	CPU float64
+	// CPU: the controller's CPU seconds per second of churn (cores
+	// busy); CPUSeconds in the whole window.
+	CPU, CPUSeconds float64
 	// Latency: write → ACK per (change, dependent proxy).
 	Latency Dist
 	Missed  int
@@ -190,11 +235,12 @@ type Churn struct {
 
 // runner holds the state shared by the phases of a run.
 type runner struct {
-	cfg    Config
-	cl     Cluster
-	objs   objects
-	weight int32 // the split's current weight for global-next
-	seq    int   // next endpoint marker
+	cfg     Config
+	cl      Cluster
+	objs    objects
+	weight  int32 // the measured split's current weight for its second backend
+	seq     int   // next endpoint marker
+	created int   // new Services created so far
 }
 
 // Run creates the mesh, then for each fleet starts the controller,
@@ -209,7 +255,7 @@ func Run(ctx context.Context, cfg Config, cl Cluster) (*Report, error) {
 	r := &runner{cfg: cfg, cl: cl, weight: 10}
 	rep := &Report{Config: cfg, LoadBefore: loadAverage()}
 	r.objs = build(cfg.Mesh, r.weight)
-	rep.Objects = len(r.objs.namespaces) + len(r.objs.serviceAccounts) + len(r.objs.services) + len(r.objs.slices) + len(r.objs.pods) + 1
+	rep.Objects = len(r.objs.namespaces) + len(r.objs.serviceAccounts) + len(r.objs.services) + len(r.objs.slices) + len(r.objs.pods) + len(r.objs.splits) + len(r.objs.vss)
 	r.say("creating %d objects (%d Services × %d endpoints in %d namespaces, %d Pods)", rep.Objects, cfg.Services, cfg.Endpoints, cfg.Namespaces, len(r.objs.pods))
 	start := time.Now()
 	if err := r.objs.create(ctx, cl.Client, cfg.Workers); err != nil {
@@ -217,11 +263,13 @@ func Run(ctx context.Context, cfg Config, cl Cluster) (*Report, error) {
 	}
 	rep.Setup = time.Since(start).Seconds()
 	for i, n := range cfg.Proxies {
-		fr, err := r.fleet(ctx, i, n)
-		if err != nil {
-			return rep, fmt.Errorf("fleet of %d proxies: %w", n, err)
+		for _, p := range cl.planes() {
+			fr, err := r.fleet(ctx, i, n, p)
+			if err != nil {
+				return rep, fmt.Errorf("%s, fleet of %d proxies: %w", p.Flavor, n, err)
+			}
+			rep.Fleets = append(rep.Fleets, *fr)
 		}
-		rep.Fleets = append(rep.Fleets, *fr)
 	}
 	rep.LoadAfter = loadAverage()
 	return rep, nil
@@ -233,10 +281,13 @@ func (r *runner) say(format string, args ...any) {
 	}
 }
 
-func (r *runner) fleet(ctx context.Context, index, n int) (*FleetReport, error) {
+func (r *runner) fleet(ctx context.Context, index, n int, plane Plane) (*FleetReport, error) {
 	cfg := r.cfg
 	groups := min(cfg.Groups, n)
-	fr := &FleetReport{Proxies: n, Groups: groups, Conns: cfg.Conns}
+	if plane.Flavor == "" {
+		plane.Flavor = Weft
+	}
+	fr := &FleetReport{Plane: plane.Flavor, Proxies: n, Groups: groups, Conns: cfg.Conns}
 	if fr.Conns <= 0 || fr.Conns > n {
 		fr.Conns = n
 	}
@@ -244,10 +295,17 @@ func (r *runner) fleet(ctx context.Context, index, n int) (*FleetReport, error) 
 	if logs == nil {
 		logs = io.Discard
 	}
-	r.say("fleet %d: starting weft-controller", n)
+	// The split in the form this plane reads carries the current weight
+	// (the previous plane changed only its own form).
+	if obj, body, err := r.weightPatch(plane.Flavor, r.weight); err != nil {
+		return nil, err
+	} else if err := r.cl.Client.Patch(ctx, obj, client.RawPatch(types.MergePatchType, body)); err != nil {
+		return nil, fmt.Errorf("setting the split's weight to %d: %w", r.weight, err)
+	}
+	r.say("fleet %d: starting %s", n, plane.Flavor)
 	start := time.Now()
 	sctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-	ctrl, err := startController(sctx, r.cl.Controller, r.cl.Kubeconfig, logs)
+	ctrl, err := startController(sctx, plane, r.cl.Kubeconfig, logs)
 	cancel()
 	if err != nil {
 		return nil, err
@@ -257,7 +315,7 @@ func (r *runner) fleet(ctx context.Context, index, n int) (*FleetReport, error) 
 
 	// A probe of its own identity waits for the controller's first
 	// translation of the whole mesh, then leaves.
-	if err := r.probe(ctx, ctrl.xds); err != nil {
+	if err := r.probe(ctx, ctrl.xds, plane.Flavor); err != nil {
 		return nil, err
 	}
 	r.say("fleet %d: reading the controller's memory (waiting up to %v for a garbage collection)", n, cfg.MemoryWait)
@@ -268,7 +326,7 @@ func (r *runner) fleet(ctx context.Context, index, n int) (*FleetReport, error) 
 
 	// Cold start: every stream at once.
 	r.say("fleet %d: connecting %d proxies in %d groups over %d connections", n, n, groups, fr.Conns)
-	f := newFleet(cfg.Mesh, fmt.Sprintf("load-%d", index), n, groups)
+	f := newFleet(fleetSpec{mesh: cfg.Mesh, flavor: plane.Flavor, id: fmt.Sprintf("load-%d", index), n: n, groups: groups, byName: cfg.ByName})
 	cpu0, err := ctrl.cpu(ctx)
 	if err != nil {
 		return nil, err
@@ -325,6 +383,9 @@ func (r *runner) fleet(ctx context.Context, index, n int) (*FleetReport, error) 
 	if err := r.weights(ctx, f, ctrl, fr); err != nil {
 		return nil, err
 	}
+	if err := r.newServices(ctx, f, fr); err != nil {
+		return nil, err
+	}
 	f.tracking.Store(true)
 	if err := r.onePercent(ctx, f, ctrl, fr); err != nil {
 		return nil, err
@@ -343,11 +404,15 @@ func (r *runner) fleet(ctx context.Context, index, n int) (*FleetReport, error) 
 // probe connects one proxy of an identity no fleet uses and waits until it
 // holds the split at the current weight: the controller has translated
 // the whole mesh (it was created before the controller started).
-func (r *runner) probe(ctx context.Context, addr string) error {
-	p := newFleet(r.cfg.Mesh, "probe", 1, 1)
+func (r *runner) probe(ctx context.Context, addr string, flavor Flavor) error {
+	p := newFleet(fleetSpec{mesh: r.cfg.Mesh, flavor: flavor, id: "probe", n: 1, groups: 1, byName: r.cfg.ByName})
 	mb := p.members[0]
-	md, _ := structpb.NewStruct(map[string]any{dataplane.MetaNamespace: SharedNamespace, dataplane.MetaServiceAccount: "load-probe"})
-	mb.Node.Id, mb.Node.Metadata = "load-probe."+SharedNamespace, md
+	if flavor == Istiod {
+		mb.Node = IstioSidecarNode("load-probe", SharedNamespace, "load-probe", "10.248.0.1", map[string]string{"app": "load-probe"})
+	} else {
+		md, _ := structpb.NewStruct(map[string]any{dataplane.MetaNamespace: SharedNamespace, dataplane.MetaServiceAccount: "load-probe"})
+		mb.Node.Id, mb.Node.Metadata = "load-probe."+SharedNamespace, md
+	}
 	if err := p.start(addr, 1); err != nil {
 		return err
 	}
@@ -372,15 +437,13 @@ func (r *runner) weights(ctx context.Context, f *fleet, ctrl *controller, fr *Fl
 	}
 	for rep := range r.cfg.Repeats {
 		w := (r.weight-10+1)%89 + 10 // 10..98, never the current one
-		body, err := json.Marshal(map[string]any{"spec": splitSpec(w)})
+		obj, body, err := r.weightPatch(ctrl.flavor, w)
 		if err != nil {
 			return err
 		}
 		before := f.snapshot()
-		ts := &v1alpha1.TrafficSplit{}
-		ts.Name, ts.Namespace = SplitName, SharedNamespace
 		t0 := time.Now()
-		if err := r.cl.Client.Patch(ctx, ts, client.RawPatch(types.MergePatchType, body)); err != nil {
+		if err := r.cl.Client.Patch(ctx, obj, client.RawPatch(types.MergePatchType, body)); err != nil {
 			return fmt.Errorf("changing the split's weight: %w", err)
 		}
 		r.weight = w
@@ -512,9 +575,11 @@ func (r *runner) onePercent(ctx context.Context, f *fleet, ctrl *controller, fr 
 		}
 	}
 	f.settle(ctx, 500*time.Millisecond)
-	pushes0, err := ctrl.metric(ctx, "weft_xds_pushes_total")
+	// A control plane that does not count pushes (yet) is measured anyway.
+	pushes0, err := ctrl.metric(ctx, ctrl.pushesMetric())
 	if err != nil {
-		return err
+		r.say("fleet %d: no push count: %v", len(f.members), err)
+		pushes0 = -1
 	}
 	cpu0, err := ctrl.cpu(ctx)
 	if err != nil {
@@ -540,9 +605,9 @@ func (r *runner) onePercent(ctx context.Context, f *fleet, ctrl *controller, fr 
 	lat, missed := r.latencies(ctx, changes, deps)
 	f.settle(ctx, 2*time.Second)
 	after := f.snapshot()
-	pushes1, err := ctrl.metric(ctx, "weft_xds_pushes_total")
-	if err != nil {
-		return err
+	pushes1, err := ctrl.metric(ctx, ctrl.pushesMetric())
+	if err != nil || pushes0 < 0 {
+		pushes0, pushes1 = 0, -1
 	}
 	cpu1, err := ctrl.cpu(ctx)
 	if err != nil {
@@ -611,7 +676,8 @@ func (r *runner) churn(ctx context.Context, f *fleet, ctrl *controller, fr *Flee
 	if err != nil {
 		return err
 	}
-	c.CPU = (cpu1 - cpu0) / c.For
+	c.CPUSeconds = cpu1 - cpu0
+	c.CPU = c.CPUSeconds / c.For
 	for _, ch := range changes {
 		if ch.err != nil {
 			c.Failed++
@@ -634,4 +700,85 @@ func shortType(t string) string {
 		}
 	}
 	return t
+}
+
+// weightPatch is the object to patch and the merge patch that gives the
+// measured split weight w for its second backend, in the form the
+// control plane reads: weft's TrafficSplit or Istio's VirtualService.
+func (r *runner) weightPatch(flavor Flavor, w int32) (client.Object, []byte, error) {
+	m := r.cfg.Mesh
+	var obj client.Object
+	var spec any
+	switch {
+	case flavor == Istiod:
+		if m.Splits == 0 || !m.VirtualServices {
+			return nil, nil, errors.New("istiod needs the splits as VirtualServices (Splits > 0, VirtualServices)")
+		}
+		root, next := splitPair(m, 0)
+		obj, spec = virtualService(m, root, next, w), vsSpec(m, root, next, w)
+	case m.Splits > 0:
+		root, next := splitPair(m, 0)
+		ts := &v1alpha1.TrafficSplit{}
+		ts.Name, ts.Namespace = splitObjectName(root), testmesh.Namespace(root%m.Namespaces)
+		obj, spec = ts, pairSpec(root, next, w)
+	default:
+		ts := &v1alpha1.TrafficSplit{}
+		ts.Name, ts.Namespace = SplitName, SharedNamespace
+		obj, spec = ts, splitSpec(w)
+	}
+	body, err := json.Marshal(map[string]any{"spec": spec})
+	return obj, body, err
+}
+
+// newServices creates NewServices Services, one at a time, each on port
+// 80 in the first namespace with one endpoint, and times each from just
+// before its creation to every proxy's ACK of the last of its cluster and
+// a virtual host for it (in whichever route configuration carries it).
+func (r *runner) newServices(ctx context.Context, f *fleet, fr *FleetReport) error {
+	var all []float64
+	for range r.cfg.NewServices {
+		k := r.created
+		r.created++
+		ns := testmesh.Namespace(0)
+		name := fmt.Sprintf("new-%d", k)
+		host := name + "." + ns + ".svc.cluster.local"
+		f.watch.Store(&newService{cluster: "outbound|80||" + host, host: host, hostBytes: []byte(host)})
+		svc, slice := newServiceObjects(r.cfg.Mesh, name, ns, k)
+		t0 := time.Now()
+		if err := r.cl.Client.Create(ctx, svc); err != nil {
+			return fmt.Errorf("creating Service %s: %w", name, err)
+		}
+		if err := r.cl.Client.Create(ctx, slice); err != nil {
+			return fmt.Errorf("creating EndpointSlice %s: %w", slice.Name, err)
+		}
+		var mu sync.Mutex
+		var lat []float64
+		wctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+		_ = f.each(func(mb *member) error {
+			var at time.Time
+			if !mb.wait(wctx, func() bool { var ok bool; at, ok = mb.hasNew(); return ok }) {
+				mu.Lock()
+				fr.NewServiceMissed++
+				mu.Unlock()
+				return nil
+			}
+			mu.Lock()
+			lat = append(lat, at.Sub(t0).Seconds())
+			mu.Unlock()
+			return nil
+		})
+		cancel()
+		f.watch.Store(nil)
+		for _, mb := range f.members {
+			mb.mu.Lock()
+			mb.newCluster, mb.newRoute = time.Time{}, time.Time{}
+			mb.mu.Unlock()
+		}
+		d := distOf(lat)
+		all = append(all, lat...)
+		r.say("fleet %d: new Service %s: p50 %.1fms p99 %.1fms max %.1fms (%d of %d proxies)", len(f.members), name, d.P50*1e3, d.P99*1e3, d.Max*1e3, d.N, len(f.members))
+		f.settle(ctx, 500*time.Millisecond)
+	}
+	fr.NewService = distOf(all)
+	return nil
 }

@@ -2,9 +2,11 @@ package loadtest
 
 import (
 	"context"
+	"encoding/xml"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -110,6 +112,52 @@ func TestDecode(t *testing.T) {
 	if _, err := clusterWeight(&discoveryv3.Resource{Name: "x", Resource: &anypb.Any{Value: []byte{0xff}}}, NextCluster); err == nil {
 		t.Error("garbage decoded without an error")
 	}
+	// The wire walk agrees with proto.Unmarshal on a route configuration
+	// shaped like istiod's (many virtual hosts, single-cluster routes,
+	// domains) and on a weight of 0 (an absent UInt32Value value).
+	big := &routev3.RouteConfiguration{Name: "80"}
+	for i := range 50 {
+		host := fmt.Sprintf("svc-%d.ns-0.svc.cluster.local", i)
+		vh := &routev3.VirtualHost{Name: host + ":80", Domains: []string{host, fmt.Sprintf("svc-%d", i)}, Routes: []*routev3.Route{{
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "outbound|80||" + host}}}}}}
+		if i == 30 {
+			vh.Routes = append(rc.VirtualHosts[0].Routes, vh.Routes...)
+			vh.Routes[0].GetRoute().GetWeightedClusters().Clusters[0].Weight = wrapperspb.UInt32(0)
+		}
+		big.VirtualHosts = append(big.VirtualHosts, vh)
+	}
+	for cluster, want := range map[string]int{NextCluster: 40, "other": 0, "outbound|80||svc-3.ns-0.svc.cluster.local": -1} {
+		if w, err := clusterWeight(resource("80", big), cluster); err != nil || w != want {
+			t.Errorf("weight of %s in a large route configuration = %d, %v; want %d", cluster, w, err, want)
+		}
+		if w := slowWeight(big, cluster); w != want {
+			t.Errorf("proto.Unmarshal disagrees: weight of %s = %d, want %d", cluster, w, want)
+		}
+	}
+	for host, want := range map[string]bool{"svc-7.ns-0.svc.cluster.local": true, "svc-7": true, "svc-70.ns-0.svc.cluster.local": false} {
+		if ok, err := hasVirtualHost(resource("80", big), host); err != nil || ok != want {
+			t.Errorf("hasVirtualHost(%s) = %t, %v; want %t", host, ok, err, want)
+		}
+	}
+}
+
+// slowWeight is clusterWeight by proto.Unmarshal, the reference.
+func slowWeight(rc *routev3.RouteConfiguration, cluster string) int {
+	b, _ := proto.Marshal(rc)
+	var got routev3.RouteConfiguration
+	if proto.Unmarshal(b, &got) != nil {
+		return -2
+	}
+	for _, vh := range got.VirtualHosts {
+		for _, r := range vh.Routes {
+			for _, c := range r.GetRoute().GetWeightedClusters().GetClusters() {
+				if c.Name == cluster {
+					return int(c.GetWeight().GetValue())
+				}
+			}
+		}
+	}
+	return -1
 }
 
 func ep(addr string) *endpointv3.LbEndpoint {
@@ -117,48 +165,93 @@ func ep(addr string) *endpointv3.LbEndpoint {
 		Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{Address: addr}}}}}}
 }
 
-// TestMeshNames: the names the harness watches for (the split's route and
-// backend cluster, each Service's EDS resource) are the ones the real
-// translator produces for the mesh the harness creates.
+// TestMeshNames: the names the harness watches for (the split's backend
+// cluster, found in whichever route configuration carries it, and each
+// Service's EDS resource) are the ones the real translator produces for
+// the mesh the harness creates, with the split between global and
+// global-next and with splits among the port-80 Services.
 func TestMeshNames(t *testing.T) {
-	m := Mesh{Services: 6, Endpoints: 2, Namespaces: 3}
-	o := build(m, 25)
-	in := &translator.Inputs{Namespaces: o.namespaces, Services: o.services, EndpointSlices: o.slices, Pods: o.pods}
-	in.TrafficSplits = append(in.TrafficSplits, o.split)
-	for i, s := range in.Services {
-		s.Spec.ClusterIP = fmt.Sprintf("10.0.0.%d", i+1) // the API server would assign one
-	}
-	mesh := translator.Translate(in).Mesh
-	f := newFleet(m, "t", 1, 1)
-	proxy, err := xds.ParseNode(f.members[0].Node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res := envoy.Build(mesh, proxy.Proxy)
-	var route *routev3.RouteConfiguration
-	for _, r := range res.Routes {
-		if r.Name == GlobalRoute {
-			route = r
+	for _, m := range []Mesh{
+		{Services: 6, Endpoints: 2, Namespaces: 3},
+		{Services: 12, Endpoints: 2, Namespaces: 3, ExportAll: true, Splits: 3, VirtualServices: true},
+	} {
+		o := build(m, 25)
+		in := &translator.Inputs{Namespaces: o.namespaces, Services: o.services, EndpointSlices: o.slices, Pods: o.pods}
+		in.TrafficSplits = append(in.TrafficSplits, o.splits...)
+		for i, s := range in.Services {
+			s.Spec.ClusterIP = fmt.Sprintf("10.0.0.%d", i+1) // the API server would assign one
+		}
+		if m.Splits > 0 && len(o.vss) != m.Splits {
+			t.Errorf("%d VirtualServices for %d splits", len(o.vss), m.Splits)
+		}
+		mesh := translator.Translate(in).Mesh
+		f := newFleet(fleetSpec{mesh: m, flavor: Weft, id: "t", n: 1, groups: 1})
+		proxy, err := xds.ParseNode(f.members[0].Node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := envoy.Build(mesh, proxy.Proxy)
+		weights := 0
+		for _, r := range res.Routes {
+			w, err := clusterWeight(resource(r.Name, r), f.next)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if w >= 0 {
+				weights++
+				if w != 25 {
+					t.Errorf("route %s: the split's weight for %s = %d; want 25", r.Name, f.next, w)
+				}
+			}
+		}
+		if weights == 0 {
+			t.Errorf("%+v: no route configuration splits to %s", m, f.next)
+		}
+		eds := map[string]bool{}
+		for _, e := range res.Endpoints {
+			eds[e.ClusterName] = true
+		}
+		// Group 0 is svc-0's workload in ns-0, which also holds svc-3.
+		for _, i := range []int{0, 3} {
+			if !eds[ClusterName(m, i)] {
+				t.Errorf("no endpoints %s among %v", ClusterName(m, i), eds)
+			}
+		}
+		if eds[ClusterName(m, 1)] != m.ExportAll {
+			t.Errorf("%+v: endpoints of another namespace's Service %s reached the proxy: %t", m, ClusterName(m, 1), eds[ClusterName(m, 1)])
 		}
 	}
-	if route == nil {
-		t.Fatalf("no route configuration %s", GlobalRoute)
+}
+
+// TestIstioSidecarNode: the node is in the form istiod parses as a
+// sidecar (four ~-separated parts, type "sidecar", its address, the Pod
+// and namespace) and carries the metadata istiod places it by.
+func TestIstioSidecarNode(t *testing.T) {
+	n := IstioSidecarNode("svc-3-0", "ns-1", "svc-3", "10.1.0.48", map[string]string{"app": "svc-3"})
+	if want := "sidecar~10.1.0.48~svc-3-0.ns-1~ns-1.svc.cluster.local"; n.Id != want {
+		t.Errorf("id %q, want %q", n.Id, want)
 	}
-	if w, err := clusterWeight(resource(GlobalRoute, route), NextCluster); err != nil || w != 25 {
-		t.Errorf("the split's weight for %s = %d, %v; want 25", NextCluster, w, err)
-	}
-	eds := map[string]bool{}
-	for _, e := range res.Endpoints {
-		eds[e.ClusterName] = true
-	}
-	// Group 0 is svc-0's workload in ns-0, which also holds svc-3.
-	for _, i := range []int{0, 3} {
-		if !eds[ClusterName(m, i)] {
-			t.Errorf("no endpoints %s among %v", ClusterName(m, i), eds)
+	md := n.Metadata.AsMap()
+	for k, want := range map[string]any{"CLUSTER_ID": IstioClusterID, "NAMESPACE": "ns-1", "INSTANCE_IPS": "10.1.0.48",
+		"ISTIO_VERSION": IstioVersion, "LABELS": map[string]any{"app": "svc-3"}} {
+		if got := md[k]; fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("metadata %s = %v, want %v", k, got, want)
 		}
 	}
-	if eds[ClusterName(m, 1)] {
-		t.Errorf("endpoints of another namespace's Service %s reached the proxy", ClusterName(m, 1))
+}
+
+// TestStatCPU: utime and stime are fields 14 and 15, counted after the
+// command's closing parenthesis (a command may contain ") ").
+func TestStatCPU(t *testing.T) {
+	line := "4242 (pilot) discovery) S 1 4242 4242 0 -1 4194560 9000 0 0 0 250 150 0 0 20 0 12 0 100 0 0"
+	if got, err := statCPU(line); err != nil || got != 4 {
+		t.Errorf("statCPU = %v, %v; want 4 (400 ticks)", got, err)
+	}
+	if _, err := statCPU("garbage"); err == nil {
+		t.Error("statCPU took a line without a command")
+	}
+	if cpu, err := procCPU(os.Getpid()); err != nil || cpu < 0 {
+		t.Errorf("procCPU(self) = %v, %v", cpu, err)
 	}
 }
 
@@ -177,6 +270,7 @@ func TestValidate(t *testing.T) {
 		"--fraction":   func(c *Config) { c.Fraction = 0 },
 		"--churn-for":  func(c *Config) { c.ChurnRate = 5 },
 		"--timeout":    func(c *Config) { c.Timeout = 0 },
+		"--splits":     func(c *Config) { c.Splits = 1 },
 	} {
 		c := good
 		bad(&c)
@@ -221,5 +315,42 @@ func TestMemoryWaitsForACollection(t *testing.T) {
 	}
 	if m.afterGC || m.heap != 9000-1000*8 {
 		t.Errorf("memory without a collection = %+v, want the smallest heap in use of 5 samples (1000)", m)
+	}
+}
+
+// TestComparison: the table pairs weft and istiod per proxy count with
+// istiod ÷ weft, and the plot is well-formed SVG with a line per plane
+// and metric.
+func TestComparison(t *testing.T) {
+	rep := &Report{Config: Config{Mesh: Mesh{Services: 10, Endpoints: 2, Namespaces: 2, Splits: 2}, Groups: 4}}
+	for _, n := range []int{4, 8} {
+		for _, p := range []Flavor{Weft, Istiod} {
+			k := 1.0
+			if p == Istiod {
+				k = 3
+			}
+			rep.Fleets = append(rep.Fleets, FleetReport{Plane: p, Proxies: n, ColdStart: Dist{Max: k * float64(n)}, WeightAll: Dist{P99: k},
+				HeapPerProxy: k * 1024, RSSPerProxy: k * 2048, NewService: Dist{P99: k}})
+		}
+	}
+	var table strings.Builder
+	rep.PrintComparison(&table)
+	if got := strings.Count(table.String(), "| weft | istiod | istiod ÷ weft |"); got != 2 {
+		t.Errorf("%d tables, want 2:\n%s", got, table.String())
+	}
+	if !strings.Contains(table.String(), "| weight change → every proxy ACKed, p99 | 1000.0 ms | 3000.0 ms | 3.00× |") {
+		t.Errorf("no weight change row with its ratio:\n%s", table.String())
+	}
+	var svg strings.Builder
+	if err := rep.WritePlot(&svg); err != nil {
+		t.Fatal(err)
+	}
+	var doc struct{ XMLName xml.Name }
+	if err := xml.Unmarshal([]byte(svg.String()), &doc); err != nil || doc.XMLName.Local != "svg" {
+		t.Fatalf("not SVG: %v\n%s", err, svg.String())
+	}
+	// 4 convergence and 2 memory metrics, each for weft and istiod.
+	if got := strings.Count(svg.String(), "<polyline"); got != 12 {
+		t.Errorf("%d lines, want 12", got)
 	}
 }

@@ -36,6 +36,13 @@ type Proxy struct {
 	// tools use it to time when a change arrived. It runs on the stream's
 	// goroutine, so it must be quick.
 	OnAck func(r *discoveryv3.DeltaDiscoveryResponse, acked time.Time)
+	// ByName makes the proxy subscribe as Envoy does: clusters and
+	// listeners as wildcards, endpoints by the names its EDS clusters give
+	// and route configurations by the names its listeners' HTTP connection
+	// managers give (RDS), each subscription following what it holds. A
+	// server that serves EDS and RDS by name only (istiod) needs it;
+	// without it every type is a wildcard.
+	ByName bool
 
 	mu          sync.Mutex
 	versions    map[string]map[string]string // type → name → version held
@@ -76,14 +83,22 @@ func (p *Proxy) Run(ctx context.Context, conn grpc.ClientConnInterface) error {
 	if err != nil {
 		return err
 	}
-	for i, t := range Types {
+	first := true
+	for _, t := range Types {
+		if p.ByName && !isWildcardType(t) {
+			continue // subscribed to once CDS and LDS name them
+		}
 		req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: t, ResourceNamesSubscribe: []string{"*"}}
-		if i == 0 {
-			req.Node = p.Node
+		if first {
+			req.Node, first = p.Node, false
 		}
 		if err := stream.Send(req); err != nil {
 			return err
 		}
+	}
+	var names *followed
+	if p.ByName {
+		names = newFollowed()
 	}
 	for {
 		r, err := stream.Recv()
@@ -127,6 +142,15 @@ func (p *Proxy) Run(ctx context.Context, conn grpc.ClientConnInterface) error {
 		}
 		p.byType[r.TypeUrl]++
 		p.mu.Unlock()
+		// As Envoy: a cluster or listener update first (un)subscribes the
+		// endpoints and routes it names, then is ACKed.
+		if names != nil {
+			for _, req := range names.update(r) {
+				if err := stream.Send(req); err != nil {
+					return err
+				}
+			}
+		}
 		if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce}); err != nil {
 			return err
 		}

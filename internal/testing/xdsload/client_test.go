@@ -177,3 +177,61 @@ func TestKeepReconnects(t *testing.T) {
 		t.Fatal("Keep did not return after its context ended")
 	}
 }
+
+// TestByName: a proxy that subscribes as Envoy does (clusters and
+// listeners as wildcards, endpoints and routes by the names they give)
+// ends up holding the same resources as one that subscribes to every type
+// as a wildcard: an EDS resource for every EDS cluster and every route
+// configuration a listener names.
+func TestByName(t *testing.T) {
+	ads := xds.NewADS(logr.Discard())
+	ads.Update(translator.Translate(testmesh.Generate(testmesh.Options{Services: 10, Namespaces: 2, EndpointsPerService: 3})).Mesh, time.Now())
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	serveOn(t, addr, ads)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	wild, named := newProxy(), newProxy()
+	named.ByName = true
+	for _, p := range []*xdsload.Proxy{wild, named} {
+		go func() { _ = p.Run(ctx, conn) }()
+		if !p.WaitFor(ctx, holdsAll) {
+			t.Fatalf("proxy (ByName %t) never held every type", p.ByName)
+		}
+	}
+	// The named proxy's subscriptions follow its clusters and listeners a
+	// response or two behind: wait until both hold the same names.
+	same := func() bool {
+		for _, typ := range xdsload.Types {
+			w, n := wild.Held(typ), named.Held(typ)
+			if len(w) != len(n) {
+				return false
+			}
+			for k := range w {
+				if _, ok := n[k]; !ok {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	for !same() {
+		select {
+		case <-ctx.Done():
+			for _, typ := range xdsload.Types {
+				t.Errorf("%s: wildcard proxy holds %d, named proxy %d", typ, len(wild.Held(typ)), len(named.Held(typ)))
+			}
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

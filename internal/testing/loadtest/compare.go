@@ -1,0 +1,226 @@
+package loadtest
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"text/template"
+)
+
+// row is one line of the comparison: a name and how to read it from a
+// fleet report, and how to print it.
+type row struct {
+	what   string
+	value  func(FleetReport) float64
+	format func(float64) string
+}
+
+var compareRows = []row{
+	{"all proxies hold a full config (cold start, last proxy)", func(f FleetReport) float64 { return f.ColdStart.Max }, secs},
+	{"… cold start p50", func(f FleetReport) float64 { return f.ColdStart.P50 }, secs},
+	{"… controller CPU during the cold start", func(f FleetReport) float64 { return f.ColdStartCPU }, cpuSecs},
+	{"… streams opened (more than proxies: refused and retried)", func(f FleetReport) float64 { return float64(f.Streams) }, count},
+	{"config per proxy (resource bytes)", func(f FleetReport) float64 { return f.ConfigBytes.Mean }, size},
+	{"… resources per proxy", func(f FleetReport) float64 { return f.Resources.Mean }, count},
+	{"weight change → every proxy ACKed, p50", func(f FleetReport) float64 { return f.WeightAll.P50 }, secs},
+	{"weight change → every proxy ACKed, p99", func(f FleetReport) float64 { return f.WeightAll.P99 }, secs},
+	{"… bytes pushed per proxy per change", func(f FleetReport) float64 { return f.WeightBytes }, size},
+	{"… controller CPU per change", func(f FleetReport) float64 { return f.WeightCPU }, cpuSecs},
+	{"new Service → every proxy has it, p99", func(f FleetReport) float64 { return f.NewService.P99 }, secs},
+	{"endpoint churn, EDS write → ACK p99", func(f FleetReport) float64 { return f.Churn.Latency.P99 }, secs},
+	{"… controller CPU in the churn window", func(f FleetReport) float64 { return f.Churn.CPUSeconds }, cpuSecs},
+	{"live heap per connected proxy", func(f FleetReport) float64 { return f.HeapPerProxy }, size},
+	{"RSS per connected proxy", func(f FleetReport) float64 { return f.RSSPerProxy }, size},
+	{"missed (proxy × change pairs that never converged)", func(f FleetReport) float64 {
+		return float64(f.WeightMissed + f.NewServiceMissed + f.Churn.Missed + f.OnePercent.Missed)
+	}, count},
+}
+
+func cpuSecs(s float64) string { return fmt.Sprintf("%.2f CPU s", s) }
+func count(n float64) string   { return fmt.Sprintf("%.0f", n) }
+
+// pairs returns, per proxy count in order, the weft and istiod reports
+// (either may be nil).
+func (r *Report) pairs() (counts []int, by map[int]map[Flavor]*FleetReport) {
+	by = map[int]map[Flavor]*FleetReport{}
+	for i := range r.Fleets {
+		f := &r.Fleets[i]
+		if by[f.Proxies] == nil {
+			by[f.Proxies] = map[Flavor]*FleetReport{}
+			counts = append(counts, f.Proxies)
+		}
+		p := f.Plane
+		if p == "" {
+			p = Weft
+		}
+		by[f.Proxies][p] = f
+	}
+	slices.Sort(counts)
+	return counts, by
+}
+
+// PrintComparison writes one Markdown table per proxy count: weft,
+// istiod, and istiod ÷ weft (above 1: weft needs less, for every row).
+func (r *Report) PrintComparison(w io.Writer) {
+	counts, by := r.pairs()
+	c := r.Config
+	fmt.Fprintf(w, "mesh: %d Services × %d endpoints in %d namespaces, all on port 80, %d splits, every Service visible to every proxy; each proxy its own workload (%d groups max)\n",
+		c.Services, c.Endpoints, c.Namespaces, c.Splits, c.Groups)
+	for _, n := range counts {
+		wf, is := by[n][Weft], by[n][Istiod]
+		fmt.Fprintf(w, "\n%d proxies\n\n| what | weft | istiod | istiod ÷ weft |\n| --- | ---: | ---: | ---: |\n", n)
+		for _, rw := range compareRows {
+			cell := func(f *FleetReport) string {
+				if f == nil {
+					return "—"
+				}
+				return rw.format(rw.value(*f))
+			}
+			ratio := "—"
+			if wf != nil && is != nil {
+				a, b := rw.value(*wf), rw.value(*is)
+				switch {
+				case a > 0 && b >= 0:
+					ratio = fmt.Sprintf("%.2f×", b/a)
+				case a == 0 && b == 0:
+					ratio = "="
+				}
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %s |\n", rw.what, cell(wf), cell(is), ratio)
+		}
+	}
+}
+
+// series is one line of a plot.
+type series struct {
+	Name, Color, Dash string
+	Points            []point
+}
+
+type point struct {
+	X, Y   float64 // data
+	PX, PY float64 // pixels
+	Label  string
+}
+
+type panel struct {
+	Title, YUnit   string
+	X, Y, W, H     float64
+	Series         []series
+	XTicks, YTicks []tick
+}
+
+type tick struct {
+	P     float64
+	Label string
+}
+
+// WritePlot writes an SVG of convergence (weight change, new Service and
+// churn p99, cold start) and memory (live heap and RSS per proxy)
+// against proxy count, weft solid, istiod dashed.
+func (r *Report) WritePlot(w io.Writer) error {
+	counts, by := r.pairs()
+	type metric struct {
+		name  string
+		color string
+		value func(FleetReport) float64
+	}
+	conv := []metric{
+		{"weight change p99", "#1f77b4", func(f FleetReport) float64 { return f.WeightAll.P99 }},
+		{"new Service p99", "#2ca02c", func(f FleetReport) float64 { return f.NewService.P99 }},
+		{"EDS churn p99", "#d62728", func(f FleetReport) float64 { return f.Churn.Latency.P99 }},
+		{"cold start (all)", "#9467bd", func(f FleetReport) float64 { return f.ColdStart.Max }},
+	}
+	mem := []metric{
+		{"live heap per proxy", "#1f77b4", func(f FleetReport) float64 { return f.HeapPerProxy / 1024 }},
+		{"RSS per proxy", "#ff7f0e", func(f FleetReport) float64 { return f.RSSPerProxy / 1024 }},
+	}
+	build := func(title, unit string, x float64, ms []metric) panel {
+		p := panel{Title: title, YUnit: unit, X: x, Y: 50, W: 400, H: 300}
+		var maxY float64
+		for _, m := range ms {
+			for _, fl := range []Flavor{Weft, Istiod} {
+				s := series{Name: fmt.Sprintf("%s, %s", fl, m.name), Color: m.color}
+				if fl == Istiod {
+					s.Dash = "6,4"
+				}
+				for _, n := range counts {
+					if f := by[n][fl]; f != nil {
+						v := m.value(*f)
+						s.Points = append(s.Points, point{X: float64(n), Y: v})
+						maxY = math.Max(maxY, v)
+					}
+				}
+				if len(s.Points) > 0 {
+					p.Series = append(p.Series, s)
+				}
+			}
+		}
+		if maxY <= 0 {
+			maxY = 1
+		}
+		maxX := 1.0
+		if len(counts) > 0 {
+			maxX = float64(counts[len(counts)-1])
+		}
+		for i := range p.Series {
+			for j := range p.Series[i].Points {
+				pt := &p.Series[i].Points[j]
+				pt.PX = p.X + pt.X/maxX*p.W
+				pt.PY = p.Y + p.H - pt.Y/maxY*p.H
+				pt.Label = fmt.Sprintf("%.3g", pt.Y)
+			}
+		}
+		for _, n := range counts {
+			p.XTicks = append(p.XTicks, tick{P: p.X + float64(n)/maxX*p.W, Label: fmt.Sprint(n)})
+		}
+		for k := 0; k <= 4; k++ {
+			v := maxY * float64(k) / 4
+			p.YTicks = append(p.YTicks, tick{P: p.Y + p.H - float64(k)/4*p.H, Label: fmt.Sprintf("%.3g", v)})
+		}
+		return p
+	}
+	panels := []panel{build("convergence, client side (s)", "s", 70, conv), build("memory per connected proxy (KiB)", "KiB", 590, mem)}
+	c := r.Config
+	title := fmt.Sprintf("weft (solid) vs istiod (dashed): %d Services × %d endpoints, %d splits, every Service visible", c.Services, c.Endpoints, c.Splits)
+	legend := 0
+	for _, p := range panels {
+		legend = max(legend, len(p.Series))
+	}
+	return plotTemplate.Execute(w, map[string]any{"Title": title, "Panels": panels, "Height": 400 + 16*legend})
+}
+
+func polyline(pts []point) string {
+	var b strings.Builder
+	for i, p := range pts {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%.1f,%.1f", p.PX, p.PY)
+	}
+	return b.String()
+}
+
+var plotTemplate = template.Must(template.New("plot").Funcs(template.FuncMap{
+	"polyline": polyline,
+	"add":      func(a, b float64) float64 { return a + b },
+	"legendY":  func(i int) float64 { return 390 + 16*float64(i) },
+}).Parse(`<svg xmlns="http://www.w3.org/2000/svg" width="1060" height="{{.Height}}" font-family="sans-serif" font-size="11">
+<rect width="100%" height="100%" fill="white"/>
+<text x="530" y="22" text-anchor="middle" font-size="14">{{.Title}}</text>
+{{range .Panels}}{{$p := .}}
+<g>
+<text x="{{add .X 200}}" y="{{add .Y -8}}" text-anchor="middle" font-size="12">{{.Title}}</text>
+<line x1="{{.X}}" y1="{{add .Y .H}}" x2="{{add .X .W}}" y2="{{add .Y .H}}" stroke="black"/>
+<line x1="{{.X}}" y1="{{.Y}}" x2="{{.X}}" y2="{{add .Y .H}}" stroke="black"/>
+{{range .XTicks}}<line x1="{{.P}}" y1="{{add $p.Y $p.H}}" x2="{{.P}}" y2="{{add (add $p.Y $p.H) 4}}" stroke="black"/><text x="{{.P}}" y="{{add (add $p.Y $p.H) 16}}" text-anchor="middle">{{.Label}}</text>
+{{end}}{{range .YTicks}}<line x1="{{add $p.X -4}}" y1="{{.P}}" x2="{{add $p.X $p.W}}" y2="{{.P}}" stroke="#ddd"/><text x="{{add $p.X -6}}" y="{{add .P 4}}" text-anchor="end">{{.Label}}</text>
+{{end}}<text x="{{add .X 200}}" y="{{add (add .Y .H) 32}}" text-anchor="middle">simulated proxies</text>
+{{range .Series}}<polyline fill="none" stroke="{{.Color}}" stroke-width="2"{{if .Dash}} stroke-dasharray="{{.Dash}}"{{end}} points="{{polyline .Points}}"/>
+{{$s := .}}{{range .Points}}<circle cx="{{.PX}}" cy="{{.PY}}" r="3" fill="{{$s.Color}}"><title>{{$s.Name}}: {{.Label}} at {{.X}} proxies</title></circle>
+{{end}}{{end}}{{range $i, $s := .Series}}<line x1="{{$p.X}}" y1="{{legendY $i}}" x2="{{add $p.X 24}}" y2="{{legendY $i}}" stroke="{{$s.Color}}" stroke-width="2"{{if $s.Dash}} stroke-dasharray="{{$s.Dash}}"{{end}}/><text x="{{add $p.X 30}}" y="{{add (legendY $i) 4}}">{{$s.Name}}</text>
+{{end}}</g>
+{{end}}</svg>
+`))
