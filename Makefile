@@ -42,8 +42,9 @@ apiserver: ## Build kube-apiserver, etcd and kubectl from Go modules into bin/ (
 	@hack/build-testbins.sh
 
 .PHONY: testbins
-testbins: apiserver ## Also build cert-manager's controllers (for the certificate tests) into bin/.
+testbins: apiserver ## Also build cert-manager's controllers (for the certificate tests) and helm (for the chart's tests) into bin/.
 	@hack/build-cert-manager.sh
+	@hack/build-helm.sh
 
 .PHONY: testdeps
 testdeps: ## Install iptables and iproute2 when running as root and they are missing (weft-init's test).
@@ -61,10 +62,11 @@ bench-peer: ## Build istiod's pilot-discovery from the istio.io/istio module int
 	@hack/build-istiod.sh
 
 .PHONY: generate
-generate: ## Regenerate deepcopy code and CRD YAML from crds/v1alpha1.
+generate: ## Regenerate deepcopy code and CRD YAML from crds/v1alpha1, and the chart's copies of the CRDs and RBAC.
 	$(TOOL) controller-gen object:headerFile=hack/boilerplate.go.txt paths=./crds/...
 	$(TOOL) controller-gen crd paths=./crds/... output:crd:dir=crds
 	hack/gen-kustomization.sh crds
+	hack/gen-chart-files.sh
 
 .PHONY: verify
 verify: ## Fail when generated files are stale, or on gofmt, go vet or go mod tidy drift.

@@ -7,9 +7,9 @@ fail=0
 
 echo "verify: generated code"
 make --no-print-directory generate >/dev/null
-if ! git diff --quiet -- crds || [ -n "$(git ls-files --others --exclude-standard -- crds)" ]; then
+if ! git diff --quiet -- crds charts/weft/files || [ -n "$(git ls-files --others --exclude-standard -- crds charts/weft/files)" ]; then
 	echo "  stale: run 'make generate' and commit:" >&2
-	git status --short -- crds >&2
+	git status --short -- crds charts/weft/files >&2
 	fail=1
 fi
 
@@ -25,7 +25,7 @@ echo "verify: go vet"
 go vet ./... && go -C hack/images vet ./... || fail=1
 
 echo "verify: go mod tidy"
-for m in . hack/tools hack/kube hack/etcd hack/cert-manager hack/images; do
+for m in . hack/tools hack/kube hack/etcd hack/cert-manager hack/images hack/helm; do
 	if ! (cd "$m" && go mod tidy -diff >/dev/null); then
 		echo "  $m/go.mod or go.sum is not tidy: run 'cd $m && go mod tidy'" >&2
 		fail=1

@@ -26,7 +26,7 @@
 // the caBundle and the certificate. The leader leaves the caBundle alone and
 // every replica serves the certificate in the Secret
 // <namespace>/weft-webhook-tls (the Certificate's spec.secretName; see
-// config/webhook/cert-manager), re-read every Resync.
+// config/components/webhook-cert-manager), re-read every Resync.
 //
 // Not done: rotating the webhook CA itself before its 10 years run out
 // (deleting the Secret makes weft create a new CA; webhook calls may fail for

@@ -206,7 +206,7 @@ func TestWebhookServer(t *testing.T) {
 	})
 
 	// With cert-manager: the configuration carries the CA injector
-	// annotation, cert-manager's Certificate (config/webhook/cert-manager)
+	// annotation, cert-manager's Certificate (config/components/webhook-cert-manager)
 	// writes Secret weft-webhook-tls and its CA injector writes caBundle.
 	// The test plays both of cert-manager's parts (cert-manager's issuance
 	// is tested with its real controllers in certs/certmanager): the server

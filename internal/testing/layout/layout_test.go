@@ -32,7 +32,7 @@ var floors = [][]string{
 	{"webhook", "xds"},
 	{"internal/certagent", "internal/cli"},
 	{"internal/controller"},
-	{"internal/testing", "translator/testmesh", "test/e2e", "config"},
+	{"internal/testing", "translator/testmesh", "test/e2e", "config", "charts"},
 	{"cmd", "hack"},
 }
 
