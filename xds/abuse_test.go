@@ -287,7 +287,7 @@ func TestNeverAckingProxyIsBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node("frontend-0.shop", "shop", "frontend"), TypeUrl: resourcev3.RouteType, ResourceNamesSubscribe: []string{"80"}}); err != nil {
+	if err := s.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node("frontend-0.shop", "shop", "frontend"), TypeUrl: resourcev3.RouteType, ResourceNamesSubscribe: []string{"outbound|80||checkout.shop.svc.cluster.local"}}); err != nil {
 		t.Fatal(err)
 	}
 	resps := make(chan *discoveryv3.DeltaDiscoveryResponse, 1000)

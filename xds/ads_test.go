@@ -10,7 +10,9 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
@@ -20,6 +22,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	grpcstatus "google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/weftmesh/weft/dataplane"
@@ -231,10 +234,10 @@ func (c *deltaClient) subscribeReferenced(r *discoveryv3.DeltaDiscoveryResponse)
 		}
 	case resourcev3.ListenerType:
 		typ = resourcev3.RouteType
+		// As Envoy does: the route configurations the listeners'
+		// HTTP connection managers name.
 		for _, res := range r.Resources {
-			if res.Name == "outbound" {
-				names = append(names, "80")
-			}
+			names = append(names, rdsNames(c.t, res.Resource)...)
 		}
 	default:
 		return
@@ -254,6 +257,25 @@ func (c *deltaClient) subscribeReferenced(r *discoveryv3.DeltaDiscoveryResponse)
 			c.t.Fatal(err)
 		}
 	}
+}
+
+// rdsNames are the RDS route configurations a listener's filter chains'
+// HTTP connection managers name.
+func rdsNames(t *testing.T, a *anypb.Any) []string {
+	var l listenerv3.Listener
+	if err := a.UnmarshalTo(&l); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, fc := range append(l.GetFilterChains(), l.GetDefaultFilterChain()) {
+		for _, f := range fc.GetFilters() {
+			var h hcmv3.HttpConnectionManager
+			if f.GetTypedConfig().MessageIs(&h) && f.GetTypedConfig().UnmarshalTo(&h) == nil && h.GetRds() != nil {
+				out = append(out, h.GetRds().GetRouteConfigName())
+			}
+		}
+	}
+	return out
 }
 
 // settle handles responses until the stream is quiet for a moment, and
@@ -287,11 +309,13 @@ func TestDeltaFullConfigThenOnlyWhatChanged(t *testing.T) {
 	other.settle()
 
 	// A full, consistent configuration: the shop proxy holds both checkout
-	// clusters with their endpoints, the listeners, and route "80".
+	// clusters with their endpoints, the listeners, and the route
+	// configurations their chains name: port 80's for other addresses and
+	// each checkout Service's own (docs/design/090).
 	for typ, want := range map[string][]string{
 		resourcev3.ClusterType:  {"outbound|80||checkout-v2.shop.svc.cluster.local", "outbound|80||checkout.shop.svc.cluster.local"},
 		resourcev3.EndpointType: {"outbound|80||checkout-v2.shop.svc.cluster.local", "outbound|80||checkout.shop.svc.cluster.local"},
-		resourcev3.RouteType:    {"80"},
+		resourcev3.RouteType:    {"80", "outbound|80||checkout-v2.shop.svc.cluster.local", "outbound|80||checkout.shop.svc.cluster.local"},
 		resourcev3.ListenerType: {"inbound", "outbound", "readiness", "stats"},
 	} {
 		got := names(shop.have[typ], "outbound|")
@@ -379,7 +403,7 @@ func TestNackIsAnsweredOnceAndReported(t *testing.T) {
 	}
 	ref := ir.PolicyRef{Kind: "TrafficSplit", Namespace: "shop", Name: "checkout", Generation: 40}
 	st := ads.PolicyState(ref)
-	if st.Affected != 1 || st.Rejected != 1 || st.Message != "proxy frontend-0.shop rejected RouteConfiguration 80: test rejects this" || st.Programmed() {
+	if st.Affected != 1 || st.Rejected != 1 || st.Message != "proxy frontend-0.shop rejected RouteConfiguration outbound|80||checkout.shop.svc.cluster.local: test rejects this" || st.Programmed() {
 		t.Fatalf("policy state after a NACK = %+v, want 1 affected, 1 rejected with the proxy's message", st)
 	}
 	p := ads.Proxies()[0]

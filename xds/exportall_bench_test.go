@@ -78,7 +78,7 @@ func BenchmarkExportAll(b *testing.B) {
 	}
 	waitAll(b, proxies, func(_ *xdsload.Proxy, v map[string]map[string]string) bool {
 		return len(v[resourcev3.EndpointType]) >= 2000
-	}, "8000")
+	}, globalRoute)
 	b.Logf("connect: %d groups hold 2,000 Services each after %v", groups, time.Since(start).Round(time.Millisecond))
 
 	report := func(b *testing.B, builds0, patches0 uint64) {
@@ -94,13 +94,13 @@ func BenchmarkExportAll(b *testing.B) {
 			mesh = translator.Translate(in(w)).Mesh
 			old := map[*xdsload.Proxy]string{}
 			for _, p := range proxies {
-				old[p] = p.Held(resourcev3.RouteType)["8000"]
+				old[p] = p.Held(resourcev3.RouteType)[globalRoute]
 			}
 			b.StartTimer()
 			ads.Update(mesh, time.Now())
 			waitAll(b, proxies, func(p *xdsload.Proxy, v map[string]map[string]string) bool {
-				return v[resourcev3.RouteType]["8000"] != old[p]
-			}, "8000")
+				return v[resourcev3.RouteType][globalRoute] != old[p]
+			}, globalRoute)
 		}
 		b.StopTimer()
 		report(b, builds0, patches0)
@@ -130,7 +130,7 @@ func BenchmarkExportAll(b *testing.B) {
 			mesh = next
 			waitAll(b, proxies, func(p *xdsload.Proxy, v map[string]map[string]string) bool {
 				return v[resourcev3.EndpointType][name] != old[p]
-			}, "8000")
+			}, globalRoute)
 		}
 		b.StopTimer()
 		report(b, builds0, patches0)

@@ -28,6 +28,10 @@ import (
 	"github.com/weftmesh/weft/xds"
 )
 
+// globalRoute is the route configuration of the global split's root
+// Service port (docs/design/090).
+const globalRoute = "outbound|8000||global.shared.svc.cluster.local"
+
 // loadMesh is 1,000 Services in 100 namespaces (10 endpoints each, a split
 // on 10%), plus one Service exported to every namespace with a split whose
 // weight w the benchmark changes: a change every proxy depends on.
@@ -79,7 +83,7 @@ func BenchmarkConvergence(b *testing.B) {
 				proxies[i] = &xdsload.Proxy{Node: &corev3.Node{Id: fmt.Sprintf("p-%d.%s", i, ns), Metadata: md}}
 				go func(p *xdsload.Proxy) { _ = p.Run(ctx, conn) }(proxies[i])
 			}
-			waitAll(b, proxies, func(*xdsload.Proxy, map[string]map[string]string) bool { return true }, "8000")
+			waitAll(b, proxies, func(*xdsload.Proxy, map[string]map[string]string) bool { return true }, globalRoute)
 			runtime.GC()
 			var after runtime.MemStats
 			runtime.ReadMemStats(&after)
@@ -96,13 +100,13 @@ func BenchmarkConvergence(b *testing.B) {
 				mesh := translator.Translate(loadMesh(w)).Mesh
 				old := map[*xdsload.Proxy]string{}
 				for _, p := range proxies {
-					p.WaitFor(ctx, func(v map[string]map[string]string) bool { old[p] = v[resourcev3.RouteType]["8000"]; return true })
+					p.WaitFor(ctx, func(v map[string]map[string]string) bool { old[p] = v[resourcev3.RouteType][globalRoute]; return true })
 				}
 				b.StartTimer()
 				ads.Update(mesh, time.Now())
 				waitAll(b, proxies, func(p *xdsload.Proxy, v map[string]map[string]string) bool {
-					return v[resourcev3.RouteType]["8000"] != old[p]
-				}, "8000")
+					return v[resourcev3.RouteType][globalRoute] != old[p]
+				}, globalRoute)
 			}
 			b.StopTimer()
 			var bytes1 int
@@ -259,7 +263,7 @@ func BenchmarkOnePercentChange(b *testing.B) {
 		}
 		go func(p *xdsload.Proxy) { _ = p.Run(ctx, conn) }(proxies[i])
 	}
-	waitAll(b, proxies, func(*xdsload.Proxy, map[string]map[string]string) bool { return true }, "8000")
+	waitAll(b, proxies, func(*xdsload.Proxy, map[string]map[string]string) bool { return true }, globalRoute)
 	totals := func() (responses, bytes int) {
 		settle(proxies)
 		for _, p := range proxies {
@@ -277,13 +281,16 @@ func BenchmarkOnePercentChange(b *testing.B) {
 		mesh := translator.Translate(weighted(w)).Mesh
 		old := map[*xdsload.Proxy]string{}
 		for _, p := range affected {
-			p.WaitFor(ctx, func(v map[string]map[string]string) bool { old[p] = v[resourcev3.RouteType]["80"]; return true })
+			p.WaitFor(ctx, func(v map[string]map[string]string) bool {
+				old[p] = v[resourcev3.RouteType]["outbound|80||svc-0.ns-0.svc.cluster.local"]
+				return true
+			})
 		}
 		b.StartTimer()
 		ads.Update(mesh, time.Now())
 		waitAll(b, affected, func(p *xdsload.Proxy, v map[string]map[string]string) bool {
-			return v[resourcev3.RouteType]["80"] != old[p]
-		}, "80")
+			return v[resourcev3.RouteType]["outbound|80||svc-0.ns-0.svc.cluster.local"] != old[p]
+		}, "outbound|80||svc-0.ns-0.svc.cluster.local")
 	}
 	b.StopTimer()
 	r1, bytes1 := totals()
@@ -347,6 +354,7 @@ func waitSynced(t *testing.T, ads *xds.ADS, n int) {
 // which did not depend on it before, and nobody else.
 func TestPolicyChangeRebuildsOnlyDependents(t *testing.T) {
 	const namespaces = 10
+	const svc3Route = "outbound|80||svc-3.ns-3.svc.cluster.local"
 	weighted := func(w int32, extra ...*corev1.Service) *translator.Inputs {
 		in := testmesh.Generate(testmesh.Options{Services: 100, Namespaces: namespaces, EndpointsPerService: 3})
 		in.TrafficSplits = append(in.TrafficSplits, &v1alpha1.TrafficSplit{
@@ -399,18 +407,23 @@ func TestPolicyChangeRebuildsOnlyDependents(t *testing.T) {
 		}
 	}
 
-	// 1. The split's weight: only ns-3's group routes to svc-3.
+	// 1. The split's weight: only ns-3's group routes to svc-3, and it
+	// receives svc-3's route configuration alone (docs/design/090).
+	rdsBytes := proxies[3].Stats().BytesByType[resourcev3.RouteType]
 	var oldRoute string
-	proxies[3].WaitFor(ctx, func(v map[string]map[string]string) bool { oldRoute = v[resourcev3.RouteType]["80"]; return true })
+	proxies[3].WaitFor(ctx, func(v map[string]map[string]string) bool { oldRoute = v[resourcev3.RouteType][svc3Route]; return true })
 	before, builds := responses(), ads.Builds()
 	ads.Update(translator.Translate(weighted(20)).Mesh, time.Now())
 	if got := ads.Builds() - builds; got != 1 {
 		t.Errorf("a weight change rebuilt %d groups, want 1", got)
 	}
-	if !proxies[3].WaitFor(ctx, func(v map[string]map[string]string) bool { return v[resourcev3.RouteType]["80"] != oldRoute }) {
+	if !proxies[3].WaitFor(ctx, func(v map[string]map[string]string) bool { return v[resourcev3.RouteType][svc3Route] != oldRoute }) {
 		t.Fatal("the dependent proxy never received the new weight")
 	}
 	onlyOne(before, 3, 1) // its routes
+	if got := proxies[3].Stats().BytesByType[resourcev3.RouteType] - rdsBytes; got > 2048 {
+		t.Errorf("the weight change sent %d bytes of routes, want svc-3's route configuration alone (at most 2 KB)", got)
+	}
 
 	// 2. A new Service in ns-5, visible there only: ns-5's group never
 	// depended on it, but it is in its scope. Every other sidecar refuses
@@ -449,4 +462,77 @@ func TestPolicyChangeRebuildsOnlyDependents(t *testing.T) {
 		t.Errorf("an unchanged model rebuilt %d groups", got)
 	}
 	onlyOne(before, 5, 0)
+}
+
+// TestSplitChangeSendsOneServiceRoutes: every Service exported everywhere
+// and all on port 80 (issue 14's setup, smaller): a split's weight change
+// reaches every proxy as one RDS response holding the root Service port's
+// route configuration alone, at most 2 KB, and nothing else — no listener,
+// no other Service's virtual hosts (docs/design/090).
+func TestSplitChangeSendsOneServiceRoutes(t *testing.T) {
+	const namespaces = 5
+	weighted := func(w int32) *translator.Inputs {
+		in := testmesh.Generate(testmesh.Options{Services: 500, Namespaces: namespaces, EndpointsPerService: 2, SplitEvery: 10, ExportAll: true})
+		for _, ts := range in.TrafficSplits {
+			if ts.Namespace == testmesh.Namespace(0) && ts.Name == "svc-0" {
+				ts.Generation = int64(w)
+				ts.Spec.Backends[0].Weight = &[]int32{100 - w}[0]
+				ts.Spec.Backends[1].Weight = &w
+			}
+		}
+		return in
+	}
+	const route = "outbound|80||svc-0.ns-0.svc.cluster.local"
+	ads := xds.NewADS(logr.Discard())
+	ads.Update(translator.Translate(weighted(10)).Mesh, time.Now())
+	conn, err := grpc.NewClient(serve(t, ads), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	proxies := make([]*xdsload.Proxy, namespaces)
+	for i := range proxies {
+		ns := testmesh.Namespace(i)
+		md, _ := structpb.NewStruct(map[string]any{dataplane.MetaNamespace: ns, dataplane.MetaServiceAccount: "sa",
+			dataplane.MetaLabels: map[string]any{"app": fmt.Sprintf("svc-%d", i)}})
+		proxies[i] = &xdsload.Proxy{Node: &corev3.Node{Id: "p." + ns, Metadata: md}}
+		go func(p *xdsload.Proxy) { _ = p.Run(ctx, conn) }(proxies[i])
+	}
+	waitSynced(t, ads, namespaces)
+	old := make([]string, len(proxies))
+	before := make([]xdsload.Stats, len(proxies))
+	for i, p := range proxies {
+		p.WaitFor(ctx, func(v map[string]map[string]string) bool { old[i] = v[resourcev3.RouteType][route]; return true })
+		before[i] = p.Stats()
+		if old[i] == "" {
+			t.Fatalf("proxy of %s does not hold %s", testmesh.Namespace(i), route)
+		}
+		if n := len(p.Held(resourcev3.RouteType)); n != 500+1 {
+			t.Errorf("proxy of %s holds %d route configurations, want one per Service and port 80's", testmesh.Namespace(i), n)
+		}
+	}
+	ads.Update(translator.Translate(weighted(30)).Mesh, time.Now())
+	for i, p := range proxies {
+		if !p.WaitFor(ctx, func(v map[string]map[string]string) bool { return v[resourcev3.RouteType][route] != old[i] }) {
+			t.Fatalf("proxy of %s never received the new weight", testmesh.Namespace(i))
+		}
+	}
+	waitSynced(t, ads, namespaces)
+	time.Sleep(300 * time.Millisecond) // give a wrong push the chance to show
+	for i, p := range proxies {
+		after := p.Stats()
+		if got := after.Responses - before[i].Responses; got != 1 {
+			t.Errorf("proxy of %s received %d responses, want 1 (the route); by type since it connected: %v", testmesh.Namespace(i), got, after.ByType)
+		}
+		if got := after.BytesByType[resourcev3.RouteType] - before[i].BytesByType[resourcev3.RouteType]; got > 2048 {
+			t.Errorf("proxy of %s received %d bytes of routes, want at most 2 KB", testmesh.Namespace(i), got)
+		} else if i == 0 {
+			t.Logf("a split's weight change: %d bytes of routes per proxy", got)
+		}
+		if after.BytesByType[resourcev3.ListenerType] != before[i].BytesByType[resourcev3.ListenerType] {
+			t.Errorf("proxy of %s received listeners for a weight change", testmesh.Namespace(i))
+		}
+	}
 }

@@ -49,7 +49,7 @@ func TestAnonymousProxiesDoNotWritePolicyStatus(t *testing.T) {
 	if len(st.Message) > xds.MaxNackMessageBytes+512 {
 		t.Errorf("the NACK message in policy status is %d bytes (the proxy sent %d); want at most %d + attribution", len(st.Message), len(huge), xds.MaxNackMessageBytes)
 	}
-	for _, want := range []string{"frontend-0.shop", "RouteConfiguration", "80", "truncated"} {
+	for _, want := range []string{"frontend-0.shop", "RouteConfiguration", "outbound|80||checkout.shop.svc.cluster.local", "truncated"} {
 		if !strings.Contains(st.Message, want) {
 			t.Errorf("NACK message %.300q does not name %q (which proxy, which resource)", st.Message, want)
 		}

@@ -122,11 +122,11 @@ func TestProgrammedAcrossReplicas(t *testing.T) {
 
 	t.Run("the non-leader's proxy holds Programmed until it ACKs", func(t *testing.T) {
 		holdB.Store(true)
-		routeA := proxyA.Held(resourcev3.RouteType)["80"]
+		routeA := proxyA.Held(resourcev3.RouteType)[checkoutRoute]
 		patchSplit(ctx, t, env, 50, 50) // generation 2
 		wctx, wcancel := context.WithTimeout(ctx, 2*time.Minute)
 		defer wcancel()
-		if !proxyA.WaitFor(wctx, func(v map[string]map[string]string) bool { return v[resourcev3.RouteType]["80"] != routeA }) {
+		if !proxyA.WaitFor(wctx, func(v map[string]map[string]string) bool { return v[resourcev3.RouteType][checkoutRoute] != routeA }) {
 			t.Fatal("the leader's proxy never received generation 2")
 		}
 		select {

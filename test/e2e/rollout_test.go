@@ -24,6 +24,10 @@ import (
 // TrafficSplit, and `kubectl wait --for=condition=Programmed` returns once
 // the connected proxies (simulated Envoys on real Delta xDS streams) have
 // ACKed it; a weight change does the same for the new generation.
+// checkoutRoute is the route configuration of the checkout Service's port
+// 80, which carries its split (docs/design/090).
+const checkoutRoute = "outbound|80||checkout.shop.svc.cluster.local"
+
 func TestRolloutGate(t *testing.T) {
 	env := testenv.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -78,8 +82,8 @@ func TestRolloutGate(t *testing.T) {
 	}
 	wctx, wcancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer wcancel()
-	if !proxy.WaitFor(wctx, func(v map[string]map[string]string) bool { return v[resourcev3.RouteType]["80"] != "" }) {
-		t.Fatal("the proxy never received route 80")
+	if !proxy.WaitFor(wctx, func(v map[string]map[string]string) bool { return v[resourcev3.RouteType][checkoutRoute] != "" }) {
+		t.Fatal("the proxy never received checkout's route configuration")
 	}
 	wait("first rollout step")
 	// The debug endpoint shows the proxy, in sync.

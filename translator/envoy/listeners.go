@@ -97,9 +97,11 @@ func podFamilies(ips []string) (v4, v6 bool) {
 
 // outboundListener captures the workload's outgoing connections (weft-init
 // redirects them to OutboundPort) and sends each by its original
-// destination: one filter chain per HTTP port number, routed by Host through
-// RDS, and one per TCP Service port, matched by cluster IP. Anything else
-// passes through, or is refused in RegistryOnly mode.
+// destination: one filter chain per Service port, matched by its cluster
+// IPs — HTTP ones with their own route configuration by RDS (destChain),
+// TCP ones straight to their cluster — and one per HTTP port number for
+// other addresses, routed by Host. Anything else passes through, or is
+// refused in RegistryOnly mode.
 func (v *view) outboundListener() *listenerv3.Listener {
 	l := &listenerv3.Listener{
 		Name:             dataplane.OutboundListener,
@@ -127,15 +129,22 @@ func (v *view) outboundListener() *listenerv3.Listener {
 					// still routes other Hosts.
 					l.FilterChains = append(l.FilterChains, v.headlessChains(svc, port, claimed)...)
 				}
+				if byDestination(svc, port) {
+					if fc := v.destChain(svc, port, claimed); fc != nil {
+						l.FilterChains = append(l.FilterChains, fc)
+					}
+				}
 				if !httpPorts[port.Port] {
 					httpPorts[port.Port] = true
 					l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
 						Name: fmt.Sprintf("outbound|http|%d", port.Port),
+						// Any address no Service chain of the port
+						// matches (destChain), routed by Host.
+						//
 						// Only what http_inspector recognises as HTTP: other
 						// bytes to the same port number (raw TCP, TLS, a
-						// server-first protocol) to an address that is no
-						// HTTP Service's pass through as TCP instead of
-						// being reset by the HTTP manager (new-1).
+						// server-first protocol) pass through as TCP instead
+						// of being reset by the HTTP manager (new-1).
 						FilterChainMatch: &listenerv3.FilterChainMatch{
 							DestinationPort:      wrapperspb.UInt32(uint32(port.Port)),
 							ApplicationProtocols: []string{"http/1.1", "h2c"},
@@ -187,6 +196,47 @@ func (v *view) outboundListener() *listenerv3.Listener {
 		Filters: []*listenerv3.Filter{v.tcpProxy("outbound_unknown", []ir.Backend{{Weight: 1}}, fallback)},
 	}
 	return l
+}
+
+// destChain is the HTTP filter chain of a Service port reached by its
+// cluster IPs (docs/design/090): matched by the port, the Service's
+// addresses of both families and the HTTP that http_inspector recognised,
+// its HTTP connection manager asks RDS for the port's own route
+// configuration (destRoute). Its content depends on the Service's
+// addresses and port and on mesh-wide settings only, so it stays the same
+// while the Service's routes change, and while other Services come and go
+// (Envoy then keeps its connections: a listener update drains only the
+// chains that changed). Other bytes to the same address and port find no
+// chain below the Service's prefix and take the default chain, as they
+// did when HTTP chains matched by port alone; Envoy does not fall back to
+// the port's chain for any address. Stats keep the port's prefix
+// (outbound_80), shared with the port's chain: the Service is in the
+// route and cluster stats. nil when another chain already claims every
+// address.
+func (v *view) destChain(svc *ir.Service, port *ir.Port, claimed map[netip.Prefix]map[int32]bool) *listenerv3.FilterChain {
+	var ranges []*corev3.CidrRange
+	for _, p := range tcpPrefixes(svc, port) {
+		if claimed[p] == nil {
+			claimed[p] = map[int32]bool{}
+		}
+		if claimed[p][port.Port] {
+			continue
+		}
+		claimed[p][port.Port] = true
+		ranges = append(ranges, &corev3.CidrRange{AddressPrefix: p.Addr().String(), PrefixLen: wrapperspb.UInt32(uint32(p.Bits()))})
+	}
+	if len(ranges) == 0 {
+		return nil
+	}
+	return &listenerv3.FilterChain{
+		Name: fmt.Sprintf("outbound|http|%d||%s", port.Port, svc.Key.Hostname()),
+		FilterChainMatch: &listenerv3.FilterChainMatch{
+			DestinationPort:      wrapperspb.UInt32(uint32(port.Port)),
+			PrefixRanges:         ranges,
+			ApplicationProtocols: []string{"http/1.1", "h2c"},
+		},
+		Filters: []*listenerv3.Filter{v.hcm(fmt.Sprintf("outbound_%d", port.Port), destRouteName(svc, port), nil, outbound)},
+	}
 }
 
 // httpInspectorOn runs http_inspector on connections to the HTTP port

@@ -16,11 +16,23 @@ import (
 	"github.com/weftmesh/weft/translator/ir"
 )
 
-// routeConfigs builds one RouteConfiguration per outbound HTTP port number,
-// named after the port (as Istio does): the outbound listener's filter chain
-// for that port asks for it by RDS.
+// routeConfigs builds the outbound route configurations (docs/design/090):
+//
+//   - one per HTTP port of each Service with a cluster IP, named like its
+//     cluster (destRouteName), with one virtual host for every Host: the
+//     outbound listener's chain for that Service port matches the
+//     Service's addresses, so the destination address, not the Host,
+//     chose the Service (as kube-proxy would). Nothing in it reads the
+//     proxy, so proxies share it; a TrafficSplit or retry change re-sends
+//     that one configuration, not every virtual host of the port;
+//   - one per HTTP port number, named after the port: the port's chain
+//     for any other address (a pod, something outside the cluster) routes
+//     by Host the Services without a cluster IP (headless) and, for any
+//     other Host, passes the request through to where it was going, or
+//     answers 502 under RegistryOnly.
 func (v *view) routeConfigs() []*routev3.RouteConfiguration {
 	byPort := map[int32]*routev3.RouteConfiguration{}
+	var out []*routev3.RouteConfiguration
 	for _, svc := range v.outbound {
 		for _, port := range svc.Ports {
 			if !port.Protocol.IsHTTP() {
@@ -31,10 +43,13 @@ func (v *view) routeConfigs() []*routev3.RouteConfiguration {
 				rc = &routev3.RouteConfiguration{Name: routeConfigName(port.Port), ValidateClusters: wrapperspb.Bool(false)}
 				byPort[port.Port] = rc
 			}
+			if byDestination(svc, port) {
+				out = append(out, v.sharedDestRoute(svc, port))
+				continue
+			}
 			rc.VirtualHosts = append(rc.VirtualHosts, v.sharedVirtualHost(svc, port))
 		}
 	}
-	var out []*routev3.RouteConfiguration
 	for _, rc := range byPort {
 		rc.VirtualHosts = append(rc.VirtualHosts, v.unknownHost())
 		out = append(out, rc)
@@ -42,7 +57,41 @@ func (v *view) routeConfigs() []*routev3.RouteConfiguration {
 	return out
 }
 
+// routeConfigName names a port's route configuration for addresses no
+// Service chain matches (as Istio names its per-port ones).
 func routeConfigName(port int32) string { return strconv.Itoa(int(port)) }
+
+// byDestination says whether the outbound listener gives a Service port
+// its own HTTP filter chain, matched by the Service's cluster IPs, and so
+// its own route configuration: every HTTP port of a Service with a cluster
+// IP but the capture port (whose connections the listener closes).
+func byDestination(svc *ir.Service, port *ir.Port) bool {
+	return port.Protocol.IsHTTP() && !svc.Headless && len(svc.ClusterIPs) > 0 && port.Port != dataplane.OutboundPort
+}
+
+// destRouteName is the route configuration of one Service port reached by
+// its address: the name of its cluster, which stays the same whatever its
+// routes say, so the listener that names it does not change when they do.
+func destRouteName(svc *ir.Service, port *ir.Port) string {
+	return ir.ClusterName(svc.Key, port.Port)
+}
+
+// destRoute is the route configuration of a Service port reached by its
+// address. Any Host goes to the Service: the connection was addressed to
+// it, and without the mesh it would reach it whatever the Host said (a
+// client that sends its public name, or an IP, as Host). It reads nothing
+// of the proxy.
+func destRoute(svc *ir.Service, port *ir.Port) *routev3.RouteConfiguration {
+	return &routev3.RouteConfiguration{
+		Name:             destRouteName(svc, port),
+		ValidateClusters: wrapperspb.Bool(false),
+		VirtualHosts: []*routev3.VirtualHost{{
+			Name:    svc.Key.Hostname() + ":" + strconv.Itoa(int(port.Port)),
+			Domains: []string{"*"},
+			Routes:  routes(port),
+		}},
+	}
+}
 
 // virtualHost routes one Service port. It reads of the proxy only whether
 // it is in the Service's namespace (domains), so proxies share it (Shared).

@@ -25,9 +25,12 @@ import (
 //   - a sidecar's outbound listener: of the outbound list, the model, and
 //     two things of the proxy — the tracing service name (service account
 //     and namespace, only when tracing is on) and its pod's IP families;
-//   - one Service port's virtual host (sidecars) or route configuration
-//     and API listeners (gRPC): of the port, and of whether the proxy is in
-//     the Service's namespace (which adds the bare name).
+//   - a sidecar's route configuration of one Service port reached by its
+//     cluster IP (destRoute): of the port alone;
+//   - one Service port's virtual host (sidecars, Services without a
+//     cluster IP) or route configuration and API listeners (gRPC): of the
+//     port, and of whether the proxy is in the Service's namespace (which
+//     adds the bare name).
 //
 // These are built once per distinct key and shared: proxies of different
 // workloads in one namespace, or in any namespace when every Service is
@@ -46,13 +49,14 @@ type Shared struct {
 	mu     sync.Mutex
 	views  map[uint64][]*viewEntry // by hash of kind and outbound list
 	vhosts map[portKey]*routev3.VirtualHost
+	dests  map[*ir.Port]*routev3.RouteConfiguration
 	grpc   map[portKey]*grpcPort
 }
 
 // NewShared starts building proxies' configurations from mesh.
 func NewShared(mesh *ir.Mesh) *Shared {
 	return &Shared{mesh: mesh, views: map[uint64][]*viewEntry{},
-		vhosts: map[portKey]*routev3.VirtualHost{}, grpc: map[portKey]*grpcPort{}}
+		vhosts: map[portKey]*routev3.VirtualHost{}, dests: map[*ir.Port]*routev3.RouteConfiguration{}, grpc: map[portKey]*grpcPort{}}
 }
 
 // Mesh is the model s builds from.
@@ -195,6 +199,15 @@ func (v *view) sharedVirtualHost(svc *ir.Service, port *ir.Port) *routev3.Virtua
 	}
 	k := portKey{svc, port, svc.Key.Namespace == v.proxy.Namespace}
 	return memo(&v.shared.mu, v.shared.vhosts, k, func() *routev3.VirtualHost { return v.virtualHost(svc, port) })
+}
+
+// sharedDestRoute is destRoute, once per port when v has a Shared: every
+// proxy that reaches the port holds the same message.
+func (v *view) sharedDestRoute(svc *ir.Service, port *ir.Port) *routev3.RouteConfiguration {
+	if v.shared == nil {
+		return destRoute(svc, port)
+	}
+	return memo(&v.shared.mu, v.shared.dests, port, func() *routev3.RouteConfiguration { return destRoute(svc, port) })
 }
 
 // sharedGRPCPort is grpcPort, once per port and locality when v has a

@@ -106,8 +106,9 @@ func variants(p dataplane.Proxy) []dataplane.Proxy {
 
 // TestSharedBuildShares: proxies of different namespaces that see the
 // same Services (every Service exported everywhere) share their clusters,
-// endpoints and outbound listener, and the virtual hosts of the Services
-// outside their namespaces; their own parts are their own.
+// endpoints and outbound listener, and every Service port's route
+// configuration, their own namespace's included (it routes any Host:
+// docs/design/090); their own parts are their own.
 func TestSharedBuildShares(t *testing.T) {
 	in := testmesh.Generate(testmesh.Options{Services: 30, Namespaces: 3, EndpointsPerService: 2, ExportAll: true})
 	s := envoy.NewShared(translator.Translate(in).Mesh)
@@ -124,16 +125,15 @@ func TestSharedBuildShares(t *testing.T) {
 			out["listener "+l.Name] = l
 		}
 		for _, rc := range r.Routes {
-			for _, vh := range rc.VirtualHosts {
-				out["vhost "+vh.Name] = vh
-			}
+			out["route "+rc.Name] = rc
 		}
 		return out
 	}
 	x, y := byName(a), byName(b)
 	for _, name := range []string{
 		"cluster outbound|80||svc-2.ns-2.svc.cluster.local", "endpoints outbound|80||svc-2.ns-2.svc.cluster.local",
-		"listener outbound", "vhost svc-2.ns-2.svc.cluster.local:80",
+		"listener outbound", "route outbound|80||svc-2.ns-2.svc.cluster.local",
+		"route outbound|80||svc-0.ns-0.svc.cluster.local",
 	} {
 		if x[name] == nil || x[name] != y[name] {
 			t.Errorf("%s: not shared between proxies of ns-0 and ns-1", name)
@@ -141,7 +141,6 @@ func TestSharedBuildShares(t *testing.T) {
 	}
 	for _, name := range []string{
 		"listener inbound", "cluster inbound|8080||",
-		"vhost svc-0.ns-0.svc.cluster.local:80", // the bare name svc-0 only in ns-0
 	} {
 		if x[name] == nil || x[name] == y[name] {
 			t.Errorf("%s: shared between proxies of ns-0 and ns-1, or missing", name)

@@ -35,11 +35,11 @@ const (
 	ControllerNamespace = "weft-system"
 )
 
-// GlobalRoute is the route configuration (named after the port) that
-// carries the split global, and NextCluster the backend whose weight
-// changes (a mesh without Splits).
+// GlobalRoute is the route configuration (the root Service port's own,
+// named like its cluster: docs/design/090) that carries the split global,
+// and NextCluster the backend whose weight changes (a mesh without Splits).
 var (
-	GlobalRoute = fmt.Sprint(GlobalPort)
+	GlobalRoute = fmt.Sprintf("outbound|%d||%s.%s.svc.cluster.local", GlobalPort, GlobalService, SharedNamespace)
 	NextCluster = fmt.Sprintf("outbound|%d||%s.%s.svc.cluster.local", GlobalPort, NextService, SharedNamespace)
 )
 
