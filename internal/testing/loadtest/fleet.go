@@ -40,7 +40,7 @@ type member struct {
 	markers  map[string][]stamp
 	// newCluster and newRoute: when the proxy first accepted the cluster of
 	// the watched new Service, and a route configuration with a virtual
-	// host for it.
+	// host for it (or, from weft, its own route configuration).
 	newCluster, newRoute time.Time
 	errs                 []error
 	notify               chan struct{}
@@ -171,7 +171,14 @@ func (mb *member) acked(f *fleet, r *discoveryv3.DeltaDiscoveryResponse, at time
 					mb.weights = append(mb.weights, stamp{w, at})
 				}
 			}
-			if watch != nil && mb.newRoute.IsZero() && bytes.Contains(raw, watch.hostBytes) {
+			switch {
+			case watch == nil || !mb.newRoute.IsZero():
+			case res.Name == watch.cluster:
+				// weft: the Service port's own route configuration,
+				// named like its cluster, routes any Host
+				// (docs/design/090).
+				mb.newRoute = at
+			case bytes.Contains(raw, watch.hostBytes):
 				var ok bool
 				if ok, err = hasVirtualHost(res, watch.host); ok {
 					mb.newRoute = at
