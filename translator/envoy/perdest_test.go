@@ -91,3 +91,38 @@ func outboundOf(r *envoy.Resources) *listenerv3.Listener {
 	}
 	return nil
 }
+
+// TestNewServiceKeepsEveryChain: a new HTTP Service adds its own filter
+// chain and route configuration and leaves every other chain of the
+// outbound listener byte for byte the same, so Envoy's filter-chain-only
+// update keeps their connections ("If the new filter chain and the old
+// filter chain is protobuf message equivalent, the corresponding filter
+// chain runtime info survives"), and every other route configuration
+// unchanged.
+func TestNewServiceKeepsEveryChain(t *testing.T) {
+	build := func(n int) *envoy.Resources {
+		in := testmesh.Generate(testmesh.Options{Services: n, Namespaces: 10, EndpointsPerService: 2, ExportAll: true})
+		return envoy.Build(translator.Translate(in).Mesh, proxy(1))
+	}
+	before, after := build(200), build(201)
+	old, next := outboundOf(before), outboundOf(after)
+	chains := byName(next.FilterChains)
+	for _, fc := range old.FilterChains {
+		if !proto.Equal(fc, chains[fc.Name]) {
+			t.Errorf("chain %s changed when another Service came", fc.Name)
+		}
+	}
+	if len(next.FilterChains) != len(old.FilterChains)+1 || chains["outbound|http|80||svc-200.ns-0.svc.cluster.local"] == nil {
+		t.Errorf("%d chains before, %d after; want svc-200's added", len(old.FilterChains), len(next.FilterChains))
+	}
+	if !proto.Equal(old.DefaultFilterChain, next.DefaultFilterChain) || !equalAll(list(old.ListenerFilters), list(next.ListenerFilters)) {
+		t.Error("the listener's default chain or listener filters changed: not a filter-chain-only update")
+	}
+	routes := byName(after.Routes)
+	for _, rc := range before.Routes {
+		if !proto.Equal(rc, routes[rc.Name]) {
+			t.Errorf("route configuration %s changed when another Service came", rc.Name)
+		}
+	}
+	t.Logf("a new Service re-sends the outbound listener: %d bytes with %d Services (%d before)", proto.Size(next), 201, proto.Size(old))
+}
