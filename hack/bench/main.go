@@ -88,8 +88,16 @@ func main() {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	profile := "default"
+	for _, f := range []string{"services", "endpoints", "namespaces", "splits", "proxies", "repeats", "new-services", "churn-rate", "churn-for", "memory-wait"} {
+		if set[f] {
+			profile = "custom" // not comparable with the profile's runs
+		}
+	}
 	if large {
-		profile = "large"
+		profile = strings.Replace(profile, "default", "large", 1)
+		if profile == "custom" {
+			profile = "large-custom"
+		}
 		if !set["services"] {
 			cfg.Services = 5000
 		}
@@ -139,7 +147,7 @@ func run(cfg loadtest.Config, profile, controller, istiod string, weftOnly bool,
 	if err != nil {
 		return err
 	}
-	res := Result{Date: time.Now().UTC().Format(time.RFC3339), Commit: commit(root), Command: strings.Join(os.Args, " "),
+	res := Result{Date: time.Now().UTC().Format(time.RFC3339), Commit: commit(root), Command: strings.Join(append([]string{"go run ./hack/bench"}, os.Args[1:]...), " "),
 		Machine: machine(), Profile: profile, Config: cfg}
 	planes := []loadtest.Plane{{Flavor: loadtest.Weft}}
 	var crds string

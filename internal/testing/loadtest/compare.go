@@ -33,6 +33,8 @@ var compareRows = []row{
 	{"… controller CPU in the churn window", func(f FleetReport) float64 { return f.Churn.CPUSeconds }, cpuSecs},
 	{"live heap per connected proxy", func(f FleetReport) float64 { return f.HeapPerProxy }, size},
 	{"RSS per connected proxy", func(f FleetReport) float64 { return f.RSSPerProxy }, size},
+	{"controller live heap with every proxy connected", func(f FleetReport) float64 { return f.HeapAfter }, size},
+	{"controller RSS with every proxy connected", func(f FleetReport) float64 { return f.RSSAfter }, size},
 	{"missed (proxy × change pairs that never converged)", func(f FleetReport) float64 {
 		return float64(f.WeightMissed + f.NewServiceMissed + f.Churn.Missed + f.OnePercent.Missed)
 	}, count},
@@ -90,6 +92,61 @@ func (r *Report) PrintComparison(w io.Writer) {
 			}
 			fmt.Fprintf(w, "| %s | %s | %s | %s |\n", rw.what, cell(wf), cell(is), ratio)
 		}
+		if wf != nil && is != nil {
+			printTargets(w, n, *wf, *is)
+		}
+	}
+}
+
+// target is one of issue 14's goals, judged on one fleet size.
+type target struct {
+	what string
+	// met says whether it is met, with the numbers that say so; ok is
+	// false when the run cannot judge it.
+	judge func(n int, w, i FleetReport) (met bool, numbers string, ok bool)
+}
+
+// ratioAtLeast: istiod's value ÷ weft's ≥ k.
+func ratioAtLeast(k float64, value func(FleetReport) float64, format func(float64) string) func(int, FleetReport, FleetReport) (bool, string, bool) {
+	return func(_ int, w, i FleetReport) (bool, string, bool) {
+		a, b := value(w), value(i)
+		if a <= 0 || b <= 0 {
+			return false, "", false
+		}
+		return b/a >= k, fmt.Sprintf("weft %s, istiod %s: %.2f×", format(a), format(b), b/a), true
+	}
+}
+
+var targets = []target{
+	{"weight change p99 ≥ 10× faster", ratioAtLeast(10, func(f FleetReport) float64 { return f.WeightAll.P99 }, secs)},
+	{"≤ 2 KB pushed per proxy per weight change", func(_ int, w, _ FleetReport) (bool, string, bool) {
+		return w.WeightBytes <= 2000, "weft " + size(w.WeightBytes), w.WeightAll.N > 0
+	}},
+	{"new Service p99 ≥ 10× faster", ratioAtLeast(10, func(f FleetReport) float64 { return f.NewService.P99 }, secs)},
+	{"churn EDS p99 ≥ 10× faster", ratioAtLeast(10, func(f FleetReport) float64 { return f.Churn.Latency.P99 }, secs)},
+	{"churn CPU ≤ istiod's", func(_ int, w, i FleetReport) (bool, string, bool) {
+		return w.Churn.CPUSeconds <= i.Churn.CPUSeconds, fmt.Sprintf("weft %s, istiod %s", cpuSecs(w.Churn.CPUSeconds), cpuSecs(i.Churn.CPUSeconds)), w.Churn.Changes > 0
+	}},
+	{"cold start ≥ 10× faster", ratioAtLeast(10, func(f FleetReport) float64 { return f.ColdStart.Max }, secs)},
+	{"live heap per proxy ≥ 20× less", ratioAtLeast(20, func(f FleetReport) float64 { return f.HeapPerProxy }, size)},
+	{"RSS ≤ 300 MiB at 500 proxies", func(n int, w, _ FleetReport) (bool, string, bool) {
+		return w.RSSAfter <= 300<<20, "weft " + size(w.RSSAfter), n == 500
+	}},
+}
+
+// printTargets lists issue 14's targets as met or not for one fleet size.
+func printTargets(w io.Writer, n int, wf, is FleetReport) {
+	fmt.Fprintf(w, "\nissue 14's targets at %d proxies:\n\n", n)
+	for _, t := range targets {
+		met, numbers, ok := t.judge(n, wf, is)
+		if !ok {
+			continue
+		}
+		verdict := "not met"
+		if met {
+			verdict = "met"
+		}
+		fmt.Fprintf(w, "- %s: **%s** (%s)\n", t.what, verdict, numbers)
 	}
 }
 

@@ -181,6 +181,7 @@ type FleetReport struct {
 	// heap in use of 5 samples. HeapPerProxy and RSSPerProxy: the growth of
 	// the heap and of process_resident_memory_bytes, per proxy.
 	HeapBefore, HeapAfter     float64
+	RSSAfter                  float64
 	HeapAfterGC               bool
 	HeapPerProxy, RSSPerProxy float64
 	// Weight: a TrafficSplit weight change, from just before the API write
@@ -377,6 +378,7 @@ func (r *runner) fleet(ctx context.Context, index, n int, plane Plane) (*FleetRe
 		return nil, err
 	}
 	fr.HeapBefore, fr.HeapAfter, fr.HeapAfterGC = mem0.heap, mem1.heap, mem0.afterGC && mem1.afterGC
+	fr.RSSAfter = mem1.rss
 	fr.HeapPerProxy, fr.RSSPerProxy = (mem1.heap-mem0.heap)/float64(n), (mem1.rss-mem0.rss)/float64(n)
 	r.say("fleet %d: controller heap %.1f MiB → %.1f MiB (after a collection: %t)", n, mem0.heap/(1<<20), mem1.heap/(1<<20), fr.HeapAfterGC)
 
