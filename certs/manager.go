@@ -91,7 +91,21 @@ type ManagerOptions struct {
 	Log                 logr.Logger
 	// Observer, when set, learns every issue attempt (for metrics).
 	Observer func(provider string, err error)
+	// Admit, when set, is asked before every issue and renewal whether id
+	// may still have a certificate (the controller checks that its
+	// ServiceAccount exists). An error wrapping ErrIdentityGone refuses
+	// it: the current certificate is withdrawn at once (an Event with a
+	// nil Secret) and the identity is asked again after the retry backoff,
+	// in case it comes back. Any other error is a failed issue (retried,
+	// the current certificate served until it expires). SetAdmit changes
+	// it later.
+	Admit func(ctx context.Context, id Identity) error
 }
+
+// ErrIdentityGone is what ManagerOptions.Admit wraps when an identity no
+// longer exists (its ServiceAccount was deleted): no certificate is
+// issued or renewed for it, and the current one is withdrawn.
+var ErrIdentityGone = errors.New("the identity no longer exists")
 
 // Manager keeps one key and certificate per identity that has proxies
 // connected. Acquire when a proxy of an identity connects, Release when it
@@ -112,6 +126,7 @@ type Manager struct {
 
 	mu       sync.Mutex
 	issuer   Issuer
+	admit    func(ctx context.Context, id Identity) error
 	entries  map[Identity]*entry
 	version  uint64
 	subs     map[int]func(Event)
@@ -165,6 +180,7 @@ func NewManager(o ManagerOptions) (*Manager, error) {
 		o:       o,
 		sem:     make(chan struct{}, o.MaxConcurrentIssues),
 		issuer:  o.Issuer,
+		admit:   o.Admit,
 		entries: map[Identity]*entry{},
 		subs:    map[int]func(Event){},
 	}
@@ -276,6 +292,13 @@ func (m *Manager) SetIssuer(iss Issuer) {
 	m.issuer = iss
 }
 
+// SetAdmit replaces ManagerOptions.Admit for every issue from now on.
+func (m *Manager) SetAdmit(admit func(ctx context.Context, id Identity) error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.admit = admit
+}
+
 // RenewAll re-issues every identity now, e.g. after SetIssuer during a root
 // rotation. Each keeps serving its current certificate until the new one
 // arrives.
@@ -311,7 +334,11 @@ func (m *Manager) loop(ctx context.Context, e *entry) {
 			backoff = min(2*backoff, m.o.MaxBackoff)
 			cur := m.current(e)
 			if cur != nil {
-				if left := cur.NotAfter.Sub(now); left <= 0 {
+				if errors.Is(err, ErrIdentityGone) {
+					// Not renewed, and not served any longer either.
+					m.publish(e, nil)
+					cur = nil
+				} else if left := cur.NotAfter.Sub(now); left <= 0 {
 					m.publish(e, nil)
 					cur = nil
 				} else if left < wait {
@@ -349,8 +376,13 @@ func (m *Manager) issue(ctx context.Context, id Identity) (*Secret, error) {
 		return nil, ctx.Err()
 	}
 	m.mu.Lock()
-	iss := m.issuer
+	iss, admit := m.issuer, m.admit
 	m.mu.Unlock()
+	if admit != nil {
+		if err := admit(ctx, id); err != nil {
+			return nil, fmt.Errorf("not issuing a certificate for %s: %w", id, err)
+		}
+	}
 	s, err := m.issueWith(ctx, iss, id)
 	if m.o.Observer != nil && ctx.Err() == nil {
 		m.o.Observer(iss.Name(), err)

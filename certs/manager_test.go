@@ -377,3 +377,48 @@ func TestNewManagerValidates(t *testing.T) {
 		t.Fatal("renewal past the lifetime accepted")
 	}
 }
+
+// TestManagerRefusesRenewalForAGoneIdentity (issue 13, item 3): once
+// Admit says an identity's ServiceAccount is gone, its certificate is not
+// renewed — the issuer is not even asked — and the one it had is withdrawn
+// at once rather than served until it expires; if the ServiceAccount comes
+// back, the next retry issues again.
+func TestManagerRefusesRenewalForAGoneIdentity(t *testing.T) {
+	var gone atomic.Bool
+	h := newHarness(t, 0.5, func(o *certs.ManagerOptions) {
+		o.Admit = func(_ context.Context, id certs.Identity) error {
+			if gone.Load() {
+				return fmt.Errorf("service account %s/%s does not exist: %w", id.Namespace, id.ServiceAccount, certs.ErrIdentityGone)
+			}
+			return nil
+		}
+	})
+	_ = h.m.Acquire(cart)
+	if h.event().Secret == nil {
+		t.Fatal("no certificate while the service account exists")
+	}
+	calls := h.iss.calls.Load()
+
+	gone.Store(true)
+	h.settle(1)
+	h.clk.Step(12 * time.Hour) // renewal time
+	if ev := h.event(); ev.Secret != nil || ev.Identity != cart {
+		t.Fatalf("event %v for %s; want cart's certificate withdrawn", ev.Secret, ev.Identity)
+	}
+	if _, ok := h.m.Get(cart); ok {
+		t.Fatal("the gone identity's certificate is still served")
+	}
+	h.settle(1)
+	h.clk.Step(time.Second) // a retry: still gone
+	h.settle(1)
+	if n := h.iss.calls.Load(); n != calls {
+		t.Fatalf("the issuer was asked %d times for a gone identity", n-calls)
+	}
+	h.noEvent()
+
+	gone.Store(false)
+	h.clk.Step(2 * time.Second)
+	if ev := h.event(); ev.Secret == nil {
+		t.Fatal("no certificate after the service account came back")
+	}
+}

@@ -133,6 +133,21 @@ func (c Chain) authenticate(ctx context.Context, node NodeInfo) (proof, error) {
 type CertificateAuthenticator struct {
 	// Roots returns the mesh's current trust bundle (the roots SDS serves).
 	Roots func() *x509.CertPool
+	// ServiceAccounts, when set, is asked whether the service account the
+	// certificate proves still exists: a workload certificate stays valid
+	// for its lifetime (24 h by default) after its ServiceAccount is
+	// deleted, and must not let its holder reconnect and be served that
+	// identity's renewed keys (issue 13, 073). weft-controller always sets
+	// it. (A certificate names no pod, so there is no pod to check; a
+	// deleted pod's streams end through ADS.PodGone.)
+	ServiceAccounts ServiceAccountChecker
+}
+
+// ServiceAccountChecker says whether a ServiceAccount exists.
+type ServiceAccountChecker interface {
+	// ServiceAccountExists is false with a nil error only when the cluster
+	// is known not to have it; an error means it could not be told.
+	ServiceAccountExists(ctx context.Context, namespace, name string) (bool, error)
 }
 
 // Authenticate implements Authenticator.
@@ -173,6 +188,15 @@ func (a CertificateAuthenticator) authenticate(ctx context.Context, node NodeInf
 	}
 	if claimed := node.Proxy.Identity(node.TrustDomain); proven.String() != claimed {
 		return proof{}, status.Errorf(codes.PermissionDenied, "node %s claims %s but its certificate proves %s", node.ID, claimed, proven)
+	}
+	if a.ServiceAccounts != nil {
+		ok, err := a.ServiceAccounts.ServiceAccountExists(ctx, proven.Namespace, proven.ServiceAccount)
+		if err != nil {
+			return proof{}, status.Errorf(codes.Unavailable, "node %s: cannot tell whether service account %s/%s exists: %v; retry", node.ID, proven.Namespace, proven.ServiceAccount, err)
+		}
+		if !ok {
+			return proof{}, status.Errorf(codes.PermissionDenied, "node %s: service account %s/%s no longer exists: its certificate for %s is refused although it has not expired", node.ID, proven.Namespace, proven.ServiceAccount, proven)
+		}
 	}
 	return proof{method: AuthCertificate, expires: chain[0].NotAfter}, nil
 }

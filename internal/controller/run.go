@@ -141,10 +141,15 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 	// The names sidecars' bootstraps dial (weft-controller.<ns>.svc:15012).
 	svc := "weft-controller." + o.LeaderElectionNamespace
 	dnsNames := []string{svc + ".svc", svc + ".svc.cluster.local", svc, "weft-controller"}
-	_, follower, rotation, err := trust.New(ads, direct, o.LeaderElectionNamespace, translator.DefaultTrustDomain, dnsNames, serving, reports, log.WithName("certs"))
+	certManager, follower, rotation, err := trust.New(ads, direct, o.LeaderElectionNamespace, translator.DefaultTrustDomain, dnsNames, serving, reports, log.WithName("certs"))
 	if err != nil {
 		return err
 	}
+	// A deleted ServiceAccount's identity gets no certificate, and its
+	// still-valid workload certificates authenticate nobody (issue 13,
+	// 075): both look it up in the store's metadata-only informer.
+	serviceAccounts := trust.ServiceAccounts{Reader: mgr.GetCache()}
+	certManager.SetAdmit(serviceAccounts.Admit)
 	// TokenReviews get their own client: client-go's default 5 QPS /
 	// burst 10 made 2,500 sidecars re-authenticating after a leader loss
 	// take about 8 minutes (issue 13), and must not compete with the
@@ -159,7 +164,7 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 		// A workload certificate (proxyless gRPC, from weft agent's files),
 		// verified against the bundle proxies are given now; else a token.
 		ads.SetAuthenticator(xds.Chain{
-			xds.CertificateAuthenticator{Roots: func() *x509.CertPool { return follower.Bundle().Pool() }},
+			xds.CertificateAuthenticator{Roots: func() *x509.CertPool { return follower.Bundle().Pool() }, ServiceAccounts: serviceAccounts},
 			&xds.TokenAuthenticator{Reviews: reviews.AuthenticationV1().TokenReviews()},
 		})
 	} else {
