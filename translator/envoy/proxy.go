@@ -102,6 +102,12 @@ type view struct {
 	refused []refusal
 	// served: the Services that select the proxy's workload.
 	served []ir.ServiceKey
+	// guarded: per namespace, its Services that carry AuthPolicies
+	// (mayReach reads those of the Services sharing a called Service's
+	// pods); consulted: those mayReach read, which the configuration
+	// therefore depends on.
+	guarded   map[string][]*ir.Service
+	consulted map[ir.ServiceKey]bool
 	// mtls is the proxy's namespace mode.
 	mtls ir.MTLSMode
 	// namespaces whose settings the view read (Resources.NamespaceDeps).
@@ -241,29 +247,56 @@ func selects(selector, labels map[string]string) bool {
 	return true
 }
 
-// mayReach is false when the Service's enforced AuthPolicies certainly
-// refuse every request from this proxy's identity, so the proxy need not
-// know the Service at all. It errs towards true: a rule that might match
-// (an IP block, a port or path condition) keeps the Service visible.
+// mayReach is false when the AuthPolicies enforced at the Service's pods
+// certainly refuse every request from this proxy's identity, so the proxy
+// need not know the Service at all. It errs towards true: a rule that might
+// match (an IP block, a port or path condition) keeps the Service visible.
+//
+// A pod's policies are its namespace's and those of every Service that
+// selects it — not only the called Service's (new-7: an Allow attached to
+// a headless Service over the same pods admitted a caller that the
+// Service's own policies did not name). Of another Service T in the same
+// namespace, a Deny or the presence of an Allow counts only when T selects
+// every pod the Service does (T's selector is part of the Service's); an
+// Allow that may admit the caller counts when T may select one of its
+// pods (the selectors do not conflict).
 func (v *view) mayReach(svc *ir.Service) bool {
-	var policies []*ir.AuthPolicy
-	policies = append(policies, svc.AuthPolicies...)
+	certain := append([]*ir.AuthPolicy(nil), svc.AuthPolicies...)
+	var possible []*ir.AuthPolicy
 	if ns := v.mesh.Namespaces[svc.Key.Namespace]; ns != nil {
-		policies = append(policies, ns.AuthPolicies...)
+		certain = append(certain, ns.AuthPolicies...)
+	}
+	for _, t := range v.guardedIn(svc.Key.Namespace) {
+		if t == svc {
+			continue
+		}
+		switch {
+		case selectorWithin(t.Selector, svc.Selector):
+			certain = append(certain, t.AuthPolicies...)
+		case selectorsOverlap(t.Selector, svc.Selector):
+			possible = append(possible, t.AuthPolicies...)
+		default:
+			continue
+		}
+		if v.consulted == nil {
+			v.consulted = map[ir.ServiceKey]bool{}
+		}
+		v.consulted[t.Key] = true
 	}
 	hasAllow, allowed := false, false
-	for _, pol := range policies {
+	for i, pol := range append(certain, possible...) {
+		sure := i < len(certain)
 		if pol.DryRun {
 			continue
 		}
 		for _, r := range pol.Rules {
 			switch pol.Action {
 			case ir.AuthDeny:
-				if v.sourceCertainlyMatches(r) && operationUnrestricted(r) {
+				if sure && v.sourceCertainlyMatches(r) && operationUnrestricted(r) {
 					return false
 				}
 			case ir.AuthAllow:
-				hasAllow = true
+				hasAllow = hasAllow || sure
 				if v.sourceMayMatch(r) {
 					allowed = true
 				}
@@ -271,6 +304,48 @@ func (v *view) mayReach(svc *ir.Service) bool {
 		}
 	}
 	return !hasAllow || allowed
+}
+
+// guardedIn lists the Services of namespace ns that carry AuthPolicies.
+func (v *view) guardedIn(ns string) []*ir.Service {
+	if v.guarded == nil {
+		v.guarded = map[string][]*ir.Service{}
+		for _, s := range v.mesh.Services {
+			if len(s.AuthPolicies) > 0 && len(s.Selector) > 0 {
+				v.guarded[s.Key.Namespace] = append(v.guarded[s.Key.Namespace], s)
+			}
+		}
+	}
+	return v.guarded[ns]
+}
+
+// selectorWithin: every pod that outer selects also has sel's labels (sel's
+// key-value pairs are all in outer), so sel selects it too. Empty
+// selectors select no pod.
+func selectorWithin(sel, outer map[string]string) bool {
+	if len(sel) == 0 || len(outer) == 0 {
+		return false
+	}
+	for k, want := range sel {
+		if got, ok := outer[k]; !ok || got != want {
+			return false
+		}
+	}
+	return true
+}
+
+// selectorsOverlap: some pod could carry both selectors' labels (no key
+// with two values).
+func selectorsOverlap(a, b map[string]string) bool {
+	if len(a) == 0 || len(b) == 0 {
+		return false
+	}
+	for k, av := range a {
+		if bv, ok := b[k]; ok && bv != av {
+			return false
+		}
+	}
+	return true
 }
 
 func (v *view) sourceMayMatch(r ir.AuthRule) bool {
@@ -346,6 +421,9 @@ func (v *view) policies() []ir.PolicyRef {
 func (v *view) deps() []ir.ServiceKey {
 	seen := map[ir.ServiceKey]bool{}
 	for _, k := range v.served {
+		seen[k] = true
+	}
+	for k := range v.consulted {
 		seen[k] = true
 	}
 	for _, svc := range v.outbound {

@@ -87,7 +87,6 @@ func TestNew2_HairpinIgnoresExcludedInboundPorts(t *testing.T) {
 // as w2, and allows ns-1/sa0; ns-1/w0-0 (ns-1/sa0) calling w2 gets 403 from
 // its own sidecar.
 func TestNew7_RefusalIgnoresPoliciesOfTheWorkloadsOtherServices(t *testing.T) {
-	t.Skip("new-7: mayReach judges a Service, not the workloads it selects; remove the skip when fixed")
 	m := Generate(138, Options{})
 	w, err := m.World(false)
 	if err != nil {

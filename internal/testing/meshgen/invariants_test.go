@@ -41,9 +41,6 @@ var knownDefects = map[string]string{
 		"the proxy's own families: a single-stack client is handed endpoints it has no address to reach (only with single-stack pods " +
 		"beside dual-stack ones), and a dual-stack client's call to the IPv6 cluster IP may be carried over IPv4 (and back), " +
 		"so the server's ipBlocks see the client's address of the other family",
-	"new-7": "mayReach (12b's refusal) judges a Service by its own AuthPolicies and its namespace's, but AuthPolicy applies per workload: " +
-		"an Allow policy that targets another Service selecting the same pods (a headless twin) admits the caller, " +
-		"yet the caller's sidecar refuses the call locally with 403",
 }
 
 // invariant names, as issue 12 section 2 numbers them.
@@ -360,10 +357,8 @@ func (m *Mesh) explain(c Case, v sim.Verdict, inv string) []string {
 	}
 	if meshedSrc && c.Service != nil && c.Via == ViaService {
 		if m.refuses(c.Service, c.Source) {
-			// what mayReach concludes from the Service's own policies;
-			// a violation then means the workload's other policies
-			// (through another Service) admit the caller.
-			out = append(out, "12b", "new-7")
+			// what mayReach concludes from the Service's own policies
+			out = append(out, "12b")
 		}
 		// a split's backend Services of another visibility are 12f too
 	}
