@@ -67,6 +67,7 @@ func main() {
 	fs.IntVar(&cfg.Endpoints, "endpoints", 10, "ready endpoints (Pods) per Service")
 	fs.IntVar(&cfg.Namespaces, "namespaces", 10, "namespaces the Services are spread over")
 	fs.IntVar(&cfg.Splits, "splits", 200, "splits among the Services (TrafficSplit for weft, VirtualService for istiod)")
+	fs.BoolVar(&cfg.AltPort, "alt-port", false, "every second Service also listens on port 8080 (two common ports instead of one)")
 	fs.StringVar(&proxies, "proxies", "100,500", "simulated proxies, one fleet per comma-separated count; each proxy its own workload")
 	fs.IntVar(&cfg.Repeats, "repeats", 10, "weight changes to time")
 	fs.IntVar(&cfg.NewServices, "new-services", 3, "new Services to time")
@@ -88,7 +89,7 @@ func main() {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	profile := "default"
-	for _, f := range []string{"services", "endpoints", "namespaces", "splits", "proxies", "repeats", "new-services", "churn-rate", "churn-for", "memory-wait"} {
+	for _, f := range []string{"alt-port", "services", "endpoints", "namespaces", "splits", "proxies", "repeats", "new-services", "churn-rate", "churn-for", "memory-wait"} {
 		if set[f] {
 			profile = "custom" // not comparable with the profile's runs
 		}

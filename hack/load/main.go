@@ -40,6 +40,7 @@ func main() {
 	flag.IntVar(&cfg.Namespaces, "namespaces", 100, "namespaces the Services are spread over")
 	flag.BoolVar(&cfg.ExportAll, "export-all", false, "export every Service to every namespace (every proxy receives every Service, as in Istio without Sidecar scoping)")
 	flag.IntVar(&cfg.Splits, "splits", 0, "TrafficSplits among the port-80 Services (needs --export-all); 0: one split between global and global-next on port 8000")
+	flag.BoolVar(&cfg.AltPort, "alt-port", false, "every second Service also listens on port 8080")
 	flag.BoolVar(&cfg.ByName, "by-name", false, "proxies subscribe to endpoints and routes by name, as Envoy does (default: every type as a wildcard)")
 	flag.IntVar(&cfg.NewServices, "new-services", 0, "new Services to time until every proxy holds a cluster and a route for it")
 	flag.StringVar(&proxies, "proxies", "100,1000", "simulated proxies, one fleet (and a fresh controller) per comma-separated count")

@@ -68,8 +68,12 @@ func (r *Report) pairs() (counts []int, by map[int]map[Flavor]*FleetReport) {
 func (r *Report) PrintComparison(w io.Writer) {
 	counts, by := r.pairs()
 	c := r.Config
-	fmt.Fprintf(w, "mesh: %d Services × %d endpoints in %d namespaces, all on port 80, %d splits, every Service visible to every proxy; each proxy its own workload (%d groups max)\n",
-		c.Services, c.Endpoints, c.Namespaces, c.Splits, c.Groups)
+	ports := "all on port 80"
+	if c.AltPort {
+		ports = fmt.Sprintf("all on port 80, every second one also on %d", AltPort)
+	}
+	fmt.Fprintf(w, "mesh: %d Services × %d endpoints in %d namespaces, %s, %d splits, every Service visible to every proxy; each proxy its own workload (%d groups max)\n",
+		c.Services, c.Endpoints, c.Namespaces, ports, c.Splits, c.Groups)
 	for _, n := range counts {
 		wf, is := by[n][Weft], by[n][Istiod]
 		fmt.Fprintf(w, "\n%d proxies\n\n| what | weft | istiod | istiod ÷ weft |\n| --- | ---: | ---: | ---: |\n", n)

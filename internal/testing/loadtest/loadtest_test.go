@@ -98,8 +98,8 @@ func TestRun(t *testing.T) {
 // TestRunBenchShape is `make bench`'s harness small and weft only (the
 // peer, istiod, is never built by the tests): every Service visible to
 // every proxy, splits among the port-80 Services, every proxy its own
-// workload, subscriptions by name as Envoy makes them, new Services
-// timed. Behaviour only: every proxy converges on every change.
+// workload, every second Service also on port 8080, subscriptions by
+// name as Envoy makes them, new Services timed. Behaviour only: every proxy converges on every change.
 func TestRunBenchShape(t *testing.T) {
 	env := testenv.Start(t)
 	bin, err := BuildController(env.Root, t.TempDir())
@@ -114,7 +114,7 @@ func TestRunBenchShape(t *testing.T) {
 	}
 	var logs, progress bytes.Buffer
 	conf := Config{
-		Mesh:    Mesh{Services: 12, Endpoints: 2, Namespaces: 3, ExportAll: true, Splits: 3},
+		Mesh:    Mesh{Services: 12, Endpoints: 2, Namespaces: 3, ExportAll: true, Splits: 3, AltPort: true},
 		Proxies: []int{6}, Groups: 6, ByName: true, Repeats: 2, NewServices: 2, Fraction: 0.1,
 		ChurnRate: 10, ChurnFor: time.Second,
 		Timeout:  2 * time.Minute,
@@ -138,9 +138,10 @@ func TestRunBenchShape(t *testing.T) {
 		t.Fatalf("fleets %+v, want one of weft", rep.Fleets)
 	}
 	f, n := rep.Fleets[0], conf.Proxies[0]
-	// Every proxy sees every Service: the 12, the API server's own
-	// default/kubernetes and the new ones created before the count (none).
-	if want := float64(conf.Services + 1); f.Endpoints.P50 != want || f.Endpoints.Max != want || f.Endpoints.Mean != want {
+	// Every proxy sees every Service port: the 12 on port 80, the 6 also
+	// on 8080, and the API server's own default/kubernetes (the new ones
+	// are created after the count).
+	if want := float64(conf.Services + conf.Services/2 + 1); f.Endpoints.P50 != want || f.Endpoints.Max != want || f.Endpoints.Mean != want {
 		t.Errorf("EDS resources per proxy: %+v, want %v for every proxy", f.Endpoints, want)
 	}
 	if f.WeightMissed != 0 || f.WeightAll.N != conf.Repeats*n {

@@ -76,6 +76,13 @@ func measuredCluster(m Mesh) string {
 	return NextCluster
 }
 
+// AltPort is the second common port every other Service also listens on
+// with Mesh.AltPort (its Pods on AltTargetPort).
+const (
+	AltPort       = 8080
+	AltTargetPort = 9090
+)
+
 // IstioTLSModeLabel marks a Pod as having Istio's sidecar, so that istiod
 // sends mutual TLS to its endpoints, as weft does to meshed Pods.
 const IstioTLSModeLabel = "security.istio.io/tlsMode"
@@ -104,9 +111,13 @@ func build(m Mesh, weight int32) objects {
 	var o objects
 	o.namespaces = append(in.Namespaces, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: SharedNamespace}})
 	o.services, o.slices, o.pods = in.Services, in.EndpointSlices, in.Pods
-	for _, s := range o.services {
+	for i, s := range o.services {
 		s.Spec.ClusterIP = ""
 		o.serviceAccounts = append(o.serviceAccounts, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace}})
+		if m.AltPort && i%2 == 1 {
+			s.Spec.Ports = append(s.Spec.Ports, corev1.ServicePort{Name: "http-alt", Port: AltPort, TargetPort: intstr.FromInt32(AltTargetPort)})
+			o.slices[i].Ports = append(o.slices[i].Ports, discoveryv1.EndpointPort{Name: ptr("http-alt"), Port: ptr(int32(AltTargetPort))})
+		}
 	}
 	if m.VirtualServices {
 		o.namespaces = append(o.namespaces, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: IstioNamespace}})

@@ -44,6 +44,10 @@ type Mesh struct {
 	// a single split between global and global-next on a port of their own.
 	// Splits need ExportAll (every proxy must see split 0).
 	Splits int
+	// AltPort gives every second Service a second HTTP port, AltPort
+	// (--alt-port), as real meshes have a second common port; the
+	// measured split's pair stays on port 80.
+	AltPort bool
 	// VirtualServices also writes every split as an Istio VirtualService
 	// (weighted destinations on the two hosts), labels the Pods as having
 	// Istio's sidecar and creates istiod's namespace: the mesh for runs

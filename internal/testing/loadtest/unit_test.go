@@ -173,13 +173,17 @@ func ep(addr string) *endpointv3.LbEndpoint {
 func TestMeshNames(t *testing.T) {
 	for _, m := range []Mesh{
 		{Services: 6, Endpoints: 2, Namespaces: 3},
-		{Services: 12, Endpoints: 2, Namespaces: 3, ExportAll: true, Splits: 3, VirtualServices: true},
+		{Services: 12, Endpoints: 2, Namespaces: 3, ExportAll: true, Splits: 3, VirtualServices: true, AltPort: true},
 	} {
 		o := build(m, 25)
 		in := &translator.Inputs{Namespaces: o.namespaces, Services: o.services, EndpointSlices: o.slices, Pods: o.pods}
 		in.TrafficSplits = append(in.TrafficSplits, o.splits...)
 		for i, s := range in.Services {
 			s.Spec.ClusterIP = fmt.Sprintf("10.0.0.%d", i+1) // the API server would assign one
+		}
+		if m.AltPort && (len(o.services[1].Spec.Ports) != 2 || len(o.slices[1].Ports) != 2 || len(o.services[0].Spec.Ports) != 1) {
+			t.Errorf("alt port: svc-1 has %d ports and %d slice ports, svc-0 %d ports; want 2, 2, 1",
+				len(o.services[1].Spec.Ports), len(o.slices[1].Ports), len(o.services[0].Spec.Ports))
 		}
 		if m.Splits > 0 && len(o.vss) != m.Splits {
 			t.Errorf("%d VirtualServices for %d splits", len(o.vss), m.Splits)
