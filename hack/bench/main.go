@@ -81,7 +81,14 @@ func main() {
 	fs.StringVar(&controller, "controller", "", "weft-controller binary (empty: go build ./cmd/weft-controller)")
 	fs.StringVar(&out, "out", "bench/results", "folder for the JSON report, the Markdown table and the SVG plot (empty: none)")
 	fs.StringVar(&logs, "logs", "", "file for the control planes' output (default: discarded)")
+	replot := fs.String("replot", "", "rewrite the .md and .svg of a run's .json (after a change to the table or the plot), measure nothing")
 	_ = fs.Parse(os.Args[1:])
+	if *replot != "" {
+		if err := rewrite(*replot); err != nil {
+			fail(err)
+		}
+		return
+	}
 	ctrllog.SetLogger(logr.Discard()) // envtest logs through controller-runtime
 	if fs.NArg() > 0 {
 		fail(fmt.Errorf("unexpected argument %q: bench takes flags only", fs.Arg(0)))
@@ -221,6 +228,27 @@ func run(cfg loadtest.Config, profile, controller, istiod string, weftOnly bool,
 	return err
 }
 
+// rewrite reads a run's NAME.json and writes NAME.md and NAME.svg again.
+func rewrite(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var res Result
+	if err := json.Unmarshal(b, &res); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if res.Report == nil {
+		return fmt.Errorf("%s holds no report", path)
+	}
+	res.Report.Config = res.Config
+	var table strings.Builder
+	res.Report.PrintComparison(&table)
+	fmt.Print(table.String())
+	base := strings.TrimSuffix(path, ".json")
+	return writeFiles(filepath.Dir(base), filepath.Base(base), res, table.String(), false)
+}
+
 // write puts NAME.json, NAME.md and NAME.svg in out, NAME being the date,
 // the commit and the profile.
 func write(root, out string, res Result, table string) error {
@@ -234,12 +262,20 @@ func write(root, out string, res Result, table string) error {
 	if res.IstiodVersion == "" {
 		name += "-weft-only"
 	}
-	b, err := json.MarshalIndent(res, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(out, name+".json"), b, 0o644); err != nil {
-		return err
+	return writeFiles(out, name, res, table, true)
+}
+
+// writeFiles writes out/NAME.md, out/NAME.svg and, with withJSON,
+// out/NAME.json.
+func writeFiles(out, name string, res Result, table string, withJSON bool) error {
+	if withJSON {
+		b, err := json.MarshalIndent(res, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(out, name+".json"), b, 0o644); err != nil {
+			return err
+		}
 	}
 	var md strings.Builder
 	fmt.Fprintf(&md, "# %s\n\n- date: %s\n- commit: %s\n- machine: %d CPUs (%s), %s, Linux %s, %s\n- command: `%s`\n- load average (1 min): %.2f before, %.2f after\n",

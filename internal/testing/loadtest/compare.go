@@ -198,9 +198,11 @@ func (r *Report) WritePlot(w io.Writer) error {
 		{"live heap per proxy", "#1f77b4", func(f FleetReport) float64 { return f.HeapPerProxy / 1024 }},
 		{"RSS per proxy", "#ff7f0e", func(f FleetReport) float64 { return f.RSSPerProxy / 1024 }},
 	}
-	build := func(title, unit string, x float64, ms []metric) panel {
+	// build lays out one panel; a logarithmic one (convergence: churn's
+	// seconds beside weight changes' milliseconds) spans whole decades.
+	build := func(title, unit string, x float64, ms []metric, logY bool) panel {
 		p := panel{Title: title, YUnit: unit, X: x, Y: 50, W: 400, H: 300}
-		var maxY float64
+		var minY, maxY float64
 		for _, m := range ms {
 			for _, fl := range []Flavor{Weft, Istiod} {
 				s := series{Name: fmt.Sprintf("%s, %s", fl, m.name), Color: m.color}
@@ -210,7 +212,13 @@ func (r *Report) WritePlot(w io.Writer) error {
 				for _, n := range counts {
 					if f := by[n][fl]; f != nil {
 						v := m.value(*f)
+						if logY && v <= 0 {
+							continue // no sample: nothing to draw
+						}
 						s.Points = append(s.Points, point{X: float64(n), Y: v})
+						if minY == 0 || v < minY {
+							minY = v
+						}
 						maxY = math.Max(maxY, v)
 					}
 				}
@@ -222,6 +230,15 @@ func (r *Report) WritePlot(w io.Writer) error {
 		if maxY <= 0 {
 			maxY = 1
 		}
+		lo, hi := 0.0, maxY
+		scale := func(v float64) float64 { return (v - lo) / (hi - lo) }
+		if logY {
+			lo, hi = math.Floor(math.Log10(minY)), math.Ceil(math.Log10(maxY))
+			if hi <= lo {
+				hi = lo + 1
+			}
+			scale = func(v float64) float64 { return (math.Log10(v) - lo) / (hi - lo) }
+		}
 		maxX := 1.0
 		if len(counts) > 0 {
 			maxX = float64(counts[len(counts)-1])
@@ -229,21 +246,26 @@ func (r *Report) WritePlot(w io.Writer) error {
 		for i := range p.Series {
 			for j := range p.Series[i].Points {
 				pt := &p.Series[i].Points[j]
-				pt.PX = p.X + pt.X/maxX*p.W
-				pt.PY = p.Y + p.H - pt.Y/maxY*p.H
+				pt.PX = math.Round((p.X+pt.X/maxX*p.W)*10) / 10
+				pt.PY = math.Round((p.Y+p.H-scale(pt.Y)*p.H)*10) / 10
 				pt.Label = fmt.Sprintf("%.3g", pt.Y)
 			}
 		}
 		for _, n := range counts {
 			p.XTicks = append(p.XTicks, tick{P: p.X + float64(n)/maxX*p.W, Label: fmt.Sprint(n)})
 		}
-		for k := 0; k <= 4; k++ {
-			v := maxY * float64(k) / 4
-			p.YTicks = append(p.YTicks, tick{P: p.Y + p.H - float64(k)/4*p.H, Label: fmt.Sprintf("%.3g", v)})
+		if logY {
+			for d := lo; d <= hi; d++ {
+				p.YTicks = append(p.YTicks, tick{P: p.Y + p.H - (d-lo)/(hi-lo)*p.H, Label: fmt.Sprintf("%g", math.Pow(10, d))})
+			}
+		} else {
+			for k := 0; k <= 4; k++ {
+				p.YTicks = append(p.YTicks, tick{P: p.Y + p.H - float64(k)/4*p.H, Label: fmt.Sprintf("%.3g", maxY*float64(k)/4)})
+			}
 		}
 		return p
 	}
-	panels := []panel{build("convergence, client side (s)", "s", 70, conv), build("memory per connected proxy (KiB)", "KiB", 590, mem)}
+	panels := []panel{build("convergence, client side (s, log scale)", "s", 70, conv, true), build("memory per connected proxy (KiB)", "KiB", 590, mem, false)}
 	c := r.Config
 	title := fmt.Sprintf("weft (solid) vs istiod (dashed): %d Services × %d endpoints, %d splits, every Service visible", c.Services, c.Endpoints, c.Splits)
 	legend := 0

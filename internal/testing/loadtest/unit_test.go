@@ -334,7 +334,7 @@ func TestComparison(t *testing.T) {
 				k = 3
 			}
 			rep.Fleets = append(rep.Fleets, FleetReport{Plane: p, Proxies: n, ColdStart: Dist{Max: k * float64(n)}, WeightAll: Dist{P99: k},
-				HeapPerProxy: k * 1024, RSSPerProxy: k * 2048, NewService: Dist{P99: k}})
+				HeapPerProxy: k * 1024, RSSPerProxy: k * 2048, NewService: Dist{P99: k}, Churn: Churn{Latency: Dist{P99: 10 * k}}})
 		}
 	}
 	var table strings.Builder
