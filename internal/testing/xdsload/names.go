@@ -1,7 +1,9 @@
 package xdsload
 
 import (
+	"hash/maphash"
 	"slices"
+	"sync"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -60,9 +62,9 @@ func (f *followed) update(r *discoveryv3.DeltaDiscoveryResponse) []*discoveryv3.
 		release(res.Name)
 		var needs []string
 		if r.TypeUrl == resourcev3.ClusterType {
-			needs = edsNames(res.GetResource().GetValue())
+			needs = clusterNames.get(res.GetResource().GetValue(), edsNames)
 		} else {
-			needs = rdsNames(res.GetResource().GetValue())
+			needs = listenerNames.get(res.GetResource().GetValue(), rdsNames)
 		}
 		owners[res.Name] = needs
 		for _, n := range needs {
@@ -85,6 +87,42 @@ func (f *followed) update(r *discoveryv3.DeltaDiscoveryResponse) []*discoveryv3.
 	slices.Sort(drop)
 	req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: named, ResourceNamesSubscribe: add, ResourceNamesUnsubscribe: drop}
 	return []*discoveryv3.DeltaDiscoveryRequest{req}
+}
+
+// namesCache remembers the names an encoded resource gives, by a hash of
+// its bytes, for every simulated proxy of the process: proxies that see
+// the same clusters and listeners receive the same bytes, and a listener
+// with a filter chain per Service (weft) or per port (istiod) is costly
+// to decode once per proxy on the cores the measured control plane uses.
+// The slices it returns are shared: read only.
+type namesCache struct {
+	mu sync.Mutex
+	m  map[uint64][]string
+}
+
+var (
+	clusterNames, listenerNames namesCache
+	namesSeed                   = maphash.MakeSeed()
+)
+
+// get returns decode(b), computed once per distinct b (up to 64Ki
+// entries, then the cache starts over).
+func (c *namesCache) get(b []byte, decode func([]byte) []string) []string {
+	h := maphash.Bytes(namesSeed, b)
+	c.mu.Lock()
+	v, ok := c.m[h]
+	c.mu.Unlock()
+	if ok {
+		return v
+	}
+	v = decode(b)
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= 1<<16 {
+		c.m = map[uint64][]string{}
+	}
+	c.m[h] = v
+	c.mu.Unlock()
+	return v
 }
 
 // edsNames is the EDS resource an encoded cluster of type EDS names.
