@@ -42,14 +42,19 @@ type typeState struct {
 	names    map[string]bool
 	// Delta: sent is the version of each resource last sent (or that the
 	// proxy said it held when it connected): what is compared to decide
-	// what to send, so a rejected version is never sent again. held is
-	// what the proxy holds: a response's resources enter it only when it
-	// is ACKed, so after a NACK it keeps the versions the proxy kept.
+	// what to send, so a rejected version is never sent again. It is kept
+	// as what differs from the snapshot last sent (versionMap): a stream
+	// in sync with its group holds a pointer, not a copy.
+	// held is what the proxy holds: a response's resources enter it only
+	// when it is ACKed, so after a NACK it keeps the versions the proxy
+	// kept. Only secrets need it (heldSecrets: which key material a proxy
+	// holds), so other types keep none (held nil).
 	// rejected names the resources whose latest response was NACKed and
 	// not superseded by an ACKed one: while it is not empty the proxy
 	// holds older content than was sent, and the NACK stands.
-	sent, held map[string]string
-	rejected   map[string]bool
+	sent     versionMap
+	held     *versionMap
+	rejected map[string]bool
 	// SotW: the version and nonce of the last response.
 	sentVersion string
 	lastNonce   string
@@ -68,12 +73,14 @@ type typeState struct {
 }
 
 // inFlight is an unanswered response: the snapshot generation it carried
-// and, on Delta, its resources (name → version) and removals.
+// and, on Delta, its resources (name and version) and removals.
 type inFlight struct {
 	gen     uint64
-	set     map[string]string
+	set     []nameVersion
 	removed []string
 }
+
+type nameVersion struct{ name, version string }
 
 // Nack is a rejected response, as the proxy reported it.
 type Nack struct {
@@ -90,9 +97,12 @@ type Nack struct {
 	MoreResources int      `json:"moreResources,omitempty"`
 }
 
-func newTypeState() *typeState {
-	return &typeState{names: map[string]bool{}, sent: map[string]string{}, held: map[string]string{},
-		rejected: map[string]bool{}, pending: map[string]inFlight{}}
+func newTypeState(t string) *typeState {
+	ts := &typeState{names: map[string]bool{}, rejected: map[string]bool{}, pending: map[string]inFlight{}}
+	if t == resourcev3.SecretType {
+		ts.held = &versionMap{}
+	}
+	return ts
 }
 
 // isWildcardType: Envoy asks for every listener and cluster by default.
@@ -103,7 +113,7 @@ func isWildcardType(t string) bool {
 func (c *conn) state(t string) *typeState {
 	ts := c.types[t]
 	if ts == nil {
-		ts = newTypeState()
+		ts = newTypeState(t)
 		c.types[t] = ts
 	}
 	return ts
@@ -112,6 +122,20 @@ func (c *conn) state(t string) *typeState {
 // end ends the stream with err (once; later calls do nothing).
 func (c *conn) end(err error) {
 	c.kickOnce.Do(func() { c.kickReason = err; close(c.kick) })
+}
+
+// subscribesAll says whether the stream subscribes to every name of
+// names.
+func (ts *typeState) subscribesAll(names []string) bool {
+	if ts.wildcard {
+		return true
+	}
+	for _, n := range names {
+		if !ts.names[n] {
+			return false
+		}
+	}
+	return true
 }
 
 // namesOrNil is the subscribed names of a type state that may not exist.
@@ -143,23 +167,25 @@ func (ts *typeState) ack(node, typ, nonce string, errDetail *status.Status, now 
 		names, more := nackResources(r.set, r.removed)
 		ts.lastNack = &Nack{Nonce: nonce, Message: truncate(errDetail.GetMessage(), MaxNackMessageBytes), At: now,
 			Node: node, Type: typ, Resources: names, MoreResources: more}
-		for name := range r.set {
-			ts.rejected[name] = true
+		for _, r := range r.set {
+			ts.rejected[r.name] = true
 		}
 		for _, name := range r.removed {
 			ts.rejected[name] = true
 		}
 		return false, true
 	}
-	for name, v := range r.set {
-		delete(ts.rejected, name)
-		if ts.wildcard || ts.names[name] { // not unsubscribed meanwhile
-			ts.held[name] = v
+	for _, r := range r.set {
+		delete(ts.rejected, r.name)
+		if ts.held != nil && (ts.wildcard || ts.names[r.name]) { // not unsubscribed meanwhile
+			ts.held.set(r.name, r.version)
 		}
 	}
 	for _, name := range r.removed {
 		delete(ts.rejected, name)
-		delete(ts.held, name)
+		if ts.held != nil {
+			ts.held.del(name)
+		}
 	}
 	ts.ackedAt = now
 	if len(ts.rejected) > 0 {
@@ -182,8 +208,10 @@ func (ts *typeState) ack(node, typ, nonce string, errDetail *status.Status, now 
 // forget drops a resource the proxy unsubscribed from; a rejection that
 // concerned only such resources no longer stands.
 func (ts *typeState) forget(name string) {
-	delete(ts.sent, name)
-	delete(ts.held, name)
+	ts.sent.del(name)
+	if ts.held != nil {
+		ts.held.del(name)
+	}
 	if ts.rejected[name] {
 		delete(ts.rejected, name)
 		if len(ts.rejected) == 0 {

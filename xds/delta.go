@@ -14,56 +14,62 @@ func (a *ADS) DeltaAggregatedResources(stream discoveryv3.AggregatedDiscoverySer
 }
 
 func (a *ADS) delta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer, authenticate bool) error {
-	handle := func(c *conn, r *discoveryv3.DeltaDiscoveryRequest) error {
-		c.mu.Lock()
-		ts, existed := c.types[r.TypeUrl]
-		if err := checkNames(r.TypeUrl, len(ts.namesOrNil()), r.ResourceNamesSubscribe); err != nil {
-			c.mu.Unlock()
-			return err
-		}
-		if !existed && len(r.InitialResourceVersions) > MaxSubscribedNames {
-			c.mu.Unlock()
-			return exhausted("%d initial resource versions of %s exceed %d per stream (xds.MaxSubscribedNames)", len(r.InitialResourceVersions), shortType(r.TypeUrl), MaxSubscribedNames)
-		}
-		if !existed {
-			ts = c.state(r.TypeUrl)
-			// The first request of a type without names subscribes to
-			// everything of a wildcard type (Envoy's LDS and CDS).
-			ts.wildcard = len(r.ResourceNamesSubscribe) == 0 && isWildcardType(r.TypeUrl)
-			// A reconnecting proxy says what it already holds.
-			for n, v := range r.InitialResourceVersions {
-				ts.sent[n], ts.held[n] = v, v
-			}
-		}
-		if r.ResponseNonce != "" {
-			accepted, known := ts.ack(c.node.ID, r.TypeUrl, r.ResponseNonce, r.ErrorDetail, time.Now())
-			if known {
-				a.recordAck(c, r.TypeUrl, accepted, r.ErrorDetail.GetMessage())
-			}
-		}
-		for _, n := range r.ResourceNamesSubscribe {
-			if n == "*" {
-				ts.wildcard = true
-			} else {
-				ts.names[n] = true
-			}
-		}
-		for _, n := range r.ResourceNamesUnsubscribe {
-			if n == "*" {
-				ts.wildcard = false
-			}
-			delete(ts.names, n)
-			ts.forget(n)
-		}
-		deferred := ts.deferred
-		c.mu.Unlock()
-		if r.ErrorDetail != nil && len(r.ResourceNamesSubscribe) == 0 && !deferred {
-			return nil // a NACK: never answered by re-sending the rejected version
-		}
-		return a.sendDelta(stream, c, r.TypeUrl)
-	}
+	handle := func(c *conn, r *discoveryv3.DeltaDiscoveryRequest) error { return a.deltaRequest(stream, c, r) }
 	push := func(c *conn, t string) error { return a.sendDelta(stream, c, t) }
 	return serve(a, stream.Context(), true, authenticate, stream.Recv, (*discoveryv3.DeltaDiscoveryRequest).GetNode, (*discoveryv3.DeltaDiscoveryRequest).GetTypeUrl, handle, push)
+}
+
+// deltaRequest handles one request of a Delta stream.
+func (a *ADS) deltaRequest(stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer, c *conn, r *discoveryv3.DeltaDiscoveryRequest) error {
+	c.mu.Lock()
+	ts, existed := c.types[r.TypeUrl]
+	if err := checkNames(r.TypeUrl, len(ts.namesOrNil()), r.ResourceNamesSubscribe); err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	if !existed && len(r.InitialResourceVersions) > MaxSubscribedNames {
+		c.mu.Unlock()
+		return exhausted("%d initial resource versions of %s exceed %d per stream (xds.MaxSubscribedNames)", len(r.InitialResourceVersions), shortType(r.TypeUrl), MaxSubscribedNames)
+	}
+	if !existed {
+		ts = c.state(r.TypeUrl)
+		// The first request of a type without names subscribes to
+		// everything of a wildcard type (Envoy's LDS and CDS).
+		ts.wildcard = len(r.ResourceNamesSubscribe) == 0 && isWildcardType(r.TypeUrl)
+		// A reconnecting proxy says what it already holds.
+		for n, v := range r.InitialResourceVersions {
+			ts.sent.set(n, v)
+			if ts.held != nil {
+				ts.held.set(n, v)
+			}
+		}
+	}
+	if r.ResponseNonce != "" {
+		accepted, known := ts.ack(c.node.ID, r.TypeUrl, r.ResponseNonce, r.ErrorDetail, time.Now())
+		if known {
+			a.recordAck(c, r.TypeUrl, accepted, r.ErrorDetail.GetMessage())
+		}
+	}
+	for _, n := range r.ResourceNamesSubscribe {
+		if n == "*" {
+			ts.wildcard = true
+		} else {
+			ts.names[n] = true
+		}
+	}
+	for _, n := range r.ResourceNamesUnsubscribe {
+		if n == "*" {
+			ts.wildcard = false
+		}
+		delete(ts.names, n)
+		ts.forget(n)
+	}
+	deferred := ts.deferred
+	c.mu.Unlock()
+	if r.ErrorDetail != nil && len(r.ResourceNamesSubscribe) == 0 && !deferred {
+		return nil // a NACK: never answered by re-sending the rejected version
+	}
+	return a.sendDelta(stream, c, r.TypeUrl)
 }
 
 // sendDelta sends the resources of one type whose version differs from
@@ -88,23 +94,42 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 	var items []item
 	var removed []string
 	have := snap.resources[t]
-	for name, e := range have {
-		if !ts.wildcard && !ts.names[name] {
-			continue
+	// A stream that was sent exactly this snapshot's resources (in sync
+	// with its group) has nothing to compare; one that was sent exactly
+	// the map this one was patched from (an endpoint change) has only the
+	// patched resources to compare.
+	d, derived := snap.derived[t]
+	derived = derived && ts.sent.isBase(d.from) && ts.subscribesAll(d.changed)
+	switch {
+	case ts.sent.isBase(have):
+	case derived:
+		for _, name := range d.changed {
+			e := have[name]
+			if e.version == d.from[name].version {
+				continue
+			}
+			items = append(items, item{&discoveryv3.Resource{Name: e.name, Version: e.version, Resource: e.any}, e.size + len(e.name) + len(e.version) + len(t) + 16})
 		}
-		if ts.sent[name] == e.version {
-			continue
+	default:
+		for name, e := range have {
+			if !ts.wildcard && !ts.names[name] {
+				continue
+			}
+			if v, _ := ts.sent.get(name); v == e.version {
+				continue
+			}
+			// The encoded resource plus its envelope (name, version, type
+			// URL and field headers) is what the response message carries.
+			items = append(items, item{&discoveryv3.Resource{Name: e.name, Version: e.version, Resource: e.any}, e.size + len(e.name) + len(e.version) + len(t) + 16})
 		}
-		// The encoded resource plus its envelope (name, version, type URL
-		// and field headers) is what the response message carries.
-		items = append(items, item{&discoveryv3.Resource{Name: e.name, Version: e.version, Resource: e.any}, e.size + len(e.name) + len(e.version) + len(t) + 16})
-	}
-	for name := range ts.sent {
-		if _, ok := have[name]; !ok {
-			removed = append(removed, name)
-		}
+		ts.sent.each(func(name, _ string) {
+			if _, ok := have[name]; !ok {
+				removed = append(removed, name)
+			}
+		})
 	}
 	if len(items) == 0 && len(removed) == 0 {
+		ts.sent.rebase(have)
 		if len(ts.pending) == 0 && ts.lastNack == nil {
 			ts.sentGen, ts.ackedGen = snap.generation, snap.generation
 		}
@@ -133,17 +158,24 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 	// included); held only when the proxy ACKs (typeState.ack).
 	version := snap.typeVersion(t, nil)
 	for _, resp := range resps {
-		fl := inFlight{gen: snap.generation, set: make(map[string]string, len(resp.Resources)), removed: resp.RemovedResources}
+		fl := inFlight{gen: snap.generation, set: make([]nameVersion, 0, len(resp.Resources)), removed: resp.RemovedResources}
 		for _, r := range resp.Resources {
-			ts.sent[r.Name] = r.Version
-			fl.set[r.Name] = r.Version
+			ts.sent.set(r.Name, r.Version)
+			fl.set = append(fl.set, nameVersion{r.Name, r.Version})
 		}
 		for _, n := range resp.RemovedResources {
-			delete(ts.sent, n)
+			ts.sent.del(n)
 		}
 		resp.Nonce = c.nextNonce()
 		resp.SystemVersionInfo = version
 		ts.pending[resp.Nonce] = fl
+	}
+	// What was sent is now the snapshot's resources of the type, but for
+	// names the stream does not subscribe to: keep it as what differs.
+	if derived {
+		ts.sent = versionMap{base: have} // d.from but the names just sent
+	} else {
+		ts.sent.rebase(have)
 	}
 	ts.sentGen = snap.generation
 	c.mu.Unlock()

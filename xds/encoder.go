@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/weftmesh/weft/translator/envoy"
+	"github.com/weftmesh/weft/translator/ir"
 )
 
 // encoded is one resource, marshalled once and shared by every group,
@@ -59,6 +60,9 @@ type encoder struct {
 	bufs  sync.Pool // *[]byte
 	// endpointMarshals counts the endpoint messages marshalled (tests).
 	endpointMarshals atomic.Uint64
+	// maps and deps share snapshots' maps between groups (snapshot.share).
+	maps *mapInterner[string, *encoded]
+	deps *mapInterner[ir.ServiceKey, bool]
 }
 
 // msgKey is one shared message (a weak.Pointer of its type) under one
@@ -77,7 +81,8 @@ type encodeKey struct {
 }
 
 func newEncoder() *encoder {
-	return &encoder{entries: map[encodeKey]weak.Pointer[encoded]{}, byMsg: map[msgKey]weak.Pointer[encoded]{}}
+	return &encoder{entries: map[encodeKey]weak.Pointer[encoded]{}, byMsg: map[msgKey]weak.Pointer[encoded]{},
+		maps: newMapInterner[string, *encoded](), deps: newMapInterner[ir.ServiceKey, bool]()}
 }
 
 // encode returns the encoding of m, named name: prev itself when its

@@ -2,7 +2,10 @@ package xds
 
 import (
 	"maps"
+	"sort"
+	"strings"
 	"sync"
+	"unsafe"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -38,6 +41,8 @@ type endpointPatch struct {
 	// result, decoded, patched and encoded once.
 	mu       sync.Mutex
 	clusters map[clusterPatchKey]*encoded
+	// derived memoizes the maps after the patch (derive).
+	derived map[deriveKey]*derivedMap
 }
 
 type clusterPatchKey struct {
@@ -49,7 +54,7 @@ type clusterPatchKey struct {
 // the changed Services' endpoints gives every proxy.
 func prepareEndpoints(prev, next *ir.Mesh, changed []ir.ServiceKey, enc *encoder) *endpointPatch {
 	pt := &endpointPatch{changes: map[ir.ServiceKey]*envoy.EndpointChange{}, eds: map[string]*encoded{},
-		enc: enc, clusters: map[clusterPatchKey]*encoded{}}
+		enc: enc, clusters: map[clusterPatchKey]*encoded{}, derived: map[deriveKey]*derivedMap{}}
 	for _, k := range changed {
 		old, svc := prev.Service(k), next.Service(k)
 		if old == nil || svc == nil {
@@ -74,22 +79,25 @@ func prepareEndpoints(prev, next *ir.Mesh, changed []ir.ServiceKey, enc *encoder
 // model before the change, its configuration after: s itself when nothing
 // it holds changed. ok is false when the change reaches beyond what a
 // patch re-derives for this group: it must be built.
+//
+// Groups that held the same map of a type (snapshot.share) get the same
+// map after (derive): the replacement is made, and the map copied, once
+// per distinct map, not once per group, so an endpoint change costs O(its
+// Services) per group, not O(every Service the group sees).
 func (pt *endpointPatch) apply(s *snapshot, p dataplane.Proxy) (next *snapshot, ok bool) {
-	var eds, cds map[string]*encoded // copies of s's, made on the first replacement
+	var edsNames, cdsNames []string
+	var cdsNew map[string]*encoded
 	for k, c := range pt.changes {
 		if !s.deps[k] {
 			continue
 		}
-		if c == nil || !c.Local(p) || holdsSplit(s) {
+		if c == nil || !c.Local(p) || s.splits {
 			return nil, false
 		}
 		for name := range c.Assignments {
 			old, held := s.resources[resourcev3.EndpointType][name]
 			if e := pt.eds[name]; held && e != old {
-				if eds == nil {
-					eds = maps.Clone(s.resources[resourcev3.EndpointType])
-				}
-				eds[name] = e
+				edsNames = append(edsNames, name)
 			}
 		}
 		for _, name := range c.TLSClusters() {
@@ -102,28 +110,81 @@ func (pt *endpointPatch) apply(s *snapshot, p dataplane.Proxy) (next *snapshot, 
 				return nil, false
 			}
 			if e != old {
-				if cds == nil {
-					cds = maps.Clone(s.resources[resourcev3.ClusterType])
+				if cdsNew == nil {
+					cdsNew = map[string]*encoded{}
 				}
-				cds[name] = e
+				cdsNames = append(cdsNames, name)
+				cdsNew[name] = e
 			}
 		}
 	}
-	if eds == nil && cds == nil {
+	if edsNames == nil && cdsNames == nil {
 		return s, true
 	}
 	// Everything else — the other types' maps, policies, dependencies —
 	// is shared with s: snapshots are immutable.
 	n := *s
 	n.resources = maps.Clone(s.resources)
-	if eds != nil {
-		n.resources[resourcev3.EndpointType] = eds
-	}
-	if cds != nil {
-		n.resources[resourcev3.ClusterType] = cds
+	n.derived = map[string]derivation{}
+	for i, t := range pushOrder {
+		var names []string
+		var value func(string) *encoded
+		switch t {
+		case resourcev3.EndpointType:
+			names, value = edsNames, func(name string) *encoded { return pt.eds[name] }
+		case resourcev3.ClusterType:
+			names, value = cdsNames, func(name string) *encoded { return cdsNew[name] }
+		}
+		if names == nil {
+			continue
+		}
+		d := pt.derive(t, s.resources[t], names, value, p.Kind)
+		n.resources[t], n.anchors[i], n.derived[t] = d.m, d.anchor, d.derivation
 	}
 	n.generation = s.generation + 1
 	return &n, true
+}
+
+// derivedMap is a map of a type after a patch: the map, its anchor
+// (mapInterner) and how it was made.
+type derivedMap struct {
+	m      map[string]*encoded
+	anchor any
+	derivation
+}
+
+type deriveKey struct {
+	typ   string
+	old   unsafe.Pointer
+	kind  dataplane.ProxyKind
+	names string
+}
+
+// derive returns old with the resources named replaced by value's, made
+// once per old map, names and proxy kind (a cluster's patch depends on
+// the kind) for every group of the change.
+func (pt *endpointPatch) derive(typ string, old map[string]*encoded, names []string, value func(string) *encoded, kind dataplane.ProxyKind) *derivedMap {
+	sort.Strings(names)
+	key := deriveKey{typ, mapPointer(old), kind, strings.Join(names, "\n")}
+	pt.mu.Lock()
+	d, done := pt.derived[key]
+	pt.mu.Unlock()
+	if done {
+		return d
+	}
+	m := maps.Clone(old)
+	for _, name := range names {
+		m[name] = value(name)
+	}
+	m, a := pt.enc.maps.intern(typ, m)
+	d = &derivedMap{m: m, anchor: a, derivation: derivation{from: old, changed: names}}
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	if x, ok := pt.derived[key]; ok {
+		return x
+	}
+	pt.derived[key] = d
+	return d
 }
 
 // cluster re-derives the upstream TLS of the cluster encoded as old.
@@ -149,12 +210,12 @@ func (pt *endpointPatch) cluster(c *envoy.EndpointChange, old *encoded, kind dat
 	return e, nil
 }
 
-// holdsSplit: the snapshot holds a TCP split's assignment, which reads the
+// holdsSplit: a snapshot's assignments hold a TCP split's assignment, which reads the
 // endpoints of several Services (envoy.IsSplitCluster); such a group is
 // built again on an endpoint change of a Service it depends on. TCP splits
 // are few (a canary in progress), so the fast path stays for the rest.
-func holdsSplit(s *snapshot) bool {
-	for name := range s.resources[resourcev3.EndpointType] {
+func holdsSplit(eds map[string]*encoded) bool {
+	for name := range eds {
 		if envoy.IsSplitCluster(name) {
 			return true
 		}

@@ -58,10 +58,10 @@ func (n *Nack) describe() string {
 
 // nackResources lists up to maxNackResources names of a rejected response,
 // sorted, and how many more there were.
-func nackResources(set map[string]string, removed []string) ([]string, int) {
+func nackResources(set []nameVersion, removed []string) ([]string, int) {
 	names := make([]string, 0, len(set)+len(removed))
-	for n := range set {
-		names = append(names, n)
+	for _, r := range set {
+		names = append(names, r.name)
 	}
 	names = append(names, removed...)
 	sort.Strings(names)
@@ -126,6 +126,19 @@ const (
 	// bounded by dataplane.MaxXDSMessageBytes, which the sidecar
 	// bootstrap raises Envoy's receive limit to.
 	ResponseChunkBytes = 3 << 20
+	// WriteBufferBytes and ReadBufferBytes are gRPC's per-connection
+	// write and read buffers, kept at gRPC's 32 KiB: a push of 3 MiB is
+	// written in 32 KiB batches. Every proxy opens its own connection, so
+	// what a connection holds idle is per-proxy memory; grpc-go 1.85
+	// pools both buffers between reads and writes (the shared write
+	// buffer is its default; the read buffer pool is on unless
+	// GRPC_GO_EXPERIMENTAL_HTTP_FRAMER_READ_BUFFER_POOLING=false), so an
+	// idle connection holds neither. Measured (BenchmarkHeapPerProxy, 100
+	// proxies, docs/design/095): each added proxy costs 18 KiB of live
+	// heap with the pools, 50 KiB with the read pool off — smaller
+	// buffers would only matter without them.
+	WriteBufferBytes = 32 << 10
+	ReadBufferBytes  = 32 << 10
 	// MaxHeaderBytes bounds a stream's request headers (gRPC's default is
 	// 16 MiB): a projected ServiceAccount token is 1-2 KiB.
 	MaxHeaderBytes = 32 << 10

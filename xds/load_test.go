@@ -120,7 +120,7 @@ func BenchmarkConvergence(b *testing.B) {
 }
 
 // waitAll waits until every proxy holds route config route and cond holds.
-func waitAll(b *testing.B, proxies []*xdsload.Proxy, cond func(*xdsload.Proxy, map[string]map[string]string) bool, route string) {
+func waitAll(b testing.TB, proxies []*xdsload.Proxy, cond func(*xdsload.Proxy, map[string]map[string]string) bool, route string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var wg sync.WaitGroup

@@ -114,14 +114,18 @@ func (c *conn) heldSecrets(s *snapshot) (held map[string]*encoded, known bool) {
 	}
 	if c.delta {
 		for name, e := range held {
-			if ts.held[name] != e.version {
+			if v, _ := ts.held.get(name); v != e.version {
 				return nil, false
 			}
 		}
-		for name := range ts.held {
+		withdrawn := false
+		ts.held.each(func(name, _ string) {
 			if !want[name] {
-				return nil, false // withdrawn, and the removal not yet accepted
+				withdrawn = true // and the removal not yet accepted
 			}
+		})
+		if withdrawn {
+			return nil, false
 		}
 		return held, true
 	}

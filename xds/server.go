@@ -75,6 +75,10 @@ func NewServer(addr string, ads discoveryv3.AggregatedDiscoveryServiceServer, tl
 		// are split far below it: ResponseChunkBytes).
 		grpc.MaxSendMsgSize(dataplane.MaxXDSMessageBytes),
 		grpc.MaxHeaderListSize(MaxHeaderBytes),
+		// Per-connection buffers, pooled by gRPC while idle
+		// (WriteBufferBytes).
+		grpc.WriteBufferSize(WriteBufferBytes),
+		grpc.ReadBufferSize(ReadBufferBytes),
 	}
 	if tlsConfig != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConfig)))

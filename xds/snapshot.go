@@ -17,7 +17,7 @@ import (
 // Type URLs in the order a push sends them: clusters before the endpoints
 // they use, listeners before their routes, so Envoy never holds a reference
 // to something it has not received (make before break).
-var pushOrder = []string{
+var pushOrder = [...]string{
 	resourcev3.SecretType,
 	resourcev3.ClusterType,
 	resourcev3.EndpointType,
@@ -42,11 +42,45 @@ type snapshot struct {
 	// envoy.Visible they decide which changes can alter it (affects).
 	deps   map[ir.ServiceKey]bool
 	nsDeps map[string]bool
+	// anchors keep the maps this snapshot shares with other groups'
+	// (encoder.maps, encoder.deps) shared: resources' by the type's index
+	// in pushOrder, then deps'.
+	anchors [len(pushOrder) + 1]any
+	// derived says, per type, that the type's map was made from another
+	// snapshot's by replacing a few resources (an endpoint patch): a
+	// stream that was sent exactly from has only those to compare
+	// (sendDelta).
+	derived map[string]derivation
+	// splits: the snapshot holds a TCP split's assignment (holdsSplit).
+	splits bool
+}
+
+// derivation is how one type's map of a snapshot was made from an older
+// one's: from, with the resources named changed replaced.
+type derivation struct {
+	from    map[string]*encoded
+	changed []string
 }
 
 // typeVersion is the SotW version of the named resources of one type (all
 // of them when names is nil): a hash of their names and versions.
 func (s *snapshot) typeVersion(typeURL string, names map[string]bool) string {
+	if names == nil {
+		for i, t := range pushOrder {
+			if a, ok := s.anchors[i].(*anchor[string, *encoded]); ok && t == typeURL {
+				if v := a.version.Load(); v != nil {
+					return *v
+				}
+				v := s.hashVersion(typeURL, nil)
+				a.version.Store(&v)
+				return v
+			}
+		}
+	}
+	return s.hashVersion(typeURL, names)
+}
+
+func (s *snapshot) hashVersion(typeURL string, names map[string]bool) string {
 	h := fnv.New64a()
 	for _, e := range s.sorted(typeURL, names) {
 		_, _ = h.Write([]byte(e.name))
@@ -94,6 +128,8 @@ func encodeSnapshot(res *envoy.Resources, secrets []*tlsv3.Secret, prev *snapsho
 	for _, ns := range res.NamespaceDeps {
 		next.nsDeps[ns] = true
 	}
+	sizes := map[string]int{resourcev3.SecretType: len(secrets), resourcev3.ClusterType: len(res.Clusters),
+		resourcev3.EndpointType: len(res.Endpoints), resourcev3.ListenerType: len(res.Listeners), resourcev3.RouteType: len(res.Routes)}
 	add := func(typeURL, name string, m proto.Message) error {
 		var old *encoded
 		if prev != nil {
@@ -104,7 +140,7 @@ func encodeSnapshot(res *envoy.Resources, secrets []*tlsv3.Secret, prev *snapsho
 			return err
 		}
 		if next.resources[typeURL] == nil {
-			next.resources[typeURL] = map[string]*encoded{}
+			next.resources[typeURL] = make(map[string]*encoded, sizes[typeURL])
 		}
 		next.resources[typeURL][name] = e
 		return nil
@@ -134,6 +170,7 @@ func encodeSnapshot(res *envoy.Resources, secrets []*tlsv3.Secret, prev *snapsho
 			return prev, false, err
 		}
 	}
+	next.share(enc)
 	if prev != nil && sameResources(prev, next) && samePolicies(prev.policies, next.policies) {
 		if sameSet(prev.deps, next.deps) && sameSet(prev.nsDeps, next.nsDeps) {
 			return prev, false, nil
@@ -141,6 +178,7 @@ func encodeSnapshot(res *envoy.Resources, secrets []*tlsv3.Secret, prev *snapsho
 		// Same configuration, new dependencies: a copy, same generation.
 		cp := *prev
 		cp.deps, cp.nsDeps = next.deps, next.nsDeps
+		cp.anchors[len(pushOrder)] = next.anchors[len(pushOrder)]
 		return &cp, false, nil
 	}
 	next.generation = 1
@@ -155,6 +193,9 @@ func sameResources(a, b *snapshot) bool {
 	for _, t := range pushOrder {
 		if len(a.resources[t]) != len(b.resources[t]) {
 			return false
+		}
+		if sameMap(a.resources[t], b.resources[t]) {
+			continue
 		}
 		for n, e := range a.resources[t] {
 			if b.resources[t][n] != e { // encodings are shared when equal
@@ -175,4 +216,22 @@ func samePolicies(a, b []ir.PolicyRef) bool {
 		}
 	}
 	return true
+}
+
+// share replaces the snapshot's maps by the equal ones other snapshots
+// hold (mapInterner), secrets excepted (a group's own), and notes whether
+// it holds a TCP split's assignment.
+func (s *snapshot) share(enc *encoder) {
+	for i, t := range pushOrder {
+		if t == resourcev3.SecretType {
+			continue
+		}
+		if m, a := enc.maps.intern(t, s.resources[t]); a != nil {
+			s.resources[t], s.anchors[i] = m, a
+		}
+	}
+	if d, a := enc.deps.intern("deps", s.deps); a != nil {
+		s.deps, s.anchors[len(pushOrder)] = d, a
+	}
+	s.splits = holdsSplit(s.resources[resourcev3.EndpointType])
 }

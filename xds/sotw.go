@@ -13,51 +13,54 @@ func (a *ADS) StreamAggregatedResources(stream discoveryv3.AggregatedDiscoverySe
 }
 
 func (a *ADS) sotw(stream discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer, authenticate bool) error {
-	handle := func(c *conn, r *discoveryv3.DiscoveryRequest) error {
-		if err := checkNames(r.TypeUrl, 0, r.ResourceNames); err != nil {
-			return err
-		}
-		c.mu.Lock()
-		ts := c.state(r.TypeUrl)
-		var respond bool
-		if r.ResponseNonce != "" {
-			if r.ResponseNonce == ts.lastNonce {
-				// Each SotW response carries the type's whole state, so the
-				// answer to the latest supersedes the unanswered older ones.
-				for n := range ts.pending {
-					if n != r.ResponseNonce {
-						delete(ts.pending, n)
-					}
-				}
-			}
-			accepted, known := ts.ack(c.node.ID, r.TypeUrl, r.ResponseNonce, r.ErrorDetail, time.Now())
-			if !known || r.ResponseNonce != ts.lastNonce {
-				c.mu.Unlock()
-				return nil // answers an older response: the protocol says ignore it
-			}
-			a.recordAck(c, r.TypeUrl, accepted, r.ErrorDetail.GetMessage())
-		}
-		names := map[string]bool{}
-		for _, n := range r.ResourceNames {
-			names[n] = true
-		}
-		wildcard := len(r.ResourceNames) == 0 && isWildcardType(r.TypeUrl) || names["*"]
-		if wildcard != ts.wildcard || !sameSet(names, ts.names) {
-			ts.wildcard, ts.names = wildcard, names
-			respond = true
-		}
-		if r.ResponseNonce == "" {
-			respond = true // a new subscription (or a reconnect) always gets an answer
-		}
-		deferred := ts.deferred
-		c.mu.Unlock()
-		if respond || r.ErrorDetail == nil || deferred {
-			return a.sendSotW(stream, c, r.TypeUrl, respond)
-		}
-		return nil
-	}
+	handle := func(c *conn, r *discoveryv3.DiscoveryRequest) error { return a.sotwRequest(stream, c, r) }
 	push := func(c *conn, t string) error { return a.sendSotW(stream, c, t, false) }
 	return serve(a, stream.Context(), false, authenticate, stream.Recv, (*discoveryv3.DiscoveryRequest).GetNode, (*discoveryv3.DiscoveryRequest).GetTypeUrl, handle, push)
+}
+
+// sotwRequest handles one request of a State-of-the-World stream.
+func (a *ADS) sotwRequest(stream discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer, c *conn, r *discoveryv3.DiscoveryRequest) error {
+	if err := checkNames(r.TypeUrl, 0, r.ResourceNames); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	ts := c.state(r.TypeUrl)
+	var respond bool
+	if r.ResponseNonce != "" {
+		if r.ResponseNonce == ts.lastNonce {
+			// Each SotW response carries the type's whole state, so the
+			// answer to the latest supersedes the unanswered older ones.
+			for n := range ts.pending {
+				if n != r.ResponseNonce {
+					delete(ts.pending, n)
+				}
+			}
+		}
+		accepted, known := ts.ack(c.node.ID, r.TypeUrl, r.ResponseNonce, r.ErrorDetail, time.Now())
+		if !known || r.ResponseNonce != ts.lastNonce {
+			c.mu.Unlock()
+			return nil // answers an older response: the protocol says ignore it
+		}
+		a.recordAck(c, r.TypeUrl, accepted, r.ErrorDetail.GetMessage())
+	}
+	names := map[string]bool{}
+	for _, n := range r.ResourceNames {
+		names[n] = true
+	}
+	wildcard := len(r.ResourceNames) == 0 && isWildcardType(r.TypeUrl) || names["*"]
+	if wildcard != ts.wildcard || !sameSet(names, ts.names) {
+		ts.wildcard, ts.names = wildcard, names
+		respond = true
+	}
+	if r.ResponseNonce == "" {
+		respond = true // a new subscription (or a reconnect) always gets an answer
+	}
+	deferred := ts.deferred
+	c.mu.Unlock()
+	if respond || r.ErrorDetail == nil || deferred {
+		return a.sendSotW(stream, c, r.TypeUrl, respond)
+	}
+	return nil
 }
 
 // sendSotW sends the subscribed resources of one type when their version

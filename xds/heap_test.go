@@ -1,0 +1,244 @@
+package xds_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/weftmesh/weft/dataplane"
+	"github.com/weftmesh/weft/internal/testing/xdsload"
+	"github.com/weftmesh/weft/translator"
+	"github.com/weftmesh/weft/translator/testmesh"
+	"github.com/weftmesh/weft/xds"
+)
+
+// heapServerEnv makes the test binary a heap server (TestHeapServer): the
+// benchmark re-executes itself so that the simulated proxies' memory is
+// not counted as the server's.
+const heapServerEnv = "WEFT_XDS_HEAP_SERVER"
+
+// TestHeapServer is BenchmarkHeapPerProxy's server process; it does
+// nothing unless started by it. It serves the mesh the environment
+// variable describes ("services,namespaces,exportAll") on xds.NewServer —
+// the production gRPC options — prints its address, and answers each line
+// "heap" on stdin with its live heap after two collections (the victim
+// caches of sync.Pool, gRPC's buffers among them, emptied).
+func TestHeapServer(t *testing.T) {
+	spec := os.Getenv(heapServerEnv)
+	if spec == "" {
+		t.Skip("started by BenchmarkHeapPerProxy only")
+	}
+	var services, namespaces int
+	var exportAll bool
+	if _, err := fmt.Sscanf(spec, "%d,%d,%t", &services, &namespaces, &exportAll); err != nil {
+		t.Fatal(err)
+	}
+	if os.Getenv("WEFT_XDS_HEAP_PROFILE") != "" {
+		runtime.MemProfileRate = 4096
+	}
+	in := testmesh.Generate(testmesh.Options{Services: services, Namespaces: namespaces, EndpointsPerService: 10, ExportAll: exportAll})
+	ads := xds.NewADS(logr.Discard())
+	ads.Update(translator.Translate(in).Mesh, time.Now())
+	in = nil
+	srv, err := xds.NewServer("127.0.0.1:0", ads, nil, logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = srv.Start(ctx) }()
+	fmt.Printf("addr %s\n", srv.Addr())
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		switch sc.Text() {
+		case "heap":
+			runtime.GC()
+			runtime.GC()
+			var m runtime.MemStats
+			runtime.ReadMemStats(&m)
+			fmt.Printf("heap %d %d %d\n", m.HeapAlloc, m.HeapInuse, m.Sys)
+		case "quit":
+			return
+		default:
+			if path, ok := strings.CutPrefix(sc.Text(), "profile "); ok {
+				runtime.GC()
+				runtime.GC()
+				f, err := os.Create(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+					t.Fatal(err)
+				}
+				f.Close()
+				fmt.Println("profiled")
+			}
+		}
+	}
+}
+
+// BenchmarkHeapPerProxy is the memory measurement in process: the
+// server (a child process, TestHeapServer, with the production gRPC
+// options) serves S Services × 10 endpoints, every one visible to every
+// proxy (exportAll) or scoped to the proxy's namespace; N simulated Delta
+// proxies (xdsload: wildcard subscriptions, ACK everything), each on its
+// own gRPC connection, connect and converge (WEFT_XDS_HEAP_PROFILE=dir
+// writes the server's heap profiles there, at half and all the proxies:
+// go tool pprof -diff_base the first the second shows what the second
+// half brought); the metric is the server's
+// live heap (after two collections) per connected proxy, over its heap
+// before they connected. "workloads=N" makes each proxy its own workload
+// (a group each: what the peer's harness measured), "workloads=10" puts
+// them in 10 groups (per-stream cost alone, mostly).
+//
+//	go test ./xds -run '^$' -bench HeapPerProxy -benchtime 1x
+func BenchmarkHeapPerProxy(b *testing.B) {
+	for _, c := range []struct {
+		services, proxies, workloads int
+		exportAll                    bool
+	}{
+		{2000, 100, 100, true},
+		{2000, 100, 10, true},
+		{2000, 100, 100, false},
+	} {
+		scope := "scoped"
+		if c.exportAll {
+			scope = "every-service"
+		}
+		b.Run(fmt.Sprintf("%s/services=%d/proxies=%d/workloads=%d", scope, c.services, c.proxies, c.workloads), func(b *testing.B) {
+			for b.Loop() {
+				live, inuse, marginal := heapPerProxy(b, c.services, 10, c.proxies, c.workloads, c.exportAll)
+				b.ReportMetric(live, "KiB-live/proxy")
+				b.ReportMetric(inuse, "KiB-inuse/proxy")
+				b.ReportMetric(marginal, "KiB-marginal/proxy")
+			}
+		})
+	}
+}
+
+// heapPerProxy returns the server's live and in-use heap per proxy, over
+// its heap before any connected, and the live heap each of the second
+// half of the proxies added (marginal: without what the first ones
+// brought in for all, as the shared encodings).
+func heapPerProxy(b testing.TB, services, namespaces, proxies, workloads int, exportAll bool) (live, inuse, marginal float64) {
+	b.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHeapServer$", "-test.v")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d,%d,%t", heapServerEnv, services, namespaces, exportAll))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		fmt.Fprintln(stdin, "quit")
+		_ = cmd.Wait()
+	}()
+	lines := bufio.NewScanner(stdout)
+	read := func(prefix string) []string {
+		for lines.Scan() {
+			if f := strings.Fields(lines.Text()); len(f) > 0 && f[0] == prefix {
+				return f[1:]
+			}
+		}
+		b.Fatalf("the heap server ended before saying %q", prefix)
+		return nil
+	}
+	addr := read("addr")[0]
+	heap := func() (uint64, uint64) {
+		fmt.Fprintln(stdin, "heap")
+		f := read("heap")
+		a, _ := strconv.ParseUint(f[0], 10, 64)
+		i, _ := strconv.ParseUint(f[1], 10, 64)
+		return a, i
+	}
+	alloc0, inuse0 := heap()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ps := make([]*xdsload.Proxy, proxies)
+	want := services / namespaces
+	if exportAll {
+		want = services
+	}
+	var allocHalf uint64
+	for i := range ps {
+		if i == proxies/2 {
+			converge(b, ps[:i], want)
+			allocHalf, _ = heap()
+			if dir := os.Getenv("WEFT_XDS_HEAP_PROFILE"); dir != "" {
+				fmt.Fprintf(stdin, "profile %s/heap-%d-%d-%d-%t-half.pb.gz\n", dir, services, proxies, workloads, exportAll)
+				read("profiled")
+			}
+		}
+		w := i % workloads
+		ns := testmesh.Namespace(w % namespaces)
+		md, _ := structpb.NewStruct(map[string]any{dataplane.MetaNamespace: ns, dataplane.MetaServiceAccount: fmt.Sprintf("svc-%d", w),
+			dataplane.MetaLabels: map[string]any{"app": fmt.Sprintf("svc-%d", w)}})
+		ps[i] = &xdsload.Proxy{Node: &corev3.Node{Id: fmt.Sprintf("p-%d.%s", i, ns), Metadata: md}}
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer conn.Close()
+		go func(p *xdsload.Proxy) { _ = p.Run(ctx, conn) }(ps[i])
+	}
+	converge(b, ps, want)
+	alloc1, inuse1 := heap()
+	if dir := os.Getenv("WEFT_XDS_HEAP_PROFILE"); dir != "" {
+		// go tool pprof -sample_index=inuse_space <file>
+		fmt.Fprintf(stdin, "profile %s/heap-%d-%d-%d-%t.pb.gz\n", dir, services, proxies, workloads, exportAll)
+		read("profiled")
+	}
+	half := proxies - proxies/2
+	return float64(alloc1-alloc0) / float64(proxies) / 1024, float64(inuse1-inuse0) / float64(proxies) / 1024,
+		(float64(alloc1) - float64(allocHalf)) / float64(half) / 1024
+}
+
+// converge waits until every proxy holds every Service it sees.
+func converge(b testing.TB, ps []*xdsload.Proxy, services int) {
+	waitAll(b, ps, func(_ *xdsload.Proxy, v map[string]map[string]string) bool {
+		return len(v[resourcev3.EndpointType]) >= services && len(v[resourcev3.ClusterType]) >= services && len(v[resourcev3.ListenerType]) > 0
+	}, "80")
+	// Every proxy has ACKed what it holds once it has asked for nothing
+	// more; give the last ACKs a moment to reach the server.
+	time.Sleep(500 * time.Millisecond)
+}
+
+// TestHeapPerProxyIsSmall guards BenchmarkHeapPerProxy's result at a small
+// size: 400 Services all visible, 40 proxies each its own workload. What a
+// proxy adds to the server's live heap once it holds its configuration is
+// its stream's bookkeeping and its connection: about 18 KiB measured
+// (docs/design/095). Keeping 2 × 800 name → version entries per stream,
+// or gRPC's 32 KiB read buffer per connection, would exceed the bound.
+func TestHeapPerProxyIsSmall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server process")
+	}
+	_, _, marginal := heapPerProxy(t, 400, 10, 40, 40, true)
+	t.Logf("%.1f KiB of live heap per added proxy", marginal)
+	if marginal > 40 {
+		t.Errorf("each added proxy costs the server %.1f KiB of live heap, want at most 40 (docs/design/095)", marginal)
+	}
+}
