@@ -1,6 +1,7 @@
 package loadtest
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 
@@ -14,6 +15,9 @@ import (
 // endpoint, taken from markerPrefix: the address encodes the change's
 // sequence number, so a proxy's endpoints say which change they reflect.
 var markerPrefix = netip.MustParsePrefix("10.250.0.0/16")
+
+// markerText starts every marker address as text ("10.250.").
+var markerText = []byte("10.250.")
 
 // maxMarker is the number of distinct markers.
 const maxMarker = 1 << 16
@@ -38,6 +42,11 @@ func markerSeq(addr string) (seq int, ok bool) {
 // loadAssignmentMarker is the highest marker among the endpoints of an
 // encoded ClusterLoadAssignment, or -1 when none has one.
 func loadAssignmentMarker(res *discoveryv3.Resource) (int, error) {
+	// Addresses are strings in the encoding: most assignments carry no
+	// marker and need no decoding.
+	if !bytes.Contains(res.GetResource().GetValue(), markerText) {
+		return -1, nil
+	}
 	var cla endpointv3.ClusterLoadAssignment
 	if err := proto.Unmarshal(res.GetResource().GetValue(), &cla); err != nil {
 		return -1, fmt.Errorf("endpoints %s: %w", res.Name, err)
