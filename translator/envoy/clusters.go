@@ -3,6 +3,7 @@ package envoy
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -54,14 +55,8 @@ func (v *view) sidecarUpstreams() ([]*clusterv3.Cluster, []*endpointv3.ClusterLo
 	var cla []*endpointv3.ClusterLoadAssignment
 	for _, up := range v.upstreams() {
 		svc, port := up.svc, up.port
-		name := ir.ClusterName(svc.Key, port.Port)
-		c := &clusterv3.Cluster{
-			Name:             name,
-			ConnectTimeout:   durationpb.New(connectTimeout),
-			CircuitBreakers:  circuitBreakers(budgets[name]),
-			OutlierDetection: outlierDetection(),
-		}
 		if svc.Headless {
+			c := v.upstreamCluster(ir.ClusterName(svc.Key, port.Port), svc, port, budgets)
 			// Clients of a headless Service dial pod addresses themselves:
 			// forward to the address they chose. The per-endpoint chains
 			// and clusters (headlessChains) take calls to known pods, with
@@ -77,14 +72,20 @@ func (v *view) sidecarUpstreams() ([]*clusterv3.Cluster, []*endpointv3.ClusterLo
 					clusters = append(clusters, headlessCluster(n, e))
 				}
 			}
-		} else {
+			clusters = append(clusters, c)
+			continue
+		}
+		// A dual-stack Service has a cluster per family the proxy's
+		// chains reach it over (docs/design/064), any other one cluster.
+		for _, f := range up.fams {
+			name := familyClusterName(svc, port.Port, f)
+			c := v.upstreamCluster(name, svc, port, budgets)
 			c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
 			c.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsConfig()}
-			cla = append(cla, portLoadAssignment(name, port))
+			cla = append(cla, portLoadAssignment(name, port, contentFamily(svc, f)))
 			c.TransportSocketMatches = upstreamTLS(port)
+			clusters = append(clusters, c)
 		}
-		c.TypedExtensionProtocolOptions = httpOptions(port.Protocol)
-		clusters = append(clusters, c)
 	}
 	for _, svc := range v.outbound {
 		if svc.Headless {
@@ -92,17 +93,37 @@ func (v *view) sidecarUpstreams() ([]*clusterv3.Cluster, []*endpointv3.ClusterLo
 		}
 		for _, port := range svc.Ports {
 			if !port.Protocol.IsHTTP() && isTCPSplit(port) {
-				clusters = append(clusters, v.splitCluster(svc, port))
-				cla = append(cla, v.splitLoadAssignment(svc, port))
+				for _, f := range v.chainFamilies(svc) {
+					clusters = append(clusters, v.splitCluster(svc, port, f))
+					cla = append(cla, v.splitLoadAssignment(svc, port, f))
+				}
 			}
 		}
 	}
 	return clusters, cla
 }
 
+// upstreamCluster is what every cluster of a Service port has: its
+// connect timeout, circuit breakers (with the tightest retry budget of the
+// routes that send to the port), outlier detection and HTTP options.
+func (v *view) upstreamCluster(name string, svc *ir.Service, port *ir.Port, budgets map[string]*ir.Retry) *clusterv3.Cluster {
+	return &clusterv3.Cluster{
+		Name:                          name,
+		ConnectTimeout:                durationpb.New(connectTimeout),
+		CircuitBreakers:               circuitBreakers(budgets[ir.ClusterName(svc.Key, port.Port)]),
+		OutlierDetection:              outlierDetection(),
+		TypedExtensionProtocolOptions: httpOptions(port.Protocol),
+	}
+}
+
 type upstream struct {
 	svc  *ir.Service
 	port *ir.Port
+	// fams: the content families of its clusters (contentFamily), in
+	// order: [famAny] for a single-stack Service; for a dual-stack one,
+	// those of the proxy's chains that reach it, as the Service itself or
+	// as a backend.
+	fams []family
 }
 
 // upstreams are the Service ports the proxy needs clusters for: every port
@@ -110,20 +131,33 @@ type upstream struct {
 // TrafficSplit's backends need no export of their own: the root's is what
 // the client relies on).
 func (v *view) upstreams() []upstream {
-	seen := map[string]bool{}
+	seen := map[string]int{}
 	var out []upstream
-	add := func(svc *ir.Service, port *ir.Port) {
+	add := func(svc *ir.Service, port *ir.Port, f family) {
 		if svc == nil || port == nil {
 			return
 		}
-		if name := ir.ClusterName(svc.Key, port.Port); !seen[name] {
-			seen[name] = true
-			out = append(out, upstream{svc, port})
+		if f == famAny {
+			f = v.preferred() // routed by Host: no cluster IP chose
+		}
+		f = contentFamily(svc, f)
+		name := ir.ClusterName(svc.Key, port.Port)
+		i, ok := seen[name]
+		if !ok {
+			seen[name] = len(out)
+			out = append(out, upstream{svc, port, []family{f}})
+			return
+		}
+		if !slices.Contains(out[i].fams, f) {
+			out[i].fams = append(out[i].fams, f)
+			slices.Sort(out[i].fams)
 		}
 	}
 	for _, svc := range v.outbound {
 		for _, port := range svc.Ports {
-			add(svc, port)
+			for _, f := range v.chainFamilies(svc) {
+				add(svc, port, f)
+			}
 		}
 	}
 	for _, svc := range v.outbound {
@@ -137,7 +171,9 @@ func (v *view) upstreams() []upstream {
 					continue
 				}
 				if bs := v.mesh.Service(b.Service); bs != nil {
-					add(bs, bs.Port(b.Port))
+					for _, f := range v.chainFamilies(svc) {
+						add(bs, bs.Port(b.Port), f)
+					}
 				}
 			}
 		}
@@ -483,6 +519,7 @@ func inboundCluster(port int32) string { return fmt.Sprintf("inbound|%d||", port
 // LoadAssignment builds the endpoints of one Service port alone: with
 // translator.UpdateEndpoints, an endpoint change costs one Service's work,
 // not a proxy's whole configuration. The result equals the one Build gives.
+// For a dual-stack Service, that is its IPv4 cluster's.
 func LoadAssignment(svc *ir.Service, port *ir.Port) *endpointv3.ClusterLoadAssignment {
-	return portLoadAssignment(ir.ClusterName(svc.Key, port.Port), port)
+	return portLoadAssignment(ir.ClusterName(svc.Key, port.Port), port, contentFamily(svc, fam4))
 }

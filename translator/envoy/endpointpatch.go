@@ -77,10 +77,13 @@ func NewEndpointChange(old, new *ir.Service) *EndpointChange {
 			}
 			continue
 		}
-		name := ir.ClusterName(new.Key, np.Port)
-		c.Assignments[name] = portLoadAssignment(name, np)
-		if !equalStrings(meshedIdentities(op), meshedIdentities(np)) {
-			c.tls[name] = np
+		// A dual-stack Service has a cluster per family (docs/design/064).
+		for _, f := range contentFamilies(new) {
+			name := familyClusterName(new, np.Port, f)
+			c.Assignments[name] = portLoadAssignment(name, np, f)
+			if !equalStrings(meshedIdentities(op), meshedIdentities(np)) {
+				c.tls[name] = np
+			}
 		}
 	}
 	return c

@@ -86,7 +86,11 @@ func (v *view) grpcUpstreams() ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadA
 		if up.svc.Headless || !up.port.Protocol.IsHTTP() {
 			continue
 		}
-		name := ir.ClusterName(up.svc.Key, up.port.Port)
+		// A dual-stack Service's endpoints of the proxy's preferred
+		// family only: a client never holds endpoints its pod has no
+		// address to reach (docs/design/064).
+		f := v.preferred()
+		name := familyClusterName(up.svc, up.port.Port, f)
 		clusters = append(clusters, &clusterv3.Cluster{
 			Name:                 name,
 			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
@@ -95,7 +99,7 @@ func (v *view) grpcUpstreams() ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadA
 			CircuitBreakers:      circuitBreakers(nil),
 			TransportSocket:      grpcUpstreamTLS(up.port),
 		})
-		cla = append(cla, portLoadAssignment(name, up.port))
+		cla = append(cla, portLoadAssignment(name, up.port, contentFamily(up.svc, f)))
 	}
 	return clusters, cla
 }
@@ -110,7 +114,7 @@ func (v *view) grpcPort(svc *ir.Service, port *ir.Port) *grpcPort {
 		VirtualHosts: []*routev3.VirtualHost{{
 			Name:    svc.Key.Hostname() + ":" + strconv.Itoa(int(port.Port)),
 			Domains: names,
-			Routes:  grpcRoutes(port),
+			Routes:  grpcRoutes(v.mesh, port, v.preferred()),
 		}},
 	}}
 	for _, name := range names {
@@ -159,9 +163,9 @@ func routerFilter() *hcmv3.HttpFilter {
 // match path elements) becomes two routes with the same action: path p
 // exactly, then prefix "p/" — the same requests, in gRPC's terms (issue
 // 12 r: "p/" alone never matched the method p itself).
-func grpcRoutes(port *ir.Port) []*routev3.Route {
+func grpcRoutes(mesh *ir.Mesh, port *ir.Port, f family) []*routev3.Route {
 	var out []*routev3.Route
-	for _, r := range routes(port) {
+	for _, r := range routes(mesh, port, f) {
 		if p, ok := r.Match.PathSpecifier.(*routev3.RouteMatch_PathSeparatedPrefix); ok {
 			exact := proto.Clone(r).(*routev3.Route)
 			exact.Match.PathSpecifier = &routev3.RouteMatch_Path{Path: p.PathSeparatedPrefix}

@@ -130,8 +130,10 @@ func (v *view) outboundListener() *listenerv3.Listener {
 					l.FilterChains = append(l.FilterChains, v.headlessChains(svc, port, claimed)...)
 				}
 				if byDestination(svc, port) {
-					if fc := v.destChain(svc, port, claimed); fc != nil {
-						l.FilterChains = append(l.FilterChains, fc)
+					for _, f := range v.chainFamilies(svc) {
+						if fc := v.destChain(svc, port, f, claimed); fc != nil {
+							l.FilterChains = append(l.FilterChains, fc)
+						}
 					}
 				}
 				if !httpPorts[port.Port] {
@@ -158,25 +160,20 @@ func (v *view) outboundListener() *listenerv3.Listener {
 				l.FilterChains = append(l.FilterChains, v.headlessChains(svc, port, claimed)...)
 				continue
 			}
-			var ranges []*corev3.CidrRange
-			for _, p := range tcpPrefixes(svc, port) {
-				if claimed[p] == nil {
-					claimed[p] = map[int32]bool{}
-				}
-				if claimed[p][port.Port] {
+			// A dual-stack Service's cluster IPs of each family take a
+			// chain of their own, to the cluster of that family
+			// (docs/design/064).
+			for _, f := range v.chainFamilies(svc) {
+				ranges := claim(claimed, familyOf(tcpPrefixes(svc, port), f), port.Port)
+				if len(ranges) == 0 {
 					continue
 				}
-				claimed[p][port.Port] = true
-				ranges = append(ranges, &corev3.CidrRange{AddressPrefix: p.Addr().String(), PrefixLen: wrapperspb.UInt32(uint32(p.Bits()))})
+				l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
+					Name:             fmt.Sprintf("outbound|tcp|%d|%s|%s", port.Port, familySubset(svc, f), svc.Key.Hostname()),
+					FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(uint32(port.Port)), PrefixRanges: ranges},
+					Filters:          []*listenerv3.Filter{v.tcpChainProxy(fmt.Sprintf("outbound_%d_%s", port.Port, svc.Key.Hostname()), svc, port, f)},
+				})
 			}
-			if len(ranges) == 0 {
-				continue
-			}
-			l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
-				Name:             fmt.Sprintf("outbound|tcp|%d||%s", port.Port, svc.Key.Hostname()),
-				FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(uint32(port.Port)), PrefixRanges: ranges},
-				Filters:          []*listenerv3.Filter{v.tcpChainProxy(fmt.Sprintf("outbound_%d_%s", port.Port, svc.Key.Hostname()), svc, port)},
-			})
 		}
 	}
 	l.FilterChains = append(l.FilterChains, v.refusalChains(claimed)...)
@@ -206,37 +203,46 @@ func (v *view) outboundListener() *listenerv3.Listener {
 // addresses and port and on mesh-wide settings only, so it stays the same
 // while the Service's routes change, and while other Services come and go
 // (Envoy then keeps its connections: a listener update drains only the
-// chains that changed). Other bytes to the same address and port find no
+// chains that changed). A dual-stack Service has one chain per family
+// (docs/design/064): each names the route configuration whose routes send
+// to the clusters of its family. Other bytes to the same address and port find no
 // chain below the Service's prefix and take the default chain, as they
 // did when HTTP chains matched by port alone; Envoy does not fall back to
 // the port's chain for any address. Stats keep the port's prefix
 // (outbound_80), shared with the port's chain: the Service is in the
 // route and cluster stats. nil when another chain already claims every
 // address.
-func (v *view) destChain(svc *ir.Service, port *ir.Port, claimed map[netip.Prefix]map[int32]bool) *listenerv3.FilterChain {
-	var ranges []*corev3.CidrRange
-	for _, p := range tcpPrefixes(svc, port) {
-		if claimed[p] == nil {
-			claimed[p] = map[int32]bool{}
-		}
-		if claimed[p][port.Port] {
-			continue
-		}
-		claimed[p][port.Port] = true
-		ranges = append(ranges, &corev3.CidrRange{AddressPrefix: p.Addr().String(), PrefixLen: wrapperspb.UInt32(uint32(p.Bits()))})
-	}
+func (v *view) destChain(svc *ir.Service, port *ir.Port, f family, claimed map[netip.Prefix]map[int32]bool) *listenerv3.FilterChain {
+	ranges := claim(claimed, familyOf(tcpPrefixes(svc, port), f), port.Port)
 	if len(ranges) == 0 {
 		return nil
 	}
 	return &listenerv3.FilterChain{
-		Name: fmt.Sprintf("outbound|http|%d||%s", port.Port, svc.Key.Hostname()),
+		Name: fmt.Sprintf("outbound|http|%d|%s|%s", port.Port, familySubset(svc, f), svc.Key.Hostname()),
 		FilterChainMatch: &listenerv3.FilterChainMatch{
 			DestinationPort:      wrapperspb.UInt32(uint32(port.Port)),
 			PrefixRanges:         ranges,
 			ApplicationProtocols: []string{"http/1.1", "h2c"},
 		},
-		Filters: []*listenerv3.Filter{v.hcm(fmt.Sprintf("outbound_%d", port.Port), destRouteName(svc, port), nil, outbound)},
+		Filters: []*listenerv3.Filter{v.hcm(fmt.Sprintf("outbound_%d", port.Port), destRouteName(svc, port, f), nil, outbound)},
 	}
+}
+
+// claim marks the prefixes of port as taken and returns those no chain had
+// taken before, as a filter chain match's ranges.
+func claim(claimed map[netip.Prefix]map[int32]bool, prefixes []netip.Prefix, port int32) []*corev3.CidrRange {
+	var ranges []*corev3.CidrRange
+	for _, p := range prefixes {
+		if claimed[p] == nil {
+			claimed[p] = map[int32]bool{}
+		}
+		if claimed[p][port] {
+			continue
+		}
+		claimed[p][port] = true
+		ranges = append(ranges, &corev3.CidrRange{AddressPrefix: p.Addr().String(), PrefixLen: wrapperspb.UInt32(uint32(p.Bits()))})
+	}
+	return ranges
 }
 
 // httpInspectorOn runs http_inspector on connections to the HTTP port
@@ -331,11 +337,12 @@ func tcpPrefixes(svc *ir.Service, port *ir.Port) []netip.Prefix {
 // A split's weights are in its split cluster's endpoints (splitCluster),
 // not in the chain, so a weight change is an EDS update and leaves the
 // chain — and the connections on it — alone (issue 12 m, docs/design/058).
-func (v *view) tcpChainProxy(statPrefix string, svc *ir.Service, port *ir.Port) *listenerv3.Filter {
+func (v *view) tcpChainProxy(statPrefix string, svc *ir.Service, port *ir.Port, f family) *listenerv3.Filter {
 	if isTCPSplit(port) {
-		return v.tcpProxy(statPrefix, []ir.Backend{{Weight: 1}}, splitClusterName(svc.Key, port.Port))
+		return v.tcpProxy(statPrefix, []ir.Backend{{Weight: 1}}, splitClusterName(svc, port.Port, f))
 	}
-	return v.tcpProxy(statPrefix, tcpBackends(svc, port))
+	b := tcpBackends(svc, port)[0] // one: more are a split
+	return v.tcpProxy(statPrefix, []ir.Backend{{Weight: 1}}, backendClusterOf(v.mesh, b, f))
 }
 
 func tcpBackends(svc *ir.Service, port *ir.Port) []ir.Backend {
@@ -656,7 +663,7 @@ func (v *view) tcpProxy(statPrefix string, backends []ir.Backend, fixed ...strin
 		case len(fixed) > 0:
 			names[i] = fixed[0]
 		default:
-			names[i] = backendCluster(b)
+			names[i] = backendClusterOf(v.mesh, b, v.preferred())
 		}
 	}
 	if len(backends) == 1 {

@@ -37,19 +37,30 @@ var claMemo = struct {
 type claKey struct {
 	port weak.Pointer[ir.Port]
 	name string
+	fam  family
 }
 
-// portLoadAssignment is loadAssignment(name, port.Endpoints), built once
-// per port and name.
-func portLoadAssignment(name string, port *ir.Port) *endpointv3.ClusterLoadAssignment {
-	k := claKey{weak.Make(port), name}
+// portLoadAssignment is loadAssignment(name, port.Endpoints) with the
+// endpoints of family f (famAny: all), built once per port, name and
+// family.
+func portLoadAssignment(name string, port *ir.Port, f family) *endpointv3.ClusterLoadAssignment {
+	k := claKey{weak.Make(port), name, f}
 	claMemo.Lock()
 	w, ok := claMemo.m[k]
 	claMemo.Unlock()
 	if c := w.Value(); ok && c != nil {
 		return c
 	}
-	c := loadAssignment(name, port.Endpoints)
+	eps := port.Endpoints
+	if f != famAny {
+		eps = nil
+		for _, e := range port.Endpoints {
+			if f.keep(e.Address) {
+				eps = append(eps, e)
+			}
+		}
+	}
+	c := loadAssignment(name, eps)
 	claMemo.Lock()
 	defer claMemo.Unlock()
 	w, ok = claMemo.m[k]

@@ -44,7 +44,9 @@ func (v *view) routeConfigs() []*routev3.RouteConfiguration {
 				byPort[port.Port] = rc
 			}
 			if byDestination(svc, port) {
-				out = append(out, v.sharedDestRoute(svc, port))
+				for _, f := range v.chainFamilies(svc) {
+					out = append(out, v.sharedDestRoute(svc, port, f))
+				}
 				continue
 			}
 			rc.VirtualHosts = append(rc.VirtualHosts, v.sharedVirtualHost(svc, port))
@@ -70,36 +72,40 @@ func byDestination(svc *ir.Service, port *ir.Port) bool {
 }
 
 // destRouteName is the route configuration of one Service port reached by
-// its address: the name of its cluster, which stays the same whatever its
-// routes say, so the listener that names it does not change when they do.
-func destRouteName(svc *ir.Service, port *ir.Port) string {
-	return ir.ClusterName(svc.Key, port.Port)
+// its address of family f: the name of its cluster, which stays the same
+// whatever its routes say, so the listener that names it does not change
+// when they do.
+func destRouteName(svc *ir.Service, port *ir.Port, f family) string {
+	return familyClusterName(svc, port.Port, f)
 }
 
 // destRoute is the route configuration of a Service port reached by its
 // address. Any Host goes to the Service: the connection was addressed to
 // it, and without the mesh it would reach it whatever the Host said (a
 // client that sends its public name, or an IP, as Host). It reads nothing
-// of the proxy.
-func destRoute(svc *ir.Service, port *ir.Port) *routev3.RouteConfiguration {
+// of the proxy: f is the family of the address its chain matched, which
+// picks the backends' clusters of that family.
+func destRoute(mesh *ir.Mesh, svc *ir.Service, port *ir.Port, f family) *routev3.RouteConfiguration {
 	return &routev3.RouteConfiguration{
-		Name:             destRouteName(svc, port),
+		Name:             destRouteName(svc, port, f),
 		ValidateClusters: wrapperspb.Bool(false),
 		VirtualHosts: []*routev3.VirtualHost{{
 			Name:    svc.Key.Hostname() + ":" + strconv.Itoa(int(port.Port)),
 			Domains: []string{"*"},
-			Routes:  routes(port),
+			Routes:  routes(mesh, port, f),
 		}},
 	}
 }
 
 // virtualHost routes one Service port. It reads of the proxy only whether
-// it is in the Service's namespace (domains), so proxies share it (Shared).
+// it is in the Service's namespace (domains) and its preferred family
+// (which picks dual-stack backends' clusters), so proxies share it
+// (Shared).
 func (v *view) virtualHost(svc *ir.Service, port *ir.Port) *routev3.VirtualHost {
 	return &routev3.VirtualHost{
 		Name:    svc.Key.Hostname() + ":" + strconv.Itoa(int(port.Port)),
 		Domains: v.domains(svc, port.Port),
-		Routes:  routes(port),
+		Routes:  routes(v.mesh, port, v.preferred()),
 	}
 }
 
@@ -143,10 +149,11 @@ func (v *view) unknownHost() *routev3.VirtualHost {
 
 // routes turns a port's IR routes into Envoy routes, in order. An IR route
 // with several matches becomes one Envoy route per match (any may hold).
-func routes(port *ir.Port) []*routev3.Route {
+// Backends are reached over f.
+func routes(mesh *ir.Mesh, port *ir.Port, f family) []*routev3.Route {
 	var out []*routev3.Route
 	for _, r := range port.Routes {
-		action := routeAction(r, port.Retry)
+		action := routeAction(mesh, r, port.Retry, f)
 		matches := r.Matches
 		if len(matches) == 0 {
 			matches = []ir.Match{{}}
@@ -191,15 +198,15 @@ func exactHeader(name, value string) *routev3.HeaderMatcher {
 	}}
 }
 
-func routeAction(r *ir.Route, portRetry *ir.Retry) *routev3.RouteAction {
+func routeAction(mesh *ir.Mesh, r *ir.Route, portRetry *ir.Retry, f family) *routev3.RouteAction {
 	a := &routev3.RouteAction{}
 	if len(r.Backends) == 1 {
-		a.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: backendCluster(r.Backends[0])}
+		a.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: backendClusterOf(mesh, r.Backends[0], f)}
 	} else {
 		wc := &routev3.WeightedCluster{}
 		for _, b := range r.Backends {
 			wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{
-				Name:   backendCluster(b),
+				Name:   backendClusterOf(mesh, b, f),
 				Weight: wrapperspb.UInt32(b.Weight),
 			})
 		}
@@ -241,13 +248,4 @@ func retryPolicy(r *ir.Retry) *routev3.RetryPolicy {
 		p.PerTryTimeout = durationpb.New(r.PerTryTimeout.D())
 	}
 	return p
-}
-
-// backendCluster is the cluster of a backend; missing backends share the
-// black hole, which has no endpoints, so their requests get 503.
-func backendCluster(b ir.Backend) string {
-	if b.Unresolved {
-		return dataplane.BlackHoleCluster
-	}
-	return ir.ClusterName(b.Service, b.Port)
 }

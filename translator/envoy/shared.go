@@ -21,12 +21,13 @@ import (
 //
 //   - the clusters of what it reaches (and their endpoints): functions of
 //     the outbound list (their backends and retry budgets come from its
-//     routes) and of the model; nothing of the proxy;
+//     routes), of the model and of its pod's IP families (a dual-stack
+//     Service's clusters of the families it has, docs/design/064);
 //   - a sidecar's outbound listener: of the outbound list, the model, and
 //     two things of the proxy — the tracing service name (service account
 //     and namespace, only when tracing is on) and its pod's IP families;
 //   - a sidecar's route configuration of one Service port reached by its
-//     cluster IP (destRoute): of the port alone;
+//     cluster IP (destRoute): of the port and the cluster IP's family;
 //   - one Service port's virtual host (sidecars, Services without a
 //     cluster IP) or route configuration and API listeners (gRPC): of the
 //     port, and of whether the proxy is in the Service's namespace (which
@@ -49,14 +50,14 @@ type Shared struct {
 	mu     sync.Mutex
 	views  map[uint64][]*viewEntry // by hash of kind and outbound list
 	vhosts map[portKey]*routev3.VirtualHost
-	dests  map[*ir.Port]*routev3.RouteConfiguration
+	dests  map[destKey]*routev3.RouteConfiguration
 	grpc   map[portKey]*grpcPort
 }
 
 // NewShared starts building proxies' configurations from mesh.
 func NewShared(mesh *ir.Mesh) *Shared {
 	return &Shared{mesh: mesh, views: map[uint64][]*viewEntry{},
-		vhosts: map[portKey]*routev3.VirtualHost{}, dests: map[*ir.Port]*routev3.RouteConfiguration{}, grpc: map[portKey]*grpcPort{}}
+		vhosts: map[portKey]*routev3.VirtualHost{}, dests: map[destKey]*routev3.RouteConfiguration{}, grpc: map[portKey]*grpcPort{}}
 }
 
 // Mesh is the model s builds from.
@@ -72,6 +73,7 @@ func (s *Shared) Build(p dataplane.Proxy) *Resources {
 // viewEntry is what proxies of one kind with one outbound list share.
 type viewEntry struct {
 	kind     dataplane.ProxyKind
+	v4, v6   bool  // the pod's families (proxyFamilies): dual-stack Services' clusters follow them
 	outbound []int // indices in mesh.Services
 	// refused: what the view refuses or passes (3*index + reason): the
 	// outbound listener's refusal chains read it.
@@ -92,11 +94,18 @@ type listenerKey struct {
 }
 
 // portKey names one Service port as seen from inside (local) or outside
-// its namespace.
+// its namespace, by a proxy of preferred family fam.
 type portKey struct {
 	svc   *ir.Service
 	port  *ir.Port
 	local bool
+	fam   family
+}
+
+// destKey names one Service port reached by its cluster IPs of one family.
+type destKey struct {
+	port *ir.Port
+	fam  family
 }
 
 // grpcPort is a Service port's route configuration and API listeners for
@@ -115,6 +124,8 @@ func (s *Shared) entry(v *view) *viewEntry {
 		_, _ = h.Write(b[:])
 	}
 	put(int(v.proxy.Kind))
+	v4, v6 := v.proxyFamilies()
+	put(b2i(v4) + 2*b2i(v6))
 	for _, i := range v.outIdx {
 		put(i)
 	}
@@ -127,11 +138,11 @@ func (s *Shared) entry(v *view) *viewEntry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, e := range s.views[sum] {
-		if e.kind == v.proxy.Kind && slices.Equal(e.outbound, v.outIdx) && slices.Equal(e.refused, refused) {
+		if e.kind == v.proxy.Kind && e.v4 == v4 && e.v6 == v6 && slices.Equal(e.outbound, v.outIdx) && slices.Equal(e.refused, refused) {
 			return e
 		}
 	}
-	e := &viewEntry{kind: v.proxy.Kind, outbound: v.outIdx, refused: refused, listeners: map[listenerKey]*listenerv3.Listener{}}
+	e := &viewEntry{kind: v.proxy.Kind, v4: v4, v6: v6, outbound: v.outIdx, refused: refused, listeners: map[listenerKey]*listenerv3.Listener{}}
 	s.views[sum] = append(s.views[sum], e)
 	return e
 }
@@ -197,17 +208,17 @@ func (v *view) sharedVirtualHost(svc *ir.Service, port *ir.Port) *routev3.Virtua
 	if v.shared == nil {
 		return v.virtualHost(svc, port)
 	}
-	k := portKey{svc, port, svc.Key.Namespace == v.proxy.Namespace}
+	k := portKey{svc, port, svc.Key.Namespace == v.proxy.Namespace, v.preferred()}
 	return memo(&v.shared.mu, v.shared.vhosts, k, func() *routev3.VirtualHost { return v.virtualHost(svc, port) })
 }
 
-// sharedDestRoute is destRoute, once per port when v has a Shared: every
-// proxy that reaches the port holds the same message.
-func (v *view) sharedDestRoute(svc *ir.Service, port *ir.Port) *routev3.RouteConfiguration {
+// sharedDestRoute is destRoute, once per port and family when v has a
+// Shared: every proxy that reaches the port holds the same message.
+func (v *view) sharedDestRoute(svc *ir.Service, port *ir.Port, f family) *routev3.RouteConfiguration {
 	if v.shared == nil {
-		return destRoute(svc, port)
+		return destRoute(v.mesh, svc, port, f)
 	}
-	return memo(&v.shared.mu, v.shared.dests, port, func() *routev3.RouteConfiguration { return destRoute(svc, port) })
+	return memo(&v.shared.mu, v.shared.dests, destKey{port, f}, func() *routev3.RouteConfiguration { return destRoute(v.mesh, svc, port, f) })
 }
 
 // sharedGRPCPort is grpcPort, once per port and locality when v has a
@@ -216,7 +227,7 @@ func (v *view) sharedGRPCPort(svc *ir.Service, port *ir.Port) *grpcPort {
 	if v.shared == nil {
 		return v.grpcPort(svc, port)
 	}
-	k := portKey{svc, port, svc.Key.Namespace == v.proxy.Namespace}
+	k := portKey{svc, port, svc.Key.Namespace == v.proxy.Namespace, v.preferred()}
 	return memo(&v.shared.mu, v.shared.grpc, k, func() *grpcPort { return v.grpcPort(svc, port) })
 }
 
@@ -237,4 +248,11 @@ func memo[K comparable, V any](mu *sync.Mutex, m map[K]V, k K, build func() V) V
 	}
 	m[k] = x
 	return x
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

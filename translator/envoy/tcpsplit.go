@@ -45,17 +45,22 @@ const splitClusterMark = "|tcp-split|"
 func isTCPSplit(port *ir.Port) bool { return len(port.TCPBackends) > 1 }
 
 // splitClusterName is stable for the root Service's port: the split's
-// backends and weights are not in it.
-func splitClusterName(svc ir.ServiceKey, port int32) string {
-	return fmt.Sprintf("outbound|%d%s%s", port, splitClusterMark, svc.Hostname())
+// backends and weights are not in it. A dual-stack root has one split per
+// family of its cluster IPs (docs/design/064): the IPv6 one is
+// outbound|<port>|tcp-split|ipv6|<hostname>.
+func splitClusterName(svc *ir.Service, port int32, f family) string {
+	if contentFamily(svc, f) == fam6 {
+		return fmt.Sprintf("outbound|%d%sipv6|%s", port, splitClusterMark, svc.Key.Hostname())
+	}
+	return fmt.Sprintf("outbound|%d%s%s", port, splitClusterMark, svc.Key.Hostname())
 }
 
 // splitCluster is the split's cluster: EDS, locality-weighted, and a
 // transport socket match per meshed backend (mesh mTLS naming that
 // backend's identities), plaintext otherwise.
-func (v *view) splitCluster(svc *ir.Service, port *ir.Port) *clusterv3.Cluster {
+func (v *view) splitCluster(svc *ir.Service, port *ir.Port, f family) *clusterv3.Cluster {
 	c := &clusterv3.Cluster{
-		Name:                 splitClusterName(svc.Key, port.Port),
+		Name:                 splitClusterName(svc, port.Port, f),
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
 		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsConfig()},
 		ConnectTimeout:       durationpb.New(connectTimeout),
@@ -112,9 +117,11 @@ func (v *view) backendPort(b ir.Backend) *ir.Port {
 // serving-but-terminating). A backend without endpoints, or unresolved,
 // has no locality: its share goes to the others (Envoy scales locality
 // weights by their healthy share), where weighted_clusters sent it to a
-// cluster without endpoints and failed the connection.
-func (v *view) splitLoadAssignment(svc *ir.Service, port *ir.Port) *endpointv3.ClusterLoadAssignment {
-	out := &endpointv3.ClusterLoadAssignment{ClusterName: splitClusterName(svc.Key, port.Port)}
+// cluster without endpoints and failed the connection. Only the endpoints
+// of f, the family of the root's cluster IP the chain matched, as
+// kube-proxy would carry a connection to it (famAny: all).
+func (v *view) splitLoadAssignment(svc *ir.Service, port *ir.Port, f family) *endpointv3.ClusterLoadAssignment {
+	out := &endpointv3.ClusterLoadAssignment{ClusterName: splitClusterName(svc, port.Port, f)}
 	for _, b := range port.TCPBackends {
 		bp := v.backendPort(b)
 		if bp == nil || b.Weight == 0 {
@@ -122,8 +129,12 @@ func (v *view) splitLoadAssignment(svc *ir.Service, port *ir.Port) *endpointv3.C
 		}
 		name := ir.ClusterName(b.Service, b.Port)
 		loc := &endpointv3.LocalityLbEndpoints{Locality: &corev3.Locality{SubZone: name}, LoadBalancingWeight: wrapperspb.UInt32(b.Weight)}
-		for _, z := range portLoadAssignment(name, bp).GetEndpoints() {
+		bs := v.mesh.Service(b.Service)
+		for _, z := range portLoadAssignment(familyClusterName(bs, b.Port, f), bp, contentFamily(bs, f)).GetEndpoints() {
 			for _, e := range z.GetLbEndpoints() {
+				if !f.keep(e.GetEndpoint().GetAddress().GetSocketAddress().GetAddress()) {
+					continue
+				}
 				lbe := &endpointv3.LbEndpoint{HostIdentifier: e.GetHostIdentifier(), HealthStatus: e.GetHealthStatus()}
 				if e.GetMetadata() != nil {
 					lbe.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{

@@ -1,6 +1,7 @@
 package meshgen
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -125,4 +126,52 @@ func TestNew8_HeadlessIPv6EscapesTheRefusal(t *testing.T) {
 			t.Errorf("seed %d: %s, denied by a namespace AuthPolicy, reached the headless %s: %s\n%s", tc.seed, tc.call.From, tc.call.To, v, r)
 		}
 	}
+}
+
+// new-6: a dual-stack Service's outbound cluster held the endpoints of
+// both families. A meshed caller's sidecar must carry a call to the
+// Service's IPv4 cluster IP to an IPv4 endpoint and to its IPv6 cluster
+// IP to an IPv6 endpoint, as kube-proxy would (it never translates
+// families): otherwise a single-stack caller is handed an endpoint it has
+// no address to reach, and a dual-stack caller reaches the server from its
+// address of the other family, which the server's ipBlocks judge. In seed
+// 1, the dual-stack ns-0/w0-0 calling its own Service w0 at its IPv6
+// cluster IP (TCP, port 9000) was carried to the IPv4 endpoint
+// 10.1.0.10:5000.
+func TestNew6_DualStackServiceKeepsTheCalledFamily(t *testing.T) {
+	checked := 0
+	for seed := uint64(1); seed <= defaultMeshes; seed++ {
+		m := Generate(seed, Options{})
+		w, err := m.World(false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range m.Cases() {
+			if c.Via != ViaService || c.Source == nil || !c.Source.Meshed || c.Service.Workload.Family != DualStack {
+				continue
+			}
+			r := w.Walk(c.Call)
+			src := c.SourcePod.Namespace + "/" + c.SourcePod.Name + " envoy: cluster "
+			for _, line := range r.Trace {
+				i := strings.Index(line, src)
+				j := strings.LastIndex(line, "-> endpoint ")
+				if i < 0 || j < 0 {
+					continue
+				}
+				ep, err := netip.ParseAddrPort(strings.Fields(line[j+len("-> endpoint "):])[0])
+				if err != nil {
+					t.Fatalf("seed %d: %s: %v", seed, line, err)
+				}
+				checked++
+				if ep.Addr().Is6() != c.V6 {
+					t.Fatalf("seed %d: %s: the caller's sidecar chose the %s endpoint %s: %s\n%s", seed, c, family(ep.Addr().Is6()), ep, r.Verdict, r)
+				}
+				break
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no call to a dual-stack Service went through a caller's EDS cluster")
+	}
+	t.Logf("%d calls to dual-stack Services kept their family", checked)
 }

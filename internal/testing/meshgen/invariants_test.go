@@ -35,13 +35,7 @@ var (
 // today. A violation that one of them explains (see explain) is counted
 // and logged, not failed. Whoever fixes an item deletes its line: from
 // then on a violation it would have explained fails the test.
-var knownDefects = map[string]string{
-	// Found by these tests, beyond issue 12's list:
-	"new-6": "outbound clusters of a dual-stack Service hold endpoints of both families, whatever the family the client called and " +
-		"the proxy's own families: a single-stack client is handed endpoints it has no address to reach (only with single-stack pods " +
-		"beside dual-stack ones), and a dual-stack client's call to the IPv6 cluster IP may be carried over IPv4 (and back), " +
-		"so the server's ipBlocks see the client's address of the other family",
-}
+var knownDefects = map[string]string{}
 
 // invariant names, as issue 12 section 2 numbers them.
 const (
@@ -397,15 +391,6 @@ func (m *Mesh) explain(c Case, v sim.Verdict, inv string) []string {
 	// h2c the port's chain does not expect) loops.
 	if c.V6 && destW != nil && destW.Meshed && !m.Strict[destW.Namespace] && v.Kind == sim.Loop {
 		out = append(out, "new-5")
-	}
-	// new-6: a caller of a dual-stack workload through its Service.
-	if c.Source != nil && c.Via != ViaPodIP {
-		for pod := range m.Destinations(c) {
-			if w, _ := m.Workload(pod); w != nil && w.Family == DualStack {
-				out = append(out, "new-6")
-				break
-			}
-		}
 	}
 	// 12a: a Permissive workload's port no Service declares, or the
 	// application's own TLS, meets no RBAC.
