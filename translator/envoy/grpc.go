@@ -106,7 +106,8 @@ func (v *view) grpcUpstreams() ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadA
 
 // grpcPort is a Service port's route configuration for gRPC clients and
 // the API listeners that lead to it. It reads of the proxy only whether it
-// is in the Service's namespace (the bare name), so proxies share it.
+// is in the Service's namespace (the bare name) and its preferred family
+// (which picks dual-stack backends' clusters), so proxies share it.
 func (v *view) grpcPort(svc *ir.Service, port *ir.Port) *grpcPort {
 	names := v.grpcListenerNames(svc, port.Port)
 	gp := &grpcPort{route: &routev3.RouteConfiguration{
