@@ -53,6 +53,9 @@ func TestHeapServer(t *testing.T) {
 	}
 	in := testmesh.Generate(testmesh.Options{Services: services, Namespaces: namespaces, EndpointsPerService: 10, ExportAll: exportAll})
 	ads := xds.NewADS(logr.Discard())
+	if n, _ := strconv.Atoi(os.Getenv("WEFT_XDS_CHUNK")); n > 0 {
+		xds.SetResponseChunkBytes(ads, n)
+	}
 	ads.Update(translator.Translate(in).Mesh, time.Now())
 	in = nil
 	srv, err := xds.NewServer("127.0.0.1:0", ads, nil, logr.Discard())
@@ -66,6 +69,13 @@ func TestHeapServer(t *testing.T) {
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
 		switch sc.Text() {
+		case "heap1":
+			// One collection, as a reading of the controller's live heap
+			// at its last GC sees it: pooled buffers are still there.
+			runtime.GC()
+			var m runtime.MemStats
+			runtime.ReadMemStats(&m)
+			fmt.Printf("heap1 %d\n", m.HeapAlloc)
 		case "heap":
 			runtime.GC()
 			runtime.GC()
@@ -104,25 +114,32 @@ func TestHeapServer(t *testing.T) {
 // live heap (after two collections) per connected proxy, over its heap
 // before they connected. "workloads=N" makes each proxy its own workload
 // (a group each: what the peer's harness measured), "workloads=10" puts
-// them in 10 groups (per-stream cost alone, mostly).
+// them in 10 groups (per-stream cost alone, mostly). It also logs the heap
+// after a single collection (-v), which still holds the pooled buffers of
+// the connection storm (gRPC's encode buffers, sync.Pool victims): what
+// hack/load's "live heap at the last GC" reads. WEFT_XDS_CHUNK=n sets the
+// server's ResponseChunkBytes.
 //
 //	go test ./xds -run '^$' -bench HeapPerProxy -benchtime 1x
 func BenchmarkHeapPerProxy(b *testing.B) {
 	for _, c := range []struct {
 		services, proxies, workloads int
 		exportAll                    bool
+		namespaces                   int
 	}{
-		{2000, 100, 100, true},
-		{2000, 100, 10, true},
-		{2000, 100, 100, false},
+		{2000, 100, 100, true, 10},
+		{2000, 100, 10, true, 10},
+		{2000, 100, 100, false, 10},
+		// hack/load's shape: 100 namespaces of 20 Services.
+		{2000, 100, 100, true, 100},
 	} {
 		scope := "scoped"
 		if c.exportAll {
 			scope = "every-service"
 		}
-		b.Run(fmt.Sprintf("%s/services=%d/proxies=%d/workloads=%d", scope, c.services, c.proxies, c.workloads), func(b *testing.B) {
+		b.Run(fmt.Sprintf("%s/services=%d/namespaces=%d/proxies=%d/workloads=%d", scope, c.services, c.namespaces, c.proxies, c.workloads), func(b *testing.B) {
 			for b.Loop() {
-				live, inuse, marginal := heapPerProxy(b, c.services, 10, c.proxies, c.workloads, c.exportAll)
+				live, inuse, marginal := heapPerProxy(b, c.services, c.namespaces, c.proxies, c.workloads, c.exportAll)
 				b.ReportMetric(live, "KiB-live/proxy")
 				b.ReportMetric(inuse, "KiB-inuse/proxy")
 				b.ReportMetric(marginal, "KiB-marginal/proxy")
@@ -187,7 +204,7 @@ func heapPerProxy(b testing.TB, services, namespaces, proxies, workloads int, ex
 			converge(b, ps[:i], want)
 			allocHalf, _ = heap()
 			if dir := os.Getenv("WEFT_XDS_HEAP_PROFILE"); dir != "" {
-				fmt.Fprintf(stdin, "profile %s/heap-%d-%d-%d-%t-half.pb.gz\n", dir, services, proxies, workloads, exportAll)
+				fmt.Fprintf(stdin, "profile %s/heap-%d-%d-%d-%d-%t-half.pb.gz\n", dir, services, namespaces, proxies, workloads, exportAll)
 				read("profiled")
 			}
 		}
@@ -205,10 +222,13 @@ func heapPerProxy(b testing.TB, services, namespaces, proxies, workloads int, ex
 		go func(p *xdsload.Proxy) { _ = p.Run(ctx, conn) }(ps[i])
 	}
 	converge(b, ps, want)
+	fmt.Fprintln(stdin, "heap1")
+	one, _ := strconv.ParseUint(read("heap1")[0], 10, 64)
+	b.Logf("after one collection: %.1f KiB per proxy", (float64(one)-float64(alloc0))/float64(proxies)/1024)
 	alloc1, inuse1 := heap()
 	if dir := os.Getenv("WEFT_XDS_HEAP_PROFILE"); dir != "" {
 		// go tool pprof -sample_index=inuse_space <file>
-		fmt.Fprintf(stdin, "profile %s/heap-%d-%d-%d-%t.pb.gz\n", dir, services, proxies, workloads, exportAll)
+		fmt.Fprintf(stdin, "profile %s/heap-%d-%d-%d-%d-%t.pb.gz\n", dir, services, namespaces, proxies, workloads, exportAll)
 		read("profiled")
 	}
 	half := proxies - proxies/2
