@@ -74,3 +74,26 @@ func (t *TokenAuthenticator) forgetServiceAccount(namespace, name string) {
 		}
 	}
 }
+
+// EndSecretHolders ends the authenticated streams, of groups served
+// secrets, whose node id is in ids, with Unavailable and msg: a root
+// rotation phase that timed out closes the streams of the proxies that have
+// not ACKed it, so that they reconnect and are sent the current secrets
+// at once (docs/design/076). It returns how many streams it ended.
+func (a *ADS) EndSecretHolders(ids map[string]bool, msg string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for _, g := range a.groups {
+		if !a.servesSecrets(g) {
+			continue
+		}
+		for c := range g.conns {
+			if c.node.Authenticated && ids[c.node.ID] {
+				c.end(status.Errorf(codes.Unavailable, "node %s: %s", c.node.ID, msg))
+				n++
+			}
+		}
+	}
+	return n
+}

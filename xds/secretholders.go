@@ -1,6 +1,8 @@
 package xds
 
 import (
+	"slices"
+
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
@@ -34,7 +36,36 @@ type HeldSecrets struct {
 // proxy (a response unanswered, a NACK, a newer snapshot not yet sent)
 // may still hold older content and satisfies no predicate.
 func (a *ADS) SecretHolders(preds ...func(HeldSecrets) bool) (proxies int, satisfied []int) {
-	satisfied = make([]int, len(preds))
+	h := a.secretHolders(false, preds)
+	return h.Proxies, h.Satisfied
+}
+
+// SecretHolding is SecretHoldersNamed's answer.
+type SecretHolding struct {
+	Proxies   int
+	Satisfied []int
+	// Missing lists, per predicate, the node ids of the proxies that do
+	// not satisfy it, sorted (a node id twice if it has two streams).
+	Missing [][]string
+}
+
+// SecretHoldersNamed is SecretHolders that also names the proxies that do
+// not satisfy each predicate: a root rotation shows which proxies hold it
+// up, and closes their streams when its phase times out.
+func (a *ADS) SecretHoldersNamed(preds ...func(HeldSecrets) bool) SecretHolding {
+	return a.secretHolders(true, preds)
+}
+
+func (a *ADS) secretHolders(named bool, preds []func(HeldSecrets) bool) (out SecretHolding) {
+	out.Satisfied = make([]int, len(preds))
+	if named {
+		out.Missing = make([][]string, len(preds))
+	}
+	miss := func(i int, c *conn) {
+		if named {
+			out.Missing[i] = append(out.Missing[i], c.node.ID)
+		}
+	}
 	a.mu.Lock()
 	type member struct {
 		c *conn
@@ -72,19 +103,27 @@ func (a *ADS) SecretHolders(preds ...func(HeldSecrets) bool) (proxies int, satis
 		return b
 	}
 	for _, m := range members {
-		proxies++
+		out.Proxies++
 		held, known := m.c.heldSecrets(m.g.snap.Load())
 		if !known {
+			for i := range preds {
+				miss(i, m.c)
+			}
 			continue
 		}
 		h := HeldSecrets{Chain: content(held[dataplane.WorkloadCertSecret]), Bundle: content(held[dataplane.TrustBundleSecret])}
 		for i, p := range preds {
 			if p(h) {
-				satisfied[i]++
+				out.Satisfied[i]++
+			} else {
+				miss(i, m.c)
 			}
 		}
 	}
-	return proxies, satisfied
+	for _, ids := range out.Missing {
+		slices.Sort(ids)
+	}
+	return out
 }
 
 // heldSecrets returns the current snapshot's secret resources that the

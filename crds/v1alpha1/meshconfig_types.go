@@ -104,6 +104,27 @@ type RootRotationStatus struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=1024
 	WaitingFor string `json:"waitingFor,omitempty"`
+
+	// WaitingForProxies names connected proxies (node ids,
+	// <pod>.<namespace>) that have not ACKed what the current phase waits
+	// for: the first 20 in order of name over every controller replica.
+	// +optional
+	// +kubebuilder:validation:MaxItems=20
+	// +kubebuilder:validation:items:MaxLength=320
+	WaitingForProxies []string `json:"waitingForProxies,omitempty"`
+
+	// WaitingForProxyCount is how many connected proxies have not ACKed
+	// what the current phase waits for (WaitingForProxies names the first
+	// 20).
+	// +optional
+	WaitingForProxyCount int32 `json:"waitingForProxyCount,omitempty"`
+
+	// PhaseDeadline is when the current phase is forced on if proxies
+	// still have not ACKed it: phaseSince plus
+	// spec.certificates.builtIn.rotationPhaseTimeout (their streams are
+	// closed then, and the phase moves on 30 seconds later).
+	// +optional
+	PhaseDeadline *metav1.Time `json:"phaseDeadline,omitempty"`
 }
 
 // RootCertificateStatus identifies a root certificate without its key.
@@ -251,7 +272,29 @@ type BuiltInCAConfig struct {
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:XValidation:rule="self >= oldSelf",message="spec.certificates.builtIn.rootGeneration may only increase (a root rotation cannot be undone): keep its current value, or raise it by one to rotate again"
 	RootGeneration int64 `json:"rootGeneration,omitempty"`
+
+	// RotationPhaseTimeout bounds how long each phase of a root rotation
+	// waits for every connected proxy to ACK it. When it has passed, each
+	// controller replica closes the xDS streams of its proxies that have
+	// not ACKed (they reconnect and are sent the phase's bundle and
+	// certificate at once); if some still have not ACKed 30 seconds
+	// later, the phase moves on anyway, with a Warning Event
+	// (RootRotationForced) naming them — they may then fail mTLS with
+	// their peers until they take the new secrets. status.rootRotation
+	// names the proxies a phase waits for and when it will be forced.
+	// Lower it (to 0s, say) to push a stuck rotation on now; between 0s
+	// and 8760h. Absent: 24h.
+	// +optional
+	// +kubebuilder:default="24h"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || duration(self) <= duration('8760h')",message="spec.certificates.builtIn.rotationPhaseTimeout must be at most 8760h, such as 24h (or 0s to force a stuck rotation on now)"
+	RotationPhaseTimeout Duration `json:"rotationPhaseTimeout,omitempty"`
 }
+
+// DefaultRotationPhaseTimeout is spec.certificates.builtIn.rotationPhaseTimeout
+// when absent: a day lets a proxy that is restarting, or a node that is
+// briefly unreachable, catch up, and still ends a stuck rotation within a
+// working day.
+const DefaultRotationPhaseTimeout = "24h"
 
 // CertManagerConfig points at the cert-manager issuer of workload
 // certificates and pins the CA that weft trusts for them.

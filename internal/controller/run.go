@@ -194,6 +194,7 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 		return err
 	}
 	rotation.OnStep = rootCA.RootChanged
+	rotation.Events = events // a phase forced past its timeout names the proxies
 	var synced atomic.Bool
 	checks := []error{
 		addIf(mgr, xdsServer != nil, func() manager.Runnable { return xdsServer }),

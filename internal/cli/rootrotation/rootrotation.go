@@ -8,7 +8,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -147,7 +149,8 @@ func Wait(ctx context.Context, c client.Client, gen int64, progress func(Progres
 }
 
 func changed(a, b Progress) bool {
-	if a.Status.Phase != b.Status.Phase || a.Status.WaitingFor != b.Status.WaitingFor || a.Status.RootGeneration != b.Status.RootGeneration {
+	if a.Status.Phase != b.Status.Phase || a.Status.WaitingFor != b.Status.WaitingFor || a.Status.RootGeneration != b.Status.RootGeneration ||
+		a.Status.WaitingForProxyCount != b.Status.WaitingForProxyCount || !slices.Equal(a.Status.WaitingForProxies, b.Status.WaitingForProxies) {
 		return true
 	}
 	if (a.Condition == nil) != (b.Condition == nil) {
@@ -157,11 +160,25 @@ func changed(a, b Progress) bool {
 }
 
 // Describe is one line about a progress: what the phase waits for, or the
-// condition's message.
+// condition's message; the proxies a phase waits for are named (the first
+// 20, status.rootRotation.waitingForProxies) with the deadline after which
+// it is forced on.
 func Describe(p Progress) string {
+	s := p.Status
 	switch {
-	case p.Status.WaitingFor != "":
-		return p.Status.WaitingFor
+	case s.WaitingFor != "":
+		out := s.WaitingFor
+		if len(s.WaitingForProxies) > 0 && !strings.Contains(out, s.WaitingForProxies[len(s.WaitingForProxies)-1]) {
+			// waitingFor was cut to its 1,024 bytes: name them here.
+			out += "; not yet: " + strings.Join(s.WaitingForProxies, ", ")
+			if more := int(s.WaitingForProxyCount) - len(s.WaitingForProxies); more > 0 {
+				out += fmt.Sprintf(" and %d more", more)
+			}
+		}
+		if s.PhaseDeadline != nil && s.WaitingForProxyCount > 0 && !strings.Contains(out, "forced on") {
+			out += "; their streams are closed at " + s.PhaseDeadline.UTC().Format(time.RFC3339) + " and the phase is forced on without them 30s later"
+		}
+		return out
 	case p.Condition != nil:
 		return p.Condition.Message
 	}

@@ -140,3 +140,20 @@ func get(ctx context.Context, t *testing.T, c client.Client) *v1alpha1.MeshConfi
 	}
 	return &mc
 }
+
+// TestDescribeNamesWaitingProxies: what `weft ca rotate-root --wait` and
+// `weft ca status` print names the proxies a phase waits for and when it
+// is forced on, also when status.rootRotation.waitingFor was cut to its
+// 1,024 bytes.
+func TestDescribeNamesWaitingProxies(t *testing.T) {
+	deadline := metav1.NewTime(time.Date(2026, 12, 2, 18, 0, 0, 0, time.UTC))
+	p := rootrotation.Progress{Status: v1alpha1.RootRotationStatus{Phase: "AddNewRoot",
+		WaitingFor:        "waiting for every connected proxy to ACK a trust bundle with the new root: 40 of 42 proxies have (on 2 controller replicas); not yet: a-0.s...",
+		WaitingForProxies: []string{"a-0.shop", "b-1.shop"}, WaitingForProxyCount: 2, PhaseDeadline: &deadline}}
+	got := rootrotation.Describe(p)
+	for _, want := range []string{"40 of 42", "not yet: a-0.shop, b-1.shop", "their streams are closed at 2026-12-02T18:00:00Z and the phase is forced on without them 30s later"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("%q does not say %q", got, want)
+		}
+	}
+}

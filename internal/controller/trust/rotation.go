@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -49,6 +50,17 @@ type RotationDriver struct {
 	// OnStep runs after each persisted step: the trust-bundle publisher
 	// (internal/controller/trust) re-reads the root Secret at once.
 	OnStep func()
+	// forceGrace replaces ForceGrace (tests).
+	forceGrace time.Duration
+	// Events, when set, records a Warning Event on MeshConfig when a phase
+	// is forced on past its timeout.
+	Events EventRecorder
+}
+
+// EventRecorder is the part of client-go's events.EventRecorder the
+// driver uses.
+type EventRecorder interface {
+	Eventf(regarding runtime.Object, related runtime.Object, eventtype, reason, action, note string, args ...interface{})
 }
 
 // publication counts the weft-root-ca ConfigMaps (what workloads verify
@@ -130,9 +142,15 @@ func (d *RotationDriver) step(ctx context.Context) bool {
 	}
 	mc := readMeshConfig(ctx, d.c)
 	want, provider := rotationRequest(mc)
+	timeout := phaseTimeout(mc)
 	now := d.clock.Now()
 	pub := d.published(ctx, st)
-	p := planRotation(st, want, provider, d.trustReports(), pub)
+	grace := d.forceGrace
+	if grace == 0 {
+		grace = ForceGrace
+	}
+	pc := phaseClock{now: now, timeout: timeout, grace: grace}
+	p := planRotationAt(st, want, provider, d.trustReports(), pub, pc)
 	if p.action == actionAdvance {
 		// The collector's watch may lag behind a replica that has just
 		// written its first (empty) report and started serving: read the
@@ -143,7 +161,7 @@ func (d *RotationDriver) step(ctx context.Context) bool {
 			}
 			p = rotationPlan{waiting: "reading the controller replicas' reports before the next step: " + err.Error()}
 		} else {
-			p = planRotation(st, want, provider, d.trustReports(), pub)
+			p = planRotationAt(st, want, provider, d.trustReports(), pub, pc)
 		}
 	}
 	var failed error
@@ -154,10 +172,13 @@ func (d *RotationDriver) step(ctx context.Context) bool {
 			d.log.Info("root rotation started", "generation", want, "newRoot", certs.Fingerprint(st.Next.Cert))
 		}
 	case actionAdvance:
-		from := st.Rotation.Phase
+		from, since := st.Rotation.Phase, st.PhaseSince
 		st, failed = d.store.SetPhase(ctx, st, p.next)
 		if failed == nil {
 			d.log.Info("root rotation moved on", "from", from, "to", st.Rotation.Phase, "root", certs.Fingerprint(st.Current.Cert))
+			if p.forced {
+				d.forced(mc, from, since, timeout, p)
+			}
 		}
 	case actionDeleteLeftover:
 		st, failed = d.store.DeleteLeftover(ctx, st)
@@ -168,15 +189,51 @@ func (d *RotationDriver) step(ctx context.Context) bool {
 			d.log.Error(failed, "root rotation step failed; retrying")
 		}
 	} else if p.action != actionNone {
-		p = planRotation(st, want, provider, d.trustReports(), d.published(ctx, st)) // what the new state waits for
+		p = planRotationAt(st, want, provider, d.trustReports(), d.published(ctx, st), pc) // what the new state waits for
 	}
 	if acted && d.OnStep != nil {
 		d.OnStep()
 	}
 	if mc != nil {
-		d.writeStatus(ctx, mc, rootRotationStatus(st, want, provider, p.waiting, failed, now))
+		rs := rootRotationStatus(st, want, provider, p.waiting, failed, now)
+		if st.Rotation.Phase != certs.PhaseStable {
+			rs.status.WaitingForProxies, rs.status.WaitingForProxyCount = p.proxies, int32(p.count)
+			if !st.PhaseSince.IsZero() && timeout >= 0 {
+				rs.status.PhaseDeadline = &metav1.Time{Time: st.PhaseSince.Add(timeout).Truncate(time.Second)}
+			}
+		}
+		d.writeStatus(ctx, mc, rs)
 	}
 	return st.Rotation.Phase != certs.PhaseStable
+}
+
+// forced reports a phase moved on without every proxy: a log line and a
+// Warning Event on MeshConfig naming the proxies.
+func (d *RotationDriver) forced(mc *v1alpha1.MeshConfig, phase certs.RotationPhase, since time.Time, timeout time.Duration, p rotationPlan) {
+	names := strings.Join(p.proxies, ", ")
+	if more := p.count - len(p.proxies); more > 0 {
+		names += fmt.Sprintf(" and %d more", more)
+	}
+	msg := fmt.Sprintf("root rotation phase %s (since %s) moved on to %s after spec.certificates.builtIn.rotationPhaseTimeout (%s) without the ACK of %d proxies, whose streams were closed and which may fail mTLS with their peers until they take the new secrets: %s",
+		phase, since.UTC().Format(time.RFC3339), p.next.Phase, timeout, p.count, names)
+	d.log.Info("root rotation phase forced on", "from", phase, "to", p.next.Phase, "proxies", p.count, "names", p.proxies)
+	if d.Events != nil && mc != nil {
+		d.Events.Eventf(mc, nil, corev1.EventTypeWarning, "RootRotationForced", "AdvancePhase", "%.1024s", msg)
+	}
+}
+
+// phaseTimeout reads spec.certificates.builtIn.rotationPhaseTimeout
+// (v1alpha1.DefaultRotationPhaseTimeout when absent or unreadable).
+func phaseTimeout(mc *v1alpha1.MeshConfig) time.Duration {
+	def, _ := time.ParseDuration(v1alpha1.DefaultRotationPhaseTimeout)
+	if mc == nil || mc.Spec.Certificates.BuiltIn == nil || mc.Spec.Certificates.BuiltIn.RotationPhaseTimeout == "" {
+		return def
+	}
+	d, err := time.ParseDuration(string(mc.Spec.Certificates.BuiltIn.RotationPhaseTimeout))
+	if err != nil || d < 0 {
+		return def
+	}
+	return d
 }
 
 func (d *RotationDriver) writeStatus(ctx context.Context, mc *v1alpha1.MeshConfig, rs rotationStatus) {
@@ -225,7 +282,23 @@ type rotationPlan struct {
 	action  rotationAction
 	next    certs.Rotation // for actionAdvance
 	waiting string
+	// proxies names the first MaxNamedProxies proxies the phase waits for
+	// (of count); with forced, the ones it moved on without.
+	proxies []string
+	count   int
+	forced  bool
 }
+
+// MaxNamedProxies bounds the proxies a replica's report, MeshConfig's
+// status and the forcing Event name: enough to find a pattern (one node,
+// one namespace), small enough for a Lease annotation and a status field.
+const MaxNamedProxies = 20
+
+// ForceGrace is how long after a phase's deadline the leader waits before
+// moving on without the proxies that have not ACKed: at the deadline every
+// replica closes their streams, and a proxy that was merely wedged
+// reconnects, is sent the phase's secrets and ACKs within seconds.
+const ForceGrace = 30 * time.Second
 
 // replicaFacts is one live replica's trust section ("" when its report has
 // none: it has not applied a state yet, or its facts lapsed).
@@ -241,9 +314,27 @@ type trustReports struct {
 	facts []replicaFacts // by replica name
 }
 
-// planRotation decides the driver's next action from the persisted state,
-// MeshConfig's request and the live replicas' reports. Pure.
+// planRotation is planRotationAt without a phase deadline.
 func planRotation(st builtin.TrustState, want int64, provider v1alpha1.CertificateProvider, reports trustReports, pub publication) rotationPlan {
+	return planRotationAt(st, want, provider, reports, pub, phaseClock{timeout: -1})
+}
+
+// phaseClock is what a phase's deadline is judged by: now, the phase
+// timeout (negative: none) and the grace after it (ForceGrace).
+type phaseClock struct {
+	now            time.Time
+	timeout, grace time.Duration
+}
+
+// planRotationAt decides the driver's next action from the persisted
+// state, MeshConfig's request and the live replicas' reports, at now, with
+// the phase timeout (negative: none). A phase whose proxies have not all
+// ACKed it by st.PhaseSince + timeout + grace moves on anyway
+// (forced), provided every live replica reported this state: what is
+// forced past is proxies, never a replica that has not applied the phase
+// nor the weft-root-ca publication. Pure.
+func planRotationAt(st builtin.TrustState, want int64, provider v1alpha1.CertificateProvider, reports trustReports, pub publication, pc phaseClock) rotationPlan {
+	now, timeout := pc.now, pc.timeout
 	rot := st.Rotation
 	if rot.Phase == certs.PhaseStable {
 		switch {
@@ -258,6 +349,11 @@ func planRotation(st builtin.TrustState, want int64, provider v1alpha1.Certifica
 		return rotationPlan{waiting: fmt.Sprintf("spec.certificates.provider is %s, so proxies are not given the built-in CA's bundle and the rotation cannot go on: set provider: BuiltIn to finish it", provider)}
 	}
 	acks, fl := aggregateTrust(reports, st.Key())
+	forced := false
+	if n, _ := rot.Advance(acks); n.Phase == rot.Phase && timeout >= 0 && !st.PhaseSince.IsZero() &&
+		!fl.unknown && fl.replicas > 0 && len(fl.behind) == 0 && !now.Before(st.PhaseSince.Add(timeout+pc.grace)) {
+		acks, forced = certs.Acks{TrustNext: true, ServeFromNext: true, DroppedCurrent: true}, true
+	}
 	if rot.Phase == certs.PhaseAddNewRoot && acks.TrustNext && pub.have < pub.total {
 		// Proxies trust the new root for their peers; the control plane's
 		// serving certificate moves to it later (RetireOldRoot), and
@@ -266,9 +362,24 @@ func planRotation(st builtin.TrustState, want int64, provider v1alpha1.Certifica
 	}
 	next, waiting := rot.Advance(acks)
 	if next.Phase != rot.Phase {
-		return rotationPlan{action: actionAdvance, next: next}
+		p := rotationPlan{action: actionAdvance, next: next, forced: forced}
+		if forced {
+			p.proxies, p.count = fl.waiting, fl.waitingCount
+		}
+		return p
 	}
-	return rotationPlan{waiting: fl.describe(rot.Phase, waiting)}
+	w := fl.describe(rot.Phase, waiting)
+	if fl.waitingCount > 0 {
+		w += "; not yet: " + strings.Join(fl.waiting, ", ")
+		if more := fl.waitingCount - len(fl.waiting); more > 0 {
+			w += fmt.Sprintf(" and %d more", more)
+		}
+	}
+	if timeout >= 0 && !st.PhaseSince.IsZero() && fl.waitingCount > 0 {
+		w += fmt.Sprintf("; at %s (spec.certificates.builtIn.rotationPhaseTimeout %s after the phase began) their streams are closed, and %s later the phase is forced on without them",
+			st.PhaseSince.Add(timeout).UTC().Format(time.RFC3339), timeout, pc.grace)
+	}
+	return rotationPlan{waiting: w, proxies: fl.waiting, count: fl.waitingCount}
 }
 
 // fleet sums the live replicas' reports for one state.
@@ -277,6 +388,11 @@ type fleet struct {
 	replicas, proxies                        int
 	trustNext, serveFromNext, droppedCurrent int
 	behind                                   []string // replicas that have not applied the state
+	// waiting names the first MaxNamedProxies proxies (over every replica,
+	// sorted) that have not ACKed what the phase waits for, of
+	// waitingCount.
+	waiting      []string
+	waitingCount int
 }
 
 // aggregateTrust combines the live replicas' reports for the trust state
@@ -303,6 +419,12 @@ func aggregateTrust(reports trustReports, key string) (certs.Acks, fleet) {
 		fl.trustNext += r.TrustNext
 		fl.serveFromNext += r.ServeFromNext
 		fl.droppedCurrent += r.DroppedCurrent
+		fl.waiting = append(fl.waiting, r.Waiting...)
+		fl.waitingCount += r.WaitingCount
+	}
+	slices.Sort(fl.waiting)
+	if len(fl.waiting) > MaxNamedProxies {
+		fl.waiting = fl.waiting[:MaxNamedProxies]
 	}
 	if !self {
 		fl.replicas++

@@ -249,3 +249,67 @@ func TestTrustPredicates(t *testing.T) {
 		t.Error("nothing remembered")
 	}
 }
+
+// TestPlanRotationPhaseTimeout (issue 13, item 3): a phase waits for its
+// proxies, naming them, until phaseSince + rotationPhaseTimeout + grace;
+// then it moves on without them (forced, naming them), but never past a
+// replica that has not applied the phase nor past the weft-root-ca
+// publication, which are the control plane's own to finish.
+func TestPlanRotationPhaseTimeout(t *testing.T) {
+	_, _, st := states(t)
+	add := st[certs.PhaseAddNewRoot]
+	stuck := func(names ...string) trustReports {
+		b, _ := json.Marshal(trustReport{State: add.Key(), Proxies: 3, TrustNext: 3 - len(names), Waiting: names, WaitingCount: len(names)})
+		b2, _ := json.Marshal(trustReport{State: add.Key(), Proxies: 25, TrustNext: 0, Waiting: []string{"z-0.shop"}, WaitingCount: 25})
+		return read(replicaFacts{Replica: "a", Value: string(b)}, replicaFacts{Replica: "b", Value: string(b2)})
+	}
+	pc := func(after time.Duration) phaseClock {
+		return phaseClock{now: add.PhaseSince.Add(after), timeout: time.Hour, grace: 30 * time.Second}
+	}
+
+	p := planRotationAt(add, 1, v1alpha1.CertificateProviderBuiltIn, stuck("stuck-0.shop", "a-1.other"), publication{}, pc(time.Hour))
+	if p.action != actionNone || p.count != 27 || strings.Join(p.proxies, " ") != "a-1.other stuck-0.shop z-0.shop" {
+		t.Fatalf("at the deadline: action %d, %d proxies %v; want waiting (for the grace), naming them over both replicas, sorted", p.action, p.count, p.proxies)
+	}
+	for _, want := range []string{"not yet: a-1.other, stuck-0.shop, z-0.shop and 24 more", "at 2026-03-01T13:00:00Z (spec.certificates.builtIn.rotationPhaseTimeout 1h0m0s after the phase began) their streams are closed, and 30s later the phase is forced on without them"} {
+		if !strings.Contains(p.waiting, want) {
+			t.Errorf("waiting %q does not say %q", p.waiting, want)
+		}
+	}
+
+	p = planRotationAt(add, 1, v1alpha1.CertificateProviderBuiltIn, stuck("stuck-0.shop"), publication{}, pc(time.Hour+30*time.Second))
+	if p.action != actionAdvance || p.next.Phase != certs.PhaseSwitchSigning || !p.forced || p.count != 26 || p.proxies[0] != "stuck-0.shop" {
+		t.Fatalf("after the deadline and grace: %+v; want forced on to SwitchSigning naming the proxies", p)
+	}
+
+	// Not past a replica that has not applied the phase.
+	behind := read(report(t, "a", add.Key(), 1, 0, 0, 0), report(t, "b", st[certs.PhaseStable].Key(), 1, 1, 1, 1))
+	if p := planRotationAt(add, 1, v1alpha1.CertificateProviderBuiltIn, behind, publication{}, pc(48*time.Hour)); p.action != actionNone {
+		t.Fatalf("forced past a replica behind: %+v", p)
+	}
+	// Not past the weft-root-ca publication.
+	if p := planRotationAt(add, 1, v1alpha1.CertificateProviderBuiltIn, stuck("stuck-0.shop"), publication{have: 1, total: 2}, pc(48*time.Hour)); p.action != actionNone || !strings.Contains(p.waiting, "ConfigMaps") {
+		t.Fatalf("forced past the ConfigMaps: %+v", p)
+	}
+	// A timeout of 0s forces a stuck phase on after the grace alone.
+	zero := phaseClock{now: add.PhaseSince.Add(30 * time.Second), timeout: 0, grace: 30 * time.Second}
+	if p := planRotationAt(add, 1, v1alpha1.CertificateProviderBuiltIn, stuck("stuck-0.shop"), publication{}, zero); p.action != actionAdvance || !p.forced {
+		t.Fatalf("timeout 0s: %+v", p)
+	}
+	// The other phases force on the same way.
+	for _, ph := range []certs.RotationPhase{certs.PhaseSwitchSigning, certs.PhaseRetireOldRoot} {
+		r := read(report(t, "a", st[ph].Key(), 2, 1, 1, 1))
+		if p := planRotationAt(st[ph], 1, v1alpha1.CertificateProviderBuiltIn, r, publication{}, pc(2*time.Hour)); p.action != actionAdvance || !p.forced {
+			t.Fatalf("%s after its deadline: %+v", ph, p)
+		}
+	}
+}
+
+func TestPhaseMissing(t *testing.T) {
+	m := [][]string{{"a", "c"}, {"b", "c"}, {"d"}}
+	for ph, want := range map[certs.RotationPhase]string{certs.PhaseAddNewRoot: "a c", certs.PhaseSwitchSigning: "a b c", certs.PhaseRetireOldRoot: "d"} {
+		if got := strings.Join(phaseMissing(ph, m), " "); got != want {
+			t.Errorf("%s: %q, want %q", ph, got, want)
+		}
+	}
+}

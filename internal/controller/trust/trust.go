@@ -6,6 +6,8 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -57,6 +59,10 @@ type Follower struct {
 	pinnedErr   string              // the last trust bundle error logged
 	nextServing time.Time
 	checked     map[[32]byte]bool // predicate results by content, for the applied state
+	// timeout is MeshConfig's rotation phase timeout as last read; closed
+	// the state whose timed-out proxies' streams were closed.
+	timeout time.Duration
+	closed  string
 
 	mu     sync.Mutex // guards phase for metrics
 	phase  certs.RotationPhase
@@ -74,6 +80,11 @@ type trustReport struct {
 	TrustNext      int    `json:"trustNext"`
 	ServeFromNext  int    `json:"serveFromNext"`
 	DroppedCurrent int    `json:"droppedCurrent"`
+	// Waiting names the first MaxNamedProxies of this replica's proxies
+	// (node ids, sorted) that have not ACKed what the phase waits for, of
+	// WaitingCount.
+	Waiting      []string `json:"waiting,omitempty"`
+	WaitingCount int      `json:"waitingCount,omitempty"`
 }
 
 // run follows until ctx ends, then stops the Manager.
@@ -141,6 +152,7 @@ func (f *Follower) sync(ctx context.Context) {
 		return
 	}
 	mc := readMeshConfig(ctx, f.c)
+	f.timeout = phaseTimeout(mc)
 	var pinned trustAnchors
 	if provider, _ := workloadIssuer(mc); provider == providerCertManager {
 		pinned = readTrustBundle(ctx, f.c, f.namespace, mc.Spec.Certificates.CertManager.TrustBundle)
@@ -279,13 +291,54 @@ func (f *Follower) report() {
 		if rot := f.state.Rotation; rot.Phase == certs.PhaseStable {
 			r.Proxies, _ = f.ads.SecretHolders()
 		} else {
-			var sat []int
-			r.Proxies, sat = f.ads.SecretHolders(trustPredicates(rot, f.checked)...)
-			r.TrustNext, r.ServeFromNext, r.DroppedCurrent = sat[0], sat[1], sat[2]
+			h := f.ads.SecretHoldersNamed(trustPredicates(rot, f.checked)...)
+			r.Proxies = h.Proxies
+			r.TrustNext, r.ServeFromNext, r.DroppedCurrent = h.Satisfied[0], h.Satisfied[1], h.Satisfied[2]
+			waiting := phaseMissing(rot.Phase, h.Missing)
+			r.WaitingCount = len(waiting)
+			r.Waiting = waiting[:min(len(waiting), MaxNamedProxies)]
+			f.closeTimedOut(waiting)
 		}
 	}
 	b, _ := json.Marshal(r)
 	f.facts.Set(string(b))
+}
+
+// phaseMissing is the proxies that hold up phase, from the node ids
+// missing each of trustPredicates' facts: the facts certs.Rotation.Advance
+// checks for that phase. Sorted, each id once.
+func phaseMissing(phase certs.RotationPhase, missing [][]string) []string {
+	var ids []string
+	switch phase {
+	case certs.PhaseAddNewRoot:
+		ids = slices.Clone(missing[0])
+	case certs.PhaseSwitchSigning:
+		ids = append(slices.Clone(missing[0]), missing[1]...)
+	case certs.PhaseRetireOldRoot:
+		ids = slices.Clone(missing[2])
+	}
+	slices.Sort(ids)
+	return slices.Compact(ids)
+}
+
+// closeTimedOut ends, once per applied state, the streams of the proxies
+// that have not ACKed the phase by its deadline (the state's phase start
+// plus MeshConfig's rotationPhaseTimeout): they reconnect and are sent
+// the phase's secrets at once. The leader moves the phase on ForceGrace
+// later if they still have not ACKed (RotationDriver).
+func (f *Follower) closeTimedOut(waiting []string) {
+	st := f.state
+	if len(waiting) == 0 || st.PhaseSince.IsZero() || f.closed == st.Key() || time.Now().Before(st.PhaseSince.Add(f.timeout)) {
+		return
+	}
+	f.closed = st.Key()
+	ids := make(map[string]bool, len(waiting))
+	for _, id := range waiting {
+		ids[id] = true
+	}
+	n := f.ads.EndSecretHolders(ids, fmt.Sprintf("root rotation phase %s began at %s and this proxy has not ACKed its secrets within spec.certificates.builtIn.rotationPhaseTimeout (%s): reconnect to be sent them again",
+		st.Rotation.Phase, st.PhaseSince.UTC().Format(time.RFC3339), f.timeout))
+	f.log.Info("root rotation phase timed out: closed the streams of the proxies that have not ACKed it", "phase", st.Rotation.Phase, "streams", n, "proxies", len(waiting), "names", waiting[:min(len(waiting), MaxNamedProxies)])
 }
 
 // trustPredicates are certs.Acks' three conditions on what one proxy
