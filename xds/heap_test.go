@@ -132,6 +132,7 @@ func BenchmarkHeapPerProxy(b *testing.B) {
 		{2000, 100, 100, false, 10},
 		// hack/load's shape: 100 namespaces of 20 Services.
 		{2000, 100, 100, true, 100},
+		{2000, 100, 100, false, 100},
 	} {
 		scope := "scoped"
 		if c.exportAll {
