@@ -197,7 +197,7 @@ func (v *view) outboundListener() *listenerv3.Listener {
 
 // destChain is the HTTP filter chain of a Service port reached by its
 // cluster IPs (docs/design/090): matched by the port, the Service's
-// addresses of both families and the HTTP that http_inspector recognised,
+// addresses of family f and the HTTP that http_inspector recognised,
 // its HTTP connection manager asks RDS for the port's own route
 // configuration (destRoute). Its content depends on the Service's
 // addresses and port and on mesh-wide settings only, so it stays the same
