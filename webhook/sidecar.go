@@ -133,7 +133,7 @@ func initContainer(s settings, o Options) corev1.Container {
 			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")},
 		},
 		// Root inside the pod's network namespace, with only the two
-		// capabilities iptables needs; nothing else.
+		// capabilities programming netfilter needs; nothing else.
 		SecurityContext: &corev1.SecurityContext{
 			RunAsUser:                ptrTo[int64](0),
 			RunAsGroup:               ptrTo[int64](0),

@@ -1,6 +1,7 @@
 package offline
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,5 +48,25 @@ items:
 	two := write("mc.yaml", "apiVersion: mesh.weft.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: weft}\n---\napiVersion: mesh.weft.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: weft}\n")
 	if _, _, err = Load([]string{two}, nil); err == nil || !strings.Contains(err.Error(), "a second MeshConfig") {
 		t.Errorf("Load(two MeshConfigs): %v", err)
+	}
+}
+
+// TestCaptureOptionsAcceptEveryWeftInitFlag: weft-init's backend flags
+// change how the rules reach the kernel, not which: a pod whose weft-init
+// names one is read as if it did not.
+func TestCaptureOptionsAcceptEveryWeftInitFlag(t *testing.T) {
+	want, err := InitOptions([]string{"--exclude-outbound-ports=5432"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, extra := range []string{"--backend=iptables", "--backend=nftables", "--iptables-restore=iptables-legacy-restore"} {
+		got, err := InitOptions([]string{"--exclude-outbound-ports=5432", extra})
+		if err != nil {
+			t.Errorf("%s: %v", extra, err)
+			continue
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s: %+v, want %+v", extra, got, want)
+		}
 	}
 }

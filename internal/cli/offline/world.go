@@ -205,6 +205,9 @@ func InitOptions(args []string) (capture.Options, error) {
 	f.StringVar(&outPorts, "exclude-outbound-ports", "", "")
 	f.StringVar(&outCIDRs, "exclude-outbound-ip-ranges", "", "")
 	f.BoolVar(&dry, "dry-run", false, "")
+	// How the rules reach the kernel, not which rules: both backends
+	// install capture.Plan's (docs/design/085).
+	f.StringVar(&ignored, "backend", "", "")
 	f.StringVar(&ignored, "iptables-restore", "", "")
 	f.StringVar(&ignored, "ip6tables-restore", "", "")
 	if err := f.Parse(args); err != nil {
