@@ -23,6 +23,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -67,15 +68,7 @@ func TestRootRotation(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cfg := env.AsController(t)
-	c, err := client.NewWithWatch(cfg, client.Options{Scheme: testenv.Scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, c, cs := asController(t, env)
 	store := &builtin.RootStore{Client: c, Namespace: ns, TrustDomain: translator.DefaultTrustDomain}
 	oldRoot, err := store.Ensure(ctx) // internal/controller/trust does this on the leader
 	if err != nil {
@@ -571,4 +564,20 @@ func TestFollowerReportsBeforeServing(t *testing.T) {
 	if _, ok := l.Annotations[replicas.SectionAnnotation(trustSection)]; !ok {
 		t.Errorf("the report Lease has no trust section: %v", l.Annotations)
 	}
+}
+
+// asController returns weft-controller's rights (config/rbac applied):
+// its rest config, a watching client and a clientset.
+func asController(t *testing.T, env *testenv.Env) (*rest.Config, client.WithWatch, kubernetes.Interface) {
+	t.Helper()
+	cfg := env.AsController(t)
+	c, err := client.NewWithWatch(cfg, client.Options{Scheme: testenv.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg, c, cs
 }

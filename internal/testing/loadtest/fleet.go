@@ -300,6 +300,28 @@ func (f *fleet) stop() {
 }
 
 // each runs fn for every member in parallel and joins the errors.
+// latencies waits (at most timeout) until every member holds a change,
+// which at reports with the time it arrived, and returns the delays from
+// t0 of those that did and how many never did.
+func (f *fleet) latencies(ctx context.Context, timeout time.Duration, t0 time.Time, at func(*member) (time.Time, bool)) (lat []float64, missed int) {
+	var mu sync.Mutex
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	_ = f.each(func(mb *member) error {
+		var t time.Time
+		ok := mb.wait(wctx, func() bool { var ok bool; t, ok = at(mb); return ok })
+		mu.Lock()
+		defer mu.Unlock()
+		if !ok {
+			missed++
+			return nil
+		}
+		lat = append(lat, t.Sub(t0).Seconds())
+		return nil
+	})
+	return lat, missed
+}
+
 func (f *fleet) each(fn func(*member) error) error {
 	errs := make([]error, len(f.members))
 	var wg sync.WaitGroup

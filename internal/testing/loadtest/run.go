@@ -453,23 +453,8 @@ func (r *runner) weights(ctx context.Context, f *fleet, ctrl *controller, fr *Fl
 			return fmt.Errorf("changing the split's weight: %w", err)
 		}
 		r.weight = w
-		var mu sync.Mutex
-		var lat []float64
-		wctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
-		_ = f.each(func(mb *member) error {
-			var at time.Time
-			if !mb.wait(wctx, func() bool { var ok bool; at, ok = mb.weightAt(int(w)); return ok }) {
-				mu.Lock()
-				fr.WeightMissed++
-				mu.Unlock()
-				return nil
-			}
-			mu.Lock()
-			lat = append(lat, at.Sub(t0).Seconds())
-			mu.Unlock()
-			return nil
-		})
-		cancel()
+		lat, missed := f.latencies(ctx, r.cfg.Timeout, t0, func(mb *member) (time.Time, bool) { return mb.weightAt(int(w)) })
+		fr.WeightMissed += missed
 		f.settle(ctx, 500*time.Millisecond)
 		after := f.snapshot()
 		for i := range after {
@@ -757,23 +742,8 @@ func (r *runner) newServices(ctx context.Context, f *fleet, fr *FleetReport) err
 		if err := r.cl.Client.Create(ctx, slice); err != nil {
 			return fmt.Errorf("creating EndpointSlice %s: %w", slice.Name, err)
 		}
-		var mu sync.Mutex
-		var lat []float64
-		wctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
-		_ = f.each(func(mb *member) error {
-			var at time.Time
-			if !mb.wait(wctx, func() bool { var ok bool; at, ok = mb.hasNew(); return ok }) {
-				mu.Lock()
-				fr.NewServiceMissed++
-				mu.Unlock()
-				return nil
-			}
-			mu.Lock()
-			lat = append(lat, at.Sub(t0).Seconds())
-			mu.Unlock()
-			return nil
-		})
-		cancel()
+		lat, missed := f.latencies(ctx, r.cfg.Timeout, t0, (*member).hasNew)
+		fr.NewServiceMissed += missed
 		f.watch.Store(nil)
 		for _, mb := range f.members {
 			mb.mu.Lock()
