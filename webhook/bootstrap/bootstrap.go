@@ -157,6 +157,7 @@ func Build(c Config) (*bootstrapv3.Bootstrap, error) {
 			LdsConfig: ads(),
 			CdsConfig: ads(),
 		},
+		StatsConfig: statsConfig(),
 	}
 	if err := b.ValidateAll(); err != nil {
 		return nil, fmt.Errorf("bootstrap: %w", err)
