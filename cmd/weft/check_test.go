@@ -124,7 +124,7 @@ func TestCheck(t *testing.T) {
 	}
 	for _, want := range []string{
 		"✔ Kubernetes API: reachable, v1.37",
-		"✔ CRDs: AuthPolicy, MeshConfig, RetryPolicy, TrafficSplit served at mesh.weft.dev/v1alpha1",
+		"✔ CRDs: AuthPolicy, BackendTrafficPolicy, MeshConfig, RetryPolicy, TrafficSplit served at mesh.weft.dev/v1alpha1",
 		"✔ weft-controller: available, 2 of 2 replicas ready",
 		"✔ Injection webhook: weft-sidecar-injector has a caBundle; Service weft-webhook has 1 ready endpoint(s)",
 		"✔ MeshConfig: none named weft: every default applies",

@@ -208,9 +208,11 @@ const (
 	rpHead = "apiVersion: mesh.weft.dev/v1alpha1\nkind: RetryPolicy\nmetadata: {name: r, namespace: default}\n"
 	apHead = "apiVersion: mesh.weft.dev/v1alpha1\nkind: AuthPolicy\nmetadata: {name: a, namespace: default}\n"
 	mcHead = "apiVersion: mesh.weft.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: weft}\n"
+	btHead = "apiVersion: mesh.weft.dev/v1alpha1\nkind: BackendTrafficPolicy\nmetadata: {name: b, namespace: default}\n"
 
 	rpTarget = "  targetRefs: [{group: '', kind: Service, name: s}]\n"
 	apTarget = "  targetRefs: [{group: '', kind: Service, name: s}]\n  action: Allow\n"
+	btTarget = "  targetRefs: [{group: '', kind: Service, name: s}]\n"
 )
 
 // hugeList joins item(0..n-1).
@@ -334,6 +336,76 @@ var invalidCases = []objectCase{
 	{"authpolicy: Namespace target beside a Service", apHead + "spec:\n  targetRefs: [{group: '', kind: Namespace, name: default}, {group: '', kind: Service, name: s}]\n  action: Deny\n  rules: [{}]\n",
 		[]string{"spec.targetRefs", "a Namespace target already covers every Service in the namespace; list it alone"}},
 
+	// BackendTrafficPolicy
+	{"backendtrafficpolicy: TrafficSplit target", btHead + "spec:\n  targetRefs: [{group: mesh.weft.dev, kind: TrafficSplit, name: t}]\n",
+		[]string{"spec.targetRefs[0]", "a BackendTrafficPolicy target must be a Service", "add sectionName"}},
+	{"backendtrafficpolicy: duplicate target", btHead + "spec:\n  targetRefs: [{group: '', kind: Service, name: s}, {group: '', kind: Service, name: s}]\n",
+		[]string{"spec.targetRefs", "lists the same target more than once; remove the duplicate"}},
+	{"backendtrafficpolicy: duplicate port target", btHead + "spec:\n  targetRefs: [{group: '', kind: Service, name: s, sectionName: http}, {group: '', kind: Service, name: s, sectionName: http}]\n",
+		[]string{"spec.targetRefs", "lists the same target more than once"}},
+	{"backendtrafficpolicy: section name that is no port name", btHead + "spec:\n  targetRefs: [{group: '', kind: Service, name: s, sectionName: HTTP_1}]\n",
+		[]string{"spec.targetRefs[0].sectionName", "should match"}},
+	{"backendtrafficpolicy: no targets", btHead + "spec:\n  targetRefs: []\n",
+		[]string{"spec.targetRefs", "at least 1 items"}},
+	{"backendtrafficpolicy: ring hash without a hash key", btHead + "spec:\n" + btTarget + "  loadBalancer: {type: RingHash}\n",
+		[]string{"spec.loadBalancer.consistentHash", "is required with type RingHash or Maglev", "consistentHash: {type: Header, header: {name: x-user-id}}"}},
+	{"backendtrafficpolicy: Maglev without a hash key", btHead + "spec:\n" + btTarget + "  loadBalancer: {type: Maglev}\n",
+		[]string{"spec.loadBalancer.consistentHash", "is required with type RingHash or Maglev"}},
+	{"backendtrafficpolicy: a hash key with round robin", btHead + "spec:\n" + btTarget + "  loadBalancer: {consistentHash: {type: SourceIP}}\n",
+		[]string{"spec.loadBalancer.consistentHash", "has no effect with type RoundRobin or LeastRequest: set type: RingHash or Maglev, or remove consistentHash"}},
+	{"backendtrafficpolicy: a hash key with least request", btHead + "spec:\n" + btTarget + "  loadBalancer: {type: LeastRequest, consistentHash: {type: SourceIP}}\n",
+		[]string{"spec.loadBalancer.consistentHash", "has no effect with type RoundRobin or LeastRequest"}},
+	{"backendtrafficpolicy: header hash without a header", btHead + "spec:\n" + btTarget + "  loadBalancer: {type: RingHash, consistentHash: {type: Header}}\n",
+		[]string{"spec.loadBalancer.consistentHash.header", "is required with type Header: name the header, such as header: {name: x-user-id}"}},
+	{"backendtrafficpolicy: cookie hash without a cookie", btHead + "spec:\n" + btTarget + "  loadBalancer: {type: Maglev, consistentHash: {type: Cookie}}\n",
+		[]string{"spec.loadBalancer.consistentHash.cookie", "is required with type Cookie: name the cookie, such as cookie: {name: session}"}},
+	{"backendtrafficpolicy: a header beside a source IP hash", btHead + "spec:\n" + btTarget + "  loadBalancer: {type: RingHash, consistentHash: {type: SourceIP, header: {name: x-user}}}\n",
+		[]string{"spec.loadBalancer.consistentHash.header", "is set but type is not Header: set type: Header, or remove header"}},
+	{"backendtrafficpolicy: a cookie beside a header hash", btHead + "spec:\n" + btTarget + "  loadBalancer: {type: RingHash, consistentHash: {type: Header, header: {name: x-user}, cookie: {name: session}}}\n",
+		[]string{"spec.loadBalancer.consistentHash.cookie", "is set but type is not Cookie: set type: Cookie, or remove cookie"}},
+	{"backendtrafficpolicy: unknown load balancer", btHead + "spec:\n" + btTarget + "  loadBalancer: {type: Random}\n",
+		[]string{"spec.loadBalancer.type", `Unsupported value: "Random"`, `"LeastRequest"`, `"Maglev"`}},
+	{"backendtrafficpolicy: unknown hash type", btHead + "spec:\n" + btTarget + "  loadBalancer: {type: RingHash, consistentHash: {type: QueryParameter}}\n",
+		[]string{"spec.loadBalancer.consistentHash.type", `Unsupported value: "QueryParameter"`, `"SourceIP"`}},
+	{"backendtrafficpolicy: a header name with a space", btHead + "spec:\n" + btTarget + "  loadBalancer: {type: RingHash, consistentHash: {type: Header, header: {name: 'x user'}}}\n",
+		[]string{"spec.loadBalancer.consistentHash.header.name"}},
+	{"backendtrafficpolicy: relative cookie path", btHead + "spec:\n" + btTarget + "  loadBalancer: {type: RingHash, consistentHash: {type: Cookie, cookie: {name: session, path: app}}}\n",
+		[]string{"spec.loadBalancer.consistentHash.cookie.path", "must start with '/'"}},
+	{"backendtrafficpolicy: negative cookie TTL", btHead + "spec:\n" + btTarget + "  loadBalancer: {type: RingHash, consistentHash: {type: Cookie, cookie: {name: session, ttl: -1h}}}\n",
+		[]string{"spec.loadBalancer.consistentHash.cookie.ttl", "must not be negative"}},
+	{"backendtrafficpolicy: ejection percent above 100", btHead + "spec:\n" + btTarget + "  outlierDetection: {maxEjectionPercent: 150}\n",
+		[]string{"spec.outlierDetection.maxEjectionPercent", "must be between 0 and 100", "such as 50"}},
+	{"backendtrafficpolicy: negative ejection percent", btHead + "spec:\n" + btTarget + "  outlierDetection: {maxEjectionPercent: -1}\n",
+		[]string{"spec.outlierDetection.maxEjectionPercent", "must be between 0 and 100"}},
+	{"backendtrafficpolicy: failure percentage above 100", btHead + "spec:\n" + btTarget + "  outlierDetection: {failurePercentage: {threshold: 101}}\n",
+		[]string{"spec.outlierDetection.failurePercentage.threshold", "must be between 1 and 100"}},
+	{"backendtrafficpolicy: failure percentage 0", btHead + "spec:\n" + btTarget + "  outlierDetection: {failurePercentage: {threshold: 0}}\n",
+		[]string{"spec.outlierDetection.failurePercentage.threshold", "must be between 1 and 100"}},
+	{"backendtrafficpolicy: failure percentage without a threshold", btHead + "spec:\n" + btTarget + "  outlierDetection: {failurePercentage: {minimumHosts: 2}}\n",
+		[]string{"spec.outlierDetection.failurePercentage.threshold", "Required value"}},
+	{"backendtrafficpolicy: zero interval", btHead + "spec:\n" + btTarget + "  outlierDetection: {interval: 0s}\n",
+		[]string{"spec.outlierDetection.interval", "must be longer than 0s, such as 10s"}},
+	{"backendtrafficpolicy: zero base ejection time", btHead + "spec:\n" + btTarget + "  outlierDetection: {baseEjectionTime: 0ms}\n",
+		[]string{"spec.outlierDetection.baseEjectionTime", "must be longer than 0s, such as 30s"}},
+	{"backendtrafficpolicy: decimal interval", btHead + "spec:\n" + btTarget + "  outlierDetection: {interval: 2.5s}\n",
+		[]string{"spec.outlierDetection.interval", "must be whole numbers with the units h, m, s or ms"}},
+	{"backendtrafficpolicy: negative consecutive 5xx", btHead + "spec:\n" + btTarget + "  outlierDetection: {consecutive5xx: -1}\n",
+		[]string{"spec.outlierDetection.consecutive5xx", "greater than or equal to 0"}},
+	{"backendtrafficpolicy: zero connect timeout", btHead + "spec:\n" + btTarget + "  connection: {connectTimeout: 0s}\n",
+		[]string{"spec.connection.connectTimeout", "must be longer than 0s, such as 5s"}},
+	{"backendtrafficpolicy: negative idle timeout", btHead + "spec:\n" + btTarget + "  connection: {idleTimeout: -5m}\n",
+		[]string{"spec.connection.idleTimeout", "must not be negative"}},
+	{"backendtrafficpolicy: keepalive in milliseconds", btHead + "spec:\n" + btTarget + "  connection: {tcpKeepalive: {idleTime: 1500ms}}\n",
+		[]string{"spec.connection.tcpKeepalive.idleTime", "must be whole seconds of at least 1s", "the kernel counts keepalive time in seconds"}},
+	{"backendtrafficpolicy: zero keepalive interval", btHead + "spec:\n" + btTarget + "  connection: {tcpKeepalive: {interval: 0s}}\n",
+		[]string{"spec.connection.tcpKeepalive.interval", "must be whole seconds of at least 1s"}},
+	{"backendtrafficpolicy: zero keepalive probes", btHead + "spec:\n" + btTarget + "  connection: {tcpKeepalive: {probes: 0}}\n",
+		[]string{"spec.connection.tcpKeepalive.probes", "greater than or equal to 1"}},
+	{"backendtrafficpolicy: zero max requests", btHead + "spec:\n" + btTarget + "  circuitBreaker: {maxRequests: 0}\n",
+		[]string{"spec.circuitBreaker.maxRequests", "greater than or equal to 1"}},
+	{"backendtrafficpolicy: negative max retries", btHead + "spec:\n" + btTarget + "  circuitBreaker: {maxRetries: -1}\n",
+		[]string{"spec.circuitBreaker.maxRetries", "greater than or equal to 0"}},
+
 	// MeshConfig
 	{"meshconfig: a weft-init image with a space", mcHead + "spec:\n  sidecar: {initImage: 'registry.example.com/weft-init v1'}\n",
 		[]string{"spec.sidecar.initImage must be an image reference without spaces"}},
@@ -404,6 +476,24 @@ var validEdgeCases = []objectCase{
 	{"retrypolicy: attempts 0 and timeout 0s", rpHead + "spec:\n" + rpTarget + "  attempts: 0\n  timeout: 0s\n  perTryTimeout: 1m30s\n", nil},
 	{"retrypolicy: HTTPRoute and TrafficSplit targets, every condition", rpHead + "spec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}, {group: mesh.weft.dev, kind: TrafficSplit, name: t}]\n" +
 		"  retryOn: [5xx, gateway-error, reset, connect-failure, refused-stream, retriable-status-codes, unavailable, cancelled, deadline-exceeded, resource-exhausted]\n  retriableStatusCodes: [502, 503]\n", nil},
+	{"backendtrafficpolicy: only a target gets today's fixed values as defaults", btHead + "spec:\n" + btTarget,
+		[]string{`"circuitBreaker":{"maxConnections":1024,"maxPendingRequests":1024,"maxRequests":1024}`,
+			`"outlierDetection":{"baseEjectionTime":"30s","consecutive5xx":5,"interval":"10s","maxEjectionPercent":50}`,
+			`"loadBalancer":{"type":"RoundRobin"}`, `"connection":{"connectTimeout":"5s","idleTimeout":"1h"}`}},
+	{"backendtrafficpolicy: a port and the whole Service, ring hash by header", btHead + "spec:\n  targetRefs: [{group: '', kind: Service, name: s, sectionName: grpc}, {group: '', kind: Service, name: s}, {group: '', kind: Service, name: s, sectionName: http}]\n" +
+		"  loadBalancer: {type: RingHash, consistentHash: {type: Header, header: {name: x-user-id}}}\n", nil},
+	{"backendtrafficpolicy: Maglev by a session cookie the sidecar creates", btHead + "spec:\n" + btTarget + "  loadBalancer: {type: Maglev, consistentHash: {type: Cookie, cookie: {name: session, ttl: 0s, path: /}}}\n", nil},
+	{"backendtrafficpolicy: ring hash by source IP, least request elsewhere", btHead + "spec:\n" + btTarget + "  loadBalancer: {type: RingHash, consistentHash: {type: SourceIP}}\n", nil},
+	{"backendtrafficpolicy: edges: everything off or at its bound", btHead + "spec:\n" + btTarget +
+		"  circuitBreaker: {maxConnections: 1, maxPendingRequests: 1, maxRequests: 2147483647, maxRetries: 0}\n" +
+		"  outlierDetection: {consecutive5xx: 0, consecutiveGatewayErrors: 0, maxEjectionPercent: 100, failurePercentage: {threshold: 100}}\n" +
+		"  connection: {idleTimeout: 0s, tcpKeepalive: {}}\n",
+		[]string{`"failurePercentage":{"minimumHosts":5,"requestVolume":50,"threshold":100}`, `"maxEjectionPercent":100`}},
+	{"backendtrafficpolicy: every field", btHead + "spec:\n" + btTarget +
+		"  circuitBreaker: {maxConnections: 100, maxPendingRequests: 10, maxRequests: 200, maxRetries: 5}\n" +
+		"  outlierDetection: {consecutive5xx: 3, consecutiveGatewayErrors: 2, failurePercentage: {threshold: 50, minimumHosts: 2, requestVolume: 10}, interval: 5s, baseEjectionTime: 1m, maxEjectionPercent: 0}\n" +
+		"  loadBalancer: {type: LeastRequest}\n" +
+		"  connection: {connectTimeout: 250ms, idleTimeout: 5m, tcpKeepalive: {probes: 3, idleTime: 1m30s, interval: 10s}}\n", nil},
 	{"authpolicy: deny everything with an empty rule", apHead + "spec:\n  targetRefs: [{group: '', kind: Namespace, name: default}]\n  action: Deny\n  rules: [{}]\n",
 		[]string{`"mode":"Enforce"`}},
 	{"authpolicy: IPv6 block and every source kind", apHead + "spec:\n" + apTarget + "  rules: [{from: {serviceAccounts: [shop/front-end.v2], namespaces: [monitoring], ipBlocks: ['2001:db8::/32', 10.0.0.0/8]}}]\n", nil},
@@ -573,6 +663,9 @@ func testGetWeft(ctx context.Context, t *testing.T, env *testenv.Env) {
 			{"NAMESPACE": "shop", "NAME": "authpolicy.mesh.weft.dev/checkout-from-frontend", "ACTION": "Allow", "MODE": "Enforce", "TARGETS": `[{"group":"","kind":"Service","name":"checkout"}]`},
 			{"NAMESPACE": "default", "NAME": "authpolicy.mesh.weft.dev/reviews-readers", "ACTION": "Allow", "MODE": "Enforce", "TARGETS": `[{"group":"","kind":"Service","name":"reviews"}]`},
 			{"NAMESPACE": "default", "NAME": "authpolicy.mesh.weft.dev/deny-legacy-batch", "ACTION": "Deny", "MODE": "DryRun", "TARGETS": `[{"group":"","kind":"Namespace","name":"default"}]`},
+		}},
+		{"backendtrafficpolicy.mesh.weft.dev", []string{"NAMESPACE", "NAME", "TARGETS", "LOAD BALANCER", "MAX REQUESTS", "PROGRAMMED", "AGE"}, []row{
+			{"NAMESPACE": "default", "NAME": "backendtrafficpolicy.mesh.weft.dev/reviews", "TARGETS": `[{"group":"","kind":"Service","name":"reviews-v1"},{"group":"","kind":"Service","name":"reviews-v2"}]`, "LOAD BALANCER": "RingHash", "MAX REQUESTS": "512"},
 		}},
 		{"meshconfig.mesh.weft.dev", []string{"NAME", "TRUST DOMAIN", "MTLS", "CERTIFICATES", "PROGRAMMED", "AGE"}, []row{
 			{"NAME": "meshconfig.mesh.weft.dev/weft", "TRUST DOMAIN": "cluster.local", "MTLS": "Permissive", "CERTIFICATES": "BuiltIn"},

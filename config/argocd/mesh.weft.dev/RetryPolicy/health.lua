@@ -1,5 +1,6 @@
 -- Argo CD health check for weft's mesh.weft.dev kinds (TrafficSplit,
--- RetryPolicy, AuthPolicy and MeshConfig use the same script).
+-- RetryPolicy, BackendTrafficPolicy, AuthPolicy and MeshConfig use the
+-- same script).
 --
 -- Healthy:     Programmed=True, observed for the current generation: every
 --              proxy that needs this object's configuration has accepted it.
