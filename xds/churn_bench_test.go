@@ -107,6 +107,89 @@ func BenchmarkEndpointChange(b *testing.B) {
 	}
 }
 
+// BenchmarkWeightChange is the server's work for one TrafficSplit weight
+// change (split 0 of 200: its root svc-0 sends to itself and svc-10;
+// translated outside the timer, then ADS.Update and every woken stream's
+// push, as serve runs it) with G groups of one proxy each, every one
+// seeing all 2,000 Services: issue 14's setup, where only the root's route
+// configuration changes (196 bytes per proxy, docs/design/090). Streams
+// are driven by hand, as in BenchmarkEndpointChange.
+//
+//	go test ./xds -run '^$' -bench WeightChange -benchmem
+func BenchmarkWeightChange(b *testing.B) {
+	in := testmesh.Generate(testmesh.Options{Services: 2000, Namespaces: 10, EndpointsPerService: 10, SplitEvery: 10, ExportAll: true})
+	mesh := translator.Translate(in).Mesh
+	split := in.TrafficSplits[0]
+	route := ir.ClusterName(ir.ServiceKey{Namespace: split.Namespace, Name: split.Spec.RootService.Name}, 80)
+	w := int32(10)
+	for _, groups := range []int{10, 100, 300} {
+		b.Run(fmt.Sprintf("groups=%d", groups), func(b *testing.B) {
+			a := NewADS(logr.Discard())
+			a.Update(mesh, time.Now())
+			conns := make([]*conn, groups)
+			s := &discardStream{}
+			for i := range conns {
+				ns := testmesh.Namespace(i % 10)
+				ni, err := ParseNode(transcriptNode(fmt.Sprintf("p-%d.%s", i, ns), ns, fmt.Sprintf("svc-%d", i)))
+				if err != nil {
+					b.Fatal(err)
+				}
+				c := a.newConn(true, ni)
+				conns[i] = c
+				if err := a.join(c); err != nil {
+					b.Fatal(err)
+				}
+				defer a.leave(c)
+				for _, t := range pushOrder[1:] {
+					if err := a.deltaRequest(s, c, &discoveryv3.DeltaDiscoveryRequest{Node: &corev3.Node{}, TypeUrl: t, ResourceNamesSubscribe: []string{"*"}}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				ackAllPending(b, a, s, c)
+			}
+			builds, patches := a.Builds(), a.Patches()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				w = w%98 + 1 // 1..98: both backends keep a share
+				ts := split.DeepCopy()
+				ts.Generation = int64(i + 2)
+				ts.Spec.Backends[0].Weight, ts.Spec.Backends[1].Weight = &[]int32{100 - w}[0], &[]int32{w}[0]
+				in.TrafficSplits[0] = ts
+				next := translator.Translate(in).Mesh
+				old := conns[0].group.snap.Load().resources[resourcev3.RouteType][route]
+				b.StartTimer()
+				a.Update(next, time.Now())
+				for _, c := range conns {
+					select {
+					case <-c.notify:
+					default:
+						b.Fatal("a dependent stream was not woken")
+					}
+					for _, t := range pushOrder[1:] {
+						if err := a.sendDelta(s, c, t); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+				b.StopTimer()
+				if conns[0].group.snap.Load().resources[resourcev3.RouteType][route] == old {
+					b.Fatalf("%s did not change", route)
+				}
+				for _, c := range conns {
+					ackAllPending(b, a, s, c)
+				}
+				b.StartTimer()
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(a.Builds()-builds)/float64(b.N), "builds/change")
+			b.ReportMetric(float64(a.Patches()-patches)/float64(b.N), "patches/change")
+		})
+	}
+	in.TrafficSplits[0] = split
+}
+
 // ackAllPending ACKs every response c waits for.
 func ackAllPending(b *testing.B, a *ADS, s *discardStream, c *conn) {
 	c.mu.Lock()
@@ -123,5 +206,3 @@ func ackAllPending(b *testing.B, a *ADS, s *discardStream, c *conn) {
 		}
 	}
 }
-
-var _ = resourcev3.ClusterType

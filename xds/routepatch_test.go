@@ -1,0 +1,535 @@
+package xds
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/weftmesh/weft/crds/v1alpha1"
+	"github.com/weftmesh/weft/dataplane"
+	"github.com/weftmesh/weft/internal/cli/offline"
+	"github.com/weftmesh/weft/internal/testing/meshgen"
+	"github.com/weftmesh/weft/translator"
+	"github.com/weftmesh/weft/translator/envoy"
+	"github.com/weftmesh/weft/translator/ir"
+)
+
+// TestRoutePatchEqualsFullBuild is the guard of the route fast path
+// (routepatch.go), as TestEndpointPatchEqualsFullBuild is the endpoint
+// one's: over generated meshes (meshgen: IPv4, IPv6 and dual-stack pods
+// and Services, headless ones, every protocol, splits, retries and
+// AuthPolicies) it applies a series of random edits — mostly routing
+// policy (TrafficSplit, RetryPolicy, HTTPRoute: weights, backends added
+// and removed, matches, retry budgets and attempts, generation bumps,
+// policies added and deleted), a few of other kinds — each through
+// ADS.Update, one after the other on the same groups (so patched
+// snapshots are patched again). After every edit, every group's
+// configuration must be byte for byte what a full build of the new model
+// gives, with the same policies and dependencies, and its generation and
+// per-policy start generations (Programmed's bookkeeping) must be what a
+// full rebuild from its previous snapshot gives.
+//
+// Groups: one per meshed workload (its pods share it), and two proxyless
+// gRPC clients per mesh.
+func TestRoutePatchEqualsFullBuild(t *testing.T) {
+	seeds, steps := 24, 16
+	if testing.Short() {
+		seeds = 6
+	}
+	counts := map[string]*editCount{}
+	skipped := 0
+	for seed := uint64(1); seed <= uint64(seeds); seed++ {
+		m := meshgen.Generate(seed, meshgen.Options{})
+		in := m.In
+		proxies, err := offline.Proxies(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := NewADS(logr.Discard())
+		a.Update(translator.Translate(in).Mesh, time.Now())
+		groups := map[*group]string{}
+		join := func(name string, p dataplane.Proxy) {
+			c := a.newConn(true, NodeInfo{ID: name, Proxy: p})
+			if err := a.join(c); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { a.leave(c) })
+			groups[c.group] = name
+		}
+		for _, p := range proxies {
+			join(p.Key(), p.Node)
+		}
+		for _, p := range proxies[:min(2, len(proxies))] {
+			g := p.Node
+			g.Kind = dataplane.KindGRPC
+			join(p.Key()+"/grpc", g)
+		}
+		r := rand.New(rand.NewPCG(seed, 7))
+		for step := 0; step < steps; step++ {
+			kind, next := routeEdit(r, m, in, step)
+			prevMesh, nextMesh := a.mesh, translator.Translate(next).Mesh
+			ch := ir.Diff(prevMesh, nextMesh)
+			// What a full build gives each group; an edit for which one
+			// fails (a weft defect, not the fast path's) is skipped: the
+			// group would keep its last good configuration and back off.
+			want := map[*group]*snapshot{}
+			var failed error
+			for g, name := range groups {
+				s, _, err := buildSnapshot(nextMesh, g.proxy, nil, nil, newEncoder())
+				if err != nil {
+					failed = fmt.Errorf("%s: %w", name, err)
+					break
+				}
+				want[g] = s
+			}
+			if failed != nil {
+				t.Logf("seed %d, edit %d (%s) skipped: a full build fails: %v", seed, step, kind, failed)
+				skipped++
+				continue
+			}
+			old := map[*group]*snapshot{}
+			for g := range groups {
+				old[g] = g.snap.Load()
+			}
+			builds, patches := a.Builds(), a.Patches()
+			a.Update(nextMesh, time.Now())
+			c := counts[kind]
+			if c == nil {
+				c = &editCount{}
+				counts[kind] = c
+			}
+			c.edits++
+			c.builds += a.Builds() - builds
+			c.patches += a.Patches() - patches
+			for g, name := range groups {
+				where := fmt.Sprintf("seed %d, edit %d (%s), %s", seed, step, kind, name)
+				got := g.snap.Load()
+				compareSnapshots(t, where, got, want[g])
+				// What a full rebuild from the previous snapshot makes:
+				// the same generation, and each policy carried since the
+				// same generation (policySince).
+				ref, _, err := encodeSnapshot(envoy.Build(nextMesh, g.proxy), nil, old[g], newEncoder())
+				if err != nil {
+					t.Fatalf("%s: %v", where, err)
+				}
+				if got.generation != ref.generation || !slices.Equal(got.since, ref.since) {
+					t.Errorf("%s: generation %d, policies since %v; a full rebuild gives %d, %v (policies %v)", where, got.generation, got.since, ref.generation, ref.since, got.policies)
+				}
+				if !affects(&ch, g.proxy, old[g]) && got != old[g] {
+					t.Errorf("%s: not affected by the change, but its snapshot was replaced", where)
+				}
+			}
+			if t.Failed() {
+				t.Fatalf("seed %d, edit %d (%s) left a group unlike a full build; the change: %s", seed, step, kind, describeChange(&ch))
+			}
+			in = next
+		}
+	}
+	for _, k := range slices.Sorted(func(yield func(string) bool) {
+		for k := range counts {
+			if !yield(k) {
+				return
+			}
+		}
+	}) {
+		c := counts[k]
+		t.Logf("%-14s %4d edits: %5d group builds, %5d patches", k, c.edits, c.builds, c.patches)
+	}
+	t.Logf("%d edits skipped (a full build fails)", skipped)
+	if skipped > seeds*steps/10 {
+		t.Errorf("%d of %d edits skipped: the test no longer tests much", skipped, seeds*steps)
+	}
+}
+
+type editCount struct {
+	edits           int
+	builds, patches uint64
+}
+
+func describeChange(ch *ir.Change) string {
+	var parts []string
+	if ch.MeshWide {
+		parts = append(parts, "mesh-wide")
+	}
+	for _, s := range ch.Services {
+		parts = append(parts, "service "+s.Key.String())
+	}
+	for _, ns := range ch.Namespaces {
+		parts = append(parts, "namespace "+ns)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// routeEdit returns kind and a copy of in with one random edit: of
+// routing policy mostly, else of something the route fast path must
+// leave to a full build (an AuthPolicy, an endpoint). in is not modified.
+func routeEdit(r *rand.Rand, m *meshgen.Mesh, in *translator.Inputs, step int) (string, *translator.Inputs) {
+	out := *in
+	out.TrafficSplits = slices.Clone(in.TrafficSplits)
+	out.RetryPolicies = slices.Clone(in.RetryPolicies)
+	out.HTTPRoutes = slices.Clone(in.HTTPRoutes)
+	out.AuthPolicies = slices.Clone(in.AuthPolicies)
+	out.EndpointSlices = slices.Clone(in.EndpointSlices)
+	e := &editor{r: r, m: m, in: &out, step: step}
+	kinds := []struct {
+		name string
+		n    int // relative frequency
+		fn   func() bool
+	}{
+		{"weight", 8, e.weight},
+		{"weight-zero", 2, e.weightZero},
+		{"generation", 2, e.generation},
+		{"split-add", 3, e.splitAdd},
+		{"split-remove", 1, e.splitRemove},
+		{"split-backend", 2, e.splitBackend},
+		{"retry-edit", 3, e.retryEdit},
+		{"retry-add", 2, e.retryAdd},
+		{"retry-remove", 1, e.retryRemove},
+		{"route-add", 3, e.routeAdd},
+		{"route-edit", 2, e.routeEdit},
+		{"route-remove", 1, e.routeRemove},
+		{"auth", 1, e.auth},
+		{"endpoint", 1, e.endpoint},
+	}
+	total := 0
+	for _, k := range kinds {
+		total += k.n
+	}
+	for {
+		n := r.IntN(total)
+		for _, k := range kinds {
+			if n -= k.n; n < 0 {
+				if k.fn() {
+					return k.name, &out
+				}
+				break
+			}
+		}
+	}
+}
+
+// editor makes one edit of in (a copy whose object lists are its own; an
+// object is deep-copied before it is changed).
+type editor struct {
+	r    *rand.Rand
+	m    *meshgen.Mesh
+	in   *translator.Inputs
+	step int
+}
+
+func (e *editor) meta(ns, name string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Namespace: ns, Name: name, Generation: 1, CreationTimestamp: metav1.Unix(1_800_000_000+int64(e.step), 0)}
+}
+
+// service picks a Service in a meshed namespace (in ns, if set); routable
+// ones (with a cluster IP) mostly, headless ones sometimes.
+func (e *editor) service(ns string) *meshgen.ServiceInfo {
+	var all, routable []*meshgen.ServiceInfo
+	for _, s := range e.m.Services {
+		if s.Svc.Namespace == meshgen.LegacyNamespace || ns != "" && s.Svc.Namespace != ns {
+			continue
+		}
+		all = append(all, s)
+		if s.Svc.Spec.ClusterIP != corev1.ClusterIPNone {
+			routable = append(routable, s)
+		}
+	}
+	if len(routable) > 0 && e.r.Float64() < 0.9 {
+		return routable[e.r.IntN(len(routable))]
+	}
+	if len(all) == 0 {
+		return nil
+	}
+	return all[e.r.IntN(len(all))]
+}
+
+func (e *editor) port(s *meshgen.ServiceInfo) *int32 {
+	if e.r.IntN(3) == 0 {
+		return nil // every port
+	}
+	p := s.Svc.Spec.Ports[e.r.IntN(len(s.Svc.Spec.Ports))].Port
+	return &p
+}
+
+func (e *editor) weightValue() *int32 {
+	w := int32(1 + e.r.IntN(100))
+	return &w
+}
+
+func (e *editor) weight() bool {
+	if len(e.in.TrafficSplits) == 0 {
+		return false
+	}
+	i := e.r.IntN(len(e.in.TrafficSplits))
+	ts := e.in.TrafficSplits[i].DeepCopy()
+	b := &ts.Spec.Backends[e.r.IntN(len(ts.Spec.Backends))]
+	b.Weight = e.weightValue()
+	ts.Generation++
+	e.in.TrafficSplits[i] = ts
+	return true
+}
+
+// weightZero gives a backend weight 0 (the model drops it from the route)
+// when another keeps a positive one.
+func (e *editor) weightZero() bool {
+	if len(e.in.TrafficSplits) == 0 {
+		return false
+	}
+	i := e.r.IntN(len(e.in.TrafficSplits))
+	ts := e.in.TrafficSplits[i].DeepCopy()
+	if len(ts.Spec.Backends) < 2 {
+		return false
+	}
+	zero := int32(0)
+	j := e.r.IntN(len(ts.Spec.Backends))
+	ts.Spec.Backends[j].Weight = &zero
+	ts.Spec.Backends[(j+1)%len(ts.Spec.Backends)].Weight = e.weightValue()
+	ts.Generation++
+	e.in.TrafficSplits[i] = ts
+	return true
+}
+
+// generation bumps a policy's generation alone (a metadata-only change
+// of the spec's status, say): the routes stay, the policy references move.
+func (e *editor) generation() bool {
+	switch {
+	case len(e.in.TrafficSplits) > 0 && e.r.IntN(2) == 0:
+		i := e.r.IntN(len(e.in.TrafficSplits))
+		ts := e.in.TrafficSplits[i].DeepCopy()
+		ts.Generation++
+		e.in.TrafficSplits[i] = ts
+	case len(e.in.RetryPolicies) > 0:
+		i := e.r.IntN(len(e.in.RetryPolicies))
+		rp := e.in.RetryPolicies[i].DeepCopy()
+		rp.Generation++
+		e.in.RetryPolicies[i] = rp
+	default:
+		return false
+	}
+	return true
+}
+
+func (e *editor) splitAdd() bool {
+	root := e.service("")
+	if root == nil {
+		return false
+	}
+	other := e.service(root.Svc.Namespace)
+	spec := fmt.Sprintf(`rootService: {name: %s%s}, backends: [{name: %s, weight: %d}, {name: %s%s, weight: %d}`,
+		root.Svc.Name, portField(e.port(root)), root.Svc.Name, 1+e.r.IntN(100), other.Svc.Name, portField(e.port(other)), 1+e.r.IntN(100))
+	if e.r.IntN(4) == 0 {
+		spec += fmt.Sprintf(`, {name: ghost-%d, weight: 5}`, e.step) // a missing backend
+	}
+	spec += "]"
+	if e.r.IntN(3) == 0 {
+		spec += `, matches: [{path: {type: PathPrefix, value: /canary}}, {headers: [{name: x-canary, value: "1"}]}]`
+	}
+	ts := decodeDoc(fmt.Sprintf(`{apiVersion: mesh.weft.dev/v1alpha1, kind: TrafficSplit, metadata: {name: edit-%d, namespace: %s, generation: 1, creationTimestamp: "2027-01-01T00:%02d:%02dZ"}, spec: {%s}}`,
+		e.step, root.Svc.Namespace, e.step/60, e.step%60, spec)).TrafficSplits[0]
+	e.in.TrafficSplits = append(e.in.TrafficSplits, ts)
+	return true
+}
+
+func (e *editor) splitRemove() bool {
+	if len(e.in.TrafficSplits) == 0 {
+		return false
+	}
+	i := e.r.IntN(len(e.in.TrafficSplits))
+	e.in.TrafficSplits = slices.Delete(e.in.TrafficSplits, i, i+1)
+	return true
+}
+
+// splitBackend adds a backend to a split, or removes one.
+func (e *editor) splitBackend() bool {
+	if len(e.in.TrafficSplits) == 0 {
+		return false
+	}
+	i := e.r.IntN(len(e.in.TrafficSplits))
+	ts := e.in.TrafficSplits[i].DeepCopy()
+	if len(ts.Spec.Backends) > 2 && e.r.IntN(2) == 0 {
+		j := e.r.IntN(len(ts.Spec.Backends))
+		ts.Spec.Backends = slices.Delete(ts.Spec.Backends, j, j+1)
+	} else {
+		s := e.service(ts.Namespace)
+		if s == nil {
+			return false
+		}
+		ts.Spec.Backends = append(ts.Spec.Backends, ts.Spec.Backends[0])
+		last := &ts.Spec.Backends[len(ts.Spec.Backends)-1]
+		last.Name, last.Port, last.Weight = s.Svc.Name, e.port(s), e.weightValue()
+	}
+	ts.Generation++
+	e.in.TrafficSplits[i] = ts
+	return true
+}
+
+func (e *editor) retryEdit() bool {
+	if len(e.in.RetryPolicies) == 0 {
+		return false
+	}
+	i := e.r.IntN(len(e.in.RetryPolicies))
+	rp := e.in.RetryPolicies[i].DeepCopy()
+	switch e.r.IntN(4) {
+	case 0:
+		n := int32(e.r.IntN(4))
+		rp.Spec.Attempts = &n
+	case 1:
+		pct, minc := int32(e.r.IntN(101)), int32(e.r.IntN(10))
+		rp.Spec.Budget = &v1alpha1.RetryBudget{Percent: &pct, MinConcurrency: &minc}
+	case 2:
+		d := v1alpha1.Duration(fmt.Sprintf("%dms", 100*(1+e.r.IntN(9))))
+		rp.Spec.PerTryTimeout = &d
+	default:
+		rp.Spec.RetryOn = []v1alpha1.RetryCondition{"5xx", "reset"}[:1+e.r.IntN(2)]
+	}
+	rp.Generation++
+	e.in.RetryPolicies[i] = rp
+	return true
+}
+
+func (e *editor) retryAdd() bool {
+	var target string
+	s := e.service("")
+	if s == nil {
+		return false
+	}
+	ns := s.Svc.Namespace
+	switch {
+	case e.r.IntN(3) == 0 && len(e.in.TrafficSplits) > 0:
+		ts := e.in.TrafficSplits[e.r.IntN(len(e.in.TrafficSplits))]
+		ns, target = ts.Namespace, fmt.Sprintf(`{group: mesh.weft.dev, kind: TrafficSplit, name: %s}`, ts.Name)
+	case e.r.IntN(3) == 0 && len(e.in.HTTPRoutes) > 0:
+		hr := e.in.HTTPRoutes[e.r.IntN(len(e.in.HTTPRoutes))]
+		ns, target = hr.Namespace, fmt.Sprintf(`{group: gateway.networking.k8s.io, kind: HTTPRoute, name: %s}`, hr.Name)
+	default:
+		target = fmt.Sprintf(`{group: "", kind: Service, name: %s}`, s.Svc.Name)
+	}
+	rp := decodeDoc(fmt.Sprintf(`{apiVersion: mesh.weft.dev/v1alpha1, kind: RetryPolicy, metadata: {name: edit-%d, namespace: %s, generation: 1, creationTimestamp: "2027-01-01T00:%02d:%02dZ"}, spec: {targetRefs: [%s], attempts: %d, retryOn: [5xx], budget: {percent: %d, minConcurrency: %d}}}`,
+		e.step, ns, e.step/60, e.step%60, target, e.r.IntN(4), e.r.IntN(101), e.r.IntN(5))).RetryPolicies[0]
+	e.in.RetryPolicies = append(e.in.RetryPolicies, rp)
+	return true
+}
+
+func (e *editor) retryRemove() bool {
+	if len(e.in.RetryPolicies) == 0 {
+		return false
+	}
+	i := e.r.IntN(len(e.in.RetryPolicies))
+	e.in.RetryPolicies = slices.Delete(e.in.RetryPolicies, i, i+1)
+	return true
+}
+
+// httpRouteDoc is a GAMMA HTTPRoute on parent (a Service port, or every
+// port), with a matched rule and a weighted default rule.
+func (e *editor) httpRouteDoc(name string, gen int64, parent *meshgen.ServiceInfo) string {
+	ns := parent.Svc.Namespace
+	parentRef := fmt.Sprintf(`{group: "", kind: Service, name: %s%s}`, parent.Svc.Name, portField(e.port(parent)))
+	if e.r.IntN(5) == 0 {
+		// A second parent: one policy in two Services' routes.
+		if p2 := e.service(ns); p2 != nil && p2 != parent {
+			parentRef += fmt.Sprintf(`, {group: "", kind: Service, name: %s}`, p2.Svc.Name)
+		}
+	}
+	backend := func() string {
+		b := e.service(ns)
+		port := b.Svc.Spec.Ports[e.r.IntN(len(b.Svc.Spec.Ports))].Port
+		for _, p := range b.Svc.Spec.Ports {
+			// An HTTP port mostly (to a TCP one, a proxyless client's
+			// build fails: it has no cluster for a TCP port).
+			if b.Protos[p.Port].IsHTTP() && e.r.IntN(8) != 0 {
+				port = p.Port
+			}
+		}
+		return fmt.Sprintf(`{name: %s, port: %d, weight: %d}`, b.Svc.Name, port, e.r.IntN(100))
+	}
+	rules := fmt.Sprintf(`[{matches: [{path: {type: PathPrefix, value: /v2}}], backendRefs: [%s]}, {backendRefs: [%s, %s]}]`, backend(), backend(), backend())
+	return fmt.Sprintf(`{apiVersion: gateway.networking.k8s.io/v1, kind: HTTPRoute, metadata: {name: %s, namespace: %s, generation: %d, creationTimestamp: "2027-01-01T00:%02d:%02dZ"}, spec: {parentRefs: [%s], rules: %s}}`,
+		name, ns, gen, e.step/60, e.step%60, parentRef, rules)
+}
+
+func (e *editor) routeAdd() bool {
+	parent := e.service("")
+	if parent == nil {
+		return false
+	}
+	e.in.HTTPRoutes = append(e.in.HTTPRoutes, decodeDoc(e.httpRouteDoc(fmt.Sprintf("edit-%d", e.step), 1, parent)).HTTPRoutes[0])
+	return true
+}
+
+// routeEdit rewrites an HTTPRoute on the same parent namespace: new
+// weights, backends, perhaps parents.
+func (e *editor) routeEdit() bool {
+	if len(e.in.HTTPRoutes) == 0 {
+		return false
+	}
+	i := e.r.IntN(len(e.in.HTTPRoutes))
+	old := e.in.HTTPRoutes[i]
+	parent := e.service(old.Namespace)
+	if parent == nil {
+		return false
+	}
+	hr := decodeDoc(e.httpRouteDoc(old.Name, old.Generation+1, parent)).HTTPRoutes[0]
+	hr.CreationTimestamp = old.CreationTimestamp
+	e.in.HTTPRoutes[i] = hr
+	return true
+}
+
+func (e *editor) routeRemove() bool {
+	if len(e.in.HTTPRoutes) == 0 {
+		return false
+	}
+	i := e.r.IntN(len(e.in.HTTPRoutes))
+	e.in.HTTPRoutes = slices.Delete(e.in.HTTPRoutes, i, i+1)
+	return true
+}
+
+// auth adds an AuthPolicy denying one namespace's callers a Service: not
+// routing policy (it changes who may reach what).
+func (e *editor) auth() bool {
+	s := e.service("")
+	if s == nil {
+		return false
+	}
+	from := e.m.In.Namespaces[e.r.IntN(len(e.m.In.Namespaces))].Name
+	ap := decodeDoc(fmt.Sprintf(`{apiVersion: mesh.weft.dev/v1alpha1, kind: AuthPolicy, metadata: {name: edit-%d, namespace: %s, generation: 1, creationTimestamp: "2027-01-01T00:%02d:%02dZ"}, spec: {targetRefs: [{group: "", kind: Service, name: %s}], action: Deny, rules: [{from: {namespaces: [%s]}}]}}`,
+		e.step, s.Svc.Namespace, e.step/60, e.step%60, s.Svc.Name, from)).AuthPolicies[0]
+	e.in.AuthPolicies = append(e.in.AuthPolicies, ap)
+	return true
+}
+
+// endpoint drops an EndpointSlice's last endpoint.
+func (e *editor) endpoint() bool {
+	if len(e.in.EndpointSlices) == 0 {
+		return false
+	}
+	i := e.r.IntN(len(e.in.EndpointSlices))
+	s := e.in.EndpointSlices[i].DeepCopy()
+	if len(s.Endpoints) == 0 {
+		return false
+	}
+	s.Endpoints = s.Endpoints[:len(s.Endpoints)-1]
+	e.in.EndpointSlices[i] = s
+	return true
+}
+
+func portField(p *int32) string {
+	if p == nil {
+		return ""
+	}
+	return fmt.Sprintf(", port: %d", *p)
+}
+
+func decodeDoc(doc string) *translator.Inputs {
+	in, err := translator.DecodeInputs([]byte(doc))
+	if err != nil {
+		panic(fmt.Sprintf("%v\n%s", err, doc))
+	}
+	return in
+}
