@@ -69,6 +69,8 @@ func DecodeInputs(data []byte) (*Inputs, error) {
 			in.RetryPolicies = append(in.RetryPolicies, o)
 		case *v1alpha1.AuthPolicy:
 			in.AuthPolicies = append(in.AuthPolicies, o)
+		case *v1alpha1.BackendTrafficPolicy:
+			in.BackendTrafficPolicies = append(in.BackendTrafficPolicies, o)
 		case *v1alpha1.MeshConfig:
 			in.MeshConfig = o
 		default:

@@ -4,11 +4,13 @@ import (
 	"os"
 	"reflect"
 	"testing"
+	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/weftmesh/weft/translator"
+	"github.com/weftmesh/weft/translator/ir"
 )
 
 // TestDefaultsMatchTheCRDs: the translator applies defaults itself (a
@@ -16,6 +18,10 @@ import (
 // defaulting, as in offline translation). They must be the ones the CRDs
 // declare, or a field left out would mean two different things.
 func TestDefaultsMatchTheCRDs(t *testing.T) {
+	const btp = "mesh.weft.dev_backendtrafficpolicies.yaml"
+	if got := ir.DefaultBackend.IdleTimeout.D(); got != time.Hour {
+		t.Errorf("ir.DefaultBackend.IdleTimeout %v, the CRD's default is 1h", got)
+	}
 	cases := []struct {
 		crd  string
 		path []string
@@ -32,6 +38,18 @@ func TestDefaultsMatchTheCRDs(t *testing.T) {
 		{"mesh.weft.dev_retrypolicies.yaml", []string{"spec", "backoff", "maxInterval"}, string(translator.DefaultRetryMax)},
 		{"mesh.weft.dev_retrypolicies.yaml", []string{"spec", "budget", "percent"}, float64(translator.DefaultBudgetPercent)},
 		{"mesh.weft.dev_retrypolicies.yaml", []string{"spec", "budget", "minConcurrency"}, float64(translator.DefaultBudgetMinConc)},
+		{btp, []string{"spec", "circuitBreaker", "maxConnections"}, float64(ir.DefaultBackend.MaxConnections)},
+		{btp, []string{"spec", "circuitBreaker", "maxPendingRequests"}, float64(ir.DefaultBackend.MaxPendingRequests)},
+		{btp, []string{"spec", "circuitBreaker", "maxRequests"}, float64(ir.DefaultBackend.MaxRequests)},
+		{btp, []string{"spec", "outlierDetection", "consecutive5xx"}, float64(ir.DefaultBackend.Consecutive5xx)},
+		{btp, []string{"spec", "outlierDetection", "interval"}, ir.DefaultBackend.Interval.D().String()},
+		{btp, []string{"spec", "outlierDetection", "baseEjectionTime"}, ir.DefaultBackend.BaseEjectionTime.D().String()},
+		{btp, []string{"spec", "outlierDetection", "maxEjectionPercent"}, float64(ir.DefaultBackend.MaxEjectionPercent)},
+		{btp, []string{"spec", "outlierDetection", "failurePercentage", "minimumHosts"}, float64(translator.DefaultFailurePercentageMinimumHosts)},
+		{btp, []string{"spec", "outlierDetection", "failurePercentage", "requestVolume"}, float64(translator.DefaultFailurePercentageRequestVolume)},
+		{btp, []string{"spec", "loadBalancer", "type"}, string(ir.DefaultBackend.LB)},
+		{btp, []string{"spec", "connection", "connectTimeout"}, ir.DefaultBackend.ConnectTimeout.D().String()},
+		{btp, []string{"spec", "connection", "idleTimeout"}, "1h"},
 	}
 	for _, tc := range cases {
 		data, err := os.ReadFile("../crds/" + tc.crd)

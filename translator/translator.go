@@ -29,6 +29,8 @@ type Inputs struct {
 	HTTPRoutes     []*gatewayv1.HTTPRoute
 	RetryPolicies  []*v1alpha1.RetryPolicy
 	AuthPolicies   []*v1alpha1.AuthPolicy
+	// BackendTrafficPolicies set how callers treat Services' endpoints.
+	BackendTrafficPolicies []*v1alpha1.BackendTrafficPolicy
 	// MeshConfig is the singleton named "weft"; nil means all defaults.
 	MeshConfig *v1alpha1.MeshConfig
 }
@@ -44,6 +46,7 @@ func (in *Inputs) Add(other *Inputs) {
 	in.HTTPRoutes = append(in.HTTPRoutes, other.HTTPRoutes...)
 	in.RetryPolicies = append(in.RetryPolicies, other.RetryPolicies...)
 	in.AuthPolicies = append(in.AuthPolicies, other.AuthPolicies...)
+	in.BackendTrafficPolicies = append(in.BackendTrafficPolicies, other.BackendTrafficPolicies...)
 	if other.MeshConfig != nil {
 		in.MeshConfig = other.MeshConfig
 	}
@@ -76,6 +79,7 @@ func Translate(in *Inputs) *Output {
 	t.services()
 	t.routes()
 	t.retryPolicies()
+	t.backendTrafficPolicies()
 	t.authPolicies()
 	t.defaultRoutes()
 	for _, f := range t.pending {

@@ -83,7 +83,7 @@ func newMetrics() *metrics {
 func policyLabel(r ir.PolicyRef) string { return r.Kind + "/" + r.Namespace + "/" + r.Name }
 
 // meshPolicies lists the labels of every policy the model carries: the
-// routing and retry policies on Service ports and routes, and the
+// routing, retry and backend traffic policies on Service ports and routes, and the
 // AuthPolicies of Services and namespaces (as envoy's view collects them).
 func meshPolicies(m *ir.Mesh) map[string]bool {
 	out := map[string]bool{}
@@ -91,6 +91,9 @@ func meshPolicies(m *ir.Mesh) map[string]bool {
 		for _, p := range svc.Ports {
 			if p.Retry != nil {
 				out[policyLabel(p.Retry.Source)] = true
+			}
+			if p.Backend != nil {
+				out[policyLabel(p.Backend.Source)] = true
 			}
 			for _, r := range p.Routes {
 				if r.Source != nil {

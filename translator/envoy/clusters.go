@@ -24,24 +24,15 @@ import (
 	"github.com/weftmesh/weft/translator/ir"
 )
 
-// Circuit-breaker thresholds per upstream cluster. Envoy's defaults (1,024
-// connections, pending and active requests) suit a sidecar that serves one
-// workload; the retry limit comes from the RetryPolicy's budget instead of a
-// fixed count, so retries scale with load but cannot multiply an outage.
-const (
-	connectTimeout = 5 * time.Second
-	maxConnections = 1024
-	maxRequests    = 1024
-)
+// connectTimeout bounds the connections of the sidecar's own clusters
+// (passthrough, admin, tracing, inbound). A Service's cluster takes its
+// BackendTrafficPolicy's (ir.DefaultBackend: the same 5s).
+const connectTimeout = 5 * time.Second
 
-// Outlier detection: eject an endpoint after 5 consecutive 5xx or gateway
-// errors for 30s (growing with each ejection), at most half of a cluster.
-const (
-	outlierConsecutive5xx = 5
-	outlierInterval       = 10 * time.Second
-	outlierBaseEjection   = 30 * time.Second
-	outlierMaxEjectPct    = 50
-)
+// envoyIdleTimeout is Envoy's default idle timeout of upstream HTTP
+// connections (HttpProtocolOptions.common_http_protocol_options) and of
+// tcp_proxy sessions: a policy's idle timeout equal to it is not written.
+const envoyIdleTimeout = time.Hour
 
 // tlsMatchKey marks meshed endpoints, whose sidecar accepts mutual TLS.
 const tlsMatchKey = "weft.dev/tls"
@@ -103,17 +94,60 @@ func (v *view) sidecarUpstreams() ([]*clusterv3.Cluster, []*endpointv3.ClusterLo
 	return clusters, cla
 }
 
-// upstreamCluster is what every cluster of a Service port has: its
-// connect timeout, circuit breakers (with the tightest retry budget of the
-// routes that send to the port), outlier detection and HTTP options.
+// upstreamCluster is what every cluster of a Service port has: what its
+// BackendTrafficPolicy says (ir.DefaultBackend without one) — connect
+// timeout, circuit breakers (with the tightest retry budget of the routes
+// that send to the port, unless the policy caps retries), outlier
+// detection, load balancing, idle timeout and TCP keepalive — and the
+// port's HTTP options.
 func (v *view) upstreamCluster(name string, svc *ir.Service, port *ir.Port, budgets map[string]*ir.Retry) *clusterv3.Cluster {
-	return &clusterv3.Cluster{
+	b := port.BackendPolicy()
+	c := &clusterv3.Cluster{
 		Name:                          name,
-		ConnectTimeout:                durationpb.New(connectTimeout),
-		CircuitBreakers:               circuitBreakers(budgets[ir.ClusterName(svc.Key, port.Port)]),
-		OutlierDetection:              outlierDetection(),
-		TypedExtensionProtocolOptions: httpOptions(port.Protocol),
+		ConnectTimeout:                durationpb.New(b.ConnectTimeout.D()),
+		CircuitBreakers:               circuitBreakers(b, budgets[ir.ClusterName(svc.Key, port.Port)]),
+		OutlierDetection:              outlierDetection(b),
+		TypedExtensionProtocolOptions: upstreamHTTPOptions(port.Protocol, b),
+		UpstreamConnectionOptions:     upstreamConnectionOptions(b),
 	}
+	c.LbPolicy = lbPolicy(b.LB)
+	return c
+}
+
+// lbPolicy is Envoy's (and gRPC's) algorithm of a policy's. Envoy's
+// defaults are kept for each: ring hash with xxHash and rings of 1,024 to
+// 8M entries (gRPC caps them at 4,096), Maglev's table of 65,537, least
+// request choosing the less busy of 2.
+func lbPolicy(a ir.LBAlgorithm) clusterv3.Cluster_LbPolicy {
+	switch a {
+	case ir.LBLeastRequest:
+		return clusterv3.Cluster_LEAST_REQUEST
+	case ir.LBRingHash:
+		return clusterv3.Cluster_RING_HASH
+	case ir.LBMaglev:
+		return clusterv3.Cluster_MAGLEV
+	}
+	return clusterv3.Cluster_ROUND_ROBIN
+}
+
+// upstreamConnectionOptions turns on TCP keepalive when the policy asks;
+// zero fields are left to the kernel.
+func upstreamConnectionOptions(b *ir.BackendPolicy) *clusterv3.UpstreamConnectionOptions {
+	k := b.TCPKeepalive
+	if k == nil {
+		return nil
+	}
+	ka := &corev3.TcpKeepalive{}
+	if k.Probes > 0 {
+		ka.KeepaliveProbes = wrapperspb.UInt32(k.Probes)
+	}
+	if k.Time > 0 {
+		ka.KeepaliveTime = wrapperspb.UInt32(uint32(k.Time.D() / time.Second))
+	}
+	if k.Interval > 0 {
+		ka.KeepaliveInterval = wrapperspb.UInt32(uint32(k.Interval.D() / time.Second))
+	}
+	return &clusterv3.UpstreamConnectionOptions{TcpKeepalive: ka}
 }
 
 type upstream struct {
@@ -210,13 +244,20 @@ func (v *view) retryBudgets() map[string]*ir.Retry {
 	return out
 }
 
-func circuitBreakers(retry *ir.Retry) *clusterv3.CircuitBreakers {
+// circuitBreakers are the policy's thresholds. Retries are capped by the
+// policy's maxRetries when it sets one, else by the retry budget of the
+// routes that send to the cluster (retry; Envoy applies a budget instead
+// of max_retries when both are set), else by Envoy's default of 3.
+func circuitBreakers(b *ir.BackendPolicy, retry *ir.Retry) *clusterv3.CircuitBreakers {
 	t := &clusterv3.CircuitBreakers_Thresholds{
-		MaxConnections:     wrapperspb.UInt32(maxConnections),
-		MaxPendingRequests: wrapperspb.UInt32(maxRequests),
-		MaxRequests:        wrapperspb.UInt32(maxRequests),
+		MaxConnections:     wrapperspb.UInt32(b.MaxConnections),
+		MaxPendingRequests: wrapperspb.UInt32(b.MaxPendingRequests),
+		MaxRequests:        wrapperspb.UInt32(b.MaxRequests),
 	}
-	if retry != nil {
+	switch {
+	case b.MaxRetries != nil:
+		t.MaxRetries = wrapperspb.UInt32(*b.MaxRetries)
+	case retry != nil:
 		t.RetryBudget = &clusterv3.CircuitBreakers_Thresholds_RetryBudget{
 			BudgetPercent:       &typev3.Percent{Value: retry.BudgetPercent},
 			MinRetryConcurrency: wrapperspb.UInt32(retry.BudgetMinConcurrency),
@@ -225,13 +266,33 @@ func circuitBreakers(retry *ir.Retry) *clusterv3.CircuitBreakers {
 	return &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{t}}
 }
 
-func outlierDetection() *clusterv3.OutlierDetection {
-	return &clusterv3.OutlierDetection{
-		Consecutive_5Xx:    wrapperspb.UInt32(outlierConsecutive5xx),
-		Interval:           durationpb.New(outlierInterval),
-		BaseEjectionTime:   durationpb.New(outlierBaseEjection),
-		MaxEjectionPercent: wrapperspb.UInt32(outlierMaxEjectPct),
+// outlierDetection is the policy's ejection. Envoy enforces consecutive
+// 5xx by default (enforcing_consecutive_5xx 100) and consecutive gateway
+// failures and failure percentage not at all (their enforcing_* default
+// to 0), so a detector the policy turns off or on sets its enforcing
+// percentage. Success-rate ejection keeps Envoy's (and gRPC's) defaults.
+func outlierDetection(b *ir.BackendPolicy) *clusterv3.OutlierDetection {
+	od := &clusterv3.OutlierDetection{
+		Interval:           durationpb.New(b.Interval.D()),
+		BaseEjectionTime:   durationpb.New(b.BaseEjectionTime.D()),
+		MaxEjectionPercent: wrapperspb.UInt32(b.MaxEjectionPercent),
 	}
+	if b.Consecutive5xx > 0 {
+		od.Consecutive_5Xx = wrapperspb.UInt32(b.Consecutive5xx)
+	} else {
+		od.EnforcingConsecutive_5Xx = wrapperspb.UInt32(0)
+	}
+	if n := b.ConsecutiveGatewayErrors; n > 0 {
+		od.ConsecutiveGatewayFailure = wrapperspb.UInt32(n)
+		od.EnforcingConsecutiveGatewayFailure = wrapperspb.UInt32(100)
+	}
+	if fp := b.FailurePercentage; fp != nil {
+		od.FailurePercentageThreshold = wrapperspb.UInt32(fp.Threshold)
+		od.EnforcingFailurePercentage = wrapperspb.UInt32(100)
+		od.FailurePercentageMinimumHosts = wrapperspb.UInt32(fp.MinimumHosts)
+		od.FailurePercentageRequestVolume = wrapperspb.UInt32(fp.RequestVolume)
+	}
+	return od
 }
 
 // upstreamTLS originates mutual TLS to meshed endpoints, verifying that the
@@ -500,6 +561,27 @@ func httpOptions(p ir.Protocol) map[string]*anypb.Any {
 	default:
 		return nil
 	}
+	return map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(o)}
+}
+
+// upstreamHTTPOptions are httpOptions with the policy's idle timeout of
+// upstream connections, when it is not Envoy's default.
+func upstreamHTTPOptions(p ir.Protocol, b *ir.BackendPolicy) map[string]*anypb.Any {
+	if b.IdleTimeout.D() == envoyIdleTimeout {
+		return httpOptions(p)
+	}
+	var o *httpv3.HttpProtocolOptions
+	switch p {
+	case ir.ProtocolHTTP2, ir.ProtocolGRPC:
+		o = &httpv3.HttpProtocolOptions{UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+		}}}
+	case ir.ProtocolHTTP:
+		o = followDownstream()
+	default:
+		return nil // a TCP port's idle timeout is its tcp_proxy's
+	}
+	o.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(b.IdleTimeout.D())}
 	return map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(o)}
 }
 

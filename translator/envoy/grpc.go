@@ -91,17 +91,56 @@ func (v *view) grpcUpstreams() ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadA
 		// address to reach (docs/design/064).
 		f := v.preferred()
 		name := familyClusterName(up.svc, up.port.Port, f)
+		b := up.port.BackendPolicy()
 		clusters = append(clusters, &clusterv3.Cluster{
 			Name:                 name,
 			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
 			EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsConfig()},
-			LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
-			CircuitBreakers:      circuitBreakers(nil),
+			LbPolicy:             grpcLBPolicy(b.LB),
+			CircuitBreakers:      grpcCircuitBreakers(b),
+			OutlierDetection:     grpcOutlierDetection(b),
 			TransportSocket:      grpcUpstreamTLS(up.port),
 		})
 		cla = append(cla, portLoadAssignment(name, up.port, contentFamily(up.svc, f)))
 	}
 	return clusters, cla
+}
+
+// What of a BackendTrafficPolicy a gRPC cluster carries: what gRPC-Go's
+// xDS client reads of a Cluster (validateClusterAndConstructClusterUpdate
+// in grpc's internal/xds/xdsclient/xdsresource/unmarshal_cds.go, v1.85),
+// and no field it ignores, so that the configuration reads as what
+// proxyless clients do. The rest is named on the policy's status
+// (translator.proxylessBackendGaps).
+//
+//   - lb_policy ROUND_ROBIN, LEAST_REQUEST or RING_HASH (xxHash only);
+//     any other, MAGLEV included, is NACKed: Maglev becomes RING_HASH,
+//     the same per-key affinity with another table.
+//   - circuit_breakers: max_requests of the DEFAULT priority only
+//     (circuitBreakersFromCluster).
+//   - outlier_detection: interval, base and max ejection time, max
+//     ejection percent, success-rate and failure-percentage ejection
+//     (outlierConfigFromCluster, gRFC A50); not the consecutive-error
+//     detectors.
+func grpcLBPolicy(a ir.LBAlgorithm) clusterv3.Cluster_LbPolicy {
+	switch a {
+	case ir.LBLeastRequest:
+		return clusterv3.Cluster_LEAST_REQUEST
+	case ir.LBRingHash, ir.LBMaglev:
+		return clusterv3.Cluster_RING_HASH
+	}
+	return clusterv3.Cluster_ROUND_ROBIN
+}
+
+func grpcCircuitBreakers(b *ir.BackendPolicy) *clusterv3.CircuitBreakers {
+	return &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{MaxRequests: wrapperspb.UInt32(b.MaxRequests)}}}
+}
+
+func grpcOutlierDetection(b *ir.BackendPolicy) *clusterv3.OutlierDetection {
+	od := outlierDetection(b)
+	od.Consecutive_5Xx, od.EnforcingConsecutive_5Xx = nil, nil
+	od.ConsecutiveGatewayFailure, od.EnforcingConsecutiveGatewayFailure = nil, nil
+	return od
 }
 
 // grpcPort is a Service port's route configuration for gRPC clients and
@@ -177,6 +216,7 @@ func grpcRoutes(mesh *ir.Mesh, port *ir.Port, f family) []*routev3.Route {
 	}
 	for _, r := range out {
 		a := r.GetRoute()
+		a.HashPolicy = grpcHashPolicies(a.HashPolicy)
 		if d := a.GetTimeout(); d != nil && d.AsDuration() > 0 {
 			a.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(d.AsDuration())}
 		}
@@ -195,6 +235,27 @@ func grpcRoutes(mesh *ir.Mesh, port *ir.Port, f family) []*routev3.Route {
 				rp.RetryOn = strings.Join(on, ",")
 				rp.RetryHostPredicate, rp.HostSelectionRetryMaxAttempts, rp.RetriableStatusCodes, rp.PerTryTimeout = nil, 0, nil, nil
 			}
+		}
+	}
+	return out
+}
+
+// grpcHashPolicies are the hash policies gRPC reads (gRFC A42; grpc's
+// unmarshal_rds.go hashPoliciesProtoToSlice): a header, and the filter
+// state io.grpc.channel_id, a random number per client channel, which
+// keeps every call of one client on one endpoint as hashing its source
+// address does. gRPC has no cookies: a cookie key is left out (and named
+// on the policy's status), and calls get a random hash. Idempotent: the
+// routes of one IR route's matches share their action.
+func grpcHashPolicies(in []*routev3.RouteAction_HashPolicy) []*routev3.RouteAction_HashPolicy {
+	var out []*routev3.RouteAction_HashPolicy
+	for _, h := range in {
+		switch {
+		case h.GetHeader() != nil, h.GetFilterState() != nil:
+			out = append(out, h)
+		case h.GetConnectionProperties().GetSourceIp():
+			out = append(out, &routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_FilterState_{
+				FilterState: &routev3.RouteAction_HashPolicy_FilterState{Key: "io.grpc.channel_id"}}})
 		}
 	}
 	return out

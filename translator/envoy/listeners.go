@@ -339,10 +339,10 @@ func tcpPrefixes(svc *ir.Service, port *ir.Port) []netip.Prefix {
 // chain — and the connections on it — alone (issue 12 m, docs/design/058).
 func (v *view) tcpChainProxy(statPrefix string, svc *ir.Service, port *ir.Port, f family) *listenerv3.Filter {
 	if isTCPSplit(port) {
-		return v.tcpProxy(statPrefix, []ir.Backend{{Weight: 1}}, splitClusterName(svc, port.Port, f))
+		return tcpProxyFilter(tcpBackendSettings(v.tcpProxyConfig(statPrefix, []ir.Backend{{Weight: 1}}, splitClusterName(svc, port.Port, f)), port, false))
 	}
 	b := tcpBackends(svc, port)[0] // one: more are a split
-	return v.tcpProxy(statPrefix, []ir.Backend{{Weight: 1}}, backendClusterOf(v.mesh, b, f))
+	return tcpProxyFilter(tcpBackendSettings(v.tcpProxyConfig(statPrefix, []ir.Backend{{Weight: 1}}, backendClusterOf(v.mesh, b, f)), v.backendPort(b), true))
 }
 
 func tcpBackends(svc *ir.Service, port *ir.Port) []ir.Backend {
@@ -656,6 +656,14 @@ func (v *view) networkRBAC(statPrefix string) []*listenerv3.Filter {
 // tcpProxy forwards a connection to one cluster, or by weight to several.
 // fixed, when given, names the single cluster directly.
 func (v *view) tcpProxy(statPrefix string, backends []ir.Backend, fixed ...string) *listenerv3.Filter {
+	return tcpProxyFilter(v.tcpProxyConfig(statPrefix, backends, fixed...))
+}
+
+func tcpProxyFilter(t *tcpproxyv3.TcpProxy) *listenerv3.Filter {
+	return &listenerv3.Filter{Name: "envoy.filters.network.tcp_proxy", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(t)}}
+}
+
+func (v *view) tcpProxyConfig(statPrefix string, backends []ir.Backend, fixed ...string) *tcpproxyv3.TcpProxy {
 	t := &tcpproxyv3.TcpProxy{StatPrefix: statPrefix, AccessLog: v.accessLog()}
 	names := make([]string, len(backends))
 	for i, b := range backends {
@@ -675,7 +683,7 @@ func (v *view) tcpProxy(statPrefix string, backends []ir.Backend, fixed ...strin
 		}
 		t.ClusterSpecifier = &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: wc}
 	}
-	return &listenerv3.Filter{Name: "envoy.filters.network.tcp_proxy", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(t)}}
+	return t
 }
 
 // accessLog writes one line per request or connection to the proxy's

@@ -377,15 +377,25 @@ func operationUnrestricted(r ir.AuthRule) bool {
 }
 
 // policies lists the policies that shape this proxy's configuration: the
-// routing and retry policies of the Services it sees, and the AuthPolicies
+// routing, retry and backend traffic policies of the Services it sees (and
+// of the backends their routes send to), and the AuthPolicies
 // of its own workload. (gRPC proxies skip DryRun policies, but they are
 // still listed: the configuration reflects them by leaving them out.)
 func (v *view) policies() []ir.PolicyRef {
 	seen := map[ir.PolicyRef]bool{}
+	backend := func(p *ir.Port) {
+		if p != nil && p.Backend != nil {
+			seen[p.Backend.Source] = true
+		}
+	}
 	for _, svc := range v.outbound {
 		for _, p := range svc.Ports {
+			backend(p)
 			if p.Retry != nil {
 				seen[p.Retry.Source] = true
+			}
+			for _, b := range p.TCPBackends {
+				backend(v.backendPort(b))
 			}
 			for _, r := range p.Routes {
 				if r.Source != nil {
@@ -393,6 +403,9 @@ func (v *view) policies() []ir.PolicyRef {
 				}
 				if r.Retry != nil {
 					seen[r.Retry.Source] = true
+				}
+				for _, b := range r.Backends {
+					backend(v.backendPort(b))
 				}
 			}
 		}

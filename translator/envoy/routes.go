@@ -226,7 +226,59 @@ func routeAction(mesh *ir.Mesh, r *ir.Route, portRetry *ir.Retry, f family) *rou
 	if retry != nil && retry.Attempts > 0 {
 		a.RetryPolicy = retryPolicy(retry)
 	}
+	a.HashPolicy = hashPolicies(mesh, r.Backends)
 	return a
+}
+
+// hashPolicies are the keys the route's consistent-hash backends hash on.
+// Envoy computes a request's hash from the route's hash_policy and hands
+// it to the cluster the route picked, whose ring (or Maglev table) maps it
+// to an endpoint; a request without the key gets a random endpoint. A
+// route that splits between backends with different keys hashes on all of
+// them (Envoy combines the values), which still sends equal keys to equal
+// endpoints. Backends that do not hash contribute nothing, and their
+// clusters ignore the hash.
+func hashPolicies(mesh *ir.Mesh, backends []ir.Backend) []*routev3.RouteAction_HashPolicy {
+	var out []*routev3.RouteAction_HashPolicy
+	seen := map[ir.HashKey]bool{}
+	for _, b := range backends {
+		if b.Unresolved {
+			continue
+		}
+		svc := mesh.Service(b.Service)
+		if svc == nil {
+			continue
+		}
+		port := svc.Port(b.Port)
+		if port == nil || port.Backend == nil || !port.Backend.LB.ConsistentHash() || port.Backend.Hash == nil {
+			continue
+		}
+		h := port.Backend.Hash
+		k := *h
+		if h.Cookie != nil {
+			k.Cookie = nil
+			k.Header = "cookie " + h.Cookie.Name // the key, not the TTL, makes two the same
+		}
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		switch {
+		case h.Header != "":
+			out = append(out, &routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{
+				Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: h.Header}}})
+		case h.Cookie != nil:
+			c := &routev3.RouteAction_HashPolicy_Cookie{Name: h.Cookie.Name, Path: h.Cookie.Path}
+			if h.Cookie.TTL != nil {
+				c.Ttl = durationpb.New(h.Cookie.TTL.D())
+			}
+			out = append(out, &routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_Cookie_{Cookie: c}})
+		case h.SourceIP:
+			out = append(out, &routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_ConnectionProperties_{
+				ConnectionProperties: &routev3.RouteAction_HashPolicy_ConnectionProperties{SourceIp: true}}})
+		}
+	}
+	return out
 }
 
 func retryPolicy(r *ir.Retry) *routev3.RetryPolicy {

@@ -7,8 +7,10 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -59,15 +61,23 @@ func splitClusterName(svc *ir.Service, port int32, f family) string {
 // transport socket match per meshed backend (mesh mTLS naming that
 // backend's identities), plaintext otherwise.
 func (v *view) splitCluster(svc *ir.Service, port *ir.Port, f family) *clusterv3.Cluster {
+	// The root port's BackendTrafficPolicy, but for consistent hashing:
+	// the split's weights need locality-weighted balancing, which Envoy
+	// has for round robin and least request only.
+	b := port.BackendPolicy()
 	c := &clusterv3.Cluster{
-		Name:                 splitClusterName(svc, port.Port, f),
-		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
-		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsConfig()},
-		ConnectTimeout:       durationpb.New(connectTimeout),
-		CircuitBreakers:      circuitBreakers(nil),
-		OutlierDetection:     outlierDetection(),
+		Name:                      splitClusterName(svc, port.Port, f),
+		ClusterDiscoveryType:      &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig:          &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsConfig()},
+		ConnectTimeout:            durationpb.New(b.ConnectTimeout.D()),
+		CircuitBreakers:           circuitBreakers(b, nil),
+		OutlierDetection:          outlierDetection(b),
+		UpstreamConnectionOptions: upstreamConnectionOptions(b),
 		CommonLbConfig: &clusterv3.Cluster_CommonLbConfig{LocalityConfigSpecifier: &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig_{
 			LocalityWeightedLbConfig: &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig{}}},
+	}
+	if b.LB == ir.LBLeastRequest {
+		c.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
 	}
 	for _, b := range port.TCPBackends {
 		bp := v.backendPort(b)
@@ -150,4 +160,25 @@ func (v *view) splitLoadAssignment(svc *ir.Service, port *ir.Port, f family) *en
 		}
 	}
 	return out
+}
+
+// tcpBackendSettings adds to a TCP port's tcp_proxy what of the
+// BackendTrafficPolicy of the port it forwards to lives there rather than
+// in the cluster: the idle timeout (when not Envoy's default of 1h), and,
+// for a consistent-hash cluster keyed by source IP, the hash policy
+// (tcp_proxy hashes only the source address; a header or cookie key means
+// nothing to a TCP connection, which then gets a random endpoint). A
+// split's cluster balances by locality weight, never by hash (hash false).
+func tcpBackendSettings(t *tcpproxyv3.TcpProxy, port *ir.Port, hash bool) *tcpproxyv3.TcpProxy {
+	if port == nil || port.Backend == nil {
+		return t
+	}
+	b := port.Backend
+	if b.IdleTimeout.D() != envoyIdleTimeout {
+		t.IdleTimeout = durationpb.New(b.IdleTimeout.D())
+	}
+	if hash && b.LB.ConsistentHash() && b.Hash != nil && b.Hash.SourceIP {
+		t.HashPolicy = []*typev3.HashPolicy{{PolicySpecifier: &typev3.HashPolicy_SourceIp_{SourceIp: &typev3.HashPolicy_SourceIp{}}}}
+	}
+	return t
 }

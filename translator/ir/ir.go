@@ -187,6 +187,17 @@ type Port struct {
 	Retry *Retry `json:"retry,omitempty"`
 	// TCPBackends replaces Endpoints for TCP ports with a traffic split.
 	TCPBackends []Backend `json:"tcpBackends,omitempty"`
+	// Backend is how callers treat this port's endpoints (a
+	// BackendTrafficPolicy); nil means DefaultBackend.
+	Backend *BackendPolicy `json:"backend,omitempty"`
+}
+
+// BackendPolicy returns the port's backend policy, or DefaultBackend.
+func (p *Port) BackendPolicy() *BackendPolicy {
+	if p.Backend != nil {
+		return p.Backend
+	}
+	return &DefaultBackend
 }
 
 // ClusterName is the Envoy cluster of this port of svc, in the format Istio
@@ -282,6 +293,94 @@ type Retry struct {
 	// BudgetMinConcurrency retries may always run.
 	BudgetPercent        float64 `json:"budgetPercent,omitempty"`
 	BudgetMinConcurrency uint32  `json:"budgetMinConcurrency,omitempty"`
+}
+
+// BackendPolicy is a resolved BackendTrafficPolicy: what a caller's proxy
+// applies to its cluster of a Service port. Every field holds the value in
+// effect (the policy's, or the default).
+type BackendPolicy struct {
+	Source PolicyRef `json:"source,omitempty"`
+	// Circuit breakers, per caller's proxy. MaxRetries nil: the route's
+	// retry budget, or Envoy's default.
+	MaxConnections     uint32  `json:"maxConnections,omitempty"`
+	MaxPendingRequests uint32  `json:"maxPendingRequests,omitempty"`
+	MaxRequests        uint32  `json:"maxRequests,omitempty"`
+	MaxRetries         *uint32 `json:"maxRetries,omitempty"`
+	// Outlier detection; a count of 0 turns that detector off.
+	Consecutive5xx           uint32             `json:"consecutive5xx,omitempty"`
+	ConsecutiveGatewayErrors uint32             `json:"consecutiveGatewayErrors,omitempty"`
+	FailurePercentage        *FailurePercentage `json:"failurePercentage,omitempty"`
+	Interval                 Duration           `json:"interval,omitempty"`
+	BaseEjectionTime         Duration           `json:"baseEjectionTime,omitempty"`
+	MaxEjectionPercent       uint32             `json:"maxEjectionPercent,omitempty"`
+	// LB is the algorithm; Hash the key of RingHash and Maglev.
+	LB   LBAlgorithm `json:"lb,omitempty"`
+	Hash *HashKey    `json:"hash,omitempty"`
+	// Connections. IdleTimeout 0 never closes idle connections;
+	// TCPKeepalive nil: no keepalive.
+	ConnectTimeout Duration      `json:"connectTimeout,omitempty"`
+	IdleTimeout    Duration      `json:"idleTimeout,omitempty"`
+	TCPKeepalive   *TCPKeepalive `json:"tcpKeepalive,omitempty"`
+}
+
+// DefaultBackend is what a port without a BackendTrafficPolicy gets, and
+// what each field of one left out means: the values weft always used
+// (1,024 connections, pending and active requests; ejection after 5
+// consecutive 5xx, evaluated every 10s, for 30s, at most half of the
+// endpoints; a 5s connect timeout), round robin, and Envoy's 1h idle
+// timeout. translator's TestDefaultsMatchTheCRDs keeps the
+// BackendTrafficPolicy CRD's defaults equal to these.
+var DefaultBackend = BackendPolicy{
+	MaxConnections: 1024, MaxPendingRequests: 1024, MaxRequests: 1024,
+	Consecutive5xx: 5, Interval: Duration(10 * time.Second), BaseEjectionTime: Duration(30 * time.Second), MaxEjectionPercent: 50,
+	LB:             LBRoundRobin,
+	ConnectTimeout: Duration(5 * time.Second), IdleTimeout: Duration(time.Hour),
+}
+
+// FailurePercentage ejects endpoints whose share of failed requests in an
+// interval reaches Threshold percent, once they had RequestVolume
+// requests, while the cluster has at least MinimumHosts endpoints.
+type FailurePercentage struct {
+	Threshold     uint32 `json:"threshold,omitempty"`
+	MinimumHosts  uint32 `json:"minimumHosts,omitempty"`
+	RequestVolume uint32 `json:"requestVolume,omitempty"`
+}
+
+// LBAlgorithm is a load-balancing algorithm.
+type LBAlgorithm string
+
+const (
+	LBRoundRobin   LBAlgorithm = "RoundRobin"
+	LBLeastRequest LBAlgorithm = "LeastRequest"
+	LBRingHash     LBAlgorithm = "RingHash"
+	LBMaglev       LBAlgorithm = "Maglev"
+)
+
+// ConsistentHash says whether the algorithm picks endpoints by a hash key.
+func (a LBAlgorithm) ConsistentHash() bool { return a == LBRingHash || a == LBMaglev }
+
+// HashKey is what a consistent hash reads: exactly one of a header, a
+// cookie, or the caller's address.
+type HashKey struct {
+	Header   string      `json:"header,omitempty"`
+	Cookie   *HashCookie `json:"cookie,omitempty"`
+	SourceIP bool        `json:"sourceIP,omitempty"`
+}
+
+// HashCookie is a cookie to hash; with a TTL the caller's proxy creates it
+// when a request lacks it (a TTL of 0: a session cookie).
+type HashCookie struct {
+	Name string    `json:"name,omitempty"`
+	TTL  *Duration `json:"ttl,omitempty"`
+	Path string    `json:"path,omitempty"`
+}
+
+// TCPKeepalive turns on keepalive probes; zero fields take the kernel's
+// settings. Times are whole seconds.
+type TCPKeepalive struct {
+	Probes   uint32   `json:"probes,omitempty"`
+	Time     Duration `json:"time,omitempty"`
+	Interval Duration `json:"interval,omitempty"`
 }
 
 // AuthAction is what an AuthPolicy does with matching requests.

@@ -40,6 +40,7 @@ func Inputs(ctx context.Context, c client.Reader) (in *translator.Inputs, notes 
 		pods   corev1.PodList
 		tss    v1alpha1.TrafficSplitList
 		rps    v1alpha1.RetryPolicyList
+		btps   v1alpha1.BackendTrafficPolicyList
 		aps    v1alpha1.AuthPolicyList
 		hrs    gatewayv1.HTTPRouteList
 	)
@@ -54,6 +55,7 @@ func Inputs(ctx context.Context, c client.Reader) (in *translator.Inputs, notes 
 		{"Pods", &pods, func() { in.Pods = ptrs(pods.Items) }},
 		{"TrafficSplits", &tss, func() { in.TrafficSplits = ptrs(tss.Items) }},
 		{"RetryPolicies", &rps, func() { in.RetryPolicies = ptrs(rps.Items) }},
+		{"BackendTrafficPolicies", &btps, func() { in.BackendTrafficPolicies = ptrs(btps.Items) }},
 		{"AuthPolicies", &aps, func() { in.AuthPolicies = ptrs(aps.Items) }},
 		{"HTTPRoutes", &hrs, func() { in.HTTPRoutes = ptrs(hrs.Items) }},
 	} {
