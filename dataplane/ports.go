@@ -19,6 +19,14 @@ const (
 	StatsPort = 15090
 )
 
+// StatsPortName names StatsPort on the proxy container: Prometheus'
+// Kubernetes discovery (a PodMonitor, or a port-name relabeling) and
+// `weft stat` find the sidecar's metrics by it.
+const StatsPortName = "weft-stats"
+
+// StatsPath is the stats listener's only path: Envoy's Prometheus page.
+const StatsPath = "/stats/prometheus"
+
 // ProxyPorts are the sidecar's own listening ports, never redirected
 // inbound.
 var ProxyPorts = []uint16{AdminPort, OutboundPort, InboundPort, ReadinessPort, StatsPort}

@@ -115,7 +115,7 @@ func Inject(pod *corev1.Pod, ns *corev1.Namespace, mc *v1alpha1.MeshConfig, o Op
 	if !hasPrometheusAnnotations(out) {
 		setAnnotation(out, "prometheus.io/scrape", "true")
 		setAnnotation(out, "prometheus.io/port", fmt.Sprint(statsPort))
-		setAnnotation(out, "prometheus.io/path", "/stats/prometheus")
+		setAnnotation(out, "prometheus.io/path", dataplane.StatsPath)
 	}
 	report.Injected = true
 	setAnnotation(out, dataplane.AnnotationInjectStatus, report.Status())

@@ -56,7 +56,7 @@ func proxyContainer(pod *corev1.Pod, s settings, o Options) (corev1.Container, e
 			fieldEnv(dataplane.EnvServiceAccount, "spec.serviceAccountName"),
 		},
 		Ports: []corev1.ContainerPort{
-			{Name: "weft-stats", ContainerPort: statsPort, Protocol: corev1.ProtocolTCP},
+			{Name: dataplane.StatsPortName, ContainerPort: statsPort, Protocol: corev1.ProtocolTCP},
 		},
 		Resources: s.resources,
 		// Passes once Envoy has received its listeners from xDS: with a

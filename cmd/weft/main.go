@@ -36,6 +36,7 @@ func main() {
 	root.AddCommand(proxyStatusCmd())
 	root.AddCommand(proxyConfigCmd())
 	root.AddCommand(explainCmd())
+	root.AddCommand(statCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintf(os.Stderr, "weft: %v\n", err)
 		os.Exit(1)

@@ -787,7 +787,7 @@ func statsListener() *listenerv3.Listener {
 	rc := &routev3.RouteConfiguration{Name: dataplane.StatsListener, VirtualHosts: []*routev3.VirtualHost{{
 		Name: dataplane.StatsListener, Domains: []string{"*"},
 		Routes: []*routev3.Route{{
-			Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: "/stats/prometheus"}},
+			Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: dataplane.StatsPath}},
 			Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 				ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: AdminCluster},
 			}},
