@@ -360,10 +360,19 @@ func (c *caBundle) Start(ctx context.Context) error {
 	backoff := time.Second
 	for {
 		wait := c.s.o.Resync
-		if err := c.reconcile(ctx); err != nil {
+		missing, err := c.reconcile(ctx)
+		switch {
+		case err != nil:
 			c.s.log.Error(err, "keeping the webhook caBundle current", "retryIn", backoff.String())
 			wait, backoff = backoff, min(2*backoff, c.s.o.Resync)
-		} else {
+		case missing:
+			// A configuration not created yet (an install or a sync
+			// that applies it after the Deployment): look again soon,
+			// backing off to Resync, so the webhook works seconds after
+			// it appears rather than up to a minute later, and a
+			// configuration never installed costs a GET per Resync.
+			wait, backoff = backoff, min(2*backoff, c.s.o.Resync)
+		default:
 			backoff = time.Second
 		}
 		select {
@@ -374,7 +383,9 @@ func (c *caBundle) Start(ctx context.Context) error {
 	}
 }
 
-func (c *caBundle) reconcile(ctx context.Context) error {
+// reconcile writes the caBundle; missing reports a named configuration
+// that does not exist.
+func (c *caBundle) reconcile(ctx context.Context) (missing bool, _ error) {
 	s := c.s
 	var ca *caKeyPair
 	var errs []error
@@ -383,6 +394,8 @@ func (c *caBundle) reconcile(ctx context.Context) error {
 		if err := s.direct.Get(ctx, client.ObjectKey{Name: name}, mwc); err != nil {
 			if !apierrors.IsNotFound(err) {
 				errs = append(errs, fmt.Errorf("reading MutatingWebhookConfiguration %s: %w", name, err))
+			} else {
+				missing = true
 			}
 			continue
 		}
@@ -392,7 +405,7 @@ func (c *caBundle) reconcile(ctx context.Context) error {
 		if ca == nil {
 			var err error
 			if ca, err = s.ensureCA(ctx); err != nil {
-				return err
+				return missing, err
 			}
 		}
 		changed := 0
@@ -424,7 +437,7 @@ func (c *caBundle) reconcile(ctx context.Context) error {
 			}
 		}
 	}
-	return errors.Join(errs...)
+	return missing, errors.Join(errs...)
 }
 
 // certManagerOnly reports whether cert-manager owns the certificates, so a

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -258,6 +259,61 @@ func TestWebhookServer(t *testing.T) {
 // review posts an AdmissionReview for pod over TLS, verifying the server
 // as the API server does, and returns the response and the serial of the
 // certificate served.
+// TestCABundleForALateConfiguration: the configuration is created after
+// the leader started (an Argo CD sync that applies it in a later wave, or
+// `make run`'s order) and gets its caBundle within seconds, not after the
+// next Resync (an hour here, a minute by default): while a named
+// configuration is missing the reconciler looks again with a backoff from
+// one second.
+func TestCABundleForALateConfiguration(t *testing.T) {
+	env := testenv.Start(t)
+	cfg := controllerConfig(t, env)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	mgr, err := manager.New(cfg, manager.Options{
+		Scheme: webhook.Scheme, Logger: logr.Discard(),
+		Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := webhookserver.New(mgr, webhookserver.Options{Address: "127.0.0.1:0", Resync: time.Hour}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mgr.Add(srv.CABundleReconciler()); err != nil {
+		t.Fatal(err)
+	}
+	mgrCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(mgrCtx) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	})
+	// The reconciler has run once and found nothing to write: it created
+	// the CA, which it does on its first pass.
+	testkit.EventuallyWithin(t, "the webhook CA Secret", time.Minute, func() error {
+		return env.Client.Get(ctx, client.ObjectKey{Namespace: webhookserver.DefaultNamespace, Name: webhookserver.DefaultCASecretName}, &corev1.Secret{})
+	})
+	time.Sleep(3 * time.Second) // let its backoff grow past the first steps
+	registerWebhook(t, ctx, env.Client, 443)
+	created := time.Now()
+	testkit.EventuallyWithin(t, "the caBundle of a configuration created after the leader started", 30*time.Second, func() error {
+		mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
+		if err := env.Client.Get(ctx, client.ObjectKey{Name: webhookserver.DefaultWebhookConfiguration}, mwc); err != nil {
+			return err
+		}
+		if len(mwc.Webhooks[0].ClientConfig.CABundle) == 0 {
+			return errors.New("no caBundle yet")
+		}
+		return nil
+	})
+	t.Logf("caBundle written %s after the configuration was created", time.Since(created).Round(100*time.Millisecond))
+}
+
 func review(addr string, roots *x509.CertPool, pod *corev1.Pod) (*admissionv1.AdmissionReview, string, error) {
 	raw, err := json.Marshal(pod)
 	if err != nil {
