@@ -51,7 +51,7 @@ func run(m *testing.M) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/weft-controller", "./cmd/weft", "./hack/weft-run")
+	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/weft-controller", "./cmd/weft", "./hack/weft-run", "./hack/weft-demo")
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return 0, fmt.Errorf("go build: %v\n%s", err, out)

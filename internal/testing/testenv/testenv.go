@@ -83,6 +83,12 @@ type Options struct {
 	// (10.0.0.0/24, 254 Services) for clusters with more Services (the
 	// load tool's).
 	ServiceCIDR string
+	// AggregatorRouting makes the API server reach Services (admission
+	// webhooks among them) at an address from their EndpointSlices rather
+	// than their cluster IP, which nothing routes here (no kube-proxy):
+	// kube-apiserver --enable-aggregator-routing. localmesh registers
+	// weft's webhook by its Service, as an install does.
+	AggregatorRouting bool
 }
 
 // Start starts an API server for one test and stops it when the test ends.
@@ -144,6 +150,9 @@ func New(o Options) (*Env, error) {
 	api.Configure().Set("endpoint-reconciler-type", "none")
 	if o.ServiceCIDR != "" {
 		api.Configure().Set("service-cluster-ip-range", o.ServiceCIDR)
+	}
+	if o.AggregatorRouting {
+		api.Configure().Set("enable-aggregator-routing", "true")
 	}
 	env.ControlPlane.APIServer = api
 

@@ -1,0 +1,399 @@
+// Command weft-demo is the demo mesh's workload: a proxyless gRPC server
+// (`weft-demo serve`) or a client that calls Services in a loop
+// (`weft-demo call`), both plain gRPC-Go applications that take their
+// configuration from weft over xDS (GRPC_XDS_BOOTSTRAP, written by `weft
+// agent`) and their mutual TLS certificates from the agent's files. `make
+// run` and the end-to-end tests start them (internal/testing/localmesh).
+//
+// The client exports, on its --admin address, the request statistics an
+// Envoy sidecar would export for the same calls (Envoy's names and labels,
+// keyed by weft's cluster names; docs/metrics.md), so `weft stat` and the
+// live view read a proxyless demo and a sidecar alike.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
+	xdscreds "google.golang.org/grpc/credentials/xds"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	grpcresolver "google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/xds"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weftmesh/weft/translator/ir"
+)
+
+// Method is the one RPC the demo serves: Empty in, "<service> <pod>" out.
+const Method = "/weft.demo.Demo/Call"
+
+// TrailerService names, on every answer (failures included), the Service
+// whose backend answered, so the client can attribute a failed call to the
+// backend of a split that failed it.
+const TrailerService = "weft-demo-service"
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch os.Args[1] {
+	case "serve":
+		err = serve(ctx, os.Args[2:])
+	case "call":
+		err = call(ctx, os.Args[2:])
+	default:
+		usage()
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "weft-demo %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprint(os.Stderr, `usage:
+  weft-demo serve --listen IP:PORT --service NAME --pod NAME [--admin ADDR] [--fail-percent N]
+  weft-demo call --target HOST:PORT [--target ...] [--rate N] [--admin ADDR]
+Both read their xDS bootstrap from GRPC_XDS_BOOTSTRAP (written by weft agent).
+`)
+	os.Exit(2)
+}
+
+func init() { grpcresolver.Register(localDNS{}) }
+
+// localDNS plays the cluster's DNS for the xDS server the bootstrap names:
+// "weft-local:///<name>:<port>" reaches 127.0.0.1:<port>, while gRPC still
+// verifies the server's certificate for <name>
+// (weft-controller.weft-system.svc), as in a cluster.
+type localDNS struct{}
+
+// LocalScheme is the resolver scheme the launcher names in --grpc-xds-address.
+const LocalScheme = "weft-local"
+
+func (localDNS) Scheme() string { return LocalScheme }
+
+func (localDNS) Build(t grpcresolver.Target, cc grpcresolver.ClientConn, _ grpcresolver.BuildOptions) (grpcresolver.Resolver, error) {
+	_, port, err := net.SplitHostPort(t.Endpoint())
+	if err != nil {
+		return nil, err
+	}
+	_ = cc.UpdateState(grpcresolver.State{Addresses: []grpcresolver.Address{{Addr: net.JoinHostPort("127.0.0.1", port)}}})
+	return localDNS{}, nil
+}
+
+func (localDNS) ResolveNow(grpcresolver.ResolveNowOptions) {}
+func (localDNS) Close()                                    {}
+
+// serve runs the gRPC server. Its listener, routes and authorization come
+// from weft (xds.NewGRPCServer); it answers with its Service and pod names
+// and fails --fail-percent of calls with UNAVAILABLE (changed at run time
+// with POST /fail?percent=N on --admin).
+func serve(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ExitOnError)
+	listen := fs.String("listen", "", "IP:PORT to serve on (the pod's address in its EndpointSlice)")
+	service := fs.String("service", "", "the Service this backend belongs to (returned to callers)")
+	pod := fs.String("pod", "", "the pod's name (returned to callers)")
+	admin := fs.String("admin", "", "host:port for /ready, /fail and /metrics")
+	fail := fs.Int("fail-percent", 0, "share of calls to fail with UNAVAILABLE, 0-100")
+	_ = fs.Parse(args)
+	if *listen == "" || *service == "" || *pod == "" {
+		return errors.New("--listen, --service and --pod are required")
+	}
+	if *fail < 0 || *fail > 100 {
+		return fmt.Errorf("--fail-percent %d: give 0 to 100", *fail)
+	}
+	var failPercent atomic.Int64
+	failPercent.Store(int64(*fail))
+	served := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "weft_demo_served_total", Help: "Calls this demo server answered, by gRPC code.",
+	}, []string{"code"})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(served)
+
+	screds, err := xdscreds.NewServerCredentials(xdscreds.ServerOptions{FallbackCreds: insecure.NewCredentials()})
+	if err != nil {
+		return err
+	}
+	var serving atomic.Bool
+	srv, err := xds.NewGRPCServer(grpc.Creds(screds),
+		// Short-lived connections: clients re-resolve and handshake with
+		// whatever certificate the agent's files hold, and a removed
+		// endpoint's connections end soon.
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: 30 * time.Second, MaxConnectionAgeGrace: 10 * time.Second}),
+		xds.ServingModeCallback(func(addr net.Addr, a xds.ServingModeChangeArgs) {
+			serving.Store(a.Mode == connectivity.ServingModeServing)
+			fmt.Fprintf(os.Stderr, "weft-demo serve: %s %s %v\n", addr, a.Mode, a.Err)
+		}))
+	if err != nil {
+		return err
+	}
+	answer := *service + " " + *pod
+	srv.RegisterService(&grpc.ServiceDesc{
+		ServiceName: "weft.demo.Demo",
+		HandlerType: (*any)(nil),
+		Methods: []grpc.MethodDesc{{
+			MethodName: "Call",
+			Handler: func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+				if err := dec(&emptypb.Empty{}); err != nil {
+					return nil, err
+				}
+				_ = grpc.SetTrailer(ctx, metadata.Pairs(TrailerService, *service))
+				if rand.IntN(100) < int(failPercent.Load()) {
+					served.WithLabelValues(codes.Unavailable.String()).Inc()
+					return nil, status.Errorf(codes.Unavailable, "%s failed this call on purpose (weft-demo --fail-percent %d)", *pod, failPercent.Load())
+				}
+				served.WithLabelValues(codes.OK.String()).Inc()
+				return wrapperspb.String(answer), nil
+			},
+		}},
+	}, nil)
+	lis, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	if *admin != "" {
+		mux := adminMux(reg, func() error {
+			if !serving.Load() {
+				return errors.New("not serving: weft has not sent this server's listener yet")
+			}
+			return nil
+		})
+		mux.HandleFunc("/fail", func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPost {
+				p, err := strconv.Atoi(r.URL.Query().Get("percent"))
+				if err != nil || p < 0 || p > 100 {
+					http.Error(w, "give ?percent=N with N from 0 to 100", http.StatusBadRequest)
+					return
+				}
+				failPercent.Store(int64(p))
+			}
+			fmt.Fprintf(w, "%d\n", failPercent.Load())
+		})
+		if err := serveAdmin(ctx, *admin, mux); err != nil {
+			return err
+		}
+	}
+	go func() { <-ctx.Done(); srv.GracefulStop() }()
+	return srv.Serve(lis)
+}
+
+// call sends --rate calls per second to each --target until stopped, and
+// exports what happened as an Envoy sidecar's cluster statistics would.
+func call(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("call", flag.ExitOnError)
+	var targets stringList
+	fs.Var(&targets, "target", "a Service to call, NAME.NAMESPACE:PORT (repeatable)")
+	rate := fs.Float64("rate", 20, "calls per second to each target")
+	admin := fs.String("admin", "", "host:port for /ready and /metrics")
+	timeout := fs.Duration("timeout", 2*time.Second, "deadline of each call")
+	_ = fs.Parse(args)
+	if len(targets) == 0 {
+		return errors.New("give at least one --target NAME.NAMESPACE:PORT")
+	}
+	if *rate <= 0 {
+		return fmt.Errorf("--rate %v: give a positive number", *rate)
+	}
+	m := newClientMetrics()
+	ccreds, err := xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	var ready atomic.Int64
+	for _, tg := range targets {
+		host, port, err := net.SplitHostPort(tg)
+		if err != nil {
+			return fmt.Errorf("--target %q: %v", tg, err)
+		}
+		name, ns, ok := strings.Cut(host, ".")
+		p, perr := strconv.Atoi(port)
+		if !ok || perr != nil {
+			return fmt.Errorf("--target %q: want NAME.NAMESPACE:PORT", tg)
+		}
+		conn, err := grpc.NewClient("xds:///"+tg, grpc.WithTransportCredentials(ccreds))
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		t := target{conn: conn, ns: ns, port: int32(p), root: ir.ClusterName(ir.ServiceKey{Namespace: ns, Name: name}, int32(p))}
+		wg.Go(func() {
+			tick := time.NewTicker(time.Duration(float64(time.Second) / *rate))
+			defer tick.Stop()
+			first := true
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+				if ok := t.call(ctx, m, *timeout); ok && first {
+					first = false
+					ready.Add(1)
+				}
+			}
+		})
+	}
+	if *admin != "" {
+		mux := adminMux(m.reg, func() error {
+			if n := ready.Load(); n < int64(len(targets)) {
+				return fmt.Errorf("%d of %d targets answered so far", n, len(targets))
+			}
+			return nil
+		})
+		if err := serveAdmin(ctx, *admin, mux); err != nil {
+			return err
+		}
+	}
+	wg.Wait()
+	return nil
+}
+
+type target struct {
+	conn *grpc.ClientConn
+	ns   string
+	port int32
+	root string // the cluster of the Service called, for failures no backend claimed
+}
+
+// call makes one RPC and records it under the cluster of the backend that
+// answered (its Service, from the trailer), or the called Service's own
+// cluster when no backend answered (a refused connection, a denial by the
+// server's authorization, a deadline).
+func (t target) call(ctx context.Context, m *clientMetrics, timeout time.Duration) bool {
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var trailer metadata.MD
+	start := time.Now()
+	err := t.conn.Invoke(rctx, Method, &emptypb.Empty{}, &wrapperspb.StringValue{}, grpc.Trailer(&trailer))
+	if ctx.Err() != nil {
+		return false // stopping, not a failure
+	}
+	cluster := t.root
+	if svc := trailer.Get(TrailerService); len(svc) == 1 {
+		cluster = ir.ClusterName(ir.ServiceKey{Namespace: t.ns, Name: svc[0]}, t.port)
+	}
+	m.record(cluster, status.Code(err), time.Since(start))
+	return err == nil
+}
+
+// clientMetrics are the calls as an Envoy sidecar's cluster statistics
+// (Envoy's /stats/prometheus names and default tags), so weft stat reads
+// them as it reads a sidecar's. A call's response code class is the HTTP
+// status gRPC's spec pairs with its status code (OK 2xx; UNAVAILABLE 503;
+// PERMISSION_DENIED 403; …).
+type clientMetrics struct {
+	reg           *prometheus.Registry
+	total, byCode *prometheus.CounterVec
+	time          *prometheus.HistogramVec
+}
+
+func newClientMetrics() *clientMetrics {
+	m := &clientMetrics{
+		reg: prometheus.NewRegistry(),
+		total: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "envoy_cluster_upstream_rq_total", Help: "Calls to the cluster (as Envoy's cluster.<name>.upstream_rq_total).",
+		}, []string{"envoy_cluster_name"}),
+		byCode: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "envoy_cluster_upstream_rq_xx", Help: "Calls to the cluster by response code class (as Envoy's upstream_rq_<N>xx).",
+		}, []string{"envoy_response_code_class", "envoy_cluster_name"}),
+		// Envoy's default histogram buckets, in milliseconds.
+		time: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "envoy_cluster_upstream_rq_time", Help: "Call latency in milliseconds (as Envoy's upstream_rq_time).",
+			Buckets: []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000},
+		}, []string{"envoy_cluster_name"}),
+	}
+	m.reg.MustRegister(m.total, m.byCode, m.time)
+	return m
+}
+
+func (m *clientMetrics) record(cluster string, code codes.Code, d time.Duration) {
+	m.total.WithLabelValues(cluster).Inc()
+	m.byCode.WithLabelValues(strconv.Itoa(httpStatus(code)/100), cluster).Inc()
+	m.time.WithLabelValues(cluster).Observe(float64(d.Microseconds()) / 1000)
+}
+
+// httpStatus is the HTTP status gRPC's status code mapping pairs with code
+// (grpc/doc/http-grpc-status-mapping.md, read in the direction a proxy
+// reports it).
+func httpStatus(c codes.Code) int {
+	switch c {
+	case codes.OK:
+		return http.StatusOK
+	case codes.InvalidArgument, codes.FailedPrecondition, codes.OutOfRange:
+		return http.StatusBadRequest
+	case codes.Unauthenticated:
+		return http.StatusUnauthorized
+	case codes.PermissionDenied:
+		return http.StatusForbidden
+	case codes.NotFound:
+		return http.StatusNotFound
+	case codes.AlreadyExists, codes.Aborted:
+		return http.StatusConflict
+	case codes.ResourceExhausted:
+		return http.StatusTooManyRequests
+	case codes.Canceled:
+		return 499
+	case codes.Unimplemented:
+		return http.StatusNotImplemented
+	case codes.Unavailable:
+		return http.StatusServiceUnavailable
+	case codes.DeadlineExceeded:
+		return http.StatusGatewayTimeout
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+func adminMux(reg *prometheus.Registry, ready func() error) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/ready", func(w http.ResponseWriter, _ *http.Request) {
+		if err := ready(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
+}
+
+func serveAdmin(ctx context.Context, addr string, mux *http.ServeMux) error {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--admin: %w", err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(lis) }()
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+	return nil
+}
+
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }

@@ -1,0 +1,154 @@
+package e2e
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/weftmesh/weft/dataplane"
+	"github.com/weftmesh/weft/internal/testing/localmesh"
+	"github.com/weftmesh/weft/translator/ir"
+	"github.com/weftmesh/weft/webhook"
+)
+
+// startMesh runs a local mesh (internal/testing/localmesh: the launcher
+// `make run` uses) for one test, and shows every process's log when the
+// test fails.
+func startMesh(t *testing.T, o localmesh.Options) *localmesh.Mesh {
+	t.Helper()
+	o.Dir, o.BinDir = t.TempDir(), binDir
+	if testing.Verbose() {
+		o.Progress = os.Stderr
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	m, err := localmesh.Start(ctx, o)
+	if err != nil {
+		t.Fatalf("starting the local mesh: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpLogs(t, m)
+		}
+		if err := m.Stop(); err != nil {
+			t.Errorf("stopping the local mesh: %v", err)
+		}
+	})
+	return m
+}
+
+func dumpLogs(t *testing.T, m *localmesh.Mesh) {
+	entries, _ := os.ReadDir(m.LogDir())
+	for _, e := range entries {
+		b, _ := os.ReadFile(m.LogDir() + "/" + e.Name())
+		if len(b) > 12000 {
+			b = append([]byte("…"), b[len(b)-12000:]...)
+		}
+		t.Logf("=== %s\n%s", e.Name(), b)
+	}
+}
+
+// calls is what a client's /metrics says it sent to each cluster, by
+// response code class ("2", "5", …).
+type calls map[string]map[string]float64
+
+// scrape reads a weft-demo client's statistics (Envoy's names: see
+// hack/weft-demo).
+func scrape(t *testing.T, url string) calls {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(strings.NewReader(string(body)))
+	if err != nil {
+		t.Fatalf("%s: %v", url, err)
+	}
+	out := calls{}
+	if f := families["envoy_cluster_upstream_rq_xx"]; f != nil {
+		for _, mt := range f.Metric {
+			var cluster, class string
+			for _, l := range mt.Label {
+				switch l.GetName() {
+				case "envoy_cluster_name":
+					cluster = l.GetValue()
+				case "envoy_response_code_class":
+					class = l.GetValue()
+				}
+			}
+			if out[cluster] == nil {
+				out[cluster] = map[string]float64{}
+			}
+			out[cluster][class] += mt.GetCounter().GetValue()
+		}
+	}
+	return out
+}
+
+// since is c minus an earlier scrape.
+func (c calls) since(before calls) calls {
+	out := calls{}
+	for cl, byClass := range c {
+		out[cl] = map[string]float64{}
+		for k, v := range byClass {
+			out[cl][k] = v - before[cl][k]
+		}
+	}
+	return out
+}
+
+func (c calls) total(cluster string) (n float64) {
+	for _, v := range c[cluster] {
+		n += v
+	}
+	return n
+}
+
+func demoCluster(svc string) string {
+	return ir.ClusterName(ir.ServiceKey{Namespace: localmesh.DemoNamespace, Name: svc}, 80)
+}
+
+// TestDemo is `make run`'s mesh: the samples applied, the demo's four
+// proxyless workloads injected by the webhook and calling each other over
+// mutual TLS, split by the canary sample's TrafficSplit.
+func TestDemo(t *testing.T) {
+	m := startMesh(t, localmesh.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if out, err := m.ApplySamples(ctx); err != nil {
+		t.Fatalf("applying config/samples: %v\n%s", err, out)
+	}
+	d, err := m.StartDemo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The webhook injected the pods the launcher created.
+	pod, err := m.Clientset().CoreV1().Pods(localmesh.DemoNamespace).Get(ctx, "frontend-0", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := containerNames(append(pod.Spec.InitContainers, pod.Spec.Containers...)); !slices.Contains(got, dataplane.AgentContainerName) || pod.Annotations[dataplane.AnnotationInjectStatus] != webhook.StatusInjected {
+		t.Errorf("frontend-0's containers %v, annotations %v: want it injected with %s", got, pod.Annotations, dataplane.AgentContainerName)
+	}
+	before := scrape(t, d.Frontend.MetricsURL())
+	time.Sleep(5 * time.Second)
+	got := scrape(t, d.Frontend.MetricsURL()).since(before)
+	for _, svc := range []string{"checkout-v1", "checkout-v2", "catalog"} {
+		if got[demoCluster(svc)]["2"] == 0 {
+			t.Errorf("no successful call to %s in 5 s: %v", svc, got)
+		}
+	}
+	t.Logf("calls in 5 s: %v", got)
+}
