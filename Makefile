@@ -20,7 +20,7 @@ help: ## List the targets.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: run
-run: apiserver build ## Start a local API server, install CRDs and samples, run weft-controller (Ctrl-C stops all).
+run: apiserver build ## The whole mesh on this machine: API server, weft-controller with its webhook, the canary sample carrying calls, a live view (Ctrl-C stops all).
 	@bin/weft-run
 
 .PHONY: test
@@ -29,8 +29,8 @@ test: testbins testdeps ## Run unit and integration tests (integration against a
 	go -C hack/images test -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: build
-build: ## Build weft-controller, weft, weft-init and the weft-run dev launcher into bin/.
-	go build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/weft-controller ./cmd/weft ./cmd/weft-init ./hack/weft-run
+build: ## Build weft-controller, weft, weft-init, the weft-run dev launcher and its demo workload weft-demo into bin/.
+	go build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/weft-controller ./cmd/weft ./cmd/weft-init ./hack/weft-run ./hack/weft-demo
 
 .PHONY: images
 images: ## Build the weft-controller, weft and weft-init images (no Docker) into bin/images/*.tar.

@@ -1,10 +1,13 @@
-// Command weft-run is `make run`: weft's embedded default on one machine.
+// Command weft-run is `make run`: weft's embedded default on one machine,
+// carrying traffic.
 //
-// It starts a local etcd and kube-apiserver from bin/ in a temporary folder,
-// installs weft's CRDs (and cert-manager's and Gateway API's), applies
-// config/samples, starts bin/weft-controller against that API server, and
-// prints where everything is. Ctrl-C (or SIGTERM) stops every process it
-// started and removes the temporary folder.
+// It starts a local etcd and kube-apiserver from bin/ in a temporary
+// folder, registers weft's injection webhook and starts weft-controller
+// against it, applies config/samples, and runs the canary sample with real
+// proxyless gRPC workloads (internal/testing/localmesh: the launcher the
+// end-to-end tests use). Then it shows a live view of the calls and the
+// policies until Ctrl-C (or SIGTERM), which stops every process it started
+// and removes the temporary folder.
 package main
 
 import (
@@ -12,37 +15,65 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"syscall"
 	"time"
 
+	"github.com/weftmesh/weft/internal/testing/localmesh"
 	"github.com/weftmesh/weft/internal/testing/testenv"
 )
 
 func main() {
-	xdsAddr := flag.String("xds-address", "127.0.0.1:15010", "host:port for weft-controller's xDS server")
-	monAddr := flag.String("monitoring-address", "127.0.0.1:9090", "host:port for /metrics, /healthz and /readyz")
-	debugAddr := flag.String("debug-address", "127.0.0.1:15014", "host:port for /debug/proxies and /debug/config_dump")
-	webhookAddr := flag.String("webhook-address", "127.0.0.1:9443", "host:port for the injection webhook (HTTPS)")
-	xdsTLSAddr := flag.String("xds-tls-address", "127.0.0.1:15012", "host:port for weft-controller's xDS server over TLS")
-	tmpParent := flag.String("tmp-dir", "", "parent of the temporary folder (default: the system's)")
-	controller := flag.String("controller", "", "weft-controller binary (default: bin/weft-controller)")
+	var o options
+	flag.StringVar(&o.xds, "xds-address", "127.0.0.1:15010", "host:port for weft-controller's plaintext xDS server")
+	flag.StringVar(&o.xdsTLS, "xds-tls-address", "127.0.0.1:15012", "host:port standing for the weft-controller Service's authenticated xDS port (the workloads connect here)")
+	flag.StringVar(&o.mon, "monitoring-address", "127.0.0.1:9090", "host:port for /metrics, /healthz and /readyz")
+	flag.StringVar(&o.debug, "debug-address", "127.0.0.1:15014", "host:port for /debug/proxies and /debug/config_dump")
+	flag.StringVar(&o.tmpParent, "tmp-dir", "", "parent of the temporary folder (default: the system's)")
+	flag.StringVar(&o.binDir, "bin-dir", "", "folder with weft-controller, weft and weft-demo (default: the repository's bin/, which 'make build' fills)")
+	flag.BoolVar(&o.demo, "demo", true, "run the canary sample's workloads (proxyless gRPC) and show their calls")
+	flag.StringVar(&o.view, "view", "auto", "live view: on, off, or auto (on when the output is a terminal)")
+	flag.DurationVar(&o.every, "view-interval", time.Second, "how often the live view refreshes")
 	flag.Parse()
-	if err := run(*xdsAddr, *xdsTLSAddr, *monAddr, *debugAddr, *webhookAddr, *tmpParent, *controller); err != nil {
+	if err := run(o); err != nil {
 		fmt.Fprintf(os.Stderr, "weft-run: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(xdsAddr, xdsTLSAddr, monAddr, debugAddr, webhookAddr, tmpParent, controller string) error {
+type options struct {
+	xds, xdsTLS, mon, debug, tmpParent, binDir, view string
+	demo                                             bool
+	every                                            time.Duration
+}
+
+func run(o options) error {
+	switch o.view {
+	case "on", "off", "auto":
+	default:
+		return fmt.Errorf("--view %q: give on, off or auto", o.view)
+	}
+	if o.every <= 0 {
+		return fmt.Errorf("--view-interval %v: give a positive duration such as 1s", o.every)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	dir, err := os.MkdirTemp(tmpParent, "weft-run-")
+	if o.binDir == "" {
+		root, err := testenv.RepoRoot()
+		if err != nil {
+			return err
+		}
+		o.binDir = filepath.Join(root, "bin")
+	}
+	for _, b := range []string{"weft-controller", "weft", "weft-demo"} {
+		if _, err := os.Stat(filepath.Join(o.binDir, b)); err != nil {
+			return fmt.Errorf("%s: %v (run 'make build')", b, err)
+		}
+	}
+	dir, err := os.MkdirTemp(o.tmpParent, "weft-run-")
 	if err != nil {
 		return err
 	}
@@ -52,123 +83,80 @@ func run(xdsAddr, xdsTLSAddr, monAddr, debugAddr, webhookAddr, tmpParent, contro
 		}
 	}()
 
-	say("starting etcd and kube-apiserver in %s", dir)
-	env, err := testenv.New(testenv.Options{Dir: dir, Progress: os.Stderr})
+	m, err := localmesh.Start(ctx, localmesh.Options{
+		Dir: dir, BinDir: o.binDir, Progress: os.Stderr, BuildProgress: os.Stderr,
+		XDSTLSAddress: o.xdsTLS, XDSAddress: o.xds, MonitoringAddress: o.mon, DebugAddress: o.debug,
+	})
 	if err != nil {
 		return err
 	}
 	defer func() {
-		say("stopping etcd and kube-apiserver")
-		if err := env.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "weft-run: stopping the workloads, weft-controller, etcd and kube-apiserver")
+		if err := m.Stop(); err != nil {
 			fmt.Fprintf(os.Stderr, "weft-run: %v\n", err)
 		}
 	}()
 
-	say("creating namespace weft-system and applying config/samples")
-	if _, err := env.Kubectl(ctx, []byte("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: weft-system\n"), "apply", "-f", "-"); err != nil {
+	out, err := m.ApplySamples(ctx)
+	if err != nil {
 		return err
 	}
-	if samples := filepath.Join(env.Root, "config", "samples"); hasKustomization(samples) {
-		out, err := env.Kubectl(ctx, nil, "apply", "-k", samples)
-		if err != nil {
+	fmt.Fprint(os.Stderr, out)
+	var demo *localmesh.Demo
+	if o.demo {
+		if demo, err = m.StartDemo(ctx); err != nil {
 			return err
 		}
-		fmt.Fprint(os.Stderr, out)
 	}
 
-	if controller == "" {
-		controller = filepath.Join(env.BinDir, "weft-controller")
-	}
-	say("starting weft-controller")
-	ctrl := exec.Command(controller,
-		"--kubeconfig", env.Kubeconfig,
-		"--xds-address", xdsAddr,
-		"--monitoring-address", monAddr,
-		"--debug-address", debugAddr,
-		"--webhook-address", webhookAddr,
-		"--xds-tls-address", xdsTLSAddr,
-		"--leader-election-namespace", "weft-system",
-		"--log-format", "text")
-	ctrl.Stdout, ctrl.Stderr = os.Stderr, os.Stderr
-	// Its own process group: the terminal's Ctrl-C reaches only weft-run,
-	// which then stops the controller before the API server it talks to.
-	ctrl.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := ctrl.Start(); err != nil {
-		return fmt.Errorf("starting weft-controller (run 'make build'?): %w", err)
-	}
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = ctrl.Wait(); close(exited) }()
-	defer func() {
-		select {
-		case <-exited:
-			return
-		default:
-		}
-		say("stopping weft-controller")
-		_ = ctrl.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(20 * time.Second):
-			_ = ctrl.Process.Kill()
-			<-exited
-		}
-	}()
-
-	if err := waitReady(ctx, "http://"+monAddr+"/readyz", exited); err != nil {
-		if errors.Is(err, errExited) {
-			return fmt.Errorf("weft-controller exited before it was ready: %v", waitErr)
-		}
-		return err
-	}
-	kubectl := filepath.Join(env.BinDir, "kubectl")
+	c := m.Controllers()[0]
+	kubectl := filepath.Join(m.Env.BinDir, "kubectl")
+	kc := kubectl + " --kubeconfig " + m.Env.Kubeconfig
 	fmt.Printf(`
 weft is ready.
-  xDS (gRPC ADS):  %s (plaintext), %s (TLS)
+  xDS (gRPC ADS):  %s (plaintext), %s (TLS, the workloads' port)
   metrics:         http://%s/metrics   (health: /healthz, /readyz)
   debug:           http://%s/debug/proxies
   kubeconfig:      %s
-Try:
-  %s --kubeconfig %s get weft -A
-Press Ctrl-C to stop everything and remove %s.
-`, xdsAddr, xdsTLSAddr, monAddr, debugAddr, env.Kubeconfig, kubectl, env.Kubeconfig, dir)
+  logs:            %s
+`, c.XDS, m.XDSTLSAddress, c.Monitoring, c.Debug, m.Env.Kubeconfig, m.LogDir())
+	if demo != nil {
+		fmt.Printf(`The canary sample runs: frontend calls checkout (90%% v1, 10%% v2) and catalog over mTLS.
+%s
+Try, in another terminal:
+  %s -n shop patch trafficsplit checkout --type=json -p '[{"op":"replace","path":"/spec/backends/0/weight","value":50},{"op":"replace","path":"/spec/backends/1/weight","value":50}]'
+  %s -n shop get trafficsplit,retrypolicy,authpolicy
+  %s run demo -n shop --image=nginx   # injected: %s -n shop get pod demo -o yaml
+`, demo.Describe(), kc, kc, kc, kc)
+	} else {
+		fmt.Printf("Try:\n  %s get weft -A\n", kc)
+	}
+	fmt.Printf("Press Ctrl-C to stop everything and remove %s.\n", dir)
 
+	watch := make(chan error, 1)
+	if demo != nil && (o.view == "on" || (o.view == "auto" && isTerminal(os.Stdout))) {
+		v := &view{m: m, urls: []string{demo.Frontend.MetricsURL()}, every: o.every, clear: isTerminal(os.Stdout), out: os.Stdout}
+		go func() { watch <- v.run(ctx) }()
+	}
+	exits := []<-chan struct{}{}
+	for _, c := range m.Controllers() {
+		exits = append(exits, c.Exited())
+	}
 	select {
 	case <-ctx.Done():
 		fmt.Fprintln(os.Stderr)
 		return nil
-	case <-exited:
-		return fmt.Errorf("weft-controller exited: %v", waitErr)
+	case <-exits[0]:
+		return fmt.Errorf("weft-controller exited: %v (its log: %s)", m.Controllers()[0].Err(), m.Controllers()[0].LogPath)
+	case err := <-watch:
+		if errors.Is(err, context.Canceled) {
+			return nil
+		}
+		return fmt.Errorf("the live view: %w", err)
 	}
 }
 
-var errExited = errors.New("exited")
-
-func waitReady(ctx context.Context, url string, exited <-chan struct{}) error {
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if resp, err := http.Get(url); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return errors.New("interrupted before weft-controller was ready")
-		case <-exited:
-			return errExited
-		case <-tick.C:
-		}
-	}
-}
-
-func hasKustomization(dir string) bool {
-	_, err := os.Stat(filepath.Join(dir, "kustomization.yaml"))
-	return err == nil
-}
-
-func say(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "weft-run: "+format+"\n", args...)
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -15,13 +17,16 @@ import (
 )
 
 // TestMakeRun drives the `make run` launcher as a person would: wait for it
-// to say it is ready, paste the kubectl line it prints, press Ctrl-C, and
-// check that no process and no temporary folder is left behind.
+// to say it is ready, paste the kubectl lines it prints — one lists the
+// canary sample's policies, one moves its split to 50/50 — and watch the
+// live view show the new weights and the observed split follow them, with
+// the TrafficSplit Programmed again; then press Ctrl-C and check that no
+// process and no temporary folder is left behind.
 func TestMakeRun(t *testing.T) {
 	tmp := t.TempDir()
 	cmd := exec.Command(bin("weft-run"),
-		"--xds-address", freeAddr(t), "--monitoring-address", freeAddr(t), "--debug-address", freeAddr(t), "--webhook-address", freeAddr(t), "--xds-tls-address", freeAddr(t),
-		"--tmp-dir", tmp, "--controller", bin("weft-controller"))
+		"--xds-address", freeAddr(t), "--monitoring-address", freeAddr(t), "--debug-address", freeAddr(t), "--xds-tls-address", freeAddr(t),
+		"--tmp-dir", tmp, "--bin-dir", binDir, "--view", "on", "--view-interval", "500ms")
 	// A terminal sends Ctrl-C to its foreground process group.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	var stderr syncBuffer
@@ -34,11 +39,14 @@ func TestMakeRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	exited := make(chan error, 1)
-	lines := make(chan string, 100)
+	lines := make(chan string, 1000)
 	go func() {
 		s := bufio.NewScanner(stdout)
 		for s.Scan() {
-			lines <- s.Text()
+			select {
+			case lines <- s.Text():
+			default: // the test stopped reading; the view keeps printing
+			}
 		}
 		close(lines)
 		exited <- cmd.Wait()
@@ -52,7 +60,7 @@ func TestMakeRun(t *testing.T) {
 		}
 	})
 
-	var kubectlLine string
+	var getLine, patchLine string
 	deadline := time.After(5 * time.Minute) // a cold machine builds nothing here, but starts slowly
 wait:
 	for {
@@ -61,8 +69,12 @@ wait:
 			if !ok {
 				t.Fatalf("weft-run ended before it was ready: %v", <-exited)
 			}
-			if strings.Contains(line, "--kubeconfig") && strings.Contains(line, "kubectl") {
-				kubectlLine = strings.TrimSpace(line)
+			line = strings.TrimSpace(line)
+			switch {
+			case strings.Contains(line, "kubectl --kubeconfig") && strings.Contains(line, " get trafficsplit"):
+				getLine = line
+			case strings.Contains(line, "kubectl --kubeconfig") && strings.Contains(line, " patch trafficsplit checkout"):
+				patchLine = line
 			}
 			if strings.HasPrefix(line, "Press Ctrl-C") {
 				break wait
@@ -71,21 +83,56 @@ wait:
 			t.Fatal("weft-run did not become ready")
 		}
 	}
-	if kubectlLine == "" {
-		t.Fatal("weft-run printed no kubectl line")
+	if getLine == "" || patchLine == "" {
+		t.Fatalf("weft-run printed no kubectl get or patch line (get %q, patch %q)", getLine, patchLine)
 	}
 
-	// The printed line works as pasted into a shell.
-	out, err := exec.Command("sh", "-c", kubectlLine).CombinedOutput()
+	// The printed lines work as pasted into a shell.
+	out, err := exec.Command("sh", "-c", getLine).CombinedOutput()
 	if err != nil {
-		t.Fatalf("%s: %v\n%s", kubectlLine, err, out)
+		t.Fatalf("%s: %v\n%s", getLine, err, out)
 	}
-	// It lists the samples that make run applied, with their columns.
-	for _, want := range []string{"meshconfig.mesh.weft.dev/weft", "trafficsplit.mesh.weft.dev/checkout", "ROOT SERVICE"} {
+	for _, want := range []string{"trafficsplit.mesh.weft.dev/checkout", "ROOT SERVICE", "retrypolicy.mesh.weft.dev/checkout", "authpolicy.mesh.weft.dev/checkout-from-frontend"} {
 		if !strings.Contains(string(out), want) {
-			t.Fatalf("%s printed no %q:\n%s", kubectlLine, want, out)
+			t.Fatalf("%s printed no %q:\n%s", getLine, want, out)
 		}
 	}
+	// The live view shows the canary's calls: checkout-v2 with its 10%
+	// weight.
+	v2 := regexp.MustCompile(`checkout-v2\s+(\S+)\s+\S+\s+\S+\s+\S+\s+\S+\s+\S+\s+([0-9.]+)%\s+([0-9]+)%`)
+	viewShows := func(what string, ok func(share float64, weight int, success string) bool) {
+		t.Helper()
+		deadline := time.After(2 * time.Minute)
+		var last string
+		for {
+			select {
+			case line, open := <-lines:
+				if !open {
+					t.Fatalf("weft-run ended: %v", <-exited)
+				}
+				if m := v2.FindStringSubmatch(line); m != nil {
+					last = line
+					share, _ := strconv.ParseFloat(m[2], 64)
+					weight, _ := strconv.Atoi(m[3])
+					if ok(share, weight, m[1]) {
+						t.Logf("the live view shows %s: %s", what, strings.TrimSpace(line))
+						return
+					}
+				}
+			case <-deadline:
+				t.Fatalf("the live view never showed %s; last checkout-v2 line: %q", what, last)
+			}
+		}
+	}
+	viewShows("checkout-v2 at its 10% weight", func(share float64, weight int, success string) bool {
+		return weight == 10 && share > 0 && share < 30 && success == "100.00%"
+	})
+	if out, err := exec.Command("sh", "-c", patchLine).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", patchLine, err, out)
+	}
+	viewShows("checkout-v2 near 50% after the patch", func(share float64, weight int, _ string) bool {
+		return weight == 50 && share > 35 && share < 65
+	})
 
 	entries, _ := os.ReadDir(tmp)
 	if len(entries) != 1 {
@@ -96,6 +143,10 @@ wait:
 	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
+	go func() {
+		for range lines { // drain the view's last frames
+		}
+	}()
 	select {
 	case err := <-exited:
 		if err != nil {
@@ -107,9 +158,9 @@ wait:
 	if _, err := os.Stat(runDir); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("temporary folder %s left behind (stat: %v)", runDir, err)
 	}
-	// etcd's data, the API server's certificates and the controller's
-	// kubeconfig all live in runDir, so every process weft-run started names
-	// it on its command line.
+	// etcd's data, the API server's certificates, the kubeconfig and every
+	// workload's files live in runDir, so every process weft-run started
+	// names it on its command line.
 	if left := processesMentioning(runDir); len(left) > 0 {
 		t.Fatalf("processes left behind: %q", left)
 	}
