@@ -95,10 +95,9 @@ func stringLit(e ast.Expr) (string, bool) {
 	return s, err == nil
 }
 
-// documentedRow is a table row naming a metric weft's code declares:
-// weft_* (the controller's) and envoy_* (the demo workload's copies of a
-// sidecar's statistics). Envoy's own statistics, which no weft code
-// declares, are described in prose, not in rows.
+// documentedRow is a table row naming a metric: weft_* (the
+// controller's) and envoy_* (a sidecar's statistics, which the demo
+// workload also declares for the calls it makes).
 var documentedRow = regexp.MustCompile("(?m)^\\| `((?:weft|envoy)_[a-z0-9_]+)`")
 
 // TestEveryMetricIsDocumented: docs/metrics.md has one table row per
@@ -124,7 +123,9 @@ func TestEveryMetricIsDocumented(t *testing.T) {
 		}
 	}
 	for name := range documented {
-		if _, ok := code[name]; !ok {
+		// Envoy's own series (a sidecar's) are documented without code
+		// declaring them; only weft's rows can go stale.
+		if _, ok := code[name]; !ok && strings.HasPrefix(name, "weft_") {
 			stale = append(stale, name)
 		}
 	}
