@@ -32,6 +32,8 @@ func statCmd() *cobra.Command {
 		allNamespaces, watch          bool
 		interval                      time.Duration
 		urls, splitFiles              []string
+		promURL                       string
+		window                        time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "stat [svc|deploy|pod] [NAME]",
@@ -61,6 +63,8 @@ pods/proxy. With --metrics-url, weft stat reads those URLs instead
 (Prometheus text with Envoy's cluster series: a port-forwarded sidecar, or
 the proxyless workloads 'make run' starts) and TrafficSplits from the
 cluster if one is configured, or from --splits manifests.
+With --prometheus URL, the same numbers come from a Prometheus server that
+scrapes the sidecars (rate() over --window, default 1m; svc and pod).
 Services nobody called in the window are left out unless named.
 docs/metrics.md describes the series read.`, dataplane.StatsPort, dataplane.StatsPath),
 		Example: `  weft stat                                   # Services of the current namespace, over 1 s
@@ -69,6 +73,7 @@ docs/metrics.md describes the series read.`, dataplane.StatsPort, dataplane.Stat
   weft stat pod web-0 -n shop --interval 10s
   weft stat -o json -n shop                   # the same numbers for scripts
   weft stat --metrics-url http://127.0.0.1:9101/metrics --metrics-url http://127.0.0.1:9102/metrics
+  weft stat svc -n shop --prometheus http://prometheus.monitoring:9090 --window 5m
   kubectl -n shop port-forward web-0 15090 & weft stat --metrics-url http://127.0.0.1:15090/stats/prometheus --splits canary.yaml`,
 		Args:         cobra.MaximumNArgs(2),
 		SilenceUsage: true,
@@ -101,8 +106,17 @@ docs/metrics.md describes the series read.`, dataplane.StatsPort, dataplane.Stat
 			}
 			live := stat.Live{Interval: interval, Options: stat.Options{Kind: kind, Name: name, Splits: staticSplits}}
 			var notes []string
-			if len(urls) > 0 {
-				live.Scraper = stat.URLs{URLs: urls}
+			if promURL != "" && len(urls) > 0 {
+				return errors.New("--prometheus and --metrics-url: choose one")
+			}
+			if promURL != "" {
+				p := stat.Prometheus{URL: promURL, Window: window}
+				live.Query = func(ctx context.Context) ([]stat.Source, error) { return p.Sources(ctx, kind) }
+			}
+			if len(urls) > 0 || promURL != "" {
+				if len(urls) > 0 {
+					live.Scraper = stat.URLs{URLs: urls}
+				}
 				if !allNamespaces {
 					live.Options.Namespace = namespace // every namespace unless -n
 				}
@@ -158,24 +172,15 @@ docs/metrics.md describes the series read.`, dataplane.StatsPort, dataplane.Stat
 				defer stop()
 				return live.Watch(ctx, out, output, "weft "+strings.Join(statTitle(cmd, args), " "))
 			}
-			sources, err := stat.Collect(ctx, live.Scraper, interval)
+			t, err := live.Once(ctx)
 			if err != nil {
 				return err
 			}
-			o := live.Options
-			var problems []string
-			if live.Splits != nil {
-				if o.Splits, err = live.Splits(ctx); err != nil {
-					problems = append(problems, "TrafficSplits not read (backends show as Services): "+err.Error())
-				}
-			}
-			t := stat.Compute(sources, o)
-			t.Problems = append(t.Problems, problems...)
 			if err := stat.Render(out, t, output); err != nil {
 				return err
 			}
 			if t.Sources == 0 {
-				return fmt.Errorf("none of %d sources could be read", len(sources))
+				return errors.New("no source could be read")
 			}
 			return nil
 		},
@@ -188,6 +193,8 @@ docs/metrics.md describes the series read.`, dataplane.StatsPort, dataplane.Stat
 	f.BoolVarP(&watch, "watch", "w", false, "redraw every --interval until interrupted")
 	f.StringVarP(&output, "output", "o", "", "wide (with ports and sources) or json")
 	f.StringArrayVar(&urls, "metrics-url", nil, "read Prometheus text from this URL instead of the sidecars (repeatable)")
+	f.StringVar(&promURL, "prometheus", "", "read rates from this Prometheus server (rate() over --window) instead of the sidecars")
+	f.DurationVar(&window, "window", time.Minute, "with --prometheus: the rate() window")
 	f.StringArrayVar(&splitFiles, "splits", nil, "read TrafficSplits from these manifests (file or folder; - for standard input) instead of the cluster")
 	return cmd
 }

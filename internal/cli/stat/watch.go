@@ -77,15 +77,54 @@ type Live struct {
 	// weight changed with kubectl shows in the next one); otherwise
 	// Options.Splits stay.
 	Splits func(ctx context.Context) ([]Split, error)
+	// Query, when set, replaces Scraper: it answers with rates already
+	// (Prometheus.Sources), so a Table comes at once and every Interval.
+	Query func(ctx context.Context) ([]Source, error)
+}
+
+// options are l.Options with the TrafficSplits read now, and the problem
+// reading them.
+func (l Live) options(ctx context.Context) (Options, []string) {
+	o := l.Options
+	if l.Splits == nil {
+		return o, nil
+	}
+	splits, err := l.Splits(ctx)
+	if err != nil {
+		return o, []string{"TrafficSplits not read (backends show as Services): " + err.Error()}
+	}
+	o.Splits = splits
+	return o, nil
+}
+
+func (l Live) queryTables(ctx context.Context, fn func(*Table) error) error {
+	for {
+		o, problems := l.options(ctx)
+		srcs, err := l.Query(ctx)
+		t := Compute(srcs, o)
+		if err != nil {
+			problems = append(problems, err.Error())
+		}
+		t.Problems = append(t.Problems, problems...)
+		if err := fn(t); err != nil {
+			return err
+		}
+		if err := sleep(ctx, l.Interval); err != nil {
+			return err
+		}
+	}
 }
 
 // Tables calls fn with a Table every Interval until ctx ends or fn
 // returns an error. The first comes one Interval after the call (it needs
-// two reads). A round with nothing to read (no sidecar pod yet) is a
+// two reads), or at once with Query. A round with nothing to read (no sidecar pod yet) is a
 // Table with that Problem, and the watch goes on.
 func (l Live) Tables(ctx context.Context, fn func(*Table) error) error {
 	if l.Interval <= 0 {
 		return errors.New("the interval must be positive")
+	}
+	if l.Query != nil {
+		return l.queryTables(ctx, fn)
 	}
 	prev, err := l.Scraper.Scrape(ctx)
 	for {
@@ -93,15 +132,7 @@ func (l Live) Tables(ctx context.Context, fn func(*Table) error) error {
 			return err
 		}
 		cur, curErr := l.Scraper.Scrape(ctx)
-		o := l.Options
-		var problems []string
-		if l.Splits != nil {
-			if splits, err := l.Splits(ctx); err != nil {
-				problems = append(problems, "TrafficSplits not read (backends show as Services): "+err.Error())
-			} else {
-				o.Splits = splits
-			}
-		}
+		o, problems := l.options(ctx)
 		var t *Table
 		switch {
 		case curErr != nil:
@@ -157,4 +188,22 @@ func Watch(ctx context.Context, s Scraper, interval time.Duration, w io.Writer, 
 		title = "weft stat svc"
 	}
 	return Live{Scraper: s, Interval: interval, Options: o}.Watch(ctx, w, FormatTable, title)
+}
+
+// Once is one Table: two reads Interval apart (or one Query).
+func (l Live) Once(ctx context.Context) (*Table, error) {
+	var srcs []Source
+	var err error
+	if l.Query != nil {
+		srcs, err = l.Query(ctx)
+	} else {
+		srcs, err = Collect(ctx, l.Scraper, l.Interval)
+	}
+	if err != nil {
+		return nil, err
+	}
+	o, problems := l.options(ctx)
+	t := Compute(srcs, o)
+	t.Problems = append(t.Problems, problems...)
+	return t, nil
 }
