@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -30,9 +31,10 @@ import (
 // later one after; it records the paths asked for.
 type statsServer struct {
 	*httptest.Server
-	mu    sync.Mutex
-	reads int
-	paths []string
+	mu      sync.Mutex
+	reads   int
+	paths   []string
+	queries []string
 }
 
 func newStatsServer(t *testing.T, l net.Listener, before, after string) *statsServer {
@@ -42,6 +44,7 @@ func newStatsServer(t *testing.T, l net.Listener, before, after string) *statsSe
 		s.reads++
 		n := s.reads
 		s.paths = append(s.paths, r.URL.Path)
+		s.queries = append(s.queries, r.URL.RawQuery)
 		s.mu.Unlock()
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 		if n == 1 {
@@ -219,6 +222,9 @@ func TestStatPodProxy(t *testing.T) {
 	if want := "/api/v1/namespaces/shop/pods/web-0:15090/proxy/stats/prometheus"; u.Path != want {
 		t.Errorf("request path %s, want %s", u.Path, want)
 	}
+	if q := u.Query(); !q.Has("usedonly") || q.Get("filter") != stat.StatsFilter {
+		t.Errorf("request query %s, want usedonly and filter=%s", u.RawQuery, stat.StatsFilter)
+	}
 
 	// No sidecar anywhere yet: say how to turn injection on.
 	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{dataplane.LabelInject: dataplane.InjectEnabled}}}); err != nil {
@@ -297,9 +303,16 @@ func TestStatPodProxy(t *testing.T) {
 	for name, s := range servers {
 		s.mu.Lock()
 		paths := strings.Join(s.paths, ",")
+		queries := s.queries
 		s.mu.Unlock()
 		if paths != "/stats/prometheus,/stats/prometheus" {
 			t.Errorf("%s's sidecar was asked for %s, want /stats/prometheus twice", name, paths)
+		}
+		// The query reaches Envoy's admin through the API server's proxy.
+		for _, q := range queries {
+			if v, err := url.ParseQuery(q); err != nil || !v.Has("usedonly") || v.Get("filter") != stat.StatsFilter {
+				t.Errorf("%s's sidecar was asked ?%s, want usedonly and the filter", name, q)
+			}
 		}
 	}
 

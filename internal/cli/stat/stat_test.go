@@ -436,3 +436,27 @@ func TestParseClusterReadsTheTranslator(t *testing.T) {
 		t.Errorf("ir.ClusterName reads as %+v", c)
 	}
 }
+
+// TestStatsFilter: the filter keeps the four series of weft's Service and
+// inbound clusters (full statistic names, as Envoy matches them) and
+// nothing else.
+func TestStatsFilter(t *testing.T) {
+	re := regexp.MustCompile(StatsFilter)
+	for name, keep := range map[string]bool{
+		"cluster.outbound|80||checkout.shop.svc.cluster.local.upstream_rq_total":              true,
+		"cluster.outbound|80||checkout.shop.svc.cluster.local.upstream_rq_5xx":                true,
+		"cluster.outbound|80||checkout.shop.svc.cluster.local.upstream_rq_time":               true,
+		"cluster.outbound|5432|10.1.0.2|db.shop.svc.cluster.local.upstream_cx_active":         true,
+		"cluster.outbound|6379|tcp-split|ipv6|cache.bank.svc.cluster.local.upstream_rq_total": true,
+		"cluster.inbound|8080||.upstream_rq_2xx":                                              true,
+		"cluster.outbound|80||checkout.shop.svc.cluster.local.upstream_rq_503":                false,
+		"cluster.outbound|80||checkout.shop.svc.cluster.local.upstream_cx_total":              false,
+		"cluster.outbound|80||checkout.shop.svc.cluster.local.retry.upstream_rq_5xx":          true, // harmless: tagged envoy_cluster_retry_upstream_rq_xx, not read
+		"cluster.PassthroughCluster.upstream_rq_total":                                        false,
+		"http.outbound_80.downstream_rq_2xx":                                                  false,
+	} {
+		if got := re.MatchString(name); got != keep {
+			t.Errorf("%s: kept %v, want %v", name, got, keep)
+		}
+	}
+}
