@@ -303,9 +303,7 @@ func (t target) call(ctx context.Context, m *clientMetrics, timeout time.Duratio
 
 // clientMetrics are the calls as an Envoy sidecar's cluster statistics
 // (Envoy's /stats/prometheus names and default tags), so weft stat reads
-// them as it reads a sidecar's. A call's response code class is the HTTP
-// status gRPC's spec pairs with its status code (OK 2xx; UNAVAILABLE 503;
-// PERMISSION_DENIED 403; …).
+// them as it reads a sidecar's; codeClass gives a call's response class.
 type clientMetrics struct {
 	reg           *prometheus.Registry
 	total, byCode *prometheus.CounterVec
@@ -333,40 +331,20 @@ func newClientMetrics() *clientMetrics {
 
 func (m *clientMetrics) record(cluster string, code codes.Code, d time.Duration) {
 	m.total.WithLabelValues(cluster).Inc()
-	m.byCode.WithLabelValues(strconv.Itoa(httpStatus(code)/100), cluster).Inc()
+	m.byCode.WithLabelValues(codeClass(code), cluster).Inc()
 	m.time.WithLabelValues(cluster).Observe(float64(d.Microseconds()) / 1000)
 }
 
-// httpStatus is the HTTP status gRPC's status code mapping pairs with code
-// (grpc/doc/http-grpc-status-mapping.md, read in the direction a proxy
-// reports it).
-func httpStatus(c codes.Code) int {
-	switch c {
-	case codes.OK:
-		return http.StatusOK
-	case codes.InvalidArgument, codes.FailedPrecondition, codes.OutOfRange:
-		return http.StatusBadRequest
-	case codes.Unauthenticated:
-		return http.StatusUnauthorized
-	case codes.PermissionDenied:
-		return http.StatusForbidden
-	case codes.NotFound:
-		return http.StatusNotFound
-	case codes.AlreadyExists, codes.Aborted:
-		return http.StatusConflict
-	case codes.ResourceExhausted:
-		return http.StatusTooManyRequests
-	case codes.Canceled:
-		return 499
-	case codes.Unimplemented:
-		return http.StatusNotImplemented
-	case codes.Unavailable:
-		return http.StatusServiceUnavailable
-	case codes.DeadlineExceeded:
-		return http.StatusGatewayTimeout
-	default:
-		return http.StatusInternalServerError
+// codeClass is a call's response class: "2" for OK, "5" for any other
+// gRPC status. gRPC carries errors in its status, not in an HTTP status
+// (a sidecar would count most as 200), and a caller sees every non-OK call
+// as failed — as Linkerd's gRPC response classifier does — so weft stat's
+// success rate (not 5xx) is the share of OK calls, and a denial shows.
+func codeClass(c codes.Code) string {
+	if c == codes.OK {
+		return "2"
 	}
+	return "5"
 }
 
 func adminMux(reg *prometheus.Registry, ready func() error) *http.ServeMux {

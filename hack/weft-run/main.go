@@ -109,6 +109,10 @@ func run(o options) error {
 		}
 	}
 
+	deny := filepath.Join(dir, "deny-frontend-to-catalog.yaml")
+	if err := os.WriteFile(deny, []byte(denyYAML), 0o644); err != nil {
+		return err
+	}
 	c := m.Controllers()[0]
 	kubectl := filepath.Join(m.Env.BinDir, "kubectl")
 	kc := kubectl + " --kubeconfig " + m.Env.Kubeconfig
@@ -124,10 +128,12 @@ weft is ready.
 		fmt.Printf(`The canary sample runs: frontend calls checkout (90%% v1, 10%% v2) and catalog over mTLS.
 %s
 Try, in another terminal:
+  %s stat -n shop --metrics-url %s --interval 5s   # the view's numbers; add --watch
   %s -n shop patch trafficsplit checkout --type=json -p '[{"op":"replace","path":"/spec/backends/0/weight","value":50},{"op":"replace","path":"/spec/backends/1/weight","value":50}]'
+  %s apply -f %s   # calls to catalog fail; delete -f to undo
   %s -n shop get trafficsplit,retrypolicy,authpolicy
   %s run demo -n shop --image=nginx   # injected: %s -n shop get pod demo -o yaml
-`, demo.Describe(), kc, kc, kc, kc)
+`, demo.Describe(), filepath.Join(o.binDir, "weft")+" --kubeconfig "+m.Env.Kubeconfig, demo.Frontend.MetricsURL(), kc, kc, deny, kc, kc, kc)
 	} else {
 		fmt.Printf("Try:\n  %s get weft -A\n", kc)
 	}
@@ -155,6 +161,25 @@ Try, in another terminal:
 		return fmt.Errorf("the live view: %w", err)
 	}
 }
+
+// denyYAML is an AuthPolicy a person applies to watch the frontend's
+// calls to catalog be refused (PERMISSION_DENIED from catalog's server).
+const denyYAML = `apiVersion: mesh.weft.dev/v1alpha1
+kind: AuthPolicy
+metadata:
+  name: deny-frontend-to-catalog
+  namespace: shop
+spec:
+  targetRefs:
+  - group: ""
+    kind: Service
+    name: catalog
+  action: Deny
+  rules:
+  - from:
+      serviceAccounts:
+      - shop/frontend
+`
 
 func isTerminal(f *os.File) bool {
 	st, err := f.Stat()

@@ -60,7 +60,7 @@ func TestMakeRun(t *testing.T) {
 		}
 	})
 
-	var getLine, patchLine string
+	var getLine, patchLine, statLine, denyLine string
 	deadline := time.After(5 * time.Minute) // a cold machine builds nothing here, but starts slowly
 wait:
 	for {
@@ -75,6 +75,10 @@ wait:
 				getLine = line
 			case strings.Contains(line, "kubectl --kubeconfig") && strings.Contains(line, " patch trafficsplit checkout"):
 				patchLine = line
+			case strings.Contains(line, "weft --kubeconfig") && strings.Contains(line, " stat "):
+				statLine = line
+			case strings.Contains(line, "kubectl --kubeconfig") && strings.Contains(line, " apply -f ") && strings.Contains(line, "deny-frontend"):
+				denyLine = line
 			}
 			if strings.HasPrefix(line, "Press Ctrl-C") {
 				break wait
@@ -83,8 +87,8 @@ wait:
 			t.Fatal("weft-run did not become ready")
 		}
 	}
-	if getLine == "" || patchLine == "" {
-		t.Fatalf("weft-run printed no kubectl get or patch line (get %q, patch %q)", getLine, patchLine)
+	if getLine == "" || patchLine == "" || statLine == "" || denyLine == "" {
+		t.Fatalf("weft-run printed no kubectl get, kubectl patch, weft stat or deny line (get %q, patch %q, stat %q, deny %q)", getLine, patchLine, statLine, denyLine)
 	}
 
 	// The printed lines work as pasted into a shell.
@@ -127,12 +131,43 @@ wait:
 	viewShows("checkout-v2 at its 10% weight", func(share float64, weight int, success string) bool {
 		return weight == 10 && share > 0 && share < 30 && success == "100.00%"
 	})
+	// weft stat reads the same numbers.
+	out, err = exec.Command("sh", "-c", statLine).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", statLine, err, out)
+	}
+	if m := v2.FindStringSubmatch(string(out)); m == nil || m[3] != "10" {
+		t.Fatalf("%s shows no checkout-v2 row at its 10%% weight:\n%s", statLine, out)
+	}
 	if out, err := exec.Command("sh", "-c", patchLine).CombinedOutput(); err != nil {
 		t.Fatalf("%s: %v\n%s", patchLine, err, out)
 	}
 	viewShows("checkout-v2 near 50% after the patch", func(share float64, weight int, _ string) bool {
 		return weight == 50 && share > 35 && share < 65
 	})
+
+	// The deny line: the frontend's calls to catalog fail, as the view's
+	// catalog row shows.
+	if out, err := exec.Command("sh", "-c", denyLine).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", denyLine, err, out)
+	}
+	catalog := regexp.MustCompile(`^catalog\s+([0-9.]+)%`)
+	deadline = time.After(2 * time.Minute)
+denied:
+	for {
+		select {
+		case line, open := <-lines:
+			if !open {
+				t.Fatalf("weft-run ended: %v", <-exited)
+			}
+			if m := catalog.FindStringSubmatch(strings.TrimSpace(line)); m != nil && m[1] == "0.00" {
+				t.Logf("the live view shows the denial: %s", strings.TrimSpace(line))
+				break denied
+			}
+		case <-deadline:
+			t.Fatal("the live view never showed catalog's calls failing after the deny AuthPolicy")
+		}
+	}
 
 	entries, _ := os.ReadDir(tmp)
 	if len(entries) != 1 {
