@@ -25,6 +25,7 @@ import (
 // test fails.
 func startMesh(t *testing.T, o localmesh.Options) *localmesh.Mesh {
 	t.Helper()
+	requireHostIP(t)
 	o.Dir, o.BinDir = t.TempDir(), binDir
 	if testing.Verbose() {
 		o.Progress = os.Stderr
@@ -44,6 +45,16 @@ func startMesh(t *testing.T, o localmesh.Options) *localmesh.Mesh {
 		}
 	})
 	return m
+}
+
+// requireHostIP skips a test on a machine without a non-loopback IPv4
+// address: EndpointSlices refuse loopback addresses, so the webhook and the
+// workloads would have nowhere to listen (localmesh.HostIP says so).
+func requireHostIP(t *testing.T) {
+	t.Helper()
+	if _, err := localmesh.HostIP(); err != nil {
+		t.Skip(err)
+	}
 }
 
 func dumpLogs(t *testing.T, m *localmesh.Mesh) {

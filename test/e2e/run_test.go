@@ -23,6 +23,7 @@ import (
 // the TrafficSplit Programmed again; then press Ctrl-C and check that no
 // process and no temporary folder is left behind.
 func TestMakeRun(t *testing.T) {
+	requireHostIP(t)
 	tmp := t.TempDir()
 	cmd := exec.Command(bin("weft-run"),
 		"--xds-address", freeAddr(t), "--monitoring-address", freeAddr(t), "--debug-address", freeAddr(t), "--xds-tls-address", freeAddr(t),
@@ -60,7 +61,7 @@ func TestMakeRun(t *testing.T) {
 		}
 	})
 
-	var getLine, patchLine, statLine, denyLine string
+	var getLine, patchLine, statLine, denyLine, runLine string
 	deadline := time.After(5 * time.Minute) // a cold machine builds nothing here, but starts slowly
 wait:
 	for {
@@ -79,6 +80,8 @@ wait:
 				statLine = line
 			case strings.Contains(line, "kubectl --kubeconfig") && strings.Contains(line, " apply -f ") && strings.Contains(line, "deny-frontend"):
 				denyLine = line
+			case strings.Contains(line, "kubectl --kubeconfig") && strings.Contains(line, " run demo "):
+				runLine = line
 			}
 			if strings.HasPrefix(line, "Press Ctrl-C") {
 				break wait
@@ -87,8 +90,8 @@ wait:
 			t.Fatal("weft-run did not become ready")
 		}
 	}
-	if getLine == "" || patchLine == "" || statLine == "" || denyLine == "" {
-		t.Fatalf("weft-run printed no kubectl get, kubectl patch, weft stat or deny line (get %q, patch %q, stat %q, deny %q)", getLine, patchLine, statLine, denyLine)
+	if getLine == "" || patchLine == "" || statLine == "" || denyLine == "" || runLine == "" {
+		t.Fatalf("weft-run printed no kubectl get, patch, run, weft stat or deny line (get %q, patch %q, run %q, stat %q, deny %q)", getLine, patchLine, runLine, statLine, denyLine)
 	}
 
 	// The printed lines work as pasted into a shell.
@@ -101,6 +104,17 @@ wait:
 			t.Fatalf("%s printed no %q:\n%s", getLine, want, out)
 		}
 	}
+	// kubectl run in the meshed namespace: the pod is injected, as in a
+	// cluster (the line's own hint reads it back).
+	if out, err := exec.Command("sh", "-c", runLine).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", runLine, err, out)
+	}
+	hint := strings.TrimSpace(runLine[strings.Index(runLine, "# injected:")+len("# injected:"):])
+	out, err = exec.Command("sh", "-c", hint).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "weft.dev/inject-status: injected") || !strings.Contains(string(out), "name: weft-proxy") {
+		t.Fatalf("%s (%v): want the pod injected with weft-proxy:\n%s", hint, err, out)
+	}
+
 	// The live view shows the canary's calls: checkout-v2 with its 10%
 	// weight.
 	v2 := regexp.MustCompile(`checkout-v2\s+(\S+)\s+\S+\s+\S+\s+\S+\s+\S+\s+\S+\s+([0-9.]+)%\s+([0-9]+)%`)
