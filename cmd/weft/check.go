@@ -34,9 +34,10 @@ and warning with the command that fixes it:
   Injection namespaces  at least one labelled weft.dev/inject=enabled
   Sidecars              no pod in those namespaces started without its
                         sidecar
-  Policies              every TrafficSplit, RetryPolicy and AuthPolicy
-                        Accepted, ResolvedRefs and Programmed for its
-                        current generation
+  Policies              every TrafficSplit, RetryPolicy,
+                        BackendTrafficPolicy and AuthPolicy Accepted,
+                        ResolvedRefs and Programmed for its current
+                        generation
 
 With --pre it checks instead that weft can be installed, before it is:
 

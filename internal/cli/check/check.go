@@ -426,6 +426,14 @@ var policyKinds = []struct {
 		}
 		return out
 	}},
+	{"BackendTrafficPolicy", func() client.ObjectList { return &v1alpha1.BackendTrafficPolicyList{} }, func(l client.ObjectList) []statusObject {
+		var out []statusObject
+		for i := range l.(*v1alpha1.BackendTrafficPolicyList).Items {
+			o := &l.(*v1alpha1.BackendTrafficPolicyList).Items[i]
+			out = append(out, statusObject{o, o.Status.Conditions})
+		}
+		return out
+	}},
 	{"RetryPolicy", func() client.ObjectList { return &v1alpha1.RetryPolicyList{} }, func(l client.ObjectList) []statusObject {
 		var out []statusObject
 		for i := range l.(*v1alpha1.RetryPolicyList).Items {

@@ -356,6 +356,8 @@ func newObject(kind string) client.Object {
 		return &v1alpha1.RetryPolicy{}
 	case translator.KindAuthPolicy:
 		return &v1alpha1.AuthPolicy{}
+	case translator.KindBackendTrafficPolicy:
+		return &v1alpha1.BackendTrafficPolicy{}
 	case translator.KindHTTPRoute:
 		return &gatewayv1.HTTPRoute{}
 	case KindMeshConfig:
@@ -371,6 +373,8 @@ func policyStatus(obj client.Object) *v1alpha1.Status {
 	case *v1alpha1.RetryPolicy:
 		return &o.Status
 	case *v1alpha1.AuthPolicy:
+		return &o.Status
+	case *v1alpha1.BackendTrafficPolicy:
 		return &o.Status
 	case *v1alpha1.MeshConfig:
 		return &o.Status.Status

@@ -234,10 +234,11 @@ func (h *harness) translate() {
 		tss    v1alpha1.TrafficSplitList
 		rps    v1alpha1.RetryPolicyList
 		aps    v1alpha1.AuthPolicyList
+		btps   v1alpha1.BackendTrafficPolicyList
 		routes gatewayv1.HTTPRouteList
 		nss    corev1.NamespaceList
 	)
-	for _, l := range []client.ObjectList{&svcs, &slices, &tss, &rps, &aps, &routes, &nss} {
+	for _, l := range []client.ObjectList{&svcs, &slices, &tss, &rps, &aps, &btps, &routes, &nss} {
 		if err := h.c.List(h.ctx, l); err != nil {
 			h.t.Fatal(err)
 		}
@@ -253,6 +254,9 @@ func (h *harness) translate() {
 	}
 	for i := range aps.Items {
 		in.AuthPolicies = append(in.AuthPolicies, &aps.Items[i])
+	}
+	for i := range btps.Items {
+		in.BackendTrafficPolicies = append(in.BackendTrafficPolicies, &btps.Items[i])
 	}
 	for i := range routes.Items {
 		in.HTTPRoutes = append(in.HTTPRoutes, &routes.Items[i])

@@ -24,6 +24,7 @@ const (
 	KindRetryPolicy
 	KindAuthPolicy
 	KindMeshConfig
+	KindBackendTrafficPolicy
 
 	kindEnd
 )
@@ -32,15 +33,16 @@ const (
 const endpointKinds = KindEndpointSlice | KindPod
 
 var kindNames = map[Kind]string{
-	KindNamespace:     "Namespace",
-	KindService:       "Service",
-	KindEndpointSlice: "EndpointSlice",
-	KindPod:           "Pod",
-	KindTrafficSplit:  "TrafficSplit",
-	KindHTTPRoute:     "HTTPRoute",
-	KindRetryPolicy:   "RetryPolicy",
-	KindAuthPolicy:    "AuthPolicy",
-	KindMeshConfig:    "MeshConfig",
+	KindNamespace:            "Namespace",
+	KindService:              "Service",
+	KindEndpointSlice:        "EndpointSlice",
+	KindPod:                  "Pod",
+	KindTrafficSplit:         "TrafficSplit",
+	KindHTTPRoute:            "HTTPRoute",
+	KindRetryPolicy:          "RetryPolicy",
+	KindAuthPolicy:           "AuthPolicy",
+	KindMeshConfig:           "MeshConfig",
+	KindBackendTrafficPolicy: "BackendTrafficPolicy",
 }
 
 // Has says whether every kind of k is in the set.

@@ -172,6 +172,10 @@ func significant(obj client.Object) client.Object {
 		c := *o
 		c.ResourceVersion, c.Status = "", v1alpha1.Status{}
 		return &c
+	case *v1alpha1.BackendTrafficPolicy:
+		c := *o
+		c.ResourceVersion, c.Status = "", v1alpha1.Status{}
+		return &c
 	case *v1alpha1.MeshConfig:
 		c := *o
 		c.ResourceVersion, c.Status = "", v1alpha1.MeshConfigStatus{}

@@ -124,6 +124,7 @@ type Store struct {
 	httpRoutes    table[*gatewayv1.HTTPRoute]
 	retryPolicies table[*v1alpha1.RetryPolicy]
 	authPolicies  table[*v1alpha1.AuthPolicy]
+	backendPols   table[*v1alpha1.BackendTrafficPolicy]
 	meshConfigs   table[*v1alpha1.MeshConfig]
 
 	deb     *Debouncer
@@ -164,6 +165,7 @@ func newStore(c cache.Cache, clk clock.WithTicker, log logr.Logger) (*Store, err
 		watch(s, c, KindTrafficSplit, &v1alpha1.TrafficSplit{}, &s.trafficSplits),
 		watch(s, c, KindRetryPolicy, &v1alpha1.RetryPolicy{}, &s.retryPolicies),
 		watch(s, c, KindAuthPolicy, &v1alpha1.AuthPolicy{}, &s.authPolicies),
+		watch(s, c, KindBackendTrafficPolicy, &v1alpha1.BackendTrafficPolicy{}, &s.backendPols),
 		watch(s, c, KindMeshConfig, &v1alpha1.MeshConfig{}, &s.meshConfigs),
 	}
 	errs = append(errs, watchServiceAccountDeletions(s, c))
@@ -280,15 +282,16 @@ func (s *Store) flushLocked(full bool) Batch {
 		batchHoldoff.Observe(s.clock.Since(first).Seconds())
 	}
 	in := &translator.Inputs{
-		Namespaces:     s.namespaces.list(),
-		Services:       s.services.list(),
-		EndpointSlices: s.slices.list(),
-		Pods:           s.pods.list(),
-		TrafficSplits:  s.trafficSplits.list(),
-		HTTPRoutes:     s.httpRoutes.list(),
-		RetryPolicies:  s.retryPolicies.list(),
-		AuthPolicies:   s.authPolicies.list(),
-		MeshConfig:     s.meshConfigs.objs[types.NamespacedName{Name: MeshConfigName}],
+		Namespaces:             s.namespaces.list(),
+		Services:               s.services.list(),
+		EndpointSlices:         s.slices.list(),
+		Pods:                   s.pods.list(),
+		TrafficSplits:          s.trafficSplits.list(),
+		HTTPRoutes:             s.httpRoutes.list(),
+		RetryPolicies:          s.retryPolicies.list(),
+		AuthPolicies:           s.authPolicies.list(),
+		BackendTrafficPolicies: s.backendPols.list(),
+		MeshConfig:             s.meshConfigs.objs[types.NamespacedName{Name: MeshConfigName}],
 	}
 	return Batch{Inputs: in, FirstEvent: first, Events: n, Changes: ch, index: s.index}
 }
