@@ -109,6 +109,10 @@ type Verdict struct {
 	// RequestHeaders are the headers of the HTTP request the application
 	// received, as the last sidecar forwarded them (nil for TCP).
 	RequestHeaders map[string]string
+	// Upstream is the first cluster the caller's sidecar sent the call
+	// through, with the limits, detectors and hash Envoy applies there
+	// (nil when no outbound cluster was reached).
+	Upstream *Upstream
 }
 
 func (v Verdict) String() string {

@@ -313,6 +313,7 @@ func (k *walker) route(p *Pod, rt *routev3.Route, ds downstream, c conn, req *Re
 			req.Headers[":authority"] = hr
 		}
 		k.logf("%s envoy: router -> cluster %q", p.Key(), name)
+		k.nextHash, k.nextIdle = k.routeHash(p, ra, req, ds.remote), nil
 		c.req = req
 		return k.upstream(p, name, ds, c, true)
 	}
@@ -336,6 +337,18 @@ func (k *walker) upstream(p *Pod, name string, ds downstream, c conn, http bool)
 	if cl == nil {
 		return Verdict{Kind: NoRoute, Status: status, Reason: fmt.Sprintf("%s: cluster %q not found (NC)", p.Key(), name)}
 	}
+	if ds.outbound && k.firstUp == nil {
+		u := upstreamOf(cl, k.nextIdle)
+		if u.LB == "RING_HASH" || u.LB == "MAGLEV" {
+			// A hash reaches the load balancer only when the cluster
+			// hashes (LoadBalancerContext::computeHashKey is read by
+			// the ring hash and Maglev load balancers alone).
+			u.Hash, u.CookieSet = k.nextHash.key, k.nextHash.cookieSet
+		}
+		k.firstUp = u
+		k.logf("%s envoy: %s", p.Key(), u)
+	}
+	k.nextHash, k.nextIdle = hashChoice{}, nil
 	var dst netip.AddrPort
 	var md *structpb.Struct
 	switch cl.GetType() {

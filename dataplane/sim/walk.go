@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -88,6 +89,12 @@ type walker struct {
 	passthrough bool
 	split       []string
 	ids         int // x-request-ids generated, for deterministic values
+	// firstUp: the first cluster the caller's sidecar sent to, as Envoy
+	// applies it (Verdict.Upstream); nextHash and nextIdle are what the
+	// route or tcp_proxy that chose the next cluster says of it.
+	firstUp  *Upstream
+	nextHash hashChoice
+	nextIdle *time.Duration
 }
 
 // Walk runs one call through the World and returns its trace and verdict.
@@ -100,6 +107,7 @@ func (w *World) Walk(call Call) Result {
 	if len(v.Split) == 0 {
 		v.Split = k.split
 	}
+	v.Upstream = k.firstUp
 	return Result{Trace: k.trace, Verdict: v}
 }
 
@@ -571,6 +579,13 @@ func (k *walker) chain(p *Pod, fc *listenerv3.FilterChain, ds downstream, c conn
 				name = k.pick(ws)
 			}
 			k.logf("%s envoy: tcp_proxy %q -> cluster %q", p.Key(), cfg.GetStatPrefix(), name)
+			// tcp_proxy's idle_timeout (default 1h, tcp_proxy.proto)
+			// closes the connection; its hash policy feeds the cluster.
+			idle := envoyIdleTimeout
+			if d := cfg.GetIdleTimeout(); d != nil {
+				idle = d.AsDuration()
+			}
+			k.nextHash, k.nextIdle = tcpHash(cfg, ds.remote), &idle
 			return k.upstream(p, name, ds, c, false)
 		default:
 			k.logf("%s envoy: network filter %q is not simulated: skipped", p.Key(), f.GetName())
