@@ -70,6 +70,9 @@ type Env struct {
 
 	env *envtest.Environment
 	dir string
+
+	apiMu sync.Mutex
+	api   *apiServer // set once StopAPIServer ran (restart.go)
 }
 
 // Options adjust New. The zero value is what tests want.
@@ -181,7 +184,9 @@ func New(o Options) (*Env, error) {
 
 // Stop ends etcd and kube-apiserver and removes the temporary folder.
 func (e *Env) Stop() error {
-	err := e.env.Stop()
+	// A kube-apiserver StartAPIServer restarted is this Env's, not
+	// envtest's: stop it before envtest stops etcd.
+	err := errors.Join(e.stopRestarted(), e.env.Stop())
 	if e.dir != "" {
 		err = errors.Join(err, os.RemoveAll(e.dir))
 	}
