@@ -170,6 +170,14 @@ func (c *Collector) PeerReports(key translator.PolicyKey) []status.Report {
 	return reportsFor(key, c.peers, c.o.Clock.Now(), c.o.Deadline)
 }
 
+// Synced implements status.PeerSource: the reports have been read (Start's
+// first list is in) and the collector has not stopped.
+func (c *Collector) Synced() bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.synced
+}
+
 // Start watches the reports until ctx ends.
 func (c *Collector) Start(ctx context.Context) error {
 	selector := c.selector()

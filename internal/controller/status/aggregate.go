@@ -24,6 +24,12 @@ type PeerSource interface {
 	// that serves proxies, in a stable order (by replica name). A replica
 	// whose reports cannot be read yet is returned as not Known.
 	PeerReports(key translator.PolicyKey) []Report
+	// Synced is false until the reports have been read once (a new
+	// leader's first list). The writer writes nothing until then: what it
+	// could write is Pending for every policy, over the verdict the
+	// previous leader wrote from the same reports. The source resyncs
+	// every policy (Writer.Resync) once they are read.
+	Synced() bool
 }
 
 // Aggregate combines the replicas' reports about one policy into the

@@ -211,6 +211,11 @@ func (w *Writer) processNext(ctx context.Context) bool {
 	return true
 }
 
+// peersUnreadRetry is how soon a policy skipped because the other
+// replicas' reports were not read yet is looked at again (reading them
+// takes one list: a fraction of a second).
+const peersUnreadRetry = time.Second
+
 // maxConflicts is how many times one sync re-reads and retries after a
 // conflict before backing off through the queue.
 const maxConflicts = 3
@@ -231,6 +236,17 @@ func (w *Writer) sync(ctx context.Context, key translator.PolicyKey) error {
 		return client.IgnoreNotFound(err)
 	}
 	obj = w.fresher(key, obj)
+	if w.peers != nil && !w.peers.Synced() {
+		// A new leader that has not read the other replicas' reports:
+		// leave the previous leader's conditions (issue 13, 077). The
+		// PeerSource resyncs every policy once it has read them; the
+		// retry covers a key that Resync does not list (a route leaving
+		// the mesh).
+		w.stats.Skipped.Add(1)
+		skipped.WithLabelValues(key.Kind, "peers_unread").Inc()
+		w.queue.AddAfter(key, peersUnreadRetry)
+		return nil
+	}
 
 	for attempt := 0; ; attempt++ {
 		before := obj.GetResourceVersion()

@@ -49,14 +49,30 @@ func (f *fakeSource) set(k translator.PolicyKey, d Distribution) {
 
 // fakePeers stands in for the other replicas' reports.
 type fakePeers struct {
-	mu sync.Mutex
-	r  map[translator.PolicyKey][]Report
+	mu       sync.Mutex
+	r        map[translator.PolicyKey][]Report
+	unsynced bool // as the collector of a new leader before its first list
 }
 
 func (f *fakePeers) PeerReports(k translator.PolicyKey) []Report {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.unsynced {
+		return []Report{{}} // what replicas.Collector answers then
+	}
 	return f.r[k]
+}
+
+func (f *fakePeers) Synced() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.unsynced
+}
+
+func (f *fakePeers) setSynced(synced bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.unsynced = !synced
 }
 
 func (f *fakePeers) set(k translator.PolicyKey, r ...Report) {
@@ -436,6 +452,33 @@ func TestWriter(t *testing.T) {
 			c := h.condition(tsKey, v1alpha1.ConditionProgrammed)
 			return c.Status == metav1.ConditionTrue && strings.Contains(c.Message, "All 3 proxies")
 		})
+	})
+
+	t.Run("a new leader writes nothing before it has read the other replicas' reports", func(t *testing.T) {
+		// Issue 13's leader kill (test/e2e TestFaultLeaderKilled): the
+		// survivor, elected, wrote Programmed=Unknown "Waiting for the
+		// configuration of generation 1" over every policy the dead
+		// leader had called Programmed, then True again 0.1 s later,
+		// because its collector had not listed the reports yet.
+		if c := h.condition(tsKey, v1alpha1.ConditionProgrammed); c.Status != metav1.ConditionTrue {
+			t.Fatalf("Programmed = %+v before the test, want True", c)
+		}
+		rv := h.get(tsKey).GetResourceVersion()
+		skipped := h.w.Stats().Skipped.Load()
+		h.peers.setSynced(false)
+		h.w.Resync()
+		h.eventually("syncs skipped while the reports are unread", func() bool { return h.w.Stats().Skipped.Load() >= skipped+4 })
+		if c := h.condition(tsKey, v1alpha1.ConditionProgrammed); c.Status != metav1.ConditionTrue || h.get(tsKey).GetResourceVersion() != rv {
+			t.Fatalf("written before the reports were read: Programmed = %s %s (%s)", c.Status, c.Reason, c.Message)
+		}
+		// Read: the collector resyncs every policy, which stays as it was.
+		skipped = h.w.Stats().Skipped.Load()
+		h.peers.setSynced(true)
+		h.w.Resync()
+		h.eventually("syncs after the reports were read", func() bool { return h.w.Stats().Skipped.Load() >= skipped+4 })
+		if got := h.get(tsKey).GetResourceVersion(); got != rv {
+			t.Errorf("rewritten (resourceVersion %s -> %s) though nothing changed", rv, got)
+		}
 	})
 
 	t.Run("a conflict is re-read and retried, keeping others' conditions", func(t *testing.T) {
