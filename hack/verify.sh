@@ -22,10 +22,10 @@ if [ -n "$unformatted" ]; then
 fi
 
 echo "verify: go vet"
-go vet ./... && go -C hack/images vet ./... || fail=1
+go vet ./... && go -C hack/images vet ./... && go -C hack/promql vet ./... || fail=1
 
 echo "verify: go mod tidy"
-for m in . hack/tools hack/kube hack/etcd hack/cert-manager hack/images hack/helm; do
+for m in . hack/tools hack/kube hack/etcd hack/cert-manager hack/images hack/helm hack/promql; do
 	if ! (cd "$m" && go mod tidy -diff >/dev/null); then
 		echo "  $m/go.mod or go.sum is not tidy: run 'cd $m && go mod tidy'" >&2
 		fail=1
