@@ -167,6 +167,20 @@ func TestChartOptionsMatchKustomize(t *testing.T) {
 	// config/components/webhook-cert-manager.
 	same(t, "webhook.certManager=true", x.helmTemplate(t, "webhook.certManager=true"), x.kustomize(t, "charts/testdata/webhook-cert-manager"))
 
+	// Prometheus Operator PodMonitors: config/components/monitoring. The
+	// monitoring.coreos.com CRDs are not installed in the test API server
+	// (nor needed: this compares renders, and nothing here applies them),
+	// so the objects are checked field for field against the component,
+	// not against the Operator's schema.
+	same(t, "monitoring.podMonitors=true", x.helmTemplate(t, "monitoring.podMonitors=true"), x.kustomize(t, "charts/testdata/monitoring"))
+	withLabel := x.helmTemplate(t, "monitoring.podMonitors=true", "monitoring.labels.release=kps")
+	for _, name := range []string{"weft-controller", "weft-sidecars"} {
+		pm := withLabel["PodMonitor/weft-system/"+name]
+		if l := pm["metadata"].(map[string]any)["labels"].(map[string]any); l["release"] != "kps" {
+			t.Errorf("monitoring.labels: PodMonitor %s has labels %v", name, l)
+		}
+	}
+
 	// Values that change one field each.
 	got := x.helmTemplate(t, "controller.replicas=3", "controller.image.tag=v9.9.9", "controller.initImage=registry.example/weft-init:v9.9.9")
 	d := got["Deployment/weft-system/weft-controller"]
@@ -198,6 +212,7 @@ func TestChartRefusesBadValues(t *testing.T) {
 		"controller.image.digest=abc": "/controller/image/digest'",
 		"controler.replicas=2":        "additional properties 'controler' not allowed",
 		"xds.plaintext=maybe":         "/xds/plaintext'",
+		"monitoring.podMonitor=true":  "additional properties 'podMonitor' not allowed",
 	} {
 		_, err := x.run(t, x.helm, "template", "weft", "charts/weft", "--namespace", "weft-system", "--set", set)
 		if err == nil || !strings.Contains(err.Error(), want) {
