@@ -87,6 +87,8 @@ func needs() []need {
 	// xds: proxy authentication.
 	add("xDS token authentication", "authentication.k8s.io", "tokenreviews", "", "", "create")
 	// certs/certmanager: workload certificates.
+	add("MeshConfig ResolvedRefs", "cert-manager.io", "issuers", namespace, "x", "get")
+	add("MeshConfig ResolvedRefs", "cert-manager.io", "clusterissuers", "", "x", "get")
 	add("cert-manager issuer", "cert-manager.io", "certificaterequests", namespace, "", "create", "list", "watch")
 	add("cert-manager issuer", "cert-manager.io", "certificaterequests", namespace, "x", "get", "delete")
 	return out

@@ -78,6 +78,11 @@ const (
 	// does not exist or is not Ready; workload certificates are not renewed
 	// until it is.
 	ReasonIssuerNotFound = "IssuerNotFound"
+	// ReasonInvalidTrustBundle (ResolvedRefs=False, MeshConfig only):
+	// spec.certificates.certManager.trustBundle names a Secret or ConfigMap
+	// key that does not exist or holds no PEM CA certificates; weft keeps
+	// trusting the CA certificates it read last.
+	ReasonInvalidTrustBundle = "InvalidTrustBundle"
 
 	// ReasonProgrammed (Programmed=True): every proxy that needs this
 	// object's configuration has ACKed it.

@@ -202,7 +202,7 @@ func (d *RotationDriver) step(ctx context.Context) bool {
 				rs.status.PhaseDeadline = &metav1.Time{Time: st.PhaseSince.Add(timeout).Truncate(time.Second)}
 			}
 		}
-		d.writeStatus(ctx, mc, rs)
+		d.writeStatus(ctx, mc, rs, certificateRefs(ctx, d.c, d.namespace, mc))
 	}
 	return st.Rotation.Phase != certs.PhaseStable
 }
@@ -236,13 +236,15 @@ func phaseTimeout(mc *v1alpha1.MeshConfig) time.Duration {
 	return d
 }
 
-func (d *RotationDriver) writeStatus(ctx context.Context, mc *v1alpha1.MeshConfig, rs rotationStatus) {
+func (d *RotationDriver) writeStatus(ctx context.Context, mc *v1alpha1.MeshConfig, rs rotationStatus, refs metav1.Condition) {
 	rs.cond.ObservedGeneration = mc.Generation
+	refs.ObservedGeneration = mc.Generation
 	next := mc.DeepCopy()
 	// Keep phaseSince and the condition's transition time when nothing
 	// else changed, so an unchanged status is no write.
 	next.Status.RootRotation = &rs.status
 	changed := meta.SetStatusCondition(&next.Status.Conditions, rs.cond)
+	changed = meta.SetStatusCondition(&next.Status.Conditions, refs) || changed
 	if !changed && equality.Semantic.DeepEqual(mc.Status.RootRotation, next.Status.RootRotation) {
 		return
 	}
