@@ -35,14 +35,14 @@ type endpointPatch struct {
 	// eds: the new assignments, encoded once.
 	eds map[string]*encoded
 	enc *encoder
+	// deriver makes the maps after the patch once per distinct map.
+	*deriver
 
 	// clusters memoizes re-derived clusters by the encoding they replace
 	// and the proxy kind: groups that held the same cluster get the same
 	// result, decoded, patched and encoded once.
 	mu       sync.Mutex
 	clusters map[clusterPatchKey]*encoded
-	// derived memoizes the maps after the patch (derive).
-	derived map[deriveKey]*derivedMap
 }
 
 type clusterPatchKey struct {
@@ -54,7 +54,7 @@ type clusterPatchKey struct {
 // the changed Services' endpoints gives every proxy.
 func prepareEndpoints(prev, next *ir.Mesh, changed []ir.ServiceKey, enc *encoder) *endpointPatch {
 	pt := &endpointPatch{changes: map[ir.ServiceKey]*envoy.EndpointChange{}, eds: map[string]*encoded{},
-		enc: enc, clusters: map[clusterPatchKey]*encoded{}, derived: map[deriveKey]*derivedMap{}}
+		enc: enc, deriver: newDeriver(enc), clusters: map[clusterPatchKey]*encoded{}}
 	for _, k := range changed {
 		old, svc := prev.Service(k), next.Service(k)
 		if old == nil || svc == nil {
@@ -160,15 +160,27 @@ type deriveKey struct {
 	names string
 }
 
+// deriver makes the maps of one patch (an endpoint or route change) for
+// every group it applies to.
+type deriver struct {
+	enc     *encoder
+	mu      sync.Mutex
+	derived map[deriveKey]*derivedMap
+}
+
+func newDeriver(enc *encoder) *deriver {
+	return &deriver{enc: enc, derived: map[deriveKey]*derivedMap{}}
+}
+
 // derive returns old with the resources named replaced by value's, made
 // once per old map, names and proxy kind (a cluster's patch depends on
 // the kind) for every group of the change.
-func (pt *endpointPatch) derive(typ string, old map[string]*encoded, names []string, value func(string) *encoded, kind dataplane.ProxyKind) *derivedMap {
+func (dr *deriver) derive(typ string, old map[string]*encoded, names []string, value func(string) *encoded, kind dataplane.ProxyKind) *derivedMap {
 	sort.Strings(names)
 	key := deriveKey{typ, mapPointer(old), kind, strings.Join(names, "\n")}
-	pt.mu.Lock()
-	d, done := pt.derived[key]
-	pt.mu.Unlock()
+	dr.mu.Lock()
+	d, done := dr.derived[key]
+	dr.mu.Unlock()
 	if done {
 		return d
 	}
@@ -176,14 +188,14 @@ func (pt *endpointPatch) derive(typ string, old map[string]*encoded, names []str
 	for _, name := range names {
 		m[name] = value(name)
 	}
-	m, a := pt.enc.maps.intern(typ, m)
+	m, a := dr.enc.maps.intern(typ, m)
 	d = &derivedMap{m: m, anchor: a, derivation: derivation{from: old, changed: names}}
-	pt.mu.Lock()
-	defer pt.mu.Unlock()
-	if x, ok := pt.derived[key]; ok {
+	dr.mu.Lock()
+	defer dr.mu.Unlock()
+	if x, ok := dr.derived[key]; ok {
 		return x
 	}
-	pt.derived[key] = d
+	dr.derived[key] = d
 	return d
 }
 

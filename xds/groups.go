@@ -12,6 +12,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator/envoy"
 	"github.com/weftmesh/weft/translator/ir"
 )
@@ -34,12 +35,18 @@ func (a *ADS) Update(mesh *ir.Mesh, event time.Time) {
 	a.mu.Unlock()
 	ch := ir.Diff(prev, mesh)
 	now := time.Now()
+	apply := a.rebuild
+	// A change of routing alone is patched into each group's
+	// configuration (routepatch.go); any other is built.
+	if pt := a.prepareRoutes(prev, mesh, &ch); pt != nil {
+		apply = func(g *group) bool { return a.patch(g, pt, a.metrics.routePatches) }
+	}
 	a.update(mesh, event, func(g *group) bool {
 		if g.failed.Load() {
 			return g.retryDue(now) // backs off; its last good configuration stays
 		}
 		return affects(&ch, g.proxy, g.snap.Load())
-	}, a.rebuild)
+	}, apply)
 	if !ch.Empty() {
 		a.forgetPolicyNacks(mesh)
 	}
@@ -91,7 +98,7 @@ func (a *ADS) UpdateEndpoints(mesh *ir.Mesh, changed []ir.ServiceKey, event time
 			}
 			return dependsOn(g.snap.Load(), changed)
 		},
-		func(g *group) bool { return a.patch(g, pt) })
+		func(g *group) bool { return a.patch(g, pt, a.metrics.endpointPatches) })
 }
 
 // update installs mesh and runs apply (a rebuild or a patch; true if the
@@ -147,8 +154,9 @@ func (a *ADS) update(mesh *ir.Mesh, event time.Time, affected, apply func(*group
 // benchmarks: what a change cost).
 func (a *ADS) Builds() uint64 { return a.builds.Load() }
 
-// Patches counts endpoint-only changes applied to a group by patching its
-// snapshot rather than building it (UpdateEndpoints).
+// Patches counts changes applied to a group by patching its snapshot
+// rather than building it: endpoint-only changes (UpdateEndpoints) and
+// routing-only ones (Update, routepatch.go).
 func (a *ADS) Patches() uint64 { return a.patches.Load() }
 
 // rebuild builds g for the current mesh; true if its configuration
@@ -199,13 +207,21 @@ func (a *ADS) rebuildLocked(g *group) bool {
 	return changed
 }
 
-// patch applies an endpoint-only change to g's snapshot, or builds g when
-// the patch cannot (pt.apply); true if its configuration changed. The
-// snapshot it patches was built for the model before the change: updates
-// are serialized, every update brings each group it affects up to date,
-// and a group that joined meanwhile was built for the new model already,
-// which the patch then leaves as it is (the same encodings).
-func (a *ADS) patch(g *group, pt *endpointPatch) bool {
+// patcher is a change prepared once for every group (endpointPatch,
+// routePatch): apply derives a group's next snapshot from its current
+// one, or says (ok false) that the group must be built.
+type patcher interface {
+	apply(s *snapshot, p dataplane.Proxy) (next *snapshot, ok bool)
+}
+
+// patch applies a prepared change to g's snapshot, or builds g when the
+// patch cannot (pt.apply); true if its configuration changed. results
+// counts each group as patched or rebuilt. The snapshot it patches was
+// built for the model before the change: updates are serialized, every
+// update brings each group it affects up to date, and a group that
+// joined meanwhile was built for the new model already, which the patch
+// then leaves as it is (the same encodings).
+func (a *ADS) patch(g *group, pt patcher, results *prometheus.CounterVec) bool {
 	g.build.Lock()
 	defer g.build.Unlock()
 	prev := g.snap.Load()
@@ -217,11 +233,11 @@ func (a *ADS) patch(g *group, pt *endpointPatch) bool {
 		return false // recorded; the snapshot in service stays
 	}
 	if !ok {
-		a.metrics.endpointPatches.WithLabelValues("rebuilt").Inc()
+		results.WithLabelValues("rebuilt").Inc()
 		return a.rebuildLocked(g)
 	}
 	a.patches.Add(1)
-	a.metrics.endpointPatches.WithLabelValues("patched").Inc()
+	results.WithLabelValues("patched").Inc()
 	if next == prev {
 		return false
 	}

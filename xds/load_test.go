@@ -348,7 +348,7 @@ func waitSynced(t *testing.T, ads *xds.ADS, n int) {
 }
 
 // TestPolicyChangeRebuildsOnlyDependents: with one proxy group per
-// namespace, a TrafficSplit weight change rebuilds only the group that
+// namespace, a TrafficSplit weight change patches only the group that
 // routes to its Service and only that group's proxy receives anything (its
 // routes); a new Service reaches the group of the namespace that sees it,
 // which did not depend on it before, and nobody else.
@@ -408,14 +408,15 @@ func TestPolicyChangeRebuildsOnlyDependents(t *testing.T) {
 	}
 
 	// 1. The split's weight: only ns-3's group routes to svc-3, and it
-	// receives svc-3's route configuration alone (docs/design/090).
+	// receives svc-3's route configuration alone (docs/design/090), patched
+	// in, not built (docs/design/101).
 	rdsBytes := proxies[3].Stats().BytesByType[resourcev3.RouteType]
 	var oldRoute string
 	proxies[3].WaitFor(ctx, func(v map[string]map[string]string) bool { oldRoute = v[resourcev3.RouteType][svc3Route]; return true })
-	before, builds := responses(), ads.Builds()
+	before, builds, patches := responses(), ads.Builds(), ads.Patches()
 	ads.Update(translator.Translate(weighted(20)).Mesh, time.Now())
-	if got := ads.Builds() - builds; got != 1 {
-		t.Errorf("a weight change rebuilt %d groups, want 1", got)
+	if b, p := ads.Builds()-builds, ads.Patches()-patches; b != 0 || p != 1 {
+		t.Errorf("a weight change built %d groups and patched %d, want 0 and 1", b, p)
 	}
 	if !proxies[3].WaitFor(ctx, func(v map[string]map[string]string) bool { return v[resourcev3.RouteType][svc3Route] != oldRoute }) {
 		t.Fatal("the dependent proxy never received the new weight")

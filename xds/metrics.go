@@ -28,6 +28,8 @@ type metrics struct {
 	// endpointPatches counts endpoint-only changes per group, by how they
 	// were applied: "patched" or "rebuilt".
 	endpointPatches *prometheus.CounterVec
+	// routePatches likewise counts routing-only changes per group.
+	routePatches *prometheus.CounterVec
 }
 
 // Latency buckets from 1 ms to 30 s: weft aims for tens of milliseconds,
@@ -70,9 +72,12 @@ func newMetrics() *metrics {
 			endpointPatches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_xds_endpoint_patches_total",
 				Help: "Endpoint-only changes applied to a proxy group, by result: patched (the changed Services' endpoints, encoded once, replaced in the group's configuration) or rebuilt (the change reaches further for that group: a full build)."},
 				[]string{"result"}),
+			routePatches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_xds_route_patches_total",
+				Help: "Routing-only changes (TrafficSplit, RetryPolicy, HTTPRoute) applied to a proxy group, by result: patched (the changed Services' route configurations, encoded once, replaced in the group's configuration) or rebuilt (the change reaches further for that group — a backend removed, a retry budget, a proxyless gRPC client: a full build)."},
+				[]string{"result"}),
 		}
 		ctrlmetrics.Registry.MustRegister(m.connected, m.pushes, m.resourcesSent, m.bytesSent, m.nacks, m.policyNacks,
-			m.pushLatency, m.ackLatency, m.buildSeconds, m.buildErrors, m.endpointPatches, m.panics)
+			m.pushLatency, m.ackLatency, m.buildSeconds, m.buildErrors, m.endpointPatches, m.routePatches, m.panics)
 		shared = m
 	})
 	return shared

@@ -7,6 +7,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
 	"github.com/weftmesh/weft/translator/envoy"
+	"github.com/weftmesh/weft/translator/ir"
 )
 
 // Panics: a bug in building one group's configuration must not take the
@@ -59,8 +60,8 @@ func (a *ADS) buildGroup(shared *envoy.Shared, g *group, secrets []*tlsv3.Secret
 	return encodeSnapshot(a.build(shared, g.proxy), secrets, prev, a.enc)
 }
 
-// applyPatch applies an endpoint patch to g's snapshot; a panic is an error.
-func (a *ADS) applyPatch(pt *endpointPatch, prev *snapshot, g *group) (next *snapshot, ok bool, err error) {
+// applyPatch applies a patch to g's snapshot; a panic is an error.
+func (a *ADS) applyPatch(pt patcher, prev *snapshot, g *group) (next *snapshot, ok bool, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			a.recordPanic("patch", string(g.key), v)
@@ -69,4 +70,16 @@ func (a *ADS) applyPatch(pt *endpointPatch, prev *snapshot, g *group) (next *sna
 	}()
 	next, ok = pt.apply(prev, g.proxy)
 	return next, ok, nil
+}
+
+// prepareRoutes is the package's prepareRoutes; a panic is recorded and
+// the change is built in full instead.
+func (a *ADS) prepareRoutes(prev, next *ir.Mesh, ch *ir.Change) (pt *routePatch) {
+	defer func() {
+		if v := recover(); v != nil {
+			a.recordPanic("patch", "", v)
+			pt = nil
+		}
+	}()
+	return prepareRoutes(prev, next, ch, a.enc)
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -19,6 +20,7 @@ import (
 	"github.com/weftmesh/weft/translator"
 	"github.com/weftmesh/weft/translator/envoy"
 	"github.com/weftmesh/weft/translator/ir"
+	"github.com/weftmesh/weft/translator/testmesh"
 )
 
 // TestRoutePatchEqualsFullBuild is the guard of the route fast path
@@ -47,7 +49,13 @@ func TestRoutePatchEqualsFullBuild(t *testing.T) {
 	skipped := 0
 	for seed := uint64(1); seed <= uint64(seeds); seed++ {
 		m := meshgen.Generate(seed, meshgen.Options{})
+		r := rand.New(rand.NewPCG(seed, 7))
 		in := m.In
+		// Backend traffic policies, whose hash keys routes carry and
+		// whose references the configurations of the routes' callers do.
+		for i := range 2 {
+			(&editor{r: r, m: m, in: in, step: -1 - i}).backendPolicy()
+		}
 		proxies, err := offline.Proxies(in)
 		if err != nil {
 			t.Fatal(err)
@@ -71,7 +79,6 @@ func TestRoutePatchEqualsFullBuild(t *testing.T) {
 			g.Kind = dataplane.KindGRPC
 			join(p.Key()+"/grpc", g)
 		}
-		r := rand.New(rand.NewPCG(seed, 7))
 		for step := 0; step < steps; step++ {
 			kind, next := routeEdit(r, m, in, step)
 			prevMesh, nextMesh := a.mesh, translator.Translate(next).Mesh
@@ -97,6 +104,13 @@ func TestRoutePatchEqualsFullBuild(t *testing.T) {
 			old := map[*group]*snapshot{}
 			for g := range groups {
 				old[g] = g.snap.Load()
+			}
+			mustPatch := lastMustPatch
+			var grpcAffected uint64 // proxyless gRPC groups are always built
+			for g := range groups {
+				if g.proxy.Kind == dataplane.KindGRPC && affects(&ch, g.proxy, old[g]) {
+					grpcAffected++
+				}
 			}
 			builds, patches := a.Builds(), a.Patches()
 			a.Update(nextMesh, time.Now())
@@ -126,6 +140,25 @@ func TestRoutePatchEqualsFullBuild(t *testing.T) {
 					t.Errorf("%s: not affected by the change, but its snapshot was replaced", where)
 				}
 			}
+			if got := a.Builds() - builds; mustPatch && got != grpcAffected {
+				t.Errorf("seed %d, edit %d (%s): %d group builds, want %d (the proxyless gRPC groups): every affected sidecar group must be patched (%d patches); the change: %s",
+					seed, step, kind, got, grpcAffected, a.Patches()-patches, describeChange(&ch))
+			}
+			if mustPatch {
+				c.mustPatch++
+			}
+			// Encode once: groups that hold a route configuration of the
+			// same content hold one encoding of it.
+			byContent := map[string]*encoded{}
+			for g, name := range groups {
+				for n, e := range g.snap.Load().resources[resourcev3.RouteType] {
+					k := n + "\x00" + string(e.any.Value)
+					if x := byContent[k]; x != nil && x != e {
+						t.Errorf("seed %d, edit %d (%s): %s holds its own encoding of route configuration %s", seed, step, kind, name, n)
+					}
+					byContent[k] = e
+				}
+			}
 			if t.Failed() {
 				t.Fatalf("seed %d, edit %d (%s) left a group unlike a full build; the change: %s", seed, step, kind, describeChange(&ch))
 			}
@@ -140,7 +173,10 @@ func TestRoutePatchEqualsFullBuild(t *testing.T) {
 		}
 	}) {
 		c := counts[k]
-		t.Logf("%-14s %4d edits: %5d group builds, %5d patches", k, c.edits, c.builds, c.patches)
+		t.Logf("%-14s %4d edits (%3d that must be patched): %5d group builds, %5d patches", k, c.edits, c.mustPatch, c.builds, c.patches)
+	}
+	if counts["weight"] == nil || counts["weight"].mustPatch < seeds/2 {
+		t.Errorf("too few weight changes of HTTP splits to show the fast path: %+v", counts["weight"])
 	}
 	t.Logf("%d edits skipped (a full build fails)", skipped)
 	if skipped > seeds*steps/10 {
@@ -149,8 +185,8 @@ func TestRoutePatchEqualsFullBuild(t *testing.T) {
 }
 
 type editCount struct {
-	edits           int
-	builds, patches uint64
+	edits, mustPatch int
+	builds, patches  uint64
 }
 
 func describeChange(ch *ir.Change) string {
@@ -177,7 +213,9 @@ func routeEdit(r *rand.Rand, m *meshgen.Mesh, in *translator.Inputs, step int) (
 	out.HTTPRoutes = slices.Clone(in.HTTPRoutes)
 	out.AuthPolicies = slices.Clone(in.AuthPolicies)
 	out.EndpointSlices = slices.Clone(in.EndpointSlices)
+	out.BackendTrafficPolicies = slices.Clone(in.BackendTrafficPolicies)
 	e := &editor{r: r, m: m, in: &out, step: step}
+	defer func() { lastMustPatch = e.mustPatch }()
 	kinds := []struct {
 		name string
 		n    int // relative frequency
@@ -196,6 +234,7 @@ func routeEdit(r *rand.Rand, m *meshgen.Mesh, in *translator.Inputs, step int) (
 		{"route-edit", 2, e.routeEdit},
 		{"route-remove", 1, e.routeRemove},
 		{"auth", 1, e.auth},
+		{"backend-policy", 1, e.backendPolicy},
 		{"endpoint", 1, e.endpoint},
 	}
 	total := 0
@@ -222,6 +261,24 @@ type editor struct {
 	m    *meshgen.Mesh
 	in   *translator.Inputs
 	step int
+	// mustPatch: the edit changes routing alone, of an HTTP port routed by
+	// address, and removes no backend: every sidecar group it affects must
+	// be patched, not built.
+	mustPatch bool
+}
+
+// lastMustPatch is the last edit's mustPatch (routeEdit's callers read it).
+var lastMustPatch bool
+
+// routedByAddress: the split's root port is an HTTP port of a Service with
+// a cluster IP, as meshgen meant it.
+func (e *editor) routedByAddress(ns, root string, port *int32) bool {
+	for _, s := range e.m.Services {
+		if s.Svc.Namespace == ns && s.Svc.Name == root {
+			return port != nil && s.Svc.Spec.ClusterIP != corev1.ClusterIPNone && s.Protos[*port].IsHTTP()
+		}
+	}
+	return false
 }
 
 func (e *editor) meta(ns, name string) metav1.ObjectMeta {
@@ -268,11 +325,25 @@ func (e *editor) weight() bool {
 		return false
 	}
 	i := e.r.IntN(len(e.in.TrafficSplits))
+	if e.r.IntN(3) > 0 {
+		// Mostly a split of an HTTP port routed by address (the fast
+		// path's case), when there is one.
+		for _, j := range e.r.Perm(len(e.in.TrafficSplits)) {
+			if ts := e.in.TrafficSplits[j]; e.routedByAddress(ts.Namespace, ts.Spec.RootService.Name, ts.Spec.RootService.Port) {
+				i = j
+				break
+			}
+		}
+	}
 	ts := e.in.TrafficSplits[i].DeepCopy()
 	b := &ts.Spec.Backends[e.r.IntN(len(ts.Spec.Backends))]
+	if b.Weight == nil || *b.Weight == 0 {
+		return false // would add a backend back
+	}
 	b.Weight = e.weightValue()
 	ts.Generation++
 	e.in.TrafficSplits[i] = ts
+	e.mustPatch = e.routedByAddress(ts.Namespace, ts.Spec.RootService.Name, ts.Spec.RootService.Port)
 	return true
 }
 
@@ -305,6 +376,7 @@ func (e *editor) generation() bool {
 		ts := e.in.TrafficSplits[i].DeepCopy()
 		ts.Generation++
 		e.in.TrafficSplits[i] = ts
+		e.mustPatch = e.routedByAddress(ts.Namespace, ts.Spec.RootService.Name, ts.Spec.RootService.Port)
 	case len(e.in.RetryPolicies) > 0:
 		i := e.r.IntN(len(e.in.RetryPolicies))
 		rp := e.in.RetryPolicies[i].DeepCopy()
@@ -504,6 +576,34 @@ func (e *editor) auth() bool {
 	return true
 }
 
+// backendPolicy adds a BackendTrafficPolicy to a Service (or one of its
+// ports): consistent hashing on a header or the source, or a retry cap.
+// Not routing policy (it changes the Service's clusters), but routes read
+// its hash key.
+func (e *editor) backendPolicy() bool {
+	s := e.service("")
+	if s == nil {
+		return false
+	}
+	section := ""
+	if e.r.IntN(2) == 0 {
+		section = ", sectionName: " + s.Svc.Spec.Ports[e.r.IntN(len(s.Svc.Spec.Ports))].Name
+	}
+	spec := []string{
+		`loadBalancer: {type: RingHash, consistentHash: {type: Header, header: {name: x-user}}}`,
+		`loadBalancer: {type: Maglev, consistentHash: {type: SourceIP}}`,
+		`circuitBreaker: {maxRetries: 4}`,
+	}[e.r.IntN(3)]
+	name := fmt.Sprintf("edit-%d", e.step)
+	if e.step < 0 {
+		name = fmt.Sprintf("initial-%d", -e.step)
+	}
+	bp := decodeDoc(fmt.Sprintf(`{apiVersion: mesh.weft.dev/v1alpha1, kind: BackendTrafficPolicy, metadata: {name: %s, namespace: %s, generation: 1, creationTimestamp: "2027-01-01T00:%02d:%02dZ"}, spec: {targetRefs: [{group: "", kind: Service, name: %s%s}], %s}}`,
+		name, s.Svc.Namespace, (e.step+10)/60, (e.step+10)%60, s.Svc.Name, section, spec)).BackendTrafficPolicies[0]
+	e.in.BackendTrafficPolicies = append(e.in.BackendTrafficPolicies, bp)
+	return true
+}
+
 // endpoint drops an EndpointSlice's last endpoint.
 func (e *editor) endpoint() bool {
 	if len(e.in.EndpointSlices) == 0 {
@@ -532,4 +632,86 @@ func decodeDoc(doc string) *translator.Inputs {
 		panic(fmt.Sprintf("%v\n%s", err, doc))
 	}
 	return in
+}
+
+// TestRoutePatchKeepsPolicyStatus: a patched push carries the policy
+// bookkeeping a build carries (Programmed, xds/registry.go). A split's
+// weight change with a new generation is patched (no build), sent as the
+// root's route configuration alone, and its new generation is Programmed
+// only once the proxy ACKs it, while the old one is carried by nobody; a
+// generation-only change (no byte of configuration changes) is patched
+// too, and is Programmed as soon as the proxy is in sync; an endpoint
+// change in flight after that does not make it pending again.
+func TestRoutePatchKeepsPolicyStatus(t *testing.T) {
+	m := tmesh{w: 10}
+	inputs := func(w int32, gen int64) *translator.Inputs {
+		in := m.inputs()         // with the endpoint moveEndpoint moved
+		s := in.TrafficSplits[0] // svc-0's: to itself and svc-2
+		*s.Spec.Backends[0].Weight, *s.Spec.Backends[1].Weight = 100-w, w
+		s.Generation = gen
+		return in
+	}
+	var out strings.Builder
+	a := NewADS(logr.Discard())
+	a.Update(translator.Translate(inputs(10, 1)).Mesh, time.Now())
+	e := connect(t, a, &out, "envoy", true, true, transcriptNode("p-0.ns-0", testmesh.Namespace(0), "svc-0"))
+	e.envoyLike()
+	e.ackAll()
+	ref := func(gen int64) ir.PolicyRef {
+		return ir.PolicyRef{Kind: translator.KindTrafficSplit, Namespace: testmesh.Namespace(0), Name: "svc-0", Generation: gen}
+	}
+	if st := a.PolicyState(ref(1)); !st.Programmed() {
+		t.Fatalf("generation 1 after the ACK: %+v, want Programmed", st)
+	}
+
+	builds, patches := a.Builds(), a.Patches()
+	a.Update(translator.Translate(inputs(20, 2)).Mesh, time.Now())
+	if b, p := a.Builds()-builds, a.Patches()-patches; b != 0 || p != 1 {
+		t.Fatalf("a weight change built %d groups and patched %d, want 0 and 1", b, p)
+	}
+	sent := len(e.s.delta)
+	e.push()
+	var got []string
+	for _, r := range e.s.delta[sent:] {
+		for _, res := range r.Resources {
+			got = append(got, shortType(r.TypeUrl)+" "+res.Name)
+		}
+	}
+	if want := "[RouteConfiguration outbound|80||svc-0.ns-0.svc.cluster.local]"; fmt.Sprint(got) != want {
+		t.Errorf("the weight change sent %v, want %s", got, want)
+	}
+	if st := a.PolicyState(ref(2)); st.Affected != 1 || st.Programmed() {
+		t.Errorf("generation 2 before the ACK: %+v, want 1 affected, not Programmed", st)
+	}
+	if st := a.PolicyState(ref(1)); st.Affected != 0 {
+		t.Errorf("generation 1 after the change: %+v, want carried by nobody", st)
+	}
+	e.ackAll()
+	if st := a.PolicyState(ref(2)); !st.Programmed() {
+		t.Errorf("generation 2 after the ACK: %+v, want Programmed", st)
+	}
+
+	gen := e.c.group.snap.Load().generation
+	builds = a.Builds()
+	a.Update(translator.Translate(inputs(20, 3)).Mesh, time.Now())
+	if b := a.Builds() - builds; b != 0 {
+		t.Errorf("a generation-only change built %d groups, want 0", b)
+	}
+	if g := e.c.group.snap.Load().generation; g != gen+1 {
+		t.Errorf("a generation-only change left the group at generation %d, want %d (as a build does)", g, gen+1)
+	}
+	sent = len(e.s.delta)
+	e.push()
+	if len(e.s.delta) != sent {
+		t.Errorf("a generation-only change sent %d responses, want none", len(e.s.delta)-sent)
+	}
+	if st := a.PolicyState(ref(3)); !st.Programmed() {
+		t.Errorf("generation 3, nothing to send and the proxy in sync: %+v, want Programmed", st)
+	}
+
+	m.moveEndpoint(a) // an endpoint patch, in flight
+	e.push()
+	if st := a.PolicyState(ref(3)); !st.Programmed() {
+		t.Errorf("generation 3 with an endpoint change in flight: %+v, want still Programmed", st)
+	}
 }

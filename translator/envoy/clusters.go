@@ -220,28 +220,36 @@ func (v *view) upstreams() []upstream {
 func (v *view) retryBudgets() map[string]*ir.Retry {
 	out := map[string]*ir.Retry{}
 	for _, svc := range v.outbound {
-		for _, port := range svc.Ports {
-			for _, r := range port.Routes {
-				retry := r.Retry
-				if retry == nil {
-					retry = port.Retry
-				}
-				if retry == nil || retry.Attempts == 0 {
-					// attempts 0 turns retries off: its budget limits
-					// nothing, and must not loosen or tighten the budget
-					// of a route that does retry to the same cluster.
-					continue
-				}
-				for _, b := range r.Backends {
-					name := ir.ClusterName(b.Service, b.Port)
-					if cur := out[name]; cur == nil || retry.BudgetPercent < cur.BudgetPercent {
-						out[name] = retry
-					}
+		serviceRetryBudgets(svc, out)
+	}
+	return out
+}
+
+// serviceRetryBudgets adds to out the budgets of svc's routes: for each
+// cluster they send to, the first of the tightest. (The first tightest
+// over several Services is the first tightest of each one's: RouteChange
+// compares one Service's alone.)
+func serviceRetryBudgets(svc *ir.Service, out map[string]*ir.Retry) {
+	for _, port := range svc.Ports {
+		for _, r := range port.Routes {
+			retry := r.Retry
+			if retry == nil {
+				retry = port.Retry
+			}
+			if retry == nil || retry.Attempts == 0 {
+				// attempts 0 turns retries off: its budget limits
+				// nothing, and must not loosen or tighten the budget
+				// of a route that does retry to the same cluster.
+				continue
+			}
+			for _, b := range r.Backends {
+				name := ir.ClusterName(b.Service, b.Port)
+				if cur := out[name]; cur == nil || retry.BudgetPercent < cur.BudgetPercent {
+					out[name] = retry
 				}
 			}
 		}
 	}
-	return out
 }
 
 // circuitBreakers are the policy's thresholds. Retries are capped by the

@@ -94,8 +94,10 @@ func (f family) keep(addr string) bool {
 
 // proxyFamilies are the families of the proxy's pod; both when its
 // addresses are unknown.
-func (v *view) proxyFamilies() (v4, v6 bool) {
-	v4, v6 = podFamilies(v.proxy.IPs)
+func (v *view) proxyFamilies() (v4, v6 bool) { return proxyFamilies(v.proxy) }
+
+func proxyFamilies(p dataplane.Proxy) (v4, v6 bool) {
+	v4, v6 = podFamilies(p.IPs)
 	if !v4 && !v6 {
 		return true, true
 	}
@@ -121,12 +123,16 @@ func (v *view) preferred() family {
 // none; famAny for a Service without a cluster IP. A proxyless gRPC
 // client has no chains: it reaches every Service over its preferred
 // family.
-func (v *view) chainFamilies(svc *ir.Service) []family {
-	v4, v6 := v.proxyFamilies()
+func (v *view) chainFamilies(svc *ir.Service) []family { return chainFamilies(v.proxy, svc) }
+
+// chainFamilies is view.chainFamilies for proxy p (it reads only p's
+// addresses and kind).
+func chainFamilies(p dataplane.Proxy, svc *ir.Service) []family {
+	v4, v6 := proxyFamilies(p)
 	if !dualStack(svc) {
 		if len(svc.ClusterIPs) > 0 && !svc.Headless {
 			f := addrFamily(svc.ClusterIPs[0])
-			if v.proxy.Kind != dataplane.KindGRPC && ((f == fam4 && !v4) || (f == fam6 && !v6)) {
+			if p.Kind != dataplane.KindGRPC && ((f == fam4 && !v4) || (f == fam6 && !v6)) {
 				return nil
 			}
 			return []family{f}

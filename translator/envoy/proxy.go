@@ -383,32 +383,8 @@ func operationUnrestricted(r ir.AuthRule) bool {
 // still listed: the configuration reflects them by leaving them out.)
 func (v *view) policies() []ir.PolicyRef {
 	seen := map[ir.PolicyRef]bool{}
-	backend := func(p *ir.Port) {
-		if p != nil && p.Backend != nil {
-			seen[p.Backend.Source] = true
-		}
-	}
 	for _, svc := range v.outbound {
-		for _, p := range svc.Ports {
-			backend(p)
-			if p.Retry != nil {
-				seen[p.Retry.Source] = true
-			}
-			for _, b := range p.TCPBackends {
-				backend(v.backendPort(b))
-			}
-			for _, r := range p.Routes {
-				if r.Source != nil {
-					seen[*r.Source] = true
-				}
-				if r.Retry != nil {
-					seen[r.Retry.Source] = true
-				}
-				for _, b := range r.Backends {
-					backend(v.backendPort(b))
-				}
-			}
-		}
+		servicePolicies(v.mesh, svc, func(r ir.PolicyRef) { seen[r] = true })
 	}
 	for _, a := range v.authz {
 		seen[a.Source] = true
@@ -417,6 +393,44 @@ func (v *view) policies() []ir.PolicyRef {
 	for r := range seen {
 		out = append(out, r)
 	}
+	sortPolicies(out)
+	return out
+}
+
+// servicePolicies calls add with each policy that a Service in a proxy's
+// view makes its configuration carry: the routing and retry policies of
+// its ports and routes, and the backend traffic policies of its ports and
+// of the backends its routes and TCP splits send to.
+func servicePolicies(mesh *ir.Mesh, svc *ir.Service, add func(ir.PolicyRef)) {
+	backend := func(p *ir.Port) {
+		if p != nil && p.Backend != nil {
+			add(p.Backend.Source)
+		}
+	}
+	for _, p := range svc.Ports {
+		backend(p)
+		if p.Retry != nil {
+			add(p.Retry.Source)
+		}
+		for _, b := range p.TCPBackends {
+			backend(backendPort(mesh, b))
+		}
+		for _, r := range p.Routes {
+			if r.Source != nil {
+				add(*r.Source)
+			}
+			if r.Retry != nil {
+				add(r.Retry.Source)
+			}
+			for _, b := range r.Backends {
+				backend(backendPort(mesh, b))
+			}
+		}
+	}
+}
+
+// sortPolicies orders policy references as Resources.Policies lists them.
+func sortPolicies(out []ir.PolicyRef) {
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
 		if a.Kind != b.Kind {
@@ -427,7 +441,6 @@ func (v *view) policies() []ir.PolicyRef {
 		}
 		return a.Name < b.Name
 	})
-	return out
 }
 
 // deps lists the Services this proxy's configuration depends on.

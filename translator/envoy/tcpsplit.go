@@ -110,11 +110,13 @@ func (v *view) splitCluster(svc *ir.Service, port *ir.Port, f family) *clusterv3
 	return c
 }
 
-func (v *view) backendPort(b ir.Backend) *ir.Port {
+func (v *view) backendPort(b ir.Backend) *ir.Port { return backendPort(v.mesh, b) }
+
+func backendPort(mesh *ir.Mesh, b ir.Backend) *ir.Port {
 	if b.Unresolved {
 		return nil
 	}
-	bs := v.mesh.Service(b.Service)
+	bs := mesh.Service(b.Service)
 	if bs == nil || bs.Headless {
 		return nil
 	}

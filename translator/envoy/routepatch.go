@@ -1,0 +1,391 @@
+package envoy
+
+import (
+	"reflect"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"github.com/weftmesh/weft/dataplane"
+	"github.com/weftmesh/weft/translator/ir"
+)
+
+// RouteChange is a change of routing policy only — TrafficSplits,
+// RetryPolicies and HTTPRoutes, as they reach the model's ports' Routes
+// and Retry — prepared once for every proxy, so that the xDS server can
+// derive each proxy's next configuration from its current one instead of
+// building it again (docs/design/101). It is the route counterpart of
+// EndpointChange.
+//
+// What a Service port's routing (ir.Port.Routes, ir.Port.Retry) reaches
+// in Build — the inputs of this fast path, listed as Istio's
+// pilot/pkg/networking/core/cluster_cache.go lists the inputs of a cached
+// cluster; each one is either re-derived here or makes the change, or one
+// proxy's part of it, be built in full:
+//
+//  1. the route configuration of each HTTP port reached by the Service's
+//     cluster IP, one per address family of its chains (destRoute): it
+//     reads the port's routes and retry, the Service's key and port, and
+//     of each backend its Service's address families (backendClusterOf)
+//     and its port's hash key (hashPolicies, of its BackendTrafficPolicy),
+//     nothing of the proxy. Re-derived from the new model: Routes, once
+//     per change. (A backend's own change is not routing: see below.)
+//  2. the virtual host of an HTTP port routed by Host (a headless Service,
+//     one without a cluster IP, the capture port) in the per-port route
+//     configuration, which collects such Services per proxy: not
+//     patched (NewRouteChange returns nil).
+//  3. proxyless gRPC: the port's route configuration and API listeners
+//     (grpcPort), and the BlackHole cluster of unresolved backends: not
+//     patched (ForProxy: a gRPC proxy is built).
+//  4. the clusters and endpoints of every resolved backend, per chain
+//     family of the root (upstreams), and the dependency on the backend's
+//     Service (Resources.Deps): unchanged while the Service's resolved
+//     backends are the same. The Service's own ports are no change (a
+//     Service in the view has their clusters anyway); another backend
+//     added is none for a proxy that already holds its clusters and
+//     depends on its Service; one removed is none for a proxy whose view
+//     holds that backend's Service itself with those clusters (the usual
+//     canary: both versions visible). Otherwise the proxy is built: whether
+//     another of its routes still needs the backend is its whole view's
+//     question.
+//  5. the retry budget in each backend cluster's circuit breakers
+//     (retryBudgets: the first tightest budget among the view's routes to
+//     the cluster, unless the cluster's BackendTrafficPolicy caps
+//     retries): unchanged while the Service's own contribution is
+//     (serviceRetryBudgets; percent and minimum concurrency per cluster);
+//     else the proxies that hold the Service are built.
+//  6. the policies the configuration carries (Resources.Policies:
+//     servicePolicies, which include the BackendTrafficPolicies of the
+//     backends the routes send to), whose generations decide Programmed:
+//     re-derived (ProxyRoutes.Policies). A policy one Service drops while
+//     the model still carries it elsewhere makes the change be built,
+//     unless it is a removed backend's traffic policy (4 keeps that
+//     backend in the view of every patched proxy).
+//  7. the set of Services a proxy routes to (its view: visibility and
+//     AuthPolicies, mayReach) and its listeners (a chain names its
+//     Service port's route configuration, which keeps its name): routing
+//     reads neither. A Service is in a proxy's view exactly when the
+//     proxy holds its route configurations, or, when its pod has no
+//     address of the Service's families (no chain, so none), when
+//     mayReach says so (inView).
+//
+// Everything else that a Service's change can touch — addresses, ports,
+// protocols, selector, exportTo, AuthPolicies, BackendTrafficPolicies,
+// endpoints, TCP backends —,
+// any namespace's or mesh-wide setting, and a Service added or removed
+// make NewRouteChange return nil: the change is built in full. A field
+// added to ir.Service or ir.Port later falls there too (sameButRouting
+// compares the rest by reflection). Adding an input of routes or of
+// clusters to Build means adding it here.
+type RouteChange struct {
+	// Routes are the new route configurations (1) by name, of every
+	// Service port whose routing changed, for every family it may be
+	// reached over: exactly what Build gives any proxy that holds the name.
+	Routes map[string]*routev3.RouteConfiguration
+
+	mesh     *ir.Mesh
+	services []*routeService
+	// gone: policy references the changed Services carried that are
+	// nowhere in the new model, so in no proxy's configuration.
+	gone map[ir.PolicyRef]bool
+	// guarded is view.guarded of mesh, for inView.
+	guarded map[string][]*ir.Service
+}
+
+// routeService is one Service whose routing changed.
+type routeService struct {
+	svc *ir.Service // as it is now
+	// ports: the HTTP ports whose routing changed (all routed by address).
+	ports []*ir.Port
+	// probe: an HTTP port routed by address, nil if none: a proxy whose
+	// chains reach the Service holds its route configuration exactly when
+	// the Service is in its view.
+	probe *ir.Port
+	// added, removed: resolved backends (service and port) of other
+	// Services its routes send to now and did not before, and the reverse.
+	added, removed []ir.Backend
+	// budgets: its contribution to the retry budgets changed (5): proxies
+	// that route to it are built.
+	budgets bool
+	// refs: the policies its routes carry now.
+	refs []ir.PolicyRef
+}
+
+// NewRouteChange prepares the change from prev to next, whose difference
+// is ch (ir.Diff), or returns nil when it is not one of routing policy
+// alone, as the list above defines it.
+func NewRouteChange(prev, next *ir.Mesh, ch *ir.Change) *RouteChange {
+	if prev == nil || next == nil || ch.MeshWide || len(ch.Namespaces) > 0 || len(ch.Services) == 0 {
+		return nil
+	}
+	c := &RouteChange{Routes: map[string]*routev3.RouteConfiguration{}, mesh: next, gone: map[ir.PolicyRef]bool{}}
+	stillCarried := map[ir.PolicyRef]bool{} // dropped by one Service, carried by another
+	kept := map[ir.PolicyRef]bool{}         // dropped, but carried through a backend in the view
+	for _, sc := range ch.Services {
+		old, svc := sc.Old, sc.New
+		if old == nil || svc == nil || !sameButRouting(old, svc) {
+			return nil
+		}
+		s := &routeService{svc: svc}
+		for i, np := range svc.Ports {
+			op := old.Ports[i]
+			if byDestination(svc, np) && s.probe == nil {
+				s.probe = np
+			}
+			if reflect.DeepEqual(op.Routes, np.Routes) && reflect.DeepEqual(op.Retry, np.Retry) {
+				continue
+			}
+			if !np.Protocol.IsHTTP() && len(op.Routes) == 0 && len(np.Routes) == 0 {
+				// A TCP port's retry (a RetryPolicy on the Service sets
+				// every port's): nothing reads it but the policies (6).
+				continue
+			}
+			if !byDestination(svc, np) {
+				return nil // routed by Host (2)
+			}
+			s.ports = append(s.ports, np)
+			for _, f := range chainFamilies(dataplane.Proxy{}, svc) { // a pod of both families: every chain
+				name := destRouteName(svc, np, f)
+				c.Routes[name] = destRoute(next, svc, np, f)
+			}
+		}
+		before, after := resolvedBackends(old), resolvedBackends(svc)
+		for b := range after {
+			if !before[b] && b.Service != svc.Key {
+				s.added = append(s.added, b)
+			}
+		}
+		for b := range before {
+			if !after[b] && b.Service != svc.Key {
+				s.removed = append(s.removed, b)
+			}
+		}
+		s.budgets = !sameBudgets(old, svc)
+		for _, b := range s.removed {
+			// A removed backend's traffic policy: still carried by every
+			// proxy ForProxy patches (it keeps the backend in its view).
+			if bp := backendPort(next, b); bp != nil && bp.Backend != nil {
+				kept[bp.Backend.Source] = true
+			}
+		}
+		was, is := map[ir.PolicyRef]bool{}, map[ir.PolicyRef]bool{}
+		servicePolicies(prev, old, func(r ir.PolicyRef) { was[r] = true })
+		servicePolicies(next, svc, func(r ir.PolicyRef) {
+			if !is[r] {
+				is[r] = true
+				s.refs = append(s.refs, r)
+			}
+		})
+		for r := range was {
+			if !is[r] {
+				c.gone[r] = true
+			}
+		}
+		c.services = append(c.services, s)
+	}
+	for r := range kept {
+		delete(c.gone, r)
+	}
+	if len(c.gone) > 0 {
+		for _, svc := range next.Services {
+			servicePolicies(next, svc, func(r ir.PolicyRef) {
+				if c.gone[r] {
+					stillCarried[r] = true
+				}
+			})
+		}
+	}
+	if len(stillCarried) > 0 {
+		// A policy one Service no longer carries while another still does
+		// (an HTTPRoute that lost one of its parents to a TrafficSplit):
+		// which proxies carry it is their whole view's question.
+		return nil
+	}
+	g := &view{mesh: next}
+	g.guardedIn("")
+	c.guarded = g.guarded
+	return c
+}
+
+// inView says whether svc is among the Services p routes to (view.outbound):
+// Visible, and not certainly refused by its AuthPolicies (mayReach), as
+// newView decides. The change alters neither.
+func (c *RouteChange) inView(p dataplane.Proxy, svc *ir.Service) bool {
+	if !Visible(svc, p) {
+		return false
+	}
+	v := &view{mesh: c.mesh, proxy: p, id: p.Identity(c.mesh.TrustDomain), guarded: c.guarded}
+	return v.mayReach(svc)
+}
+
+// ProxyRoutes is what a RouteChange alters in one proxy's configuration.
+type ProxyRoutes struct {
+	// Names are the route configurations to replace with Routes'.
+	Names []string
+
+	c    *RouteChange
+	held []*routeService
+}
+
+// ForProxy says what the change alters in the configuration of proxy p,
+// as Build made it from the model before the change (or after it: the
+// result is then no change): hasRoute and hasCluster say whether it
+// holds a route configuration or cluster of that name, dependsOn whether
+// its Resources.Deps name a Service. ok is false when the change reaches
+// beyond the route configurations and the policies: p must be built.
+//
+// A Service is in p's view exactly when p holds its route configurations
+// (every Service p routes to by address gets one per chain family): that
+// decides which Services' routes, backends and policies p carries.
+func (c *RouteChange) ForProxy(p dataplane.Proxy, hasRoute, hasCluster func(string) bool, dependsOn func(ir.ServiceKey) bool) (pr *ProxyRoutes, ok bool) {
+	if p.Kind == dataplane.KindGRPC {
+		return nil, false // 3
+	}
+	pr = &ProxyRoutes{c: c}
+	for _, s := range c.services {
+		fams := chainFamilies(p, s.svc)
+		var held bool
+		var names []string
+		if len(fams) == 0 || s.probe == nil {
+			// The pod has no address of the Service's families (no chain
+			// and no route configuration), or the Service no HTTP port
+			// routed by address; yet it may be in p's view, whose
+			// policies, backends and budgets it carries.
+			held = c.inView(p, s.svc)
+		} else {
+			held = hasRoute(destRouteName(s.svc, s.probe, fams[0]))
+			for _, port := range s.ports {
+				for _, f := range fams {
+					name := destRouteName(s.svc, port, f)
+					if hasRoute(name) != held {
+						return nil, false // not as Build makes it: be safe
+					}
+					names = append(names, name)
+				}
+			}
+		}
+		if !held {
+			continue // not in p's view: none of its routing reaches p
+		}
+		if s.budgets {
+			return nil, false // 5
+		}
+		for _, b := range s.added {
+			if !dependsOn(b.Service) {
+				return nil, false
+			}
+			bs := c.mesh.Service(b.Service)
+			if bs == nil || bs.Port(b.Port) == nil {
+				continue // upstreams skips it too
+			}
+			for _, f := range fams {
+				if !hasCluster(familyClusterName(bs, b.Port, f)) {
+					return nil, false
+				}
+			}
+		}
+		for _, b := range s.removed {
+			// Still depended on and its clusters still there only if p
+			// routes to the backend's Service itself, over the families
+			// the root reached it by.
+			bs := c.mesh.Service(b.Service)
+			if bs == nil || !c.inView(p, bs) {
+				return nil, false
+			}
+			if bs.Port(b.Port) == nil {
+				continue
+			}
+			own := map[string]bool{}
+			for _, f := range chainFamilies(p, bs) {
+				own[familyClusterName(bs, b.Port, f)] = true
+			}
+			for _, f := range fams {
+				if !own[familyClusterName(bs, b.Port, f)] {
+					return nil, false
+				}
+			}
+		}
+		pr.Names = append(pr.Names, names...)
+		pr.held = append(pr.held, s)
+	}
+	return pr, true
+}
+
+// Policies returns the policies the configuration carries after the
+// change, given those it carried before (Resources.Policies): the same
+// list, but for the references gone from the model, and with those of
+// the changed Services the proxy routes to. The order is Build's.
+func (pr *ProxyRoutes) Policies(old []ir.PolicyRef) []ir.PolicyRef {
+	out := make([]ir.PolicyRef, 0, len(old))
+	seen := make(map[ir.PolicyRef]bool, len(old))
+	for _, r := range old {
+		if !pr.c.gone[r] {
+			out = append(out, r)
+			seen[r] = true
+		}
+	}
+	for _, s := range pr.held {
+		for _, r := range s.refs {
+			if !seen[r] {
+				seen[r] = true
+				out = append(out, r)
+			}
+		}
+	}
+	sortPolicies(out)
+	return out
+}
+
+// sameButRouting compares two versions of a Service ignoring their ports'
+// routes and retry policy, with reflect.DeepEqual as ir.Diff does, so a
+// field added to the model later is compared too.
+func sameButRouting(a, b *ir.Service) bool {
+	if a.Key != b.Key || len(a.Ports) != len(b.Ports) {
+		return false
+	}
+	strip := func(s *ir.Service) ir.Service {
+		out := *s
+		out.Ports = make([]*ir.Port, len(s.Ports))
+		for i, p := range s.Ports {
+			q := *p
+			q.Routes, q.Retry = nil, nil
+			out.Ports[i] = &q
+		}
+		return out
+	}
+	x, y := strip(a), strip(b)
+	return reflect.DeepEqual(&x, &y)
+}
+
+// resolvedBackends are the backends (service and port) svc's routes send
+// to: what upstreams and deps read of them (4).
+func resolvedBackends(svc *ir.Service) map[ir.Backend]bool {
+	out := map[ir.Backend]bool{}
+	for _, p := range svc.Ports {
+		for _, r := range p.Routes {
+			for _, b := range r.Backends {
+				if !b.Unresolved {
+					out[ir.Backend{Service: b.Service, Port: b.Port}] = true
+				}
+			}
+		}
+	}
+	return out
+}
+
+// sameBudgets: a's and b's routes contribute the same retry budgets (5),
+// as circuitBreakers reads them.
+func sameBudgets(a, b *ir.Service) bool {
+	x, y := map[string]*ir.Retry{}, map[string]*ir.Retry{}
+	serviceRetryBudgets(a, x)
+	serviceRetryBudgets(b, y)
+	if len(x) != len(y) {
+		return false
+	}
+	for name, r := range x {
+		s := y[name]
+		if s == nil || r.BudgetPercent != s.BudgetPercent || r.BudgetMinConcurrency != s.BudgetMinConcurrency {
+			return false
+		}
+	}
+	return true
+}
