@@ -63,11 +63,12 @@ bench-peer: ## Build istiod's pilot-discovery from the istio.io/istio module int
 	@hack/build-istiod.sh
 
 .PHONY: generate
-generate: ## Regenerate deepcopy code and CRD YAML from crds/v1alpha1, and the chart's copies of the CRDs and RBAC.
+generate: ## Regenerate deepcopy code and CRD YAML from crds/v1alpha1, the chart's copies of the CRDs and RBAC, and weft install's rendered config/default.
 	$(TOOL) controller-gen object:headerFile=hack/boilerplate.go.txt paths=./crds/...
 	$(TOOL) controller-gen crd paths=./crds/... output:crd:dir=crds
 	hack/gen-kustomization.sh crds
 	hack/gen-chart-files.sh
+	hack/gen-install.sh
 
 .PHONY: verify
 verify: ## Fail when generated files are stale, or on gofmt, go vet or go mod tidy drift.

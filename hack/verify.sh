@@ -7,9 +7,10 @@ fail=0
 
 echo "verify: generated code"
 make --no-print-directory generate >/dev/null
-if ! git diff --quiet -- crds charts/weft/files || [ -n "$(git ls-files --others --exclude-standard -- crds charts/weft/files)" ]; then
+generated="crds charts/weft/files internal/cli/install/manifests"
+if ! git diff --quiet -- $generated || [ -n "$(git ls-files --others --exclude-standard -- $generated)" ]; then
 	echo "  stale: run 'make generate' and commit:" >&2
-	git status --short -- crds charts/weft/files >&2
+	git status --short -- $generated >&2
 	fail=1
 fi
 

@@ -161,7 +161,7 @@ func TestCheck(t *testing.T) {
 	must(c.Delete(ctx, &apiextensionsv1.CustomResourceDefinition{ObjectMeta: metav1.ObjectMeta{Name: "retrypolicies.mesh.weft.dev"}}))
 
 	wants := []string{
-		"✖ CRDs: RetryPolicy not served at mesh.weft.dev/v1alpha1\n    fix: kubectl apply --server-side -k config/default",
+		"✖ CRDs: RetryPolicy not served at mesh.weft.dev/v1alpha1\n    fix: weft install | kubectl apply --server-side -f -",
 		"✖ weft-controller: Deployment weft-system/weft-controller: no replica is available: Deployment does not have minimum availability. (0 of 2 ready)",
 		"    fix: kubectl -n weft-system describe deployment weft-controller; kubectl -n weft-system logs deployment/weft-controller",
 		"✖ Injection webhook: MutatingWebhookConfiguration weft-sidecar-injector has no caBundle for object.inject.weft.dev",

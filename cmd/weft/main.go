@@ -31,6 +31,7 @@ func main() {
 	root.AddCommand(injectCmd())
 	root.AddCommand(agentCmd())
 	root.AddCommand(caCmd())
+	root.AddCommand(installCmd())
 	root.AddCommand(checkCmd())
 	root.AddCommand(translateCmd())
 	root.AddCommand(proxyStatusCmd())

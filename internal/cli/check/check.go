@@ -37,8 +37,10 @@ const (
 	ControllerName    = "weft-controller"
 	WebhookConfigName = "weft-sidecar-injector"
 	WebhookService    = "weft-webhook"
-	// InstallCommand installs or repairs every object of config/default.
-	InstallCommand = "kubectl apply --server-side -k config/default   (from a weft checkout)"
+	// InstallCommand installs or repairs every object of config/default
+	// (weft install prints them; from a checkout, kubectl apply -k
+	// config/default does the same).
+	InstallCommand = "weft install | kubectl apply --server-side -f -   (with the flags you installed with)"
 )
 
 // MinKubernetesMinor is the oldest Kubernetes minor version (1.29) with
