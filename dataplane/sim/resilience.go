@@ -90,8 +90,20 @@ func (u *Upstream) String() string {
 		fmt.Fprintf(&b, "%d retries", u.MaxRetries)
 	}
 	if o := u.Outlier; o != nil {
-		fmt.Fprintf(&b, "; outlier detection every %s: %d consecutive 5xx, %d consecutive gateway failures, failure percentage %d, eject for %s, at most %d%%",
-			o.Interval, o.Consecutive5xx, o.ConsecutiveGatewayFailure, o.FailurePercentageThreshold, o.BaseEjectionTime, o.MaxEjectionPercent)
+		var on []string
+		if o.Consecutive5xx > 0 {
+			on = append(on, fmt.Sprintf("%d consecutive 5xx", o.Consecutive5xx))
+		}
+		if o.ConsecutiveGatewayFailure > 0 {
+			on = append(on, fmt.Sprintf("%d consecutive gateway failures", o.ConsecutiveGatewayFailure))
+		}
+		if o.FailurePercentageThreshold > 0 {
+			on = append(on, fmt.Sprintf("%d%% failed of %d requests (%d endpoints or more)", o.FailurePercentageThreshold, o.FailurePercentageRequestVolume, o.FailurePercentageMinimumHosts))
+		}
+		if len(on) == 0 {
+			on = []string{"success rate only"}
+		}
+		fmt.Fprintf(&b, "; outlier detection every %s: %s; eject for %s, at most %d%%", o.Interval, strings.Join(on, ", "), o.BaseEjectionTime, o.MaxEjectionPercent)
 	} else {
 		b.WriteString("; no outlier detection")
 	}
