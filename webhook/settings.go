@@ -88,18 +88,19 @@ func DefaultProxyResources() corev1.ResourceRequirements {
 // settings are the resolved values for one pod: Options, then MeshConfig,
 // then the pod's annotations.
 type settings struct {
-	image         string
-	initImage     string // empty: Options.InitImage, then DefaultInitImage
-	agentImage    string // empty: Options.AgentImage, then DefaultAgentImage
-	pullPolicy    corev1.PullPolicy
-	resources     corev1.ResourceRequirements
-	logLevel      string
-	concurrency   int
-	drainSeconds  int64
-	excludeIn     []uint16
-	excludeOut    []uint16
-	excludeCIDRs  []netip.Prefix
-	rewriteProbes bool
+	image          string
+	initImage      string                  // empty: Options.InitImage, then DefaultInitImage
+	agentImage     string                  // empty: Options.AgentImage, then DefaultAgentImage
+	captureBackend v1alpha1.CaptureBackend // empty or NFTables: weft-init's default
+	pullPolicy     corev1.PullPolicy
+	resources      corev1.ResourceRequirements
+	logLevel       string
+	concurrency    int
+	drainSeconds   int64
+	excludeIn      []uint16
+	excludeOut     []uint16
+	excludeCIDRs   []netip.Prefix
+	rewriteProbes  bool
 }
 
 var logLevels = []string{"trace", "debug", "info", "warning", "error", "critical", "off"}
@@ -124,6 +125,7 @@ func resolve(pod *corev1.Pod, mc *v1alpha1.MeshConfig, o Options) (settings, err
 			s.image = sc.Image
 		}
 		s.initImage, s.agentImage = sc.InitImage, sc.AgentImage
+		s.captureBackend = sc.CaptureBackend
 		if sc.ImagePullPolicy != "" {
 			s.pullPolicy = sc.ImagePullPolicy
 		}

@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/weftmesh/weft/capture"
+	"github.com/weftmesh/weft/crds/v1alpha1"
 	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/webhook/bootstrap"
 )
@@ -105,7 +106,8 @@ func fieldEnv(name, path string) corev1.EnvVar {
 	return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
 }
 
-// initContainer is weft-init, with the pod's exclusions as flags.
+// initContainer is weft-init, with the pod's exclusions and MeshConfig's
+// capture backend as flags.
 func initContainer(s settings, o Options) corev1.Container {
 	image := cmp.Or(s.initImage, o.InitImage, DefaultInitImage)
 	args := []string{
@@ -113,6 +115,11 @@ func initContainer(s settings, o Options) corev1.Container {
 		fmt.Sprintf("--proxy-gid=%d", dataplane.ProxyGID),
 		fmt.Sprintf("--inbound-port=%d", dataplane.InboundPort),
 		fmt.Sprintf("--outbound-port=%d", dataplane.OutboundPort),
+	}
+	if s.captureBackend == v1alpha1.CaptureIPTables {
+		// nftables is weft-init's default; MeshConfig chose
+		// iptables-restore (nodes without nf_tables).
+		args = append(args, "--backend=iptables")
 	}
 	if len(s.excludeIn) > 0 {
 		args = append(args, dataplane.FlagExcludeInboundPorts+"="+capture.FormatPorts(s.excludeIn))

@@ -375,6 +375,7 @@ type IssuerReference struct {
 }
 
 // SidecarConfig sets the injected proxy container.
+// +kubebuilder:validation:XValidation:rule="!has(self.captureBackend) || self.captureBackend != 'IPTables' || has(self.initImage)",message="spec.sidecar.captureBackend IPTables runs iptables-restore and ip6tables-restore, which weft's own weft-init image does not contain: set spec.sidecar.initImage to a weft-init image that has them, or use NFTables (the default, for every node with nf_tables)",fieldPath=".captureBackend"
 type SidecarConfig struct {
 	// Image is the Envoy proxy image of the sidecar. Pods keep the image they
 	// were created with; a change applies to pods created afterwards.
@@ -415,6 +416,17 @@ type SidecarConfig struct {
 	// +kubebuilder:validation:XValidation:rule="size(self) > 0 && !self.contains(' ')",message="spec.sidecar.agentImage must be an image reference without spaces, such as registry.example.com/weft:v0.1.0; remove it to use weft-controller's own version"
 	AgentImage string `json:"agentImage,omitempty"`
 
+	// CaptureBackend is how weft-init programs a meshed pod's traffic
+	// capture into the kernel: NFTables (the default) talks netlink to
+	// nf_tables and needs nothing in its image; IPTables runs
+	// iptables-restore and ip6tables-restore (weft-init --backend=iptables),
+	// for nodes whose kernel lacks nf_tables, and therefore needs an
+	// initImage that contains them. Both install the same rules. New pods
+	// only; a pod keeps the backend it was created with.
+	// +optional
+	// +kubebuilder:default=NFTables
+	CaptureBackend CaptureBackend `json:"captureBackend,omitempty"`
+
 	// ImagePullPolicy is the sidecar's image pull policy.
 	// +optional
 	// +kubebuilder:default=IfNotPresent
@@ -427,6 +439,20 @@ type SidecarConfig struct {
 	// +kubebuilder:default={requests: {cpu: "100m", memory: "128Mi"}, limits: {memory: "512Mi"}}
 	Resources *SidecarResources `json:"resources,omitempty"`
 }
+
+// CaptureBackend is how weft-init programs netfilter
+// (docs/design/085, 127).
+// +kubebuilder:validation:Enum=NFTables;IPTables
+type CaptureBackend string
+
+const (
+	// CaptureNFTables programs nf_tables over netlink (weft-init's
+	// default).
+	CaptureNFTables CaptureBackend = "NFTables"
+	// CaptureIPTables runs iptables-restore and ip6tables-restore
+	// (weft-init --backend=iptables).
+	CaptureIPTables CaptureBackend = "IPTables"
+)
 
 // SidecarResources are a container's resource requests and limits.
 type SidecarResources struct {

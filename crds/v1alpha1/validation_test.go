@@ -138,6 +138,7 @@ certificates:
 sidecar:
   image: docker.io/envoyproxy/envoy-distroless:v1.40.0
   imagePullPolicy: IfNotPresent
+  captureBackend: NFTables
   resources:
     requests: {cpu: 100m, memory: 128Mi}
     limits: {memory: 512Mi}
@@ -411,6 +412,10 @@ var invalidCases = []objectCase{
 		[]string{"spec.sidecar.initImage must be an image reference without spaces"}},
 	{"meshconfig: an empty agent image", mcHead + "spec:\n  sidecar: {agentImage: ''}\n",
 		[]string{"spec.sidecar.agentImage must be an image reference without spaces"}},
+	{"meshconfig: IPTables capture without a weft-init image that has iptables", mcHead + "spec:\n  sidecar: {captureBackend: IPTables}\n",
+		[]string{"spec.sidecar.captureBackend", "IPTables runs iptables-restore and ip6tables-restore, which weft's own weft-init image does not contain: set spec.sidecar.initImage"}},
+	{"meshconfig: unknown capture backend", mcHead + "spec:\n  sidecar: {captureBackend: iptables}\n",
+		[]string{"spec.sidecar.captureBackend", `Unsupported value: "iptables"`, `"NFTables", "IPTables"`}},
 	{"meshconfig: not named weft", "apiVersion: mesh.weft.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: mesh}\n",
 		[]string{"metadata.name must be weft: MeshConfig is a singleton"}},
 	{"meshconfig: unknown mTLS mode", mcHead + "spec:\n  mtls: {mode: Required}\n",
@@ -501,6 +506,10 @@ var validEdgeCases = []objectCase{
 		[]string{`"issuerRef":{"group":"cert-manager.io","kind":"ClusterIssuer","name":"mesh-ca"}`, `"trustBundle":{"secret":{"key":"ca.crt","name":"mesh-ca"}}`}},
 	{"meshconfig: weft-init and agent images from a mirror", mcHead + "spec:\n  sidecar: {initImage: 'mirror.example.com/weft-init:v0.1.0', agentImage: 'mirror.example.com/weft@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef'}\n",
 		[]string{`"initImage":"mirror.example.com/weft-init:v0.1.0"`}},
+	{"meshconfig: IPTables capture from a weft-init image with iptables", mcHead + "spec:\n  sidecar: {captureBackend: IPTables, initImage: 'registry.example.com/weft-init-iptables:v0.1.0'}\n",
+		[]string{`"captureBackend":"IPTables"`}},
+	{"meshconfig: nftables capture by default", mcHead + "spec: {}\n",
+		[]string{`"captureBackend":"NFTables"`}},
 	{"meshconfig: IPv6 collector, no debounce", mcHead + "spec:\n  tracing: {collectorAddress: '[fd00::1]:4317'}\n  push: {quietPeriod: 0s}\n", nil},
 }
 
