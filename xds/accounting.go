@@ -46,6 +46,22 @@ func (a *ADS) recordAck(c *conn, t string, accepted bool, msg string) {
 	a.log.Info("proxy rejected configuration", "node", c.node.ID, "type", t, "anonymous", c.anonymous, "error", truncate(msg, MaxNackMessageBytes))
 }
 
+// caughtUp is recordAck for a proxy that became current with snap without
+// an ACK: nothing it subscribes to of one type changed, so nothing was
+// sent, and the type's acknowledged generation moved on by itself (a
+// proxyless gRPC server carries its namespace's TrafficSplits but takes
+// only its own listener). When that leaves the proxy current with snap for
+// every type, the policies snap carries may now be programmed: the status
+// writer must hear it, or a status it computed before (on another proxy's
+// ACK, or when the translation arrived) waits for an ACK that never comes.
+// Called without c.mu held.
+func (a *ADS) caughtUp(c *conn, snap *snapshot) {
+	if a.onAck == nil || c.anonymous || len(snap.policies) == 0 || c.fullyAcked() < snap.generation {
+		return
+	}
+	a.onAck(snap.policies)
+}
+
 func sameSet[K comparable](a, b map[K]bool) bool {
 	if len(a) != len(b) {
 		return false

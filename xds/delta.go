@@ -130,10 +130,15 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 	}
 	if len(items) == 0 && len(removed) == 0 {
 		ts.sent.rebase(have)
+		caughtUp := false
 		if len(ts.pending) == 0 && ts.lastNack == nil {
+			caughtUp = ts.ackedGen < snap.generation
 			ts.sentGen, ts.ackedGen = snap.generation, snap.generation
 		}
 		c.mu.Unlock()
+		if caughtUp {
+			a.caughtUp(c, snap)
+		}
 		return nil
 	}
 	sort.Slice(items, func(i, j int) bool { return items[i].res.Name < items[j].res.Name })

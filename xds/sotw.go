@@ -84,11 +84,16 @@ func (a *ADS) sendSotW(stream discoveryv3.AggregatedDiscoveryService_StreamAggre
 	}
 	version := snap.typeVersion(t, names)
 	if version == ts.sentVersion && !force {
+		caughtUp := false
 		if len(ts.pending) == 0 && ts.lastNack == nil {
 			// Same content as already accepted: the proxy is current.
+			caughtUp = ts.ackedGen < snap.generation
 			ts.sentGen, ts.ackedGen = snap.generation, snap.generation
 		}
 		c.mu.Unlock()
+		if caughtUp {
+			a.caughtUp(c, snap)
+		}
 		return nil
 	}
 	if version == ts.sentVersion && force && ts.lastNack != nil && len(ts.pending) == 0 {
