@@ -54,6 +54,10 @@ const Method = "/weft.demo.Demo/Call"
 // backend of a split that failed it.
 const TrailerService = "weft-demo-service"
 
+// TrailerPod names, on every answer, the pod that answered, so a client
+// knows which endpoint its call reached (weft_demo_calls_total).
+const TrailerPod = "weft-demo-pod"
+
 func main() {
 	if len(os.Args) < 2 {
 		usage()
@@ -78,7 +82,7 @@ func main() {
 func usage() {
 	fmt.Fprint(os.Stderr, `usage:
   weft-demo serve --listen IP:PORT --service NAME --pod NAME [--admin ADDR] [--fail-percent N]
-  weft-demo call --target HOST:PORT [--target ...] [--rate N] [--admin ADDR]
+  weft-demo call --target HOST:PORT [--target ...] [--rate N] [--concurrency N] [--ready-on ok|any] [--admin ADDR]
 Both read their xDS bootstrap from GRPC_XDS_BOOTSTRAP (written by weft agent).
 `)
 	os.Exit(2)
@@ -162,7 +166,7 @@ func serve(ctx context.Context, args []string) error {
 				if err := dec(&emptypb.Empty{}); err != nil {
 					return nil, err
 				}
-				_ = grpc.SetTrailer(ctx, metadata.Pairs(TrailerService, *service))
+				_ = grpc.SetTrailer(ctx, metadata.Pairs(TrailerService, *service, TrailerPod, *pod))
 				if rand.IntN(100) < int(failPercent.Load()) {
 					served.WithLabelValues(codes.Unavailable.String()).Inc()
 					return nil, status.Errorf(codes.Unavailable, "%s failed this call on purpose (weft-demo --fail-percent %d)", *pod, failPercent.Load())
@@ -203,12 +207,15 @@ func serve(ctx context.Context, args []string) error {
 }
 
 // call sends --rate calls per second to each --target until stopped, and
-// exports what happened as an Envoy sidecar's cluster statistics would.
+// exports what happened as an Envoy sidecar's cluster statistics would,
+// and which pod answered each call (weft_demo_calls_total).
 func call(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("call", flag.ExitOnError)
 	var targets stringList
 	fs.Var(&targets, "target", "a Service to call, NAME.NAMESPACE:PORT (repeatable)")
 	rate := fs.Float64("rate", 20, "calls per second to each target")
+	concurrency := fs.Int("concurrency", 1, "calls in flight at most, per target: above 1, a slow call does not hold the next ones back (for rates of hundreds per second)")
+	readyOn := fs.String("ready-on", "ok", "when /ready answers 200: ok, once every target answered a call with OK; any, once a call to every target ended, whatever its code (a client that is meant to be refused)")
 	admin := fs.String("admin", "", "host:port for /ready and /metrics")
 	timeout := fs.Duration("timeout", 2*time.Second, "deadline of each call")
 	_ = fs.Parse(args)
@@ -217,6 +224,12 @@ func call(ctx context.Context, args []string) error {
 	}
 	if *rate <= 0 {
 		return fmt.Errorf("--rate %v: give a positive number", *rate)
+	}
+	if *concurrency < 1 {
+		return fmt.Errorf("--concurrency %d: give 1 or more", *concurrency)
+	}
+	if *readyOn != "ok" && *readyOn != "any" {
+		return fmt.Errorf("--ready-on %q: give ok or any", *readyOn)
 	}
 	m := newClientMetrics()
 	ccreds, err := xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
@@ -240,23 +253,38 @@ func call(ctx context.Context, args []string) error {
 			return err
 		}
 		defer conn.Close()
-		t := target{conn: conn, ns: ns, port: int32(p), root: ir.ClusterName(ir.ServiceKey{Namespace: ns, Name: name}, int32(p))}
+		t := target{conn: conn, name: name, ns: ns, port: int32(p), root: ir.ClusterName(ir.ServiceKey{Namespace: ns, Name: name}, int32(p))}
+		// One ticker per target hands out the calls; --concurrency callers
+		// take them, so a tick that finds every caller busy is dropped (the
+		// rate is a ceiling, as time.Ticker's).
+		tokens := make(chan struct{}, *concurrency)
 		wg.Go(func() {
 			tick := time.NewTicker(time.Duration(float64(time.Second) / *rate))
 			defer tick.Stop()
-			first := true
+			defer close(tokens)
 			for {
 				select {
 				case <-ctx.Done():
 					return
 				case <-tick.C:
 				}
-				if ok := t.call(ctx, m, *timeout); ok && first {
-					first = false
-					ready.Add(1)
+				select {
+				case tokens <- struct{}{}:
+				default:
 				}
 			}
 		})
+		var first sync.Once
+		for range *concurrency {
+			wg.Go(func() {
+				for range tokens {
+					code, done := t.call(ctx, m, *timeout)
+					if done && (code == codes.OK || *readyOn == "any") {
+						first.Do(func() { ready.Add(1) })
+					}
+				}
+			})
+		}
 	}
 	if *admin != "" {
 		mux := adminMux(m.reg, func() error {
@@ -274,31 +302,38 @@ func call(ctx context.Context, args []string) error {
 }
 
 type target struct {
-	conn *grpc.ClientConn
-	ns   string
-	port int32
-	root string // the cluster of the Service called, for failures no backend claimed
+	conn     *grpc.ClientConn
+	name, ns string
+	port     int32
+	root     string // the cluster of the Service called, for failures no backend claimed
 }
 
 // call makes one RPC and records it under the cluster of the backend that
 // answered (its Service, from the trailer), or the called Service's own
 // cluster when no backend answered (a refused connection, a denial by the
-// server's authorization, a deadline).
-func (t target) call(ctx context.Context, m *clientMetrics, timeout time.Duration) bool {
+// server's authorization, a deadline). done is false when the call was cut
+// short by the client stopping.
+func (t target) call(ctx context.Context, m *clientMetrics, timeout time.Duration) (code codes.Code, done bool) {
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var trailer metadata.MD
 	start := time.Now()
 	err := t.conn.Invoke(rctx, Method, &emptypb.Empty{}, &wrapperspb.StringValue{}, grpc.Trailer(&trailer))
 	if ctx.Err() != nil {
-		return false // stopping, not a failure
+		return codes.Canceled, false // stopping, not a failure
 	}
-	cluster := t.root
+	cluster, service, pod := t.root, t.name, ""
 	if svc := trailer.Get(TrailerService); len(svc) == 1 {
-		cluster = ir.ClusterName(ir.ServiceKey{Namespace: t.ns, Name: svc[0]}, t.port)
+		service = svc[0]
+		cluster = ir.ClusterName(ir.ServiceKey{Namespace: t.ns, Name: service}, t.port)
 	}
-	m.record(cluster, status.Code(err), time.Since(start))
-	return err == nil
+	if p := trailer.Get(TrailerPod); len(p) == 1 {
+		pod = p[0]
+	}
+	code = status.Code(err)
+	m.record(cluster, code, time.Since(start))
+	m.calls.WithLabelValues(service, pod, code.String()).Inc()
+	return code, true
 }
 
 // clientMetrics are the calls as an Envoy sidecar's cluster statistics
@@ -308,6 +343,9 @@ type clientMetrics struct {
 	reg           *prometheus.Registry
 	total, byCode *prometheus.CounterVec
 	time          *prometheus.HistogramVec
+	// calls is the demo's own count: which Service and pod answered each
+	// call (pod "" when none did), by gRPC code.
+	calls *prometheus.CounterVec
 }
 
 func newClientMetrics() *clientMetrics {
@@ -325,7 +363,10 @@ func newClientMetrics() *clientMetrics {
 			Buckets: []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000},
 		}, []string{"envoy_cluster_name"}),
 	}
-	m.reg.MustRegister(m.total, m.byCode, m.time)
+	m.calls = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "weft_demo_calls_total", Help: "Calls this demo client made, by the Service and pod that answered (pod empty when none did: a refused connection, a deadline, no route) and the gRPC code.",
+	}, []string{"service", "pod", "code"})
+	m.reg.MustRegister(m.total, m.byCode, m.time, m.calls)
 	return m
 }
 

@@ -43,6 +43,13 @@ type Spec struct {
 	Targets []string
 	// Rate is the client's calls per second to each target (default 20).
 	Rate float64
+	// Concurrency is how many calls a client keeps in flight per target at
+	// most (default 1); rates of hundreds per second need several.
+	Concurrency int
+	// Refused marks a client whose calls are meant to fail (denied by an
+	// AuthPolicy, refused by a server): it is ready once a call to every
+	// target ended, whatever its code, instead of once one succeeded.
+	Refused bool
 }
 
 // Workload is a running Spec.
@@ -188,6 +195,12 @@ func (w *Workload) start(ctx context.Context) error {
 		return w.setReady(ctx, true)
 	}
 	args := []string{"call", "--admin", w.Admin, "--rate", strconv.FormatFloat(w.Rate, 'f', -1, 64)}
+	if w.Concurrency > 1 {
+		args = append(args, "--concurrency", strconv.Itoa(w.Concurrency))
+	}
+	if w.Refused {
+		args = append(args, "--ready-on", "any")
+	}
 	for _, t := range w.Targets {
 		args = append(args, "--target", t)
 	}
