@@ -79,6 +79,27 @@ func TestRetryPolicyProxylessHonouredHasNoCondition(t *testing.T) {
 	}
 }
 
+// A RetryPolicy as the API server stores it: every default filled in
+// (the CRD defaults backoff and budget with default: {}), so its budget is
+// never nil. The default budget is not reported (design 057), whether
+// written or filled in; another one is.
+func TestRetryPolicyDefaultedBudgetIsNotReported(t *testing.T) {
+	out := retryStatus(t, `  retryOn: [connect-failure, refused-stream, unavailable, cancelled]
+  attempts: 2
+  backoff: {baseInterval: 25ms, maxInterval: 250ms}
+  budget: {percent: 20, minConcurrency: 3}
+`)
+	conds := out.Status[translator.PolicyKey{Kind: translator.KindRetryPolicy, Namespace: "shop", Name: "r"}]
+	if c := meta.FindStatusCondition(conds, translator.ConditionProxylessLimited); c != nil {
+		t.Errorf("the API server's defaults raise %+v", c)
+	}
+	out = retryStatus(t, "  budget: {percent: 20, minConcurrency: 5}\n")
+	conds = out.Status[translator.PolicyKey{Kind: translator.KindRetryPolicy, Namespace: "shop", Name: "r"}]
+	if c := meta.FindStatusCondition(conds, translator.ConditionProxylessLimited); c == nil || !strings.Contains(c.Message, "spec.budget") {
+		t.Errorf("ProxylessLimited = %+v, want it to name a budget other than the default", c)
+	}
+}
+
 // connect-failure without unavailable: gRPC reports a failed connection as
 // UNAVAILABLE, which the policy does not retry, so proxyless clients do
 // not retry connect failures at all.

@@ -137,8 +137,8 @@ var GRPCRetryOn = map[string]bool{"cancelled": true, "deadline-exceeded": true, 
 // refused stream is retried transparently by gRPC (gRFC A6), and a failed
 // connection surfaces as UNAVAILABLE, so connect-failure holds when
 // unavailable is retried too. The default budget is not reported (every
-// policy has it; docs/api.md says proxyless clients have none); one
-// written in the spec is.
+// policy has it; docs/api.md says proxyless clients have none); another
+// one is.
 func proxylessRetryGaps(rp *v1alpha1.RetryPolicy, r *ir.Retry) string {
 	var gaps, dropped []string
 	unavailable := false
@@ -161,7 +161,9 @@ func proxylessRetryGaps(rp *v1alpha1.RetryPolicy, r *ir.Retry) string {
 	if rp.Spec.PerTryTimeout != nil {
 		gaps = append(gaps, "spec.perTryTimeout (gRPC has no per-try timeout; spec.timeout bounds the whole call)")
 	}
-	if rp.Spec.Budget != nil {
+	// The default budget, written or filled in by the API server (the CRD
+	// defaults it, so a stored policy always has one), is not reported.
+	if r.BudgetPercent != float64(DefaultBudgetPercent) || r.BudgetMinConcurrency != uint32(DefaultBudgetMinConc) {
 		gaps = append(gaps, "spec.budget (gRPC has no retry budget; spec.attempts alone bounds retries)")
 	}
 	if len(gaps) == 0 {
