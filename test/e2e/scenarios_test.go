@@ -53,6 +53,7 @@ func TestScenarios(t *testing.T) {
 		run  func(*testing.T, *scenarios)
 	}{
 		{"1-canary", testCanary},
+		{"6-endpoint-churn", testEndpointChurn},
 	} {
 		start := time.Now()
 		t.Run(sc.name, func(t *testing.T) { sc.run(t, s) })
