@@ -54,6 +54,7 @@ func TestScenarios(t *testing.T) {
 	}{
 		{"1-canary", testCanary},
 		{"6-endpoint-churn", testEndpointChurn},
+		{"2-retries", testRetries},
 	} {
 		start := time.Now()
 		t.Run(sc.name, func(t *testing.T) { sc.run(t, s) })
