@@ -60,7 +60,7 @@ func (v *view) sidecarUpstreams() ([]*clusterv3.Cluster, []*endpointv3.ClusterLo
 			for _, e := range port.Endpoints {
 				if n := headlessClusterName(svc, e); !seenEP[n] {
 					seenEP[n] = true
-					clusters = append(clusters, headlessCluster(n, e))
+					clusters = append(clusters, headlessPolicy(headlessCluster(n, e), port.Backend))
 				}
 			}
 			clusters = append(clusters, c)
@@ -535,6 +535,22 @@ func headlessCluster(name string, e ir.Endpoint) *clusterv3.Cluster {
 		tls := &tlsv3.UpstreamTlsContext{CommonTlsContext: commonTLS(sans, ir.ProtocolTCP)}
 		c.TransportSocket = transportSocket("envoy.transport_sockets.tls", tls)
 	}
+	return c
+}
+
+// headlessPolicy gives a headless Service's per-pod cluster what of its
+// BackendTrafficPolicy a cluster of one endpoint can apply: the connect
+// timeout, keepalive and circuit breakers (which then count per pod).
+// Load balancing and outlier detection have one endpoint to choose from;
+// the idle timeout would be the per-pod chain's tcp_proxy's, which keeps
+// Envoy's (docs/api.md). Without a policy the cluster is left as it was.
+func headlessPolicy(c *clusterv3.Cluster, b *ir.BackendPolicy) *clusterv3.Cluster {
+	if b == nil {
+		return c
+	}
+	c.ConnectTimeout = durationpb.New(b.ConnectTimeout.D())
+	c.CircuitBreakers = circuitBreakers(b, nil)
+	c.UpstreamConnectionOptions = upstreamConnectionOptions(b)
 	return c
 }
 
