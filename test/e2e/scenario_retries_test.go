@@ -29,11 +29,13 @@ import (
 //     the calls in flight when the counters are read (8 callers, 3 tries).
 //   - When pay-v2 fails every call, every call to it makes exactly N+1
 //     tries: the attempts cap the amplification at N+1 = 3 times. A sidecar
-//     would cap it further with the policy's retry budget (at most 20% of
+//     would cap it further with the policy's retry budget (at most 10% of
 //     active requests may be retries); gRPC has no retry budget in xDS, so
 //     for proxyless clients the attempts are the only cap, and the policy
 //     says so: ProxylessLimited=True, reason UnsupportedByGRPC, naming
-//     spec.budget (docs/api.md, RetryPolicy).
+//     spec.budget (docs/api.md, RetryPolicy). The budget is tighter than
+//     the default (20%, at least 3), which every stored RetryPolicy has
+//     (the API server fills it in) and which is not named (design 057).
 //
 // Failed calls are those the client saw fail; tries are what pay-v2's own
 // counter (weft_demo_served_total) says it answered.
@@ -86,7 +88,7 @@ spec:
   targetRefs: [{group: mesh.weft.dev, kind: TrafficSplit, name: pay}]
   retryOn: [unavailable]
   attempts: 2
-  budget: {percent: 20, minConcurrency: 3}
+  budget: {percent: 10, minConcurrency: 3}
 `, "apply", "-f", "-")
 	s.waitCondition(t, ns, "retrypolicy/pay", "Programmed")
 	want := math.Pow(0.5, attempts+1)
