@@ -13,7 +13,7 @@ import (
 
 // checkCmd is `weft check`: is weft installed and healthy in this cluster.
 func checkCmd() *cobra.Command {
-	var kubeconfig, namespace string
+	var kubeconfig, namespace, probeNamespace string
 	var pre, certManager bool
 	cmd := &cobra.Command{
 		Use:   "check",
@@ -25,8 +25,11 @@ and warning with the command that fixes it:
   Kubernetes API        reachable, and new enough for native sidecars
   CRDs                  every weft kind served at mesh.weft.dev/v1alpha1
   weft-controller       its Deployment available (two replicas advised)
-  Injection webhook     registered, with a caBundle, and its Service has
-                        ready endpoints (it fails closed)
+  Injection webhook     registered, with a caBundle, its Service has ready
+                        endpoints (it fails closed), and it injects a pod
+                        labelled weft.dev/inject=true created as a
+                        server-side dry run in --probe-namespace (the API
+                        server's own error when it cannot call it)
   MeshConfig            valid as weft-controller reads it; no blocked root
                         rotation
   Root CA               the built-in root has 30 days or more left (warns
@@ -71,7 +74,7 @@ The exit code is 1 when any check fails.`,
 			if pre {
 				rs = check.RunPre(cmd.Context(), c, d, check.PreOptions{Namespace: namespace, CertManager: certManager})
 			} else {
-				rs = check.Run(cmd.Context(), c, d, check.Options{Namespace: namespace, MissingSidecar: missingSidecar})
+				rs = check.Run(cmd.Context(), c, d, check.Options{Namespace: namespace, ProbeNamespace: probeNamespace, MissingSidecar: missingSidecar})
 			}
 			check.Print(cmd.OutOrStdout(), rs)
 			if n := check.Failed(rs); n > 0 {
@@ -82,6 +85,7 @@ The exit code is 1 when any check fails.`,
 	}
 	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
 	cmd.Flags().StringVar(&namespace, "namespace", check.DefaultNamespace, "namespace of weft-controller")
+	cmd.Flags().StringVar(&probeNamespace, "probe-namespace", check.DefaultProbeNamespace, "namespace of the webhook probe's dry-run pod (nothing is stored); any namespace weft does not exclude")
 	cmd.Flags().BoolVar(&pre, "pre", false, "check that weft can be installed (before installing it)")
 	cmd.Flags().BoolVar(&certManager, "cert-manager", false, "with --pre: the install will use cert-manager for workload certificates")
 	return cmd

@@ -3,8 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,22 +21,43 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/weftmesh/weft/crds/v1alpha1"
 	"github.com/weftmesh/weft/dataplane"
+	"github.com/weftmesh/weft/internal/testing/localmesh"
 	"github.com/weftmesh/weft/internal/testing/testenv"
 	"github.com/weftmesh/weft/internal/testing/testkit"
+	"github.com/weftmesh/weft/internal/testing/testpki"
+	"github.com/weftmesh/weft/webhook"
 )
 
 // TestCheck runs `weft check` against the real API server: an install
 // that config/default and a running weft-controller would leave (the
 // controller's effects — Deployment status, caBundle, webhook endpoints,
-// policy status — written by the test), then the same cluster broken in
-// every way the command detects, each failure with its fix.
+// policy status — written by the test; the webhook itself served by weft's
+// admission handler, which the API server calls for the check's dry-run
+// pod), then the same cluster broken in every way the command detects,
+// each failure with its fix.
 func TestCheck(t *testing.T) {
-	env := testenv.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// The webhook is served for real (weft's admission handler over TLS)
+	// and the API server reaches it through Service weft-webhook's
+	// EndpointSlice, which cannot hold a loopback address.
+	hostIP, err := localmesh.HostIP()
+	if err != nil {
+		t.Skip(err)
+	}
+	env, err := testenv.New(testenv.Options{AggregatorRouting: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Errorf("stopping the test API server: %v", err)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	c := env.Client
 	must := func(err error) {
@@ -78,18 +105,32 @@ func TestCheck(t *testing.T) {
 	if out, err := env.Kubectl(ctx, nil, "apply", "--server-side", "-k", filepath.Join(env.Root, "config", "webhook")); err != nil {
 		t.Fatalf("applying config/webhook: %v\n%s", err, out)
 	}
+	ca := testpki.NewCA(t)
+	webhookAddr := serveWebhook(t, c, ca, hostIP)
 	var mwc admissionregistrationv1.MutatingWebhookConfiguration
-	must(c.Get(ctx, client.ObjectKey{Name: "weft-sidecar-injector"}, &mwc))
-	for i := range mwc.Webhooks {
-		mwc.Webhooks[i].ClientConfig.CABundle = []byte("-----BEGIN CERTIFICATE-----\n...\n")
+	setCABundle := func(pem []byte) {
+		t.Helper()
+		must(c.Get(ctx, client.ObjectKey{Name: "weft-sidecar-injector"}, &mwc))
+		for i := range mwc.Webhooks {
+			mwc.Webhooks[i].ClientConfig.CABundle = pem
+		}
+		must(c.Update(ctx, &mwc))
 	}
-	must(c.Update(ctx, &mwc))
+	setCABundle(ca.PEM)
 	ready := true
-	must(c.Create(ctx, &discoveryv1.EndpointSlice{
-		ObjectMeta:  metav1.ObjectMeta{Namespace: "weft-system", Name: "weft-webhook-1", Labels: map[string]string{discoveryv1.LabelServiceName: "weft-webhook"}},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.1.0.2"}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
-	}))
+	slice := func(addr string) *discoveryv1.EndpointSlice {
+		host, port, err := net.SplitHostPort(addr)
+		must(err)
+		n, err := strconv.Atoi(port)
+		must(err)
+		return &discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Namespace: "weft-system", Name: "weft-webhook-1", Labels: map[string]string{discoveryv1.LabelServiceName: "weft-webhook"}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("https"), Port: ptr.To(int32(n)), Protocol: ptr.To(corev1.ProtocolTCP)}},
+			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{host}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
+		}
+	}
+	must(c.Create(ctx, slice(webhookAddr)))
 	replicas := int32(2)
 	labels := map[string]string{"app.kubernetes.io/name": "weft-controller"}
 	dep := &appsv1.Deployment{
@@ -126,7 +167,7 @@ func TestCheck(t *testing.T) {
 		"✔ Kubernetes API: reachable, v1.37",
 		"✔ CRDs: AuthPolicy, BackendTrafficPolicy, MeshConfig, RetryPolicy, TrafficSplit served at mesh.weft.dev/v1alpha1",
 		"✔ weft-controller: available, 2 of 2 replicas ready",
-		"✔ Injection webhook: weft-sidecar-injector has a caBundle; Service weft-webhook has 1 ready endpoint(s)",
+		"✔ Injection webhook: weft-sidecar-injector has a caBundle; Service weft-webhook has 1 ready endpoint(s); it injected a dry-run pod in default",
 		"✔ MeshConfig: none named weft: every default applies",
 		"✔ Root CA: no built-in root reported",
 		"✔ Injection namespaces: 1 labelled weft.dev/inject=enabled: shop",
@@ -185,4 +226,68 @@ func TestCheck(t *testing.T) {
 		return nil
 	})
 	t.Logf("broken:\n%s", out)
+
+	// The webhook's other failures, each with its own fix; the caBundle
+	// first returns before them.
+	webhookFails := func(what string, wants ...string) {
+		t.Helper()
+		testkit.Eventually(t, "weft check reports "+what, func() error {
+			out, err = run()
+			if err == nil {
+				return fmt.Errorf("no error\n%s", out)
+			}
+			for _, want := range wants {
+				if !strings.Contains(out, want) {
+					return fmt.Errorf("output lacks %q:\n%s", want, out)
+				}
+			}
+			return nil
+		})
+		t.Logf("%s:\n%s", what, out)
+	}
+	setCABundle(ca.PEM)
+	must(c.Delete(ctx, slice(webhookAddr)))
+	webhookFails("no ready endpoint",
+		"✖ Injection webhook: Service weft-system/weft-webhook has no ready endpoint: the webhook is unreachable",
+		"    fix: kubectl -n weft-system get pods -l app.kubernetes.io/name=weft-controller; kubectl -n weft-system logs deployment/weft-controller")
+	// An endpoint where nothing listens: the API server's own error.
+	l, err := net.Listen("tcp", net.JoinHostPort(hostIP, "0"))
+	must(err)
+	closed := l.Addr().String()
+	l.Close()
+	must(c.Create(ctx, slice(closed)))
+	webhookFails("connection refused",
+		"✖ Injection webhook: a dry-run pod labelled weft.dev/inject=true in default was refused: ",
+		"connection refused",
+		"    fix: nothing listens behind Service weft-system/weft-webhook")
+	// The webhook serves a certificate the caBundle does not verify.
+	must(c.Delete(ctx, slice(closed)))
+	must(c.Create(ctx, slice(webhookAddr)))
+	setCABundle(testpki.NewCA(t).PEM)
+	webhookFails("an unknown certificate authority",
+		"✖ Injection webhook: a dry-run pod labelled weft.dev/inject=true in default was refused: ",
+		"x509",
+		"    fix: the webhook's certificate does not verify against weft-sidecar-injector's caBundle")
+}
+
+// serveWebhook serves weft's injection handler over TLS on hostIP with a
+// certificate for the webhook Service's name from ca, until the test ends.
+func serveWebhook(t *testing.T, c client.Client, ca *testpki.CA, hostIP string) string {
+	t.Helper()
+	f := ca.IssueDNS(t, t.TempDir(), []string{"weft-webhook.weft-system.svc"})
+	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", net.JoinHostPort(hostIP, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/inject", webhook.NewWebhook(webhook.NewHandler(c, c.Scheme(), webhook.Options{})))
+	srv := &http.Server{Handler: mux, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: log.New(io.Discard, "", 0)} // the x509 case's handshake errors
+	go func() { _ = srv.ServeTLS(lis, "", "") }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return lis.Addr().String()
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/weftmesh/weft/crds/v1alpha1"
 	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator"
+	"github.com/weftmesh/weft/webhook"
 )
 
 // Names of what config/default installs.
@@ -92,13 +93,23 @@ type Options struct {
 	MissingSidecar func(pod *corev1.Pod, ns *corev1.Namespace) (missing bool, fix string)
 	// Now is the clock for the root's expiry (nil: time.Now).
 	Now func() time.Time
+	// ProbeNamespace is where the webhook probe's dry-run pod is created
+	// (empty: DefaultProbeNamespace).
+	ProbeNamespace string
 }
+
+// DefaultProbeNamespace holds the webhook probe's dry-run pod: it exists
+// in every cluster and weft does not exclude it.
+const DefaultProbeNamespace = "default"
 
 // Run runs every check against the cluster and returns the results in
 // order. It never stops early: one failure does not hide the others.
 func Run(ctx context.Context, c client.Client, d discovery.DiscoveryInterface, o Options) []Result {
 	if o.Namespace == "" {
 		o.Namespace = DefaultNamespace
+	}
+	if o.ProbeNamespace == "" {
+		o.ProbeNamespace = DefaultProbeNamespace
 	}
 	r := []Result{apiServer(d)}
 	if r[0].Status == Fail {
@@ -107,7 +118,7 @@ func Run(ctx context.Context, c client.Client, d discovery.DiscoveryInterface, o
 	crds, served := crdCheck(d)
 	r = append(r, crds,
 		controller(ctx, c, o.Namespace),
-		webhook(ctx, c, o.Namespace),
+		webhookCheck(ctx, c, o.Namespace, o.ProbeNamespace),
 	)
 	if o.Now == nil {
 		o.Now = time.Now
@@ -247,7 +258,7 @@ func controller(ctx context.Context, c client.Client, ns string) Result {
 	return r
 }
 
-func webhook(ctx context.Context, c client.Client, ns string) Result {
+func webhookCheck(ctx context.Context, c client.Client, ns, probeNS string) Result {
 	r := Result{Name: "Injection webhook"}
 	var mwc admissionregistrationv1.MutatingWebhookConfiguration
 	if err := c.Get(ctx, client.ObjectKey{Name: WebhookConfigName}, &mwc); err != nil {
@@ -286,6 +297,61 @@ func webhook(ctx context.Context, c client.Client, ns string) Result {
 		return r
 	}
 	r.Message = fmt.Sprintf("%s has a caBundle; Service %s has %d ready endpoint(s)", WebhookConfigName, WebhookService, ready)
+	return probeWebhook(ctx, c, ns, probeNS, r)
+}
+
+// ProbePodName is the pod `weft check` creates as a server-side dry run
+// (nothing is stored) to see the webhook inject it.
+const ProbePodName = "weft-check-probe"
+
+// probeWebhook creates a pod labelled weft.dev/inject=true in namespace
+// probeNS as a server-side dry run: the API server calls the webhook as
+// for a real pod (config/webhook matches the label in every namespace
+// weft does not exclude, labelled or not), so this is the webhook reached
+// over the network, its certificate verified against the caBundle, and
+// its answer applied, end to end.
+func probeWebhook(ctx context.Context, c client.Client, ns, probeNS string, r Result) Result {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: probeNS, Name: ProbePodName, Labels: map[string]string{dataplane.LabelInject: "true"}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: ProbePodName}}},
+	}
+	logs := fmt.Sprintf("kubectl -n %s logs deployment/%s", ns, ControllerName)
+	base := r.Message
+	err := c.Create(ctx, pod, client.DryRunAll)
+	switch {
+	case err == nil:
+	case apierrors.IsForbidden(err) && !strings.Contains(err.Error(), "admission webhook"):
+		r.Status = Warn
+		r.Message += fmt.Sprintf("; cannot probe it: a dry-run pod create in %s is forbidden to you", probeNS)
+		r.Fix = fmt.Sprintf("run weft check as a user who may create pods in %s (nothing is stored: it is a dry run), or --probe-namespace NAMESPACE", probeNS)
+		return r
+	default:
+		msg := reason(err)
+		r.Status = Fail
+		r.Message = fmt.Sprintf("a dry-run pod labelled %s=true in %s was refused: %s: pods in injected namespaces cannot be created", dataplane.LabelInject, probeNS, msg)
+		switch {
+		case strings.Contains(msg, "x509") || strings.Contains(msg, "certificate"):
+			r.Fix = fmt.Sprintf("the webhook's certificate does not verify against %s's caBundle: weft-controller's leader rewrites the caBundle when it starts (with cert-manager, its CA injector does, from Secret %s/weft-webhook-tls): %s", WebhookConfigName, ns, logs)
+		case strings.Contains(msg, "connection refused") || strings.Contains(msg, "no endpoints") || strings.Contains(msg, "no such host"):
+			r.Fix = fmt.Sprintf("nothing listens behind Service %s/%s (port https → weft-controller's webhook port): kubectl -n %s get pods,endpointslices -l app.kubernetes.io/name=%s; %s", ns, WebhookService, ns, ControllerName, logs)
+		case strings.Contains(msg, "deadline") || strings.Contains(msg, "timeout") || strings.Contains(msg, "Timeout"):
+			r.Fix = fmt.Sprintf("the API server cannot reach weft-controller's webhook port in time: a NetworkPolicy in %s or a firewall between the control plane and the nodes (private GKE/EKS clusters need a rule for port 9443); %s", ns, logs)
+		case strings.Contains(msg, "namespaces") && strings.Contains(msg, "not found"):
+			r.Status = Warn
+			r.Message = fmt.Sprintf("%s; cannot probe it: namespace %s not found", base, probeNS)
+			r.Fix = "weft check --probe-namespace NAMESPACE (any namespace weft does not exclude)"
+		default:
+			r.Fix = logs
+		}
+		return r
+	}
+	if st := pod.Annotations[dataplane.AnnotationInjectStatus]; st != webhook.StatusInjected {
+		r.Status = Fail
+		r.Message = fmt.Sprintf("a dry-run pod labelled %s=true in %s was admitted without injection (%s=%q): the webhook is not called for it, or skipped it", dataplane.LabelInject, probeNS, dataplane.AnnotationInjectStatus, st)
+		r.Fix = fmt.Sprintf("kubectl get mutatingwebhookconfiguration %s -o yaml (its selectors should match config/webhook's); %s", WebhookConfigName, logs)
+		return r
+	}
+	r.Message += fmt.Sprintf("; it injected a dry-run pod in %s", probeNS)
 	return r
 }
 
