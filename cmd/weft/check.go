@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -8,12 +9,14 @@ import (
 	"k8s.io/client-go/discovery"
 
 	"github.com/weftmesh/weft/internal/cli/check"
+	"github.com/weftmesh/weft/internal/cli/proxystatus"
 	"github.com/weftmesh/weft/internal/controller/injectcheck"
 )
 
 // checkCmd is `weft check`: is weft installed and healthy in this cluster.
 func checkCmd() *cobra.Command {
 	var kubeconfig, namespace, probeNamespace string
+	var addresses []string
 	var pre, certManager bool
 	cmd := &cobra.Command{
 		Use:   "check",
@@ -37,6 +40,10 @@ and warning with the command that fixes it:
   Injection namespaces  at least one labelled weft.dev/inject=enabled
   Sidecars              no pod in those namespaces started without its
                         sidecar
+  Connected proxies     every running pod with weft's sidecar, and every
+                        proxyless pod, has an xDS stream to a
+                        weft-controller replica (what weft proxy-status
+                        reads, through a port-forward; --address instead)
   Policies              every TrafficSplit, RetryPolicy,
                         BackendTrafficPolicy and AuthPolicy Accepted,
                         ResolvedRefs and Programmed for its current
@@ -74,7 +81,13 @@ The exit code is 1 when any check fails.`,
 			if pre {
 				rs = check.RunPre(cmd.Context(), c, d, check.PreOptions{Namespace: namespace, CertManager: certManager})
 			} else {
-				rs = check.Run(cmd.Context(), c, d, check.Options{Namespace: namespace, ProbeNamespace: probeNamespace, MissingSidecar: missingSidecar})
+				rs = check.Run(cmd.Context(), c, d, check.Options{Namespace: namespace, ProbeNamespace: probeNamespace, MissingSidecar: missingSidecar,
+					Proxies: func(ctx context.Context) ([]proxystatus.Replica, error) {
+						if len(addresses) > 0 {
+							return fromAddresses(ctx, addresses), nil
+						}
+						return proxystatus.FromReplicas(ctx, cfg, c, namespace)
+					}})
 			}
 			check.Print(cmd.OutOrStdout(), rs)
 			if n := check.Failed(rs); n > 0 {
@@ -86,6 +99,7 @@ The exit code is 1 when any check fails.`,
 	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
 	cmd.Flags().StringVar(&namespace, "namespace", check.DefaultNamespace, "namespace of weft-controller")
 	cmd.Flags().StringVar(&probeNamespace, "probe-namespace", check.DefaultProbeNamespace, "namespace of the webhook probe's dry-run pod (nothing is stored); any namespace weft does not exclude")
+	cmd.Flags().StringSliceVar(&addresses, "address", nil, "read this weft-controller debug address (host:port; repeatable) for the connected proxies instead of port-forwarding to every replica")
 	cmd.Flags().BoolVar(&pre, "pre", false, "check that weft can be installed (before installing it)")
 	cmd.Flags().BoolVar(&certManager, "cert-manager", false, "with --pre: the install will use cert-manager for workload certificates")
 	return cmd

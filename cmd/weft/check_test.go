@@ -4,14 +4,17 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,6 +34,7 @@ import (
 	"github.com/weftmesh/weft/internal/testing/testkit"
 	"github.com/weftmesh/weft/internal/testing/testpki"
 	"github.com/weftmesh/weft/webhook"
+	"github.com/weftmesh/weft/xds"
 )
 
 // TestCheck runs `weft check` against the real API server: an install
@@ -66,13 +70,29 @@ func TestCheck(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// One weft-controller replica's /debug/proxies (xds.ProxyStatus, as the
+	// controller encodes it; no kubelet here, so no port-forward: --address,
+	// as weft proxy-status takes).
+	var proxiesMu sync.Mutex
+	connectedIDs := []string{"web-0.shop", "rpc-0.shop"}
+	replica := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		proxiesMu.Lock()
+		defer proxiesMu.Unlock()
+		var ps []xds.ProxyStatus
+		for i, id := range connectedIDs {
+			ps = append(ps, xds.ProxyStatus{ID: id, Stream: uint64(i + 1), Namespace: "shop", Kind: "sidecar", Protocol: "delta"})
+		}
+		_ = json.NewEncoder(w).Encode(ps)
+	}))
+	defer replica.Close()
+	extraArgs := []string{"--address", replica.URL}
 	run := func() (string, error) {
 		cmd := checkCmd()
 		var out bytes.Buffer
 		cmd.SetOut(&out)
 		cmd.SetErr(&out)
 		cmd.SilenceErrors = true
-		cmd.SetArgs([]string{"--kubeconfig", env.Kubeconfig})
+		cmd.SetArgs(append([]string{"--kubeconfig", env.Kubeconfig}, extraArgs...))
 		err := cmd.ExecuteContext(ctx)
 		return out.String(), err
 	}
@@ -94,6 +114,32 @@ func TestCheck(t *testing.T) {
 			Containers:     []corev1.Container{{Name: "app", Image: "web"}},
 		},
 	}))
+	// A proxyless gRPC pod (weft's agent beside the application), and a
+	// sidecar pod that is not running yet.
+	must(c.Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "rpc-0", Annotations: map[string]string{dataplane.AnnotationInjectStatus: "injected", dataplane.AnnotationProxyless: "grpc"}},
+		Spec: corev1.PodSpec{
+			InitContainers: []corev1.Container{{Name: dataplane.AgentContainerName, Image: "weft", RestartPolicy: &always}},
+			Containers:     []corev1.Container{{Name: "app", Image: "rpc"}},
+		},
+	}))
+	must(c.Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "api-0", Annotations: map[string]string{dataplane.AnnotationInjectStatus: "injected"}},
+		Spec: corev1.PodSpec{
+			InitContainers: []corev1.Container{{Name: dataplane.SidecarContainerName, Image: "envoy", RestartPolicy: &always}},
+			Containers:     []corev1.Container{{Name: "app", Image: "api"}},
+		},
+	}))
+	setRunning := func(names ...string) {
+		t.Helper()
+		for _, n := range names {
+			var p corev1.Pod
+			must(c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: n}, &p))
+			p.Status.Phase = corev1.PodRunning
+			must(c.Status().Update(ctx, &p))
+		}
+	}
+	setRunning("web-0", "rpc-0")
 	// A pod that started before its namespace was labelled: once it is,
 	// the pod is outside the mesh without the webhook having seen it.
 	must(c.Create(ctx, &corev1.Pod{
@@ -171,7 +217,8 @@ func TestCheck(t *testing.T) {
 		"✔ MeshConfig: none named weft: every default applies",
 		"✔ Root CA: no built-in root reported",
 		"✔ Injection namespaces: 1 labelled weft.dev/inject=enabled: shop",
-		"✔ Sidecars: every pod of the 1 in injected namespaces",
+		"✔ Sidecars: every pod of the 3 in injected namespaces",
+		"✔ Connected proxies: all 2 running meshed pods (1 with a sidecar, 1 proxyless) have an xDS stream, over 1 replica(s)",
 		"✔ Policies: all 1 Accepted, ResolvedRefs and Programmed",
 	} {
 		if !strings.Contains(out, want) {
@@ -200,6 +247,13 @@ func TestCheck(t *testing.T) {
 		NotAfter: metav1.NewTime(time.Now().Add(10*24*time.Hour + time.Hour))}}
 	must(c.Status().Update(ctx, mc))
 	must(c.Delete(ctx, &apiextensionsv1.CustomResourceDefinition{ObjectMeta: metav1.ObjectMeta{Name: "retrypolicies.mesh.weft.dev"}}))
+	// api-0 runs without a stream, rpc-0 lost its own, and a second
+	// replica does not answer.
+	setRunning("api-0")
+	proxiesMu.Lock()
+	connectedIDs = []string{"web-0.shop"}
+	proxiesMu.Unlock()
+	extraArgs = append(extraArgs, "--address", "127.0.0.1:1")
 
 	wants := []string{
 		"✖ CRDs: RetryPolicy not served at mesh.weft.dev/v1alpha1\n    fix: weft install | kubectl apply --server-side -f -",
@@ -211,11 +265,13 @@ func TestCheck(t *testing.T) {
 		"(10 days left)\n    fix: weft ca rotate-root --wait",
 		"✔ Injection namespaces: 2 labelled weft.dev/inject=enabled: legacy, shop",
 		"✖ Sidecars: 1 pod(s) started without the sidecar (the webhook did not see them): they are outside the mesh: legacy/old-0\n    fix: kubectl delete pod old-0 -n legacy",
+		"✖ Connected proxies: 2 of 3 running meshed pods have no xDS stream to any weft-controller replica (they keep their last configuration, or have none): shop/api-0, shop/rpc-0; replica 127.0.0.1:1 (",
+		"did not answer, its proxies are not counted\n    fix: weft proxy-status; kubectl -n shop logs api-0 -c weft-proxy",
 		"✖ Policies: 1 of 1 not in effect:\n    TrafficSplit shop/web: Programmed=False (ProxyRejected): 1 proxy rejected the configuration: shop/client-0: route: invalid weight\n    fix: kubectl describe trafficsplit web -n shop",
 	}
 	testkit.Eventually(t, "weft check reports every failure", func() error {
 		out, err = run()
-		if err == nil || err.Error() != "7 of 9 checks failed" {
+		if err == nil || err.Error() != "8 of 10 checks failed" {
 			return fmt.Errorf("error %v\n%s", err, out)
 		}
 		for _, want := range wants {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -9,6 +10,22 @@ import (
 
 	"github.com/weftmesh/weft/internal/cli/proxystatus"
 )
+
+// fromAddresses reads /debug/proxies at each debug address given
+// (host:port or a URL); one that does not answer is reported in its
+// Replica.
+func fromAddresses(ctx context.Context, addresses []string) []proxystatus.Replica {
+	var rs []proxystatus.Replica
+	for _, a := range addresses {
+		base := a
+		if !strings.Contains(base, "://") {
+			base = "http://" + base
+		}
+		ps, err := proxystatus.Fetch(ctx, http.DefaultClient, base)
+		rs = append(rs, proxystatus.Replica{Name: a, Proxies: ps, Err: err})
+	}
+	return rs
+}
 
 // proxyStatusCmd is `weft proxy-status`: every connected proxy, per xDS
 // type SYNCED, STALE or NACKED, over every weft-controller replica.
@@ -38,14 +55,7 @@ port-forward you run yourself, or 'make run''s local controller).`, proxystatus.
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var rs []proxystatus.Replica
 			if len(addresses) > 0 {
-				for _, a := range addresses {
-					base := a
-					if !strings.Contains(base, "://") {
-						base = "http://" + base
-					}
-					ps, err := proxystatus.Fetch(cmd.Context(), http.DefaultClient, base)
-					rs = append(rs, proxystatus.Replica{Name: a, Proxies: ps, Err: err})
-				}
+				rs = fromAddresses(cmd.Context(), addresses)
 			} else {
 				cfg, err := restConfig(kubeconfig)
 				if err != nil {

@@ -28,6 +28,7 @@ import (
 
 	"github.com/weftmesh/weft/crds/v1alpha1"
 	"github.com/weftmesh/weft/dataplane"
+	"github.com/weftmesh/weft/internal/cli/proxystatus"
 	"github.com/weftmesh/weft/translator"
 	"github.com/weftmesh/weft/webhook"
 )
@@ -96,7 +97,15 @@ type Options struct {
 	// ProbeNamespace is where the webhook probe's dry-run pod is created
 	// (empty: DefaultProbeNamespace).
 	ProbeNamespace string
+	// Proxies reads every weft-controller replica's connected proxies
+	// (proxystatus.FromReplicas, or the --address given); nil skips the
+	// "Connected proxies" check.
+	Proxies func(ctx context.Context) ([]proxystatus.Replica, error)
 }
+
+// MaxPodsListed caps the pods one line names (3): a few to start from,
+// the count says how many more.
+const MaxPodsListed = 3
 
 // DefaultProbeNamespace holds the webhook probe's dry-run pod: it exists
 // in every cluster and weft does not exclude it.
@@ -129,6 +138,9 @@ func Run(ctx context.Context, c client.Client, d discovery.DiscoveryInterface, o
 	}
 	nsRes, labelled := namespaces(ctx, c)
 	r = append(r, nsRes, pods(ctx, c, labelled, o.MissingSidecar))
+	if o.Proxies != nil {
+		r = append(r, connected(ctx, c, o.Namespace, o.Proxies))
+	}
 	r = append(r, policies(ctx, c, served))
 	return r
 }
@@ -477,6 +489,101 @@ func pods(ctx context.Context, c client.Client, labelled map[string]*corev1.Name
 		return r
 	}
 	r.Message = fmt.Sprintf("every pod of the %d in injected namespaces has its sidecar or was skipped by the webhook for a named reason", total)
+	return r
+}
+
+// meshed says whether a pod takes xDS from weft-controller: it has weft's
+// sidecar, or it is a proxyless gRPC pod (weft.dev/proxyless) with weft's
+// agent. Its proxy's node id is POD.NAMESPACE.
+func meshed(p *corev1.Pod) (bool, string) {
+	has := func(name string) bool {
+		for _, cs := range [][]corev1.Container{p.Spec.InitContainers, p.Spec.Containers} {
+			for _, ct := range cs {
+				if ct.Name == name {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	if has(dataplane.SidecarContainerName) {
+		return true, dataplane.SidecarContainerName
+	}
+	if _, ok := p.Annotations[dataplane.AnnotationProxyless]; ok && has(dataplane.AgentContainerName) {
+		return true, dataplane.AgentContainerName
+	}
+	return false, ""
+}
+
+// connected: every running pod with weft's sidecar, and every proxyless
+// pod, has an xDS stream to some weft-controller replica (their
+// /debug/proxies, what weft proxy-status shows).
+func connected(ctx context.Context, c client.Client, ns string, proxies func(context.Context) ([]proxystatus.Replica, error)) Result {
+	r := Result{Name: "Connected proxies"}
+	var list corev1.PodList
+	if err := c.List(ctx, &list); err != nil {
+		r.Status, r.Message = Fail, fmt.Sprintf("listing pods: %v", reason(err))
+		return r
+	}
+	forward := fmt.Sprintf("kubectl -n %s port-forward deployment/%s %d & weft check --address 127.0.0.1:%d", ns, ControllerName, proxystatus.DebugPort, proxystatus.DebugPort)
+	rs, err := proxies(ctx)
+	if err != nil {
+		r.Status, r.Message = Fail, fmt.Sprintf("cannot read weft-controller's proxies: %v", err)
+		r.Fix = "weft proxy-status says the same; or " + forward
+		return r
+	}
+	streams := map[string]bool{}
+	var silent []string
+	for _, rep := range rs {
+		if rep.Err != nil {
+			silent = append(silent, fmt.Sprintf("%s (%v)", rep.Name, rep.Err))
+			continue
+		}
+		for _, p := range rep.Proxies {
+			streams[p.ID] = true
+		}
+	}
+	var missing []string
+	var fix string
+	total, proxyless := 0, 0
+	for i := range list.Items {
+		p := &list.Items[i]
+		ok, container := meshed(p)
+		if !ok || p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil {
+			continue
+		}
+		total++
+		if container == dataplane.AgentContainerName {
+			proxyless++
+		}
+		if streams[p.Name+"."+p.Namespace] {
+			continue
+		}
+		if fix == "" {
+			fix = fmt.Sprintf("weft proxy-status; kubectl -n %s logs %s -c %s   (it cannot reach weft-controller's xDS port, or was refused: look for the reason)", p.Namespace, p.Name, container)
+		}
+		missing = append(missing, p.Namespace+"/"+p.Name)
+	}
+	unread := ""
+	if len(silent) > 0 {
+		unread = fmt.Sprintf("; replica %s did not answer, its proxies are not counted", strings.Join(silent, ", "))
+	}
+	if len(missing) > 0 {
+		names := strings.Join(missing, ", ")
+		if len(missing) > MaxPodsListed {
+			names = strings.Join(missing[:MaxPodsListed], ", ") + fmt.Sprintf(" and %d more", len(missing)-MaxPodsListed)
+		}
+		r.Status = Fail
+		r.Message = fmt.Sprintf("%d of %d running meshed pods have no xDS stream to any weft-controller replica (they keep their last configuration, or have none): %s%s", len(missing), total, names, unread)
+		r.Fix = fix
+		return r
+	}
+	r.Message = fmt.Sprintf("all %d running meshed pods (%d with a sidecar, %d proxyless) have an xDS stream, over %d replica(s)", total, total-proxyless, proxyless, len(rs)-len(silent))
+	if len(silent) > 0 {
+		r.Status = Warn
+		r.Message += unread
+		r.Fix = "weft proxy-status; kubectl -n " + ns + " logs deployment/" + ControllerName
+	}
 	return r
 }
 
