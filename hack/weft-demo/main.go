@@ -253,7 +253,7 @@ func call(ctx context.Context, args []string) error {
 			return err
 		}
 		defer conn.Close()
-		t := target{conn: conn, name: name, ns: ns, port: int32(p), root: ir.ClusterName(ir.ServiceKey{Namespace: ns, Name: name}, int32(p))}
+		t := target{conn: conn, name: name, ns: ns, port: int32(p), root: ir.ClusterName(ir.ServiceKey{Namespace: ns, Name: name}, int32(p)), dial: tg, logged: &sync.Map{}}
 		// One ticker per target hands out the calls; --concurrency callers
 		// take them, so a tick that finds every caller busy is dropped (the
 		// rate is a ceiling, as time.Ticker's).
@@ -306,6 +306,8 @@ type target struct {
 	name, ns string
 	port     int32
 	root     string // the cluster of the Service called, for failures no backend claimed
+	dial     string
+	logged   *sync.Map // gRPC codes whose first failure was logged
 }
 
 // call makes one RPC and records it under the cluster of the backend that
@@ -331,6 +333,11 @@ func (t target) call(ctx context.Context, m *clientMetrics, timeout time.Duratio
 		pod = p[0]
 	}
 	code = status.Code(err)
+	if _, seen := t.logged.LoadOrStore(code, true); !seen && err != nil {
+		// What a failing call says, once per code: the metrics count
+		// codes, and the message says why (a denial, a missing route).
+		fmt.Fprintf(os.Stderr, "weft-demo call: %s: first %s: %v\n", t.dial, code, err)
+	}
 	m.record(cluster, code, time.Since(start))
 	m.calls.WithLabelValues(service, pod, code.String()).Inc()
 	return code, true

@@ -55,6 +55,7 @@ func TestScenarios(t *testing.T) {
 		{"1-canary", testCanary},
 		{"6-endpoint-churn", testEndpointChurn},
 		{"2-retries", testRetries},
+		{"3-authorization", testAuthorization},
 	} {
 		start := time.Now()
 		t.Run(sc.name, func(t *testing.T) { sc.run(t, s) })
