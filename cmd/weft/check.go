@@ -45,9 +45,10 @@ and warning with the command that fixes it:
                         weft-controller replica (what weft proxy-status
                         reads, through a port-forward; --address instead)
   Policies              every TrafficSplit, RetryPolicy,
-                        BackendTrafficPolicy and AuthPolicy Accepted,
-                        ResolvedRefs and Programmed for its current
-                        generation
+                        BackendTrafficPolicy and AuthPolicy, and every
+                        mesh HTTPRoute (a Service parent; weft's parent
+                        status), Accepted, ResolvedRefs and Programmed for
+                        its current generation
 
 With --pre it checks instead that weft can be installed, before it is:
 

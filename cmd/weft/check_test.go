@@ -26,6 +26,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/weftmesh/weft/crds/v1alpha1"
 	"github.com/weftmesh/weft/dataplane"
@@ -204,6 +205,38 @@ func TestCheck(t *testing.T) {
 		must(c.Status().Update(ctx, ts))
 	}
 	setConditions(metav1.ConditionTrue, v1alpha1.ReasonProgrammed, "")
+	// A mesh HTTPRoute (GAMMA: its parent is a Service), whose parent
+	// status weft writes beside another controller's, and a route attached
+	// to a Gateway only, which is not weft's.
+	svc, port := gatewayv1.Kind("Service"), gatewayv1.PortNumber(80)
+	route := &gatewayv1.HTTPRoute{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"},
+		Spec: gatewayv1.HTTPRouteSpec{CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Group: ptr.To(gatewayv1.Group("")), Kind: &svc, Name: "web", Port: &port}}},
+			Rules: []gatewayv1.HTTPRouteRule{{BackendRefs: []gatewayv1.HTTPBackendRef{{BackendRef: gatewayv1.BackendRef{BackendObjectReference: gatewayv1.BackendObjectReference{Kind: &svc, Name: "web-v1", Port: &port}}}}}}},
+	}
+	must(c.Create(ctx, route))
+	must(c.Create(ctx, &gatewayv1.HTTPRoute{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "edge"},
+		Spec:       gatewayv1.HTTPRouteSpec{CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Name: "public"}}}},
+	}))
+	setRouteConditions := func(resolved metav1.ConditionStatus, reason, msg string) {
+		t.Helper()
+		must(c.Get(ctx, client.ObjectKeyFromObject(route), route))
+		g := route.Generation
+		cond := func(typ string, st metav1.ConditionStatus, reason, msg string) metav1.Condition {
+			return metav1.Condition{Type: typ, Status: st, Reason: reason, Message: msg, ObservedGeneration: g, LastTransitionTime: metav1.Now()}
+		}
+		route.Status.Parents = []gatewayv1.RouteParentStatus{
+			{ParentRef: route.Spec.ParentRefs[0], ControllerName: "example.com/other-mesh", Conditions: []metav1.Condition{cond(v1alpha1.ConditionAccepted, metav1.ConditionFalse, "NotAllowed", "not ours")}},
+			{ParentRef: route.Spec.ParentRefs[0], ControllerName: "mesh.weft.dev/weft-controller", Conditions: []metav1.Condition{
+				cond(v1alpha1.ConditionAccepted, metav1.ConditionTrue, v1alpha1.ReasonAccepted, ""),
+				cond(v1alpha1.ConditionResolvedRefs, resolved, reason, msg),
+				cond(v1alpha1.ConditionProgrammed, metav1.ConditionTrue, v1alpha1.ReasonProgrammed, ""),
+			}},
+		}
+		must(c.Status().Update(ctx, route))
+	}
+	setRouteConditions(metav1.ConditionTrue, v1alpha1.ReasonResolvedRefs, "")
 
 	out, err := run()
 	if err != nil || strings.Contains(out, "✖") {
@@ -219,7 +252,7 @@ func TestCheck(t *testing.T) {
 		"✔ Injection namespaces: 1 labelled weft.dev/inject=enabled: shop",
 		"✔ Sidecars: every pod of the 3 in injected namespaces",
 		"✔ Connected proxies: all 2 running meshed pods (1 with a sidecar, 1 proxyless) have an xDS stream, over 1 replica(s)",
-		"✔ Policies: all 1 Accepted, ResolvedRefs and Programmed",
+		"✔ Policies: all 2 Accepted, ResolvedRefs and Programmed",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("healthy output lacks %q:\n%s", want, out)
@@ -239,6 +272,11 @@ func TestCheck(t *testing.T) {
 	legacy.Labels[dataplane.LabelInject] = dataplane.InjectEnabled
 	must(c.Update(ctx, &legacy))
 	setConditions(metav1.ConditionFalse, v1alpha1.ReasonProxyRejected, "1 proxy rejected the configuration: shop/client-0: route: invalid weight")
+	setRouteConditions(metav1.ConditionFalse, "BackendNotFound", "Service shop/web-v1 not found")
+	must(c.Create(ctx, &gatewayv1.HTTPRoute{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "checkout"},
+		Spec:       gatewayv1.HTTPRouteSpec{CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Group: ptr.To(gatewayv1.Group("")), Kind: &svc, Name: "checkout"}}}},
+	}))
 	mc := &v1alpha1.MeshConfig{ObjectMeta: metav1.ObjectMeta{Name: v1alpha1.MeshConfigName}}
 	must(c.Create(ctx, mc))
 	mc.Status.Conditions = []metav1.Condition{{Type: v1alpha1.ConditionRootRotation, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonRotationBlocked,
@@ -267,7 +305,11 @@ func TestCheck(t *testing.T) {
 		"✖ Sidecars: 1 pod(s) started without the sidecar (the webhook did not see them): they are outside the mesh: legacy/old-0\n    fix: kubectl delete pod old-0 -n legacy",
 		"✖ Connected proxies: 2 of 3 running meshed pods have no xDS stream to any weft-controller replica (they keep their last configuration, or have none): shop/api-0, shop/rpc-0; replica 127.0.0.1:1 (",
 		"did not answer, its proxies are not counted\n    fix: weft proxy-status; kubectl -n shop logs api-0 -c weft-proxy",
-		"✖ Policies: 1 of 1 not in effect:\n    TrafficSplit shop/web: Programmed=False (ProxyRejected): 1 proxy rejected the configuration: shop/client-0: route: invalid weight\n    fix: kubectl describe trafficsplit web -n shop",
+		"✖ Policies: 3 of 3 not in effect:\n    TrafficSplit shop/web: Programmed=False (ProxyRejected): 1 proxy rejected the configuration: shop/client-0: route: invalid weight\n" +
+			"    HTTPRoute shop/checkout: parent Service checkout: no status from weft-controller yet: it has not processed it (is it running?)\n" +
+			"    HTTPRoute shop/web: parent Service web:80: ResolvedRefs=False (BackendNotFound): Service shop/web-v1 not found\n" +
+			"    fix: kubectl describe trafficsplit web -n shop   (weft translate -f shows the same status offline)\n" +
+			"    kubectl describe httproute checkout -n shop",
 	}
 	testkit.Eventually(t, "weft check reports every failure", func() error {
 		out, err = run()

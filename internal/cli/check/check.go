@@ -25,6 +25,7 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/discovery"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/weftmesh/weft/crds/v1alpha1"
 	"github.com/weftmesh/weft/dataplane"
@@ -141,7 +142,7 @@ func Run(ctx context.Context, c client.Client, d discovery.DiscoveryInterface, o
 	if o.Proxies != nil {
 		r = append(r, connected(ctx, c, o.Namespace, o.Proxies))
 	}
-	r = append(r, policies(ctx, c, served))
+	r = append(r, policies(ctx, c, served, httpRoutesServed(d)))
 	return r
 }
 
@@ -634,7 +635,7 @@ type statusObject struct {
 
 // policies: every policy is Accepted, ResolvedRefs and Programmed for its
 // current generation.
-func policies(ctx context.Context, c client.Client, served map[schema.GroupVersionKind]bool) Result {
+func policies(ctx context.Context, c client.Client, served map[schema.GroupVersionKind]bool, routes bool) Result {
 	r := Result{Name: "Policies"}
 	var bad, fixes []string
 	total := 0
@@ -657,6 +658,15 @@ func policies(ctx context.Context, c client.Client, served map[schema.GroupVersi
 			}
 		}
 	}
+	if routes {
+		n, rbad, rfixes, err := httpRoutes(ctx, c)
+		if err != nil {
+			r.Status, r.Message = Fail, fmt.Sprintf("listing HTTPRoutes: %v", reason(err))
+			return r
+		}
+		total += n
+		bad, fixes = append(bad, rbad...), append(fixes, rfixes...)
+	}
 	if len(bad) > 0 {
 		r.Status = Fail
 		more := ""
@@ -670,6 +680,104 @@ func policies(ctx context.Context, c client.Client, served map[schema.GroupVersi
 	}
 	r.Message = fmt.Sprintf("all %d Accepted, ResolvedRefs and Programmed", total)
 	return r
+}
+
+// RouteController is the controllerName of the HTTPRoute parent statuses
+// weft-controller writes (internal/controller/status.ControllerName, on a
+// floor above this one).
+const RouteController = "mesh.weft.dev/weft-controller"
+
+// httpRoutesServed: gateway.networking.k8s.io/v1 serves HTTPRoutes (Gateway
+// API's CRDs are optional for weft).
+func httpRoutesServed(d discovery.DiscoveryInterface) bool {
+	list, err := d.ServerResourcesForGroupVersion(gatewayv1.GroupVersion.String())
+	if err != nil || list == nil {
+		return false
+	}
+	for _, res := range list.APIResources {
+		if res.Name == "httproutes" {
+			return true
+		}
+	}
+	return false
+}
+
+// httpRoutes: every mesh HTTPRoute (one with a Service parentRef, GAMMA)
+// has weft's parent status (controllerName RouteController) for each
+// Service parent, Accepted, ResolvedRefs and Programmed for its current
+// generation. Routes attached only to Gateways are not weft's.
+func httpRoutes(ctx context.Context, c client.Client) (total int, bad, fixes []string, _ error) {
+	var list gatewayv1.HTTPRouteList
+	if err := c.List(ctx, &list); err != nil {
+		return 0, nil, nil, err
+	}
+	for i := range list.Items {
+		rt := &list.Items[i]
+		var services []gatewayv1.ParentReference
+		for _, p := range rt.Spec.ParentRefs {
+			if (p.Group == nil || *p.Group == "" || *p.Group == "core") && p.Kind != nil && *p.Kind == "Service" {
+				services = append(services, p)
+			}
+		}
+		if len(services) == 0 {
+			continue
+		}
+		total++
+		name := fmt.Sprintf("HTTPRoute %s/%s", rt.Namespace, rt.Name)
+		fix := fmt.Sprintf("kubectl describe httproute %s -n %s   (weft translate -f shows the same status offline)", rt.Name, rt.Namespace)
+		var problems []string
+		for _, p := range services {
+			var st *gatewayv1.RouteParentStatus
+			for j := range rt.Status.Parents {
+				ps := &rt.Status.Parents[j]
+				if string(ps.ControllerName) == RouteController && sameParent(ps.ParentRef, p, rt.Namespace) {
+					st = ps
+				}
+			}
+			parent := "parent Service " + string(p.Name)
+			if p.Port != nil {
+				parent += fmt.Sprintf(":%d", *p.Port)
+			}
+			switch {
+			case st == nil:
+				problems = append(problems, parent+": no status from weft-controller yet: it has not processed it (is it running?)")
+			default:
+				if problem := policyProblem(st.Conditions, rt.Generation); problem != "" {
+					problems = append(problems, parent+": "+problem)
+				}
+			}
+		}
+		if len(problems) > 0 {
+			bad = append(bad, name+": "+strings.Join(problems, "; "))
+			fixes = append(fixes, fix)
+		}
+	}
+	return total, bad, fixes, nil
+}
+
+// sameParent compares a status's parentRef with a spec's, as the status
+// writer keys them (namespace defaults to the route's; port and section
+// must match).
+func sameParent(a, b gatewayv1.ParentReference, routeNS string) bool {
+	ns := func(p gatewayv1.ParentReference) string {
+		if p.Namespace == nil || *p.Namespace == "" {
+			return routeNS
+		}
+		return string(*p.Namespace)
+	}
+	port := func(p gatewayv1.ParentReference) int32 {
+		if p.Port == nil {
+			return 0
+		}
+		return int32(*p.Port)
+	}
+	sec := func(p gatewayv1.ParentReference) string {
+		if p.SectionName == nil {
+			return ""
+		}
+		return string(*p.SectionName)
+	}
+	return a.Name == b.Name && ns(a) == ns(b) && port(a) == port(b) && sec(a) == sec(b)
 }
 
 // policyProblem is why a policy is not in effect, or "".
