@@ -27,7 +27,10 @@ import (
 // the rights, and cert-manager missing — each said with its fix.
 func TestCheckPre(t *testing.T) {
 	env := testenv.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// Deleting CRDs waits for the API server to finalize them, which took
+	// over two minutes on a 2-core machine running the whole suite: a
+	// deadline for a hung test, not a speed goal.
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	run := func(args ...string) (string, error) {
 		cmd := checkCmd()
