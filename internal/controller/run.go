@@ -96,13 +96,14 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 		// Cache only what the translator reads (Pods are trimmed).
 		Cache: store.CacheOptions(cache.Options{}),
 		// weft serves metrics and probes on its own monitoring listener.
-		Metrics:                       metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress:        "0",
-		LeaderElection:                o.LeaderElection,
-		LeaderElectionID:              LeaseName,
-		LeaderElectionNamespace:       o.LeaderElectionNamespace,
-		LeaderElectionReleaseOnCancel: true,
-		GracefulShutdownTimeout:       ptr(15 * time.Second),
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		// weft elects its leader itself (leaderTerms): controller-runtime's
+		// election exits the process when the Lease cannot be renewed,
+		// which dropped every xDS stream of the leader during an API
+		// server outage (docs/design/077).
+		LeaderElection:          false,
+		GracefulShutdownTimeout: ptr(15 * time.Second),
 	})
 	if err != nil {
 		_ = monLis.Close()
@@ -195,34 +196,40 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 	}
 	rotation.OnStep = rootCA.RootChanged
 	rotation.Events = events // a phase forced past its timeout names the proxies
+	// The leader's work runs in terms of holding the Lease (leader.go);
+	// everything else on every replica.
+	lm := leaderAware{Manager: mgr}
+	if o.LeaderElection {
+		lm.terms = newLeaderTerms(cs, o.LeaderElectionNamespace, log.WithName("leader"))
+	}
 	var synced atomic.Bool
 	checks := []error{
-		addIf(mgr, xdsServer != nil, func() manager.Runnable { return xdsServer }),
-		mgr.Add(xdsTLSServer),
-		mgr.Add(webhookServer),                      // every replica
-		mgr.Add(webhookServer.CABundleReconciler()), // leader
-		mgr.Add(rootCA),                             // leader
+		addIf(lm, xdsServer != nil, func() manager.Runnable { return xdsServer }),
+		lm.Add(xdsTLSServer),
+		lm.Add(webhookServer),                      // every replica
+		lm.Add(webhookServer.CABundleReconciler()), // leader
+		lm.Add(rootCA),                             // leader
 		// Pods that came up without the sidecar while the webhook was away.
-		mgr.Add(injectcheck.New(mgr, log.WithName("injectcheck"))), // leader
-		mgr.Add(nonLeader(func(ctx context.Context) error { return loop.run(ctx, st) })),
-		mgr.Add(loop.writer),
-		reports.Add(mgr, loop.writer), // every replica reports; the leader reads everyone's
-		mgr.Add(nonLeader(follower.Run)),
-		mgr.Add(rotation), // leader: root rotation (docs/design/020)
-		mgr.Add(&monitoringServer{lis: debugLis, log: log.WithName("debug"), handler: ads.DebugHandler()}),
-		mgr.Add(nonLeader(func(ctx context.Context) error {
+		lm.Add(injectcheck.New(mgr, log.WithName("injectcheck"))), // leader
+		lm.Add(nonLeader(func(ctx context.Context) error { return loop.run(ctx, st) })),
+		lm.Add(loop.writer),
+		reports.Add(lm, loop.writer), // every replica reports; the leader reads everyone's
+		lm.Add(nonLeader(follower.Run)),
+		lm.Add(rotation), // leader: root rotation (docs/design/020)
+		lm.Add(&monitoringServer{lis: debugLis, log: log.WithName("debug"), handler: ads.DebugHandler()}),
+		lm.Add(nonLeader(func(ctx context.Context) error {
 			if mgr.GetCache().WaitForCacheSync(ctx) {
 				synced.Store(true)
 			}
 			return nil
 		})),
-		// Leader-only work: the status writer above; the CA joins later.
-		mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		// Leader-only work, in every term (leader.go).
+		lm.Add(manager.RunnableFunc(func(ctx context.Context) error {
 			log.Info("elected leader", "lease", o.LeaderElectionNamespace+"/"+LeaseName)
 			<-ctx.Done()
 			return nil
 		})),
-		mgr.Add(&monitoringServer{lis: monLis, log: log.WithName("monitoring"), handler: monitoringMux(map[string]healthz.Checker{
+		lm.Add(&monitoringServer{lis: monLis, log: log.WithName("monitoring"), handler: monitoringMux(map[string]healthz.Checker{
 			"xds":             func(*http.Request) error { return xdsTLSServer.Ready() },
 			"xds-certificate": func(*http.Request) error { return serving.Ready() },
 			"informers": func(*http.Request) error {
@@ -233,6 +240,9 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 			},
 			"webhook": func(*http.Request) error { return webhookServer.Ready() },
 		})}),
+	}
+	if lm.terms != nil {
+		checks = append(checks, mgr.Add(lm.terms))
 	}
 	if err := errors.Join(checks...); err != nil {
 		return err

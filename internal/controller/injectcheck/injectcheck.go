@@ -112,8 +112,11 @@ func (c *Checker) Start(ctx context.Context) error {
 	}
 	cache := c.mgr.GetCache()
 	for _, src := range []source.TypedSource[reconcile.Request]{
+		// ctx is this leader term's: controller-runtime keeps a source's
+		// handler on the shared informer after its controller stopped, so
+		// a past term's handler must cost nothing (docs/design/077).
 		source.Kind(cache, &corev1.Pod{}, handler.TypedEnqueueRequestsFromMapFunc(func(ctx context.Context, pod *corev1.Pod) []reconcile.Request {
-			if c.wants(ctx, pod, nil) {
+			if ctx.Err() == nil && c.wants(ctx, pod, nil) {
 				return []reconcile.Request{{NamespacedName: client.ObjectKeyFromObject(pod)}}
 			}
 			return nil
@@ -146,6 +149,9 @@ func (c *Checker) wants(ctx context.Context, pod *corev1.Pod, ns *corev1.Namespa
 // namespacePods enqueues a namespace's pods that need a look when its
 // labels change (enabled: candidates appear; disabled: counted pods leave).
 func (c *Checker) namespacePods(ctx context.Context, ns *corev1.Namespace) []reconcile.Request {
+	if ctx.Err() != nil {
+		return nil // a past leader term's handler
+	}
 	var pods corev1.PodList
 	if err := c.mgr.GetCache().List(ctx, &pods, client.InNamespace(ns.Name)); err != nil {
 		c.log.Error(err, "listing pods", "namespace", ns.Name)

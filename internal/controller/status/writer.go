@@ -69,7 +69,11 @@ type Writer struct {
 	source ProgrammedSource
 	peers  PeerSource
 	limit  flowcontrol.RateLimiter
-	queue  workqueue.TypedRateLimitingInterface[translator.PolicyKey]
+
+	// queue holds the keys to look at. A leader term's end shuts it down;
+	// the next term's Start makes a new one.
+	qmu   sync.Mutex
+	queue workqueue.TypedRateLimitingInterface[translator.PolicyKey]
 
 	mu      sync.Mutex
 	desired map[translator.PolicyKey][]metav1.Condition
@@ -101,6 +105,22 @@ func New(mgr manager.Manager, source ProgrammedSource, log logr.Logger, o Option
 	return newWriter(mgr.GetClient(), mgr.GetAPIReader(), source, log, o)
 }
 
+// newQueue is the writer's queue of policy keys. Failures back off per
+// key; successes are not delayed (the token bucket paces writes, and a
+// key waiting in the queue absorbs every change made to it meanwhile).
+func newQueue() workqueue.TypedRateLimitingInterface[translator.PolicyKey] {
+	return workqueue.NewTypedRateLimitingQueueWithConfig(
+		workqueue.NewTypedItemExponentialFailureRateLimiter[translator.PolicyKey](100*time.Millisecond, time.Minute),
+		workqueue.TypedRateLimitingQueueConfig[translator.PolicyKey]{Name: "weft_status"})
+}
+
+// q is the current term's queue (Start replaces a shut-down one).
+func (w *Writer) q() workqueue.TypedRateLimitingInterface[translator.PolicyKey] {
+	w.qmu.Lock()
+	defer w.qmu.Unlock()
+	return w.queue
+}
+
 func newWriter(c client.Client, live client.Reader, source ProgrammedSource, log logr.Logger, o Options) *Writer {
 	if o.QPS == 0 {
 		o.QPS = DefaultQPS
@@ -112,19 +132,14 @@ func newWriter(c client.Client, live client.Reader, source ProgrammedSource, log
 		o.Clock = clock.RealClock{}
 	}
 	return &Writer{
-		log:    log,
-		clock:  o.Clock,
-		client: c,
-		live:   live,
-		source: source,
-		peers:  o.Peers,
-		limit:  flowcontrol.NewTokenBucketRateLimiter(o.QPS, o.Burst),
-		// Failures back off per key; successes are not delayed (the token
-		// bucket above paces writes, and a key waiting in the queue absorbs
-		// every change made to it meanwhile).
-		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
-			workqueue.NewTypedItemExponentialFailureRateLimiter[translator.PolicyKey](100*time.Millisecond, time.Minute),
-			workqueue.TypedRateLimitingQueueConfig[translator.PolicyKey]{Name: "weft_status"}),
+		log:     log,
+		clock:   o.Clock,
+		client:  c,
+		live:    live,
+		source:  source,
+		peers:   o.Peers,
+		limit:   flowcontrol.NewTokenBucketRateLimiter(o.QPS, o.Burst),
+		queue:   newQueue(),
 		desired: map[translator.PolicyKey][]metav1.Condition{},
 		written: map[translator.PolicyKey]writtenObject{},
 	}
@@ -145,12 +160,12 @@ func (w *Writer) SetDesired(status map[translator.PolicyKey][]metav1.Condition) 
 	defer w.mu.Unlock()
 	for k, conds := range status {
 		if old, ok := w.desired[k]; !ok || !equality.Semantic.DeepEqual(old, conds) {
-			w.queue.Add(k)
+			w.q().Add(k)
 		}
 	}
 	for k := range w.desired {
 		if _, ok := status[k]; !ok {
-			w.queue.Add(k) // deleted, or no longer the mesh's (HTTPRoute)
+			w.q().Add(k) // deleted, or no longer the mesh's (HTTPRoute)
 		}
 	}
 	w.desired = maps.Clone(status)
@@ -160,8 +175,9 @@ func (w *Writer) SetDesired(status map[translator.PolicyKey][]metav1.Condition) 
 // policies changed; it reads the new state from the ProgrammedSource when
 // it gets to them. It never blocks; call it from any goroutine.
 func (w *Writer) ProgrammedChanged(keys ...translator.PolicyKey) {
+	q := w.q()
 	for _, k := range keys {
-		w.queue.Add(k)
+		q.Add(k)
 	}
 }
 
@@ -171,32 +187,43 @@ func (w *Writer) ProgrammedChanged(keys ...translator.PolicyKey) {
 func (w *Writer) Resync() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	q := w.q()
 	for k := range w.desired {
-		w.queue.Add(k)
+		q.Add(k)
 	}
 }
 
-// Start runs the single writing goroutine until ctx ends.
+// Start runs the single writing goroutine until ctx ends. It may be
+// called again after it returned (each leader term, docs/design/077).
 func (w *Writer) Start(ctx context.Context) error {
+	w.qmu.Lock()
+	if w.queue.ShuttingDown() {
+		// A new term: what the last one queued and wrote is another
+		// leader's past; Resync below queues everything.
+		w.queue = newQueue()
+		w.written = map[translator.PolicyKey]writtenObject{}
+	}
+	q := w.queue
+	w.qmu.Unlock()
 	// Leadership may come long after the first translation: write what is
 	// desired now. (Keys queued before stay queued; the queue dedups.)
 	w.Resync()
 	go func() {
 		<-ctx.Done()
-		w.queue.ShutDown()
+		q.ShutDown()
 	}()
 	w.log.Info("writing policy status")
-	for w.processNext(ctx) {
+	for w.processNext(ctx, q) {
 	}
 	return nil
 }
 
-func (w *Writer) processNext(ctx context.Context) bool {
-	key, shutdown := w.queue.Get()
+func (w *Writer) processNext(ctx context.Context, q workqueue.TypedRateLimitingInterface[translator.PolicyKey]) bool {
+	key, shutdown := q.Get()
 	if shutdown {
 		return false
 	}
-	defer w.queue.Done(key)
+	defer q.Done(key)
 	if err := w.sync(ctx, key); err != nil {
 		if ctx.Err() != nil {
 			return false
@@ -204,10 +231,10 @@ func (w *Writer) processNext(ctx context.Context) bool {
 		w.stats.Errors.Add(1)
 		writeErrors.WithLabelValues(key.Kind).Inc()
 		w.log.Error(err, "writing status; will retry", "kind", key.Kind, "namespace", key.Namespace, "name", key.Name)
-		w.queue.AddRateLimited(key)
+		q.AddRateLimited(key)
 		return true
 	}
-	w.queue.Forget(key)
+	q.Forget(key)
 	return true
 }
 
@@ -244,7 +271,7 @@ func (w *Writer) sync(ctx context.Context, key translator.PolicyKey) error {
 		// the mesh).
 		w.stats.Skipped.Add(1)
 		skipped.WithLabelValues(key.Kind, "peers_unread").Inc()
-		w.queue.AddAfter(key, peersUnreadRetry)
+		w.q().AddAfter(key, peersUnreadRetry)
 		return nil
 	}
 

@@ -65,7 +65,8 @@ type RootPublisher struct {
 	o       RootPublisherOptions
 	mgr     manager.Manager
 	direct  client.Client // Secrets and MeshConfig, uncached
-	cmCache cache.Cache   // only ConfigMaps named weft-root-ca
+	cmCache cache.Cache   // only ConfigMaps named weft-root-ca; one per leader term
+	started bool          // Start ran before: the next needs a new cmCache
 	log     logr.Logger
 
 	bundle  atomic.Pointer[[]byte]
@@ -100,25 +101,40 @@ func NewRootPublisher(mgr manager.Manager, o RootPublisherOptions, log logr.Logg
 	// A cache of the weft-root-ca ConfigMaps alone: a field selector on the
 	// name keeps other ConfigMaps out of memory, and lets RBAC restrict
 	// list and watch to that name.
-	cmCache, err := cache.New(mgr.GetConfig(), cache.Options{
-		Scheme: mgr.GetScheme(),
-		Mapper: mgr.GetRESTMapper(),
+	p := &RootPublisher{o: o, mgr: mgr, direct: direct, log: log,
+		changed: make(chan event.TypedGenericEvent[struct{}], 1), reread: make(chan struct{}, 1)}
+	// Made here once so that a bad configuration fails at start; each
+	// later leader term makes its own (a cache starts once).
+	if p.cmCache, err = p.newCache(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *RootPublisher) newCache() (cache.Cache, error) {
+	return cache.New(p.mgr.GetConfig(), cache.Options{
+		Scheme: p.mgr.GetScheme(),
+		Mapper: p.mgr.GetRESTMapper(),
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.ConfigMap{}: {Field: fields.OneTermEqualSelector("metadata.name", dataplane.RootCAConfigMap)},
 		},
 	})
-	if err != nil {
-		return nil, err
-	}
-	return &RootPublisher{o: o, mgr: mgr, direct: direct, cmCache: cmCache, log: log,
-		changed: make(chan event.TypedGenericEvent[struct{}], 1), reread: make(chan struct{}, 1)}, nil
 }
 
 // NeedLeaderElection: one writer of the root and the ConfigMaps.
 func (p *RootPublisher) NeedLeaderElection() bool { return true }
 
-// Start ensures the root, then publishes until ctx is done.
+// Start ensures the root, then publishes until ctx is done. It may be
+// called again after it returned (each leader term, docs/design/077).
 func (p *RootPublisher) Start(ctx context.Context) error {
+	if p.started {
+		cmCache, err := p.newCache()
+		if err != nil {
+			return err
+		}
+		p.cmCache = cmCache
+	}
+	p.started = true
 	store := p.rootStore(ctx)
 	backoff := time.Second
 	for {
@@ -163,7 +179,13 @@ func (p *RootPublisher) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	byNamespace := func(_ context.Context, o client.Object) []reconcile.Request {
+	// ctx is this leader term's: controller-runtime keeps a source's
+	// handler on the manager's shared informers after its controller
+	// stopped, so a past term's handler must cost nothing (077).
+	byNamespace := func(ctx context.Context, o client.Object) []reconcile.Request {
+		if ctx.Err() != nil {
+			return nil
+		}
 		ns := o.GetNamespace()
 		if ns == "" {
 			ns = o.GetName() // a Namespace
