@@ -7,20 +7,31 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -29,8 +40,12 @@ import (
 	"k8s.io/client-go/tools/cache"
 	watchtools "k8s.io/client-go/tools/watch"
 
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
 	v1alpha1 "github.com/weftmesh/weft/crds/v1alpha1"
 	"github.com/weftmesh/weft/internal/testing/localmesh"
+	"github.com/weftmesh/weft/internal/testing/testkit"
+	"github.com/weftmesh/weft/internal/testing/xdsload"
 	"github.com/weftmesh/weft/xds"
 )
 
@@ -643,6 +658,398 @@ func logLines(path string, subs ...string) []string {
 				break
 			}
 		}
+	}
+	return out
+}
+
+// meshRoot is the mesh root CA, as sidecars are given it (the leader
+// writes its Secret; this waits for it).
+func meshRoot(t *testing.T, m *localmesh.Mesh) *x509.CertPool {
+	t.Helper()
+	pool := x509.NewCertPool()
+	testkit.Eventually(t, "the mesh root Secret weft-system/weft-ca-root", func() error {
+		var root corev1.Secret
+		if err := m.Env.Client.Get(context.Background(), client.ObjectKey{Namespace: localmesh.SystemNamespace, Name: "weft-ca-root"}, &root); err != nil {
+			return err
+		}
+		if !pool.AppendCertsFromPEM(root.Data["ca.crt"]) {
+			return errors.New("the root Secret has no ca.crt")
+		}
+		return nil
+	})
+	return pool
+}
+
+// tapConn counts what a client's transport reads from its connection and,
+// once stalled, stops reading it altogether (as a process that hangs:
+// the kernel's buffers fill, then the server's writes block).
+type tapConn struct {
+	net.Conn
+	read    *atomic.Int64
+	stalled *atomic.Bool
+	release <-chan struct{}
+}
+
+func (c *tapConn) Read(b []byte) (int, error) {
+	if c.stalled.Load() {
+		<-c.release
+		return 0, io.EOF
+	}
+	n, err := c.Conn.Read(b)
+	c.read.Add(int64(n))
+	return n, err
+}
+
+// stuckClient is a connection to the xDS port whose reads are counted and
+// can be stalled; its HTTP/2 windows are gRPC's 64 KiB defaults with the
+// dynamic (BDP) window off, so a stream that is not read holds the server
+// back after 64 KiB.
+type stuckClient struct {
+	conn    *grpc.ClientConn
+	read    atomic.Int64
+	stalled atomic.Bool
+}
+
+func dialStuck(t *testing.T, m *localmesh.Mesh, roots *x509.CertPool) *stuckClient {
+	t.Helper()
+	sc := &stuckClient{}
+	release := make(chan struct{})
+	dial := func(ctx context.Context, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		return &tapConn{Conn: c, read: &sc.read, stalled: &sc.stalled, release: release}, nil
+	}
+	var err error
+	sc.conn, err = grpc.NewClient("passthrough:///"+m.XDSTLSAddress,
+		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: localmesh.ControllerServerName, MinVersion: tls.VersionTLS12})),
+		grpc.WithContextDialer(dial), grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		close(release)
+		sc.conn.Close()
+	})
+	return sc
+}
+
+// sidecarNode is a sidecar's node of the frontend's identity and labels,
+// as the demo's frontend has.
+func sidecarNode(id string) *corev3.Node {
+	return frontendNode(id + "." + localmesh.DemoNamespace)
+}
+
+// fillerYAML is n Services in namespace filler with an EndpointSlice of
+// 8 endpoints each: every proxy's configuration grows by about 1 KiB per
+// Service, so the first push to a proxy is larger than an HTTP/2 window.
+func fillerYAML(n int) string {
+	var b strings.Builder
+	b.WriteString("apiVersion: v1\nkind: Namespace\nmetadata: {name: filler}\n")
+	for i := range n {
+		fmt.Fprintf(&b, `---
+apiVersion: v1
+kind: Service
+metadata: {name: svc-%[1]d, namespace: filler}
+spec:
+  selector: {app: svc-%[1]d}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: svc-%[1]d-a
+  namespace: filler
+  labels: {kubernetes.io/service-name: svc-%[1]d}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints:
+`, i)
+		for j := range 8 {
+			fmt.Fprintf(&b, "- addresses: [10.%d.%d.%d]\n  conditions: {ready: true}\n", 50+i/250, i%250, 10+j)
+		}
+	}
+	return b.String()
+}
+
+// quantile of durations (q in [0,1]), nearest rank.
+func quantile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	i := int(q*float64(len(s))+0.5) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
+
+// TestFaultStuckProxy: issue 13 — one proxy that never reads its stream
+// does not slow anyone else's convergence, and the controller's memory
+// stays bounded. Beside the demo (the frontend a real gRPC-Go client),
+// ten simulated Envoy sidecars of the frontend's identity take every
+// change; a baseline of weight changes is timed, then two stuck proxies
+// of the same identity and labels (same group, same configuration)
+// join: one opens its stream and never reads it, one reads its first
+// configuration and then stops reading its socket. The same number of
+// changes is timed again. Asserted: the others' convergence stays within
+// twice the baseline plus a second (median) and plus 3 s (worst); the
+// controller's heap stays within the baseline's peak plus 32 MiB and its
+// goroutines within the baseline's plus 50; the server stops sending to
+// the unread stream once its 64 KiB window is full; the proxy that stopped
+// reading its socket is dropped by the server's keepalive (30 s + 10 s).
+func TestFaultStuckProxy(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	m, _ := startDemo(t, ctx, localmesh.Options{})
+	c := m.Controllers()[0]
+	const fillers = 80
+	if out, err := m.ApplyYAML(ctx, fillerYAML(fillers)); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	roots := meshRoot(t, m)
+	token := saToken(t, m.Env, localmesh.DemoNamespace, "frontend")
+
+	// Ten simulated sidecars, one connection each.
+	const sims = 10
+	var proxies []*xdsload.Proxy
+	for i := range sims {
+		p := &xdsload.Proxy{Node: sidecarNode(fmt.Sprintf("frontend-sim-%d", i)), Token: token}
+		proxies = append(proxies, p)
+		runProxy(ctx, t, p, dialSidecarPort(t, m.Env, m.XDSTLSAddress))
+	}
+	holdsFillers := func(p *xdsload.Proxy) bool {
+		return len(p.Held(resourcev3.ClusterType)) > fillers && p.Held(resourcev3.RouteType)[checkoutRoute] != ""
+	}
+	testkit.Eventually(t, "every simulated sidecar holds the mesh with the fillers", func() error {
+		for _, p := range proxies {
+			if !holdsFillers(p) {
+				return fmt.Errorf("%s holds %d clusters", p.Node.Id, len(p.Held(resourcev3.ClusterType)))
+			}
+		}
+		return nil
+	})
+	st := proxies[0].Stats()
+	t.Logf("a simulated sidecar's configuration: %d resources, %d KiB (%v KiB per type)", st.Resources, st.Bytes>>10, kib(st.BytesByType))
+
+	// The frontend application's configuration stream on the controller.
+	frontendGen := func() (gen uint64, sync bool, err error) {
+		ps, err := debugProxies(c.Debug)
+		if err != nil {
+			return 0, false, err
+		}
+		for _, p := range ps {
+			if p.ID == d0Frontend && streamKey(p) == d0Frontend+" config" {
+				return p.Generation, synced(p), nil
+			}
+		}
+		return 0, false, errors.New("the frontend's configuration stream is not connected")
+	}
+
+	// Heap and goroutines, sampled all along.
+	type sample struct {
+		at         time.Time
+		heap, gors float64
+	}
+	var smu sync.Mutex
+	var samples []sample
+	go func() {
+		for ctx.Err() == nil {
+			if mt, err := controllerMetrics(c.Monitoring); err == nil {
+				smu.Lock()
+				samples = append(samples, sample{time.Now(), mt["go_memstats_heap_inuse_bytes"], mt["go_goroutines"]})
+				smu.Unlock()
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	}()
+	peak := func(from, to time.Time) (heap, gors float64) {
+		smu.Lock()
+		defer smu.Unlock()
+		for _, s := range samples {
+			if !s.at.Before(from) && !s.at.After(to) {
+				heap, gors = max(heap, s.heap), max(gors, s.gors)
+			}
+		}
+		return heap, gors
+	}
+
+	// One change: a new weight; how long until every simulated sidecar
+	// and the frontend hold it.
+	weight := 90
+	change := func() (worst time.Duration, err error) {
+		before := make([]string, len(proxies))
+		for i, p := range proxies {
+			before[i] = p.Held(resourcev3.RouteType)[checkoutRoute]
+		}
+		gen0, _, err := frontendGen()
+		if err != nil {
+			return 0, err
+		}
+		weight = 90 + 80 - weight // 90 ⇄ 10, never 0
+		if weight == 90 {
+			weight = 89
+		}
+		start := time.Now()
+		patchSplit(ctx, t, m.Env, weight, 100-weight)
+		wctx, wcancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer wcancel()
+		lat := make([]time.Duration, len(proxies)+1)
+		var wg sync.WaitGroup
+		for i, p := range proxies {
+			wg.Go(func() {
+				if p.WaitFor(wctx, func(v map[string]map[string]string) bool { return v[resourcev3.RouteType][checkoutRoute] != before[i] }) {
+					lat[i] = time.Since(start)
+				}
+			})
+		}
+		wg.Go(func() {
+			if _, err := pollUntil(wctx, 2*time.Minute, 50*time.Millisecond, func() error {
+				gen, ok, err := frontendGen()
+				if err == nil && (gen <= gen0 || !ok) {
+					err = fmt.Errorf("generation %d (was %d), synced %v", gen, gen0, ok)
+				}
+				return err
+			}); err == nil {
+				lat[len(proxies)] = time.Since(start)
+			}
+		})
+		wg.Wait()
+		for i, l := range lat {
+			if l == 0 {
+				return 0, fmt.Errorf("proxy %d of %d did not get the change within 2 minutes", i, len(lat))
+			}
+			worst = max(worst, l)
+		}
+		return worst, nil
+	}
+	const changes = 15
+	run := func(phase string) []time.Duration {
+		var out []time.Duration
+		for range changes {
+			w, err := change()
+			if err != nil {
+				t.Fatalf("%s: %v", phase, err)
+			}
+			out = append(out, w)
+			time.Sleep(300 * time.Millisecond)
+		}
+		return out
+	}
+
+	baseStart := time.Now()
+	base := run("baseline")
+	baseHeap, baseGors := peak(baseStart, time.Now())
+	t.Logf("baseline, %d changes: every proxy (10 simulated sidecars and the gRPC frontend) had each change after p50 %v, max %v; controller peak heap in use %.1f MiB, goroutines %.0f",
+		changes, quantile(base, 0.5).Round(time.Millisecond), quantile(base, 1).Round(time.Millisecond), baseHeap/(1<<20), baseGors)
+
+	// The stuck proxies.
+	unread := dialStuck(t, m, roots)
+	sctx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
+	s, err := discoveryv3.NewAggregatedDiscoveryServiceClient(unread.conn).DeltaAggregatedResources(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, typ := range xdsload.Types {
+		req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: typ, ResourceNamesSubscribe: []string{"*"}}
+		if i == 0 {
+			req.Node = sidecarNode("frontend-unread")
+		}
+		if err := s.Send(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hung := dialStuck(t, m, roots)
+	hungProxy := &xdsload.Proxy{Node: sidecarNode("frontend-hung"), Token: token}
+	go func() { _ = hungProxy.Run(ctx, hung.conn) }() // once: a hung process does not reconnect
+	testkit.Eventually(t, "the proxy that will hang holds its configuration", func() error {
+		if !holdsFillers(hungProxy) {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	hung.stalled.Store(true)
+	hungAt := time.Now()
+	var unreadAfterFirst int64
+	testkit.Eventually(t, "the unread stream's window is full", func() error {
+		n := unread.read.Load()
+		time.Sleep(time.Second)
+		if n < 64<<10 || unread.read.Load() != n {
+			return fmt.Errorf("the client's transport read %d bytes", n)
+		}
+		unreadAfterFirst = n
+		return nil
+	})
+
+	stuckStart := time.Now()
+	stuck := run("with two stuck proxies")
+	stuckHeap, stuckGors := peak(stuckStart, time.Now())
+	t.Logf("with the two stuck proxies, %d changes: p50 %v, max %v; controller peak heap in use %.1f MiB, goroutines %.0f",
+		changes, quantile(stuck, 0.5).Round(time.Millisecond), quantile(stuck, 1).Round(time.Millisecond), stuckHeap/(1<<20), stuckGors)
+	t.Logf("the unread stream's transport read %d KiB before the window filled and %d KiB in all: the server sent nothing more over %d changes", unreadAfterFirst>>10, unread.read.Load()>>10, changes)
+
+	if p50, b := quantile(stuck, 0.5), 2*quantile(base, 0.5)+time.Second; p50 > b {
+		t.Errorf("with stuck proxies the others converged at p50 %v; want at most %v (2 × baseline p50 + 1 s)", p50, b)
+	}
+	if mx, b := quantile(stuck, 1), 2*quantile(base, 1)+3*time.Second; mx > b {
+		t.Errorf("with stuck proxies the others converged at worst %v; want at most %v (2 × baseline max + 3 s)", mx, b)
+	}
+	if unread.read.Load() != unreadAfterFirst {
+		t.Errorf("the server kept sending to a stream nobody reads: %d bytes after the window filled", unread.read.Load()-unreadAfterFirst)
+	}
+
+	// The hung proxy: the server's keepalive finds it (a ping every 30 s
+	// without traffic, 10 s to answer).
+	var dropped time.Duration
+	if _, err := pollUntil(ctx, 3*time.Minute, 500*time.Millisecond, func() error {
+		ps, err := debugProxies(c.Debug)
+		if err != nil {
+			return err
+		}
+		for _, p := range ps {
+			if p.ID == hungProxy.Node.Id {
+				return errors.New("still connected")
+			}
+		}
+		dropped = time.Since(hungAt)
+		return nil
+	}); err != nil {
+		t.Errorf("the proxy that stopped reading its socket: %v", err)
+	}
+	ps, err := debugProxies(c.Debug)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var unreadState string
+	for _, p := range ps {
+		if p.ID == "frontend-unread."+localmesh.DemoNamespace {
+			for typ, ts := range p.Types {
+				unreadState += fmt.Sprintf(" %s=%s", typ, ts.State)
+			}
+		}
+	}
+	t.Logf("the proxy that stopped reading its socket was dropped %v after it hung; the unread stream is still connected, reported as%s", dropped.Round(time.Second), unreadState)
+	if unreadState == "" {
+		t.Error("the unread stream is gone; want it still connected (its transport answers pings; MaxConnectionAge ends it)")
+	}
+
+	endHeap, endGors := peak(stuckStart, time.Now())
+	t.Logf("controller peak heap in use through the stuck phase and the keepalive: %.1f MiB (baseline peak %.1f MiB), goroutines %.0f (baseline %.0f)",
+		endHeap/(1<<20), baseHeap/(1<<20), endGors, baseGors)
+	if endHeap > baseHeap+32<<20 {
+		t.Errorf("controller heap in use peaked at %.1f MiB with stuck proxies; want at most the baseline's %.1f MiB + 32 MiB", endHeap/(1<<20), baseHeap/(1<<20))
+	}
+	if endGors > baseGors+50 {
+		t.Errorf("controller goroutines peaked at %.0f with stuck proxies; want at most the baseline's %.0f + 50", endGors, baseGors)
+	}
+}
+
+const d0Frontend = "frontend-0." + localmesh.DemoNamespace
+
+func kib(m map[string]int) map[string]int {
+	out := map[string]int{}
+	for k, v := range m {
+		out[k[strings.LastIndex(k, ".")+1:]] = v >> 10
 	}
 	return out
 }
