@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/weftmesh/weft/internal/cli/check"
 	"github.com/weftmesh/weft/internal/cli/proxystatus"
@@ -44,6 +45,10 @@ and warning with the command that fixes it:
                         proxyless pod, has an xDS stream to a
                         weft-controller replica (what weft proxy-status
                         reads, through a port-forward; --address instead)
+  Workload certificates no replica serves a certificate near its expiry
+                        (renewal failing) or has failed to issue one (a
+                        warning), from each replica's /metrics through
+                        the API server's pod proxy
   Policies              every TrafficSplit, RetryPolicy,
                         BackendTrafficPolicy and AuthPolicy, and every
                         mesh HTTPRoute (a Service parent; weft's parent
@@ -79,6 +84,10 @@ The exit code is 1 when any check fails.`,
 				return fmt.Errorf("--cert-manager goes with --pre (after the install, weft check reads the provider from MeshConfig)")
 			}
 			var rs []check.Result
+			cs, err := kubernetes.NewForConfig(cfg)
+			if err != nil {
+				return err
+			}
 			if pre {
 				rs = check.RunPre(cmd.Context(), c, d, check.PreOptions{Namespace: namespace, CertManager: certManager})
 			} else {
@@ -88,7 +97,8 @@ The exit code is 1 when any check fails.`,
 							return fromAddresses(ctx, addresses), nil
 						}
 						return proxystatus.FromReplicas(ctx, cfg, c, namespace)
-					}})
+					},
+					REST: cs.CoreV1().RESTClient()})
 			}
 			check.Print(cmd.OutOrStdout(), rs)
 			if n := check.Failed(rs); n > 0 {

@@ -186,6 +186,34 @@ func TestCheck(t *testing.T) {
 			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "weft-controller", Image: "weft-controller"}}}}},
 	}
 	must(c.Create(ctx, dep))
+	// One replica's pod, serving /metrics on its monitoring port at the
+	// pod IP the API server's pod proxy dials.
+	var metricsMu sync.Mutex
+	metricsText := "weft_certificates_issued_total{provider=\"builtin\"} 12\nweft_certificates_issue_failures_total{provider=\"builtin\"} 0\nweft_certificates_near_expiry 0\n"
+	ml, err := net.Listen("tcp", net.JoinHostPort(hostIP, "0"))
+	must(err)
+	metricsSrv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/metrics" {
+			http.NotFound(w, r)
+			return
+		}
+		metricsMu.Lock()
+		defer metricsMu.Unlock()
+		_, _ = io.WriteString(w, metricsText)
+	})}
+	go func() { _ = metricsSrv.Serve(ml) }()
+	defer metricsSrv.Close()
+	_, mport, _ := net.SplitHostPort(ml.Addr().String())
+	mportN, err := strconv.Atoi(mport)
+	must(err)
+	ctrlPod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "weft-system", Name: "weft-controller-0", Labels: labels},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "weft-controller", Image: "weft-controller",
+			Ports: []corev1.ContainerPort{{Name: "monitoring", ContainerPort: int32(mportN)}}}}},
+	}
+	must(c.Create(ctx, ctrlPod))
+	ctrlPod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: hostIP, PodIPs: []corev1.PodIP{{IP: hostIP}}}
+	must(c.Status().Update(ctx, ctrlPod))
 	dep.Status = appsv1.DeploymentStatus{Replicas: 2, ReadyReplicas: 2, AvailableReplicas: 2, Conditions: []appsv1.DeploymentCondition{{Type: appsv1.DeploymentAvailable, Status: corev1.ConditionTrue, Reason: "MinimumReplicasAvailable"}}}
 	must(c.Status().Update(ctx, dep))
 	ts := &v1alpha1.TrafficSplit{
@@ -252,6 +280,7 @@ func TestCheck(t *testing.T) {
 		"✔ Injection namespaces: 1 labelled weft.dev/inject=enabled: shop",
 		"✔ Sidecars: every pod of the 3 in injected namespaces",
 		"✔ Connected proxies: all 2 running meshed pods (1 with a sidecar, 1 proxyless) have an xDS stream, over 1 replica(s)",
+		"✔ Workload certificates: 12 issued, no issue failure, none near expiry, over 1 replica(s)",
 		"✔ Policies: all 2 Accepted, ResolvedRefs and Programmed",
 	} {
 		if !strings.Contains(out, want) {
@@ -292,6 +321,10 @@ func TestCheck(t *testing.T) {
 	connectedIDs = []string{"web-0.shop"}
 	proxiesMu.Unlock()
 	extraArgs = append(extraArgs, "--address", "127.0.0.1:1")
+	// Renewal failing: certificates near expiry, issues failing.
+	metricsMu.Lock()
+	metricsText = "weft_certificates_issued_total{provider=\"builtin\"} 12\nweft_certificates_issue_failures_total{provider=\"builtin\"} 5\nweft_certificates_near_expiry 2\n"
+	metricsMu.Unlock()
 
 	wants := []string{
 		"✖ CRDs: RetryPolicy not served at mesh.weft.dev/v1alpha1\n    fix: weft install | kubectl apply --server-side -f -",
@@ -305,6 +338,8 @@ func TestCheck(t *testing.T) {
 		"✖ Sidecars: 1 pod(s) started without the sidecar (the webhook did not see them): they are outside the mesh: legacy/old-0\n    fix: kubectl delete pod old-0 -n legacy",
 		"✖ Connected proxies: 2 of 3 running meshed pods have no xDS stream to any weft-controller replica (they keep their last configuration, or have none): shop/api-0, shop/rpc-0; replica 127.0.0.1:1 (",
 		"did not answer, its proxies are not counted\n    fix: weft proxy-status; kubectl -n shop logs api-0 -c weft-proxy",
+		"✖ Workload certificates: 2 served certificate(s) with less than 10% of their lifetime left (weft-controller-0 2): renewal, due at half their lifetime, has been failing; 5 issue failure(s) since the replicas started\n" +
+			"    fix: kubectl -n weft-system logs deployment/weft-controller | grep -i certificate; weft ca status",
 		"✖ Policies: 3 of 3 not in effect:\n    TrafficSplit shop/web: Programmed=False (ProxyRejected): 1 proxy rejected the configuration: shop/client-0: route: invalid weight\n" +
 			"    HTTPRoute shop/checkout: parent Service checkout: no status from weft-controller yet: it has not processed it (is it running?)\n" +
 			"    HTTPRoute shop/web: parent Service web:80: ResolvedRefs=False (BackendNotFound): Service shop/web-v1 not found\n" +
@@ -313,7 +348,7 @@ func TestCheck(t *testing.T) {
 	}
 	testkit.Eventually(t, "weft check reports every failure", func() error {
 		out, err = run()
-		if err == nil || err.Error() != "8 of 10 checks failed" {
+		if err == nil || err.Error() != "9 of 11 checks failed" {
 			return fmt.Errorf("error %v\n%s", err, out)
 		}
 		for _, want := range wants {
@@ -366,6 +401,13 @@ func TestCheck(t *testing.T) {
 		"✖ Injection webhook: a dry-run pod labelled weft.dev/inject=true in default was refused: ",
 		"x509",
 		"    fix: the webhook's certificate does not verify against weft-sidecar-injector's caBundle")
+
+	// Issue failures without a certificate near expiry: a warning.
+	metricsMu.Lock()
+	metricsText = "weft_certificates_issued_total{provider=\"cert-manager\"} 12\nweft_certificates_issue_failures_total{provider=\"cert-manager\"} 3\nweft_certificates_near_expiry 0\n"
+	metricsMu.Unlock()
+	webhookFails("issue failures",
+		"! Workload certificates: 3 issue failure(s) since the replicas started (weft-controller-0 3), retried with backoff; none near expiry yet; 12 issued\n    fix: kubectl -n weft-system logs deployment/weft-controller | grep -i certificate")
 }
 
 // serveWebhook serves weft's injection handler over TLS on hostIP with a

@@ -4,6 +4,7 @@
 package check
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -24,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -102,6 +106,11 @@ type Options struct {
 	// (proxystatus.FromReplicas, or the --address given); nil skips the
 	// "Connected proxies" check.
 	Proxies func(ctx context.Context) ([]proxystatus.Replica, error)
+	// REST reaches the core API group (kubernetes.Clientset
+	// .CoreV1().RESTClient()): each weft-controller replica's /metrics is
+	// read through the API server's pod proxy. nil skips the "Workload
+	// certificates" check.
+	REST rest.Interface
 }
 
 // MaxPodsListed caps the pods one line names (3): a few to start from,
@@ -141,6 +150,9 @@ func Run(ctx context.Context, c client.Client, d discovery.DiscoveryInterface, o
 	r = append(r, nsRes, pods(ctx, c, labelled, o.MissingSidecar))
 	if o.Proxies != nil {
 		r = append(r, connected(ctx, c, o.Namespace, o.Proxies))
+	}
+	if o.REST != nil {
+		r = append(r, certificates(ctx, c, o.REST, o.Namespace))
 	}
 	r = append(r, policies(ctx, c, served, httpRoutesServed(d)))
 	return r
@@ -491,6 +503,120 @@ func pods(ctx context.Context, c client.Client, labelled map[string]*corev1.Name
 	}
 	r.Message = fmt.Sprintf("every pod of the %d in injected namespaces has its sidecar or was skipped by the webhook for a named reason", total)
 	return r
+}
+
+// Certificate metrics weft-controller exports (docs/metrics.md), and the
+// port that serves them.
+const (
+	MetricIssued        = "weft_certificates_issued_total"
+	MetricIssueFailures = "weft_certificates_issue_failures_total"
+	MetricNearExpiry    = "weft_certificates_near_expiry"
+	MonitoringPortName  = "monitoring"
+	MonitoringPort      = 9090
+)
+
+// certificates: no replica serves a workload certificate near its expiry
+// (less than 10 % of its lifetime left: renewal, which starts at 50 %, has
+// been failing) and none has failed to issue one, read from each running
+// replica's /metrics through the API server's pod proxy.
+func certificates(ctx context.Context, c client.Client, rc rest.Interface, ns string) Result {
+	r := Result{Name: "Workload certificates"}
+	var pods corev1.PodList
+	if err := c.List(ctx, &pods, client.InNamespace(ns), proxystatus.ControllerSelector); err != nil {
+		r.Status, r.Message = Fail, fmt.Sprintf("listing weft-controller pods: %v", reason(err))
+		return r
+	}
+	var issued, failures, near float64
+	var failing, nearOn, silent []string
+	read := 0
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil {
+			continue
+		}
+		port := int32(MonitoringPort)
+		for _, ct := range p.Spec.Containers {
+			for _, cp := range ct.Ports {
+				if cp.Name == MonitoringPortName {
+					port = cp.ContainerPort
+				}
+			}
+		}
+		m, err := podMetrics(ctx, rc, p.Namespace, p.Name, port)
+		if err != nil {
+			silent = append(silent, fmt.Sprintf("%s (%v)", p.Name, err))
+			continue
+		}
+		read++
+		issued += m[MetricIssued]
+		if f := m[MetricIssueFailures]; f > 0 {
+			failures += f
+			failing = append(failing, fmt.Sprintf("%s %.0f", p.Name, f))
+		}
+		if n := m[MetricNearExpiry]; n > 0 {
+			near += n
+			nearOn = append(nearOn, fmt.Sprintf("%s %.0f", p.Name, n))
+		}
+	}
+	logs := fmt.Sprintf("kubectl -n %s logs deployment/%s | grep -i certificate; weft ca status   (with cert-manager: kubectl -n %s get certificaterequests, and the issuer's status)", ns, ControllerName, ns)
+	unread := ""
+	if len(silent) > 0 {
+		unread = fmt.Sprintf("; /metrics of %s not read through the API server's pod proxy", strings.Join(silent, ", "))
+	}
+	switch {
+	case read == 0 && len(silent) == 0:
+		r.Status, r.Message = Warn, "no running weft-controller pod to read (the weft-controller check says why)"
+		return r
+	case read == 0:
+		r.Status, r.Message = Warn, "cannot read any replica's certificate metrics"+unread
+		r.Fix = fmt.Sprintf("kubectl auth can-i get pods --subresource=proxy -n %s", ns)
+		return r
+	case near > 0:
+		r.Status = Fail
+		r.Message = fmt.Sprintf("%.0f served certificate(s) with less than 10%% of their lifetime left (%s): renewal, due at half their lifetime, has been failing; %.0f issue failure(s) since the replicas started%s", near, strings.Join(nearOn, ", "), failures, unread)
+		r.Fix = logs
+		return r
+	case failures > 0:
+		r.Status = Warn
+		r.Message = fmt.Sprintf("%.0f issue failure(s) since the replicas started (%s), retried with backoff; none near expiry yet; %.0f issued%s", failures, strings.Join(failing, ", "), issued, unread)
+		r.Fix = logs
+		return r
+	}
+	r.Message = fmt.Sprintf("%.0f issued, no issue failure, none near expiry, over %d replica(s)%s", issued, read, unread)
+	if len(silent) > 0 {
+		r.Status, r.Fix = Warn, fmt.Sprintf("kubectl auth can-i get pods --subresource=proxy -n %s", ns)
+	}
+	return r
+}
+
+// podMetrics reads the certificate series of one replica's /metrics
+// through the API server's pod proxy, summed over their labels.
+func podMetrics(ctx context.Context, rc rest.Interface, ns, pod string, port int32) (map[string]float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, proxystatus.FetchTimeout)
+	defer cancel()
+	body, err := rc.Get().Namespace(ns).Resource("pods").Name(pod + ":" + strconv.Itoa(int(port))).SubResource("proxy").Suffix("metrics").DoRaw(ctx)
+	if err != nil {
+		return nil, errors.New(reason(err))
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("not Prometheus text: %w", err)
+	}
+	out := map[string]float64{}
+	for _, name := range []string{MetricIssued, MetricIssueFailures, MetricNearExpiry} {
+		for _, m := range families[name].GetMetric() {
+			switch {
+			case m.GetCounter() != nil:
+				out[name] += m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				out[name] += m.GetGauge().GetValue()
+			case m.GetUntyped() != nil:
+				out[name] += m.GetUntyped().GetValue()
+			}
+		}
+	}
+	return out, nil
 }
 
 // meshed says whether a pod takes xDS from weft-controller: it has weft's
