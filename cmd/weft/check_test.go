@@ -406,6 +406,11 @@ func TestCheck(t *testing.T) {
 	metricsMu.Lock()
 	metricsText = "weft_certificates_issued_total{provider=\"cert-manager\"} 12\nweft_certificates_issue_failures_total{provider=\"cert-manager\"} 3\nweft_certificates_near_expiry 0\n"
 	metricsMu.Unlock()
+	// No replica answers: said as such, not as every pod disconnected.
+	extraArgs = []string{"--address", "127.0.0.1:1"}
+	webhookFails("no replica answering",
+		"✖ Connected proxies: no weft-controller replica answered, so no pod's stream can be checked: 127.0.0.1:1 (",
+		"    fix: kubectl auth can-i create pods --subresource=portforward -n weft-system; or kubectl -n weft-system port-forward deployment/weft-controller 15014 & weft check --address 127.0.0.1:15014")
 	webhookFails("issue failures",
 		"! Workload certificates: 3 issue failure(s) since the replicas started (weft-controller-0 3), retried with backoff; none near expiry yet; 12 issued\n    fix: kubectl -n weft-system logs deployment/weft-controller | grep -i certificate")
 }

@@ -670,6 +670,12 @@ func connected(ctx context.Context, c client.Client, ns string, proxies func(con
 			streams[p.ID] = true
 		}
 	}
+	if len(rs) > 0 && len(silent) == len(rs) {
+		r.Status = Fail
+		r.Message = fmt.Sprintf("no weft-controller replica answered, so no pod's stream can be checked: %s", strings.Join(silent, ", "))
+		r.Fix = fmt.Sprintf("kubectl auth can-i create pods --subresource=portforward -n %s; or %s", ns, forward)
+		return r
+	}
 	var missing []string
 	var fix string
 	total, proxyless := 0, 0
