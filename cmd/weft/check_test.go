@@ -131,6 +131,13 @@ func TestCheck(t *testing.T) {
 			Containers:     []corev1.Container{{Name: "app", Image: "api"}},
 		},
 	}))
+	must(c.Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "new-0", Annotations: map[string]string{dataplane.AnnotationInjectStatus: "injected"}},
+		Spec: corev1.PodSpec{
+			InitContainers: []corev1.Container{{Name: dataplane.SidecarContainerName, Image: "envoy", RestartPolicy: &always}},
+			Containers:     []corev1.Container{{Name: "app", Image: "api"}},
+		},
+	}))
 	setRunning := func(names ...string) {
 		t.Helper()
 		for _, n := range names {
@@ -278,7 +285,7 @@ func TestCheck(t *testing.T) {
 		"✔ MeshConfig: none named weft: every default applies",
 		"✔ Root CA: no built-in root reported",
 		"✔ Injection namespaces: 1 labelled weft.dev/inject=enabled: shop",
-		"✔ Sidecars: every pod of the 3 in injected namespaces",
+		"✔ Sidecars: every pod of the 4 in injected namespaces",
 		"✔ Connected proxies: all 2 running meshed pods (1 with a sidecar, 1 proxyless) have an xDS stream, over 1 replica(s)",
 		"✔ Workload certificates: 12 issued, no issue failure, none near expiry, over 1 replica(s)",
 		"✔ Policies: all 2 Accepted, ResolvedRefs and Programmed",
@@ -317,6 +324,13 @@ func TestCheck(t *testing.T) {
 	// api-0 runs without a stream, rpc-0 lost its own, and a second
 	// replica does not answer.
 	setRunning("api-0")
+	// new-0 has just started and is not ready: not counted yet (its start
+	// time a few minutes ahead, as a node's clock may be, keeps it within
+	// the grace however slow this machine is).
+	var newPod corev1.Pod
+	must(c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "new-0"}, &newPod))
+	newPod.Status.Phase, newPod.Status.StartTime = corev1.PodRunning, ptr.To(metav1.NewTime(time.Now().Add(5*time.Minute)))
+	must(c.Status().Update(ctx, &newPod))
 	proxiesMu.Lock()
 	connectedIDs = []string{"web-0.shop"}
 	proxiesMu.Unlock()
@@ -336,7 +350,7 @@ func TestCheck(t *testing.T) {
 		"(10 days left)\n    fix: weft ca rotate-root --wait",
 		"✔ Injection namespaces: 2 labelled weft.dev/inject=enabled: legacy, shop",
 		"✖ Sidecars: 1 pod(s) started without the sidecar (the webhook did not see them): they are outside the mesh: legacy/old-0\n    fix: kubectl delete pod old-0 -n legacy",
-		"✖ Connected proxies: 2 of 3 running meshed pods have no xDS stream to any weft-controller replica (they keep their last configuration, or have none): shop/api-0, shop/rpc-0; replica 127.0.0.1:1 (",
+		"✖ Connected proxies: 2 of 3 running meshed pods have no xDS stream to any weft-controller replica (they keep their last configuration, or have none): shop/api-0, shop/rpc-0; 1 starting (not ready, started under 1m0s ago) not counted yet; replica 127.0.0.1:1 (",
 		"did not answer, its proxies are not counted\n    fix: weft proxy-status; kubectl -n shop logs api-0 -c weft-proxy",
 		"✖ Workload certificates: 2 served certificate(s) with less than 10% of their lifetime left (weft-controller-0 2): renewal, due at half their lifetime, has been failing; 5 issue failure(s) since the replicas started\n" +
 			"    fix: kubectl -n weft-system logs deployment/weft-controller | grep -i certificate; weft ca status",

@@ -149,7 +149,7 @@ func Run(ctx context.Context, c client.Client, d discovery.DiscoveryInterface, o
 	nsRes, labelled := namespaces(ctx, c)
 	r = append(r, nsRes, pods(ctx, c, labelled, o.MissingSidecar))
 	if o.Proxies != nil {
-		r = append(r, connected(ctx, c, o.Namespace, o.Proxies))
+		r = append(r, connected(ctx, c, o.Namespace, o.Proxies, o.Now()))
 	}
 	if o.REST != nil {
 		r = append(r, certificates(ctx, c, o.REST, o.Namespace))
@@ -619,6 +619,21 @@ func podMetrics(ctx context.Context, rc rest.Interface, ns, pod string, port int
 	return out, nil
 }
 
+// StartupGrace: a meshed pod that is not ready and started less than a
+// minute ago is still starting, so its missing stream is not a failure
+// yet (its proxy connects first thing, and the pod turns ready once it
+// holds its configuration).
+const StartupGrace = time.Minute
+
+func starting(p *corev1.Pod, now time.Time) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+			return false
+		}
+	}
+	return p.Status.StartTime != nil && now.Sub(p.Status.StartTime.Time) < StartupGrace
+}
+
 // meshed says whether a pod takes xDS from weft-controller: it has weft's
 // sidecar, or it is a proxyless gRPC pod (weft.dev/proxyless) with weft's
 // agent. Its proxy's node id is POD.NAMESPACE.
@@ -645,7 +660,7 @@ func meshed(p *corev1.Pod) (bool, string) {
 // connected: every running pod with weft's sidecar, and every proxyless
 // pod, has an xDS stream to some weft-controller replica (their
 // /debug/proxies, what weft proxy-status shows).
-func connected(ctx context.Context, c client.Client, ns string, proxies func(context.Context) ([]proxystatus.Replica, error)) Result {
+func connected(ctx context.Context, c client.Client, ns string, proxies func(context.Context) ([]proxystatus.Replica, error), now time.Time) Result {
 	r := Result{Name: "Connected proxies"}
 	var list corev1.PodList
 	if err := c.List(ctx, &list); err != nil {
@@ -678,18 +693,23 @@ func connected(ctx context.Context, c client.Client, ns string, proxies func(con
 	}
 	var missing []string
 	var fix string
-	total, proxyless := 0, 0
+	total, proxyless, startingN := 0, 0, 0
 	for i := range list.Items {
 		p := &list.Items[i]
 		ok, container := meshed(p)
 		if !ok || p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil {
 			continue
 		}
+		connected := streams[p.Name+"."+p.Namespace]
+		if !connected && starting(p, now) {
+			startingN++
+			continue
+		}
 		total++
 		if container == dataplane.AgentContainerName {
 			proxyless++
 		}
-		if streams[p.Name+"."+p.Namespace] {
+		if connected {
 			continue
 		}
 		if fix == "" {
@@ -698,8 +718,11 @@ func connected(ctx context.Context, c client.Client, ns string, proxies func(con
 		missing = append(missing, p.Namespace+"/"+p.Name)
 	}
 	unread := ""
+	if startingN > 0 {
+		unread = fmt.Sprintf("; %d starting (not ready, started under %s ago) not counted yet", startingN, StartupGrace)
+	}
 	if len(silent) > 0 {
-		unread = fmt.Sprintf("; replica %s did not answer, its proxies are not counted", strings.Join(silent, ", "))
+		unread += fmt.Sprintf("; replica %s did not answer, its proxies are not counted", strings.Join(silent, ", "))
 	}
 	if len(missing) > 0 {
 		names := strings.Join(missing, ", ")
@@ -712,9 +735,9 @@ func connected(ctx context.Context, c client.Client, ns string, proxies func(con
 		return r
 	}
 	r.Message = fmt.Sprintf("all %d running meshed pods (%d with a sidecar, %d proxyless) have an xDS stream, over %d replica(s)", total, total-proxyless, proxyless, len(rs)-len(silent))
+	r.Message += unread
 	if len(silent) > 0 {
 		r.Status = Warn
-		r.Message += unread
 		r.Fix = "weft proxy-status; kubectl -n " + ns + " logs deployment/" + ControllerName
 	}
 	return r
