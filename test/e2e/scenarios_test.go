@@ -56,6 +56,7 @@ func TestScenarios(t *testing.T) {
 		{"6-endpoint-churn", testEndpointChurn},
 		{"2-retries", testRetries},
 		{"3-authorization", testAuthorization},
+		{"5-rejected-configuration", testRejectedConfiguration},
 	} {
 		start := time.Now()
 		t.Run(sc.name, func(t *testing.T) { sc.run(t, s) })
