@@ -82,7 +82,7 @@ func main() {
 func usage() {
 	fmt.Fprint(os.Stderr, `usage:
   weft-demo serve --listen IP:PORT --service NAME --pod NAME [--admin ADDR] [--fail-percent N]
-  weft-demo call --target HOST:PORT [--target ...] [--rate N] [--concurrency N] [--ready-on ok|any] [--admin ADDR]
+  weft-demo call --target HOST:PORT [--target ...] [--rate N] [--concurrency N] [--ready-on ok|any] [--plaintext-address IP:PORT] [--admin ADDR]
 Both read their xDS bootstrap from GRPC_XDS_BOOTSTRAP (written by weft agent).
 `)
 	os.Exit(2)
@@ -218,9 +218,13 @@ func call(ctx context.Context, args []string) error {
 	readyOn := fs.String("ready-on", "ok", "when /ready answers 200: ok, once every target answered a call with OK; any, once a call to every target ended, whatever its code (a client that is meant to be refused)")
 	admin := fs.String("admin", "", "host:port for /ready and /metrics")
 	timeout := fs.Duration("timeout", 2*time.Second, "deadline of each call")
+	plaintext := fs.String("plaintext-address", "", "call the one --target at this IP:PORT over plaintext, without xDS: a client outside the mesh (the address is where the Service would forward it)")
 	_ = fs.Parse(args)
 	if len(targets) == 0 {
 		return errors.New("give at least one --target NAME.NAMESPACE:PORT")
+	}
+	if *plaintext != "" && len(targets) != 1 {
+		return errors.New("--plaintext-address calls one --target")
 	}
 	if *rate <= 0 {
 		return fmt.Errorf("--rate %v: give a positive number", *rate)
@@ -248,7 +252,11 @@ func call(ctx context.Context, args []string) error {
 		if !ok || perr != nil {
 			return fmt.Errorf("--target %q: want NAME.NAMESPACE:PORT", tg)
 		}
-		conn, err := grpc.NewClient("xds:///"+tg, grpc.WithTransportCredentials(ccreds))
+		dial, creds := "xds:///"+tg, ccreds
+		if *plaintext != "" {
+			dial, creds = *plaintext, insecure.NewCredentials()
+		}
+		conn, err := grpc.NewClient(dial, grpc.WithTransportCredentials(creds))
 		if err != nil {
 			return err
 		}

@@ -57,6 +57,7 @@ func TestScenarios(t *testing.T) {
 		{"2-retries", testRetries},
 		{"3-authorization", testAuthorization},
 		{"5-rejected-configuration", testRejectedConfiguration},
+		{"4-mtls-modes", testMTLSModes},
 	} {
 		start := time.Now()
 		t.Run(sc.name, func(t *testing.T) { sc.run(t, s) })
