@@ -58,6 +58,7 @@ func TestScenarios(t *testing.T) {
 		{"3-authorization", testAuthorization},
 		{"5-rejected-configuration", testRejectedConfiguration},
 		{"4-mtls-modes", testMTLSModes},
+		{"7-bad-input", testBadInput},
 	} {
 		start := time.Now()
 		t.Run(sc.name, func(t *testing.T) { sc.run(t, s) })
