@@ -420,6 +420,17 @@ func TestCheck(t *testing.T) {
 	metricsMu.Lock()
 	metricsText = "weft_certificates_issued_total{provider=\"cert-manager\"} 12\nweft_certificates_issue_failures_total{provider=\"cert-manager\"} 3\nweft_certificates_near_expiry 0\n"
 	metricsMu.Unlock()
+	// A probe namespace whose Pod Security level refuses the injected pod
+	// (weft-init's capabilities): the webhook answered, the pod would not
+	// start there.
+	setCABundle(ca.PEM)
+	must(c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "strict", Labels: map[string]string{"pod-security.kubernetes.io/enforce": "baseline"}}}))
+	extraArgs = append(extraArgs, "--probe-namespace", "strict")
+	webhookFails("a Pod Security level that refuses injected pods",
+		"! Injection webhook: weft-sidecar-injector has a caBundle; Service weft-webhook has 1 ready endpoint(s); Pod Security admission in strict refuses the injected probe pod (",
+		"    fix: weft check --probe-namespace NAMESPACE (one whose pod-security.kubernetes.io/enforce level admits weft-init's NET_ADMIN and NET_RAW), or relax strict's level")
+	extraArgs = extraArgs[:len(extraArgs)-2]
+
 	// No replica answers: said as such, not as every pod disconnected.
 	extraArgs = []string{"--address", "127.0.0.1:1"}
 	webhookFails("no replica answering",

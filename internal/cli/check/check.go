@@ -345,6 +345,13 @@ func probeWebhook(ctx context.Context, c client.Client, ns, probeNS string, r Re
 	err := c.Create(ctx, pod, client.DryRunAll)
 	switch {
 	case err == nil:
+	case apierrors.IsForbidden(err) && strings.Contains(err.Error(), "PodSecurity"):
+		// Pod Security admission validates after the mutating webhooks:
+		// the pod it refuses is the injected one.
+		r.Status = Warn
+		r.Message += fmt.Sprintf("; Pod Security admission in %s refuses the injected probe pod (%s): pods injected there cannot start", probeNS, apiMessage(err))
+		r.Fix = fmt.Sprintf("weft check --probe-namespace NAMESPACE (one whose pod-security.kubernetes.io/enforce level admits weft-init's NET_ADMIN and NET_RAW), or relax %s's level", probeNS)
+		return r
 	case apierrors.IsForbidden(err) && !strings.Contains(err.Error(), "admission webhook"):
 		r.Status = Warn
 		r.Message += fmt.Sprintf("; cannot probe it: a dry-run pod create in %s is forbidden to you", probeNS)
@@ -960,6 +967,15 @@ func reason(err error) string {
 	case apierrors.IsForbidden(err):
 		return "forbidden (your user lacks the right to read it): " + err.Error()
 	case errors.As(err, &s):
+		return s.Status().Message
+	}
+	return err.Error()
+}
+
+// apiMessage is the API server's own message for err.
+func apiMessage(err error) string {
+	var s apierrors.APIStatus
+	if errors.As(err, &s) {
 		return s.Status().Message
 	}
 	return err.Error()
