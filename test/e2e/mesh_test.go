@@ -2,16 +2,11 @@ package e2e
 
 import (
 	"context"
-	"io"
-	"net/http"
 	"os"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/weftmesh/weft/dataplane"
@@ -76,34 +71,14 @@ type calls map[string]map[string]float64
 // hack/weft-demo).
 func scrape(t *testing.T, url string) calls {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(strings.NewReader(string(body)))
-	if err != nil {
-		t.Fatalf("%s: %v", url, err)
-	}
 	out := calls{}
-	if f := families["envoy_cluster_upstream_rq_xx"]; f != nil {
-		for _, mt := range f.Metric {
-			var cluster, class string
-			for _, l := range mt.Label {
-				switch l.GetName() {
-				case "envoy_cluster_name":
-					cluster = l.GetValue()
-				case "envoy_response_code_class":
-					class = l.GetValue()
-				}
-			}
-			if out[cluster] == nil {
-				out[cluster] = map[string]float64{}
-			}
-			out[cluster][class] += mt.GetCounter().GetValue()
+	for _, mt := range metricFamily(t, url, "envoy_cluster_upstream_rq_xx") {
+		l := labels(mt.Label)
+		cluster, class := l["envoy_cluster_name"], l["envoy_response_code_class"]
+		if out[cluster] == nil {
+			out[cluster] = map[string]float64{}
 		}
+		out[cluster][class] += mt.GetCounter().GetValue()
 	}
 	return out
 }
