@@ -54,11 +54,13 @@ spec:
   rules:
   - from: {serviceAccounts: [web/frontend]}
 `, "apply", "-f", "-")
+	// other/client first: gRPC waits 15 s for the listener it will never
+	// get (below), while the others start.
+	client := s.start(t, localmesh.Spec{Namespace: "other", Pod: "client-0", ServiceAccount: "client", Labels: map[string]string{"app": "client"},
+		Targets: []string{"api.authz:80"}, Rate: 50, Refused: true})
 	s.start(t, localmesh.Spec{Namespace: "authz", Pod: "api-0", ServiceAccount: "api", Labels: map[string]string{"app": "api"}, Services: []string{"api"}})
 	frontend := s.start(t, localmesh.Spec{Namespace: "web", Pod: "frontend-0", ServiceAccount: "frontend", Labels: map[string]string{"app": "frontend"},
 		Targets: []string{"api.authz:80"}, Rate: 50})
-	client := s.start(t, localmesh.Spec{Namespace: "other", Pod: "client-0", ServiceAccount: "client", Labels: map[string]string{"app": "client"},
-		Targets: []string{"api.authz:80"}, Rate: 50, Refused: true})
 	s.waitCondition(t, "authz", "authpolicy/api-from-web", "Programmed")
 
 	s.expectCode(t, frontend, "OK")
