@@ -3,16 +3,11 @@ package e2e
 import (
 	"context"
 	"os"
-	"slices"
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/internal/testing/localmesh"
 	"github.com/weftmesh/weft/translator/ir"
-	"github.com/weftmesh/weft/webhook"
 )
 
 // startMesh runs a local mesh (internal/testing/localmesh: the launcher
@@ -104,37 +99,4 @@ func (c calls) total(cluster string) (n float64) {
 
 func demoCluster(svc string) string {
 	return ir.ClusterName(ir.ServiceKey{Namespace: localmesh.DemoNamespace, Name: svc}, 80)
-}
-
-// TestDemo is `make run`'s mesh: the samples applied, the demo's four
-// proxyless workloads injected by the webhook and calling each other over
-// mutual TLS, split by the canary sample's TrafficSplit.
-func TestDemo(t *testing.T) {
-	m := startMesh(t, localmesh.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	if out, err := m.ApplySamples(ctx); err != nil {
-		t.Fatalf("applying config/samples: %v\n%s", err, out)
-	}
-	d, err := m.StartDemo(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The webhook injected the pods the launcher created.
-	pod, err := m.Clientset().CoreV1().Pods(localmesh.DemoNamespace).Get(ctx, "frontend-0", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := containerNames(append(pod.Spec.InitContainers, pod.Spec.Containers...)); !slices.Contains(got, dataplane.AgentContainerName) || pod.Annotations[dataplane.AnnotationInjectStatus] != webhook.StatusInjected {
-		t.Errorf("frontend-0's containers %v, annotations %v: want it injected with %s", got, pod.Annotations, dataplane.AgentContainerName)
-	}
-	before := scrape(t, d.Frontend.MetricsURL())
-	time.Sleep(5 * time.Second)
-	got := scrape(t, d.Frontend.MetricsURL()).since(before)
-	for _, svc := range []string{"checkout-v1", "checkout-v2", "catalog"} {
-		if got[demoCluster(svc)]["2"] == 0 {
-			t.Errorf("no successful call to %s in 5 s: %v", svc, got)
-		}
-	}
-	t.Logf("calls in 5 s: %v", got)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -14,9 +15,12 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/internal/testing/localmesh"
 	"github.com/weftmesh/weft/internal/testing/testkit"
+	"github.com/weftmesh/weft/webhook"
 	"github.com/weftmesh/weft/xds"
 )
 
@@ -31,7 +35,9 @@ import (
 // The scenarios share the mesh, each in its own namespaces, and run one
 // after another (their traffic measurements would disturb each other on
 // two cores). The samples' canary demo (namespace shop) carries calls the
-// whole time: no scenario may make one of them fail.
+// whole time: no scenario may make one of them fail. The first subtest
+// checks the demo itself (`go test -run TestScenarios/0-demo` for a quick
+// look at the whole mesh).
 func TestScenarios(t *testing.T) {
 	suite := time.Now()
 	m := startMesh(t, localmesh.Options{})
@@ -52,6 +58,7 @@ func TestScenarios(t *testing.T) {
 		name string
 		run  func(*testing.T, *scenarios)
 	}{
+		{"0-demo", testDemo},
 		{"1-canary", testCanary},
 		{"6-endpoint-churn", testEndpointChurn},
 		{"2-retries", testRetries},
@@ -60,9 +67,11 @@ func TestScenarios(t *testing.T) {
 		{"4-mtls-modes", testMTLSModes},
 		{"7-bad-input", testBadInput},
 	} {
-		start := time.Now()
-		t.Run(sc.name, func(t *testing.T) { sc.run(t, s) })
-		t.Logf("scenario %s: %v", sc.name, time.Since(start).Round(100*time.Millisecond))
+		start, ran := time.Now(), false
+		t.Run(sc.name, func(t *testing.T) { ran = true; sc.run(t, s) })
+		if ran {
+			t.Logf("scenario %s: %v", sc.name, time.Since(start).Round(100*time.Millisecond))
+		}
 	}
 
 	// The demo in shop carried calls through every scenario: none failed.
@@ -351,4 +360,29 @@ func (s *scenarios) configDump(t *testing.T, p xds.ProxyStatus) map[string][]jso
 	}
 	t.Fatalf("no replica has stream %d of %s", p.Stream, p.ID)
 	return nil
+}
+
+// testDemo is `make run`'s mesh, as TestScenarios starts it: the samples
+// applied, the demo's four proxyless workloads injected by the webhook and
+// calling each other over mutual TLS, split by the canary sample's
+// TrafficSplit.
+func testDemo(t *testing.T, s *scenarios) {
+	m, d, ctx := s.m, s.demo, s.ctx
+	// The webhook injected the pods the launcher created.
+	pod, err := m.Clientset().CoreV1().Pods(localmesh.DemoNamespace).Get(ctx, "frontend-0", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := containerNames(append(pod.Spec.InitContainers, pod.Spec.Containers...)); !slices.Contains(got, dataplane.AgentContainerName) || pod.Annotations[dataplane.AnnotationInjectStatus] != webhook.StatusInjected {
+		t.Errorf("frontend-0's containers %v, annotations %v: want it injected with %s", got, pod.Annotations, dataplane.AgentContainerName)
+	}
+	before := scrape(t, d.Frontend.MetricsURL())
+	time.Sleep(5 * time.Second)
+	got := scrape(t, d.Frontend.MetricsURL()).since(before)
+	for _, svc := range []string{"checkout-v1", "checkout-v2", "catalog"} {
+		if got[demoCluster(svc)]["2"] == 0 {
+			t.Errorf("no successful call to %s in 5 s: %v", svc, got)
+		}
+	}
+	t.Logf("calls in 5 s: %v", got)
 }
