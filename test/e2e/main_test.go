@@ -8,11 +8,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -24,6 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/weftmesh/weft/internal/testing/localmesh"
 	"github.com/weftmesh/weft/internal/testing/testenv"
 	"github.com/weftmesh/weft/internal/testing/testkit"
 	"github.com/weftmesh/weft/xds"
@@ -62,32 +61,18 @@ func run(m *testing.M) (int, error) {
 
 func bin(name string) string { return filepath.Join(binDir, name) }
 
-// freeAddr returns a loopback address with a port that was free a moment ago.
-// It never returns the same address twice in one test binary: the kernel
-// may hand a just-closed port out again, and a process given one address
-// for two listeners refuses to start.
+// freeAddr returns a loopback address with a port that was free a moment
+// ago, never the same twice in this test binary (localmesh.FreeAddr: the
+// launcher hands out its processes' addresses from the same pool, so a
+// test's and a mesh's addresses cannot collide).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	handedMu.Lock()
-	defer handedMu.Unlock()
-	for {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		l.Close()
-		if !handed[addr] {
-			handed[addr] = true
-			return addr
-		}
+	addr, err := localmesh.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
 	}
+	return addr
 }
-
-var (
-	handedMu sync.Mutex
-	handed   = map[string]bool{}
-)
 
 // saToken creates service account ns/name (and its namespace, if needed)
 // and returns a token for audience weft from the API server, as the
