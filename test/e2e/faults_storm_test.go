@@ -305,9 +305,9 @@ func errKind(err error) string {
 // is admitted by the survivor (2,000 TokenReviews against the real API
 // server) within 30 s. The killed replica comes back; kill the other
 // while a hostile client opens 100 streams a second with 1 MiB junk
-// tokens: every proxy is again admitted within 30 s, no later than 5 s
-// beyond the first storm's (p99), and the survivor's heap stays within
-// the first storm's peak plus 64 MiB.
+// tokens: every proxy is again admitted within 30 s, at a p99 within
+// twice the first storm's plus 5 s, and the survivor's heap stays
+// within twice the first storm's peak.
 func TestFaultReconnectStorm(t *testing.T) {
 	if testing.Short() {
 		t.Skip("2,000 proxies")
@@ -424,11 +424,19 @@ func TestFaultReconnectStorm(t *testing.T) {
 	if last := quantile(second, 1); last > 30*time.Second {
 		t.Errorf("storm 2: the last proxy was admitted %v after the kill; want within 30 s", last)
 	}
-	if p99, b := quantile(second, 0.99), quantile(first, 0.99)+5*time.Second; p99 > b {
-		t.Errorf("storm 2 under junk: p99 %v; want at most storm 1's p99 + 5 s = %v", p99, b)
+	// The bounds against storm 1 are loose on purpose: the junk competes
+	// for the same two cores, and heap in use peaks wherever the garbage
+	// collector's pacing happens to leave it (storm 1's peak alone varied
+	// 185-227 MiB between runs). What they catch is starvation and
+	// retention: junk reviewed ahead of the real tokens (1,000-1,300
+	// junk streams per run) would delay them by as many TokenReviews,
+	// and a server that kept each 1 MiB token would hold 100 MiB more
+	// per second of flood.
+	if p99, b := quantile(second, 0.99), 2*quantile(first, 0.99)+5*time.Second; p99 > b {
+		t.Errorf("storm 2 under junk: p99 %v; want at most 2 × storm 1's p99 + 5 s = %v", p99, b)
 	}
-	if heap2 > heap1+64<<20 {
-		t.Errorf("storm 2 under junk: survivor's heap in use peaked at %.1f MiB; want at most storm 1's %.1f MiB + 64 MiB", heap2/(1<<20), heap1/(1<<20))
+	if heap2 > 2*heap1 {
+		t.Errorf("storm 2 under junk: survivor's heap in use peaked at %.1f MiB; want at most 2 × storm 1's %.1f MiB", heap2/(1<<20), heap1/(1<<20))
 	}
 }
 
