@@ -71,7 +71,24 @@ func (t *translation) authPolicies() {
 				ps.reject(v1alpha1.ReasonInvalid, "%s.kind: %q is not Service or Namespace", field, tr.Kind)
 			}
 		}
+		if pol.DryRun {
+			ps.proxyless = proxylessDryRunGap(ap)
+		}
 	}
+}
+
+// proxylessDryRunGap says what a DryRun policy does on proxyless gRPC
+// servers, for the ProxylessLimited condition: nothing. gRPC's RBAC filter
+// has no shadow rules (gRFC A41), so translator/envoy leaves DryRun
+// policies out of a proxyless server's configuration. Like the retry gaps
+// it depends on the spec alone, not on which servers exist (design 057).
+func proxylessDryRunGap(ap *v1alpha1.AuthPolicy) string {
+	var targets []string
+	for _, tr := range ap.Spec.TargetRefs {
+		targets = append(targets, tr.Kind+" "+tr.Name)
+	}
+	return fmt.Sprintf("spec.mode DryRun: proxyless gRPC servers (weft.dev/proxyless: grpc) behind %s have no shadow rules, so there this policy neither denies nor counts; "+
+		"sidecars count what it would deny. Try it on workloads with a sidecar, or set spec.mode: Enforce", strings.Join(targets, ", "))
 }
 
 func (t *translation) authRule(r v1alpha1.AuthRule, field string, namespaces map[string]bool, ps *policyStatus) (ir.AuthRule, error) {

@@ -33,8 +33,9 @@ import (
 //     statistics (docs/metrics.md), but gRPC-Go evaluates no shadow rules,
 //     so for a proxyless server weft leaves DryRun policies out
 //     (docs/design/003) and nothing counts the would-be denials — the
-//     test checks the policy is Accepted and Programmed and that it denies
-//     nothing; there is no counter to read.
+//     test checks the policy is Accepted and Programmed, that it denies
+//     nothing, and that its ProxylessLimited condition says it counts
+//     nothing here; there is no counter to read.
 func testAuthorization(t *testing.T, s *scenarios) {
 	phase := time.Now()
 	took := func() time.Duration {
@@ -102,6 +103,10 @@ spec:
 		if conds[c].Status != "True" || conds[c].ObservedGeneration != gen {
 			t.Errorf("the DryRun AuthPolicy's %s: %+v; want True for generation %d", c, conds[c], gen)
 		}
+	}
+	// ... and its status says what docs/api.md says: here it counts nothing.
+	if pl := conds["ProxylessLimited"]; pl.Status != "True" || pl.Reason != "UnsupportedByGRPC" || !strings.Contains(pl.Message, "spec.mode DryRun") {
+		t.Errorf("the DryRun AuthPolicy's ProxylessLimited: %+v; want True, UnsupportedByGRPC, naming spec.mode DryRun", pl)
 	}
 	t.Logf("DryRun (%v): other/client OK (nothing denied); the policy's conditions: %+v — a proxyless server records no would-be denial (no shadow rules in gRPC)", took(), conds)
 }
