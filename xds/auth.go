@@ -235,6 +235,11 @@ type TokenReviewer interface {
 type TokenAuthenticator struct {
 	Reviews TokenReviewer
 
+	// cacheTTL replaces tokenCacheTTL when set (tests only: a test that
+	// shortens the connection age keeps the cache shorter still, as
+	// production's minute is to its 30 minutes).
+	cacheTTL time.Duration
+
 	mu    sync.Mutex
 	cache map[[sha256.Size]byte]cachedReview
 	peers map[string]*bucket
@@ -274,6 +279,10 @@ const (
 	// first.
 	maxPeers = 65536
 )
+
+// podNameExtra is the TokenReview user extra in which the API server names
+// the pod a pod-bound token is bound to.
+const podNameExtra = "authentication.kubernetes.io/pod-name"
 
 type cachedReview struct {
 	status  authnv1.TokenReviewStatus
@@ -330,7 +339,7 @@ func (t *TokenAuthenticator) authenticate(ctx context.Context, node NodeInfo) (p
 	if st.User.Username != want {
 		return proof{}, status.Errorf(codes.PermissionDenied, "node %s claims %s but its token is %s's", node.ID, want, st.User.Username)
 	}
-	if names := st.User.Extra["authentication.kubernetes.io/pod-name"]; len(names) > 0 && names[0] != pod {
+	if names := st.User.Extra[podNameExtra]; len(names) > 0 && names[0] != pod {
 		return proof{}, status.Errorf(codes.PermissionDenied, "node %s claims pod %s but its token is bound to pod %s", node.ID, pod, names[0])
 	}
 	return proof{method: AuthToken, expires: rv.expires}, nil
@@ -374,7 +383,11 @@ func (t *TokenAuthenticator) review(ctx context.Context, token string) (cachedRe
 	}
 	c := cachedReview{status: res.Status, until: now.Add(negativeCacheTTL)}
 	if res.Status.Authenticated {
-		c.until = now.Add(tokenCacheTTL)
+		ttl := tokenCacheTTL
+		if t.cacheTTL > 0 {
+			ttl = t.cacheTTL
+		}
+		c.until = now.Add(ttl)
 		if exp := tokenExpiry(token); !exp.IsZero() {
 			c.expires = exp
 			if exp.Before(c.until) {

@@ -192,3 +192,48 @@ func TestDeletedServiceAccountForgetsCachedTokens(t *testing.T) {
 		t.Errorf("after the deletion: %v after %d reviews; want a new review (2)", err, r.count())
 	}
 }
+
+// podReviewer vouches for tokens "pod-<name>" as pod-bound tokens of
+// shop/frontend's pod <name>, counting reviews.
+type podReviewer struct{ saReviewer }
+
+func (r *podReviewer) Create(ctx context.Context, tr *authnv1.TokenReview, o metav1.CreateOptions) (*authnv1.TokenReview, error) {
+	res, err := r.saReviewer.Create(ctx, tr, o)
+	if pod, ok := strings.CutPrefix(tr.Spec.Token, "good-pod-"); ok && err == nil {
+		res.Status.User.Extra = map[string]authnv1.ExtraValue{"authentication.kubernetes.io/pod-name": {pod}}
+	}
+	return res, err
+}
+
+// TestDeletedPodForgetsCachedTokens: PodGone ended a deleted pod's
+// streams, but its pod-bound token's review stayed cached for a minute,
+// so whoever held the token could reconnect at once and be admitted from
+// the cache (and served the identity's key) although the API server
+// refuses it. The reviews of tokens bound to that pod are forgotten now;
+// other pods' are kept.
+func TestDeletedPodForgetsCachedTokens(t *testing.T) {
+	r := &podReviewer{}
+	auth := &xds.TokenAuthenticator{Reviews: r}
+	ads := xds.NewADS(logr.Discard())
+	ads.SetAuthenticator(xds.Chain{auth})
+	other := xds.NodeInfo{ID: "frontend-1.shop", Proxy: dataplane.Proxy{Namespace: "shop", ServiceAccount: "frontend"}}
+	for _, c := range []struct {
+		token string
+		node  xds.NodeInfo
+	}{{"good-pod-frontend-0", frontend()}, {"good-pod-frontend-1", other}} {
+		if err := auth.Authenticate(fromPeer("10.0.0.2", c.token), c.node); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ads.PodGone("other", "frontend-0") // another namespace's pod: kept
+	if _, n := xds.TokenCacheKeys(auth); n != 2 {
+		t.Fatalf("another namespace's pod deletion left %d cached reviews, want 2", n)
+	}
+	ads.PodGone("shop", "frontend-0")
+	if _, n := xds.TokenCacheKeys(auth); n != 1 {
+		t.Fatalf("%d cached reviews after pod frontend-0 was deleted, want 1 (frontend-1's)", n)
+	}
+	if err := auth.Authenticate(fromPeer("10.0.0.2", "good-pod-frontend-0"), frontend()); err != nil || r.count() != 3 {
+		t.Errorf("after the deletion: %v after %d reviews; want a new review (3)", err, r.count())
+	}
+}

@@ -30,3 +30,14 @@ func TokenCacheKeys(t *TokenAuthenticator) (string, int) {
 
 // SetResponseChunkBytes shortens ResponseChunkBytes for a test.
 func SetResponseChunkBytes(a *ADS, n int) { a.maxResponseBytes = n }
+
+// SetMaxConnectionAge shortens the connection age of the servers NewServer
+// makes from now on, until the returned function restores it.
+func SetMaxConnectionAge(age, grace time.Duration) (restore func()) {
+	a, g := maxConnectionAge, maxConnectionAgeGrace
+	maxConnectionAge, maxConnectionAgeGrace = age, grace
+	return func() { maxConnectionAge, maxConnectionAgeGrace = a, g }
+}
+
+// SetTokenCacheTTL shortens how long t trusts a token review.
+func SetTokenCacheTTL(t *TokenAuthenticator, d time.Duration) { t.cacheTTL = d }

@@ -1,6 +1,8 @@
 package xds
 
 import (
+	"strings"
+
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -10,8 +12,14 @@ import (
 // not keep receiving its identity's freshly renewed keys after its pod is
 // deleted (issue 13). Its proxy, if it still runs, reconnects and is
 // authenticated again (a pod-bound token of a deleted pod is refused).
-// It returns how many streams it ended.
+// Token reviews cached for tokens bound to that pod are forgotten, so a
+// reconnect within the cache's minute is reviewed again (and refused)
+// rather than admitted from the cache. It returns how many streams it
+// ended.
 func (a *ADS) PodGone(namespace, name string) int {
+	if f, ok := a.auth.(forgetter); ok {
+		f.forgetPod(namespace, name)
+	}
 	id := name + "." + namespace
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -51,12 +59,36 @@ func (a *ADS) ServiceAccountGone(namespace, name string) int {
 // forgetter is an authenticator that caches what it vouched for.
 type forgetter interface {
 	forgetServiceAccount(namespace, name string)
+	forgetPod(namespace, name string)
 }
 
 func (c Chain) forgetServiceAccount(namespace, name string) {
 	for _, a := range c {
 		if f, ok := a.(forgetter); ok {
 			f.forgetServiceAccount(namespace, name)
+		}
+	}
+}
+
+func (c Chain) forgetPod(namespace, name string) {
+	for _, a := range c {
+		if f, ok := a.(forgetter); ok {
+			f.forgetPod(namespace, name)
+		}
+	}
+}
+
+// forgetPod drops the cached reviews of tokens bound to the pod
+// namespace/name (the API server names the pod in the review's extra).
+func (t *TokenAuthenticator) forgetPod(namespace, name string) {
+	t.init()
+	prefix := "system:serviceaccount:" + namespace + ":"
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for k, c := range t.cache {
+		pods := c.status.User.Extra[podNameExtra]
+		if len(pods) > 0 && pods[0] == name && strings.HasPrefix(c.status.User.Username, prefix) {
+			delete(t.cache, k)
 		}
 	}
 }

@@ -39,6 +39,15 @@ const (
 	MaxConnectionAgeGrace = 10 * time.Second
 )
 
+// maxConnectionAge and maxConnectionAgeGrace are what NewServer uses: the
+// constants above, which only tests shorten (SetMaxConnectionAge in
+// export_test.go). Not a flag: no operator needs another value, and a
+// shorter age only multiplies reconnects and token reviews.
+var (
+	maxConnectionAge      = MaxConnectionAge
+	maxConnectionAgeGrace = MaxConnectionAgeGrace
+)
+
 // Server is the gRPC server for ADS. It runs on every replica, leader or not.
 type Server struct {
 	lis     net.Listener
@@ -64,7 +73,7 @@ func NewServer(addr string, ads discoveryv3.AggregatedDiscoveryServiceServer, tl
 		// closes: proxies reconnect, authenticate again (a revoked token or
 		// a deleted pod is refused then) and spread over the replicas.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second,
-			MaxConnectionAge: MaxConnectionAge, MaxConnectionAgeGrace: MaxConnectionAgeGrace}),
+			MaxConnectionAge: maxConnectionAge, MaxConnectionAgeGrace: maxConnectionAgeGrace}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		// Caps (limits.go): streams per connection, request and header sizes.
 		grpc.MaxConcurrentStreams(maxConcurrentStreams),
