@@ -72,16 +72,18 @@ func (t *translation) routing(k portKey) *portRouting {
 	return pr
 }
 
-// claimForHTTPRoute gives an HTTPRoute a port, unless an older one has it.
-func (t *translation) claimForHTTPRoute(ps *policyStatus, ref *ir.PolicyRef, svc *ir.Service, port *ir.Port, field string, routes []*ir.Route) {
+// claimForHTTPRoute gives an HTTPRoute a port, unless an older one has it;
+// it says whether the route got it.
+func (t *translation) claimForHTTPRoute(ps *policyStatus, ref *ir.PolicyRef, svc *ir.Service, port *ir.Port, field string, routes []*ir.Route) bool {
 	pr := t.routing(portKey{svc.Key, port.Port})
 	if pr.httpRoute != nil {
 		ps.reject(v1alpha1.ReasonConflicted, "%s: port %d of Service %s is already routed by the older %s; merge the two routes into one",
 			field, port.Port, svc.Key.Name, pr.httpRoute)
-		return
+		return false
 	}
 	pr.httpRoute = ref
 	port.Routes = routes
+	return true
 }
 
 // addSplit adds a TrafficSplit's route to a port, unless an HTTPRoute owns

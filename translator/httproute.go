@@ -8,6 +8,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/weftmesh/weft/crds/v1alpha1"
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator/ir"
 )
 
@@ -37,14 +38,16 @@ func isServiceRef(group *gatewayv1.Group, kind *gatewayv1.Kind) bool {
 // valid rule is Accepted=False and applies nothing.
 func (t *translation) httpRoute(hr *gatewayv1.HTTPRoute, ps *policyStatus, ref *ir.PolicyRef) {
 	var routes []*ir.Route
-	var problems []string
+	var problems, grpcGaps []string
 	for i, rule := range hr.Spec.Rules {
-		r, err := t.httpRouteRule(hr, ps, ref, rule, fmt.Sprintf("spec.rules[%d]", i))
+		field := fmt.Sprintf("spec.rules[%d]", i)
+		r, err := t.httpRouteRule(hr, ps, ref, rule, field)
 		switch {
 		case err != nil:
 			problems = append(problems, err.Error())
 		case r != nil:
 			routes = append(routes, r)
+			grpcGaps = append(grpcGaps, proxylessRuleGaps(rule, field)...)
 		}
 	}
 	if len(problems) > 0 {
@@ -57,6 +60,13 @@ func (t *translation) httpRoute(hr *gatewayv1.HTTPRoute, ps *policyStatus, ref *
 		}
 	}
 	routes = byPrecedence(routes)
+	var parents []string
+	defer func() {
+		if len(grpcGaps) > 0 && len(parents) > 0 {
+			ps.proxyless = fmt.Sprintf("Proxyless gRPC clients (pods annotated %s: grpc) calling %s do not apply: %s. Sidecars apply the whole route; proxyless clients apply the rest.",
+				dataplane.AnnotationProxyless, strings.Join(parents, ", "), strings.Join(grpcGaps, "; "))
+		}
+	}()
 	for i, p := range hr.Spec.ParentRefs {
 		if !isServiceRef(p.Group, p.Kind) {
 			continue
@@ -93,7 +103,9 @@ func (t *translation) httpRoute(hr *gatewayv1.HTTPRoute, ps *policyStatus, ref *
 			}
 			// Requests no rule matches still reach the parent Service.
 			own := append(append([]*ir.Route(nil), routes...), defaultRoute(root.Key, port.Port))
-			t.claimForHTTPRoute(ps, ref, root, port, field, own)
+			if t.claimForHTTPRoute(ps, ref, root, port, field, own) {
+				parents = append(parents, fmt.Sprintf("Service %s port %d", root.Key.Name, port.Port))
+			}
 		}
 	}
 }
@@ -167,7 +179,27 @@ func (t *translation) httpRouteRule(hr *gatewayv1.HTTPRoute, ps *policyStatus, r
 	return r, nil
 }
 
-// gatewayMatch translates the HTTPRoute match at field.
+// proxylessRuleGaps names what of an applied rule proxyless gRPC clients
+// do not apply (the ProxylessLimited condition, docs/design/057 and 160).
+// gRPC-Go skips a route that matches query parameters (routesProtoToSlice
+// in grpc's internal/xds/xdsclient/xdsresource/unmarshal_rds.go, v1.85):
+// a gRPC call has no query string, so such a match never holds for it,
+// and translator/envoy leaves those routes out of gRPC's configuration.
+func proxylessRuleGaps(rule gatewayv1.HTTPRouteRule, field string) []string {
+	var gaps []string
+	for j, m := range rule.Matches {
+		if len(m.QueryParams) > 0 {
+			gaps = append(gaps, fmt.Sprintf("%s.matches[%d].queryParams (a gRPC call has no query string: the match never holds for them, and calls go to the next matching rule)", field, j))
+		}
+	}
+	return gaps
+}
+
+// gatewayMatch translates the HTTPRoute match at field. Regular
+// expressions (path, headers, query parameters) must be ones both proxy
+// kinds compile (checkRegex). Gateway API: of several header (or query
+// parameter) matches with the same name, only the first counts; header
+// names compare case-insensitively, query parameter names exactly.
 func gatewayMatch(m gatewayv1.HTTPRouteMatch, field string) (ir.Match, error) {
 	var im ir.Match
 	if m.Path != nil && m.Path.Value != nil {
@@ -183,24 +215,55 @@ func gatewayMatch(m gatewayv1.HTTPRouteMatch, field string) (ir.Match, error) {
 				return im, err
 			}
 			im.PathPrefix = *m.Path.Value
+		case gatewayv1.PathMatchRegularExpression:
+			if err := regexProblem(field+".path.value", *m.Path.Value); err != nil {
+				return im, err
+			}
+			im.PathRegex = *m.Path.Value
 		default:
-			return im, fmt.Errorf("%s.path.type: %s is not supported; use Exact or PathPrefix", field, typ)
+			return im, fmt.Errorf("%s.path.type: %s is not supported; use Exact, PathPrefix or RegularExpression", field, typ)
 		}
 	}
 	if m.Method != nil {
 		im.Method = string(*m.Method)
 	}
+	seen := map[string]bool{}
 	for k, h := range m.Headers {
+		name := strings.ToLower(string(h.Name))
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
 		regex := h.Type != nil && *h.Type == gatewayv1.HeaderMatchRegularExpression
 		if regex {
 			if err := regexProblem(fmt.Sprintf("%s.headers[%d].value", field, k), h.Value); err != nil {
 				return im, err
 			}
 		}
-		im.Headers = append(im.Headers, ir.HeaderMatch{Name: strings.ToLower(string(h.Name)), Value: h.Value, Regex: regex})
+		im.Headers = append(im.Headers, ir.HeaderMatch{Name: name, Value: h.Value, Regex: regex})
 	}
-	if len(m.QueryParams) > 0 {
-		return im, fmt.Errorf("%s.queryParams: not supported yet; match on path, method or headers", field)
+	seen = map[string]bool{}
+	for k, q := range m.QueryParams {
+		if seen[string(q.Name)] {
+			continue
+		}
+		seen[string(q.Name)] = true
+		regex := false
+		if q.Type != nil {
+			switch *q.Type {
+			case gatewayv1.QueryParamMatchExact:
+			case gatewayv1.QueryParamMatchRegularExpression:
+				regex = true
+			default:
+				return im, fmt.Errorf("%s.queryParams[%d].type: %s is not supported; use Exact or RegularExpression", field, k, *q.Type)
+			}
+		}
+		if regex {
+			if err := regexProblem(fmt.Sprintf("%s.queryParams[%d].value", field, k), q.Value); err != nil {
+				return im, err
+			}
+		}
+		im.QueryParams = append(im.QueryParams, ir.QueryMatch{Name: string(q.Name), Value: q.Value, Regex: regex})
 	}
 	return im, nil
 }
@@ -208,11 +271,9 @@ func gatewayMatch(m gatewayv1.HTTPRouteMatch, field string) (ir.Match, error) {
 // byPrecedence orders an HTTPRoute's rules as Gateway API says a request
 // picks among matches (HTTPRouteRule's doc comment in
 // sigs.k8s.io/gateway-api apis/v1/httproute_types.go), since Envoy takes
-// the first route that matches: an Exact path, then the longest PathPrefix
-// (in characters), then a method, then the most header matches (then the
-// most query parameter matches, which weft refuses); ties keep rule
-// order, then match order (new-3: rules were tried in the order written,
-// so a rule of PathPrefix / shadowed a later rule of /v2). Precedence is
+// the first route that matches (matchPrecedes); ties keep rule order,
+// then match order (new-3: rules were tried in the order written, so a
+// rule of PathPrefix / shadowed a later rule of /v2). Precedence is
 // per match, so a rule with several matches becomes one route per match,
 // each with the rule's backends, timeout and source. Between HTTPRoutes
 // (oldest first) there is nothing to order: one route owns a port
@@ -243,12 +304,22 @@ func routeMatch(r *ir.Route) ir.Match {
 	return r.Matches[0]
 }
 
-// matchPrecedes says whether Gateway API gives a precedence over b.
+// matchPrecedes says whether Gateway API gives a precedence over b: an
+// Exact path, then the longest PathPrefix, then a method, then the most
+// header matches, then the most query parameter matches. Gateway API does
+// not rank RegularExpression paths; weft puts them between Exact and
+// PathPrefix, longer expressions first (docs/design/160), so a catch-all
+// PathPrefix / never shadows them.
 func matchPrecedes(a, b ir.Match) bool {
-	if (a.PathExact != "") != (b.PathExact != "") {
-		return a.PathExact != ""
+	if ka, kb := pathKind(a), pathKind(b); ka != kb {
+		return ka > kb
 	}
-	if a.PathExact == "" {
+	switch {
+	case a.PathRegex != "":
+		if len(a.PathRegex) != len(b.PathRegex) {
+			return len(a.PathRegex) > len(b.PathRegex)
+		}
+	case a.PathExact == "":
 		if la, lb := prefixLen(a.PathPrefix), prefixLen(b.PathPrefix); la != lb {
 			return la > lb
 		}
@@ -256,7 +327,22 @@ func matchPrecedes(a, b ir.Match) bool {
 	if (a.Method != "") != (b.Method != "") {
 		return a.Method != ""
 	}
-	return len(a.Headers) > len(b.Headers)
+	if len(a.Headers) != len(b.Headers) {
+		return len(a.Headers) > len(b.Headers)
+	}
+	return len(a.QueryParams) > len(b.QueryParams)
+}
+
+// pathKind ranks path match types: Exact, then RegularExpression, then
+// PathPrefix (or none).
+func pathKind(m ir.Match) int {
+	switch {
+	case m.PathExact != "":
+		return 2
+	case m.PathRegex != "":
+		return 1
+	}
+	return 0
 }
 
 // prefixLen counts a PathPrefix's characters; none is "/".

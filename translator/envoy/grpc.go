@@ -196,8 +196,9 @@ func routerFilter() *hcmv3.HttpFilter {
 }
 
 // grpcRoutes are routes() with what gRPC understands: plain prefixes (gRPC
-// rejects path_separated_prefix), max_stream_duration for the timeout, and
-// only gRPC status codes to retry on.
+// rejects path_separated_prefix), max_stream_duration for the timeout,
+// only gRPC status codes to retry on, and no route that matches query
+// parameters.
 //
 // A path-separated prefix p (HTTPRoute and TrafficSplit PathPrefix, which
 // match path elements) becomes two routes with the same action: path p
@@ -206,6 +207,12 @@ func routerFilter() *hcmv3.HttpFilter {
 func grpcRoutes(mesh *ir.Mesh, port *ir.Port, f family) []*routev3.Route {
 	var out []*routev3.Route
 	for _, r := range routes(mesh, port, f) {
+		if len(r.GetMatch().GetQueryParameters()) > 0 {
+			// gRPC-Go skips such a route (a call has no query string,
+			// so it never matches): left out, and named on the route's
+			// status (translator.proxylessRuleGaps).
+			continue
+		}
 		if p, ok := r.Match.PathSpecifier.(*routev3.RouteMatch_PathSeparatedPrefix); ok {
 			exact := proto.Clone(r).(*routev3.Route)
 			exact.Match.PathSpecifier = &routev3.RouteMatch_Path{Path: p.PathSeparatedPrefix}

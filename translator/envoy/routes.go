@@ -170,6 +170,10 @@ func routeMatch(m ir.Match) *routev3.RouteMatch {
 	switch {
 	case m.PathExact != "":
 		rm.PathSpecifier = &routev3.RouteMatch_Path{Path: m.PathExact}
+	case m.PathRegex != "":
+		// Envoy and gRPC both match safe_regex against the whole path
+		// without its query, as Gateway API's RegularExpression asks.
+		rm.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: m.PathRegex}}
 	case m.PathPrefix != "" && m.PathPrefix != "/":
 		// Gateway API's PathPrefix matches whole segments: /api matches
 		// /api and /api/x, not /apix.
@@ -188,6 +192,14 @@ func routeMatch(m ir.Match) *routev3.RouteMatch {
 		} else {
 			rm.Headers = append(rm.Headers, exactHeader(h.Name, h.Value))
 		}
+	}
+	for _, q := range m.QueryParams {
+		sm := &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: q.Value}}
+		if q.Regex {
+			sm = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: q.Value}}}
+		}
+		rm.QueryParameters = append(rm.QueryParameters, &routev3.QueryParameterMatcher{Name: q.Name,
+			QueryParameterMatchSpecifier: &routev3.QueryParameterMatcher_StringMatch{StringMatch: sm}})
 	}
 	return rm
 }

@@ -254,16 +254,32 @@ type Route struct {
 	Timeout Duration `json:"timeout,omitempty"`
 }
 
-// Match is one HTTP request match; all of its parts must hold.
+// Match is one HTTP request match; all of its parts must hold. At most
+// one of PathExact, PathPrefix and PathRegex is set; none matches every
+// path.
 type Match struct {
-	PathExact  string        `json:"pathExact,omitempty"`
-	PathPrefix string        `json:"pathPrefix,omitempty"`
-	Method     string        `json:"method,omitempty"`
-	Headers    []HeaderMatch `json:"headers,omitempty"`
+	PathExact  string `json:"pathExact,omitempty"`
+	PathPrefix string `json:"pathPrefix,omitempty"`
+	// PathRegex is an RE2 expression the whole path (without the query)
+	// must match.
+	PathRegex string        `json:"pathRegex,omitempty"`
+	Method    string        `json:"method,omitempty"`
+	Headers   []HeaderMatch `json:"headers,omitempty"`
+	// QueryParams: each named query parameter must be present and match.
+	QueryParams []QueryMatch `json:"queryParams,omitempty"`
 }
 
 // HeaderMatch matches one request header.
 type HeaderMatch struct {
+	Name  string `json:"name,omitempty"`
+	Value string `json:"value,omitempty"`
+	Regex bool   `json:"regex,omitempty"`
+}
+
+// QueryMatch matches one query parameter of the request's path: its
+// value equals Value, or fully matches the RE2 expression Value when
+// Regex. Names are compared exactly (case-sensitive).
+type QueryMatch struct {
 	Name  string `json:"name,omitempty"`
 	Value string `json:"value,omitempty"`
 	Regex bool   `json:"regex,omitempty"`

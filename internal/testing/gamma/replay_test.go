@@ -30,7 +30,12 @@ var update = flag.Bool("update", false, "rewrite docs/conformance.md from this r
 // knownFailures are conformance tests of features weft claims that fail
 // today, each with the issue item that fixes it. Whoever fixes the item
 // deletes the line; a failing test not listed fails TestGAMMAConformance.
-var knownFailures = map[string]string{}
+var knownFailures = map[string]string{
+	// Its 404 cases send requests that no rule matches: weft sends them to
+	// the parent Service (docs/api.md), where GAMMA wants 404
+	// (docs/design/160, "Left").
+	"MeshHTTPRouteQueryParamMatching": "issue 17 (Gateway API): a request no rule of the route matches reaches the parent Service, GAMMA wants 404",
+}
 
 // weightTolerance: a weight test passes when each backend's share of the
 // route's weights is within this of the expected share. The distribution
@@ -126,7 +131,9 @@ func replay(t *testing.T, dir string, ct *Test) *Result {
 	weftDropped := len(cl.Unsupported) > 0
 	for _, hr := range cl.In.HTTPRoutes {
 		for _, c := range out.Status[translator.PolicyKey{Kind: translator.KindHTTPRoute, Namespace: hr.Namespace, Name: hr.Name}] {
-			plain := (c.Type != translator.ConditionPartiallyInvalid && c.Status == metav1.ConditionTrue)
+			// ProxylessLimited speaks of proxyless gRPC clients; the
+			// replay's clients have sidecars.
+			plain := (c.Type != translator.ConditionPartiallyInvalid && c.Status == metav1.ConditionTrue) || c.Type == translator.ConditionProxylessLimited
 			if !plain {
 				r.Status = append(r.Status, fmt.Sprintf("HTTPRoute %s: %s=%s %s: %s", hr.Name, c.Type, c.Status, c.Reason, c.Message))
 				weftDropped = true
