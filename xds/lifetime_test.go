@@ -77,12 +77,15 @@ func (a apiServiceAccounts) ServiceAccountExists(ctx context.Context, ns, name s
 //
 // Real parts: kube-apiserver reviews pod-bound tokens from TokenRequest;
 // the server is xds.NewServer (its keepalive parameters are the ones under
-// test), over TLS; the clients are gRPC-Go. The age is shortened to 3 s
-// (+1 s grace) and the token cache to 0.5 s, keeping production's order
+// test), over TLS; the clients are gRPC-Go. The age is shortened to 15 s
+// (+1 s grace) and weft's token cache to 1 s, keeping production's order
 // (a minute's cache under a 30-minute age: the reconnect at the age is
-// always reviewed again).
+// always reviewed again). 15 s, because kube-apiserver itself caches a
+// successful token authentication for 10 s (its
+// TokenSuccessCacheTTL): the phase-2 reconnect comes at least 0.9 × 15 s
+// after the token's last successful review.
 func TestConnectionAgeReauthenticates(t *testing.T) {
-	const age, grace = 3 * time.Second, time.Second
+	const age, grace = 15 * time.Second, time.Second
 	env := testenv.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -118,7 +121,7 @@ func TestConnectionAgeReauthenticates(t *testing.T) {
 	secrets := &caSecrets{t: t, root: root, mat: map[string][3][]byte{}}
 	reviews := &countingReviews{TokenReviewer: cs.AuthenticationV1().TokenReviews()}
 	tokens := &xds.TokenAuthenticator{Reviews: reviews}
-	xds.SetTokenCacheTTL(tokens, age/6)
+	xds.SetTokenCacheTTL(tokens, time.Second)
 	ads := xds.NewADS(logr.Discard())
 	ads.SetSecrets(secrets)
 	ads.SetAuthenticator(xds.Chain{
@@ -205,48 +208,15 @@ func TestConnectionAgeReauthenticates(t *testing.T) {
 		t.Logf("%s: ended after %v (age %v, grace %v): %v", what, d.Round(time.Millisecond), age, grace, err)
 	}
 
-	// 1. A token stream lives one connection age, then reconnects and is
-	// reviewed again.
+	// Phase 1: a token stream and a certificate stream (with the
+	// workload certificate and key the token stream was served) each live
+	// one connection age, then reconnect: the token is reviewed again.
 	tokenConn := dial(nil)
-	start := time.Now()
-	st, keys, err := open(tokenConn, token)
+	tokenStart := time.Now()
+	tokenSt, keys, err := open(tokenConn, token)
 	if err != nil || keys != 2 {
 		t.Fatalf("first token stream: %v, %d secrets; want its 2", err, keys)
 	}
-	d, err := lifetime(st, start)
-	checkAge("token stream", d, err)
-	before := reviews.n.Load()
-	start = time.Now()
-	st, keys, err = open(tokenConn, token)
-	if err != nil || keys != 2 {
-		t.Fatalf("reconnect after the age: %v, %d secrets; want admitted with its 2", err, keys)
-	}
-	if got := reviews.n.Load() - before; got != 1 {
-		t.Fatalf("the reconnect cost %d TokenReviews, want 1 (authenticated again, not from the cache)", got)
-	}
-
-	// 2. The pod is deleted and a new one takes its name; nobody tells the
-	// ADS. The stream ends at its age, and the reconnect is refused with
-	// no key served.
-	if err := cs.CoreV1().Pods("shop").Delete(ctx, "web-0", metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
-		t.Fatal(err)
-	}
-	revoked := time.Now()
-	if p := makePod(); p.UID == pod.UID {
-		t.Fatal("the new pod has the old UID")
-	}
-	d, err = lifetime(st, start)
-	checkAge("token stream of the replaced pod", d, err)
-	t.Logf("the stream outlived its pod by %v", time.Since(revoked).Round(time.Millisecond))
-	_, keys, err = open(tokenConn, token)
-	if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "the API server rejected its token") || keys != 0 {
-		t.Fatalf("reconnect with the replaced pod's token: %v, %d secrets; want Unauthenticated from the API server's review, no secret", err, keys)
-	}
-	t.Log(err)
-
-	// 3. A certificate stream, with the workload certificate and key the
-	// token stream was served: it re-checks its ServiceAccount at every
-	// reconnect, so renewing itself ends when the ServiceAccount is gone.
 	id := certs.Identity{TrustDomain: "cluster.local", Namespace: "shop", ServiceAccount: "web"}
 	certPEM, keyPEM, _, ok := secrets.Material(id.String())
 	if !ok {
@@ -257,25 +227,68 @@ func TestConnectionAgeReauthenticates(t *testing.T) {
 		t.Fatal(err)
 	}
 	certConn := dial(&workload)
-	start = time.Now()
-	st, keys, err = open(certConn, "")
+	certStart := time.Now()
+	certSt, keys, err := open(certConn, "")
 	if err != nil || keys != 2 {
 		t.Fatalf("certificate stream: %v, %d secrets; want its 2", err, keys)
 	}
-	d, err = lifetime(st, start)
-	checkAge("certificate stream", d, err)
-	start = time.Now()
-	st, keys, err = open(certConn, "")
+	type ended struct {
+		d   time.Duration
+		at  time.Time
+		err error
+	}
+	watch := func(st discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesClient, since time.Time) <-chan ended {
+		ch := make(chan ended, 1)
+		go func() { d, err := lifetime(st, since); ch <- ended{d, time.Now(), err} }()
+		return ch
+	}
+	tokenEnd, certEnd := watch(tokenSt, tokenStart), watch(certSt, certStart)
+	e := <-tokenEnd
+	checkAge("token stream", e.d, e.err)
+	before := reviews.n.Load()
+	tokenStart = time.Now()
+	tokenSt, keys, err = open(tokenConn, token)
+	if err != nil || keys != 2 {
+		t.Fatalf("token reconnect after the age: %v, %d secrets; want admitted with its 2", err, keys)
+	}
+	if got := reviews.n.Load() - before; got != 1 {
+		t.Fatalf("the reconnect cost %d TokenReviews, want 1 (authenticated again, not from the cache)", got)
+	}
+	e = <-certEnd
+	checkAge("certificate stream", e.d, e.err)
+	certStart = time.Now()
+	certSt, keys, err = open(certConn, "")
 	if err != nil || keys != 2 {
 		t.Fatalf("certificate reconnect after the age: %v, %d secrets; want admitted with its 2", err, keys)
+	}
+	tokenEnd, certEnd = watch(tokenSt, tokenStart), watch(certSt, certStart)
+
+	// Phase 2: the pod is deleted and a new one takes its name, and the
+	// ServiceAccount is deleted; nobody tells the ADS. Each stream ends at
+	// its age, and its reconnect is refused with no key served (the
+	// token by the API server: the service account, or the pod UID).
+	if err := cs.CoreV1().Pods("shop").Delete(ctx, "web-0", metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
+		t.Fatal(err)
+	}
+	revoked := time.Now()
+	if p := makePod(); p.UID == pod.UID {
+		t.Fatal("the new pod has the old UID")
 	}
 	if err := cs.CoreV1().ServiceAccounts("shop").Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	revoked = time.Now()
-	d, err = lifetime(st, start)
-	checkAge("certificate stream of the deleted service account", d, err)
-	t.Logf("the stream outlived its service account by %v", time.Since(revoked).Round(time.Millisecond))
+	e = <-tokenEnd
+	checkAge("token stream of the replaced pod", e.d, e.err)
+	t.Logf("the token stream outlived its pod and service account by %v", e.at.Sub(revoked).Round(time.Millisecond))
+	_, keys, err = open(tokenConn, token)
+	if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "the API server rejected its token") || keys != 0 {
+		t.Fatalf("reconnect with the replaced pod's token: %v, %d secrets; want Unauthenticated from the API server's review, no secret", err, keys)
+	}
+	t.Log(err)
+
+	e = <-certEnd
+	checkAge("certificate stream of the deleted service account", e.d, e.err)
+	t.Logf("the certificate stream outlived its service account by %v", e.at.Sub(revoked).Round(time.Millisecond))
 	_, keys, err = open(certConn, "")
 	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "service account shop/web no longer exists") || keys != 0 {
 		t.Fatalf("certificate reconnect after the service account was deleted: %v, %d secrets; want PermissionDenied naming it, no secret", err, keys)
