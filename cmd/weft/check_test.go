@@ -279,7 +279,7 @@ func TestCheck(t *testing.T) {
 	}
 	for _, want := range []string{
 		"✔ Kubernetes API: reachable, v1.37",
-		"✔ CRDs: AuthPolicy, BackendTrafficPolicy, MeshConfig, RetryPolicy, TrafficSplit served at mesh.weft.dev/v1alpha1",
+		"✔ CRDs: AuthPolicy, BackendTrafficPolicy, MeshConfig, RateLimitPolicy, RetryPolicy, TrafficSplit served at mesh.weft.dev/v1alpha1",
 		"✔ weft-controller: available, 2 of 2 replicas ready",
 		"✔ Injection webhook: weft-sidecar-injector has a caBundle; Service weft-webhook has 1 ready endpoint(s); it injected a dry-run pod in default",
 		"✔ MeshConfig: none named weft: every default applies",

@@ -23,7 +23,7 @@ import (
 var update = flag.Bool("update", false, "rewrite argocd-cm.yaml from the health.lua scripts")
 
 // kinds are weft's kinds; each has a health check.
-var kinds = []string{"TrafficSplit", "RetryPolicy", "BackendTrafficPolicy", "AuthPolicy", "MeshConfig"}
+var kinds = []string{"TrafficSplit", "RetryPolicy", "BackendTrafficPolicy", "RateLimitPolicy", "AuthPolicy", "MeshConfig"}
 
 const group = "mesh.weft.dev"
 

@@ -210,10 +210,12 @@ const (
 	apHead = "apiVersion: mesh.weft.dev/v1alpha1\nkind: AuthPolicy\nmetadata: {name: a, namespace: default}\n"
 	mcHead = "apiVersion: mesh.weft.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: weft}\n"
 	btHead = "apiVersion: mesh.weft.dev/v1alpha1\nkind: BackendTrafficPolicy\nmetadata: {name: b, namespace: default}\n"
+	rlHead = "apiVersion: mesh.weft.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {name: l, namespace: default}\n"
 
 	rpTarget = "  targetRefs: [{group: '', kind: Service, name: s}]\n"
 	apTarget = "  targetRefs: [{group: '', kind: Service, name: s}]\n  action: Allow\n"
 	btTarget = "  targetRefs: [{group: '', kind: Service, name: s}]\n"
+	rlTarget = "  targetRefs: [{group: '', kind: Service, name: s}]\n  limit: {requests: 100, unit: Second}\n"
 )
 
 // hugeList joins item(0..n-1).
@@ -336,6 +338,49 @@ var invalidCases = []objectCase{
 		[]string{"spec.targetRefs[0]", "an AuthPolicy target must be a Service or a Namespace"}},
 	{"authpolicy: Namespace target beside a Service", apHead + "spec:\n  targetRefs: [{group: '', kind: Namespace, name: default}, {group: '', kind: Service, name: s}]\n  action: Deny\n  rules: [{}]\n",
 		[]string{"spec.targetRefs", "a Namespace target already covers every Service in the namespace; list it alone"}},
+
+	// RateLimitPolicy
+	{"ratelimitpolicy: TrafficSplit target", rlHead + "spec:\n  targetRefs: [{group: mesh.weft.dev, kind: TrafficSplit, name: t}]\n  limit: {requests: 1, unit: Second}\n",
+		[]string{"spec.targetRefs[0]", "a RateLimitPolicy target must be a Service", "add sectionName"}},
+	{"ratelimitpolicy: duplicate target", rlHead + "spec:\n  targetRefs: [{group: '', kind: Service, name: s, sectionName: http}, {group: '', kind: Service, name: s, sectionName: http}]\n  limit: {requests: 1, unit: Second}\n",
+		[]string{"spec.targetRefs", "lists the same target more than once; remove the duplicate"}},
+	{"ratelimitpolicy: no targets", rlHead + "spec:\n  targetRefs: []\n  limit: {requests: 1, unit: Second}\n",
+		[]string{"spec.targetRefs", "at least 1 items"}},
+	{"ratelimitpolicy: no limit", rlHead + "spec:\n  targetRefs: [{group: '', kind: Service, name: s}]\n",
+		[]string{"spec.limit", "Required value"}},
+	{"ratelimitpolicy: zero requests", rlHead + "spec:\n  targetRefs: [{group: '', kind: Service, name: s}]\n  limit: {requests: 0, unit: Second}\n",
+		[]string{"spec.limit.requests", "greater than or equal to 1"}},
+	{"ratelimitpolicy: a day", rlHead + "spec:\n  targetRefs: [{group: '', kind: Service, name: s}]\n  limit: {requests: 1, unit: Day}\n",
+		[]string{"spec.limit.unit", `Unsupported value: "Day"`, `"Second"`, `"Minute"`, `"Hour"`}},
+	{"ratelimitpolicy: burst below requests", rlHead + "spec:\n  targetRefs: [{group: '', kind: Service, name: s}]\n  limit: {requests: 10, unit: Second, burst: 5}\n",
+		[]string{"spec.limit.burst", "burst must be at least requests", "omit it to make it equal to requests"}},
+	{"ratelimitpolicy: caller burst below requests", rlHead + "spec:\n" + rlTarget + "  callerLimit: {requests: 10, unit: Minute, burst: 1}\n",
+		[]string{"spec.callerLimit.burst", "burst must be at least requests"}},
+	{"ratelimitpolicy: unknown mode", rlHead + "spec:\n" + rlTarget + "  mode: Shadow\n",
+		[]string{"spec.mode", `Unsupported value: "Shadow"`, `"DryRun"`}},
+	{"ratelimitpolicy: rule without a bucket", rlHead + "spec:\n" + rlTarget + "  rules: [{name: login, match: {methods: [POST]}}]\n",
+		[]string{"spec.rules[0]", "a rule needs limit (one bucket shared by every caller), callerLimit (a bucket per caller), or both"}},
+	{"ratelimitpolicy: rule matching everything", rlHead + "spec:\n" + rlTarget + "  rules: [{name: all, match: {}, limit: {requests: 1, unit: Second}}]\n",
+		[]string{"spec.rules[0].match", "match needs paths or methods; to count every request, use spec.limit or spec.callerLimit instead of a rule"}},
+	{"ratelimitpolicy: two rules of one name", rlHead + "spec:\n" + rlTarget + "  rules: [{name: a, match: {methods: [POST]}, limit: {requests: 1, unit: Second}}, {name: a, match: {methods: [PUT]}, limit: {requests: 1, unit: Second}}]\n",
+		[]string{"spec.rules", "two rules have the same name; give each rule its own name"}},
+	{"ratelimitpolicy: rule name with capitals", rlHead + "spec:\n" + rlTarget + "  rules: [{name: Login, match: {methods: [POST]}, limit: {requests: 1, unit: Second}}]\n",
+		[]string{"spec.rules[0].name", "should match"}},
+	{"ratelimitpolicy: relative path", rlHead + "spec:\n" + rlTarget + "  rules: [{name: login, match: {paths: [{type: Exact, value: login}]}, limit: {requests: 1, unit: Second}}]\n",
+		[]string{"spec.rules[0].match.paths[0]", "path value must start with '/'"}},
+	{"ratelimitpolicy: path with a query", rlHead + "spec:\n" + rlTarget + "  rules: [{name: login, match: {paths: [{value: '/login?next=/'}]}, limit: {requests: 1, unit: Second}}]\n",
+		[]string{"spec.rules[0].match.paths[0]", "must not contain '?' or '#'"}},
+	{"ratelimitpolicy: unknown method", rlHead + "spec:\n" + rlTarget + "  rules: [{name: m, match: {methods: [FETCH]}, limit: {requests: 1, unit: Second}}]\n",
+		[]string{"spec.rules[0].match.methods[0]", `Unsupported value: "FETCH"`}},
+	{"ratelimitpolicy: rule burst below requests", rlHead + "spec:\n" + rlTarget + "  rules: [{name: login, match: {methods: [POST]}, callerLimit: {requests: 5, unit: Second, burst: 4}}]\n",
+		[]string{"spec.rules[0].callerLimit.burst", "burst must be at least requests"}},
+	{"ratelimitpolicy: status 200", rlHead + "spec:\n" + rlTarget + "  response: {statusCode: 200}\n",
+		[]string{"spec.response.statusCode", "must be between 400 and 599, such as 429 (Too Many Requests) or 503"}},
+	{"ratelimitpolicy: status 600", rlHead + "spec:\n" + rlTarget + "  response: {statusCode: 600}\n",
+		[]string{"spec.response.statusCode", "must be between 400 and 599"}},
+	{"ratelimitpolicy: 17 rules", rlHead + "spec:\n" + rlTarget + "  rules:\n" + hugeList(17, func(i int) string {
+		return fmt.Sprintf("  - {name: r%d, match: {methods: [GET]}, limit: {requests: 1, unit: Second}}\n", i)
+	}), []string{"spec.rules", "must have at most 16 items"}},
 
 	// BackendTrafficPolicy
 	{"backendtrafficpolicy: TrafficSplit target", btHead + "spec:\n  targetRefs: [{group: mesh.weft.dev, kind: TrafficSplit, name: t}]\n",
@@ -499,6 +544,13 @@ var validEdgeCases = []objectCase{
 		"  outlierDetection: {consecutive5xx: 3, consecutiveGatewayErrors: 2, failurePercentage: {threshold: 50, minimumHosts: 2, requestVolume: 10}, interval: 5s, baseEjectionTime: 1m, maxEjectionPercent: 0}\n" +
 		"  loadBalancer: {type: LeastRequest}\n" +
 		"  connection: {connectTimeout: 250ms, idleTimeout: 5m, tcpKeepalive: {probes: 3, idleTime: 1m30s, interval: 10s}}\n", nil},
+	{"ratelimitpolicy: only a limit gets Enforce, 429 and the headers", rlHead + "spec:\n" + rlTarget,
+		[]string{`"mode":"Enforce"`, `"response":{"rateLimitHeaders":true,"statusCode":429}`, `"limit":{"requests":100,"unit":"Second"}`}},
+	{"ratelimitpolicy: every field, DryRun, a port and a Service", rlHead + "spec:\n  targetRefs: [{group: '', kind: Service, name: s, sectionName: http}, {group: '', kind: Service, name: t}]\n  mode: DryRun\n" +
+		"  limit: {requests: 1000000000, unit: Hour, burst: 1000000000}\n  callerLimit: {requests: 1, unit: Minute}\n" +
+		"  rules: [{name: login, match: {paths: [{type: Exact, value: /login}, {value: /api}], methods: [POST, PUT]}, limit: {requests: 5, unit: Second, burst: 5}, callerLimit: {requests: 1, unit: Second}}, {name: reads, match: {methods: [GET]}, limit: {requests: 50, unit: Second}}]\n" +
+		"  response: {statusCode: 503, rateLimitHeaders: false}\n",
+		[]string{`"mode":"DryRun"`, `"response":{"rateLimitHeaders":false,"statusCode":503}`}},
 	{"authpolicy: deny everything with an empty rule", apHead + "spec:\n  targetRefs: [{group: '', kind: Namespace, name: default}]\n  action: Deny\n  rules: [{}]\n",
 		[]string{`"mode":"Enforce"`}},
 	{"authpolicy: IPv6 block and every source kind", apHead + "spec:\n" + apTarget + "  rules: [{from: {serviceAccounts: [shop/front-end.v2], namespaces: [monitoring], ipBlocks: ['2001:db8::/32', 10.0.0.0/8]}}]\n", nil},
@@ -675,6 +727,9 @@ func testGetWeft(ctx context.Context, t *testing.T, env *testenv.Env) {
 		}},
 		{"backendtrafficpolicy.mesh.weft.dev", []string{"NAMESPACE", "NAME", "TARGETS", "LOAD BALANCER", "MAX REQUESTS", "PROGRAMMED", "AGE"}, []row{
 			{"NAMESPACE": "default", "NAME": "backendtrafficpolicy.mesh.weft.dev/reviews", "TARGETS": `[{"group":"","kind":"Service","name":"reviews-v1"},{"group":"","kind":"Service","name":"reviews-v2"}]`, "LOAD BALANCER": "RingHash", "MAX REQUESTS": "512"},
+		}},
+		{"ratelimitpolicy.mesh.weft.dev", []string{"NAMESPACE", "NAME", "TARGETS", "MODE", "REQUESTS", "PER", "PROGRAMMED", "AGE"}, []row{
+			{"NAMESPACE": "default", "NAME": "ratelimitpolicy.mesh.weft.dev/ratings", "TARGETS": `[{"group":"","kind":"Service","name":"ratings"}]`, "MODE": "Enforce", "REQUESTS": "100", "PER": "Second"},
 		}},
 		{"meshconfig.mesh.weft.dev", []string{"NAME", "TRUST DOMAIN", "MTLS", "CERTIFICATES", "PROGRAMMED", "AGE"}, []row{
 			{"NAME": "meshconfig.mesh.weft.dev/weft", "TRUST DOMAIN": "cluster.local", "MTLS": "Permissive", "CERTIFICATES": "BuiltIn"},

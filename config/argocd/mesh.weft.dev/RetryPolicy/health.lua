@@ -1,6 +1,6 @@
 -- Argo CD health check for weft's mesh.weft.dev kinds (TrafficSplit,
--- RetryPolicy, BackendTrafficPolicy, AuthPolicy and MeshConfig use the
--- same script).
+-- RetryPolicy, BackendTrafficPolicy, RateLimitPolicy, AuthPolicy and
+-- MeshConfig use the same script).
 --
 -- Healthy:     Programmed=True, observed for the current generation: every
 --              proxy that needs this object's configuration has accepted it.
