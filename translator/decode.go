@@ -71,6 +71,8 @@ func DecodeInputs(data []byte) (*Inputs, error) {
 			in.AuthPolicies = append(in.AuthPolicies, o)
 		case *v1alpha1.BackendTrafficPolicy:
 			in.BackendTrafficPolicies = append(in.BackendTrafficPolicies, o)
+		case *v1alpha1.RateLimitPolicy:
+			in.RateLimitPolicies = append(in.RateLimitPolicies, o)
 		case *v1alpha1.MeshConfig:
 			in.MeshConfig = o
 		default:

@@ -31,6 +31,8 @@ type Inputs struct {
 	AuthPolicies   []*v1alpha1.AuthPolicy
 	// BackendTrafficPolicies set how callers treat Services' endpoints.
 	BackendTrafficPolicies []*v1alpha1.BackendTrafficPolicy
+	// RateLimitPolicies limit what Services' pods accept.
+	RateLimitPolicies []*v1alpha1.RateLimitPolicy
 	// MeshConfig is the singleton named "weft"; nil means all defaults.
 	MeshConfig *v1alpha1.MeshConfig
 }
@@ -47,6 +49,7 @@ func (in *Inputs) Add(other *Inputs) {
 	in.RetryPolicies = append(in.RetryPolicies, other.RetryPolicies...)
 	in.AuthPolicies = append(in.AuthPolicies, other.AuthPolicies...)
 	in.BackendTrafficPolicies = append(in.BackendTrafficPolicies, other.BackendTrafficPolicies...)
+	in.RateLimitPolicies = append(in.RateLimitPolicies, other.RateLimitPolicies...)
 	if other.MeshConfig != nil {
 		in.MeshConfig = other.MeshConfig
 	}
@@ -80,6 +83,7 @@ func Translate(in *Inputs) *Output {
 	t.routes()
 	t.retryPolicies()
 	t.backendTrafficPolicies()
+	t.rateLimitPolicies()
 	t.authPolicies()
 	t.defaultRoutes()
 	for _, f := range t.pending {

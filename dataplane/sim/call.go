@@ -44,6 +44,10 @@ type Call struct {
 	// HTTP request; Host defaults to To.
 	Method, Path, Host string
 	Headers            map[string]string
+	// EmptyBuckets: the caller has sent more than any local rate limit
+	// lets through, so every bucket the call takes a token from is empty
+	// (Verdict.RateLimits says which, and whether the filter enforces).
+	EmptyBuckets bool
 }
 
 // Kind is the outcome of a walk.
@@ -79,6 +83,9 @@ const (
 	Responded Kind = "Responded"
 	// Invalid: the inputs cannot be walked (unknown pod, bad address).
 	Invalid Kind = "Invalid"
+	// RateLimited: a local rate limit refused the request (its status
+	// code, or HTTP 200 with a grpc-status for gRPC).
+	RateLimited Kind = "RateLimited"
 )
 
 // Verdict says how a walk ended.
@@ -113,6 +120,9 @@ type Verdict struct {
 	// through, with the limits, detectors and hash Envoy applies there
 	// (nil when no outbound cluster was reached).
 	Upstream *Upstream
+	// RateLimits are the local rate limit filters the call passed, in
+	// order, with the buckets each takes a token from.
+	RateLimits []RateLimit
 }
 
 func (v Verdict) String() string {

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"strings"
 
+	localrlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
+
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -121,6 +123,14 @@ func (k *walker) http(p *Pod, h *hcmv3.HttpConnectionManager, ds downstream, c c
 				return Verdict{Kind: Invalid, Reason: err.Error()}
 			}
 			if v, ok := k.rbac(p, f.GetName(), cfg.GetRules(), cfg.GetShadowRules(), ds, req, 403); !ok {
+				return v
+			}
+		case typeHTTPLocalRateLimit:
+			cfg := &localrlv3.LocalRateLimit{}
+			if err := f.GetTypedConfig().UnmarshalTo(cfg); err != nil {
+				return Verdict{Kind: Invalid, Reason: err.Error()}
+			}
+			if v, ok := k.httpLocalRateLimit(p, f.GetName(), cfg, ds, req); !ok {
 				return v
 			}
 		case typeRouter:

@@ -11,6 +11,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	netlocalrlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/local_ratelimit/v3"
 	rbacnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -95,6 +96,10 @@ type walker struct {
 	firstUp  *Upstream
 	nextHash hashChoice
 	nextIdle *time.Duration
+	// rateLimits: the local rate limit filters passed (Verdict.RateLimits);
+	// emptyBuckets is Call.EmptyBuckets.
+	rateLimits   []RateLimit
+	emptyBuckets bool
 }
 
 // Walk runs one call through the World and returns its trace and verdict.
@@ -102,12 +107,13 @@ type walker struct {
 // that returns to a listener it passed with the same destination, is a
 // Loop.
 func (w *World) Walk(call Call) Result {
-	k := &walker{w: w, seen: map[string]bool{}}
+	k := &walker{w: w, seen: map[string]bool{}, emptyBuckets: call.EmptyBuckets}
 	v := k.start(call)
 	if len(v.Split) == 0 {
 		v.Split = k.split
 	}
 	v.Upstream = k.firstUp
+	v.RateLimits = k.rateLimits
 	return Result{Trace: k.trace, Verdict: v}
 }
 
@@ -557,6 +563,14 @@ func (k *walker) chain(p *Pod, fc *listenerv3.FilterChain, ds downstream, c conn
 				return Verdict{Kind: Invalid, Reason: err.Error()}
 			}
 			if v, ok := k.rbac(p, f.GetName(), cfg.GetRules(), cfg.GetShadowRules(), ds, nil, 0); !ok {
+				return v
+			}
+		case typeNetLocalRateLimit:
+			cfg := &netlocalrlv3.LocalRateLimit{}
+			if err := f.GetTypedConfig().UnmarshalTo(cfg); err != nil {
+				return Verdict{Kind: Invalid, Reason: err.Error()}
+			}
+			if v, ok := k.netLocalRateLimit(p, f.GetName(), cfg); !ok {
 				return v
 			}
 		case typeHCM:

@@ -385,11 +385,13 @@ func (v *view) inboundListener() *listenerv3.Listener {
 		if in.port == dataplane.InboundPort {
 			continue // reserved: the blackhole chain above
 		}
-		filters := func() []*listenerv3.Filter {
+		// RateLimitPolicy's filters run after RBAC (ratelimit.go).
+		filters := func(mtls bool) []*listenerv3.Filter {
 			if in.protocol.IsHTTP() {
-				return []*listenerv3.Filter{v.hcm(fmt.Sprintf("inbound_%d", in.port), "", inboundRoute(in.port), inbound)}
+				return []*listenerv3.Filter{v.hcmWith(fmt.Sprintf("inbound_%d", in.port), "", inboundRoute(in.port), inbound, v.httpRateLimits(in.port, mtls))}
 			}
-			return append(v.networkRBAC(fmt.Sprintf("inbound_%d", in.port)), v.tcpProxy(fmt.Sprintf("inbound_%d", in.port), []ir.Backend{{Weight: 1}}, inboundCluster(in.port)))
+			fs := append(v.networkRBAC(fmt.Sprintf("inbound_%d", in.port)), v.networkRateLimits(in.port)...)
+			return append(fs, v.tcpProxy(fmt.Sprintf("inbound_%d", in.port), []ir.Backend{{Weight: 1}}, inboundCluster(in.port)))
 		}
 		l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
 			Name: fmt.Sprintf("inbound|mtls|%d", in.port),
@@ -402,7 +404,7 @@ func (v *view) inboundListener() *listenerv3.Listener {
 				RequireClientCertificate: wrapperspb.Bool(true),
 				CommonTlsContext:         v.serverTLS(in.protocol),
 			}),
-			Filters: filters(),
+			Filters: filters(true),
 		})
 		if v.mtls == ir.MTLSPermissive {
 			l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
@@ -411,7 +413,7 @@ func (v *view) inboundListener() *listenerv3.Listener {
 					DestinationPort:   wrapperspb.UInt32(uint32(in.port)),
 					TransportProtocol: "raw_buffer",
 				},
-				Filters: filters(),
+				Filters: filters(false),
 			})
 		}
 	}
@@ -536,6 +538,11 @@ const (
 // hcm builds an HTTP connection manager: by RDS when rds is set, else with
 // the inline route. Inbound managers run the RBAC filters first.
 func (v *view) hcm(statPrefix, rds string, inline *routev3.RouteConfiguration, dir direction) *listenerv3.Filter {
+	return v.hcmWith(statPrefix, rds, inline, dir, nil)
+}
+
+// hcmWith is hcm with extra HTTP filters between RBAC and the router.
+func (v *view) hcmWith(statPrefix, rds string, inline *routev3.RouteConfiguration, dir direction, extra []*hcmv3.HttpFilter) *listenerv3.Filter {
 	h := &hcmv3.HttpConnectionManager{
 		StatPrefix: statPrefix,
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
@@ -588,6 +595,7 @@ func (v *view) hcm(statPrefix, rds string, inline *routev3.RouteConfiguration, d
 		h.SetCurrentClientCertDetails = &hcmv3.HttpConnectionManager_SetCurrentClientCertDetails{Uri: true}
 		h.HttpFilters = v.httpRBAC(statPrefix)
 	}
+	h.HttpFilters = append(h.HttpFilters, extra...)
 	h.HttpFilters = append(h.HttpFilters, &hcmv3.HttpFilter{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}})
 	return &listenerv3.Filter{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(h)}}
 }

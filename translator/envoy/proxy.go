@@ -389,6 +389,15 @@ func (v *view) policies() []ir.PolicyRef {
 	for _, a := range v.authz {
 		seen[a.Source] = true
 	}
+	// The RateLimitPolicies its own workload enforces (sidecars only:
+	// a proxyless server's configuration does not carry them).
+	if v.proxy.Kind != dataplane.KindGRPC {
+		for _, in := range v.inbound {
+			for _, rl := range v.inboundRateLimits(in.port) {
+				seen[rl.Source] = true
+			}
+		}
+	}
 	out := make([]ir.PolicyRef, 0, len(seen))
 	for r := range seen {
 		out = append(out, r)

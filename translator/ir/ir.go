@@ -190,6 +190,9 @@ type Port struct {
 	// Backend is how callers treat this port's endpoints (a
 	// BackendTrafficPolicy); nil means DefaultBackend.
 	Backend *BackendPolicy `json:"backend,omitempty"`
+	// RateLimit is what the sidecars of this port's endpoints accept (a
+	// RateLimitPolicy, enforced inbound); nil means no limit.
+	RateLimit *RateLimit `json:"rateLimit,omitempty"`
 }
 
 // BackendPolicy returns the port's backend policy, or DefaultBackend.
@@ -446,3 +449,46 @@ func (d Duration) MarshalJSON() ([]byte, error) {
 
 // D returns d as a time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// RateLimit is a RateLimitPolicy resolved for the ports it applies to:
+// token buckets each sidecar of the ports' endpoints keeps for itself
+// (docs/design/165).
+type RateLimit struct {
+	Source PolicyRef `json:"source"`
+	// DryRun counts what would be limited and lets everything through.
+	DryRun bool `json:"dryRun,omitempty"`
+	// Limit is the workload's bucket for every request (HTTP) or new
+	// connection (TCP).
+	Limit Bucket `json:"limit"`
+	// CallerLimit, when set, is a bucket per caller identity (HTTP).
+	CallerLimit *Bucket `json:"callerLimit,omitempty"`
+	// Rules are buckets for requests that match (HTTP).
+	Rules []RateLimitRule `json:"rules,omitempty"`
+	// StatusCode answers a limited HTTP request.
+	StatusCode uint32 `json:"statusCode"`
+	// Headers adds the X-RateLimit-* headers (draft 03) to responses.
+	Headers bool `json:"headers,omitempty"`
+}
+
+// Bucket is a token bucket: Burst tokens at most, Requests more every
+// Interval.
+type Bucket struct {
+	Requests uint32   `json:"requests"`
+	Burst    uint32   `json:"burst"`
+	Interval Duration `json:"interval"`
+}
+
+// RateLimitRule is a bucket for requests with given paths or methods.
+// Paths are pairwise disjoint (a path covered by a PathPrefix of the same
+// rule is left out), so that no request matches a rule twice.
+type RateLimitRule struct {
+	Name string `json:"name"`
+	// PathsExact and PathsPrefix are alternatives; PathsPrefix values have
+	// no trailing slash and match element-wise. Both empty: any path.
+	PathsExact  []string `json:"pathsExact,omitempty"`
+	PathsPrefix []string `json:"pathsPrefix,omitempty"`
+	// Methods are alternatives; empty: any method.
+	Methods     []string `json:"methods,omitempty"`
+	Limit       *Bucket  `json:"limit,omitempty"`
+	CallerLimit *Bucket  `json:"callerLimit,omitempty"`
+}
