@@ -122,9 +122,11 @@ const (
 	// channel) and gRPC-Go refuse messages over 4 MiB unless told
 	// otherwise; 3 MiB leaves room for the envelope. (EDS alone was 1.74
 	// MiB for a proxy that sees 2,000 Services.) State-of-the-World
-	// responses carry a type's whole state and cannot be split: they are
-	// bounded by dataplane.MaxXDSMessageBytes, which the sidecar
-	// bootstrap raises Envoy's receive limit to.
+	// endpoints and route configurations are split the same way (the
+	// protocol lets a response carry some of them); SotW listeners and
+	// clusters must come whole, bounded by dataplane.MaxXDSMessageBytes,
+	// which the sidecar bootstrap raises Envoy's receive limit to
+	// (docs/design/151).
 	ResponseChunkBytes = 3 << 20
 	// WriteBufferBytes and ReadBufferBytes are gRPC's per-connection
 	// write and read buffers, kept at gRPC's 32 KiB: a push of 3 MiB is

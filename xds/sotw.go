@@ -4,6 +4,7 @@ import (
 	"time"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 )
 
 // StreamAggregatedResources serves State-of-the-World ADS, authenticating
@@ -37,6 +38,14 @@ func (a *ADS) sotwRequest(stream discoveryv3.AggregatedDiscoveryService_StreamAg
 			}
 		}
 		accepted, known := ts.ack(c.node.ID, r.TypeUrl, r.ResponseNonce, r.ErrorDetail, time.Now())
+		if known && r.ResponseNonce != ts.lastNonce && r.ErrorDetail != nil {
+			// A part of a split response, or an older response, was
+			// rejected: counted now (the rejection stands until its
+			// resources are accepted), answered by nothing.
+			c.mu.Unlock()
+			a.recordAck(c, r.TypeUrl, false, r.ErrorDetail.GetMessage())
+			return nil
+		}
 		if !known || r.ResponseNonce != ts.lastNonce {
 			c.mu.Unlock()
 			return nil // answers an older response: the protocol says ignore it
@@ -102,15 +111,56 @@ func (a *ADS) sendSotW(stream discoveryv3.AggregatedDiscoveryService_StreamAggre
 		return nil
 	}
 	res := snap.sorted(t, names)
-	resp := &discoveryv3.DiscoveryResponse{TypeUrl: t, VersionInfo: version, Nonce: c.nextNonce()}
-	size := 0
+	// Endpoints and route configurations may be split over several
+	// responses (the xDS protocol requires the whole state in each
+	// response only for listeners and clusters; a client keeps the
+	// endpoints and routes a response does not mention): a proxy that
+	// sees thousands of Services would otherwise be sent one EDS message
+	// over gRPC's default 4 MiB receive limit (gRPC-Go's, and Envoy's
+	// Google gRPC without weft's bootstrap), refuse it, reconnect and be
+	// sent it again, forever. Each part carries the type's version, its
+	// own nonce, and its names, so that a NACK of one part stands until
+	// those resources are accepted (typeState.ack).
+	var parts [][]*encoded
+	sizes := []int{}
+	cur, curSize := []*encoded(nil), 0
 	for _, e := range res {
-		resp.Resources = append(resp.Resources, e.any)
-		size += e.size
+		if splittable(t) && curSize > 0 && curSize+e.size+len(e.name)+16 > a.maxResponseBytes {
+			parts, sizes = append(parts, cur), append(sizes, curSize)
+			cur, curSize = nil, 0
+		}
+		cur = append(cur, e)
+		curSize += e.size + len(e.name) + 16
 	}
-	ts.sentVersion, ts.lastNonce, ts.sentGen = version, resp.Nonce, snap.generation
-	ts.pending[resp.Nonce] = inFlight{gen: snap.generation}
+	parts, sizes = append(parts, cur), append(sizes, curSize)
+	resps := make([]*discoveryv3.DiscoveryResponse, 0, len(parts))
+	for _, part := range parts {
+		resp := &discoveryv3.DiscoveryResponse{TypeUrl: t, VersionInfo: version, Nonce: c.nextNonce()}
+		fl := inFlight{gen: snap.generation}
+		for _, e := range part {
+			resp.Resources = append(resp.Resources, e.any)
+			if len(parts) > 1 {
+				fl.set = append(fl.set, nameVersion{name: e.name})
+			}
+		}
+		ts.pending[resp.Nonce] = fl
+		resps = append(resps, resp)
+	}
+	ts.sentVersion, ts.lastNonce, ts.sentGen = version, resps[len(resps)-1].Nonce, snap.generation
 	c.mu.Unlock()
-	a.recordSend(t, len(res), size)
-	return stream.Send(resp)
+	for i, resp := range resps {
+		a.recordSend(t, len(resp.Resources), sizes[i])
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// splittable says whether a State-of-the-World response of type t may be
+// split: endpoints and route configurations. Listeners and clusters must
+// come whole (a client drops those a response leaves out); secrets are
+// small, and their ACKs track what a proxy holds (heldSecrets).
+func splittable(t string) bool {
+	return t == resourcev3.EndpointType || t == resourcev3.RouteType
 }
