@@ -160,6 +160,9 @@ func (v Verdict) String() string {
 type Result struct {
 	Trace   []string
 	Verdict Verdict
+	// AccessLog holds the lines the sidecars on the way wrote, in the
+	// order Envoy writes them (the innermost stream ends first).
+	AccessLog []AccessLogLine
 }
 
 func (r Result) String() string {

@@ -268,6 +268,9 @@ func (k *walker) httpLocalRateLimit(p *Pod, name string, cfg *localrlv3.LocalRat
 		k.logf("%s envoy: local rate limit %q: over the limit, counted (rate_limited) and let through: not enforced", p.Key(), r.StatPrefix)
 		return Verdict{}, true
 	}
+	// The local reply's access log: flag RL, details local_rate_limited
+	// (LocalRateLimit::Filter::decodeHeaders).
+	k.si.setFlag("RL", "local_rate_limited")
 	v := Verdict{Kind: RateLimited, Status: r.Status, Policy: name,
 		Reason: fmt.Sprintf("%s: local rate limit %q: bucket %s is empty: HTTP %d", p.Key(), r.StatPrefix, r.Buckets[0].Descriptor, r.Status)}
 	if ct, _ := req.get("content-type"); strings.HasPrefix(ct, "application/grpc") {

@@ -19,24 +19,48 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
-// rbac runs an RBAC filter's enforced and shadow rules (the shadow result
-// only goes to the trace, as Envoy only counts and logs it). status is 403
-// for the HTTP filter and 0 for the network one, which closes the
-// connection.
-func (k *walker) rbac(p *Pod, name string, rules, shadow *rbacv3.RBAC, ds downstream, req *Request, status int) (Verdict, bool) {
+// rbacPrefixes are an RBAC filter's rules_stat_prefix and
+// shadow_rules_stat_prefix, which also prefix its dynamic metadata keys.
+type rbacPrefixes struct{ rules, shadow string }
+
+// rbac runs an RBAC filter's shadow, then enforced rules. The shadow
+// result denies nothing: Envoy counts it and writes it to the stream's
+// dynamic metadata, as it does the enforced result (HTTP only); an
+// enforced denial's details name the matched policy. status is 403 for
+// the HTTP filter and 0 for the network one, which closes the connection.
+func (k *walker) rbac(p *Pod, name string, pre rbacPrefixes, rules, shadow *rbacv3.RBAC, ds downstream, req *Request, status int) (Verdict, bool) {
 	in := RBACInput{Local: ds.local, Remote: ds.remote, TLS: ds.tls, PeerURIs: ds.peerURIs, SNI: ds.sni, Request: req}
+	ns := "envoy.filters.network.rbac"
+	if status != 0 {
+		ns = "envoy.filters.http.rbac"
+	}
 	if shadow != nil {
 		r := EvalRBAC(shadow, in)
 		k.logf("%s envoy: %s shadow rules (%s): would %s (policy %q)", p.Key(), name, shadow.GetAction(), allowWord(r.Allowed), r.Policy)
+		if r.Policy != "" {
+			k.si.setMeta(ns, pre.shadow+"shadow_effective_policy_id", r.Policy)
+		}
+		k.si.setMeta(ns, pre.shadow+"shadow_engine_result", engineResult(r.Allowed))
 	}
 	if rules == nil {
 		return Verdict{}, true
 	}
 	r := EvalRBAC(rules, in)
 	k.logf("%s envoy: %s (%s): %s (policy %q, peer %v, source %s)", p.Key(), name, rules.GetAction(), allowWord(r.Allowed), r.Policy, ds.peerURIs, ds.remote.Addr())
+	if status != 0 {
+		if r.Policy != "" {
+			k.si.setMeta(ns, pre.rules+"enforced_effective_policy_id", r.Policy)
+		}
+		k.si.setMeta(ns, pre.rules+"enforced_engine_result", engineResult(r.Allowed))
+	}
 	if r.Allowed {
 		return Verdict{}, true
 	}
+	matched := r.Policy
+	if matched == "" {
+		matched = "none"
+	}
+	details := "rbac_access_denied_matched_policy[" + matched + "]"
 	pol := name
 	if r.Policy != "" {
 		pol += " " + r.Policy
@@ -44,6 +68,9 @@ func (k *walker) rbac(p *Pod, name string, rules, shadow *rbacv3.RBAC, ds downst
 	reason := "RBAC closes the connection"
 	if status != 0 {
 		reason = "RBAC: access denied"
+		k.si.codeDetails = details
+	} else if k.si != nil {
+		k.si.termDetails = details
 	}
 	return Verdict{Kind: Denied, Status: status, Policy: pol, Reason: reason, Pod: p.Key(), Port: ds.local.Port()}, false
 }
@@ -59,6 +86,19 @@ func allowWord(ok bool) string {
 // normalization, virtual host and route, the upgrade check, the HTTP
 // filters in order, then the router.
 func (k *walker) http(p *Pod, h *hcmv3.HttpConnectionManager, ds downstream, c conn) Verdict {
+	prev := k.si
+	k.si = newStreamInfo(ds, true)
+	k.si.proto = c.proto
+	defer func() { k.si = prev }()
+	v := k.httpStream(p, h, ds, c)
+	if k.si.req != nil {
+		k.writeLogs(p, "http_connection_manager "+h.GetStatPrefix(), h.GetAccessLog(), k.si, v)
+	}
+	return v
+}
+
+// httpStream is http's work; k.si is the request's stream info.
+func (k *walker) httpStream(p *Pod, h *hcmv3.HttpConnectionManager, ds downstream, c conn) Verdict {
 	if len(c.tls) > 0 {
 		return Verdict{Kind: Reset, Reason: fmt.Sprintf("%s: HTTP connection manager %q got TLS bytes: codec error, connection closed", p.Key(), h.GetStatPrefix())}
 	}
@@ -89,6 +129,7 @@ func (k *walker) http(p *Pod, h *hcmv3.HttpConnectionManager, ds downstream, c c
 		}
 	}
 	k.mutateRequestHeaders(p, h, ds, req)
+	k.si.req = req
 	rc := h.GetRouteConfig()
 	if rds := h.GetRds(); rds != nil {
 		rc = nil
@@ -122,7 +163,7 @@ func (k *walker) http(p *Pod, h *hcmv3.HttpConnectionManager, ds downstream, c c
 			if err := f.GetTypedConfig().UnmarshalTo(cfg); err != nil {
 				return Verdict{Kind: Invalid, Reason: err.Error()}
 			}
-			if v, ok := k.rbac(p, f.GetName(), cfg.GetRules(), cfg.GetShadowRules(), ds, req, 403); !ok {
+			if v, ok := k.rbac(p, f.GetName(), rbacPrefixes{cfg.GetRulesStatPrefix(), cfg.GetShadowRulesStatPrefix()}, cfg.GetRules(), cfg.GetShadowRules(), ds, req, 403); !ok {
 				return v
 			}
 		case typeHTTPLocalRateLimit:
@@ -276,10 +317,12 @@ func (k *walker) pick(ws []weighted) string {
 // route is the router filter: the route's action.
 func (k *walker) route(p *Pod, rt *routev3.Route, ds downstream, c conn, req *Request) Verdict {
 	if rt == nil {
+		k.si.setFlag("NR", "route_not_found")
 		return Verdict{Kind: NoRoute, Status: 404, Reason: fmt.Sprintf("%s: no route for Host %s %s (NR)", p.Key(), req.Headers[":authority"], req.path())}
 	}
 	switch a := rt.GetAction().(type) {
 	case *routev3.Route_DirectResponse:
+		k.si.codeDetails = "direct_response"
 		return Verdict{Kind: Responded, Status: int(a.DirectResponse.GetStatus()), Reason: fmt.Sprintf("%s: direct response", p.Key()), Body: a.DirectResponse.GetBody().GetInlineString()}
 	case *routev3.Route_Redirect:
 		status := 301
@@ -345,7 +388,11 @@ func (k *walker) upstream(p *Pod, name string, ds downstream, c conn, http bool)
 		}
 	}
 	if cl == nil {
+		k.si.setFlag("NC", "cluster_not_found")
 		return Verdict{Kind: NoRoute, Status: status, Reason: fmt.Sprintf("%s: cluster %q not found (NC)", p.Key(), name)}
+	}
+	if k.si != nil {
+		k.si.cluster = name
 	}
 	if ds.outbound && k.firstUp == nil {
 		u := upstreamOf(cl, k.nextIdle)
@@ -394,6 +441,7 @@ func (k *walker) upstream(p *Pod, name string, ds downstream, c conn, http bool)
 		}
 		ep, n := firstEndpoint(cla)
 		if ep == nil {
+			k.si.setFlag("UH", "no_healthy_upstream")
 			return Verdict{Kind: Blackholed, Status: status, Reason: fmt.Sprintf("%s: cluster %q (%s) has no healthy endpoint: no healthy upstream", p.Key(), name, cl.GetType())}
 		}
 		sa := ep.GetEndpoint().GetAddress().GetSocketAddress()
@@ -417,6 +465,9 @@ func (k *walker) upstream(p *Pod, name string, ds downstream, c conn, http bool)
 			ts, tsName = m.GetTransportSocket(), "transport_socket_matches "+m.GetName()
 			break
 		}
+	}
+	if k.si != nil {
+		k.si.host = dst
 	}
 	up := conn{dst: dst, uid: ProxyUID, tls: c.tls, proto: c.proto, app: c.app, req: c.req}
 	if http {

@@ -100,6 +100,10 @@ type walker struct {
 	// emptyBuckets is Call.EmptyBuckets.
 	rateLimits   []RateLimit
 	emptyBuckets bool
+	// si is the stream (HTTP request or TCP connection) the innermost
+	// filter on the way is handling; accessLog the lines written so far.
+	si        *streamInfo
+	accessLog []AccessLogLine
 }
 
 // Walk runs one call through the World and returns its trace and verdict.
@@ -114,7 +118,7 @@ func (w *World) Walk(call Call) Result {
 	}
 	v.Upstream = k.firstUp
 	v.RateLimits = k.rateLimits
-	return Result{Trace: k.trace, Verdict: v}
+	return Result{Trace: k.trace, Verdict: v, AccessLog: k.accessLog}
 }
 
 func (k *walker) logf(format string, args ...any) {
@@ -555,14 +559,20 @@ func (k *walker) chain(p *Pod, fc *listenerv3.FilterChain, ds downstream, c conn
 			return v
 		}
 	}
-	for _, f := range fc.GetFilters() {
+	// The connection's stream info: the network RBAC filters write to it
+	// and tcp_proxy logs it.
+	prev := k.si
+	k.si = newStreamInfo(ds, false)
+	defer func() { k.si = prev }()
+	for i, f := range fc.GetFilters() {
 		switch typeOf(f.GetTypedConfig()) {
 		case typeNetRBAC:
 			cfg := &rbacnetv3.RBAC{}
 			if err := f.GetTypedConfig().UnmarshalTo(cfg); err != nil {
 				return Verdict{Kind: Invalid, Reason: err.Error()}
 			}
-			if v, ok := k.rbac(p, f.GetName(), cfg.GetRules(), cfg.GetShadowRules(), ds, nil, 0); !ok {
+			if v, ok := k.rbac(p, f.GetName(), rbacPrefixes{"", cfg.GetShadowRulesStatPrefix()}, cfg.GetRules(), cfg.GetShadowRules(), ds, nil, 0); !ok {
+				k.closedBeforeProxy(p, fc.GetFilters()[i+1:], v)
 				return v
 			}
 		case typeNetLocalRateLimit:
@@ -600,7 +610,9 @@ func (k *walker) chain(p *Pod, fc *listenerv3.FilterChain, ds downstream, c conn
 				idle = d.AsDuration()
 			}
 			k.nextHash, k.nextIdle = tcpHash(cfg, ds.remote), &idle
-			return k.upstream(p, name, ds, c, false)
+			v := k.upstream(p, name, ds, c, false)
+			k.writeLogs(p, "tcp_proxy "+cfg.GetStatPrefix(), cfg.GetAccessLog(), k.si, v)
+			return v
 		default:
 			k.logf("%s envoy: network filter %q is not simulated: skipped", p.Key(), f.GetName())
 		}

@@ -552,7 +552,7 @@ func (v *view) hcmWith(statPrefix, rds string, inline *routev3.RouteConfiguratio
 		// gRPC streams and long polls must outlive Envoy's 5-minute
 		// default stream idle timeout no more than they would without a mesh.
 		StreamIdleTimeout: durationZero(),
-		AccessLog:         v.accessLog(),
+		AccessLog:         v.accessLog(true),
 		Tracing:           v.tracing(),
 		// WebSocket upgrades pass, on both sidecars: without an
 		// upgrade_configs entry Envoy answers an Upgrade request 403
@@ -609,7 +609,7 @@ func (v *view) httpRBAC(statPrefix string) []*hcmv3.HttpFilter {
 		out = append(out, &hcmv3.HttpFilter{Name: name, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(cfg)}})
 	}
 	if len(s.deny)+len(s.shadowDeny) > 0 {
-		cfg := &rbachttpv3.RBAC{ShadowRulesStatPrefix: "dry_run_deny_"}
+		cfg := &rbachttpv3.RBAC{ShadowRulesStatPrefix: dryRunDenyPrefix}
 		if len(s.deny) > 0 {
 			cfg.Rules = &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: s.deny}
 		}
@@ -619,7 +619,7 @@ func (v *view) httpRBAC(statPrefix string) []*hcmv3.HttpFilter {
 		add("envoy.filters.http.rbac.deny", cfg)
 	}
 	if v.hasAllow(false) || v.hasAllow(true) {
-		cfg := &rbachttpv3.RBAC{ShadowRulesStatPrefix: "dry_run_allow_"}
+		cfg := &rbachttpv3.RBAC{ShadowRulesStatPrefix: dryRunAllowPrefix}
 		if v.hasAllow(false) {
 			cfg.Rules = &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: s.allow}
 		}
@@ -639,7 +639,7 @@ func (v *view) networkRBAC(statPrefix string) []*listenerv3.Filter {
 		out = append(out, &listenerv3.Filter{Name: name, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(cfg)}})
 	}
 	if len(s.deny)+len(s.shadowDeny) > 0 {
-		cfg := &rbacnetv3.RBAC{StatPrefix: statPrefix + "_deny_", ShadowRulesStatPrefix: "dry_run_deny_"}
+		cfg := &rbacnetv3.RBAC{StatPrefix: statPrefix + "_deny_", ShadowRulesStatPrefix: dryRunDenyPrefix}
 		if len(s.deny) > 0 {
 			cfg.Rules = &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: s.deny}
 		}
@@ -649,7 +649,7 @@ func (v *view) networkRBAC(statPrefix string) []*listenerv3.Filter {
 		add("envoy.filters.network.rbac.deny", cfg)
 	}
 	if v.hasAllow(false) || v.hasAllow(true) {
-		cfg := &rbacnetv3.RBAC{StatPrefix: statPrefix + "_allow_", ShadowRulesStatPrefix: "dry_run_allow_"}
+		cfg := &rbacnetv3.RBAC{StatPrefix: statPrefix + "_allow_", ShadowRulesStatPrefix: dryRunAllowPrefix}
 		if v.hasAllow(false) {
 			cfg.Rules = &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: s.allow}
 		}
@@ -672,7 +672,7 @@ func tcpProxyFilter(t *tcpproxyv3.TcpProxy) *listenerv3.Filter {
 }
 
 func (v *view) tcpProxyConfig(statPrefix string, backends []ir.Backend, fixed ...string) *tcpproxyv3.TcpProxy {
-	t := &tcpproxyv3.TcpProxy{StatPrefix: statPrefix, AccessLog: v.accessLog()}
+	t := &tcpproxyv3.TcpProxy{StatPrefix: statPrefix, AccessLog: v.accessLog(false)}
 	names := make([]string, len(backends))
 	for i, b := range backends {
 		switch {
@@ -694,11 +694,48 @@ func (v *view) tcpProxyConfig(statPrefix string, backends []ir.Backend, fixed ..
 	return t
 }
 
-// accessLog writes one line per request or connection to the proxy's
-// stdout, as text or JSON, when MeshConfig enables it.
-func (v *view) accessLog() []*accesslogv3.AccessLog {
+// The shadow_rules_stat_prefix of the DENY and ALLOW RBAC filters. Envoy
+// prefixes the shadow rules' statistics and their dynamic metadata keys
+// with it, so the two filters' DryRun results stay apart in one stream.
+const (
+	dryRunDenyPrefix  = "dry_run_deny_"
+	dryRunAllowPrefix = "dry_run_allow_"
+)
+
+// accessLog writes one line per request (http) or connection to the
+// proxy's stdout, as text or JSON, when MeshConfig enables it. Besides
+// the request and the upstream cluster, response flags and request id, a
+// line carries the authorization decision and the policy that made it
+// (docs/design/170 cites the Envoy sources):
+//
+//   - HTTP: the RBAC filters' enforced result and matched policy
+//     (enforced_engine_result, enforced_effective_policy_id; the ALLOW
+//     filter, which runs last, has the last word), the DryRun results of
+//     the DENY and ALLOW filters' shadow rules, and RESPONSE_CODE_DETAILS,
+//     which for an enforced denial is rbac_access_denied_matched_policy[...].
+//   - TCP: the network RBAC filters write only their shadow results; an
+//     enforced denial is in CONNECTION_TERMINATION_DETAILS.
+//
+// RBAC policy names are "<namespace>/<AuthPolicy>[<rule index>]".
+func (v *view) accessLog(http bool) []*accesslogv3.AccessLog {
 	if !v.mesh.AccessLog.Enabled {
 		return nil
+	}
+	ns := "envoy.filters.network.rbac"
+	if http {
+		ns = "envoy.filters.http.rbac"
+	}
+	md := func(key string) string { return "%DYNAMIC_METADATA(" + ns + ":" + key + ")%" }
+	rbac := [][2]string{
+		{"dry_run_deny", md(dryRunDenyPrefix + "shadow_engine_result")},
+		{"dry_run_deny_policy", md(dryRunDenyPrefix + "shadow_effective_policy_id")},
+		{"dry_run_allow", md(dryRunAllowPrefix + "shadow_engine_result")},
+		{"dry_run_allow_policy", md(dryRunAllowPrefix + "shadow_effective_policy_id")},
+	}
+	details := [2]string{"connection_termination_details", "%CONNECTION_TERMINATION_DETAILS%"}
+	if http {
+		rbac = append([][2]string{{"rbac", md("enforced_engine_result")}, {"rbac_policy", md("enforced_effective_policy_id")}}, rbac...)
+		details = [2]string{"response_code_details", "%RESPONSE_CODE_DETAILS%"}
 	}
 	format := &corev3.SubstitutionFormatString{}
 	if v.mesh.AccessLog.JSON {
@@ -709,13 +746,22 @@ func (v *view) accessLog() []*accesslogv3.AccessLog {
 			"bytes_received": "%BYTES_RECEIVED%", "bytes_sent": "%BYTES_SENT%", "duration_ms": "%DURATION%",
 			"upstream_host": "%UPSTREAM_HOST%", "upstream_cluster": "%UPSTREAM_CLUSTER%",
 			"downstream_peer": "%DOWNSTREAM_PEER_URI_SAN%", "authority": "%REQ(:AUTHORITY)%", "request_id": "%REQ(X-REQUEST-ID)%",
+			details[0]: details[1],
 		} {
 			fields[k] = structpb.NewStringValue(op)
 		}
+		for _, f := range rbac {
+			fields[f[0]] = structpb.NewStringValue(f[1])
+		}
 		format.Format = &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: &structpb.Struct{Fields: fields}}
 	} else {
+		line := "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% \"%UPSTREAM_HOST%\" %UPSTREAM_CLUSTER% \"%DOWNSTREAM_PEER_URI_SAN%\""
+		line += " request_id=%REQ(X-REQUEST-ID)% " + details[0] + "=" + details[1]
+		for _, f := range rbac {
+			line += " " + f[0] + "=" + f[1]
+		}
 		format.Format = &corev3.SubstitutionFormatString_TextFormatSource{TextFormatSource: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{
-			InlineString: "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% \"%UPSTREAM_HOST%\" %UPSTREAM_CLUSTER% \"%DOWNSTREAM_PEER_URI_SAN%\"\n",
+			InlineString: line + "\n",
 		}}}
 	}
 	return []*accesslogv3.AccessLog{{
