@@ -28,13 +28,20 @@ type Notifier interface {
 	Resync()
 }
 
-// Collector reads the replicas' reports on the leader. It serves the
-// other replicas' distributions to the status writer (status.PeerSource)
-// and every live replica's Sections, its own included, to whoever asks
-// (the root rotation driver). It watches the report Leases, tells the
-// writer which policies a change concerns, and expires reports it has not
-// seen renewed within the deadline, on its own clock: it stops counting
-// them and deletes their Lease.
+// Collector reads the replicas' reports. It serves the other replicas'
+// distributions to the status writer (status.PeerSource) and every live
+// replica's Sections, its own included, to whoever asks (the root
+// rotation driver). It watches the report Leases, tells the writer which
+// policies a change concerns, and expires reports it has not seen renewed
+// within the deadline, on its own clock: it stops counting them and, while
+// this replica leads (Leading), deletes their Lease.
+//
+// It watches on every replica, not only the leader (docs/design/152): a
+// replica elected after the leader died has then watched the dead
+// leader's report stop changing since it died, and stops counting it
+// when the deadline passes since the leader's last write — not a whole
+// deadline after its own election, which held every policy changed
+// meanwhile Pending for 20 s more.
 type Collector struct {
 	o      Options
 	cs     kubernetes.Interface
@@ -47,6 +54,18 @@ type Collector struct {
 	rvs    map[string]string // each report Lease's resourceVersion, as last seen
 	uids   map[string]types.UID
 	wake   []chan struct{}
+	// leading: this replica's leader term runs (Leading); expired
+	// reports' Leases are deleted only then. unreaped: reports expired
+	// while not leading, whose Leases the next term deletes.
+	leading  bool
+	unreaped map[string]victim
+}
+
+// victim is an expired report's Lease, deleted only if unchanged since.
+type victim struct {
+	name string
+	uid  types.UID
+	rv   string
 }
 
 // NewCollector returns a collector of the reports in o.Namespace; o.Name
@@ -57,7 +76,7 @@ func NewCollector(cs kubernetes.Interface, o Options, log logr.Logger) (*Collect
 	if err != nil {
 		return nil, err
 	}
-	return &Collector{o: o, cs: cs, log: log, notify: nopNotifier{}, peers: map[string]peer{}, rvs: map[string]string{}, uids: map[string]types.UID{}}, nil
+	return &Collector{o: o, cs: cs, log: log, notify: nopNotifier{}, peers: map[string]peer{}, rvs: map[string]string{}, uids: map[string]types.UID{}, unreaped: map[string]victim{}}, nil
 }
 
 // SetNotifier sets who hears about changes (the status writer, which in
@@ -153,8 +172,37 @@ func (c *Collector) selector() string {
 	return labels.SelectorFromSet(labels.Set{LabelKey: LabelValue}).String()
 }
 
-// NeedLeaderElection: only the leader writes status.
-func (c *Collector) NeedLeaderElection() bool { return true }
+// NeedLeaderElection: every replica watches the reports, so that a new
+// leader knows them, and how long each has not changed, at once.
+func (c *Collector) NeedLeaderElection() bool { return false }
+
+// Leading returns the leader's part of the collector, for the leader's
+// terms: while it runs, this replica deletes the Leases of expired
+// reports (those that expired before the term first).
+func (c *Collector) Leading() *Leading { return &Leading{c: c} }
+
+// Leading is the Collector's leader-only duty.
+type Leading struct{ c *Collector }
+
+// NeedLeaderElection: only the leader deletes other replicas' reports.
+func (l *Leading) NeedLeaderElection() bool { return true }
+
+// Start marks this replica as leading until ctx ends, and deletes the
+// Leases of the reports that expired before.
+func (l *Leading) Start(ctx context.Context) error {
+	c := l.c
+	c.mu.Lock()
+	c.leading = true
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.leading = false
+		c.mu.Unlock()
+	}()
+	c.reap(ctx)
+	<-ctx.Done()
+	return nil
+}
 
 var _ status.PeerSource = (*Collector)(nil)
 
@@ -252,6 +300,7 @@ func (c *Collector) observe(obj any) {
 		c.mu.Unlock()
 		return
 	}
+	delete(c.unreaped, l.Name) // renewed: live again
 	c.rvs[l.Name], c.uids[l.Name] = l.ResourceVersion, l.UID
 	old, known := c.peers[l.Name]
 	// A report this replica does not understand (another version during
@@ -306,6 +355,7 @@ func (c *Collector) forget(name string) {
 	delete(c.peers, name)
 	delete(c.rvs, name)
 	delete(c.uids, name)
+	delete(c.unreaped, name)
 	synced := c.synced
 	if synced {
 		peersGauge.Set(float64(c.othersLocked()))
@@ -320,40 +370,62 @@ func (c *Collector) forget(name string) {
 	}
 }
 
-// expire stops counting the reports not seen within the deadline, and
-// deletes their Leases (unless they were renewed meanwhile).
+// expire stops counting the reports not seen within the deadline, and,
+// while leading, deletes their Leases (unless they were renewed
+// meanwhile).
 func (c *Collector) expire(ctx context.Context) {
 	now := c.o.Clock.Now()
-	type victim struct {
-		name string
-		uid  types.UID
-		rv   string
-	}
 	var dead []victim
 	c.mu.Lock()
 	for n, p := range c.peers {
 		if now.Sub(p.seen) > c.o.Deadline {
 			dead = append(dead, victim{n, c.uids[n], c.rvs[n]})
 			delete(c.peers, n)
+			c.unreaped[n] = victim{n, c.uids[n], c.rvs[n]}
 		}
 	}
 	peersGauge.Set(float64(c.othersLocked()))
 	c.mu.Unlock()
-	if len(dead) == 0 {
-		return
+	if len(dead) > 0 {
+		c.notify.Resync()
+		c.poke()
 	}
-	c.notify.Resync()
-	c.poke()
 	for _, v := range dead {
 		expired.Inc()
-		c.log.Info("a replica's report was not seen renewed within the deadline: no longer counting it, deleting it",
+		c.log.Info("a replica's report was not seen renewed within the deadline: no longer counting it",
 			"replica", v.name, "deadline", c.o.Deadline)
+	}
+	c.reap(ctx)
+}
+
+// reap deletes, while leading, the Leases of expired reports, each only
+// if unchanged since it expired.
+func (c *Collector) reap(ctx context.Context) {
+	c.mu.Lock()
+	if !c.leading {
+		c.mu.Unlock()
+		return
+	}
+	dead := make([]victim, 0, len(c.unreaped))
+	for _, v := range c.unreaped {
+		dead = append(dead, v)
+	}
+	clear(c.unreaped)
+	c.mu.Unlock()
+	for _, v := range dead {
+		c.log.Info("deleting an expired replica report", "replica", v.name)
 		uid, rv := v.uid, v.rv
 		err := c.cs.CoordinationV1().Leases(c.o.Namespace).Delete(ctx, v.name, metav1.DeleteOptions{
 			Preconditions: &metav1.Preconditions{UID: &uid, ResourceVersion: &rv}})
 		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 			// A conflict means it was renewed: the watch brings it back.
+			// Otherwise the next tick tries again, unless it was renewed.
 			c.log.Error(err, "deleting an expired replica report", "lease", c.o.Namespace+"/"+v.name)
+			c.mu.Lock()
+			if _, live := c.peers[v.name]; !live && c.rvs[v.name] == v.rv {
+				c.unreaped[v.name] = v
+			}
+			c.mu.Unlock()
 		}
 	}
 }

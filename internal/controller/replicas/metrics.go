@@ -24,11 +24,11 @@ var (
 	})
 	peersGauge = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "weft_replica_reports_live",
-		Help: "Other replicas whose reports the leader counts (0 on other replicas).",
+		Help: "Other replicas whose reports this replica counts (every replica watches them; the leader's count decides policy status).",
 	})
 	expired = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "weft_replica_reports_expired_total",
-		Help: "Replica reports the leader stopped counting and deleted because they were not renewed within the deadline.",
+		Help: "Replica reports this replica stopped counting because they were not renewed within the deadline (the leader also deletes them).",
 	})
 )
 

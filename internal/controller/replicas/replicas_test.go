@@ -212,6 +212,7 @@ func TestReports(t *testing.T) {
 	})
 
 	stopCollector := run(t, col)
+	stopLeading := run(t, col.Leading())
 	testkit.Eventually(t, "the collector counts replica a", func() error {
 		got := col.PeerReports(split)
 		if len(got) != 1 || got[0].Replica != "replica-a" || !got[0].Known || got[0].Distribution != (status.Distribution{Generation: 1, Proxies: 1}) {
@@ -402,10 +403,93 @@ func TestReports(t *testing.T) {
 		})
 	})
 
+	stopLeading()
 	stopCollector()
 	if got := col.PeerReports(split); len(got) != 1 || got[0].Known {
-		t.Errorf("after the collector stopped (leadership lost): PeerReports = %+v; want one report that is not Known", got)
+		t.Errorf("after the collector stopped: PeerReports = %+v; want one report that is not Known", got)
 	}
+}
+
+// TestFollowerKnowsADeadLeadersReport (issue 13; 077: "a follower that
+// kept watching the reports would know at election time"): the collector
+// watches on every replica, so a replica elected after the leader died
+// has seen the dead leader's report stop changing since it died. Before,
+// its collector started at the election and counted the dead report —
+// holding every policy changed meanwhile Pending, naming the dead
+// replica — for a whole deadline more (20 s in production: 35-40 s after
+// the kill in all). The dead leader's heartbeat is played by the test
+// (a killed process leaves its Lease); the election comes two deadlines
+// after the kill (production: the 15 s leader Lease, under the 20 s
+// deadline): the report must be gone from the new leader's view by then,
+// and its Lease deleted only once this replica leads.
+func TestFollowerKnowsADeadLeadersReport(t *testing.T) {
+	env := testenv.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(env.AsController(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := kubernetes.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leases := admin.CoordinationV1().Leases(ns)
+	const deadline = 6 * time.Second
+	col, err := NewCollector(cs, Options{Namespace: ns, Name: "replica-b", Deadline: deadline}, testr.New(t).WithName("replica-b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	col.SetNotifier(rec)
+	run(t, col) // a follower: no Leading
+
+	// The old leader's report, renewed every second until it is killed.
+	holder := "replica-old"
+	report := func(i int) map[string]string {
+		return map[string]string{Annotation: Encode(Snapshot{Proxies: 1, Policies: map[translator.PolicyKey]status.Distribution{split: {Generation: 1, Proxies: 1, Acked: i % 2}}})}
+	}
+	l, err := leases.Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: holder, Namespace: ns, Labels: map[string]string{LabelKey: LabelValue}, Annotations: report(0)},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		time.Sleep(time.Second)
+		l.Annotations = report(i)
+		if l, err = leases.Update(ctx, l, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testkit.Eventually(t, "the follower counts the old leader's report", func() error {
+		if got := col.PeerReports(split); len(got) != 1 || got[0].Replica != holder || got[0].Acked != 1 {
+			return fmt.Errorf("PeerReports = %+v", got)
+		}
+		return nil
+	})
+	killed := time.Now()
+
+	// Two deadlines later this replica is elected.
+	time.Sleep(2 * deadline)
+	if _, err := leases.Get(ctx, holder, metav1.GetOptions{}); err != nil {
+		t.Fatalf("the dead report's Lease before this replica leads: %v; want it kept (only a leader deletes)", err)
+	}
+	elected := time.Now()
+	if got := col.PeerReports(split); len(got) != 0 {
+		t.Fatalf("at the election, %v after the kill (deadline %v): PeerReports = %+v; want the dead leader's report no longer counted", elected.Sub(killed), deadline, got)
+	}
+	run(t, col.Leading())
+	testkit.Eventually(t, "the dead report's Lease deleted by the new leader", func() error {
+		if _, err := leases.Get(ctx, holder, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("Get = %v", err)
+		}
+		return nil
+	})
+	t.Logf("the dead leader's report was no longer counted at the election (%v after the kill); its Lease deleted %v after the election",
+		elected.Sub(killed).Round(time.Millisecond), time.Since(elected).Round(time.Millisecond))
 }
 
 // watchLease counts the modifications of a Lease after resourceVersion

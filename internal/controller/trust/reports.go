@@ -14,8 +14,8 @@ import (
 // policy among its proxies (the leader's status writer counts it with its
 // own, docs/design/042) and the section "trust", the root rotation's facts
 // (the trust follower sets it, the leader's rotation driver reads every
-// live replica's, docs/design/020). The leader reads them all with one
-// Collector.
+// live replica's, docs/design/020). Every replica reads them all with one
+// Collector, so that a new leader knows them at once (docs/design/152).
 type Reports struct {
 	Pub   *replicas.Publisher
 	Col   *replicas.Collector
@@ -44,12 +44,15 @@ func NewReports(cs kubernetes.Interface, o replicas.Options, source func() repli
 	return &Reports{Pub: pub, Col: col, Trust: trust}, nil
 }
 
-// add registers the publisher (every replica) and the collector (leader)
-// with mgr; the collector tells w about changes.
+// Add registers the publisher and the collector (every replica) and the
+// collector's leader duty with mgr; the collector tells w about changes.
 func (r *Reports) Add(mgr manager.Manager, w *status.Writer) error {
 	r.Col.SetNotifier(w)
 	if err := mgr.Add(r.Pub); err != nil {
 		return err
 	}
-	return mgr.Add(r.Col)
+	if err := mgr.Add(r.Col); err != nil {
+		return err
+	}
+	return mgr.Add(r.Col.Leading())
 }

@@ -478,6 +478,7 @@ func lead(ctx context.Context, d *RotationDriver, col *replicas.Collector) <-cha
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = col.Start(ctx) })
+	wg.Go(func() { _ = col.Leading().Start(ctx) })
 	wg.Go(func() { _ = d.Start(ctx) })
 	go func() { wg.Wait(); close(done) }()
 	return done
