@@ -356,8 +356,8 @@ func TextFields(line string) map[string]string {
 // onNewConnection runs when the connection is accepted (the RBAC filter's
 // returns Continue), so tcp_proxy has chosen its cluster before the RBAC
 // filter reads the first bytes and denies, and it logs the connection
-// when it closes (Envoy's TcpProxy::Filter writes its access logs when the
-// connection it proxies is done).
+// when it closes: TcpProxy::Filter::~Filter flushes the TcpConnectionEnd
+// access log (source/common/tcp_proxy/tcp_proxy.cc).
 func (k *walker) closedBeforeProxy(p *Pod, rest []*listenerv3.Filter, v Verdict) {
 	for _, f := range rest {
 		if typeOf(f.GetTypedConfig()) != typeTCPProxy {
