@@ -46,11 +46,17 @@ func (a *ADS) sotwRequest(stream discoveryv3.AggregatedDiscoveryService_StreamAg
 			a.recordAck(c, r.TypeUrl, false, r.ErrorDetail.GetMessage())
 			return nil
 		}
-		if !known || r.ResponseNonce != ts.lastNonce {
+		if r.ResponseNonce != ts.lastNonce {
 			c.mu.Unlock()
 			return nil // answers an older response: the protocol says ignore it
 		}
-		a.recordAck(c, r.TypeUrl, accepted, r.ErrorDetail.GetMessage())
+		// The latest nonce again, already answered: a change of
+		// subscription (gRPC-Go asks for the clusters of a new route
+		// configuration with the nonce of the last CDS response it ACKed),
+		// or a repeat. Not an ACK; its names are read below.
+		if known {
+			a.recordAck(c, r.TypeUrl, accepted, r.ErrorDetail.GetMessage())
+		}
 	}
 	names := map[string]bool{}
 	for _, n := range r.ResourceNames {

@@ -82,8 +82,10 @@ func (v *view) buildGRPC(r *Resources) {
 func (v *view) grpcUpstreams() ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadAssignment) {
 	var clusters []*clusterv3.Cluster
 	var cla []*endpointv3.ClusterLoadAssignment
+	routed := v.grpcRoutedClusters()
 	for _, up := range v.upstreams() {
-		if up.svc.Headless || !up.port.Protocol.IsHTTP() {
+		if (up.svc.Headless || !up.port.Protocol.IsHTTP()) && !routed[ir.ClusterName(up.svc.Key, up.port.Port)] {
+			// No gRPC listener leads to it, and no route sends to it.
 			continue
 		}
 		// A dual-stack Service's endpoints of the proxy's preferred
@@ -104,6 +106,38 @@ func (v *view) grpcUpstreams() ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadA
 		cla = append(cla, portLoadAssignment(name, up.port, contentFamily(up.svc, f)))
 	}
 	return clusters, cla
+}
+
+// grpcRoutedClusters are the clusters (by ir.ClusterName) that the gRPC
+// routes of buildGRPC send to. A split of a gRPC Service may send to a
+// Service whose port is TCP (an unnamed port) or to a headless Service:
+// neither gets a listener of its own, but the route names its cluster, so
+// the proxy must hold it as an EDS cluster of its endpoints (a headless
+// Service's are its pods, which is what gRPC dials anyway). Without it the
+// set is inconsistent and refused whole (and gRPC-Go, given it, would
+// hold the channel's whole configuration until the missing cluster's
+// watch timed out: xdsdepmgr's maybeSendUpdateLocked waits for every
+// cluster a route names).
+func (v *view) grpcRoutedClusters() map[string]bool {
+	out := map[string]bool{}
+	for _, svc := range v.outbound {
+		if svc.Headless {
+			continue
+		}
+		for _, port := range svc.Ports {
+			if !port.Protocol.IsHTTP() {
+				continue
+			}
+			for _, rt := range port.Routes {
+				for _, b := range rt.Backends {
+					if !b.Unresolved {
+						out[ir.ClusterName(b.Service, b.Port)] = true
+					}
+				}
+			}
+		}
+	}
+	return out
 }
 
 // What of a BackendTrafficPolicy a gRPC cluster carries: what gRPC-Go's
