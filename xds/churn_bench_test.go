@@ -109,8 +109,9 @@ func BenchmarkEndpointChange(b *testing.B) {
 
 // BenchmarkWeightChange is the server's work for one TrafficSplit weight
 // change (split 0 of 200: its root svc-0 sends to itself and svc-10;
-// translated outside the timer, then ADS.Update and every woken stream's
-// push, as serve runs it) with G groups of one proxy each, every one
+// translated outside the timer, then ir.Reuse and ADS.Update, as the
+// controller's mesh loop runs them, and every woken stream's push, as
+// serve runs it) with G groups of one proxy each, every one
 // seeing all 2,000 Services: issue 14's setup, where only the root's route
 // configuration changes (196 bytes per proxy, docs/design/090). Streams
 // are driven by hand, as in BenchmarkEndpointChange.
@@ -160,6 +161,11 @@ func BenchmarkWeightChange(b *testing.B) {
 				next := translator.Translate(in).Mesh
 				old := conns[0].group.snap.Load().resources[resourcev3.RouteType][route]
 				b.StartTimer()
+				// As the controller's mesh loop does after translating.
+				a.mu.Lock()
+				prev := a.mesh
+				a.mu.Unlock()
+				next = ir.Reuse(prev, next)
 				a.Update(next, time.Now())
 				for _, c := range conns {
 					select {

@@ -88,7 +88,10 @@ func (l *meshLoop) batch(b store.Batch) {
 		return
 	}
 	out := l.translate(b.Inputs)
-	l.mesh = out.Mesh
+	// Unchanged Services keep their pointers from the previous model, so
+	// Update's Diff skips them and what is memoized per Service or port is
+	// found again (ir.Reuse, docs/design/145).
+	l.mesh = ir.Reuse(l.mesh, out.Mesh)
 	translateSeconds.WithLabelValues("full").Observe(time.Since(start).Seconds())
 	for _, w := range out.Warnings {
 		l.log.Info("configuration warning", "warning", w)

@@ -64,7 +64,7 @@ func Diff(old, new *Mesh) Change {
 			j++
 		default:
 			o, n := old.Services[i], new.Services[j]
-			if o != n && !reflect.DeepEqual(o, n) {
+			if o != n && !o.Equal(n) {
 				c.Services = append(c.Services, ServiceChange{Key: n.Key, Old: o, New: n})
 			}
 			i++
