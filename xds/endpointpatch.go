@@ -158,6 +158,9 @@ type deriveKey struct {
 	old   unsafe.Pointer
 	kind  dataplane.ProxyKind
 	names string
+	// variant: what else the new values depend on (a gRPC client's
+	// namespace and preferred family, envoy.ProxyRoutes.Variant).
+	variant string
 }
 
 // deriver makes the maps of one patch (an endpoint or route change) for
@@ -176,8 +179,13 @@ func newDeriver(enc *encoder) *deriver {
 // once per old map, names and proxy kind (a cluster's patch depends on
 // the kind) for every group of the change.
 func (dr *deriver) derive(typ string, old map[string]*encoded, names []string, value func(string) *encoded, kind dataplane.ProxyKind) *derivedMap {
+	return dr.deriveVariant(typ, old, names, value, kind, "")
+}
+
+// deriveVariant is derive for values that depend on more than the kind.
+func (dr *deriver) deriveVariant(typ string, old map[string]*encoded, names []string, value func(string) *encoded, kind dataplane.ProxyKind, variant string) *derivedMap {
 	sort.Strings(names)
-	key := deriveKey{typ, mapPointer(old), kind, strings.Join(names, "\n")}
+	key := deriveKey{typ, mapPointer(old), kind, strings.Join(names, "\n"), variant}
 	dr.mu.Lock()
 	d, done := dr.derived[key]
 	dr.mu.Unlock()

@@ -20,15 +20,19 @@ import (
 // endpoint change's is (endpointpatch.go): the new route configurations
 // are built, validated and encoded once per change, every group's RDS map
 // is re-made once per distinct map, and every other resource stays
-// pointer-equal. Whatever the change cannot be shown to leave alone — a
-// change that is not routing alone, a backend removed, a retry budget, a
-// proxyless gRPC client — is built in full.
+// pointer-equal. Proxyless gRPC clients are patched the same way, with the
+// variant of each route configuration their namespace and family pick.
+// Whatever the change cannot be shown to leave alone — a change that is
+// not routing alone, a backend removed, a retry budget, a cluster only a
+// gRPC route gives coming or going — is built in full.
 
 // routePatch is one routing-only change, prepared for every group.
 type routePatch struct {
 	change *envoy.RouteChange
-	// rds: the new route configurations, encoded once.
-	rds map[string]*encoded
+	// rds: the new route configurations, encoded once; grpc: those of
+	// gRPC clients, per variant.
+	rds  map[string]*encoded
+	grpc map[envoy.GRPCRoute]*encoded
 	*deriver
 }
 
@@ -41,13 +45,20 @@ func prepareRoutes(prev, next *ir.Mesh, ch *ir.Change, enc *encoder) *routePatch
 	if c == nil {
 		return nil
 	}
-	pt := &routePatch{change: c, rds: make(map[string]*encoded, len(c.Routes)), deriver: newDeriver(enc)}
+	pt := &routePatch{change: c, rds: make(map[string]*encoded, len(c.Routes)), grpc: make(map[envoy.GRPCRoute]*encoded, len(c.GRPC)), deriver: newDeriver(enc)}
 	for name, rc := range c.Routes {
 		e, err := enc.encode(resourcev3.RouteType, name, rc, nil)
 		if err != nil {
 			return nil
 		}
 		pt.rds[name] = e
+	}
+	for k, rc := range c.GRPC {
+		e, err := enc.encode(resourcev3.RouteType, k.Name, rc, nil)
+		if err != nil {
+			return nil
+		}
+		pt.grpc[k] = e
 	}
 	return pt
 }
@@ -66,9 +77,13 @@ func (pt *routePatch) apply(s *snapshot, p dataplane.Proxy) (next *snapshot, ok 
 	if !ok {
 		return nil, false
 	}
+	value := func(name string) *encoded { return pt.rds[name] }
+	if pr.GRPC != nil {
+		value = func(name string) *encoded { return pt.grpc[pr.GRPC[name]] }
+	}
 	var changed []string
 	for _, name := range pr.Names {
-		if pt.rds[name] != routes[name] {
+		if value(name) != routes[name] {
 			changed = append(changed, name)
 		}
 	}
@@ -86,7 +101,7 @@ func (pt *routePatch) apply(s *snapshot, p dataplane.Proxy) (next *snapshot, ok 
 			if t != resourcev3.RouteType {
 				continue
 			}
-			d := pt.derive(t, routes, changed, func(name string) *encoded { return pt.rds[name] }, p.Kind)
+			d := pt.deriveVariant(t, routes, changed, value, p.Kind, pr.Variant)
 			n.resources[t], n.anchors[i] = d.m, d.anchor
 			n.derived = map[string]derivation{t: d.derivation}
 		}

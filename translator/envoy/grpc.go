@@ -182,19 +182,26 @@ func grpcOutlierDetection(b *ir.BackendPolicy) *clusterv3.OutlierDetection {
 // is in the Service's namespace (the bare name) and its preferred family
 // (which picks dual-stack backends' clusters), so proxies share it.
 func (v *view) grpcPort(svc *ir.Service, port *ir.Port) *grpcPort {
-	names := v.grpcListenerNames(svc, port.Port)
-	gp := &grpcPort{route: &routev3.RouteConfiguration{
-		Name: grpcName(svc, port.Port),
-		VirtualHosts: []*routev3.VirtualHost{{
-			Name:    svc.Key.Hostname() + ":" + strconv.Itoa(int(port.Port)),
-			Domains: names,
-			Routes:  grpcRoutes(v.mesh, port, v.preferred()),
-		}},
-	}}
-	for _, name := range names {
+	local := svc.Key.Namespace == v.proxy.Namespace
+	gp := &grpcPort{route: grpcRouteConfig(v.mesh, svc, port, local, v.preferred())}
+	for _, name := range grpcListenerNames(svc, port.Port, local) {
 		gp.listeners = append(gp.listeners, apiListener(name, gp.route.Name))
 	}
 	return gp
+}
+
+// grpcRouteConfig is the route configuration of a Service port for gRPC
+// clients in the Service's namespace (local) or not, preferring family f:
+// all it reads of the proxy (RouteChange builds it for each).
+func grpcRouteConfig(mesh *ir.Mesh, svc *ir.Service, port *ir.Port, local bool, f family) *routev3.RouteConfiguration {
+	return &routev3.RouteConfiguration{
+		Name: grpcName(svc, port.Port),
+		VirtualHosts: []*routev3.VirtualHost{{
+			Name:    svc.Key.Hostname() + ":" + strconv.Itoa(int(port.Port)),
+			Domains: grpcListenerNames(svc, port.Port, local),
+			Routes:  grpcRoutes(mesh, port, f),
+		}},
+	}
 }
 
 // grpcName is the route configuration of a Service port for gRPC clients.
@@ -205,10 +212,10 @@ func grpcName(svc *ir.Service, port int32) string {
 // grpcListenerNames are the targets a gRPC client may dial for a Service
 // port (xds:///NAME): the DNS forms that reach it from the proxy's
 // namespace, each with its port.
-func (v *view) grpcListenerNames(svc *ir.Service, port int32) []string {
+func grpcListenerNames(svc *ir.Service, port int32, local bool) []string {
 	p := ":" + strconv.Itoa(int(port))
 	names := []string{svc.Key.Name + "." + svc.Key.Namespace + p, svc.Key.Name + "." + svc.Key.Namespace + ".svc" + p, svc.Key.Hostname() + p}
-	if svc.Key.Namespace == v.proxy.Namespace {
+	if local {
 		names = append(names, svc.Key.Name+p)
 	}
 	return names

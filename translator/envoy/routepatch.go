@@ -2,6 +2,7 @@ package envoy
 
 import (
 	"reflect"
+	"strconv"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
@@ -33,9 +34,13 @@ import (
 //     one without a cluster IP, the capture port) in the per-port route
 //     configuration, which collects such Services per proxy: not
 //     patched (NewRouteChange returns nil).
-//  3. proxyless gRPC: the port's route configuration and API listeners
-//     (grpcPort), and the BlackHole cluster of unresolved backends: not
-//     patched (ForProxy: a gRPC proxy is built).
+//  3. proxyless gRPC: the port's route configuration (grpcRouteConfig,
+//     one per namespace-locality and preferred family: RouteChange.GRPC)
+//     and API listeners (grpcPort; their names do not change), the
+//     clusters only a route gives (a TCP port's or headless Service's
+//     backend, grpcRoutedClusters) and the BlackHole cluster of unresolved
+//     backends: patched, unless such a cluster would come or go
+//     (routeService.grpcBuild; forGRPC).
 //  4. the clusters and endpoints of every resolved backend, per chain
 //     family of the root (upstreams), and the dependency on the backend's
 //     Service (Resources.Deps): unchanged while the Service's resolved
@@ -81,6 +86,9 @@ type RouteChange struct {
 	// Service port whose routing changed, for every family it may be
 	// reached over: exactly what Build gives any proxy that holds the name.
 	Routes map[string]*routev3.RouteConfiguration
+	// GRPC are the new route configurations of the same Service ports for
+	// proxyless gRPC clients (3), one per variant a client may hold.
+	GRPC map[GRPCRoute]*routev3.RouteConfiguration
 
 	mesh     *ir.Mesh
 	services []*routeService
@@ -108,6 +116,19 @@ type routeService struct {
 	budgets bool
 	// refs: the policies its routes carry now.
 	refs []ir.PolicyRef
+	// grpcBuild: what a gRPC client holds besides the route
+	// configurations changes too (3): a backend that only a route gives a
+	// cluster (a TCP port's, a headless Service's) removed, or an
+	// unresolved backend (the BlackHole cluster) appearing or going.
+	grpcBuild bool
+}
+
+// GRPCRoute names one variant of a Service port's route configuration for
+// gRPC clients: its name, and what grpcRouteConfig reads of the proxy.
+type GRPCRoute struct {
+	Name  string
+	local bool
+	fam   family
 }
 
 // NewRouteChange prepares the change from prev to next, whose difference
@@ -117,7 +138,7 @@ func NewRouteChange(prev, next *ir.Mesh, ch *ir.Change) *RouteChange {
 	if prev == nil || next == nil || ch.MeshWide || len(ch.Namespaces) > 0 || len(ch.Services) == 0 {
 		return nil
 	}
-	c := &RouteChange{Routes: map[string]*routev3.RouteConfiguration{}, mesh: next, gone: map[ir.PolicyRef]bool{}}
+	c := &RouteChange{Routes: map[string]*routev3.RouteConfiguration{}, GRPC: map[GRPCRoute]*routev3.RouteConfiguration{}, mesh: next, gone: map[ir.PolicyRef]bool{}}
 	stillCarried := map[ir.PolicyRef]bool{} // dropped by one Service, carried by another
 	kept := map[ir.PolicyRef]bool{}         // dropped, but carried through a backend in the view
 	for _, sc := range ch.Services {
@@ -147,6 +168,11 @@ func NewRouteChange(prev, next *ir.Mesh, ch *ir.Change) *RouteChange {
 				name := destRouteName(svc, np, f)
 				c.Routes[name] = destRoute(next, svc, np, f)
 			}
+			for _, local := range []bool{false, true} {
+				for _, f := range []family{fam4, fam6} {
+					c.GRPC[GRPCRoute{grpcName(svc, np.Port), local, f}] = grpcRouteConfig(next, svc, np, local, f)
+				}
+			}
 		}
 		before, after := resolvedBackends(old), resolvedBackends(svc)
 		for b := range after {
@@ -157,7 +183,15 @@ func NewRouteChange(prev, next *ir.Mesh, ch *ir.Change) *RouteChange {
 		for b := range before {
 			if !after[b] && b.Service != svc.Key {
 				s.removed = append(s.removed, b)
+				if bs := next.Service(b.Service); bs != nil {
+					if bp := bs.Port(b.Port); bp != nil && (bs.Headless || !bp.Protocol.IsHTTP()) {
+						s.grpcBuild = true
+					}
+				}
 			}
+		}
+		if hasUnresolved(old) != hasUnresolved(svc) {
+			s.grpcBuild = true
 		}
 		s.budgets = !sameBudgets(old, svc)
 		for _, b := range s.removed {
@@ -219,8 +253,13 @@ func (c *RouteChange) inView(p dataplane.Proxy, svc *ir.Service) bool {
 
 // ProxyRoutes is what a RouteChange alters in one proxy's configuration.
 type ProxyRoutes struct {
-	// Names are the route configurations to replace with Routes'.
+	// Names are the route configurations to replace with Routes' (with
+	// GRPC's, for a gRPC client: GRPC names the variant of each).
 	Names []string
+	GRPC  map[string]GRPCRoute
+	// Variant tells apart proxies whose replaced configurations differ
+	// although the names and old ones are the same ("" for sidecars).
+	Variant string
 
 	c    *RouteChange
 	held []*routeService
@@ -238,7 +277,7 @@ type ProxyRoutes struct {
 // decides which Services' routes, backends and policies p carries.
 func (c *RouteChange) ForProxy(p dataplane.Proxy, hasRoute, hasCluster func(string) bool, dependsOn func(ir.ServiceKey) bool) (pr *ProxyRoutes, ok bool) {
 	if p.Kind == dataplane.KindGRPC {
-		return nil, false // 3
+		return c.forGRPC(p, hasRoute, hasCluster, dependsOn)
 	}
 	pr = &ProxyRoutes{c: c}
 	for _, s := range c.services {
@@ -308,6 +347,78 @@ func (c *RouteChange) ForProxy(p dataplane.Proxy, hasRoute, hasCluster func(stri
 		pr.held = append(pr.held, s)
 	}
 	return pr, true
+}
+
+// forGRPC is ForProxy for a proxyless gRPC client (3). It holds one route
+// configuration per HTTP port of each Service in its view (grpcPort), of
+// the variant its namespace and preferred family pick, and the clusters
+// of its routes' backends over its preferred family (grpcUpstreams).
+func (c *RouteChange) forGRPC(p dataplane.Proxy, hasRoute, hasCluster func(string) bool, dependsOn func(ir.ServiceKey) bool) (pr *ProxyRoutes, ok bool) {
+	pf := fam6
+	if v4, _ := proxyFamilies(p); v4 {
+		pf = fam4
+	}
+	pr = &ProxyRoutes{c: c, GRPC: map[string]GRPCRoute{}, Variant: p.Namespace + "|" + strconv.Itoa(int(pf))}
+	for _, s := range c.services {
+		var held bool
+		if s.probe == nil {
+			held = c.inView(p, s.svc)
+		} else {
+			held = hasRoute(grpcName(s.svc, s.probe.Port))
+		}
+		var names []string
+		for _, port := range s.ports {
+			name := grpcName(s.svc, port.Port)
+			if hasRoute(name) != held {
+				return nil, false // not as Build makes it: be safe
+			}
+			names = append(names, name)
+			pr.GRPC[name] = GRPCRoute{name, s.svc.Key.Namespace == p.Namespace, pf}
+		}
+		if !held {
+			continue
+		}
+		if s.budgets || s.grpcBuild {
+			return nil, false
+		}
+		for _, b := range s.added {
+			if !dependsOn(b.Service) {
+				return nil, false
+			}
+			bs := c.mesh.Service(b.Service)
+			if bs == nil || bs.Port(b.Port) == nil {
+				continue // upstreams skips it too
+			}
+			if !hasCluster(familyClusterName(bs, b.Port, pf)) {
+				return nil, false
+			}
+		}
+		for _, b := range s.removed {
+			// Its cluster stays only if p routes to the backend's Service
+			// itself (grpcBuild covers the clusters only routes give).
+			if bs := c.mesh.Service(b.Service); bs == nil || !c.inView(p, bs) {
+				return nil, false
+			}
+		}
+		pr.Names = append(pr.Names, names...)
+		pr.held = append(pr.held, s)
+	}
+	return pr, true
+}
+
+// hasUnresolved: one of svc's routes has an unresolved backend (whose
+// share a gRPC client sends to the BlackHole cluster).
+func hasUnresolved(svc *ir.Service) bool {
+	for _, p := range svc.Ports {
+		for _, r := range p.Routes {
+			for _, b := range r.Backends {
+				if b.Unresolved {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // Policies returns the policies the configuration carries after the
