@@ -50,7 +50,8 @@ and warning with the command that fixes it:
                         warning), from each replica's /metrics through
                         the API server's pod proxy
   Policies              every TrafficSplit, RetryPolicy,
-                        BackendTrafficPolicy and AuthPolicy, and every
+                        BackendTrafficPolicy, RateLimitPolicy and
+                        AuthPolicy, and every
                         mesh HTTPRoute (a Service parent; weft's parent
                         status), Accepted, ResolvedRefs and Programmed for
                         its current generation

@@ -32,8 +32,12 @@ type RateLimit struct {
 	// Pod is the sidecar ("namespace/name") and Filter the filter's name.
 	Pod, Filter, StatPrefix string
 	// Connections: a network filter, which counts new connections and
-	// closes one that finds its bucket empty.
+	// closes one that finds its bucket empty. ShareKey: its bucket is
+	// shared with every network filter of the same share_key and token
+	// bucket (otherwise each filter chain has its own; so has every HTTP
+	// filter, which has no share_key).
 	Connections bool
+	ShareKey    string
 	// Enabled and Enforced are filter_enabled and filter_enforced's
 	// default percentages (Envoy: 0 when unset). Enabled but not enforced
 	// only counts (the rate_limited statistic) and lets the request pass.
@@ -284,7 +288,7 @@ func (k *walker) httpLocalRateLimit(p *Pod, name string, cfg *localrlv3.LocalRat
 // connection takes a token; one that finds none is closed at once. It has
 // no shadow mode (runtime_enabled turns it off entirely).
 func (k *walker) netLocalRateLimit(p *Pod, name string, cfg *netlocalrlv3.LocalRateLimit) (Verdict, bool) {
-	r := RateLimit{Pod: p.Key(), Filter: name, StatPrefix: cfg.GetStatPrefix(), Connections: true, Enabled: 100, Enforced: 100}
+	r := RateLimit{Pod: p.Key(), Filter: name, StatPrefix: cfg.GetStatPrefix(), Connections: true, ShareKey: cfg.GetShareKey(), Enabled: 100, Enforced: 100}
 	if re := cfg.GetRuntimeEnabled(); re != nil && !re.GetDefaultValue().GetValue() {
 		r.Enabled, r.Enforced = 0, 0
 	} else {

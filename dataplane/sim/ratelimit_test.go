@@ -175,10 +175,29 @@ func TestRateLimitTCPConnections(t *testing.T) {
 		if want := []sim.Bucket{bucket("connections", time.Minute, 10, 30, false)}; !rl.Connections || !reflect.DeepEqual(rl.Buckets, want) {
 			t.Errorf("rate limit %+v, want connections %v", rl, want)
 		}
+		if rl.ShareKey == "" {
+			t.Errorf("rate limit %+v has no share_key: each of the port's chains would count alone", rl)
+		}
 		over := call
 		over.EmptyBuckets = true
 		if v := walk(t, w, over); v.Kind != sim.Reset || !strings.Contains(v.Reason, "no token for a new connection") {
 			t.Errorf("verdict %s, want the connection closed", v)
+		}
+		// Plaintext from an unmeshed pod, and its application's own TLS
+		// (Permissive): the same limit, the same shared bucket.
+		for _, c := range []sim.Call{
+			{From: "shop/legacy-0", To: "mysql.shop:3306", Protocol: sim.ServerFirst},
+			{From: "shop/legacy-0", To: "mysql.shop:3306", Protocol: sim.TCP, TLS: &sim.AppTLS{SNI: "mysql.shop"}},
+		} {
+			v := walk(t, w, c)
+			// (mysql speaks plaintext: TLS fails at the application,
+			// after the sidecar counted the connection.)
+			if v.Kind != sim.Delivered && !(c.TLS != nil && v.Kind == sim.TLSFailure) {
+				t.Fatalf("verdict %s, want it through the sidecar", v)
+			}
+			if got := onlyLimit(t, v, "shop/mysql-0"); got.ShareKey != rl.ShareKey || !reflect.DeepEqual(got.Buckets, rl.Buckets) {
+				t.Errorf("rate limit %+v, want the mTLS chain's bucket shared (%q)", got, rl.ShareKey)
+			}
 		}
 	})
 	t.Run("DryRun: Envoy's network filter cannot only count, so there is none", func(t *testing.T) {

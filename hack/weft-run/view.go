@@ -120,7 +120,7 @@ func scrape(ctx context.Context, url string) (stat.Scrape, error) {
 
 // policyKinds are the kinds the view lists (MeshConfig is one object with
 // its own conditions; `kubectl get meshconfig weft` shows it).
-var policyKinds = []string{"TrafficSplit", "RetryPolicy", "AuthPolicy", "BackendTrafficPolicy"}
+var policyKinds = []string{"TrafficSplit", "RetryPolicy", "AuthPolicy", "BackendTrafficPolicy", "RateLimitPolicy"}
 
 // policies prints each policy's Programmed condition in the demo's
 // namespace: CHANGED is the last

@@ -415,6 +415,25 @@ func (v *view) inboundListener() *listenerv3.Listener {
 				},
 				Filters: filters(false),
 			})
+			// The application's own TLS to a rate-limited TCP port matches
+			// neither chain above (no mesh ALPN, not plaintext): without
+			// this chain it would pass through the default chain, where no
+			// limit applies. Here it is what the default chain does to it
+			// (AuthPolicy as TCP, then on to the original destination),
+			// counted by the port's connection limits.
+			if !in.protocol.IsHTTP() {
+				if rl := v.networkRateLimits(in.port); len(rl) > 0 {
+					stat := fmt.Sprintf("inbound_%d", in.port)
+					l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
+						Name: fmt.Sprintf("inbound|tls|%d", in.port),
+						FilterChainMatch: &listenerv3.FilterChainMatch{
+							DestinationPort:   wrapperspb.UInt32(uint32(in.port)),
+							TransportProtocol: "tls",
+						},
+						Filters: append(append(v.networkRBAC(stat), rl...), v.tcpProxy(stat, []ir.Backend{{Weight: 1}}, dataplane.InboundPassthroughCluster)),
+					})
+				}
+			}
 		}
 	}
 	if v.mtls == ir.MTLSPermissive {

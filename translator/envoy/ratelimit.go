@@ -102,6 +102,11 @@ func (v *view) httpRateLimits(n int32, mtls bool) []*hcmv3.HttpFilter {
 	return out
 }
 
+// Envoy keeps an HTTP local_ratelimit filter's buckets per filter
+// configuration, that is per filter chain (the HTTP filter has no
+// share_key): in Permissive mode a port's mTLS and plaintext requests are
+// counted in separate buckets of the same size. docs/api.md says so.
+
 // networkRateLimits are the connection limits of an inbound TCP chain:
 // spec.limit counts new connections. Envoy's network filter has no shadow
 // mode, so a DryRun policy adds none (docs/api.md says so).
@@ -116,6 +121,9 @@ func (v *view) networkRateLimits(n int32) []*listenerv3.Filter {
 			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(&netlocalrlv3.LocalRateLimit{
 				StatPrefix:  rlStatPrefix(n, rl),
 				TokenBucket: tokenBucket(rl.Limit),
+				// Each filter chain would have its own bucket otherwise:
+				// the port's mTLS, plaintext and TLS chains share one.
+				ShareKey: rlStatPrefix(n, rl),
 			})},
 		})
 	}

@@ -772,6 +772,14 @@ var policyKinds = []struct {
 		}
 		return out
 	}},
+	{"RateLimitPolicy", func() client.ObjectList { return &v1alpha1.RateLimitPolicyList{} }, func(l client.ObjectList) []statusObject {
+		var out []statusObject
+		for i := range l.(*v1alpha1.RateLimitPolicyList).Items {
+			o := &l.(*v1alpha1.RateLimitPolicyList).Items[i]
+			out = append(out, statusObject{o, o.Status.Conditions})
+		}
+		return out
+	}},
 	{"RetryPolicy", func() client.ObjectList { return &v1alpha1.RetryPolicyList{} }, func(l client.ObjectList) []statusObject {
 		var out []statusObject
 		for i := range l.(*v1alpha1.RetryPolicyList).Items {

@@ -41,6 +41,7 @@ func Inputs(ctx context.Context, c client.Reader) (in *translator.Inputs, notes 
 		tss    v1alpha1.TrafficSplitList
 		rps    v1alpha1.RetryPolicyList
 		btps   v1alpha1.BackendTrafficPolicyList
+		rlps   v1alpha1.RateLimitPolicyList
 		aps    v1alpha1.AuthPolicyList
 		hrs    gatewayv1.HTTPRouteList
 	)
@@ -56,6 +57,7 @@ func Inputs(ctx context.Context, c client.Reader) (in *translator.Inputs, notes 
 		{"TrafficSplits", &tss, func() { in.TrafficSplits = ptrs(tss.Items) }},
 		{"RetryPolicies", &rps, func() { in.RetryPolicies = ptrs(rps.Items) }},
 		{"BackendTrafficPolicies", &btps, func() { in.BackendTrafficPolicies = ptrs(btps.Items) }},
+		{"RateLimitPolicies", &rlps, func() { in.RateLimitPolicies = ptrs(rlps.Items) }},
 		{"AuthPolicies", &aps, func() { in.AuthPolicies = ptrs(aps.Items) }},
 		{"HTTPRoutes", &hrs, func() { in.HTTPRoutes = ptrs(hrs.Items) }},
 	} {

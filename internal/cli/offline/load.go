@@ -46,6 +46,7 @@ var read = map[string]bool{
 	"mesh.weft.dev/TrafficSplit":          true,
 	"mesh.weft.dev/RetryPolicy":           true,
 	"mesh.weft.dev/BackendTrafficPolicy":  true,
+	"mesh.weft.dev/RateLimitPolicy":       true,
 	"mesh.weft.dev/AuthPolicy":            true,
 	"mesh.weft.dev/MeshConfig":            true,
 	"gateway.networking.k8s.io/HTTPRoute": true,

@@ -401,6 +401,8 @@ func newObject(kind string) client.Object {
 		return &v1alpha1.AuthPolicy{}
 	case translator.KindBackendTrafficPolicy:
 		return &v1alpha1.BackendTrafficPolicy{}
+	case translator.KindRateLimitPolicy:
+		return &v1alpha1.RateLimitPolicy{}
 	case translator.KindHTTPRoute:
 		return &gatewayv1.HTTPRoute{}
 	case KindMeshConfig:
@@ -418,6 +420,8 @@ func policyStatus(obj client.Object) *v1alpha1.Status {
 	case *v1alpha1.AuthPolicy:
 		return &o.Status
 	case *v1alpha1.BackendTrafficPolicy:
+		return &o.Status
+	case *v1alpha1.RateLimitPolicy:
 		return &o.Status
 	case *v1alpha1.MeshConfig:
 		return &o.Status.Status

@@ -251,10 +251,12 @@ func (h *harness) translate() {
 		rps    v1alpha1.RetryPolicyList
 		aps    v1alpha1.AuthPolicyList
 		btps   v1alpha1.BackendTrafficPolicyList
+		rlps   v1alpha1.RateLimitPolicyList
+		pods   corev1.PodList
 		routes gatewayv1.HTTPRouteList
 		nss    corev1.NamespaceList
 	)
-	for _, l := range []client.ObjectList{&svcs, &slices, &tss, &rps, &aps, &btps, &routes, &nss} {
+	for _, l := range []client.ObjectList{&svcs, &slices, &tss, &rps, &aps, &btps, &rlps, &pods, &routes, &nss} {
 		if err := h.c.List(h.ctx, l); err != nil {
 			h.t.Fatal(err)
 		}
@@ -273,6 +275,12 @@ func (h *harness) translate() {
 	}
 	for i := range btps.Items {
 		in.BackendTrafficPolicies = append(in.BackendTrafficPolicies, &btps.Items[i])
+	}
+	for i := range rlps.Items {
+		in.RateLimitPolicies = append(in.RateLimitPolicies, &rlps.Items[i])
+	}
+	for i := range pods.Items {
+		in.Pods = append(in.Pods, &pods.Items[i])
 	}
 	for i := range routes.Items {
 		in.HTTPRoutes = append(in.HTTPRoutes, &routes.Items[i])

@@ -25,6 +25,7 @@ const (
 	KindAuthPolicy
 	KindMeshConfig
 	KindBackendTrafficPolicy
+	KindRateLimitPolicy
 
 	kindEnd
 )
@@ -43,6 +44,7 @@ var kindNames = map[Kind]string{
 	KindAuthPolicy:           "AuthPolicy",
 	KindMeshConfig:           "MeshConfig",
 	KindBackendTrafficPolicy: "BackendTrafficPolicy",
+	KindRateLimitPolicy:      "RateLimitPolicy",
 }
 
 // Has says whether every kind of k is in the set.

@@ -176,6 +176,10 @@ func significant(obj client.Object) client.Object {
 		c := *o
 		c.ResourceVersion, c.Status = "", v1alpha1.Status{}
 		return &c
+	case *v1alpha1.RateLimitPolicy:
+		c := *o
+		c.ResourceVersion, c.Status = "", v1alpha1.Status{}
+		return &c
 	case *v1alpha1.MeshConfig:
 		c := *o
 		c.ResourceVersion, c.Status = "", v1alpha1.MeshConfigStatus{}

@@ -125,6 +125,7 @@ type Store struct {
 	retryPolicies table[*v1alpha1.RetryPolicy]
 	authPolicies  table[*v1alpha1.AuthPolicy]
 	backendPols   table[*v1alpha1.BackendTrafficPolicy]
+	rateLimitPols table[*v1alpha1.RateLimitPolicy]
 	meshConfigs   table[*v1alpha1.MeshConfig]
 
 	deb     *Debouncer
@@ -166,6 +167,7 @@ func newStore(c cache.Cache, clk clock.WithTicker, log logr.Logger) (*Store, err
 		watch(s, c, KindRetryPolicy, &v1alpha1.RetryPolicy{}, &s.retryPolicies),
 		watch(s, c, KindAuthPolicy, &v1alpha1.AuthPolicy{}, &s.authPolicies),
 		watch(s, c, KindBackendTrafficPolicy, &v1alpha1.BackendTrafficPolicy{}, &s.backendPols),
+		watch(s, c, KindRateLimitPolicy, &v1alpha1.RateLimitPolicy{}, &s.rateLimitPols),
 		watch(s, c, KindMeshConfig, &v1alpha1.MeshConfig{}, &s.meshConfigs),
 	}
 	errs = append(errs, watchServiceAccountDeletions(s, c))
@@ -291,6 +293,7 @@ func (s *Store) flushLocked(full bool) Batch {
 		RetryPolicies:          s.retryPolicies.list(),
 		AuthPolicies:           s.authPolicies.list(),
 		BackendTrafficPolicies: s.backendPols.list(),
+		RateLimitPolicies:      s.rateLimitPols.list(),
 		MeshConfig:             s.meshConfigs.objs[types.NamespacedName{Name: MeshConfigName}],
 	}
 	return Batch{Inputs: in, FirstEvent: first, Events: n, Changes: ch, index: s.index}

@@ -387,9 +387,9 @@ func (m *Mesh) Summary() string {
 			headless++
 		}
 	}
-	return fmt.Sprintf("seed %d: %d namespaces (Strict %v), %d workloads (%d IPv4, %d IPv6, %d dual-stack), %d pods, %d Services (%d headless), %d TrafficSplits, %d RetryPolicies, %d AuthPolicies",
+	return fmt.Sprintf("seed %d: %d namespaces (Strict %v), %d workloads (%d IPv4, %d IPv6, %d dual-stack), %d pods, %d Services (%d headless), %d TrafficSplits, %d RetryPolicies, %d AuthPolicies, %d RateLimitPolicies",
 		m.Seed, len(m.In.Namespaces), strict, len(m.Workloads), fam[IPv4], fam[IPv6], fam[DualStack], len(m.In.Pods),
-		len(m.Services), headless, len(m.In.TrafficSplits), len(m.In.RetryPolicies), len(m.In.AuthPolicies))
+		len(m.Services), headless, len(m.In.TrafficSplits), len(m.In.RetryPolicies), len(m.In.AuthPolicies), len(m.In.RateLimitPolicies))
 }
 
 // targetPort is the container port behind a Service port.

@@ -195,6 +195,13 @@ func Generate(seed uint64, o Options) *Mesh {
 		g.retries(ns.Name)
 		g.authPolicies(ns.Name)
 	}
+	// Last, so that the meshes of a seed stay what they were before
+	// RateLimitPolicies were generated, plus these.
+	for _, ns := range m.In.Namespaces {
+		if ns.Name != LegacyNamespace {
+			g.rateLimits(ns.Name)
+		}
+	}
 	return m
 }
 

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/intstr"
+
 	"github.com/weftmesh/weft/crds/v1alpha1"
 	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/dataplane/sim"
@@ -46,9 +48,10 @@ const (
 	invScoping  = "5 scoping never changes a verdict"
 	invProbes   = "6a probes reach the application"
 	invExcluded = "6b ports excluded from capture are plaintext both ways"
+	invLimits   = "7 a delivered request is counted in the rate-limit buckets the reference evaluator names"
 )
 
-var invariants = []string{invAuthz, invStrict, invMTLS, invEnds, invScoping, invProbes, invExcluded}
+var invariants = []string{invAuthz, invStrict, invMTLS, invEnds, invScoping, invProbes, invExcluded, invLimits}
 
 type violation struct {
 	inv, why string
@@ -274,6 +277,58 @@ func (m *Mesh) check(c Case, v, vo sim.Verdict, tl *tally, report func(inv, why 
 			} else {
 				report(invAuthz, fmt.Sprintf("denied, but the API allows it (%s)", want[0].By))
 			}
+		}
+	}
+
+	// 7: the rate limits at the pod that served the request.
+	if v.Kind == sim.Delivered && destW != nil && destW.Meshed && !excludedIn && c.SourcePod != destPod {
+		tl.checked[invLimits]++
+		req := RateLimitRequest{Namespace: destW.Namespace, Labels: destW.Labels, Port: int32(v.Port),
+			HTTP:   m.HTTPPort(destW, int32(v.Port)) && c.Call.Protocol != sim.TCP && c.Call.Protocol != sim.ServerFirst,
+			Method: c.Call.Method, Path: c.Call.Path}
+		if v.MTLS {
+			req.Caller = v.ClientIdentity
+		} else {
+			req.AppTLS = c.Call.TLS != nil
+		}
+		if req.Method == "" {
+			req.Method = "GET"
+		}
+		if c.Call.Protocol == sim.GRPC {
+			req.Method = "POST"
+		}
+		if req.Path == "" {
+			req.Path = "/"
+		}
+		ports := func(tp intstr.IntOrString) (int32, bool) { cp, ok := destW.Port(tp); return cp.Port, ok }
+		var want []string
+		for _, e := range RateLimitsFor(m.In.RateLimitPolicies, m.In.Services, ports, req) {
+			want = append(want, fmt.Sprintf("connections=%v %v", e.Connections, e.Buckets))
+		}
+		var got []string
+		for _, rl := range v.RateLimits {
+			if rl.Pod != v.Pod {
+				got = append(got, "at "+rl.Pod+" (not the serving pod)")
+				continue
+			}
+			var bs []string
+			for _, b := range rl.Buckets {
+				caller := ""
+				if b.PerValue {
+					caller = b.Descriptor[strings.LastIndex(b.Descriptor, "=")+1:]
+				}
+				if b.Descriptor == "default" {
+					caller = "(the filter's default bucket)"
+				}
+				bs = append(bs, BucketString(b.TokensPerFill, b.MaxTokens, b.FillInterval, caller))
+			}
+			sort.Strings(bs)
+			got = append(got, fmt.Sprintf("connections=%v %v", rl.Connections, bs))
+		}
+		sort.Strings(want)
+		sort.Strings(got)
+		if !slices.Equal(got, want) {
+			report(invLimits, fmt.Sprintf("rate limits %v, the API promises %v", got, want))
 		}
 	}
 
