@@ -42,6 +42,10 @@ func (t *translation) httpRoute(hr *gatewayv1.HTTPRoute, ps *policyStatus, ref *
 	for i, rule := range hr.Spec.Rules {
 		field := fmt.Sprintf("spec.rules[%d]", i)
 		r, err := t.httpRouteRule(hr, ps, ref, rule, field)
+		if u, ok := err.(errUnsupportedFilter); ok {
+			ps.reject(ReasonUnsupportedValue, "%s; the route changes nothing until then", u.msg)
+			return
+		}
 		switch {
 		case err != nil:
 			problems = append(problems, err.Error())
@@ -114,17 +118,10 @@ func (t *translation) httpRoute(hr *gatewayv1.HTTPRoute, ps *policyStatus, ref *
 // rule cannot be applied as written (the message names the field and the
 // fix); a nil route means it has no backend that can receive requests.
 func (t *translation) httpRouteRule(hr *gatewayv1.HTTPRoute, ps *policyStatus, ref *ir.PolicyRef, rule gatewayv1.HTTPRouteRule, field string) (*ir.Route, error) {
-	if len(rule.Filters) > 0 {
-		return nil, fmt.Errorf("%s.filters: weft does not apply HTTPRoute filters yet (found %s); remove them", field, rule.Filters[0].Type)
-	}
-	for j, b := range rule.BackendRefs {
-		// new-4: a backend's filters were ignored while the route stayed
-		// Accepted with no word; dropped like a rule's (Drop Rule(s)).
-		if len(b.Filters) > 0 {
-			return nil, fmt.Errorf("%s.backendRefs[%d].filters: weft does not apply HTTPRoute filters yet (found %s); remove them", field, j, b.Filters[0].Type)
-		}
-	}
 	r := &ir.Route{Source: ref}
+	if err := t.httpRouteFilters(hr, ps, rule, field, r); err != nil {
+		return nil, err
+	}
 	for j, m := range rule.Matches {
 		im, err := gatewayMatch(m, fmt.Sprintf("%s.matches[%d]", field, j))
 		if err != nil {
@@ -167,11 +164,20 @@ func (t *translation) httpRouteRule(hr *gatewayv1.HTTPRoute, ps *policyStatus, r
 			ps.unresolved(v1alpha1.ReasonPortNotFound, "%s.port: set it to one of Service %s's ports: %s (its share of requests gets HTTP 503 meanwhile)", bf, svc.Key.Name, portList(svc))
 			missing += uint32(max(w, 0))
 		case w > 0:
-			r.Backends = append(r.Backends, ir.Backend{Service: svc.Key, Port: int32(*b.Port), Weight: uint32(w)})
+			be := ir.Backend{Service: svc.Key, Port: int32(*b.Port), Weight: uint32(w)}
+			if err := backendFilters(b, bf, &be); err != nil {
+				return nil, err
+			}
+			r.Backends = append(r.Backends, be)
 		}
 	}
 	if missing > 0 {
 		r.Backends = append(r.Backends, ir.Backend{Unresolved: true, Weight: missing})
+	}
+	if r.Redirect != nil {
+		// A redirect answers the request itself: no backend is used.
+		r.Backends, r.Mirrors = nil, nil
+		return r, nil
 	}
 	if len(r.Backends) == 0 {
 		return nil, nil
@@ -180,13 +186,35 @@ func (t *translation) httpRouteRule(hr *gatewayv1.HTTPRoute, ps *policyStatus, r
 }
 
 // proxylessRuleGaps names what of an applied rule proxyless gRPC clients
-// do not apply (the ProxylessLimited condition, docs/design/057 and 160).
+// do not apply (the ProxylessLimited condition, docs/design/057 and 160):
+// gRPC-Go reads of a route its matches, its cluster or weighted clusters,
+// hash policies, max_stream_duration and retry policy, and treats any
+// action but route (a redirect) as unsupported, failing the calls it
+// matches.
 // gRPC-Go skips a route that matches query parameters (routesProtoToSlice
 // in grpc's internal/xds/xdsclient/xdsresource/unmarshal_rds.go, v1.85):
 // a gRPC call has no query string, so such a match never holds for it,
 // and translator/envoy leaves those routes out of gRPC's configuration.
 func proxylessRuleGaps(rule gatewayv1.HTTPRouteRule, field string) []string {
 	var gaps []string
+	for i, f := range rule.Filters {
+		ff := fmt.Sprintf("%s.filters[%d]", field, i)
+		switch f.Type {
+		case gatewayv1.HTTPRouteFilterRequestHeaderModifier, gatewayv1.HTTPRouteFilterResponseHeaderModifier:
+			gaps = append(gaps, fmt.Sprintf("%s %s (gRPC-Go modifies no headers from xDS)", ff, f.Type))
+		case gatewayv1.HTTPRouteFilterURLRewrite:
+			gaps = append(gaps, ff+" URLRewrite (gRPC-Go rewrites neither path nor authority: calls keep their method and reach the backend unchanged)")
+		case gatewayv1.HTTPRouteFilterRequestMirror:
+			gaps = append(gaps, ff+" RequestMirror (gRPC-Go mirrors nothing)")
+		case gatewayv1.HTTPRouteFilterRequestRedirect:
+			gaps = append(gaps, ff+" RequestRedirect (gRPC cannot follow a redirect: the calls the rule matches fail with UNAVAILABLE)")
+		}
+	}
+	for j, b := range rule.BackendRefs {
+		if len(b.Filters) > 0 {
+			gaps = append(gaps, fmt.Sprintf("%s.backendRefs[%d].filters (gRPC-Go modifies no headers from xDS)", field, j))
+		}
+	}
 	for j, m := range rule.Matches {
 		if len(m.QueryParams) > 0 {
 			gaps = append(gaps, fmt.Sprintf("%s.matches[%d].queryParams (a gRPC call has no query string: the match never holds for them, and calls go to the next matching rule)", field, j))

@@ -116,6 +116,15 @@ type Verdict struct {
 	// RequestHeaders are the headers of the HTTP request the application
 	// received, as the last sidecar forwarded them (nil for TCP).
 	RequestHeaders map[string]string
+	// ResponseHeaders are the headers the proxies on the way back set on
+	// the application's response (which itself sets none), names in lower
+	// case; empty when none do.
+	ResponseHeaders map[string]string
+	// Location is a redirect's Location header (Responded 3xx).
+	Location string
+	// Mirrors are the clusters a route copies the request to, with the
+	// share copied ("cluster=25%"), at the hops that had any.
+	Mirrors []string
 	// Upstream is the first cluster the caller's sidecar sent the call
 	// through, with the limits, detectors and hash Envoy applies there
 	// (nil when no outbound cluster was reached).

@@ -81,3 +81,97 @@ spec:
 		}
 	}
 }
+
+// TestHTTPRouteFilters walks requests through an HTTPRoute's filters as
+// weft configures them; what the application receives, the response
+// headers and a redirect's Location are the simulator's reading of
+// Envoy's route (header_parser.cc, Http::Utility::newUri, regex_rewrite).
+func TestHTTPRouteFilters(t *testing.T) {
+	w := weftWorld(t, "testdata/shop.in.yaml", webV2, `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: shop}
+spec:
+  parentRefs: [{kind: Service, name: web, port: 80}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /hdr}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set: [{name: X-Set, value: "100%"}, {name: X-Both, value: route}]
+        add: [{name: X-Add, value: b}]
+        remove: [X-Remove]
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: {add: [{name: X-Resp, value: r}]}
+    backendRefs:
+    - name: web-v2
+      port: 80
+      filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: X-Backend, value: v2}, {name: X-Both, value: backend}]}}]
+  - matches: [{path: {type: PathPrefix, value: /moved}}]
+    filters: [{type: RequestRedirect, requestRedirect: {scheme: https, statusCode: 301}}]
+  - matches: [{path: {type: PathPrefix, value: /old}}]
+    filters: [{type: RequestRedirect, requestRedirect: {hostname: example.org, port: 8080, path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}}}]
+  - matches: [{path: {type: PathPrefix, value: /full}}]
+    filters: [{type: URLRewrite, urlRewrite: {hostname: internal.example, path: {type: ReplaceFullPath, replaceFullPath: /replaced}}}]
+    backendRefs: [{name: web-v2, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /strip/}}]
+    filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}}]
+    backendRefs: [{name: web-v2, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /api}}]
+    filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /v2/api/}}}]
+    backendRefs: [{name: web-v2, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /mirror}}]
+    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: web-v2, port: 80}, fraction: {numerator: 1, denominator: 4}}}]
+    backendRefs: [{name: web, port: 80}]`)
+	call := func(path string, h map[string]string) sim.Verdict {
+		return walk(t, w, sim.Call{From: "shop/client-0", To: "web.shop:80", Path: path, Headers: h})
+	}
+	t.Run("header modifiers", func(t *testing.T) {
+		v := call("/hdr", map[string]string{"x-set": "old", "x-add": "a", "x-remove": "gone"})
+		want := map[string]string{"x-set": "100%", "x-add": "a,b", "x-backend": "v2", "x-both": "route"}
+		for k, val := range want {
+			if v.RequestHeaders[k] != val {
+				t.Errorf("request header %s = %q, want %q (%s)", k, v.RequestHeaders[k], val, v)
+			}
+		}
+		if _, ok := v.RequestHeaders["x-remove"]; ok {
+			t.Errorf("x-remove reached the application")
+		}
+		if v.Pod != "shop/web-v2-0" || v.ResponseHeaders["x-resp"] != "r" {
+			t.Errorf("verdict %s, response headers %v", v, v.ResponseHeaders)
+		}
+	})
+	for _, tc := range []struct {
+		path, host string
+		status     int
+		location   string
+	}{
+		{"/moved/x?q=1", "web.shop", 301, "https://web.shop:443/moved/x?q=1"},
+		{"/old/a/b", "web.shop", 302, "http://example.org:8080/new/a/b"},
+		{"/old", "web.shop:80", 302, "http://example.org:8080/new"},
+	} {
+		v := walk(t, w, sim.Call{From: "shop/client-0", To: "web.shop:80", Host: tc.host, Path: tc.path})
+		if v.Kind != sim.Responded || v.Status != tc.status || v.Location != tc.location {
+			t.Errorf("%s: %s, Location %q; want %d to %s", tc.path, v, v.Location, tc.status, tc.location)
+		}
+	}
+	for _, tc := range []struct{ path, want, host string }{
+		{"/full/a?x=1", "/replaced?x=1", "internal.example"},
+		{"/strip/a/b", "/a/b", ""},
+		{"/strip", "", ""}, // /strip/ matches /strip/... only as a prefix of elements: "/strip" itself too
+		{"/api", "/v2/api", ""},
+		{"/api/x", "/v2/api/x", ""},
+		{"/api/", "/v2/api/", ""},
+	} {
+		v := call(tc.path, nil)
+		if tc.want == "" {
+			tc.want = "/"
+		}
+		if v.Pod != "shop/web-v2-0" || v.RequestHeaders[":path"] != tc.want || (tc.host != "" && v.RequestHeaders[":authority"] != tc.host) {
+			t.Errorf("%s: %s, path %q host %q; want %s %s", tc.path, v, v.RequestHeaders[":path"], v.RequestHeaders[":authority"], tc.want, tc.host)
+		}
+	}
+	v := call("/mirror", nil)
+	if v.Pod != "shop/web-0" || len(v.Mirrors) != 1 || v.Mirrors[0] != "outbound|80||web-v2.shop.svc.cluster.local=25%" {
+		t.Errorf("mirror: %s, mirrors %v", v, v.Mirrors)
+	}
+}

@@ -175,7 +175,7 @@ func (k *walker) httpStream(p *Pod, h *hcmv3.HttpConnectionManager, ds downstrea
 				return v
 			}
 		case typeRouter:
-			return k.route(p, rt, ds, c, req)
+			return k.route(p, rc, vh, rt, ds, c, req)
 		default:
 			k.logf("%s envoy: HTTP filter %q is not simulated: skipped", p.Key(), f.GetName())
 		}
@@ -315,7 +315,7 @@ func (k *walker) pick(ws []weighted) string {
 }
 
 // route is the router filter: the route's action.
-func (k *walker) route(p *Pod, rt *routev3.Route, ds downstream, c conn, req *Request) Verdict {
+func (k *walker) route(p *Pod, rc *routev3.RouteConfiguration, vh *routev3.VirtualHost, rt *routev3.Route, ds downstream, c conn, req *Request) Verdict {
 	if rt == nil {
 		k.si.setFlag("NR", "route_not_found")
 		return Verdict{Kind: NoRoute, Status: 404, Reason: fmt.Sprintf("%s: no route for Host %s %s (NR)", p.Key(), req.Headers[":authority"], req.path())}
@@ -336,39 +336,71 @@ func (k *walker) route(p *Pod, rt *routev3.Route, ds downstream, c conn, req *Re
 		case routev3.RedirectAction_PERMANENT_REDIRECT:
 			status = 308
 		}
-		return Verdict{Kind: Responded, Status: status, Reason: fmt.Sprintf("%s: redirect", p.Key())}
+		loc, err := redirectLocation(rt, req)
+		if err != nil {
+			return Verdict{Kind: Invalid, Reason: fmt.Sprintf("%s: redirect: %v", p.Key(), err)}
+		}
+		return Verdict{Kind: Responded, Status: status, Location: loc, Reason: fmt.Sprintf("%s: redirect to %s", p.Key(), loc)}
 	case *routev3.Route_Route:
 		ra := a.Route
 		name := ra.GetCluster()
+		var chosen *routev3.WeightedCluster_ClusterWeight
 		if wc := ra.GetWeightedClusters(); wc != nil {
 			var ws []weighted
 			for _, cw := range wc.GetClusters() {
 				ws = append(ws, weighted{cw.GetName(), cw.GetWeight().GetValue()})
 			}
 			name = k.pick(ws)
+			for _, cw := range wc.GetClusters() {
+				if cw.GetName() == name && chosen == nil {
+					chosen = cw
+				}
+			}
 		}
 		if name == "" {
 			return Verdict{Kind: NoRoute, Status: 503, Reason: fmt.Sprintf("%s: route names no cluster (or every weight is 0)", p.Key())}
 		}
-		if pr := ra.GetPrefixRewrite(); pr != "" {
+		// The router rewrites the path and host, then adds the route's
+		// headers (Filter::decodeHeaders: finalizeRequestHeaders after
+		// the rewrite); mirrors copy the request as finalized.
+		if ra.GetPrefixRewrite() != "" || ra.GetRegexRewrite() != nil {
 			old := req.path()
-			switch m := rt.GetMatch().GetPathSpecifier().(type) {
-			case *routev3.RouteMatch_Prefix:
-				req.Headers[":path"] = pr + strings.TrimPrefix(old, m.Prefix)
-			case *routev3.RouteMatch_PathSeparatedPrefix:
-				req.Headers[":path"] = pr + strings.TrimPrefix(old, m.PathSeparatedPrefix)
-			case *routev3.RouteMatch_Path:
-				req.Headers[":path"] = pr + old[len(pathOnly(old)):]
+			np, err := rewritePath(rt.GetMatch(), ra.GetPrefixRewrite(), ra.GetRegexRewrite(), old)
+			if err != nil {
+				return Verdict{Kind: Invalid, Reason: fmt.Sprintf("%s: regex_rewrite: %v", p.Key(), err)}
 			}
-			k.logf("%s envoy: prefix_rewrite %s -> %s", p.Key(), old, req.path())
+			req.Headers[":path"] = np
+			k.logf("%s envoy: path rewritten %s -> %s", p.Key(), old, np)
 		}
 		if hr := ra.GetHostRewriteLiteral(); hr != "" {
 			req.Headers[":authority"] = hr
 		}
+		for _, l := range levels(rc, vh, rt, chosen, false) {
+			applyHeaders(req.Headers, l)
+		}
+		var mirrors []string
+		for _, mp := range ra.GetRequestMirrorPolicies() {
+			mirrors = append(mirrors, mirrorShare(mp))
+		}
+		if len(mirrors) > 0 {
+			k.logf("%s envoy: request mirrored to %s", p.Key(), strings.Join(mirrors, " "))
+		}
 		k.logf("%s envoy: router -> cluster %q", p.Key(), name)
 		k.nextHash, k.nextIdle = k.routeHash(p, ra, req, ds.remote), nil
 		c.req = req
-		return k.upstream(p, name, ds, c, true)
+		v := k.upstream(p, name, ds, c, true)
+		v.Mirrors = append(mirrors, v.Mirrors...)
+		if v.Kind == Delivered || v.Kind == PassthroughPlaintext {
+			// On the way back, this proxy changes the response headers
+			// after the proxies nearer the application did.
+			if v.ResponseHeaders == nil {
+				v.ResponseHeaders = map[string]string{}
+			}
+			for _, l := range levels(rc, vh, rt, chosen, true) {
+				applyHeaders(v.ResponseHeaders, l)
+			}
+		}
+		return v
 	}
 	return Verdict{Kind: NoRoute, Status: 404, Reason: fmt.Sprintf("%s: route action %T is not simulated", p.Key(), rt.GetAction())}
 }

@@ -198,7 +198,7 @@ func (v *view) upstreams() []upstream {
 		for _, port := range svc.Ports {
 			backends := append([]ir.Backend(nil), port.TCPBackends...)
 			for _, r := range port.Routes {
-				backends = append(backends, r.Backends...)
+				backends = append(backends, r.Targets()...)
 			}
 			for _, b := range backends {
 				if b.Unresolved {

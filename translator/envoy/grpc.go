@@ -263,7 +263,20 @@ func grpcRoutes(mesh *ir.Mesh, port *ir.Port, f family) []*routev3.Route {
 		out = append(out, r)
 	}
 	for _, r := range out {
+		// gRPC-Go reads no header modification, rewrite or mirror
+		// (routesProtoToSlice): left out, and named on the route's
+		// status (translator.proxylessRuleGaps). A redirect stays: gRPC
+		// fails the calls it matches (RouteActionUnsupported), as it
+		// cannot follow one.
+		r.RequestHeadersToAdd, r.RequestHeadersToRemove, r.ResponseHeadersToAdd, r.ResponseHeadersToRemove = nil, nil, nil, nil
 		a := r.GetRoute()
+		if a == nil {
+			continue
+		}
+		a.RequestMirrorPolicies, a.PrefixRewrite, a.RegexRewrite, a.HostRewriteSpecifier = nil, "", nil, nil
+		for _, c := range a.GetWeightedClusters().GetClusters() {
+			c.RequestHeadersToAdd, c.RequestHeadersToRemove, c.ResponseHeadersToAdd, c.ResponseHeadersToRemove = nil, nil, nil, nil
+		}
 		a.HashPolicy = grpcHashPolicies(a.HashPolicy)
 		if d := a.GetTimeout(); d != nil && d.AsDuration() > 0 {
 			a.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(d.AsDuration())}

@@ -431,7 +431,7 @@ func servicePolicies(mesh *ir.Mesh, svc *ir.Service, add func(ir.PolicyRef)) {
 			if r.Retry != nil {
 				add(r.Retry.Source)
 			}
-			for _, b := range r.Backends {
+			for _, b := range r.Targets() {
 				backend(backendPort(mesh, b))
 			}
 		}
@@ -468,7 +468,7 @@ func (v *view) deps() []ir.ServiceKey {
 				seen[b.Service] = true
 			}
 			for _, r := range p.Routes {
-				for _, b := range r.Backends {
+				for _, b := range r.Targets() {
 					if !b.Unresolved {
 						seen[b.Service] = true
 					}

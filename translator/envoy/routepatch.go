@@ -473,7 +473,7 @@ func resolvedBackends(svc *ir.Service) map[ir.Backend]bool {
 	out := map[ir.Backend]bool{}
 	for _, p := range svc.Ports {
 		for _, r := range p.Routes {
-			for _, b := range r.Backends {
+			for _, b := range r.Targets() {
 				if !b.Unresolved {
 					out[ir.Backend{Service: b.Service, Port: b.Port}] = true
 				}

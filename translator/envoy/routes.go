@@ -9,6 +9,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -153,13 +154,29 @@ func (v *view) unknownHost() *routev3.VirtualHost {
 func routes(mesh *ir.Mesh, port *ir.Port, f family) []*routev3.Route {
 	var out []*routev3.Route
 	for _, r := range port.Routes {
-		action := routeAction(mesh, r, port.Retry, f)
+		var action *routev3.RouteAction
+		if r.Redirect == nil {
+			action = routeAction(mesh, r, port.Retry, f)
+		}
 		matches := r.Matches
 		if len(matches) == 0 {
 			matches = []ir.Match{{}}
 		}
 		for _, m := range matches {
-			out = append(out, &routev3.Route{Match: routeMatch(m), Action: &routev3.Route_Route{Route: action}})
+			rt := &routev3.Route{Match: routeMatch(m)}
+			switch {
+			case r.Redirect != nil:
+				rt.Action = &routev3.Route_Redirect{Redirect: redirectAction(r.Redirect, m)}
+			case r.Rewrite != nil:
+				// The rewrite depends on the match (ReplacePrefixMatch).
+				a := proto.Clone(action).(*routev3.RouteAction)
+				setRewrite(a, r.Rewrite, m)
+				rt.Action = &routev3.Route_Route{Route: a}
+			default:
+				rt.Action = &routev3.Route_Route{Route: action}
+			}
+			setRouteHeaders(rt, r)
+			out = append(out, rt)
 		}
 	}
 	return out
@@ -212,14 +229,18 @@ func exactHeader(name, value string) *routev3.HeaderMatcher {
 
 func routeAction(mesh *ir.Mesh, r *ir.Route, portRetry *ir.Retry, f family) *routev3.RouteAction {
 	a := &routev3.RouteAction{}
-	if len(r.Backends) == 1 {
+	if len(r.Backends) == 1 && !backendHasHeaders(r.Backends) {
 		a.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: backendClusterOf(mesh, r.Backends[0], f)}
 	} else {
 		wc := &routev3.WeightedCluster{}
 		for _, b := range r.Backends {
 			wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{
-				Name:   backendClusterOf(mesh, b, f),
-				Weight: wrapperspb.UInt32(b.Weight),
+				Name:                    backendClusterOf(mesh, b, f),
+				Weight:                  wrapperspb.UInt32(b.Weight),
+				RequestHeadersToAdd:     headerOptions(b.RequestHeaders),
+				RequestHeadersToRemove:  headerRemovals(b.RequestHeaders),
+				ResponseHeadersToAdd:    headerOptions(b.ResponseHeaders),
+				ResponseHeadersToRemove: headerRemovals(b.ResponseHeaders),
 			})
 		}
 		a.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
@@ -239,6 +260,7 @@ func routeAction(mesh *ir.Mesh, r *ir.Route, portRetry *ir.Retry, f family) *rou
 		a.RetryPolicy = retryPolicy(retry)
 	}
 	a.HashPolicy = hashPolicies(mesh, r.Backends)
+	a.RequestMirrorPolicies = mirrorPolicies(mesh, r.Mirrors, f)
 	return a
 }
 

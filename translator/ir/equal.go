@@ -13,7 +13,9 @@ import (
 // in the xDS server (docs/design/145). The comparable parts (keys,
 // endpoints, backends, policy references) are compared with ==, so a
 // field added to those types is compared too (or, if it makes the type
-// not comparable, this file stops compiling); the rarely set, nested
+// not comparable, this file stops compiling; Backend's header
+// modifications are pointers, compared by value in backendsEqual); the
+// rarely set, nested
 // parts (matches, retries, traffic, rate and auth policies) keep
 // reflect.DeepEqual. A field added to Service, Port or Route must be
 // added here: TestEqualCoversEveryField fails until it is, and
@@ -49,7 +51,7 @@ func (p *Port) Equal(o *Port) bool {
 	}
 	return p.Name == o.Name && p.Port == o.Port && p.Protocol == o.Protocol &&
 		p.TargetPort == o.TargetPort && p.TargetPortName == o.TargetPortName &&
-		sliceEqual(p.Endpoints, o.Endpoints) && sliceEqual(p.TCPBackends, o.TCPBackends) &&
+		sliceEqual(p.Endpoints, o.Endpoints) && backendsEqual(p.TCPBackends, o.TCPBackends) &&
 		routesEqual(p.Routes, o.Routes) && deepPtr(p.Retry, o.Retry) && deepPtr(p.Backend, o.Backend) &&
 		deepPtr(p.RateLimit, o.RateLimit)
 }
@@ -63,9 +65,28 @@ func (r *Route) Equal(o *Route) bool {
 	if r == nil || o == nil {
 		return false
 	}
-	return r.Timeout == o.Timeout && sliceEqual(r.Backends, o.Backends) &&
+	return r.Timeout == o.Timeout && backendsEqual(r.Backends, o.Backends) &&
 		(r.Source == o.Source || r.Source != nil && o.Source != nil && *r.Source == *o.Source) &&
-		deepPtr(r.Retry, o.Retry) && deepSlice(r.Matches, o.Matches)
+		deepPtr(r.Retry, o.Retry) && deepSlice(r.Matches, o.Matches) &&
+		deepPtr(r.RequestHeaders, o.RequestHeaders) && deepPtr(r.ResponseHeaders, o.ResponseHeaders) &&
+		deepPtr(r.Redirect, o.Redirect) && deepPtr(r.Rewrite, o.Rewrite) && sliceEqual(r.Mirrors, o.Mirrors)
+}
+
+// backendsEqual compares backends as reflect.DeepEqual does: their
+// header modifications (set by HTTPRoute backendRef filters, rarely) by
+// value, the rest with ==.
+func backendsEqual(a, b []Backend) bool {
+	if len(a) != len(b) || (a == nil) != (b == nil) {
+		return false
+	}
+	for i, x := range a {
+		y := b[i]
+		if x.Unresolved != y.Unresolved || x.Service != y.Service || x.Port != y.Port || x.Weight != y.Weight ||
+			!deepPtr(x.RequestHeaders, y.RequestHeaders) || !deepPtr(x.ResponseHeaders, y.ResponseHeaders) {
+			return false
+		}
+	}
+	return true
 }
 
 func routesEqual(a, b []*Route) bool {

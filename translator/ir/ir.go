@@ -249,12 +249,88 @@ type Route struct {
 	// Matches: the route applies when any match holds; none means always.
 	Matches []Match `json:"matches,omitempty"`
 	// Backends with their weights; zero weights are already dropped, and
-	// at least one backend remains.
+	// at least one backend remains unless the route is a Redirect.
 	Backends []Backend `json:"backends,omitempty"`
 	// Retry overrides the port's retry policy when set.
 	Retry *Retry `json:"retry,omitempty"`
 	// Timeout bounds the whole request, retries included; 0 means none.
 	Timeout Duration `json:"timeout,omitempty"`
+	// RequestHeaders and ResponseHeaders change the request before it is
+	// forwarded and the response before it is returned (Gateway API's
+	// header modifier filters).
+	RequestHeaders  *HeaderMods `json:"requestHeaders,omitempty"`
+	ResponseHeaders *HeaderMods `json:"responseHeaders,omitempty"`
+	// Redirect answers the request with a redirect instead of forwarding
+	// it; the route then has no Backends.
+	Redirect *Redirect `json:"redirect,omitempty"`
+	// Rewrite changes the forwarded request's path or host.
+	Rewrite *Rewrite `json:"rewrite,omitempty"`
+	// Mirrors receive a copy of a share of the requests; their responses
+	// are ignored.
+	Mirrors []Mirror `json:"mirrors,omitempty"`
+}
+
+// Targets are the Services the route sends requests to: its backends and
+// its mirrors (whose clusters a proxy needs as much).
+func (r *Route) Targets() []Backend {
+	if len(r.Mirrors) == 0 {
+		return r.Backends
+	}
+	out := append([]Backend(nil), r.Backends...)
+	for _, m := range r.Mirrors {
+		out = append(out, Backend{Service: m.Service, Port: m.Port, Weight: 1})
+	}
+	return out
+}
+
+// HeaderMods modifies HTTP headers: Remove first, then Set (replacing
+// any value), then Add (appending to any value). Names are lower case.
+type HeaderMods struct {
+	Set    []HeaderValue `json:"set,omitempty"`
+	Add    []HeaderValue `json:"add,omitempty"`
+	Remove []string      `json:"remove,omitempty"`
+}
+
+// HeaderValue is one header.
+type HeaderValue struct {
+	Name  string `json:"name,omitempty"`
+	Value string `json:"value,omitempty"`
+}
+
+// PathRewrite replaces a request's path: the whole of it with FullPath,
+// or, when ReplacePrefix, the part the route's PathPrefix match matched
+// with Prefix (Gateway API's ReplacePrefixMatch: "" and "/" leave one
+// "/"). The query is kept.
+type PathRewrite struct {
+	FullPath      string `json:"fullPath,omitempty"`
+	ReplacePrefix bool   `json:"replacePrefix,omitempty"`
+	Prefix        string `json:"prefix,omitempty"`
+}
+
+// Redirect is an HTTP redirect; empty fields keep the request's value.
+// Port 0 keeps the request's port (Envoy then also drops the scheme's
+// default port).
+type Redirect struct {
+	Scheme     string       `json:"scheme,omitempty"`
+	Hostname   string       `json:"hostname,omitempty"`
+	Port       int32        `json:"port,omitempty"`
+	Path       *PathRewrite `json:"path,omitempty"`
+	StatusCode int          `json:"statusCode,omitempty"`
+}
+
+// Rewrite changes the forwarded request.
+type Rewrite struct {
+	Hostname string       `json:"hostname,omitempty"`
+	Path     *PathRewrite `json:"path,omitempty"`
+}
+
+// Mirror sends a copy of Numerator/Denominator of the requests to a
+// Service port.
+type Mirror struct {
+	Service     ServiceKey `json:"service,omitempty"`
+	Port        int32      `json:"port,omitempty"`
+	Numerator   uint32     `json:"numerator,omitempty"`
+	Denominator uint32     `json:"denominator,omitempty"`
 }
 
 // Match is one HTTP request match; all of its parts must hold. At most
@@ -296,6 +372,11 @@ type Backend struct {
 	Service    ServiceKey `json:"service,omitempty"`
 	Port       int32      `json:"port,omitempty"`
 	Weight     uint32     `json:"weight,omitempty"`
+	// RequestHeaders and ResponseHeaders apply to requests sent to this
+	// backend only (a backendRef's header modifier filters), before the
+	// route's own.
+	RequestHeaders  *HeaderMods `json:"requestHeaders,omitempty"`
+	ResponseHeaders *HeaderMods `json:"responseHeaders,omitempty"`
 }
 
 // Retry is a resolved RetryPolicy.

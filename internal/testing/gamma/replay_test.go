@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -252,16 +253,81 @@ func runCase(cl *Cluster, w *sim.World, ct *Test, c Case) (bool, string) {
 		if c.Namespace != "" && ns != c.Namespace {
 			return false, fmt.Sprintf("reached %s, want namespace %s", v.Pod, c.Namespace)
 		}
-		if len(c.ResponseHeaders) > 0 || len(c.RequestHeaders) > 0 {
-			// weft configures no header modification (docs/api.md), so
-			// a header the test expects to be set is not.
-			return false, fmt.Sprintf("reached %s without the headers the test expects (%v %v): weft modifies no headers", v.Pod, c.RequestHeaders, c.ResponseHeaders)
+		if why := headersDiffer("request", c.RequestHeaders, c.AbsentRequestHeaders, v.RequestHeaders); why != "" {
+			return false, fmt.Sprintf("reached %s, but %s", v.Pod, why)
+		}
+		if why := headersDiffer("response", c.ResponseHeaders, c.AbsentResponseHeaders, v.ResponseHeaders); why != "" {
+			return false, fmt.Sprintf("reached %s, but %s", v.Pod, why)
 		}
 		return true, note
 	case v.Status != 0 && slices.Contains(codes, v.Status):
+		if c.Redirect != nil && v.Status >= 300 && v.Status < 400 {
+			if why := redirectDiffers(call, c.Redirect, v.Location); why != "" {
+				return false, why
+			}
+		}
 		return true, ""
 	}
 	return false, fmt.Sprintf("want status %v from a pod of %q, got %s", codes, c.Backend, v)
+}
+
+// headersDiffer compares headers as the suite does (utils/http:
+// CompareRoundTrip): each expected header's values joined with ","
+// equal the expected value; names case-insensitive; absent ones absent.
+func headersDiffer(what string, want map[string]string, absent []string, got map[string]string) string {
+	low := map[string]string{}
+	for k, v := range got {
+		low[strings.ToLower(k)] = v
+	}
+	for k, v := range want {
+		if g, ok := low[strings.ToLower(k)]; !ok || g != v {
+			return fmt.Sprintf("%s header %s is %q, want %q", what, k, g, v)
+		}
+	}
+	for _, k := range absent {
+		if g, ok := low[strings.ToLower(k)]; ok {
+			return fmt.Sprintf("%s header %s is %q, want it absent", what, k, g)
+		}
+	}
+	return ""
+}
+
+// redirectDiffers compares a Location with the expected redirect as the
+// suite does (utils/http: CompareRoundTrip, setRedirectRequestDefaults):
+// an empty expected host is not compared, an empty scheme is the
+// request's (http), an empty path the request's path; an empty port
+// accepts the scheme's default or none.
+func redirectDiffers(call sim.Call, want *Redirect, location string) string {
+	u, err := url.Parse(location)
+	if err != nil || location == "" {
+		return fmt.Sprintf("redirect Location %q is not a URL", location)
+	}
+	exp := *want
+	if exp.Host == "" {
+		exp.Host = u.Hostname()
+	}
+	if exp.Scheme == "" {
+		exp.Scheme = "http"
+	}
+	if exp.Path == "" {
+		exp.Path, _, _ = strings.Cut(call.Path, "?")
+	}
+	port := u.Port()
+	switch {
+	case exp.Host != u.Hostname():
+		return fmt.Sprintf("redirect Location %s: host %q, want %q", location, u.Hostname(), exp.Host)
+	case exp.Port == "" && u.Scheme == "http" && port != "" && port != "80":
+		return fmt.Sprintf("redirect Location %s: port %q, want 80 or none", location, port)
+	case exp.Port == "" && u.Scheme == "https" && port != "" && port != "443":
+		return fmt.Sprintf("redirect Location %s: port %q, want 443 or none", location, port)
+	case exp.Port != "" && exp.Port != port:
+		return fmt.Sprintf("redirect Location %s: port %q, want %q", location, port, exp.Port)
+	case exp.Scheme != u.Scheme:
+		return fmt.Sprintf("redirect Location %s: scheme %q, want %q", location, u.Scheme, exp.Scheme)
+	case exp.Path != u.Path:
+		return fmt.Sprintf("redirect Location %s: path %q, want %q", location, u.Path, exp.Path)
+	}
+	return ""
 }
 
 func podOf(key string) (name, ns string) {

@@ -89,6 +89,15 @@ type Case struct {
 	AbsentRequestHeaders  []string
 	ResponseHeaders       map[string]string
 	AbsentResponseHeaders []string
+	// Redirect: the response is a redirect whose Location has these
+	// parts (empty ones default as the suite's
+	// setRedirectRequestDefaults does).
+	Redirect *Redirect
+}
+
+// Redirect is roundtripper.RedirectRequest.
+type Redirect struct {
+	Scheme, Host, Port, Path string
 }
 
 // ReadTests parses every tests/mesh/*.go file of the module at dir.
@@ -485,6 +494,9 @@ func (r *reader) expected(cl *ast.CompositeLit) Case {
 	}
 	c.ResponseHeaders = strMap(resp, "Headers")
 	c.AbsentResponseHeaders = strList(resp, "AbsentHeaders")
+	if rr, ok := v["RedirectRequest"].(map[string]any); ok {
+		c.Redirect = &Redirect{Scheme: str(rr, "Scheme"), Host: str(rr, "Host"), Port: str(rr, "Port"), Path: str(rr, "Path")}
+	}
 	if er, ok := v["ExpectedRequest"].(map[string]any); ok {
 		inner, _ := er["Request"].(map[string]any)
 		c.RequestHeaders = strMap(inner, "Headers")
