@@ -46,6 +46,19 @@ func (a *ADS) recordAck(c *conn, t string, accepted bool, msg string) {
 	a.log.Info("proxy rejected configuration", "node", c.node.ID, "type", t, "anonymous", c.anonymous, "error", truncate(msg, MaxNackMessageBytes))
 }
 
+// unresponsive tells the status writer that a proxy has not answered what
+// it was sent at since within ProxyAckTimeout: the policies its
+// configuration carries now count it as rejecting (PolicyState).
+func (a *ADS) unresponsive(c *conn, since time.Time) {
+	a.log.Info("proxy has not answered its configuration within xds.ProxyAckTimeout: it counts as rejecting the policies it carries",
+		"node", c.node.ID, "sentAt", since, "timeout", a.ackTimeout, "anonymous", c.anonymous)
+	if a.onAck != nil && !c.anonymous {
+		if s := c.group.snap.Load(); s != nil && len(s.policies) > 0 {
+			a.onAck(s.policies)
+		}
+	}
+}
+
 // caughtUp is recordAck for a proxy that became current with snap without
 // an ACK: nothing it subscribes to of one type changed, so nothing was
 // sent, and the type's acknowledged generation moved on by itself (a

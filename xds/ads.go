@@ -66,7 +66,9 @@ type ADS struct {
 	// maxResponseBytes is ResponseChunkBytes (tests shorten it).
 	maxResponseBytes int
 	// firstRequest is FirstRequestTimeout (tests shorten it).
-	firstRequest   time.Duration
+	firstRequest time.Duration
+	// ackTimeout is ProxyAckTimeout (tests shorten it).
+	ackTimeout     time.Duration
 	anonGroups     int
 	identityGroups map[string]int
 	builds         atomic.Uint64
@@ -187,6 +189,7 @@ func NewADS(log logr.Logger) *ADS {
 
 		identityGroups:   map[string]int{},
 		firstRequest:     FirstRequestTimeout,
+		ackTimeout:       ProxyAckTimeout,
 		maxResponseBytes: ResponseChunkBytes,
 		build:            (*envoy.Shared).Build,
 		maxAnonStreams:   MaxAnonymousStreams,

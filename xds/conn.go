@@ -76,6 +76,7 @@ type typeState struct {
 // and, on Delta, its resources (name and version) and removals.
 type inFlight struct {
 	gen     uint64
+	at      time.Time // when it was sent (ProxyAckTimeout runs from it)
 	set     []nameVersion
 	removed []string
 }
@@ -246,6 +247,22 @@ func (c *conn) configures() bool {
 		}
 	}
 	return false
+}
+
+// unansweredSince is when the oldest response the proxy has not answered
+// was sent, over every type; zero when it has answered everything.
+func (c *conn) unansweredSince() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var since time.Time
+	for _, ts := range c.types {
+		for _, fl := range ts.pending {
+			if since.IsZero() || fl.at.Before(since) {
+				since = fl.at
+			}
+		}
+	}
+	return since
 }
 
 // nack returns the proxy's outstanding rejection, if any type has one.

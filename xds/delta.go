@@ -161,9 +161,10 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 	resps, sizes = append(resps, cur), append(sizes, curSize)
 	// sent changes now, so that nothing is sent twice (a NACKed version
 	// included); held only when the proxy ACKs (typeState.ack).
+	now := time.Now()
 	version := snap.typeVersion(t, nil)
 	for _, resp := range resps {
-		fl := inFlight{gen: snap.generation, set: make([]nameVersion, 0, len(resp.Resources)), removed: resp.RemovedResources}
+		fl := inFlight{gen: snap.generation, at: now, set: make([]nameVersion, 0, len(resp.Resources)), removed: resp.RemovedResources}
 		for _, r := range resp.Resources {
 			ts.sent.set(r.Name, r.Version)
 			fl.set = append(fl.set, nameVersion{r.Name, r.Version})

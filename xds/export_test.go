@@ -28,6 +28,9 @@ func TokenCacheKeys(t *TokenAuthenticator) (string, int) {
 	return fmt.Sprint(t.cache), len(t.cache)
 }
 
+// SetProxyAckTimeout shortens ProxyAckTimeout for a test.
+func SetProxyAckTimeout(a *ADS, d time.Duration) { a.ackTimeout = d }
+
 // SetResponseChunkBytes shortens ResponseChunkBytes for a test.
 func SetResponseChunkBytes(a *ADS, n int) { a.maxResponseBytes = n }
 

@@ -335,7 +335,8 @@ func (a *ADS) leave(c *conn) {
 	a.mu.Lock()
 	delete(a.conns, c)
 	var release string
-	if g := c.group; g != nil {
+	grp := c.group
+	if g := grp; g != nil {
 		delete(g.conns, c)
 		if len(g.conns) == 0 {
 			delete(a.groups, g.key)
@@ -356,4 +357,14 @@ func (a *ADS) leave(c *conn) {
 		a.secrets.Release(release)
 	}
 	a.metrics.connected.WithLabelValues(kindName(c.node.Proxy.Kind)).Dec()
+	// A proxy that held its policies back (not yet ACKed, or NACKed)
+	// no longer counts: the status writer must hear it now (a silent
+	// node dropped by keepalive, a stream past its age), or they stay
+	// Pending until another proxy answers. One that was current changes
+	// no verdict, and a mass disconnect costs no status recompute.
+	if a.onAck != nil && !c.anonymous && grp != nil {
+		if s := grp.snap.Load(); s != nil && len(s.policies) > 0 && c.configures() && (c.nack() != nil || c.fullyAcked() < s.generation) {
+			a.onAck(s.policies)
+		}
+	}
 }

@@ -112,6 +112,15 @@ const (
 	// answers holds at most this many responses' bookkeeping. Envoy and
 	// gRPC answer each response within milliseconds.
 	MaxUnackedResponses = 8
+	// ProxyAckTimeout: a proxy that has not answered (ACK or NACK) a
+	// response within it counts as having rejected the policies its
+	// configuration carries, so Programmed turns False (ProxyRejected,
+	// naming it) instead of Pending forever (issue 13; docs/design/153).
+	// Envoy answers after applying, which waits at most for cluster and
+	// listener warming (initial_fetch_timeout, 15 s by default); gRPC
+	// answers within milliseconds. The stream stays open: a late answer
+	// counts as usual.
+	ProxyAckTimeout = 5 * time.Minute
 	// MaxRequestBytes bounds one request message: a reconnecting Delta
 	// Envoy that lists 10,000 endpoint names with their versions sends
 	// under 1 MiB.

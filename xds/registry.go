@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"fmt"
 	"sort"
 	"time"
 
@@ -134,6 +135,8 @@ func (a *ADS) PolicyState(ref ir.PolicyRef) PolicyState {
 	}
 	a.mu.Unlock()
 	var st PolicyState
+	now := time.Now()
+	var late string // the first proxy past ProxyAckTimeout, described
 	for _, m := range members {
 		// Asked only now: a stream holds its own lock when it takes a.mu
 		// (recordAck), so taking its lock under a.mu could deadlock.
@@ -150,7 +153,20 @@ func (a *ADS) PolicyState(ref ir.PolicyRef) PolicyState {
 		}
 		if m.c.fullyAcked() >= m.since {
 			st.Acked++
+			continue
 		}
+		// A proxy that has not answered within ProxyAckTimeout holds no
+		// policy Pending forever: it counts as rejecting (docs/design/153).
+		if since := m.c.unansweredSince(); !since.IsZero() && now.Sub(since) >= a.ackTimeout {
+			st.Rejected++
+			if late == "" {
+				late = fmt.Sprintf("proxy %s has not answered the configuration sent at %s within %s (xds.ProxyAckTimeout): it keeps what it last accepted",
+					m.c.node.ID, since.UTC().Format(time.RFC3339), a.ackTimeout)
+			}
+		}
+	}
+	if st.Message == "" {
+		st.Message = late // a rejection's own message comes first
 	}
 	return st
 }

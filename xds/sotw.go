@@ -139,10 +139,11 @@ func (a *ADS) sendSotW(stream discoveryv3.AggregatedDiscoveryService_StreamAggre
 		curSize += e.size + len(e.name) + 16
 	}
 	parts, sizes = append(parts, cur), append(sizes, curSize)
+	now := time.Now()
 	resps := make([]*discoveryv3.DiscoveryResponse, 0, len(parts))
 	for _, part := range parts {
 		resp := &discoveryv3.DiscoveryResponse{TypeUrl: t, VersionInfo: version, Nonce: c.nextNonce()}
-		fl := inFlight{gen: snap.generation}
+		fl := inFlight{gen: snap.generation, at: now}
 		for _, e := range part {
 			resp.Resources = append(resp.Resources, e.any)
 			if len(parts) > 1 {

@@ -109,8 +109,30 @@ func serve[Req any](a *ADS, ctx context.Context, delta, authenticate bool, recv 
 	if err := check(first); err != nil {
 		return err
 	}
+	// A proxy that does not answer within ProxyAckTimeout counts as
+	// rejecting its policies (PolicyState); when that moment comes, the
+	// status writer is told, as for an answer.
+	ackTimer := time.NewTimer(time.Hour)
+	ackTimer.Stop()
+	defer ackTimer.Stop()
+	var armed time.Time
+	arm := func() {
+		if since := c.unansweredSince(); !since.IsZero() && !since.Equal(armed) {
+			armed = since
+			ackTimer.Reset(time.Until(since.Add(a.ackTimeout)))
+		}
+	}
+	arm()
 	for {
 		select {
+		case <-ackTimer.C:
+			if since := c.unansweredSince(); !since.IsZero() && since.Equal(armed) {
+				a.unresponsive(c, since)
+			} else {
+				armed = time.Time{}
+				arm()
+			}
+			continue
 		case <-ctx.Done():
 			return nil
 		case err := <-errc:
@@ -123,6 +145,7 @@ func serve[Req any](a *ADS, ctx context.Context, delta, authenticate bool, recv 
 			if err := check(r); err != nil {
 				return err
 			}
+			arm()
 		case <-c.notify:
 			for _, t := range pushOrder {
 				c.mu.Lock()
@@ -134,6 +157,7 @@ func serve[Req any](a *ADS, ctx context.Context, delta, authenticate bool, recv 
 					}
 				}
 			}
+			arm()
 		}
 	}
 }
