@@ -81,8 +81,10 @@ const (
 // MaxXDSMessageBytes is the largest xDS message either end accepts: the
 // sidecar's bootstrap raises Envoy's Google gRPC receive limit
 // (grpc.max_receive_message_length, 4 MiB by default) to it, and
-// weft-controller sends nothing larger. Delta pushes are split well below
-// it (xds.ResponseChunkBytes, 3 MiB, which gRPC-Go's default 4 MiB also
-// accepts); it bounds what cannot be split: a single resource, or a
-// State-of-the-World response, which carries a type's whole state.
+// weft-controller sends nothing larger. Delta pushes, and State-of-the-
+// World endpoints and routes, are split well below it
+// (xds.ResponseChunkBytes, 3 MiB, which gRPC-Go's default 4 MiB also
+// accepts; docs/design/151); it bounds what cannot be split: a single
+// resource, or a State-of-the-World listener or cluster response, which
+// the protocol requires whole.
 const MaxXDSMessageBytes = 16 << 20
