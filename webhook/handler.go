@@ -25,7 +25,10 @@ const Path = "/inject"
 // its Namespace and the MeshConfig, calls Inject, and answers with a JSON
 // patch. Register it with NewWebhook.
 type Handler struct {
-	reader  client.Reader
+	reader client.Reader
+	// live reads a Namespace the cached reader has not seen yet (nil:
+	// none).
+	live    client.Reader
 	options Options
 	decoder admission.Decoder
 }
@@ -34,6 +37,16 @@ type Handler struct {
 // through r (a cached client in the controller).
 func NewHandler(r client.Reader, scheme *runtime.Scheme, o Options) *Handler {
 	return &Handler{reader: r, options: o, decoder: admission.NewDecoder(scheme)}
+}
+
+// WithLiveReader sets an uncached reader (the manager's API reader) for a
+// Namespace the cached reader does not hold yet: a pod created right after
+// its namespace reaches the webhook before the watch has delivered the
+// namespace, and refusing it fails a plain `kubectl create namespace`
+// then `kubectl apply` (the API server does not retry admission).
+func (h *Handler) WithLiveReader(r client.Reader) *Handler {
+	h.live = r
+	return h
 }
 
 // NewWebhook wraps the handler for an http.ServeMux or controller-runtime's
@@ -57,9 +70,14 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 		nsName = pod.Namespace
 	}
 	ns := &corev1.Namespace{}
-	if err := h.reader.Get(ctx, types.NamespacedName{Name: nsName}, ns); err != nil {
+	err := h.reader.Get(ctx, types.NamespacedName{Name: nsName}, ns)
+	if apierrors.IsNotFound(err) && h.live != nil {
+		err = h.live.Get(ctx, types.NamespacedName{Name: nsName}, ns)
+	}
+	if err != nil {
 		// Fail closed: without the namespace weft cannot tell whether the
-		// pod belongs in the mesh; the API server retries the creation.
+		// pod belongs in the mesh; a workload controller retries the
+		// creation.
 		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("weft injection: reading namespace %s: %w", nsName, err))
 	}
 	mc := &v1alpha1.MeshConfig{}

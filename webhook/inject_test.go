@@ -337,3 +337,29 @@ spec:
 		t.Errorf("invalid pod: %v", err)
 	}
 }
+
+// TestHandlerNamespaceNotCachedYet: a pod created right after its
+// namespace (kubectl create namespace x; kubectl apply -n x ...) reaches
+// the webhook before the controller's cache has seen the namespace; the
+// handler reads it from the API server instead of refusing the pod (found
+// by test/e2e TestCLI, whose pod creation was refused "reading namespace
+// explain: Namespace explain not found").
+func TestHandlerNamespaceNotCachedYet(t *testing.T) {
+	cache := fake.NewClientBuilder().WithScheme(Scheme).Build()
+	live := fake.NewClientBuilder().WithScheme(Scheme).WithObjects(enabledNS("fresh")).Build()
+	raw, _ := json.Marshal(testPod())
+	req := admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
+		Operation: admissionv1.Create, Namespace: "fresh",
+		Kind:   metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+		Object: runtime.RawExtension{Raw: raw},
+	}}
+	resp := NewHandler(cache, Scheme, Options{}).WithLiveReader(live).Handle(context.Background(), req)
+	if !resp.Allowed || len(resp.Patches) == 0 {
+		t.Fatalf("a pod in a namespace the cache has not seen yet: allowed %v, %d patch operations, %v; want it injected", resp.Allowed, len(resp.Patches), resp.Result)
+	}
+	// Without the namespace anywhere, it still fails closed.
+	resp = NewHandler(cache, Scheme, Options{}).WithLiveReader(cache).Handle(context.Background(), req)
+	if resp.Allowed {
+		t.Fatalf("a pod in a namespace that does not exist was allowed")
+	}
+}

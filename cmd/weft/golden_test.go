@@ -41,6 +41,7 @@ func TestGolden(t *testing.T) {
 		{"explain-ipv6", explainCmd, "-f testdata/mesh --from shop/client-0 --to web.shop:80 --ipv6"},
 		{"explain-tcp-server-first", explainCmd, "-f testdata/mesh --from shop/web-0 --to mysql.shop:3306 --protocol server-first"},
 		{"explain-strict-from-unmeshed", explainCmd, "-f testdata/mesh --from shop/legacy-0 --to secrets.vault:80"},
+		{"explain-from-proxyless", explainCmd, "-f testdata/proxyless --from shop/grpc-client-0 --to web.shop:80"},
 		{"explain-no-such-pod", explainCmd, "-f testdata/mesh --from shop/nobody --to web.shop:80"},
 	}
 	want := map[string]bool{}

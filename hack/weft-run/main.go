@@ -3,7 +3,8 @@
 //
 // It starts a local etcd and kube-apiserver from bin/ in a temporary
 // folder, registers weft's injection webhook and starts weft-controller
-// against it, applies config/samples, and runs the canary sample with real
+// against it (two replicas, as config/default runs), applies the samples
+// the demo runs on (MeshConfig and the canary example), and runs it with real
 // proxyless gRPC workloads (internal/testing/localmesh: the launcher the
 // end-to-end tests use). Then it shows a live view of the calls and the
 // policies until Ctrl-C (or SIGTERM), which stops every process it started
@@ -18,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -33,6 +35,7 @@ func main() {
 	flag.StringVar(&o.debug, "debug-address", "127.0.0.1:15014", "host:port for /debug/proxies and /debug/config_dump")
 	flag.StringVar(&o.tmpParent, "tmp-dir", "", "parent of the temporary folder (default: the system's)")
 	flag.StringVar(&o.binDir, "bin-dir", "", "folder with weft-controller, weft and weft-demo (default: the repository's bin/, which 'make build' fills)")
+	flag.IntVar(&o.replicas, "replicas", 2, "weft-controller replicas (config/default runs two; the flags above are the first one's addresses)")
 	flag.BoolVar(&o.demo, "demo", true, "run the canary sample's workloads (proxyless gRPC) and show their calls")
 	flag.StringVar(&o.view, "view", "auto", "live view: on, off, or auto (on when the output is a terminal)")
 	flag.DurationVar(&o.every, "view-interval", time.Second, "how often the live view refreshes")
@@ -46,6 +49,7 @@ func main() {
 type options struct {
 	xds, xdsTLS, mon, debug, tmpParent, binDir, view string
 	demo                                             bool
+	replicas                                         int
 	every                                            time.Duration
 }
 
@@ -86,6 +90,7 @@ func run(o options) error {
 	m, err := localmesh.Start(ctx, localmesh.Options{
 		Dir: dir, BinDir: o.binDir, Progress: os.Stderr, BuildProgress: os.Stderr,
 		XDSTLSAddress: o.xdsTLS, XDSAddress: o.xds, MonitoringAddress: o.mon, DebugAddress: o.debug,
+		Replicas: o.replicas,
 	})
 	if err != nil {
 		return err
@@ -97,7 +102,7 @@ func run(o options) error {
 		}
 	}()
 
-	out, err := m.ApplySamples(ctx)
+	out, err := m.ApplyDemoSamples(ctx)
 	if err != nil {
 		return err
 	}
@@ -116,14 +121,24 @@ func run(o options) error {
 	c := m.Controllers()[0]
 	kubectl := filepath.Join(m.Env.BinDir, "kubectl")
 	kc := kubectl + " --kubeconfig " + m.Env.Kubeconfig
+	// No kubelet here serves port-forwards: the weft commands that read the
+	// replicas' debug endpoints get their addresses (--address).
+	var debug []string
+	for _, r := range m.Controllers() {
+		debug = append(debug, r.Debug)
+	}
+	weft := filepath.Join(o.binDir, "weft") + " --kubeconfig " + m.Env.Kubeconfig
+	addrs := " --address " + strings.Join(debug, " --address ")
 	fmt.Printf(`
-weft is ready.
+weft is ready (%d weft-controller replicas).
   xDS (gRPC ADS):  %s (plaintext), %s (TLS, the workloads' port)
   metrics:         http://%s/metrics   (health: /healthz, /readyz)
   debug:           http://%s/debug/proxies
   kubeconfig:      %s
   logs:            %s
-`, c.XDS, m.XDSTLSAddress, c.Monitoring, c.Debug, m.Env.Kubeconfig, m.LogDir())
+  check it:        %s check%s
+  its proxies:     %s proxy-status%s
+`, len(debug), c.XDS, m.XDSTLSAddress, c.Monitoring, c.Debug, m.Env.Kubeconfig, m.LogDir(), weft, addrs, weft, addrs)
 	if demo != nil {
 		fmt.Printf(`The canary sample runs: frontend calls checkout (90%% v1, 10%% v2) and catalog over mTLS.
 %s

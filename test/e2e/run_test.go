@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/weftmesh/weft/internal/testing/testkit"
 )
 
 // TestMakeRun drives the `make run` launcher as a person would: wait for it
@@ -61,7 +63,7 @@ func TestMakeRun(t *testing.T) {
 		}
 	})
 
-	var getLine, patchLine, statLine, denyLine, runLine string
+	var getLine, patchLine, statLine, denyLine, runLine, checkLine, proxiesLine string
 	deadline := time.After(5 * time.Minute) // a cold machine builds nothing here, but starts slowly
 wait:
 	for {
@@ -82,6 +84,10 @@ wait:
 				denyLine = line
 			case strings.Contains(line, "kubectl --kubeconfig") && strings.Contains(line, " run demo "):
 				runLine = line
+			case strings.HasPrefix(line, "check it:"):
+				checkLine = strings.TrimSpace(strings.TrimPrefix(line, "check it:"))
+			case strings.HasPrefix(line, "its proxies:"):
+				proxiesLine = strings.TrimSpace(strings.TrimPrefix(line, "its proxies:"))
 			}
 			if strings.HasPrefix(line, "Press Ctrl-C") {
 				break wait
@@ -90,12 +96,32 @@ wait:
 			t.Fatal("weft-run did not become ready")
 		}
 	}
-	if getLine == "" || patchLine == "" || statLine == "" || denyLine == "" || runLine == "" {
-		t.Fatalf("weft-run printed no kubectl get, patch, run, weft stat or deny line (get %q, patch %q, run %q, stat %q, deny %q)", getLine, patchLine, runLine, statLine, denyLine)
+	if getLine == "" || patchLine == "" || statLine == "" || denyLine == "" || runLine == "" || checkLine == "" || proxiesLine == "" {
+		t.Fatalf("weft-run printed no kubectl get, patch, run, weft stat, deny, weft check or weft proxy-status line (get %q, patch %q, run %q, stat %q, deny %q, check %q, proxy-status %q)",
+			getLine, patchLine, runLine, statLine, denyLine, checkLine, proxiesLine)
+	}
+
+	// weft check, as printed, on the fresh mesh: every line ✔ (the samples
+	// it applies are the demo's, each in effect; docs/design/140).
+	var checkOut []byte
+	testkit.EventuallyTrue(t, checkLine+" all ✔", func() bool {
+		var err error
+		checkOut, err = exec.Command("sh", "-c", checkLine).CombinedOutput()
+		return err == nil
+	})
+	for _, l := range strings.Split(strings.TrimSpace(string(checkOut)), "\n") {
+		if !strings.HasPrefix(l, "✔ ") {
+			t.Errorf("%s: %q; want every line ✔", checkLine, l)
+		}
+	}
+	t.Logf("%s:\n%s", checkLine, checkOut)
+	out, err := exec.Command("sh", "-c", proxiesLine).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "frontend-0.shop") {
+		t.Fatalf("%s: %v; want the demo's proxies\n%s", proxiesLine, err, out)
 	}
 
 	// The printed lines work as pasted into a shell.
-	out, err := exec.Command("sh", "-c", getLine).CombinedOutput()
+	out, err = exec.Command("sh", "-c", getLine).CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s: %v\n%s", getLine, err, out)
 	}

@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/dataplane/sim"
 	"github.com/weftmesh/weft/translator"
 	"github.com/weftmesh/weft/translator/ir"
@@ -61,6 +62,10 @@ func Explain(in *translator.Inputs, call sim.Call) (*Explanation, error) {
 	}
 	if call.From != "" && !hasPod(w, call.From) {
 		return nil, fmt.Errorf("--from %s: no such pod in the manifests (pods: %s)", call.From, strings.Join(podKeys(w), ", "))
+	}
+	if pod := podByKey(in, call.From); pod != nil && isProxyless(pod) {
+		return nil, fmt.Errorf("--from %s is a proxyless gRPC pod (%s): its gRPC library applies weft's configuration itself — no sidecar, no capture rules — and weft explain walks sidecars only. What it was sent: weft proxy-config %s routes (live) or weft translate -f ... --proxy %s; whether it took it: weft proxy-status",
+			call.From, dataplane.AnnotationProxyless, call.From, call.From)
 	}
 	e := &Explanation{Call: call, Result: w.Walk(call)}
 	if pod := podByKey(in, e.Result.Verdict.Pod); pod != nil {

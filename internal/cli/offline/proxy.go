@@ -40,6 +40,20 @@ func hasSidecar(p *corev1.Pod) bool {
 	return false
 }
 
+// isProxyless: a proxyless gRPC pod (weft.dev/proxyless) that weft's
+// webhook gave its agent instead of a sidecar.
+func isProxyless(p *corev1.Pod) bool {
+	if _, ok := p.Annotations[dataplane.AnnotationProxyless]; !ok || hasSidecar(p) {
+		return false
+	}
+	for _, c := range append(append([]corev1.Container(nil), p.Spec.InitContainers...), p.Spec.Containers...) {
+		if c.Name == dataplane.AgentContainerName {
+			return true
+		}
+	}
+	return false
+}
+
 // ProxyOf is what weft-controller learns of a pod's proxy: the node
 // metadata its bootstrap writes from the downward API
 // (dataplane.NodeMetadata), read back as the xDS server reads it

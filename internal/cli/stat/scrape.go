@@ -213,11 +213,14 @@ func SidecarPods(ctx context.Context, c client.Reader, namespace string) ([]Side
 		return nil, fmt.Errorf("listing pods %s: %w", where, err)
 	}
 	var out []SidecarPod
-	injected := 0
+	injected, proxyless := 0, 0
 	for i := range pods.Items {
 		p := &pods.Items[i]
 		port, ok := statsPort(p)
 		if !ok {
+			if isProxyless(p) && p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
+				proxyless++
+			}
 			continue
 		}
 		injected++
@@ -230,6 +233,11 @@ func SidecarPods(ctx context.Context, c client.Reader, namespace string) ([]Side
 		switch {
 		case injected > 0:
 			return nil, fmt.Errorf("%w %s: %d injected, none running yet (kubectl get pods%s)", ErrNoSidecars, where(namespace), injected, nsFlag(namespace))
+		case proxyless > 0:
+			// Their gRPC library applies weft's configuration; it has no
+			// Envoy statistics page for the pod proxy to read.
+			return nil, fmt.Errorf("%w %s: its %d meshed pods are proxyless gRPC (%s), whose gRPC library serves no sidecar statistics to read through the pod proxy: give --prometheus URL (a Prometheus that scrapes your applications' metrics in Envoy's names, docs/metrics.md) or --metrics-url URL (such an endpoint itself, as 'make run' prints for its demo)",
+				ErrNoSidecars, where(namespace), proxyless, dataplane.AnnotationProxyless)
 		case namespace == "":
 			return nil, fmt.Errorf("%w in any namespace: is injection enabled? kubectl label namespace NS %s=%s, then restart its workloads (weft check lists what runs without a sidecar)",
 				ErrNoSidecars, dataplane.LabelInject, dataplane.InjectEnabled)
@@ -259,6 +267,22 @@ func nsFlag(ns string) string {
 		return " -A"
 	}
 	return " -n " + ns
+}
+
+// isProxyless: a proxyless gRPC pod (weft.dev/proxyless) with weft's
+// agent, which takes xDS without a sidecar.
+func isProxyless(p *corev1.Pod) bool {
+	if _, ok := p.Annotations[dataplane.AnnotationProxyless]; !ok {
+		return false
+	}
+	for _, cs := range [][]corev1.Container{p.Spec.InitContainers, p.Spec.Containers} {
+		for _, c := range cs {
+			if c.Name == dataplane.AgentContainerName {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // statsPort is the port of the pod's sidecar named StatsPortName

@@ -204,7 +204,7 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 	}
 	mux := http.NewServeMux()
-	mux.Handle(webhook.Path, webhook.NewWebhook(webhook.NewHandler(s.mgr.GetClient(), webhook.Scheme, opts)))
+	mux.Handle(webhook.Path, webhook.NewWebhook(webhook.NewHandler(s.mgr.GetClient(), webhook.Scheme, opts).WithLiveReader(s.mgr.GetAPIReader())))
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -92,6 +92,10 @@ type Options struct {
 	XDSAddress, MonitoringAddress, DebugAddress string
 	// ControllerArgs are added to every replica's command line.
 	ControllerArgs []string
+	// BeforeControllers, when set, runs once the API server and namespace
+	// weft-system exist and before any replica starts (a test that needs
+	// an object there first, such as an operator's root CA Secret).
+	BeforeControllers func(ctx context.Context, m *Mesh) error
 	// Progress receives one line per step; nil discards them.
 	Progress io.Writer
 	// BuildProgress receives the output of building kube-apiserver and
@@ -106,6 +110,9 @@ type Controller struct {
 	// /readyz, /debug, and the webhook (on HostIP).
 	XDS, XDSTLS, Monitoring, Debug, Webhook string
 	args                                    []string
+	// podMonitoring stands for the pod's monitoring port on the pod
+	// network (HostIP), forwarding to Monitoring (syncControllerPods).
+	podMonitoring *forwarder
 }
 
 // Mesh is a running local mesh.
@@ -164,6 +171,11 @@ func Start(ctx context.Context, o Options) (m *Mesh, err error) {
 	if err := m.createNamespace(ctx, SystemNamespace, nil); err != nil {
 		return m, err
 	}
+	if o.BeforeControllers != nil {
+		if err := o.BeforeControllers(ctx, m); err != nil {
+			return m, err
+		}
+	}
 
 	xdsTLS := o.XDSTLSAddress
 	if xdsTLS == "" {
@@ -217,6 +229,14 @@ func (m *Mesh) StartController(ctx context.Context, i int) (*Controller, error) 
 		if c.Webhook, err = freeAddr(m.HostIP); err != nil {
 			return nil, err
 		}
+		podMon, err := freeAddr(m.HostIP)
+		if err != nil {
+			return nil, err
+		}
+		if c.podMonitoring, err = startForwarder(podMon); err != nil {
+			return nil, err
+		}
+		c.podMonitoring.setBackends([]string{c.Monitoring})
 		c.args = append([]string{"--kubeconfig", m.Env.Kubeconfig,
 			"--xds-address", c.XDS, "--xds-tls-address", c.XDSTLS,
 			"--monitoring-address", c.Monitoring, "--debug-address", c.Debug,
@@ -244,7 +264,7 @@ func (m *Mesh) StartController(ctx context.Context, i int) (*Controller, error) 
 	if err := waitHTTP(ctx, "http://"+c.Monitoring+"/readyz", 2*time.Minute, p.Exited()); err != nil {
 		return c, fmt.Errorf("%s not ready: %w\n%s", name, err, p.Logs(4000))
 	}
-	return c, nil
+	return c, m.syncControllerPods(ctx)
 }
 
 // Controllers are the replicas started so far (a stopped one stays, with
@@ -255,14 +275,19 @@ func (m *Mesh) Controllers() []*Controller {
 	return append([]*Controller(nil), m.controllers...)
 }
 
-// ControllerGone tells the forwarder and the webhook's endpoints that a
-// replica has stopped (after Kill or Stop), as the endpoints controller
-// would once its pod is gone.
+// ControllerGone tells the forwarder, the webhook's endpoints and the
+// weft-controller Deployment that a replica has stopped (after Kill or
+// Stop), as the endpoints and Deployment controllers would once its pod
+// is gone. It also rewrites the webhook's endpoints from the live
+// replicas after a test changed them.
 func (m *Mesh) ControllerGone(ctx context.Context) error {
 	m.mu.Lock()
 	m.forwarder.setBackends(m.liveXDSLocked())
 	m.mu.Unlock()
-	return m.writeWebhookEndpoints(ctx)
+	if err := m.writeWebhookEndpoints(ctx); err != nil {
+		return err
+	}
+	return m.syncControllerPods(ctx)
 }
 
 func (m *Mesh) liveXDSLocked() []string {
@@ -293,6 +318,9 @@ func (m *Mesh) Stop() error {
 	for _, c := range controllers {
 		if c != nil && c.Process != nil {
 			errs = append(errs, c.Stop())
+		}
+		if c != nil && c.podMonitoring != nil {
+			c.podMonitoring.close()
 		}
 	}
 	if m.forwarder != nil {
