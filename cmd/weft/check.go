@@ -18,7 +18,7 @@ import (
 func checkCmd() *cobra.Command {
 	var kubeconfig, namespace, probeNamespace string
 	var addresses []string
-	var pre, certManager bool
+	var pre, certManager, webhookCertManager, podMonitors bool
 	cmd := &cobra.Command{
 		Use:   "check",
 		Short: "Check that weft is installed and healthy, and say how to fix what is not",
@@ -59,10 +59,14 @@ and warning with the command that fixes it:
 With --pre it checks instead that weft can be installed, before it is:
 
   Kubernetes API        reachable, and new enough for native sidecars
-  Permissions           you may create every kind config/default holds
+  Permissions           you may create every kind config/default holds, and
+                        those the options below add (Issuer, Certificate;
+                        PodMonitor) in the install's namespace
   Earlier install       none, or what applying again would upgrade
   Other meshes          no other mesh's sidecar injector registered
-  cert-manager          (with --cert-manager) its API is served
+  cert-manager          (with --cert-manager or --webhook-cert-manager)
+                        the kinds the install asks of it are served
+  Prometheus Operator   (with --pod-monitors) PodMonitor is served
 
 The exit code is 1 when any check fails.`,
 		Example:      "  weft check --pre                 # before installing\n  weft check                       # after\n  weft check --kubeconfig ~/.kube/staging",
@@ -84,13 +88,17 @@ The exit code is 1 when any check fails.`,
 			if certManager && !pre {
 				return fmt.Errorf("--cert-manager goes with --pre (after the install, weft check reads the provider from MeshConfig)")
 			}
+			if (webhookCertManager || podMonitors) && !pre {
+				return fmt.Errorf("--webhook-cert-manager and --pod-monitors go with --pre: give the install options you will install with")
+			}
 			var rs []check.Result
 			cs, err := kubernetes.NewForConfig(cfg)
 			if err != nil {
 				return err
 			}
 			if pre {
-				rs = check.RunPre(cmd.Context(), c, d, check.PreOptions{Namespace: namespace, CertManager: certManager})
+				rs = check.RunPre(cmd.Context(), c, d, check.PreOptions{Namespace: namespace, CertManager: certManager,
+					WebhookCertManager: webhookCertManager, PodMonitors: podMonitors})
 			} else {
 				rs = check.Run(cmd.Context(), c, d, check.Options{Namespace: namespace, ProbeNamespace: probeNamespace, MissingSidecar: missingSidecar,
 					Proxies: func(ctx context.Context) ([]proxystatus.Replica, error) {
@@ -114,6 +122,8 @@ The exit code is 1 when any check fails.`,
 	cmd.Flags().StringSliceVar(&addresses, "address", nil, "read this weft-controller debug address (host:port; repeatable) for the connected proxies instead of port-forwarding to every replica")
 	cmd.Flags().BoolVar(&pre, "pre", false, "check that weft can be installed (before installing it)")
 	cmd.Flags().BoolVar(&certManager, "cert-manager", false, "with --pre: the install will use cert-manager for workload certificates")
+	cmd.Flags().BoolVar(&webhookCertManager, "webhook-cert-manager", false, "with --pre: the install will take the webhook's certificate from cert-manager (weft install --webhook-cert-manager): may you create its Issuers and Certificate, and does cert-manager serve them")
+	cmd.Flags().BoolVar(&podMonitors, "pod-monitors", false, "with --pre: the install will add Prometheus Operator PodMonitors (weft install --pod-monitors): may you create them, and are they served")
 	return cmd
 }
 

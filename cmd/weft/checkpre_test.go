@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/weftmesh/weft/internal/cli/check"
+	"github.com/weftmesh/weft/internal/cli/install"
 	"github.com/weftmesh/weft/internal/testing/testenv"
 	"github.com/weftmesh/weft/internal/testing/testkit"
 )
@@ -77,6 +78,19 @@ func TestCheckPre(t *testing.T) {
 	if strings.Contains(out, "✖") || strings.Contains(out, "!") {
 		t.Errorf("a cluster weft can be installed in:\n%s", out)
 	}
+	// The install options: --webhook-cert-manager's Issuers and
+	// Certificate (cert-manager serves them here), --pod-monitors'
+	// PodMonitors (no Prometheus Operator here: a failure, exit 1).
+	eventually([]string{"--webhook-cert-manager"}, false,
+		fmt.Sprintf("✔ Permissions: you may create everything the install holds (%d kinds)", len(check.InstallRights)+2),
+		"✔ cert-manager: Certificate and Issuer served at cert-manager.io/v1")
+	eventually([]string{"--pod-monitors"}, true,
+		fmt.Sprintf("✔ Permissions: you may create everything the install holds (%d kinds)", len(check.InstallRights)+1),
+		"✖ Prometheus Operator: PodMonitor not served at monitoring.coreos.com/v1",
+		"fix: install the Prometheus Operator (its CRDs) first, or install weft without --pod-monitors")
+	if out, err := run("--pod-monitors"); err == nil || !strings.Contains(err.Error(), "1 of 5 checks failed") {
+		t.Errorf("exit without the Prometheus Operator: %v\n%s", err, out)
+	}
 
 	// Another mesh's injector, and an earlier install: warnings, exit 0.
 	ignore := admissionregistrationv1.Ignore
@@ -136,6 +150,57 @@ func TestCheckPre(t *testing.T) {
 		t.Errorf("a user who may create only Services: %+v", perms)
 	}
 
+	// A user who may create every kind config/default holds, and nothing
+	// of cert-manager's or the Prometheus Operator's: fine for the default
+	// install, not for one with --webhook-cert-manager --pod-monitors.
+	if err := env.Client.Create(ctx, &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: "installer"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{"", "apps", "policy", "rbac.authorization.k8s.io", "apiextensions.k8s.io", "admissionregistration.k8s.io"},
+			Resources: []string{"*"}, Verbs: []string{"create"}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "ops-installer"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "installer"},
+		Subjects:   []rbacv1.Subject{{Kind: "User", Name: "ops"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	opsCfg := rest.CopyConfig(env.Config)
+	opsCfg.Impersonate = rest.ImpersonationConfig{UserName: "ops", Groups: []string{"system:authenticated"}}
+	ops, err := clientFor(opsCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opsDiscovery, err := discovery.NewDiscoveryClientForConfig(opsCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	permissions := func(o check.PreOptions) check.Result {
+		var perms check.Result
+		testkit.Eventually(t, "the installer ClusterRole in effect", func() error {
+			for _, r := range check.RunPre(ctx, ops, opsDiscovery, o) {
+				if r.Name == "Permissions" {
+					perms = r
+				}
+			}
+			if o == (check.PreOptions{}) && perms.Status != check.OK {
+				return fmt.Errorf("%+v", perms)
+			}
+			return nil
+		})
+		return perms
+	}
+	if p := permissions(check.PreOptions{}); p.Status != check.OK {
+		t.Errorf("a user who may create config/default's kinds, default install: %+v", p)
+	}
+	p := permissions(check.PreOptions{WebhookCertManager: true, PodMonitors: true})
+	if p.Status != check.Fail || p.Message != "you may not create issuers.cert-manager.io in weft-system, certificates.cert-manager.io in weft-system, podmonitors.monitoring.coreos.com in weft-system" ||
+		!strings.Contains(p.Fix, "cluster administrator") {
+		t.Errorf("a user who may create config/default's kinds, with --webhook-cert-manager --pod-monitors: %+v", p)
+	}
+
 	// cert-manager missing, when the install needs it: a failure, exit 1.
 	out, err = env.Kubectl(ctx, nil, "delete", "crd", "certificaterequests.cert-manager.io", "issuers.cert-manager.io", "clusterissuers.cert-manager.io")
 	if err != nil {
@@ -145,6 +210,9 @@ func TestCheckPre(t *testing.T) {
 		"✖ cert-manager: ",
 		"not served at cert-manager.io/v1: the install asks cert-manager for workload certificates",
 		"fix: install cert-manager first")
+	eventually([]string{"--webhook-cert-manager"}, true,
+		"✖ cert-manager: Issuer not served at cert-manager.io/v1: the install asks cert-manager for the webhook's certificate",
+		"fix: install cert-manager first (https://cert-manager.io/docs/installation/), or install weft without --webhook-cert-manager")
 	if out, err := run("--cert-manager"); err == nil || !strings.Contains(err.Error(), "1 of 5 checks failed") {
 		t.Errorf("exit with cert-manager missing: %v\n%s", err, out)
 	}
@@ -191,5 +259,50 @@ func TestInstallRightsMatchConfigDefault(t *testing.T) {
 	}
 	for res := range checked {
 		t.Errorf("weft check --pre checks the right to create %s, which config/default does not hold", res)
+	}
+}
+
+// TestInstallOptionRightsMatchInstall: the rights --pre adds for
+// --webhook-cert-manager and --pod-monitors are the kinds those weft
+// install options add, no more and no fewer.
+func TestInstallOptionRightsMatchInstall(t *testing.T) {
+	kinds := func(o install.Options) map[string]bool {
+		objs, err := install.Objects(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]bool{}
+		for _, obj := range objs {
+			out[obj["kind"].(string)] = true
+		}
+		return out
+	}
+	base := kinds(install.Options{})
+	resourceOf := map[string]string{"Issuer": "issuers", "Certificate": "certificates", "PodMonitor": "podmonitors"}
+	for _, c := range []struct {
+		flag   string
+		o      install.Options
+		rights []check.InstallRight
+	}{
+		{"--webhook-cert-manager", install.Options{WebhookCertManager: true}, check.WebhookCertManagerRights},
+		{"--pod-monitors", install.Options{PodMonitors: true}, check.PodMonitorRights},
+	} {
+		checked := map[string]bool{}
+		for _, r := range c.rights {
+			checked[r.Resource] = true
+		}
+		for kind := range kinds(c.o) {
+			if base[kind] {
+				continue
+			}
+			res, known := resourceOf[kind]
+			if !known || !checked[res] {
+				t.Errorf("weft install %s adds a %s, whose create right weft check --pre %s does not check", c.flag, kind, c.flag)
+			}
+			delete(checked, res)
+		}
+		for res := range checked {
+			t.Errorf("weft check --pre %s checks the right to create %s, which weft install %s does not add", c.flag, res, c.flag)
+		}
 	}
 }

@@ -42,6 +42,20 @@ var InstallRights = []InstallRight{
 	{"rbac.authorization.k8s.io", "rolebindings", true},
 }
 
+// Rights the install options add (weft install --webhook-cert-manager:
+// config/components/webhook-cert-manager's Issuers and Certificates;
+// --pod-monitors: config/components/monitoring's PodMonitors), all in the
+// install's namespace. A test compares them with what those options add.
+var (
+	WebhookCertManagerRights = []InstallRight{
+		{"cert-manager.io", "issuers", true},
+		{"cert-manager.io", "certificates", true},
+	}
+	PodMonitorRights = []InstallRight{
+		{"monitoring.coreos.com", "podmonitors", true},
+	}
+)
+
 // PreOptions say what the install will be.
 type PreOptions struct {
 	// Namespace weft-controller will run in.
@@ -49,6 +63,24 @@ type PreOptions struct {
 	// CertManager: workload certificates from cert-manager (MeshConfig
 	// spec.certificates.provider), so its API must be served.
 	CertManager bool
+	// WebhookCertManager: weft install --webhook-cert-manager (the
+	// webhook's certificate from a cert-manager Certificate and Issuers).
+	WebhookCertManager bool
+	// PodMonitors: weft install --pod-monitors (Prometheus Operator
+	// PodMonitors).
+	PodMonitors bool
+}
+
+// Rights are every right the install with these options needs.
+func (o PreOptions) Rights() []InstallRight {
+	out := append([]InstallRight(nil), InstallRights...)
+	if o.WebhookCertManager {
+		out = append(out, WebhookCertManagerRights...)
+	}
+	if o.PodMonitors {
+		out = append(out, PodMonitorRights...)
+	}
+	return out
 }
 
 // RunPre checks that weft can be installed in the cluster, before it is:
@@ -63,17 +95,27 @@ func RunPre(ctx context.Context, c client.Client, d discovery.DiscoveryInterface
 	if r[0].Status == Fail {
 		return r
 	}
-	r = append(r, rights(ctx, c, o.Namespace), existing(ctx, c, d, o.Namespace), otherInjectors(ctx, c))
+	r = append(r, rights(ctx, c, o.Namespace, o.Rights()), existing(ctx, c, d, o.Namespace), otherInjectors(ctx, c))
+	var kinds []string
 	if o.CertManager {
-		r = append(r, certManagerServed(d))
+		kinds = append(kinds, "CertificateRequest", "Issuer", "ClusterIssuer")
+	}
+	if o.WebhookCertManager {
+		kinds = append(kinds, "Certificate", "Issuer")
+	}
+	if len(kinds) > 0 {
+		r = append(r, certManagerServed(d, o, dedupe(kinds, len(kinds))))
+	}
+	if o.PodMonitors {
+		r = append(r, podMonitorsServed(d))
 	}
 	return r
 }
 
-func rights(ctx context.Context, c client.Client, ns string) Result {
+func rights(ctx context.Context, c client.Client, ns string, want []InstallRight) Result {
 	r := Result{Name: "Permissions"}
 	var denied, errs []string
-	for _, right := range InstallRights {
+	for _, right := range want {
 		attrs := &authorizationv1.ResourceAttributes{Verb: "create", Group: right.Group, Resource: right.Resource}
 		what := right.Resource
 		if right.Group != "" {
@@ -100,7 +142,7 @@ func rights(ctx context.Context, c client.Client, ns string) Result {
 		r.Message = fmt.Sprintf("you may not create %s", list3(denied))
 		r.Fix = "install as a cluster administrator, or ask one to grant these rights (check one with: kubectl auth can-i create " + InstallRights[0].Resource + ")"
 	default:
-		r.Message = fmt.Sprintf("you may create everything the install holds (%d kinds)", len(InstallRights))
+		r.Message = fmt.Sprintf("you may create everything the install holds (%d kinds)", len(want))
 	}
 	return r
 }
@@ -178,8 +220,11 @@ func otherMesh(webhook string) string {
 }
 
 // certManagerServed: cert-manager's API, which weft uses to request
-// workload certificates (CertificateRequests against an issuer).
-func certManagerServed(d discovery.DiscoveryInterface) Result {
+// workload certificates (CertificateRequests against an issuer, with
+// --cert-manager) and which serves the webhook's certificate (a
+// Certificate from Issuers, with --webhook-cert-manager): kinds must be
+// served.
+func certManagerServed(d discovery.DiscoveryInterface, o PreOptions, kinds []string) Result {
 	r := Result{Name: "cert-manager"}
 	const gv = "cert-manager.io/v1"
 	list, err := d.ServerResourcesForGroupVersion(gv)
@@ -194,17 +239,56 @@ func certManagerServed(d discovery.DiscoveryInterface) Result {
 		}
 	}
 	var missing []string
-	for _, k := range []string{"CertificateRequest", "Issuer", "ClusterIssuer"} {
+	for _, k := range kinds {
 		if !served[k] {
 			missing = append(missing, k)
 		}
 	}
+	var uses, without []string
+	if o.CertManager {
+		uses, without = append(uses, "workload certificates"), append(without, "with its built-in CA")
+	}
+	if o.WebhookCertManager {
+		uses, without = append(uses, "the webhook's certificate"), append(without, "without --webhook-cert-manager")
+	}
 	if len(missing) > 0 {
 		r.Status = Fail
-		r.Message = fmt.Sprintf("%s not served at %s: the install asks cert-manager for workload certificates", strings.Join(missing, ", "), gv)
-		r.Fix = "install cert-manager first (https://cert-manager.io/docs/installation/), or install weft with its built-in CA"
+		r.Message = fmt.Sprintf("%s not served at %s: the install asks cert-manager for %s", joinAnd(missing), gv, strings.Join(uses, " and "))
+		r.Fix = "install cert-manager first (https://cert-manager.io/docs/installation/), or install weft " + strings.Join(without, " and ")
 		return r
 	}
-	r.Message = "CertificateRequest, Issuer and ClusterIssuer served at " + gv
+	r.Message = joinAnd(kinds) + " served at " + gv
 	return r
+}
+
+// podMonitorsServed: the Prometheus Operator's PodMonitor, which
+// --pod-monitors installs.
+func podMonitorsServed(d discovery.DiscoveryInterface) Result {
+	r := Result{Name: "Prometheus Operator"}
+	const gv = "monitoring.coreos.com/v1"
+	list, err := d.ServerResourcesForGroupVersion(gv)
+	if err != nil && !apierrors.IsNotFound(err) {
+		r.Status, r.Message = Fail, fmt.Sprintf("cannot list %s: %v", gv, err)
+		return r
+	}
+	if list != nil {
+		for _, res := range list.APIResources {
+			if res.Kind == "PodMonitor" {
+				r.Message = "PodMonitor served at " + gv
+				return r
+			}
+		}
+	}
+	r.Status = Fail
+	r.Message = fmt.Sprintf("PodMonitor not served at %s: the install adds PodMonitors for weft-controller and the sidecars, which the API server would refuse", gv)
+	r.Fix = "install the Prometheus Operator (its CRDs) first, or install weft without --pod-monitors"
+	return r
+}
+
+// joinAnd is "a", "a and b", "a, b and c".
+func joinAnd(ss []string) string {
+	if len(ss) < 2 {
+		return strings.Join(ss, "")
+	}
+	return strings.Join(ss[:len(ss)-1], ", ") + " and " + ss[len(ss)-1]
 }
