@@ -23,20 +23,31 @@ var (
 
 // retryPolicies attaches each RetryPolicy to its targets: a Service (every
 // port), a TrafficSplit or an HTTPRoute (the routes it produced). One policy
-// per target: on a second one, the older wins and the newer is Conflicted
-// for that target.
+// per target: on a second one, the older wins, and the newer is
+// Accepted=False, reason Conflicted, and applies to none of its targets
+// (docs/design/155): Accepted=False means the object has no effect
+// (docs/api.md), as for BackendTrafficPolicy (design 110).
 func (t *translation) retryPolicies() {
 	t.retried = map[PolicyKey]ir.PolicyRef{}
 	for _, rp := range sortedByAge(t.in.RetryPolicies) {
 		ps := t.track(KindRetryPolicy, rp)
 		ref := ir.PolicyRef{Kind: KindRetryPolicy, Namespace: rp.Namespace, Name: rp.Name, Generation: rp.Generation}
 		retry := retryFrom(rp, ref)
+		// First resolve every target and look for a conflict; apply only
+		// a policy that conflicts nowhere.
+		type resolved struct {
+			key PolicyKey
+			svc *ir.Service // a Service target; nil for a routing target
+		}
+		var apply []resolved
+		conflict := false
 		for i, tr := range rp.Spec.TargetRefs {
 			field := fmt.Sprintf("spec.targetRefs[%d]", i)
 			target := PolicyKey{Kind: tr.Kind, Namespace: rp.Namespace, Name: tr.Name}
 			if owner, taken := t.retried[target]; taken {
-				ps.reject(v1alpha1.ReasonConflicted, "%s: %s %s already has the older %s; one RetryPolicy per target", field, tr.Kind, tr.Name, owner)
-				continue
+				ps.reject(v1alpha1.ReasonConflicted, "%s: %s %s already has the older %s; one RetryPolicy per target: this one applies nowhere until it no longer targets what the other does", field, tr.Kind, tr.Name, owner)
+				conflict = true
+				break
 			}
 			switch {
 			case tr.Kind == "Service" && tr.Group == v1alpha1.GroupCore:
@@ -45,25 +56,55 @@ func (t *translation) retryPolicies() {
 					ps.unresolved(v1alpha1.ReasonTargetNotFound, "%s: Service %q does not exist in namespace %s", field, tr.Name, rp.Namespace)
 					continue
 				}
-				for _, p := range svc.Ports {
-					p.Retry = retry
-				}
+				apply = append(apply, resolved{key: target, svc: svc})
 			case tr.Kind == KindTrafficSplit && tr.Group == v1alpha1.GroupVersion.Group,
 				tr.Kind == KindHTTPRoute && tr.Group == v1alpha1.GroupGatewayAPI:
-				if !t.retryRoutes(target, retry) {
+				if !t.routesFrom(target) {
 					ps.unresolved(v1alpha1.ReasonTargetNotFound, "%s: %s %q does not exist in namespace %s or routes nothing (see its status)", field, tr.Kind, tr.Name, rp.Namespace)
 					continue
 				}
+				apply = append(apply, resolved{key: target})
 			default:
 				ps.reject(v1alpha1.ReasonInvalid, "%s: a RetryPolicy targets a Service (group \"\"), a TrafficSplit (group %s) or an HTTPRoute (group %s), not %s %q",
 					field, v1alpha1.GroupVersion.Group, v1alpha1.GroupGatewayAPI, tr.Kind, tr.Group)
-				continue
+				conflict = true
 			}
-			t.retried[target] = ref
+			if conflict {
+				break
+			}
+		}
+		if conflict {
+			continue
+		}
+		for _, r := range apply {
+			if r.svc != nil {
+				for _, p := range r.svc.Ports {
+					p.Retry = retry
+				}
+			} else {
+				t.retryRoutes(r.key, retry)
+			}
+			t.retried[r.key] = ref
+		}
+		if len(apply) > 0 {
 			// Reported once the policy applies to something.
 			ps.proxyless = proxylessRetryGaps(rp, retry)
 		}
 	}
+}
+
+// routesFrom says whether the routing policy target produced any route.
+func (t *translation) routesFrom(target PolicyKey) bool {
+	for _, svc := range t.mesh.Services {
+		for _, p := range svc.Ports {
+			for _, r := range p.Routes {
+				if r.Source != nil && r.Source.Kind == target.Kind && r.Source.Namespace == target.Namespace && r.Source.Name == target.Name {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // retryRoutes sets the retry of every route that the routing policy target

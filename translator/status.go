@@ -30,6 +30,10 @@ func (t *translation) track(kind string, obj metav1.Object) *policyStatus {
 	ps.resolved = &metav1.Condition{Type: v1alpha1.ConditionResolvedRefs, Status: metav1.ConditionTrue,
 		Reason: v1alpha1.ReasonResolvedRefs, Message: "Every reference resolved.", ObservedGeneration: ps.gen}
 	key := PolicyKey{Kind: kind, Namespace: obj.GetNamespace(), Name: obj.GetName()}
+	if t.tracked == nil {
+		t.tracked = map[PolicyKey]*policyStatus{}
+	}
+	t.tracked[key] = ps
 	// The conditions are written into the map at the end through pointers,
 	// so later calls see the final state.
 	t.pending = append(t.pending, func() {

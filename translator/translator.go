@@ -82,6 +82,7 @@ func Translate(in *Inputs) *Output {
 	t.services()
 	t.routes()
 	t.retryPolicies()
+	t.proxylessTimeoutGaps()
 	t.backendTrafficPolicies()
 	t.rateLimitPolicies()
 	t.authPolicies()
@@ -106,8 +107,13 @@ type translation struct {
 	// retried marks what a RetryPolicy already targets.
 	retried map[PolicyKey]ir.PolicyRef
 	// pending writes each policy's final conditions into status.
-	pending  []func()
-	warnings []string
+	pending []func()
+	// tracked is each policy's status while it is being built.
+	tracked map[PolicyKey]*policyStatus
+	// backendTimeouts lists each HTTPRoute's rules with a
+	// timeouts.backendRequest, for proxylessTimeoutGaps.
+	backendTimeouts map[PolicyKey][]string
+	warnings        []string
 }
 
 type portKey struct {

@@ -247,6 +247,8 @@ func routeEdit(r *rand.Rand, m *meshgen.Mesh, in *translator.Inputs, step int) (
 		{"route-remove", 1, e.routeRemove},
 		{"auth", 1, e.auth},
 		{"backend-policy", 1, e.backendPolicy},
+		{"split-fault", 2, e.splitFault},
+		{"split-mirror", 1, e.splitMirror},
 		{"endpoint", 1, e.endpoint},
 	}
 	total := 0
@@ -356,6 +358,55 @@ func (e *editor) weight() bool {
 	ts.Generation++
 	e.in.TrafficSplits[i] = ts
 	e.mustPatch = e.routedByAddress(ts.Namespace, ts.Spec.RootService.Name, ts.Spec.RootService.Port)
+	return true
+}
+
+// splitFault sets, changes or removes a TrafficSplit's fault: routing
+// alone, no backend added or removed, so a split of an HTTP port routed by
+// address must be patched (docs/design/155: the listener carries no
+// fault).
+func (e *editor) splitFault() bool {
+	if len(e.in.TrafficSplits) == 0 {
+		return false
+	}
+	i := e.r.IntN(len(e.in.TrafficSplits))
+	ts := e.in.TrafficSplits[i].DeepCopy()
+	switch e.r.IntN(3) {
+	case 0:
+		ts.Spec.Fault = nil
+	case 1:
+		ts.Spec.Fault = &v1alpha1.FaultInjection{Delay: &v1alpha1.FaultDelay{Percent: int32(1 + e.r.IntN(100)), FixedDelay: v1alpha1.Duration(fmt.Sprintf("%dms", 1+e.r.IntN(5000)))}}
+	default:
+		code := v1alpha1.GRPCStatusCode("UNAVAILABLE")
+		ts.Spec.Fault = &v1alpha1.FaultInjection{Abort: &v1alpha1.FaultAbort{Percent: int32(1 + e.r.IntN(99)), GRPCStatus: &code}}
+	}
+	ts.Generation++
+	e.in.TrafficSplits[i] = ts
+	e.mustPatch = e.routedByAddress(ts.Namespace, ts.Spec.RootService.Name, ts.Spec.RootService.Port)
+	return true
+}
+
+// splitMirror sets or removes a TrafficSplit's mirror to a Service of its
+// namespace: a backend (the mirror's cluster) may come or go, so the fast
+// path may build.
+func (e *editor) splitMirror() bool {
+	if len(e.in.TrafficSplits) == 0 {
+		return false
+	}
+	i := e.r.IntN(len(e.in.TrafficSplits))
+	ts := e.in.TrafficSplits[i].DeepCopy()
+	if ts.Spec.Mirror != nil && e.r.IntN(2) == 0 {
+		ts.Spec.Mirror = nil
+	} else {
+		s := e.service(ts.Namespace)
+		if s == nil {
+			return false
+		}
+		pct := int32(e.r.IntN(101))
+		ts.Spec.Mirror = &v1alpha1.RequestMirror{Backend: v1alpha1.MirrorBackend{Name: s.Svc.Name}, Percent: &pct}
+	}
+	ts.Generation++
+	e.in.TrafficSplits[i] = ts
 	return true
 }
 

@@ -13,7 +13,8 @@ import (
 // When several RetryPolicies cover one request, the most specific target
 // wins: an HTTPRoute or TrafficSplit target beats a Service target. Between
 // two policies with the same kind of target, the older one wins and the
-// newer one reports Accepted=False, reason Conflicted.
+// newer one reports Accepted=False, reason Conflicted, and applies to none
+// of its targets until the conflict is gone.
 //
 // Every retry is bounded twice: by spec.attempts per request, and by
 // spec.budget across all requests to the target, so retries cannot

@@ -66,6 +66,115 @@ type TrafficSplitSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self.exists(b, !has(b.weight) || b.weight > 0)",message="spec.backends needs at least one backend with a weight above 0; with every weight 0 every request would fail, so give the version that should serve traffic a positive weight"
 	// +kubebuilder:validation:XValidation:rule="self.all(b, self.exists_one(c, c.name == b.name && (has(c.port) ? c.port : 0) == (has(b.port) ? b.port : 0)))",message="spec.backends lists the same Service and port more than once; merge the duplicate entries into one and add their weights"
 	Backends []Backend `json:"backends"`
+
+	// Fault injects failures into a share of the split's requests, for
+	// chaos tests: a delay before the request is forwarded, an abort that
+	// the caller's side answers without forwarding it, or both. It applies
+	// to HTTP (and gRPC) traffic only, on the calling side (the caller's
+	// sidecar, or a proxyless gRPC client), to the requests this split
+	// takes. Remove it to stop injecting.
+	// +optional
+	Fault *FaultInjection `json:"fault,omitempty"`
+
+	// Mirror sends a copy of a share of the split's requests to another
+	// Service (shadow traffic), whose responses are ignored: the caller
+	// gets the answer of the split's backends only. HTTP only; proxyless
+	// gRPC clients do not mirror (the TrafficSplit reports
+	// ProxylessLimited).
+	// +optional
+	Mirror *RequestMirror `json:"mirror,omitempty"`
+}
+
+// FaultInjection is an injected delay, abort, or both; each applies to its
+// own share of requests, drawn independently (a request may be delayed and
+// then aborted).
+// +kubebuilder:validation:XValidation:rule="has(self.delay) || has(self.abort)",message="spec.fault needs delay, abort or both; to inject nothing, remove spec.fault"
+type FaultInjection struct {
+	// Delay holds a share of requests back before they are forwarded.
+	// +optional
+	Delay *FaultDelay `json:"delay,omitempty"`
+
+	// Abort answers a share of requests with an error instead of
+	// forwarding them.
+	// +optional
+	Abort *FaultAbort `json:"abort,omitempty"`
+}
+
+// FaultDelay delays a share of requests by a fixed time.
+type FaultDelay struct {
+	// Percent of the split's requests that are delayed, 0 to 100.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	Percent int32 `json:"percent"`
+
+	// FixedDelay is how long each delayed request waits, such as 5s.
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || duration(self) > duration('0s')",message="spec.fault.delay.fixedDelay must be longer than 0s, such as 500ms; to delay nothing, remove spec.fault.delay"
+	FixedDelay Duration `json:"fixedDelay"`
+}
+
+// FaultAbort answers a share of requests with an error status.
+// +kubebuilder:validation:XValidation:rule="has(self.httpStatus) != has(self.grpcStatus)",message="spec.fault.abort needs exactly one of httpStatus (such as 503) or grpcStatus (such as UNAVAILABLE)"
+type FaultAbort struct {
+	// Percent of the split's requests that are aborted, 0 to 100.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	Percent int32 `json:"percent"`
+
+	// HTTPStatus is the status of the answer, 200 to 599 (such as 503).
+	// A gRPC client sees the gRPC status that HTTP status maps to (503:
+	// UNAVAILABLE; gRPC's HTTP-to-gRPC status mapping).
+	// +optional
+	// +kubebuilder:validation:Minimum=200
+	// +kubebuilder:validation:Maximum=599
+	HTTPStatus *int32 `json:"httpStatus,omitempty"`
+
+	// GRPCStatus is the gRPC status of the answer (such as UNAVAILABLE),
+	// for gRPC traffic.
+	// +optional
+	GRPCStatus *GRPCStatusCode `json:"grpcStatus,omitempty"`
+}
+
+// GRPCStatusCode is a gRPC status code by its name.
+// +kubebuilder:validation:Enum=CANCELLED;UNKNOWN;INVALID_ARGUMENT;DEADLINE_EXCEEDED;NOT_FOUND;ALREADY_EXISTS;PERMISSION_DENIED;RESOURCE_EXHAUSTED;FAILED_PRECONDITION;ABORTED;OUT_OF_RANGE;UNIMPLEMENTED;INTERNAL;UNAVAILABLE;DATA_LOSS;UNAUTHENTICATED
+type GRPCStatusCode string
+
+// GRPCStatusCodes maps each GRPCStatusCode to its number (grpc/codes).
+var GRPCStatusCodes = map[GRPCStatusCode]uint32{
+	"CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
+	"ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9,
+	"ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14,
+	"DATA_LOSS": 15, "UNAUTHENTICATED": 16,
+}
+
+// RequestMirror copies a share of requests to another Service.
+type RequestMirror struct {
+	// Backend is the Service that receives the copies, in the
+	// TrafficSplit's namespace.
+	Backend MirrorBackend `json:"backend"`
+
+	// Percent of the split's requests that are copied, 0 to 100.
+	// Omitted, every request is.
+	// +optional
+	// +kubebuilder:default=100
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	Percent *int32 `json:"percent,omitempty"`
+}
+
+// MirrorBackend is the Service that receives mirrored requests.
+type MirrorBackend struct {
+	// Name of the Service, in the TrafficSplit's namespace.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="must be a Service name: lower-case letters, digits and '-', starting with a letter"
+	Name string `json:"name"`
+
+	// Port of the Service that receives the copies. Omitted, the same port
+	// number the client called on the root Service.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port *int32 `json:"port,omitempty"`
 }
 
 // RootServiceReference names the Service that clients call.

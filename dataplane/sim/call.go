@@ -132,6 +132,10 @@ type Verdict struct {
 	// RateLimits are the local rate limit filters the call passed, in
 	// order, with the buckets each takes a token from.
 	RateLimits []RateLimit
+	// Route is what the caller's sidecar's route applied besides the
+	// cluster: timeouts, retries, fault, mirrors (nil when no outbound
+	// route was taken).
+	Route *RoutePolicy
 }
 
 func (v Verdict) String() string {

@@ -12,6 +12,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -156,8 +157,33 @@ func (k *walker) httpStream(p *Pod, h *hcmv3.HttpConnectionManager, ds downstrea
 	if up, ok := req.get("upgrade"); ok && rt != nil && !upgradeAllowed(h, rt, up) {
 		return Verdict{Kind: Denied, Status: 403, Policy: "upgrade_configs", Reason: fmt.Sprintf("%s: HCM %q does not allow the %q upgrade (no upgrade_configs): 403 UpgradeFailed", p.Key(), h.GetStatPrefix(), up)}
 	}
+	k.fault = nil
 	for _, f := range h.GetHttpFilters() {
 		switch typeOf(f.GetTypedConfig()) {
+		case typeHTTPFault:
+			cfg := &faultv3.HTTPFault{}
+			if err := f.GetTypedConfig().UnmarshalTo(cfg); err != nil {
+				return Verdict{Kind: Invalid, Reason: err.Error()}
+			}
+			if rt == nil {
+				continue
+			}
+			fault, err := faultFor(faultFilter{f.GetName(), cfg}, rc, vh, rt)
+			if err != nil {
+				return Verdict{Kind: Invalid, Reason: fmt.Sprintf("%s: %v", p.Key(), err)}
+			}
+			if fault == nil {
+				continue
+			}
+			k.fault = fault
+			k.logf("%s envoy: fault filter %q: delay %g%% by %s, abort %g%%", p.Key(), f.GetName(), fault.DelayPercent, fault.Delay, fault.AbortPercent)
+			// The walk follows a request no fault aborted, unless every
+			// request is aborted (FaultFilter::decodeHeaders answers
+			// with the abort status, response flag FI).
+			if fault.AbortPercent >= 100 {
+				k.recordRoute(p, rt, ds)
+				return Verdict{Kind: Responded, Status: int(fault.HTTPStatus), Policy: f.GetName(), Reason: fmt.Sprintf("%s: fault filter %q aborts every request (FI)", p.Key(), f.GetName())}
+			}
 		case typeHTTPRBAC:
 			cfg := &rbachttpv3.RBAC{}
 			if err := f.GetTypedConfig().UnmarshalTo(cfg); err != nil {
@@ -386,6 +412,7 @@ func (k *walker) route(p *Pod, rc *routev3.RouteConfiguration, vh *routev3.Virtu
 			k.logf("%s envoy: request mirrored to %s", p.Key(), strings.Join(mirrors, " "))
 		}
 		k.logf("%s envoy: router -> cluster %q", p.Key(), name)
+		k.recordRoute(p, rt, ds)
 		k.nextHash, k.nextIdle = k.routeHash(p, ra, req, ds.remote), nil
 		c.req = req
 		v := k.upstream(p, name, ds, c, true)
@@ -403,6 +430,23 @@ func (k *walker) route(p *Pod, rc *routev3.RouteConfiguration, vh *routev3.Virtu
 		return v
 	}
 	return Verdict{Kind: NoRoute, Status: 404, Reason: fmt.Sprintf("%s: route action %T is not simulated", p.Key(), rt.GetAction())}
+}
+
+// recordRoute keeps what the caller's sidecar's route applies
+// (Verdict.Route): the first outbound route the walk takes.
+func (k *walker) recordRoute(p *Pod, rt *routev3.Route, ds downstream) {
+	ra := rt.GetRoute()
+	if !ds.outbound || k.firstRoute != nil || ra == nil {
+		return
+	}
+	k.firstRoute = routePolicyOf(rt, ra, k.fault, func(name string) bool {
+		for _, c := range p.Proxy.Clusters {
+			if c.GetName() == name {
+				return true
+			}
+		}
+		return false
+	})
 }
 
 // upstream connects to a cluster's endpoint: its discovery type gives the

@@ -104,6 +104,11 @@ type walker struct {
 	// filter on the way is handling; accessLog the lines written so far.
 	si        *streamInfo
 	accessLog []AccessLogLine
+	// firstRoute: what the caller's sidecar's route applied
+	// (Verdict.Route); fault is the fault filter in effect for the route
+	// the HCM being walked chose.
+	firstRoute *RoutePolicy
+	fault      *Fault
 }
 
 // Walk runs one call through the World and returns its trace and verdict.
@@ -118,6 +123,7 @@ func (w *World) Walk(call Call) Result {
 	}
 	v.Upstream = k.firstUp
 	v.RateLimits = k.rateLimits
+	v.Route = k.firstRoute
 	return Result{Trace: k.trace, Verdict: v, AccessLog: k.accessLog}
 }
 

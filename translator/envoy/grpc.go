@@ -227,7 +227,9 @@ func apiListener(name, routeConfig string) *listenerv3.Listener {
 	h := &hcmv3.HttpConnectionManager{
 		StatPrefix:     name,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{RouteConfigName: routeConfig, ConfigSource: adsConfig()}},
-		HttpFilters:    []*hcmv3.HttpFilter{routerFilter()},
+		// gRPC-Go's xDS client runs the fault filter (gRFC A33), with a
+		// route's typed_per_filter_config replacing the filter's own.
+		HttpFilters: []*hcmv3.HttpFilter{faultFilter(), routerFilter()},
 	}
 	return &listenerv3.Listener{Name: name, ApiListener: &listenerv3.ApiListener{ApiListener: mustAny(h)}}
 }
@@ -278,6 +280,10 @@ func grpcRoutes(mesh *ir.Mesh, port *ir.Port, f family) []*routev3.Route {
 			c.RequestHeadersToAdd, c.RequestHeadersToRemove, c.ResponseHeadersToAdd, c.ResponseHeadersToRemove = nil, nil, nil, nil
 		}
 		a.HashPolicy = grpcHashPolicies(a.HashPolicy)
+		// gRPC has no request mirroring: left out so the configuration
+		// reads as what proxyless clients do (the TrafficSplit names it,
+		// ProxylessLimited).
+		a.RequestMirrorPolicies = nil
 		if d := a.GetTimeout(); d != nil && d.AsDuration() > 0 {
 			a.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(d.AsDuration())}
 		}

@@ -615,6 +615,11 @@ func (v *view) hcmWith(statPrefix, rds string, inline *routev3.RouteConfiguratio
 		h.HttpFilters = v.httpRBAC(statPrefix)
 	}
 	h.HttpFilters = append(h.HttpFilters, extra...)
+	if dir == outbound {
+		// TrafficSplit faults are injected on the calling side, per route
+		// (typed_per_filter_config); without one the filter does nothing.
+		h.HttpFilters = append(h.HttpFilters, faultFilter())
+	}
 	h.HttpFilters = append(h.HttpFilters, &hcmv3.HttpFilter{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}})
 	return &listenerv3.Filter{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(h)}}
 }

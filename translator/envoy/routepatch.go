@@ -1,6 +1,7 @@
 package envoy
 
 import (
+	"maps"
 	"reflect"
 	"strconv"
 
@@ -190,7 +191,7 @@ func NewRouteChange(prev, next *ir.Mesh, ch *ir.Change) *RouteChange {
 				}
 			}
 		}
-		if hasUnresolved(old) != hasUnresolved(svc) {
+		if hasUnresolved(old) != hasUnresolved(svc) || !maps.Equal(grpcRouteOnly(next, old), grpcRouteOnly(next, svc)) {
 			s.grpcBuild = true
 		}
 		s.budgets = !sameBudgets(old, svc)
@@ -499,4 +500,28 @@ func sameBudgets(a, b *ir.Service) bool {
 		}
 	}
 	return true
+}
+
+// grpcRouteOnly are the backends of svc's routes (not their mirrors,
+// which gRPC routes do not carry) whose clusters only a route gives a
+// gRPC client (a headless Service or a TCP port: grpcRoutedClusters). A
+// backend reached before as a mirror only is no "added" backend, yet a
+// gRPC client needs its cluster once a route sends to it.
+func grpcRouteOnly(mesh *ir.Mesh, svc *ir.Service) map[ir.Backend]bool {
+	out := map[ir.Backend]bool{}
+	for _, p := range svc.Ports {
+		for _, r := range p.Routes {
+			for _, b := range r.Backends {
+				if b.Unresolved {
+					continue
+				}
+				if bs := mesh.Service(b.Service); bs != nil {
+					if bp := bs.Port(b.Port); bp != nil && (bs.Headless || !bp.Protocol.IsHTTP()) {
+						out[ir.Backend{Service: b.Service, Port: b.Port}] = true
+					}
+				}
+			}
+		}
+	}
+	return out
 }

@@ -7,9 +7,14 @@ import (
 	"strings"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	faultcommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -162,6 +167,7 @@ func routes(mesh *ir.Mesh, port *ir.Port, f family) []*routev3.Route {
 		if len(matches) == 0 {
 			matches = []ir.Match{{}}
 		}
+		fault := faultOverride(r.Fault)
 		for _, m := range matches {
 			rt := &routev3.Route{Match: routeMatch(m)}
 			switch {
@@ -176,6 +182,9 @@ func routes(mesh *ir.Mesh, port *ir.Port, f family) []*routev3.Route {
 				rt.Action = &routev3.Route_Route{Route: action}
 			}
 			setRouteHeaders(rt, r)
+			if fault != nil {
+				rt.TypedPerFilterConfig = map[string]*anypb.Any{faultFilterName: fault}
+			}
 			out = append(out, rt)
 		}
 	}
@@ -255,13 +264,67 @@ func routeAction(mesh *ir.Mesh, r *ir.Route, portRetry *ir.Retry, f family) *rou
 	if timeout == 0 && retry != nil {
 		timeout = retry.Timeout
 	}
+	retries := retry != nil && retry.Attempts > 0
+	// Gateway API's backendRequest bounds each try: the per-try timeout
+	// when the route retries (it beats the RetryPolicy's perTryTimeout,
+	// as the route's request timeout beats the policy's timeout: the
+	// route is the more specific); without retries there is one try, so
+	// it bounds the request, together with the request timeout.
+	if r.BackendTimeout > 0 && !retries && (timeout == 0 || r.BackendTimeout < timeout) {
+		timeout = r.BackendTimeout
+	}
 	a.Timeout = durationpb.New(timeout.D())
-	if retry != nil && retry.Attempts > 0 {
+	if retries {
 		a.RetryPolicy = retryPolicy(retry)
+		if r.BackendTimeout > 0 {
+			a.RetryPolicy.PerTryTimeout = durationpb.New(r.BackendTimeout.D())
+		}
 	}
 	a.HashPolicy = hashPolicies(mesh, r.Backends)
 	a.RequestMirrorPolicies = mirrorPolicies(mesh, r.Mirrors, f)
 	return a
+}
+
+// faultFilterName is the fault filter on outbound HTTP chains and gRPC API
+// listeners; a route's fault is its typed_per_filter_config under this
+// name.
+const faultFilterName = "envoy.filters.http.fault"
+
+// faultFilter injects nothing by itself: Envoy's fault filter (and
+// gRPC-Go's) replaces its own configuration with a route's
+// typed_per_filter_config for the filter's name, so only routes that carry
+// one are faulted, and the listener need not change when a fault is added
+// or removed (Istio's outbound chains carry it the same way).
+func faultFilter() *hcmv3.HttpFilter {
+	return &hcmv3.HttpFilter{Name: faultFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&faultv3.HTTPFault{})}}
+}
+
+// faultOverride is a route's fault as the filter's per-route configuration.
+func faultOverride(f *ir.Fault) *anypb.Any {
+	if f == nil {
+		return nil
+	}
+	h := &faultv3.HTTPFault{}
+	if f.DelayPercent > 0 {
+		h.Delay = &faultcommonv3.FaultDelay{
+			FaultDelaySecifier: &faultcommonv3.FaultDelay_FixedDelay{FixedDelay: durationpb.New(f.Delay.D())},
+			Percentage:         hundredths(f.DelayPercent),
+		}
+	}
+	if f.AbortPercent > 0 {
+		h.Abort = &faultv3.FaultAbort{Percentage: hundredths(f.AbortPercent)}
+		if f.GRPCStatus != nil {
+			h.Abort.ErrorType = &faultv3.FaultAbort_GrpcStatus{GrpcStatus: *f.GRPCStatus}
+		} else {
+			h.Abort.ErrorType = &faultv3.FaultAbort_HttpStatus{HttpStatus: f.HTTPStatus}
+		}
+	}
+	return mustAny(h)
+}
+
+// hundredths is p percent as a FractionalPercent.
+func hundredths(p uint32) *typev3.FractionalPercent {
+	return &typev3.FractionalPercent{Numerator: p, Denominator: typev3.FractionalPercent_HUNDRED}
 }
 
 // hashPolicies are the keys the route's consistent-hash backends hash on.

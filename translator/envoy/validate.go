@@ -159,6 +159,11 @@ func checkRouteClusters(rc *routev3.RouteConfiguration, clusters map[string]*clu
 			if c := a.GetCluster(); c != "" && clusters[c] == nil {
 				return fmt.Errorf("virtual host %s: cluster %q does not exist", vh.Name, c)
 			}
+			for _, m := range a.GetRequestMirrorPolicies() {
+				if clusters[m.GetCluster()] == nil {
+					return fmt.Errorf("virtual host %s: mirror cluster %q does not exist", vh.Name, m.GetCluster())
+				}
+			}
 			if wc := a.GetWeightedClusters(); wc != nil {
 				var sum uint32
 				for _, c := range wc.Clusters {

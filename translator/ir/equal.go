@@ -69,7 +69,8 @@ func (r *Route) Equal(o *Route) bool {
 		(r.Source == o.Source || r.Source != nil && o.Source != nil && *r.Source == *o.Source) &&
 		deepPtr(r.Retry, o.Retry) && deepSlice(r.Matches, o.Matches) &&
 		deepPtr(r.RequestHeaders, o.RequestHeaders) && deepPtr(r.ResponseHeaders, o.ResponseHeaders) &&
-		deepPtr(r.Redirect, o.Redirect) && deepPtr(r.Rewrite, o.Rewrite) && sliceEqual(r.Mirrors, o.Mirrors)
+		deepPtr(r.Redirect, o.Redirect) && deepPtr(r.Rewrite, o.Rewrite) && sliceEqual(r.Mirrors, o.Mirrors) &&
+		r.BackendTimeout == o.BackendTimeout && deepPtr(r.Fault, o.Fault)
 }
 
 // backendsEqual compares backends as reflect.DeepEqual does: their

@@ -268,6 +268,24 @@ type Route struct {
 	// Mirrors receive a copy of a share of the requests; their responses
 	// are ignored.
 	Mirrors []Mirror `json:"mirrors,omitempty"`
+	// BackendTimeout bounds each try (an HTTPRoute's
+	// timeouts.backendRequest): the retry policy's per-try timeout when
+	// the route retries, else a bound on the one request; 0 means none.
+	BackendTimeout Duration `json:"backendTimeout,omitempty"`
+	// Fault is injected into the route's requests by the caller's side;
+	// nil injects nothing.
+	Fault *Fault `json:"fault,omitempty"`
+}
+
+// Fault is an injected delay and abort, each on its own share of
+// requests (percentages 0-100; 0 turns that part off).
+type Fault struct {
+	DelayPercent uint32   `json:"delayPercent,omitempty"`
+	Delay        Duration `json:"delay,omitempty"`
+	AbortPercent uint32   `json:"abortPercent,omitempty"`
+	// HTTPStatus, or GRPCStatus when set: the abort's answer.
+	HTTPStatus uint32  `json:"httpStatus,omitempty"`
+	GRPCStatus *uint32 `json:"grpcStatus,omitempty"`
 }
 
 // Targets are the Services the route sends requests to: its backends and

@@ -387,9 +387,18 @@ func (m *Mesh) Summary() string {
 			headless++
 		}
 	}
-	return fmt.Sprintf("seed %d: %d namespaces (Strict %v), %d workloads (%d IPv4, %d IPv6, %d dual-stack), %d pods, %d Services (%d headless), %d TrafficSplits, %d RetryPolicies, %d AuthPolicies, %d RateLimitPolicies",
+	faults, mirrors := 0, 0
+	for _, ts := range m.In.TrafficSplits {
+		if ts.Spec.Fault != nil {
+			faults++
+		}
+		if ts.Spec.Mirror != nil {
+			mirrors++
+		}
+	}
+	return fmt.Sprintf("seed %d: %d namespaces (Strict %v), %d workloads (%d IPv4, %d IPv6, %d dual-stack), %d pods, %d Services (%d headless), %d TrafficSplits (%d with a fault, %d with a mirror), %d RetryPolicies, %d AuthPolicies, %d RateLimitPolicies, %d BackendTrafficPolicies",
 		m.Seed, len(m.In.Namespaces), strict, len(m.Workloads), fam[IPv4], fam[IPv6], fam[DualStack], len(m.In.Pods),
-		len(m.Services), headless, len(m.In.TrafficSplits), len(m.In.RetryPolicies), len(m.In.AuthPolicies), len(m.In.RateLimitPolicies))
+		len(m.Services), headless, len(m.In.TrafficSplits), faults, mirrors, len(m.In.RetryPolicies), len(m.In.AuthPolicies), len(m.In.RateLimitPolicies), len(m.In.BackendTrafficPolicies))
 }
 
 // targetPort is the container port behind a Service port.

@@ -202,7 +202,96 @@ func Generate(seed uint64, o Options) *Mesh {
 			g.rateLimits(ns.Name)
 		}
 	}
+	// Issue 17's policies draw from a stream of their own, so the meshes
+	// (and the walks) of every seed keep the shape they had before them.
+	p := &gen{r: rand.New(rand.NewPCG(seed^0x17, seed^0x5eed)), m: m, time: g.time}
+	for _, ns := range m.In.Namespaces {
+		if ns.Name == LegacyNamespace {
+			continue
+		}
+		p.backendPolicies(ns.Name)
+		p.faults(ns.Name)
+	}
 	return m
+}
+
+// backendPolicies: sometimes a BackendTrafficPolicy on a Service of the
+// namespace (one per Service, so none conflicts), with random breakers,
+// outlier detection, algorithm and hash key, and connection settings.
+func (g *gen) backendPolicies(ns string) {
+	for _, s := range g.servicesIn(ns) {
+		if !g.chance(0.4) {
+			continue
+		}
+		spec := v1alpha1.BackendTrafficPolicySpec{
+			TargetRefs: []v1alpha1.BackendTrafficPolicyTargetReference{{PolicyTargetReference: v1alpha1.PolicyTargetReference{Kind: "Service", Name: s.Svc.Name}}},
+		}
+		if g.chance(0.7) {
+			spec.CircuitBreaker = &v1alpha1.CircuitBreaker{MaxConnections: ptr(int32(1 + g.pick(2000))), MaxRequests: ptr(int32(1 + g.pick(2000)))}
+		}
+		if g.chance(0.5) {
+			spec.OutlierDetection = &v1alpha1.OutlierDetection{Consecutive5xx: ptr(int32(g.pick(10))), MaxEjectionPercent: ptr(int32(g.pick(101)))}
+		}
+		if g.chance(0.6) {
+			lb := &v1alpha1.LoadBalancer{Type: []v1alpha1.LoadBalancerType{v1alpha1.LoadBalancerRoundRobin, v1alpha1.LoadBalancerLeastRequest, v1alpha1.LoadBalancerRingHash, v1alpha1.LoadBalancerMaglev}[g.pick(4)]}
+			if lb.Type == v1alpha1.LoadBalancerRingHash || lb.Type == v1alpha1.LoadBalancerMaglev {
+				if g.chance(0.5) {
+					lb.ConsistentHash = &v1alpha1.ConsistentHash{Type: v1alpha1.ConsistentHashHeader, Header: &v1alpha1.HashHeader{Name: "x-user"}}
+				} else {
+					lb.ConsistentHash = &v1alpha1.ConsistentHash{Type: v1alpha1.ConsistentHashSourceIP}
+				}
+			}
+			spec.LoadBalancer = lb
+		}
+		if g.chance(0.4) {
+			spec.Connection = &v1alpha1.BackendConnection{ConnectTimeout: v1alpha1.Duration(fmt.Sprintf("%dms", 100+g.pick(5000)))}
+		}
+		g.m.In.BackendTrafficPolicies = append(g.m.In.BackendTrafficPolicies, &v1alpha1.BackendTrafficPolicy{ObjectMeta: g.meta(ns, "btp-"+s.Svc.Name), Spec: spec})
+	}
+}
+
+// faults: sometimes a TrafficSplit of the namespace gets a fault (a delay
+// and an abort of less than every request, so the walks still follow a
+// request to a backend) and a mirror to another Service of the namespace.
+func (g *gen) faults(ns string) {
+	svcs := g.servicesIn(ns)
+	for _, ts := range g.m.In.TrafficSplits {
+		if ts.Namespace != ns || !g.chance(0.6) {
+			continue
+		}
+		// Faults and mirrors are HTTP's: a TCP root port would make the
+		// split Invalid, and a mirror needs an HTTP port of that number.
+		port := *ts.Spec.RootService.Port
+		var root *ServiceInfo
+		var mirrors []*ServiceInfo
+		for _, s := range svcs {
+			if s.Svc.Name == ts.Spec.RootService.Name {
+				root = s
+			}
+			if s.Protos[port].IsHTTP() {
+				mirrors = append(mirrors, s)
+			}
+		}
+		if root == nil || !root.Protos[port].IsHTTP() {
+			continue
+		}
+		f := &v1alpha1.FaultInjection{}
+		if g.chance(0.7) {
+			f.Delay = &v1alpha1.FaultDelay{Percent: int32(g.pick(101)), FixedDelay: v1alpha1.Duration(fmt.Sprintf("%dms", 1+g.pick(3000)))}
+		}
+		if f.Delay == nil || g.chance(0.5) {
+			f.Abort = &v1alpha1.FaultAbort{Percent: int32(g.pick(100))}
+			if g.chance(0.5) {
+				f.Abort.HTTPStatus = ptr(int32(500 + g.pick(100)))
+			} else {
+				f.Abort.GRPCStatus = ptr(v1alpha1.GRPCStatusCode("UNAVAILABLE"))
+			}
+		}
+		ts.Spec.Fault = f
+		if len(mirrors) > 0 && g.chance(0.5) {
+			ts.Spec.Mirror = &v1alpha1.RequestMirror{Backend: v1alpha1.MirrorBackend{Name: mirrors[g.pick(len(mirrors))].Svc.Name}, Percent: ptr(int32(g.pick(101)))}
+		}
+	}
 }
 
 type gen struct {

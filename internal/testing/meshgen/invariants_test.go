@@ -49,9 +49,11 @@ const (
 	invProbes   = "6a probes reach the application"
 	invExcluded = "6b ports excluded from capture are plaintext both ways"
 	invLimits   = "7 a delivered request is counted in the rate-limit buckets the reference evaluator names"
+	invFault    = "8 a TrafficSplit's fault and mirror are on the caller's route, and on no other"
+	invBackend  = "9 the cluster a call leaves by carries its Service's BackendTrafficPolicy"
 )
 
-var invariants = []string{invAuthz, invStrict, invMTLS, invEnds, invScoping, invProbes, invExcluded, invLimits}
+var invariants = []string{invAuthz, invStrict, invMTLS, invEnds, invScoping, invProbes, invExcluded, invLimits, invFault, invBackend}
 
 type violation struct {
 	inv, why string
@@ -179,6 +181,12 @@ func (m *Mesh) check(c Case, v, vo sim.Verdict, tl *tally, report func(inv, why 
 	_, atDest := dests[v.Pod]
 	excludedIn := destW != nil && slices.Contains(destW.ExcludeInbound, int32(v.Port))
 	excludedOut := c.Source != nil && c.Source.Meshed && slices.Contains(c.Source.ExcludeOutbound, c.Called())
+
+	// 8 and 9: what the caller's sidecar applies on the way out.
+	if c.Source != nil && c.Source.Meshed && !excludedOut {
+		m.checkRoutePolicy(c, v, tl, report)
+		m.checkBackendPolicy(v, tl, report)
+	}
 
 	// 6a: probes reach the application, in plaintext, at the probe port.
 	if c.Via == ViaProbe {
@@ -498,4 +506,110 @@ func (m *Mesh) refuses(s *ServiceInfo, src *Workload) bool {
 		}
 	}
 	return hasAllow && !mayAllow
+}
+
+// checkRoutePolicy (8): a call through a Service port that a TrafficSplit
+// routes carries the split's fault and mirror as docs/api.md says (a
+// delay or abort of percent > 0; a mirror of percent > 0 to the mirror
+// Service's port of the number called); any other routed call carries
+// none.
+func (m *Mesh) checkRoutePolicy(c Case, v sim.Verdict, tl *tally, report func(inv, why string)) {
+	if c.Via != ViaService || v.Route == nil {
+		return
+	}
+	tl.checked[invFault]++
+	var split *v1alpha1.TrafficSplit
+	for _, ts := range m.In.TrafficSplits {
+		if ts.Namespace == c.Service.Svc.Namespace && ts.Spec.RootService.Name == c.Service.Svc.Name &&
+			(ts.Spec.RootService.Port == nil || *ts.Spec.RootService.Port == c.Port) {
+			split = ts
+		}
+	}
+	var wantFault *sim.Fault
+	var wantMirror string
+	var wantPct float64
+	if split != nil {
+		if f := split.Spec.Fault; f != nil {
+			wf := &sim.Fault{Filter: "envoy.filters.http.fault"}
+			if d := f.Delay; d != nil && d.Percent > 0 {
+				dd, _ := time.ParseDuration(string(d.FixedDelay))
+				wf.DelayPercent, wf.Delay = float64(d.Percent), dd
+			}
+			if a := f.Abort; a != nil && a.Percent > 0 {
+				wf.AbortPercent = float64(a.Percent)
+				if a.GRPCStatus != nil {
+					code := v1alpha1.GRPCStatusCodes[*a.GRPCStatus]
+					wf.GRPCStatus, wf.HTTPStatus = &code, 200
+				} else {
+					wf.HTTPStatus = uint32(*a.HTTPStatus)
+				}
+			}
+			if wf.DelayPercent > 0 || wf.AbortPercent > 0 {
+				wantFault = wf
+			}
+		}
+		if mr := split.Spec.Mirror; mr != nil && (mr.Percent == nil || *mr.Percent > 0) {
+			wantMirror, wantPct = fmt.Sprintf("%s.%s.svc.cluster.local", mr.Backend.Name, split.Namespace), 100
+			if mr.Percent != nil {
+				wantPct = float64(*mr.Percent)
+			}
+		}
+	}
+	got := v.Route.Fault
+	if (got == nil) != (wantFault == nil) || (got != nil && (got.DelayPercent != wantFault.DelayPercent || got.Delay != wantFault.Delay ||
+		got.AbortPercent != wantFault.AbortPercent || got.HTTPStatus != wantFault.HTTPStatus || (got.GRPCStatus == nil) != (wantFault.GRPCStatus == nil) ||
+		(got.GRPCStatus != nil && *got.GRPCStatus != *wantFault.GRPCStatus))) {
+		report(invFault, fmt.Sprintf("route fault %+v, want %+v (%s)", got, wantFault, v.Route))
+	}
+	switch {
+	case wantMirror == "" && len(v.Route.Mirrors) > 0:
+		report(invFault, fmt.Sprintf("mirrors %+v, want none (%s)", v.Route.Mirrors, v.Route))
+	case wantMirror != "":
+		mr := v.Route.Mirrors
+		if len(mr) != 1 || mr[0].Missing || mr[0].Percent != wantPct || !strings.HasPrefix(mr[0].Cluster, fmt.Sprintf("outbound|%d|", c.Port)) || !strings.HasSuffix(mr[0].Cluster, "|"+wantMirror) {
+			report(invFault, fmt.Sprintf("mirrors %+v, want %g%% to port %d of %s, a cluster the proxy holds (%s)", mr, wantPct, c.Port, wantMirror, v.Route))
+		}
+	}
+}
+
+// checkBackendPolicy (9): the Service cluster the caller's sidecar sent
+// the call through has its BackendTrafficPolicy's breakers, algorithm and
+// connect timeout, or the documented defaults (docs/api.md).
+func (m *Mesh) checkBackendPolicy(v sim.Verdict, tl *tally, report func(inv, why string)) {
+	u := v.Upstream
+	if u == nil || !strings.HasPrefix(u.Cluster, "outbound|") {
+		return
+	}
+	parts := strings.Split(u.Cluster, "|")
+	host := strings.TrimSuffix(parts[len(parts)-1], ".svc.cluster.local")
+	name, ns, ok := strings.Cut(host, ".")
+	if !ok {
+		return
+	}
+	tl.checked[invBackend]++
+	wantConns, wantReqs, wantLB, wantConnect := uint32(1024), uint32(1024), "ROUND_ROBIN", 5*time.Second
+	for _, bp := range m.In.BackendTrafficPolicies {
+		if bp.Namespace != ns || bp.Spec.TargetRefs[0].Name != name {
+			continue
+		}
+		if cb := bp.Spec.CircuitBreaker; cb != nil {
+			if cb.MaxConnections != nil {
+				wantConns = uint32(*cb.MaxConnections)
+			}
+			if cb.MaxRequests != nil {
+				wantReqs = uint32(*cb.MaxRequests)
+			}
+		}
+		if lb := bp.Spec.LoadBalancer; lb != nil {
+			wantLB = map[v1alpha1.LoadBalancerType]string{v1alpha1.LoadBalancerRoundRobin: "ROUND_ROBIN", v1alpha1.LoadBalancerLeastRequest: "LEAST_REQUEST",
+				v1alpha1.LoadBalancerRingHash: "RING_HASH", v1alpha1.LoadBalancerMaglev: "MAGLEV", "": "ROUND_ROBIN"}[lb.Type]
+		}
+		if cn := bp.Spec.Connection; cn != nil && cn.ConnectTimeout != "" {
+			wantConnect, _ = time.ParseDuration(string(cn.ConnectTimeout))
+		}
+	}
+	if u.MaxConnections != wantConns || u.MaxRequests != wantReqs || u.LB != wantLB || u.ConnectTimeout != wantConnect {
+		report(invBackend, fmt.Sprintf("cluster %s: %d connections, %d requests, %s, connect timeout %s; want %d, %d, %s, %s",
+			u.Cluster, u.MaxConnections, u.MaxRequests, u.LB, u.ConnectTimeout, wantConns, wantReqs, wantLB, wantConnect))
+	}
 }

@@ -1,0 +1,93 @@
+package sim_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/weftmesh/weft/dataplane/sim"
+)
+
+// Gateway API HTTPRoute timeouts (docs/design/155) as the caller's
+// sidecar applies them: the walk reads the route's timeout and retry
+// policy (Envoy's 15s when a route sets no timeout), never weft's
+// builders. request bounds the whole request, retries included;
+// backendRequest bounds each try: the retry policy's per_try_timeout when
+// the route retries, the route's timeout (with request, the shorter)
+// when it does not.
+
+const webTimeouts = `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web, port: 80}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /both}}]
+    backendRefs: [{name: web, port: 80}]
+    timeouts: {request: 10s, backendRequest: 2s}
+  - matches: [{path: {type: PathPrefix, value: /backend}}]
+    backendRefs: [{name: web, port: 80}]
+    timeouts: {backendRequest: 3s}
+  - matches: [{path: {type: PathPrefix, value: /request}}]
+    backendRefs: [{name: web, port: 80}]
+    timeouts: {request: 4s}
+  - backendRefs: [{name: web, port: 80}]`
+
+const webRouteRetries = `apiVersion: mesh.weft.dev/v1alpha1
+kind: RetryPolicy
+metadata: {name: web, namespace: shop}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: web}]
+  retryOn: [5xx]
+  attempts: 2
+  perTryTimeout: 1s
+  timeout: 20s`
+
+func routeOf(t *testing.T, w *sim.World, c sim.Call) *sim.RoutePolicy {
+	t.Helper()
+	v := walk(t, w, c)
+	if v.Kind != sim.Delivered {
+		t.Fatalf("%s -> %s%s: %s, want delivered", c.From, c.To, c.Path, v)
+	}
+	if v.Route == nil {
+		t.Fatalf("%s -> %s%s: no outbound route reported", c.From, c.To, c.Path)
+	}
+	t.Logf("%s%s: %s", c.To, c.Path, v.Route)
+	return v.Route
+}
+
+func TestHTTPRouteTimeouts(t *testing.T) {
+	type want struct {
+		timeout, perTry time.Duration
+		retries         uint32
+	}
+	for _, tc := range []struct {
+		name  string
+		extra []string
+		paths map[string]want
+	}{
+		{"without retries backendRequest bounds the one try", []string{webTimeouts}, map[string]want{
+			"/both":    {timeout: 2 * time.Second},
+			"/backend": {timeout: 3 * time.Second},
+			"/request": {timeout: 4 * time.Second},
+			"/":        {timeout: 0},
+		}},
+		{"with retries backendRequest is the per-try timeout and beats the RetryPolicy's", []string{webTimeouts, webRouteRetries}, map[string]want{
+			"/both":    {timeout: 10 * time.Second, perTry: 2 * time.Second, retries: 2},
+			"/backend": {timeout: 20 * time.Second, perTry: 3 * time.Second, retries: 2},
+			"/request": {timeout: 4 * time.Second, perTry: time.Second, retries: 2},
+			"/":        {timeout: 20 * time.Second, perTry: time.Second, retries: 2},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := weftWorld(t, "testdata/shop.in.yaml", tc.extra...)
+			for path, exp := range tc.paths {
+				for _, proto := range []sim.Protocol{sim.HTTP1, sim.GRPC} {
+					r := routeOf(t, w, sim.Call{From: "shop/client-0", To: "web.shop:80", Path: path, Protocol: proto})
+					if r.Timeout != exp.timeout || r.PerTryTimeout != exp.perTry || r.Retries != exp.retries {
+						t.Errorf("%s %s: timeout %s, per try %s, %d retries; want %s, %s, %d", proto, path, r.Timeout, r.PerTryTimeout, r.Retries, exp.timeout, exp.perTry, exp.retries)
+					}
+				}
+			}
+		})
+	}
+}
