@@ -22,11 +22,7 @@ const KindRateLimitPolicy = "RateLimitPolicy"
 // two on the same target: the older wins, and the newer is
 // Accepted=False, reason Conflicted, and applies to none of its targets.
 func (t *translation) rateLimitPolicies() {
-	type target struct {
-		svc  ir.ServiceKey
-		port string // "" for the whole Service
-	}
-	owner := map[target]ir.PolicyRef{}
+	owner := map[serviceTarget]ir.PolicyRef{}
 	for _, rp := range sortedByAge(t.in.RateLimitPolicies) {
 		ps := t.track(KindRateLimitPolicy, rp)
 		ref := ir.PolicyRef{Kind: KindRateLimitPolicy, Namespace: rp.Namespace, Name: rp.Name, Generation: rp.Generation}
@@ -35,67 +31,18 @@ func (t *translation) rateLimitPolicies() {
 			ps.reject(v1alpha1.ReasonInvalid, "%s", problem)
 			continue
 		}
-		type resolved struct {
-			key  target
-			svc  *ir.Service
-			port *ir.Port // nil for the whole Service
-		}
-		var apply []resolved
-		conflict := false
+		refs := make([]targetRef, len(rp.Spec.TargetRefs))
 		for i, tr := range rp.Spec.TargetRefs {
-			field := fmt.Sprintf("spec.targetRefs[%d]", i)
-			if tr.Group != v1alpha1.GroupCore || tr.Kind != "Service" {
-				ps.reject(v1alpha1.ReasonInvalid, "%s: a RateLimitPolicy targets a Service (group \"\"), not %s %q", field, tr.Kind, tr.Group)
-				conflict = true
-				break
-			}
-			key := target{svc: ir.ServiceKey{Namespace: rp.Namespace, Name: tr.Name}}
-			if tr.SectionName != nil {
-				key.port = *tr.SectionName
-			}
-			svc := t.byKey[key.svc]
-			if svc == nil {
-				ps.unresolved(v1alpha1.ReasonTargetNotFound, "%s: Service %q does not exist in namespace %s; the policy applies to its other targets", field, tr.Name, rp.Namespace)
-				continue
-			}
-			r := resolved{key: key, svc: svc}
-			if key.port != "" {
-				for _, p := range svc.Ports {
-					if p.Name == key.port {
-						r.port = p
-					}
-				}
-				if r.port == nil {
-					ps.unresolved(v1alpha1.ReasonPortNotFound, "%s.sectionName: Service %s has no port named %q (its port names: %s); the policy applies to its other targets", field, tr.Name, key.port, portNames(svc))
-					continue
-				}
-			}
-			if prev, taken := owner[key]; taken {
-				what := "Service " + tr.Name
-				if key.port != "" {
-					what = fmt.Sprintf("port %s of Service %s", key.port, tr.Name)
-				}
-				ps.reject(v1alpha1.ReasonConflicted, "%s: %s already has the older %s; one RateLimitPolicy per target: this one applies nowhere until it no longer targets what the other does", field, what, prev)
-				conflict = true
-				break
-			}
-			apply = append(apply, r)
+			refs[i] = targetRef{tr.PolicyTargetReference, tr.SectionName}
 		}
-		if conflict {
+		apply, ok := t.resolveServiceTargets(KindRateLimitPolicy, rp.Namespace, refs, owner, ps)
+		if !ok {
 			continue
 		}
 		var gaps []string
 		for _, r := range apply {
-			owner[r.key] = ref
-			if r.port != nil {
-				r.port.RateLimit = policy
-			} else {
-				for _, p := range r.svc.Ports {
-					if _, byPort := owner[target{r.key.svc, p.Name}]; byPort && p.Name != "" {
-						continue // a port target holds it, whatever its age
-					}
-					p.RateLimit = policy
-				}
+			for _, p := range r.ports(owner, ref) {
+				p.RateLimit = policy
 			}
 			if g := t.proxylessServers(r.svc); g != "" {
 				gaps = append(gaps, fmt.Sprintf("Service %s: %s", r.svc.Key.Name, g))
