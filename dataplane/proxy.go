@@ -24,6 +24,28 @@ type Proxy struct {
 	// the readiness port, by their new path; the readiness listener
 	// forwards them to the application.
 	AppProbes map[string]AppProbe
+	// Region and Zone are where the proxy's pod runs (its Node's
+	// topology labels), as the control plane knows it — never read from
+	// the proxy's node metadata, which the proxy writes. Empty: unknown.
+	// They matter only to Services that prefer the caller's zone
+	// (docs/design/171).
+	Region, Zone string
+}
+
+// The well-known topology labels of Nodes (and, where the
+// PodTopologyLabels admission plugin copies them, of Pods).
+const (
+	LabelTopologyZone   = "topology.kubernetes.io/zone"
+	LabelTopologyRegion = "topology.kubernetes.io/region"
+)
+
+// Locality is where a pod runs: its Node's topology labels, or, without
+// them (no Node known, or a Node without the labels), the pod's own.
+func Locality(nodeLabels, podLabels map[string]string) (region, zone string) {
+	if z := nodeLabels[LabelTopologyZone]; z != "" {
+		return nodeLabels[LabelTopologyRegion], z
+	}
+	return podLabels[LabelTopologyRegion], podLabels[LabelTopologyZone]
 }
 
 // AppProbe is where a rewritten kubelet probe goes: the application's port,

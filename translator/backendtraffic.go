@@ -169,6 +169,16 @@ func backendFrom(bp *v1alpha1.BackendTrafficPolicy, ref ir.PolicyRef) (*ir.Backe
 		if b.LB.ConsistentHash() && b.Hash == nil {
 			return nil, fmt.Sprintf("spec.loadBalancer.consistentHash is required with type %s", b.LB)
 		}
+		switch lb.Locality {
+		case "", v1alpha1.LocalityNone:
+		case v1alpha1.LocalityPreferLocalZone:
+			b.PreferLocalZone = true
+		default:
+			return nil, fmt.Sprintf("spec.loadBalancer.locality: %q is not None or PreferLocalZone", lb.Locality)
+		}
+	}
+	if b.PreferLocalZone && b.Consecutive5xx == 0 && b.ConsecutiveGatewayErrors == 0 && b.FailurePercentage == nil {
+		return nil, "spec.loadBalancer.locality PreferLocalZone needs outlier detection: without it a zone whose pods fail but stay ready never fails over; set spec.outlierDetection.consecutive5xx above 0 (such as 5) or spec.outlierDetection.failurePercentage, or set locality: None"
 	}
 	if c := s.Connection; c != nil {
 		if c.ConnectTimeout != "" {

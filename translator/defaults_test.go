@@ -48,6 +48,7 @@ func TestDefaultsMatchTheCRDs(t *testing.T) {
 		{btp, []string{"spec", "outlierDetection", "failurePercentage", "minimumHosts"}, float64(translator.DefaultFailurePercentageMinimumHosts)},
 		{btp, []string{"spec", "outlierDetection", "failurePercentage", "requestVolume"}, float64(translator.DefaultFailurePercentageRequestVolume)},
 		{btp, []string{"spec", "loadBalancer", "type"}, string(ir.DefaultBackend.LB)},
+		{btp, []string{"spec", "loadBalancer", "locality"}, "None"},
 		{btp, []string{"spec", "connection", "connectTimeout"}, ir.DefaultBackend.ConnectTimeout.D().String()},
 		{btp, []string{"spec", "connection", "idleTimeout"}, "1h"},
 	}

@@ -42,6 +42,7 @@ type BackendTrafficPolicy struct {
 // BackendTrafficPolicySpec is how callers' proxies treat a Service's
 // endpoints. Every section is filled in with its defaults by the API
 // server, so `kubectl get -o yaml` shows every value in effect.
+// +kubebuilder:validation:XValidation:rule="!has(self.loadBalancer) || !has(self.loadBalancer.locality) || self.loadBalancer.locality != 'PreferLocalZone' || (has(self.outlierDetection) && ((has(self.outlierDetection.consecutive5xx) && self.outlierDetection.consecutive5xx > 0) || (has(self.outlierDetection.consecutiveGatewayErrors) && self.outlierDetection.consecutiveGatewayErrors > 0) || has(self.outlierDetection.failurePercentage)))",message="spec.loadBalancer.locality PreferLocalZone needs outlier detection: without it a zone whose pods fail but stay ready never fails over; set spec.outlierDetection.consecutive5xx above 0 (such as 5) or spec.outlierDetection.failurePercentage, or set locality: None",fieldPath=".loadBalancer.locality"
 type BackendTrafficPolicySpec struct {
 	// TargetRefs are the Services this policy applies to, in its namespace
 	// (group "", kind Service); sectionName, when set, narrows a target to
@@ -236,7 +237,30 @@ type LoadBalancer struct {
 	// endpoint, for RingHash and Maglev.
 	// +optional
 	ConsistentHash *ConsistentHash `json:"consistentHash,omitempty"`
+
+	// Locality is None (every endpoint, wherever it runs) or
+	// PreferLocalZone: each caller sends to the endpoints in its own zone
+	// while they can serve, then to the rest of its region, then to the
+	// rest (docs/design/171). Needs outlier detection, which is what
+	// notices a zone whose pods fail while Kubernetes still calls them
+	// ready.
+	// +optional
+	// +kubebuilder:default=None
+	Locality LocalityMode `json:"locality,omitempty"`
 }
+
+// LocalityMode is whether callers prefer endpoints near them.
+// +kubebuilder:validation:Enum=None;PreferLocalZone
+type LocalityMode string
+
+const (
+	// LocalityNone spreads requests over every endpoint, in any zone.
+	LocalityNone LocalityMode = "None"
+	// LocalityPreferLocalZone sends each caller's requests to the
+	// endpoints in its zone first, failing over to its region, then to
+	// any.
+	LocalityPreferLocalZone LocalityMode = "PreferLocalZone"
+)
 
 // ConsistentHashType is what a consistent hash is computed from.
 // +kubebuilder:validation:Enum=Header;Cookie;SourceIP

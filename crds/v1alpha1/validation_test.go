@@ -443,6 +443,12 @@ var invalidCases = []objectCase{
 		[]string{"spec.loadBalancer.consistentHash.cookie.path", "must start with '/'"}},
 	{"backendtrafficpolicy: negative cookie TTL", btHead + "spec:\n" + btTarget + "  loadBalancer: {type: RingHash, consistentHash: {type: Cookie, cookie: {name: session, ttl: -1h}}}\n",
 		[]string{"spec.loadBalancer.consistentHash.cookie.ttl", "must not be negative"}},
+	{"backendtrafficpolicy: locality without outlier detection", btHead + "spec:\n" + btTarget + "  outlierDetection: {consecutive5xx: 0}\n  loadBalancer: {locality: PreferLocalZone}\n",
+		[]string{"spec.loadBalancer.locality", "PreferLocalZone needs outlier detection: without it a zone whose pods fail but stay ready never fails over", "set spec.outlierDetection.consecutive5xx above 0 (such as 5) or spec.outlierDetection.failurePercentage, or set locality: None"}},
+	{"backendtrafficpolicy: locality with every detector at 0", btHead + "spec:\n" + btTarget + "  outlierDetection: {consecutive5xx: 0, consecutiveGatewayErrors: 0}\n  loadBalancer: {type: LeastRequest, locality: PreferLocalZone}\n",
+		[]string{"spec.loadBalancer.locality", "needs outlier detection"}},
+	{"backendtrafficpolicy: unknown locality", btHead + "spec:\n" + btTarget + "  loadBalancer: {locality: PreferLocalRegion}\n",
+		[]string{"spec.loadBalancer.locality", `Unsupported value: "PreferLocalRegion"`, `"None"`, `"PreferLocalZone"`}},
 	{"backendtrafficpolicy: ejection percent above 100", btHead + "spec:\n" + btTarget + "  outlierDetection: {maxEjectionPercent: 150}\n",
 		[]string{"spec.outlierDetection.maxEjectionPercent", "must be between 0 and 100", "such as 50"}},
 	{"backendtrafficpolicy: negative ejection percent", btHead + "spec:\n" + btTarget + "  outlierDetection: {maxEjectionPercent: -1}\n",
@@ -557,10 +563,14 @@ var validEdgeCases = []objectCase{
 	{"backendtrafficpolicy: only a target gets today's fixed values as defaults", btHead + "spec:\n" + btTarget,
 		[]string{`"circuitBreaker":{"maxConnections":1024,"maxPendingRequests":1024,"maxRequests":1024}`,
 			`"outlierDetection":{"baseEjectionTime":"30s","consecutive5xx":5,"interval":"10s","maxEjectionPercent":50}`,
-			`"loadBalancer":{"type":"RoundRobin"}`, `"connection":{"connectTimeout":"5s","idleTimeout":"1h"}`}},
+			`"loadBalancer":{"locality":"None","type":"RoundRobin"}`, `"connection":{"connectTimeout":"5s","idleTimeout":"1h"}`}},
 	{"backendtrafficpolicy: a port and the whole Service, ring hash by header", btHead + "spec:\n  targetRefs: [{group: '', kind: Service, name: s, sectionName: grpc}, {group: '', kind: Service, name: s}, {group: '', kind: Service, name: s, sectionName: http}]\n" +
 		"  loadBalancer: {type: RingHash, consistentHash: {type: Header, header: {name: x-user-id}}}\n", nil},
 	{"backendtrafficpolicy: Maglev by a session cookie the sidecar creates", btHead + "spec:\n" + btTarget + "  loadBalancer: {type: Maglev, consistentHash: {type: Cookie, cookie: {name: session, ttl: 0s, path: /}}}\n", nil},
+	{"backendtrafficpolicy: locality with the default outlier detection", btHead + "spec:\n" + btTarget + "  loadBalancer: {locality: PreferLocalZone}\n",
+		[]string{`"loadBalancer":{"locality":"PreferLocalZone","type":"RoundRobin"}`, `"consecutive5xx":5`}},
+	{"backendtrafficpolicy: locality with failure percentage only", btHead + "spec:\n" + btTarget + "  outlierDetection: {consecutive5xx: 0, failurePercentage: {threshold: 50}}\n  loadBalancer: {locality: PreferLocalZone}\n", nil},
+	{"backendtrafficpolicy: locality with gateway errors only", btHead + "spec:\n" + btTarget + "  outlierDetection: {consecutive5xx: 0, consecutiveGatewayErrors: 3}\n  loadBalancer: {locality: PreferLocalZone}\n", nil},
 	{"backendtrafficpolicy: ring hash by source IP, least request elsewhere", btHead + "spec:\n" + btTarget + "  loadBalancer: {type: RingHash, consistentHash: {type: SourceIP}}\n", nil},
 	{"backendtrafficpolicy: edges: everything off or at its bound", btHead + "spec:\n" + btTarget +
 		"  circuitBreaker: {maxConnections: 1, maxPendingRequests: 1, maxRequests: 2147483647, maxRetries: 0}\n" +

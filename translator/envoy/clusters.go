@@ -73,7 +73,7 @@ func (v *view) sidecarUpstreams() ([]*clusterv3.Cluster, []*endpointv3.ClusterLo
 			c := v.upstreamCluster(name, svc, port, budgets)
 			c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
 			c.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsConfig()}
-			cla = append(cla, portLoadAssignment(name, port, contentFamily(svc, f)))
+			cla = append(cla, v.portAssignment(name, port, contentFamily(svc, f)))
 			c.TransportSocketMatches = upstreamTLS(port)
 			clusters = append(clusters, c)
 		}

@@ -51,6 +51,15 @@ type EndpointChange struct {
 	// tls: the ports, by cluster name, whose meshed endpoints' identities
 	// (in the order upstream TLS lists them) changed.
 	tls map[string]*ir.Port
+	// local: the ports (and families), by cluster name, whose callers
+	// prefer their own zone: a caller whose zone is known holds its own
+	// variant of the assignment (Assignment), not Assignments'.
+	local map[string]localPort
+}
+
+type localPort struct {
+	port *ir.Port
+	fam  family
 }
 
 // NewEndpointChange prepares the change of one Service from old to new
@@ -81,12 +90,38 @@ func NewEndpointChange(old, new *ir.Service) *EndpointChange {
 		for _, f := range contentFamilies(new) {
 			name := familyClusterName(new, np.Port, f)
 			c.Assignments[name] = portLoadAssignment(name, np, f)
+			if np.PrefersLocalZone() {
+				if c.local == nil {
+					c.local = map[string]localPort{}
+				}
+				c.local[name] = localPort{np, f}
+			}
 			if !equalStrings(meshedIdentities(op), meshedIdentities(np)) {
 				c.tls[name] = np
 			}
 		}
 	}
 	return c
+}
+
+// Localized says whether the assignment of cluster name (one of
+// Assignments) that a proxy holds depends on the proxy's locality: its
+// port prefers the caller's zone (docs/design/171).
+func (c *EndpointChange) Localized(name string) bool {
+	_, ok := c.local[name]
+	return ok
+}
+
+// Assignment is the new assignment of cluster name (one of Assignments)
+// as Build gives it to proxy p: Assignments[name], or, for a port that
+// prefers the caller's zone and a proxy whose zone is known, its variant
+// with priorities by p's locality — patching in the shared one would
+// undo them.
+func (c *EndpointChange) Assignment(name string, p dataplane.Proxy) *endpointv3.ClusterLoadAssignment {
+	if lp, ok := c.local[name]; ok && p.Zone != "" {
+		return callerLoadAssignment(name, lp.port, lp.fam, p.Region, p.Zone)
+	}
+	return c.Assignments[name]
 }
 
 // Local says whether, for proxy p, the change alters nothing but the

@@ -115,7 +115,11 @@ func proxyOf(p *corev1.Pod) dataplane.Proxy {
 			panic(err)
 		}
 	}
-	return dataplane.Proxy{Namespace: p.Namespace, ServiceAccount: sa, Labels: p.Labels, IPs: ips, Kind: kind, AppProbes: probes}
+	proxy := dataplane.Proxy{Namespace: p.Namespace, ServiceAccount: sa, Labels: p.Labels, IPs: ips, Kind: kind, AppProbes: probes}
+	// The controller reads the zone from the pod's Node, falling back to
+	// the pod's own topology label: the inputs have no Nodes.
+	proxy.Region, proxy.Zone = dataplane.Locality(nil, p.Labels)
+	return proxy
 }
 
 func list[T proto.Message](in []T) []proto.Message {

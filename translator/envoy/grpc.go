@@ -103,7 +103,7 @@ func (v *view) grpcUpstreams() ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadA
 			OutlierDetection:     grpcOutlierDetection(b),
 			TransportSocket:      grpcUpstreamTLS(up.port),
 		})
-		cla = append(cla, portLoadAssignment(name, up.port, contentFamily(up.svc, f)))
+		cla = append(cla, v.portAssignment(name, up.port, contentFamily(up.svc, f)))
 	}
 	return clusters, cla
 }

@@ -2,6 +2,8 @@ package envoy
 
 import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+
+	"github.com/weftmesh/weft/translator/ir"
 )
 
 // PreferLocality is a Service's load assignment as a client at (region,
@@ -63,4 +65,47 @@ func PreferLocality(cla *endpointv3.ClusterLoadAssignment, region, zone string) 
 		out.Endpoints = append(out.Endpoints, c)
 	}
 	return out
+}
+
+// portAssignment is the assignment of port that this proxy holds: with
+// priorities by its locality when the port prefers the caller's zone and
+// the proxy's zone is known (callerLoadAssignment), the shared one
+// otherwise.
+func (v *view) portAssignment(name string, port *ir.Port, f family) *endpointv3.ClusterLoadAssignment {
+	return callerLoadAssignment(name, port, f, v.proxy.Region, v.proxy.Zone)
+}
+
+// localityKey is the caller locality that the view's upstream assignments
+// depend on, which Shared keys its entries by: the proxy's, when its zone
+// is known and a Service port it holds a cluster of prefers the caller's
+// zone; empty otherwise, so that meshes and proxies without such a port
+// share entries as before.
+func (v *view) localityKey() (region, zone string) {
+	if v.proxy.Zone == "" || v.shared != nil && !v.shared.prefersLocalZone() {
+		return "", ""
+	}
+	for _, up := range v.upstreams() {
+		if up.port.PrefersLocalZone() {
+			return v.proxy.Region, v.proxy.Zone
+		}
+	}
+	return "", ""
+}
+
+// PrefersLocalZone says whether some Service port of the mesh prefers the
+// caller's zone: only then does a proxy's zone change what it is given.
+func PrefersLocalZone(m *ir.Mesh) bool { return meshPrefersLocalZone(m) }
+
+func meshPrefersLocalZone(m *ir.Mesh) bool {
+	if m == nil {
+		return false
+	}
+	for _, svc := range m.Services {
+		for _, p := range svc.Ports {
+			if p.PrefersLocalZone() {
+				return true
+			}
+		}
+	}
+	return false
 }

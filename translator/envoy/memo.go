@@ -34,33 +34,55 @@ var claMemo = struct {
 	m map[claKey]weak.Pointer[endpointv3.ClusterLoadAssignment]
 }{m: map[claKey]weak.Pointer[endpointv3.ClusterLoadAssignment]{}}
 
+// A port whose callers prefer their own zone (ir.Port.PrefersLocalZone)
+// has one more variant per caller locality (PreferLocality of the shared
+// one): the key names the caller's region and zone, empty for the shared
+// assignment every other caller holds.
 type claKey struct {
-	port weak.Pointer[ir.Port]
-	name string
-	fam  family
+	port         weak.Pointer[ir.Port]
+	name         string
+	fam          family
+	region, zone string
 }
 
 // portLoadAssignment is loadAssignment(name, port.Endpoints) with the
 // endpoints of family f (famAny: all), built once per port, name and
 // family.
 func portLoadAssignment(name string, port *ir.Port, f family) *endpointv3.ClusterLoadAssignment {
-	k := claKey{weak.Make(port), name, f}
+	return callerLoadAssignment(name, port, f, "", "")
+}
+
+// callerLoadAssignment is portLoadAssignment as a caller at (region,
+// zone) holds it: with priorities by locality (PreferLocality) when the
+// port prefers the caller's zone and the zone is known, the shared one
+// otherwise. Each variant is built once per port, name, family and
+// locality.
+func callerLoadAssignment(name string, port *ir.Port, f family, region, zone string) *endpointv3.ClusterLoadAssignment {
+	if zone == "" || !port.PrefersLocalZone() {
+		region, zone = "", ""
+	}
+	k := claKey{weak.Make(port), name, f, region, zone}
 	claMemo.Lock()
 	w, ok := claMemo.m[k]
 	claMemo.Unlock()
 	if c := w.Value(); ok && c != nil {
 		return c
 	}
-	eps := port.Endpoints
-	if f != famAny {
-		eps = nil
-		for _, e := range port.Endpoints {
-			if f.keep(e.Address) {
-				eps = append(eps, e)
+	var c *endpointv3.ClusterLoadAssignment
+	if zone != "" {
+		c = PreferLocality(portLoadAssignment(name, port, f), region, zone)
+	} else {
+		eps := port.Endpoints
+		if f != famAny {
+			eps = nil
+			for _, e := range port.Endpoints {
+				if f.keep(e.Address) {
+					eps = append(eps, e)
+				}
 			}
 		}
+		c = loadAssignment(name, eps)
 	}
-	c := loadAssignment(name, eps)
 	claMemo.Lock()
 	defer claMemo.Unlock()
 	w, ok = claMemo.m[k]

@@ -71,9 +71,9 @@ func TestLoadAssignmentsAreBuiltOncePerPort(t *testing.T) {
 
 	// Dropping the models drops their entries.
 	keys := []claKey{
-		{weak.Make(mesh.Services[0].Ports[0]), a.Endpoints[0].ClusterName, famAny},
-		{weak.Make(mesh.Services[1].Ports[0]), a.Endpoints[1].ClusterName, famAny},
-		{weak.Make(&port), c.Endpoints[1].ClusterName, famAny},
+		{weak.Make(mesh.Services[0].Ports[0]), a.Endpoints[0].ClusterName, famAny, "", ""},
+		{weak.Make(mesh.Services[1].Ports[0]), a.Endpoints[1].ClusterName, famAny, "", ""},
+		{weak.Make(&port), c.Endpoints[1].ClusterName, famAny, "", ""},
 	}
 	held := func() (n int) {
 		claMemo.Lock()

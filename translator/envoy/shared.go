@@ -52,6 +52,17 @@ type Shared struct {
 	vhosts map[portKey]*routev3.VirtualHost
 	dests  map[destKey]*routev3.RouteConfiguration
 	grpc   map[portKey]*grpcPort
+
+	// preferLocal: some port of the mesh prefers the caller's zone
+	// (meshPrefersLocalZone, once per model).
+	preferLocalOnce sync.Once
+	preferLocal     bool
+}
+
+// prefersLocalZone is meshPrefersLocalZone(s.mesh), computed once.
+func (s *Shared) prefersLocalZone() bool {
+	s.preferLocalOnce.Do(func() { s.preferLocal = meshPrefersLocalZone(s.mesh) })
+	return s.preferLocal
 }
 
 // NewShared starts building proxies' configurations from mesh.
@@ -72,9 +83,12 @@ func (s *Shared) Build(p dataplane.Proxy) *Resources {
 
 // viewEntry is what proxies of one kind with one outbound list share.
 type viewEntry struct {
-	kind     dataplane.ProxyKind
-	v4, v6   bool  // the pod's families (proxyFamilies): dual-stack Services' clusters follow them
-	outbound []int // indices in mesh.Services
+	kind   dataplane.ProxyKind
+	v4, v6 bool // the pod's families (proxyFamilies): dual-stack Services' clusters follow them
+	// region, zone: the caller locality its assignments are rewritten
+	// for (view.localityKey); empty for most.
+	region, zone string
+	outbound     []int // indices in mesh.Services
 	// refused: what the view refuses or passes (3*index + reason): the
 	// outbound listener's refusal chains read it.
 	refused []int
@@ -126,6 +140,8 @@ func (s *Shared) entry(v *view) *viewEntry {
 	put(int(v.proxy.Kind))
 	v4, v6 := v.proxyFamilies()
 	put(b2i(v4) + 2*b2i(v6))
+	region, zone := v.localityKey()
+	_, _ = h.Write([]byte(region + "\x00" + zone + "\x00"))
 	for _, i := range v.outIdx {
 		put(i)
 	}
@@ -138,11 +154,11 @@ func (s *Shared) entry(v *view) *viewEntry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, e := range s.views[sum] {
-		if e.kind == v.proxy.Kind && e.v4 == v4 && e.v6 == v6 && slices.Equal(e.outbound, v.outIdx) && slices.Equal(e.refused, refused) {
+		if e.kind == v.proxy.Kind && e.v4 == v4 && e.v6 == v6 && e.region == region && e.zone == zone && slices.Equal(e.outbound, v.outIdx) && slices.Equal(e.refused, refused) {
 			return e
 		}
 	}
-	e := &viewEntry{kind: v.proxy.Kind, v4: v4, v6: v6, outbound: v.outIdx, refused: refused, listeners: map[listenerKey]*listenerv3.Listener{}}
+	e := &viewEntry{kind: v.proxy.Kind, v4: v4, v6: v6, region: region, zone: zone, outbound: v.outIdx, refused: refused, listeners: map[listenerKey]*listenerv3.Listener{}}
 	s.views[sum] = append(s.views[sum], e)
 	return e
 }

@@ -101,7 +101,11 @@ func variants(p dataplane.Proxy) []dataplane.Proxy {
 	dual.IPs = []string{"10.9.9.9", "fd00::9"}
 	elsewhere := p
 	elsewhere.Namespace += "-elsewhere"
-	return []dataplane.Proxy{p, other, v6, dual, elsewhere}
+	// Another zone: a Service that prefers the caller's zone gives it
+	// other priorities (docs/design/171).
+	zoneB := p
+	zoneB.Region, zoneB.Zone = "", "zone-b"
+	return []dataplane.Proxy{p, other, v6, dual, elsewhere, zoneB}
 }
 
 // TestSharedBuildShares: proxies of different namespaces that see the

@@ -195,6 +195,10 @@ type Port struct {
 	RateLimit *RateLimit `json:"rateLimit,omitempty"`
 }
 
+// PrefersLocalZone says whether callers of this port prefer endpoints in
+// their own zone (a BackendTrafficPolicy's loadBalancer.locality).
+func (p *Port) PrefersLocalZone() bool { return p.Backend != nil && p.Backend.PreferLocalZone }
+
 // BackendPolicy returns the port's backend policy, or DefaultBackend.
 func (p *Port) BackendPolicy() *BackendPolicy {
 	if p.Backend != nil {
@@ -434,6 +438,9 @@ type BackendPolicy struct {
 	// LB is the algorithm; Hash the key of RingHash and Maglev.
 	LB   LBAlgorithm `json:"lb,omitempty"`
 	Hash *HashKey    `json:"hash,omitempty"`
+	// PreferLocalZone: each caller's endpoints are in priorities by
+	// locality (its zone, its region, the rest; docs/design/171).
+	PreferLocalZone bool `json:"preferLocalZone,omitempty"`
 	// Connections. IdleTimeout 0 never closes idle connections;
 	// TCPKeepalive nil: no keepalive.
 	ConnectTimeout Duration      `json:"connectTimeout,omitempty"`

@@ -79,7 +79,14 @@ func ProxyOf(p *corev1.Pod) (dataplane.Proxy, error) {
 		PodIPs: strings.Join(ips, ","), Labels: p.Labels, Kind: kind,
 		AppProbes: p.Annotations[dataplane.AnnotationAppProbes],
 	})
-	return dataplane.ParseNode(p.Name+"."+p.Namespace, md)
+	proxy, err := dataplane.ParseNode(p.Name+"."+p.Namespace, md)
+	if err != nil {
+		return proxy, err
+	}
+	// The controller reads the zone from the pod's Node; offline there
+	// are no Nodes, so the pod's own topology label, its fallback.
+	proxy.Region, proxy.Zone = dataplane.Locality(nil, p.Labels)
+	return proxy, nil
 }
 
 // Proxies are the meshed pods of in, by namespace/name.
