@@ -78,6 +78,11 @@ type ADS struct {
 	auth           Authenticator
 	// enc shares encodings between groups.
 	enc *encoder
+	// locator says where proxies run (SetLocator); localityOn: some
+	// Service of the mesh prefers the caller's zone, so the zone joins
+	// the group key (locality.go; guarded by mu).
+	locator    Locator
+	localityOn bool
 	// nacked are the policy labels this ADS gave a series of the per-policy
 	// NACK counter, guarded by mu: their series go when the policy leaves
 	// the mesh, so the metric's size follows the policies that exist.
@@ -103,6 +108,7 @@ func (a *ADS) admit(ctx context.Context, n *corev3.Node, authenticate bool) (Nod
 		}
 		node.Authenticated, node.Auth, node.CredentialExpires = true, p.method, p.expires
 	}
+	a.locate(&node)
 	return node, nil
 }
 

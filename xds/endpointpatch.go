@@ -43,7 +43,13 @@ type endpointPatch struct {
 	// result, decoded, patched and encoded once.
 	mu       sync.Mutex
 	clusters map[clusterPatchKey]*encoded
+	// local: the assignments of ports whose callers prefer their own
+	// zone, per caller locality (envoy.EndpointChange.Assignment),
+	// encoded once per locality.
+	local map[localEDSKey]*encoded
 }
+
+type localEDSKey struct{ name, region, zone string }
 
 type clusterPatchKey struct {
 	old  *encoded
@@ -54,7 +60,7 @@ type clusterPatchKey struct {
 // the changed Services' endpoints gives every proxy.
 func prepareEndpoints(prev, next *ir.Mesh, changed []ir.ServiceKey, enc *encoder) *endpointPatch {
 	pt := &endpointPatch{changes: map[ir.ServiceKey]*envoy.EndpointChange{}, eds: map[string]*encoded{},
-		enc: enc, deriver: newDeriver(enc), clusters: map[clusterPatchKey]*encoded{}}
+		enc: enc, deriver: newDeriver(enc), clusters: map[clusterPatchKey]*encoded{}, local: map[localEDSKey]*encoded{}}
 	for _, k := range changed {
 		old, svc := prev.Service(k), next.Service(k)
 		if old == nil || svc == nil {
@@ -86,7 +92,7 @@ func prepareEndpoints(prev, next *ir.Mesh, changed []ir.ServiceKey, enc *encoder
 // Services) per group, not O(every Service the group sees).
 func (pt *endpointPatch) apply(s *snapshot, p dataplane.Proxy) (next *snapshot, ok bool) {
 	var edsNames, cdsNames []string
-	var cdsNew map[string]*encoded
+	var cdsNew, edsLocal map[string]*encoded
 	for k, c := range pt.changes {
 		if !s.deps[k] {
 			continue
@@ -96,7 +102,23 @@ func (pt *endpointPatch) apply(s *snapshot, p dataplane.Proxy) (next *snapshot, 
 		}
 		for name := range c.Assignments {
 			old, held := s.resources[resourcev3.EndpointType][name]
-			if e := pt.eds[name]; held && e != old {
+			if !held {
+				continue
+			}
+			e := pt.eds[name]
+			if c.Localized(name) && p.Zone != "" {
+				// This group's variant, with priorities by its locality:
+				// the shared assignment would undo them.
+				var err error
+				if e, err = pt.localAssignment(c, name, p); err != nil {
+					return nil, false
+				}
+				if edsLocal == nil {
+					edsLocal = map[string]*encoded{}
+				}
+				edsLocal[name] = e
+			}
+			if e != old {
 				edsNames = append(edsNames, name)
 			}
 		}
@@ -131,14 +153,23 @@ func (pt *endpointPatch) apply(s *snapshot, p dataplane.Proxy) (next *snapshot, 
 		var value func(string) *encoded
 		switch t {
 		case resourcev3.EndpointType:
-			names, value = edsNames, func(name string) *encoded { return pt.eds[name] }
+			names, value = edsNames, func(name string) *encoded {
+				if e := edsLocal[name]; e != nil {
+					return e
+				}
+				return pt.eds[name]
+			}
 		case resourcev3.ClusterType:
 			names, value = cdsNames, func(name string) *encoded { return cdsNew[name] }
 		}
 		if names == nil {
 			continue
 		}
-		d := pt.derive(t, s.resources[t], names, value, p.Kind)
+		variant := ""
+		if t == resourcev3.EndpointType && edsLocal != nil {
+			variant = "locality:" + p.Region + "\x00" + p.Zone // the values depend on it
+		}
+		d := pt.deriveVariant(t, s.resources[t], names, value, p.Kind, variant)
 		n.resources[t], n.anchors[i], n.derived[t] = d.m, d.anchor, d.derivation
 	}
 	n.generation = s.generation + 1
@@ -205,6 +236,34 @@ func (dr *deriver) deriveVariant(typ string, old map[string]*encoded, names []st
 	}
 	dr.derived[key] = d
 	return d
+}
+
+// localAssignment is the new assignment of cluster name as proxy p holds
+// it (envoy.EndpointChange.Assignment), encoded once per locality.
+func (pt *endpointPatch) localAssignment(c *envoy.EndpointChange, name string, p dataplane.Proxy) (*encoded, error) {
+	key := localEDSKey{name, p.Region, p.Zone}
+	pt.mu.Lock()
+	e, done := pt.local[key]
+	pt.mu.Unlock()
+	if done {
+		return e, nil
+	}
+	cla := c.Assignment(name, p)
+	if cla == c.Assignments[name] {
+		e = pt.eds[name] // one tier only: the shared assignment
+	} else {
+		var err error
+		if e, err = pt.enc.encode(resourcev3.EndpointType, name, cla, nil); err != nil {
+			return nil, err
+		}
+	}
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	if x, ok := pt.local[key]; ok {
+		return x, nil
+	}
+	pt.local[key] = e
+	return e, nil
 }
 
 // cluster re-derives the upstream TLS of the cluster encoded as old.

@@ -120,6 +120,7 @@ func (a *ADS) update(mesh *ir.Mesh, event time.Time, affected, apply func(*group
 			}
 		}
 	}
+	a.setLocality(mesh)
 	a.mesh, a.shared, a.event = mesh, weak.Make(shared), event
 	groups := make([]*group, 0, len(a.groups))
 	for _, g := range a.groups {
@@ -272,9 +273,15 @@ func (a *ADS) wake(g *group) {
 // it is the first. It refuses a stream whose new group would exceed a cap
 // (MaxGroups, MaxGroupsPerIdentity, MaxAnonymousGroups).
 func (a *ADS) join(c *conn) error {
-	key := keyOf(c.node.Proxy, c.node.Authenticated)
 	identity := c.node.Proxy.Namespace + "/" + c.node.Proxy.ServiceAccount
 	a.mu.Lock()
+	// The group's proxy carries its zone only while the mesh routes by
+	// locality (locality.go): otherwise replicas in every zone share it.
+	proxy := c.node.Proxy
+	if !a.localityOn {
+		proxy.Region, proxy.Zone = "", ""
+	}
+	key := keyOf(proxy, c.node.Authenticated)
 	g := a.groups[key]
 	if g == nil {
 		switch {
@@ -288,7 +295,7 @@ func (a *ADS) join(c *conn) error {
 			a.mu.Unlock()
 			return exhausted("%s already has %d proxy groups (distinct label sets; xds.MaxGroupsPerIdentity)", identity, MaxGroupsPerIdentity)
 		}
-		g = &group{key: key, proxy: c.node.Proxy, authenticated: c.node.Authenticated, anonymous: c.anonymous, conns: map[*conn]struct{}{}}
+		g = &group{key: key, proxy: proxy, authenticated: c.node.Authenticated, anonymous: c.anonymous, conns: map[*conn]struct{}{}}
 		a.groups[key] = g
 		// Anonymous groups count only toward their own cap: an anonymous
 		// client must not use up a real identity's groups.

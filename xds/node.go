@@ -42,7 +42,8 @@ func ParseNode(n *corev3.Node) (NodeInfo, error) {
 }
 
 // groupKey identifies proxies that receive identical configuration: same
-// kind, identity and labels. One build and one encoding serve the whole
+// kind, identity and labels (and zone, while the mesh routes by locality:
+// locality.go). One build and one encoding serve the whole
 // group, typically every replica of a Deployment. gRPC server listener
 // names carry the pod's address, so gRPC proxies group by address too.
 // (A sidecar group's named target ports are resolved from every endpoint
@@ -70,6 +71,10 @@ func keyOf(p dataplane.Proxy, authenticated bool) groupKey {
 	if p.Kind == dataplane.KindGRPC {
 		b.WriteString("|")
 		b.WriteString(strings.Join(p.IPs, ","))
+	}
+	if p.Zone != "" {
+		// Set only while the mesh routes by locality (locality.go).
+		fmt.Fprintf(&b, "|zone=%s/%s", p.Region, p.Zone)
 	}
 	return groupKey(b.String())
 }
