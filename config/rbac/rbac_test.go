@@ -40,6 +40,8 @@ func needs() []need {
 	}
 	// internal/controller/store: deleted ServiceAccounts end their streams (metadata-only informer).
 	add("internal/controller/store", "", "serviceaccounts", "", "", "list", "watch")
+	// internal/controller/store: Nodes' topology labels, a proxy's zone (metadata-only informer).
+	add("internal/controller/store", "", "nodes", "", "", "get", "list", "watch")
 	// internal/controller/status: policy status, written by the leader.
 	for _, r := range [][2]string{{"mesh.weft.dev", "trafficsplits/status"}, {"mesh.weft.dev", "retrypolicies/status"}, {"mesh.weft.dev", "backendtrafficpolicies/status"}, {"mesh.weft.dev", "ratelimitpolicies/status"},
 		{"mesh.weft.dev", "authpolicies/status"}, {"mesh.weft.dev", "meshconfigs/status"}, {"gateway.networking.k8s.io", "httproutes/status"}} {

@@ -116,6 +116,9 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 		_ = monLis.Close()
 		return err
 	}
+	// Proxies' zones come from the cluster (Pod -> Node), never from their
+	// node metadata (docs/design/171).
+	ads.SetLocator(st.Locality)
 	// The CA's root Secret is read directly, not through an informer that
 	// would cache every Secret of the cluster.
 	direct, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})

@@ -81,7 +81,8 @@ func TransformStripMetadata(obj any) (any, error) {
 }
 
 // TransformPod keeps only what the translator and the xDS layer read from a
-// Pod: name, namespace, uid, labels, annotations, spec.serviceAccountName,
+// Pod: name, namespace, uid, labels, annotations, spec.serviceAccountName
+// and spec.nodeName,
 // the names of its containers and init containers (to see the sidecar),
 // and status.podIP(s). A pod with five containers shrinks from ~10 KiB to a
 // few hundred bytes, and status churn (conditions, container states) no
@@ -107,6 +108,7 @@ func TransformPod(obj any) (any, error) {
 		},
 		Spec: corev1.PodSpec{
 			ServiceAccountName: p.Spec.ServiceAccountName,
+			NodeName:           p.Spec.NodeName, // where it runs: its zone (locality.go)
 			Containers:         containerNames(p.Spec.Containers),
 			InitContainers:     containerNames(p.Spec.InitContainers),
 		},

@@ -127,6 +127,8 @@ type Store struct {
 	backendPols   table[*v1alpha1.BackendTrafficPolicy]
 	rateLimitPols table[*v1alpha1.RateLimitPolicy]
 	meshConfigs   table[*v1alpha1.MeshConfig]
+	// nodes: each Node's topology labels (locality.go).
+	nodes map[string]nodeLocality
 
 	deb     *Debouncer
 	changes changeSet
@@ -170,7 +172,7 @@ func newStore(c cache.Cache, clk clock.WithTicker, log logr.Logger) (*Store, err
 		watch(s, c, KindRateLimitPolicy, &v1alpha1.RateLimitPolicy{}, &s.rateLimitPols),
 		watch(s, c, KindMeshConfig, &v1alpha1.MeshConfig{}, &s.meshConfigs),
 	}
-	errs = append(errs, watchServiceAccountDeletions(s, c))
+	errs = append(errs, watchServiceAccountDeletions(s, c), watchNodes(s, c))
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("watching weft's inputs (are weft's CRDs installed?): %w", err)
 	}
