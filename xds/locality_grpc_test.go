@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	xdscreds "google.golang.org/grpc/credentials/xds"
 	"google.golang.org/grpc/xds"
@@ -52,7 +54,11 @@ func TestGRPCLocalityFailover(t *testing.T) {
 		srv  *xds.GRPCServer
 	}
 	var backends []*backend
+	serving := map[string]chan struct{}{}
 	for i, name := range []string{"echo-a1", "echo-b1", "echo-b2"} {
+		up := make(chan struct{})
+		var once sync.Once
+		serving[name] = up
 		b := &backend{echoBackend: &echoBackend{name: name, ip: fmt.Sprintf("127.0.0.%d", 30+i)}, zone: zones[name]}
 		lis, err := net.Listen("tcp", b.ip+":0")
 		if err != nil {
@@ -64,7 +70,12 @@ func TestGRPCLocalityFailover(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv, err := xds.NewGRPCServer(grpc.Creds(creds), xds.BootstrapContentsForTesting(echoBootstrap(t, addr, b.name+".shop", "echo", "echo", b.ip, files)))
+		srv, err := xds.NewGRPCServer(grpc.Creds(creds), xds.BootstrapContentsForTesting(echoBootstrap(t, addr, b.name+".shop", "echo", "echo", b.ip, files)),
+			xds.ServingModeCallback(func(_ net.Addr, args xds.ServingModeChangeArgs) {
+				if args.Mode == connectivity.ServingModeServing {
+					once.Do(func() { close(up) })
+				}
+			}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -112,6 +123,15 @@ spec:
 	}
 	mesh := out.Mesh
 	ads.Update(mesh, time.Now())
+	// Before its listener arrives an xDS server refuses connections, and a
+	// client would fail over from a zone that is merely starting.
+	for _, name := range []string{"echo-a1", "echo-b1"} {
+		select {
+		case <-serving[name]:
+		case <-ctx.Done():
+			t.Fatalf("%s never served", name)
+		}
+	}
 
 	client := func(pod string) *grpc.ClientConn {
 		files := ca.Issue(t, dir, "spiffe://cluster.local/ns/shop/sa/frontend")
@@ -147,6 +167,15 @@ spec:
 		conn *grpc.ClientConn
 		want string
 	}{{a, "echo-a1"}, {b, "echo-b1"}} {
+		// A connection still in backoff can leave the first calls on the
+		// next level; once the caller's zone is READY it takes them all.
+		testkit.EventuallyTrue(t, c.want+" answering its zone's client", func() bool {
+			name, err := who(ctx, c.conn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return name == c.want
+		})
 		got, err := spread(c.conn, 100)
 		if err != nil {
 			t.Fatal(err)
