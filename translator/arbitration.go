@@ -30,8 +30,9 @@ const (
 //     tried first (oldest first), then the one without. Two with equal
 //     matches conflict, and the older wins.
 //
-// A port's routes end with its Service's own route, so requests that match
-// no split still reach the root.
+// A split port's routes end with its Service's own route, so requests that
+// match no split still reach the root. An HTTPRoute's port has no such
+// route: requests no rule matches get 404 (docs/design/177).
 type portRouting struct {
 	httpRoute *ir.PolicyRef
 	splits    []*ir.Route

@@ -34,8 +34,13 @@ func isServiceRef(group *gatewayv1.Group, kind *gatewayv1.Kind) bool {
 // as PartiallyInvalid. The whole rule goes, never just the bad match
 // condition: without it the rule would match more requests than its author
 // asked for. Requests the dropped rule would have taken go to the next
-// rule that matches them, or to the parent Service. A route without any
-// valid rule is Accepted=False and applies nothing.
+// rule that matches them, or get 404, as requests no rule matches do. A
+// route without any valid rule is Accepted=False and applies nothing.
+//
+// The route replaces its parent's routing on a port: no catch-all to the
+// parent Service follows the rules, so a request no rule matches gets
+// Envoy's 404 (NR) and a proxyless call UNAVAILABLE, as Gateway API asks
+// (docs/design/177).
 func (t *translation) httpRoute(hr *gatewayv1.HTTPRoute, ps *policyStatus, ref *ir.PolicyRef) {
 	var routes []*ir.Route
 	var problems, grpcGaps []string
@@ -105,8 +110,9 @@ func (t *translation) httpRoute(hr *gatewayv1.HTTPRoute, ps *policyStatus, ref *
 			if !port.Protocol.IsHTTP() || len(routes) == 0 {
 				continue
 			}
-			// Requests no rule matches still reach the parent Service.
-			own := append(append([]*ir.Route(nil), routes...), defaultRoute(root.Key, port.Port))
+			// No catch-all after the rules: a request no rule matches
+			// gets 404 (docs/design/177). Each port gets its own slice.
+			own := append([]*ir.Route(nil), routes...)
 			if t.claimForHTTPRoute(ps, ref, root, port, field, own) {
 				parents = append(parents, fmt.Sprintf("Service %s port %d", root.Key.Name, port.Port))
 			}

@@ -175,3 +175,59 @@ spec:
 		t.Errorf("mirror: %s, mirrors %v", v, v.Mirrors)
 	}
 }
+
+// TestHTTPRouteUnmatched: a request that no rule of a Service's HTTPRoute
+// matches gets 404 from the caller's sidecar, Envoy's answer when no
+// route of the virtual host matches (the simulator's walker.route, from
+// Envoy's router: NR, route_not_found), and never reaches the parent
+// Service (docs/design/177). A rule weft drops (an unsupported regular
+// expression) takes nothing: its requests get 404 too, not the parent.
+// A TrafficSplit's unmatched requests still reach its root.
+func TestHTTPRouteUnmatched(t *testing.T) {
+	w := weftWorld(t, "testdata/shop.in.yaml", webV2, `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: shop}
+spec:
+  parentRefs: [{kind: Service, name: web, port: 80}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /v2}}]
+    backendRefs: [{name: web-v2, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /v1}}]
+    backendRefs: [{name: web, port: 80}]
+  - matches: [{headers: [{name: x-beta, type: RegularExpression, value: "(?=yes)"}]}]
+    backendRefs: [{name: web-v2, port: 80}]`)
+	v1 := sim.Verdict{Kind: sim.Delivered, Pod: "shop/web-0", Port: 8080}
+	v2 := sim.Verdict{Kind: sim.Delivered, Pod: "shop/web-v2-0", Port: 8080}
+	nr := sim.Verdict{Kind: sim.NoRoute, Status: 404}
+	for _, tc := range []struct {
+		path    string
+		headers map[string]string
+		want    sim.Verdict
+	}{
+		{"/v2/x", nil, v2},
+		{"/v1", nil, v1},
+		{"/", nil, nr},
+		{"/v3", nil, nr},
+		{"/v1x", nil, nr}, // PathPrefix matches whole elements
+		{"/", map[string]string{"x-beta": "yes"}, nr},   // the dropped rule's request
+		{"/v1", map[string]string{"x-beta": "yes"}, v1}, // another rule's stays
+	} {
+		got := walk(t, w, sim.Call{From: "shop/client-0", To: "web.shop:80", Path: tc.path, Headers: tc.headers})
+		if got.Kind != tc.want.Kind || got.Pod != tc.want.Pod || got.Status != tc.want.Status {
+			t.Errorf("%s %v: %s, want %s", tc.path, tc.headers, got, tc.want)
+		}
+	}
+
+	ts := weftWorld(t, "testdata/shop.in.yaml", webV2, `apiVersion: mesh.weft.dev/v1alpha1
+kind: TrafficSplit
+metadata: {name: web, namespace: shop}
+spec:
+  rootService: {name: web}
+  matches: [{path: {type: PathPrefix, value: /v2}}]
+  backends: [{name: web-v2}]`)
+	for path, want := range map[string]sim.Verdict{"/v2": v2, "/": v1} {
+		if got := walk(t, ts, sim.Call{From: "shop/client-0", To: "web.shop:80", Path: path}); got.Kind != want.Kind || got.Pod != want.Pod {
+			t.Errorf("TrafficSplit, %s: %s, want %s", path, got, want)
+		}
+	}
+}

@@ -179,8 +179,10 @@ type Port struct {
 	TargetPortName string `json:"targetPortName,omitempty"`
 	// Endpoints that serve this port, sorted by address.
 	Endpoints []Endpoint `json:"endpoints,omitempty"`
-	// Routes for HTTP protocols, in match order: specific matches first,
-	// the catch-all last. Always at least one for HTTP ports.
+	// Routes for HTTP protocols, in match order: specific matches first.
+	// Always at least one for HTTP ports, but not always a catch-all: an
+	// HTTPRoute's rules may leave requests unmatched, and those get 404
+	// (docs/design/177). A port no HTTPRoute owns ends with a catch-all.
 	Routes []*Route `json:"routes,omitempty"`
 	// Retry applies to every route of this port unless a route has its own;
 	// nil means the proxy's defaults.

@@ -31,12 +31,7 @@ var update = flag.Bool("update", false, "rewrite docs/conformance.md from this r
 // knownFailures are conformance tests of features weft claims that fail
 // today, each with the issue item that fixes it. Whoever fixes the item
 // deletes the line; a failing test not listed fails TestGAMMAConformance.
-var knownFailures = map[string]string{
-	// Its 404 cases send requests that no rule matches: weft sends them to
-	// the parent Service (docs/api.md), where GAMMA wants 404
-	// (docs/design/160, "Left").
-	"MeshHTTPRouteQueryParamMatching": "issue 17 (Gateway API): a request no rule of the route matches reaches the parent Service, GAMMA wants 404",
-}
+var knownFailures = map[string]string{}
 
 // weightTolerance: a weight test passes when each backend's share of the
 // route's weights is within this of the expected share. The distribution

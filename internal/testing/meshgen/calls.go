@@ -312,6 +312,13 @@ func (m *Mesh) Destinations(c Case) map[string]int32 {
 	switch c.Via {
 	case ViaService, ViaHeadless:
 		add(c.Service, c.Port)
+		if hr := m.httpRouteOf(c); hr != nil {
+			for _, r := range hr.Spec.Rules {
+				for s, port := range m.routeBackends(hr.Namespace, &r) {
+					add(s, port)
+				}
+			}
+		}
 		for _, ts := range m.In.TrafficSplits {
 			if ts.Namespace != c.Service.Svc.Namespace || ts.Spec.RootService.Name != c.Service.Svc.Name ||
 				(ts.Spec.RootService.Port != nil && *ts.Spec.RootService.Port != c.Port) {
@@ -396,9 +403,9 @@ func (m *Mesh) Summary() string {
 			mirrors++
 		}
 	}
-	return fmt.Sprintf("seed %d: %d namespaces (Strict %v), %d workloads (%d IPv4, %d IPv6, %d dual-stack), %d pods, %d Services (%d headless), %d TrafficSplits (%d with a fault, %d with a mirror), %d RetryPolicies, %d AuthPolicies, %d RateLimitPolicies, %d BackendTrafficPolicies",
+	return fmt.Sprintf("seed %d: %d namespaces (Strict %v), %d workloads (%d IPv4, %d IPv6, %d dual-stack), %d pods, %d Services (%d headless), %d TrafficSplits (%d with a fault, %d with a mirror), %d HTTPRoutes, %d RetryPolicies, %d AuthPolicies, %d RateLimitPolicies, %d BackendTrafficPolicies",
 		m.Seed, len(m.In.Namespaces), strict, len(m.Workloads), fam[IPv4], fam[IPv6], fam[DualStack], len(m.In.Pods),
-		len(m.Services), headless, len(m.In.TrafficSplits), faults, mirrors, len(m.In.RetryPolicies), len(m.In.AuthPolicies), len(m.In.RateLimitPolicies), len(m.In.BackendTrafficPolicies))
+		len(m.Services), headless, len(m.In.TrafficSplits), faults, mirrors, len(m.In.HTTPRoutes), len(m.In.RetryPolicies), len(m.In.AuthPolicies), len(m.In.RateLimitPolicies), len(m.In.BackendTrafficPolicies))
 }
 
 // targetPort is the container port behind a Service port.

@@ -212,6 +212,13 @@ func Generate(seed uint64, o Options) *Mesh {
 		p.backendPolicies(ns.Name)
 		p.faults(ns.Name)
 	}
+	// HTTPRoutes (issue 17) from a stream of their own too.
+	h := &gen{r: rand.New(rand.NewPCG(seed^0x177, seed^0x4077e)), m: m, time: p.time}
+	for _, ns := range m.In.Namespaces {
+		if ns.Name != LegacyNamespace {
+			h.httpRoutes(ns.Name)
+		}
+	}
 	return m
 }
 

@@ -51,9 +51,10 @@ const (
 	invLimits   = "7 a delivered request is counted in the rate-limit buckets the reference evaluator names"
 	invFault    = "8 a TrafficSplit's fault and mirror are on the caller's route, and on no other"
 	invBackend  = "9 the cluster a call leaves by carries its Service's BackendTrafficPolicy"
+	invRoute    = "10 an HTTPRoute's request reaches its rule's backends, or gets 404 when no rule matches"
 )
 
-var invariants = []string{invAuthz, invStrict, invMTLS, invEnds, invScoping, invProbes, invExcluded, invLimits, invFault, invBackend}
+var invariants = []string{invAuthz, invStrict, invMTLS, invEnds, invScoping, invProbes, invExcluded, invLimits, invFault, invBackend, invRoute}
 
 type violation struct {
 	inv, why string
@@ -186,6 +187,7 @@ func (m *Mesh) check(c Case, v, vo sim.Verdict, tl *tally, report func(inv, why 
 	if c.Source != nil && c.Source.Meshed && !excludedOut {
 		m.checkRoutePolicy(c, v, tl, report)
 		m.checkBackendPolicy(v, tl, report)
+		m.checkHTTPRoute(c, v, tl, report)
 	}
 
 	// 6a: probes reach the application, in plaintext, at the probe port.
@@ -375,6 +377,9 @@ func reqMethod(c Case) string {
 // Service's own workload, so a split to another workload is judged by
 // invariant 1 only.
 func (m *Mesh) splitFree(c Case) bool {
+	if m.httpRouteOf(c) != nil {
+		return false
+	}
 	for _, ts := range m.In.TrafficSplits {
 		if ts.Namespace == c.Service.Svc.Namespace && ts.Spec.RootService.Name == c.Service.Svc.Name &&
 			(ts.Spec.RootService.Port == nil || *ts.Spec.RootService.Port == c.Port) {
@@ -612,4 +617,45 @@ func (m *Mesh) checkBackendPolicy(v sim.Verdict, tl *tally, report func(inv, why
 		report(invBackend, fmt.Sprintf("cluster %s: %d connections, %d requests, %s, connect timeout %s; want %d, %d, %s, %s",
 			u.Cluster, u.MaxConnections, u.MaxRequests, u.LB, u.ConnectTimeout, wantConns, wantReqs, wantLB, wantConnect))
 	}
+}
+
+// checkHTTPRoute (10): an HTTP request of a meshed caller through a
+// Service port that an HTTPRoute routes goes where the reference's rule
+// says (RouteRule): to a pod of one of the rule's backends, never a 404
+// from the route; and when no rule matches, to no pod at all but a 404
+// from the caller's sidecar (docs/api.md, HTTPRoute; docs/design/177).
+// Refusals (AuthPolicy, scoping) are other invariants' business.
+func (m *Mesh) checkHTTPRoute(c Case, v sim.Verdict, tl *tally, report func(inv, why string)) {
+	if c.Via != ViaService || !c.Proto.IsHTTP() || c.Call.Protocol == sim.TCP || c.Call.Protocol == sim.ServerFirst || c.Call.TLS != nil {
+		return
+	}
+	hr := m.httpRouteOf(c)
+	if hr == nil {
+		return
+	}
+	tl.checked[invRoute]++
+	rule := RouteRule(hr, c.Call.Path)
+	if rule == nil {
+		// A refusal of the caller's own sidecar (403: scoping, AuthPolicy)
+		// may come first; anything else is the 404.
+		if !(v.Kind == sim.NoRoute && v.Status == 404) && v.Status != 403 {
+			report(invRoute, fmt.Sprintf("no rule of %s/%s matches %s: want 404 (NR) from the caller's sidecar, got %s", hr.Namespace, hr.Name, c.Call.Path, v))
+		}
+		return
+	}
+	if v.Kind == sim.NoRoute {
+		report(invRoute, fmt.Sprintf("a rule of %s/%s matches %s (backends %v): got %s", hr.Namespace, hr.Name, c.Call.Path, rule.BackendRefs, v))
+		return
+	}
+	if v.Kind != sim.Delivered {
+		return
+	}
+	for s, port := range m.routeBackends(hr.Namespace, rule) {
+		for _, p := range s.Workload.Pods {
+			if v.Pod == p.Namespace+"/"+p.Name && int32(v.Port) == s.targetPort(port) {
+				return
+			}
+		}
+	}
+	report(invRoute, fmt.Sprintf("%s matches a rule of %s/%s whose backends are %v: delivered elsewhere, %s", c.Call.Path, hr.Namespace, hr.Name, rule.BackendRefs, v))
 }
