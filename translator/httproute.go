@@ -140,13 +140,17 @@ func (t *translation) httpRouteRule(hr *gatewayv1.HTTPRoute, ps *policyStatus, r
 		// whole request, retries included; backendRequest bounds each try
 		// to a backend. translator/envoy turns them into the route's
 		// timeout and its retry policy's per_try_timeout.
+		// An explicit zero disables the timeout (Gateway API), a
+		// RetryPolicy's included: omitted leaves it to the policy.
 		if to.Request != nil {
 			d := v1alpha1.Duration(*to.Request)
 			r.Timeout = duration(&d)
+			r.NoTimeout = r.Timeout == 0
 		}
 		if to.BackendRequest != nil {
 			d := v1alpha1.Duration(*to.BackendRequest)
 			r.BackendTimeout = duration(&d)
+			r.NoBackendTimeout = r.BackendTimeout == 0
 		}
 		// Gateway API's CRD refuses this too (its CEL rule on
 		// HTTPRouteTimeouts); checked again for inputs it never saw

@@ -141,6 +141,7 @@ func retryFrom(rp *v1alpha1.RetryPolicy, ref ir.PolicyRef) *ir.Retry {
 	}
 	r.PerTryTimeout = duration(s.PerTryTimeout)
 	r.Timeout = duration(s.Timeout)
+	r.IdleTimeout = duration(s.IdleTimeout)
 	base, max := DefaultRetryBase, DefaultRetryMax
 	if s.Backoff != nil {
 		if s.Backoff.BaseInterval != "" {
@@ -201,6 +202,11 @@ func proxylessRetryGaps(rp *v1alpha1.RetryPolicy, r *ir.Retry) string {
 	}
 	if rp.Spec.PerTryTimeout != nil {
 		gaps = append(gaps, "spec.perTryTimeout (gRPC has no per-try timeout; spec.timeout bounds the whole call)")
+	}
+	if r.IdleTimeout > 0 {
+		// gRPC-Go's xDS client reads no route idle_timeout
+		// (routesProtoToSlice, unmarshal_rds.go, v1.85).
+		gaps = append(gaps, "spec.idleTimeout (gRPC-Go has no idle timeout for a call; spec.timeout bounds the whole call, and keepalive settings in the client find dead connections)")
 	}
 	// The default budget, written or filled in by the API server (the CRD
 	// defaults it, so a stored policy always has one), is not reported.

@@ -45,6 +45,7 @@ type RetryPolicy struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.retryOn) || !('retriable-status-codes' in self.retryOn) || has(self.retriableStatusCodes)",message="spec.retriableStatusCodes must list the status codes to retry, such as [503], because spec.retryOn contains retriable-status-codes",fieldPath=".retriableStatusCodes"
 // +kubebuilder:validation:XValidation:rule="!has(self.retriableStatusCodes) || (has(self.retryOn) && 'retriable-status-codes' in self.retryOn)",message="spec.retriableStatusCodes is set but spec.retryOn lacks retriable-status-codes: add it to retryOn, or remove retriableStatusCodes",fieldPath=".retriableStatusCodes"
 // +kubebuilder:validation:XValidation:rule="!has(self.perTryTimeout) || !has(self.timeout) || !self.perTryTimeout.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || !self.timeout.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || duration(self.timeout) == duration('0s') || duration(self.perTryTimeout) <= duration(self.timeout)",message="spec.perTryTimeout must not be longer than spec.timeout, which bounds all tries together; shorten perTryTimeout or lengthen timeout",fieldPath=".perTryTimeout"
+// +kubebuilder:validation:XValidation:rule="!has(self.idleTimeout) || !has(self.timeout) || !self.idleTimeout.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || !self.timeout.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || duration(self.timeout) == duration('0s') || duration(self.idleTimeout) == duration('0s') || duration(self.idleTimeout) < duration(self.timeout)",message="spec.idleTimeout must be shorter than spec.timeout, which ends every request first; shorten idleTimeout, remove it, or lengthen timeout",fieldPath=".idleTimeout"
 type RetryPolicySpec struct {
 	// TargetRefs are the objects this policy applies to, in its namespace: a
 	// Service (group ""), a TrafficSplit (group mesh.weft.dev) or an
@@ -105,6 +106,17 @@ type RetryPolicySpec struct {
 	// not impose Envoy's 15s default route timeout.
 	// +optional
 	Timeout *Duration `json:"timeout,omitempty"`
+
+	// IdleTimeout ends a request whose stream carries nothing in either
+	// direction for this long, such as 5m: a backend that stalls mid-
+	// response, a stream or long poll left silent. Waiting for the first
+	// byte of the response counts as idle. The caller gets 504 when no
+	// response has started, else the stream is reset. Omitted or 0s, there
+	// is no idle limit (weft turns off Envoy's 5-minute default). It ends
+	// requests; BackendTrafficPolicy's connection.idleTimeout closes
+	// unused connections instead. Proxyless gRPC clients do not apply it.
+	// +optional
+	IdleTimeout *Duration `json:"idleTimeout,omitempty"`
 
 	// Backoff is the wait between tries: randomized exponential backoff from
 	// baseInterval, growing to at most maxInterval.

@@ -1317,6 +1317,11 @@ func (in *RetryPolicySpec) DeepCopyInto(out *RetryPolicySpec) {
 		*out = new(Duration)
 		**out = **in
 	}
+	if in.IdleTimeout != nil {
+		in, out := &in.IdleTimeout, &out.IdleTimeout
+		*out = new(Duration)
+		**out = **in
+	}
 	if in.Backoff != nil {
 		in, out := &in.Backoff, &out.Backoff
 		*out = new(RetryBackoff)

@@ -19,6 +19,11 @@ const typeHTTPFault = "envoy.extensions.filters.http.fault.v3.HTTPFault"
 // "defaults to 15 seconds"); a timeout of 0 disables it.
 const envoyRouteTimeout = 15 * time.Second
 
+// envoyStreamIdleTimeout is a connection manager's stream_idle_timeout
+// when it sets none (http_connection_manager.proto: "If not specified,
+// this defaults to 5 minutes"); 0 disables it.
+const envoyStreamIdleTimeout = 5 * time.Minute
+
 // RoutePolicy is what the caller's sidecar's route applies to a request
 // besides choosing its cluster: timeouts, retries, an injected fault and
 // mirrors, read from the route and the HTTP filters of the chain that
@@ -37,6 +42,11 @@ type RoutePolicy struct {
 	// (0: a try may last until Timeout).
 	Retries       uint32
 	PerTryTimeout time.Duration
+	// IdleTimeout ends a stream silent that long: the route's idle_timeout
+	// when it sets one (0 disables it), else the connection manager's
+	// stream_idle_timeout (RouteAction.idle_timeout in
+	// route_components.proto: it overrides the manager's); 0 means none.
+	IdleTimeout time.Duration
 	// Fault is the fault filter's configuration in effect for the route:
 	// the route's (or its virtual host's, or its route configuration's)
 	// typed_per_filter_config for the filter's name, which replaces the
@@ -77,7 +87,7 @@ type Mirror struct {
 
 func (r *RoutePolicy) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "route %s: timeout %s", r.Route, r.Timeout)
+	fmt.Fprintf(&b, "route %s: timeout %s, idle timeout %s", r.Route, r.Timeout, r.IdleTimeout)
 	if r.Retries > 0 {
 		fmt.Fprintf(&b, ", %d retries", r.Retries)
 		if r.PerTryTimeout > 0 {
@@ -173,10 +183,13 @@ func faultFor(f faultFilter, rc *routev3.RouteConfiguration, vh *routev3.Virtual
 
 // routePolicyOf reads what a route applies; clusterExists says whether the
 // proxy holds a cluster.
-func routePolicyOf(rt *routev3.Route, ra *routev3.RouteAction, fault *Fault, clusterExists func(string) bool) *RoutePolicy {
-	rp := &RoutePolicy{Route: routeName(rt), Timeout: envoyRouteTimeout, Fault: fault}
+func routePolicyOf(rt *routev3.Route, ra *routev3.RouteAction, fault *Fault, streamIdle time.Duration, clusterExists func(string) bool) *RoutePolicy {
+	rp := &RoutePolicy{Route: routeName(rt), Timeout: envoyRouteTimeout, IdleTimeout: streamIdle, Fault: fault}
 	if t := ra.GetTimeout(); t != nil {
 		rp.Timeout = t.AsDuration()
+	}
+	if t := ra.GetIdleTimeout(); t != nil {
+		rp.IdleTimeout = t.AsDuration()
 	}
 	if p := ra.GetRetryPolicy(); p != nil {
 		rp.Retries = 1

@@ -30,6 +30,12 @@ spec:
   - matches: [{path: {type: PathPrefix, value: /request}}]
     backendRefs: [{name: web, port: 80}]
     timeouts: {request: 4s}
+  - matches: [{path: {type: PathPrefix, value: /off}}]
+    backendRefs: [{name: web, port: 80}]
+    timeouts: {request: 0s}
+  - matches: [{path: {type: PathPrefix, value: /tryoff}}]
+    backendRefs: [{name: web, port: 80}]
+    timeouts: {backendRequest: 0s}
   - backendRefs: [{name: web, port: 80}]`
 
 const webRouteRetries = `apiVersion: mesh.weft.dev/v1alpha1
@@ -69,6 +75,8 @@ func TestHTTPRouteTimeouts(t *testing.T) {
 			"/both":    {timeout: 2 * time.Second},
 			"/backend": {timeout: 3 * time.Second},
 			"/request": {timeout: 4 * time.Second},
+			"/off":     {timeout: 0},
+			"/tryoff":  {timeout: 0},
 			"/":        {timeout: 0},
 		}},
 		{"with retries backendRequest is the per-try timeout and beats the RetryPolicy's", []string{webTimeouts, webRouteRetries}, map[string]want{
@@ -76,6 +84,13 @@ func TestHTTPRouteTimeouts(t *testing.T) {
 			"/backend": {timeout: 20 * time.Second, perTry: 3 * time.Second, retries: 2},
 			"/request": {timeout: 4 * time.Second, perTry: time.Second, retries: 2},
 			"/":        {timeout: 20 * time.Second, perTry: time.Second, retries: 2},
+		}},
+		// Gateway API: a zero duration disables the timeout, so an
+		// explicit 0s beats the RetryPolicy's as any other value does
+		// (Envoy: a route timeout or per_try_timeout of 0 is none).
+		{"with retries an explicit 0s disables the RetryPolicy's timeout", []string{webTimeouts, webRouteRetries}, map[string]want{
+			"/off":    {timeout: 0, perTry: time.Second, retries: 2},
+			"/tryoff": {timeout: 20 * time.Second, perTry: 0, retries: 2},
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -86,6 +101,39 @@ func TestHTTPRouteTimeouts(t *testing.T) {
 					if r.Timeout != exp.timeout || r.PerTryTimeout != exp.perTry || r.Retries != exp.retries {
 						t.Errorf("%s %s: timeout %s, per try %s, %d retries; want %s, %s, %d", proto, path, r.Timeout, r.PerTryTimeout, r.Retries, exp.timeout, exp.perTry, exp.retries)
 					}
+				}
+			}
+		})
+	}
+}
+
+// TestRetryPolicyIdleAndZeroTimeouts: a RetryPolicy's idleTimeout is the
+// caller's route idle timeout (Envoy's route idle_timeout, which replaces
+// the connection manager's stream_idle_timeout); without one no idle
+// limit applies (weft turns the manager's 5-minute default off); and a
+// RetryPolicy timeout of 0s is no timeout, not Envoy's 15s default.
+func TestRetryPolicyIdleAndZeroTimeouts(t *testing.T) {
+	const policy = `apiVersion: mesh.weft.dev/v1alpha1
+kind: RetryPolicy
+metadata: {name: web, namespace: shop}
+spec:
+  targetRefs: [{group: "", kind: Service, name: web}]
+  attempts: 1
+`
+	for _, tc := range []struct {
+		name, spec    string
+		timeout, idle time.Duration
+	}{
+		{"idle 5m, timeout 1h", "  idleTimeout: 5m\n  timeout: 1h\n", time.Hour, 5 * time.Minute},
+		{"idle 90s, timeout 0s", "  idleTimeout: 90s\n  timeout: 0s\n", 0, 90 * time.Second},
+		{"neither", "", 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := weftWorld(t, "testdata/shop.in.yaml", policy+tc.spec)
+			for _, proto := range []sim.Protocol{sim.HTTP1, sim.GRPC} {
+				r := routeOf(t, w, sim.Call{From: "shop/client-0", To: "web.shop:80", Path: "/", Protocol: proto})
+				if r.Timeout != tc.timeout || r.IdleTimeout != tc.idle {
+					t.Errorf("%s: timeout %s, idle timeout %s; want %s, %s", proto, r.Timeout, r.IdleTimeout, tc.timeout, tc.idle)
 				}
 			}
 		})

@@ -158,6 +158,10 @@ func (k *walker) httpStream(p *Pod, h *hcmv3.HttpConnectionManager, ds downstrea
 		return Verdict{Kind: Denied, Status: 403, Policy: "upgrade_configs", Reason: fmt.Sprintf("%s: HCM %q does not allow the %q upgrade (no upgrade_configs): 403 UpgradeFailed", p.Key(), h.GetStatPrefix(), up)}
 	}
 	k.fault = nil
+	k.streamIdle = envoyStreamIdleTimeout
+	if d := h.GetStreamIdleTimeout(); d != nil {
+		k.streamIdle = d.AsDuration()
+	}
 	for _, f := range h.GetHttpFilters() {
 		switch typeOf(f.GetTypedConfig()) {
 		case typeHTTPFault:
@@ -439,7 +443,7 @@ func (k *walker) recordRoute(p *Pod, rt *routev3.Route, ds downstream) {
 	if !ds.outbound || k.firstRoute != nil || ra == nil {
 		return
 	}
-	k.firstRoute = routePolicyOf(rt, ra, k.fault, func(name string) bool {
+	k.firstRoute = routePolicyOf(rt, ra, k.fault, k.streamIdle, func(name string) bool {
 		for _, c := range p.Proxy.Clusters {
 			if c.GetName() == name {
 				return true

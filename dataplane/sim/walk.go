@@ -109,6 +109,9 @@ type walker struct {
 	// the HCM being walked chose.
 	firstRoute *RoutePolicy
 	fault      *Fault
+	// streamIdle is the stream idle timeout of the HCM that took the
+	// request (stream_idle_timeout, Envoy's 5 minutes when unset).
+	streamIdle time.Duration
 }
 
 // Walk runs one call through the World and returns its trace and verdict.

@@ -287,7 +287,9 @@ func grpcRoutes(mesh *ir.Mesh, port *ir.Port, f family) []*routev3.Route {
 		if d := a.GetTimeout(); d != nil && d.AsDuration() > 0 {
 			a.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(d.AsDuration())}
 		}
-		a.Timeout = nil
+		// gRPC-Go reads no idle_timeout (named on the RetryPolicy,
+		// ProxylessLimited).
+		a.Timeout, a.IdleTimeout = nil, nil
 		if rp := a.GetRetryPolicy(); rp != nil {
 			var on []string
 			for _, c := range strings.Split(rp.RetryOn, ",") {

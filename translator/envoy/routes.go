@@ -261,7 +261,9 @@ func routeAction(mesh *ir.Mesh, r *ir.Route, portRetry *ir.Retry, f family) *rou
 	// Envoy's default 15s route timeout would cut long requests and gRPC
 	// streams that work without the mesh: no timeout unless asked for.
 	timeout := r.Timeout
-	if timeout == 0 && retry != nil {
+	if timeout == 0 && retry != nil && !r.NoTimeout {
+		// An HTTPRoute's explicit 0s disables the timeout, the
+		// RetryPolicy's too (Gateway API; Envoy: 0 is none).
 		timeout = retry.Timeout
 	}
 	retries := retry != nil && retry.Attempts > 0
@@ -274,10 +276,18 @@ func routeAction(mesh *ir.Mesh, r *ir.Route, portRetry *ir.Retry, f family) *rou
 		timeout = r.BackendTimeout
 	}
 	a.Timeout = durationpb.New(timeout.D())
+	if retry != nil && retry.IdleTimeout > 0 {
+		// The stream's idle limit, in place of the connection manager's
+		// stream_idle_timeout (which weft turns off).
+		a.IdleTimeout = durationpb.New(retry.IdleTimeout.D())
+	}
 	if retries {
 		a.RetryPolicy = retryPolicy(retry)
-		if r.BackendTimeout > 0 {
+		switch {
+		case r.BackendTimeout > 0:
 			a.RetryPolicy.PerTryTimeout = durationpb.New(r.BackendTimeout.D())
+		case r.NoBackendTimeout:
+			a.RetryPolicy.PerTryTimeout = nil // each try until the timeout
 		}
 	}
 	a.HashPolicy = hashPolicies(mesh, r.Backends)

@@ -70,7 +70,8 @@ func (r *Route) Equal(o *Route) bool {
 		deepPtr(r.Retry, o.Retry) && deepSlice(r.Matches, o.Matches) &&
 		deepPtr(r.RequestHeaders, o.RequestHeaders) && deepPtr(r.ResponseHeaders, o.ResponseHeaders) &&
 		deepPtr(r.Redirect, o.Redirect) && deepPtr(r.Rewrite, o.Rewrite) && sliceEqual(r.Mirrors, o.Mirrors) &&
-		r.BackendTimeout == o.BackendTimeout && deepPtr(r.Fault, o.Fault)
+		r.BackendTimeout == o.BackendTimeout && deepPtr(r.Fault, o.Fault) &&
+		r.NoTimeout == o.NoTimeout && r.NoBackendTimeout == o.NoBackendTimeout
 }
 
 // backendsEqual compares backends as reflect.DeepEqual does: their

@@ -13,7 +13,7 @@ func TestEqualCoversEveryField(t *testing.T) {
 	for typ, known := range map[reflect.Type][]string{
 		reflect.TypeFor[Service](): {"Key", "ClusterIPs", "Headless", "Selector", "Ports", "ExportTo", "AuthPolicies"},
 		reflect.TypeFor[Port]():    {"Name", "Port", "Protocol", "TargetPort", "TargetPortName", "Endpoints", "Routes", "Retry", "TCPBackends", "Backend", "RateLimit"},
-		reflect.TypeFor[Route]():   {"Source", "Matches", "Backends", "Retry", "Timeout", "RequestHeaders", "ResponseHeaders", "Redirect", "Rewrite", "Mirrors", "BackendTimeout", "Fault"},
+		reflect.TypeFor[Route]():   {"Source", "Matches", "Backends", "Retry", "Timeout", "NoTimeout", "RequestHeaders", "ResponseHeaders", "Redirect", "Rewrite", "Mirrors", "BackendTimeout", "NoBackendTimeout", "Fault"},
 		reflect.TypeFor[Backend](): {"Unresolved", "Service", "Port", "Weight", "RequestHeaders", "ResponseHeaders"},
 	} {
 		var fields []string

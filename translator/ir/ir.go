@@ -259,8 +259,13 @@ type Route struct {
 	Backends []Backend `json:"backends,omitempty"`
 	// Retry overrides the port's retry policy when set.
 	Retry *Retry `json:"retry,omitempty"`
-	// Timeout bounds the whole request, retries included; 0 means none.
+	// Timeout bounds the whole request, retries included; 0 means none
+	// from the route (the retry policy's applies).
 	Timeout Duration `json:"timeout,omitempty"`
+	// NoTimeout: the route disables the request timeout (an HTTPRoute's
+	// explicit timeouts.request 0s; Gateway API: a zero duration
+	// disables it), so the retry policy's timeout does not apply either.
+	NoTimeout bool `json:"noTimeout,omitempty"`
 	// RequestHeaders and ResponseHeaders change the request before it is
 	// forwarded and the response before it is returned (Gateway API's
 	// header modifier filters).
@@ -278,6 +283,9 @@ type Route struct {
 	// timeouts.backendRequest): the retry policy's per-try timeout when
 	// the route retries, else a bound on the one request; 0 means none.
 	BackendTimeout Duration `json:"backendTimeout,omitempty"`
+	// NoBackendTimeout: the route disables the per-try timeout (an
+	// explicit timeouts.backendRequest 0s), the retry policy's included.
+	NoBackendTimeout bool `json:"noBackendTimeout,omitempty"`
 	// Fault is injected into the route's requests by the caller's side;
 	// nil injects nothing.
 	Fault *Fault `json:"fault,omitempty"`
@@ -411,8 +419,11 @@ type Retry struct {
 	Attempts      uint32    `json:"attempts,omitempty"`
 	PerTryTimeout Duration  `json:"perTryTimeout,omitempty"`
 	Timeout       Duration  `json:"timeout,omitempty"`
-	BaseInterval  Duration  `json:"baseInterval,omitempty"`
-	MaxInterval   Duration  `json:"maxInterval,omitempty"`
+	// IdleTimeout ends a request whose stream is silent that long (Envoy's
+	// route idle_timeout); 0 means none.
+	IdleTimeout  Duration `json:"idleTimeout,omitempty"`
+	BaseInterval Duration `json:"baseInterval,omitempty"`
+	MaxInterval  Duration `json:"maxInterval,omitempty"`
 	// BudgetPercent of active requests may be retries, but at least
 	// BudgetMinConcurrency retries may always run.
 	BudgetPercent        float64 `json:"budgetPercent,omitempty"`
