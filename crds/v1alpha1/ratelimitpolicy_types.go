@@ -208,7 +208,9 @@ type RateLimitResponse struct {
 	// RateLimitHeaders, true by default, adds X-RateLimit-Limit,
 	// X-RateLimit-Remaining and X-RateLimit-Reset (draft-polli-ratelimit-
 	// headers-03) to every response of the limited ports, so that clients
-	// can slow down before they are limited.
+	// can slow down before they are limited, and Retry-After (the seconds
+	// until the rejecting bucket's next token, at least 1) to a limited
+	// request's 429 answer (not to another statusCode, nor to gRPC).
 	// +optional
 	// +kubebuilder:default=true
 	RateLimitHeaders *bool `json:"rateLimitHeaders,omitempty"`

@@ -56,6 +56,14 @@ type RateLimit struct {
 	// Headers: X-RateLimit-Limit, -Remaining and -Reset on responses
 	// (enable_x_ratelimit_headers DRAFT_VERSION_03).
 	Headers bool
+	// RetryAfter: the limited response carries Retry-After
+	// (enable_retry_after_header: on an enforced HTTP 429 only, "the
+	// number of seconds until the next token is available in the bucket
+	// that rejected the request, clamped to at least 1", local_rate_limit
+	// .proto, Envoy 1.40). The walk does not model time, so this is the
+	// most it can say: the rejecting bucket's fill interval, within which
+	// its next token comes. 0: no Retry-After.
+	RetryAfter time.Duration
 	// Limited: Call.EmptyBuckets was set and the filter counted the
 	// request (or connection) as over its limit.
 	Limited bool
@@ -277,9 +285,16 @@ func (k *walker) httpLocalRateLimit(p *Pod, name string, cfg *localrlv3.LocalRat
 	k.si.setFlag("RL", "local_rate_limited")
 	v := Verdict{Kind: RateLimited, Status: r.Status, Policy: name,
 		Reason: fmt.Sprintf("%s: local rate limit %q: bucket %s is empty: HTTP %d", p.Key(), r.StatPrefix, r.Buckets[0].Descriptor, r.Status)}
+	grpc := false
 	if ct, _ := req.get("content-type"); strings.HasPrefix(ct, "application/grpc") {
+		grpc = true
 		v.Status = 200
 		v.Reason = fmt.Sprintf("%s: local rate limit %q: bucket %s is empty: grpc-status %d", p.Key(), r.StatPrefix, r.Buckets[0].Descriptor, r.GRPCStatus)
+	}
+	if cfg.GetEnableRetryAfterHeader() && r.Status == 429 && !grpc {
+		r.RetryAfter = max(r.Buckets[0].FillInterval, time.Second)
+		k.rateLimits[len(k.rateLimits)-1] = r
+		k.logf("%s envoy: local rate limit %q: Retry-After: the seconds until bucket %s's next token, at most %s", p.Key(), r.StatPrefix, r.Buckets[0].Descriptor, r.RetryAfter)
 	}
 	return v, false
 }

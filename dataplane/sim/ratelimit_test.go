@@ -136,6 +136,31 @@ func TestRateLimitEnforcedOrOnlyCounted(t *testing.T) {
 			t.Errorf("verdict %s, want RateLimited with grpc-status 8", v)
 		}
 	})
+	t.Run("Enforce, 503 without rateLimitHeaders: no Retry-After", func(t *testing.T) {
+		v := walk(t, weftWorld(t, "testdata/shop.in.yaml", webLimits), over)
+		if rl := onlyLimit(t, v, "shop/web-0"); rl.RetryAfter != 0 {
+			t.Errorf("rate limit %+v: want no Retry-After", rl)
+		}
+	})
+	t.Run("Enforce, the default 429 with rateLimitHeaders: Retry-After", func(t *testing.T) {
+		defaults := strings.Replace(webLimits, "  response: {statusCode: 503, rateLimitHeaders: false}", "", 1)
+		v := walk(t, weftWorld(t, "testdata/shop.in.yaml", defaults), over)
+		rl := onlyLimit(t, v, "shop/web-0")
+		// The rejecting bucket is the caller's, 20 a minute: its next
+		// token is at most a minute away.
+		if v.Kind != sim.RateLimited || v.Status != 429 || rl.RetryAfter != time.Minute || !rl.Headers {
+			t.Errorf("verdict %s, rate limit %+v: want 429 with Retry-After (at most 1m) and X-RateLimit-* headers", v, rl)
+		}
+	})
+	t.Run("Enforce, gRPC with rateLimitHeaders: no Retry-After (not an HTTP 429)", func(t *testing.T) {
+		defaults := strings.Replace(webLimits, "  response: {statusCode: 503, rateLimitHeaders: false}", "", 1)
+		g := over
+		g.Protocol, g.Path = sim.GRPC, "/shop.Web/Get"
+		v := walk(t, weftWorld(t, "testdata/shop.in.yaml", defaults), g)
+		if rl := onlyLimit(t, v, "shop/web-0"); v.Kind != sim.RateLimited || rl.RetryAfter != 0 {
+			t.Errorf("verdict %s, rate limit %+v: want limited, no Retry-After", v, rl)
+		}
+	})
 	t.Run("DryRun: counted, delivered", func(t *testing.T) {
 		dry := strings.Replace(webLimits, "  limit: {requests: 100", "  mode: DryRun\n  limit: {requests: 100", 1)
 		v := walk(t, weftWorld(t, "testdata/shop.in.yaml", dry), over)

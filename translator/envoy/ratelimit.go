@@ -165,6 +165,11 @@ func localRateLimit(statPrefix string, rl *ir.RateLimit, mtls bool) *localrlv3.L
 	}
 	if rl.Headers {
 		c.EnableXRatelimitHeaders = ratelimitv3.XRateLimitHeadersRFCVersion_DRAFT_VERSION_03
+		// Retry-After (RFC 9110), the header clients and libraries
+		// honour: the seconds until the rejecting bucket's next token,
+		// at least 1. Envoy adds it to HTTP 429 answers only (not to
+		// another status code, nor to a gRPC call's RESOURCE_EXHAUSTED).
+		c.EnableRetryAfterHeader = true
 	}
 	add := func(b *ir.Bucket, entries []*ratelimitv3.RateLimitDescriptor_Entry, actions ...[]*routev3.RateLimit_Action) {
 		if b == nil {
