@@ -96,7 +96,7 @@ func serve(t testing.TB, ads *xds.ADS) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer()
+	g := grpc.NewServer(xds.ResponseCodec()) // as NewServer serves
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, ads)
 	go func() { _ = g.Serve(lis) }()
 	t.Cleanup(g.Stop)

@@ -102,8 +102,8 @@ func serveADS(t *testing.T, ads *weftxds.ADS) (tlsAddr, rootFile, plainAddr stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis := testkit.ServeADS(t, ads, grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequestClientCert})))
-	plain := testkit.ServeADS(t, ads.Anonymous())
+	lis := testkit.ServeADS(t, ads, weftxds.ResponseCodec(), grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequestClientCert})))
+	plain := testkit.ServeADS(t, ads.Anonymous(), weftxds.ResponseCodec())
 	return net.JoinHostPort("localhost", strconv.Itoa(lis.(*net.TCPAddr).Port)), f.CA, plain.String()
 }
 

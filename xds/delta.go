@@ -174,7 +174,7 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 		}
 		resp.Nonce = c.nextNonce()
 		resp.SystemVersionInfo = version
-		ts.pending[resp.Nonce] = fl
+		ts.sending(resp.Nonce, fl)
 	}
 	// What was sent is now the snapshot's resources of the type, but for
 	// names the stream does not subscribe to: keep it as what differs.

@@ -63,6 +63,10 @@ type encoder struct {
 	// maps and deps share snapshots' maps between groups (snapshot.share).
 	maps *mapInterner[string, *encoded]
 	deps *mapInterner[ir.ServiceKey, bool]
+	// policies and since share snapshots' policy lists
+	// (snapshot.sharePolicies).
+	policies *sliceInterner[ir.PolicyRef]
+	since    *sliceInterner[uint64]
 }
 
 // msgKey is one shared message (a weak.Pointer of its type) under one
@@ -82,7 +86,8 @@ type encodeKey struct {
 
 func newEncoder() *encoder {
 	return &encoder{entries: map[encodeKey]weak.Pointer[encoded]{}, byMsg: map[msgKey]weak.Pointer[encoded]{},
-		maps: newMapInterner[string, *encoded](), deps: newMapInterner[ir.ServiceKey, bool]()}
+		maps: newMapInterner[string, *encoded](), deps: newMapInterner[ir.ServiceKey, bool](),
+		policies: newSliceInterner[ir.PolicyRef](), since: newSliceInterner[uint64]()}
 }
 
 // encode returns the encoding of m, named name: prev itself when its

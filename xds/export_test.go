@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
 )
 
 // PolicyNacks is the per-policy NACK counter, for tests.
@@ -44,3 +45,7 @@ func SetMaxConnectionAge(age, grace time.Duration) (restore func()) {
 
 // SetTokenCacheTTL shortens how long t trusts a token review.
 func SetTokenCacheTTL(t *TokenAuthenticator, d time.Duration) { t.cacheTTL = d }
+
+// ResponseCodec is the codec NewServer serves with (codec.go), for tests
+// that serve an ADS on their own gRPC server.
+func ResponseCodec() grpc.ServerOption { return grpc.ForceServerCodecV2(newResponseCodec()) }

@@ -4,6 +4,7 @@ import (
 	"hash/maphash"
 	"maps"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"weak"
@@ -92,4 +93,54 @@ func mix(a, b uint64) uint64 {
 	h *= 0xff51afd7ed558ccd
 	h ^= h >> 33
 	return h
+}
+
+// sliceInterner shares equal slices between snapshots as mapInterner
+// shares maps: the policies a group's configuration carries and the
+// generations since which it carries each (snapshot.policies, since) are
+// the same for every group that sees the same Services — 200
+// TrafficSplits visible everywhere are 12 KiB per group otherwise
+// (docs/design/180). Entries are weak, held by the snapshots' anchors.
+type sliceInterner[T comparable] struct {
+	mu      sync.Mutex
+	entries map[internKey]weak.Pointer[sliceAnchor[T]]
+}
+
+// sliceAnchor keeps a shared slice's entry alive.
+type sliceAnchor[T comparable] struct{ s []T }
+
+func newSliceInterner[T comparable]() *sliceInterner[T] {
+	return &sliceInterner[T]{entries: map[internKey]weak.Pointer[sliceAnchor[T]]{}}
+}
+
+// intern returns the shared slice equal to s (s itself when none is
+// live) and its anchor. s must not be written after.
+func (in *sliceInterner[T]) intern(kind string, s []T) ([]T, *sliceAnchor[T]) {
+	if len(s) == 0 {
+		return s, nil
+	}
+	var sum uint64
+	for _, x := range s {
+		sum = mix(sum, maphash.Comparable(internSeed, x))
+	}
+	key := internKey{kind, len(s), sum}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if w, ok := in.entries[key]; ok {
+		if a := w.Value(); a != nil && slices.Equal(a.s, s) {
+			return a.s, a
+		}
+	}
+	a := &sliceAnchor[T]{s: s}
+	in.entries[key] = weak.Make(a)
+	runtime.AddCleanup(a, in.forget, key)
+	return s, a
+}
+
+func (in *sliceInterner[T]) forget(key internKey) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if w, ok := in.entries[key]; ok && w.Value() == nil {
+		delete(in.entries, key)
+	}
 }

@@ -113,6 +113,7 @@ func (pt *routePatch) apply(s *snapshot, p dataplane.Proxy) (next *snapshot, ok 
 	if !samePolicies(policies, s.policies) {
 		n.policies = policies
 		n.since = policySince(s, policies, n.generation)
+		n.sharePolicies(pt.enc)
 	}
 	return &n, true
 }

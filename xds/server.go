@@ -88,6 +88,10 @@ func NewServer(addr string, ads discoveryv3.AggregatedDiscoveryServiceServer, tl
 		// (WriteBufferBytes).
 		grpc.WriteBufferSize(WriteBufferBytes),
 		grpc.ReadBufferSize(ReadBufferBytes),
+		// Discovery responses reference the shared encodings of their
+		// resources instead of copying them into one buffer each
+		// (codec.go, docs/design/180).
+		grpc.ForceServerCodecV2(newResponseCodec()),
 	}
 	if tlsConfig != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConfig)))

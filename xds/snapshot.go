@@ -46,6 +46,8 @@ type snapshot struct {
 	// (encoder.maps, encoder.deps) shared: resources' by the type's index
 	// in pushOrder, then deps'.
 	anchors [len(pushOrder) + 1]any
+	// policyAnchors keep policies and since shared (sharePolicies).
+	policyAnchors [2]any
 	// derived says, per type, that the type's map was made from another
 	// snapshot's by replacing a few resources (an endpoint patch): a
 	// stream that was sent exactly from has only those to compare
@@ -186,6 +188,7 @@ func encodeSnapshot(res *envoy.Resources, secrets []*tlsv3.Secret, prev *snapsho
 		next.generation = prev.generation + 1
 	}
 	next.since = policySince(prev, next.policies, next.generation)
+	next.sharePolicies(enc)
 	return next, true, nil
 }
 
@@ -234,4 +237,17 @@ func (s *snapshot) share(enc *encoder) {
 		s.deps, s.anchors[len(pushOrder)] = d, a
 	}
 	s.splits = holdsSplit(s.resources[resourcev3.EndpointType])
+}
+
+// sharePolicies replaces the snapshot's policies and since by the equal
+// slices other snapshots hold (encoder.policies, since). Call it whenever
+// either is set.
+func (s *snapshot) sharePolicies(enc *encoder) {
+	s.policyAnchors = [2]any{}
+	if p, a := enc.policies.intern("policies", s.policies); a != nil {
+		s.policies, s.policyAnchors[0] = p, a
+	}
+	if p, a := enc.since.intern("since", s.since); a != nil {
+		s.since, s.policyAnchors[1] = p, a
+	}
 }

@@ -33,7 +33,7 @@ func (a *ADS) sotwRequest(stream discoveryv3.AggregatedDiscoveryService_StreamAg
 			// answer to the latest supersedes the unanswered older ones.
 			for n := range ts.pending {
 				if n != r.ResponseNonce {
-					delete(ts.pending, n)
+					ts.answered(n)
 				}
 			}
 		}
@@ -150,7 +150,7 @@ func (a *ADS) sendSotW(stream discoveryv3.AggregatedDiscoveryService_StreamAggre
 				fl.set = append(fl.set, nameVersion{name: e.name})
 			}
 		}
-		ts.pending[resp.Nonce] = fl
+		ts.sending(resp.Nonce, fl)
 		resps = append(resps, resp)
 	}
 	ts.sentVersion, ts.lastNonce, ts.sentGen = version, resps[len(resps)-1].Nonce, snap.generation
