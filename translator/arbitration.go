@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/weftmesh/weft/crds/v1alpha1"
 	"github.com/weftmesh/weft/translator/ir"
@@ -22,8 +23,9 @@ const (
 
 // Routing policies attach to Service ports:
 //
-//   - An HTTPRoute (GAMMA) owns the ports it attaches to. Between two
-//     HTTPRoutes on one port the older wins; the newer is Conflicted.
+//   - An HTTPRoute or GRPCRoute (GAMMA) owns the ports it attaches to.
+//     Between two such routes on one port, of either kind, the older wins;
+//     the newer is Conflicted.
 //   - TrafficSplits on a port that an HTTPRoute owns are Conflicted: the
 //     standard API takes precedence.
 //   - Several TrafficSplits may share a root port: those with matches are
@@ -40,12 +42,16 @@ type portRouting struct {
 
 func (t *translation) routes() {
 	t.routed = map[portKey]*portRouting{}
-	for _, hr := range sortedByAge(t.in.HTTPRoutes) {
-		if !hasServiceParent(hr) {
-			continue // routes for Gateways are not the mesh's to program
+	// Routes for Gateways are not the mesh's to program (meshRoutes).
+	for _, o := range t.meshRoutes() {
+		switch r := o.(type) {
+		case *gatewayv1.HTTPRoute:
+			ps := t.track(KindHTTPRoute, r)
+			t.httpRoute(r, ps, &ir.PolicyRef{Kind: KindHTTPRoute, Namespace: r.Namespace, Name: r.Name, Generation: r.Generation})
+		case *gatewayv1.GRPCRoute:
+			ps := t.track(KindGRPCRoute, r)
+			t.grpcRoute(r, ps, &ir.PolicyRef{Kind: KindGRPCRoute, Namespace: r.Namespace, Name: r.Name, Generation: r.Generation})
 		}
-		ps := t.track(KindHTTPRoute, hr)
-		t.httpRoute(hr, ps, &ir.PolicyRef{Kind: KindHTTPRoute, Namespace: hr.Namespace, Name: hr.Name, Generation: hr.Generation})
 	}
 	for _, ts := range sortedByAge(t.in.TrafficSplits) {
 		ps := t.track(KindTrafficSplit, ts)
@@ -78,8 +84,13 @@ func (t *translation) routing(k portKey) *portRouting {
 func (t *translation) claimForHTTPRoute(ps *policyStatus, ref *ir.PolicyRef, svc *ir.Service, port *ir.Port, field string, routes []*ir.Route) bool {
 	pr := t.routing(portKey{svc.Key, port.Port})
 	if pr.httpRoute != nil {
-		ps.reject(v1alpha1.ReasonConflicted, "%s: port %d of Service %s is already routed by the older %s; merge the two routes into one",
-			field, port.Port, svc.Key.Name, pr.httpRoute)
+		fix := "merge the two routes into one"
+		if pr.httpRoute.Kind != ref.Kind {
+			// Gateway API never merges an HTTPRoute and a GRPCRoute.
+			fix = "delete one of the two, or attach them to different ports"
+		}
+		ps.reject(v1alpha1.ReasonConflicted, "%s: port %d of Service %s is already routed by the older %s; %s",
+			field, port.Port, svc.Key.Name, pr.httpRoute, fix)
 		return false
 	}
 	pr.httpRoute = ref
@@ -92,8 +103,8 @@ func (t *translation) claimForHTTPRoute(ps *policyStatus, ref *ir.PolicyRef, svc
 func (t *translation) addSplit(ps *policyStatus, svc *ir.Service, port *ir.Port, route *ir.Route) {
 	pr := t.routing(portKey{svc.Key, port.Port})
 	if pr.httpRoute != nil {
-		ps.reject(v1alpha1.ReasonConflicted, "spec.rootService: port %d of Service %s is routed by %s, which takes precedence; delete this TrafficSplit or the HTTPRoute",
-			port.Port, svc.Key.Name, pr.httpRoute)
+		ps.reject(v1alpha1.ReasonConflicted, "spec.rootService: port %d of Service %s is routed by %s, which takes precedence; delete this TrafficSplit or the %s",
+			port.Port, svc.Key.Name, pr.httpRoute, pr.httpRoute.Kind)
 		return
 	}
 	for _, other := range pr.splits {

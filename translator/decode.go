@@ -65,6 +65,8 @@ func DecodeInputs(data []byte) (*Inputs, error) {
 			in.TrafficSplits = append(in.TrafficSplits, o)
 		case *gatewayv1.HTTPRoute:
 			in.HTTPRoutes = append(in.HTTPRoutes, o)
+		case *gatewayv1.GRPCRoute:
+			in.GRPCRoutes = append(in.GRPCRoutes, o)
 		case *v1alpha1.RetryPolicy:
 			in.RetryPolicies = append(in.RetryPolicies, o)
 		case *v1alpha1.AuthPolicy:

@@ -68,7 +68,7 @@ func (t *translation) httpRoute(hr *gatewayv1.HTTPRoute, ps *policyStatus, ref *
 			ps.dropRule(p)
 		}
 	}
-	routes = byPrecedence(routes)
+	routes = byPrecedence(routes, t.precedes(ref))
 	var parents []string
 	defer func() {
 		if len(grpcGaps) > 0 && len(parents) > 0 {
@@ -342,7 +342,7 @@ func gatewayMatch(m gatewayv1.HTTPRouteMatch, field string) (ir.Match, error) {
 // each with the rule's backends, timeout and source. Between HTTPRoutes
 // (oldest first) there is nothing to order: one route owns a port
 // (claimForHTTPRoute).
-func byPrecedence(routes []*ir.Route) []*ir.Route {
+func byPrecedence(routes []*ir.Route, precedes func(a, b ir.Match) bool) []*ir.Route {
 	var out []*ir.Route
 	for _, r := range routes {
 		if len(r.Matches) <= 1 {
@@ -355,7 +355,7 @@ func byPrecedence(routes []*ir.Route) []*ir.Route {
 			out = append(out, &c)
 		}
 	}
-	sort.SliceStable(out, func(i, j int) bool { return matchPrecedes(routeMatch(out[i]), routeMatch(out[j])) })
+	sort.SliceStable(out, func(i, j int) bool { return precedes(routeMatch(out[i]), routeMatch(out[j])) })
 	return out
 }
 

@@ -27,8 +27,10 @@ type Inputs struct {
 	Pods           []*corev1.Pod
 	TrafficSplits  []*v1alpha1.TrafficSplit
 	HTTPRoutes     []*gatewayv1.HTTPRoute
-	RetryPolicies  []*v1alpha1.RetryPolicy
-	AuthPolicies   []*v1alpha1.AuthPolicy
+	// GRPCRoutes, like HTTPRoutes, route calls to Services (GAMMA).
+	GRPCRoutes    []*gatewayv1.GRPCRoute
+	RetryPolicies []*v1alpha1.RetryPolicy
+	AuthPolicies  []*v1alpha1.AuthPolicy
 	// BackendTrafficPolicies set how callers treat Services' endpoints.
 	BackendTrafficPolicies []*v1alpha1.BackendTrafficPolicy
 	// RateLimitPolicies limit what Services' pods accept.
@@ -46,6 +48,7 @@ func (in *Inputs) Add(other *Inputs) {
 	in.Pods = append(in.Pods, other.Pods...)
 	in.TrafficSplits = append(in.TrafficSplits, other.TrafficSplits...)
 	in.HTTPRoutes = append(in.HTTPRoutes, other.HTTPRoutes...)
+	in.GRPCRoutes = append(in.GRPCRoutes, other.GRPCRoutes...)
 	in.RetryPolicies = append(in.RetryPolicies, other.RetryPolicies...)
 	in.AuthPolicies = append(in.AuthPolicies, other.AuthPolicies...)
 	in.BackendTrafficPolicies = append(in.BackendTrafficPolicies, other.BackendTrafficPolicies...)
@@ -113,7 +116,9 @@ type translation struct {
 	// backendTimeouts lists each HTTPRoute's rules with a
 	// timeouts.backendRequest, for proxylessTimeoutGaps.
 	backendTimeouts map[PolicyKey][]string
-	warnings        []string
+	// grpcRanks are GRPCRoute matches' ranks by path (grpcMethodPath).
+	grpcRanks map[string]grpcRank
+	warnings  []string
 }
 
 type portKey struct {

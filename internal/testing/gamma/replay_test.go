@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/weftmesh/weft/crds/v1alpha1"
 	"github.com/weftmesh/weft/dataplane/sim"
 	"github.com/weftmesh/weft/internal/testing/meshgen"
 	"github.com/weftmesh/weft/translator"
@@ -125,14 +126,25 @@ func replay(t *testing.T, dir string, ct *Test) *Result {
 	r.Status = append(r.Status, cl.Unsupported...)
 	out := translator.Translate(cl.In)
 	weftDropped := len(cl.Unsupported) > 0
+	var routes []translator.PolicyKey
 	for _, hr := range cl.In.HTTPRoutes {
-		for _, c := range out.Status[translator.PolicyKey{Kind: translator.KindHTTPRoute, Namespace: hr.Namespace, Name: hr.Name}] {
+		routes = append(routes, translator.PolicyKey{Kind: translator.KindHTTPRoute, Namespace: hr.Namespace, Name: hr.Name})
+	}
+	for _, gr := range cl.In.GRPCRoutes {
+		routes = append(routes, translator.PolicyKey{Kind: translator.KindGRPCRoute, Namespace: gr.Namespace, Name: gr.Name})
+	}
+	for _, k := range routes {
+		for _, c := range out.Status[k] {
 			// ProxylessLimited speaks of proxyless gRPC clients; the
 			// replay's clients have sidecars.
 			plain := (c.Type != translator.ConditionPartiallyInvalid && c.Status == metav1.ConditionTrue) || c.Type == translator.ConditionProxylessLimited
 			if !plain {
-				r.Status = append(r.Status, fmt.Sprintf("HTTPRoute %s: %s=%s %s: %s", hr.Name, c.Type, c.Status, c.Reason, c.Message))
-				weftDropped = true
+				r.Status = append(r.Status, fmt.Sprintf("%s %s: %s=%s %s: %s", k.Kind, k.Name, c.Type, c.Status, c.Reason, c.Message))
+				// ResolvedRefs=False names a reference to something the
+				// test's manifests do not create (MeshGRPCRouteWeight's
+				// echo-v3, weight 0): reported, but it is no feature
+				// weft lacks, and the cases say whether traffic is right.
+				weftDropped = weftDropped || c.Type != v1alpha1.ConditionResolvedRefs
 			}
 		}
 	}
@@ -383,9 +395,11 @@ backend's pod, or the expected status).
 
 - **pass**: every case passes.
 - **fail**: weft accepts everything the test applies, and a case fails.
-- **unsupported**: weft reports (in the route's status, or by refusing a
-  kind) that it does not implement something the test uses; the cases say
-  what a user gets instead.
+- **unsupported**: weft reports (in the route's status, Accepted=False or
+  PartiallyInvalid, or by refusing a kind) that it does not implement
+  something the test uses; the cases say what a user gets instead. A
+  ResolvedRefs=False (a reference to something the manifests do not
+  create) is listed, and leaves the outcome to the cases.
 
 Summary: %d tests — %d pass, %d fail, %d unsupported.
 
