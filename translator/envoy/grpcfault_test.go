@@ -53,6 +53,18 @@ spec:
 // gRPC-Go xDS client connection of the frontend to it.
 func proxylessGreeter(t *testing.T, ctx context.Context, extra string, h healthpb.HealthServer) *grpc.ClientConn {
 	t.Helper()
+	return proxylessServers(t, ctx, func(ports []int) string {
+		return fmt.Sprintf(meshYAML, ports[0], ports[0]) + allowFrontend + "---" + extra
+	}, "xds:///greeter.shop:80", func(s *xds.GRPCServer) { healthpb.RegisterHealthServer(s, h) })
+}
+
+// proxylessServers starts one xDS-enabled gRPC server of pod greeter-0
+// (shop/greeter, 127.0.0.1) per register function, each on a port of its
+// own, serves every proxy weft's configuration of manifest(ports) (the
+// mesh in YAML, given those ports), and returns the frontend's
+// (shop/frontend, 127.0.0.2) real gRPC-Go xDS client connection to target.
+func proxylessServers(t *testing.T, ctx context.Context, manifest func(ports []int) string, target string, register ...func(*xds.GRPCServer)) *grpc.ClientConn {
+	t.Helper()
 	dir := t.TempDir()
 	ca := testpki.NewCA(t)
 	files := map[string]testpki.Files{}
@@ -61,12 +73,17 @@ func proxylessGreeter(t *testing.T, ctx context.Context, extra string, h healthp
 	}
 	cache := cachev3.NewSnapshotCache(false, cachev3.IDHash{}, nil)
 	xdsAddr := serveADS(t, ctx, cache)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var listeners []net.Listener
+	var ports []int
+	for range register {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		listeners = append(listeners, lis)
+		ports = append(ports, lis.Addr().(*net.TCPAddr).Port)
 	}
-	port := lis.Addr().(*net.TCPAddr).Port
-	in, err := translator.DecodeInputs([]byte(fmt.Sprintf(meshYAML, port, port) + allowFrontend + "---" + extra))
+	in, err := translator.DecodeInputs([]byte(manifest(ports)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,31 +107,33 @@ func proxylessGreeter(t *testing.T, ctx context.Context, extra string, h healthp
 			t.Fatal(err)
 		}
 	}
-	serving := make(chan struct{}, 1)
-	srvCreds, err := xdscreds.NewServerCredentials(xdscreds.ServerOptions{FallbackCreds: insecure.NewCredentials()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := xds.NewGRPCServer(grpc.Creds(srvCreds),
-		xds.BootstrapContentsForTesting(bootstrap(t, xdsAddr, "greeter-0.shop", files["greeter"])),
-		xds.ServingModeCallback(func(_ net.Addr, args xds.ServingModeChangeArgs) {
-			if args.Mode.String() == "SERVING" {
-				select {
-				case serving <- struct{}{}:
-				default:
+	for i, reg := range register {
+		serving := make(chan struct{}, 1)
+		srvCreds, err := xdscreds.NewServerCredentials(xdscreds.ServerOptions{FallbackCreds: insecure.NewCredentials()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv, err := xds.NewGRPCServer(grpc.Creds(srvCreds),
+			xds.BootstrapContentsForTesting(bootstrap(t, xdsAddr, "greeter-0.shop", files["greeter"])),
+			xds.ServingModeCallback(func(_ net.Addr, args xds.ServingModeChangeArgs) {
+				if args.Mode.String() == "SERVING" {
+					select {
+					case serving <- struct{}{}:
+					default:
+					}
 				}
-			}
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	healthpb.RegisterHealthServer(srv, h)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	select {
-	case <-serving:
-	case <-ctx.Done():
-		t.Fatal("the gRPC server never accepted its listener")
+			}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		reg(srv)
+		go func() { _ = srv.Serve(listeners[i]) }()
+		t.Cleanup(srv.Stop)
+		select {
+		case <-serving:
+		case <-ctx.Done():
+			t.Fatalf("the gRPC server on port %d never accepted its listener", ports[i])
+		}
 	}
 	resolver, err := xds.NewXDSResolverWithConfigForTesting(bootstrap(t, xdsAddr, "frontend-0.shop", files["frontend"]))
 	if err != nil {
@@ -124,7 +143,7 @@ func proxylessGreeter(t *testing.T, ctx context.Context, extra string, h healthp
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpc.NewClient("xds:///greeter.shop:80", grpc.WithResolvers(resolver), grpc.WithTransportCredentials(cliCreds))
+	conn, err := grpc.NewClient(target, grpc.WithResolvers(resolver), grpc.WithTransportCredentials(cliCreds))
 	if err != nil {
 		t.Fatal(err)
 	}
