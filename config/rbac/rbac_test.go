@@ -35,7 +35,7 @@ func needs() []need {
 	// internal/controller/store: the translator's inputs, cluster-wide informers.
 	for _, r := range [][2]string{{"", "namespaces"}, {"", "services"}, {"", "pods"}, {"discovery.k8s.io", "endpointslices"},
 		{"mesh.weft.dev", "trafficsplits"}, {"mesh.weft.dev", "retrypolicies"}, {"mesh.weft.dev", "backendtrafficpolicies"}, {"mesh.weft.dev", "ratelimitpolicies"}, {"mesh.weft.dev", "authpolicies"},
-		{"mesh.weft.dev", "meshconfigs"}, {"gateway.networking.k8s.io", "httproutes"}} {
+		{"mesh.weft.dev", "meshconfigs"}, {"gateway.networking.k8s.io", "httproutes"}, {"gateway.networking.k8s.io", "grpcroutes"}} {
 		add("internal/controller/store", r[0], r[1], "", "", "list", "watch")
 	}
 	// internal/controller/store: deleted ServiceAccounts end their streams (metadata-only informer).
@@ -44,7 +44,7 @@ func needs() []need {
 	add("internal/controller/store", "", "nodes", "", "", "get", "list", "watch")
 	// internal/controller/status: policy status, written by the leader.
 	for _, r := range [][2]string{{"mesh.weft.dev", "trafficsplits/status"}, {"mesh.weft.dev", "retrypolicies/status"}, {"mesh.weft.dev", "backendtrafficpolicies/status"}, {"mesh.weft.dev", "ratelimitpolicies/status"},
-		{"mesh.weft.dev", "authpolicies/status"}, {"mesh.weft.dev", "meshconfigs/status"}, {"gateway.networking.k8s.io", "httproutes/status"}} {
+		{"mesh.weft.dev", "authpolicies/status"}, {"mesh.weft.dev", "meshconfigs/status"}, {"gateway.networking.k8s.io", "httproutes/status"}, {"gateway.networking.k8s.io", "grpcroutes/status"}} {
 		add("internal/controller/status", r[0], r[1], "", "x", "update")
 	}
 	// internal/controller: leader election.

@@ -152,7 +152,7 @@ func mergePolicyStatus(st *v1alpha1.Status, want []metav1.Condition, gen int64) 
 	return changed
 }
 
-// mergeRouteParents updates an HTTPRoute's parent statuses: one entry per
+// mergeRouteParents updates an HTTPRoute's or GRPCRoute's parent statuses: one entry per
 // Service parent in parents, with the desired conditions, owned by weft
 // (ControllerName). Other controllers' entries keep their place and
 // content; weft's entries for parents no longer listed are removed. With

@@ -165,7 +165,7 @@ func (w *Writer) SetDesired(status map[translator.PolicyKey][]metav1.Condition) 
 	}
 	for k := range w.desired {
 		if _, ok := status[k]; !ok {
-			w.q().Add(k) // deleted, or no longer the mesh's (HTTPRoute)
+			w.q().Add(k) // deleted, or no longer the mesh's (HTTPRoute, GRPCRoute)
 		}
 	}
 	w.desired = maps.Clone(status)
@@ -255,7 +255,7 @@ func (w *Writer) sync(ctx context.Context, key translator.PolicyKey) error {
 	if obj == nil {
 		return nil // a kind without status of ours
 	}
-	if !ok && key.Kind != translator.KindHTTPRoute {
+	if !ok && key.Kind != translator.KindHTTPRoute && key.Kind != translator.KindGRPCRoute {
 		return nil // deleted: nothing to write
 	}
 	nn := types.NamespacedName{Namespace: key.Namespace, Name: key.Name}
@@ -364,6 +364,8 @@ func (w *Writer) apply(key translator.PolicyKey, obj client.Object, translated [
 	switch o := obj.(type) {
 	case *gatewayv1.HTTPRoute:
 		changed = mergeRouteParents(&o.Status.Parents, o.Spec.ParentRefs, want)
+	case *gatewayv1.GRPCRoute:
+		changed = mergeRouteParents(&o.Status.Parents, o.Spec.ParentRefs, want)
 	default:
 		st := policyStatus(obj)
 		if st == nil || want == nil {
@@ -405,6 +407,8 @@ func newObject(kind string) client.Object {
 		return &v1alpha1.RateLimitPolicy{}
 	case translator.KindHTTPRoute:
 		return &gatewayv1.HTTPRoute{}
+	case translator.KindGRPCRoute:
+		return &gatewayv1.GRPCRoute{}
 	case KindMeshConfig:
 		return &v1alpha1.MeshConfig{}
 	}

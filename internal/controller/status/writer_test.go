@@ -243,6 +243,13 @@ func start(t *testing.T) *harness {
 // batch.
 func (h *harness) translate() {
 	h.t.Helper()
+	h.translateExpecting(allKeys...)
+}
+
+// translateExpecting is translate where the policies of keys must have a
+// status.
+func (h *harness) translateExpecting(keys ...translator.PolicyKey) {
+	h.t.Helper()
 	in := &translator.Inputs{}
 	var (
 		svcs   corev1.ServiceList
@@ -254,9 +261,10 @@ func (h *harness) translate() {
 		rlps   v1alpha1.RateLimitPolicyList
 		pods   corev1.PodList
 		routes gatewayv1.HTTPRouteList
+		grpcs  gatewayv1.GRPCRouteList
 		nss    corev1.NamespaceList
 	)
-	for _, l := range []client.ObjectList{&svcs, &slices, &tss, &rps, &aps, &btps, &rlps, &pods, &routes, &nss} {
+	for _, l := range []client.ObjectList{&svcs, &slices, &tss, &rps, &aps, &btps, &rlps, &pods, &routes, &grpcs, &nss} {
 		if err := h.c.List(h.ctx, l); err != nil {
 			h.t.Fatal(err)
 		}
@@ -285,11 +293,14 @@ func (h *harness) translate() {
 	for i := range routes.Items {
 		in.HTTPRoutes = append(in.HTTPRoutes, &routes.Items[i])
 	}
+	for i := range grpcs.Items {
+		in.GRPCRoutes = append(in.GRPCRoutes, &grpcs.Items[i])
+	}
 	for i := range nss.Items {
 		in.Namespaces = append(in.Namespaces, &nss.Items[i])
 	}
 	out := translator.Translate(in)
-	for _, k := range allKeys {
+	for _, k := range keys {
 		if _, ok := out.Status[k]; !ok {
 			h.t.Fatalf("the translator reported no status for %v: %v", k, out.Status)
 		}
@@ -317,18 +328,24 @@ func (h *harness) get(k translator.PolicyKey) client.Object {
 }
 
 // conditions returns the object's conditions: the top-level ones, or for
-// an HTTPRoute those of weft's parent entry.
+// an HTTPRoute or GRPCRoute those of weft's parent entry.
 func (h *harness) conditions(k translator.PolicyKey) []metav1.Condition {
 	obj := h.get(k)
-	if r, ok := obj.(*gatewayv1.HTTPRoute); ok {
-		for _, p := range r.Status.Parents {
-			if p.ControllerName == ControllerName {
-				return p.Conditions
-			}
-		}
-		return nil
+	var parents []gatewayv1.RouteParentStatus
+	switch r := obj.(type) {
+	case *gatewayv1.HTTPRoute:
+		parents = r.Status.Parents
+	case *gatewayv1.GRPCRoute:
+		parents = r.Status.Parents
+	default:
+		return policyStatus(obj).Conditions
 	}
-	return policyStatus(obj).Conditions
+	for _, p := range parents {
+		if p.ControllerName == ControllerName {
+			return p.Conditions
+		}
+	}
+	return nil
 }
 
 func (h *harness) condition(k translator.PolicyKey, typ string) *metav1.Condition {
@@ -602,4 +619,58 @@ func (h *harness) translateWithout(key translator.PolicyKey) {
 		h.t.Fatalf("the translator still reports %v", key)
 	}
 	h.w.SetDesired(out.Status)
+}
+
+// TestWriterGRPCRoute: a GAMMA GRPCRoute's status is written like an
+// HTTPRoute's, on weft's entry of status.parents (docs/design/175). A
+// GRPCRoute on the port the older HTTPRoute shop/cart routes is
+// Accepted=False, Conflicted, naming it; once the HTTPRoute is deleted,
+// the GRPCRoute owns the port: Accepted=True. Deleting the GRPCRoute's
+// Service parent takes weft's entry away.
+func TestWriterGRPCRoute(t *testing.T) {
+	h := start(t)
+	grpcKey := translator.PolicyKey{Kind: translator.KindGRPCRoute, Namespace: "shop", Name: "cart-grpc"}
+	if _, err := h.env.Kubectl(h.ctx, []byte(`
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: cart-grpc, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: cart, port: 80}]
+  rules:
+  - matches: [{method: {service: shop.Cart, method: Add}}]
+    backendRefs: [{name: cart, port: 80}]
+`), "apply", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	h.translate()
+	h.eventually("GRPCRoute Accepted=False", func() bool {
+		c := h.condition(grpcKey, v1alpha1.ConditionAccepted)
+		return c != nil && c.Status == metav1.ConditionFalse
+	})
+	c := h.condition(grpcKey, v1alpha1.ConditionAccepted)
+	if c.Reason != v1alpha1.ReasonConflicted || !strings.Contains(c.Message, "HTTPRoute shop/cart") {
+		t.Errorf("GRPCRoute Accepted = %+v, want Conflicted naming HTTPRoute shop/cart", c)
+	}
+	h.eventually("HTTPRoute Accepted=True (it is the older)", func() bool {
+		a := h.condition(routeKey, v1alpha1.ConditionAccepted)
+		return a != nil && a.Status == metav1.ConditionTrue
+	})
+	r := h.get(grpcKey).(*gatewayv1.GRPCRoute)
+	if len(r.Status.Parents) != 1 || r.Status.Parents[0].ParentRef.Name != "cart" || r.Status.Parents[0].ControllerName != ControllerName {
+		t.Errorf("GRPCRoute parents = %+v, want weft's entry for Service cart", r.Status.Parents)
+	}
+
+	if err := h.c.Delete(h.ctx, &gatewayv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "cart"}}); err != nil {
+		t.Fatal(err)
+	}
+	h.translateExpecting(tsKey, rpKey, apKey, grpcKey)
+	h.eventually("GRPCRoute Accepted=True once the HTTPRoute is gone", func() bool {
+		c := h.condition(grpcKey, v1alpha1.ConditionAccepted)
+		return c != nil && c.Status == metav1.ConditionTrue
+	})
+	for _, typ := range []string{v1alpha1.ConditionResolvedRefs, v1alpha1.ConditionProgrammed} {
+		if h.condition(grpcKey, typ) == nil {
+			t.Errorf("GRPCRoute has no %s condition", typ)
+		}
+	}
 }

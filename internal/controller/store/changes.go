@@ -26,6 +26,7 @@ const (
 	KindMeshConfig
 	KindBackendTrafficPolicy
 	KindRateLimitPolicy
+	KindGRPCRoute
 
 	kindEnd
 )
@@ -45,6 +46,7 @@ var kindNames = map[Kind]string{
 	KindMeshConfig:           "MeshConfig",
 	KindBackendTrafficPolicy: "BackendTrafficPolicy",
 	KindRateLimitPolicy:      "RateLimitPolicy",
+	KindGRPCRoute:            "GRPCRoute",
 }
 
 // Has says whether every kind of k is in the set.

@@ -142,8 +142,8 @@ func isFullPod(p *corev1.Pod) bool {
 // significant returns a shallow copy of obj without what never changes a
 // translation: the resourceVersion, and the status of every kind but Pod
 // (the store's own status writes, and other controllers' writes to
-// HTTPRoute status, must not trigger a translation). Two objects whose
-// significant parts are equal translate the same.
+// HTTPRoute and GRPCRoute status, must not trigger a translation). Two
+// objects whose significant parts are equal translate the same.
 func significant(obj client.Object) client.Object {
 	switch o := obj.(type) {
 	case *corev1.Pod:
@@ -189,6 +189,10 @@ func significant(obj client.Object) client.Object {
 	case *gatewayv1.HTTPRoute:
 		c := *o
 		c.ResourceVersion, c.Status = "", gatewayv1.HTTPRouteStatus{}
+		return &c
+	case *gatewayv1.GRPCRoute:
+		c := *o
+		c.ResourceVersion, c.Status = "", gatewayv1.GRPCRouteStatus{}
 		return &c
 	}
 	return obj

@@ -122,6 +122,7 @@ type Store struct {
 	pods          table[*corev1.Pod]
 	trafficSplits table[*v1alpha1.TrafficSplit]
 	httpRoutes    table[*gatewayv1.HTTPRoute]
+	grpcRoutes    table[*gatewayv1.GRPCRoute]
 	retryPolicies table[*v1alpha1.RetryPolicy]
 	authPolicies  table[*v1alpha1.AuthPolicy]
 	backendPols   table[*v1alpha1.BackendTrafficPolicy]
@@ -133,9 +134,11 @@ type Store struct {
 	deb     *Debouncer
 	changes changeSet
 	// index is shared by batches until EndpointSlices change.
-	index       *endpointIndex
-	warnedPods  bool
-	watchRoutes bool
+	index      *endpointIndex
+	warnedPods bool
+	// watchRoutes and watchGRPCRoutes: Gateway API's HTTPRoute and
+	// GRPCRoute CRDs were installed when the store started.
+	watchRoutes, watchGRPCRoutes bool
 	// insignificant counts dropped updates per kind (also exported as a
 	// metric), so tests can tell that an update was seen and dropped.
 	insignificant map[Kind]int
@@ -145,7 +148,9 @@ type Store struct {
 // mgr.Start. The manager's scheme must know the watched kinds (AddToScheme)
 // and its cache should be configured with CacheOptions, or Pods are cached
 // whole (the store logs an error if so). If the cluster has no Gateway API
-// CRDs, HTTPRoutes are not watched (and the store says so in the log).
+// CRDs, HTTPRoutes and GRPCRoutes are not watched (and the store says so
+// in the log), each on its own: a cluster may have one CRD and not the
+// other.
 func New(mgr manager.Manager, log logr.Logger) (*Store, error) {
 	return newStore(mgr.GetCache(), clock.RealClock{}, log)
 }
@@ -184,6 +189,14 @@ func newStore(c cache.Cache, clk clock.WithTicker, log logr.Logger) (*Store, err
 		log.Info("Gateway API HTTPRoute CRD not installed: HTTPRoutes are not watched; restart weft-controller after installing it")
 	default:
 		return nil, fmt.Errorf("watching HTTPRoutes: %w", err)
+	}
+	switch err := watch(s, c, KindGRPCRoute, &gatewayv1.GRPCRoute{}, &s.grpcRoutes); {
+	case err == nil:
+		s.watchGRPCRoutes = true
+	case meta.IsNoMatchError(err):
+		log.Info("Gateway API GRPCRoute CRD not installed: GRPCRoutes are not watched; restart weft-controller after installing it")
+	default:
+		return nil, fmt.Errorf("watching GRPCRoutes: %w", err)
 	}
 	return s, nil
 }
@@ -275,6 +288,9 @@ func (s *Store) flushLocked(full bool) Batch {
 		if !s.watchRoutes {
 			ch.Kinds &^= KindHTTPRoute
 		}
+		if !s.watchGRPCRoutes {
+			ch.Kinds &^= KindGRPCRoute
+		}
 	}
 	if ch.Kinds&KindEndpointSlice != 0 || full {
 		s.index = &endpointIndex{}
@@ -292,6 +308,7 @@ func (s *Store) flushLocked(full bool) Batch {
 		Pods:                   s.pods.list(),
 		TrafficSplits:          s.trafficSplits.list(),
 		HTTPRoutes:             s.httpRoutes.list(),
+		GRPCRoutes:             s.grpcRoutes.list(),
 		RetryPolicies:          s.retryPolicies.list(),
 		AuthPolicies:           s.authPolicies.list(),
 		BackendTrafficPolicies: s.backendPols.list(),

@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/weftmesh/weft/crds/v1alpha1"
 	"github.com/weftmesh/weft/internal/testing/testenv"
@@ -157,7 +158,7 @@ func TestStoreBatches(t *testing.T) {
 		if !first.Changes.Full || first.Changes.EndpointsOnly {
 			t.Errorf("Changes = %+v, want Full", first.Changes)
 		}
-		for _, k := range []Kind{KindService, KindHTTPRoute, KindMeshConfig, KindPod} {
+		for _, k := range []Kind{KindService, KindHTTPRoute, KindGRPCRoute, KindMeshConfig, KindPod} {
 			if !first.Changes.Kinds.Has(k) {
 				t.Errorf("initial Kinds %v lacks %v", first.Changes.Kinds, k)
 			}
@@ -213,6 +214,43 @@ func TestStoreBatches(t *testing.T) {
 		b = h.next("the marker namespace", func(b Batch) bool { return b.Changes.Kinds.Has(KindNamespace) })
 		if b.Changes.Kinds != KindNamespace {
 			t.Errorf("Kinds = %v, want only Namespace (the status write must not count)", b.Changes.Kinds)
+		}
+	})
+
+	t.Run("GRPCRoutes are watched; their status is not a change", func(t *testing.T) {
+		gr := &gatewayv1.GRPCRoute{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "checkout"},
+			Spec: gatewayv1.GRPCRouteSpec{
+				CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{
+					Group: ptr(gatewayv1.Group("")), Kind: ptr(gatewayv1.Kind("Service")), Name: "checkout"}}},
+				Rules: []gatewayv1.GRPCRouteRule{{BackendRefs: []gatewayv1.GRPCBackendRef{{BackendRef: gatewayv1.BackendRef{
+					BackendObjectReference: gatewayv1.BackendObjectReference{Name: "cart", Port: ptr(gatewayv1.PortNumber(80))}}}}}},
+			},
+		}
+		h.create(gr)
+		b := h.next("the GRPCRoute", func(b Batch) bool { return len(b.Inputs.GRPCRoutes) == 1 })
+		if !b.Changes.Kinds.Has(KindGRPCRoute) || b.Changes.EndpointsOnly {
+			t.Errorf("Changes = %+v, want GRPCRoute, not endpoints-only", b.Changes)
+		}
+		ignored := h.insignificant(KindGRPCRoute)
+		cur := &gatewayv1.GRPCRoute{}
+		if err := h.c.Get(h.ctx, client.ObjectKeyFromObject(gr), cur); err != nil {
+			t.Fatal(err)
+		}
+		cur.Status.Parents = []gatewayv1.RouteParentStatus{{
+			ParentRef: gr.Spec.ParentRefs[0], ControllerName: "mesh.weft.dev/controller",
+			Conditions: []metav1.Condition{{Type: "Accepted", Status: metav1.ConditionTrue, Reason: "Accepted", LastTransitionTime: metav1.Now(), ObservedGeneration: 1}},
+		}}
+		if err := h.c.Status().Update(h.ctx, cur); err != nil {
+			t.Fatal(err)
+		}
+		testkit.EventuallyTrue(t, "GRPCRoute status-only update counted as insignificant", func() bool {
+			return h.insignificant(KindGRPCRoute) > ignored
+		})
+		h.create(namespace("marker-grpcroute"))
+		b = h.next("the marker namespace", func(b Batch) bool { return b.Changes.Kinds.Has(KindNamespace) })
+		if b.Changes.Kinds != KindNamespace {
+			t.Errorf("Kinds = %v, want only Namespace (the GRPCRoute status write must not count)", b.Changes.Kinds)
 		}
 	})
 
@@ -372,3 +410,5 @@ func TestStoreServiceAccountDeletion(t *testing.T) {
 		t.Errorf("Changes = %+v; want no Kinds: a ServiceAccount is no translator input", b.Changes)
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
