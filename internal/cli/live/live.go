@@ -19,7 +19,7 @@ import (
 )
 
 // Inputs lists every object the translator reads, in every namespace. A
-// kind whose CRD is not installed (Gateway API's HTTPRoute, often) is
+// kind whose CRD is not installed (Gateway API's HTTPRoute or GRPCRoute, often) is
 // skipped with a note; the MeshConfig is the one named weft.
 func Inputs(ctx context.Context, c client.Reader) (in *translator.Inputs, notes []string, err error) {
 	in = &translator.Inputs{}
@@ -44,6 +44,7 @@ func Inputs(ctx context.Context, c client.Reader) (in *translator.Inputs, notes 
 		rlps   v1alpha1.RateLimitPolicyList
 		aps    v1alpha1.AuthPolicyList
 		hrs    gatewayv1.HTTPRouteList
+		grs    gatewayv1.GRPCRouteList
 	)
 	for _, x := range []struct {
 		kind string
@@ -60,6 +61,7 @@ func Inputs(ctx context.Context, c client.Reader) (in *translator.Inputs, notes 
 		{"RateLimitPolicies", &rlps, func() { in.RateLimitPolicies = ptrs(rlps.Items) }},
 		{"AuthPolicies", &aps, func() { in.AuthPolicies = ptrs(aps.Items) }},
 		{"HTTPRoutes", &hrs, func() { in.HTTPRoutes = ptrs(hrs.Items) }},
+		{"GRPCRoutes", &grs, func() { in.GRPCRoutes = ptrs(grs.Items) }},
 	} {
 		ok, err := list(x.kind, x.l)
 		if err != nil {

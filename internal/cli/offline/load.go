@@ -50,6 +50,7 @@ var read = map[string]bool{
 	"mesh.weft.dev/AuthPolicy":            true,
 	"mesh.weft.dev/MeshConfig":            true,
 	"gateway.networking.k8s.io/HTTPRoute": true,
+	"gateway.networking.k8s.io/GRPCRoute": true,
 }
 
 // workloads are kinds whose pods the mesh would hold once they run: each
