@@ -51,8 +51,8 @@ and warning with the command that fixes it:
                         the API server's pod proxy
   Policies              every TrafficSplit, RetryPolicy,
                         BackendTrafficPolicy, RateLimitPolicy and
-                        AuthPolicy, and every
-                        mesh HTTPRoute (a Service parent; weft's parent
+                        AuthPolicy, and every mesh HTTPRoute and
+                        GRPCRoute (a Service parent; weft's parent
                         status), Accepted, ResolvedRefs and Programmed for
                         its current generation
 

@@ -313,6 +313,11 @@ func TestCheck(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "checkout"},
 		Spec:       gatewayv1.HTTPRouteSpec{CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Group: ptr.To(gatewayv1.Group("")), Kind: &svc, Name: "checkout"}}}},
 	}))
+	// A mesh GRPCRoute weft-controller has not processed.
+	must(c.Create(ctx, &gatewayv1.GRPCRoute{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "rpc"},
+		Spec:       gatewayv1.GRPCRouteSpec{CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Group: ptr.To(gatewayv1.Group("")), Kind: &svc, Name: "rpc"}}}},
+	}))
 	mc := &v1alpha1.MeshConfig{ObjectMeta: metav1.ObjectMeta{Name: v1alpha1.MeshConfigName}}
 	must(c.Create(ctx, mc))
 	mc.Status.Conditions = []metav1.Condition{{Type: v1alpha1.ConditionRootRotation, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonRotationBlocked,
@@ -354,11 +359,13 @@ func TestCheck(t *testing.T) {
 		"did not answer, its proxies are not counted\n    fix: weft proxy-status; kubectl -n shop logs api-0 -c weft-proxy",
 		"✖ Workload certificates: 2 served certificate(s) with less than 10% of their lifetime left (weft-controller-0 2): renewal, due at half their lifetime, has been failing; 5 issue failure(s) since the replicas started\n" +
 			"    fix: kubectl -n weft-system logs deployment/weft-controller | grep -i certificate; weft ca status",
-		"✖ Policies: 3 of 3 not in effect:\n    TrafficSplit shop/web: Programmed=False (ProxyRejected): 1 proxy rejected the configuration: shop/client-0: route: invalid weight\n" +
+		"✖ Policies: 4 of 4 not in effect:\n    TrafficSplit shop/web: Programmed=False (ProxyRejected): 1 proxy rejected the configuration: shop/client-0: route: invalid weight\n" +
 			"    HTTPRoute shop/checkout: parent Service checkout: no status from weft-controller yet: it has not processed it (is it running?)\n" +
 			"    HTTPRoute shop/web: parent Service web:80: ResolvedRefs=False (BackendNotFound): Service shop/web-v1 not found\n" +
+			"    GRPCRoute shop/rpc: parent Service rpc: no status from weft-controller yet: it has not processed it (is it running?)\n" +
 			"    fix: kubectl describe trafficsplit web -n shop   (weft translate -f shows the same status offline)\n" +
 			"    kubectl describe httproute checkout -n shop",
+		"    kubectl describe grpcroute rpc -n shop",
 	}
 	testkit.Eventually(t, "weft check reports every failure", func() error {
 		out, err = run()

@@ -154,7 +154,7 @@ func Run(ctx context.Context, c client.Client, d discovery.DiscoveryInterface, o
 	if o.REST != nil {
 		r = append(r, certificates(ctx, c, o.REST, o.Namespace))
 	}
-	r = append(r, policies(ctx, c, served, httpRoutesServed(d)))
+	r = append(r, policies(ctx, c, served, routesServed(d)))
 	return r
 }
 
@@ -805,7 +805,7 @@ type statusObject struct {
 
 // policies: every policy is Accepted, ResolvedRefs and Programmed for its
 // current generation.
-func policies(ctx context.Context, c client.Client, served map[schema.GroupVersionKind]bool, routes bool) Result {
+func policies(ctx context.Context, c client.Client, served map[schema.GroupVersionKind]bool, routes []string) Result {
 	r := Result{Name: "Policies"}
 	var bad, fixes []string
 	total := 0
@@ -828,10 +828,10 @@ func policies(ctx context.Context, c client.Client, served map[schema.GroupVersi
 			}
 		}
 	}
-	if routes {
-		n, rbad, rfixes, err := httpRoutes(ctx, c)
+	for _, kind := range routes {
+		n, rbad, rfixes, err := meshRoutes(ctx, c, kind)
 		if err != nil {
-			r.Status, r.Message = Fail, fmt.Sprintf("listing HTTPRoutes: %v", reason(err))
+			r.Status, r.Message = Fail, fmt.Sprintf("listing %ss: %v", kind, reason(err))
 			return r
 		}
 		total += n
@@ -852,39 +852,64 @@ func policies(ctx context.Context, c client.Client, served map[schema.GroupVersi
 	return r
 }
 
-// RouteController is the controllerName of the HTTPRoute parent statuses
+// RouteController is the controllerName of the route parent statuses
 // weft-controller writes (internal/controller/status.ControllerName, on a
 // floor above this one).
 const RouteController = "mesh.weft.dev/weft-controller"
 
-// httpRoutesServed: gateway.networking.k8s.io/v1 serves HTTPRoutes (Gateway
-// API's CRDs are optional for weft).
-func httpRoutesServed(d discovery.DiscoveryInterface) bool {
+// routesServed: the route kinds weft reads that gateway.networking.k8s.io/v1
+// serves (Gateway API's CRDs are optional for weft, each on its own).
+func routesServed(d discovery.DiscoveryInterface) []string {
 	list, err := d.ServerResourcesForGroupVersion(gatewayv1.GroupVersion.String())
 	if err != nil || list == nil {
-		return false
+		return nil
 	}
-	for _, res := range list.APIResources {
-		if res.Name == "httproutes" {
-			return true
+	var out []string
+	for _, kind := range []string{"HTTPRoute", "GRPCRoute"} {
+		for _, res := range list.APIResources {
+			if res.Name == strings.ToLower(kind)+"s" {
+				out = append(out, kind)
+			}
 		}
 	}
-	return false
+	return out
 }
 
-// httpRoutes: every mesh HTTPRoute (one with a Service parentRef, GAMMA)
-// has weft's parent status (controllerName RouteController) for each
-// Service parent, Accepted, ResolvedRefs and Programmed for its current
-// generation. Routes attached only to Gateways are not weft's.
-func httpRoutes(ctx context.Context, c client.Client) (total int, bad, fixes []string, _ error) {
-	var list gatewayv1.HTTPRouteList
-	if err := c.List(ctx, &list); err != nil {
-		return 0, nil, nil, err
+// meshRoute is what meshRoutes reads of an HTTPRoute or a GRPCRoute.
+type meshRoute struct {
+	meta    metav1.ObjectMeta
+	parents []gatewayv1.ParentReference
+	status  []gatewayv1.RouteParentStatus
+}
+
+// meshRoutes: every mesh route of kind (HTTPRoute or GRPCRoute; one with a
+// Service parentRef, GAMMA) has weft's parent status (controllerName
+// RouteController) for each Service parent, Accepted, ResolvedRefs and
+// Programmed for its current generation. Routes attached only to Gateways
+// are not weft's.
+func meshRoutes(ctx context.Context, c client.Client, kind string) (total int, bad, fixes []string, _ error) {
+	var routes []meshRoute
+	switch kind {
+	case "HTTPRoute":
+		var list gatewayv1.HTTPRouteList
+		if err := c.List(ctx, &list); err != nil {
+			return 0, nil, nil, err
+		}
+		for _, rt := range list.Items {
+			routes = append(routes, meshRoute{rt.ObjectMeta, rt.Spec.ParentRefs, rt.Status.Parents})
+		}
+	case "GRPCRoute":
+		var list gatewayv1.GRPCRouteList
+		if err := c.List(ctx, &list); err != nil {
+			return 0, nil, nil, err
+		}
+		for _, rt := range list.Items {
+			routes = append(routes, meshRoute{rt.ObjectMeta, rt.Spec.ParentRefs, rt.Status.Parents})
+		}
 	}
-	for i := range list.Items {
-		rt := &list.Items[i]
+	for _, rt := range routes {
 		var services []gatewayv1.ParentReference
-		for _, p := range rt.Spec.ParentRefs {
+		for _, p := range rt.parents {
 			if (p.Group == nil || *p.Group == "" || *p.Group == "core") && p.Kind != nil && *p.Kind == "Service" {
 				services = append(services, p)
 			}
@@ -893,14 +918,14 @@ func httpRoutes(ctx context.Context, c client.Client) (total int, bad, fixes []s
 			continue
 		}
 		total++
-		name := fmt.Sprintf("HTTPRoute %s/%s", rt.Namespace, rt.Name)
-		fix := fmt.Sprintf("kubectl describe httproute %s -n %s   (weft translate -f shows the same status offline)", rt.Name, rt.Namespace)
+		name := fmt.Sprintf("%s %s/%s", kind, rt.meta.Namespace, rt.meta.Name)
+		fix := fmt.Sprintf("kubectl describe %s %s -n %s   (weft translate -f shows the same status offline)", strings.ToLower(kind), rt.meta.Name, rt.meta.Namespace)
 		var problems []string
 		for _, p := range services {
 			var st *gatewayv1.RouteParentStatus
-			for j := range rt.Status.Parents {
-				ps := &rt.Status.Parents[j]
-				if string(ps.ControllerName) == RouteController && sameParent(ps.ParentRef, p, rt.Namespace) {
+			for j := range rt.status {
+				ps := &rt.status[j]
+				if string(ps.ControllerName) == RouteController && sameParent(ps.ParentRef, p, rt.meta.Namespace) {
 					st = ps
 				}
 			}
@@ -912,7 +937,7 @@ func httpRoutes(ctx context.Context, c client.Client) (total int, bad, fixes []s
 			case st == nil:
 				problems = append(problems, parent+": no status from weft-controller yet: it has not processed it (is it running?)")
 			default:
-				if problem := policyProblem(st.Conditions, rt.Generation); problem != "" {
+				if problem := policyProblem(st.Conditions, rt.meta.Generation); problem != "" {
 					problems = append(problems, parent+": "+problem)
 				}
 			}
