@@ -22,7 +22,7 @@ var (
 )
 
 // retryPolicies attaches each RetryPolicy to its targets: a Service (every
-// port), a TrafficSplit or an HTTPRoute (the routes it produced). One policy
+// port), a TrafficSplit, an HTTPRoute or a GRPCRoute (the routes it produced). One policy
 // per target: on a second one, the older wins, and the newer is
 // Accepted=False, reason Conflicted, and applies to none of its targets
 // (docs/design/155): Accepted=False means the object has no effect
@@ -58,14 +58,15 @@ func (t *translation) retryPolicies() {
 				}
 				apply = append(apply, resolved{key: target, svc: svc})
 			case tr.Kind == KindTrafficSplit && tr.Group == v1alpha1.GroupVersion.Group,
-				tr.Kind == KindHTTPRoute && tr.Group == v1alpha1.GroupGatewayAPI:
+				tr.Kind == KindHTTPRoute && tr.Group == v1alpha1.GroupGatewayAPI,
+				tr.Kind == KindGRPCRoute && tr.Group == v1alpha1.GroupGatewayAPI:
 				if !t.routesFrom(target) {
 					ps.unresolved(v1alpha1.ReasonTargetNotFound, "%s: %s %q does not exist in namespace %s or routes nothing (see its status)", field, tr.Kind, tr.Name, rp.Namespace)
 					continue
 				}
 				apply = append(apply, resolved{key: target})
 			default:
-				ps.reject(v1alpha1.ReasonInvalid, "%s: a RetryPolicy targets a Service (group \"\"), a TrafficSplit (group %s) or an HTTPRoute (group %s), not %s %q",
+				ps.reject(v1alpha1.ReasonInvalid, "%s: a RetryPolicy targets a Service (group \"\"), a TrafficSplit (group %s), or an HTTPRoute or GRPCRoute (group %s), not %s %q",
 					field, v1alpha1.GroupVersion.Group, v1alpha1.GroupGatewayAPI, tr.Kind, tr.Group)
 				conflict = true
 			}

@@ -6,12 +6,12 @@ import (
 
 // RetryPolicy sets how the calling side of the mesh retries and times out
 // requests to a Service, to the Services of a TrafficSplit, or along the
-// routes of a Gateway API HTTPRoute. It attaches to its targets by
+// routes of a Gateway API HTTPRoute or GRPCRoute. It attaches to its targets by
 // spec.targetRefs (Gateway API policy attachment) and is applied by the
 // client's sidecar.
 //
 // When several RetryPolicies cover one request, the most specific target
-// wins: an HTTPRoute or TrafficSplit target beats a Service target. Between
+// wins: an HTTPRoute, GRPCRoute or TrafficSplit target beats a Service target. Between
 // two policies with the same kind of target, the older one wins and the
 // newer one reports Accepted=False, reason Conflicted, and applies to none
 // of its targets until the conflict is gone.
@@ -48,10 +48,10 @@ type RetryPolicy struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.idleTimeout) || !has(self.timeout) || !self.idleTimeout.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || !self.timeout.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || duration(self.timeout) == duration('0s') || duration(self.idleTimeout) == duration('0s') || duration(self.idleTimeout) < duration(self.timeout)",message="spec.idleTimeout must be shorter than spec.timeout, which ends every request first; shorten idleTimeout, remove it, or lengthen timeout",fieldPath=".idleTimeout"
 type RetryPolicySpec struct {
 	// TargetRefs are the objects this policy applies to, in its namespace: a
-	// Service (group ""), a TrafficSplit (group mesh.weft.dev) or an
-	// HTTPRoute (group gateway.networking.k8s.io). Requests sent to a
-	// Service, through a TrafficSplit's root Service, or along an HTTPRoute
-	// are retried as this policy says.
+	// Service (group ""), a TrafficSplit (group mesh.weft.dev), or an
+	// HTTPRoute or GRPCRoute (group gateway.networking.k8s.io). Requests
+	// sent to a Service, through a TrafficSplit's root Service, or along an
+	// HTTPRoute or GRPCRoute are retried as this policy says.
 	// +listType=atomic
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=16
@@ -134,8 +134,8 @@ type RetryPolicySpec struct {
 }
 
 // RetryPolicyTargetReference is a target of a RetryPolicy: a Service, a
-// TrafficSplit or an HTTPRoute.
-// +kubebuilder:validation:XValidation:rule="(size(self.group) == 0 && self.kind == 'Service') || (self.group == 'mesh.weft.dev' && self.kind == 'TrafficSplit') || (self.group == 'gateway.networking.k8s.io' && self.kind == 'HTTPRoute')",message="a RetryPolicy target must be a Service (group \"\"), a TrafficSplit (group mesh.weft.dev) or an HTTPRoute (group gateway.networking.k8s.io); check group and kind"
+// TrafficSplit, an HTTPRoute or a GRPCRoute.
+// +kubebuilder:validation:XValidation:rule="(size(self.group) == 0 && self.kind == 'Service') || (self.group == 'mesh.weft.dev' && self.kind == 'TrafficSplit') || (self.group == 'gateway.networking.k8s.io' && (self.kind == 'HTTPRoute' || self.kind == 'GRPCRoute'))",message="a RetryPolicy target must be a Service (group \"\"), a TrafficSplit (group mesh.weft.dev), or an HTTPRoute or GRPCRoute (group gateway.networking.k8s.io); check group and kind"
 type RetryPolicyTargetReference struct {
 	PolicyTargetReference `json:",inline"`
 }

@@ -326,6 +326,8 @@ var invalidCases = []objectCase{
 		[]string{"spec.retryOn", "at least 1 items"}},
 	{"retrypolicy: target kind not retryable", rpHead + "spec:\n  targetRefs: [{group: apps, kind: Deployment, name: d}]\n",
 		[]string{"spec.targetRefs[0]", "a RetryPolicy target must be a Service"}},
+	{"retrypolicy: GRPCRoute target in the wrong group", rpHead + "spec:\n  targetRefs: [{group: mesh.weft.dev, kind: GRPCRoute, name: g}]\n",
+		[]string{"spec.targetRefs[0]", "or an HTTPRoute or GRPCRoute (group gateway.networking.k8s.io)"}},
 	{"retrypolicy: TrafficSplit target in the wrong group", rpHead + "spec:\n  targetRefs: [{group: '', kind: TrafficSplit, name: t}]\n",
 		[]string{"spec.targetRefs[0]", "TrafficSplit (group mesh.weft.dev)"}},
 	{"retrypolicy: duplicate target", rpHead + "spec:\n  targetRefs: [{group: '', kind: Service, name: s}, {group: '', kind: Service, name: s}]\n",
@@ -567,7 +569,7 @@ var validEdgeCases = []objectCase{
 	{"retrypolicy: idle timeout with timeout 0s", rpHead + "spec:\n" + rpTarget + "  idleTimeout: 5m\n  timeout: 0s\n", nil},
 	{"retrypolicy: idle timeout 0s", rpHead + "spec:\n" + rpTarget + "  idleTimeout: 0s\n  timeout: 1s\n", nil},
 	{"retrypolicy: attempts 0 and timeout 0s", rpHead + "spec:\n" + rpTarget + "  attempts: 0\n  timeout: 0s\n  perTryTimeout: 1m30s\n", nil},
-	{"retrypolicy: HTTPRoute and TrafficSplit targets, every condition", rpHead + "spec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}, {group: mesh.weft.dev, kind: TrafficSplit, name: t}]\n" +
+	{"retrypolicy: HTTPRoute, GRPCRoute and TrafficSplit targets, every condition", rpHead + "spec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}, {group: gateway.networking.k8s.io, kind: GRPCRoute, name: g}, {group: mesh.weft.dev, kind: TrafficSplit, name: t}]\n" +
 		"  retryOn: [5xx, gateway-error, reset, connect-failure, refused-stream, retriable-status-codes, unavailable, cancelled, deadline-exceeded, resource-exhausted]\n  retriableStatusCodes: [502, 503]\n", nil},
 	{"backendtrafficpolicy: only a target gets today's fixed values as defaults", btHead + "spec:\n" + btTarget,
 		[]string{`"circuitBreaker":{"maxConnections":1024,"maxPendingRequests":1024,"maxRequests":1024}`,
