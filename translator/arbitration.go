@@ -26,6 +26,10 @@ const (
 //   - An HTTPRoute or GRPCRoute (GAMMA) owns the ports it attaches to.
 //     Between two such routes on one port, of either kind, the older wins;
 //     the newer is Conflicted.
+//   - A consumer route (an HTTPRoute or GRPCRoute whose parent Service is
+//     in another namespace) owns the port for its namespace's callers
+//     only: they take its routes instead of the producer's
+//     (ir.Port.Consumers). Between two of one namespace the older wins.
 //   - TrafficSplits on a port that an HTTPRoute owns are Conflicted: the
 //     standard API takes precedence.
 //   - Several TrafficSplits may share a root port: those with matches are
@@ -38,6 +42,9 @@ const (
 type portRouting struct {
 	httpRoute *ir.PolicyRef
 	splits    []*ir.Route
+	// consumers: the consumer route that has the port, per caller
+	// namespace (claimForConsumerRoute).
+	consumers map[string]*ir.PolicyRef
 }
 
 func (t *translation) routes() {

@@ -14,6 +14,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
 	"github.com/weftmesh/weft/crds/v1alpha1"
 )
@@ -27,6 +28,7 @@ func init() {
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(v1alpha1.AddToScheme(scheme))
 	utilruntime.Must(gatewayv1.Install(scheme))
+	utilruntime.Must(gatewayv1beta1.Install(scheme))
 	codecs = serializer.NewCodecFactory(scheme, serializer.EnableStrict)
 }
 
@@ -67,6 +69,12 @@ func DecodeInputs(data []byte) (*Inputs, error) {
 			in.HTTPRoutes = append(in.HTTPRoutes, o)
 		case *gatewayv1.GRPCRoute:
 			in.GRPCRoutes = append(in.GRPCRoutes, o)
+		case *gatewayv1beta1.ReferenceGrant:
+			in.ReferenceGrants = append(in.ReferenceGrants, o)
+		case *gatewayv1.ReferenceGrant:
+			// The same object (v1beta1's type is v1's): read as the
+			// version weft-controller watches.
+			in.ReferenceGrants = append(in.ReferenceGrants, (*gatewayv1beta1.ReferenceGrant)(o))
 		case *v1alpha1.RetryPolicy:
 			in.RetryPolicies = append(in.RetryPolicies, o)
 		case *v1alpha1.AuthPolicy:

@@ -206,8 +206,11 @@ func (t *translation) mirror(hr *gatewayv1.HTTPRoute, ps *policyStatus, m *gatew
 		return ir.Mirror{}, false
 	}
 	ns := hr.Namespace
-	if b.Namespace != nil && string(*b.Namespace) != ns {
-		ps.unresolved(ReasonRefNotPermitted, "%s.namespace: mirrors must be in the route's namespace %s (nothing is mirrored)", bf, ns)
+	if b.Namespace != nil {
+		ns = string(*b.Namespace)
+	}
+	if ok, why := t.backendPermitted(hr, ps.kind, ns, string(b.Name)); !ok {
+		ps.unresolved(ReasonRefNotPermitted, "%s.namespace: %s (nothing is mirrored meanwhile)", bf, why)
 		return ir.Mirror{}, false
 	}
 	svc := t.byKey[ir.ServiceKey{Namespace: ns, Name: string(b.Name)}]

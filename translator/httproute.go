@@ -81,13 +81,21 @@ func (t *translation) httpRoute(hr *gatewayv1.HTTPRoute, ps *policyStatus, ref *
 			continue
 		}
 		field := fmt.Sprintf("spec.parentRefs[%d]", i)
-		if p.Namespace != nil && string(*p.Namespace) != hr.Namespace {
-			ps.reject(v1alpha1.ReasonInvalid, "%s.namespace: weft routes Services of the route's own namespace only", field)
+		// GAMMA: a parent in another namespace makes this a consumer
+		// route, for callers of the route's namespace only.
+		svcNS := hr.Namespace
+		consumer := p.Namespace != nil && string(*p.Namespace) != hr.Namespace
+		if consumer {
+			svcNS = string(*p.Namespace)
+		}
+		root := t.byKey[ir.ServiceKey{Namespace: svcNS, Name: string(p.Name)}]
+		if root == nil {
+			ps.unresolved(v1alpha1.ReasonTargetNotFound, "%s.name: Service %q does not exist in namespace %s", field, p.Name, svcNS)
 			continue
 		}
-		root := t.byKey[ir.ServiceKey{Namespace: hr.Namespace, Name: string(p.Name)}]
-		if root == nil {
-			ps.unresolved(v1alpha1.ReasonTargetNotFound, "%s.name: Service %q does not exist in namespace %s", field, p.Name, hr.Namespace)
+		if consumer && !root.ExportedTo(hr.Namespace) {
+			ps.unresolved(v1alpha1.ReasonTargetNotFound, "%s: Service %s/%s is not exported to namespace %s (weft.dev/export-to), so no caller this consumer route applies to can reach it; export it there",
+				field, svcNS, p.Name, hr.Namespace)
 			continue
 		}
 		ports := root.Ports
@@ -111,9 +119,14 @@ func (t *translation) httpRoute(hr *gatewayv1.HTTPRoute, ps *policyStatus, ref *
 				continue
 			}
 			// No catch-all after the rules: a request no rule matches
-			// gets 404 (docs/design/177). Each port gets its own slice.
+			// gets 404 (docs/design/177), from a consumer route as from
+			// the producer's. Each port gets its own slice.
 			own := append([]*ir.Route(nil), routes...)
-			if t.claimForHTTPRoute(ps, ref, root, port, field, own) {
+			claim := t.claimForHTTPRoute
+			if consumer {
+				claim = t.claimForConsumerRoute
+			}
+			if claim(ps, ref, root, port, field, own) {
 				parents = append(parents, fmt.Sprintf("Service %s port %d", root.Key.Name, port.Port))
 			}
 		}
@@ -186,8 +199,11 @@ func (t *translation) httpRouteRule(hr *gatewayv1.HTTPRoute, ps *policyStatus, r
 			continue
 		}
 		ns := hr.Namespace
-		if b.Namespace != nil && string(*b.Namespace) != ns {
-			ps.unresolved(ReasonRefNotPermitted, "%s.namespace: backends must be in the route's namespace %s (its share of requests gets HTTP 503)", bf, ns)
+		if b.Namespace != nil {
+			ns = string(*b.Namespace)
+		}
+		if ok, why := t.backendPermitted(hr, ps.kind, ns, string(b.Name)); !ok {
+			ps.unresolved(ReasonRefNotPermitted, "%s.namespace: %s (its share of requests gets HTTP 503 meanwhile)", bf, why)
 			missing += uint32(max(w, 0))
 			continue
 		}
@@ -429,9 +445,9 @@ func (t *translation) proxylessTimeoutGaps() {
 	retriedBy := map[PolicyKey]ir.PolicyRef{}
 	for _, svc := range t.mesh.Services {
 		for _, p := range svc.Ports {
-			for _, r := range p.Routes {
+			p.AllRoutes(func(r *ir.Route) {
 				if r.Source == nil || r.Source.Kind != KindHTTPRoute || r.BackendTimeout == 0 {
-					continue
+					return
 				}
 				retry := r.Retry
 				if retry == nil {
@@ -440,7 +456,7 @@ func (t *translation) proxylessTimeoutGaps() {
 				if retry != nil && retry.Attempts > 0 {
 					retriedBy[PolicyKey{Kind: KindHTTPRoute, Namespace: r.Source.Namespace, Name: r.Source.Name}] = retry.Source
 				}
-			}
+			})
 		}
 	}
 	for k, by := range retriedBy {

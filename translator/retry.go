@@ -98,10 +98,12 @@ func (t *translation) retryPolicies() {
 func (t *translation) routesFrom(target PolicyKey) bool {
 	for _, svc := range t.mesh.Services {
 		for _, p := range svc.Ports {
-			for _, r := range p.Routes {
-				if r.Source != nil && r.Source.Kind == target.Kind && r.Source.Namespace == target.Namespace && r.Source.Name == target.Name {
-					return true
-				}
+			found := false
+			p.AllRoutes(func(r *ir.Route) {
+				found = found || r.Source != nil && r.Source.Kind == target.Kind && r.Source.Namespace == target.Namespace && r.Source.Name == target.Name
+			})
+			if found {
+				return true
 			}
 		}
 	}
@@ -114,11 +116,11 @@ func (t *translation) retryRoutes(target PolicyKey, retry *ir.Retry) bool {
 	found := false
 	for _, svc := range t.mesh.Services {
 		for _, p := range svc.Ports {
-			for _, r := range p.Routes {
+			p.AllRoutes(func(r *ir.Route) {
 				if r.Source != nil && r.Source.Kind == target.Kind && r.Source.Namespace == target.Namespace && r.Source.Name == target.Name {
 					r.Retry, found = retry, true
 				}
-			}
+			})
 		}
 	}
 	return found

@@ -21,10 +21,14 @@ type policyStatus struct {
 	// proxyless names each part of a RetryPolicy that proxyless gRPC
 	// clients cannot apply (see proxylessRetryGaps).
 	proxyless string
+	// kind is the tracked object's kind (KindHTTPRoute, KindGRPCRoute,
+	// ...): a GRPCRoute reaches httpRoute as an HTTPRoute, but
+	// ReferenceGrants name the route's own kind (backendPermitted).
+	kind string
 }
 
 func (t *translation) track(kind string, obj metav1.Object) *policyStatus {
-	ps := &policyStatus{gen: obj.GetGeneration()}
+	ps := &policyStatus{gen: obj.GetGeneration(), kind: kind}
 	ps.accepted = &metav1.Condition{Type: v1alpha1.ConditionAccepted, Status: metav1.ConditionTrue,
 		Reason: v1alpha1.ReasonAccepted, Message: "The policy is valid.", ObservedGeneration: ps.gen}
 	ps.resolved = &metav1.Condition{Type: v1alpha1.ConditionResolvedRefs, Status: metav1.ConditionTrue,

@@ -13,6 +13,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
 	"github.com/weftmesh/weft/crds/v1alpha1"
 	"github.com/weftmesh/weft/translator/ir"
@@ -28,9 +29,12 @@ type Inputs struct {
 	TrafficSplits  []*v1alpha1.TrafficSplit
 	HTTPRoutes     []*gatewayv1.HTTPRoute
 	// GRPCRoutes, like HTTPRoutes, route calls to Services (GAMMA).
-	GRPCRoutes    []*gatewayv1.GRPCRoute
-	RetryPolicies []*v1alpha1.RetryPolicy
-	AuthPolicies  []*v1alpha1.AuthPolicy
+	GRPCRoutes []*gatewayv1.GRPCRoute
+	// ReferenceGrants permit HTTPRoutes and GRPCRoutes to use Services
+	// of other namespaces (backendPermitted).
+	ReferenceGrants []*gatewayv1beta1.ReferenceGrant
+	RetryPolicies   []*v1alpha1.RetryPolicy
+	AuthPolicies    []*v1alpha1.AuthPolicy
 	// BackendTrafficPolicies set how callers treat Services' endpoints.
 	BackendTrafficPolicies []*v1alpha1.BackendTrafficPolicy
 	// RateLimitPolicies limit what Services' pods accept.
@@ -49,6 +53,7 @@ func (in *Inputs) Add(other *Inputs) {
 	in.TrafficSplits = append(in.TrafficSplits, other.TrafficSplits...)
 	in.HTTPRoutes = append(in.HTTPRoutes, other.HTTPRoutes...)
 	in.GRPCRoutes = append(in.GRPCRoutes, other.GRPCRoutes...)
+	in.ReferenceGrants = append(in.ReferenceGrants, other.ReferenceGrants...)
 	in.RetryPolicies = append(in.RetryPolicies, other.RetryPolicies...)
 	in.AuthPolicies = append(in.AuthPolicies, other.AuthPolicies...)
 	in.BackendTrafficPolicies = append(in.BackendTrafficPolicies, other.BackendTrafficPolicies...)

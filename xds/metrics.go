@@ -100,14 +100,14 @@ func meshPolicies(m *ir.Mesh) map[string]bool {
 			if p.Backend != nil {
 				out[policyLabel(p.Backend.Source)] = true
 			}
-			for _, r := range p.Routes {
+			p.AllRoutes(func(r *ir.Route) {
 				if r.Source != nil {
 					out[policyLabel(*r.Source)] = true
 				}
 				if r.Retry != nil {
 					out[policyLabel(r.Retry.Source)] = true
 				}
-			}
+			})
 		}
 		for _, a := range svc.AuthPolicies {
 			out[policyLabel(a.Source)] = true

@@ -29,9 +29,10 @@ import (
 // routePatch is one routing-only change, prepared for every group.
 type routePatch struct {
 	change *envoy.RouteChange
-	// rds: the new route configurations, encoded once; grpc: those of
+	// rds: the new route configurations, encoded once, per variant (the
+	// callers' namespace when it has consumer routes); grpc: those of
 	// gRPC clients, per variant.
-	rds  map[string]*encoded
+	rds  map[envoy.DestRoute]*encoded
 	grpc map[envoy.GRPCRoute]*encoded
 	*deriver
 }
@@ -45,13 +46,13 @@ func prepareRoutes(prev, next *ir.Mesh, ch *ir.Change, enc *encoder) *routePatch
 	if c == nil {
 		return nil
 	}
-	pt := &routePatch{change: c, rds: make(map[string]*encoded, len(c.Routes)), grpc: make(map[envoy.GRPCRoute]*encoded, len(c.GRPC)), deriver: newDeriver(enc)}
-	for name, rc := range c.Routes {
-		e, err := enc.encode(resourcev3.RouteType, name, rc, nil)
+	pt := &routePatch{change: c, rds: make(map[envoy.DestRoute]*encoded, len(c.Routes)), grpc: make(map[envoy.GRPCRoute]*encoded, len(c.GRPC)), deriver: newDeriver(enc)}
+	for k, rc := range c.Routes {
+		e, err := enc.encode(resourcev3.RouteType, k.Name, rc, nil)
 		if err != nil {
 			return nil
 		}
-		pt.rds[name] = e
+		pt.rds[k] = e
 	}
 	for k, rc := range c.GRPC {
 		e, err := enc.encode(resourcev3.RouteType, k.Name, rc, nil)
@@ -77,7 +78,7 @@ func (pt *routePatch) apply(s *snapshot, p dataplane.Proxy) (next *snapshot, ok 
 	if !ok {
 		return nil, false
 	}
-	value := func(name string) *encoded { return pt.rds[name] }
+	value := func(name string) *encoded { return pt.rds[pr.Dest[name]] }
 	if pr.GRPC != nil {
 		value = func(name string) *encoded { return pt.grpc[pr.GRPC[name]] }
 	}

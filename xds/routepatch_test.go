@@ -47,6 +47,9 @@ func TestRoutePatchEqualsFullBuild(t *testing.T) {
 	}
 	counts := map[string]*editCount{}
 	skipped := 0
+	// Edits of a Service with consumer routes (docs/design/176), and of
+	// those the ones that must be patched.
+	consumerEdits, consumerMustPatch := 0, 0
 	for seed := uint64(1); seed <= uint64(seeds); seed++ {
 		m := meshgen.Generate(seed, meshgen.Options{})
 		r := rand.New(rand.NewPCG(seed, 7))
@@ -106,6 +109,15 @@ func TestRoutePatchEqualsFullBuild(t *testing.T) {
 				old[g] = g.snap.Load()
 			}
 			mustPatch := lastMustPatch
+			for _, sc := range ch.Services {
+				if sc.Old != nil && sc.New != nil && (sc.Old.HasConsumers() || sc.New.HasConsumers()) {
+					consumerEdits++
+					if mustPatch {
+						consumerMustPatch++
+					}
+					break
+				}
+			}
 			var grpcAffected uint64
 			for g := range groups {
 				if g.proxy.Kind == dataplane.KindGRPC && affects(&ch, g.proxy, old[g]) {
@@ -187,6 +199,10 @@ func TestRoutePatchEqualsFullBuild(t *testing.T) {
 	}
 	if counts["weight"] == nil || counts["weight"].mustPatch < seeds/2 || counts["weight"].grpcMustPatch == 0 {
 		t.Errorf("too few weight changes of HTTP splits to show the fast path (for sidecars and proxyless gRPC clients): %+v", counts["weight"])
+	}
+	t.Logf("%d edits of a Service with consumer routes, %d of them to be patched", consumerEdits, consumerMustPatch)
+	if !testing.Short() && (consumerEdits == 0 || consumerMustPatch == 0) {
+		t.Errorf("no edit of a Service with consumer routes (or none that must be patched): the test no longer shows their variants")
 	}
 	t.Logf("%d edits skipped (a full build fails)", skipped)
 	if skipped > seeds*steps/10 {
@@ -285,7 +301,9 @@ type editor struct {
 var lastMustPatch bool
 
 // routedByAddress: the split's root port is an HTTP port of a Service with
-// a cluster IP, as meshgen meant it.
+// a cluster IP, as meshgen meant it. (Consumer routes on the Service do not
+// matter: the producer's routes change alone, for every audience but the
+// consumer routes' namespaces, whose variants stay.)
 func (e *editor) routedByAddress(ns, root string, port *int32) bool {
 	for _, s := range e.m.Services {
 		if s.Svc.Namespace == ns && s.Svc.Name == root {
@@ -562,14 +580,22 @@ func (e *editor) retryRemove() bool {
 }
 
 // httpRouteDoc is a GAMMA HTTPRoute on parent (a Service port, or every
-// port), with a matched rule and a weighted default rule.
+// port), with a matched rule and a weighted default rule; in one case of
+// four a consumer route (docs/design/176), from another namespace, whose
+// backends are in the parent's namespace.
 func (e *editor) httpRouteDoc(name string, gen int64, parent *meshgen.ServiceInfo) string {
 	ns := parent.Svc.Namespace
-	parentRef := fmt.Sprintf(`{group: "", kind: Service, name: %s%s}`, parent.Svc.Name, portField(e.port(parent)))
+	routeNS, nsField := ns, ""
+	if e.r.IntN(4) == 0 {
+		if c := e.service(""); c != nil && c.Svc.Namespace != ns {
+			routeNS, nsField = c.Svc.Namespace, ", namespace: "+ns
+		}
+	}
+	parentRef := fmt.Sprintf(`{group: "", kind: Service, name: %s%s%s}`, parent.Svc.Name, nsField, portField(e.port(parent)))
 	if e.r.IntN(5) == 0 {
 		// A second parent: one policy in two Services' routes.
 		if p2 := e.service(ns); p2 != nil && p2 != parent {
-			parentRef += fmt.Sprintf(`, {group: "", kind: Service, name: %s}`, p2.Svc.Name)
+			parentRef += fmt.Sprintf(`, {group: "", kind: Service, name: %s%s}`, p2.Svc.Name, nsField)
 		}
 	}
 	backend := func() string {
@@ -582,11 +608,11 @@ func (e *editor) httpRouteDoc(name string, gen int64, parent *meshgen.ServiceInf
 				port = p.Port
 			}
 		}
-		return fmt.Sprintf(`{name: %s, port: %d, weight: %d}`, b.Svc.Name, port, e.r.IntN(100))
+		return fmt.Sprintf(`{name: %s%s, port: %d, weight: %d}`, b.Svc.Name, nsField, port, e.r.IntN(100))
 	}
 	rules := fmt.Sprintf(`[{matches: [{path: {type: PathPrefix, value: /v2}}], backendRefs: [%s]}, {backendRefs: [%s, %s]}]`, backend(), backend(), backend())
 	return fmt.Sprintf(`{apiVersion: gateway.networking.k8s.io/v1, kind: HTTPRoute, metadata: {name: %s, namespace: %s, generation: %d, creationTimestamp: "2027-01-01T00:%02d:%02dZ"}, spec: {parentRefs: [%s], rules: %s}}`,
-		name, ns, gen, e.step/60, e.step%60, parentRef, rules)
+		name, routeNS, gen, e.step/60, e.step%60, parentRef, rules)
 }
 
 func (e *editor) routeAdd() bool {

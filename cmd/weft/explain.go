@@ -31,10 +31,10 @@ func explainCmd() *cobra.Command {
 		Long: `weft explain answers "why was my call denied?" (or "where does it go?").
 It translates the manifests (with -f) or the cluster's current objects
 (without: Namespaces, Services, EndpointSlices, Pods, weft's policies,
-HTTPRoutes, GRPCRoutes and MeshConfig, read once through --kubeconfig) as
-'weft translate' does, builds every meshed
-pod's sidecar configuration and traffic-capture rules, and walks one request
-from the caller's application through its iptables rules, its sidecar's
+HTTPRoutes, GRPCRoutes, ReferenceGrants and MeshConfig, read once through
+--kubeconfig) as 'weft translate' does, builds every meshed pod's sidecar
+configuration and traffic-capture rules, and walks one request from the
+caller's application through its iptables rules, its sidecar's
 listener, filter chain, route and cluster, the network (kube-proxy), the
 destination's capture rules and sidecar (TLS, AuthPolicy) to the destination
 application. It prints each hop and the verdict: delivered (over mutual TLS,

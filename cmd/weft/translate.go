@@ -20,8 +20,8 @@ func translateCmd() *cobra.Command {
 		Use:   "translate -f FILE|FOLDER",
 		Short: "Show the xDS each proxy would receive, and every policy's status, from manifests on disk",
 		Long: `weft translate reads Kubernetes and weft manifests (Namespaces, Services,
-EndpointSlices, Pods, TrafficSplits, HTTPRoutes, GRPCRoutes, RetryPolicies, AuthPolicies,
-MeshConfig) and translates them exactly as weft-controller does, without a
+EndpointSlices, Pods, TrafficSplits, HTTPRoutes, GRPCRoutes, ReferenceGrants,
+RetryPolicies, AuthPolicies, MeshConfig) and translates them exactly as weft-controller does, without a
 cluster: every policy's status (Accepted, ResolvedRefs; Programmed needs
 connected proxies and is not shown) and, for every meshed pod (a pod with the
 weft-proxy container, or annotated weft.dev/proxyless: grpc), the listeners,

@@ -197,7 +197,7 @@ func (v *view) upstreams() []upstream {
 	for _, svc := range v.outbound {
 		for _, port := range svc.Ports {
 			backends := append([]ir.Backend(nil), port.TCPBackends...)
-			for _, r := range port.Routes {
+			for _, r := range v.routesOf(port) {
 				backends = append(backends, r.Targets()...)
 			}
 			for _, b := range backends {
@@ -220,18 +220,18 @@ func (v *view) upstreams() []upstream {
 func (v *view) retryBudgets() map[string]*ir.Retry {
 	out := map[string]*ir.Retry{}
 	for _, svc := range v.outbound {
-		serviceRetryBudgets(svc, out)
+		serviceRetryBudgets(svc, v.proxy.Namespace, out)
 	}
 	return out
 }
 
-// serviceRetryBudgets adds to out the budgets of svc's routes: for each
-// cluster they send to, the first of the tightest. (The first tightest
-// over several Services is the first tightest of each one's: RouteChange
-// compares one Service's alone.)
-func serviceRetryBudgets(svc *ir.Service, out map[string]*ir.Retry) {
+// serviceRetryBudgets adds to out the budgets of svc's routes for callers
+// in namespace ns: for each cluster they send to, the first of the
+// tightest. (The first tightest over several Services is the first
+// tightest of each one's: RouteChange compares one Service's alone.)
+func serviceRetryBudgets(svc *ir.Service, ns string, out map[string]*ir.Retry) {
 	for _, port := range svc.Ports {
-		for _, r := range port.Routes {
+		for _, r := range port.RoutesFor(ns) {
 			retry := r.Retry
 			if retry == nil {
 				retry = port.Retry

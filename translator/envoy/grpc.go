@@ -34,7 +34,7 @@ func (v *view) buildGRPC(r *Resources) {
 			if !port.Protocol.IsHTTP() {
 				continue
 			}
-			for _, rt := range port.Routes {
+			for _, rt := range v.routesOf(port) {
 				for _, b := range rt.Backends {
 					blackHole = blackHole || b.Unresolved
 				}
@@ -128,7 +128,7 @@ func (v *view) grpcRoutedClusters() map[string]bool {
 			if !port.Protocol.IsHTTP() {
 				continue
 			}
-			for _, rt := range port.Routes {
+			for _, rt := range v.routesOf(port) {
 				for _, b := range rt.Backends {
 					if !b.Unresolved {
 						out[ir.ClusterName(b.Service, b.Port)] = true
@@ -179,11 +179,12 @@ func grpcOutlierDetection(b *ir.BackendPolicy) *clusterv3.OutlierDetection {
 
 // grpcPort is a Service port's route configuration for gRPC clients and
 // the API listeners that lead to it. It reads of the proxy only whether it
-// is in the Service's namespace (the bare name) and its preferred family
-// (which picks dual-stack backends' clusters), so proxies share it.
+// is in the Service's namespace (the bare name), its preferred family
+// (which picks dual-stack backends' clusters) and whether the port has
+// consumer routes for its namespace (consumerOf), so proxies share it.
 func (v *view) grpcPort(svc *ir.Service, port *ir.Port) *grpcPort {
 	local := svc.Key.Namespace == v.proxy.Namespace
-	gp := &grpcPort{route: grpcRouteConfig(v.mesh, svc, port, local, v.preferred())}
+	gp := &grpcPort{route: grpcRouteConfig(v.mesh, svc, port, local, v.consumerOf(port), v.preferred())}
 	for _, name := range grpcListenerNames(svc, port.Port, local) {
 		gp.listeners = append(gp.listeners, apiListener(name, gp.route.Name))
 	}
@@ -191,15 +192,16 @@ func (v *view) grpcPort(svc *ir.Service, port *ir.Port) *grpcPort {
 }
 
 // grpcRouteConfig is the route configuration of a Service port for gRPC
-// clients in the Service's namespace (local) or not, preferring family f:
-// all it reads of the proxy (RouteChange builds it for each).
-func grpcRouteConfig(mesh *ir.Mesh, svc *ir.Service, port *ir.Port, local bool, f family) *routev3.RouteConfiguration {
+// clients in the Service's namespace (local) or not, preferring family f,
+// in namespace consumer when the port has consumer routes for it (else
+// ""): all it reads of the proxy (RouteChange builds it for each).
+func grpcRouteConfig(mesh *ir.Mesh, svc *ir.Service, port *ir.Port, local bool, consumer string, f family) *routev3.RouteConfiguration {
 	return &routev3.RouteConfiguration{
 		Name: grpcName(svc, port.Port),
 		VirtualHosts: []*routev3.VirtualHost{{
 			Name:    svc.Key.Hostname() + ":" + strconv.Itoa(int(port.Port)),
 			Domains: grpcListenerNames(svc, port.Port, local),
-			Routes:  grpcRoutes(mesh, port, f),
+			Routes:  grpcRoutes(mesh, port, consumer, f),
 		}},
 	}
 }
@@ -247,9 +249,9 @@ func routerFilter() *hcmv3.HttpFilter {
 // match path elements) becomes two routes with the same action: path p
 // exactly, then prefix "p/" — the same requests, in gRPC's terms (issue
 // 12 r: "p/" alone never matched the method p itself).
-func grpcRoutes(mesh *ir.Mesh, port *ir.Port, f family) []*routev3.Route {
+func grpcRoutes(mesh *ir.Mesh, port *ir.Port, consumer string, f family) []*routev3.Route {
 	var out []*routev3.Route
-	for _, r := range routes(mesh, port, f) {
+	for _, r := range routes(mesh, port, consumer, f) {
 		if len(r.GetMatch().GetQueryParameters()) > 0 {
 			// gRPC-Go skips such a route (a call has no query string,
 			// so it never matches): left out, and named on the route's

@@ -53,7 +53,14 @@ spec:
 // gRPC-Go xDS client connection of the frontend to it.
 func proxylessGreeter(t *testing.T, ctx context.Context, extra string, h healthpb.HealthServer) *grpc.ClientConn {
 	t.Helper()
-	return proxylessServers(t, ctx, func(ports []int) string {
+	return proxylessGreeterFrom(t, ctx, extra, h, "shop")
+}
+
+// proxylessGreeterFrom is proxylessGreeter with the frontend in namespace
+// frontendNS.
+func proxylessGreeterFrom(t *testing.T, ctx context.Context, extra string, h healthpb.HealthServer, frontendNS string) *grpc.ClientConn {
+	t.Helper()
+	return proxylessServers(t, ctx, frontendNS, func(ports []int) string {
 		return fmt.Sprintf(meshYAML, ports[0], ports[0]) + allowFrontend + "---" + extra
 	}, "xds:///greeter.shop:80", func(s *xds.GRPCServer) { healthpb.RegisterHealthServer(s, h) })
 }
@@ -62,14 +69,15 @@ func proxylessGreeter(t *testing.T, ctx context.Context, extra string, h healthp
 // (shop/greeter, 127.0.0.1) per register function, each on a port of its
 // own, serves every proxy weft's configuration of manifest(ports) (the
 // mesh in YAML, given those ports), and returns the frontend's
-// (shop/frontend, 127.0.0.2) real gRPC-Go xDS client connection to target.
-func proxylessServers(t *testing.T, ctx context.Context, manifest func(ports []int) string, target string, register ...func(*xds.GRPCServer)) *grpc.ClientConn {
+// (frontendNS/frontend, 127.0.0.2) real gRPC-Go xDS client connection to
+// target.
+func proxylessServers(t *testing.T, ctx context.Context, frontendNS string, manifest func(ports []int) string, target string, register ...func(*xds.GRPCServer)) *grpc.ClientConn {
 	t.Helper()
 	dir := t.TempDir()
 	ca := testpki.NewCA(t)
 	files := map[string]testpki.Files{}
-	for _, sa := range []string{"greeter", "frontend"} {
-		files[sa] = ca.Issue(t, dir, "spiffe://cluster.local/ns/shop/sa/"+sa)
+	for sa, ns := range map[string]string{"greeter": "shop", "frontend": frontendNS} {
+		files[sa] = ca.Issue(t, dir, "spiffe://cluster.local/ns/"+ns+"/sa/"+sa)
 	}
 	cache := cachev3.NewSnapshotCache(false, cachev3.IDHash{}, nil)
 	xdsAddr := serveADS(t, ctx, cache)
@@ -89,8 +97,8 @@ func proxylessServers(t *testing.T, ctx context.Context, manifest func(ports []i
 	}
 	mesh := translator.Translate(in).Mesh
 	for node, p := range map[string]dataplane.Proxy{
-		"greeter-0.shop":  {Namespace: "shop", ServiceAccount: "greeter", Labels: map[string]string{"app": "greeter"}, IPs: []string{"127.0.0.1"}, Kind: dataplane.KindGRPC},
-		"frontend-0.shop": {Namespace: "shop", ServiceAccount: "frontend", Labels: map[string]string{"app": "frontend"}, IPs: []string{"127.0.0.2"}, Kind: dataplane.KindGRPC},
+		"greeter-0.shop":           {Namespace: "shop", ServiceAccount: "greeter", Labels: map[string]string{"app": "greeter"}, IPs: []string{"127.0.0.1"}, Kind: dataplane.KindGRPC},
+		"frontend-0." + frontendNS: {Namespace: frontendNS, ServiceAccount: "frontend", Labels: map[string]string{"app": "frontend"}, IPs: []string{"127.0.0.2"}, Kind: dataplane.KindGRPC},
 	} {
 		res := envoy.Build(mesh, p)
 		if err := res.Validate(); err != nil {
@@ -135,7 +143,7 @@ func proxylessServers(t *testing.T, ctx context.Context, manifest func(ports []i
 			t.Fatalf("the gRPC server on port %d never accepted its listener", ports[i])
 		}
 	}
-	resolver, err := xds.NewXDSResolverWithConfigForTesting(bootstrap(t, xdsAddr, "frontend-0.shop", files["frontend"]))
+	resolver, err := xds.NewXDSResolverWithConfigForTesting(bootstrap(t, xdsAddr, "frontend-0."+frontendNS, files["frontend"]))
 	if err != nil {
 		t.Fatal(err)
 	}

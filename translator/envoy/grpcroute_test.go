@@ -114,7 +114,7 @@ func TestProxylessGRPCRoute(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	v1, v2 := &countingTestService{}, &countingTestService{}
-	conn := proxylessServers(t, ctx, func(ports []int) string { return fmt.Sprintf(grpcRouteMesh, ports[0], ports[1]) },
+	conn := proxylessServers(t, ctx, "shop", func(ports []int) string { return fmt.Sprintf(grpcRouteMesh, ports[0], ports[1]) },
 		"xds:///echo.shop:80",
 		func(s *xds.GRPCServer) { testgrpc.RegisterTestServiceServer(s, v1) },
 		func(s *xds.GRPCServer) { testgrpc.RegisterTestServiceServer(s, v2) })

@@ -384,7 +384,7 @@ func operationUnrestricted(r ir.AuthRule) bool {
 func (v *view) policies() []ir.PolicyRef {
 	seen := map[ir.PolicyRef]bool{}
 	for _, svc := range v.outbound {
-		servicePolicies(v.mesh, svc, func(r ir.PolicyRef) { seen[r] = true })
+		servicePolicies(v.mesh, svc, v.proxy.Namespace, func(r ir.PolicyRef) { seen[r] = true })
 	}
 	for _, a := range v.authz {
 		seen[a.Source] = true
@@ -406,11 +406,13 @@ func (v *view) policies() []ir.PolicyRef {
 	return out
 }
 
-// servicePolicies calls add with each policy that a Service in a proxy's
-// view makes its configuration carry: the routing and retry policies of
-// its ports and routes, and the backend traffic policies of its ports and
-// of the backends its routes and TCP splits send to.
-func servicePolicies(mesh *ir.Mesh, svc *ir.Service, add func(ir.PolicyRef)) {
+// servicePolicies calls add with each policy that a Service in the view
+// of a proxy in namespace ns makes its configuration carry: the routing
+// and retry policies of its ports and of their routes for ns's callers,
+// and the backend traffic policies of its ports and of the backends those
+// routes and its TCP splits send to. ns anyCaller: the routes of every
+// caller (what some proxy may carry).
+func servicePolicies(mesh *ir.Mesh, svc *ir.Service, ns string, add func(ir.PolicyRef)) {
 	backend := func(p *ir.Port) {
 		if p != nil && p.Backend != nil {
 			add(p.Backend.Source)
@@ -424,7 +426,7 @@ func servicePolicies(mesh *ir.Mesh, svc *ir.Service, add func(ir.PolicyRef)) {
 		for _, b := range p.TCPBackends {
 			backend(backendPort(mesh, b))
 		}
-		for _, r := range p.Routes {
+		portRoutes(p, ns, func(r *ir.Route) {
 			if r.Source != nil {
 				add(*r.Source)
 			}
@@ -434,7 +436,23 @@ func servicePolicies(mesh *ir.Mesh, svc *ir.Service, add func(ir.PolicyRef)) {
 			for _, b := range r.Targets() {
 				backend(backendPort(mesh, b))
 			}
-		}
+		})
+	}
+}
+
+// anyCaller, as a caller namespace, stands for every caller: portRoutes
+// then walks every route of the port, the consumer routes too.
+const anyCaller = "\x00any"
+
+// portRoutes calls f with each route of p that callers in namespace ns
+// take (every route when ns is anyCaller).
+func portRoutes(p *ir.Port, ns string, f func(*ir.Route)) {
+	if ns == anyCaller {
+		p.AllRoutes(f)
+		return
+	}
+	for _, r := range p.RoutesFor(ns) {
+		f(r)
 	}
 }
 
@@ -467,7 +485,7 @@ func (v *view) deps() []ir.ServiceKey {
 			for _, b := range p.TCPBackends {
 				seen[b.Service] = true
 			}
-			for _, r := range p.Routes {
+			for _, r := range v.routesOf(p) {
 				for _, b := range r.Targets() {
 					if !b.Unresolved {
 						seen[b.Service] = true

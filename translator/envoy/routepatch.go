@@ -3,6 +3,7 @@ package envoy
 import (
 	"maps"
 	"reflect"
+	"slices"
 	"strconv"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -74,6 +75,15 @@ import (
 //     address of the Service's families (no chain, so none), when
 //     mayReach says so (inView).
 //
+// A Service with consumer routes (ir.Port.Consumers, GAMMA,
+// docs/design/176) is routed differently for callers of each namespace
+// that has some (its audiences) than for the others (audience ""): each
+// item above is re-derived per audience — a route configuration per name
+// and audience (DestRoute; GRPCRoute.consumer), and the backends, budgets
+// and policies of each — and a proxy takes its namespace's, or "". A
+// policy that one audience drops is treated as one Service dropping it
+// (below), and a removed backend keeps no policy then.
+//
 // Everything else that a Service's change can touch — addresses, ports,
 // protocols, selector, exportTo, AuthPolicies, BackendTrafficPolicies,
 // endpoints, TCP backends —,
@@ -83,10 +93,11 @@ import (
 // compares the rest by reflection). Adding an input of routes or of
 // clusters to Build means adding it here.
 type RouteChange struct {
-	// Routes are the new route configurations (1) by name, of every
-	// Service port whose routing changed, for every family it may be
-	// reached over: exactly what Build gives any proxy that holds the name.
-	Routes map[string]*routev3.RouteConfiguration
+	// Routes are the new route configurations (1) by name and audience, of
+	// every Service port whose routing changed, for every family it may be
+	// reached over: exactly what Build gives any proxy of that audience
+	// that holds the name.
+	Routes map[DestRoute]*routev3.RouteConfiguration
 	// GRPC are the new route configurations of the same Service ports for
 	// proxyless gRPC clients (3), one per variant a client may hold.
 	GRPC map[GRPCRoute]*routev3.RouteConfiguration
@@ -100,6 +111,14 @@ type RouteChange struct {
 	guarded map[string][]*ir.Service
 }
 
+// DestRoute names one variant of a Service port's route configuration
+// for sidecars: its name, and the namespace of the callers it is for
+// ("": every namespace without consumer routes on the port).
+type DestRoute struct {
+	Name     string
+	Consumer string
+}
+
 // routeService is one Service whose routing changed.
 type routeService struct {
 	svc *ir.Service // as it is now
@@ -109,6 +128,15 @@ type routeService struct {
 	// chains reach the Service holds its route configuration exactly when
 	// the Service is in its view.
 	probe *ir.Port
+	// audiences: what the change does for callers of each namespace with
+	// consumer routes on the Service, before or after, and for the rest
+	// ("").
+	audiences map[string]*audience
+}
+
+// audience is what a change of one Service does for callers of one
+// namespace.
+type audience struct {
 	// added, removed: resolved backends (service and port) of other
 	// Services its routes send to now and did not before, and the reverse.
 	added, removed []ir.Backend
@@ -127,9 +155,10 @@ type routeService struct {
 // GRPCRoute names one variant of a Service port's route configuration for
 // gRPC clients: its name, and what grpcRouteConfig reads of the proxy.
 type GRPCRoute struct {
-	Name  string
-	local bool
-	fam   family
+	Name     string
+	local    bool
+	fam      family
+	consumer string
 }
 
 // NewRouteChange prepares the change from prev to next, whose difference
@@ -139,7 +168,7 @@ func NewRouteChange(prev, next *ir.Mesh, ch *ir.Change) *RouteChange {
 	if prev == nil || next == nil || ch.MeshWide || len(ch.Namespaces) > 0 || len(ch.Services) == 0 {
 		return nil
 	}
-	c := &RouteChange{Routes: map[string]*routev3.RouteConfiguration{}, GRPC: map[GRPCRoute]*routev3.RouteConfiguration{}, mesh: next, gone: map[ir.PolicyRef]bool{}}
+	c := &RouteChange{Routes: map[DestRoute]*routev3.RouteConfiguration{}, GRPC: map[GRPCRoute]*routev3.RouteConfiguration{}, mesh: next, gone: map[ir.PolicyRef]bool{}}
 	stillCarried := map[ir.PolicyRef]bool{} // dropped by one Service, carried by another
 	kept := map[ir.PolicyRef]bool{}         // dropped, but carried through a backend in the view
 	for _, sc := range ch.Services {
@@ -147,13 +176,14 @@ func NewRouteChange(prev, next *ir.Mesh, ch *ir.Change) *RouteChange {
 		if old == nil || svc == nil || !sameButRouting(old, svc) {
 			return nil
 		}
-		s := &routeService{svc: svc}
+		s := &routeService{svc: svc, audiences: map[string]*audience{}}
+		names := consumerNamespaces(old, svc)
 		for i, np := range svc.Ports {
 			op := old.Ports[i]
 			if byDestination(svc, np) && s.probe == nil {
 				s.probe = np
 			}
-			if reflect.DeepEqual(op.Routes, np.Routes) && reflect.DeepEqual(op.Retry, np.Retry) {
+			if reflect.DeepEqual(op.Routes, np.Routes) && reflect.DeepEqual(op.Consumers, np.Consumers) && reflect.DeepEqual(op.Retry, np.Retry) {
 				continue
 			}
 			if !np.Protocol.IsHTTP() && len(op.Routes) == 0 && len(np.Routes) == 0 {
@@ -165,54 +195,64 @@ func NewRouteChange(prev, next *ir.Mesh, ch *ir.Change) *RouteChange {
 				return nil // routed by Host (2)
 			}
 			s.ports = append(s.ports, np)
-			for _, f := range chainFamilies(dataplane.Proxy{}, svc) { // a pod of both families: every chain
-				name := destRouteName(svc, np, f)
-				c.Routes[name] = destRoute(next, svc, np, f)
-			}
-			for _, local := range []bool{false, true} {
-				for _, f := range []family{fam4, fam6} {
-					c.GRPC[GRPCRoute{grpcName(svc, np.Port), local, f}] = grpcRouteConfig(next, svc, np, local, f)
+			for _, a := range portAudiences(op, np) {
+				for _, f := range chainFamilies(dataplane.Proxy{}, svc) { // a pod of both families: every chain
+					name := destRouteName(svc, np, f)
+					c.Routes[DestRoute{name, a}] = destRoute(next, svc, np, a, f)
 				}
-			}
-		}
-		before, after := resolvedBackends(old), resolvedBackends(svc)
-		for b := range after {
-			if !before[b] && b.Service != svc.Key {
-				s.added = append(s.added, b)
-			}
-		}
-		for b := range before {
-			if !after[b] && b.Service != svc.Key {
-				s.removed = append(s.removed, b)
-				if bs := next.Service(b.Service); bs != nil {
-					if bp := bs.Port(b.Port); bp != nil && (bs.Headless || !bp.Protocol.IsHTTP()) {
-						s.grpcBuild = true
+				for _, local := range []bool{false, true} {
+					for _, f := range []family{fam4, fam6} {
+						c.GRPC[GRPCRoute{grpcName(svc, np.Port), local, f, a}] = grpcRouteConfig(next, svc, np, local, a, f)
 					}
 				}
 			}
 		}
-		if hasUnresolved(old) != hasUnresolved(svc) || !maps.Equal(grpcRouteOnly(next, old), grpcRouteOnly(next, svc)) {
-			s.grpcBuild = true
-		}
-		s.budgets = !sameBudgets(old, svc)
-		for _, b := range s.removed {
-			// A removed backend's traffic policy: still carried by every
-			// proxy ForProxy patches (it keeps the backend in its view).
-			if bp := backendPort(next, b); bp != nil && bp.Backend != nil {
-				kept[bp.Backend.Source] = true
+		for _, ns := range names {
+			au := &audience{}
+			s.audiences[ns] = au
+			before, after := resolvedBackends(old, ns), resolvedBackends(svc, ns)
+			for b := range after {
+				if !before[b] && b.Service != svc.Key {
+					au.added = append(au.added, b)
+				}
 			}
-		}
-		was, is := map[ir.PolicyRef]bool{}, map[ir.PolicyRef]bool{}
-		servicePolicies(prev, old, func(r ir.PolicyRef) { was[r] = true })
-		servicePolicies(next, svc, func(r ir.PolicyRef) {
-			if !is[r] {
-				is[r] = true
-				s.refs = append(s.refs, r)
+			for b := range before {
+				if !after[b] && b.Service != svc.Key {
+					au.removed = append(au.removed, b)
+					if bs := next.Service(b.Service); bs != nil {
+						if bp := bs.Port(b.Port); bp != nil && (bs.Headless || !bp.Protocol.IsHTTP()) {
+							au.grpcBuild = true
+						}
+					}
+				}
 			}
-		})
-		for r := range was {
-			if !is[r] {
-				c.gone[r] = true
+			if hasUnresolved(old, ns) != hasUnresolved(svc, ns) || !maps.Equal(grpcRouteOnly(next, old, ns), grpcRouteOnly(next, svc, ns)) {
+				au.grpcBuild = true
+			}
+			au.budgets = !sameBudgets(old, svc, ns)
+			if len(names) == 1 {
+				for _, b := range au.removed {
+					// A removed backend's traffic policy: still carried
+					// by every proxy ForProxy patches (it keeps the
+					// backend in its view). Not with audiences: a
+					// policy one drops may be another's.
+					if bp := backendPort(next, b); bp != nil && bp.Backend != nil {
+						kept[bp.Backend.Source] = true
+					}
+				}
+			}
+			was, is := map[ir.PolicyRef]bool{}, map[ir.PolicyRef]bool{}
+			servicePolicies(prev, old, ns, func(r ir.PolicyRef) { was[r] = true })
+			servicePolicies(next, svc, ns, func(r ir.PolicyRef) {
+				if !is[r] {
+					is[r] = true
+					au.refs = append(au.refs, r)
+				}
+			})
+			for r := range was {
+				if !is[r] {
+					c.gone[r] = true
+				}
 			}
 		}
 		c.services = append(c.services, s)
@@ -222,7 +262,7 @@ func NewRouteChange(prev, next *ir.Mesh, ch *ir.Change) *RouteChange {
 	}
 	if len(c.gone) > 0 {
 		for _, svc := range next.Services {
-			servicePolicies(next, svc, func(r ir.PolicyRef) {
+			servicePolicies(next, svc, anyCaller, func(r ir.PolicyRef) {
 				if c.gone[r] {
 					stillCarried[r] = true
 				}
@@ -230,15 +270,56 @@ func NewRouteChange(prev, next *ir.Mesh, ch *ir.Change) *RouteChange {
 		}
 	}
 	if len(stillCarried) > 0 {
-		// A policy one Service no longer carries while another still does
-		// (an HTTPRoute that lost one of its parents to a TrafficSplit):
-		// which proxies carry it is their whole view's question.
+		// A policy one Service (or one audience of it) no longer carries
+		// while another still does (an HTTPRoute that lost one of its
+		// parents to a TrafficSplit): which proxies carry it is their
+		// whole view's question.
 		return nil
 	}
 	g := &view{mesh: next}
 	g.guardedIn("")
 	c.guarded = g.guarded
 	return c
+}
+
+// consumerNamespaces are "" and the namespaces with consumer routes on a
+// port of old or svc: the audiences of a change of the Service.
+func consumerNamespaces(old, svc *ir.Service) []string {
+	seen := map[string]bool{"": true}
+	out := []string{""}
+	for _, s := range []*ir.Service{old, svc} {
+		for _, p := range s.Ports {
+			for _, c := range p.Consumers {
+				if !seen[c.Namespace] {
+					seen[c.Namespace] = true
+					out = append(out, c.Namespace)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// portAudiences are "" and the namespaces with consumer routes on the
+// port before or after: those whose route configurations of it differ.
+func portAudiences(op, np *ir.Port) []string {
+	out := []string{""}
+	for _, p := range []*ir.Port{op, np} {
+		for _, c := range p.Consumers {
+			if !slices.Contains(out, c.Namespace) {
+				out = append(out, c.Namespace)
+			}
+		}
+	}
+	return out
+}
+
+// audienceOf is what the change of s does for callers in namespace ns.
+func (s *routeService) audienceOf(ns string) *audience {
+	if a := s.audiences[ns]; a != nil {
+		return a
+	}
+	return s.audiences[""]
 }
 
 // inView says whether svc is among the Services p routes to (view.outbound):
@@ -254,16 +335,19 @@ func (c *RouteChange) inView(p dataplane.Proxy, svc *ir.Service) bool {
 
 // ProxyRoutes is what a RouteChange alters in one proxy's configuration.
 type ProxyRoutes struct {
-	// Names are the route configurations to replace with Routes' (with
-	// GRPC's, for a gRPC client: GRPC names the variant of each).
+	// Names are the route configurations to replace with Routes' (Dest
+	// names the variant of each), or with GRPC's for a gRPC client (GRPC
+	// names the variant of each).
 	Names []string
+	Dest  map[string]DestRoute
 	GRPC  map[string]GRPCRoute
 	// Variant tells apart proxies whose replaced configurations differ
-	// although the names and old ones are the same ("" for sidecars).
+	// although the names and old ones are the same ("" for sidecars that
+	// take no consumer routes' variant).
 	Variant string
 
 	c    *RouteChange
-	held []*routeService
+	held []*audience
 }
 
 // ForProxy says what the change alters in the configuration of proxy p,
@@ -280,8 +364,9 @@ func (c *RouteChange) ForProxy(p dataplane.Proxy, hasRoute, hasCluster func(stri
 	if p.Kind == dataplane.KindGRPC {
 		return c.forGRPC(p, hasRoute, hasCluster, dependsOn)
 	}
-	pr = &ProxyRoutes{c: c}
+	pr = &ProxyRoutes{c: c, Dest: map[string]DestRoute{}}
 	for _, s := range c.services {
+		au := s.audienceOf(p.Namespace)
 		fams := chainFamilies(p, s.svc)
 		var held bool
 		var names []string
@@ -300,16 +385,23 @@ func (c *RouteChange) ForProxy(p dataplane.Proxy, hasRoute, hasCluster func(stri
 						return nil, false // not as Build makes it: be safe
 					}
 					names = append(names, name)
+					k := DestRoute{name, p.Namespace}
+					if _, ok := c.Routes[k]; !ok {
+						k.Consumer = ""
+					} else {
+						pr.Variant = p.Namespace
+					}
+					pr.Dest[name] = k
 				}
 			}
 		}
 		if !held {
 			continue // not in p's view: none of its routing reaches p
 		}
-		if s.budgets {
+		if au.budgets {
 			return nil, false // 5
 		}
-		for _, b := range s.added {
+		for _, b := range au.added {
 			if !dependsOn(b.Service) {
 				return nil, false
 			}
@@ -323,7 +415,7 @@ func (c *RouteChange) ForProxy(p dataplane.Proxy, hasRoute, hasCluster func(stri
 				}
 			}
 		}
-		for _, b := range s.removed {
+		for _, b := range au.removed {
 			// Still depended on and its clusters still there only if p
 			// routes to the backend's Service itself, over the families
 			// the root reached it by.
@@ -345,7 +437,7 @@ func (c *RouteChange) ForProxy(p dataplane.Proxy, hasRoute, hasCluster func(stri
 			}
 		}
 		pr.Names = append(pr.Names, names...)
-		pr.held = append(pr.held, s)
+		pr.held = append(pr.held, au)
 	}
 	return pr, true
 }
@@ -361,6 +453,7 @@ func (c *RouteChange) forGRPC(p dataplane.Proxy, hasRoute, hasCluster func(strin
 	}
 	pr = &ProxyRoutes{c: c, GRPC: map[string]GRPCRoute{}, Variant: p.Namespace + "|" + strconv.Itoa(int(pf))}
 	for _, s := range c.services {
+		au := s.audienceOf(p.Namespace)
 		var held bool
 		if s.probe == nil {
 			held = c.inView(p, s.svc)
@@ -374,15 +467,19 @@ func (c *RouteChange) forGRPC(p dataplane.Proxy, hasRoute, hasCluster func(strin
 				return nil, false // not as Build makes it: be safe
 			}
 			names = append(names, name)
-			pr.GRPC[name] = GRPCRoute{name, s.svc.Key.Namespace == p.Namespace, pf}
+			k := GRPCRoute{name, s.svc.Key.Namespace == p.Namespace, pf, p.Namespace}
+			if _, ok := c.GRPC[k]; !ok {
+				k.consumer = ""
+			}
+			pr.GRPC[name] = k
 		}
 		if !held {
 			continue
 		}
-		if s.budgets || s.grpcBuild {
+		if au.budgets || au.grpcBuild {
 			return nil, false
 		}
-		for _, b := range s.added {
+		for _, b := range au.added {
 			if !dependsOn(b.Service) {
 				return nil, false
 			}
@@ -394,7 +491,7 @@ func (c *RouteChange) forGRPC(p dataplane.Proxy, hasRoute, hasCluster func(strin
 				return nil, false
 			}
 		}
-		for _, b := range s.removed {
+		for _, b := range au.removed {
 			// Its cluster stays only if p routes to the backend's Service
 			// itself (grpcBuild covers the clusters only routes give).
 			if bs := c.mesh.Service(b.Service); bs == nil || !c.inView(p, bs) {
@@ -402,16 +499,16 @@ func (c *RouteChange) forGRPC(p dataplane.Proxy, hasRoute, hasCluster func(strin
 			}
 		}
 		pr.Names = append(pr.Names, names...)
-		pr.held = append(pr.held, s)
+		pr.held = append(pr.held, au)
 	}
 	return pr, true
 }
 
-// hasUnresolved: one of svc's routes has an unresolved backend (whose
-// share a gRPC client sends to the BlackHole cluster).
-func hasUnresolved(svc *ir.Service) bool {
+// hasUnresolved: one of svc's routes for callers in ns has an unresolved
+// backend (whose share a gRPC client sends to the BlackHole cluster).
+func hasUnresolved(svc *ir.Service, ns string) bool {
 	for _, p := range svc.Ports {
-		for _, r := range p.Routes {
+		for _, r := range p.RoutesFor(ns) {
 			for _, b := range r.Backends {
 				if b.Unresolved {
 					return true
@@ -435,8 +532,8 @@ func (pr *ProxyRoutes) Policies(old []ir.PolicyRef) []ir.PolicyRef {
 			seen[r] = true
 		}
 	}
-	for _, s := range pr.held {
-		for _, r := range s.refs {
+	for _, au := range pr.held {
+		for _, r := range au.refs {
 			if !seen[r] {
 				seen[r] = true
 				out = append(out, r)
@@ -448,8 +545,8 @@ func (pr *ProxyRoutes) Policies(old []ir.PolicyRef) []ir.PolicyRef {
 }
 
 // sameButRouting compares two versions of a Service ignoring their ports'
-// routes and retry policy, with reflect.DeepEqual as ir.Diff does, so a
-// field added to the model later is compared too.
+// routes (consumer routes too) and retry policy, with reflect.DeepEqual as
+// ir.Diff does, so a field added to the model later is compared too.
 func sameButRouting(a, b *ir.Service) bool {
 	if a.Key != b.Key || len(a.Ports) != len(b.Ports) {
 		return false
@@ -459,7 +556,7 @@ func sameButRouting(a, b *ir.Service) bool {
 		out.Ports = make([]*ir.Port, len(s.Ports))
 		for i, p := range s.Ports {
 			q := *p
-			q.Routes, q.Retry = nil, nil
+			q.Routes, q.Consumers, q.Retry = nil, nil, nil
 			out.Ports[i] = &q
 		}
 		return out
@@ -468,12 +565,12 @@ func sameButRouting(a, b *ir.Service) bool {
 	return reflect.DeepEqual(&x, &y)
 }
 
-// resolvedBackends are the backends (service and port) svc's routes send
-// to: what upstreams and deps read of them (4).
-func resolvedBackends(svc *ir.Service) map[ir.Backend]bool {
+// resolvedBackends are the backends (service and port) svc's routes for
+// callers in ns send to: what upstreams and deps read of them (4).
+func resolvedBackends(svc *ir.Service, ns string) map[ir.Backend]bool {
 	out := map[ir.Backend]bool{}
 	for _, p := range svc.Ports {
-		for _, r := range p.Routes {
+		for _, r := range p.RoutesFor(ns) {
 			for _, b := range r.Targets() {
 				if !b.Unresolved {
 					out[ir.Backend{Service: b.Service, Port: b.Port}] = true
@@ -484,12 +581,12 @@ func resolvedBackends(svc *ir.Service) map[ir.Backend]bool {
 	return out
 }
 
-// sameBudgets: a's and b's routes contribute the same retry budgets (5),
-// as circuitBreakers reads them.
-func sameBudgets(a, b *ir.Service) bool {
+// sameBudgets: a's and b's routes for callers in ns contribute the same
+// retry budgets (5), as circuitBreakers reads them.
+func sameBudgets(a, b *ir.Service, ns string) bool {
 	x, y := map[string]*ir.Retry{}, map[string]*ir.Retry{}
-	serviceRetryBudgets(a, x)
-	serviceRetryBudgets(b, y)
+	serviceRetryBudgets(a, ns, x)
+	serviceRetryBudgets(b, ns, y)
 	if len(x) != len(y) {
 		return false
 	}
@@ -507,10 +604,10 @@ func sameBudgets(a, b *ir.Service) bool {
 // gRPC client (a headless Service or a TCP port: grpcRoutedClusters). A
 // backend reached before as a mirror only is no "added" backend, yet a
 // gRPC client needs its cluster once a route sends to it.
-func grpcRouteOnly(mesh *ir.Mesh, svc *ir.Service) map[ir.Backend]bool {
+func grpcRouteOnly(mesh *ir.Mesh, svc *ir.Service, ns string) map[ir.Backend]bool {
 	out := map[ir.Backend]bool{}
 	for _, p := range svc.Ports {
-		for _, r := range p.Routes {
+		for _, r := range p.RoutesFor(ns) {
 			for _, b := range r.Backends {
 				if b.Unresolved {
 					continue

@@ -65,6 +65,21 @@ func (v *view) routeConfigs() []*routev3.RouteConfiguration {
 	return out
 }
 
+// consumerOf is the proxy's namespace when port has consumer routes for
+// it (GAMMA, docs/design/176), else "": what the port's routes read of the
+// proxy, and so part of every key that shares them between proxies.
+func (v *view) consumerOf(port *ir.Port) string {
+	if port.ConsumerOf(v.proxy.Namespace) != nil {
+		return v.proxy.Namespace
+	}
+	return ""
+}
+
+// routesOf are the port's routes for this proxy's callers.
+func (v *view) routesOf(port *ir.Port) []*ir.Route {
+	return port.RoutesFor(v.proxy.Namespace)
+}
+
 // routeConfigName names a port's route configuration for addresses no
 // Service chain matches (as Istio names its per-port ones).
 func routeConfigName(port int32) string { return strconv.Itoa(int(port)) }
@@ -88,30 +103,33 @@ func destRouteName(svc *ir.Service, port *ir.Port, f family) string {
 // destRoute is the route configuration of a Service port reached by its
 // address. Any Host goes to the Service: the connection was addressed to
 // it, and without the mesh it would reach it whatever the Host said (a
-// client that sends its public name, or an IP, as Host). It reads nothing
-// of the proxy: f is the family of the address its chain matched, which
-// picks the backends' clusters of that family.
-func destRoute(mesh *ir.Mesh, svc *ir.Service, port *ir.Port, f family) *routev3.RouteConfiguration {
+// client that sends its public name, or an IP, as Host). It reads of the
+// proxy only consumer, its namespace when the port has consumer routes
+// for it (consumerOf), else "": callers of that namespace get those, the
+// rest the producer's routes, under the same name. f is the family of
+// the address its chain matched, which picks the backends' clusters of
+// that family.
+func destRoute(mesh *ir.Mesh, svc *ir.Service, port *ir.Port, consumer string, f family) *routev3.RouteConfiguration {
 	return &routev3.RouteConfiguration{
 		Name:             destRouteName(svc, port, f),
 		ValidateClusters: wrapperspb.Bool(false),
 		VirtualHosts: []*routev3.VirtualHost{{
 			Name:    svc.Key.Hostname() + ":" + strconv.Itoa(int(port.Port)),
 			Domains: []string{"*"},
-			Routes:  routes(mesh, port, f),
+			Routes:  routes(mesh, port, consumer, f),
 		}},
 	}
 }
 
 // virtualHost routes one Service port. It reads of the proxy only whether
-// it is in the Service's namespace (domains) and its preferred family
-// (which picks dual-stack backends' clusters), so proxies share it
-// (Shared).
+// it is in the Service's namespace (domains), its preferred family (which
+// picks dual-stack backends' clusters) and whether the port has consumer
+// routes for its namespace, so proxies share it (Shared).
 func (v *view) virtualHost(svc *ir.Service, port *ir.Port) *routev3.VirtualHost {
 	return &routev3.VirtualHost{
 		Name:    svc.Key.Hostname() + ":" + strconv.Itoa(int(port.Port)),
 		Domains: v.domains(svc, port.Port),
-		Routes:  routes(v.mesh, port, v.preferred()),
+		Routes:  routes(v.mesh, port, v.consumerOf(port), v.preferred()),
 	}
 }
 
@@ -153,12 +171,13 @@ func (v *view) unknownHost() *routev3.VirtualHost {
 	return &routev3.VirtualHost{Name: "unknown", Domains: []string{"*"}, Routes: []*routev3.Route{r}}
 }
 
-// routes turns a port's IR routes into Envoy routes, in order. An IR route
-// with several matches becomes one Envoy route per match (any may hold).
+// routes turns a port's IR routes for callers in namespace consumer
+// (ir.Port.RoutesFor) into Envoy routes, in order. An IR route with
+// several matches becomes one Envoy route per match (any may hold).
 // Backends are reached over f.
-func routes(mesh *ir.Mesh, port *ir.Port, f family) []*routev3.Route {
+func routes(mesh *ir.Mesh, port *ir.Port, consumer string, f family) []*routev3.Route {
 	var out []*routev3.Route
-	for _, r := range port.Routes {
+	for _, r := range port.RoutesFor(consumer) {
 		var action *routev3.RouteAction
 		if r.Redirect == nil {
 			action = routeAction(mesh, r, port.Retry, f)

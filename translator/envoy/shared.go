@@ -27,11 +27,19 @@ import (
 //     two things of the proxy — the tracing service name (service account
 //     and namespace, only when tracing is on) and its pod's IP families;
 //   - a sidecar's route configuration of one Service port reached by its
-//     cluster IP (destRoute): of the port and the cluster IP's family;
+//     cluster IP (destRoute): of the port, the cluster IP's family, and
+//     whether the port has consumer routes for the proxy's namespace
+//     (consumerOf: then that namespace's proxies share another one);
 //   - one Service port's virtual host (sidecars, Services without a
 //     cluster IP) or route configuration and API listeners (gRPC): of the
-//     port, and of whether the proxy is in the Service's namespace (which
-//     adds the bare name).
+//     port, of whether the proxy is in the Service's namespace (which
+//     adds the bare name), and of consumerOf.
+//
+// The clusters and listener of a view entry read its Services' routes
+// too (their backends and retry budgets): when a Service of the outbound
+// list has consumer routes for the proxy's namespace, the namespace is
+// part of the entry's key (viewEntry.consumer), so that a consumer
+// route's backends never reach another namespace's proxies.
 //
 // These are built once per distinct key and shared: proxies of different
 // workloads in one namespace, or in any namespace when every Service is
@@ -89,6 +97,9 @@ type viewEntry struct {
 	// for (view.localityKey); empty for most.
 	region, zone string
 	outbound     []int // indices in mesh.Services
+	// consumer: the proxy's namespace when a Service of outbound has
+	// consumer routes for it (their backends and budgets differ), else "".
+	consumer string
 	// refused: what the view refuses or passes (3*index + reason): the
 	// outbound listener's refusal chains read it.
 	refused []int
@@ -110,16 +121,19 @@ type listenerKey struct {
 // portKey names one Service port as seen from inside (local) or outside
 // its namespace, by a proxy of preferred family fam.
 type portKey struct {
-	svc   *ir.Service
-	port  *ir.Port
-	local bool
-	fam   family
+	svc      *ir.Service
+	port     *ir.Port
+	local    bool
+	fam      family
+	consumer string // view.consumerOf
 }
 
-// destKey names one Service port reached by its cluster IPs of one family.
+// destKey names one Service port reached by its cluster IPs of one
+// family, by callers of namespace consumer (view.consumerOf).
 type destKey struct {
-	port *ir.Port
-	fam  family
+	port     *ir.Port
+	fam      family
+	consumer string
 }
 
 // grpcPort is a Service port's route configuration and API listeners for
@@ -145,6 +159,14 @@ func (s *Shared) entry(v *view) *viewEntry {
 	for _, i := range v.outIdx {
 		put(i)
 	}
+	consumer := ""
+	for _, svc := range v.outbound {
+		if svc.ConsumerFor(v.proxy.Namespace) {
+			consumer = v.proxy.Namespace
+			_, _ = h.Write([]byte(consumer))
+			break
+		}
+	}
 	refused := make([]int, len(v.refused))
 	for j, r := range v.refused {
 		refused[j] = 3*r.idx + int(r.reason)
@@ -154,11 +176,11 @@ func (s *Shared) entry(v *view) *viewEntry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, e := range s.views[sum] {
-		if e.kind == v.proxy.Kind && e.v4 == v4 && e.v6 == v6 && e.region == region && e.zone == zone && slices.Equal(e.outbound, v.outIdx) && slices.Equal(e.refused, refused) {
+		if e.kind == v.proxy.Kind && e.v4 == v4 && e.v6 == v6 && e.region == region && e.zone == zone && e.consumer == consumer && slices.Equal(e.outbound, v.outIdx) && slices.Equal(e.refused, refused) {
 			return e
 		}
 	}
-	e := &viewEntry{kind: v.proxy.Kind, v4: v4, v6: v6, region: region, zone: zone, outbound: v.outIdx, refused: refused, listeners: map[listenerKey]*listenerv3.Listener{}}
+	e := &viewEntry{kind: v.proxy.Kind, v4: v4, v6: v6, region: region, zone: zone, consumer: consumer, outbound: v.outIdx, refused: refused, listeners: map[listenerKey]*listenerv3.Listener{}}
 	s.views[sum] = append(s.views[sum], e)
 	return e
 }
@@ -224,17 +246,19 @@ func (v *view) sharedVirtualHost(svc *ir.Service, port *ir.Port) *routev3.Virtua
 	if v.shared == nil {
 		return v.virtualHost(svc, port)
 	}
-	k := portKey{svc, port, svc.Key.Namespace == v.proxy.Namespace, v.preferred()}
+	k := portKey{svc, port, svc.Key.Namespace == v.proxy.Namespace, v.preferred(), v.consumerOf(port)}
 	return memo(&v.shared.mu, v.shared.vhosts, k, func() *routev3.VirtualHost { return v.virtualHost(svc, port) })
 }
 
-// sharedDestRoute is destRoute, once per port and family when v has a
-// Shared: every proxy that reaches the port holds the same message.
+// sharedDestRoute is destRoute, once per port, family and consumer
+// namespace when v has a Shared: every proxy that reaches the port holds
+// the same message, but for the namespaces with consumer routes on it.
 func (v *view) sharedDestRoute(svc *ir.Service, port *ir.Port, f family) *routev3.RouteConfiguration {
+	consumer := v.consumerOf(port)
 	if v.shared == nil {
-		return destRoute(v.mesh, svc, port, f)
+		return destRoute(v.mesh, svc, port, consumer, f)
 	}
-	return memo(&v.shared.mu, v.shared.dests, destKey{port, f}, func() *routev3.RouteConfiguration { return destRoute(v.mesh, svc, port, f) })
+	return memo(&v.shared.mu, v.shared.dests, destKey{port, f, consumer}, func() *routev3.RouteConfiguration { return destRoute(v.mesh, svc, port, consumer, f) })
 }
 
 // sharedGRPCPort is grpcPort, once per port and locality when v has a
@@ -243,7 +267,7 @@ func (v *view) sharedGRPCPort(svc *ir.Service, port *ir.Port) *grpcPort {
 	if v.shared == nil {
 		return v.grpcPort(svc, port)
 	}
-	k := portKey{svc, port, svc.Key.Namespace == v.proxy.Namespace, v.preferred()}
+	k := portKey{svc, port, svc.Key.Namespace == v.proxy.Namespace, v.preferred(), v.consumerOf(port)}
 	return memo(&v.shared.mu, v.shared.grpc, k, func() *grpcPort { return v.grpcPort(svc, port) })
 }
 

@@ -52,7 +52,7 @@ func (p *Port) Equal(o *Port) bool {
 	return p.Name == o.Name && p.Port == o.Port && p.Protocol == o.Protocol &&
 		p.TargetPort == o.TargetPort && p.TargetPortName == o.TargetPortName &&
 		sliceEqual(p.Endpoints, o.Endpoints) && backendsEqual(p.TCPBackends, o.TCPBackends) &&
-		routesEqual(p.Routes, o.Routes) && deepPtr(p.Retry, o.Retry) && deepPtr(p.Backend, o.Backend) &&
+		routesEqual(p.Routes, o.Routes) && consumersEqual(p.Consumers, o.Consumers) && deepPtr(p.Retry, o.Retry) && deepPtr(p.Backend, o.Backend) &&
 		deepPtr(p.RateLimit, o.RateLimit)
 }
 
@@ -97,6 +97,19 @@ func routesEqual(a, b []*Route) bool {
 	}
 	for i, r := range a {
 		if !r.Equal(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func consumersEqual(a, b []*ConsumerRoutes) bool {
+	if len(a) != len(b) || (a == nil) != (b == nil) {
+		return false
+	}
+	for i, c := range a {
+		d := b[i]
+		if (c == nil) != (d == nil) || c != nil && (c.Namespace != d.Namespace || !routesEqual(c.Routes, d.Routes)) {
 			return false
 		}
 	}

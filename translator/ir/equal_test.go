@@ -12,7 +12,7 @@ import (
 func TestEqualCoversEveryField(t *testing.T) {
 	for typ, known := range map[reflect.Type][]string{
 		reflect.TypeFor[Service](): {"Key", "ClusterIPs", "Headless", "Selector", "Ports", "ExportTo", "AuthPolicies"},
-		reflect.TypeFor[Port]():    {"Name", "Port", "Protocol", "TargetPort", "TargetPortName", "Endpoints", "Routes", "Retry", "TCPBackends", "Backend", "RateLimit"},
+		reflect.TypeFor[Port]():    {"Name", "Port", "Protocol", "TargetPort", "TargetPortName", "Endpoints", "Routes", "Consumers", "Retry", "TCPBackends", "Backend", "RateLimit"},
 		reflect.TypeFor[Route]():   {"Source", "Matches", "Backends", "Retry", "Timeout", "NoTimeout", "RequestHeaders", "ResponseHeaders", "Redirect", "Rewrite", "Mirrors", "BackendTimeout", "NoBackendTimeout", "Fault"},
 		reflect.TypeFor[Backend](): {"Unresolved", "Service", "Port", "Weight", "RequestHeaders", "ResponseHeaders"},
 	} {

@@ -183,7 +183,14 @@ type Port struct {
 	// Always at least one for HTTP ports, but not always a catch-all: an
 	// HTTPRoute's rules may leave requests unmatched, and those get 404
 	// (docs/design/177). A port no HTTPRoute owns ends with a catch-all.
+	// They are the producer's routing: every caller's, but for the
+	// namespaces Consumers lists.
 	Routes []*Route `json:"routes,omitempty"`
+	// Consumers are the GAMMA consumer routes of this port: an HTTPRoute
+	// in another namespace than the Service's applies to the callers of
+	// its own namespace only, instead of Routes (docs/design/176). Sorted
+	// by namespace; at most one per namespace.
+	Consumers []*ConsumerRoutes `json:"consumers,omitempty"`
 	// Retry applies to every route of this port unless a route has its own;
 	// nil means the proxy's defaults.
 	Retry *Retry `json:"retry,omitempty"`
@@ -200,6 +207,65 @@ type Port struct {
 // PrefersLocalZone says whether callers of this port prefer endpoints in
 // their own zone (a BackendTrafficPolicy's loadBalancer.locality).
 func (p *Port) PrefersLocalZone() bool { return p.Backend != nil && p.Backend.PreferLocalZone }
+
+// ConsumerRoutes are the routes a port has for callers in Namespace.
+type ConsumerRoutes struct {
+	Namespace string   `json:"namespace"`
+	Routes    []*Route `json:"routes"`
+}
+
+// RoutesFor are the routes that callers in namespace ns take: their
+// namespace's consumer routes, if it has some, else the producer's.
+func (p *Port) RoutesFor(ns string) []*Route {
+	if c := p.ConsumerOf(ns); c != nil {
+		return c.Routes
+	}
+	return p.Routes
+}
+
+// ConsumerOf is namespace ns's consumer routes of the port, or nil.
+func (p *Port) ConsumerOf(ns string) *ConsumerRoutes {
+	for _, c := range p.Consumers {
+		if c.Namespace == ns {
+			return c
+		}
+	}
+	return nil
+}
+
+// AllRoutes calls f with every route of the port: the producer's, then
+// each consumer namespace's.
+func (p *Port) AllRoutes(f func(*Route)) {
+	for _, r := range p.Routes {
+		f(r)
+	}
+	for _, c := range p.Consumers {
+		for _, r := range c.Routes {
+			f(r)
+		}
+	}
+}
+
+// HasConsumers says whether a port of svc has consumer routes.
+func (s *Service) HasConsumers() bool {
+	for _, p := range s.Ports {
+		if len(p.Consumers) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// ConsumerFor says whether a port of svc has consumer routes for callers
+// in namespace ns: their configuration of svc differs from other callers'.
+func (s *Service) ConsumerFor(ns string) bool {
+	for _, p := range s.Ports {
+		if p.ConsumerOf(ns) != nil {
+			return true
+		}
+	}
+	return false
+}
 
 // BackendPolicy returns the port's backend policy, or DefaultBackend.
 func (p *Port) BackendPolicy() *BackendPolicy {

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
 	"github.com/weftmesh/weft/crds/v1alpha1"
 	"github.com/weftmesh/weft/translator"
@@ -45,6 +46,7 @@ func Inputs(ctx context.Context, c client.Reader) (in *translator.Inputs, notes 
 		aps    v1alpha1.AuthPolicyList
 		hrs    gatewayv1.HTTPRouteList
 		grs    gatewayv1.GRPCRouteList
+		rgs    gatewayv1beta1.ReferenceGrantList
 	)
 	for _, x := range []struct {
 		kind string
@@ -62,6 +64,7 @@ func Inputs(ctx context.Context, c client.Reader) (in *translator.Inputs, notes 
 		{"AuthPolicies", &aps, func() { in.AuthPolicies = ptrs(aps.Items) }},
 		{"HTTPRoutes", &hrs, func() { in.HTTPRoutes = ptrs(hrs.Items) }},
 		{"GRPCRoutes", &grs, func() { in.GRPCRoutes = ptrs(grs.Items) }},
+		{"ReferenceGrants", &rgs, func() { in.ReferenceGrants = ptrs(rgs.Items) }},
 	} {
 		ok, err := list(x.kind, x.l)
 		if err != nil {

@@ -39,18 +39,19 @@ import (
 // translator.DecodeInputs does not read fails loudly (its error), so the
 // list cannot claim more than the translator does.
 var read = map[string]bool{
-	"/Namespace":                          true,
-	"/Service":                            true,
-	"discovery.k8s.io/EndpointSlice":      true,
-	"/Pod":                                true,
-	"mesh.weft.dev/TrafficSplit":          true,
-	"mesh.weft.dev/RetryPolicy":           true,
-	"mesh.weft.dev/BackendTrafficPolicy":  true,
-	"mesh.weft.dev/RateLimitPolicy":       true,
-	"mesh.weft.dev/AuthPolicy":            true,
-	"mesh.weft.dev/MeshConfig":            true,
-	"gateway.networking.k8s.io/HTTPRoute": true,
-	"gateway.networking.k8s.io/GRPCRoute": true,
+	"/Namespace":                               true,
+	"/Service":                                 true,
+	"discovery.k8s.io/EndpointSlice":           true,
+	"/Pod":                                     true,
+	"mesh.weft.dev/TrafficSplit":               true,
+	"mesh.weft.dev/RetryPolicy":                true,
+	"mesh.weft.dev/BackendTrafficPolicy":       true,
+	"mesh.weft.dev/RateLimitPolicy":            true,
+	"mesh.weft.dev/AuthPolicy":                 true,
+	"mesh.weft.dev/MeshConfig":                 true,
+	"gateway.networking.k8s.io/HTTPRoute":      true,
+	"gateway.networking.k8s.io/GRPCRoute":      true,
+	"gateway.networking.k8s.io/ReferenceGrant": true,
 }
 
 // workloads are kinds whose pods the mesh would hold once they run: each

@@ -27,6 +27,7 @@ const (
 	KindBackendTrafficPolicy
 	KindRateLimitPolicy
 	KindGRPCRoute
+	KindReferenceGrant
 
 	kindEnd
 )
@@ -47,6 +48,7 @@ var kindNames = map[Kind]string{
 	KindBackendTrafficPolicy: "BackendTrafficPolicy",
 	KindRateLimitPolicy:      "RateLimitPolicy",
 	KindGRPCRoute:            "GRPCRoute",
+	KindReferenceGrant:       "ReferenceGrant",
 }
 
 // Has says whether every kind of k is in the set.

@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
 	"github.com/weftmesh/weft/crds/v1alpha1"
 )
@@ -23,7 +24,7 @@ const lastApplied = corev1.LastAppliedConfigAnnotation
 // AddToScheme adds every kind the store watches to s: the built-in kinds,
 // weft's own and Gateway API's.
 func AddToScheme(s *runtime.Scheme) error {
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, v1alpha1.AddToScheme, gatewayv1.Install} {
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, v1alpha1.AddToScheme, gatewayv1.Install, gatewayv1beta1.Install} {
 		if err := add(s); err != nil {
 			return err
 		}
@@ -193,6 +194,10 @@ func significant(obj client.Object) client.Object {
 	case *gatewayv1.GRPCRoute:
 		c := *o
 		c.ResourceVersion, c.Status = "", gatewayv1.GRPCRouteStatus{}
+		return &c
+	case *gatewayv1beta1.ReferenceGrant:
+		c := *o
+		c.ResourceVersion = ""
 		return &c
 	}
 	return obj

@@ -33,6 +33,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
 	"github.com/weftmesh/weft/crds/v1alpha1"
 	"github.com/weftmesh/weft/translator"
@@ -128,6 +129,7 @@ type Store struct {
 	backendPols   table[*v1alpha1.BackendTrafficPolicy]
 	rateLimitPols table[*v1alpha1.RateLimitPolicy]
 	meshConfigs   table[*v1alpha1.MeshConfig]
+	grants        table[*gatewayv1beta1.ReferenceGrant]
 	// nodes: each Node's topology labels (locality.go).
 	nodes map[string]nodeLocality
 
@@ -137,8 +139,9 @@ type Store struct {
 	index      *endpointIndex
 	warnedPods bool
 	// watchRoutes and watchGRPCRoutes: Gateway API's HTTPRoute and
-	// GRPCRoute CRDs were installed when the store started.
-	watchRoutes, watchGRPCRoutes bool
+	// GRPCRoute CRDs were installed when the store started; watchGrants:
+	// its ReferenceGrant CRD was.
+	watchRoutes, watchGRPCRoutes, watchGrants bool
 	// insignificant counts dropped updates per kind (also exported as a
 	// metric), so tests can tell that an update was seen and dropped.
 	insignificant map[Kind]int
@@ -197,6 +200,16 @@ func newStore(c cache.Cache, clk clock.WithTicker, log logr.Logger) (*Store, err
 		log.Info("Gateway API GRPCRoute CRD not installed: GRPCRoutes are not watched; restart weft-controller after installing it")
 	default:
 		return nil, fmt.Errorf("watching GRPCRoutes: %w", err)
+	}
+	// ReferenceGrant (v1beta1, which every Gateway API release since
+	// v0.6 serves) permits HTTPRoutes' and GRPCRoutes' backends in other namespaces.
+	switch err := watch(s, c, KindReferenceGrant, &gatewayv1beta1.ReferenceGrant{}, &s.grants); {
+	case err == nil:
+		s.watchGrants = true
+	case meta.IsNoMatchError(err):
+		log.Info("Gateway API ReferenceGrant CRD not installed: ReferenceGrants are not watched, and HTTPRoutes' and GRPCRoutes' backends in other namespaces are refused; restart weft-controller after installing it")
+	default:
+		return nil, fmt.Errorf("watching ReferenceGrants: %w", err)
 	}
 	return s, nil
 }
@@ -291,6 +304,9 @@ func (s *Store) flushLocked(full bool) Batch {
 		if !s.watchGRPCRoutes {
 			ch.Kinds &^= KindGRPCRoute
 		}
+		if !s.watchGrants {
+			ch.Kinds &^= KindReferenceGrant
+		}
 	}
 	if ch.Kinds&KindEndpointSlice != 0 || full {
 		s.index = &endpointIndex{}
@@ -314,6 +330,7 @@ func (s *Store) flushLocked(full bool) Batch {
 		BackendTrafficPolicies: s.backendPols.list(),
 		RateLimitPolicies:      s.rateLimitPols.list(),
 		MeshConfig:             s.meshConfigs.objs[types.NamespacedName{Name: MeshConfigName}],
+		ReferenceGrants:        s.grants.list(),
 	}
 	return Batch{Inputs: in, FirstEvent: first, Events: n, Changes: ch, index: s.index}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/go-logr/logr/testr"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -16,10 +17,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
 	"github.com/weftmesh/weft/crds/v1alpha1"
 	"github.com/weftmesh/weft/internal/testing/testenv"
 	"github.com/weftmesh/weft/internal/testing/testkit"
+	"github.com/weftmesh/weft/translator"
 	"github.com/weftmesh/weft/translator/ir"
 )
 
@@ -336,7 +339,53 @@ func TestStoreBatches(t *testing.T) {
 		}
 	})
 
+	// docs/design/176: the translation of a batch follows a ReferenceGrant
+	// as the API server has it; its deletion refuses the backend again.
+	t.Run("a ReferenceGrant permits a backend until it is deleted", func(t *testing.T) {
+		port := gatewayv1.PortNumber(80)
+		bank := gatewayv1.Namespace("bank")
+		h.create(&gatewayv1.HTTPRoute{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "cart"},
+			Spec: gatewayv1.HTTPRouteSpec{
+				CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Group: ptr(gatewayv1.Group("")), Kind: ptr(gatewayv1.Kind("Service")), Name: "cart"}}},
+				Rules: []gatewayv1.HTTPRouteRule{{BackendRefs: []gatewayv1.HTTPBackendRef{{BackendRef: gatewayv1.BackendRef{
+					BackendObjectReference: gatewayv1.BackendObjectReference{Name: "ledger", Namespace: &bank, Port: &port}}}}}},
+			},
+		})
+		grant := &gatewayv1beta1.ReferenceGrant{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "bank", Name: "shop-routes"},
+			Spec: gatewayv1beta1.ReferenceGrantSpec{
+				From: []gatewayv1beta1.ReferenceGrantFrom{{Group: gatewayv1.GroupName, Kind: "HTTPRoute", Namespace: "shop"}},
+				To:   []gatewayv1beta1.ReferenceGrantTo{{Group: "", Kind: "Service"}},
+			},
+		}
+		h.create(grant)
+		reason := func(b Batch) string {
+			out := translator.Translate(b.Inputs)
+			c := apimeta.FindStatusCondition(out.Status[translator.PolicyKey{Kind: translator.KindHTTPRoute, Namespace: "shop", Name: "cart"}], "ResolvedRefs")
+			if c == nil {
+				return ""
+			}
+			return c.Reason
+		}
+		b := h.next("the HTTPRoute and the ReferenceGrant", func(b Batch) bool { return len(b.Inputs.HTTPRoutes) == 1 && len(b.Inputs.ReferenceGrants) == 1 })
+		if got := reason(b); got != "ResolvedRefs" {
+			t.Errorf("with the grant: ResolvedRefs reason %q, want ResolvedRefs", got)
+		}
+		if err := h.c.Delete(h.ctx, grant); err != nil {
+			t.Fatal(err)
+		}
+		b = h.next("the grant's deletion", func(b Batch) bool { return len(b.Inputs.ReferenceGrants) == 0 })
+		if !b.Changes.Kinds.Has(KindReferenceGrant) {
+			t.Errorf("Kinds = %v, want ReferenceGrant", b.Changes.Kinds)
+		}
+		if got := reason(b); got != translator.ReasonRefNotPermitted {
+			t.Errorf("without the grant: ResolvedRefs reason %q, want %s", got, translator.ReasonRefNotPermitted)
+		}
+	})
 }
+
+func ptr[T any](v T) *T { return &v }
 
 // TestStoreMeshConfigPush checks that spec.push is read live: with a 5 s
 // quiet period a change that follows another is held for at least 5 s. Only
@@ -410,5 +459,3 @@ func TestStoreServiceAccountDeletion(t *testing.T) {
 		t.Errorf("Changes = %+v; want no Kinds: a ServiceAccount is no translator input", b.Changes)
 	}
 }
-
-func ptr[T any](v T) *T { return &v }

@@ -32,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
 	weftv1alpha1 "github.com/weftmesh/weft/crds/v1alpha1"
 )
@@ -52,6 +53,7 @@ func init() {
 	utilruntime.Must(apiextensionsv1.AddToScheme(Scheme))
 	utilruntime.Must(certmanagerv1.AddToScheme(Scheme))
 	utilruntime.Must(gatewayv1.Install(Scheme))
+	utilruntime.Must(gatewayv1beta1.Install(Scheme))
 	utilruntime.Must(weftv1alpha1.AddToScheme(Scheme))
 }
 
