@@ -194,7 +194,7 @@ func (t *translation) httpRouteRule(hr *gatewayv1.HTTPRoute, ps *policyStatus, r
 		// it is not shifted to the other backends, and a rule whose
 		// backends are all unusable does not fall through to the next.
 		if !isServiceRef(b.Group, ptrOr(b.Kind, "Service")) {
-			ps.unresolved(ReasonInvalidKind, "%s: only Services can be backends, not %s (its share of requests gets HTTP 503)", bf, *b.Kind)
+			ps.unresolved(ReasonInvalidKind, "%s: only Services can be backends, not %s (its share of requests gets %s)", bf, *b.Kind, ps.errorResponse())
 			missing += uint32(max(w, 0))
 			continue
 		}
@@ -203,17 +203,17 @@ func (t *translation) httpRouteRule(hr *gatewayv1.HTTPRoute, ps *policyStatus, r
 			ns = string(*b.Namespace)
 		}
 		if ok, why := t.backendPermitted(hr, ps.kind, ns, string(b.Name)); !ok {
-			ps.unresolved(ReasonRefNotPermitted, "%s.namespace: %s (its share of requests gets HTTP 503 meanwhile)", bf, why)
+			ps.unresolved(ReasonRefNotPermitted, "%s.namespace: %s (its share of requests gets %s meanwhile)", bf, why, ps.errorResponse())
 			missing += uint32(max(w, 0))
 			continue
 		}
 		svc := t.byKey[ir.ServiceKey{Namespace: ns, Name: string(b.Name)}]
 		switch {
 		case svc == nil:
-			ps.unresolved(v1alpha1.ReasonBackendNotFound, "%s.name: Service %q does not exist in namespace %s; its share of requests gets HTTP 503 until it does", bf, b.Name, ns)
+			ps.unresolved(v1alpha1.ReasonBackendNotFound, "%s.name: Service %q does not exist in namespace %s; its share of requests gets %s until it does", bf, b.Name, ns, ps.errorResponse())
 			missing += uint32(max(w, 0))
 		case b.Port == nil || svc.Port(int32(*b.Port)) == nil:
-			ps.unresolved(v1alpha1.ReasonPortNotFound, "%s.port: set it to one of Service %s's ports: %s (its share of requests gets HTTP 503 meanwhile)", bf, svc.Key.Name, portList(svc))
+			ps.unresolved(v1alpha1.ReasonPortNotFound, "%s.port: set it to one of Service %s's ports: %s (its share of requests gets %s meanwhile)", bf, svc.Key.Name, portList(svc), ps.errorResponse())
 			missing += uint32(max(w, 0))
 		case w > 0:
 			be := ir.Backend{Service: svc.Key, Port: int32(*b.Port), Weight: uint32(w)}

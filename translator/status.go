@@ -27,6 +27,17 @@ type policyStatus struct {
 	kind string
 }
 
+// errorResponse is what a caller gets for a route's share that has no
+// usable backend: Envoy answers HTTP 503, which gRPC callers (through a
+// sidecar, which maps 503 to status 14, or proxyless, with no cluster to
+// pick) see as UNAVAILABLE.
+func (ps *policyStatus) errorResponse() string {
+	if ps.kind == KindGRPCRoute {
+		return "UNAVAILABLE"
+	}
+	return "HTTP 503"
+}
+
 func (t *translation) track(kind string, obj metav1.Object) *policyStatus {
 	ps := &policyStatus{gen: obj.GetGeneration(), kind: kind}
 	ps.accepted = &metav1.Condition{Type: v1alpha1.ConditionAccepted, Status: metav1.ConditionTrue,
