@@ -57,7 +57,10 @@ type encoder struct {
 	// neither marshalled nor hashed again. Weak both ways: an entry goes
 	// with its message.
 	byMsg map[msgKey]weak.Pointer[encoded]
-	bufs  sync.Pool // *[]byte
+	// byMsgPeak and entriesPeak are the most entries each map held since
+	// it was last made (shrink).
+	byMsgPeak, entriesPeak int
+	bufs                   sync.Pool // *[]byte
 	// endpointMarshals counts the endpoint messages marshalled (tests).
 	endpointMarshals atomic.Uint64
 	// maps and deps share snapshots' maps between groups (snapshot.share).
@@ -140,6 +143,7 @@ func encodeByMsg[T any, P interface {
 		runtime.AddCleanup((*T)(m), e.forgetMsg, k)
 	}
 	e.byMsg[k] = weak.Make(x)
+	e.byMsgPeak = max(e.byMsgPeak, len(e.byMsg))
 	e.mu.Unlock()
 	return x, nil
 }
@@ -149,6 +153,26 @@ func (e *encoder) forgetMsg(k msgKey) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	delete(e.byMsg, k)
+	e.byMsg = shrink(e.byMsg, &e.byMsgPeak)
+}
+
+// shrink returns m, or a copy of it sized to what it holds when it holds a
+// quarter of its peak or less. A Go map never gives back the slots it
+// grew: byMsg holds an entry for each message of every build until the
+// message is collected, so a cold start (a build per group, between two
+// collections) left it at its peak, ~6 KiB per group, for good
+// (docs/design/181). Copying at a quarter keeps the cost amortized O(1)
+// per delete.
+func shrink[K comparable, V any](m map[K]V, peak *int) map[K]V {
+	if *peak < 256 || len(m) > *peak/4 {
+		return m
+	}
+	n := make(map[K]V, len(m))
+	for k, v := range m {
+		n[k] = v
+	}
+	*peak = len(n)
+	return n
 }
 
 // encodeContent marshals m to find its content and returns prev, a shared
@@ -195,6 +219,7 @@ func (e *encoder) encodeContent(typeURL, name string, m proto.Message, prev *enc
 		}
 	}
 	e.entries[key] = weak.Make(x)
+	e.entriesPeak = max(e.entriesPeak, len(e.entries))
 	runtime.AddCleanup(x, e.forget, key)
 	return x, nil
 }
@@ -217,6 +242,7 @@ func (e *encoder) forget(key encodeKey) {
 	defer e.mu.Unlock()
 	if w, ok := e.entries[key]; ok && w.Value() == nil {
 		delete(e.entries, key)
+		e.entries = shrink(e.entries, &e.entriesPeak)
 	}
 }
 

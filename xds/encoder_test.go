@@ -154,3 +154,46 @@ func TestSharedEndpointsAreMarshalledOnce(t *testing.T) {
 			next.resources[resourcev3.EndpointType][name] != sa.resources[resourcev3.EndpointType][name])
 	}
 }
+
+// TestShrinkMapsAfterPeak: a map emptied to a quarter of its peak is
+// copied (a Go map keeps the slots it grew), with every entry kept, and its
+// peak restarts at what it holds; small maps and maps still above a
+// quarter are left alone.
+func TestShrinkMapsAfterPeak(t *testing.T) {
+	m := map[int]int{}
+	peak := 0
+	for i := range 1000 {
+		m[i] = i
+		peak = max(peak, len(m))
+	}
+	for i := range 700 {
+		delete(m, i)
+		if n := shrink(m, &peak); len(n) != len(m) {
+			t.Fatalf("shrink dropped entries")
+		}
+	}
+	if got := shrink(m, &peak); peak != 1000 || got == nil {
+		t.Fatalf("300 of a peak of 1000 left: peak %d, want it kept", peak)
+	}
+	for i := 700; i < 749; i++ {
+		delete(m, i)
+	}
+	if shrink(m, &peak); peak != 1000 {
+		t.Fatalf("251 of a peak of 1000 left: peak %d, want it kept", peak)
+	}
+	delete(m, 749)
+	n := shrink(m, &peak)
+	if peak != 250 || len(n) != 250 {
+		t.Fatalf("250 of a peak of 1000: peak %d, len %d, want 250 both", peak, len(n))
+	}
+	for i := 750; i < 1000; i++ {
+		if n[i] != i {
+			t.Fatalf("entry %d lost", i)
+		}
+	}
+	small := map[int]int{1: 1}
+	smallPeak := 100
+	if shrink(small, &smallPeak); smallPeak != 100 {
+		t.Fatalf("a map whose peak is under 256 was copied")
+	}
+}

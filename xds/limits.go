@@ -144,10 +144,13 @@ const (
 	// pools both buffers between reads and writes (the shared write
 	// buffer is its default; the read buffer pool is on unless
 	// GRPC_GO_EXPERIMENTAL_HTTP_FRAMER_READ_BUFFER_POOLING=false), so an
-	// idle connection holds neither. Measured (BenchmarkHeapPerProxy, 100
-	// proxies, docs/design/095): each added proxy costs 18 KiB of live
-	// heap with the pools, 50 KiB with the read pool off — smaller
-	// buffers would only matter without them.
+	// idle connection holds neither. Measured (BenchmarkHeapPerProxy,
+	// 2,000 Services, 100 proxies, 200 splits, docs/design/181): each
+	// added proxy costs 20 KiB of live heap with 32 KiB buffers and 20
+	// KiB with 8 KiB ones; 52 KiB with grpc.SharedWriteBuffer(false).
+	// Smaller buffers would only cost syscalls (a 3 MiB response in 8 KiB
+	// writes is 4x the writes). TestHeapPerProxyIsSmall's bound (40 KiB)
+	// fails should an upgrade stop sharing the write buffer.
 	WriteBufferBytes = 32 << 10
 	ReadBufferBytes  = 32 << 10
 	// MaxHeaderBytes bounds a stream's request headers (gRPC's default is
