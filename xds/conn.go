@@ -116,7 +116,9 @@ func (ts *typeState) answered(nonce string) {
 }
 
 func newTypeState(t string) *typeState {
-	ts := &typeState{names: map[string]bool{}, rejected: map[string]bool{}}
+	// names and rejected are made on their first entry: a wildcard
+	// subscription in sync (most of them) needs neither.
+	ts := &typeState{}
 	if t == resourcev3.SecretType {
 		ts.held = &versionMap{}
 	}
@@ -185,6 +187,9 @@ func (ts *typeState) ack(node, typ, nonce string, errDetail *status.Status, now 
 		names, more := nackResources(r.set, r.removed)
 		ts.lastNack = &Nack{Nonce: nonce, Message: truncate(errDetail.GetMessage(), MaxNackMessageBytes), At: now,
 			Node: node, Type: typ, Resources: names, MoreResources: more}
+		if ts.rejected == nil && len(r.set)+len(r.removed) > 0 {
+			ts.rejected = map[string]bool{}
+		}
 		for _, r := range r.set {
 			ts.rejected[r.name] = true
 		}

@@ -54,6 +54,9 @@ func (a *ADS) deltaRequest(stream discoveryv3.AggregatedDiscoveryService_DeltaAg
 		if n == "*" {
 			ts.wildcard = true
 		} else {
+			if ts.names == nil {
+				ts.names = map[string]bool{}
+			}
 			ts.names[n] = true
 		}
 	}

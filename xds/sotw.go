@@ -64,9 +64,11 @@ func (a *ADS) sotwRequest(stream discoveryv3.AggregatedDiscoveryService_StreamAg
 	}
 	wildcard := len(r.ResourceNames) == 0 && isWildcardType(r.TypeUrl) || names["*"]
 	if wildcard != ts.wildcard || !sameSet(names, ts.names) {
-		ts.wildcard, ts.names = wildcard, names
 		respond = true
 	}
+	// Always names itself, never nil: a type state starts with none, and
+	// nil names mean every resource to typeVersion.
+	ts.wildcard, ts.names = wildcard, names
 	if r.ResponseNonce == "" {
 		respond = true // a new subscription (or a reconnect) always gets an answer
 	}
