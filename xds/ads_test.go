@@ -543,6 +543,16 @@ func TestPolicyStaysProgrammedThroughEndpointPushes(t *testing.T) {
 	if st := ads.PolicyState(ref); st.Affected != 0 {
 		t.Fatalf("without the split: %+v, want no affected proxy", st)
 	}
+	// Wait until the push without the split has reached the proxy
+	// (unanswered). Before that, the stream may fold it into the split's
+	// return, and a proxy that never lost the split rightly counts as
+	// having it (1 full run in ~12 failed here under load).
+	select {
+	case r := <-c.resps:
+		c.resps <- r // left for settle
+	case <-time.After(30 * time.Second):
+		t.Fatal("the push without the split never reached the proxy")
+	}
 	ads.Update(shopMesh(t, 30, moved), time.Now())
 	if st := ads.PolicyState(ref); st.Programmed() {
 		t.Fatalf("the split back, no ACK since: %+v, want not programmed", st)
