@@ -231,7 +231,9 @@ type memSample struct {
 	// apart, garbage included.
 	heap    float64
 	afterGC bool
-	rss     float64
+	// gcs: the collections after since that the reading waited for.
+	gcs int
+	rss float64
 }
 
 // liveHeap is the heap the last collection found live, recovered from the
@@ -246,11 +248,17 @@ func liveHeap(nextGC, stacks, gogc float64) float64 {
 
 // memory measures the heap the controller keeps. Heap figures between
 // collections include garbage, up to GOGC (100%) of the live heap, so it
-// waits up to wait for a collection that finished after since and
-// derives the live heap from it. Go collects at least every 2 minutes,
-// so a wait of 2.5 minutes always sees one. Without one it falls back to
-// the smallest heap in use among 5 samples.
-func (c *controller) memory(ctx context.Context, since time.Time, wait time.Duration) (memSample, error) {
+// waits for collections that finished after since and derives the live
+// heap from the heap goal the last of them set. One collection is not
+// enough: sync.Pool keeps what it pooled (gRPC's buffers, encoders'
+// scratch space) in a victim cache until the next collection, so the
+// first collection after a burst still counts it as live; the second
+// drops it. gcs is how many collections to wait for (2 reads what a
+// quiet process keeps; 1 what it kept a moment after the burst). Go
+// collects at least every 2 minutes, so a wait of 2.5 minutes per
+// collection always sees them. Without them in time it falls back to the
+// smallest heap in use among 5 samples.
+func (c *controller) memory(ctx context.Context, since time.Time, wait time.Duration, gcs int) (memSample, error) {
 	read := func() (map[string]float64, error) {
 		code, body, err := httpGet(ctx, "http://"+c.monitoring+"/metrics")
 		if err == nil && code != http.StatusOK {
@@ -272,18 +280,25 @@ func (c *controller) memory(ctx context.Context, since time.Time, wait time.Dura
 		}
 		return out, nil
 	}
-	deadline := time.Now().Add(wait)
+	gcs = max(gcs, 1)
+	deadline := time.Now().Add(wait * time.Duration(gcs))
+	seen := 0 // collections seen after since
 	for time.Now().Before(deadline) {
 		m, err := read()
 		if err != nil {
 			return memSample{}, err
 		}
 		if lastGC := time.Unix(0, int64(m["go_memstats_last_gc_time_seconds"]*1e9)); lastGC.After(since) {
-			if gogc := m["go_gc_gogc_percent"]; gogc > 0 { // GOGC=off has no goal
-				return memSample{heap: liveHeap(m["go_memstats_next_gc_bytes"], m["go_memstats_stack_inuse_bytes"], gogc), afterGC: true,
-					rss: m["process_resident_memory_bytes"]}, nil
+			if m["go_gc_gogc_percent"] <= 0 { // GOGC=off has no goal
+				break
 			}
-			break
+			// Scrapes are 250 ms apart, collections (when quiet)
+			// minutes: a newer last-collection time is one more.
+			seen, since = seen+1, lastGC
+			if seen >= gcs {
+				return memSample{heap: liveHeap(m["go_memstats_next_gc_bytes"], m["go_memstats_stack_inuse_bytes"], m["go_gc_gogc_percent"]), afterGC: true,
+					gcs: seen, rss: m["process_resident_memory_bytes"]}, nil
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -34,7 +34,7 @@ func (r *Report) Print(w io.Writer) {
 			fmt.Sprintf("%s (p50 %s; %d streams for %d proxies); CPU: controller %.1f s, simulated proxies %.1f s",
 				secs(f.ColdStart.Max), secs(f.ColdStart.P50), f.Streams, f.Proxies, f.ColdStartCPU, f.ColdStartHarnessCPU))
 		row("config per proxy", fmt.Sprintf("%s mean, %s max; %.0f resources (%s)", size(f.ConfigBytes.Mean), size(f.ConfigBytes.Max), f.Resources.Mean, byType(f.ConfigBytesByType)))
-		heap := "live heap at the last GC"
+		heap := fmt.Sprintf("live heap after %d GCs", f.HeapGCs)
 		if !f.HeapAfterGC {
 			heap = "smallest heap in use of 5 samples, garbage included"
 		}

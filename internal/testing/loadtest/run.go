@@ -84,9 +84,11 @@ type Config struct {
 	ChurnFor  time.Duration
 	// Timeout bounds every wait (--timeout).
 	Timeout time.Duration
-	// MemoryWait is how long a memory reading may wait for the
-	// controller's next garbage collection (--memory-wait); 0 reads at once.
+	// MemoryWait is how long a memory reading may wait for each of the
+	// controller's next MemoryGCs garbage collections (--memory-wait,
+	// --memory-gcs; 0 counts as 1); a MemoryWait of 0 reads at once.
 	MemoryWait time.Duration
+	MemoryGCs  int
 	// Workers write to the API server in parallel while creating the mesh.
 	Workers int
 	// Progress receives one line per step; ControllerLog the controller's
@@ -122,6 +124,7 @@ func (c Config) Validate() error {
 	check(int(c.ChurnRate*c.ChurnFor.Seconds())+c.Services < maxMarker/2, "--churn-rate × --churn-for is too many changes")
 	check(c.Timeout > 0, "--timeout must be positive")
 	check(c.MemoryWait >= 0, "--memory-wait must not be negative")
+	check(c.MemoryGCs >= 0 && c.MemoryGCs <= 5, "--memory-gcs must be between 1 and 5 (2 reads the heap a quiet process keeps)")
 	return errors.Join(errs...)
 }
 
@@ -181,12 +184,15 @@ type FleetReport struct {
 	ConfigBytesByType                 map[string]float64
 	// HeapBefore and HeapAfter: the controller's heap before connecting
 	// and after the cold start; HeapAfterGC says they are live heaps read
-	// right after a garbage collection (see MemoryWait), not the smallest
-	// heap in use of 5 samples. HeapPerProxy and RSSPerProxy: the growth of
-	// the heap and of process_resident_memory_bytes, per proxy.
+	// right after garbage collections (see MemoryWait), not the smallest
+	// heap in use of 5 samples, and HeapGCs how many collections each
+	// reading waited for (2: pooled buffers are gone; 1: counted as live).
+	// HeapPerProxy and RSSPerProxy: the growth of the heap and of
+	// process_resident_memory_bytes, per proxy.
 	HeapBefore, HeapAfter     float64
 	RSSAfter                  float64
 	HeapAfterGC               bool
+	HeapGCs                   int
 	HeapPerProxy, RSSPerProxy float64
 	// Weight: a TrafficSplit weight change, from just before the API write
 	// to each proxy's ACK of the route carrying it: per repeat and over all.
@@ -323,8 +329,8 @@ func (r *runner) fleet(ctx context.Context, index, n int, plane Plane) (*FleetRe
 	if err := r.probe(ctx, ctrl.xds, plane.Flavor); err != nil {
 		return nil, err
 	}
-	r.say("fleet %d: reading the controller's memory (waiting up to %v for a garbage collection)", n, cfg.MemoryWait)
-	mem0, err := ctrl.memory(ctx, time.Now(), cfg.MemoryWait)
+	r.say("fleet %d: reading the controller's memory (waiting up to %v for each of %d garbage collections)", n, cfg.MemoryWait, cfg.MemoryGCs)
+	mem0, err := ctrl.memory(ctx, time.Now(), cfg.MemoryWait, cfg.MemoryGCs)
 	if err != nil {
 		return nil, err
 	}
@@ -377,14 +383,15 @@ func (r *runner) fleet(ctx context.Context, index, n int, plane Plane) (*FleetRe
 	fr.Endpoints = distOf(eds)
 	r.say("fleet %d: all hold a full configuration after %.2fs (p50 %.2fs); %.0f bytes each", n, fr.ColdStart.Max, fr.ColdStart.P50, fr.ConfigBytes.Mean)
 
-	mem1, err := ctrl.memory(ctx, time.Now(), cfg.MemoryWait)
+	mem1, err := ctrl.memory(ctx, time.Now(), cfg.MemoryWait, cfg.MemoryGCs)
 	if err != nil {
 		return nil, err
 	}
 	fr.HeapBefore, fr.HeapAfter, fr.HeapAfterGC = mem0.heap, mem1.heap, mem0.afterGC && mem1.afterGC
+	fr.HeapGCs = min(mem0.gcs, mem1.gcs)
 	fr.RSSAfter = mem1.rss
 	fr.HeapPerProxy, fr.RSSPerProxy = (mem1.heap-mem0.heap)/float64(n), (mem1.rss-mem0.rss)/float64(n)
-	r.say("fleet %d: controller heap %.1f MiB → %.1f MiB (after a collection: %t)", n, mem0.heap/(1<<20), mem1.heap/(1<<20), fr.HeapAfterGC)
+	r.say("fleet %d: controller heap %.1f MiB → %.1f MiB (after %d collections: %t)", n, mem0.heap/(1<<20), mem1.heap/(1<<20), fr.HeapGCs, fr.HeapAfterGC)
 
 	if err := r.weights(ctx, f, ctrl, fr); err != nil {
 		return nil, err

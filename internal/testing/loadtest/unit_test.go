@@ -275,6 +275,7 @@ func TestValidate(t *testing.T) {
 		"--churn-for":  func(c *Config) { c.ChurnRate = 5 },
 		"--timeout":    func(c *Config) { c.Timeout = 0 },
 		"--splits":     func(c *Config) { c.Splits = 1 },
+		"--memory-gcs": func(c *Config) { c.MemoryGCs = 6 },
 	} {
 		c := good
 		bad(&c)
@@ -285,8 +286,8 @@ func TestValidate(t *testing.T) {
 }
 
 // TestMemoryWaitsForACollection: the reading is the heap at the first
-// scrape after a collection that finished after since; without one in
-// time, the smallest heap in use.
+// scrape after the gcs-th collection that finished after since; without
+// them in time, the smallest heap in use.
 func TestMemoryWaitsForACollection(t *testing.T) {
 	since := time.Now()
 	var mu sync.Mutex
@@ -295,30 +296,42 @@ func TestMemoryWaitsForACollection(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		scrapes++
-		if scrapes == 3 {
-			lastGC = time.Now()
+		if scrapes == 3 || scrapes == 5 {
+			lastGC = time.Now() // collections finish before scrapes 3 and 5
 		}
 		fmt.Fprintf(w, "go_memstats_last_gc_time_seconds %v\ngo_memstats_next_gc_bytes %d\ngo_memstats_stack_inuse_bytes 100\ngo_memstats_heap_inuse_bytes %d\nprocess_resident_memory_bytes 5e+07\ngo_gc_gogc_percent 100\n",
 			float64(lastGC.UnixNano())/1e9, 2000*scrapes+100, 9000-1000*scrapes)
 	}))
 	defer srv.Close()
 	c := &controller{monitoring: strings.TrimPrefix(srv.URL, "http://")}
-	m, err := c.memory(context.Background(), since, time.Minute)
+	m, err := c.memory(context.Background(), since, time.Minute, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !m.afterGC || m.heap != 3000 || m.rss != 5e7 {
-		t.Errorf("memory = %+v, want the live heap behind the third scrape's heap goal (3000) after the collection", m)
+	if !m.afterGC || m.gcs != 1 || m.heap != 3000 || m.rss != 5e7 {
+		t.Errorf("memory after one collection = %+v, want the live heap behind the third scrape's heap goal (3000)", m)
+	}
+	mu.Lock()
+	lastGC, scrapes = since.Add(-time.Minute), 0
+	mu.Unlock()
+	m, err = c.memory(context.Background(), since, time.Minute, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Scrape 4 repeats the first collection's time: not a second one.
+	if !m.afterGC || m.gcs != 2 || m.heap != 5000 {
+		t.Errorf("memory after two collections = %+v, want the live heap behind the fifth scrape's heap goal (5000)", m)
 	}
 	mu.Lock()
 	lastGC = since.Add(-time.Minute)
+	scrapes = -100 // no collection in this reading
 	mu.Unlock()
-	m, err = c.memory(context.Background(), time.Now(), 0)
+	m, err = c.memory(context.Background(), time.Now(), 0, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.afterGC || m.heap != 9000-1000*8 {
-		t.Errorf("memory without a collection = %+v, want the smallest heap in use of 5 samples (1000)", m)
+	if m.afterGC || m.heap != 9000-1000*(-95) {
+		t.Errorf("memory without a collection = %+v, want the smallest heap in use of 5 samples", m)
 	}
 }
 
