@@ -60,13 +60,14 @@ type Machine struct {
 func main() {
 	var cfg loadtest.Config
 	var proxies, istiod, out, logs, controller string
-	var large, weftOnly bool
+	var large, weftOnly, scoped bool
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
 	fs.BoolVar(&large, "large", false, "the large profile: 5,000 Services × 10 endpoints (50,000), 500 splits, 200 then 1,000 proxies")
 	fs.IntVar(&cfg.Services, "services", 2000, "Services in the mesh, all on port 80")
 	fs.IntVar(&cfg.Endpoints, "endpoints", 10, "ready endpoints (Pods) per Service")
 	fs.IntVar(&cfg.Namespaces, "namespaces", 10, "namespaces the Services are spread over")
 	fs.IntVar(&cfg.Splits, "splits", 200, "splits among the Services (TrafficSplit for weft, VirtualService for istiod)")
+	fs.BoolVar(&scoped, "scoped", false, "scope every proxy to its own namespace on both planes (weft: weft.dev/export-to \".\" on every Service and namespace; istiod: a Sidecar in istio-system with egress \"./*\"); weight changes and new Services wait for the proxies of their namespace; the profile's name says -scoped")
 	fs.BoolVar(&cfg.AltPort, "alt-port", false, "every second Service also listens on port 8080 (two common ports instead of one)")
 	fs.StringVar(&proxies, "proxies", "100,500", "simulated proxies, one fleet per comma-separated count; each proxy its own workload")
 	fs.IntVar(&cfg.Repeats, "repeats", 10, "weight changes to time")
@@ -96,17 +97,8 @@ func main() {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	profile := "default"
-	for _, f := range []string{"alt-port", "services", "endpoints", "namespaces", "splits", "proxies", "repeats", "new-services", "churn-rate", "churn-for", "memory-wait", "memory-gcs"} {
-		if set[f] {
-			profile = "custom" // not comparable with the profile's runs
-		}
-	}
+	profile := profileName(set, large, scoped)
 	if large {
-		profile = strings.Replace(profile, "default", "large", 1)
-		if profile == "custom" {
-			profile = "large-custom"
-		}
 		if !set["services"] {
 			cfg.Services = 5000
 		}
@@ -126,7 +118,7 @@ func main() {
 		cfg.Groups = max(cfg.Groups, n) // every proxy its own workload
 	}
 	cfg.Groups = min(cfg.Groups, cfg.Services)
-	cfg.ExportAll, cfg.ByName, cfg.VirtualServices = true, true, !weftOnly
+	cfg.ExportAll, cfg.Scoped, cfg.ByName, cfg.VirtualServices = !scoped, scoped, true, !weftOnly
 	if err := cfg.Validate(); err != nil {
 		fail(err)
 	}
@@ -142,6 +134,29 @@ func main() {
 	if err := run(cfg, profile, controller, istiod, weftOnly, out); err != nil {
 		fail(err)
 	}
+}
+
+// profileName names the run's profile in its results' names and headings:
+// default or large, custom when a flag changed the mesh or the
+// measurement (not comparable with the profile's runs), and -scoped with
+// --scoped (never compared with unscoped runs of the same sizes).
+func profileName(set map[string]bool, large, scoped bool) string {
+	profile := "default"
+	for _, f := range []string{"alt-port", "services", "endpoints", "namespaces", "splits", "proxies", "repeats", "new-services", "churn-rate", "churn-for", "memory-wait", "memory-gcs"} {
+		if set[f] {
+			profile = "custom"
+		}
+	}
+	if large {
+		profile = "large-" + profile
+		if profile == "large-default" {
+			profile = "large"
+		}
+	}
+	if scoped {
+		profile += "-scoped"
+	}
+	return profile
 }
 
 func fail(err error) {

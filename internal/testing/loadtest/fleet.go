@@ -32,6 +32,13 @@ type member struct {
 	*xdsload.Proxy
 	group     int
 	namespace string
+	// seesSplit: the proxy's scope holds the measured split (always,
+	// unless Mesh.Scoped puts it in another namespace); own is the
+	// cluster (and EDS resource) of its own workload's Service, which
+	// every scope holds, and ownHeld whether it accepted its endpoints.
+	seesSplit bool
+	own       string
+	ownHeld   bool
 
 	mu       sync.Mutex
 	types    map[string]bool // types ACKed at least once
@@ -95,7 +102,8 @@ func newFleet(sp fleetSpec) *fleet {
 		g, r := i%sp.groups, i/sp.groups
 		ns := testmesh.Namespace(g % sp.mesh.Namespaces)
 		app := fmt.Sprintf("svc-%d", g)
-		mb := &member{group: g, namespace: ns, types: map[string]bool{}, markers: map[string][]stamp{}, notify: make(chan struct{}, 1)}
+		mb := &member{group: g, namespace: ns, seesSplit: sp.mesh.splitVisibleFrom(ns), own: ClusterName(sp.mesh, g),
+			types: map[string]bool{}, markers: map[string][]stamp{}, notify: make(chan struct{}, 1)}
 		var node *corev3.Node
 		if sp.flavor == Istiod {
 			labels := map[string]string{"app": app}
@@ -163,6 +171,9 @@ func (mb *member) acked(f *fleet, r *discoveryv3.DeltaDiscoveryResponse, at time
 	for _, res := range r.Resources {
 		var err error
 		raw := res.GetResource().GetValue()
+		if r.TypeUrl == resourcev3.EndpointType && res.Name == mb.own {
+			mb.ownHeld = true
+		}
 		switch {
 		case r.TypeUrl == resourcev3.RouteType:
 			if bytes.Contains(raw, f.nextBytes) {
@@ -198,7 +209,10 @@ func (mb *member) acked(f *fleet, r *discoveryv3.DeltaDiscoveryResponse, at time
 			mb.errs = append(mb.errs, err)
 		}
 	}
-	if mb.complete.IsZero() && len(mb.weights) > 0 && len(mb.types) == len(xdsload.Types) {
+	// Complete: every type accepted and, as a sign that the whole
+	// configuration arrived, the split's route — or, for a proxy whose
+	// scope does not hold the split, its own Service's endpoints.
+	if mb.complete.IsZero() && len(mb.types) == len(xdsload.Types) && (len(mb.weights) > 0 || !mb.seesSplit && mb.ownHeld) {
 		mb.complete = at
 	}
 	select {
@@ -299,15 +313,14 @@ func (f *fleet) stop() {
 	f.conns = nil
 }
 
-// each runs fn for every member in parallel and joins the errors.
-// latencies waits (at most timeout) until every member holds a change,
-// which at reports with the time it arrived, and returns the delays from
-// t0 of those that did and how many never did.
-func (f *fleet) latencies(ctx context.Context, timeout time.Duration, t0 time.Time, at func(*member) (time.Time, bool)) (lat []float64, missed int) {
+// latencies waits (at most timeout) until every member of waiters holds a
+// change, which at reports with the time it arrived, and returns the
+// delays from t0 of those that did and how many never did.
+func latencies(ctx context.Context, timeout time.Duration, t0 time.Time, waiters []*member, at func(*member) (time.Time, bool)) (lat []float64, missed int) {
 	var mu sync.Mutex
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	_ = f.each(func(mb *member) error {
+	_ = each(waiters, func(mb *member) error {
 		var t time.Time
 		ok := mb.wait(wctx, func() bool { var ok bool; t, ok = at(mb); return ok })
 		mu.Lock()
@@ -322,15 +335,29 @@ func (f *fleet) latencies(ctx context.Context, timeout time.Duration, t0 time.Ti
 	return lat, missed
 }
 
-func (f *fleet) each(fn func(*member) error) error {
-	errs := make([]error, len(f.members))
+// each runs fn for every member in parallel and joins the errors.
+func (f *fleet) each(fn func(*member) error) error { return each(f.members, fn) }
+
+func each(members []*member, fn func(*member) error) error {
+	errs := make([]error, len(members))
 	var wg sync.WaitGroup
-	for i, mb := range f.members {
+	for i, mb := range members {
 		wg.Add(1)
 		go func() { defer wg.Done(); errs[i] = fn(mb) }()
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// seeing is the members whose scope holds what sees says.
+func (f *fleet) seeing(sees func(*member) bool) []*member {
+	var out []*member
+	for _, mb := range f.members {
+		if sees(mb) {
+			out = append(out, mb)
+		}
+	}
+	return out
 }
 
 // decodeErrors returns what proxies could not decode (a weft bug or a

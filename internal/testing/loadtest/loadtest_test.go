@@ -96,11 +96,93 @@ func TestRun(t *testing.T) {
 }
 
 // TestRunBenchShape is `make bench`'s harness small and weft only (the
-// peer, istiod, is never built by the tests): every Service visible to
-// every proxy, splits among the port-80 Services, every proxy its own
-// workload, every second Service also on port 8080, subscriptions by
-// name as Envoy makes them, new Services timed. Behaviour only: every proxy converges on every change.
+// peer, istiod, is never built by the tests): splits among the port-80
+// Services, every proxy its own workload, every second Service also on
+// port 8080, subscriptions by name as Envoy makes them, new Services
+// timed — first with every Service visible to every proxy, then at the
+// same sizes with every proxy scoped to its namespace (--scoped), where
+// only the proxies of a change's namespace wait for it. Behaviour only:
+// every proxy that sees a change converges on it, and scoping shrinks
+// what each proxy is sent.
 func TestRunBenchShape(t *testing.T) {
+	base := Config{
+		Mesh:    Mesh{Services: 12, Endpoints: 2, Namespaces: 3, Splits: 3, AltPort: true},
+		Proxies: []int{6}, Groups: 6, ByName: true, Repeats: 2, NewServices: 2, Fraction: 0.1,
+		ChurnRate: 10, ChurnFor: time.Second,
+		Timeout: 2 * time.Minute,
+	}
+	n := base.Proxies[0]
+	var all, scoped FleetReport
+	t.Run("every Service visible", func(t *testing.T) {
+		conf := base
+		conf.ExportAll = true
+		f := runBenchShape(t, conf)
+		all = f
+		// Every proxy sees every Service port: the 12 on port 80, the 6
+		// also on 8080, and the API server's own default/kubernetes (the
+		// new ones are created after the count).
+		if want := float64(conf.Services + conf.Services/2 + 1); f.Endpoints.P50 != want || f.Endpoints.Max != want || f.Endpoints.Mean != want {
+			t.Errorf("EDS resources per proxy: %+v, want %v for every proxy", f.Endpoints, want)
+		}
+		if f.WeightProxies != n || f.WeightMissed != 0 || f.WeightAll.N != conf.Repeats*n {
+			t.Errorf("weight changes: %d samples from %d proxies, %d missed; want %d, %d, 0", f.WeightAll.N, f.WeightProxies, f.WeightMissed, conf.Repeats*n, n)
+		}
+		if f.NewServiceProxies != n || f.NewServiceMissed != 0 || f.NewService.N != conf.NewServices*n {
+			t.Errorf("new Services: %d samples from %d proxies, %d missed; want %d, %d, 0", f.NewService.N, f.NewServiceProxies, f.NewServiceMissed, conf.NewServices*n, n)
+		}
+		if ch := f.Churn; ch.Changes != 10 || ch.Failed != 0 || ch.Missed != 0 || ch.Latency.N < ch.Changes*n {
+			t.Errorf("churn: %+v; want 10 changes, each delivered to every proxy", ch)
+		}
+	})
+	t.Run("scoped", func(t *testing.T) {
+		conf := base
+		conf.Scoped = true
+		f := runBenchShape(t, conf)
+		scoped = f
+		// A proxy sees its namespace's Service ports — here 4 on port 80,
+		// 2 of them also on 8080, whatever the namespace — and
+		// default/kubernetes, which says nothing and stays visible
+		// mesh-wide.
+		perNS := conf.Services / conf.Namespaces
+		if want := float64(perNS + perNS/2 + 1); f.Endpoints.P50 != want || f.Endpoints.Max != want || f.Endpoints.Mean != want {
+			t.Errorf("EDS resources per proxy: %+v, want %v for every proxy", f.Endpoints, want)
+		}
+		// Split 0 and the new Services are in ns-0, where groups 0 and 3
+		// live: those two proxies, and only they, are waited for.
+		inNS0 := n / conf.Namespaces
+		if f.ColdStart.N != n {
+			t.Errorf("cold start: %d proxies timed, want %d", f.ColdStart.N, n)
+		}
+		if f.WeightProxies != inNS0 || f.WeightMissed != 0 || f.WeightAll.N != conf.Repeats*inNS0 {
+			t.Errorf("weight changes: %d samples from %d proxies, %d missed; want %d, %d, 0", f.WeightAll.N, f.WeightProxies, f.WeightMissed, conf.Repeats*inNS0, inNS0)
+		}
+		if f.NewServiceProxies != inNS0 || f.NewServiceMissed != 0 || f.NewService.N != conf.NewServices*inNS0 {
+			t.Errorf("new Services: %d samples from %d proxies, %d missed; want %d, %d, 0", f.NewService.N, f.NewServiceProxies, f.NewServiceMissed, conf.NewServices*inNS0, inNS0)
+		}
+		// Each Service is held by the proxies of its namespace only.
+		if ch := f.Churn; ch.Changes != 10 || ch.Failed != 0 || ch.Missed != 0 || ch.Latency.N != ch.Changes*n/conf.Namespaces {
+			t.Errorf("churn: %+v; want 10 changes, each delivered to the %d proxies of its Service's namespace", ch, n/conf.Namespaces)
+		}
+		if o := f.OnePercent; o.Missed != 0 || o.Dependents == 0 || o.Dependents >= n || o.Receivers != o.Dependents {
+			t.Errorf("endpoint burst: %+v; want only the proxies of the changed Services' namespaces to depend on them and receive anything", o)
+		}
+	})
+	if t.Failed() {
+		return
+	}
+	// The point of scoping: each proxy is sent less.
+	if scoped.ConfigBytes.Mean >= all.ConfigBytes.Mean || scoped.Resources.Mean >= all.Resources.Mean {
+		t.Errorf("config per proxy: scoped %.0f bytes in %.0f resources, every Service visible %.0f bytes in %.0f resources; want less scoped",
+			scoped.ConfigBytes.Mean, scoped.Resources.Mean, all.ConfigBytes.Mean, all.Resources.Mean)
+	}
+	t.Logf("config per proxy: %.0f bytes (%.0f resources) scoped, %.0f bytes (%.0f resources) with every Service visible",
+		scoped.ConfigBytes.Mean, scoped.Resources.Mean, all.ConfigBytes.Mean, all.Resources.Mean)
+}
+
+// runBenchShape runs conf against a fresh API server and weft-controller
+// and returns its one fleet's report.
+func runBenchShape(t *testing.T, conf Config) FleetReport {
+	t.Helper()
 	env := testenv.Start(t)
 	bin, err := BuildController(env.Root, t.TempDir())
 	if err != nil {
@@ -113,13 +195,7 @@ func TestRunBenchShape(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs, progress bytes.Buffer
-	conf := Config{
-		Mesh:    Mesh{Services: 12, Endpoints: 2, Namespaces: 3, ExportAll: true, Splits: 3, AltPort: true},
-		Proxies: []int{6}, Groups: 6, ByName: true, Repeats: 2, NewServices: 2, Fraction: 0.1,
-		ChurnRate: 10, ChurnFor: time.Second,
-		Timeout:  2 * time.Minute,
-		Progress: &progress, ControllerLog: &logs,
-	}
+	conf.Progress, conf.ControllerLog = &progress, &logs
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	rep, err := Run(ctx, conf, Cluster{Client: c, Kubeconfig: env.Kubeconfig, Planes: []Plane{{Flavor: Weft, Binary: bin}}})
@@ -137,20 +213,5 @@ func TestRunBenchShape(t *testing.T) {
 	if len(rep.Fleets) != 1 || rep.Fleets[0].Plane != Weft {
 		t.Fatalf("fleets %+v, want one of weft", rep.Fleets)
 	}
-	f, n := rep.Fleets[0], conf.Proxies[0]
-	// Every proxy sees every Service port: the 12 on port 80, the 6 also
-	// on 8080, and the API server's own default/kubernetes (the new ones
-	// are created after the count).
-	if want := float64(conf.Services + conf.Services/2 + 1); f.Endpoints.P50 != want || f.Endpoints.Max != want || f.Endpoints.Mean != want {
-		t.Errorf("EDS resources per proxy: %+v, want %v for every proxy", f.Endpoints, want)
-	}
-	if f.WeightMissed != 0 || f.WeightAll.N != conf.Repeats*n {
-		t.Errorf("weight changes: %d samples, %d missed; want %d, 0", f.WeightAll.N, f.WeightMissed, conf.Repeats*n)
-	}
-	if f.NewServiceMissed != 0 || f.NewService.N != conf.NewServices*n {
-		t.Errorf("new Services: %d samples, %d missed; want %d, 0", f.NewService.N, f.NewServiceMissed, conf.NewServices*n)
-	}
-	if ch := f.Churn; ch.Changes != 10 || ch.Failed != 0 || ch.Missed != 0 || ch.Latency.N < ch.Changes*n {
-		t.Errorf("churn: %+v; want 10 changes, each delivered to every proxy", ch)
-	}
+	return rep.Fleets[0]
 }

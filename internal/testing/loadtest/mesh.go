@@ -66,6 +66,27 @@ func splitPair(m Mesh, k int) (root, next int) {
 	return root, next
 }
 
+// splitVisibleFrom says whether a proxy in namespace ns holds the
+// measured split: global is exported everywhere, split 0's pair is
+// exported with the rest of the mesh (everywhere with ExportAll, else to
+// its own namespace).
+func (m Mesh) splitVisibleFrom(ns string) bool {
+	if m.Splits == 0 || m.ExportAll {
+		return true
+	}
+	root, _ := splitPair(m, 0)
+	return ns == testmesh.Namespace(root%m.Namespaces)
+}
+
+// newServiceNamespace is where new Services are created.
+var newServiceNamespace = testmesh.Namespace(0)
+
+// newServiceVisibleFrom says whether a proxy in namespace ns holds the
+// new Services (newServiceObjects: exported like the rest of the mesh).
+func (m Mesh) newServiceVisibleFrom(ns string) bool {
+	return m.ExportAll || ns == newServiceNamespace
+}
+
 // measuredCluster is the backend cluster whose weight a weight change
 // sets: split 0's second backend, or global-next without Splits.
 func measuredCluster(m Mesh) string {
@@ -98,6 +119,9 @@ type objects struct {
 	// Istio equivalents (with VirtualServices).
 	splits []*v1alpha1.TrafficSplit
 	vss    []*unstructured.Unstructured
+	// sidecars: istiod's scoping (IstioSidecar) with Scoped and
+	// VirtualServices.
+	sidecars []*unstructured.Unstructured
 }
 
 // build lays out the mesh: testmesh's Services (svc-i in ns-(i mod
@@ -111,6 +135,16 @@ func build(m Mesh, weight int32) objects {
 	var o objects
 	o.namespaces = append(in.Namespaces, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: SharedNamespace}})
 	o.services, o.slices, o.pods = in.Services, in.EndpointSlices, in.Pods
+	if m.Scoped {
+		// testmesh scopes each Service without ExportAll; the namespaces
+		// say so too, for the Services created later (new Services).
+		for _, ns := range o.namespaces {
+			if ns.Annotations == nil {
+				ns.Annotations = map[string]string{}
+			}
+			ns.Annotations[translator.AnnotationExportTo] = "."
+		}
+	}
 	for i, s := range o.services {
 		s.Spec.ClusterIP = ""
 		o.serviceAccounts = append(o.serviceAccounts, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace}})
@@ -121,6 +155,9 @@ func build(m Mesh, weight int32) objects {
 	}
 	if m.VirtualServices {
 		o.namespaces = append(o.namespaces, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: IstioNamespace}})
+		if m.Scoped {
+			o.sidecars = append(o.sidecars, IstioSidecar())
+		}
 	}
 	if m.Splits > 0 {
 		for k := range m.Splits {
@@ -226,6 +263,24 @@ func virtualService(m Mesh, root, next int, weight int32) *unstructured.Unstruct
 	return u
 }
 
+// IstioSidecar is istiod's side of Mesh.Scoped, what Istio's
+// documentation recommends for a large mesh: the mesh-wide default
+// Sidecar (in the root namespace, IstioNamespace, without a workload
+// selector, so it applies to every proxy in a namespace without a Sidecar
+// of its own), whose one egress listener imports only the Services of the
+// proxy's own namespace ("./*"). Written like the VirtualServices
+// (networking.istio.io/v1, unstructured; its CRD comes with Istio's).
+func IstioSidecar() *unstructured.Unstructured {
+	u := &unstructured.Unstructured{Object: map[string]any{"spec": map[string]any{
+		"egress": []any{map[string]any{"hosts": []any{"./*"}}},
+	}}}
+	u.SetAPIVersion("networking.istio.io/v1")
+	u.SetKind("Sidecar")
+	u.SetName("default")
+	u.SetNamespace(IstioNamespace)
+	return u
+}
+
 func vsSpec(m Mesh, root, next int, weight int32) map[string]any {
 	return map[string]any{
 		"hosts": []any{Host(m, root)},
@@ -278,7 +333,7 @@ func (o objects) create(ctx context.Context, c client.Client, workers int) error
 	if err := parallel(ctx, workers, asObjects(o.splits), func(ctx context.Context, obj client.Object) error { return c.Create(ctx, obj) }); err != nil {
 		return err
 	}
-	return parallel(ctx, workers, asObjects(o.vss), func(ctx context.Context, obj client.Object) error { return c.Create(ctx, obj) })
+	return parallel(ctx, workers, append(asObjects(o.vss), asObjects(o.sidecars)...), func(ctx context.Context, obj client.Object) error { return c.Create(ctx, obj) })
 }
 
 func asObjects[T client.Object](in []T) []client.Object {

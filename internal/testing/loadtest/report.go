@@ -6,14 +6,19 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/weftmesh/weft/translator"
 )
 
 // Print writes the report as a table per fleet.
 func (r *Report) Print(w io.Writer) {
 	c := r.Config
 	scope := "scoped (a proxy sees its namespace's Services and the 2 shared ones)"
-	if c.ExportAll {
+	switch {
+	case c.ExportAll:
 		scope = "every Service exported to every namespace"
+	case c.Scoped:
+		scope = c.scopeDescription()
 	}
 	splits := "one split between global and global-next on port 8000"
 	if c.Splits > 0 {
@@ -40,14 +45,14 @@ func (r *Report) Print(w io.Writer) {
 		}
 		row("controller heap per connected proxy", fmt.Sprintf("%s (%s: %s → %s); RSS %s per proxy",
 			size(f.HeapPerProxy), heap, size(f.HeapBefore), size(f.HeapAfter), size(f.RSSPerProxy)))
-		row(fmt.Sprintf("weight change → ACK, %d repeats × %d proxies", len(f.Weight), f.Proxies),
+		row(fmt.Sprintf("weight change → ACK, %d repeats × %s", len(f.Weight), waited(f.WeightProxies, f.Proxies)),
 			fmt.Sprintf("%s; %.1f pushes, %s per proxy per change; controller CPU %.2f s per change; %d missed",
 				dist(f.WeightAll), f.WeightPushes, size(f.WeightBytes), f.WeightCPU, f.WeightMissed))
 		for i, d := range f.Weight {
 			row(fmt.Sprintf("  repeat %d", i+1), dist(d))
 		}
 		if f.NewService.N > 0 || f.NewServiceMissed > 0 {
-			row("new Service → every proxy holds its cluster and a route to it", fmt.Sprintf("%s; %d missed", dist(f.NewService), f.NewServiceMissed))
+			row(fmt.Sprintf("new Service → each of %s holds its cluster and a route to it", waited(f.NewServiceProxies, f.Proxies)), fmt.Sprintf("%s; %d missed", dist(f.NewService), f.NewServiceMissed))
 		}
 		o := f.OnePercent
 		row(fmt.Sprintf("endpoints of %d Services (%.3g%%) change at once", o.Services, 100*float64(o.Services)/float64(c.Services)),
@@ -60,6 +65,21 @@ func (r *Report) Print(w io.Writer) {
 		}
 		tw.Flush()
 	}
+}
+
+// waited says how many proxies a change was timed on: n of all, or all
+// (also when a report predates the count).
+func waited(n, all int) string {
+	if n <= 0 || n == all {
+		return fmt.Sprintf("%d proxies", all)
+	}
+	return fmt.Sprintf("the %d of %d proxies that see it", n, all)
+}
+
+// scopeDescription says how Scoped scopes each plane, for the reports.
+func (m Mesh) scopeDescription() string {
+	return fmt.Sprintf(`scoped: each proxy sees its own namespace only (weft: %s "." on every Service and namespace; istiod: Sidecar %s/default, egress "./*"); weight changes and new Services wait for the proxies of their namespace`,
+		translator.AnnotationExportTo, IstioNamespace)
 }
 
 func dist(d Dist) string {

@@ -37,12 +37,21 @@ type Mesh struct {
 	// Sidecar scoping). Otherwise a proxy sees its namespace's Services
 	// and the two shared ones.
 	ExportAll bool
+	// Scoped scopes every proxy to its own namespace on both control
+	// planes (--scoped): weft's Services and the mesh's namespaces say
+	// weft.dev/export-to "." and, with VirtualServices, istiod gets a
+	// Sidecar in its root namespace whose egress is "./*" (IstioSidecar).
+	// Then only the proxies of the changed object's namespace wait for a
+	// weight change or a new Service (both in namespace ns-0). It excludes
+	// ExportAll.
+	Scoped bool
 	// Splits is the number of TrafficSplits among the port-80 Services
 	// (--splits): every (Services/Splits)-th Service sends a share to
 	// another in its namespace, as real meshes split among Services on one
 	// common port; split 0's weight is the one the runs change. Zero puts
 	// a single split between global and global-next on a port of their own.
-	// Splits need ExportAll (every proxy must see split 0).
+	// Splits need ExportAll or Scoped (the proxies that wait for a weight
+	// change must see split 0).
 	Splits int
 	// AltPort gives every second Service a second HTTP port, AltPort
 	// (--alt-port), as real meshes have a second common port; the
@@ -115,7 +124,9 @@ func (c Config) Validate() error {
 	check(c.Conns >= 0, "--conns must be 0 (one per proxy) or more")
 	check(c.Repeats >= 1 && c.Repeats <= 80, "--repeats must be between 1 and 80")
 	check(c.Splits >= 0 && c.Splits <= c.Services/2, "--splits must be between 0 and half of --services")
-	check(c.Splits == 0 || c.ExportAll, "--splits needs --export-all (every proxy must see split 0)")
+	check(c.Splits == 0 || c.ExportAll || c.Scoped, "--splits needs --export-all or --scoped (the proxies that wait for a weight change must see split 0)")
+	check(!c.Scoped || !c.ExportAll, "--scoped and --export-all exclude each other (--scoped: every proxy sees its own namespace only)")
+	check(!c.Scoped || c.Splits > 0, "--scoped needs --splits (the measured split must be among the scoped Services; global is exported everywhere)")
 	check(c.Splits == 0 || c.Services > c.Namespaces, "--splits needs more --services than --namespaces (a split's backends share a namespace)")
 	check(c.NewServices >= 0 && c.NewServices <= 250, "--new-services must be between 0 and 250")
 	check(c.Fraction > 0 && c.Fraction <= 1, "--fraction must be in (0, 1], e.g. 0.01")
@@ -196,20 +207,26 @@ type FleetReport struct {
 	HeapPerProxy, RSSPerProxy float64
 	// Weight: a TrafficSplit weight change, from just before the API write
 	// to each proxy's ACK of the route carrying it: per repeat and over all.
-	Weight       []Dist
-	WeightAll    Dist
-	WeightMissed int // proxy × repeat pairs that never converged
-	// WeightBytes and WeightPushes per proxy per change (means);
+	// WeightProxies is how many proxies were timed: those whose scope holds
+	// the split (every proxy unless Scoped).
+	Weight        []Dist
+	WeightAll     Dist
+	WeightProxies int
+	WeightMissed  int // proxy × repeat pairs that never converged
+	// WeightBytes and WeightPushes per proxy per change (means over every
+	// proxy of the fleet, whether it sees the split or not);
 	// WeightCPU the controller's CPU seconds per change.
 	WeightBytes, WeightPushes, WeightCPU float64
 	// NewService: from just before a new Service's creation to each
 	// proxy's ACK of the last of its cluster and a route to it, over
-	// every repeat (NewServices) and proxy; NewServiceMissed the pairs
-	// that never converged.
-	NewService       Dist
-	NewServiceMissed int
-	OnePercent       Change
-	Churn            Churn
+	// every repeat (NewServices) and proxy whose scope holds it
+	// (NewServiceProxies: every proxy unless Scoped); NewServiceMissed the
+	// pairs that never converged.
+	NewService        Dist
+	NewServiceProxies int
+	NewServiceMissed  int
+	OnePercent        Change
+	Churn             Churn
 }
 
 // Change is a burst of endpoint changes to a fraction of the Services.
@@ -266,7 +283,7 @@ func Run(ctx context.Context, cfg Config, cl Cluster) (*Report, error) {
 	r := &runner{cfg: cfg, cl: cl, weight: 10}
 	rep := &Report{Config: cfg, LoadBefore: loadAverage()}
 	r.objs = build(cfg.Mesh, r.weight)
-	rep.Objects = len(r.objs.namespaces) + len(r.objs.serviceAccounts) + len(r.objs.services) + len(r.objs.slices) + len(r.objs.pods) + len(r.objs.splits) + len(r.objs.vss)
+	rep.Objects = len(r.objs.namespaces) + len(r.objs.serviceAccounts) + len(r.objs.services) + len(r.objs.slices) + len(r.objs.pods) + len(r.objs.splits) + len(r.objs.vss) + len(r.objs.sidecars)
 	r.say("creating %d objects (%d Services × %d endpoints in %d namespaces, %d Pods)", rep.Objects, cfg.Services, cfg.Endpoints, cfg.Namespaces, len(r.objs.pods))
 	start := time.Now()
 	if err := r.objs.create(ctx, cl.Client, cfg.Workers); err != nil {
@@ -416,15 +433,25 @@ func (r *runner) fleet(ctx context.Context, index, n int, plane Plane) (*FleetRe
 
 // probe connects one proxy of an identity no fleet uses and waits until it
 // holds the split at the current weight: the controller has translated
-// the whole mesh (it was created before the controller started).
+// the whole mesh (it was created before the controller started). It sits
+// in the shared namespace, or with Scoped in split 0's (whose scope holds
+// the split).
 func (r *runner) probe(ctx context.Context, addr string, flavor Flavor) error {
 	p := newFleet(fleetSpec{mesh: r.cfg.Mesh, flavor: flavor, id: "probe", n: 1, groups: 1, byName: r.cfg.ByName})
 	mb := p.members[0]
+	ns := SharedNamespace
+	if r.cfg.Scoped {
+		ns = mb.namespace // group 0, svc-0's namespace: split 0's root
+	}
+	if !r.cfg.splitVisibleFrom(ns) {
+		return fmt.Errorf("the probe proxy in %s cannot see the measured split", ns)
+	}
+	mb.seesSplit = true
 	if flavor == Istiod {
-		mb.Node = IstioSidecarNode("load-probe", SharedNamespace, "load-probe", "10.248.0.1", map[string]string{"app": "load-probe"})
+		mb.Node = IstioSidecarNode("load-probe", ns, "load-probe", "10.248.0.1", map[string]string{"app": "load-probe"})
 	} else {
-		md, _ := structpb.NewStruct(map[string]any{dataplane.MetaNamespace: SharedNamespace, dataplane.MetaServiceAccount: "load-probe"})
-		mb.Node.Id, mb.Node.Metadata = "load-probe."+SharedNamespace, md
+		md, _ := structpb.NewStruct(map[string]any{dataplane.MetaNamespace: ns, dataplane.MetaServiceAccount: "load-probe"})
+		mb.Node.Id, mb.Node.Metadata = "load-probe."+ns, md
 	}
 	if err := p.start(addr, 1); err != nil {
 		return err
@@ -439,10 +466,12 @@ func (r *runner) probe(ctx context.Context, addr string, flavor Flavor) error {
 }
 
 // weights changes the split's weight Repeats times and times each change
-// from just before the API write to every proxy's ACK of the route that
-// carries it.
+// from just before the API write to the ACK of the route that carries it
+// by every proxy whose scope holds the split.
 func (r *runner) weights(ctx context.Context, f *fleet, ctrl *controller, fr *FleetReport) error {
 	var all []float64
+	waiters := f.seeing(func(mb *member) bool { return mb.seesSplit })
+	fr.WeightProxies = len(waiters)
 	var bytes, pushes float64
 	cpu0, err := ctrl.cpu(ctx)
 	if err != nil {
@@ -460,7 +489,7 @@ func (r *runner) weights(ctx context.Context, f *fleet, ctrl *controller, fr *Fl
 			return fmt.Errorf("changing the split's weight: %w", err)
 		}
 		r.weight = w
-		lat, missed := f.latencies(ctx, r.cfg.Timeout, t0, func(mb *member) (time.Time, bool) { return mb.weightAt(int(w)) })
+		lat, missed := latencies(ctx, r.cfg.Timeout, t0, waiters, func(mb *member) (time.Time, bool) { return mb.weightAt(int(w)) })
 		fr.WeightMissed += missed
 		f.settle(ctx, 500*time.Millisecond)
 		after := f.snapshot()
@@ -471,7 +500,7 @@ func (r *runner) weights(ctx context.Context, f *fleet, ctrl *controller, fr *Fl
 		d := distOf(lat)
 		fr.Weight = append(fr.Weight, d)
 		all = append(all, lat...)
-		r.say("fleet %d: weight change %d/%d → %d%%: p50 %.1fms p99 %.1fms max %.1fms (%d of %d proxies)", len(f.members), rep+1, r.cfg.Repeats, w, d.P50*1e3, d.P99*1e3, d.Max*1e3, d.N, len(f.members))
+		r.say("fleet %d: weight change %d/%d → %d%%: p50 %.1fms p99 %.1fms max %.1fms (%d of the %d proxies that see it)", len(f.members), rep+1, r.cfg.Repeats, w, d.P50*1e3, d.P99*1e3, d.Max*1e3, d.N, len(waiters))
 	}
 	fr.WeightAll = distOf(all)
 	cpu1, err := ctrl.cpu(ctx)
@@ -730,14 +759,17 @@ func (r *runner) weightPatch(flavor Flavor, w int32) (client.Object, []byte, err
 
 // newServices creates NewServices Services, one at a time, each on port
 // 80 in the first namespace with one endpoint, and times each from just
-// before its creation to every proxy's ACK of the last of its cluster and
-// a virtual host for it (in whichever route configuration carries it).
+// before its creation to the ACK of the last of its cluster and a virtual
+// host for it (in whichever route configuration carries it) by every
+// proxy whose scope holds it.
 func (r *runner) newServices(ctx context.Context, f *fleet, fr *FleetReport) error {
 	var all []float64
+	waiters := f.seeing(func(mb *member) bool { return r.cfg.newServiceVisibleFrom(mb.namespace) })
+	fr.NewServiceProxies = len(waiters)
 	for range r.cfg.NewServices {
 		k := r.created
 		r.created++
-		ns := testmesh.Namespace(0)
+		ns := newServiceNamespace
 		name := fmt.Sprintf("new-%d", k)
 		host := name + "." + ns + ".svc.cluster.local"
 		f.watch.Store(&newService{cluster: "outbound|80||" + host, host: host, hostBytes: []byte(host)})
@@ -749,7 +781,7 @@ func (r *runner) newServices(ctx context.Context, f *fleet, fr *FleetReport) err
 		if err := r.cl.Client.Create(ctx, slice); err != nil {
 			return fmt.Errorf("creating EndpointSlice %s: %w", slice.Name, err)
 		}
-		lat, missed := f.latencies(ctx, r.cfg.Timeout, t0, (*member).hasNew)
+		lat, missed := latencies(ctx, r.cfg.Timeout, t0, waiters, (*member).hasNew)
 		fr.NewServiceMissed += missed
 		f.watch.Store(nil)
 		for _, mb := range f.members {
@@ -759,7 +791,7 @@ func (r *runner) newServices(ctx context.Context, f *fleet, fr *FleetReport) err
 		}
 		d := distOf(lat)
 		all = append(all, lat...)
-		r.say("fleet %d: new Service %s: p50 %.1fms p99 %.1fms max %.1fms (%d of %d proxies)", len(f.members), name, d.P50*1e3, d.P99*1e3, d.Max*1e3, d.N, len(f.members))
+		r.say("fleet %d: new Service %s: p50 %.1fms p99 %.1fms max %.1fms (%d of the %d proxies that see it)", len(f.members), name, d.P50*1e3, d.P99*1e3, d.Max*1e3, d.N, len(waiters))
 		f.settle(ctx, 500*time.Millisecond)
 	}
 	fr.NewService = distOf(all)

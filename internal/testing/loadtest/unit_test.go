@@ -16,6 +16,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -283,6 +284,33 @@ func TestValidate(t *testing.T) {
 			t.Errorf("%s: error %v, want one naming the flag", flag, err)
 		}
 	}
+	// --scoped: with splits (the measured one among the scoped Services),
+	// without --export-all; --splits needs one of them.
+	scoped := good
+	scoped.Scoped, scoped.Splits = true, 2
+	if err := scoped.Validate(); err != nil {
+		t.Errorf("a good scoped config: %v", err)
+	}
+	exported := scoped
+	exported.Scoped, exported.ExportAll = false, true
+	if err := exported.Validate(); err != nil {
+		t.Errorf("a good config with every Service exported: %v", err)
+	}
+	for what, bad := range map[string]func(*Config){
+		"with --export-all": func(c *Config) { c.ExportAll = true },
+		"without --splits":  func(c *Config) { c.Splits = 0 },
+	} {
+		c := scoped
+		bad(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "--scoped") {
+			t.Errorf("--scoped %s: error %v, want one naming --scoped", what, err)
+		}
+	}
+	c := scoped
+	c.Scoped = false
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "--splits needs --export-all or --scoped") {
+		t.Errorf("--splits alone: error %v, want one naming --export-all and --scoped", err)
+	}
 }
 
 // TestMemoryWaitsForACollection: the reading is the heap at the first
@@ -373,5 +401,171 @@ func TestComparison(t *testing.T) {
 	// 4 convergence and 2 memory metrics, each for weft and istiod.
 	if got := strings.Count(svg.String(), "<polyline"); got != 12 {
 		t.Errorf("%d lines, want 12", got)
+	}
+}
+
+// TestComparisonScoped: a scoped run's table says how both planes were
+// scoped and that only the proxies that see a change were timed, and
+// judges the scoped target (heap per proxy ≥ 2× less), not the targets
+// set for every Service visible to every proxy.
+func TestComparisonScoped(t *testing.T) {
+	rep := &Report{Config: Config{Mesh: Mesh{Services: 10, Endpoints: 2, Namespaces: 2, Splits: 2, Scoped: true}, Groups: 4}}
+	for _, p := range []Flavor{Weft, Istiod} {
+		heap := 40.0 * 1024
+		if p == Istiod {
+			heap = 61 * 1024
+		}
+		rep.Fleets = append(rep.Fleets, FleetReport{Plane: p, Proxies: 4, ColdStart: Dist{Max: 1}, WeightAll: Dist{P99: 1}, WeightProxies: 2,
+			HeapPerProxy: heap, NewService: Dist{P99: 1}, NewServiceProxies: 2, Churn: Churn{Changes: 1, Latency: Dist{P99: 1}}})
+	}
+	var table strings.Builder
+	rep.PrintComparison(&table)
+	out := table.String()
+	for _, want := range []string{
+		`weft.dev/export-to "." on every Service and namespace; istiod: Sidecar istio-system/default, egress "./*"`,
+		"| weight change → every proxy that sees it ACKed, p99 |",
+		"| new Service → every proxy that sees it has it, p99 |",
+		"| controller live heap with every proxy connected |",
+		"- live heap per proxy ≥ 2× less (both scoped): **not met** (weft 40.0 KiB, istiod 61.0 KiB: 1.52×)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "10× faster") || strings.Contains(out, "every Service visible to every proxy") {
+		t.Errorf("a scoped run judged by the unscoped targets or described as unscoped:\n%s", out)
+	}
+	var detail strings.Builder
+	rep.Print(&detail)
+	if !strings.Contains(detail.String(), "weight change → ACK, 0 repeats × the 2 of 4 proxies that see it") {
+		t.Errorf("the detail does not say how many proxies were timed:\n%s", detail.String())
+	}
+}
+
+// TestScopedMesh: with Scoped, weft's side of the scoping is on every
+// Service and every namespace of the mesh (weft.dev/export-to "."), new
+// Services included, and istiod's is exactly one Sidecar: the mesh-wide
+// default in istiod's root namespace, egress "./*" only. Without Scoped
+// there is no Sidecar and every Service is exported everywhere.
+func TestScopedMesh(t *testing.T) {
+	m := Mesh{Services: 12, Endpoints: 2, Namespaces: 3, Scoped: true, Splits: 3, VirtualServices: true}
+	o := build(m, 25)
+	for _, s := range o.services {
+		if got, ok := s.Annotations[translator.AnnotationExportTo]; !ok || got != "." {
+			t.Errorf("Service %s/%s: %s = %q (%t), want \".\"", s.Namespace, s.Name, translator.AnnotationExportTo, got, ok)
+		}
+	}
+	meshNS := 0
+	for _, ns := range o.namespaces {
+		if ns.Name == IstioNamespace {
+			continue
+		}
+		meshNS++
+		if got := ns.Annotations[translator.AnnotationExportTo]; got != "." {
+			t.Errorf("namespace %s: %s = %q, want \".\"", ns.Name, translator.AnnotationExportTo, got)
+		}
+	}
+	if meshNS != m.Namespaces+1 { // ns-0..ns-2 and load-shared
+		t.Errorf("%d namespaces annotated, want %d", meshNS, m.Namespaces+1)
+	}
+	if svc, _ := newServiceObjects(m, "new-0", newServiceNamespace, 0); svc.Annotations[translator.AnnotationExportTo] != "." {
+		t.Errorf("new Service: %v, want exported to its namespace only", svc.Annotations)
+	}
+	want := map[string]any{
+		"apiVersion": "networking.istio.io/v1",
+		"kind":       "Sidecar",
+		"metadata":   map[string]any{"name": "default", "namespace": "istio-system"},
+		"spec":       map[string]any{"egress": []any{map[string]any{"hosts": []any{"./*"}}}},
+	}
+	if len(o.sidecars) != 1 {
+		t.Fatalf("%d Sidecars, want 1", len(o.sidecars))
+	}
+	if diff := cmp.Diff(want, o.sidecars[0].Object); diff != "" {
+		t.Errorf("Sidecar (-want +got):\n%s", diff)
+	}
+	// The API server takes it as the harness writes every Istio object.
+	if b, err := o.sidecars[0].MarshalJSON(); err != nil || !strings.Contains(string(b), `"egress":[{"hosts":["./*"]}]`) {
+		t.Errorf("Sidecar as JSON: %s, %v", b, err)
+	}
+
+	// weft only (hack/load): no Sidecar, the same annotations.
+	m.VirtualServices = false
+	if o := build(m, 25); len(o.sidecars) != 0 {
+		t.Errorf("weft only: %d Sidecars, want none", len(o.sidecars))
+	}
+	// Unscoped (the issue's default setup): everything everywhere.
+	m = Mesh{Services: 12, Endpoints: 2, Namespaces: 3, ExportAll: true, Splits: 3, VirtualServices: true}
+	o = build(m, 25)
+	if len(o.sidecars) != 0 {
+		t.Errorf("unscoped: %d Sidecars, want none", len(o.sidecars))
+	}
+	for _, s := range o.services {
+		if got := s.Annotations[translator.AnnotationExportTo]; got != "*" {
+			t.Errorf("unscoped: Service %s/%s exported to %q, want \"*\"", s.Namespace, s.Name, got)
+		}
+	}
+	for _, ns := range o.namespaces {
+		if _, ok := ns.Annotations[translator.AnnotationExportTo]; ok {
+			t.Errorf("unscoped: namespace %s says %s", ns.Name, translator.AnnotationExportTo)
+		}
+	}
+}
+
+// TestScopedVisibility: who the harness waits for is who the real
+// translator gives the change to. For a proxy of each namespace, the
+// harness's splitVisibleFrom and newServiceVisibleFrom agree with whether
+// its configuration holds split 0's weighted pair and the new Service's
+// cluster, and every proxy holds its own Service's endpoints (what marks
+// a cold start complete for a proxy that cannot see the split).
+func TestScopedVisibility(t *testing.T) {
+	for _, m := range []Mesh{
+		{Services: 12, Endpoints: 2, Namespaces: 3, Scoped: true, Splits: 3},
+		{Services: 12, Endpoints: 2, Namespaces: 3, ExportAll: true, Splits: 3},
+	} {
+		o := build(m, 25)
+		svc, slice := newServiceObjects(m, "new-0", newServiceNamespace, 0)
+		in := &translator.Inputs{Namespaces: o.namespaces, Services: append(o.services, svc), EndpointSlices: append(o.slices, slice), Pods: o.pods}
+		in.TrafficSplits = append(in.TrafficSplits, o.splits...)
+		for i, s := range in.Services {
+			s.Spec.ClusterIP = fmt.Sprintf("10.0.0.%d", i+1)
+		}
+		mesh := translator.Translate(in).Mesh
+		f := newFleet(fleetSpec{mesh: m, flavor: Weft, id: "t", n: m.Namespaces, groups: m.Namespaces})
+		newCluster := "outbound|80||new-0." + newServiceNamespace + ".svc.cluster.local"
+		seeing := 0
+		for _, mb := range f.members {
+			proxy, err := xds.ParseNode(mb.Node)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res := envoy.Build(mesh, proxy.Proxy)
+			split := false
+			for _, r := range res.Routes {
+				if w, err := clusterWeight(resource(r.Name, r), f.next); err != nil {
+					t.Fatal(err)
+				} else if w == 25 {
+					split = true
+				}
+			}
+			eds := map[string]bool{}
+			for _, e := range res.Endpoints {
+				eds[e.ClusterName] = true
+			}
+			if split != mb.seesSplit || mb.seesSplit != m.splitVisibleFrom(mb.namespace) {
+				t.Errorf("scoped %t, proxy in %s: holds split 0 %t, the harness waits for it %t", m.Scoped, mb.namespace, split, mb.seesSplit)
+			}
+			if eds[newCluster] != m.newServiceVisibleFrom(mb.namespace) {
+				t.Errorf("scoped %t, proxy in %s: holds the new Service %t, the harness waits for it %t", m.Scoped, mb.namespace, eds[newCluster], m.newServiceVisibleFrom(mb.namespace))
+			}
+			if !eds[mb.own] {
+				t.Errorf("scoped %t, proxy in %s: no endpoints for its own Service %s", m.Scoped, mb.namespace, mb.own)
+			}
+			if mb.seesSplit {
+				seeing++
+			}
+		}
+		if want := map[bool]int{true: 1, false: m.Namespaces}[m.Scoped]; seeing != want {
+			t.Errorf("scoped %t: %d of %d proxies see split 0, want %d", m.Scoped, seeing, len(f.members), want)
+		}
 	}
 }
