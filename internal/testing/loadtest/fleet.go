@@ -35,14 +35,14 @@ type member struct {
 	// seesSplit: the proxy's scope holds the measured split (always,
 	// unless Mesh.Scoped puts it in another namespace); own is the
 	// cluster (and EDS resource) of its own workload's Service, which
-	// every scope holds, and ownHeld whether it accepted its endpoints.
+	// every scope holds. Both are set before the proxy connects.
 	seesSplit bool
 	own       string
-	ownHeld   bool
 
 	mu       sync.Mutex
 	types    map[string]bool // types ACKed at least once
-	complete time.Time       // first ACK after which it held every type and the split
+	ownHeld  bool            // own's endpoints accepted
+	complete time.Time       // first ACK after which it held every type and the split (or, without it in scope, own)
 	weights  []stamp         // the measured split's weight for its second backend, as accepted
 	markers  map[string][]stamp
 	// newCluster and newRoute: when the proxy first accepted the cluster of
