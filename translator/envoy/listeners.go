@@ -52,15 +52,111 @@ const inboundDetectTimeout = time.Second
 // TracingCluster reaches the OpenTelemetry collector named in MeshConfig.
 const TracingCluster = "tracing-collector"
 
+// listeners are a sidecar's listeners: the group's (groupListeners) and
+// its own (ProxyListeners).
 func (v *view) listeners() []*listenerv3.Listener {
-	own := []*listenerv3.Listener{v.inboundListener(), v.readinessListener(), statsListener()}
+	return append(v.groupListeners(), ProxyListeners(v.proxy)...)
+}
+
+// groupListeners are the listeners every proxy of a group shares (the
+// xds group key holds all they read): the inbound and outbound listeners,
+// bound to the pod's IP families.
+func (v *view) groupListeners() []*listenerv3.Listener {
+	in := v.inboundListener()
 	v4, v6 := podFamilies(v.proxy.IPs)
-	for _, l := range own {
-		listenOn(l, v4, v6)
-	}
+	listenOn(in, v4, v6)
 	// The outbound listener may be shared (Shared): bound to the pod's
 	// families when built, never modified after.
-	return append(own, v.sharedOutboundListener())
+	return []*listenerv3.Listener{in, v.sharedOutboundListener()}
+}
+
+// ProxyListeners are the listeners of a sidecar that depend on the proxy
+// itself, not on its group: the readiness listener (15021) and the stats
+// listener (15090), bound to the pod's own addresses (proxyAddresses).
+// Their content reads only the proxy's IPs and AppProbes; the xds layer
+// builds them once per stream and serves them beside its group's shared
+// configuration (docs/design/183). Build includes them; BuildGroup and
+// Shared.BuildGroup leave them out. None for proxyless gRPC.
+func ProxyListeners(p dataplane.Proxy) []*listenerv3.Listener {
+	if p.Kind == dataplane.KindGRPC {
+		return nil
+	}
+	out := []*listenerv3.Listener{readinessListener(p), statsListener()}
+	for _, l := range out {
+		bindProxyPort(l, p.IPs)
+	}
+	return out
+}
+
+// IsProxyListener says whether name is one of ProxyListeners'.
+func IsProxyListener(name string) bool {
+	return name == dataplane.ReadinessListener || name == dataplane.StatsListener
+}
+
+// bindProxyPort binds one of the sidecar's own ports (readiness, stats)
+// to the pod's addresses and loopback (proxyAddresses) rather than the
+// wildcard: once the capture listener hands connections over by their
+// original destination (use_original_dst), a wildcard listener on
+// 15090 would take an application's call to ANOTHER pod's :15090, and
+// answer it with this sidecar's own stats (istio/istio#36040). The
+// kubelet (pod IP:15021), Prometheus (pod IP:15090) and kubectl
+// port-forward (localhost inside the pod) reach exact binds as before.
+//
+// freebind: an IPv6 pod address can still be tentative (duplicate
+// address detection) when Envoy binds it, and the bind would fail
+// (EADDRNOTAVAIL); IP_FREEBIND lets it bind now and receive once the
+// address is valid.
+//
+// A proxy whose node names no usable address keeps the wildcard bind of
+// its families (listenOn): it must still answer the kubelet, and an
+// exact bind needs an address to bind.
+func bindProxyPort(l *listenerv3.Listener, ips []string) {
+	addrs := proxyAddresses(ips)
+	if len(addrs) == 0 {
+		v4, v6 := podFamilies(ips)
+		listenOn(l, v4, v6)
+		return
+	}
+	port := l.GetAddress().GetSocketAddress().GetPortValue()
+	l.Address = socketAddress(addrs[0].String(), port)
+	l.AdditionalAddresses = nil
+	for _, a := range addrs[1:] {
+		l.AdditionalAddresses = append(l.AdditionalAddresses, &listenerv3.AdditionalAddress{Address: socketAddress(a.String(), port)})
+	}
+	l.Freebind = wrapperspb.Bool(true)
+}
+
+// proxyAddresses are the addresses the sidecar's own ports bind: the
+// pod's addresses in the node's order (IPv4-mapped ones as IPv4,
+// duplicates, loopback and unspecified ones dropped), then 127.0.0.1,
+// and ::1 when the pod has an IPv6 address (a pod without IPv6 may have
+// it disabled, and binding ::1 would fail). Empty when the pod has no
+// usable address.
+func proxyAddresses(ips []string) []netip.Addr {
+	var out []netip.Addr
+	seen := map[netip.Addr]bool{}
+	v6 := false
+	for _, s := range ips {
+		a, err := netip.ParseAddr(strings.TrimSpace(s))
+		if err != nil {
+			continue
+		}
+		a = a.Unmap().WithZone("")
+		if seen[a] || a.IsLoopback() || a.IsUnspecified() || a.IsMulticast() {
+			continue
+		}
+		seen[a] = true
+		out = append(out, a)
+		v6 = v6 || a.Is6()
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	out = append(out, netip.AddrFrom4([4]byte{127, 0, 0, 1}))
+	if v6 {
+		out = append(out, netip.IPv6Loopback())
+	}
+	return out
 }
 
 // listenOn binds a listener's wildcard address to the pod's IP
@@ -820,20 +916,20 @@ func tracingServiceName(p dataplane.Proxy) string { return p.ServiceAccount + ".
 // forwards the application's rewritten kubelet probes to it at the pod IP
 // the kubelet probed, from the uncaptured passthrough source (so Strict
 // mTLS never meets the kubelet's plaintext).
-func (v *view) readinessListener() *listenerv3.Listener {
+func readinessListener(p dataplane.Proxy) *listenerv3.Listener {
 	routes := []*routev3.Route{{
 		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: "/ready"}},
 		Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 200}},
 	}}
-	paths := make([]string, 0, len(v.proxy.AppProbes))
-	for p := range v.proxy.AppProbes {
-		paths = append(paths, p)
+	paths := make([]string, 0, len(p.AppProbes))
+	for path := range p.AppProbes {
+		paths = append(paths, path)
 	}
 	sortStrings(paths)
-	for _, p := range paths {
-		probe := v.proxy.AppProbes[p]
+	for _, path := range paths {
+		probe := p.AppProbes[path]
 		routes = append(routes, &routev3.Route{
-			Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: p}},
+			Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: path}},
 			Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 				ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: appProbeCluster(probe)},
 				PrefixRewrite:    probe.Path,

@@ -59,6 +59,16 @@ func Visible(svc *ir.Service, p dataplane.Proxy) bool { return svc.ExportedTo(p.
 // from one model, sharing what they have in common.)
 func Build(mesh *ir.Mesh, p dataplane.Proxy) *Resources { return newView(mesh, p).build() }
 
+// BuildGroup is Build without the proxy's own listeners (ProxyListeners):
+// the part of its configuration that every proxy of its xds group (same
+// kind, identity, labels and probes, any addresses) shares. Build(mesh, p)
+// is BuildGroup(mesh, p) plus ProxyListeners(p).
+func BuildGroup(mesh *ir.Mesh, p dataplane.Proxy) *Resources {
+	v := newView(mesh, p)
+	v.groupOnly = true
+	return v.build()
+}
+
 func (v *view) build() *Resources {
 	r := &Resources{}
 	if v.proxy.Kind == dataplane.KindGRPC {
@@ -69,7 +79,11 @@ func (v *view) build() *Resources {
 		r.Clusters = append(append([]*clusterv3.Cluster(nil), up...), v.fixedClusters()...)
 		r.Endpoints = append([]*endpointv3.ClusterLoadAssignment(nil), cla...)
 		r.Routes = v.routeConfigs()
-		r.Listeners = v.listeners()
+		if v.groupOnly {
+			r.Listeners = v.groupListeners()
+		} else {
+			r.Listeners = v.listeners()
+		}
 		r.Secrets = []string{dataplane.TrustBundleSecret, dataplane.WorkloadCertSecret}
 	}
 	r.Policies = v.policies()
@@ -116,6 +130,8 @@ type view struct {
 	// (sharedEntry: this view's entry in it, found on first use).
 	shared      *Shared
 	sharedEntry *viewEntry
+	// groupOnly leaves out the proxy's own listeners (BuildGroup).
+	groupOnly bool
 }
 
 type inboundPort struct {

@@ -49,6 +49,10 @@ import (
 // per-namespace route configurations that collect the virtual hosts, the
 // policies and dependencies it records — is built per proxy, as Build does.
 //
+// The proxy's own listeners (ProxyListeners: readiness and stats, bound
+// to its pod's addresses) are left out by BuildGroup, which is what the
+// xds layer builds once per group; it serves them per stream.
+//
 // Shared.Build(p) equals Build(mesh, p) (TestSharedBuildEqualsBuild); the
 // results share messages, which nobody may modify. A Shared holds what it
 // built for as long as it lives: make one per model.
@@ -86,6 +90,16 @@ func (s *Shared) Mesh() *ir.Mesh { return s.mesh }
 func (s *Shared) Build(p dataplane.Proxy) *Resources {
 	v := newView(s.mesh, p)
 	v.shared = s
+	return v.build()
+}
+
+// BuildGroup is BuildGroup(s.Mesh(), p): Build's resources without the
+// proxy's own listeners (ProxyListeners), which the xds layer serves per
+// stream.
+func (s *Shared) BuildGroup(p dataplane.Proxy) *Resources {
+	v := newView(s.mesh, p)
+	v.shared = s
+	v.groupOnly = true
 	return v.build()
 }
 

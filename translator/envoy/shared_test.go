@@ -3,13 +3,16 @@ package envoy_test
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
 
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/weftmesh/weft/dataplane"
@@ -82,6 +85,49 @@ func TestSharedBuildEqualsBuild(t *testing.T) {
 					t.Errorf("proxy %d: %v", i, err)
 				}
 			}
+			// The group's part (BuildGroup, through the Shared as the
+			// xds layer builds it) holds none of the proxy's own
+			// listeners, and with them is Build's whole set.
+			for i, p := range c.proxies {
+				group := s.BuildGroup(p)
+				own := envoy.ProxyListeners(p)
+				if p.Kind != dataplane.KindGRPC && len(own) != 2 {
+					t.Errorf("proxy %d: %d own listeners, want readiness and stats", i, len(own))
+				}
+				for _, l := range group.Listeners {
+					if envoy.IsProxyListener(l.Name) {
+						t.Errorf("proxy %d: the group's build holds the proxy's own listener %s", i, l.Name)
+					}
+				}
+				whole := *group
+				whole.Listeners = append(append([]*listenerv3.Listener(nil), group.Listeners...), own...)
+				sort.Slice(whole.Listeners, func(a, b int) bool { return whole.Listeners[a].Name < whole.Listeners[b].Name })
+				if !equalResources(&whole, got[i]) {
+					t.Errorf("proxy %d (%s/%s %v): BuildGroup plus ProxyListeners differs from Build", i, p.Namespace, p.ServiceAccount, p.IPs)
+				}
+				if !equalResources(envoy.BuildGroup(c.mesh, p), group) {
+					t.Errorf("proxy %d: BuildGroup differs from Shared.BuildGroup", i)
+				}
+				// Two replicas of the group at addresses no endpoint
+				// holds (of the same families: a pod's addresses can
+				// name its served ports, servedPorts) share the group's
+				// part exactly; only their own listeners differ.
+				if p.Kind == dataplane.KindGRPC || len(p.IPs) == 0 {
+					continue
+				}
+				r1, r2 := p, p
+				r1.IPs, r2.IPs = nil, nil
+				for _, ip := range p.IPs {
+					r1.IPs = append(r1.IPs, testAddress(ip, 1))
+					r2.IPs = append(r2.IPs, testAddress(ip, 2))
+				}
+				if !equalResources(s.BuildGroup(r1), s.BuildGroup(r2)) {
+					t.Errorf("proxy %d: replicas at %v and %v get different group builds", i, r1.IPs, r2.IPs)
+				}
+				if proto.Equal(envoy.ProxyListeners(r1)[0], envoy.ProxyListeners(r2)[0]) {
+					t.Errorf("proxy %d: replicas at %v and %v get the same readiness listener", i, r1.IPs, r2.IPs)
+				}
+			}
 			// Building again from the memo changes nothing either.
 			for i, p := range c.proxies {
 				if !equalResources(s.Build(p), got[i]) {
@@ -90,6 +136,15 @@ func TestSharedBuildEqualsBuild(t *testing.T) {
 			}
 		})
 	}
+}
+
+// testAddress is the n-th documentation address (RFC 5737, RFC 3849)
+// of ip's family.
+func testAddress(ip string, n byte) string {
+	if a, err := netip.ParseAddr(ip); err == nil && a.Unmap().Is6() {
+		return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: n}).String()
+	}
+	return netip.AddrFrom4([4]byte{192, 0, 2, n}).String()
 }
 
 func variants(p dataplane.Proxy) []dataplane.Proxy {
