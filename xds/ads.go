@@ -59,8 +59,10 @@ type ADS struct {
 	// maxAnonStreams and maxAnonGroups cap the anonymous endpoint
 	// (MaxAnonymousStreams, MaxAnonymousGroups unless SetAnonymousLimits).
 	maxAnonStreams, maxAnonGroups int
-	// onPanic hears of a recovered panic (OnPanic); build replaces
-	// envoy.Shared.Build in tests that make it panic.
+	// onPanic hears of a recovered panic (OnPanic); build is
+	// envoy.Shared.BuildGroup (the group's part: each stream adds its
+	// proxy's own listeners, conn.own), replaced in tests that make it
+	// panic.
 	onPanic func(stage, group string, v any)
 	build   func(*envoy.Shared, dataplane.Proxy) *envoy.Resources
 	// maxResponseBytes is ResponseChunkBytes (tests shorten it).
@@ -197,7 +199,7 @@ func NewADS(log logr.Logger) *ADS {
 		firstRequest:     FirstRequestTimeout,
 		ackTimeout:       ProxyAckTimeout,
 		maxResponseBytes: ResponseChunkBytes,
-		build:            (*envoy.Shared).Build,
+		build:            (*envoy.Shared).BuildGroup,
 		maxAnonStreams:   MaxAnonymousStreams,
 		maxAnonGroups:    MaxAnonymousGroups,
 	}

@@ -125,6 +125,8 @@ type deltaClient struct {
 	resps   chan *discoveryv3.DeltaDiscoveryResponse
 	// lastSecrets holds the resources of the last secret response.
 	lastSecrets []*discoveryv3.Resource
+	// lds are the listener responses received, in order.
+	lds []*discoveryv3.DeltaDiscoveryResponse
 }
 
 func dialDelta(t *testing.T, addr string, n *corev3.Node, initial map[string]map[string]string) *deltaClient {
@@ -191,6 +193,9 @@ func (c *deltaClient) next() *discoveryv3.DeltaDiscoveryResponse {
 		c.count[r.TypeUrl]++
 		if r.TypeUrl == resourcev3.SecretType {
 			c.lastSecrets = r.Resources
+		}
+		if r.TypeUrl == resourcev3.ListenerType {
+			c.lds = append(c.lds, r)
 		}
 		if c.have[r.TypeUrl] == nil {
 			c.have[r.TypeUrl] = map[string]string{}

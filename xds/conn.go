@@ -30,6 +30,16 @@ type conn struct {
 	kickOnce   sync.Once
 	kickReason error // set before kick closes
 
+	// own are the proxy's own listeners (envoy.ProxyListeners: readiness
+	// and stats, bound to its pod's addresses), sorted by name, encoded
+	// once when the stream joins (ownListeners): their content reads only
+	// the proxy's addresses and probes, fixed for the stream's life (the
+	// probes are in the group key). Every LDS response of a SotW stream
+	// carries them beside the group's listeners; a Delta stream is sent
+	// them once and they are never removed (docs/design/183). The group's
+	// snapshot, shared by every replica, never holds them.
+	own []*encoded
+
 	mu    sync.Mutex
 	types map[string]*typeState
 	nonce uint64
@@ -71,6 +81,10 @@ type typeState struct {
 	ackedAt           time.Time
 	// lastNack is the proxy's last rejection, cleared by a later ACK.
 	lastNack *Nack
+	// ownSent (Delta, listeners): bit i is set once conn.own[i] was sent,
+	// or the proxy said at connection that it holds that version. It is
+	// never sent again (it cannot change), but after an unsubscribe.
+	ownSent uint8
 }
 
 // inFlight is an unanswered response: the snapshot generation it carried

@@ -50,7 +50,7 @@ func (a *ADS) DebugHandler() http.Handler {
 		c, streams := a.debugConn(id, stream)
 		switch {
 		case c != nil:
-			writeJSON(w, configDump(c.group.snap.Load()))
+			writeJSON(w, configDump(c.group.snap.Load(), c.own))
 		case len(streams) > 0:
 			http.Error(w, fmt.Sprintf("proxy %s has %d streams with different configurations (%s): add &stream=<number> (see /debug/proxies)",
 				id, len(streams), strings.Join(streams, "; ")), http.StatusConflict)
@@ -92,15 +92,21 @@ func (a *ADS) debugConn(id string, stream uint64) (*conn, []string) {
 	return matches[0], nil
 }
 
-// configDump is a group's newest configuration: type → resources as JSON.
-// Secret contents are never shown: their names and versions only.
-func configDump(snap *snapshot) map[string][]json.RawMessage {
+// configDump is a stream's newest configuration: its group's, with the
+// stream's own listeners (conn.own), type → resources as JSON, sorted by
+// name. Secret contents are never shown: their names and versions only.
+func configDump(snap *snapshot, own []*encoded) map[string][]json.RawMessage {
 	out := map[string][]json.RawMessage{}
 	if snap == nil {
 		return out
 	}
 	for _, t := range pushOrder {
-		for _, e := range snap.sorted(t, nil) {
+		res := snap.sorted(t, nil)
+		if t == resourcev3.ListenerType && len(own) > 0 {
+			res = append(res, own...)
+			sort.Slice(res, func(i, j int) bool { return res[i].name < res[j].name })
+		}
+		for _, e := range res {
 			var b []byte
 			if t == resourcev3.SecretType {
 				b, _ = json.Marshal(map[string]string{"name": e.name, "version": e.version, "content": "REDACTED"})

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 )
 
 // DeltaAggregatedResources serves incremental ADS, authenticating streams
@@ -36,8 +37,16 @@ func (a *ADS) deltaRequest(stream discoveryv3.AggregatedDiscoveryService_DeltaAg
 		// The first request of a type without names subscribes to
 		// everything of a wildcard type (Envoy's LDS and CDS).
 		ts.wildcard = len(r.ResourceNamesSubscribe) == 0 && isWildcardType(r.TypeUrl)
-		// A reconnecting proxy says what it already holds.
+		// A reconnecting proxy says what it already holds. Its own
+		// listeners are kept apart (ownSent): they are never in a
+		// group's snapshot, so sent would list them as removed.
 		for n, v := range r.InitialResourceVersions {
+			if i := c.ownIndex(r.TypeUrl, n); i >= 0 {
+				if c.own[i].version == v {
+					ts.ownSent |= 1 << i
+				}
+				continue
+			}
 			ts.sent.set(n, v)
 			if ts.held != nil {
 				ts.held.set(n, v)
@@ -66,6 +75,9 @@ func (a *ADS) deltaRequest(stream discoveryv3.AggregatedDiscoveryService_DeltaAg
 		}
 		delete(ts.names, n)
 		ts.forget(n)
+		if i := c.ownIndex(r.TypeUrl, n); i >= 0 {
+			ts.ownSent &^= 1 << i
+		}
 	}
 	deferred := ts.deferred
 	c.mu.Unlock()
@@ -131,6 +143,14 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 			}
 		})
 	}
+	// The stream's own listeners (conn.own): sent once, when subscribed,
+	// never listed as removed. A wildcard stream that unsubscribes from
+	// "*" keeps those it holds, as it keeps the group's.
+	for i, e := range c.own {
+		if ts.ownSent&(1<<i) == 0 && (ts.wildcard || ts.names[e.name]) && t == resourcev3.ListenerType {
+			items = append(items, item{&discoveryv3.Resource{Name: e.name, Version: e.version, Resource: e.any}, e.size + len(e.name) + len(e.version) + len(t) + 16})
+		}
+	}
 	if len(items) == 0 && len(removed) == 0 {
 		ts.sent.rebase(have)
 		caughtUp := false
@@ -169,7 +189,11 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 	for _, resp := range resps {
 		fl := inFlight{gen: snap.generation, at: now, set: make([]nameVersion, 0, len(resp.Resources)), removed: resp.RemovedResources}
 		for _, r := range resp.Resources {
-			ts.sent.set(r.Name, r.Version)
+			if i := c.ownIndex(t, r.Name); i >= 0 {
+				ts.ownSent |= 1 << i
+			} else {
+				ts.sent.set(r.Name, r.Version)
+			}
 			fl.set = append(fl.set, nameVersion{r.Name, r.Version})
 		}
 		for _, n := range resp.RemovedResources {

@@ -42,9 +42,9 @@ func BenchmarkGroupBuilds(b *testing.B) {
 			}
 			var res *envoy.Resources
 			if shared {
-				res = sh.Build(p)
+				res = sh.BuildGroup(p)
 			} else {
-				res = envoy.Build(mesh, p)
+				res = envoy.BuildGroup(mesh, p)
 			}
 			s, _, err := encodeSnapshot(res, nil, pr, e)
 			if err != nil {

@@ -273,6 +273,13 @@ func (a *ADS) wake(g *group) {
 // it is the first. It refuses a stream whose new group would exceed a cap
 // (MaxGroups, MaxGroupsPerIdentity, MaxAnonymousGroups).
 func (a *ADS) join(c *conn) error {
+	// The proxy's own listeners, beside the group's (conn.own).
+	own, err := a.ownListeners(c.node.Proxy)
+	if err != nil {
+		a.log.Error(err, "refusing to serve a proxy an invalid listener", "node", c.node.ID)
+		return status.Errorf(codes.Internal, "node %s: its own listeners failed validation (a weft bug): %v", c.node.ID, err)
+	}
+	c.own = own
 	identity := c.node.Proxy.Namespace + "/" + c.node.Proxy.ServiceAccount
 	a.mu.Lock()
 	// The group's proxy carries its zone only while the mesh routes by

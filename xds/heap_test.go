@@ -261,8 +261,10 @@ func heapPerProxy(b testing.TB, c heapCase) heapResult {
 		}
 		w := i % workloads
 		ns := testmesh.Namespace(w % namespaces)
+		// Each its own pod address, as real pods: its readiness and
+		// stats listeners are its own (docs/design/183).
 		md, _ := structpb.NewStruct(map[string]any{dataplane.MetaNamespace: ns, dataplane.MetaServiceAccount: fmt.Sprintf("svc-%d", w),
-			dataplane.MetaLabels: map[string]any{"app": fmt.Sprintf("svc-%d", w)}})
+			dataplane.MetaLabels: map[string]any{"app": fmt.Sprintf("svc-%d", w)}, dataplane.MetaPodIPs: fmt.Sprintf("10.200.%d.%d", i/250, 1+i%250)})
 		ps[i] = &xdsload.Proxy{Node: &corev3.Node{Id: fmt.Sprintf("p-%d.%s", i, ns), Metadata: md}}
 		conn := dial()
 		defer conn.Close()

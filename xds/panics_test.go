@@ -36,7 +36,7 @@ func TestBuildPanicKeepsLastGoodConfiguration(t *testing.T) {
 			var m map[string]int
 			m["boom"]++ // a nil map write: a weft bug
 		}
-		return s.Build(p)
+		return s.BuildGroup(p)
 	}
 	checkoutBefore := checkout.group.snap.Load()
 	docs := append(append([]string(nil), depsBase...),

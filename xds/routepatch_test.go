@@ -141,7 +141,7 @@ func TestRoutePatchEqualsFullBuild(t *testing.T) {
 				// What a full rebuild from the previous snapshot makes:
 				// the same generation, and each policy carried since the
 				// same generation (policySince).
-				ref, _, err := encodeSnapshot(envoy.Build(nextMesh, g.proxy), nil, old[g], newEncoder())
+				ref, _, err := encodeSnapshot(envoy.BuildGroup(nextMesh, g.proxy), nil, old[g], newEncoder())
 				if err != nil {
 					t.Fatalf("%s: %v", where, err)
 				}

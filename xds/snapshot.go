@@ -104,7 +104,8 @@ func (s *snapshot) sorted(typeURL string, names map[string]bool) []*encoded {
 	return out
 }
 
-// buildSnapshot builds, validates and encodes a group's configuration,
+// buildSnapshot builds, validates and encodes a group's configuration
+// (envoy.BuildGroup: without its members' own listeners, conn.own),
 // reusing the encodings of prev for unchanged resources. changed is false
 // when the configuration is the same as prev's: the result is then prev
 // itself, or, when only the dependencies moved, a copy of prev with the new
@@ -112,7 +113,7 @@ func (s *snapshot) sorted(typeURL string, names map[string]bool) []*encoded {
 // An error (keeping prev in service) means the resources failed
 // validation: a bug, never a user mistake.
 func buildSnapshot(mesh *ir.Mesh, p dataplane.Proxy, secrets []*tlsv3.Secret, prev *snapshot, enc *encoder) (next *snapshot, changed bool, err error) {
-	return encodeSnapshot(envoy.Build(mesh, p), secrets, prev, enc)
+	return encodeSnapshot(envoy.BuildGroup(mesh, p), secrets, prev, enc)
 }
 
 // encodeSnapshot is buildSnapshot for resources already built (the ADS

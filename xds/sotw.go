@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"sort"
 	"time"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -119,6 +120,13 @@ func (a *ADS) sendSotW(stream discoveryv3.AggregatedDiscoveryService_StreamAggre
 		return nil
 	}
 	res := snap.sorted(t, names)
+	if own := c.ownFor(t, ts.wildcard, names); len(own) > 0 {
+		// The stream's own listeners (conn.own) beside the group's: a
+		// listener response is the whole state. The version stays the
+		// group's: they never change while the stream lives.
+		res = append(res, own...)
+		sort.Slice(res, func(i, j int) bool { return res[i].name < res[j].name })
+	}
 	// Endpoints and route configurations may be split over several
 	// responses (the xDS protocol requires the whole state in each
 	// response only for listeners and clusters; a client keeps the
