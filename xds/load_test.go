@@ -537,3 +537,74 @@ func TestSplitChangeSendsOneServiceRoutes(t *testing.T) {
 		}
 	}
 }
+
+// TestNewServiceSendsOnlyItsListener: over Delta xDS, a Service added to
+// a mesh of 200 reaches every proxy as its own listener alone (plus its
+// route configuration, cluster and endpoints): no other listener is
+// re-sent, the capture listener included (docs/design/182; before, the
+// capture listener held a chain per Service and was re-sent whole).
+func TestNewServiceSendsOnlyItsListener(t *testing.T) {
+	const namespaces = 5
+	mesh := func(n int) *translator.Inputs {
+		return testmesh.Generate(testmesh.Options{Services: n, Namespaces: namespaces, EndpointsPerService: 2, ExportAll: true})
+	}
+	const route = "outbound|80||svc-200.ns-0.svc.cluster.local"
+	ads := xds.NewADS(logr.Discard())
+	ads.Update(translator.Translate(mesh(200)).Mesh, time.Now())
+	conn, err := grpc.NewClient(serve(t, ads), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	proxies := make([]*xdsload.Proxy, namespaces)
+	for i := range proxies {
+		ns := testmesh.Namespace(i)
+		md, _ := structpb.NewStruct(map[string]any{dataplane.MetaNamespace: ns, dataplane.MetaServiceAccount: "sa",
+			dataplane.MetaLabels: map[string]any{"app": fmt.Sprintf("svc-%d", i)}})
+		proxies[i] = &xdsload.Proxy{Node: &corev3.Node{Id: "p." + ns, Metadata: md}}
+		go func(p *xdsload.Proxy) { _ = p.Run(ctx, conn) }(proxies[i])
+	}
+	waitSynced(t, ads, namespaces)
+	before := make([]xdsload.Stats, len(proxies))
+	held := make([]map[string]string, len(proxies))
+	for i, p := range proxies {
+		before[i], held[i] = p.Stats(), p.Held(resourcev3.ListenerType)
+	}
+	ads.Update(translator.Translate(mesh(201)).Mesh, time.Now())
+	for i, p := range proxies {
+		if !p.WaitFor(ctx, func(v map[string]map[string]string) bool { return v[resourcev3.RouteType][route] != "" }) {
+			t.Fatalf("proxy of %s never received the new Service's routes", testmesh.Namespace(i))
+		}
+	}
+	waitSynced(t, ads, namespaces)
+	time.Sleep(300 * time.Millisecond) // give a wrong push the chance to show
+	for i, p := range proxies {
+		after, now := p.Stats(), p.Held(resourcev3.ListenerType)
+		var added []string
+		for name, v := range now {
+			switch old, ok := held[i][name]; {
+			case !ok:
+				added = append(added, name)
+			case old != v:
+				t.Errorf("proxy of %s: listener %s re-sent for another Service", testmesh.Namespace(i), name)
+			}
+		}
+		if len(added) != 1 || added[0] != route {
+			t.Errorf("proxy of %s: new listeners %v, want only %s", testmesh.Namespace(i), added, route)
+		}
+		got := after.BytesByType[resourcev3.ListenerType] - before[i].BytesByType[resourcev3.ListenerType]
+		if got > 2048 {
+			t.Errorf("proxy of %s received %d bytes of listeners for a new Service, want at most 2 KB", testmesh.Namespace(i), got)
+		}
+		if i == 0 {
+			total := 0
+			for _, ty := range []string{resourcev3.ListenerType, resourcev3.RouteType, resourcev3.ClusterType, resourcev3.EndpointType} {
+				total += after.BytesByType[ty] - before[i].BytesByType[ty]
+			}
+			t.Logf("a new Service at 200: %d bytes of listeners per proxy (%d listeners held), %d bytes in all types; first push %d bytes of listeners",
+				got, len(now), total, before[i].BytesByType[resourcev3.ListenerType])
+		}
+	}
+}

@@ -2,6 +2,7 @@ package sim_test
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/weftmesh/weft/dataplane/sim"
@@ -281,4 +282,41 @@ spec:
 		sim.Verdict{Kind: sim.Delivered, Pod: "shop/mysql-0", Port: 9090})
 	check(t, walk(t, w, sim.Call{From: "shop/legacy-0", To: "mysql.shop:3306", Protocol: sim.ServerFirst}),
 		sim.Verdict{Kind: sim.Delivered, Pod: "shop/mysql-0", Port: 3306})
+}
+
+// 182: an application's connection to ANOTHER pod's sidecar ports (:15090
+// stats, :15021 readiness) must reach that pod, never its own sidecar's
+// listeners of the same port. With use_original_dst on the capture
+// listener (docs/design/182), Envoy hands a captured connection to a
+// listener bound to its original destination, exactly or else by a
+// wildcard of that port (ConnectionHandlerImpl::getBalancedHandlerByAddress):
+// wildcard 0.0.0.0:15021 and :15090 listeners would answer for every
+// address in the cluster.
+func TestDefect182_OtherPodsSidecarPortsAnsweredLocally(t *testing.T) {
+	//SKIP t.Skip("needs the readiness and stats listeners bound to the pod's own addresses (branch podports)")
+	w := weftWorld(t, "testdata/shop.in.yaml")
+	for _, c := range []sim.Call{
+		{From: "shop/client-0", To: "10.1.0.10:15090", Path: "/stats/prometheus"},
+		{From: "shop/client-0", To: "10.1.0.10:15021", Path: "/ready"},
+		{From: "shop/client-0", To: "[fd00:1::10]:15090", Path: "/stats/prometheus"},
+		{From: "shop/client-0", To: "[fd00:1::10]:15021", Path: "/ready"},
+		{From: "shop/client-0", To: "10.1.0.10:15090", Protocol: sim.TCP},
+	} {
+		r := w.Walk(c)
+		t.Logf("%s -> %s:\n  %s\n  => %s", c.From, c.To, strings.Join(r.Trace, "\n  "), r.Verdict)
+		for _, line := range r.Trace {
+			for _, own := range []string{`listener "readiness"`, `listener "stats"`} {
+				if strings.HasPrefix(line, "shop/client-0 envoy:") && strings.Contains(line, own) {
+					t.Errorf("%s -> %s: the caller's own sidecar took it: %s", c.From, c.To, line)
+				}
+			}
+		}
+		reached := false
+		for _, line := range r.Trace {
+			reached = reached || strings.HasPrefix(line, "shop/web-0: arrives")
+		}
+		if !reached && r.Verdict.Kind != sim.Blackholed {
+			t.Errorf("%s -> %s: %s; want it to reach web-0 (or pass through / be blackholed)", c.From, c.To, r.Verdict)
+		}
+	}
 }
