@@ -316,12 +316,13 @@ func TestDeltaFullConfigThenOnlyWhatChanged(t *testing.T) {
 	// A full, consistent configuration: the shop proxy holds both checkout
 	// clusters with their endpoints, the listeners, and the route
 	// configurations their chains name: port 80's for other addresses and
-	// each checkout Service's own (docs/design/090).
+	// each checkout Service's own (docs/design/090), on its own listener
+	// (docs/design/182).
 	for typ, want := range map[string][]string{
 		resourcev3.ClusterType:  {"outbound|80||checkout-v2.shop.svc.cluster.local", "outbound|80||checkout.shop.svc.cluster.local"},
 		resourcev3.EndpointType: {"outbound|80||checkout-v2.shop.svc.cluster.local", "outbound|80||checkout.shop.svc.cluster.local"},
 		resourcev3.RouteType:    {"80", "outbound|80||checkout-v2.shop.svc.cluster.local", "outbound|80||checkout.shop.svc.cluster.local"},
-		resourcev3.ListenerType: {"inbound", "outbound", "readiness", "stats"},
+		resourcev3.ListenerType: {"inbound", "outbound", "outbound|80||checkout-v2.shop.svc.cluster.local", "outbound|80||checkout.shop.svc.cluster.local", "readiness", "stats"},
 	} {
 		got := names(shop.have[typ], "outbound|")
 		if typ == resourcev3.ListenerType || typ == resourcev3.RouteType {

@@ -83,23 +83,39 @@ func TestDefect12m_HeadlessChainsStableUnderEndpointChanges(t *testing.T) {
 	}
 }
 
-// outboundChain is the filter chain the caller's outbound listener picks
-// for a plaintext TCP connection of c (to an address:port).
+// outboundChain is the filter chain the caller's sidecar picks for a
+// plaintext TCP connection of c (to an address:port): on the listener
+// the capture listener hands it to by use_original_dst (one at exactly
+// that address, docs/design/182), else on the capture listener.
 func outboundChain(t *testing.T, w *sim.World, c sim.Call) *listenerv3.FilterChain {
 	t.Helper()
 	p := podOf(t, w, c.From)
+	to := netip.MustParseAddrPort(c.To)
+	var capture, handed *listenerv3.Listener
 	for _, l := range p.Proxy.Listeners {
-		if l.GetName() != "outbound" {
-			continue
+		sa := l.GetAddress().GetSocketAddress()
+		switch {
+		case l.GetName() == "outbound":
+			capture = l
+		case sa.GetAddress() == to.Addr().String() && sa.GetPortValue() == uint32(to.Port()):
+			handed = l
 		}
-		fc, err := sim.MatchFilterChain(l, sim.Seen{Local: netip.MustParseAddrPort(c.To), Remote: netip.AddrPortFrom(p.IPs[0], 40000), TransportProtocol: "raw_buffer"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return fc
 	}
-	t.Fatalf("%s has no outbound listener", c.From)
-	return nil
+	if capture == nil {
+		t.Fatalf("%s has no outbound listener", c.From)
+	}
+	l := capture
+	if handed != nil {
+		l = handed
+	}
+	fc, err := sim.MatchFilterChain(l, sim.Seen{Local: to, Remote: netip.AddrPortFrom(p.IPs[0], 40000), TransportProtocol: "raw_buffer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fc == nil || fc == l.GetDefaultFilterChain() {
+		t.Fatalf("%s -> %s takes no Service's chain", c.From, c.To)
+	}
+	return fc
 }
 
 // 12m, split part: a TCP TrafficSplit's weights live in the tcp_proxy of

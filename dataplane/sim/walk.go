@@ -368,6 +368,11 @@ func (k *walker) accept(p *Pod, local, orig netip.AddrPort, c conn) Verdict {
 	bestScore := 0
 	if p.Proxy != nil {
 		for _, l := range p.Proxy.Listeners {
+			// bind_to_port false: Envoy opens no socket for the listener;
+			// it only takes connections handed off by use_original_dst.
+			if bp := l.GetBindToPort(); bp != nil && !bp.GetValue() {
+				continue
+			}
 			if s := listenerBinds(l, local); s > bestScore {
 				best, bestScore = l, s
 			}
@@ -495,9 +500,22 @@ func (k *walker) listener(p *Pod, l *listenerv3.Listener, local, orig netip.Addr
 		return Verdict{Kind: Loop, Reason: fmt.Sprintf("the connection to %s came back to listener %q of %s", ds.local, l.GetName(), p.Key())}
 	}
 	k.seen[key] = true
+	// The listener filters run first, on the listener that accepted the
+	// connection; only when they are done does use_original_dst look for
+	// another listener (ActiveTcpSocket::newConnection), whose own
+	// listener filters then run on the same socket. What an inspector
+	// detected stays on the socket (ConnectionSocketImpl keeps the
+	// detected transport and application protocols), so either
+	// listener's inspectors count.
+	if v, ok := k.listenerFiltersWait(p, l, ds.local, c); !ok {
+		return v
+	}
+	tlsInspector, httpInspector := runsListenerFilter(l, typeTLSInspector, ds.local), runsListenerFilter(l, typeHTTPInspector, ds.local)
 	// use_original_dst hands a restored connection to the listener bound
 	// to the original destination, when one exists (Listener docs,
-	// use_original_dst; ConnectionHandlerImpl::getBalancedHandlerByAddress).
+	// use_original_dst; ConnectionHandlerImpl::getBalancedHandlerByAddress),
+	// whether or not that listener binds a socket of its own
+	// (bind_to_port: false is what such listeners are for).
 	if l.GetUseOriginalDst().GetValue() && ds.restored {
 		var to *listenerv3.Listener
 		score := 0
@@ -510,23 +528,12 @@ func (k *walker) listener(p *Pod, l *listenerv3.Listener, local, orig netip.Addr
 			k.logf("%s envoy: use_original_dst hands it to listener %q", p.Key(), to.GetName())
 			l = to
 			ds.outbound = l.GetTrafficDirection() == corev3.TrafficDirection_OUTBOUND
+			if v, ok := k.listenerFiltersWait(p, l, ds.local, c); !ok {
+				return v
+			}
+			tlsInspector = tlsInspector || runsListenerFilter(l, typeTLSInspector, ds.local)
+			httpInspector = httpInspector || runsListenerFilter(l, typeHTTPInspector, ds.local)
 		}
-	}
-	tlsInspector, httpInspector := runsListenerFilter(l, typeTLSInspector, ds.local), runsListenerFilter(l, typeHTTPInspector, ds.local)
-	// tls_inspector and http_inspector wait for the client's first bytes.
-	// A server-first protocol sends none: after listener_filters_timeout
-	// the socket is closed unless continue_on_listener_filters_timeout
-	// (ActiveTcpSocket::onTimeout in
-	// source/common/listener_manager/active_tcp_socket.cc).
-	if (tlsInspector || httpInspector) && c.proto == ServerFirst && len(c.tls) == 0 {
-		timeout := defaultListenerFiltersTimeout
-		if t := l.GetListenerFiltersTimeout(); t != nil {
-			timeout = t.AsDuration().String()
-		}
-		if !l.GetContinueOnListenerFiltersTimeout() {
-			return Verdict{Kind: Reset, Reason: fmt.Sprintf("listener %q: its listener filters wait for the client to speak, a server-first client never does: closed after %s (continue_on_listener_filters_timeout is off)", l.GetName(), timeout)}
-		}
-		k.logf("%s envoy: listener filters time out after %s and continue", p.Key(), timeout)
 	}
 	seen := Seen{Local: ds.local, Remote: c.src, TransportProtocol: "raw_buffer"}
 	if tlsInspector && len(c.tls) > 0 {
@@ -554,6 +561,29 @@ func (k *walker) listener(p *Pod, l *listenerv3.Listener, local, orig netip.Addr
 	}
 	k.logf("%s envoy: %s %q (transport %s, SNI %q, ALPN %v)", p.Key(), which, fc.GetName(), seen.TransportProtocol, seen.ServerName, seen.ALPN)
 	return k.chain(p, fc, ds, c)
+}
+
+// listenerFiltersWait: tls_inspector and http_inspector wait for the
+// client's first bytes. A server-first protocol sends none: after
+// listener_filters_timeout the socket is closed unless
+// continue_on_listener_filters_timeout (ActiveTcpSocket::onTimeout in
+// source/common/listener_manager/active_tcp_socket.cc).
+func (k *walker) listenerFiltersWait(p *Pod, l *listenerv3.Listener, local netip.AddrPort, c conn) (Verdict, bool) {
+	if !runsListenerFilter(l, typeTLSInspector, local) && !runsListenerFilter(l, typeHTTPInspector, local) {
+		return Verdict{}, true
+	}
+	if c.proto != ServerFirst || len(c.tls) > 0 {
+		return Verdict{}, true
+	}
+	timeout := defaultListenerFiltersTimeout
+	if t := l.GetListenerFiltersTimeout(); t != nil {
+		timeout = t.AsDuration().String()
+	}
+	if !l.GetContinueOnListenerFiltersTimeout() {
+		return Verdict{Kind: Reset, Reason: fmt.Sprintf("listener %q: its listener filters wait for the client to speak, a server-first client never does: closed after %s (continue_on_listener_filters_timeout is off)", l.GetName(), timeout)}, false
+	}
+	k.logf("%s envoy: listener %q: listener filters time out after %s and continue", p.Key(), l.GetName(), timeout)
+	return Verdict{}, true
 }
 
 // chain runs a filter chain: its transport socket, then its network

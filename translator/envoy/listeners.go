@@ -65,9 +65,10 @@ func (v *view) groupListeners() []*listenerv3.Listener {
 	in := v.inboundListener()
 	v4, v6 := podFamilies(v.proxy.IPs)
 	listenOn(in, v4, v6)
-	// The outbound listener may be shared (Shared): bound to the pod's
+	// The outbound listeners may be shared (Shared): bound to the pod's
 	// families when built, never modified after.
-	return []*listenerv3.Listener{in, v.sharedOutboundListener()}
+	out := v.sharedOutboundListeners()
+	return append([]*listenerv3.Listener{in, out.capture}, out.services...)
 }
 
 // ProxyListeners are the listeners of a sidecar that depend on the proxy
@@ -191,18 +192,41 @@ func podFamilies(ips []string) (v4, v6 bool) {
 	return v4, v6
 }
 
+// outboundListeners are the capture listener and the listeners of the
+// Service ports it hands connections to (docs/design/182).
+type outboundListeners struct {
+	capture  *listenerv3.Listener
+	services []*listenerv3.Listener
+}
+
+// serviceListenerSpec is one Service port's listener of one family: at
+// addrs (the Service's cluster IPs of that family that no other chain or
+// listener of the view claimed first).
+type serviceListenerSpec struct {
+	svc   *ir.Service
+	port  *ir.Port
+	f     family
+	addrs []netip.Prefix
+}
+
 // outboundListener captures the workload's outgoing connections (weft-init
-// redirects them to OutboundPort) and sends each by its original
-// destination: one filter chain per Service port, matched by its cluster
-// IPs — HTTP ones with their own route configuration by RDS (destChain),
-// TCP ones straight to their cluster — and one per HTTP port number for
-// other addresses, routed by Host. Anything else passes through, or is
-// refused in RegistryOnly mode.
-func (v *view) outboundListener() *listenerv3.Listener {
+// redirects them to OutboundPort) and, with use_original_dst, hands each
+// connection to a Service's cluster IP to that Service port's own
+// listener (serviceListener; docs/design/182): Envoy looks for a listener
+// bound to the original destination, exactly, then a wildcard of its
+// port, and keeps the connection when there is none. What stays here is
+// what no Service address decides: one HTTP chain per port number for
+// other addresses, routed by Host; a headless Service's per-endpoint
+// chains; refusal chains for Services the view does not hold; and the
+// default chain: passthrough, or refused in RegistryOnly mode. A Service
+// added or removed therefore adds or removes its own listeners and leaves
+// this one alone, unless it brings a new HTTP port number.
+func (v *view) outboundListener() (*listenerv3.Listener, []serviceListenerSpec) {
 	l := &listenerv3.Listener{
 		Name:             dataplane.OutboundListener,
 		Address:          socketAddress("0.0.0.0", dataplane.OutboundPort),
 		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+		UseOriginalDst:   wrapperspb.Bool(true),
 		ListenerFilters:  []*listenerv3.ListenerFilter{listenerFilter("envoy.filters.listener.original_dst", &origdstv3.OriginalDst{})},
 	}
 	// A connection to the capture port itself (the application dialling
@@ -212,7 +236,8 @@ func (v *view) outboundListener() *listenerv3.Listener {
 	// left to it: the sidecar's ports are reserved.
 	l.FilterChains = append(l.FilterChains, blackholeChain("outbound|blackhole", "outbound_blackhole", dataplane.OutboundPort, v))
 	httpPorts := map[int32]bool{dataplane.OutboundPort: true}
-	claimed := map[netip.Prefix]map[int32]bool{} // a TCP match may appear once
+	claimed := map[netip.Prefix]map[int32]bool{} // a match (or a listener address) may appear once
+	var specs []serviceListenerSpec
 	for _, svc := range v.outbound {
 		for _, port := range svc.Ports {
 			if port.Port == dataplane.OutboundPort {
@@ -227,8 +252,8 @@ func (v *view) outboundListener() *listenerv3.Listener {
 				}
 				if byDestination(svc, port) {
 					for _, f := range v.chainFamilies(svc) {
-						if fc := v.destChain(svc, port, f, claimed); fc != nil {
-							l.FilterChains = append(l.FilterChains, fc)
+						if addrs := claimPrefixes(claimed, familyOf(tcpPrefixes(svc, port), f), port.Port); len(addrs) > 0 {
+							specs = append(specs, serviceListenerSpec{svc, port, f, addrs})
 						}
 					}
 				}
@@ -236,8 +261,8 @@ func (v *view) outboundListener() *listenerv3.Listener {
 					httpPorts[port.Port] = true
 					l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
 						Name: fmt.Sprintf("outbound|http|%d", port.Port),
-						// Any address no Service chain of the port
-						// matches (destChain), routed by Host.
+						// Any address no Service listener takes, routed
+						// by Host.
 						//
 						// Only what http_inspector recognises as HTTP: other
 						// bytes to the same port number (raw TCP, TLS, a
@@ -257,18 +282,12 @@ func (v *view) outboundListener() *listenerv3.Listener {
 				continue
 			}
 			// A dual-stack Service's cluster IPs of each family take a
-			// chain of their own, to the cluster of that family
+			// listener of their own, to the cluster of that family
 			// (docs/design/064).
 			for _, f := range v.chainFamilies(svc) {
-				ranges := claim(claimed, familyOf(tcpPrefixes(svc, port), f), port.Port)
-				if len(ranges) == 0 {
-					continue
+				if addrs := claimPrefixes(claimed, familyOf(tcpPrefixes(svc, port), f), port.Port); len(addrs) > 0 {
+					specs = append(specs, serviceListenerSpec{svc, port, f, addrs})
 				}
-				l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
-					Name:             fmt.Sprintf("outbound|tcp|%d|%s|%s", port.Port, familySubset(svc, f), svc.Key.Hostname()),
-					FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(uint32(port.Port)), PrefixRanges: ranges},
-					Filters:          []*listenerv3.Filter{v.tcpChainProxy(fmt.Sprintf("outbound_%d_%s", port.Port, svc.Key.Hostname()), svc, port, f)},
-				})
 			}
 		}
 	}
@@ -280,54 +299,100 @@ func (v *view) outboundListener() *listenerv3.Listener {
 		l.ListenerFiltersTimeout = durationpb.New(inboundDetectTimeout)
 		l.ContinueOnListenerFiltersTimeout = true
 	}
+	l.DefaultFilterChain = v.unknownChain()
+	return l, specs
+}
+
+// unknownChain is what happens to a connection no Service decides:
+// passthrough, or the black hole under RegistryOnly.
+func (v *view) unknownChain() *listenerv3.FilterChain {
 	fallback := dataplane.PassthroughCluster
 	if v.mesh.Outbound == ir.OutboundRegistryOnly {
 		fallback = dataplane.BlackHoleCluster
 	}
-	l.DefaultFilterChain = &listenerv3.FilterChain{
+	return &listenerv3.FilterChain{
 		Name:    "outbound|unknown",
 		Filters: []*listenerv3.Filter{v.tcpProxy("outbound_unknown", []ir.Backend{{Weight: 1}}, fallback)},
 	}
+}
+
+// serviceListenerName names a Service port's listener of family f like
+// its cluster and route configuration (outbound|80||checkout.shop.svc.
+// cluster.local; a dual-stack Service's IPv6 one outbound|80|ipv6|...):
+// one per Service port and family, so no two listeners share a name, and
+// no other listener's name has that form.
+func serviceListenerName(svc *ir.Service, port *ir.Port, f family) string {
+	return familyClusterName(svc, port.Port, f)
+}
+
+// serviceListener is the listener of one Service port reached by its
+// cluster IP of family f (docs/design/182): it binds no socket
+// (bind_to_port false) and takes only the connections the capture
+// listener hands it by use_original_dst, so its address is its match. It
+// holds the chain the capture listener held for the Service before:
+// for HTTP destChain, with the http_inspector that tells HTTP from other
+// bytes, which take the default chain as they did on the capture listener
+// (passthrough, or the black hole under RegistryOnly); for TCP the TCP
+// proxy chain, with no listener filter, so a server-first client is never
+// held waiting here. Its content depends on the Service's addresses and
+// port and on mesh-wide settings only, so other Services coming and
+// going, and the Service's own routes changing, leave it byte for byte
+// the same.
+func (v *view) serviceListener(s serviceListenerSpec) *listenerv3.Listener {
+	svc, port, f := s.svc, s.port, s.f
+	l := &listenerv3.Listener{
+		Name:             serviceListenerName(svc, port, f),
+		Address:          socketAddress(s.addrs[0].Addr().String(), uint32(port.Port)),
+		BindToPort:       wrapperspb.Bool(false),
+		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+	}
+	for _, a := range s.addrs[1:] {
+		l.AdditionalAddresses = append(l.AdditionalAddresses, &listenerv3.AdditionalAddress{Address: socketAddress(a.Addr().String(), uint32(port.Port))})
+	}
+	if port.Protocol.IsHTTP() {
+		l.ListenerFilters = []*listenerv3.ListenerFilter{listenerFilter("envoy.filters.listener.http_inspector", &httpinspectorv3.HttpInspector{})}
+		// A server-first client on an HTTP port sends nothing for
+		// http_inspector to read: go on as TCP (the default chain) after
+		// the timeout, as on the capture listener.
+		l.ListenerFiltersTimeout = durationpb.New(inboundDetectTimeout)
+		l.ContinueOnListenerFiltersTimeout = true
+		l.FilterChains = []*listenerv3.FilterChain{v.destChain(svc, port, f)}
+		l.DefaultFilterChain = v.unknownChain()
+		return l
+	}
+	l.FilterChains = []*listenerv3.FilterChain{{
+		Name:    fmt.Sprintf("outbound|tcp|%d|%s|%s", port.Port, familySubset(svc, f), svc.Key.Hostname()),
+		Filters: []*listenerv3.Filter{v.tcpChainProxy(fmt.Sprintf("outbound_%d_%s", port.Port, svc.Key.Hostname()), svc, port, f)},
+	}}
 	return l
 }
 
 // destChain is the HTTP filter chain of a Service port reached by its
-// cluster IPs (docs/design/090): matched by the port, the Service's
-// addresses of family f and the HTTP that http_inspector recognised,
-// its HTTP connection manager asks RDS for the port's own route
-// configuration (destRoute). Its content depends on the Service's
-// addresses and port and on mesh-wide settings only, so it stays the same
-// while the Service's routes change, and while other Services come and go
-// (Envoy then keeps its connections: a listener update drains only the
-// chains that changed). A dual-stack Service has one chain per family
-// (docs/design/064): each names the route configuration whose routes send
-// to the clusters of its family. Other bytes to the same address and port find no
-// chain below the Service's prefix and take the default chain, as they
-// did when HTTP chains matched by port alone; Envoy does not fall back to
-// the port's chain for any address. Stats keep the port's prefix
-// (outbound_80), shared with the port's chain: the Service is in the
-// route and cluster stats. nil when another chain already claims every
-// address.
-func (v *view) destChain(svc *ir.Service, port *ir.Port, f family, claimed map[netip.Prefix]map[int32]bool) *listenerv3.FilterChain {
-	ranges := claim(claimed, familyOf(tcpPrefixes(svc, port), f), port.Port)
-	if len(ranges) == 0 {
-		return nil
-	}
+// cluster IPs of family f (docs/design/090), on that port's own listener
+// (serviceListener, docs/design/182), whose address is the match: it
+// takes the HTTP that http_inspector recognised, and its HTTP connection
+// manager asks RDS for the port's own route configuration (destRoute).
+// Its content depends on the Service's address family and port and on
+// mesh-wide settings only, so it stays the same while the Service's
+// routes change. A dual-stack Service has one per family (docs/design/064):
+// each names the route configuration whose routes send to the clusters
+// of its family. Stats keep the port's prefix (outbound_80), shared with
+// the port's Host-routed chain: the Service is in the route and cluster
+// stats.
+func (v *view) destChain(svc *ir.Service, port *ir.Port, f family) *listenerv3.FilterChain {
 	return &listenerv3.FilterChain{
 		Name: fmt.Sprintf("outbound|http|%d|%s|%s", port.Port, familySubset(svc, f), svc.Key.Hostname()),
 		FilterChainMatch: &listenerv3.FilterChainMatch{
-			DestinationPort:      wrapperspb.UInt32(uint32(port.Port)),
-			PrefixRanges:         ranges,
 			ApplicationProtocols: []string{"http/1.1", "h2c"},
 		},
 		Filters: []*listenerv3.Filter{v.hcm(fmt.Sprintf("outbound_%d", port.Port), destRouteName(svc, port, f), nil, outbound)},
 	}
 }
 
-// claim marks the prefixes of port as taken and returns those no chain had
-// taken before, as a filter chain match's ranges.
-func claim(claimed map[netip.Prefix]map[int32]bool, prefixes []netip.Prefix, port int32) []*corev3.CidrRange {
-	var ranges []*corev3.CidrRange
+// claimPrefixes marks the prefixes of port as taken and returns those no
+// chain or listener had taken before.
+func claimPrefixes(claimed map[netip.Prefix]map[int32]bool, prefixes []netip.Prefix, port int32) []netip.Prefix {
+	var out []netip.Prefix
 	for _, p := range prefixes {
 		if claimed[p] == nil {
 			claimed[p] = map[int32]bool{}
@@ -336,9 +401,9 @@ func claim(claimed map[netip.Prefix]map[int32]bool, prefixes []netip.Prefix, por
 			continue
 		}
 		claimed[p][port] = true
-		ranges = append(ranges, &corev3.CidrRange{AddressPrefix: p.Addr().String(), PrefixLen: wrapperspb.UInt32(uint32(p.Bits()))})
+		out = append(out, p)
 	}
-	return ranges
+	return out
 }
 
 // httpInspectorOn runs http_inspector on connections to the HTTP port

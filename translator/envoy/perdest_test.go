@@ -53,14 +53,15 @@ func TestSplitChangeTouchesOneRouteConfig(t *testing.T) {
 		t.Errorf("listeners, clusters or endpoints changed with a split's weight")
 	}
 	l := outboundOf(after)
-	var perService, n int
-	for _, fc := range l.FilterChains {
-		if strings.HasPrefix(fc.Name, "outbound|http|80||") {
-			perService += proto.Size(fc)
+	var perService, n, all int
+	for _, x := range after.Listeners {
+		all += proto.Size(x)
+		if strings.HasPrefix(x.Name, "outbound|80||") {
+			perService += proto.Size(x)
 			n++
 		}
 	}
-	t.Logf("outbound listener: %d bytes, %d filter chains; %d per-Service HTTP chains of %d bytes on average", proto.Size(l), len(l.FilterChains), n, perService/max(n, 1))
+	t.Logf("capture listener: %d bytes, %d filter chains; %d per-Service listeners of %d bytes on average; all listeners of the proxy: %d bytes", proto.Size(l), len(l.FilterChains), n, perService/max(n, 1), all)
 }
 
 func byName[T interface{ GetName() string }](xs []T) map[string]T {

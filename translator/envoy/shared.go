@@ -64,6 +64,9 @@ type Shared struct {
 	vhosts map[portKey]*routev3.VirtualHost
 	dests  map[destKey]*routev3.RouteConfiguration
 	grpc   map[portKey]*grpcPort
+	// svcListeners: each Service port's listener (serviceListener),
+	// shared by every proxy that holds it, whatever else it holds.
+	svcListeners map[serviceListenerKey]*listenerv3.Listener
 
 	// preferLocal: some port of the mesh prefers the caller's zone
 	// (meshPrefersLocalZone, once per model).
@@ -80,7 +83,8 @@ func (s *Shared) prefersLocalZone() bool {
 // NewShared starts building proxies' configurations from mesh.
 func NewShared(mesh *ir.Mesh) *Shared {
 	return &Shared{mesh: mesh, views: map[uint64][]*viewEntry{},
-		vhosts: map[portKey]*routev3.VirtualHost{}, dests: map[destKey]*routev3.RouteConfiguration{}, grpc: map[portKey]*grpcPort{}}
+		vhosts: map[portKey]*routev3.VirtualHost{}, dests: map[destKey]*routev3.RouteConfiguration{}, grpc: map[portKey]*grpcPort{},
+		svcListeners: map[serviceListenerKey]*listenerv3.Listener{}}
 }
 
 // Mesh is the model s builds from.
@@ -123,13 +127,25 @@ type viewEntry struct {
 	endpoints []*endpointv3.ClusterLoadAssignment
 
 	mu        sync.Mutex
-	listeners map[listenerKey]*listenerv3.Listener // sidecars' outbound listener
+	listeners map[listenerKey]outboundListeners // sidecars' outbound listeners
 }
 
-// listenerKey is what a sidecar's outbound listener reads of the proxy.
+// listenerKey is what a sidecar's outbound listeners read of the proxy.
 type listenerKey struct {
 	tracingName string // "" when tracing is off
 	v4, v6      bool
+}
+
+// serviceListenerKey is what one Service port's listener (serviceListener)
+// reads: the port (and so its Service), the family, its addresses (those
+// the view did not claim for another chain first: almost always all of
+// the family's cluster IPs) and the proxy's tracing service name; the
+// rest is mesh-wide.
+type serviceListenerKey struct {
+	port        *ir.Port
+	fam         family
+	addrs       string
+	tracingName string
 }
 
 // portKey names one Service port as seen from inside (local) or outside
@@ -194,7 +210,7 @@ func (s *Shared) entry(v *view) *viewEntry {
 			return e
 		}
 	}
-	e := &viewEntry{kind: v.proxy.Kind, v4: v4, v6: v6, region: region, zone: zone, consumer: consumer, outbound: v.outIdx, refused: refused, listeners: map[listenerKey]*listenerv3.Listener{}}
+	e := &viewEntry{kind: v.proxy.Kind, v4: v4, v6: v6, region: region, zone: zone, consumer: consumer, outbound: v.outIdx, refused: refused, listeners: map[listenerKey]outboundListeners{}}
 	s.views[sum] = append(s.views[sum], e)
 	return e
 }
@@ -221,14 +237,20 @@ func (v *view) entry() *viewEntry {
 	return v.sharedEntry
 }
 
-// sharedOutboundListener is outboundListener, bound to the pod's address
-// families, built once per view entry and proxy key when v has a Shared.
-func (v *view) sharedOutboundListener() *listenerv3.Listener {
+// sharedOutboundListeners are outboundListener, bound to the pod's
+// address families, and the Service port listeners it hands connections
+// to: built once per view entry and proxy key when v has a Shared, each
+// Service port's listener once per Shared (sharedServiceListener).
+func (v *view) sharedOutboundListeners() outboundListeners {
 	v4, v6 := podFamilies(v.proxy.IPs)
-	build := func() *listenerv3.Listener {
-		l := v.outboundListener()
+	build := func() outboundListeners {
+		l, specs := v.outboundListener()
 		listenOn(l, v4, v6)
-		return l
+		out := outboundListeners{capture: l}
+		for _, s := range specs {
+			out.services = append(out.services, v.sharedServiceListener(s))
+		}
+		return out
 	}
 	if v.shared == nil {
 		return build()
@@ -239,19 +261,35 @@ func (v *view) sharedOutboundListener() *listenerv3.Listener {
 	}
 	e := v.entry()
 	e.mu.Lock()
-	l := e.listeners[k]
+	l, ok := e.listeners[k]
 	e.mu.Unlock()
-	if l != nil {
+	if ok {
 		return l
 	}
 	l = build()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if prev := e.listeners[k]; prev != nil {
+	if prev, ok := e.listeners[k]; ok {
 		return prev // another build got there first: share its
 	}
 	e.listeners[k] = l
 	return l
+}
+
+// sharedServiceListener is serviceListener, once per Service port,
+// family, addresses and tracing name when v has a Shared.
+func (v *view) sharedServiceListener(s serviceListenerSpec) *listenerv3.Listener {
+	if v.shared == nil {
+		return v.serviceListener(s)
+	}
+	k := serviceListenerKey{port: s.port, fam: s.f}
+	for _, a := range s.addrs {
+		k.addrs += a.String() + ","
+	}
+	if v.mesh.Tracing != nil {
+		k.tracingName = tracingServiceName(v.proxy)
+	}
+	return memo(&v.shared.mu, v.shared.svcListeners, k, func() *listenerv3.Listener { return v.serviceListener(s) })
 }
 
 // sharedVirtualHost is virtualHost, once per port and locality when v has
