@@ -49,8 +49,13 @@ type member struct {
 	// the watched new Service, and a route configuration with a virtual
 	// host for it (or, from weft, its own route configuration).
 	newCluster, newRoute time.Time
-	errs                 []error
-	notify               chan struct{}
+	// newListener: when the proxy first accepted the watched new
+	// Service's own listener (weft, docs/design/182: without it a
+	// connection to the Service's address stays on the capture listener
+	// and passes through).
+	newListener time.Time
+	errs        []error
+	notify      chan struct{}
 }
 
 // fleet is a set of simulated proxies connected to one xDS address.
@@ -67,6 +72,7 @@ type fleet struct {
 	tracking atomic.Bool
 	// watch is the new Service being timed, if any.
 	watch   atomic.Pointer[newService]
+	flavor  Flavor
 	cancel  context.CancelFunc
 	done    sync.WaitGroup
 	started time.Time
@@ -77,6 +83,10 @@ type fleet struct {
 type newService struct {
 	cluster, host string
 	hostBytes     []byte
+	// listener is the Service port's own listener, which the proxy needs
+	// too (weft); "" when it needs none (istiod's per-port listener
+	// already routes by Host).
+	listener string
 }
 
 // fleetSpec is what newFleet lays out.
@@ -96,7 +106,7 @@ type fleetSpec struct {
 // address). Each presents itself as the flavor's sidecars do. Nothing
 // connects until start.
 func newFleet(sp fleetSpec) *fleet {
-	f := &fleet{next: measuredCluster(sp.mesh)}
+	f := &fleet{next: measuredCluster(sp.mesh), flavor: sp.flavor}
 	f.nextBytes = []byte(f.next)
 	for i := range sp.n {
 		g, r := i%sp.groups, i/sp.groups
@@ -195,6 +205,8 @@ func (mb *member) acked(f *fleet, r *discoveryv3.DeltaDiscoveryResponse, at time
 					mb.newRoute = at
 				}
 			}
+		case r.TypeUrl == resourcev3.ListenerType && watch != nil && watch.listener != "" && res.Name == watch.listener && mb.newListener.IsZero():
+			mb.newListener = at
 		case r.TypeUrl == resourcev3.ClusterType && watch != nil && res.Name == watch.cluster && mb.newCluster.IsZero():
 			mb.newCluster = at
 		case r.TypeUrl == resourcev3.EndpointType && tracking:
@@ -221,16 +233,19 @@ func (mb *member) acked(f *fleet, r *discoveryv3.DeltaDiscoveryResponse, at time
 	}
 }
 
-// hasNew is when the proxy held both the new Service's cluster and a
-// route to it, or false.
-func (mb *member) hasNew() (time.Time, bool) {
-	if mb.newCluster.IsZero() || mb.newRoute.IsZero() {
+// hasNew is when the proxy held the new Service's cluster, a route to it
+// and, when listener is set, its own listener; or false.
+func (mb *member) hasNew(listener bool) (time.Time, bool) {
+	if mb.newCluster.IsZero() || mb.newRoute.IsZero() || (listener && mb.newListener.IsZero()) {
 		return time.Time{}, false
 	}
-	if mb.newRoute.After(mb.newCluster) {
-		return mb.newRoute, true
+	t := mb.newCluster
+	for _, u := range []time.Time{mb.newRoute, mb.newListener} {
+		if u.After(t) {
+			t = u
+		}
 	}
-	return mb.newCluster, true
+	return t, true
 }
 
 // wait blocks until cond (called with mb.mu held) returns true, or ctx

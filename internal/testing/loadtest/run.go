@@ -759,9 +759,9 @@ func (r *runner) weightPatch(flavor Flavor, w int32) (client.Object, []byte, err
 
 // newServices creates NewServices Services, one at a time, each on port
 // 80 in the first namespace with one endpoint, and times each from just
-// before its creation to the ACK of the last of its cluster and a virtual
-// host for it (in whichever route configuration carries it) by every
-// proxy whose scope holds it.
+// before its creation to the ACK of the last of its cluster, a virtual
+// host for it (in whichever route configuration carries it) and, from
+// weft, its own listener by every proxy whose scope holds it.
 func (r *runner) newServices(ctx context.Context, f *fleet, fr *FleetReport) error {
 	var all []float64
 	waiters := f.seeing(func(mb *member) bool { return r.cfg.newServiceVisibleFrom(mb.namespace) })
@@ -772,7 +772,13 @@ func (r *runner) newServices(ctx context.Context, f *fleet, fr *FleetReport) err
 		ns := newServiceNamespace
 		name := fmt.Sprintf("new-%d", k)
 		host := name + "." + ns + ".svc.cluster.local"
-		f.watch.Store(&newService{cluster: "outbound|80||" + host, host: host, hostBytes: []byte(host)})
+		watch := &newService{cluster: "outbound|80||" + host, host: host, hostBytes: []byte(host)}
+		if f.flavor != Istiod {
+			// weft: the Service port's own listener, named like its
+			// cluster (docs/design/182).
+			watch.listener = watch.cluster
+		}
+		f.watch.Store(watch)
 		svc, slice := newServiceObjects(r.cfg.Mesh, name, ns, k)
 		t0 := time.Now()
 		if err := r.cl.Client.Create(ctx, svc); err != nil {
@@ -781,12 +787,12 @@ func (r *runner) newServices(ctx context.Context, f *fleet, fr *FleetReport) err
 		if err := r.cl.Client.Create(ctx, slice); err != nil {
 			return fmt.Errorf("creating EndpointSlice %s: %w", slice.Name, err)
 		}
-		lat, missed := latencies(ctx, r.cfg.Timeout, t0, waiters, (*member).hasNew)
+		lat, missed := latencies(ctx, r.cfg.Timeout, t0, waiters, func(mb *member) (time.Time, bool) { return mb.hasNew(watch.listener != "") })
 		fr.NewServiceMissed += missed
 		f.watch.Store(nil)
 		for _, mb := range f.members {
 			mb.mu.Lock()
-			mb.newCluster, mb.newRoute = time.Time{}, time.Time{}
+			mb.newCluster, mb.newRoute, mb.newListener = time.Time{}, time.Time{}, time.Time{}
 			mb.mu.Unlock()
 		}
 		d := distOf(lat)
