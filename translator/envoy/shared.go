@@ -23,9 +23,13 @@ import (
 //     the outbound list (their backends and retry budgets come from its
 //     routes), of the model and of its pod's IP families (a dual-stack
 //     Service's clusters of the families it has, docs/design/064);
-//   - a sidecar's outbound listener: of the outbound list, the model, and
-//     two things of the proxy — the tracing service name (service account
+//   - a sidecar's capture listener and which Service port listeners it
+//     hands connections to: of the outbound list, the model, and two
+//     things of the proxy — the tracing service name (service account
 //     and namespace, only when tracing is on) and its pod's IP families;
+//   - one Service port's listener (serviceListener, docs/design/182): of
+//     the port, the family of its cluster IP, its addresses and the
+//     tracing service name, shared by every proxy that holds it;
 //   - a sidecar's route configuration of one Service port reached by its
 //     cluster IP (destRoute): of the port, the cluster IP's family, and
 //     whether the port has consumer routes for the proxy's namespace
