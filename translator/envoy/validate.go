@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -57,7 +58,8 @@ func ValidateResource(m proto.Message) error {
 // CheckConsistency checks the set as a whole: every RDS name has a route
 // configuration, every route and TCP proxy names a cluster that exists,
 // every EDS cluster has endpoints, no weighted split sums to zero, every
-// locality is set, and every listener with an address has a filter chain.
+// locality is set, every listener with an address has a filter chain, and
+// no two listeners share a name or an address.
 func (r *Resources) CheckConsistency() error {
 	var errs []error
 	clusters := map[string]*clusterv3.Cluster{}
@@ -88,6 +90,32 @@ func (r *Resources) CheckConsistency() error {
 	for _, rc := range r.Routes {
 		routes[rc.Name] = true
 		errs = append(errs, wrap("route "+rc.Name, checkRouteClusters(rc, clusters)))
+	}
+	// Envoy refuses a listener whose name or address another listener has
+	// ("duplicate address"), and use_original_dst hands a connection to
+	// the one listener bound to its destination (docs/design/182): each
+	// name and each socket address once.
+	names, addrs := map[string]bool{}, map[string]string{}
+	for _, l := range r.Listeners {
+		if names[l.Name] {
+			errs = append(errs, fmt.Errorf("listener %q: defined twice", l.Name))
+		}
+		names[l.Name] = true
+		as := []*corev3.Address{l.GetAddress()}
+		for _, a := range l.GetAdditionalAddresses() {
+			as = append(as, a.GetAddress())
+		}
+		for _, a := range as {
+			sa := a.GetSocketAddress()
+			if sa == nil {
+				continue
+			}
+			k := fmt.Sprintf("%s|%d", sa.GetAddress(), sa.GetPortValue())
+			if prev, ok := addrs[k]; ok {
+				errs = append(errs, fmt.Errorf("listeners %q and %q: both at %s port %d", prev, l.Name, sa.GetAddress(), sa.GetPortValue()))
+			}
+			addrs[k] = l.Name
+		}
 	}
 	for _, l := range r.Listeners {
 		if api := l.GetApiListener().GetApiListener(); api != nil {
