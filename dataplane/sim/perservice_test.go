@@ -67,14 +67,18 @@ func TestServiceListenersTakeTheirAddresses(t *testing.T) {
 	// HTTP to each family's cluster IP of dual-stack web: its own
 	// listener, the same chain and verdict as before.
 	for _, tc := range []struct {
-		call  sim.Call
-		chain string
+		call           sim.Call
+		chain, cluster string
 	}{
-		{sim.Call{From: "shop/client-0", To: "10.96.0.10:80", Host: "web.shop"}, "outbound|http|80||web.shop.svc.cluster.local"},
-		{sim.Call{From: "shop/client-0", To: "[fd00:96::10]:80", Host: "web.shop"}, "outbound|http|80|ipv6|web.shop.svc.cluster.local"},
-		{sim.Call{From: "shop/client-0", To: "10.96.0.10:80", Protocol: sim.GRPC, Path: "/pkg.Svc/Get"}, "outbound|http|80||web.shop.svc.cluster.local"},
+		{sim.Call{From: "shop/client-0", To: "10.96.0.10:80", Host: "web.shop"}, "outbound|http|80||web.shop.svc.cluster.local", "outbound|80||web.shop.svc.cluster.local"},
+		{sim.Call{From: "shop/client-0", To: "[fd00:96::10]:80", Host: "web.shop"}, "outbound|http|80|ipv6|web.shop.svc.cluster.local", "outbound|80|ipv6|web.shop.svc.cluster.local"},
+		{sim.Call{From: "shop/client-0", To: "10.96.0.10:80", Protocol: sim.GRPC, Path: "/pkg.Svc/Get"}, "outbound|http|80||web.shop.svc.cluster.local", "outbound|80||web.shop.svc.cluster.local"},
 	} {
-		check(t, walk(t, w, tc.call), web)
+		got := walk(t, w, tc.call)
+		check(t, got, web)
+		if got.Upstream == nil || got.Upstream.Cluster != tc.cluster {
+			t.Errorf("%s: first cluster %+v, want %s", tc.call.To, got.Upstream, tc.cluster)
+		}
 		serviceListenerFor(t, w, tc.call)
 		if got := chainOf(t, w, tc.call); got != tc.chain {
 			t.Errorf("%s took chain %q, want %q", tc.call.To, got, tc.chain)
@@ -99,6 +103,9 @@ func TestServiceListenersTakeTheirAddresses(t *testing.T) {
 	} {
 		got := walk(t, w, c)
 		check(t, got, sim.Verdict{Kind: sim.Delivered, Pod: "shop/mysql-0", Port: 3306})
+		if c.From == "shop/client-0" && (got.Upstream == nil || got.Upstream.Cluster != "outbound|3306||mysql.shop.svc.cluster.local") {
+			t.Errorf("%s -> %s: first cluster %+v, want mysql's", c.From, c.To, got.Upstream)
+		}
 		if c.From == "shop/client-0" {
 			if l := serviceListenerFor(t, w, c); l != nil && len(l.GetListenerFilters()) > 0 {
 				t.Errorf("TCP listener %q runs listener filters: a server-first client would wait for them", l.GetName())
