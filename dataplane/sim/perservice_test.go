@@ -155,6 +155,10 @@ spec: {outboundTrafficPolicy: RegistryOnly}`), sim.Blackholed},
 				{From: "shop/client-0", To: "10.96.0.10:80", Protocol: sim.TCP},
 				{From: "shop/client-0", To: "[fd00:96::10]:80", Protocol: sim.TCP},
 				{From: "shop/client-0", To: "10.96.0.10:80", Protocol: sim.TCP, TLS: &sim.AppTLS{SNI: "web.shop", ALPN: []string{"h2"}}},
+				// A server-first client waits out both listeners'
+				// http_inspector (the capture listener's on port 80, then
+				// the Service listener's), then goes on as TCP.
+				{From: "shop/client-0", To: "10.96.0.10:80", Protocol: sim.ServerFirst},
 			} {
 				got := walk(t, tc.w, c)
 				if (tc.want != "" && got.Kind != tc.want) || got.MTLS {
