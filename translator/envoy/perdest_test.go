@@ -61,7 +61,11 @@ func TestSplitChangeTouchesOneRouteConfig(t *testing.T) {
 			n++
 		}
 	}
-	t.Logf("capture listener: %d bytes, %d filter chains; %d per-Service listeners of %d bytes on average; all listeners of the proxy: %d bytes", proto.Size(l), len(l.FilterChains), n, perService/max(n, 1), all)
+	push := all
+	for _, m := range append(append(list(after.Routes), list(after.Clusters)...), list(after.Endpoints)...) {
+		push += proto.Size(m)
+	}
+	t.Logf("capture listener: %d bytes, %d filter chains; %d per-Service listeners of %d bytes on average; all listeners of the proxy: %d bytes; its whole first push (LDS, RDS, CDS, EDS): %d bytes", proto.Size(l), len(l.FilterChains), n, perService/max(n, 1), all, push)
 }
 
 func byName[T interface{ GetName() string }](xs []T) map[string]T {
