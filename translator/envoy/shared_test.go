@@ -193,10 +193,23 @@ func TestSharedBuildShares(t *testing.T) {
 		"cluster outbound|80||svc-2.ns-2.svc.cluster.local", "endpoints outbound|80||svc-2.ns-2.svc.cluster.local",
 		"listener outbound", "route outbound|80||svc-2.ns-2.svc.cluster.local",
 		"route outbound|80||svc-0.ns-0.svc.cluster.local",
+		"listener outbound|80||svc-2.ns-2.svc.cluster.local",
 	} {
 		if x[name] == nil || x[name] != y[name] {
 			t.Errorf("%s: not shared between proxies of ns-0 and ns-1", name)
 		}
+	}
+	// A Service port's listener (docs/design/182) is shared even between
+	// proxies whose capture listeners differ (a dual-stack pod's also
+	// listens on [::]).
+	dual := proxy(0)
+	dual.IPs = []string{"10.9.9.9", "fd00::9"}
+	z := byName(s.Build(dual))
+	if name := "listener outbound|80||svc-2.ns-2.svc.cluster.local"; z[name] == nil || z[name] != x[name] {
+		t.Errorf("%s: not shared with a dual-stack proxy", name)
+	}
+	if z["listener outbound"] == x["listener outbound"] {
+		t.Error("a dual-stack proxy shares another's capture listener: the test no longer compares two builds of the outbound side")
 	}
 	for _, name := range []string{
 		"listener inbound", "cluster inbound|8080||",
