@@ -52,8 +52,8 @@ type encoder struct {
 	entries map[encodeKey]weak.Pointer[encoded]
 	// byMsg maps a message that translator/envoy shares between builds (a
 	// Service port's endpoints, built once per *ir.Port; the clusters,
-	// outbound listener and gRPC routes that envoy.Shared builds once per
-	// view) to its encoding: the same pointer is the same content, so it is
+	// capture listener and gRPC routes that envoy.Shared builds once per
+	// view; each Service port's listener, once per model) to its encoding: the same pointer is the same content, so it is
 	// neither marshalled nor hashed again. Weak both ways: an entry goes
 	// with its message.
 	byMsg map[msgKey]weak.Pointer[encoded]
