@@ -293,7 +293,6 @@ spec:
 // wildcard 0.0.0.0:15021 and :15090 listeners would answer for every
 // address in the cluster.
 func TestDefect182_OtherPodsSidecarPortsAnsweredLocally(t *testing.T) {
-	t.Skip("fails with use_original_dst (docs/design/182) until the readiness and stats listeners bind the pod's own addresses and loopback instead of the wildcard: branch podports, not on main yet; remove this skip when it lands")
 	w := weftWorld(t, "testdata/shop.in.yaml")
 	for _, c := range []sim.Call{
 		{From: "shop/client-0", To: "10.1.0.10:15090", Path: "/stats/prometheus"},
