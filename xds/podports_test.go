@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"sort"
 	"testing"
 	"time"
 
@@ -119,14 +120,24 @@ func TestProxyListenersPerStreamDelta(t *testing.T) {
 			}
 		}
 		checkOwn(t, fmt.Sprintf("replica %d", i), ips[i], got)
-		if len(c.lds) == 0 || len(c.lds[0].Resources) != 4 {
-			t.Errorf("replica %d: the first listener response should carry all four listeners: %v", i, c.lds)
+		if len(c.lds) == 0 {
+			t.Fatalf("replica %d: no listener response", i)
+		}
+		first := map[string]bool{}
+		for _, res := range c.lds[0].Resources {
+			first[res.Name] = true
+		}
+		for _, name := range []string{dataplane.InboundListener, dataplane.OutboundListener, dataplane.ReadinessListener, dataplane.StatsListener} {
+			if !first[name] {
+				t.Errorf("replica %d: the first listener response lacks %s: %v", i, name, first)
+			}
 		}
 		c.lds = nil
 	}
 
-	// A push that changes the group's listeners: sent, built once, and
-	// neither re-sends nor removes the replicas' own listeners.
+	// A push that changes the group's listeners (a new TCP Service: its
+	// own listener, docs/design/182): sent, built once, and neither
+	// re-sends nor removes the replicas' own listeners.
 	before = ads.Builds()
 	ads.Update(meshWithServices(t, 10, 1), time.Now())
 	for _, c := range cs {
@@ -141,7 +152,7 @@ func TestProxyListenersPerStreamDelta(t *testing.T) {
 		}
 		for _, r := range c.lds {
 			for _, res := range r.Resources {
-				if res.Name != dataplane.OutboundListener {
+				if xdsIsProxyListener(res.Name) {
 					t.Errorf("replica %d: the push re-sent listener %s", i, res.Name)
 				}
 			}
@@ -155,8 +166,10 @@ func TestProxyListenersPerStreamDelta(t *testing.T) {
 		c.lds = nil
 	}
 
-	// A rejected listener push holds the policies back; the next one,
-	// accepted, programs them on both replicas.
+	// A rejected listener push (db-1's new listener) holds the policies
+	// back; the next one, accepted, programs them on both replicas. It
+	// removes db-1 again: a rejected resource stands until the proxy
+	// accepts it or its removal (an unchanged one is never re-sent).
 	cs[0].nackTyp = resourcev3.ListenerType
 	ads.Update(meshWithServices(t, 40, 2), time.Now())
 	for _, c := range cs {
@@ -169,7 +182,7 @@ func TestProxyListenersPerStreamDelta(t *testing.T) {
 		t.Errorf("after one replica's NACK: %+v; want 2 affected, 1 rejected, not programmed", st)
 	}
 	cs[0].nackTyp = ""
-	ads.Update(meshWithServices(t, 50, 3), time.Now())
+	ads.Update(meshWithServices(t, 50, 1), time.Now())
 	for _, c := range cs {
 		c.settle()
 	}
@@ -299,9 +312,11 @@ func TestProxyListenersPerStreamSotW(t *testing.T) {
 	before := ads.Builds()
 	ips := []string{"10.1.0.5", "fd00:1::6"}
 	var cs []*sotwClient
+	var base []int // listeners in each replica's first state
 	for i, ip := range ips {
 		c := dialSotWListeners(t, addr, nodeAt(fmt.Sprintf("frontend-%d.shop", i), "shop", "frontend", ip))
 		got := c.next()
+		base = append(base, len(got))
 		if i == 1 {
 			// An IPv6-only pod: ::1 too.
 			for _, name := range []string{dataplane.ReadinessListener, dataplane.StatsListener} {
@@ -331,8 +346,9 @@ func TestProxyListenersPerStreamSotW(t *testing.T) {
 	ads.Update(meshWithServices(t, 10, 1), time.Now())
 	for i, c := range cs {
 		got := c.next()
-		if got[dataplane.ReadinessListener] == nil || got[dataplane.StatsListener] == nil || len(got) != 4 {
-			t.Fatalf("replica %d: the push carried %d listeners, without its own", i, len(got))
+		// The first state and db-0's own listener (docs/design/182).
+		if got[dataplane.ReadinessListener] == nil || got[dataplane.StatsListener] == nil || got[dataplane.OutboundListener] == nil || len(got) != base[i]+1 {
+			t.Fatalf("replica %d: the push carried %d listeners (%v), want %d with its own", i, len(got), keys(got), base[i]+1)
 		}
 		if a, _, _ := boundTo(t, got[dataplane.StatsListener]); a != ips[i] {
 			t.Errorf("replica %d: stats bound to %s, want %s", i, a, ips[i])
@@ -360,13 +376,27 @@ func TestProxyListenersPerStreamSotW(t *testing.T) {
 	}
 	cs[0].nack = false
 	ads.Update(meshWithServices(t, 50, 3), time.Now())
-	for _, c := range cs {
-		if got := c.next(); len(got) != 4 {
-			t.Errorf("a push carried %d listeners, want 4", len(got))
+	for i, c := range cs {
+		if got := c.next(); len(got) != base[i]+3 || got[dataplane.ReadinessListener] == nil || got[dataplane.StatsListener] == nil {
+			t.Errorf("a push carried %d listeners (%v), want %d with its own", len(got), keys(got), base[i]+3)
 		}
 	}
 	eventually(t, func() bool {
 		st := ads.PolicyState(ref(50))
 		return st.Affected == 2 && st.Acked == 2 && st.Programmed()
 	}, "both replicas ACKed: programmed")
+}
+
+// xdsIsProxyListener names the listeners a stream owns (xds/own.go).
+func xdsIsProxyListener(name string) bool {
+	return name == dataplane.ReadinessListener || name == dataplane.StatsListener
+}
+
+func keys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
