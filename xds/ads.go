@@ -41,6 +41,9 @@ type ADS struct {
 
 	mu   sync.Mutex
 	mesh *ir.Mesh
+	// seq numbers the models installed (update): a group's builtSeq says
+	// which one its last build read.
+	seq uint64
 	// shared builds groups' configurations from mesh, sharing what groups
 	// with the same view have in common (envoy.Shared); replaced with mesh.
 	// It is held weakly: an update holds it while it builds its groups, and
@@ -169,6 +172,9 @@ type group struct {
 	// nanoseconds) is when a failed group is next built: failed groups
 	// back off (failedBuildRetry) instead of building on every update.
 	failures int // guarded by build
+	// builtSeq is the ADS.seq of the model the group's snapshot was built
+	// from, 0 when unknown (patched since); guarded by build.
+	builtSeq uint64
 	retryAt  atomic.Int64
 	// anonymous: made by a stream of the anonymous endpoint
 	// (MaxAnonymousGroups).

@@ -121,7 +121,13 @@ func (w *sliceWriter) appendAny(num protowire.Number, a *anypb.Any) bool {
 }
 
 func anySize(a *anypb.Any) int {
-	return stringSize(1, a.TypeUrl) + stringSize(2, string(a.Value))
+	// Not stringSize(2, string(a.Value)): that copies the value (up to a
+	// MB for the outbound listener) on every response (docs/design/184).
+	n := stringSize(1, a.TypeUrl)
+	if len(a.Value) > 0 {
+		n += protowire.SizeTag(2) + protowire.SizeBytes(len(a.Value))
+	}
+	return n
 }
 
 // appendString appends a proto3 string (or bytes) field, left out when

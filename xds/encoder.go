@@ -2,6 +2,7 @@ package xds
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"runtime"
@@ -57,12 +58,19 @@ type encoder struct {
 	// neither marshalled nor hashed again. Weak both ways: an entry goes
 	// with its message.
 	byMsg map[msgKey]weak.Pointer[encoded]
+	// flights are the messages being encoded now: a build that needs one
+	// waits for it instead of marshalling and validating it again. A cold
+	// start's groups build at once and reach the same shared messages
+	// together (the ~1 MB outbound listener was marshalled and validated
+	// by most of them: docs/design/184).
+	flights map[msgKey]*flight
 	// byMsgPeak and entriesPeak are the most entries each map held since
 	// it was last made (shrink).
 	byMsgPeak, entriesPeak int
 	bufs                   sync.Pool // *[]byte
-	// endpointMarshals counts the endpoint messages marshalled (tests).
-	endpointMarshals atomic.Uint64
+	// endpointMarshals counts the endpoint messages marshalled, and
+	// msgMarshals every message marshalled through byMsg (tests).
+	endpointMarshals, msgMarshals atomic.Uint64
 	// maps and deps share snapshots' maps between groups (snapshot.share).
 	maps *mapInterner[string, *encoded]
 	deps *mapInterner[ir.ServiceKey, bool]
@@ -79,6 +87,13 @@ type msgKey struct {
 	name string
 }
 
+// flight is one message being encoded: done closes when x or err is set.
+type flight struct {
+	done chan struct{}
+	x    *encoded
+	err  error
+}
+
 // encodeKey names a content: equal keys whose bytes also compare equal
 // are the same resource. (The bytes are compared, so a hash collision
 // cannot hand one resource's encoding to another.)
@@ -88,7 +103,7 @@ type encodeKey struct {
 }
 
 func newEncoder() *encoder {
-	return &encoder{entries: map[encodeKey]weak.Pointer[encoded]{}, byMsg: map[msgKey]weak.Pointer[encoded]{},
+	return &encoder{entries: map[encodeKey]weak.Pointer[encoded]{}, byMsg: map[msgKey]weak.Pointer[encoded]{}, flights: map[msgKey]*flight{},
 		maps: newMapInterner[string, *encoded](), deps: newMapInterner[ir.ServiceKey, bool](),
 		policies: newSliceInterner[ir.PolicyRef](), since: newSliceInterner[uint64]()}
 }
@@ -114,27 +129,53 @@ func (e *encoder) encode(typeURL, name string, m proto.Message, prev *encoded) (
 	return e.encodeContent(typeURL, name, m, prev)
 }
 
-// encodeByMsg is encode through byMsg.
+// encodeByMsg is encode through byMsg. Concurrent encodings of one
+// message are one: the first marshals it, the others wait for its result.
 func encodeByMsg[T any, P interface {
 	*T
 	proto.Message
 }](e *encoder, typeURL, name string, m P, prev *encoded) (*encoded, error) {
 	k := msgKey{weak.Make((*T)(m)), name}
+	same := func(x *encoded) *encoded {
+		if prev != nil && (prev == x || prev.hash == x.hash && bytes.Equal(prev.any.Value, x.any.Value)) {
+			return prev
+		}
+		return x
+	}
 	e.mu.Lock()
-	w, ok := e.byMsg[k]
-	e.mu.Unlock()
-	if ok {
+	if w, ok := e.byMsg[k]; ok {
 		if x := w.Value(); x != nil {
-			if prev != nil && (prev == x || prev.hash == x.hash && bytes.Equal(prev.any.Value, x.any.Value)) {
-				return prev, nil
-			}
-			return x, nil
+			e.mu.Unlock()
+			return same(x), nil
 		}
 	}
+	if f := e.flights[k]; f != nil {
+		e.mu.Unlock()
+		<-f.done
+		if f.err != nil {
+			return nil, f.err
+		}
+		return same(f.x), nil
+	}
+	f := &flight{done: make(chan struct{})}
+	e.flights[k] = f
+	e.mu.Unlock()
+	defer func() {
+		// Also on a panic: waiters then fail with errPanicked.
+		e.mu.Lock()
+		delete(e.flights, k)
+		e.mu.Unlock()
+		close(f.done)
+	}()
 	if _, cla := any(m).(*endpointv3.ClusterLoadAssignment); cla {
 		e.endpointMarshals.Add(1)
 	}
-	x, err := e.encodeContent(typeURL, name, m, prev)
+	e.msgMarshals.Add(1)
+	// Encoded without prev: prev's content is another message's, and the
+	// waiters compare with theirs.
+	f.err = errPanicked
+	x, err := e.encodeContent(typeURL, name, m, nil)
+	f.x, f.err = x, err
 	if err != nil {
 		return nil, err
 	}
@@ -145,8 +186,11 @@ func encodeByMsg[T any, P interface {
 	e.byMsg[k] = weak.Make(x)
 	e.byMsgPeak = max(e.byMsgPeak, len(e.byMsg))
 	e.mu.Unlock()
-	return x, nil
+	return same(x), nil
 }
+
+// errPanicked is what waiters of an encoding that panicked see.
+var errPanicked = errors.New("encoding panicked")
 
 // forgetMsg drops the entry of a collected message.
 func (e *encoder) forgetMsg(k msgKey) {

@@ -1,18 +1,23 @@
 package xds
 
 import (
+	"bytes"
 	"hash/fnv"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 	"weak"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator"
+	"github.com/weftmesh/weft/translator/envoy"
 	"github.com/weftmesh/weft/translator/ir"
 	"github.com/weftmesh/weft/translator/testmesh"
 )
@@ -195,5 +200,62 @@ func TestShrinkMapsAfterPeak(t *testing.T) {
 	smallPeak := 100
 	if shrink(small, &smallPeak); smallPeak != 100 {
 		t.Fatalf("a map whose peak is under 256 was copied")
+	}
+}
+
+// Groups that build at once (a cold start) reach the same shared message
+// together: it is marshalled (and validated) once, and every one of them
+// gets that encoding — also a caller whose previous encoding has the same
+// content, which keeps its own.
+func TestConcurrentEncodingsOfOneMessageAreOne(t *testing.T) {
+	mesh := translator.Translate(testmesh.Generate(testmesh.Options{Services: 400, Namespaces: 4, EndpointsPerService: 3, ExportAll: true})).Mesh
+	res := envoy.Build(mesh, dataplane.Proxy{Namespace: "ns-0", ServiceAccount: "a", Labels: map[string]string{"app": "svc-0"}})
+	var l *listenerv3.Listener
+	for _, x := range res.Listeners {
+		if l == nil || proto.Size(x) > proto.Size(l) {
+			l = x // the outbound listener, the largest
+		}
+	}
+	// A previous encoding of the same content, from another message.
+	prev, err := newEncoder().encode(resourcev3.ListenerType, l.Name, proto.Clone(l), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := newEncoder()
+	const n = 16
+	got := make([]*encoded, n)
+	var start, done sync.WaitGroup
+	start.Add(1)
+	for i := range n {
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			start.Wait()
+			var p *encoded
+			if i == 0 {
+				p = prev
+			}
+			x, err := enc.encode(resourcev3.ListenerType, l.Name, l, p)
+			if err != nil {
+				t.Error(err)
+			}
+			got[i] = x
+		}()
+	}
+	start.Done()
+	done.Wait()
+	if m := enc.msgMarshals.Load(); m != 1 {
+		t.Errorf("%d concurrent encodings of one message marshalled it %d times, want 1", n, m)
+	}
+	if got[0] != prev {
+		t.Error("the caller whose previous encoding has the same content did not keep it")
+	}
+	for i := 2; i < n; i++ {
+		if got[i] != got[1] {
+			t.Fatalf("encoding %d differs from encoding 1", i)
+		}
+	}
+	if !bytes.Equal(got[1].any.Value, prev.any.Value) {
+		t.Error("the shared encoding's bytes differ from the message's")
 	}
 }

@@ -35,7 +35,7 @@ func (a *ADS) Update(mesh *ir.Mesh, event time.Time) {
 	a.mu.Unlock()
 	ch := ir.Diff(prev, mesh)
 	now := time.Now()
-	apply := a.rebuild
+	apply := func(g *group) bool { return a.rebuildIfAffected(g, &ch) }
 	// A change of routing alone is patched into each group's
 	// configuration (routepatch.go); any other is built.
 	if pt := a.prepareRoutes(prev, mesh, &ch); pt != nil {
@@ -122,6 +122,7 @@ func (a *ADS) update(mesh *ir.Mesh, event time.Time, affected, apply func(*group
 	}
 	a.setLocality(mesh)
 	a.mesh, a.shared, a.event = mesh, weak.Make(shared), event
+	a.seq++
 	groups := make([]*group, 0, len(a.groups))
 	for _, g := range a.groups {
 		if affected(g) {
@@ -170,8 +171,34 @@ func (a *ADS) rebuild(g *group) bool {
 	return a.rebuildLocked(g)
 }
 
+// rebuildIfAffected is rebuild for an Update whose difference from the
+// model before it is ch. The group was chosen before its build lock was
+// taken (affects), some while it had no snapshot yet: a proxy had just
+// joined and its group's first build was running. Once the lock is held,
+// a group built from this model meanwhile is left as it is, and one built
+// from the model before it is built again only if ch affects it. Streams
+// open at once in a cold start: a model that arrived meanwhile built every
+// group whose first build was under way twice (docs/design/184).
+func (a *ADS) rebuildIfAffected(g *group, ch *ir.Change) bool {
+	g.build.Lock()
+	defer g.build.Unlock()
+	if !g.failed.Load() && g.builtSeq != 0 {
+		a.mu.Lock()
+		seq := a.seq
+		a.mu.Unlock()
+		if g.builtSeq == seq {
+			return false // built from this model already
+		}
+		if s := g.snap.Load(); s != nil && g.builtSeq == seq-1 && !affects(ch, g.proxy, s) {
+			g.builtSeq = seq // what this model would build
+			return false
+		}
+	}
+	return a.rebuildLocked(g)
+}
+
 func (a *ADS) rebuildLocked(g *group) bool {
-	mesh, shared := a.builder()
+	mesh, shared, seq := a.builder()
 	a.builds.Add(1)
 	start := time.Now()
 	prev := g.snap.Load()
@@ -202,6 +229,7 @@ func (a *ADS) rebuildLocked(g *group) bool {
 		return false
 	}
 	g.failures = 0
+	g.builtSeq = seq
 	if next != prev {
 		g.snap.Store(next)
 	}
@@ -238,6 +266,7 @@ func (a *ADS) patch(g *group, pt patcher, results *prometheus.CounterVec) bool {
 		return a.rebuildLocked(g)
 	}
 	a.patches.Add(1)
+	g.builtSeq = 0 // no model's build: never taken for one (rebuildIfAffected)
 	results.WithLabelValues("patched").Inc()
 	if next == prev {
 		return false
@@ -246,8 +275,9 @@ func (a *ADS) patch(g *group, pt patcher, results *prometheus.CounterVec) bool {
 	return true
 }
 
-// builder returns the current mesh and the Shared that builds from it.
-func (a *ADS) builder() (*ir.Mesh, *envoy.Shared) {
+// builder returns the current mesh, the Shared that builds from it, and
+// its number (seq).
+func (a *ADS) builder() (*ir.Mesh, *envoy.Shared, uint64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	s := a.shared.Value()
@@ -255,7 +285,7 @@ func (a *ADS) builder() (*ir.Mesh, *envoy.Shared) {
 		s = envoy.NewShared(a.mesh)
 		a.shared = weak.Make(s)
 	}
-	return a.mesh, s
+	return a.mesh, s, a.seq
 }
 
 func (a *ADS) wake(g *group) {

@@ -2,6 +2,8 @@ package envoy
 
 import (
 	"runtime"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"weak"
@@ -97,5 +99,47 @@ func TestLoadAssignmentsAreBuiltOncePerPort(t *testing.T) {
 	}
 	if n := held(); n > 0 {
 		t.Fatalf("%d memoized endpoint messages stay after their ports were dropped", n)
+	}
+}
+
+// Concurrent callers of one memo key build once and share the result (the
+// groups of a cold start reach the outbound listener together); a build
+// that panics leaves the key for the next caller.
+func TestMemoBuildsOncePerKey(t *testing.T) {
+	var mu sync.Mutex
+	m := map[string]*cell[*int]{}
+	var builds atomic.Int32
+	const n = 32
+	got := make([]*int, n)
+	var start, done sync.WaitGroup
+	start.Add(1)
+	for i := range n {
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			start.Wait()
+			got[i] = memo(&mu, m, "k", func() *int {
+				builds.Add(1)
+				time.Sleep(20 * time.Millisecond) // a build takes a while
+				return new(int)
+			})
+		}()
+	}
+	start.Done()
+	done.Wait()
+	if b := builds.Load(); b != 1 {
+		t.Errorf("%d concurrent callers of one key built %d times, want 1", n, b)
+	}
+	for i := range got {
+		if got[i] == nil || got[i] != got[0] {
+			t.Fatalf("caller %d got another value", i)
+		}
+	}
+	func() {
+		defer func() { _ = recover() }()
+		memo(&mu, m, "p", func() *int { panic("build failed") })
+	}()
+	if v := memo(&mu, m, "p", func() *int { return new(int) }); v == nil {
+		t.Error("after a build panicked, the next caller got nothing")
 	}
 }

@@ -3,6 +3,9 @@ package envoy
 import (
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
+	"weak"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -60,16 +63,24 @@ func ValidateResource(m proto.Message) error {
 // every EDS cluster has endpoints, no weighted split sums to zero, every
 // locality is set, every listener with an address has a filter chain, and
 // no two listeners share a name or an address.
+//
+// What a listener's filters require (the names they reference, their
+// own mistakes) is read from their packed configurations once per
+// listener message with many chains (compiledListener): the outbound
+// listener of 2,000 Services is shared by every group that reaches them,
+// and unpacking its 2,000 connection managers for each group's check was
+// a sixth of a cold start's CPU (docs/design/184). Only the lookups of
+// those names in each set are done per check.
 func (r *Resources) CheckConsistency() error {
 	var errs []error
-	clusters := map[string]*clusterv3.Cluster{}
+	clusters := make(map[string]*clusterv3.Cluster, len(r.Clusters))
 	for _, c := range r.Clusters {
 		if clusters[c.Name] != nil {
 			errs = append(errs, fmt.Errorf("cluster %q: defined twice", c.Name))
 		}
 		clusters[c.Name] = c
 	}
-	endpoints := map[string]bool{}
+	endpoints := make(map[string]bool, len(r.Endpoints))
 	for _, e := range r.Endpoints {
 		endpoints[e.ClusterName] = true
 		for _, loc := range e.Endpoints {
@@ -86,7 +97,7 @@ func (r *Resources) CheckConsistency() error {
 			errs = append(errs, fmt.Errorf("cluster %s: EDS cluster without endpoints", c.Name))
 		}
 	}
-	routes := map[string]bool{}
+	routes := make(map[string]bool, len(r.Routes))
 	for _, rc := range r.Routes {
 		routes[rc.Name] = true
 		errs = append(errs, wrap("route "+rc.Name, checkRouteClusters(rc, clusters)))
@@ -118,20 +129,19 @@ func (r *Resources) CheckConsistency() error {
 		}
 	}
 	for _, l := range r.Listeners {
-		if api := l.GetApiListener().GetApiListener(); api != nil {
-			errs = append(errs, wrap("listener "+l.Name, checkFilter(&listenerv3.Filter{Name: "api_listener", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: api}}, routes, clusters)))
+		lc := compiledListener(l)
+		if lc.api != nil {
+			errs = append(errs, wrap("listener "+l.Name, lc.api.check(routes, clusters)))
 		}
-		chains := append([]*listenerv3.FilterChain(nil), l.FilterChains...)
-		if l.DefaultFilterChain != nil {
-			chains = append(chains, l.DefaultFilterChain)
-		}
-		if l.GetAddress() != nil && len(chains) == 0 {
+		if l.GetAddress() != nil && len(lc.chains) == 0 {
 			// Envoy rejects it: "no filter chains specified".
 			errs = append(errs, fmt.Errorf("listener %s: a listener with an address needs a filter chain or a default filter chain", l.Name))
 		}
-		for _, fc := range chains {
-			for _, f := range fc.Filters {
-				errs = append(errs, wrap(fmt.Sprintf("listener %s chain %q", l.Name, fc.Name), checkFilter(f, routes, clusters)))
+		for _, fc := range lc.chains {
+			for _, f := range fc.filters {
+				if err := f.check(routes, clusters); err != nil {
+					errs = append(errs, wrap(fmt.Sprintf("listener %s chain %q", l.Name, fc.name), err))
+				}
 			}
 		}
 	}
@@ -139,74 +149,217 @@ func (r *Resources) CheckConsistency() error {
 }
 
 func checkFilter(f *listenerv3.Filter, routes map[string]bool, clusters map[string]*clusterv3.Cluster) error {
-	msg, err := f.GetTypedConfig().UnmarshalNew()
-	if err != nil {
-		return fmt.Errorf("filter %s: %w", f.Name, err)
-	}
-	switch m := msg.(type) {
-	case *hcmv3.HttpConnectionManager:
-		if m.StatPrefix == "" {
-			return errors.New("the HTTP connection manager needs a stat_prefix (gRPC rejects it otherwise)")
-		}
-		if n := len(m.HttpFilters); n == 0 || m.HttpFilters[n-1].Name != "envoy.filters.http.router" {
-			return errors.New("the HTTP filters must end with the router")
-		}
-		if rds := m.GetRds(); rds != nil && !routes[rds.RouteConfigName] {
-			return fmt.Errorf("RDS route configuration %q does not exist", rds.RouteConfigName)
-		}
-		if rc := m.GetRouteConfig(); rc != nil {
-			return checkRouteClusters(rc, clusters)
-		}
-	case *tcpproxyv3.TcpProxy:
-		if c := m.GetCluster(); c != "" && clusters[c] == nil {
-			return fmt.Errorf("TCP proxy cluster %q does not exist", c)
-		}
-		if wc := m.GetWeightedClusters(); wc != nil {
-			var sum uint32
-			for _, c := range wc.Clusters {
-				sum += c.Weight
-				if clusters[c.Name] == nil {
-					return fmt.Errorf("TCP proxy cluster %q does not exist", c.Name)
-				}
+	return compileFilter(f).check(routes, clusters)
+}
+
+func checkRouteClusters(rc *routev3.RouteConfiguration, clusters map[string]*clusterv3.Cluster) error {
+	var c checks
+	c.routeClusters(rc)
+	return c.check(nil, clusters)
+}
+
+// checks are what one filter (or route configuration) requires of the set
+// it is in, in the order the check reads them: the first that fails is
+// its error.
+type checks []requirement
+
+// requirement is one: a name that must exist, or an error of the filter
+// itself (kind fails).
+type requirement struct {
+	kind requirementKind
+	// name: the route configuration or cluster named; vh: the virtual host
+	// naming it.
+	name, vh string
+	err      error // kind fails
+}
+
+type requirementKind uint8
+
+const (
+	fails         requirementKind = iota // always: err
+	rdsRoute                             // an RDS route configuration
+	vhostCluster                         // a route's (or weighted) cluster
+	mirrorCluster                        // a route's mirror cluster
+	tcpCluster                           // a TCP proxy's cluster
+)
+
+// check returns the first requirement the set (routes, clusters) does not
+// meet, as an error.
+func (c checks) check(routes map[string]bool, clusters map[string]*clusterv3.Cluster) error {
+	for _, q := range c {
+		switch q.kind {
+		case fails:
+			return q.err
+		case rdsRoute:
+			if !routes[q.name] {
+				return fmt.Errorf("RDS route configuration %q does not exist", q.name)
 			}
-			if sum == 0 {
-				return errors.New("TCP proxy weights sum to 0")
+		case vhostCluster:
+			if clusters[q.name] == nil {
+				return fmt.Errorf("virtual host %s: cluster %q does not exist", q.vh, q.name)
+			}
+		case mirrorCluster:
+			if clusters[q.name] == nil {
+				return fmt.Errorf("virtual host %s: mirror cluster %q does not exist", q.vh, q.name)
+			}
+		case tcpCluster:
+			if clusters[q.name] == nil {
+				return fmt.Errorf("TCP proxy cluster %q does not exist", q.name)
 			}
 		}
 	}
 	return nil
 }
 
-func checkRouteClusters(rc *routev3.RouteConfiguration, clusters map[string]*clusterv3.Cluster) error {
+// compileFilter reads what a listener filter requires from its packed
+// configuration.
+func compileFilter(f *listenerv3.Filter) checks {
+	msg, err := f.GetTypedConfig().UnmarshalNew()
+	if err != nil {
+		return checks{{kind: fails, err: fmt.Errorf("filter %s: %w", f.Name, err)}}
+	}
+	var c checks
+	switch m := msg.(type) {
+	case *hcmv3.HttpConnectionManager:
+		if m.StatPrefix == "" {
+			return append(c, requirement{kind: fails, err: errors.New("the HTTP connection manager needs a stat_prefix (gRPC rejects it otherwise)")})
+		}
+		if n := len(m.HttpFilters); n == 0 || m.HttpFilters[n-1].Name != "envoy.filters.http.router" {
+			return append(c, requirement{kind: fails, err: errors.New("the HTTP filters must end with the router")})
+		}
+		if rds := m.GetRds(); rds != nil {
+			c = append(c, requirement{kind: rdsRoute, name: rds.RouteConfigName})
+		}
+		if rc := m.GetRouteConfig(); rc != nil {
+			c.routeClusters(rc)
+		}
+	case *tcpproxyv3.TcpProxy:
+		if name := m.GetCluster(); name != "" {
+			c = append(c, requirement{kind: tcpCluster, name: name})
+		}
+		if wc := m.GetWeightedClusters(); wc != nil {
+			var sum uint32
+			for _, w := range wc.Clusters {
+				sum += w.Weight
+				c = append(c, requirement{kind: tcpCluster, name: w.Name})
+			}
+			if sum == 0 {
+				c = append(c, requirement{kind: fails, err: errors.New("TCP proxy weights sum to 0")})
+			}
+		}
+	}
+	return c
+}
+
+// routeClusters appends what a route configuration requires: the
+// clusters its routes name, and weights that do not sum to 0.
+func (c *checks) routeClusters(rc *routev3.RouteConfiguration) {
 	for _, vh := range rc.VirtualHosts {
 		for _, rt := range vh.Routes {
 			a := rt.GetRoute()
 			if a == nil {
 				continue
 			}
-			if c := a.GetCluster(); c != "" && clusters[c] == nil {
-				return fmt.Errorf("virtual host %s: cluster %q does not exist", vh.Name, c)
+			if name := a.GetCluster(); name != "" {
+				*c = append(*c, requirement{kind: vhostCluster, name: name, vh: vh.Name})
 			}
 			for _, m := range a.GetRequestMirrorPolicies() {
-				if clusters[m.GetCluster()] == nil {
-					return fmt.Errorf("virtual host %s: mirror cluster %q does not exist", vh.Name, m.GetCluster())
-				}
+				*c = append(*c, requirement{kind: mirrorCluster, name: m.GetCluster(), vh: vh.Name})
 			}
 			if wc := a.GetWeightedClusters(); wc != nil {
 				var sum uint32
-				for _, c := range wc.Clusters {
-					sum += c.Weight.GetValue()
-					if clusters[c.Name] == nil {
-						return fmt.Errorf("virtual host %s: cluster %q does not exist", vh.Name, c.Name)
-					}
+				for _, w := range wc.Clusters {
+					sum += w.Weight.GetValue()
+					*c = append(*c, requirement{kind: vhostCluster, name: w.Name, vh: vh.Name})
 				}
 				if sum == 0 {
-					return fmt.Errorf("virtual host %s: weights sum to 0", vh.Name)
+					*c = append(*c, requirement{kind: fails, err: fmt.Errorf("virtual host %s: weights sum to 0", vh.Name)})
 				}
 			}
 		}
 	}
-	return nil
+}
+
+// listenerChecks are what a listener's filters require: its API
+// listener's (nil if it has none), and each filter's of each filter chain
+// (the default chain last).
+type listenerChecks struct {
+	api    checks
+	chains []chainChecks
+}
+
+type chainChecks struct {
+	name    string
+	filters []checks
+}
+
+// compileListener reads what l's filters require.
+func compileListener(l *listenerv3.Listener) *listenerChecks {
+	lc := &listenerChecks{}
+	if api := l.GetApiListener().GetApiListener(); api != nil {
+		lc.api = compileFilter(&listenerv3.Filter{Name: "api_listener", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: api}})
+		if lc.api == nil {
+			lc.api = checks{} // has one, requiring nothing
+		}
+	}
+	chains := l.FilterChains
+	if l.DefaultFilterChain != nil {
+		chains = append(chains[:len(chains):len(chains)], l.DefaultFilterChain)
+	}
+	lc.chains = make([]chainChecks, len(chains))
+	for i, fc := range chains {
+		lc.chains[i] = chainChecks{name: fc.Name, filters: make([]checks, len(fc.Filters))}
+		for j, f := range fc.Filters {
+			lc.chains[i].filters[j] = compileFilter(f)
+		}
+	}
+	return lc
+}
+
+// compiledListenerChains is how many filter chains make a listener's
+// checks worth remembering: a capture listener may have one per headless
+// endpoint or refused Service; a proxy's own listeners, built per group,
+// have a few. A Service port's listener (bind_to_port false,
+// docs/design/182) has two, but one message serves every group that
+// holds the Service: 2,000 of them would be unpacked again for each
+// group's check, so those are always remembered (rememberChecks).
+const compiledListenerChains = 32
+
+// rememberChecks says whether a listener's checks are worth keeping.
+func rememberChecks(l *listenerv3.Listener) bool {
+	return len(l.FilterChains) >= compiledListenerChains || (l.GetBindToPort() != nil && !l.GetBindToPort().GetValue())
+}
+
+// compiledListeners remembers the checks of large listener messages, as
+// long as the message lives (weak keys; an entry goes with its message).
+// Messages are never modified once built (Shared), so a message's checks
+// are its checks for good.
+var compiledListeners = struct {
+	mu sync.Mutex
+	m  map[weak.Pointer[listenerv3.Listener]]*cell[*listenerChecks]
+}{m: map[weak.Pointer[listenerv3.Listener]]*cell[*listenerChecks]{}}
+
+// compiledListener is compileListener, once per large listener message
+// (concurrent checks of one wait for the first).
+func compiledListener(l *listenerv3.Listener) *listenerChecks {
+	if !rememberChecks(l) {
+		return compileListener(l)
+	}
+	k := weak.Make(l)
+	cl := &compiledListeners
+	cl.mu.Lock()
+	c := cl.m[k]
+	if c == nil {
+		c = &cell[*listenerChecks]{}
+		cl.m[k] = c
+		runtime.AddCleanup(l, func(k weak.Pointer[listenerv3.Listener]) {
+			cl.mu.Lock()
+			defer cl.mu.Unlock()
+			delete(cl.m, k)
+		}, k)
+	}
+	cl.mu.Unlock()
+	return c.get(func() *listenerChecks { return compileListener(l) })
 }
 
 type validator interface{ ValidateAll() error }
