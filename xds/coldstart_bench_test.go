@@ -28,16 +28,22 @@ import (
 // at once while the model changes: each time another quarter of the
 // groups has been built the ADS is given a new model generation equal in
 // content (a re-translation kept through ir.Reuse, as the controller
-// installs after an event that changes nothing the proxies see). One iteration is the whole cold start, from a new ADS to
+// installs after an event that changes nothing the proxies see);
+// models=1 is the cold start alone. One iteration is the whole cold start, from a new ADS to
 // every proxy holding every Service. Measure it by CPU profile and
 // allocations, not time (the machine is shared):
 //
 //	go test ./xds -run '^$' -bench ColdStart -benchmem -count 3 -cpuprofile cpu.out
 func BenchmarkColdStart(b *testing.B) {
-	const (
-		services, namespaces, proxies = 2000, 10, 100
-		generations                   = 4 // models installed during the cold start, the first included
-	)
+	for _, models := range []int{1, 4} {
+		b.Run(fmt.Sprintf("models=%d", models), func(b *testing.B) { coldStart(b, models) })
+	}
+}
+
+// coldStart is BenchmarkColdStart with generations models installed during
+// the cold start, the first included.
+func coldStart(b *testing.B, generations int) {
+	const services, namespaces, proxies = 2000, 10, 100
 	in := testmesh.Generate(testmesh.Options{Services: services, Namespaces: namespaces, EndpointsPerService: 10, ExportAll: true, SplitEvery: 10})
 	var builds uint64
 	for b.Loop() {

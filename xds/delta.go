@@ -1,7 +1,9 @@
 package xds
 
 import (
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -164,7 +166,7 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 		}
 		return nil
 	}
-	sort.Slice(items, func(i, j int) bool { return items[i].res.Name < items[j].res.Name })
+	slices.SortFunc(items, func(a, b item) int { return strings.Compare(a.res.Name, b.res.Name) }) // not sort.Slice: docs/design/184
 	sort.Strings(removed)
 	// Split into responses of at most maxResponseBytes of resources
 	// (ResponseChunkBytes): Envoy's Google gRPC client and gRPC-Go refuse

@@ -226,11 +226,19 @@ func (v *view) upstreamClusters() ([]*clusterv3.Cluster, []*endpointv3.ClusterLo
 	if v.proxy.Kind == dataplane.KindGRPC {
 		build = v.grpcUpstreams
 	}
+	sorted := func() ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadAssignment) {
+		c, a := build()
+		// Sorted once here, so that each proxy's sort (view.build) of
+		// these with its own few is nearly linear.
+		slices.SortStableFunc(c, byClusterName)
+		slices.SortStableFunc(a, byAssignmentName)
+		return c, a
+	}
 	if v.shared == nil {
-		return build()
+		return sorted()
 	}
 	e := v.entry()
-	e.once.Do(func() { e.clusters, e.endpoints = build() })
+	e.once.Do(func() { e.clusters, e.endpoints = sorted() })
 	return e.clusters, e.endpoints
 }
 
