@@ -77,14 +77,14 @@ func TestUpdateDuringFirstBuildEqualsFreshBuild(t *testing.T) {
 			a := NewADS(logr.Discard())
 			a.Update(mesh, time.Now())
 			started, release := make(chan struct{}), make(chan struct{})
-			first := true
+			first, build := true, a.build
 			a.build = func(s *envoy.Shared, p dataplane.Proxy) *envoy.Resources {
 				if first {
 					first = false
 					close(started)
 					<-release
 				}
-				return s.Build(p)
+				return build(s, p)
 			}
 			conn := a.newConn(true, NodeInfo{ID: "p-0.ns-0", Proxy: proxy})
 			joined := make(chan error)
