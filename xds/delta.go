@@ -145,6 +145,7 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 			}
 		})
 	}
+	fromHave := len(items)
 	// The stream's own listeners (conn.own): sent once, when subscribed,
 	// never listed as removed. A wildcard stream that unsubscribes from
 	// "*" keeps those it holds, as it keeps the group's.
@@ -188,12 +189,16 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 	// included); held only when the proxy ACKs (typeState.ack).
 	now := time.Now()
 	version := snap.typeVersion(t, nil)
+	// A first send of every resource (nothing sent before, nothing
+	// removed) leaves sent exactly have: made so at once, not name by name
+	// and rebased (docs/design/184).
+	whole := !derived && len(removed) == 0 && fromHave == len(have) && ts.sent.empty()
 	for _, resp := range resps {
 		fl := inFlight{gen: snap.generation, at: now, set: make([]nameVersion, 0, len(resp.Resources)), removed: resp.RemovedResources}
 		for _, r := range resp.Resources {
 			if i := c.ownIndex(t, r.Name); i >= 0 {
 				ts.ownSent |= 1 << i
-			} else {
+			} else if !whole {
 				ts.sent.set(r.Name, r.Version)
 			}
 			fl.set = append(fl.set, nameVersion{r.Name, r.Version})
@@ -207,8 +212,8 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 	}
 	// What was sent is now the snapshot's resources of the type, but for
 	// names the stream does not subscribe to: keep it as what differs.
-	if derived {
-		ts.sent = versionMap{base: have} // d.from but the names just sent
+	if derived || whole {
+		ts.sent = versionMap{base: have} // d.from but the names just sent; or all of have
 	} else {
 		ts.sent.rebase(have)
 	}

@@ -75,6 +75,9 @@ func (m *versionMap) each(fn func(name, version string)) {
 	}
 }
 
+// empty says whether the map holds nothing.
+func (m *versionMap) empty() bool { return len(m.own) == 0 && len(m.base) == 0 }
+
 // isBase says whether the map is exactly base.
 func (m *versionMap) isBase(base map[string]*encoded) bool {
 	return len(m.own) == 0 && sameMap(m.base, base)
