@@ -102,32 +102,7 @@ func (r *Resources) CheckConsistency() error {
 		routes[rc.Name] = true
 		errs = append(errs, wrap("route "+rc.Name, checkRouteClusters(rc, clusters)))
 	}
-	// Envoy refuses a listener whose name or address another listener has
-	// ("duplicate address"), and use_original_dst hands a connection to
-	// the one listener bound to its destination (docs/design/182): each
-	// name and each socket address once.
-	names, addrs := map[string]bool{}, map[string]string{}
-	for _, l := range r.Listeners {
-		if names[l.Name] {
-			errs = append(errs, fmt.Errorf("listener %q: defined twice", l.Name))
-		}
-		names[l.Name] = true
-		as := []*corev3.Address{l.GetAddress()}
-		for _, a := range l.GetAdditionalAddresses() {
-			as = append(as, a.GetAddress())
-		}
-		for _, a := range as {
-			sa := a.GetSocketAddress()
-			if sa == nil {
-				continue
-			}
-			k := fmt.Sprintf("%s|%d", sa.GetAddress(), sa.GetPortValue())
-			if prev, ok := addrs[k]; ok {
-				errs = append(errs, fmt.Errorf("listeners %q and %q: both at %s port %d", prev, l.Name, sa.GetAddress(), sa.GetPortValue()))
-			}
-			addrs[k] = l.Name
-		}
-	}
+	errs = append(errs, checkListenerAddresses(r.Listeners)...)
 	for _, l := range r.Listeners {
 		lc := compiledListener(l)
 		if lc.api != nil {
@@ -344,6 +319,37 @@ func compileListener(l *listenerv3.Listener) *listenerChecks {
 		}
 	}
 	return lc
+}
+
+// checkListenerAddresses: Envoy refuses a listener whose name or address
+// another listener has ("duplicate address"), and use_original_dst hands
+// a connection to the one listener bound to its destination
+// (docs/design/182): each name and each socket address once.
+func checkListenerAddresses(listeners []*listenerv3.Listener) []error {
+	var errs []error
+	names, addrs := map[string]bool{}, map[string]string{}
+	for _, l := range listeners {
+		if names[l.Name] {
+			errs = append(errs, fmt.Errorf("listener %q: defined twice", l.Name))
+		}
+		names[l.Name] = true
+		as := []*corev3.Address{l.GetAddress()}
+		for _, a := range l.GetAdditionalAddresses() {
+			as = append(as, a.GetAddress())
+		}
+		for _, a := range as {
+			sa := a.GetSocketAddress()
+			if sa == nil {
+				continue
+			}
+			k := fmt.Sprintf("%s|%d", sa.GetAddress(), sa.GetPortValue())
+			if prev, ok := addrs[k]; ok {
+				errs = append(errs, fmt.Errorf("listeners %q and %q: both at %s port %d", prev, l.Name, sa.GetAddress(), sa.GetPortValue()))
+			}
+			addrs[k] = l.Name
+		}
+	}
+	return errs
 }
 
 // compiledListenerChains is how many filter chains make a listener's
