@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync/atomic"
 	"time"
 
@@ -219,7 +220,7 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 		reports.Add(lm, loop.writer), // every replica reports; the leader reads everyone's
 		lm.Add(nonLeader(follower.Run)),
 		lm.Add(rotation), // leader: root rotation (docs/design/020)
-		lm.Add(&monitoringServer{lis: debugLis, log: log.WithName("debug"), handler: ads.DebugHandler()}),
+		lm.Add(&monitoringServer{lis: debugLis, log: log.WithName("debug"), handler: debugMux(ads.DebugHandler())}),
 		lm.Add(nonLeader(func(ctx context.Context) error {
 			if mgr.GetCache().WaitForCacheSync(ctx) {
 				synced.Store(true)
@@ -295,6 +296,22 @@ func registerBuildInfo(reg prometheus.Registerer) {
 	// Registering twice (Run called again in one process, as tests do) is
 	// harmless: the first gauge already says the same thing.
 	_ = reg.Register(g)
+}
+
+// debugMux serves the xDS debug endpoints and Go's profiles
+// (/debug/pprof/: heap, CPU, goroutines), which is how the controller's
+// memory per connected proxy is found out (hack/bench --heap-profile).
+// The debug listener is for operators on the controller's own host
+// (localhost by default, --debug-address): a profile shows no keys, but
+// the config dump shows every proxy's configuration.
+func debugMux(xdsDebug http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/debug/", xdsDebug)
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }
 
 func monitoringMux(ready map[string]healthz.Checker) http.Handler {

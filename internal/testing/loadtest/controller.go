@@ -47,11 +47,12 @@ type Plane struct {
 // controller is a running control plane process.
 type controller struct {
 	flavor Flavor
-	// xds is the plaintext ADS address; monitoring serves /metrics.
-	xds, monitoring string
-	cmd             *exec.Cmd
-	exited          chan struct{}
-	waitErr         error
+	// xds is the plaintext ADS address; monitoring serves /metrics; debug
+	// (weft) /debug/pprof/.
+	xds, monitoring, debug string
+	cmd                    *exec.Cmd
+	exited                 chan struct{}
+	waitErr                error
 }
 
 // IstiodEnv is the environment pilot-discovery runs with (besides the
@@ -100,7 +101,7 @@ func startController(ctx context.Context, p Plane, kubeconfig string, logs io.Wr
 	if err != nil {
 		return nil, err
 	}
-	c := &controller{flavor: p.Flavor, xds: addrs[0], monitoring: addrs[1], exited: make(chan struct{})}
+	c := &controller{flavor: p.Flavor, xds: addrs[0], monitoring: addrs[1], debug: addrs[2], exited: make(chan struct{})}
 	ready := "http://" + c.monitoring + "/readyz"
 	switch p.Flavor {
 	case Weft, "":
@@ -364,4 +365,20 @@ func freeAddrs(n int) ([]string, error) {
 		out = append(out, l.Addr().String())
 	}
 	return out, nil
+}
+
+// heapProfile writes weft's heap profile (live objects as of a fresh
+// collection: ?gc=1) to path.
+func (c *controller) heapProfile(ctx context.Context, path string) error {
+	if c.flavor != Weft {
+		return nil
+	}
+	code, body, err := httpGet(ctx, "http://"+c.debug+"/debug/pprof/heap?gc=1")
+	if err == nil && code != http.StatusOK {
+		err = fmt.Errorf("/debug/pprof/heap: HTTP %d", code)
+	}
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(body), 0o644)
 }

@@ -13,6 +13,8 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -98,6 +100,10 @@ type Config struct {
 	// --memory-gcs; 0 counts as 1); a MemoryWait of 0 reads at once.
 	MemoryWait time.Duration
 	MemoryGCs  int
+	// HeapProfile, if set, is where weft's heap profile is written after
+	// the cold start's memory reading (--heap-profile; "-N" is added
+	// before the extension for the fleet of N proxies).
+	HeapProfile string `json:",omitempty"`
 	// Workers write to the API server in parallel while creating the mesh.
 	Workers int
 	// Progress receives one line per step; ControllerLog the controller's
@@ -409,6 +415,14 @@ func (r *runner) fleet(ctx context.Context, index, n int, plane Plane) (*FleetRe
 	fr.RSSAfter = mem1.rss
 	fr.HeapPerProxy, fr.RSSPerProxy = (mem1.heap-mem0.heap)/float64(n), (mem1.rss-mem0.rss)/float64(n)
 	r.say("fleet %d: controller heap %.1f MiB → %.1f MiB (after %d collections: %t)", n, mem0.heap/(1<<20), mem1.heap/(1<<20), fr.HeapGCs, fr.HeapAfterGC)
+	if cfg.HeapProfile != "" && plane.Flavor != Istiod {
+		ext := filepath.Ext(cfg.HeapProfile)
+		path := fmt.Sprintf("%s-%d%s", strings.TrimSuffix(cfg.HeapProfile, ext), n, ext)
+		if err := ctrl.heapProfile(ctx, path); err != nil {
+			return nil, fmt.Errorf("heap profile: %w", err)
+		}
+		r.say("fleet %d: wrote weft's heap profile to %s (go tool pprof -sample_index=inuse_space %s)", n, path, path)
+	}
 
 	if err := r.weights(ctx, f, ctrl, fr); err != nil {
 		return nil, err
