@@ -417,6 +417,9 @@ func (r *runner) fleet(ctx context.Context, index, n int, plane Plane) (*FleetRe
 	r.say("fleet %d: controller heap %.1f MiB → %.1f MiB (after %d collections: %t)", n, mem0.heap/(1<<20), mem1.heap/(1<<20), fr.HeapGCs, fr.HeapAfterGC)
 	if cfg.HeapProfile != "" && plane.Flavor != Istiod {
 		ext := filepath.Ext(cfg.HeapProfile)
+		if strings.HasSuffix(cfg.HeapProfile, ".pb.gz") {
+			ext = ".pb.gz" // pprof's own extension: weft-heap-100.pb.gz
+		}
 		path := fmt.Sprintf("%s-%d%s", strings.TrimSuffix(cfg.HeapProfile, ext), n, ext)
 		if err := ctrl.heapProfile(ctx, path); err != nil {
 			return nil, fmt.Errorf("heap profile: %w", err)
