@@ -25,6 +25,7 @@ import (
 
 	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator"
+	"github.com/weftmesh/weft/translator/envoy"
 	"github.com/weftmesh/weft/translator/ir"
 	"github.com/weftmesh/weft/xds"
 )
@@ -152,7 +153,7 @@ func TestProxyListenersPerStreamDelta(t *testing.T) {
 		}
 		for _, r := range c.lds {
 			for _, res := range r.Resources {
-				if xdsIsProxyListener(res.Name) {
+				if envoy.IsProxyListener(res.Name) {
 					t.Errorf("replica %d: the push re-sent listener %s", i, res.Name)
 				}
 			}
@@ -385,11 +386,6 @@ func TestProxyListenersPerStreamSotW(t *testing.T) {
 		st := ads.PolicyState(ref(50))
 		return st.Affected == 2 && st.Acked == 2 && st.Programmed()
 	}, "both replicas ACKed: programmed")
-}
-
-// xdsIsProxyListener names the listeners a stream owns (xds/own.go).
-func xdsIsProxyListener(name string) bool {
-	return name == dataplane.ReadinessListener || name == dataplane.StatsListener
 }
 
 func keys[V any](m map[string]V) []string {
