@@ -49,7 +49,7 @@ type conn struct {
 type typeState struct {
 	// Subscription: wildcard, or the names asked for.
 	wildcard bool
-	names    map[string]bool
+	names    subscription
 	// Delta: sent is the version of each resource last sent (or that the
 	// proxy said it held when it connected): what is compared to decide
 	// what to send, so a rejected version is never sent again. It is kept
@@ -165,7 +165,7 @@ func (ts *typeState) subscribesAll(names []string) bool {
 		return true
 	}
 	for _, n := range names {
-		if !ts.names[n] {
+		if !ts.names.has(n) {
 			return false
 		}
 	}
@@ -173,11 +173,11 @@ func (ts *typeState) subscribesAll(names []string) bool {
 }
 
 // namesOrNil is the subscribed names of a type state that may not exist.
-func (ts *typeState) namesOrNil() map[string]bool {
+func (ts *typeState) namesOrNil() *subscription {
 	if ts == nil {
 		return nil
 	}
-	return ts.names
+	return &ts.names
 }
 
 func (c *conn) nextNonce() string {
@@ -214,7 +214,7 @@ func (ts *typeState) ack(node, typ, nonce string, errDetail *status.Status, now 
 	}
 	for _, r := range r.set {
 		delete(ts.rejected, r.name)
-		if ts.held != nil && (ts.wildcard || ts.names[r.name]) { // not unsubscribed meanwhile
+		if ts.held != nil && (ts.wildcard || ts.names.has(r.name)) { // not unsubscribed meanwhile
 			ts.held.set(r.name, r.version)
 		}
 	}

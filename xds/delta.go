@@ -26,7 +26,7 @@ func (a *ADS) delta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggregate
 func (a *ADS) deltaRequest(stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer, c *conn, r *discoveryv3.DeltaDiscoveryRequest) error {
 	c.mu.Lock()
 	ts, existed := c.types[r.TypeUrl]
-	if err := checkNames(r.TypeUrl, len(ts.namesOrNil()), r.ResourceNamesSubscribe); err != nil {
+	if err := checkNames(r.TypeUrl, ts.namesOrNil().len(), r.ResourceNamesSubscribe); err != nil {
 		c.mu.Unlock()
 		return err
 	}
@@ -61,21 +61,24 @@ func (a *ADS) deltaRequest(stream discoveryv3.AggregatedDiscoveryService_DeltaAg
 			a.recordAck(c, r.TypeUrl, accepted, r.ErrorDetail.GetMessage())
 		}
 	}
+	// Names are kept as the snapshot's own strings where it has them
+	// (subscription.add): the request's are not held.
+	var have map[string]*encoded
+	if snap := c.group.snap.Load(); snap != nil {
+		have = snap.resources[r.TypeUrl]
+	}
 	for _, n := range r.ResourceNamesSubscribe {
 		if n == "*" {
 			ts.wildcard = true
 		} else {
-			if ts.names == nil {
-				ts.names = map[string]bool{}
-			}
-			ts.names[n] = true
+			ts.names.add(n, have)
 		}
 	}
 	for _, n := range r.ResourceNamesUnsubscribe {
 		if n == "*" {
 			ts.wildcard = false
 		}
-		delete(ts.names, n)
+		ts.names.del(n)
 		ts.forget(n)
 		if i := c.ownIndex(r.TypeUrl, n); i >= 0 {
 			ts.ownSent &^= 1 << i
@@ -116,6 +119,7 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 	// the map this one was patched from (an endpoint change) has only the
 	// patched resources to compare.
 	d, derived := snap.derived[t]
+	ts.names.rebase(have, d, derived)
 	derived = derived && ts.sent.isBase(d.from) && ts.subscribesAll(d.changed)
 	switch {
 	case ts.sent.isBase(have):
@@ -129,7 +133,7 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 		}
 	default:
 		for name, e := range have {
-			if !ts.wildcard && !ts.names[name] {
+			if !ts.wildcard && !ts.names.has(name) {
 				continue
 			}
 			if v, _ := ts.sent.get(name); v == e.version {
@@ -150,7 +154,7 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 	// never listed as removed. A wildcard stream that unsubscribes from
 	// "*" keeps those it holds, as it keeps the group's.
 	for i, e := range c.own {
-		if ts.ownSent&(1<<i) == 0 && (ts.wildcard || ts.names[e.name]) && t == resourcev3.ListenerType {
+		if ts.ownSent&(1<<i) == 0 && (ts.wildcard || ts.names.has(e.name)) && t == resourcev3.ListenerType {
 			items = append(items, item{&discoveryv3.Resource{Name: e.name, Version: e.version, Resource: e.any}, e.size + len(e.name) + len(e.version) + len(t) + 16})
 		}
 	}

@@ -57,13 +57,13 @@ func (c *conn) ownIndex(t, name string) int {
 
 // ownFor returns the stream's own resources of type t that it
 // subscribes to (names nil: every one).
-func (c *conn) ownFor(t string, wildcard bool, names map[string]bool) []*encoded {
+func (c *conn) ownFor(t string, wildcard bool, names *subscription) []*encoded {
 	if t != resourcev3.ListenerType || len(c.own) == 0 {
 		return nil
 	}
 	var out []*encoded
 	for _, e := range c.own {
-		if wildcard || names[e.name] {
+		if wildcard || names.has(e.name) {
 			out = append(out, e)
 		}
 	}

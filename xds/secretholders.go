@@ -146,7 +146,7 @@ func (c *conn) heldSecrets(s *snapshot) (held map[string]*encoded, known bool) {
 	held = map[string]*encoded{}
 	want := map[string]bool{}
 	for name, e := range s.resources[resourcev3.SecretType] {
-		if ts.wildcard || ts.names[name] {
+		if ts.wildcard || ts.names.has(name) {
 			held[name] = e
 			want[name] = true
 		}
@@ -173,9 +173,9 @@ func (c *conn) heldSecrets(s *snapshot) (held map[string]*encoded, known bool) {
 	if ts.lastNack != nil {
 		return nil, false
 	}
-	var names map[string]bool
+	var names *subscription
 	if !ts.wildcard {
-		names = ts.names
+		names = &ts.names
 	}
 	if ts.sentVersion != s.typeVersion(resourcev3.SecretType, names) {
 		return nil, false

@@ -66,7 +66,7 @@ type derivation struct {
 
 // typeVersion is the SotW version of the named resources of one type (all
 // of them when names is nil): a hash of their names and versions.
-func (s *snapshot) typeVersion(typeURL string, names map[string]bool) string {
+func (s *snapshot) typeVersion(typeURL string, names *subscription) string {
 	if names == nil {
 		for i, t := range pushOrder {
 			if a, ok := s.anchors[i].(*anchor[string, *encoded]); ok && t == typeURL {
@@ -82,7 +82,7 @@ func (s *snapshot) typeVersion(typeURL string, names map[string]bool) string {
 	return s.hashVersion(typeURL, names)
 }
 
-func (s *snapshot) hashVersion(typeURL string, names map[string]bool) string {
+func (s *snapshot) hashVersion(typeURL string, names *subscription) string {
 	h := fnv.New64a()
 	for _, e := range s.sorted(typeURL, names) {
 		_, _ = h.Write([]byte(e.name))
@@ -93,10 +93,10 @@ func (s *snapshot) hashVersion(typeURL string, names map[string]bool) string {
 
 // sorted returns the resources of a type, restricted to names when not nil,
 // in name order.
-func (s *snapshot) sorted(typeURL string, names map[string]bool) []*encoded {
+func (s *snapshot) sorted(typeURL string, names *subscription) []*encoded {
 	var out []*encoded
 	for n, e := range s.resources[typeURL] {
-		if names == nil || names[n] {
+		if names == nil || names.has(n) {
 			out = append(out, e)
 		}
 	}

@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"slices"
 	"sort"
 	"time"
 
@@ -59,17 +60,18 @@ func (a *ADS) sotwRequest(stream discoveryv3.AggregatedDiscoveryService_StreamAg
 			a.recordAck(c, r.TypeUrl, accepted, r.ErrorDetail.GetMessage())
 		}
 	}
-	names := map[string]bool{}
-	for _, n := range r.ResourceNames {
-		names[n] = true
+	// Expressed over the snapshot's resources (subscription): a stream
+	// in step holds no names of its own.
+	var have map[string]*encoded
+	if snap := c.group.snap.Load(); snap != nil {
+		have = snap.resources[r.TypeUrl]
 	}
-	wildcard := len(r.ResourceNames) == 0 && isWildcardType(r.TypeUrl) || names["*"]
-	if wildcard != ts.wildcard || !sameSet(names, ts.names) {
+	names := newSubscription(r.ResourceNames, have)
+	wildcard := len(r.ResourceNames) == 0 && isWildcardType(r.TypeUrl) || slices.Contains(r.ResourceNames, "*")
+	if wildcard != ts.wildcard || !names.equal(&ts.names) {
 		respond = true
 	}
-	// Always names itself, never nil: a type state starts with none, and
-	// nil names mean every resource to typeVersion.
-	ts.wildcard, ts.names = wildcard, names
+	ts.wildcard, ts.names = wildcard, *names
 	if r.ResponseNonce == "" {
 		respond = true // a new subscription (or a reconnect) always gets an answer
 	}
@@ -96,9 +98,9 @@ func (a *ADS) sendSotW(stream discoveryv3.AggregatedDiscoveryService_StreamAggre
 		return nil
 	}
 	ts.deferred = false
-	var names map[string]bool
+	var names *subscription
 	if !ts.wildcard {
-		names = ts.names
+		names = &ts.names
 	}
 	version := snap.typeVersion(t, names)
 	if version == ts.sentVersion && !force {
