@@ -126,8 +126,8 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 	case derived:
 		for _, name := range d.changed {
 			e := have[name]
-			if e.version == d.from[name].version {
-				continue
+			if old := d.from[name]; old != nil && e.version == old.version {
+				continue // (a name the derivation added has no old version)
 			}
 			items = append(items, item{&discoveryv3.Resource{Name: e.name, Version: e.version, Resource: e.any}, e.size + len(e.name) + len(e.version) + len(t) + 16})
 		}

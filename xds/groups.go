@@ -36,12 +36,16 @@ func (a *ADS) Update(mesh *ir.Mesh, event time.Time) {
 	ch := ir.Diff(prev, mesh)
 	now := time.Now()
 	apply := func(g *group) bool { return a.rebuildIfAffected(g, &ch) }
+	shared := envoy.NewShared(mesh)
 	// A change of routing alone is patched into each group's
-	// configuration (routepatch.go); any other is built.
+	// configuration (routepatch.go), and so is one that only adds
+	// Services (servicepatch.go); any other is built.
 	if pt := a.prepareRoutes(prev, mesh, &ch); pt != nil {
 		apply = func(g *group) bool { return a.patch(g, pt, a.metrics.routePatches) }
+	} else if sp := a.prepareServices(prev, mesh, &ch, shared); sp != nil {
+		apply = func(g *group) bool { return a.patch(g, sp, a.metrics.servicePatches) }
 	}
-	a.update(mesh, event, func(g *group) bool {
+	a.update(mesh, shared, event, func(g *group) bool {
 		if g.failed.Load() {
 			return g.retryDue(now) // backs off; its last good configuration stays
 		}
@@ -86,12 +90,12 @@ func (a *ADS) UpdateEndpoints(mesh *ir.Mesh, changed []ir.ServiceKey, event time
 	if prev != nil && refusalChanged(prev, mesh, changed) {
 		// Rare: a Service moved between unmeshed and meshed workloads. Sidecars that do not hold it refuse or pass it by address
 		// (envoy.SameRefusal): every group is built again.
-		a.update(mesh, event, func(g *group) bool { return true }, a.rebuild)
+		a.update(mesh, nil, event, func(g *group) bool { return true }, a.rebuild)
 		return
 	}
 	pt := prepareEndpoints(prev, mesh, changed, a.enc)
 	now := time.Now()
-	a.update(mesh, event,
+	a.update(mesh, nil, event,
 		func(g *group) bool {
 			if g.failed.Load() {
 				return g.retryDue(now)
@@ -103,9 +107,11 @@ func (a *ADS) UpdateEndpoints(mesh *ir.Mesh, changed []ir.ServiceKey, event time
 
 // update installs mesh and runs apply (a rebuild or a patch; true if the
 // group's configuration changed) on every affected group, waking those
-// that changed.
-func (a *ADS) update(mesh *ir.Mesh, event time.Time, affected, apply func(*group) bool) {
-	shared := envoy.NewShared(mesh)
+// that changed. Builds share shared, a Shared of mesh (nil: a new one).
+func (a *ADS) update(mesh *ir.Mesh, shared *envoy.Shared, event time.Time, affected, apply func(*group) bool) {
+	if shared == nil {
+		shared = envoy.NewShared(mesh)
+	}
 	a.mu.Lock()
 	if a.mesh.TrustDomain != "" && mesh.TrustDomain != a.mesh.TrustDomain {
 		// Every authenticated stream proved an identity of the old

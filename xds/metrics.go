@@ -30,6 +30,8 @@ type metrics struct {
 	endpointPatches *prometheus.CounterVec
 	// routePatches likewise counts routing-only changes per group.
 	routePatches *prometheus.CounterVec
+	// servicePatches likewise counts changes that only add Services.
+	servicePatches *prometheus.CounterVec
 }
 
 // Latency buckets from 1 ms to 30 s: weft aims for tens of milliseconds,
@@ -75,9 +77,12 @@ func newMetrics() *metrics {
 			routePatches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_xds_route_patches_total",
 				Help: "Routing-only changes (TrafficSplit, RetryPolicy, HTTPRoute) applied to a proxy group, by result: patched (the changed Services' route configurations, encoded once, replaced in the group's configuration) or rebuilt (the change reaches further for that group — a backend removed, a retry budget, a proxyless gRPC client: a full build)."},
 				[]string{"result"}),
+			servicePatches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_xds_service_patches_total",
+				Help: "Changes that only add Services applied to a proxy group, by result: patched (the new Services' clusters, endpoints, listeners and route configurations added to the group's configuration) or rebuilt (the addition reaches further for that group — a new HTTP port number, a Service it serves or may not reach, a proxyless gRPC client: a full build)."},
+				[]string{"result"}),
 		}
 		ctrlmetrics.Registry.MustRegister(m.connected, m.pushes, m.resourcesSent, m.bytesSent, m.nacks, m.policyNacks,
-			m.pushLatency, m.ackLatency, m.buildSeconds, m.buildErrors, m.endpointPatches, m.routePatches, m.panics)
+			m.pushLatency, m.ackLatency, m.buildSeconds, m.buildErrors, m.endpointPatches, m.routePatches, m.servicePatches, m.panics)
 		shared = m
 	})
 	return shared

@@ -72,6 +72,18 @@ func (a *ADS) applyPatch(pt patcher, prev *snapshot, g *group) (next *snapshot, 
 	return next, ok, nil
 }
 
+// prepareServices is the package's prepareServices; a panic is recorded
+// and the change is built in full instead.
+func (a *ADS) prepareServices(prev, next *ir.Mesh, ch *ir.Change, shared *envoy.Shared) (pt *servicePatch) {
+	defer func() {
+		if v := recover(); v != nil {
+			a.recordPanic("patch", "", v)
+			pt = nil
+		}
+	}()
+	return prepareServices(prev, next, ch, shared, a.enc)
+}
+
 // prepareRoutes is the package's prepareRoutes; a panic is recorded and
 // the change is built in full instead.
 func (a *ADS) prepareRoutes(prev, next *ir.Mesh, ch *ir.Change) (pt *routePatch) {

@@ -137,15 +137,16 @@ func TestProxyListenersPerStreamDelta(t *testing.T) {
 	}
 
 	// A push that changes the group's listeners (a new TCP Service: its
-	// own listener, docs/design/182): sent, built once, and neither
-	// re-sends nor removes the replicas' own listeners.
-	before = ads.Builds()
+	// own listener, docs/design/182): sent, made once (a build or, for a
+	// new Service, a patch: docs/design/186), and neither re-sends nor
+	// removes the replicas' own listeners.
+	before = ads.Builds() + ads.Patches()
 	ads.Update(meshWithServices(t, 10, 1), time.Now())
 	for _, c := range cs {
 		c.settle()
 	}
-	if got := ads.Builds() - before; got != 1 {
-		t.Errorf("the change cost %d builds for one group of two replicas; want 1", got)
+	if got := ads.Builds() + ads.Patches() - before; got != 1 {
+		t.Errorf("the change cost %d builds and patches for one group of two replicas; want 1", got)
 	}
 	for i, c := range cs {
 		if len(c.lds) == 0 {
@@ -343,7 +344,7 @@ func TestProxyListenersPerStreamSotW(t *testing.T) {
 
 	// A push that changes the group's listeners: the whole state again,
 	// with each replica's own listeners.
-	before = ads.Builds()
+	before = ads.Builds() + ads.Patches()
 	ads.Update(meshWithServices(t, 10, 1), time.Now())
 	for i, c := range cs {
 		got := c.next()
@@ -355,8 +356,8 @@ func TestProxyListenersPerStreamSotW(t *testing.T) {
 			t.Errorf("replica %d: stats bound to %s, want %s", i, a, ips[i])
 		}
 	}
-	if got := ads.Builds() - before; got != 1 {
-		t.Errorf("the change cost %d builds; want 1", got)
+	if got := ads.Builds() + ads.Patches() - before; got != 1 {
+		t.Errorf("the change cost %d builds and patches; want 1", got)
 	}
 
 	// NACK, then ACK: programmed on both.

@@ -2,7 +2,9 @@ package envoy
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -257,24 +259,7 @@ func (v *view) outboundListener() (*listenerv3.Listener, []serviceListenerSpec) 
 						}
 					}
 				}
-				if !httpPorts[port.Port] {
-					httpPorts[port.Port] = true
-					l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
-						Name: fmt.Sprintf("outbound|http|%d", port.Port),
-						// Any address no Service listener takes, routed
-						// by Host.
-						//
-						// Only what http_inspector recognises as HTTP: other
-						// bytes to the same port number (raw TCP, TLS, a
-						// server-first protocol) pass through as TCP instead
-						// of being reset by the HTTP manager (new-1).
-						FilterChainMatch: &listenerv3.FilterChainMatch{
-							DestinationPort:      wrapperspb.UInt32(uint32(port.Port)),
-							ApplicationProtocols: []string{"http/1.1", "h2c"},
-						},
-						Filters: []*listenerv3.Filter{v.hcm(fmt.Sprintf("outbound_%d", port.Port), routeConfigName(port.Port), nil, outbound)},
-					})
-				}
+				httpPorts[port.Port] = true
 				continue
 			}
 			if svc.Headless {
@@ -290,6 +275,29 @@ func (v *view) outboundListener() (*listenerv3.Listener, []serviceListenerSpec) 
 				}
 			}
 		}
+	}
+	// One Host-routed chain per HTTP port number, in port order — not in
+	// the order of the Services that brought the number: a new Service
+	// that sorts first would move the chain and re-send this listener
+	// (docs/design/186). Envoy matches chains by their match, not order.
+	for _, n := range slices.Sorted(maps.Keys(httpPorts)) {
+		if n == dataplane.OutboundPort {
+			continue // the blackhole chain above
+		}
+		l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
+			Name: fmt.Sprintf("outbound|http|%d", n),
+			// Any address no Service listener takes, routed by Host.
+			//
+			// Only what http_inspector recognises as HTTP: other bytes to
+			// the same port number (raw TCP, TLS, a server-first
+			// protocol) pass through as TCP instead of being reset by the
+			// HTTP manager (new-1).
+			FilterChainMatch: &listenerv3.FilterChainMatch{
+				DestinationPort:      wrapperspb.UInt32(uint32(n)),
+				ApplicationProtocols: []string{"http/1.1", "h2c"},
+			},
+			Filters: []*listenerv3.Filter{v.hcm(fmt.Sprintf("outbound_%d", n), routeConfigName(n), nil, outbound)},
+		})
 	}
 	l.FilterChains = append(l.FilterChains, v.refusalChains(claimed)...)
 	if f := httpInspectorOn(httpPorts); f != nil {
