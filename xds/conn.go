@@ -158,20 +158,6 @@ func (c *conn) end(err error) {
 	c.kickOnce.Do(func() { c.kickReason = err; close(c.kick) })
 }
 
-// subscribesAll says whether the stream subscribes to every name of
-// names.
-func (ts *typeState) subscribesAll(names []string) bool {
-	if ts.wildcard {
-		return true
-	}
-	for _, n := range names {
-		if !ts.names.has(n) {
-			return false
-		}
-	}
-	return true
-}
-
 // namesOrNil is the subscribed names of a type state that may not exist.
 func (ts *typeState) namesOrNil() *subscription {
 	if ts == nil {

@@ -120,12 +120,30 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 	// patched resources to compare.
 	d, derived := snap.derived[t]
 	ts.names.rebase(have, d, derived)
-	derived = derived && ts.sent.isBase(d.from) && ts.subscribesAll(d.changed)
+	derived = derived && ts.sent.isBase(d.from)
+	// skipped: patched names the stream does not subscribe to (a new
+	// Service's endpoints, before its cluster reached the proxy): not
+	// sent, and recorded so (derivedSent).
+	var skipped []string
+	derivedSent := func() {
+		ts.sent = versionMap{base: have} // d.from but the names just sent
+		for _, name := range skipped {
+			if old := d.from[name]; old != nil {
+				ts.sent.set(name, old.version)
+			} else {
+				ts.sent.del(name)
+			}
+		}
+	}
 	switch {
 	case ts.sent.isBase(have):
 	case derived:
 		for _, name := range d.changed {
 			e := have[name]
+			if !ts.wildcard && !ts.names.has(name) {
+				skipped = append(skipped, name)
+				continue
+			}
 			if old := d.from[name]; old != nil && e.version == old.version {
 				continue // (a name the derivation added has no old version)
 			}
@@ -159,7 +177,11 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 		}
 	}
 	if len(items) == 0 && len(removed) == 0 {
-		ts.sent.rebase(have)
+		if derived {
+			derivedSent()
+		} else {
+			ts.sent.rebase(have)
+		}
 		caughtUp := false
 		if len(ts.pending) == 0 && ts.lastNack == nil {
 			caughtUp = ts.ackedGen < snap.generation
@@ -216,8 +238,10 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 	}
 	// What was sent is now the snapshot's resources of the type, but for
 	// names the stream does not subscribe to: keep it as what differs.
-	if derived || whole {
-		ts.sent = versionMap{base: have} // d.from but the names just sent; or all of have
+	if derived {
+		derivedSent()
+	} else if whole {
+		ts.sent = versionMap{base: have}
 	} else {
 		ts.sent.rebase(have)
 	}

@@ -3,9 +3,12 @@ package xds
 import (
 	"fmt"
 	"maps"
+	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"unsafe"
 
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
@@ -37,6 +40,19 @@ type servicePatch struct {
 	// that groups whose maps were one map still hold one after.
 	mu        sync.Mutex
 	byContent map[string]*encoded
+	// deps: each group's dependencies with the added ones, made once per
+	// distinct map (groups share theirs: encoder.deps).
+	deps map[depsKey]depsResult
+}
+
+type depsKey struct {
+	old   unsafe.Pointer
+	added string
+}
+
+type depsResult struct {
+	m      map[ir.ServiceKey]bool
+	anchor any
 }
 
 // prepareServices returns the patch of the change from prev to next
@@ -48,7 +64,7 @@ func prepareServices(prev, next *ir.Mesh, ch *ir.Change, shared *envoy.Shared, e
 	if add == nil {
 		return nil
 	}
-	return &servicePatch{add: add, shared: shared, enc: enc, deriver: newDeriver(enc), byContent: map[string]*encoded{}}
+	return &servicePatch{add: add, shared: shared, enc: enc, deriver: newDeriver(enc), byContent: map[string]*encoded{}, deps: map[depsKey]depsResult{}}
 }
 
 // encode encodes m, sharing the encoding of an equal resource another
@@ -72,7 +88,8 @@ func (pt *servicePatch) encode(typ, name string, m proto.Message) (*encoded, err
 // proxy p for the model before the change; ok false when the group must
 // be built (envoy.ServiceAddition.ForProxy, or a name it already holds).
 func (pt *servicePatch) apply(s *snapshot, p dataplane.Proxy) (next *snapshot, ok bool) {
-	pa, ok := pt.add.ForProxy(pt.shared, p)
+	routes := s.resources[resourcev3.RouteType]
+	pa, ok := pt.add.ForProxy(pt.shared, p, envoy.Held{RouteConfig: func(name string) bool { _, held := routes[name]; return held }})
 	if !ok {
 		return nil, false
 	}
@@ -134,22 +151,23 @@ func (pt *servicePatch) apply(s *snapshot, p dataplane.Proxy) (next *snapshot, o
 		n.resources[t], n.anchors[i] = d.m, d.anchor
 		n.derived[t] = d.derivation
 	}
-	n.deps = make(map[ir.ServiceKey]bool, len(pa.Deps))
-	for _, k := range pa.Deps {
-		n.deps[k] = true
+	// The dependencies of the view with the added Services: those the
+	// group had, and theirs (envoy.ProxyAddition).
+	sameDeps, sameNSDeps := containsAll(s.deps, pa.Deps), containsAll(s.nsDeps, pa.NamespaceDeps)
+	if !sameDeps {
+		n.deps, n.anchors[len(pushOrder)] = pt.addDeps(s.deps, pa.Deps)
 	}
-	if d, a := pt.enc.deps.intern("deps", n.deps); a != nil {
-		n.deps, n.anchors[len(pushOrder)] = d, a
-	}
-	n.nsDeps = make(map[string]bool, len(pa.NamespaceDeps))
-	for _, ns := range pa.NamespaceDeps {
-		n.nsDeps[ns] = true
+	if !sameNSDeps {
+		n.nsDeps = maps.Clone(s.nsDeps)
+		for _, ns := range pa.NamespaceDeps {
+			n.nsDeps[ns] = true
+		}
 	}
 	if len(adds) == 0 {
 		// Nothing added (no family in common with the pod's): as a
 		// build, the same configuration and generation, with its new
 		// dependencies if they differ.
-		if sameSet(s.deps, n.deps) && sameSet(s.nsDeps, n.nsDeps) {
+		if sameDeps && sameNSDeps {
 			return s, true
 		}
 		n.derived = nil
@@ -159,4 +177,51 @@ func (pt *servicePatch) apply(s *snapshot, p dataplane.Proxy) (next *snapshot, o
 	// (the added Services carry none), so is each one's start.
 	n.generation = s.generation + 1
 	return &n, true
+}
+
+// containsAll says whether set holds every key of keys.
+func containsAll[K comparable](set map[K]bool, keys []K) bool {
+	for _, k := range keys {
+		if !set[k] {
+			return false
+		}
+	}
+	return true
+}
+
+// addDeps returns old with keys added, shared (encoder.deps) and made once
+// per old map and keys.
+func (pt *servicePatch) addDeps(old map[ir.ServiceKey]bool, keys []ir.ServiceKey) (map[ir.ServiceKey]bool, any) {
+	sorted := slices.Clone(keys)
+	slices.SortFunc(sorted, func(a, b ir.ServiceKey) int { return strings.Compare(a.String(), b.String()) })
+	var b strings.Builder
+	for _, k := range sorted {
+		b.WriteString(k.String())
+		b.WriteByte('\n')
+	}
+	k := depsKey{reflect.ValueOf(old).UnsafePointer(), b.String()}
+	pt.mu.Lock()
+	r, done := pt.deps[k]
+	pt.mu.Unlock()
+	if done {
+		return r.m, r.anchor
+	}
+	m := maps.Clone(old)
+	if m == nil {
+		m = map[ir.ServiceKey]bool{}
+	}
+	for _, key := range keys {
+		m[key] = true
+	}
+	var a any
+	if d, an := pt.enc.deps.intern("deps", m); an != nil {
+		m, a = d, an
+	}
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	if x, ok := pt.deps[k]; ok {
+		return x.m, x.anchor
+	}
+	pt.deps[k] = depsResult{m, a}
+	return m, a
 }

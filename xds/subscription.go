@@ -101,18 +101,38 @@ func (s *subscription) equal(o *subscription) bool {
 // rebase re-expresses the subscription over base (a newer snapshot's
 // resources of the type). It costs a pass over both maps, so it is made
 // when the stream compares every resource anyway (a rebuilt snapshot),
-// or in constant time when base was derived from the current base
-// without adding names (an endpoint or route patch: same names). A
+// or in time proportional to the patch when base was derived from the
+// current base (an endpoint, route or new-Service patch). A
 // subscription to a few of many names (a proxyless gRPC client) keeps
 // them as a plain set instead (base nil), as versionMap does.
 func (s *subscription) rebase(base map[string]*encoded, d derivation, derived bool) {
 	if sameMap(s.base, base) {
 		return
 	}
-	if derived && s.base != nil && sameMap(s.base, d.from) && len(base) == len(d.from) {
-		// derive only replaces values: the same length is the same names.
-		s.base = base
-		return
+	if derived && s.base != nil && sameMap(s.base, d.from) {
+		// derive replaces or adds the changed names and keeps the rest:
+		// base is d.from with the changed names it lacked, exactly when
+		// its length says so. Those are not subscribed unless in.
+		var added []string
+		for _, n := range d.changed {
+			if _, ok := d.from[n]; !ok {
+				added = append(added, n)
+			}
+		}
+		if len(base) == len(d.from)+len(added) {
+			for _, n := range added {
+				if _, ok := s.in[n]; ok {
+					delete(s.in, n)
+					continue
+				}
+				if s.out == nil {
+					s.out = map[string]struct{}{}
+				}
+				s.out[base[n].name] = struct{}{}
+			}
+			s.base = base
+			return
+		}
 	}
 	held := s.len()
 	if s.base == nil && 2*held < len(base) {

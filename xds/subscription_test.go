@@ -45,11 +45,21 @@ func TestSubscriptionIsASet(t *testing.T) {
 				base = snapshot()
 				s.rebase(base, derivation{}, false)
 			case 3:
-				// A patch: the same names, some values replaced.
+				// A patch: some values replaced, perhaps names added (a
+				// new Service), the rest kept.
 				next := maps.Clone(base)
+				if next == nil {
+					next = map[string]*encoded{}
+				}
 				var changed []string
 				for n := range next {
 					if r.IntN(2) == 0 {
+						next[n] = &encoded{name: n, version: "x"}
+						changed = append(changed, n)
+					}
+				}
+				for i := r.IntN(3); i > 0; i-- {
+					if n := name(); next[n] == nil {
 						next[n] = &encoded{name: n, version: "x"}
 						changed = append(changed, n)
 					}

@@ -56,10 +56,13 @@ import (
 type ServiceAddition struct {
 	mesh  *ir.Mesh
 	added []*ir.Service
+	// guarded is view.guarded of mesh, computed once for every proxy.
+	guarded map[string][]*ir.Service
 }
 
 // ProxyAddition is what a ServiceAddition adds to one proxy's
-// configuration, and the dependencies the configuration then has.
+// configuration: resources, and dependencies (Service keys and
+// namespaces, some perhaps held already).
 type ProxyAddition struct {
 	Clusters      []*clusterv3.Cluster
 	Endpoints     []*endpointv3.ClusterLoadAssignment
@@ -112,6 +115,9 @@ func NewServiceAddition(prev, next *ir.Mesh, ch *ir.Change) *ServiceAddition {
 			taken[p.Addr().Unmap()] = true // two added Services may not share one either
 		}
 	}
+	g := &view{mesh: next}
+	g.guardedIn("") // fills the whole map
+	a.guarded = g.guarded
 	return a
 }
 
@@ -163,36 +169,35 @@ func sendsTo(port *ir.Port, keys map[ir.ServiceKey]bool) bool {
 	return false
 }
 
+// Held is what ForProxy reads of the configuration a group holds: whether
+// it has a route configuration of that name (an HTTP port number its
+// view held has its per-port one, "<port>": routeConfigs).
+type Held struct {
+	RouteConfig func(name string) bool
+}
+
 // ForProxy returns what the addition adds to the configuration of a
 // group of proxy p built from the model before it, through s (a Shared of
 // the model after it, so that groups share the messages), or ok false
 // when p's configuration changes otherwise and must be built.
-func (a *ServiceAddition) ForProxy(s *Shared, p dataplane.Proxy) (add *ProxyAddition, ok bool) {
+//
+// It reads the added Services alone, not the proxy's whole view: the
+// addition changes nothing else in it (no Service it held becomes
+// visible, reachable or served differently: the added ones carry no
+// AuthPolicy, which is all mayReach reads of other Services), so the new
+// view is the old one with the added Services, and what the old one held
+// is in the group's configuration (held). A group costs O(added), not
+// O(Services in the mesh).
+func (a *ServiceAddition) ForProxy(s *Shared, p dataplane.Proxy, held Held) (add *ProxyAddition, ok bool) {
 	if p.Kind != dataplane.KindSidecar {
 		return nil, false
 	}
-	v := newView(a.mesh, p)
-	v.shared = s
-	reached := map[*ir.Service]bool{}
-	for _, svc := range v.outbound {
-		reached[svc] = true
-	}
-	isAdded := map[*ir.Service]bool{}
-	for _, svc := range a.added {
-		isAdded[svc] = true
-	}
-	// HTTP port numbers that reach the capture listener already, through
-	// Services the view held before (3).
-	httpPorts := map[int32]bool{}
-	for _, svc := range v.outbound {
-		if isAdded[svc] {
-			continue
-		}
-		for _, port := range svc.Ports {
-			if port.Protocol.IsHTTP() {
-				httpPorts[port.Port] = true
-			}
-		}
+	// The parts of a view that the added Services' resources and
+	// mayReach read (newView computes the rest for every Service).
+	v := &view{mesh: a.mesh, proxy: p, id: p.Identity(a.mesh.TrustDomain), mtls: a.mesh.DefaultMTLS,
+		namespaces: map[string]bool{}, guarded: a.guarded, shared: s}
+	if ns := a.mesh.Namespaces[p.Namespace]; ns != nil {
+		v.mtls = ns.MTLS
 	}
 	own := map[netip.Addr]bool{}
 	for _, ip := range p.IPs {
@@ -202,14 +207,18 @@ func (a *ServiceAddition) ForProxy(s *Shared, p dataplane.Proxy) (add *ProxyAddi
 	}
 	add = &ProxyAddition{}
 	for _, svc := range a.added {
-		if !reached[svc] || (svc.Key.Namespace == p.Namespace && selects(svc.Selector, p.Labels)) {
-			return nil, false // refused, or its workload serves it (6)
+		// Reached (else the capture listener refuses it), and not served
+		// by the proxy's workload (else its inbound side changes) (6).
+		if !Visible(svc, p) || !v.mayReach(svc) || (svc.Key.Namespace == p.Namespace && selects(svc.Selector, p.Labels)) {
+			return nil, false
 		}
+		v.namespaces[svc.Key.Namespace] = true
+		add.Deps = append(add.Deps, svc.Key)
 		// No family in common with the proxy's pod: no chain, so no
 		// listener, cluster or route configuration; a dependency still.
 		fams := v.chainFamilies(svc)
 		for _, port := range svc.Ports {
-			if port.Protocol.IsHTTP() && !httpPorts[port.Port] {
+			if port.Protocol.IsHTTP() && !held.RouteConfig(routeConfigName(port.Port)) {
 				return nil, false // a new Host-routed chain and route configuration (3)
 			}
 			// Clusters and endpoints, as sidecarUpstreams makes them for
@@ -246,7 +255,13 @@ func (a *ServiceAddition) ForProxy(s *Shared, p dataplane.Proxy) (add *ProxyAddi
 			}
 		}
 	}
-	add.Deps = v.deps()
-	add.NamespaceDeps = v.namespaceDeps()
+	// mayReach read these Services' AuthPolicies (they share the added
+	// Services' pods): the configuration now depends on them too.
+	for k := range v.consulted {
+		add.Deps = append(add.Deps, k)
+	}
+	for ns := range v.namespaces {
+		add.NamespaceDeps = append(add.NamespaceDeps, ns)
+	}
 	return add, true
 }
