@@ -331,7 +331,12 @@ func (c *controller) memory(ctx context.Context, since time.Time, wait time.Dura
 }
 
 func httpGet(ctx context.Context, url string) (int, string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	return httpGetWithin(ctx, url, 10*time.Second)
+}
+
+// httpGetWithin is httpGet with its own time limit.
+func httpGetWithin(ctx context.Context, url string, limit time.Duration) (int, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
@@ -365,6 +370,22 @@ func freeAddrs(n int) ([]string, error) {
 		out = append(out, l.Addr().String())
 	}
 	return out, nil
+}
+
+// cpuProfile writes weft's CPU profile over the next d to path.
+func (c *controller) cpuProfile(ctx context.Context, path string, d time.Duration) error {
+	if c.flavor != Weft {
+		return nil
+	}
+	secs := max(1, int(d.Round(time.Second)/time.Second))
+	code, body, err := httpGetWithin(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", c.debug, secs), time.Duration(secs)*time.Second+30*time.Second)
+	if err == nil && code != http.StatusOK {
+		err = fmt.Errorf("/debug/pprof/profile: HTTP %d", code)
+	}
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(body), 0o644)
 }
 
 // heapProfile writes weft's heap profile (live objects as of a fresh

@@ -104,6 +104,10 @@ type Config struct {
 	// the cold start's memory reading (--heap-profile; "-N" is added
 	// before the extension for the fleet of N proxies).
 	HeapProfile string `json:",omitempty"`
+	// ChurnCPUProfile, if set, is where weft's CPU profile over the
+	// endpoint churn window is written (--churn-cpu-profile; "-N" added
+	// as for HeapProfile).
+	ChurnCPUProfile string `json:",omitempty"`
 	// Workers write to the API server in parallel while creating the mesh.
 	Workers int
 	// Progress receives one line per step; ControllerLog the controller's
@@ -416,11 +420,7 @@ func (r *runner) fleet(ctx context.Context, index, n int, plane Plane) (*FleetRe
 	fr.HeapPerProxy, fr.RSSPerProxy = (mem1.heap-mem0.heap)/float64(n), (mem1.rss-mem0.rss)/float64(n)
 	r.say("fleet %d: controller heap %.1f MiB → %.1f MiB (after %d collections: %t)", n, mem0.heap/(1<<20), mem1.heap/(1<<20), fr.HeapGCs, fr.HeapAfterGC)
 	if cfg.HeapProfile != "" && plane.Flavor != Istiod {
-		ext := filepath.Ext(cfg.HeapProfile)
-		if strings.HasSuffix(cfg.HeapProfile, ".pb.gz") {
-			ext = ".pb.gz" // pprof's own extension: weft-heap-100.pb.gz
-		}
-		path := fmt.Sprintf("%s-%d%s", strings.TrimSuffix(cfg.HeapProfile, ext), n, ext)
+		path := numbered(cfg.HeapProfile, n)
 		if err := ctrl.heapProfile(ctx, path); err != nil {
 			return nil, fmt.Errorf("heap profile: %w", err)
 		}
@@ -702,6 +702,14 @@ func (r *runner) churn(ctx context.Context, f *fleet, ctrl *controller, fr *Flee
 		return err
 	}
 	start := time.Now()
+	profiled := make(chan error, 1)
+	if r.cfg.ChurnCPUProfile != "" && ctrl.flavor == Weft {
+		go func() {
+			profiled <- ctrl.cpuProfile(ctx, numbered(r.cfg.ChurnCPUProfile, len(f.members)), r.cfg.ChurnFor)
+		}()
+	} else {
+		profiled <- nil
+	}
 	for k := range total {
 		if k > 0 {
 			select {
@@ -715,6 +723,9 @@ func (r *runner) churn(ctx context.Context, f *fleet, ctrl *controller, fr *Flee
 		go func() { defer wg.Done(); changes[k] = r.writeMarker(ctx, i, seq) }()
 	}
 	wg.Wait()
+	if err := <-profiled; err != nil {
+		return fmt.Errorf("churn CPU profile: %w", err)
+	}
 	c := Churn{Rate: r.cfg.ChurnRate, For: time.Since(start).Seconds(), Changes: total}
 	cpu1, err := ctrl.cpu(ctx)
 	if err != nil {
@@ -819,4 +830,14 @@ func (r *runner) newServices(ctx context.Context, f *fleet, fr *FleetReport) err
 	}
 	fr.NewService = distOf(all)
 	return nil
+}
+
+// numbered is path with "-n" before its extension (pprof's own, .pb.gz,
+// kept whole): weft-heap.pb.gz for 100 proxies is weft-heap-100.pb.gz.
+func numbered(path string, n int) string {
+	ext := filepath.Ext(path)
+	if strings.HasSuffix(path, ".pb.gz") {
+		ext = ".pb.gz"
+	}
+	return fmt.Sprintf("%s-%d%s", strings.TrimSuffix(path, ext), n, ext)
 }
