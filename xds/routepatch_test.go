@@ -59,29 +59,7 @@ func TestRoutePatchEqualsFullBuild(t *testing.T) {
 		for i := range 2 {
 			(&editor{r: r, m: m, in: in, step: -1 - i}).backendPolicy()
 		}
-		proxies, err := offline.Proxies(in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		a := NewADS(logr.Discard())
-		a.Update(translator.Translate(in).Mesh, time.Now())
-		groups := map[*group]string{}
-		join := func(name string, p dataplane.Proxy) {
-			c := a.newConn(true, NodeInfo{ID: name, Proxy: p})
-			if err := a.join(c); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { a.leave(c) })
-			groups[c.group] = name
-		}
-		for _, p := range proxies {
-			join(p.Key(), p.Node)
-		}
-		for _, p := range proxies[:min(2, len(proxies))] {
-			g := p.Node
-			g.Kind = dataplane.KindGRPC
-			join(p.Key()+"/grpc", g)
-		}
+		a, groups := generatedGroups(t, in)
 		for step := 0; step < steps; step++ {
 			kind, next := routeEdit(r, m, in, step)
 			prevMesh, nextMesh := a.mesh, translator.Translate(next).Mesh
@@ -89,16 +67,7 @@ func TestRoutePatchEqualsFullBuild(t *testing.T) {
 			// What a full build gives each group; an edit for which one
 			// fails (a weft defect, not the fast path's) is skipped: the
 			// group would keep its last good configuration and back off.
-			want := map[*group]*snapshot{}
-			var failed error
-			for g, name := range groups {
-				s, _, err := buildSnapshot(nextMesh, g.proxy, nil, nil, newEncoder())
-				if err != nil {
-					failed = fmt.Errorf("%s: %w", name, err)
-					break
-				}
-				want[g] = s
-			}
+			want, failed := fullBuilds(groups, nextMesh)
 			if failed != nil {
 				t.Logf("seed %d, edit %d (%s) skipped: a full build fails: %v", seed, step, kind, failed)
 				skipped++
@@ -141,13 +110,7 @@ func TestRoutePatchEqualsFullBuild(t *testing.T) {
 				// What a full rebuild from the previous snapshot makes:
 				// the same generation, and each policy carried since the
 				// same generation (policySince).
-				ref, _, err := encodeSnapshot(envoy.BuildGroup(nextMesh, g.proxy), nil, old[g], newEncoder())
-				if err != nil {
-					t.Fatalf("%s: %v", where, err)
-				}
-				if got.generation != ref.generation || !slices.Equal(got.since, ref.since) {
-					t.Errorf("%s: generation %d, policies since %v; a full rebuild gives %d, %v (policies %v)", where, got.generation, got.since, ref.generation, ref.since, got.policies)
-				}
+				generationLikeRebuild(t, where, nextMesh, g, got, old[g])
 				if !affects(&ch, g.proxy, old[g]) && got != old[g] {
 					t.Errorf("%s: not affected by the change, but its snapshot was replaced", where)
 				}
@@ -207,6 +170,67 @@ func TestRoutePatchEqualsFullBuild(t *testing.T) {
 	t.Logf("%d edits skipped (a full build fails)", skipped)
 	if skipped > seeds*steps/10 {
 		t.Errorf("%d of %d edits skipped: the test no longer tests much", skipped, seeds*steps)
+	}
+}
+
+// generatedGroups serves in (a meshgen mesh) on a new ADS and joins a
+// group for each of its meshed workloads (offline.Proxies) and two
+// proxyless gRPC clients, named by workload: what the fast paths' guards
+// patch and compare with full builds.
+func generatedGroups(t *testing.T, in *translator.Inputs) (*ADS, map[*group]string) {
+	t.Helper()
+	proxies, err := offline.Proxies(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := NewADS(logr.Discard())
+	a.Update(translator.Translate(in).Mesh, time.Now())
+	groups := map[*group]string{}
+	join := func(name string, p dataplane.Proxy) {
+		c := a.newConn(true, NodeInfo{ID: name, Proxy: p})
+		if err := a.join(c); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { a.leave(c) })
+		groups[c.group] = name
+	}
+	for _, p := range proxies {
+		join(p.Key(), p.Node)
+	}
+	for _, p := range proxies[:min(2, len(proxies))] {
+		g := p.Node
+		g.Kind = dataplane.KindGRPC
+		join(p.Key()+"/grpc", g)
+	}
+	return a, groups
+}
+
+// fullBuilds is what a full build of mesh gives each group; an error
+// names a group whose build fails (a weft defect, not a fast path's: the
+// guards skip that edit).
+func fullBuilds(groups map[*group]string, mesh *ir.Mesh) (map[*group]*snapshot, error) {
+	want := map[*group]*snapshot{}
+	for g, name := range groups {
+		s, _, err := buildSnapshot(mesh, g.proxy, nil, nil, newEncoder())
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		want[g] = s
+	}
+	return want, nil
+}
+
+// generationLikeRebuild fails unless got, g's snapshot after a patch of
+// old, has the generation and per-policy start generations (Programmed's
+// bookkeeping, policySince) that a full rebuild of mesh from old gives.
+func generationLikeRebuild(t *testing.T, where string, mesh *ir.Mesh, g *group, got, old *snapshot) {
+	t.Helper()
+	ref, _, err := encodeSnapshot(envoy.BuildGroup(mesh, g.proxy), nil, old, newEncoder())
+	if err != nil {
+		t.Fatalf("%s: %v", where, err)
+	}
+	if got.generation != ref.generation || !slices.Equal(got.since, ref.since) {
+		t.Errorf("%s: generation %d, policies since %v; a full rebuild gives %d, %v (policies %v)", where, got.generation, got.since, ref.generation, ref.since, got.policies)
 	}
 }
 

@@ -8,17 +8,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/weftmesh/weft/crds/v1alpha1"
 	"github.com/weftmesh/weft/dataplane"
-	"github.com/weftmesh/weft/internal/cli/offline"
 	"github.com/weftmesh/weft/internal/testing/meshgen"
 	"github.com/weftmesh/weft/translator"
-	"github.com/weftmesh/weft/translator/envoy"
 	"github.com/weftmesh/weft/translator/ir"
 )
 
@@ -49,42 +46,11 @@ func TestServicePatchEqualsFullBuild(t *testing.T) {
 		m := meshgen.Generate(seed, meshgen.Options{})
 		r := rand.New(rand.NewPCG(seed, 11))
 		in := m.In
-		proxies, err := offline.Proxies(in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		a := NewADS(logr.Discard())
-		a.Update(translator.Translate(in).Mesh, time.Now())
-		groups := map[*group]string{}
-		join := func(name string, p dataplane.Proxy) {
-			c := a.newConn(true, NodeInfo{ID: name, Proxy: p})
-			if err := a.join(c); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { a.leave(c) })
-			groups[c.group] = name
-		}
-		for _, p := range proxies {
-			join(p.Key(), p.Node)
-		}
-		for _, p := range proxies[:min(2, len(proxies))] {
-			g := p.Node
-			g.Kind = dataplane.KindGRPC
-			join(p.Key()+"/grpc", g)
-		}
+		a, groups := generatedGroups(t, in)
 		for step := 0; step < steps; step++ {
 			kind, next, mustPatch := serviceEdit(r, m, in, int(seed), step)
 			nextMesh := translator.Translate(next).Mesh
-			want := map[*group]*snapshot{}
-			var failed error
-			for g, name := range groups {
-				s, _, err := buildSnapshot(nextMesh, g.proxy, nil, nil, newEncoder())
-				if err != nil {
-					failed = fmt.Errorf("%s: %w", name, err)
-					break
-				}
-				want[g] = s
-			}
+			want, failed := fullBuilds(groups, nextMesh)
 			if failed != nil {
 				t.Logf("seed %d, edit %d (%s) skipped: a full build fails: %v", seed, step, kind, failed)
 				skipped++
@@ -112,13 +78,7 @@ func TestServicePatchEqualsFullBuild(t *testing.T) {
 				where := fmt.Sprintf("seed %d, edit %d (%s), %s", seed, step, kind, name)
 				got := g.snap.Load()
 				compareSnapshots(t, where, got, want[g])
-				ref, _, err := encodeSnapshot(envoy.BuildGroup(nextMesh, g.proxy), nil, old[g], newEncoder())
-				if err != nil {
-					t.Fatalf("%s: %v", where, err)
-				}
-				if got.generation != ref.generation || !slices.Equal(got.since, ref.since) {
-					t.Errorf("%s: generation %d, policies since %v; a full rebuild gives %d, %v", where, got.generation, got.since, ref.generation, ref.since)
-				}
+				generationLikeRebuild(t, where, nextMesh, g, got, old[g])
 				if g.proxy.Kind == dataplane.KindGRPC && affects(&ch, g.proxy, old[g]) {
 					grpcAffected++
 				}
