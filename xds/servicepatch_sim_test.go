@@ -1,0 +1,167 @@
+package xds
+
+import (
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"github.com/weftmesh/weft/dataplane"
+	"github.com/weftmesh/weft/dataplane/sim"
+	"github.com/weftmesh/weft/internal/cli/offline"
+	"github.com/weftmesh/weft/translator"
+	"github.com/weftmesh/weft/translator/envoy"
+)
+
+// ordersDocs add Service shop/orders (IPv4 only, HTTP 80, no selector)
+// whose endpoint, written by hand as the bench writes its new Services',
+// is web-0's port 8080: a plain Service the new-Service patch adds.
+const ordersDocs = `
+---
+apiVersion: v1
+kind: Service
+metadata: {name: orders, namespace: shop}
+spec:
+  clusterIP: 10.96.0.30
+  clusterIPs: [10.96.0.30]
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: orders-v4, namespace: shop, labels: {kubernetes.io/service-name: orders}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints:
+- addresses: [10.1.0.10]
+  targetRef: {kind: Pod, name: web-0, namespace: shop}
+`
+
+// TestServicePatchInTheSimulator shows what the new-Service patch gives
+// the sidecars with the traffic simulator, which reads the Envoy protos
+// and encodes Envoy's and iptables' documented behaviour, never weft's
+// builders: the simulator's shop mesh (dataplane/sim/testdata), served by
+// an ADS, gains shop/orders; every sidecar's configuration is then what
+// its group's patched snapshot holds (decoded from the encodings the
+// proxies are sent, with the pod's own listeners), not a build. A call to
+// the new Service's cluster IP is handed by use_original_dst to its own
+// listener and delivered to web-0 over mesh mTLS; and every call of a set
+// from each meshed pod (the new Service, the existing HTTP and TCP ones,
+// an address no Service has on port 80, by Host) has the verdict it has
+// in the world whose sidecars were built in full.
+func TestServicePatchInTheSimulator(t *testing.T) {
+	data, err := os.ReadFile("../dataplane/sim/testdata/shop.in.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := translator.DecodeInputs(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, groups := generatedGroups(t, in)
+	next, err := translator.DecodeInputs(append(data, ordersDocs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mesh := translator.Translate(next).Mesh
+	builds, patches := a.Builds(), a.Patches()
+	a.Update(mesh, time.Now())
+	byPod := map[string]*group{}
+	for g, name := range groups {
+		if g.proxy.Kind == dataplane.KindSidecar {
+			byPod[name] = g
+		}
+	}
+	if got := a.Patches() - patches; got < uint64(len(byPod)) {
+		t.Errorf("%d groups patched for shop/orders, want every sidecar group (%d); %d built", got, len(byPod), a.Builds()-builds)
+	}
+
+	built, err := offline.World(next, mesh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	patched, err := offline.World(next, mesh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var callers []string
+	for _, p := range patched.Pods {
+		if p.Proxy == nil {
+			continue
+		}
+		g := byPod[p.Key()]
+		if g == nil {
+			t.Fatalf("no group for pod %s", p.Key())
+		}
+		p.Proxy = simResources(t, g.snap.Load(), envoy.ProxyListeners(g.proxy))
+		callers = append(callers, p.Key())
+	}
+
+	orders := sim.Call{From: "shop/client-0", To: "10.96.0.30:80", Host: "orders.shop"}
+	r := patched.Walk(orders)
+	if v := r.Verdict; v.Kind != sim.Delivered || v.Pod != "shop/web-0" || v.Port != 8080 || !v.MTLS {
+		t.Errorf("client-0 to orders: %s; want delivered to shop/web-0:8080 over mesh mTLS\n%s", v, strings.Join(r.Trace, "\n"))
+	}
+	const handoff = `use_original_dst hands it to listener "outbound|80||orders.shop.svc.cluster.local"`
+	if !strings.Contains(strings.Join(r.Trace, "\n"), handoff) {
+		t.Errorf("client-0 to orders was not handed to the new Service's listener:\n%s", strings.Join(r.Trace, "\n"))
+	}
+	if up := r.Verdict.Upstream; up == nil || up.Cluster != "outbound|80||orders.shop.svc.cluster.local" {
+		t.Errorf("client-0 to orders: first cluster %+v, want the new Service's", up)
+	}
+
+	for _, from := range callers {
+		for _, c := range []sim.Call{
+			{From: from, To: "10.96.0.30:80", Host: "orders.shop"},
+			{From: from, To: "web.shop:80", Path: "/orders"},
+			{From: from, To: "10.96.1.10:80", Host: "secrets.vault"},
+			{From: from, To: "10.96.0.20:3306", Protocol: sim.TCP},
+			{From: from, To: "203.0.113.5:80", Host: "orders.shop"},
+		} {
+			got, want := patched.Walk(c).Verdict, built.Walk(c).Verdict
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("%s -> %s (Host %q): patched sidecars give %s, built ones %s", c.From, c.To, c.Host, got, want)
+			}
+		}
+	}
+}
+
+// simResources decodes a snapshot's encodings, and the stream's own
+// listeners, into the simulator's resources.
+func simResources(t *testing.T, s *snapshot, own []*listenerv3.Listener) *sim.Resources {
+	t.Helper()
+	out := &sim.Resources{Listeners: own}
+	for typ, m := range s.resources {
+		for name, e := range m {
+			var err error
+			switch typ {
+			case resourcev3.ListenerType:
+				l := &listenerv3.Listener{}
+				err = e.any.UnmarshalTo(l)
+				out.Listeners = append(out.Listeners, l)
+			case resourcev3.RouteType:
+				rc := &routev3.RouteConfiguration{}
+				err = e.any.UnmarshalTo(rc)
+				out.Routes = append(out.Routes, rc)
+			case resourcev3.ClusterType:
+				c := &clusterv3.Cluster{}
+				err = e.any.UnmarshalTo(c)
+				out.Clusters = append(out.Clusters, c)
+			case resourcev3.EndpointType:
+				cla := &endpointv3.ClusterLoadAssignment{}
+				err = e.any.UnmarshalTo(cla)
+				out.Endpoints = append(out.Endpoints, cla)
+			}
+			if err != nil {
+				t.Fatalf("%s %s: %v", typ, name, err)
+			}
+		}
+	}
+	return out
+}
