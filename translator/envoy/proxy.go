@@ -330,14 +330,21 @@ func (v *view) mayReach(svc *ir.Service) bool {
 // guardedIn lists the Services of namespace ns that carry AuthPolicies.
 func (v *view) guardedIn(ns string) []*ir.Service {
 	if v.guarded == nil {
-		v.guarded = map[string][]*ir.Service{}
-		for _, s := range v.mesh.Services {
-			if len(s.AuthPolicies) > 0 && len(s.Selector) > 0 {
-				v.guarded[s.Key.Namespace] = append(v.guarded[s.Key.Namespace], s)
-			}
-		}
+		v.guarded = guardedServices(v.mesh)
 	}
 	return v.guarded[ns]
+}
+
+// guardedServices lists, per namespace, the Services of mesh that carry
+// AuthPolicies and select pods.
+func guardedServices(mesh *ir.Mesh) map[string][]*ir.Service {
+	out := map[string][]*ir.Service{}
+	for _, s := range mesh.Services {
+		if len(s.AuthPolicies) > 0 && len(s.Selector) > 0 {
+			out[s.Key.Namespace] = append(out[s.Key.Namespace], s)
+		}
+	}
+	return out
 }
 
 // selectorWithin: every pod that outer selects also has sel's labels (sel's

@@ -276,9 +276,7 @@ func NewRouteChange(prev, next *ir.Mesh, ch *ir.Change) *RouteChange {
 		// whole view's question.
 		return nil
 	}
-	g := &view{mesh: next}
-	g.guardedIn("")
-	c.guarded = g.guarded
+	c.guarded = guardedServices(next)
 	return c
 }
 

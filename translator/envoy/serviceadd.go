@@ -115,9 +115,7 @@ func NewServiceAddition(prev, next *ir.Mesh, ch *ir.Change) *ServiceAddition {
 			taken[p.Addr().Unmap()] = true // two added Services may not share one either
 		}
 	}
-	g := &view{mesh: next}
-	g.guardedIn("") // fills the whole map
-	a.guarded = g.guarded
+	a.guarded = guardedServices(next)
 	return a
 }
 
