@@ -1,6 +1,10 @@
 package store
 
 import (
+	"slices"
+	"strings"
+	"sync"
+
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -15,6 +19,7 @@ import (
 	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
 	"github.com/weftmesh/weft/crds/v1alpha1"
+	"github.com/weftmesh/weft/dataplane"
 )
 
 // lastApplied is kubectl's copy of the whole applied object: often the
@@ -83,12 +88,15 @@ func TransformStripMetadata(obj any) (any, error) {
 
 // TransformPod keeps only what the translator and the xDS layer read from a
 // Pod: name, namespace, uid, labels, annotations, spec.serviceAccountName
-// and spec.nodeName,
-// the names of its containers and init containers (to see the sidecar),
-// and status.podIP(s). A pod with five containers shrinks from ~10 KiB to a
-// few hundred bytes, and status churn (conditions, container states) no
-// longer reaches the store. Readiness is read from EndpointSlices, which
-// already carry it per address.
+// and spec.nodeName, weft's own containers (weftContainers: the sidecar,
+// the agent, and weft-init with its arguments, which say what it leaves
+// uncaptured), and status.podIP(s). A pod with five containers shrinks
+// from ~10 KiB to a few hundred bytes, and status churn (conditions,
+// container states) no longer reaches the store. Readiness is read from
+// EndpointSlices, which already carry it per address.
+//
+// TestTransformPodKeepsWhatTheTranslatorReads translates the simulator's
+// mesh from whole and from trimmed pods and wants the same model.
 func TransformPod(obj any) (any, error) {
 	p, ok := obj.(*corev1.Pod)
 	if !ok {
@@ -110,23 +118,85 @@ func TransformPod(obj any) (any, error) {
 		Spec: corev1.PodSpec{
 			ServiceAccountName: p.Spec.ServiceAccountName,
 			NodeName:           p.Spec.NodeName, // where it runs: its zone (locality.go)
-			Containers:         containerNames(p.Spec.Containers),
-			InitContainers:     containerNames(p.Spec.InitContainers),
+			Containers:         weftContainers(p.Spec.Containers),
+			InitContainers:     weftContainers(p.Spec.InitContainers),
 		},
 		Status: corev1.PodStatus{PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs},
 	}
 	return TransformStripMetadata(out)
 }
 
-func containerNames(cs []corev1.Container) []corev1.Container {
-	if len(cs) == 0 {
+// weftContainers returns, of cs, the containers weft reads: its sidecar
+// and agent by name, and weft-init with its arguments (the translator reads
+// --exclude-inbound-ports: a port left uncaptured is not meshed, issue
+// 12l). Nothing else of a container is kept, and other containers are
+// dropped.
+//
+// Every pod of a mesh has one of a few such lists, and a corev1.Container
+// is 408 bytes even with only its name set (two per meshed pod: 18 MiB of
+// the bench's 20,000 pods), so the lists are interned: cached pods share
+// them. Nothing modifies a cached object (see CacheOptions), and each list
+// has its length as capacity, so an append copies it.
+func weftContainers(cs []corev1.Container) []corev1.Container {
+	var key strings.Builder
+	for _, c := range cs {
+		switch c.Name {
+		case dataplane.SidecarContainerName, dataplane.AgentContainerName:
+			key.WriteString(c.Name)
+		case dataplane.InitContainerName:
+			key.WriteString(c.Name)
+			for _, a := range c.Args {
+				key.WriteByte(0)
+				key.WriteString(a)
+			}
+		default:
+			continue
+		}
+		key.WriteByte('\n')
+	}
+	if key.Len() == 0 {
 		return nil
 	}
-	out := make([]corev1.Container, len(cs))
-	for i, c := range cs {
-		out[i].Name = c.Name
+	return containerLists.get(key.String(), func() []corev1.Container {
+		var out []corev1.Container
+		for _, c := range cs {
+			switch c.Name {
+			case dataplane.SidecarContainerName, dataplane.AgentContainerName:
+				out = append(out, corev1.Container{Name: c.Name})
+			case dataplane.InitContainerName:
+				out = append(out, corev1.Container{Name: c.Name, Args: slices.Clone(c.Args)})
+			}
+		}
+		return slices.Clip(out)
+	})
+}
+
+// maxInternedContainerLists bounds the interning table, which never
+// shrinks: a mesh has a handful of lists (weft-init's arguments vary with
+// a few annotations), and pods made to differ beyond this many are cached
+// with a list of their own, as they would be without interning.
+const maxInternedContainerLists = 1024
+
+var containerLists = internTable{m: map[string][]corev1.Container{}}
+
+type internTable struct {
+	mu sync.Mutex
+	m  map[string][]corev1.Container
+}
+
+// get returns the list interned under key, making it with make when there
+// is none.
+func (t *internTable) get(key string, make func() []corev1.Container) []corev1.Container {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if l, ok := t.m[key]; ok {
+		return l
 	}
-	return out
+	l := make()
+	if len(t.m) < maxInternedContainerLists {
+		t.m[key] = l
+	}
+	return l
 }
 
 // isFullPod reports a Pod that did not go through TransformPod: the cache

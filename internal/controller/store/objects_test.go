@@ -1,0 +1,155 @@
+package store
+
+import (
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/weftmesh/weft/translator"
+	"github.com/weftmesh/weft/translator/ir"
+)
+
+// exporterYAML: a meshed pod whose metrics port is excluded from inbound
+// capture (the webhook turned weft.dev/exclude-inbound-ports into
+// weft-init's flag), beside a plain app container.
+const exporterYAML = `
+---
+apiVersion: v1
+kind: Service
+metadata: {name: exporter, namespace: shop}
+spec:
+  clusterIP: 10.96.0.30
+  clusterIPs: [10.96.0.30]
+  selector: {app: exporter}
+  ports: [{name: http-metrics, port: 9100}, {name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: exporter-v4, namespace: shop, labels: {kubernetes.io/service-name: exporter}}
+addressType: IPv4
+ports: [{name: http-metrics, port: 9100}, {name: http, port: 8080}]
+endpoints:
+- addresses: [10.1.0.60]
+  targetRef: {kind: Pod, name: exporter-0, namespace: shop}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: exporter-0
+  namespace: shop
+  labels: {app: exporter}
+  annotations: {weft.dev/exclude-inbound-ports: "9100"}
+spec:
+  serviceAccountName: exporter
+  initContainers:
+  - {name: weft-init, image: weft-init, args: [--proxy-uid=1337, --exclude-inbound-ports=9100]}
+  - {name: weft-proxy, image: envoy, args: [--concurrency, "2"]}
+  containers: [{name: app, image: exporter:1, args: [--listen=:8080]}]
+status: {podIPs: [{ip: 10.1.0.60}]}
+`
+
+// The controller translates the Pods its cache holds, which TransformPod
+// trimmed: the translation must be the one whole Pods give. The simulator's
+// shop mesh (every kind of pod the data-path tests walk) and a pod that
+// excludes a port from capture are translated both ways.
+func TestTransformPodKeepsWhatTheTranslatorReads(t *testing.T) {
+	data, err := os.ReadFile("../../../dataplane/sim/testdata/shop.in.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data = append(data, exporterYAML...)
+	whole, err := translator.DecodeInputs(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trimmed, err := translator.DecodeInputs(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(trimmed.Pods) < 5 {
+		t.Fatalf("%d pods in the shop mesh; the test needs its pods", len(trimmed.Pods))
+	}
+	for i, p := range trimmed.Pods {
+		o, err := TransformPod(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		trimmed.Pods[i] = o.(*corev1.Pod)
+	}
+	want, got := translator.Translate(whole), translator.Translate(trimmed)
+	// The model as its JSON, which carries every exported field.
+	asLines := func(m *ir.Mesh) []string {
+		b, err := json.MarshalIndent(m, "", " ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Split(string(b), "\n")
+	}
+	if diff := cmp.Diff(asLines(want.Mesh), asLines(got.Mesh)); diff != "" {
+		t.Errorf("the model from trimmed pods differs from the one from whole pods (-whole +trimmed):\n%s", diff)
+	}
+
+	// Issue 12l through the cache: the excluded port is not meshed (the
+	// application reads plaintext there), the captured one is.
+	meshed := map[int32]bool{}
+	s := got.Mesh.Service(ir.ServiceKey{Namespace: "shop", Name: "exporter"})
+	if s == nil {
+		t.Fatal("no shop/exporter in the model")
+	}
+	for _, p := range s.Ports {
+		for _, e := range p.Endpoints {
+			meshed[e.Port] = e.Meshed
+		}
+	}
+	if m, ok := meshed[9100]; !ok || m {
+		t.Errorf("exporter's endpoint on its excluded port 9100: meshed=%v (found %v), want false", m, ok)
+	}
+	if m, ok := meshed[8080]; !ok || !m {
+		t.Errorf("exporter's endpoint on its captured port 8080: meshed=%v (found %v), want true", m, ok)
+	}
+}
+
+// Pods of one template share their trimmed container list, and appending
+// to one pod's list does not change another's.
+func TestTransformPodSharesContainerLists(t *testing.T) {
+	pod := func(name string, initArgs ...string) *corev1.Pod {
+		return &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name},
+			Spec: corev1.PodSpec{
+				InitContainers: []corev1.Container{{Name: "weft-init", Image: "weft-init", Args: initArgs}, {Name: "weft-proxy", Image: "envoy"}},
+				Containers:     []corev1.Container{{Name: "app", Image: "app:1"}},
+			},
+		}
+	}
+	trim := func(p *corev1.Pod) *corev1.Pod {
+		o, err := TransformPod(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o.(*corev1.Pod)
+	}
+	a, b := trim(pod("a", "--exclude-inbound-ports=9100")), trim(pod("b", "--exclude-inbound-ports=9100"))
+	c := trim(pod("c", "--exclude-inbound-ports=9200"))
+	if len(a.Spec.InitContainers) != 2 || a.Spec.InitContainers[0].Args[0] != "--exclude-inbound-ports=9100" || a.Spec.InitContainers[0].Image != "" {
+		t.Fatalf("trimmed init containers: %+v", a.Spec.InitContainers)
+	}
+	if a.Spec.Containers != nil {
+		t.Errorf("the app container was kept: %+v", a.Spec.Containers)
+	}
+	if &a.Spec.InitContainers[0] != &b.Spec.InitContainers[0] {
+		t.Error("two pods of one template have lists of their own")
+	}
+	if &a.Spec.InitContainers[0] == &c.Spec.InitContainers[0] {
+		t.Error("pods with different weft-init arguments share a list")
+	}
+	grown := append(a.Spec.InitContainers, corev1.Container{Name: "x"})
+	grown[0].Name = "changed"
+	if b.Spec.InitContainers[0].Name != "weft-init" || len(b.Spec.InitContainers) != 2 {
+		t.Errorf("appending to one pod's list changed another's: %+v", b.Spec.InitContainers)
+	}
+}
