@@ -235,6 +235,24 @@ type memSample struct {
 	// gcs: the collections after since that the reading waited for.
 	gcs int
 	rss float64
+	// runtime is the Go runtime's own account of the memory behind rss
+	// at the same scrape (MemStats).
+	runtime RuntimeMemory
+}
+
+// RuntimeMemory is where a Go control plane's resident memory goes, from
+// the go_memstats_* metrics both planes export: heap spans in use, heap
+// spans free but still mapped (idle minus released: what the runtime
+// keeps for the next allocations), goroutine stacks, and everything the
+// runtime obtained from the OS (sys). RSS beyond sys-released is the
+// binary and C memory.
+type RuntimeMemory struct {
+	HeapInuse, HeapIdle, HeapReleased, StackInuse, Sys float64
+}
+
+func runtimeMemory(m map[string]float64) RuntimeMemory {
+	return RuntimeMemory{HeapInuse: m["go_memstats_heap_inuse_bytes"], HeapIdle: m["go_memstats_heap_idle_bytes"],
+		HeapReleased: m["go_memstats_heap_released_bytes"], StackInuse: m["go_memstats_stack_inuse_bytes"], Sys: m["go_memstats_sys_bytes"]}
 }
 
 // liveHeap is the heap the last collection found live, recovered from the
@@ -269,10 +287,15 @@ func (c *controller) memory(ctx context.Context, since time.Time, wait time.Dura
 			return nil, err
 		}
 		out := map[string]float64{"go_gc_gogc_percent": 100} // the default, if not exported
+		// The runtime's account of the RSS is optional: without it the
+		// report has no breakdown.
+		optional := map[string]bool{"go_gc_gogc_percent": true, "go_memstats_heap_idle_bytes": true,
+			"go_memstats_heap_released_bytes": true, "go_memstats_sys_bytes": true}
 		for _, name := range []string{"go_memstats_last_gc_time_seconds", "go_memstats_next_gc_bytes", "go_memstats_stack_inuse_bytes",
-			"go_memstats_heap_inuse_bytes", "process_resident_memory_bytes", "go_gc_gogc_percent"} {
+			"go_memstats_heap_inuse_bytes", "process_resident_memory_bytes", "go_gc_gogc_percent",
+			"go_memstats_heap_idle_bytes", "go_memstats_heap_released_bytes", "go_memstats_sys_bytes"} {
 			v, ok := metricValue(body, name)
-			if !ok && name != "go_gc_gogc_percent" {
+			if !ok && !optional[name] {
 				return nil, fmt.Errorf("/metrics has no %s", name)
 			}
 			if ok {
@@ -298,7 +321,7 @@ func (c *controller) memory(ctx context.Context, since time.Time, wait time.Dura
 			seen, since = seen+1, lastGC
 			if seen >= gcs {
 				return memSample{heap: liveHeap(m["go_memstats_next_gc_bytes"], m["go_memstats_stack_inuse_bytes"], m["go_gc_gogc_percent"]), afterGC: true,
-					gcs: seen, rss: m["process_resident_memory_bytes"]}, nil
+					gcs: seen, rss: m["process_resident_memory_bytes"], runtime: runtimeMemory(m)}, nil
 			}
 		}
 		select {
@@ -324,7 +347,7 @@ func (c *controller) memory(ctx context.Context, since time.Time, wait time.Dura
 			s.heap = h
 		}
 		if r := m["process_resident_memory_bytes"]; s.rss < 0 || r < s.rss {
-			s.rss = r
+			s.rss, s.runtime = r, runtimeMemory(m)
 		}
 	}
 	return s, nil

@@ -45,6 +45,10 @@ func (r *Report) Print(w io.Writer) {
 		}
 		row("controller heap per connected proxy", fmt.Sprintf("%s (%s: %s → %s); RSS %s per proxy",
 			size(f.HeapPerProxy), heap, size(f.HeapBefore), size(f.HeapAfter), size(f.RSSPerProxy)))
+		if f.RuntimeAfter.Sys > 0 {
+			row("controller RSS, before → after connecting", fmt.Sprintf("%s → %s; the runtime's account: %s → %s",
+				size(f.RSSBefore), size(f.RSSAfter), runtimeAccount(f.RuntimeBefore), runtimeAccount(f.RuntimeAfter)))
+		}
 		row(fmt.Sprintf("weight change → ACK, %d repeats × %s", len(f.Weight), waited(f.WeightProxies, f.Proxies)),
 			fmt.Sprintf("%s; %.1f pushes, %s per proxy per change; controller CPU %.2f s per change; %d missed",
 				dist(f.WeightAll), f.WeightPushes, size(f.WeightBytes), f.WeightCPU, f.WeightMissed))
@@ -61,7 +65,8 @@ func (r *Report) Print(w io.Writer) {
 		row("  write → ACK", fmt.Sprintf("%s; %d missed", dist(o.Latency), o.Missed))
 		if ch := f.Churn; ch.Changes > 0 {
 			row(fmt.Sprintf("%.0f endpoint changes/s for %.0fs, EDS write → ACK", ch.Rate, ch.For),
-				fmt.Sprintf("%s over %d deliveries; %d missed, %d failed writes; controller busy %.2f cores (%.1f CPU s)", dist(ch.Latency), ch.Latency.N, ch.Missed, ch.Failed, ch.CPU, ch.CPUSeconds))
+				fmt.Sprintf("%s over %d deliveries; %d missed, %d failed writes; controller busy %.2f cores (%.1f CPU s; %.1f CPU s until all delivered, %.1f s after the first write)",
+					dist(ch.Latency), ch.Latency.N, ch.Missed, ch.Failed, ch.CPU, ch.CPUSeconds, ch.CPUToDelivery, ch.DeliveredAfter))
 		}
 		tw.Flush()
 	}
@@ -118,4 +123,11 @@ func byType(m map[string]float64) string {
 		parts = append(parts, k+" "+size(m[k]))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// runtimeAccount says where the runtime's memory went: heap spans in use,
+// free spans it kept mapped, stacks, and all it holds from the OS.
+func runtimeAccount(m RuntimeMemory) string {
+	return fmt.Sprintf("heap in use %s, free but kept %s, stacks %s (runtime total %s)",
+		size(m.HeapInuse), size(m.HeapIdle-m.HeapReleased), size(m.StackInuse), size(m.Sys-m.HeapReleased))
 }

@@ -215,6 +215,10 @@ type FleetReport struct {
 	HeapAfterGC               bool
 	HeapGCs                   int
 	HeapPerProxy, RSSPerProxy float64
+	// RSSBefore is the RSS before connecting; RuntimeBefore and
+	// RuntimeAfter the runtime's account of both readings.
+	RSSBefore                   float64
+	RuntimeBefore, RuntimeAfter RuntimeMemory
 	// Weight: a TrafficSplit weight change, from just before the API write
 	// to each proxy's ACK of the route carrying it: per repeat and over all.
 	// WeightProxies is how many proxies were timed: those whose scope holds
@@ -264,8 +268,15 @@ type Churn struct {
 	// Failed writes (not measured).
 	Failed int
 	// CPU: the controller's CPU seconds per second of churn (cores
-	// busy); CPUSeconds in the whole window.
+	// busy); CPUSeconds in the whole window, from the first write to the
+	// last.
 	CPU, CPUSeconds float64
+	// CPUToDelivery: its CPU seconds from the first write until every
+	// change has reached every dependent proxy (or was given up), and
+	// DeliveredAfter that time in seconds. A plane that holds changes back
+	// longer (istiod batches for up to 10 s) does part of the window's work
+	// after the last write: CPUSeconds would not count it.
+	CPUToDelivery, DeliveredAfter float64
 	// Latency: write → ACK per (change, dependent proxy).
 	Latency Dist
 	Missed  int
@@ -416,7 +427,8 @@ func (r *runner) fleet(ctx context.Context, index, n int, plane Plane) (*FleetRe
 	}
 	fr.HeapBefore, fr.HeapAfter, fr.HeapAfterGC = mem0.heap, mem1.heap, mem0.afterGC && mem1.afterGC
 	fr.HeapGCs = min(mem0.gcs, mem1.gcs)
-	fr.RSSAfter = mem1.rss
+	fr.RSSBefore, fr.RSSAfter = mem0.rss, mem1.rss
+	fr.RuntimeBefore, fr.RuntimeAfter = mem0.runtime, mem1.runtime
 	fr.HeapPerProxy, fr.RSSPerProxy = (mem1.heap-mem0.heap)/float64(n), (mem1.rss-mem0.rss)/float64(n)
 	r.say("fleet %d: controller heap %.1f MiB → %.1f MiB (after %d collections: %t)", n, mem0.heap/(1<<20), mem1.heap/(1<<20), fr.HeapGCs, fr.HeapAfterGC)
 	if cfg.HeapProfile != "" && plane.Flavor != Istiod {
@@ -740,6 +752,11 @@ func (r *runner) churn(ctx context.Context, f *fleet, ctrl *controller, fr *Flee
 	}
 	lat, missed := r.latencies(ctx, changes, deps)
 	c.Latency, c.Missed = distOf(lat), missed
+	cpu2, err := ctrl.cpu(ctx)
+	if err != nil {
+		return err
+	}
+	c.CPUToDelivery, c.DeliveredAfter = cpu2-cpu0, time.Since(start).Seconds()
 	fr.Churn = c
 	r.say("fleet %d: endpoint churn: EDS p50 %.1fms p99 %.1fms max %.1fms over %d deliveries (%d failed writes, %d missed)",
 		len(f.members), c.Latency.P50*1e3, c.Latency.P99*1e3, c.Latency.Max*1e3, c.Latency.N, c.Failed, c.Missed)
