@@ -2,6 +2,7 @@ package store
 
 import (
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -102,6 +103,10 @@ func TransformPod(obj any) (any, error) {
 	if !ok {
 		return TransformStripMetadata(obj)
 	}
+	// Strip first: the maps below may be shared with other pods.
+	if _, err := TransformStripMetadata(p); err != nil {
+		return nil, err
+	}
 	out := &corev1.Pod{
 		TypeMeta: p.TypeMeta,
 		ObjectMeta: metav1.ObjectMeta{
@@ -112,8 +117,8 @@ func TransformPod(obj any) (any, error) {
 			Generation:        p.Generation,
 			CreationTimestamp: p.CreationTimestamp,
 			DeletionTimestamp: p.DeletionTimestamp,
-			Labels:            p.Labels,
-			Annotations:       p.Annotations,
+			Labels:            internMap(p.Labels),
+			Annotations:       internMap(p.Annotations),
 		},
 		Spec: corev1.PodSpec{
 			ServiceAccountName: p.Spec.ServiceAccountName,
@@ -123,7 +128,7 @@ func TransformPod(obj any) (any, error) {
 		},
 		Status: corev1.PodStatus{PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs},
 	}
-	return TransformStripMetadata(out)
+	return out, nil
 }
 
 // weftContainers returns, of cs, the containers weft reads: its sidecar
@@ -136,7 +141,10 @@ func TransformPod(obj any) (any, error) {
 // is 408 bytes even with only its name set (two per meshed pod: 18 MiB of
 // the bench's 20,000 pods), so the lists are interned: cached pods share
 // them. Nothing modifies a cached object (see CacheOptions), and each list
-// has its length as capacity, so an append copies it.
+// has its length as capacity, so an append copies it. The key names the
+// containers and weft-init's arguments, each after its length, so no two
+// different lists share a key whatever their arguments hold (one pod's
+// author must not choose what another pod is cached with).
 func weftContainers(cs []corev1.Container) []corev1.Container {
 	var key strings.Builder
 	for _, c := range cs {
@@ -147,6 +155,8 @@ func weftContainers(cs []corev1.Container) []corev1.Container {
 			key.WriteString(c.Name)
 			for _, a := range c.Args {
 				key.WriteByte(0)
+				key.WriteString(strconv.Itoa(len(a)))
+				key.WriteByte(':')
 				key.WriteString(a)
 			}
 		default:
@@ -171,32 +181,71 @@ func weftContainers(cs []corev1.Container) []corev1.Container {
 	})
 }
 
-// maxInternedContainerLists bounds the interning table, which never
-// shrinks: a mesh has a handful of lists (weft-init's arguments vary with
-// a few annotations), and pods made to differ beyond this many are cached
-// with a list of their own, as they would be without interning.
-const maxInternedContainerLists = 1024
+// maxInterned bounds each interning table. A table never learns that the
+// pods holding an entry are gone, so when it is full it starts over: the
+// pods cached before keep sharing what they share, and the ones after
+// share anew. A cluster's live pods have a few hundred distinct label sets
+// (one per ReplicaSet and StatefulSet revision) and a handful of container
+// lists; 4,096 entries of a few hundred bytes each bound a table at ~2 MiB
+// even when every pod is made to differ.
+const maxInterned = 4096
 
-var containerLists = internTable{m: map[string][]corev1.Container{}}
-
-type internTable struct {
+// internTable shares equal values between cached pods, by a key that
+// says everything about the value. Safe for concurrent use.
+type internTable[V any] struct {
 	mu sync.Mutex
-	m  map[string][]corev1.Container
+	m  map[string]V
 }
 
-// get returns the list interned under key, making it with make when there
+// get returns the value interned under key, making it with make when there
 // is none.
-func (t *internTable) get(key string, make func() []corev1.Container) []corev1.Container {
+func (t *internTable[V]) get(key string, make func() V) V {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if l, ok := t.m[key]; ok {
-		return l
+	if v, ok := t.m[key]; ok {
+		return v
 	}
-	l := make()
-	if len(t.m) < maxInternedContainerLists {
-		t.m[key] = l
+	if t.m == nil || len(t.m) >= maxInterned {
+		t.m = map[string]V{}
 	}
-	return l
+	v := make()
+	t.m[key] = v
+	return v
+}
+
+var (
+	containerLists internTable[[]corev1.Container]
+	stringMaps     internTable[map[string]string]
+)
+
+// internMap returns a map equal to m that pods with the same labels (or
+// annotations) share: every pod of a ReplicaSet has the same ones, and a
+// small Go map costs ~300 bytes before its strings (6 MiB of the bench's
+// 20,000 pods). The shared map must never be written; nothing writes a
+// cached object (CacheOptions).
+func internMap(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(m))
+	n := 0
+	for k, v := range m {
+		keys = append(keys, k)
+		n += len(k) + len(v) + 2
+	}
+	slices.Sort(keys)
+	var key strings.Builder
+	key.Grow(n)
+	for _, k := range keys {
+		// Label and annotation keys cannot hold a NUL; values could, so
+		// each is preceded by its length.
+		key.WriteString(k)
+		key.WriteByte(0)
+		key.WriteString(strconv.Itoa(len(m[k])))
+		key.WriteByte(':')
+		key.WriteString(m[k])
+	}
+	return stringMaps.get(key.String(), func() map[string]string { return m })
 }
 
 // isFullPod reports a Pod that did not go through TransformPod: the cache

@@ -3,6 +3,8 @@ package store
 import (
 	"encoding/json"
 	"os"
+	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -114,8 +116,8 @@ func TestTransformPodKeepsWhatTheTranslatorReads(t *testing.T) {
 	}
 }
 
-// Pods of one template share their trimmed container list, and appending
-// to one pod's list does not change another's.
+// Pods of one template share their trimmed container list and their
+// labels, and appending to one pod's list does not change another's.
 func TestTransformPodSharesContainerLists(t *testing.T) {
 	pod := func(name string, initArgs ...string) *corev1.Pod {
 		return &corev1.Pod{
@@ -147,9 +149,44 @@ func TestTransformPodSharesContainerLists(t *testing.T) {
 	if &a.Spec.InitContainers[0] == &c.Spec.InitContainers[0] {
 		t.Error("pods with different weft-init arguments share a list")
 	}
+	// Arguments that spell another list's key do not get its list.
+	d, e := trim(pod("d", "a", "b")), trim(pod("e", "a\x001:b"))
+	if len(e.Spec.InitContainers[0].Args) != 1 || len(d.Spec.InitContainers[0].Args) != 2 {
+		t.Errorf("weft-init arguments %q and %q were confused", d.Spec.InitContainers[0].Args, e.Spec.InitContainers[0].Args)
+	}
+	// Labels are shared by pods that have the same ones.
+	labelled := func(name string, labels map[string]string) *corev1.Pod {
+		p := pod(name)
+		p.Labels = labels
+		return trim(p)
+	}
+	f := labelled("f", map[string]string{"app": "web", "pod-template-hash": "5d9f"})
+	g := labelled("g", map[string]string{"app": "web", "pod-template-hash": "5d9f"})
+	h := labelled("h", map[string]string{"app": "web", "pod-template-hash": "77aa"})
+	if reflect.ValueOf(f.Labels).UnsafePointer() != reflect.ValueOf(g.Labels).UnsafePointer() {
+		t.Error("two pods with the same labels have maps of their own")
+	}
+	if h.Labels["pod-template-hash"] != "77aa" || f.Labels["pod-template-hash"] != "5d9f" {
+		t.Errorf("labels confused: %v, %v", f.Labels, h.Labels)
+	}
 	grown := append(a.Spec.InitContainers, corev1.Container{Name: "x"})
 	grown[0].Name = "changed"
 	if b.Spec.InitContainers[0].Name != "weft-init" || len(b.Spec.InitContainers) != 2 {
 		t.Errorf("appending to one pod's list changed another's: %+v", b.Spec.InitContainers)
+	}
+}
+
+// A table that fills starts over: it never holds more than maxInterned
+// entries, and what it returns stays right.
+func TestInternTableIsBounded(t *testing.T) {
+	var tab internTable[string]
+	for i := range 3 * maxInterned {
+		k := strconv.Itoa(i)
+		if v := tab.get(k, func() string { return "v" + k }); v != "v"+k {
+			t.Fatalf("get(%s) = %s", k, v)
+		}
+		if len(tab.m) > maxInterned {
+			t.Fatalf("%d entries, bound %d", len(tab.m), maxInterned)
+		}
 	}
 }
