@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"hash/fnv"
 	"runtime"
 	"sync"
@@ -32,6 +33,20 @@ type encoded struct {
 	any     *anypb.Any
 	size    int
 	hash    uint64
+	// res is the Delta envelope of the resource (its name, version and
+	// any), made once: every response that carries it shares it. A cold
+	// start of 500 proxies made one per resource per proxy, 4 million
+	// short-lived messages (0.7 GB) that stayed in flight together.
+	// Responses only read it.
+	res *discoveryv3.Resource
+}
+
+// resource returns the Delta envelope of e.
+func (e *encoded) resource() *discoveryv3.Resource {
+	if e.res != nil {
+		return e.res
+	}
+	return &discoveryv3.Resource{Name: e.name, Version: e.version, Resource: e.any} // (tests' hand-made encodings)
 }
 
 var marshal = proto.MarshalOptions{Deterministic: true}
@@ -251,6 +266,7 @@ func (e *encoder) encodeContent(typeURL, name string, m proto.Message, prev *enc
 		return nil, fmt.Errorf("refusing to push invalid %s %s: %w", shortType(typeURL), name, err)
 	}
 	x := &encoded{name: name, version: fmt.Sprintf("%016x", sum), any: &anypb.Any{TypeUrl: typeURL, Value: bytes.Clone(b)}, size: len(b), hash: sum}
+	x.res = &discoveryv3.Resource{Name: x.name, Version: x.version, Resource: x.any}
 	if !shared {
 		return x, nil
 	}
