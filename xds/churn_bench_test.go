@@ -21,6 +21,7 @@ import (
 type discardStream struct{ recStream }
 
 func (discardStream) Send(*discoveryv3.DeltaDiscoveryResponse) error { return nil }
+func (discardStream) SendMsg(any) error                              { return nil }
 
 // BenchmarkEndpointChange is the server's work for one endpoint change
 // (one Service's first endpoint moves: ADS.UpdateEndpoints, then every

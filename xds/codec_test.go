@@ -9,6 +9,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -74,6 +75,55 @@ func TestResponseCodecBytes(t *testing.T) {
 	}
 	if !shared {
 		t.Error("the resource's encoding was copied, not shared")
+	}
+}
+
+// TestResponseCodecDeltaOut: a response sent with its encodings
+// (deltaOut) is byte for byte what proto.Marshal writes for the response,
+// each big encoding's wire form handed over, not copied; a response whose
+// encodings do not match its resources is still written right.
+func TestResponseCodecDeltaOut(t *testing.T) {
+	big := bytes.Repeat([]byte{0x0a, 0x03, 'a', 'b', 'c'}, 1000)
+	encs := []*encoded{
+		newEncoded(resourcev3.ClusterType, "big", "0123456789abcdef", big, 1),
+		newEncoded(resourcev3.ClusterType, "small", "1", []byte{0x0a, 0x01, 'x'}, 2),
+		newEncoded(resourcev3.ClusterType, "empty value", "2", nil, 3),
+		newEncoded(resourcev3.ClusterType, "", "", nil, 4),
+		newEncoded(resourcev3.ClusterType, strings.Repeat("n", 300), strings.Repeat("v", 200), big[:130], 5), // lengths over one varint byte
+	}
+	if !bytes.Equal(encs[0].any.Value, big) || &encs[0].any.Value[0] == &big[0] {
+		t.Fatal("an encoding's value is not its own copy of the content")
+	}
+	out := func(encs []*encoded, res []*discoveryv3.Resource) *deltaOut {
+		return &deltaOut{DeltaDiscoveryResponse: &discoveryv3.DeltaDiscoveryResponse{SystemVersionInfo: "v1", TypeUrl: resourcev3.ClusterType,
+			Nonce: "12", Resources: res, RemovedResources: []string{"gone"}, ControlPlane: &corev3.ControlPlane{Identifier: "weft"}}, encs: encs}
+	}
+	var res []*discoveryv3.Resource
+	for _, e := range encs {
+		res = append(res, e.resource())
+	}
+	hand := &encoded{name: "hand", version: "9", any: &anypb.Any{TypeUrl: resourcev3.ClusterType, Value: big}}
+	c := newResponseCodec()
+	for name, m := range map[string]*deltaOut{
+		"encodings":                    out(encs, res),
+		"none":                         out(nil, nil),
+		"an encoding without its wire": out(append(slices.Clone(encs), hand), append(slices.Clone(res), hand.resource())),
+		"encodings not its resources":  out(encs[:2], []*discoveryv3.Resource{res[1], res[0]}),
+	} {
+		want, err := proto.MarshalOptions{Deterministic: true}.Marshal(m.DeltaDiscoveryResponse)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := c.Marshal(m)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if b := got.Materialize(); !bytes.Equal(b, want) {
+			t.Errorf("%s: the codec wrote\n%x\nproto.Marshal\n%x", name, b, want)
+		}
+		if name == "encodings" && !slices.ContainsFunc(got, func(b mem.Buffer) bool { d := b.ReadOnlyData(); return &d[0] == &encs[0].wire[0] }) {
+			t.Error("the big encoding's wire form was copied, not shared")
+		}
 	}
 }
 

@@ -108,7 +108,7 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 	}
 	ts.deferred = false
 	type item struct {
-		res  *discoveryv3.Resource
+		enc  *encoded
 		size int
 	}
 	var items []item
@@ -147,7 +147,7 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 			if old := d.from[name]; old != nil && e.version == old.version {
 				continue // (a name the derivation added has no old version)
 			}
-			items = append(items, item{e.resource(), e.size + len(e.name) + len(e.version) + len(t) + 16})
+			items = append(items, item{e, e.size + len(e.name) + len(e.version) + len(t) + 16})
 		}
 	default:
 		if ts.sent.empty() {
@@ -162,7 +162,7 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 			}
 			// The encoded resource plus its envelope (name, version, type
 			// URL and field headers) is what the response message carries.
-			items = append(items, item{e.resource(), e.size + len(e.name) + len(e.version) + len(t) + 16})
+			items = append(items, item{e, e.size + len(e.name) + len(e.version) + len(t) + 16})
 		}
 		ts.sent.each(func(name, _ string) {
 			if _, ok := have[name]; !ok {
@@ -176,7 +176,7 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 	// "*" keeps those it holds, as it keeps the group's.
 	for i, e := range c.own {
 		if ts.ownSent&(1<<i) == 0 && (ts.wildcard || ts.names.has(e.name)) && t == resourcev3.ListenerType {
-			items = append(items, item{e.resource(), e.size + len(e.name) + len(e.version) + len(t) + 16})
+			items = append(items, item{e, e.size + len(e.name) + len(e.version) + len(t) + 16})
 		}
 	}
 	if len(items) == 0 && len(removed) == 0 {
@@ -196,24 +196,27 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 		}
 		return nil
 	}
-	slices.SortFunc(items, func(a, b item) int { return strings.Compare(a.res.Name, b.res.Name) }) // not sort.Slice: docs/design/184
+	slices.SortFunc(items, func(a, b item) int { return strings.Compare(a.enc.name, b.enc.name) }) // not sort.Slice: docs/design/184
 	sort.Strings(removed)
 	// Split into responses of at most maxResponseBytes of resources
 	// (ResponseChunkBytes): Envoy's Google gRPC client and gRPC-Go refuse
 	// a message over 4 MiB by default. Removals ride in the first.
 	var resps []*discoveryv3.DeltaDiscoveryResponse
+	var outs []*deltaOut
 	sizes := []int{}
-	cur := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: t, RemovedResources: removed}
+	cur := &deltaOut{DeltaDiscoveryResponse: &discoveryv3.DeltaDiscoveryResponse{TypeUrl: t, RemovedResources: removed,
+		Resources: make([]*discoveryv3.Resource, 0, len(items))}, encs: make([]*encoded, 0, len(items))}
 	curSize := 0
 	for _, it := range items {
 		if curSize > 0 && curSize+it.size > a.maxResponseBytes {
-			resps, sizes = append(resps, cur), append(sizes, curSize)
-			cur, curSize = &discoveryv3.DeltaDiscoveryResponse{TypeUrl: t}, 0
+			resps, outs, sizes = append(resps, cur.DeltaDiscoveryResponse), append(outs, cur), append(sizes, curSize)
+			cur, curSize = &deltaOut{DeltaDiscoveryResponse: &discoveryv3.DeltaDiscoveryResponse{TypeUrl: t}}, 0
 		}
-		cur.Resources = append(cur.Resources, it.res)
+		cur.Resources = append(cur.Resources, it.enc.resource())
+		cur.encs = append(cur.encs, it.enc)
 		curSize += it.size
 	}
-	resps, sizes = append(resps, cur), append(sizes, curSize)
+	resps, outs, sizes = append(resps, cur.DeltaDiscoveryResponse), append(outs, cur), append(sizes, curSize)
 	// sent changes now, so that nothing is sent twice (a NACKed version
 	// included); held only when the proxy ACKs (typeState.ack).
 	now := time.Now()
@@ -252,7 +255,9 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 	c.mu.Unlock()
 	for i, resp := range resps {
 		a.recordSend(t, len(resp.Resources), sizes[i])
-		if err := stream.Send(resp); err != nil {
+		// SendMsg, not Send: the codec takes the encodings along
+		// (deltaOut); the stream sees the same response.
+		if err := stream.SendMsg(outs[i]); err != nil {
 			return err
 		}
 	}

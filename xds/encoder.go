@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
 	"hash/fnv"
 	"runtime"
 	"sync"
@@ -39,6 +41,43 @@ type encoded struct {
 	// short-lived messages (0.7 GB) that stayed in flight together.
 	// Responses only read it.
 	res *discoveryv3.Resource
+	// wire is res as a Delta response carries it (field 2: version, the
+	// Any, name), and wireBuf the same bytes as gRPC takes them; any's
+	// value is a window on wire, so the content is held once. The codec
+	// hands wireBuf to every response that sends the resource instead of
+	// writing each envelope again (deltaOut). Nil for hand-made test
+	// encodings.
+	wire    []byte
+	wireBuf mem.Buffer
+}
+
+// newEncoded makes the encoding of value, a typeURL resource called name,
+// with its wire form.
+func newEncoded(typeURL, name, version string, value []byte, hash uint64) *encoded {
+	anyLen := stringSize(1, typeURL)
+	if len(value) > 0 {
+		anyLen += protowire.SizeTag(2) + protowire.SizeBytes(len(value))
+	}
+	resLen := stringSize(1, version) + protowire.SizeTag(2) + protowire.SizeBytes(anyLen) + stringSize(3, name)
+	wire := make([]byte, 0, protowire.SizeTag(2)+protowire.SizeBytes(resLen))
+	wire = protowire.AppendTag(wire, 2, protowire.BytesType)
+	wire = protowire.AppendVarint(wire, uint64(resLen))
+	wire = appendString(wire, 1, version)
+	wire = protowire.AppendTag(wire, 2, protowire.BytesType)
+	wire = protowire.AppendVarint(wire, uint64(anyLen))
+	wire = appendString(wire, 1, typeURL)
+	var v []byte
+	if len(value) > 0 {
+		wire = protowire.AppendTag(wire, 2, protowire.BytesType)
+		wire = protowire.AppendVarint(wire, uint64(len(value)))
+		start := len(wire)
+		wire = append(wire, value...)
+		v = wire[start:len(wire):len(wire)]
+	}
+	wire = appendString(wire, 3, name)
+	x := &encoded{name: name, version: version, any: &anypb.Any{TypeUrl: typeURL, Value: v}, size: len(value), hash: hash, wire: wire, wireBuf: mem.SliceBuffer(wire)}
+	x.res = &discoveryv3.Resource{Name: name, Version: version, Resource: x.any}
+	return x
 }
 
 // resource returns the Delta envelope of e.
@@ -265,8 +304,7 @@ func (e *encoder) encodeContent(typeURL, name string, m proto.Message, prev *enc
 	if err := envoy.ValidateResource(m); err != nil {
 		return nil, fmt.Errorf("refusing to push invalid %s %s: %w", shortType(typeURL), name, err)
 	}
-	x := &encoded{name: name, version: fmt.Sprintf("%016x", sum), any: &anypb.Any{TypeUrl: typeURL, Value: bytes.Clone(b)}, size: len(b), hash: sum}
-	x.res = &discoveryv3.Resource{Name: x.name, Version: x.version, Resource: x.any}
+	x := newEncoded(typeURL, name, fmt.Sprintf("%016x", sum), b, sum)
 	if !shared {
 		return x, nil
 	}

@@ -95,6 +95,15 @@ type recStream struct {
 }
 
 func (s *recStream) Context() context.Context { return context.Background() }
+
+// SendMsg takes what sendDelta sends: the response with its encodings.
+func (s *recStream) SendMsg(m any) error {
+	if d, ok := m.(*deltaOut); ok {
+		return s.Send(d.DeltaDiscoveryResponse)
+	}
+	return s.ServerStream.SendMsg(m)
+}
+
 func (s *recStream) Send(r *discoveryv3.DeltaDiscoveryResponse) error {
 	s.delta = append(s.delta, r)
 	return nil
