@@ -1,12 +1,15 @@
 package xds
 
 import (
+	"slices"
+
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc/encoding"
 	protoenc "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -46,10 +49,11 @@ func (c responseCodec) Marshal(v any) (mem.BufferSlice, error) {
 		if w, ok := marshalDeltaOut(m); ok {
 			return w.done(), nil
 		}
-		if w, ok := marshalDelta(m.DeltaDiscoveryResponse); ok {
+		r := m.response()
+		if w, ok := marshalDelta(r); ok {
 			return w.done(), nil
 		}
-		return c.proto.Marshal(m.DeltaDiscoveryResponse)
+		return c.proto.Marshal(r)
 	case *discoveryv3.DeltaDiscoveryResponse:
 		if w, ok := marshalDelta(m); ok {
 			return w.done(), nil
@@ -187,35 +191,53 @@ func marshalDelta(m *discoveryv3.DeltaDiscoveryResponse) (*sliceWriter, bool) {
 	return w, true
 }
 
-// deltaOut is a Delta response with the encodings of its resources, in
-// order (encs[i].res is Resources[i]): the codec hands over each
-// encoding's wire form as it is, shared by every response that carries
-// it, where marshalDelta would write each resource's envelope (name,
-// version, type URL: ~130 bytes) into a buffer of the response's own — 1
-// MiB per proxy in a cold start of 2,000 Services. It is the response as a
-// proto.Message too, so anything else that marshals it writes the same
-// bytes.
+// deltaOut is what sendDelta sends: a Delta response (resp, without its
+// Resources) and the encodings of its resources, in order. The codec
+// writes each resource from its encoding's wire form, a big one handed
+// over as it is (shared by every response that carries it), where
+// marshalDelta would write each envelope (name, version, type URL: ~130
+// bytes) again, and sendDelta make a Resource message per resource per
+// proxy. response() is the message it stands for; ProtoReflect lets any
+// other codec write it.
 type deltaOut struct {
-	*discoveryv3.DeltaDiscoveryResponse
+	resp *discoveryv3.DeltaDiscoveryResponse
 	encs []*encoded
 }
 
-// marshalDeltaOut writes m as marshalDelta writes its response, taking
-// the resources from their encodings' wire forms. ok is false when an
-// encoding has none, or is not the resource it stands for.
-func marshalDeltaOut(m *deltaOut) (*sliceWriter, bool) {
-	r := m.DeltaDiscoveryResponse
-	if len(r.ProtoReflect().GetUnknown()) > 0 || len(m.encs) != len(r.Resources) {
+// ProtoReflect makes d the proto.Message it stands for, so that a server
+// without this codec (grpc.NewServer in a test, a binary log) writes the
+// same response, made whole first.
+func (d *deltaOut) ProtoReflect() protoreflect.Message { return d.response().ProtoReflect() }
+
+// response returns the Delta response d stands for, its resources made
+// from the encodings.
+func (d *deltaOut) response() *discoveryv3.DeltaDiscoveryResponse {
+	r := d.resp
+	out := &discoveryv3.DeltaDiscoveryResponse{SystemVersionInfo: r.SystemVersionInfo, Resources: slices.Clone(r.Resources), TypeUrl: r.TypeUrl,
+		RemovedResources: r.RemovedResources, RemovedResourceNames: r.RemovedResourceNames, Nonce: r.Nonce,
+		ControlPlane: r.ControlPlane, ResourceErrors: r.ResourceErrors}
+	for _, e := range d.encs {
+		out.Resources = append(out.Resources, e.resource())
+	}
+	return out
+}
+
+// marshalDeltaOut writes the response d stands for as marshalDelta would.
+// ok is false when an encoding has no wire form, or resp has resources
+// or unknown fields of its own.
+func marshalDeltaOut(d *deltaOut) (*sliceWriter, bool) {
+	r := d.resp
+	if len(r.ProtoReflect().GetUnknown()) > 0 || len(r.Resources) > 0 {
 		return nil, false
 	}
 	meta, shared := len(r.SystemVersionInfo)+len(r.TypeUrl)+len(r.Nonce)+16, 2
-	for i, e := range m.encs {
-		if e.wireBuf == nil || r.Resources[i] != e.res {
+	for _, e := range d.encs {
+		switch {
+		case e.wire == nil:
 			return nil, false
-		}
-		if len(e.wire) < inlineBytes {
+		case e.wireBuf == nil:
 			meta += len(e.wire)
-		} else {
+		default:
 			shared += 2
 		}
 	}
@@ -224,8 +246,8 @@ func marshalDeltaOut(m *deltaOut) (*sliceWriter, bool) {
 	}
 	w := &sliceWriter{meta: make([]byte, 0, meta), out: make(mem.BufferSlice, 0, shared)}
 	w.meta = appendString(w.meta, 1, r.SystemVersionInfo)
-	for _, e := range m.encs {
-		if len(e.wire) < inlineBytes {
+	for _, e := range d.encs {
+		if e.wireBuf == nil {
 			w.meta = append(w.meta, e.wire...)
 			continue
 		}

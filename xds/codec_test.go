@@ -9,6 +9,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc/encoding"
+	protoenc "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -78,10 +80,10 @@ func TestResponseCodecBytes(t *testing.T) {
 	}
 }
 
-// TestResponseCodecDeltaOut: a response sent with its encodings
-// (deltaOut) is byte for byte what proto.Marshal writes for the response,
-// each big encoding's wire form handed over, not copied; a response whose
-// encodings do not match its resources is still written right.
+// TestResponseCodecDeltaOut: what sendDelta sends (deltaOut) is byte for
+// byte what proto.Marshal writes for the response it stands for, a big
+// encoding's wire form handed over, not copied; one with an encoding
+// without a wire form, or resources of its own, is still written right.
 func TestResponseCodecDeltaOut(t *testing.T) {
 	big := bytes.Repeat([]byte{0x0a, 0x03, 'a', 'b', 'c'}, 1000)
 	encs := []*encoded{
@@ -94,23 +96,23 @@ func TestResponseCodecDeltaOut(t *testing.T) {
 	if !bytes.Equal(encs[0].any.Value, big) || &encs[0].any.Value[0] == &big[0] {
 		t.Fatal("an encoding's value is not its own copy of the content")
 	}
-	out := func(encs []*encoded, res []*discoveryv3.Resource) *deltaOut {
-		return &deltaOut{DeltaDiscoveryResponse: &discoveryv3.DeltaDiscoveryResponse{SystemVersionInfo: "v1", TypeUrl: resourcev3.ClusterType,
-			Nonce: "12", Resources: res, RemovedResources: []string{"gone"}, ControlPlane: &corev3.ControlPlane{Identifier: "weft"}}, encs: encs}
-	}
-	var res []*discoveryv3.Resource
-	for _, e := range encs {
-		res = append(res, e.resource())
+	out := func(encs []*encoded, own ...*discoveryv3.Resource) *deltaOut {
+		return &deltaOut{resp: &discoveryv3.DeltaDiscoveryResponse{SystemVersionInfo: "v1", TypeUrl: resourcev3.ClusterType, Resources: own,
+			Nonce: "12", RemovedResources: []string{"gone"}, ControlPlane: &corev3.ControlPlane{Identifier: "weft"}}, encs: encs}
 	}
 	hand := &encoded{name: "hand", version: "9", any: &anypb.Any{TypeUrl: resourcev3.ClusterType, Value: big}}
 	c := newResponseCodec()
 	for name, m := range map[string]*deltaOut{
-		"encodings":                    out(encs, res),
-		"none":                         out(nil, nil),
-		"an encoding without its wire": out(append(slices.Clone(encs), hand), append(slices.Clone(res), hand.resource())),
-		"encodings not its resources":  out(encs[:2], []*discoveryv3.Resource{res[1], res[0]}),
+		"encodings":                    out(encs),
+		"none":                         out(nil),
+		"an encoding without its wire": out(append(slices.Clone(encs), hand)),
+		"resources of its own":         out(encs[:2], hand.resource()),
 	} {
-		want, err := proto.MarshalOptions{Deterministic: true}.Marshal(m.DeltaDiscoveryResponse)
+		r := m.response()
+		if len(r.Resources) != len(m.resp.Resources)+len(m.encs) {
+			t.Fatalf("%s: response has %d resources", name, len(r.Resources))
+		}
+		want, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -120,6 +122,10 @@ func TestResponseCodecDeltaOut(t *testing.T) {
 		}
 		if b := got.Materialize(); !bytes.Equal(b, want) {
 			t.Errorf("%s: the codec wrote\n%x\nproto.Marshal\n%x", name, b, want)
+		}
+		// gRPC's own codec (a server without this one) writes the same.
+		if plain, err := encoding.GetCodecV2(protoenc.Name).Marshal(m); err != nil || !bytes.Equal(plain.Materialize(), want) {
+			t.Errorf("%s: gRPC's proto codec wrote %x (%v), want %x", name, plain.Materialize(), err, want)
 		}
 		if name == "encodings" && !slices.ContainsFunc(got, func(b mem.Buffer) bool { d := b.ReadOnlyData(); return &d[0] == &encs[0].wire[0] }) {
 			t.Error("the big encoding's wire form was copied, not shared")

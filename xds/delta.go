@@ -201,22 +201,19 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 	// Split into responses of at most maxResponseBytes of resources
 	// (ResponseChunkBytes): Envoy's Google gRPC client and gRPC-Go refuse
 	// a message over 4 MiB by default. Removals ride in the first.
-	var resps []*discoveryv3.DeltaDiscoveryResponse
 	var outs []*deltaOut
 	sizes := []int{}
-	cur := &deltaOut{DeltaDiscoveryResponse: &discoveryv3.DeltaDiscoveryResponse{TypeUrl: t, RemovedResources: removed,
-		Resources: make([]*discoveryv3.Resource, 0, len(items))}, encs: make([]*encoded, 0, len(items))}
+	cur := &deltaOut{resp: &discoveryv3.DeltaDiscoveryResponse{TypeUrl: t, RemovedResources: removed}, encs: make([]*encoded, 0, len(items))}
 	curSize := 0
 	for _, it := range items {
 		if curSize > 0 && curSize+it.size > a.maxResponseBytes {
-			resps, outs, sizes = append(resps, cur.DeltaDiscoveryResponse), append(outs, cur), append(sizes, curSize)
-			cur, curSize = &deltaOut{DeltaDiscoveryResponse: &discoveryv3.DeltaDiscoveryResponse{TypeUrl: t}}, 0
+			outs, sizes = append(outs, cur), append(sizes, curSize)
+			cur, curSize = &deltaOut{resp: &discoveryv3.DeltaDiscoveryResponse{TypeUrl: t}}, 0
 		}
-		cur.Resources = append(cur.Resources, it.enc.resource())
 		cur.encs = append(cur.encs, it.enc)
 		curSize += it.size
 	}
-	resps, outs, sizes = append(resps, cur.DeltaDiscoveryResponse), append(outs, cur), append(sizes, curSize)
+	outs, sizes = append(outs, cur), append(sizes, curSize)
 	// sent changes now, so that nothing is sent twice (a NACKed version
 	// included); held only when the proxy ACKs (typeState.ack).
 	now := time.Now()
@@ -225,15 +222,16 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 	// removed) leaves sent exactly have: made so at once, not name by name
 	// and rebased (docs/design/184).
 	whole := !derived && len(removed) == 0 && fromHave == len(have) && ts.sent.empty()
-	for _, resp := range resps {
-		fl := inFlight{gen: snap.generation, at: now, set: make([]nameVersion, 0, len(resp.Resources)), removed: resp.RemovedResources}
-		for _, r := range resp.Resources {
-			if i := c.ownIndex(t, r.Name); i >= 0 {
+	for _, out := range outs {
+		resp := out.resp
+		fl := inFlight{gen: snap.generation, at: now, set: make([]nameVersion, 0, len(out.encs)), removed: resp.RemovedResources}
+		for _, e := range out.encs {
+			if i := c.ownIndex(t, e.name); i >= 0 {
 				ts.ownSent |= 1 << i
 			} else if !whole {
-				ts.sent.set(r.Name, r.Version)
+				ts.sent.set(e.name, e.version)
 			}
-			fl.set = append(fl.set, nameVersion{r.Name, r.Version})
+			fl.set = append(fl.set, nameVersion{e.name, e.version})
 		}
 		for _, n := range resp.RemovedResources {
 			ts.sent.del(n)
@@ -253,11 +251,11 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 	}
 	ts.sentGen = snap.generation
 	c.mu.Unlock()
-	for i, resp := range resps {
-		a.recordSend(t, len(resp.Resources), sizes[i])
-		// SendMsg, not Send: the codec takes the encodings along
-		// (deltaOut); the stream sees the same response.
-		if err := stream.SendMsg(outs[i]); err != nil {
+	for i, out := range outs {
+		a.recordSend(t, len(out.encs), sizes[i])
+		// SendMsg, not Send: the codec writes the resources from their
+		// encodings (deltaOut).
+		if err := stream.SendMsg(out); err != nil {
 			return err
 		}
 	}

@@ -35,18 +35,14 @@ type encoded struct {
 	any     *anypb.Any
 	size    int
 	hash    uint64
-	// res is the Delta envelope of the resource (its name, version and
-	// any), made once: every response that carries it shares it. A cold
-	// start of 500 proxies made one per resource per proxy, 4 million
-	// short-lived messages (0.7 GB) that stayed in flight together.
-	// Responses only read it.
-	res *discoveryv3.Resource
-	// wire is res as a Delta response carries it (field 2: version, the
-	// Any, name), and wireBuf the same bytes as gRPC takes them; any's
-	// value is a window on wire, so the content is held once. The codec
-	// hands wireBuf to every response that sends the resource instead of
-	// writing each envelope again (deltaOut). Nil for hand-made test
-	// encodings.
+	// wire is the resource as a Delta response carries it (field 2:
+	// version, the Any, name); any's value is a window on it, so the
+	// content is held once. Responses copy a small one and hand a big one
+	// over as wireBuf, made once (deltaOut): a cold start of 500 proxies
+	// wrote each resource's ~130-byte envelope per proxy into buffers of
+	// the response's own (0.76 GB) and made a Resource message per
+	// resource per proxy (0.7 GB), all in flight together. Nil for
+	// hand-made test encodings.
 	wire    []byte
 	wireBuf mem.Buffer
 }
@@ -75,17 +71,16 @@ func newEncoded(typeURL, name, version string, value []byte, hash uint64) *encod
 		v = wire[start:len(wire):len(wire)]
 	}
 	wire = appendString(wire, 3, name)
-	x := &encoded{name: name, version: version, any: &anypb.Any{TypeUrl: typeURL, Value: v}, size: len(value), hash: hash, wire: wire, wireBuf: mem.SliceBuffer(wire)}
-	x.res = &discoveryv3.Resource{Name: name, Version: version, Resource: x.any}
+	x := &encoded{name: name, version: version, any: &anypb.Any{TypeUrl: typeURL, Value: v}, size: len(value), hash: hash, wire: wire}
+	if len(wire) >= inlineBytes {
+		x.wireBuf = mem.SliceBuffer(wire)
+	}
 	return x
 }
 
-// resource returns the Delta envelope of e.
+// resource returns the Delta resource e is.
 func (e *encoded) resource() *discoveryv3.Resource {
-	if e.res != nil {
-		return e.res
-	}
-	return &discoveryv3.Resource{Name: e.name, Version: e.version, Resource: e.any} // (tests' hand-made encodings)
+	return &discoveryv3.Resource{Name: e.name, Version: e.version, Resource: e.any}
 }
 
 var marshal = proto.MarshalOptions{Deterministic: true}

@@ -99,7 +99,7 @@ func (s *recStream) Context() context.Context { return context.Background() }
 // SendMsg takes what sendDelta sends: the response with its encodings.
 func (s *recStream) SendMsg(m any) error {
 	if d, ok := m.(*deltaOut); ok {
-		return s.Send(d.DeltaDiscoveryResponse)
+		return s.Send(d.response())
 	}
 	return s.ServerStream.SendMsg(m)
 }
