@@ -193,8 +193,8 @@ func marshalDelta(m *discoveryv3.DeltaDiscoveryResponse) (*sliceWriter, bool) {
 
 // deltaOut is what sendDelta sends: a Delta response (resp, without its
 // Resources) and the encodings of its resources, in order. The codec
-// writes each resource from its encoding's wire form, a big one handed
-// over as it is (shared by every response that carries it), where
+// hands over each resource's wire form as it is (shared by every
+// response that carries it), where
 // marshalDelta would write each envelope (name, version, type URL: ~130
 // bytes) again, and sendDelta make a Resource message per resource per
 // proxy. response() is the message it stands for; ProtoReflect lets any
@@ -230,28 +230,21 @@ func marshalDeltaOut(d *deltaOut) (*sliceWriter, bool) {
 	if len(r.ProtoReflect().GetUnknown()) > 0 || len(r.Resources) > 0 {
 		return nil, false
 	}
-	meta, shared := len(r.SystemVersionInfo)+len(r.TypeUrl)+len(r.Nonce)+16, 2
+	meta := len(r.SystemVersionInfo) + len(r.TypeUrl) + len(r.Nonce) + 16
 	for _, e := range d.encs {
-		switch {
-		case e.wire == nil:
+		if e.wireBuf == nil {
 			return nil, false
-		case e.wireBuf == nil:
-			meta += len(e.wire)
-		default:
-			shared += 2
 		}
 	}
 	for _, n := range r.RemovedResources {
 		meta += len(n) + 4
 	}
-	w := &sliceWriter{meta: make([]byte, 0, meta), out: make(mem.BufferSlice, 0, shared)}
+	// Every wire form is handed over, small ones too (newEncoded says
+	// why): the response's own memory is its fields and this list.
+	w := &sliceWriter{meta: make([]byte, 0, meta), out: make(mem.BufferSlice, 0, len(d.encs)+2)}
 	w.meta = appendString(w.meta, 1, r.SystemVersionInfo)
+	w.flush()
 	for _, e := range d.encs {
-		if e.wireBuf == nil {
-			w.meta = append(w.meta, e.wire...)
-			continue
-		}
-		w.flush()
 		w.out = append(w.out, e.wireBuf)
 	}
 	rest := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: r.TypeUrl, RemovedResources: r.RemovedResources,
