@@ -326,27 +326,33 @@ func compileListener(l *listenerv3.Listener) *listenerChecks {
 // a connection to the one listener bound to its destination
 // (docs/design/182): each name and each socket address once.
 func checkListenerAddresses(listeners []*listenerv3.Listener) []error {
+	// Run for every group's ~2,000 listeners: keys are structs, not
+	// formatted strings, and the maps are sized once.
+	type at struct {
+		addr string
+		port uint32
+	}
 	var errs []error
-	names, addrs := map[string]bool{}, map[string]string{}
+	names, addrs := make(map[string]bool, len(listeners)), make(map[at]string, len(listeners))
+	check := func(l *listenerv3.Listener, a *corev3.Address) {
+		sa := a.GetSocketAddress()
+		if sa == nil {
+			return
+		}
+		k := at{sa.GetAddress(), sa.GetPortValue()}
+		if prev, ok := addrs[k]; ok {
+			errs = append(errs, fmt.Errorf("listeners %q and %q: both at %s port %d", prev, l.Name, k.addr, k.port))
+		}
+		addrs[k] = l.Name
+	}
 	for _, l := range listeners {
 		if names[l.Name] {
 			errs = append(errs, fmt.Errorf("listener %q: defined twice", l.Name))
 		}
 		names[l.Name] = true
-		as := []*corev3.Address{l.GetAddress()}
+		check(l, l.GetAddress())
 		for _, a := range l.GetAdditionalAddresses() {
-			as = append(as, a.GetAddress())
-		}
-		for _, a := range as {
-			sa := a.GetSocketAddress()
-			if sa == nil {
-				continue
-			}
-			k := fmt.Sprintf("%s|%d", sa.GetAddress(), sa.GetPortValue())
-			if prev, ok := addrs[k]; ok {
-				errs = append(errs, fmt.Errorf("listeners %q and %q: both at %s port %d", prev, l.Name, sa.GetAddress(), sa.GetPortValue()))
-			}
-			addrs[k] = l.Name
+			check(l, a.GetAddress())
 		}
 	}
 	return errs
