@@ -2,6 +2,7 @@ package sim_test
 
 import (
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 
@@ -154,49 +155,17 @@ spec:
 // --exclude-inbound-ports) never reaches its sidecar, yet meshed callers
 // sent it mesh mTLS, which the application cannot read.
 func TestDefect12l_ExcludedInboundPortGetsMTLS(t *testing.T) {
-	w := weftWorld(t, "testdata/shop.in.yaml", exporterYAML)
+	exporter, err := os.ReadFile("testdata/exporter.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := weftWorld(t, "testdata/shop.in.yaml", string(exporter))
 	check(t, walk(t, w, sim.Call{From: "shop/client-0", To: "exporter.shop:9100", Path: "/metrics"}),
 		sim.Verdict{Kind: sim.Delivered, Pod: "shop/exporter-0", Port: 9100})
 	// Its other, captured port is still mesh mTLS.
 	check(t, walk(t, w, sim.Call{From: "shop/client-0", To: "exporter.shop:80"}),
 		sim.Verdict{Kind: sim.Delivered, Pod: "shop/exporter-0", Port: 8080, MTLS: true, ClientIdentity: clientID})
 }
-
-// exporterYAML: a meshed pod that excludes its metrics port from capture.
-const exporterYAML = `
-apiVersion: v1
-kind: Service
-metadata: {name: exporter, namespace: shop}
-spec:
-  clusterIP: 10.96.0.30
-  clusterIPs: [10.96.0.30]
-  selector: {app: exporter}
-  ports: [{name: http-metrics, port: 9100}, {name: http, port: 80, targetPort: 8080}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: exporter-v4, namespace: shop, labels: {kubernetes.io/service-name: exporter}}
-addressType: IPv4
-ports: [{name: http-metrics, port: 9100}, {name: http, port: 8080}]
-endpoints:
-- addresses: [10.1.0.60]
-  targetRef: {kind: Pod, name: exporter-0, namespace: shop}
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: exporter-0
-  namespace: shop
-  labels: {app: exporter}
-  annotations: {weft.dev/exclude-inbound-ports: "9100"}
-spec:
-  serviceAccountName: exporter
-  initContainers:
-  - {name: weft-init, image: weft-init, args: [--proxy-uid=1337, --exclude-inbound-ports=9100]}
-  - {name: weft-proxy, image: envoy}
-  containers: [{name: app, image: exporter:1}]
-status: {podIPs: [{ip: 10.1.0.60}]}
-`
 
 // probedYAML: a meshed pod whose readiness probe (port 8081, /healthz)
 // injection rewrote to the sidecar's /app-health/app/readyz.

@@ -16,55 +16,19 @@ import (
 	"github.com/weftmesh/weft/translator/ir"
 )
 
-// exporterYAML: a meshed pod whose metrics port is excluded from inbound
-// capture (the webhook turned weft.dev/exclude-inbound-ports into
-// weft-init's flag), beside a plain app container.
-const exporterYAML = `
----
-apiVersion: v1
-kind: Service
-metadata: {name: exporter, namespace: shop}
-spec:
-  clusterIP: 10.96.0.30
-  clusterIPs: [10.96.0.30]
-  selector: {app: exporter}
-  ports: [{name: http-metrics, port: 9100}, {name: http, port: 80, targetPort: 8080}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: exporter-v4, namespace: shop, labels: {kubernetes.io/service-name: exporter}}
-addressType: IPv4
-ports: [{name: http-metrics, port: 9100}, {name: http, port: 8080}]
-endpoints:
-- addresses: [10.1.0.60]
-  targetRef: {kind: Pod, name: exporter-0, namespace: shop}
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: exporter-0
-  namespace: shop
-  labels: {app: exporter}
-  annotations: {weft.dev/exclude-inbound-ports: "9100"}
-spec:
-  serviceAccountName: exporter
-  initContainers:
-  - {name: weft-init, image: weft-init, args: [--proxy-uid=1337, --exclude-inbound-ports=9100]}
-  - {name: weft-proxy, image: envoy, args: [--concurrency, "2"]}
-  containers: [{name: app, image: exporter:1, args: [--listen=:8080]}]
-status: {podIPs: [{ip: 10.1.0.60}]}
-`
-
 // The controller translates the Pods its cache holds, which TransformPod
 // trimmed: the translation must be the one whole Pods give. The simulator's
 // shop mesh (every kind of pod the data-path tests walk) and a pod that
 // excludes a port from capture are translated both ways.
 func TestTransformPodKeepsWhatTheTranslatorReads(t *testing.T) {
-	data, err := os.ReadFile("../../../dataplane/sim/testdata/shop.in.yaml")
-	if err != nil {
-		t.Fatal(err)
+	var data []byte
+	for _, f := range []string{"shop.in.yaml", "exporter.yaml"} {
+		b, err := os.ReadFile("../../../dataplane/sim/testdata/" + f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data = append(append(data, b...), "\n---\n"...)
 	}
-	data = append(data, exporterYAML...)
 	whole, err := translator.DecodeInputs(data)
 	if err != nil {
 		t.Fatal(err)
