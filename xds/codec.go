@@ -193,12 +193,11 @@ func marshalDelta(m *discoveryv3.DeltaDiscoveryResponse) (*sliceWriter, bool) {
 
 // deltaOut is what sendDelta sends: a Delta response (resp, without its
 // Resources) and the encodings of its resources, in order. The codec
-// hands over each resource's wire form as it is (shared by every
-// response that carries it), where
-// marshalDelta would write each envelope (name, version, type URL: ~130
-// bytes) again, and sendDelta make a Resource message per resource per
-// proxy. response() is the message it stands for; ProtoReflect lets any
-// other codec write it.
+// hands over each resource's wire form as it is, shared by every response
+// that carries it, where marshalDelta would write each envelope (name,
+// version, type URL: ~130 bytes) again and sendDelta make a Resource
+// message per resource per proxy (docs/design/188). response() is the
+// message it stands for; ProtoReflect lets any other codec write it.
 type deltaOut struct {
 	resp *discoveryv3.DeltaDiscoveryResponse
 	encs []*encoded

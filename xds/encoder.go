@@ -4,9 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"google.golang.org/grpc/mem"
-	"google.golang.org/protobuf/encoding/protowire"
 	"hash/fnv"
 	"runtime"
 	"sync"
@@ -17,7 +14,10 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -37,14 +37,11 @@ type encoded struct {
 	hash    uint64
 	// wire is the resource as a Delta response carries it (field 2:
 	// version, the Any, name); any's value is a window on it, so the
-	// content is held once. Responses hand it over as wireBuf, made once
-	// (deltaOut), however small: a copy would be the response's own
-	// memory, held while the proxy reads (all 500 of a cold start at
-	// once: the 2,000 ~200-byte route configurations were 0.4 MiB per
-	// proxy, copied). A cold start of 500 proxies
-	// wrote each resource's ~130-byte envelope per proxy into buffers of
-	// the response's own (0.76 GB) and made a Resource message per
-	// resource per proxy (0.7 GB), all in flight together. Nil for
+	// content is held once. Every response that sends the resource hands
+	// over wireBuf, boxed once, however small (deltaOut, docs/design/188):
+	// a cold start of 500 proxies made a Resource message per resource per
+	// proxy (0.7 GB) and wrote each ~130-byte envelope into a buffer of
+	// the response's own (0.76 GB), all in flight together. Nil for
 	// hand-made test encodings.
 	wire    []byte
 	wireBuf mem.Buffer
