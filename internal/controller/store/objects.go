@@ -186,9 +186,15 @@ func weftContainers(cs []corev1.Container) []corev1.Container {
 // pods cached before keep sharing what they share, and the ones after
 // share anew. A cluster's live pods have a few hundred distinct label sets
 // (one per ReplicaSet and StatefulSet revision) and a handful of container
-// lists; 4,096 entries of a few hundred bytes each bound a table at ~2 MiB
-// even when every pod is made to differ.
+// lists. What a table adds to the pods' own memory is its keys and the
+// values of pods already gone: with maxInternedBytes, at most ~16 MiB for
+// maps even when every pod is made to differ.
 const maxInterned = 4096
+
+// maxInternedBytes: a label or annotation map with more content than this
+// is kept as it is, not interned (large annotations are usually a pod's
+// own, and their key would double them).
+const maxInternedBytes = 2048
 
 // internTable shares equal values between cached pods, by a key that
 // says everything about the value. Safe for concurrent use.
@@ -232,6 +238,9 @@ func internMap(m map[string]string) map[string]string {
 	for k, v := range m {
 		keys = append(keys, k)
 		n += len(k) + len(v) + 2
+	}
+	if n > maxInternedBytes {
+		return m
 	}
 	slices.Sort(keys)
 	var key strings.Builder

@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/json"
+	"maps"
 	"os"
 	"reflect"
 	"strconv"
@@ -132,6 +133,11 @@ func TestTransformPodSharesContainerLists(t *testing.T) {
 	}
 	if h.Labels["pod-template-hash"] != "77aa" || f.Labels["pod-template-hash"] != "5d9f" {
 		t.Errorf("labels confused: %v, %v", f.Labels, h.Labels)
+	}
+	// A large map is the pod's own.
+	large := map[string]string{"app": "web", "config": strings.Repeat("x", maxInternedBytes)}
+	if l1, l2 := labelled("l1", large), labelled("l2", maps.Clone(large)); reflect.ValueOf(l1.Labels).UnsafePointer() == reflect.ValueOf(l2.Labels).UnsafePointer() {
+		t.Error("labels over maxInternedBytes were interned")
 	}
 	grown := append(a.Spec.InitContainers, corev1.Container{Name: "x"})
 	grown[0].Name = "changed"
