@@ -319,7 +319,7 @@ func TestValidate(t *testing.T) {
 func TestMemoryWaitsForACollection(t *testing.T) {
 	since := time.Now()
 	var mu sync.Mutex
-	lastGC, scrapes := since.Add(-time.Minute), 0
+	lastGC, scrapes, withRuntime := since.Add(-time.Minute), 0, false
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -329,6 +329,9 @@ func TestMemoryWaitsForACollection(t *testing.T) {
 		}
 		fmt.Fprintf(w, "go_memstats_last_gc_time_seconds %v\ngo_memstats_next_gc_bytes %d\ngo_memstats_stack_inuse_bytes 100\ngo_memstats_heap_inuse_bytes %d\nprocess_resident_memory_bytes 5e+07\ngo_gc_gogc_percent 100\n",
 			float64(lastGC.UnixNano())/1e9, 2000*scrapes+100, 9000-1000*scrapes)
+		if withRuntime {
+			fmt.Fprint(w, "go_memstats_heap_idle_bytes 4e+07\ngo_memstats_heap_released_bytes 3e+07\ngo_memstats_sys_bytes 6e+07\n")
+		}
 	}))
 	defer srv.Close()
 	c := &controller{monitoring: strings.TrimPrefix(srv.URL, "http://")}
@@ -360,6 +363,20 @@ func TestMemoryWaitsForACollection(t *testing.T) {
 	}
 	if m.afterGC || m.heap != 9000-1000*(-95) {
 		t.Errorf("memory without a collection = %+v, want the smallest heap in use of 5 samples", m)
+	}
+	if m.runtime != (RuntimeMemory{HeapInuse: m.runtime.HeapInuse, StackInuse: 100}) {
+		t.Errorf("runtime account without its metrics = %+v, want only what is exported", m.runtime)
+	}
+	// With the runtime's account exported, the reading carries it.
+	mu.Lock()
+	lastGC, scrapes, withRuntime = since.Add(-time.Minute), 0, true
+	mu.Unlock()
+	m, err = c.memory(context.Background(), since, time.Minute, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (RuntimeMemory{HeapInuse: 6000, HeapIdle: 4e7, HeapReleased: 3e7, StackInuse: 100, Sys: 6e7}); m.runtime != want {
+		t.Errorf("runtime account = %+v, want %+v (the third scrape's)", m.runtime, want)
 	}
 }
 
@@ -567,5 +584,33 @@ func TestScopedVisibility(t *testing.T) {
 		if want := map[bool]int{true: 1, false: m.Namespaces}[m.Scoped]; seeing != want {
 			t.Errorf("scoped %t: %d of %d proxies see split 0, want %d", m.Scoped, seeing, len(f.members), want)
 		}
+	}
+}
+
+// TestChurnCPUJudgedUntilDelivered: the churn CPU target compares the CPU
+// until every change was delivered, not the writes' window (istiod pushes
+// its last batch after it); reports without it fall back to the window.
+func TestChurnCPUJudgedUntilDelivered(t *testing.T) {
+	judge := func(w, i Churn) string {
+		rep := &Report{Config: Config{Mesh: Mesh{Services: 10, Endpoints: 2, Namespaces: 2}}}
+		for p, ch := range map[Flavor]Churn{Weft: w, Istiod: i} {
+			ch.Changes = 10
+			rep.Fleets = append(rep.Fleets, FleetReport{Plane: p, Proxies: 4, Churn: ch})
+		}
+		var out strings.Builder
+		rep.PrintComparison(&out)
+		for _, l := range strings.Split(out.String(), "\n") {
+			if strings.Contains(l, "churn CPU") && strings.HasPrefix(l, "- ") {
+				return l
+			}
+		}
+		t.Fatalf("no churn CPU target in:\n%s", out.String())
+		return ""
+	}
+	if l := judge(Churn{CPUSeconds: 1, CPUToDelivery: 1.1}, Churn{CPUSeconds: 0.5, CPUToDelivery: 2}); !strings.Contains(l, "**met** (weft 1.10 CPU s, istiod 2.00 CPU s)") {
+		t.Errorf("until delivered: %s", l)
+	}
+	if l := judge(Churn{CPUSeconds: 1}, Churn{CPUSeconds: 0.5}); !strings.Contains(l, "**not met** (weft 1.00 CPU s, istiod 0.50 CPU s)") {
+		t.Errorf("an older report, the window: %s", l)
 	}
 }
