@@ -6,6 +6,8 @@ package xdsload
 
 import (
 	"context"
+	"errors"
+	"io"
 	"sync"
 	"time"
 
@@ -32,7 +34,8 @@ type Proxy struct {
 	// a NACKed response is not applied.
 	Reject func(r *discoveryv3.DeltaDiscoveryResponse) string
 	// OnAck, when set, hears every response the proxy accepted, with the
-	// time its ACK was sent: the moment Envoy would have applied it. Load
+	// time its ACK was queued to be sent: the moment Envoy would have
+	// applied it. Load
 	// tools use it to time when a change arrived. It runs on the stream's
 	// goroutine, so it must be quick.
 	OnAck func(r *discoveryv3.DeltaDiscoveryResponse, acked time.Time)
@@ -79,10 +82,16 @@ func (p *Proxy) Run(ctx context.Context, conn grpc.ClientConnInterface) error {
 	if p.Token != "" {
 		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+p.Token)
 	}
-	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	// Ending the stream's context also ends a send waiting for flow control.
+	outer := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// codec: responses decoded without copying their resources (codec.go).
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx, grpc.ForceCodecV2(codec))
 	if err != nil {
 		return err
 	}
+	out := startSending(ctx, cancel, stream)
 	first := true
 	for _, t := range Types {
 		if p.ByName && !isWildcardType(t) {
@@ -92,7 +101,7 @@ func (p *Proxy) Run(ctx context.Context, conn grpc.ClientConnInterface) error {
 		if first {
 			req.Node, first = p.Node, false
 		}
-		if err := stream.Send(req); err != nil {
+		if err := out.send(req); err != nil {
 			return err
 		}
 	}
@@ -103,8 +112,13 @@ func (p *Proxy) Run(ctx context.Context, conn grpc.ClientConnInterface) error {
 	for {
 		r, err := stream.Recv()
 		if err != nil {
-			if ctx.Err() != nil {
+			if outer.Err() != nil {
 				return nil
+			}
+			// A send that failed (not at the stream's end, which Recv
+			// reports with its status) ended the stream.
+			if serr := out.failed(); serr != nil && !errors.Is(serr, io.EOF) {
+				return serr
 			}
 			return err
 		}
@@ -112,7 +126,7 @@ func (p *Proxy) Run(ctx context.Context, conn grpc.ClientConnInterface) error {
 			if msg := p.Reject(r); msg != "" {
 				nack := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce,
 					ErrorDetail: &status.Status{Code: int32(codes.InvalidArgument), Message: msg}}
-				if err := stream.Send(nack); err != nil {
+				if err := out.send(nack); err != nil {
 					return err
 				}
 				continue
@@ -146,12 +160,12 @@ func (p *Proxy) Run(ctx context.Context, conn grpc.ClientConnInterface) error {
 		// endpoints and routes it names, then is ACKed.
 		if names != nil {
 			for _, req := range names.update(r) {
-				if err := stream.Send(req); err != nil {
+				if err := out.send(req); err != nil {
 					return err
 				}
 			}
 		}
-		if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce}); err != nil {
+		if err := out.send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce}); err != nil {
 			return err
 		}
 		if p.OnAck != nil {
@@ -234,4 +248,76 @@ func (p *Proxy) Held(typeURL string) map[string]string {
 		out[n] = v
 	}
 	return out
+}
+
+// sendQueue sends one stream's requests, in order, from a goroutine of
+// its own, so that the proxy never stops reading while a request waits
+// for flow control. Envoy's gRPC client buffers what it sends and keeps
+// reading; a proxy that sent inline deadlocked against a server blocked
+// writing to it: at 5,000 Services a subscription request (~200 KB of
+// names) outgrew the stream's window while the server, which reads the
+// next request only after its write, waited for the proxy to read
+// (TestProxyReadsWhileItsRequestsWait).
+type sendQueue struct {
+	mu    sync.Mutex
+	queue []*discoveryv3.DeltaDiscoveryRequest
+	err   error
+	wake  chan struct{}
+}
+
+// startSending sends on stream until ctx ends or a send fails, which
+// calls cancel (ending the stream, so that the proxy's Recv returns).
+func startSending(ctx context.Context, cancel context.CancelFunc, stream grpc.BidiStreamingClient[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]) *sendQueue {
+	q := &sendQueue{wake: make(chan struct{}, 1)}
+	go q.run(ctx, cancel, stream)
+	return q
+}
+
+func (q *sendQueue) run(ctx context.Context, cancel context.CancelFunc, stream grpc.BidiStreamingClient[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]) {
+	for {
+		select {
+		case <-q.wake:
+		case <-ctx.Done():
+			return
+		}
+		for {
+			q.mu.Lock()
+			if len(q.queue) == 0 {
+				q.mu.Unlock()
+				break
+			}
+			r := q.queue[0]
+			q.queue[0], q.queue = nil, q.queue[1:]
+			q.mu.Unlock()
+			if err := stream.Send(r); err != nil {
+				q.mu.Lock()
+				q.err = err
+				q.mu.Unlock()
+				cancel()
+				return
+			}
+		}
+	}
+}
+
+// send queues r; it fails only once a send has failed.
+func (q *sendQueue) send(r *discoveryv3.DeltaDiscoveryRequest) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.err != nil {
+		return q.err
+	}
+	q.queue = append(q.queue, r)
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// failed is the error a send failed with, if any.
+func (q *sendQueue) failed() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.err
 }

@@ -2,16 +2,21 @@ package xdsload_test
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/weftmesh/weft/dataplane"
@@ -233,5 +238,116 @@ func TestByName(t *testing.T) {
 			return
 		case <-time.After(50 * time.Millisecond):
 		}
+	}
+}
+
+// floodServer answers a proxy's first request with a cluster response
+// that makes it subscribe to many endpoint names (a large request), then
+// writes more than every flow-control window holds before it reads again,
+// as weft's stream loop does (it reads the next request after its write):
+// a proxy that stopped reading while its request waited would deadlock
+// with it. done hears what the server saw once it read again.
+type floodServer struct {
+	discoveryv3.UnimplementedAggregatedDiscoveryServiceServer
+	clusters, flood int
+	done            chan floodResult
+}
+
+type floodResult struct {
+	subscribed, acked int
+	err               error
+}
+
+func (s floodServer) DeltaAggregatedResources(stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	res := floodResult{}
+	defer func() {
+		if res.err != nil {
+			s.done <- res
+		}
+	}()
+	if _, res.err = stream.Recv(); res.err != nil {
+		return res.err
+	}
+	var clusters []*discoveryv3.Resource
+	for i := range s.clusters {
+		name := fmt.Sprintf("%s-%05d", strings.Repeat("c", 90), i)
+		a, err := anypb.New(&clusterv3.Cluster{Name: name, ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}})
+		if err != nil {
+			res.err = err
+			return err
+		}
+		clusters = append(clusters, &discoveryv3.Resource{Name: name, Version: "1", Resource: a})
+	}
+	if res.err = stream.Send(&discoveryv3.DeltaDiscoveryResponse{TypeUrl: resourcev3.ClusterType, Nonce: "clusters", Resources: clusters}); res.err != nil {
+		return res.err
+	}
+	value := make([]byte, 256<<10)
+	for i := range s.flood {
+		name := fmt.Sprintf("route-%d", i)
+		r := &discoveryv3.Resource{Name: name, Version: "1", Resource: &anypb.Any{TypeUrl: resourcev3.RouteType, Value: value}}
+		if res.err = stream.Send(&discoveryv3.DeltaDiscoveryResponse{TypeUrl: resourcev3.RouteType, Nonce: name, Resources: []*discoveryv3.Resource{r}}); res.err != nil {
+			return res.err
+		}
+	}
+	for res.acked < s.flood+1 {
+		req, err := stream.Recv()
+		if err != nil {
+			res.err = err
+			return err
+		}
+		if req.ResponseNonce != "" && req.ErrorDetail == nil {
+			res.acked++
+		}
+		if req.TypeUrl == resourcev3.EndpointType {
+			res.subscribed += len(req.ResourceNamesSubscribe)
+		}
+	}
+	s.done <- res
+	<-stream.Context().Done()
+	return nil
+}
+
+// TestProxyReadsWhileItsRequestsWait: a proxy keeps reading responses
+// while a request of its waits for flow control, as Envoy does. Windows
+// are fixed at gRPC's 64 KiB on both sides (no BDP growth): the proxy's
+// subscription (~290 KB of names) cannot go out until the server reads,
+// and the server writes 2 MiB before it reads. The proxy that sent inline
+// deadlocked here (and at 5,000 Services in `make bench --large`).
+func TestProxyReadsWhileItsRequestsWait(t *testing.T) {
+	const clusters, flood = 3000, 8
+	srv := floodServer{clusters: clusters, flood: flood, done: make(chan floodResult, 1)}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer(grpc.InitialWindowSize(64<<10), grpc.InitialConnWindowSize(64<<10))
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, srv)
+	go func() { _ = g.Serve(lis) }()
+	defer g.Stop()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	p := newProxy()
+	p.ByName = true
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = p.Run(ctx, conn) }()
+	// Generous: a deadlock never ends, a slow machine does.
+	select {
+	case res := <-srv.done:
+		if res.err != nil {
+			t.Fatal(res.err)
+		}
+		if res.subscribed != clusters {
+			t.Errorf("the proxy subscribed to %d endpoint names, want %d", res.subscribed, clusters)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the proxy and the server wait for each other: the proxy stopped reading while its request waited")
+	}
+	if got := len(p.Held(resourcev3.RouteType)); got != flood {
+		t.Errorf("the proxy holds %d of the %d route configurations sent", got, flood)
 	}
 }

@@ -1,0 +1,118 @@
+package xdsload
+
+import (
+	"testing"
+	"unsafe"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// TestResponseCodecDecodes: what the simulated proxies' codec makes of a
+// response is what proto.Unmarshal makes of it, for every field a
+// discovery response can carry, including those it leaves to proto.
+func TestResponseCodecDecodes(t *testing.T) {
+	full := &discoveryv3.DeltaDiscoveryResponse{
+		SystemVersionInfo: "v1",
+		TypeUrl:           "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+		Nonce:             "7",
+		Resources: []*discoveryv3.Resource{
+			{Name: "a", Version: "1", Resource: &anypb.Any{TypeUrl: "type.googleapis.com/envoy.config.cluster.v3.Cluster", Value: []byte("\x0a\x01a")}},
+			{Name: "b", Version: "2", Aliases: []string{"b2"}, Ttl: durationpb.New(5e9),
+				CacheControl: &discoveryv3.Resource_CacheControl{DoNotCache: true},
+				ResourceName: &discoveryv3.ResourceName{Name: "b"},
+				Metadata:     &corev3.Metadata{FilterMetadata: nil},
+				Resource:     &anypb.Any{TypeUrl: "type.googleapis.com/envoy.config.cluster.v3.Cluster"}},
+			{Name: "c"}, // no version, no value
+		},
+		RemovedResources:     []string{"x", "y"},
+		RemovedResourceNames: []*discoveryv3.ResourceName{{Name: "x"}},
+		ControlPlane:         &corev3.ControlPlane{Identifier: "istiod"},
+		ResourceErrors:       []*discoveryv3.ResourceError{{ResourceName: &discoveryv3.ResourceName{Name: "z"}, ErrorDetail: &status.Status{Code: 5}}},
+	}
+	b, err := proto.Marshal(full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An Any with a field it does not know, and a Resource whose Any
+	// comes in two parts (proto merges them): both left to proto.
+	odd := protowire.AppendTag(nil, 2, protowire.BytesType)
+	anyOdd := protowire.AppendTag(nil, 1, protowire.BytesType)
+	anyOdd = protowire.AppendString(anyOdd, "t")
+	anyOdd = protowire.AppendTag(anyOdd, 3, protowire.VarintType)
+	anyOdd = protowire.AppendVarint(anyOdd, 1)
+	res := protowire.AppendTag(nil, 2, protowire.BytesType)
+	res = protowire.AppendBytes(res, anyOdd)
+	res = protowire.AppendTag(res, 2, protowire.BytesType)
+	res = protowire.AppendBytes(res, protowire.AppendBytes(protowire.AppendTag(nil, 2, protowire.BytesType), []byte("v")))
+	res = protowire.AppendTag(res, 3, protowire.BytesType)
+	res = protowire.AppendString(res, "odd")
+	odd = protowire.AppendBytes(odd, res)
+	for name, in := range map[string][]byte{"every field": b, "unknown Any field, Any in two parts": odd, "empty": nil} {
+		t.Run(name, func(t *testing.T) {
+			want := &discoveryv3.DeltaDiscoveryResponse{}
+			if err := proto.Unmarshal(in, want); err != nil {
+				t.Fatal(err)
+			}
+			got := &discoveryv3.DeltaDiscoveryResponse{Nonce: "stale"} // decoding resets it
+			if err := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(in)}, got); err != nil {
+				t.Fatal(err)
+			}
+			if !proto.Equal(got, want) {
+				t.Errorf("decoded\n%v\nproto.Unmarshal gives\n%v", got, want)
+			}
+		})
+	}
+
+	// The values are windows on the message, not copies.
+	r := &discoveryv3.DeltaDiscoveryResponse{}
+	if err := decodeDelta(b, r); err != nil {
+		t.Fatal(err)
+	}
+	v := r.Resources[0].Resource.Value
+	start, end := uintptr(unsafe.Pointer(&b[0])), uintptr(unsafe.Pointer(&b[len(b)-1]))
+	if p := uintptr(unsafe.Pointer(&v[0])); p < start || p > end {
+		t.Error("a resource's value was copied out of the message")
+	}
+	if cap(v) != len(v) {
+		t.Errorf("a value's capacity reaches past it (%d > %d): an append would write over the message", cap(v), len(v))
+	}
+	// Names are shared between responses.
+	r2 := &discoveryv3.DeltaDiscoveryResponse{}
+	if err := decodeDelta(append([]byte(nil), b...), r2); err != nil {
+		t.Fatal(err)
+	}
+	if unsafe.StringData(r.Resources[0].Name) != unsafe.StringData(r2.Resources[0].Name) {
+		t.Error("the same name decoded twice is two strings")
+	}
+}
+
+// TestResponseCodecRefusesWhatProtoRefuses: invalid UTF-8 in a string and
+// a truncated message fail as they do with proto.Unmarshal.
+func TestResponseCodecRefusesWhatProtoRefuses(t *testing.T) {
+	bad := func(num protowire.Number, s string) []byte {
+		return protowire.AppendString(protowire.AppendTag(nil, num, protowire.BytesType), s)
+	}
+	resName := bad(2, string(bad(3, "\xff")))
+	ok, _ := proto.Marshal(&discoveryv3.DeltaDiscoveryResponse{Nonce: "1", TypeUrl: "t"})
+	for name, in := range map[string][]byte{
+		"type URL":      bad(4, "\xff"),
+		"nonce":         bad(5, "\xfe"),
+		"removed":       bad(6, "a\xff"),
+		"resource name": resName,
+		"truncated":     ok[:len(ok)-1],
+	} {
+		if err := proto.Unmarshal(in, &discoveryv3.DeltaDiscoveryResponse{}); err == nil {
+			t.Fatalf("%s: proto.Unmarshal accepts it: the case is wrong", name)
+		}
+		if err := decodeDelta(in, &discoveryv3.DeltaDiscoveryResponse{}); err == nil {
+			t.Errorf("%s: decoded without an error", name)
+		}
+	}
+}
