@@ -40,6 +40,13 @@ func TestInstallManifests(t *testing.T) {
 	if err != nil || sa != "weft-controller" {
 		t.Fatalf("deployment service account = %q, %v", sa, err)
 	}
+	// The Go runtime's soft memory limit is the container's, which is set
+	// (docs/design/189).
+	jsonpath := `jsonpath={.spec.template.spec.containers[?(@.name=="weft-controller")].env[?(@.name=="GOMEMLIMIT")].valueFrom.resourceFieldRef.resource}` +
+		`{" "}{.spec.template.spec.containers[?(@.name=="weft-controller")].resources.limits.memory}`
+	if lim, err := env.Kubectl(ctx, nil, "get", "deployment", "weft-controller", "-n", "weft-system", "-o", jsonpath); err != nil || lim != "limits.memory 1Gi" {
+		t.Fatalf("GOMEMLIMIT's source and the memory limit = %q, %v; want %q", lim, err, "limits.memory 1Gi")
+	}
 	if out, err := env.Kubectl(ctx, nil, "diff", "--server-side", "--field-manager=install-test", "-k", dir); err != nil {
 		t.Fatalf("a second apply would change something:\n%s\n%v", out, err)
 	}
