@@ -13,7 +13,9 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -108,6 +110,10 @@ type Config struct {
 	// endpoint churn window is written (--churn-cpu-profile; "-N" added
 	// as for HeapProfile).
 	ChurnCPUProfile string `json:",omitempty"`
+	// HarnessCPUProfile, if set, is where the harness's own CPU profile
+	// over the cold start is written (FILE-N.pb.gz, weft's fleets only):
+	// the simulated proxies share the measured control plane's cores.
+	HarnessCPUProfile string `json:",omitempty"`
 	// Workers write to the API server in parallel while creating the mesh.
 	Workers int
 	// Progress receives one line per step; ControllerLog the controller's
@@ -381,6 +387,22 @@ func (r *runner) fleet(ctx context.Context, index, n int, plane Plane) (*FleetRe
 		return nil, err
 	}
 	own0 := ownCPU()
+	var profile *os.File
+	if cfg.HarnessCPUProfile != "" && plane.Flavor != Istiod {
+		if profile, err = os.Create(numbered(cfg.HarnessCPUProfile, n)); err != nil {
+			return nil, err
+		}
+		if err := pprof.StartCPUProfile(profile); err != nil {
+			profile.Close()
+			return nil, err
+		}
+		defer func() { // on a failed cold start
+			if profile != nil {
+				pprof.StopCPUProfile()
+				profile.Close()
+			}
+		}()
+	}
 	if err := f.start(ctrl.xds, cfg.Conns); err != nil {
 		return nil, err
 	}
@@ -395,6 +417,15 @@ func (r *runner) fleet(ctx context.Context, index, n int, plane Plane) (*FleetRe
 	cancel()
 	if err != nil {
 		return nil, err
+	}
+	if profile != nil {
+		pprof.StopCPUProfile()
+		name, err := profile.Name(), profile.Close()
+		profile = nil
+		if err != nil {
+			return nil, err
+		}
+		r.say("fleet %d: wrote the harness's CPU profile of the cold start to %s", n, name)
 	}
 	cpu1, err := ctrl.cpu(ctx)
 	if err != nil {

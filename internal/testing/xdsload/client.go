@@ -29,13 +29,14 @@ type Proxy struct {
 	// Token, when set, is sent as "authorization: Bearer <token>", as
 	// injected sidecars do.
 	Token string
-	// Reject, when set, decides per response whether to NACK it, with the
-	// message it returns (as Envoy does for configuration it cannot use);
-	// a NACKed response is not applied.
+	// Reject, when set, decides per response whether to NACK it (reading
+	// its values during the call only), with the message it returns (as
+	// Envoy does for configuration it cannot use); a NACKed response is
+	// not applied.
 	Reject func(r *discoveryv3.DeltaDiscoveryResponse) string
 	// OnAck, when set, hears every response the proxy accepted, with the
 	// time its ACK was queued to be sent: the moment Envoy would have
-	// applied it. Load
+	// applied it. The resources' values are valid only during the call. Load
 	// tools use it to time when a change arrived. It runs on the stream's
 	// goroutine, so it must be quick.
 	OnAck func(r *discoveryv3.DeltaDiscoveryResponse, acked time.Time)
@@ -109,8 +110,14 @@ func (p *Proxy) Run(ctx context.Context, conn grpc.ClientConnInterface) error {
 	if p.ByName {
 		names = newFollowed()
 	}
+	// The previous response's buffer goes back to gRPC's pool as the next
+	// is read (codec.go): OnAck and Reject must not keep its values.
+	var in received
+	defer in.release()
 	for {
-		r, err := stream.Recv()
+		in.release()
+		err := stream.RecvMsg(&in)
+		r := in.r
 		if err != nil {
 			if outer.Err() != nil {
 				return nil

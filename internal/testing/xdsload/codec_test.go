@@ -54,19 +54,28 @@ func TestResponseCodecDecodes(t *testing.T) {
 	res = protowire.AppendTag(res, 3, protowire.BytesType)
 	res = protowire.AppendString(res, "odd")
 	odd = protowire.AppendBytes(odd, res)
-	for name, in := range map[string][]byte{"every field": b, "unknown Any field, Any in two parts": odd, "empty": nil} {
+	for name, wire := range map[string][]byte{"every field": b, "unknown Any field, Any in two parts": odd, "empty": nil} {
 		t.Run(name, func(t *testing.T) {
 			want := &discoveryv3.DeltaDiscoveryResponse{}
-			if err := proto.Unmarshal(in, want); err != nil {
+			if err := proto.Unmarshal(wire, want); err != nil {
 				t.Fatal(err)
 			}
 			got := &discoveryv3.DeltaDiscoveryResponse{Nonce: "stale"} // decoding resets it
-			if err := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(in)}, got); err != nil {
+			if err := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(wire)}, got); err != nil {
 				t.Fatal(err)
 			}
 			if !proto.Equal(got, want) {
 				t.Errorf("decoded\n%v\nproto.Unmarshal gives\n%v", got, want)
 			}
+			// As Proxy.Run reads it: into a pooled buffer.
+			var in received
+			if err := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(wire)}, &in); err != nil {
+				t.Fatal(err)
+			}
+			if !proto.Equal(in.r, want) {
+				t.Errorf("decoded into a pooled buffer\n%v\nproto.Unmarshal gives\n%v", in.r, want)
+			}
+			in.release()
 		})
 	}
 
