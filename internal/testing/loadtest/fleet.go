@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -295,8 +296,19 @@ func (f *fleet) start(addr string, conns int) error {
 	if conns <= 0 || conns > len(f.members) {
 		conns = len(f.members)
 	}
+	// What each flavor's sidecars accept in one message: weft's bootstrap
+	// raises Envoy's limit to dataplane.MaxXDSMessageBytes; Istio's
+	// pilot-agent, which relays istiod's xDS to Envoy, takes up to
+	// math.MaxInt32 (pkg/istio-agent/xds_proxy.go). gRPC-Go's default, 4
+	// MiB, refused istiod's cluster responses at 5,000 Services (--large)
+	// and its proxies never converged.
+	maxRecv := dataplane.MaxXDSMessageBytes
+	if f.flavor == Istiod {
+		maxRecv = math.MaxInt32
+	}
 	for range conns {
-		c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecv)))
 		if err != nil {
 			f.stop()
 			return err
