@@ -43,6 +43,9 @@ func (s *subscription) len() int {
 func (s *subscription) add(n string, have map[string]*encoded) {
 	if _, ok := s.base[n]; ok {
 		delete(s.out, n)
+		if len(s.out) == 0 {
+			s.out = nil // its room goes too (versionMap.forget)
+		}
 		return
 	}
 	if e, ok := have[n]; ok {
@@ -67,6 +70,9 @@ func (s *subscription) del(n string) {
 		return
 	}
 	delete(s.in, n)
+	if len(s.in) == 0 {
+		s.in = nil
+	}
 }
 
 // each calls fn for every name, in no order.

@@ -41,7 +41,7 @@ func (m *versionMap) set(name, v string) {
 		v = emptyVersion
 	}
 	if e, ok := m.base[name]; ok && e.version == v {
-		delete(m.own, name)
+		m.forget(name)
 		return
 	}
 	if m.own == nil {
@@ -58,7 +58,20 @@ func (m *versionMap) del(name string) {
 		m.own[name] = tombstone
 		return
 	}
+	m.forget(name)
+}
+
+// forget drops name from own, and own itself once empty: a Go map keeps
+// the room it grew to, and a stream catching up fills own with what it
+// has not been sent yet (a proxy subscribes to endpoints and routes a
+// chunk of clusters and listeners at a time), then empties it name by
+// name as they are sent. Kept, that room was ~100 KiB per stream and type
+// at 5,000 Services (make bench --large: 542 KiB of heap per proxy).
+func (m *versionMap) forget(name string) {
 	delete(m.own, name)
+	if len(m.own) == 0 {
+		m.own = nil
+	}
 }
 
 // each calls fn for every name the map holds, in no order.
