@@ -36,9 +36,9 @@ type Proxy struct {
 	Reject func(r *discoveryv3.DeltaDiscoveryResponse) string
 	// OnAck, when set, hears every response the proxy accepted, with the
 	// time its ACK was queued to be sent: the moment Envoy would have
-	// applied it. The resources' values are valid only during the call. Load
-	// tools use it to time when a change arrived. It runs on the stream's
-	// goroutine, so it must be quick.
+	// applied it. Load tools use it to time when a change arrived. It runs
+	// on the stream's goroutine, so it must be quick, and the resources'
+	// values are valid only during the call.
 	OnAck func(r *discoveryv3.DeltaDiscoveryResponse, acked time.Time)
 	// ByName makes the proxy subscribe as Envoy does: clusters and
 	// listeners as wildcards, endpoints by the names its EDS clusters give
