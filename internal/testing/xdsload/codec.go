@@ -97,58 +97,88 @@ const (
 // decodeDelta decodes b into r as proto.Unmarshal does.
 func decodeDelta(b []byte, r *discoveryv3.DeltaDiscoveryResponse) error {
 	r.Reset()
+	return decodeFields(b, r, func(num protowire.Number, v []byte) (bool, error) {
+		var err error
+		switch num {
+		case responseVersionInfo:
+			r.SystemVersionInfo, err = names.intern(v)
+		case responseTypeURL:
+			r.TypeUrl, err = names.intern(v)
+		case responseNonce:
+			if !utf8.Valid(v) {
+				return true, errInvalidUTF8
+			}
+			r.Nonce = string(v)
+		case responseRemoved:
+			var s string
+			s, err = names.intern(v)
+			r.RemovedResources = append(r.RemovedResources, s)
+		case responseResources:
+			var res *discoveryv3.Resource
+			res, err = decodeResource(v)
+			r.Resources = append(r.Resources, res)
+		default:
+			return false, nil
+		}
+		return true, err
+	})
+}
+
+func decodeResource(b []byte) (*discoveryv3.Resource, error) {
+	res := &discoveryv3.Resource{}
+	err := decodeFields(b, res, func(num protowire.Number, v []byte) (bool, error) {
+		var err error
+		switch num {
+		case resourceVersion:
+			res.Version, err = names.intern(v)
+		case resourceName:
+			res.Name, err = names.intern(v)
+		case resourceValue:
+			if res.Resource != nil {
+				return false, nil // a message field seen twice merges: proto's
+			}
+			a, ok := decodeAny(v)
+			if !ok {
+				return false, nil
+			}
+			res.Resource = a
+		default:
+			return false, nil
+		}
+		return true, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// decodeFields walks the fields of the encoded message b: decode takes
+// each length-delimited one it knows (true), and any other field is
+// decoded into m by proto.Unmarshal, merged in.
+func decodeFields(b []byte, m proto.Message, decode func(num protowire.Number, v []byte) (bool, error)) error {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
 			return protowire.ParseError(n)
 		}
-		m := protowire.ConsumeFieldValue(num, typ, b[n:])
-		if m < 0 {
-			return protowire.ParseError(m)
+		k := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if k < 0 {
+			return protowire.ParseError(k)
 		}
-		field := b[:n+m]
-		v, _ := protowire.ConsumeBytes(b[n:]) // only read for bytes fields
-		b = b[n+m:]
+		field := b[:n+k]
+		b = b[n+k:]
 		if typ == protowire.BytesType {
-			switch num {
-			case responseVersionInfo:
-				s, err := names.intern(v)
-				if err != nil {
-					return err
-				}
-				r.SystemVersionInfo = s
-				continue
-			case responseTypeURL:
-				s, err := names.intern(v)
-				if err != nil {
-					return err
-				}
-				r.TypeUrl = s
-				continue
-			case responseNonce:
-				if !utf8.Valid(v) {
-					return errInvalidUTF8
-				}
-				r.Nonce = string(v)
-				continue
-			case responseRemoved:
-				s, err := names.intern(v)
-				if err != nil {
-					return err
-				}
-				r.RemovedResources = append(r.RemovedResources, s)
-				continue
-			case responseResources:
-				res, err := decodeResource(v)
-				if err != nil {
-					return err
-				}
-				r.Resources = append(r.Resources, res)
+			v, _ := protowire.ConsumeBytes(field[n:])
+			done, err := decode(num, v)
+			if err != nil {
+				return err
+			}
+			if done {
 				continue
 			}
 		}
-		// Anything else is decoded as proto.Unmarshal would, merged in.
-		if err := merge.Unmarshal(field, r); err != nil {
+		if err := merge.Unmarshal(field, m); err != nil {
 			return err
 		}
 	}
@@ -156,53 +186,6 @@ func decodeDelta(b []byte, r *discoveryv3.DeltaDiscoveryResponse) error {
 }
 
 var merge = proto.UnmarshalOptions{Merge: true}
-
-func decodeResource(b []byte) (*discoveryv3.Resource, error) {
-	res := &discoveryv3.Resource{}
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return nil, protowire.ParseError(n)
-		}
-		m := protowire.ConsumeFieldValue(num, typ, b[n:])
-		if m < 0 {
-			return nil, protowire.ParseError(m)
-		}
-		field := b[:n+m]
-		v, _ := protowire.ConsumeBytes(b[n:])
-		b = b[n+m:]
-		if typ == protowire.BytesType {
-			switch num {
-			case resourceVersion:
-				s, err := names.intern(v)
-				if err != nil {
-					return nil, err
-				}
-				res.Version = s
-				continue
-			case resourceName:
-				s, err := names.intern(v)
-				if err != nil {
-					return nil, err
-				}
-				res.Name = s
-				continue
-			case resourceValue:
-				if res.Resource == nil { // a repeated message field merges: leave it to proto
-					a, ok := decodeAny(v)
-					if ok {
-						res.Resource = a
-						continue
-					}
-				}
-			}
-		}
-		if err := merge.Unmarshal(field, res); err != nil {
-			return nil, err
-		}
-	}
-	return res, nil
-}
 
 // decodeAny decodes an Any of a type URL and a value, each at most once,
 // and nothing else; ok is false for anything else.
