@@ -142,7 +142,10 @@ func (p *Proxy) Run(ctx context.Context, conn grpc.ClientConnInterface) error {
 		p.mu.Lock()
 		held := p.versions[r.TypeUrl]
 		if held == nil {
-			held = map[string]string{}
+			// Sized for the first response, which is most of what the
+			// type will hold: growing to 2,000 names one by one was a
+			// tenth of the harness's CPU in a 500-proxy cold start.
+			held = make(map[string]string, len(r.Resources))
 			p.versions[r.TypeUrl] = held
 		}
 		if p.bytesByType == nil {

@@ -42,12 +42,10 @@ func (c responseCodec) Marshal(v any) (mem.BufferSlice, error) { return c.proto.
 func (c responseCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch x := v.(type) {
 	case *received:
-		// One buffer from gRPC's pool (data's buffers go back to it once
-		// this returns, and the values point into it), until release: with
-		// a new 1-3 MB allocation per response the copy took 2.6 of the
-		// harness's 11 CPU seconds in a 500-proxy cold start, 1.6 from
-		// the pool.
-		buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+		// One buffer from responseBuffers (data's buffers go back to
+		// gRPC's pool once this returns, and the values point into it),
+		// until release.
+		buf := data.MaterializeToBuffer(responseBuffers)
 		x.r = &discoveryv3.DeltaDiscoveryResponse{}
 		if err := decodeDelta(buf.ReadOnlyData(), x.r); err != nil {
 			buf.Free()
@@ -60,6 +58,62 @@ func (c responseCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		return decodeDelta(data.Materialize(), x)
 	}
 	return c.proto.Unmarshal(data, v)
+}
+
+// responseBuffers are the buffers responses are decoded from. A new 1-3
+// MB allocation per response made the copy 2.6 of the harness's 11 CPU
+// seconds in a 500-proxy cold start; gRPC's default pool (whose largest
+// tier is 1 MiB; larger buffers go to a sync.Pool, emptied by every
+// collection, and are zeroed before use) still 3.8 of 12, the copy
+// running into fresh pages. These are kept across collections.
+var responseBuffers = &keptBuffers{small: mem.DefaultBufferPool(), keep: 64}
+
+// keptBuffers is a mem.BufferPool that keeps up to keep buffers of more
+// than 64 KiB for reuse, however many collections pass: a proxy holds one
+// only from reading a response to reading the next (Proxy.Run releases
+// it first), so a few dozen serve a fleet of hundreds. Smaller buffers
+// come from small.
+type keptBuffers struct {
+	small mem.BufferPool
+	keep  int
+
+	mu   sync.Mutex
+	free []*[]byte
+}
+
+const keptMin = 64 << 10
+
+func (p *keptBuffers) Get(size int) *[]byte {
+	if size < keptMin {
+		return p.small.Get(size)
+	}
+	p.mu.Lock()
+	for i := len(p.free) - 1; i >= 0; i-- {
+		if b := p.free[i]; cap(*b) >= size {
+			p.free = append(p.free[:i], p.free[i+1:]...)
+			p.mu.Unlock()
+			*b = (*b)[:size] // no zeroing: MaterializeToBuffer writes every byte
+			return b
+		}
+	}
+	if n := len(p.free); n > 0 {
+		p.free = p.free[:n-1] // too small: replaced by a larger one
+	}
+	p.mu.Unlock()
+	b := make([]byte, size, size+size/4)
+	return &b
+}
+
+func (p *keptBuffers) Put(b *[]byte) {
+	if cap(*b) < keptMin {
+		p.small.Put(b)
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.free) < p.keep {
+		p.free = append(p.free, b)
+	}
 }
 
 // received is a response as Proxy.Run reads it: its values point into

@@ -1,6 +1,7 @@
 package xdsload
 
 import (
+	"runtime"
 	"testing"
 	"unsafe"
 
@@ -123,5 +124,60 @@ func TestResponseCodecRefusesWhatProtoRefuses(t *testing.T) {
 		if err := decodeDelta(in, &discoveryv3.DeltaDiscoveryResponse{}); err == nil {
 			t.Errorf("%s: decoded without an error", name)
 		}
+	}
+}
+
+// TestKeptBuffersSurviveCollections: a large response's buffer is reused
+// for the next one after garbage collections (the point of keptBuffers),
+// and what was in it before never shows through: the second, shorter
+// response decodes as proto.Unmarshal decodes it, from several of gRPC's
+// frame-sized buffers, as a real stream delivers it.
+func TestKeptBuffersSurviveCollections(t *testing.T) {
+	response := func(n int, fill byte) []byte {
+		r := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: "type.googleapis.com/envoy.config.cluster.v3.Cluster", Nonce: "1"}
+		for i := range n {
+			v := make([]byte, 1000)
+			for j := range v {
+				v[j] = fill
+			}
+			r.Resources = append(r.Resources, &discoveryv3.Resource{Name: string(rune('a'+i%26)) + string(rune('0'+i/26%10)), Version: "1",
+				Resource: &anypb.Any{TypeUrl: "type.googleapis.com/envoy.config.cluster.v3.Cluster", Value: v}})
+		}
+		b, err := proto.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	frames := func(b []byte) mem.BufferSlice {
+		var s mem.BufferSlice
+		for len(b) > 0 {
+			n := min(len(b), 16<<10)
+			s = append(s, mem.SliceBuffer(b[:n]))
+			b = b[n:]
+		}
+		return s
+	}
+	pool := &keptBuffers{small: mem.DefaultBufferPool(), keep: 4}
+	big, small := response(200, 0xaa), response(100, 0x55)
+	first := frames(big).MaterializeToBuffer(pool)
+	addr := &first.ReadOnlyData()[0]
+	first.Free()
+	runtime.GC()
+	runtime.GC()
+	second := frames(small).MaterializeToBuffer(pool)
+	defer second.Free()
+	if &second.ReadOnlyData()[0] != addr {
+		t.Errorf("the second response got a new buffer: kept buffers are not reused after collections")
+	}
+	got, want := &discoveryv3.DeltaDiscoveryResponse{}, &discoveryv3.DeltaDiscoveryResponse{}
+	if err := decodeDelta(second.ReadOnlyData(), got); err != nil {
+		t.Fatal(err)
+	}
+	if err := proto.Unmarshal(small, want); err != nil {
+		t.Fatal(err)
+	}
+	if len(second.ReadOnlyData()) != len(small) || !proto.Equal(got, want) {
+		t.Errorf("the reused buffer decodes to something else than the response")
 	}
 }

@@ -48,6 +48,11 @@ func (f *followed) update(r *discoveryv3.DeltaDiscoveryResponse) []*discoveryv3.
 		return nil
 	}
 	owners, subs := f.owners[r.TypeUrl], f.subscribed[named]
+	if len(owners) == 0 && len(subs) == 0 {
+		// Sized for the first response (see Proxy.Run's held).
+		owners, subs = make(map[string][]string, len(r.Resources)), make(map[string]int, len(r.Resources))
+		f.owners[r.TypeUrl], f.subscribed[named] = owners, subs
+	}
 	var add, drop []string
 	release := func(owner string) {
 		for _, n := range owners[owner] {
