@@ -314,6 +314,71 @@ func (e *encoder) encodeContent(typeURL, name string, m proto.Message, prev *enc
 	return x, nil
 }
 
+// encodedPart is an envoy.Part encoded: by the type's index in
+// pushOrder, the map of its resources' encodings, interned
+// (encoder.maps), and the map's anchor.
+type encodedPart struct {
+	enc     *encoder
+	maps    [len(pushOrder)]map[string]*encoded
+	anchors [len(pushOrder)]any
+	// splits: holdsSplit of the endpoints.
+	splits bool
+	err    error
+}
+
+// part returns p encoded, once for every group that holds it
+// (envoy.Part.Memo keeps it as long as p lives). An error is a resource
+// of p that failed validation: a weft bug, as encode's.
+func (e *encoder) part(p *envoy.Part) (*encodedPart, error) {
+	x := p.Memo(func() any { return e.encodePart(p) }).(*encodedPart)
+	if x.enc != e {
+		// Encoded by another ADS's encoder (tests that share a Shared):
+		// its encodings are not this one's to share.
+		x = e.encodePart(p)
+	}
+	return x, x.err
+}
+
+func (e *encoder) encodePart(p *envoy.Part) *encodedPart {
+	x := &encodedPart{enc: e}
+	add := func(i int, typeURL, name string, m proto.Message, n int) {
+		if x.err != nil {
+			return
+		}
+		enc, err := e.encode(typeURL, name, m, nil)
+		if err != nil {
+			x.err = err
+			return
+		}
+		if x.maps[i] == nil {
+			x.maps[i] = make(map[string]*encoded, n)
+		}
+		x.maps[i][name] = enc
+	}
+	for _, m := range p.Clusters {
+		add(clustersAt, resourcev3.ClusterType, m.Name, m, len(p.Clusters))
+	}
+	for _, m := range p.Endpoints {
+		add(endpointsAt, resourcev3.EndpointType, m.ClusterName, m, len(p.Endpoints))
+	}
+	for _, m := range p.Listeners {
+		add(listenersAt, resourcev3.ListenerType, m.Name, m, len(p.Listeners))
+	}
+	for _, m := range p.Routes {
+		add(routesAt, resourcev3.RouteType, m.Name, m, len(p.Routes))
+	}
+	if x.err != nil {
+		return x
+	}
+	for i, t := range pushOrder {
+		if m, a := e.maps.intern(t, x.maps[i]); a != nil {
+			x.maps[i], x.anchors[i] = m, a
+		}
+	}
+	x.splits = holdsSplit(x.maps[endpointsAt])
+	return x
+}
+
 func (e *encoder) lookup(key encodeKey, b []byte) *encoded {
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -3,6 +3,7 @@ package xds
 import (
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"sort"
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -18,12 +19,21 @@ import (
 // they use, listeners before their routes, so Envoy never holds a reference
 // to something it has not received (make before break).
 var pushOrder = [...]string{
-	resourcev3.SecretType,
-	resourcev3.ClusterType,
-	resourcev3.EndpointType,
-	resourcev3.ListenerType,
-	resourcev3.RouteType,
+	secretsAt:   resourcev3.SecretType,
+	clustersAt:  resourcev3.ClusterType,
+	endpointsAt: resourcev3.EndpointType,
+	listenersAt: resourcev3.ListenerType,
+	routesAt:    resourcev3.RouteType,
 }
+
+// Each type's index in pushOrder (snapshot.anchors, encodedPart).
+const (
+	secretsAt = iota
+	clustersAt
+	endpointsAt
+	listenersAt
+	routesAt
+)
 
 // snapshot is one build of a group's configuration, immutable once made.
 type snapshot struct {
@@ -118,10 +128,22 @@ func buildSnapshot(mesh *ir.Mesh, p dataplane.Proxy, secrets []*tlsv3.Secret, pr
 
 // encodeSnapshot is buildSnapshot for resources already built (the ADS
 // builds through an envoy.Shared, so that groups share what they have in
-// common).
+// common). A build through a Shared carries its view entry's Part
+// (res.Common), encoded once for every group that holds it
+// (encoder.part): a group then encodes only its own few resources, and
+// its maps are the Part's, or the Part's with those few added
+// (docs/design/190).
 func encodeSnapshot(res *envoy.Resources, secrets []*tlsv3.Secret, prev *snapshot, enc *encoder) (next *snapshot, changed bool, err error) {
 	if err := res.CheckConsistency(); err != nil {
 		return prev, false, fmt.Errorf("refusing to push inconsistent configuration: %w", err)
+	}
+	var base *encodedPart
+	lists := envoy.Set{Clusters: res.Clusters, Endpoints: res.Endpoints, Listeners: res.Listeners, Routes: res.Routes}
+	if res.Common != nil {
+		if base, err = enc.part(res.Common); err != nil {
+			return prev, false, err
+		}
+		lists = res.Own
 	}
 	next = &snapshot{resources: map[string]map[string]*encoded{}, policies: res.Policies,
 		deps: make(map[ir.ServiceKey]bool, len(res.Deps)), nsDeps: make(map[string]bool, len(res.NamespaceDeps))}
@@ -131,8 +153,8 @@ func encodeSnapshot(res *envoy.Resources, secrets []*tlsv3.Secret, prev *snapsho
 	for _, ns := range res.NamespaceDeps {
 		next.nsDeps[ns] = true
 	}
-	sizes := map[string]int{resourcev3.SecretType: len(secrets), resourcev3.ClusterType: len(res.Clusters),
-		resourcev3.EndpointType: len(res.Endpoints), resourcev3.ListenerType: len(res.Listeners), resourcev3.RouteType: len(res.Routes)}
+	sizes := map[string]int{resourcev3.SecretType: len(secrets), resourcev3.ClusterType: len(lists.Clusters),
+		resourcev3.EndpointType: len(lists.Endpoints), resourcev3.ListenerType: len(lists.Listeners), resourcev3.RouteType: len(lists.Routes)}
 	add := func(typeURL, name string, m proto.Message) error {
 		var old *encoded
 		if prev != nil {
@@ -153,27 +175,36 @@ func encodeSnapshot(res *envoy.Resources, secrets []*tlsv3.Secret, prev *snapsho
 			return prev, false, err
 		}
 	}
-	for _, m := range res.Clusters {
+	for _, m := range lists.Clusters {
 		if err := add(resourcev3.ClusterType, m.Name, m); err != nil {
 			return prev, false, err
 		}
 	}
-	for _, m := range res.Endpoints {
+	for _, m := range lists.Endpoints {
 		if err := add(resourcev3.EndpointType, m.ClusterName, m); err != nil {
 			return prev, false, err
 		}
 	}
-	for _, m := range res.Listeners {
+	for _, m := range lists.Listeners {
 		if err := add(resourcev3.ListenerType, m.Name, m); err != nil {
 			return prev, false, err
 		}
 	}
-	for _, m := range res.Routes {
+	for _, m := range lists.Routes {
 		if err := add(resourcev3.RouteType, m.Name, m); err != nil {
 			return prev, false, err
 		}
 	}
-	next.share(enc)
+	var interned [len(pushOrder)]bool
+	if base != nil {
+		interned = next.onto(base)
+	}
+	next.share(enc, interned)
+	if interned[endpointsAt] {
+		next.splits = base.splits
+	} else {
+		next.splits = holdsSplit(next.resources[resourcev3.EndpointType])
+	}
 	if prev != nil && sameResources(prev, next) && samePolicies(prev.policies, next.policies) {
 		if sameSet(prev.deps, next.deps) && sameSet(prev.nsDeps, next.nsDeps) {
 			return prev, false, nil
@@ -191,6 +222,27 @@ func encodeSnapshot(res *envoy.Resources, secrets []*tlsv3.Secret, prev *snapsho
 	next.since = policySince(prev, next.policies, next.generation)
 	next.sharePolicies(enc)
 	return next, true, nil
+}
+
+// onto puts the snapshot's own resources (all it holds yet) onto base's:
+// a type it has none of takes base's interned map as it is (interned
+// says which), any other a copy of it with its own added.
+func (s *snapshot) onto(base *encodedPart) (interned [len(pushOrder)]bool) {
+	for i, t := range pushOrder {
+		b := base.maps[i]
+		if len(b) == 0 {
+			continue
+		}
+		own := s.resources[t]
+		if len(own) == 0 {
+			s.resources[t], s.anchors[i], interned[i] = b, base.anchors[i], true
+			continue
+		}
+		m := maps.Clone(b)
+		maps.Copy(m, own)
+		s.resources[t] = m
+	}
+	return interned
 }
 
 func sameResources(a, b *snapshot) bool {
@@ -223,11 +275,11 @@ func samePolicies(a, b []ir.PolicyRef) bool {
 }
 
 // share replaces the snapshot's maps by the equal ones other snapshots
-// hold (mapInterner), secrets excepted (a group's own), and notes whether
-// it holds a TCP split's assignment.
-func (s *snapshot) share(enc *encoder) {
+// hold (mapInterner), secrets excepted (a group's own) and those interned
+// already, and notes whether it holds a TCP split's assignment.
+func (s *snapshot) share(enc *encoder, interned [len(pushOrder)]bool) {
 	for i, t := range pushOrder {
-		if t == resourcev3.SecretType {
+		if t == resourcev3.SecretType || interned[i] {
 			continue
 		}
 		if m, a := enc.maps.intern(t, s.resources[t]); a != nil {
@@ -237,7 +289,6 @@ func (s *snapshot) share(enc *encoder) {
 	if d, a := enc.deps.intern("deps", s.deps); a != nil {
 		s.deps, s.anchors[len(pushOrder)] = d, a
 	}
-	s.splits = holdsSplit(s.resources[resourcev3.EndpointType])
 }
 
 // sharePolicies replaces the snapshot's policies and since by the equal

@@ -64,13 +64,19 @@ func (v *view) listeners() []*listenerv3.Listener {
 // xds group key holds all they read): the inbound and outbound listeners,
 // bound to the pod's IP families.
 func (v *view) groupListeners() []*listenerv3.Listener {
-	in := v.inboundListener()
-	v4, v6 := podFamilies(v.proxy.IPs)
-	listenOn(in, v4, v6)
 	// The outbound listeners may be shared (Shared): bound to the pod's
 	// families when built, never modified after.
 	out := v.sharedOutboundListeners()
-	return append([]*listenerv3.Listener{in, out.capture}, out.services...)
+	return append([]*listenerv3.Listener{v.boundInboundListener(), out.capture}, out.services...)
+}
+
+// boundInboundListener is the inbound listener, bound to the pod's
+// families.
+func (v *view) boundInboundListener() *listenerv3.Listener {
+	in := v.inboundListener()
+	v4, v6 := podFamilies(v.proxy.IPs)
+	listenOn(in, v4, v6)
+	return in
 }
 
 // ProxyListeners are the listeners of a sidecar that depend on the proxy
@@ -199,6 +205,9 @@ func podFamilies(ips []string) (v4, v6 bool) {
 type outboundListeners struct {
 	capture  *listenerv3.Listener
 	services []*listenerv3.Listener
+	// part: what every group of the view entry and listener key holds
+	// (these listeners among it), when built through a Shared.
+	part *Part
 }
 
 // serviceListenerSpec is one Service port's listener of one family: at

@@ -45,6 +45,13 @@ type Resources struct {
 	// before or after (one it does not reach yet may become reachable), or
 	// a namespace in NamespaceDeps.
 	NamespaceDeps []string
+	// Common, when not nil, is the part of Listeners, Routes, Clusters and
+	// Endpoints that the other groups of this proxy's view entry hold too
+	// (the same *Part for each: Shared builds it once), and Own the rest;
+	// together they are those four lists. Whoever edits the lists must
+	// clear Common.
+	Common *Part
+	Own    Set
 }
 
 // Visible says whether svc is in p's scope: the Services a proxy's
@@ -74,11 +81,26 @@ func (v *view) build() *Resources {
 	r := &Resources{}
 	if v.proxy.Kind == dataplane.KindGRPC {
 		v.buildGRPC(r)
+	} else if v.shared != nil {
+		// What every group of the view entry holds (Common), and this
+		// group's own few: its fixed clusters, inbound listener, the
+		// route configurations by port (and, from Build, the proxy's
+		// own listeners). Common's lists are shared: copy before adding.
+		part := v.sharedPart()
+		own := Set{Clusters: v.fixedClusters(), Listeners: []*listenerv3.Listener{v.boundInboundListener()}, Routes: v.portRoutes()}
+		if !v.groupOnly {
+			own.Listeners = append(own.Listeners, ProxyListeners(v.proxy)...)
+		}
+		r.Clusters = append(slices.Clip(part.Clusters), own.Clusters...)
+		r.Endpoints = slices.Clone(part.Endpoints)
+		r.Listeners = append(slices.Clip(part.Listeners), own.Listeners...)
+		r.Routes = append(slices.Clip(part.Routes), own.Routes...)
+		r.Common, r.Own = part, own
+		r.Secrets = []string{dataplane.TrustBundleSecret, dataplane.WorkloadCertSecret}
 	} else {
-		// The upstream clusters may be shared: copy before adding.
 		up, cla := v.upstreamClusters()
-		r.Clusters = append(append([]*clusterv3.Cluster(nil), up...), v.fixedClusters()...)
-		r.Endpoints = append([]*endpointv3.ClusterLoadAssignment(nil), cla...)
+		r.Clusters = append(up, v.fixedClusters()...)
+		r.Endpoints = cla
 		r.Routes = v.routeConfigs()
 		if v.groupOnly {
 			r.Listeners = v.groupListeners()

@@ -37,6 +37,31 @@ import (
 //     other Host, passes the request through to where it was going, or
 //     answers 502 under RegistryOnly.
 func (v *view) routeConfigs() []*routev3.RouteConfiguration {
+	return append(v.destRoutes(), v.portRoutes()...)
+}
+
+// destRoutes are routeConfigs' first kind: one per HTTP port of each
+// Service with a cluster IP (and family of it). They read only the view
+// entry (the outbound list, the pod's families, consumerOf), so a Shared
+// builds each once and a view entry's list once (sharedPart).
+func (v *view) destRoutes() []*routev3.RouteConfiguration {
+	var out []*routev3.RouteConfiguration
+	for _, svc := range v.outbound {
+		for _, port := range svc.Ports {
+			if byDestination(svc, port) {
+				for _, f := range v.chainFamilies(svc) {
+					out = append(out, v.sharedDestRoute(svc, port, f))
+				}
+			}
+		}
+	}
+	return out
+}
+
+// portRoutes are routeConfigs' second kind: one per HTTP port number,
+// collecting the virtual hosts of the Services without a cluster IP on
+// it, and the unknown host. Built per group.
+func (v *view) portRoutes() []*routev3.RouteConfiguration {
 	byPort := map[int32]*routev3.RouteConfiguration{}
 	var out []*routev3.RouteConfiguration
 	for _, svc := range v.outbound {
@@ -48,19 +73,15 @@ func (v *view) routeConfigs() []*routev3.RouteConfiguration {
 			if rc == nil {
 				rc = &routev3.RouteConfiguration{Name: routeConfigName(port.Port), ValidateClusters: wrapperspb.Bool(false)}
 				byPort[port.Port] = rc
+				out = append(out, rc)
 			}
-			if byDestination(svc, port) {
-				for _, f := range v.chainFamilies(svc) {
-					out = append(out, v.sharedDestRoute(svc, port, f))
-				}
-				continue
+			if !byDestination(svc, port) {
+				rc.VirtualHosts = append(rc.VirtualHosts, v.sharedVirtualHost(svc, port))
 			}
-			rc.VirtualHosts = append(rc.VirtualHosts, v.sharedVirtualHost(svc, port))
 		}
 	}
-	for _, rc := range byPort {
+	for _, rc := range out {
 		rc.VirtualHosts = append(rc.VirtualHosts, v.unknownHost())
-		out = append(out, rc)
 	}
 	return out
 }

@@ -262,6 +262,9 @@ func (v *view) sharedOutboundListeners() outboundListeners {
 		for _, s := range specs {
 			out.services = append(out.services, v.sharedServiceListener(s))
 		}
+		if v.shared != nil {
+			out.part = v.newPart(out)
+		}
 		return out
 	}
 	if v.shared == nil {

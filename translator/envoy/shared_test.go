@@ -2,6 +2,7 @@ package envoy_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -12,7 +13,10 @@ import (
 	"sync"
 	"testing"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/weftmesh/weft/dataplane"
@@ -121,8 +125,20 @@ func TestSharedBuildEqualsBuild(t *testing.T) {
 					r1.IPs = append(r1.IPs, testAddress(ip, 1))
 					r2.IPs = append(r2.IPs, testAddress(ip, 2))
 				}
-				if !equalResources(s.BuildGroup(r1), s.BuildGroup(r2)) {
+				g1, g2 := s.BuildGroup(r1), s.BuildGroup(r2)
+				if !equalResources(g1, g2) {
 					t.Errorf("proxy %d: replicas at %v and %v get different group builds", i, r1.IPs, r2.IPs)
+				}
+				// The replicas' common part is one Part (the xds
+				// layer encodes and checks it once), and each build
+				// is exactly its Part and its own resources.
+				if p.Kind == dataplane.KindSidecar && (g1.Common == nil || g1.Common != g2.Common || g1.Common != group.Common) {
+					t.Errorf("proxy %d: replicas' group builds do not share one Common part", i)
+				}
+				for _, g := range []*envoy.Resources{group, g1, got[i]} {
+					if err := partsAreTheWhole(g); err != nil {
+						t.Errorf("proxy %d: %v", i, err)
+					}
 				}
 				if proto.Equal(envoy.ProxyListeners(r1)[0], envoy.ProxyListeners(r2)[0]) {
 					t.Errorf("proxy %d: replicas at %v and %v get the same readiness listener", i, r1.IPs, r2.IPs)
@@ -140,6 +156,53 @@ func TestSharedBuildEqualsBuild(t *testing.T) {
 
 // testAddress is the n-th documentation address (RFC 5737, RFC 3849)
 // of ip's family.
+// partsAreTheWhole says what is wrong with r's Common and Own, if
+// anything: together they must be r's lists, the same messages, and the
+// Part's lists sorted by name.
+func partsAreTheWhole(r *envoy.Resources) error {
+	if r.Common == nil {
+		return nil
+	}
+	count := func(ms ...[]proto.Message) map[proto.Message]int {
+		n := map[proto.Message]int{}
+		for _, l := range ms {
+			for _, m := range l {
+				n[m]++
+			}
+		}
+		return n
+	}
+	all, c, o := messagesOf(r.Clusters, r.Endpoints, r.Listeners, r.Routes), messagesOf(r.Common.Clusters, r.Common.Endpoints, r.Common.Listeners, r.Common.Routes), messagesOf(r.Own.Clusters, r.Own.Endpoints, r.Own.Listeners, r.Own.Routes)
+	if !reflect.DeepEqual(count(all), count(c, o)) {
+		return fmt.Errorf("Common (%d resources) and Own (%d) are not the build's %d resources", len(c), len(o), len(all))
+	}
+	if !sort.SliceIsSorted(r.Common.Listeners, func(a, b int) bool { return r.Common.Listeners[a].Name < r.Common.Listeners[b].Name }) ||
+		!sort.SliceIsSorted(r.Common.Routes, func(a, b int) bool { return r.Common.Routes[a].Name < r.Common.Routes[b].Name }) ||
+		!sort.SliceIsSorted(r.Common.Clusters, func(a, b int) bool { return r.Common.Clusters[a].Name < r.Common.Clusters[b].Name }) ||
+		!sort.SliceIsSorted(r.Common.Endpoints, func(a, b int) bool { return r.Common.Endpoints[a].ClusterName < r.Common.Endpoints[b].ClusterName }) {
+		return errors.New("the Common part's lists are not sorted by name")
+	}
+	return nil
+}
+
+// messagesOf lists the messages of the four kinds.
+func messagesOf(cs []*clusterv3.Cluster, es []*endpointv3.ClusterLoadAssignment, ls []*listenerv3.Listener, rs []*routev3.RouteConfiguration) []proto.Message {
+	var out []proto.Message
+	for _, m := range cs {
+		out = append(out, m)
+	}
+	for _, m := range es {
+		out = append(out, m)
+	}
+	for _, m := range ls {
+		out = append(out, m)
+	}
+	for _, m := range rs {
+		out = append(out, m)
+	}
+	return out
+}
+
 func testAddress(ip string, n byte) string {
 	if a, err := netip.ParseAddr(ip); err == nil && a.Unmap().Is6() {
 		return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: n}).String()
