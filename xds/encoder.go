@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"weak"
@@ -321,6 +323,8 @@ type encodedPart struct {
 	enc     *encoder
 	maps    [len(pushOrder)]map[string]*encoded
 	anchors [len(pushOrder)]any
+	// sorted: each map's resources in name order (mergedOrder).
+	sorted [len(pushOrder)][]*encoded
 	// splits: holdsSplit of the endpoints.
 	splits bool
 	err    error
@@ -373,6 +377,9 @@ func (e *encoder) encodePart(p *envoy.Part) *encodedPart {
 	for i, t := range pushOrder {
 		if m, a := e.maps.intern(t, x.maps[i]); a != nil {
 			x.maps[i], x.anchors[i] = m, a
+		}
+		if len(x.maps[i]) > 0 {
+			x.sorted[i] = slices.SortedFunc(maps.Values(x.maps[i]), byName)
 		}
 	}
 	x.splits = holdsSplit(x.maps[endpointsAt])

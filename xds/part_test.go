@@ -2,7 +2,9 @@ package xds
 
 import (
 	"fmt"
+	"maps"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/weftmesh/weft/dataplane"
@@ -51,6 +53,21 @@ func TestPartEncodingEqualsWhole(t *testing.T) {
 							t.Errorf("proxy %d/%d %s: encoded through the Part differs from the whole build", i, replica, shortType(typ))
 						}
 					}
+					// A first send walks each map in name order without
+					// sorting it: every resource once, sorted.
+					for k, typ := range pushOrder {
+						var walked []*encoded
+						if !got.order[k].inOrder(got.resources[typ], func(e *encoded) { walked = append(walked, e) }) {
+							if typ != pushOrder[secretsAt] && len(got.resources[typ]) > 0 {
+								t.Errorf("proxy %d/%d %s: no name order for a map made from the Part", i, replica, shortType(typ))
+							}
+							continue
+						}
+						want := slices.SortedFunc(maps.Values(got.resources[typ]), byName)
+						if !slices.Equal(walked, want) {
+							t.Errorf("proxy %d/%d %s: walked in order %d resources, the map sorted is %d", i, replica, shortType(typ), len(walked), len(want))
+						}
+					}
 					if got.splits != want.splits {
 						t.Errorf("proxy %d/%d: holds a split %v through the Part, %v whole", i, replica, got.splits, want.splits)
 					}
@@ -83,6 +100,38 @@ func versionsOf(m map[string]*encoded) map[string]string {
 	out := make(map[string]string, len(m))
 	for n, e := range m {
 		out[n] = e.version
+	}
+	return out
+}
+
+// TestMergedOrder: a Part's sorted resources and a group's own merge in
+// name order, the group's taking the place of the Part's of its name;
+// a map the order does not describe (a patched snapshot's) is not walked.
+func TestMergedOrder(t *testing.T) {
+	e := func(name string) *encoded { return &encoded{name: name, version: name} }
+	a, c, e1, c2, b, f := e("a"), e("c"), e("e"), e("c"), e("b"), e("f")
+	m := map[string]*encoded{"a": a, "b": b, "c": c2, "e": e1, "f": f}
+	o := mergedOrder{m: m, base: []*encoded{a, c, e1}, own: []*encoded{b, c2, f}}
+	var got []*encoded
+	if !o.inOrder(m, func(x *encoded) { got = append(got, x) }) {
+		t.Fatal("the map the order was made for is not walked")
+	}
+	if want := []*encoded{a, b, c2, e1, f}; !slices.Equal(got, want) {
+		t.Errorf("walked %v, want a b c(own) e f", names(got))
+	}
+	patched := maps.Clone(m)
+	if o.inOrder(patched, func(*encoded) {}) {
+		t.Error("a copy of the map (a patched snapshot's) is walked by the order of the original")
+	}
+	if (&mergedOrder{}).inOrder(m, func(*encoded) {}) {
+		t.Error("a snapshot without an order walks a map")
+	}
+}
+
+func names(es []*encoded) []string {
+	var out []string
+	for _, e := range es {
+		out = append(out, e.name)
 	}
 	return out
 }

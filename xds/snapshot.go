@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"hash/fnv"
 	"maps"
+	"slices"
 	"sort"
+	"strings"
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -65,6 +67,52 @@ type snapshot struct {
 	derived map[string]derivation
 	// splits: the snapshot holds a TCP split's assignment (holdsSplit).
 	splits bool
+	// order: per type (by pushOrder index), its map's resources in name
+	// order when it was made from a Part (onto), for a first send to walk
+	// instead of sorting (sendDelta).
+	order [len(pushOrder)]mergedOrder
+}
+
+// mergedOrder is a snapshot map made from a Part's resources and a
+// group's own: both sorted by name, the group's taking the place of the
+// Part's of the same name. It describes m only: a snapshot derived from
+// this one (a patch) has a new map, and then no order (inOrder).
+type mergedOrder struct {
+	m         map[string]*encoded
+	base, own []*encoded
+}
+
+// inOrder calls f with each resource of have in name order, if o
+// describes have, and says whether it did.
+func (o *mergedOrder) inOrder(have map[string]*encoded, f func(*encoded)) bool {
+	if o.m == nil || !sameMap(o.m, have) {
+		return false
+	}
+	base, own := o.base, o.own
+	for len(base) > 0 || len(own) > 0 {
+		switch {
+		case len(own) == 0 || len(base) > 0 && base[0].name < own[0].name:
+			f(base[0])
+			base = base[1:]
+		default:
+			if len(base) > 0 && base[0].name == own[0].name {
+				base = base[1:] // the group's own takes its place
+			}
+			f(own[0])
+			own = own[1:]
+		}
+	}
+	return true
+}
+
+// typeIndex is typeURL's index in pushOrder, or -1.
+func typeIndex(typeURL string) int {
+	for i, t := range pushOrder {
+		if t == typeURL {
+			return i
+		}
+	}
+	return -1
 }
 
 // derivation is how one type's map of a snapshot was made from an older
@@ -200,6 +248,11 @@ func encodeSnapshot(res *envoy.Resources, secrets []*tlsv3.Secret, prev *snapsho
 		interned = next.onto(base)
 	}
 	next.share(enc, interned)
+	for i, t := range pushOrder {
+		if next.order[i].base != nil {
+			next.order[i].m = next.resources[t] // as shared
+		}
+	}
 	if interned[endpointsAt] {
 		next.splits = base.splits
 	} else {
@@ -234,16 +287,20 @@ func (s *snapshot) onto(base *encodedPart) (interned [len(pushOrder)]bool) {
 			continue
 		}
 		own := s.resources[t]
+		s.order[i].base = base.sorted[i]
 		if len(own) == 0 {
 			s.resources[t], s.anchors[i], interned[i] = b, base.anchors[i], true
 			continue
 		}
+		s.order[i].own = slices.SortedFunc(maps.Values(own), byName)
 		m := maps.Clone(b)
 		maps.Copy(m, own)
 		s.resources[t] = m
 	}
 	return interned
 }
+
+func byName(a, b *encoded) int { return strings.Compare(a.name, b.name) }
 
 func sameResources(a, b *snapshot) bool {
 	for _, t := range pushOrder {
