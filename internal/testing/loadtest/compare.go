@@ -113,6 +113,39 @@ func (r *Report) PrintComparison(w io.Writer) {
 			}
 		}
 	}
+	printMarginal(w, counts, by)
+}
+
+// printMarginal writes what each added proxy cost between the smallest
+// and the largest fleet, where both planes ran both: the live heap with
+// every proxy connected, differenced. "Live heap per connected proxy"
+// divides everything a plane allocates once its first proxy connects
+// (weft's encodings of the mesh, istiod's caches) by the fleet's size;
+// this is the part that grows with proxies. Informational: issue 14's
+// target is judged on the per-connected-proxy figure.
+func printMarginal(w io.Writer, counts []int, by map[int]map[Flavor]*FleetReport) {
+	if len(counts) < 2 {
+		return
+	}
+	lo, hi := counts[0], counts[len(counts)-1]
+	per := func(p Flavor) (float64, bool) {
+		a, b := by[lo][p], by[hi][p]
+		if a == nil || b == nil || a.HeapAfter <= 0 || b.HeapAfter <= 0 {
+			return 0, false
+		}
+		return (b.HeapAfter - a.HeapAfter) / float64(hi-lo), true
+	}
+	wp, wok := per(Weft)
+	ip, iok := per(Istiod)
+	if !wok || !iok {
+		return
+	}
+	ratio := "—"
+	if wp > 0 {
+		ratio = fmt.Sprintf("%.1f×", ip/wp)
+	}
+	fmt.Fprintf(w, "\nlive heap per added proxy, %d → %d proxies (the difference of the two fleets' live heaps with every proxy connected): weft %s, istiod %s, istiod ÷ weft %s\n",
+		lo, hi, size(wp), size(ip), ratio)
 }
 
 // target is one of issue 14's goals, judged on one fleet size.

@@ -391,8 +391,15 @@ func TestComparison(t *testing.T) {
 			if p == Istiod {
 				k = 3
 			}
+			// Live heap with every proxy connected: a fixed part, and
+			// 8 KiB (weft) or 400 KiB (istiod) per proxy.
+			perProxy := 8.0 * 1024
+			if p == Istiod {
+				perProxy = 400 * 1024
+			}
 			rep.Fleets = append(rep.Fleets, FleetReport{Plane: p, Proxies: n, ColdStart: Dist{Max: k * float64(n)}, WeightAll: Dist{P99: k},
-				HeapPerProxy: k * 1024, RSSPerProxy: k * 2048, NewService: Dist{P99: k}, Churn: Churn{Latency: Dist{P99: 10 * k}}})
+				HeapPerProxy: k * 1024, RSSPerProxy: k * 2048, NewService: Dist{P99: k}, Churn: Churn{Latency: Dist{P99: 10 * k}},
+				HeapAfter: 10<<20 + float64(n)*perProxy})
 		}
 	}
 	var table strings.Builder
@@ -406,6 +413,10 @@ func TestComparison(t *testing.T) {
 	// istiod's numbers are 3× weft's: short of the 10× targets.
 	if !strings.Contains(table.String(), "- weight change p99 ≥ 10× faster: **not met** (weft 1000.0 ms, istiod 3000.0 ms: 3.00×)") {
 		t.Errorf("no verdict on the weight change target:\n%s", table.String())
+	}
+	// What each proxy from 4 to 8 added to the live heap.
+	if !strings.Contains(table.String(), "live heap per added proxy, 4 → 8 proxies (the difference of the two fleets' live heaps with every proxy connected): weft 8.0 KiB, istiod 400.0 KiB, istiod ÷ weft 50.0×") {
+		t.Errorf("no line on the heap per added proxy:\n%s", table.String())
 	}
 	var svg strings.Builder
 	if err := rep.WritePlot(&svg); err != nil {
