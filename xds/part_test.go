@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+
 	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator"
 	"github.com/weftmesh/weft/translator/envoy"
@@ -80,6 +82,18 @@ func TestPartEncodingEqualsWhole(t *testing.T) {
 					}
 					kept = append(kept, got)
 				}
+			}
+			// Lists edited after the build (Common left set) are encoded
+			// as they are, not as the parts say.
+			edited := shared.BuildGroup(proxy(0, 0))
+			extra := &clusterv3.Cluster{Name: "extra-static", ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}}
+			edited.Clusters = append(slices.Clip(edited.Clusters), extra)
+			snap, _, err := encodeSnapshot(edited, nil, nil, enc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if snap.resources[pushOrder[clustersAt]]["extra-static"] == nil {
+				t.Error("a cluster added to the lists after the build is not in the snapshot")
 			}
 			// An equal model, built and encoded again onto the snapshots.
 			again := envoy.NewShared(translator.Translate(in).Mesh)

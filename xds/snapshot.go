@@ -187,11 +187,11 @@ func encodeSnapshot(res *envoy.Resources, secrets []*tlsv3.Secret, prev *snapsho
 	}
 	var base *encodedPart
 	lists := envoy.Set{Clusters: res.Clusters, Endpoints: res.Endpoints, Listeners: res.Listeners, Routes: res.Routes}
-	if res.Common != nil {
-		if base, err = enc.part(res.Common); err != nil {
+	if common, own, ok := res.Parts(); ok {
+		if base, err = enc.part(common); err != nil {
 			return prev, false, err
 		}
-		lists = res.Own
+		lists = own
 	}
 	next = &snapshot{resources: map[string]map[string]*encoded{}, policies: res.Policies,
 		deps: make(map[ir.ServiceKey]bool, len(res.Deps)), nsDeps: make(map[string]bool, len(res.NamespaceDeps))}

@@ -133,6 +133,15 @@ func (r *Resources) CheckConsistency() error {
 	return errors.Join(errs...)
 }
 
+// Parts returns Common and Own when they still describe the lists
+// (partsCover), else ok is false: use the lists.
+func (r *Resources) Parts() (common *Part, own Set, ok bool) {
+	if r.Common == nil || !r.partsCover() {
+		return nil, Set{}, false
+	}
+	return r.Common, r.Own, true
+}
+
 // partsCover says whether Common and Own still hold as many resources as
 // the lists: a set edited since its build (Common not cleared) is checked
 // whole.

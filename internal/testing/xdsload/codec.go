@@ -191,22 +191,19 @@ type slab struct {
 	anys []anypb.Any
 }
 
-func (s *slab) resource() *discoveryv3.Resource {
-	if len(s.res) == 0 {
-		return &discoveryv3.Resource{}
-	}
-	r := &s.res[0]
-	s.res = s.res[1:]
-	return r
-}
+func (s *slab) resource() *discoveryv3.Resource { return take(&s.res) }
 
-func (s *slab) any() *anypb.Any {
-	if len(s.anys) == 0 {
-		return &anypb.Any{}
+func (s *slab) any() *anypb.Any { return take(&s.anys) }
+
+// take hands out the next element of *free, or a new one when none is
+// left.
+func take[T any](free *[]T) *T {
+	if len(*free) == 0 {
+		return new(T)
 	}
-	a := &s.anys[0]
-	s.anys = s.anys[1:]
-	return a
+	x := &(*free)[0]
+	*free = (*free)[1:]
+	return x
 }
 
 // countResources counts the resources field's occurrences in an encoded
