@@ -79,6 +79,8 @@ func main() {
 	fs.DurationVar(&cfg.MemoryWait, "memory-wait", 150*time.Second, "how long a memory reading may wait for the control plane's next garbage collection (Go forces one every 2 minutes)")
 	fs.IntVar(&cfg.MemoryGCs, "memory-gcs", 2, "how many garbage collections a memory reading waits for: 2 drops what sync.Pool keeps until the second (what a quiet control plane keeps), 1 counts it")
 	fs.StringVar(&cfg.HeapProfile, "heap-profile", "", "write weft's heap profile after the cold start to this file (FILE-N.pb.gz for N proxies; go tool pprof reads it)")
+	fs.StringVar(&cfg.ColdCPUProfile, "cold-cpu-profile", "", "write weft's CPU profile over the first --cold-cpu-for of the cold start to this file (FILE-N.pb.gz for N proxies)")
+	fs.DurationVar(&cfg.ColdCPUFor, "cold-cpu-for", 15*time.Second, "the window of --cold-cpu-profile, from just before the first stream (make it outlast the cold start)")
 	fs.StringVar(&cfg.ChurnCPUProfile, "churn-cpu-profile", "", "write weft's CPU profile over the endpoint churn window to this file (FILE-N.pb.gz for N proxies; profiling adds to the churn CPU it measures)")
 	fs.StringVar(&cfg.HarnessCPUProfile, "harness-cpu-profile", "", "write the harness's own CPU profile over weft's cold start to this file (FILE-N.pb.gz for N proxies): what the simulated proxies cost on the shared cores")
 	fs.StringVar(&istiod, "istiod", "bin/pilot-discovery", "pilot-discovery binary (make bench-peer builds it)")

@@ -55,6 +55,8 @@ func main() {
 	flag.DurationVar(&cfg.MemoryWait, "memory-wait", 150*time.Second, "how long a memory reading may wait for the controller's next garbage collection (Go forces one every 2 minutes); 0 reads at once, garbage included")
 	flag.IntVar(&cfg.MemoryGCs, "memory-gcs", 2, "how many garbage collections a memory reading waits for: 2 drops what sync.Pool keeps until the second (what a quiet controller keeps), 1 counts it")
 	flag.StringVar(&cfg.HeapProfile, "heap-profile", "", "write weft's heap profile after the cold start to this file (FILE-N.pb.gz for N proxies; go tool pprof reads it)")
+	flag.StringVar(&cfg.ColdCPUProfile, "cold-cpu-profile", "", "write weft's CPU profile over the first --cold-cpu-for of the cold start to this file (FILE-N.pb.gz for N proxies)")
+	flag.DurationVar(&cfg.ColdCPUFor, "cold-cpu-for", 15*time.Second, "the window of --cold-cpu-profile, from just before the first stream (make it outlast the cold start)")
 	flag.StringVar(&cfg.ChurnCPUProfile, "churn-cpu-profile", "", "write weft's CPU profile over the endpoint churn window to this file (FILE-N.pb.gz for N proxies; profiling adds to the churn CPU it measures)")
 	flag.StringVar(&kubeconfig, "kubeconfig", "", "cluster to use (it must have weft's CRDs and no namespaces named like the tool's); empty starts a local etcd and kube-apiserver from bin/")
 	flag.StringVar(&controller, "controller", "", "weft-controller binary (empty: go build ./cmd/weft-controller into a temporary folder)")

@@ -114,6 +114,12 @@ type Config struct {
 	// over the cold start is written (FILE-N.pb.gz, weft's fleets only):
 	// the simulated proxies share the measured control plane's cores.
 	HarnessCPUProfile string `json:",omitempty"`
+	// ColdCPUProfile, if set, is where weft's CPU profile over the first
+	// ColdCPUFor of the cold start is written (--cold-cpu-profile,
+	// --cold-cpu-for; "-N" added as for HeapProfile): pprof's endpoint
+	// profiles a fixed window, so it should outlast the cold start.
+	ColdCPUProfile string        `json:",omitempty"`
+	ColdCPUFor     time.Duration `json:",omitempty"`
 	// Workers write to the API server in parallel while creating the mesh.
 	Workers int
 	// Progress receives one line per step; ControllerLog the controller's
@@ -403,6 +409,15 @@ func (r *runner) fleet(ctx context.Context, index, n int, plane Plane) (*FleetRe
 			}
 		}()
 	}
+	coldProfiled := make(chan error, 1)
+	if cfg.ColdCPUProfile != "" && plane.Flavor == Weft {
+		go func() {
+			coldProfiled <- ctrl.cpuProfile(ctx, numbered(cfg.ColdCPUProfile, n), max(cfg.ColdCPUFor, time.Second))
+		}()
+		time.Sleep(100 * time.Millisecond) // the profile starts before the first stream
+	} else {
+		coldProfiled <- nil
+	}
 	if err := f.start(ctrl.xds, cfg.Conns); err != nil {
 		return nil, err
 	}
@@ -430,6 +445,12 @@ func (r *runner) fleet(ctx context.Context, index, n int, plane Plane) (*FleetRe
 	cpu1, err := ctrl.cpu(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if err := <-coldProfiled; err != nil {
+		return nil, fmt.Errorf("cold start CPU profile: %w", err)
+	}
+	if cfg.ColdCPUProfile != "" && plane.Flavor == Weft {
+		r.say("fleet %d: wrote weft's CPU profile of the cold start to %s", n, numbered(cfg.ColdCPUProfile, n))
 	}
 	fr.ColdStartCPU, fr.ColdStartHarnessCPU = cpu1-cpu0, ownCPU()-own0
 	var cold, bytes, resources, eds []float64

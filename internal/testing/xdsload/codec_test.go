@@ -1,8 +1,10 @@
 package xdsload
 
 import (
+	"fmt"
 	"runtime"
 	"testing"
+	"time"
 	"unsafe"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -179,5 +181,60 @@ func TestKeptBuffersSurviveCollections(t *testing.T) {
 	}
 	if len(second.ReadOnlyData()) != len(small) || !proto.Equal(got, want) {
 		t.Errorf("the reused buffer decodes to something else than the response")
+	}
+}
+
+// TestKeptSlabsSurviveCollections: the messages a response is decoded
+// into are reused for the next response after garbage collections (the
+// point of responseSlabs), and nothing of the first shows through: the
+// first carries fields only proto.Unmarshal decodes (aliases, a TTL) and
+// more resources; the second decodes as proto.Unmarshal decodes it.
+func TestKeptSlabsSurviveCollections(t *testing.T) {
+	response := func(n int, extras bool) []byte {
+		r := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: "type.googleapis.com/envoy.config.cluster.v3.Cluster", Nonce: "1"}
+		for i := range n {
+			res := &discoveryv3.Resource{Name: fmt.Sprintf("c%d", i), Version: "1",
+				Resource: &anypb.Any{TypeUrl: "type.googleapis.com/envoy.config.cluster.v3.Cluster", Value: []byte{byte(i)}}}
+			if extras {
+				res.Aliases, res.Ttl = []string{"alias"}, durationpb.New(time.Second)
+			}
+			r.Resources = append(r.Resources, res)
+		}
+		b, err := proto.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	big, small := response(300, true), response(100, false)
+	var in received
+	if err := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(big)}, &in); err != nil {
+		t.Fatal(err)
+	}
+	if in.r.Resources[0].Ttl == nil {
+		t.Fatal("the first response's TTL was not decoded: the case is wrong")
+	}
+	first := in.r.Resources[0]
+	in.release()
+	runtime.GC()
+	runtime.GC()
+	if err := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(small)}, &in); err != nil {
+		t.Fatal(err)
+	}
+	defer in.release()
+	if in.r.Resources[0] != first {
+		t.Errorf("the second response's messages are new: kept slabs are not reused after collections")
+	}
+	want := &discoveryv3.DeltaDiscoveryResponse{}
+	if err := proto.Unmarshal(small, want); err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(in.r, want) {
+		for i := range min(len(in.r.Resources), len(want.Resources)) {
+			if !proto.Equal(in.r.Resources[i], want.Resources[i]) {
+				t.Fatalf("decoded into a reused slab, resource %d is\n%v\nproto.Unmarshal gives\n%v", i, in.r.Resources[i], want.Resources[i])
+			}
+		}
+		t.Errorf("decoded into a reused slab: %d resources, proto.Unmarshal gives %d", len(in.r.Resources), len(want.Resources))
 	}
 }
