@@ -70,6 +70,9 @@ func TestPartEncodingEqualsWhole(t *testing.T) {
 							t.Errorf("proxy %d/%d %s: walked in order %d resources, the map sorted is %d", i, replica, shortType(typ), len(walked), len(want))
 						}
 					}
+					if !maps.Equal(got.deps, want.deps) {
+						t.Errorf("proxy %d/%d: depends on %d Services through the Part, %d whole", i, replica, len(got.deps), len(want.deps))
+					}
 					if got.splits != want.splits {
 						t.Errorf("proxy %d/%d: holds a split %v through the Part, %v whole", i, replica, got.splits, want.splits)
 					}
@@ -80,7 +83,52 @@ func TestPartEncodingEqualsWhole(t *testing.T) {
 					if reflect.ValueOf(got.resources[pushOrder[endpointsAt]]).UnsafePointer() != reflect.ValueOf(base.maps[endpointsAt]).UnsafePointer() {
 						t.Errorf("proxy %d/%d: the endpoints map is not the Part's", i, replica)
 					}
+					if res.Common.DepsAre(res.Deps) && reflect.ValueOf(got.deps).UnsafePointer() != reflect.ValueOf(base.deps).UnsafePointer() {
+						t.Errorf("proxy %d/%d: its dependencies are the Part's, but not the Part's set", i, replica)
+					}
+					// The second replica (the same group's resources)
+					// takes the maps the first made onto the Part.
+					for k, typ := range pushOrder {
+						own := map[string]*encoded{}
+						for _, e := range got.order[k].own {
+							own[e.name] = e
+						}
+						if len(own) == 0 || k == secretsAt {
+							continue
+						}
+						a := base.merged.find(mergedKeyOf(k, own), own)
+						if a == nil {
+							t.Errorf("proxy %d/%d %s: the map made onto the Part is not remembered", i, replica, shortType(typ))
+						} else if !sameMap(a.m, got.resources[typ]) {
+							t.Errorf("proxy %d/%d %s: the map remembered for its own resources is not the one it holds", i, replica, shortType(typ))
+						}
+						if replica == 1 && !sameMap(got.resources[typ], kept[len(kept)-1].resources[typ]) {
+							t.Errorf("proxy %d/1 %s: not the map replica 0 holds", i, shortType(typ))
+						}
+					}
 					kept = append(kept, got)
+				}
+			}
+			// A workload no Service selects, beside svc-0's in ns-0: its
+			// own resources differ from every other group's, so it takes
+			// no map another group made.
+			stranger := dataplane.Proxy{Namespace: testmesh.Namespace(0), ServiceAccount: "stranger", Labels: map[string]string{"app": "stranger"},
+				IPs: []string{"10.250.0.1"}, Kind: dataplane.KindSidecar}
+			sres := shared.BuildGroup(stranger)
+			if sres.Common != shared.BuildGroup(proxy(0, 0)).Common {
+				t.Fatal("the stranger's Part is not svc-0's: the case tests nothing")
+			}
+			got, _, err := encodeSnapshot(sres, nil, nil, enc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _, err := encodeSnapshot(envoy.BuildGroup(mesh, stranger), nil, nil, enc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, typ := range pushOrder {
+				if !reflect.DeepEqual(versionsOf(got.resources[typ]), versionsOf(want.resources[typ])) {
+					t.Errorf("stranger %s: encoded through the Part differs from the whole build", shortType(typ))
 				}
 			}
 			// Lists edited after the build (Common left set) are encoded

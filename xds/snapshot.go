@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
@@ -194,9 +195,15 @@ func encodeSnapshot(res *envoy.Resources, secrets []*tlsv3.Secret, prev *snapsho
 		lists = own
 	}
 	next = &snapshot{resources: map[string]map[string]*encoded{}, policies: res.Policies,
-		deps: make(map[ir.ServiceKey]bool, len(res.Deps)), nsDeps: make(map[string]bool, len(res.NamespaceDeps))}
-	for _, k := range res.Deps {
-		next.deps[k] = true
+		nsDeps: make(map[string]bool, len(res.NamespaceDeps))}
+	if base != nil && res.Common.DepsAre(res.Deps) {
+		// The Part's, as a set once (share leaves them).
+		next.deps, next.anchors[len(pushOrder)] = base.deps, base.depsAnchor
+	} else {
+		next.deps = make(map[ir.ServiceKey]bool, len(res.Deps))
+		for _, k := range res.Deps {
+			next.deps[k] = true
+		}
 	}
 	for _, ns := range res.NamespaceDeps {
 		next.nsDeps[ns] = true
@@ -244,17 +251,23 @@ func encodeSnapshot(res *envoy.Resources, secrets []*tlsv3.Secret, prev *snapsho
 		}
 	}
 	var interned [len(pushOrder)]bool
+	var made []mergedMade
 	if base != nil {
-		interned = next.onto(base)
+		interned, made = next.onto(base)
 	}
 	next.share(enc, interned)
+	if base != nil {
+		next.remember(base, made)
+	}
 	for i, t := range pushOrder {
 		if next.order[i].base != nil {
 			next.order[i].m = next.resources[t] // as shared
 		}
 	}
 	if interned[endpointsAt] {
-		next.splits = base.splits
+		// The Part's endpoints, and the group's own ones if any (a
+		// merged map: onto).
+		next.splits = base.splits || slices.ContainsFunc(lists.Endpoints, func(e *endpointv3.ClusterLoadAssignment) bool { return envoy.IsSplitCluster(e.ClusterName) })
 	} else {
 		next.splits = holdsSplit(next.resources[resourcev3.EndpointType])
 	}
@@ -279,8 +292,10 @@ func encodeSnapshot(res *envoy.Resources, secrets []*tlsv3.Secret, prev *snapsho
 
 // onto puts the snapshot's own resources (all it holds yet) onto base's:
 // a type it has none of takes base's interned map as it is (interned
-// says which), any other a copy of it with its own added.
-func (s *snapshot) onto(base *encodedPart) (interned [len(pushOrder)]bool) {
+// says which), any other the map an earlier group with the same own
+// resources made (base.merged), or else a copy of base's with its own
+// added, which merged records once shared (call remember after share).
+func (s *snapshot) onto(base *encodedPart) (interned [len(pushOrder)]bool, made []mergedMade) {
 	for i, t := range pushOrder {
 		b := base.maps[i]
 		if len(b) == 0 {
@@ -293,11 +308,33 @@ func (s *snapshot) onto(base *encodedPart) (interned [len(pushOrder)]bool) {
 			continue
 		}
 		s.order[i].own = slices.SortedFunc(maps.Values(own), byName)
+		key := mergedKeyOf(i, own)
+		if a := base.merged.find(key, own); a != nil {
+			s.resources[t], s.anchors[i], interned[i] = a.m, a, true
+			continue
+		}
 		m := maps.Clone(b)
 		maps.Copy(m, own)
 		s.resources[t] = m
+		made = append(made, mergedMade{key, own})
 	}
-	return interned
+	return interned, made
+}
+
+// mergedMade is a map onto made: the key and own resources to remember
+// it by.
+type mergedMade struct {
+	key mergedKey
+	own map[string]*encoded
+}
+
+// remember records the maps onto made, as share left them, in base.
+func (s *snapshot) remember(base *encodedPart, made []mergedMade) {
+	for _, x := range made {
+		if a, ok := s.anchors[x.key.at].(*anchor[string, *encoded]); ok {
+			base.merged.remember(x.key, x.own, a)
+		}
+	}
 }
 
 func byName(a, b *encoded) int { return strings.Compare(a.name, b.name) }
@@ -342,6 +379,9 @@ func (s *snapshot) share(enc *encoder, interned [len(pushOrder)]bool) {
 		if m, a := enc.maps.intern(t, s.resources[t]); a != nil {
 			s.resources[t], s.anchors[i] = m, a
 		}
+	}
+	if s.anchors[len(pushOrder)] != nil {
+		return // interned already
 	}
 	if d, a := enc.deps.intern("deps", s.deps); a != nil {
 		s.deps, s.anchors[len(pushOrder)] = d, a

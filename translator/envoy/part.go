@@ -8,6 +8,8 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"github.com/weftmesh/weft/translator/ir"
 )
 
 // Set is resources of the four kinds a configuration holds.
@@ -30,8 +32,18 @@ type Set struct {
 // (Memo). Each list is sorted by name; nothing in it may be modified.
 type Part struct {
 	Set
+	// Deps are the Services the outbound part depends on, sorted: a
+	// group's Resources.Deps is this very slice when it depends on no
+	// other (so the xds layer can derive its set once as well).
+	Deps []ir.ServiceKey
 	sum  cell[*setSummary]
 	memo cell[any]
+}
+
+// DepsAre says whether deps is p's Deps itself (the same slice), not
+// merely equal.
+func (p *Part) DepsAre(deps []ir.ServiceKey) bool {
+	return len(deps) == len(p.Deps) && (len(deps) == 0 || &deps[0] == &p.Deps[0])
 }
 
 // Memo returns what build returned the first time Memo was called on p;
@@ -51,7 +63,7 @@ func (v *view) newPart(out outboundListeners) *Part {
 	c, a := v.upstreamClusters()
 	p := &Part{Set: Set{Clusters: c, Endpoints: a,
 		Listeners: append([]*listenerv3.Listener{out.capture}, out.services...),
-		Routes:    v.destRoutes()}}
+		Routes:    v.destRoutes()}, Deps: v.outboundDeps()}
 	slices.SortFunc(p.Listeners, func(a, b *listenerv3.Listener) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(p.Routes, func(a, b *routev3.RouteConfiguration) int { return strings.Compare(a.Name, b.Name) })
 	return p

@@ -5,6 +5,7 @@
 package envoy
 
 import (
+	"cmp"
 	"slices"
 	"sort"
 	"strings"
@@ -29,11 +30,13 @@ type Resources struct {
 	Secrets []string
 	// Policies are the policy generations this configuration carries, so
 	// that the xDS layer can tell when a policy is programmed: every proxy
-	// whose configuration carries it has ACKed that configuration.
+	// whose configuration carries it has ACKed that configuration. It may
+	// be shared with other groups of the view entry: nothing may modify it.
 	Policies []ir.PolicyRef
 	// Deps are the Services whose data this configuration reflects (the
 	// ones the proxy sees, their backends, and the ones it serves), sorted:
-	// an endpoint change elsewhere cannot change it.
+	// an endpoint change elsewhere cannot change it. It may be shared with
+	// other groups (Part.Deps): nothing may modify it.
 	Deps []ir.ServiceKey
 	// NamespaceDeps are the namespaces whose settings (ir.Namespace: mTLS
 	// mode, AuthPolicies) the build read, sorted: the proxy's own, and
@@ -426,27 +429,57 @@ func operationUnrestricted(r ir.AuthRule) bool {
 	return len(r.Ports)+len(r.Methods)+len(r.PathsExact)+len(r.PathsPrefix) == 0
 }
 
-// policies lists the policies that shape this proxy's configuration: the
-// routing, retry and backend traffic policies of the Services it sees (and
-// of the backends their routes send to), and the AuthPolicies
-// of its own workload. (gRPC proxies skip DryRun policies, but they are
-// still listed: the configuration reflects them by leaving them out.)
+// policies lists the policy generations the proxy's configuration
+// carries: those of its outbound part (outboundPolicies), the
+// AuthPolicies that protect its workload and the RateLimitPolicies it
+// enforces. (gRPC proxies skip DryRun policies, but they are still
+// listed: the configuration reflects them by leaving them out.) When
+// those are all in the outbound part's list, the list is that one: with a
+// Shared, the same slice for every group of the view entry. Nothing may
+// modify it.
 func (v *view) policies() []ir.PolicyRef {
-	seen := map[ir.PolicyRef]bool{}
-	for _, svc := range v.outbound {
-		servicePolicies(v.mesh, svc, v.proxy.Namespace, func(r ir.PolicyRef) { seen[r] = true })
+	out := v.outboundPolicies()
+	var extra []ir.PolicyRef
+	note := func(r ir.PolicyRef) {
+		if _, ok := slices.BinarySearchFunc(out, r, comparePolicies); !ok {
+			extra = append(extra, r)
+		}
 	}
 	for _, a := range v.authz {
-		seen[a.Source] = true
+		note(a.Source)
 	}
 	// The RateLimitPolicies its own workload enforces (sidecars only:
 	// a proxyless server's configuration does not carry them).
 	if v.proxy.Kind != dataplane.KindGRPC {
 		for _, in := range v.inbound {
 			for _, rl := range v.inboundRateLimits(in.port) {
-				seen[rl.Source] = true
+				note(rl.Source)
 			}
 		}
+	}
+	if len(extra) == 0 {
+		return out
+	}
+	all := append(slices.Clone(out), extra...)
+	sortPolicies(all)
+	return slices.Compact(all)
+}
+
+// outboundPolicies lists, sorted, the policies the Services the proxy may
+// call make its configuration carry (servicePolicies). Like
+// outboundDeps, they are the same for every view of one entry: a Shared
+// collects them once per entry.
+func (v *view) outboundPolicies() []ir.PolicyRef {
+	if v.shared == nil {
+		return v.collectOutboundPolicies()
+	}
+	return v.entry().policies.get(v.collectOutboundPolicies)
+}
+
+func (v *view) collectOutboundPolicies() []ir.PolicyRef {
+	seen := map[ir.PolicyRef]bool{}
+	for _, svc := range v.outbound {
+		servicePolicies(v.mesh, svc, v.proxy.Namespace, func(r ir.PolicyRef) { seen[r] = true })
 	}
 	out := make([]ir.PolicyRef, 0, len(seen))
 	for r := range seen {
@@ -507,28 +540,66 @@ func portRoutes(p *ir.Port, ns string, f func(*ir.Route)) {
 }
 
 // sortPolicies orders policy references as Resources.Policies lists them.
-func sortPolicies(out []ir.PolicyRef) {
-	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		if a.Kind != b.Kind {
-			return a.Kind < b.Kind
-		}
-		if a.Namespace != b.Namespace {
-			return a.Namespace < b.Namespace
-		}
-		return a.Name < b.Name
-	})
+func sortPolicies(out []ir.PolicyRef) { slices.SortFunc(out, comparePolicies) }
+
+// comparePolicies orders policy references by kind, namespace, name and
+// generation.
+func comparePolicies(a, b ir.PolicyRef) int {
+	if c := strings.Compare(a.Kind, b.Kind); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.Name, b.Name); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Generation, b.Generation)
 }
 
-// deps lists the Services this proxy's configuration depends on.
+// deps lists the Services this proxy's configuration depends on: those
+// of its outbound part (outboundDeps) and those it serves or whose
+// policies mayReach read. When those are all in the outbound part's list,
+// as for a workload whose Services it sees, the list is that one: with a
+// Shared, the same slice for every group of the view entry, not 2,000
+// keys collected and sorted per group (half of BuildGroup's time in a
+// 500-proxy cold start). Nothing may modify it.
 func (v *view) deps() []ir.ServiceKey {
-	seen := map[ir.ServiceKey]bool{}
+	out := v.outboundDeps()
+	var extra []ir.ServiceKey
+	note := func(k ir.ServiceKey) {
+		if _, ok := slices.BinarySearchFunc(out, k, compareKeys); !ok {
+			extra = append(extra, k)
+		}
+	}
 	for _, k := range v.served {
-		seen[k] = true
+		note(k)
 	}
 	for k := range v.consulted {
-		seen[k] = true
+		note(k)
 	}
+	if len(extra) == 0 {
+		return out
+	}
+	all := append(slices.Clone(out), extra...)
+	slices.SortFunc(all, compareKeys)
+	return slices.Compact(all)
+}
+
+// outboundDeps lists, sorted, the Services the outbound part depends on:
+// those the proxy may call and their routes' and TCP splits' backends.
+// They are the same for every view of one entry (its outbound Services
+// and, through routesOf, its consumer namespace): a Shared collects them
+// once per entry.
+func (v *view) outboundDeps() []ir.ServiceKey {
+	if v.shared == nil {
+		return v.collectOutboundDeps()
+	}
+	return v.entry().deps.get(v.collectOutboundDeps)
+}
+
+func (v *view) collectOutboundDeps() []ir.ServiceKey {
+	seen := map[ir.ServiceKey]bool{}
 	for _, svc := range v.outbound {
 		seen[svc.Key] = true
 		for _, p := range svc.Ports {

@@ -129,6 +129,10 @@ type viewEntry struct {
 	once      sync.Once
 	clusters  []*clusterv3.Cluster
 	endpoints []*endpointv3.ClusterLoadAssignment
+	// deps, policies: the outbound part's dependencies and policies
+	// (view.outboundDeps, outboundPolicies).
+	deps     cell[[]ir.ServiceKey]
+	policies cell[[]ir.PolicyRef]
 
 	mu        sync.Mutex
 	listeners map[listenerKey]*cell[outboundListeners] // sidecars' outbound listeners

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -68,6 +69,14 @@ func TestSharedBuildEqualsBuild(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			sharedDeps, sharedPolicies := 0, 0
+			if strings.HasPrefix(c.name, "generated/") {
+				defer func() {
+					if sharedDeps == 0 || sharedPolicies == 0 {
+						t.Errorf("%d groups' dependencies were their Part's, %d replicas' policies one list: the case does not test sharing them", sharedDeps, sharedPolicies)
+					}
+				}()
+			}
 			s := envoy.NewShared(c.mesh)
 			got := make([]*envoy.Resources, len(c.proxies))
 			var wg sync.WaitGroup
@@ -134,6 +143,17 @@ func TestSharedBuildEqualsBuild(t *testing.T) {
 				// is exactly its Part and its own resources.
 				if p.Kind == dataplane.KindSidecar && (g1.Common == nil || g1.Common != g2.Common || g1.Common != group.Common) {
 					t.Errorf("proxy %d: replicas' group builds do not share one Common part", i)
+				}
+				// Dependencies that are the Part's are its very list
+				// (the xds layer makes their set once).
+				if g1.Common != nil && slices.Equal(g1.Deps, g1.Common.Deps) {
+					if !g1.Common.DepsAre(g1.Deps) || !g1.Common.DepsAre(g2.Deps) {
+						t.Errorf("proxy %d: its dependencies are its Part's, but a copy", i)
+					}
+					sharedDeps++
+				}
+				if len(g1.Policies) > 0 && len(g2.Policies) > 0 && &g1.Policies[0] == &g2.Policies[0] {
+					sharedPolicies++ // the entry's list (view.policies)
 				}
 				for _, g := range []*envoy.Resources{group, g1, got[i]} {
 					if err := partsAreTheWhole(g); err != nil {
