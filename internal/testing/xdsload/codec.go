@@ -1,7 +1,9 @@
 package xdsload
 
 import (
+	"encoding/binary"
 	"errors"
+	"math"
 	"sync"
 	"unicode/utf8"
 
@@ -42,19 +44,23 @@ func (c responseCodec) Marshal(v any) (mem.BufferSlice, error) { return c.proto.
 func (c responseCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch x := v.(type) {
 	case *received:
-		// One buffer from responseBuffers (data's buffers go back to
-		// gRPC's pool once this returns, and the values point into it),
-		// until release.
-		buf := data.MaterializeToBuffer(responseBuffers)
-		b := buf.ReadOnlyData()
-		sl := responseSlabs.get(countResources(b))
+		// Decoded where gRPC received it, in its frame buffers, kept
+		// (Ref) until release: only a field across two of them is
+		// copied (segments). Copying the whole message into one buffer
+		// first was 1.2 of the harness's 7.7 CPU seconds in a 500-proxy
+		// cold start.
+		segs := make([][]byte, len(data))
+		for i, b := range data {
+			segs[i] = b.ReadOnlyData()
+		}
+		sl := responseSlabs.get(countResources(&segments{segs: segs}))
 		x.r = &discoveryv3.DeltaDiscoveryResponse{}
-		if err := decodeDeltaInto(b, x.r, sl); err != nil {
-			buf.Free()
+		if err := decodeDeltaFrom(&segments{segs: segs, scratch: &sl.scratch}, x.r, sl); err != nil {
 			responseSlabs.put(sl)
 			return err
 		}
-		x.buf, x.slab = buf, sl
+		data.Ref()
+		x.data, x.slab = data, sl
 		return nil
 	case *discoveryv3.DeltaDiscoveryResponse:
 		// A copy of its own, kept as long as the response is.
@@ -63,75 +69,20 @@ func (c responseCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	return c.proto.Unmarshal(data, v)
 }
 
-// responseBuffers are the buffers responses are decoded from. A new 1-3
-// MB allocation per response made the copy 2.6 of the harness's 11 CPU
-// seconds in a 500-proxy cold start; gRPC's default pool (whose largest
-// tier is 1 MiB; larger buffers go to a sync.Pool, emptied by every
-// collection, and are zeroed before use) still 3.8 of 12, the copy
-// running into fresh pages. These are kept across collections.
-var responseBuffers = &keptBuffers{small: mem.DefaultBufferPool(), keep: 64}
-
-// keptBuffers is a mem.BufferPool that keeps up to keep buffers of more
-// than 64 KiB for reuse, however many collections pass: a proxy holds one
-// only from reading a response to reading the next (Proxy.Run releases
-// it first), so a few dozen serve a fleet of hundreds. Smaller buffers
-// come from small.
-type keptBuffers struct {
-	small mem.BufferPool
-	keep  int
-
-	mu   sync.Mutex
-	free []*[]byte
-}
-
-const keptMin = 64 << 10
-
-func (p *keptBuffers) Get(size int) *[]byte {
-	if size < keptMin {
-		return p.small.Get(size)
-	}
-	p.mu.Lock()
-	for i := len(p.free) - 1; i >= 0; i-- {
-		if b := p.free[i]; cap(*b) >= size {
-			p.free = append(p.free[:i], p.free[i+1:]...)
-			p.mu.Unlock()
-			*b = (*b)[:size] // no zeroing: MaterializeToBuffer writes every byte
-			return b
-		}
-	}
-	if n := len(p.free); n > 0 {
-		p.free = p.free[:n-1] // too small: replaced by a larger one
-	}
-	p.mu.Unlock()
-	b := make([]byte, size, size+size/4)
-	return &b
-}
-
-func (p *keptBuffers) Put(b *[]byte) {
-	if cap(*b) < keptMin {
-		p.small.Put(b)
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.free) < p.keep {
-		p.free = append(p.free, b)
-	}
-}
-
 // received is a response as Proxy.Run reads it: its values point into
-// buf, which goes back to gRPC's pool at release. Nothing may keep a
-// value after that.
+// data, gRPC's buffers, which go back to gRPC's pool at release, and into
+// slab, which goes back to responseSlabs. Nothing may keep a value after
+// that.
 type received struct {
 	r    *discoveryv3.DeltaDiscoveryResponse
-	buf  mem.Buffer
+	data mem.BufferSlice
 	slab *slab
 }
 
 func (x *received) release() {
-	if x.buf != nil {
-		x.buf.Free()
-		x.buf = nil
+	if x.data != nil {
+		x.data.Free()
+		x.data = nil
 	}
 	if x.slab != nil {
 		responseSlabs.put(x.slab)
@@ -158,15 +109,17 @@ const (
 
 // decodeDelta decodes b into r as proto.Unmarshal does.
 func decodeDelta(b []byte, r *discoveryv3.DeltaDiscoveryResponse) error {
-	return decodeDeltaInto(b, r, newSlab(countResources(b)))
+	s := &segments{segs: [][]byte{b}}
+	return decodeDeltaFrom(s, r, newSlab(countResources(&segments{segs: s.segs})))
 }
 
-// decodeDeltaInto decodes b into r with the messages of sl, which must
-// have room for b's resources (countResources).
-func decodeDeltaInto(b []byte, r *discoveryv3.DeltaDiscoveryResponse, sl *slab) error {
+// decodeDeltaFrom decodes the message s holds into r, as proto.Unmarshal
+// does, with the messages of sl, which should have room for its
+// resources (countResources).
+func decodeDeltaFrom(s *segments, r *discoveryv3.DeltaDiscoveryResponse, sl *slab) error {
 	r.Reset()
 	r.Resources = sl.ptrs[:0]
-	return decodeFields(b, r, func(num protowire.Number, v []byte) (bool, error) {
+	decode := func(num protowire.Number, v []byte) (bool, error) {
 		var err error
 		switch num {
 		case responseVersionInfo:
@@ -190,7 +143,135 @@ func decodeDeltaInto(b []byte, r *discoveryv3.DeltaDiscoveryResponse, sl *slab) 
 			return false, nil
 		}
 		return true, err
-	})
+	}
+	for !s.done() {
+		num, typ, n, err := s.header()
+		if err != nil {
+			return err
+		}
+		if n < 0 {
+			// A group: its length is known only by walking it. The rest
+			// of the message, in one piece.
+			return decodeFields(s.rest(), r, decode)
+		}
+		field, err := s.take(n)
+		if err != nil {
+			return err
+		}
+		if typ == protowire.BytesType {
+			_, _, k := protowire.ConsumeTag(field)
+			v, _ := protowire.ConsumeBytes(field[k:])
+			done, err := decode(num, v)
+			if err != nil {
+				return err
+			}
+			if done {
+				continue
+			}
+		}
+		if err := merge.Unmarshal(field, r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// segments is an encoded message in pieces (gRPC's frame buffers), read
+// field by field: a field within one piece is a window on it, a field
+// across pieces a copy, appended to *scratch.
+type segments struct {
+	segs    [][]byte
+	i, off  int // the next byte: segs[i][off]
+	scratch *[]byte
+}
+
+// errTruncated is a field that runs past the message's end.
+var errTruncated = errors.New("xdsload: truncated message")
+
+func (s *segments) done() bool {
+	for s.i < len(s.segs) && s.off == len(s.segs[s.i]) {
+		s.i, s.off = s.i+1, 0
+	}
+	return s.i == len(s.segs)
+}
+
+// header reads, without consuming it, the next field's tag and returns
+// its number, wire type and whole length (tag included); n is -1 for a
+// group.
+func (s *segments) header() (num protowire.Number, typ protowire.Type, n int, err error) {
+	var buf [2 * binary.MaxVarintLen64]byte
+	h := s.peek(buf[:])
+	num, typ, k := protowire.ConsumeTag(h)
+	if k < 0 {
+		return 0, 0, 0, protowire.ParseError(k)
+	}
+	switch typ {
+	case protowire.BytesType:
+		l, m := protowire.ConsumeVarint(h[k:])
+		if m < 0 {
+			return 0, 0, 0, protowire.ParseError(m)
+		}
+		if l > math.MaxInt32 {
+			return 0, 0, 0, errTruncated
+		}
+		return num, typ, k + m + int(l), nil
+	case protowire.VarintType:
+		_, m := protowire.ConsumeVarint(h[k:])
+		if m < 0 {
+			return 0, 0, 0, protowire.ParseError(m)
+		}
+		return num, typ, k + m, nil
+	case protowire.Fixed32Type:
+		return num, typ, k + 4, nil
+	case protowire.Fixed64Type:
+		return num, typ, k + 8, nil
+	}
+	return num, typ, -1, nil
+}
+
+// peek copies the next bytes, up to len(buf), into buf.
+func (s *segments) peek(buf []byte) []byte {
+	n := 0
+	for i, off := s.i, s.off; i < len(s.segs) && n < len(buf); i, off = i+1, 0 {
+		n += copy(buf[n:], s.segs[i][off:])
+	}
+	return buf[:n]
+}
+
+// take consumes the next n bytes: a window on a piece when they are in
+// one, else a copy.
+func (s *segments) take(n int) ([]byte, error) {
+	s.done() // to the first piece with bytes left
+	if s.i < len(s.segs) && len(s.segs[s.i])-s.off >= n {
+		b := s.segs[s.i][s.off : s.off+n : s.off+n]
+		s.off += n
+		return b, nil
+	}
+	if s.scratch == nil {
+		s.scratch = new([]byte)
+	}
+	start := len(*s.scratch)
+	for n > 0 && !s.done() {
+		k := min(n, len(s.segs[s.i])-s.off)
+		*s.scratch = append(*s.scratch, s.segs[s.i][s.off:s.off+k]...)
+		s.off += k
+		n -= k
+	}
+	if n > 0 {
+		return nil, errTruncated
+	}
+	b := (*s.scratch)[start:]
+	return b[:len(b):len(b)], nil
+}
+
+// rest consumes what is left, in one piece.
+func (s *segments) rest() []byte {
+	var b []byte
+	for !s.done() {
+		b = append(b, s.segs[s.i][s.off:]...)
+		s.off = len(s.segs[s.i])
+	}
+	return b
 }
 
 // slab hands out the Resources and Anys of one response from one
@@ -202,6 +283,8 @@ type slab struct {
 	res  []discoveryv3.Resource
 	anys []anypb.Any
 	ptrs []*discoveryv3.Resource // the response's list
+	// scratch holds the fields that lay across two of gRPC's buffers.
+	scratch []byte
 	// used counts what was handed out of res and anys.
 	usedRes, usedAnys int
 }
@@ -229,7 +312,7 @@ func (s *slab) reset() {
 	clear(s.res[:s.usedRes])
 	clear(s.anys[:s.usedAnys])
 	clear(s.ptrs[:cap(s.ptrs)])
-	s.usedRes, s.usedAnys, s.ptrs = 0, 0, s.ptrs[:0]
+	s.usedRes, s.usedAnys, s.ptrs, s.scratch = 0, 0, s.ptrs[:0], s.scratch[:0]
 }
 
 func (s *slab) size() int { return min(len(s.res), len(s.anys), cap(s.ptrs)) }
@@ -237,7 +320,7 @@ func (s *slab) size() int { return min(len(s.res), len(s.anys), cap(s.ptrs)) }
 // responseSlabs are the slabs Proxy.Run decodes responses with. A new
 // slab per response wrote every message into fresh pages: in a 500-proxy
 // cold start the first writes into them were 2 of the harness's 9.7 CPU
-// seconds (page faults on this VM), as keptBuffers found for the copy.
+// seconds (page faults on this VM).
 var responseSlabs = &keptSlabs{keep: 64}
 
 // keptSlabs keeps up to keep slabs of released responses, however many
@@ -278,24 +361,33 @@ func (p *keptSlabs) put(s *slab) {
 }
 
 // countResources counts the resources field's occurrences in an encoded
-// response (up to a malformed field, which decodeFields reports).
-func countResources(b []byte) int {
+// response (up to a malformed field or a group, which decoding reports or
+// walks), consuming s.
+func countResources(s *segments) int {
 	n := 0
-	for len(b) > 0 {
-		num, typ, k := protowire.ConsumeTag(b)
-		if k < 0 {
-			return n
-		}
-		m := protowire.ConsumeFieldValue(num, typ, b[k:])
-		if m < 0 {
+	for !s.done() {
+		num, typ, k, err := s.header()
+		if err != nil || k < 0 {
 			return n
 		}
 		if num == responseResources && typ == protowire.BytesType {
 			n++
 		}
-		b = b[k+m:]
+		if !s.skip(k) {
+			return n
+		}
 	}
 	return n
+}
+
+// skip consumes the next n bytes; false if there are fewer.
+func (s *segments) skip(n int) bool {
+	for n > 0 && !s.done() {
+		k := min(n, len(s.segs[s.i])-s.off)
+		s.off += k
+		n -= k
+	}
+	return n == 0
 }
 
 func decodeResource(b []byte, sl *slab) (*discoveryv3.Resource, error) {

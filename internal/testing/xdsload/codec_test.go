@@ -129,60 +129,83 @@ func TestResponseCodecRefusesWhatProtoRefuses(t *testing.T) {
 	}
 }
 
-// TestKeptBuffersSurviveCollections: a large response's buffer is reused
-// for the next one after garbage collections (the point of keptBuffers),
-// and what was in it before never shows through: the second, shorter
-// response decodes as proto.Unmarshal decodes it, from several of gRPC's
-// frame-sized buffers, as a real stream delivers it.
-func TestKeptBuffersSurviveCollections(t *testing.T) {
-	response := func(n int, fill byte) []byte {
-		r := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: "type.googleapis.com/envoy.config.cluster.v3.Cluster", Nonce: "1"}
-		for i := range n {
-			v := make([]byte, 1000)
-			for j := range v {
-				v[j] = fill
-			}
-			r.Resources = append(r.Resources, &discoveryv3.Resource{Name: string(rune('a'+i%26)) + string(rune('0'+i/26%10)), Version: "1",
-				Resource: &anypb.Any{TypeUrl: "type.googleapis.com/envoy.config.cluster.v3.Cluster", Value: v}})
+// TestResponseCodecDecodesInPieces: a response decodes from gRPC's
+// buffers as they arrive, cut anywhere (inside a tag, a length, a value),
+// to what proto.Unmarshal gives; a value within one buffer is a window on
+// it, one across buffers a copy; the buffers are kept until release, not
+// given back when Unmarshal returns (as gRPC frees its reference).
+func TestResponseCodecDecodesInPieces(t *testing.T) {
+	r := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: "type.googleapis.com/envoy.config.cluster.v3.Cluster", Nonce: "1",
+		SystemVersionInfo: "v", RemovedResources: []string{"gone"}, ControlPlane: &corev3.ControlPlane{Identifier: "cp"}}
+	for i := range 40 {
+		v := make([]byte, 10+i*37)
+		for j := range v {
+			v[j] = byte(i + j)
 		}
-		b, err := proto.Marshal(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
+		r.Resources = append(r.Resources, &discoveryv3.Resource{Name: fmt.Sprintf("c%d", i), Version: "1",
+			Resource: &anypb.Any{TypeUrl: "type.googleapis.com/envoy.config.cluster.v3.Cluster", Value: v}})
 	}
-	frames := func(b []byte) mem.BufferSlice {
-		var s mem.BufferSlice
-		for len(b) > 0 {
-			n := min(len(b), 16<<10)
-			s = append(s, mem.SliceBuffer(b[:n]))
+	r.Resources[3].Ttl = durationpb.New(time.Second)
+	wire, err := proto.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &discoveryv3.DeltaDiscoveryResponse{}
+	if err := proto.Unmarshal(wire, want); err != nil {
+		t.Fatal(err)
+	}
+	for _, size := range []int{1, 2, 3, 7, 64, 1000, 16 << 10} {
+		pool := &countingPool{}
+		var data mem.BufferSlice
+		pooled := 0 // gRPC pools only buffers above a threshold
+		for b := wire; len(b) > 0; {
+			n := min(len(b), size)
+			piece := pool.Get(n)
+			copy(*piece, b[:n])
+			data = append(data, mem.NewBuffer(piece, pool))
+			if !mem.IsBelowBufferPoolingThreshold(n) {
+				pooled++
+			}
 			b = b[n:]
 		}
-		return s
-	}
-	pool := &keptBuffers{small: mem.DefaultBufferPool(), keep: 4}
-	big, small := response(200, 0xaa), response(100, 0x55)
-	first := frames(big).MaterializeToBuffer(pool)
-	addr := &first.ReadOnlyData()[0]
-	first.Free()
-	runtime.GC()
-	runtime.GC()
-	second := frames(small).MaterializeToBuffer(pool)
-	defer second.Free()
-	if &second.ReadOnlyData()[0] != addr {
-		t.Errorf("the second response got a new buffer: kept buffers are not reused after collections")
-	}
-	got, want := &discoveryv3.DeltaDiscoveryResponse{}, &discoveryv3.DeltaDiscoveryResponse{}
-	if err := decodeDelta(second.ReadOnlyData(), got); err != nil {
-		t.Fatal(err)
-	}
-	if err := proto.Unmarshal(small, want); err != nil {
-		t.Fatal(err)
-	}
-	if len(second.ReadOnlyData()) != len(small) || !proto.Equal(got, want) {
-		t.Errorf("the reused buffer decodes to something else than the response")
+		var in received
+		if err := codec.Unmarshal(data, &in); err != nil {
+			t.Fatalf("pieces of %d: %v", size, err)
+		}
+		data.Free() // gRPC's reference
+		if pool.put != 0 {
+			t.Errorf("pieces of %d: %d buffers given back while the response is held", size, pool.put)
+		}
+		if !proto.Equal(in.r, want) {
+			t.Errorf("pieces of %d: decoded\n%v\nproto.Unmarshal gives\n%v", size, in.r, want)
+		}
+		if size == 16<<10 {
+			v, piece := in.r.Resources[0].Resource.Value, *pool.got[0]
+			start, end := uintptr(unsafe.Pointer(&piece[0])), uintptr(unsafe.Pointer(&piece[len(piece)-1]))
+			if p := uintptr(unsafe.Pointer(&v[0])); p < start || p > end {
+				t.Error("a value within one buffer was copied")
+			}
+		}
+		in.release()
+		if pool.put != pooled {
+			t.Errorf("pieces of %d: %d of %d buffers given back after release", size, pool.put, pooled)
+		}
 	}
 }
+
+// countingPool is a mem.BufferPool that counts what is given back.
+type countingPool struct {
+	got []*[]byte
+	put int
+}
+
+func (p *countingPool) Get(n int) *[]byte {
+	b := make([]byte, n)
+	p.got = append(p.got, &b)
+	return &b
+}
+
+func (p *countingPool) Put(*[]byte) { p.put++ }
 
 // TestKeptSlabsSurviveCollections: the messages a response is decoded
 // into are reused for the next response after garbage collections (the
