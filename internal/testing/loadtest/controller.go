@@ -412,10 +412,15 @@ func (c *controller) cpuProfile(ctx context.Context, path string, d time.Duratio
 }
 
 // heapProfile writes weft's heap profile (live objects as of a fresh
-// collection: ?gc=1) to path.
+// collection: ?gc=1) to path. It asks twice, so that the profile follows
+// two collections, as the memory reading does: what sync.Pool holds
+// survives one.
 func (c *controller) heapProfile(ctx context.Context, path string) error {
 	if c.flavor != Weft {
 		return nil
+	}
+	if _, _, err := httpGet(ctx, "http://"+c.debug+"/debug/pprof/heap?gc=1"); err != nil {
+		return err
 	}
 	code, body, err := httpGet(ctx, "http://"+c.debug+"/debug/pprof/heap?gc=1")
 	if err == nil && code != http.StatusOK {

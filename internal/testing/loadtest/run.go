@@ -104,7 +104,8 @@ type Config struct {
 	MemoryGCs  int
 	// HeapProfile, if set, is where weft's heap profile is written after
 	// the cold start's memory reading (--heap-profile; "-N" is added
-	// before the extension for the fleet of N proxies).
+	// before the extension for the fleet of N proxies), and before the
+	// fleet connects (FILE-N-before.pb.gz: go tool pprof -base).
 	HeapProfile string `json:",omitempty"`
 	// ChurnCPUProfile, if set, is where weft's CPU profile over the
 	// endpoint churn window is written (--churn-cpu-profile; "-N" added
@@ -383,6 +384,14 @@ func (r *runner) fleet(ctx context.Context, index, n int, plane Plane) (*FleetRe
 	mem0, err := ctrl.memory(ctx, time.Now(), cfg.MemoryWait, cfg.MemoryGCs)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.HeapProfile != "" && plane.Flavor != Istiod {
+		// The baseline, for go tool pprof -base.
+		path := numbered(cfg.HeapProfile, n)
+		path = strings.TrimSuffix(path, ".pb.gz") + "-before.pb.gz"
+		if err := ctrl.heapProfile(ctx, path); err != nil {
+			return nil, fmt.Errorf("heap profile: %w", err)
+		}
 	}
 
 	// Cold start: every stream at once.
