@@ -334,8 +334,11 @@ type encodedPart struct {
 	deps       map[ir.ServiceKey]bool
 	depsAnchor any
 	// merged: the maps made of this part's and a group's own resources
-	// (snapshot.onto), for the next group with the same own ones.
-	merged mergedMaps
+	// (snapshot.onto), for the next group with the same own ones. An
+	// object of its own: the cleanups it registers on anchors refer to
+	// it, and must not reach an anchor (one of this part's may be a
+	// merged map too, when a group's own resources are all the part's).
+	merged *mergedMaps
 }
 
 // mergedMaps remembers, per type, the map a Part's map and a group's own
@@ -415,7 +418,7 @@ func (e *encoder) part(p *envoy.Part) (*encodedPart, error) {
 }
 
 func (e *encoder) encodePart(p *envoy.Part) *encodedPart {
-	x := &encodedPart{enc: e}
+	x := &encodedPart{enc: e, merged: &mergedMaps{}}
 	add := func(i int, typeURL, name string, m proto.Message, n int) {
 		if x.err != nil {
 			return

@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"maps"
 	"reflect"
+	"runtime"
 	"slices"
 	"testing"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 
@@ -196,4 +198,45 @@ func names(es []*encoded) []string {
 		out = append(out, e.name)
 	}
 	return out
+}
+
+// TestMergedMapsDoNotKeepTheirPart: a merged map's anchor may be one of
+// the Part's own (a group whose own resources are all the Part's gets the
+// Part's map back from the interner). The cleanup merged registers on it
+// must not reach the encoded Part, or the Part and every encoding in it
+// would never be collected.
+func TestMergedMapsDoNotKeepTheirPart(t *testing.T) {
+	in := testmesh.Generate(testmesh.Options{Services: 10, Namespaces: 2, EndpointsPerService: 2, ExportAll: true})
+	mesh := translator.Translate(in).Mesh
+	p := dataplane.Proxy{Namespace: testmesh.Namespace(0), ServiceAccount: "svc-0", Labels: map[string]string{"app": "svc-0"},
+		IPs: []string{testmesh.PodIP(0, 0)}, Kind: dataplane.KindSidecar}
+	part := envoy.NewShared(mesh).BuildGroup(p).Common
+	enc := newEncoder()
+	collected := make(chan struct{})
+	func() {
+		base := enc.encodePart(part)
+		if base.err != nil {
+			t.Fatal(base.err)
+		}
+		a, ok := base.anchors[clustersAt].(*anchor[string, *encoded])
+		if !ok {
+			t.Fatal("the Part's clusters have no anchor: the case tests nothing")
+		}
+		own := map[string]*encoded{}
+		for n, e := range base.maps[clustersAt] {
+			own[n] = e
+			break
+		}
+		base.merged.remember(mergedKeyOf(clustersAt, own), own, a)
+		runtime.AddCleanup(base, func(ch chan struct{}) { close(ch) }, collected)
+	}()
+	for range 50 {
+		runtime.GC()
+		select {
+		case <-collected:
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	t.Error("an encoded Part whose merged map is its own map stays alive after nothing refers to it")
 }
