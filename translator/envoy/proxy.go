@@ -438,31 +438,20 @@ func operationUnrestricted(r ir.AuthRule) bool {
 // Shared, the same slice for every group of the view entry. Nothing may
 // modify it.
 func (v *view) policies() []ir.PolicyRef {
-	out := v.outboundPolicies()
-	var extra []ir.PolicyRef
-	note := func(r ir.PolicyRef) {
-		if _, ok := slices.BinarySearchFunc(out, r, comparePolicies); !ok {
-			extra = append(extra, r)
+	return withAdded(v.outboundPolicies(), comparePolicies, func(add func(ir.PolicyRef)) {
+		for _, a := range v.authz {
+			add(a.Source)
 		}
-	}
-	for _, a := range v.authz {
-		note(a.Source)
-	}
-	// The RateLimitPolicies its own workload enforces (sidecars only:
-	// a proxyless server's configuration does not carry them).
-	if v.proxy.Kind != dataplane.KindGRPC {
-		for _, in := range v.inbound {
-			for _, rl := range v.inboundRateLimits(in.port) {
-				note(rl.Source)
+		// The RateLimitPolicies its own workload enforces (sidecars
+		// only: a proxyless server's configuration does not carry them).
+		if v.proxy.Kind != dataplane.KindGRPC {
+			for _, in := range v.inbound {
+				for _, rl := range v.inboundRateLimits(in.port) {
+					add(rl.Source)
+				}
 			}
 		}
-	}
-	if len(extra) == 0 {
-		return out
-	}
-	all := append(slices.Clone(out), extra...)
-	sortPolicies(all)
-	return slices.Compact(all)
+	})
 }
 
 // outboundPolicies lists, sorted, the policies the Services the proxy may
@@ -481,11 +470,34 @@ func (v *view) collectOutboundPolicies() []ir.PolicyRef {
 	for _, svc := range v.outbound {
 		servicePolicies(v.mesh, svc, v.proxy.Namespace, func(r ir.PolicyRef) { seen[r] = true })
 	}
-	out := make([]ir.PolicyRef, 0, len(seen))
-	for r := range seen {
-		out = append(out, r)
+	return sortedSet(seen, comparePolicies)
+}
+
+// withAdded returns sorted (ordered by cmp) with the elements each adds
+// merged in, each once, as a new slice; or sorted itself when they are all
+// in it already (then shared: nothing may modify it).
+func withAdded[T comparable](sorted []T, cmp func(a, b T) int, each func(add func(T))) []T {
+	var extra []T
+	each(func(x T) {
+		if _, ok := slices.BinarySearchFunc(sorted, x, cmp); !ok {
+			extra = append(extra, x)
+		}
+	})
+	if len(extra) == 0 {
+		return sorted
 	}
-	sortPolicies(out)
+	all := append(slices.Clone(sorted), extra...)
+	slices.SortFunc(all, cmp)
+	return slices.Compact(all)
+}
+
+// sortedSet lists a set's members, ordered by cmp.
+func sortedSet[T comparable](set map[T]bool, cmp func(a, b T) int) []T {
+	out := make([]T, 0, len(set))
+	for x := range set {
+		out = append(out, x)
+	}
+	slices.SortFunc(out, cmp)
 	return out
 }
 
@@ -565,25 +577,14 @@ func comparePolicies(a, b ir.PolicyRef) int {
 // keys collected and sorted per group (half of BuildGroup's time in a
 // 500-proxy cold start). Nothing may modify it.
 func (v *view) deps() []ir.ServiceKey {
-	out := v.outboundDeps()
-	var extra []ir.ServiceKey
-	note := func(k ir.ServiceKey) {
-		if _, ok := slices.BinarySearchFunc(out, k, compareKeys); !ok {
-			extra = append(extra, k)
+	return withAdded(v.outboundDeps(), compareKeys, func(add func(ir.ServiceKey)) {
+		for _, k := range v.served {
+			add(k)
 		}
-	}
-	for _, k := range v.served {
-		note(k)
-	}
-	for k := range v.consulted {
-		note(k)
-	}
-	if len(extra) == 0 {
-		return out
-	}
-	all := append(slices.Clone(out), extra...)
-	slices.SortFunc(all, compareKeys)
-	return slices.Compact(all)
+		for k := range v.consulted {
+			add(k)
+		}
+	})
 }
 
 // outboundDeps lists, sorted, the Services the outbound part depends on:
@@ -615,12 +616,7 @@ func (v *view) collectOutboundDeps() []ir.ServiceKey {
 			}
 		}
 	}
-	out := make([]ir.ServiceKey, 0, len(seen))
-	for k := range seen {
-		out = append(out, k)
-	}
-	slices.SortFunc(out, compareKeys)
-	return out
+	return sortedSet(seen, compareKeys)
 }
 
 // compareKeys orders Service keys as ServiceKey.Less does.

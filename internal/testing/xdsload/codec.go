@@ -158,18 +158,8 @@ func decodeDeltaFrom(s *segments, r *discoveryv3.DeltaDiscoveryResponse, sl *sla
 		if err != nil {
 			return err
 		}
-		if typ == protowire.BytesType {
-			_, _, k := protowire.ConsumeTag(field)
-			v, _ := protowire.ConsumeBytes(field[k:])
-			done, err := decode(num, v)
-			if err != nil {
-				return err
-			}
-			if done {
-				continue
-			}
-		}
-		if err := merge.Unmarshal(field, r); err != nil {
+		_, _, k := protowire.ConsumeTag(field)
+		if err := decodeField(r, field, num, typ, k, decode); err != nil {
 			return err
 		}
 	}
@@ -435,21 +425,24 @@ func decodeFields(b []byte, m proto.Message, decode func(num protowire.Number, v
 		}
 		field := b[:n+k]
 		b = b[n+k:]
-		if typ == protowire.BytesType {
-			v, _ := protowire.ConsumeBytes(field[n:])
-			done, err := decode(num, v)
-			if err != nil {
-				return err
-			}
-			if done {
-				continue
-			}
-		}
-		if err := merge.Unmarshal(field, m); err != nil {
+		if err := decodeField(m, field, num, typ, n, decode); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// decodeField hands a length-delimited field's value (after its tag of
+// tagLen bytes) to decode, and merges a field decode does not take into m
+// with proto.Unmarshal.
+func decodeField(m proto.Message, field []byte, num protowire.Number, typ protowire.Type, tagLen int, decode func(num protowire.Number, v []byte) (bool, error)) error {
+	if typ == protowire.BytesType {
+		v, _ := protowire.ConsumeBytes(field[tagLen:])
+		if done, err := decode(num, v); err != nil || done {
+			return err
+		}
+	}
+	return merge.Unmarshal(field, m)
 }
 
 var merge = proto.UnmarshalOptions{Merge: true}
