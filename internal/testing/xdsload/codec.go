@@ -57,6 +57,7 @@ func (c responseCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		x.r = &discoveryv3.DeltaDiscoveryResponse{}
 		if err := decodeDeltaFrom(&segments{segs: segs, scratch: &sl.scratch}, x.r, sl); err != nil {
 			responseSlabs.put(sl)
+			x.r = nil // its values were in sl and in data
 			return err
 		}
 		data.Ref()
