@@ -1,9 +1,10 @@
 package xds
 
 import (
-	"fmt"
+	"net"
 	"os"
 	"reflect"
+	"strconv"
 	"testing"
 
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -69,7 +70,7 @@ func TestServedSnapshotsInTheSimulator(t *testing.T) {
 	for _, p := range served.Pods {
 		for _, ip := range p.IPs {
 			for _, port := range []int{8080, 3306, 9999} {
-				targets = append(targets, fmt.Sprintf("%s:%d", ipPort(ip.String()), port))
+				targets = append(targets, net.JoinHostPort(ip.String(), strconv.Itoa(port)))
 			}
 		}
 		if p.Proxy == nil {
@@ -109,14 +110,4 @@ func TestServedSnapshotsInTheSimulator(t *testing.T) {
 	if delivered == 0 {
 		t.Error("no call was delivered in either world: the comparison shows nothing")
 	}
-}
-
-// ipPort writes an address for host:port, bracketing IPv6.
-func ipPort(ip string) string {
-	for _, r := range ip {
-		if r == ':' {
-			return "[" + ip + "]"
-		}
-	}
-	return ip
 }
