@@ -21,8 +21,9 @@ import (
 )
 
 // TestSotWEndpointsOverFourMiB (issue 13, item 7): a State-of-the-World
-// proxy that sees 5,000 Services of 12 endpoints is owed about 5 MiB of
-// ClusterLoadAssignments. Sent as one message (as before), a client with
+// proxy that sees 5,000 Services of 32 endpoints is owed about 5 MiB of
+// ClusterLoadAssignments (a meshed endpoint is ~36 bytes: its address and
+// health; docs/design/192). Sent as one message (as before), a client with
 // gRPC's default 4 MiB receive limit — gRPC-Go's, which this client is —
 // refused it ("received message larger than max"), reconnected, and was
 // sent it again, forever. EDS and RDS are now split like Delta pushes
@@ -33,7 +34,7 @@ import (
 // must end SYNCED with every assignment.
 func TestSotWEndpointsOverFourMiB(t *testing.T) {
 	const services = 5000
-	in := testmesh.Generate(testmesh.Options{Services: services, Namespaces: 10, EndpointsPerService: 12, ExportAll: true})
+	in := testmesh.Generate(testmesh.Options{Services: services, Namespaces: 10, EndpointsPerService: 32, ExportAll: true})
 	ads := xds.NewADS(logr.Discard())
 	ads.Update(translator.Translate(in).Mesh, time.Now())
 	srv, err := xds.NewServer("127.0.0.1:0", ads, nil, logr.Discard())

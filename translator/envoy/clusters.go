@@ -34,8 +34,24 @@ const connectTimeout = 5 * time.Second
 // tcp_proxy sessions: a policy's idle timeout equal to it is not written.
 const envoyIdleTimeout = time.Hour
 
-// tlsMatchKey marks meshed endpoints, whose sidecar accepts mutual TLS.
+// tlsMatchKey marks endpoints without a sidecar (value plaintextEndpoint):
+// a cluster with meshed endpoints originates mutual TLS to every endpoint
+// that does not say otherwise (upstreamTLS). Marking the few unmeshed
+// endpoints rather than every meshed one keeps a meshed endpoint's
+// assignment entry at its address (issue 14: the mark was 64 of a
+// meshed endpoint's ~90 bytes, in every proxy and every EDS push), and an
+// endpoint that lost its mark fails closed, to mTLS, not open to
+// plaintext (docs/design/192).
 const tlsMatchKey = "weft.dev/tls"
+
+// plaintextEndpoint is tlsMatchKey's value on an endpoint without a
+// sidecar.
+const plaintextEndpoint = "plaintext"
+
+// endpointMeshed says whether an endpoint of loadAssignment has a sidecar.
+func endpointMeshed(e *endpointv3.LbEndpoint) bool {
+	return e.GetMetadata().GetFilterMetadata()["envoy.transport_socket_match"].GetFields()[tlsMatchKey].GetStringValue() != plaintextEndpoint
+}
 
 // sidecarUpstreams are a sidecar's clusters (and endpoints) of what it
 // reaches: they read the view's outbound list and the model only, so
@@ -305,7 +321,9 @@ func outlierDetection(b *ir.BackendPolicy) *clusterv3.OutlierDetection {
 
 // upstreamTLS originates mutual TLS to meshed endpoints, verifying that the
 // peer holds one of the identities that serve the Service, and plaintext to
-// endpoints without a sidecar. It reads the port's endpoints (their
+// endpoints without a sidecar (marked by loadAssignment; Envoy takes the
+// first match whose fields the endpoint's metadata holds, and an empty
+// match holds for every endpoint). It reads the port's endpoints (their
 // identities), so an endpoint change can alter it (EndpointChange).
 func upstreamTLS(port *ir.Port) []*clusterv3.Cluster_TransportSocketMatch {
 	var sans []*tlsv3.SubjectAltNameMatcher
@@ -326,14 +344,14 @@ func upstreamTLS(port *ir.Port) []*clusterv3.Cluster_TransportSocketMatch {
 	tls := &tlsv3.UpstreamTlsContext{CommonTlsContext: commonTLS(sans, port.Protocol)}
 	return []*clusterv3.Cluster_TransportSocketMatch{
 		{
-			Name:            "mtls",
-			Match:           &structpb.Struct{Fields: map[string]*structpb.Value{tlsMatchKey: structpb.NewStringValue("mtls")}},
-			TransportSocket: transportSocket("envoy.transport_sockets.tls", tls),
+			Name:            "plaintext",
+			Match:           &structpb.Struct{Fields: map[string]*structpb.Value{tlsMatchKey: structpb.NewStringValue(plaintextEndpoint)}},
+			TransportSocket: transportSocket("envoy.transport_sockets.raw_buffer", rawBuffer()),
 		},
 		{
-			Name:            "plaintext",
+			Name:            "mtls",
 			Match:           &structpb.Struct{},
-			TransportSocket: transportSocket("envoy.transport_sockets.raw_buffer", rawBuffer()),
+			TransportSocket: transportSocket("envoy.transport_sockets.tls", tls),
 		},
 	}
 }
@@ -390,9 +408,9 @@ func loadAssignment(cluster string, eps []ir.Endpoint) *endpointv3.ClusterLoadAs
 			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: socketAddress(e.Address, uint32(e.Port))}},
 			HealthStatus:   corev3.HealthStatus_HEALTHY,
 		}
-		if e.Meshed {
+		if !e.Meshed {
 			lbe.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
-				"envoy.transport_socket_match": {Fields: map[string]*structpb.Value{tlsMatchKey: structpb.NewStringValue("mtls")}},
+				"envoy.transport_socket_match": {Fields: map[string]*structpb.Value{tlsMatchKey: structpb.NewStringValue(plaintextEndpoint)}},
 			}}
 		}
 		loc.LbEndpoints = append(loc.LbEndpoints, lbe)

@@ -148,7 +148,7 @@ func (v *view) splitLoadAssignment(svc *ir.Service, port *ir.Port, f family) *en
 					continue
 				}
 				lbe := &endpointv3.LbEndpoint{HostIdentifier: e.GetHostIdentifier(), HealthStatus: e.GetHealthStatus()}
-				if e.GetMetadata() != nil {
+				if endpointMeshed(e) {
 					lbe.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
 						"envoy.transport_socket_match": {Fields: map[string]*structpb.Value{
 							tlsMatchKey: structpb.NewStringValue("mtls"), splitBackendKey: structpb.NewStringValue(name)}},

@@ -20,7 +20,8 @@ type Options struct {
 	// Services in all, spread round-robin over Namespaces.
 	Services   int
 	Namespaces int
-	// EndpointsPerService, all ready, one pod each, all meshed.
+	// EndpointsPerService, all ready, one pod each, all meshed (at most
+	// 64: PodIP).
 	EndpointsPerService int
 	// SplitEvery: every SplitEvery-th Service is the root of a TrafficSplit
 	// (90/10 to itself and a neighbour); 0 means none.
@@ -93,7 +94,11 @@ func Generate(o Options) *translator.Inputs {
 // Namespace is the name of namespace n.
 func Namespace(n int) string { return fmt.Sprintf("ns-%d", n) }
 
-// PodIP is the address of endpoint e of Service i.
-func PodIP(i, e int) string { return fmt.Sprintf("10.%d.%d.%d", 1+i/4096, (i/16)%256, (i%16)*16+e%16) }
+// PodIP is the address of endpoint e of Service i: distinct for up to
+// 16,384 Services of up to 64 endpoints (endpoint 16 and up in 10.5 and
+// above).
+func PodIP(i, e int) string {
+	return fmt.Sprintf("10.%d.%d.%d", 1+i/4096+4*(e/16%4), (i/16)%256, (i%16)*16+e%16)
+}
 
 func ptr[T any](v T) *T { return &v }
