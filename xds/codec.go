@@ -216,7 +216,7 @@ func (d *deltaOut) response() *discoveryv3.DeltaDiscoveryResponse {
 		RemovedResources: r.RemovedResources, RemovedResourceNames: r.RemovedResourceNames, Nonce: r.Nonce,
 		ControlPlane: r.ControlPlane, ResourceErrors: r.ResourceErrors}
 	for _, e := range d.encs {
-		out.Resources = append(out.Resources, e.resource())
+		out.Resources = append(out.Resources, e.resource(r.TypeUrl))
 	}
 	return out
 }
@@ -231,7 +231,7 @@ func marshalDeltaOut(d *deltaOut) (*sliceWriter, bool) {
 	}
 	meta := len(r.SystemVersionInfo) + len(r.TypeUrl) + len(r.Nonce) + 16
 	for _, e := range d.encs {
-		if e.wireBuf == nil {
+		if e.wire == nil {
 			return nil, false
 		}
 	}
@@ -244,7 +244,7 @@ func marshalDeltaOut(d *deltaOut) (*sliceWriter, bool) {
 	w.meta = appendString(w.meta, 1, r.SystemVersionInfo)
 	w.flush()
 	for _, e := range d.encs {
-		w.out = append(w.out, e.wireBuf)
+		w.out = append(w.out, e.buffer())
 	}
 	rest := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: r.TypeUrl, RemovedResources: r.RemovedResources,
 		RemovedResourceNames: r.RemovedResourceNames, Nonce: r.Nonce, ControlPlane: r.ControlPlane, ResourceErrors: r.ResourceErrors}

@@ -93,20 +93,21 @@ func TestResponseCodecDeltaOut(t *testing.T) {
 		newEncoded(resourcev3.ClusterType, "", "", nil, 4),
 		newEncoded(resourcev3.ClusterType, strings.Repeat("n", 300), strings.Repeat("v", 200), big[:130], 5), // lengths over one varint byte
 	}
-	if !bytes.Equal(encs[0].any.Value, big) || &encs[0].any.Value[0] == &big[0] {
+	if !bytes.Equal(encs[0].value(), big) || &encs[0].value()[0] == &big[0] {
 		t.Fatal("an encoding's value is not its own copy of the content")
 	}
 	out := func(encs []*encoded, own ...*discoveryv3.Resource) *deltaOut {
 		return &deltaOut{resp: &discoveryv3.DeltaDiscoveryResponse{SystemVersionInfo: "v1", TypeUrl: resourcev3.ClusterType, Resources: own,
 			Nonce: "12", RemovedResources: []string{"gone"}, ControlPlane: &corev3.ControlPlane{Identifier: "weft"}}, encs: encs}
 	}
-	hand := &encoded{name: "hand", version: "9", any: &anypb.Any{TypeUrl: resourcev3.ClusterType, Value: big}}
+	hand := &encoded{name: "hand", version: "9"}
+	hand.anyMsg.Store(&anypb.Any{TypeUrl: resourcev3.ClusterType, Value: big})
 	c := newResponseCodec()
 	for name, m := range map[string]*deltaOut{
 		"encodings":                    out(encs),
 		"none":                         out(nil),
 		"an encoding without its wire": out(append(slices.Clone(encs), hand)),
-		"resources of its own":         out(encs[:2], hand.resource()),
+		"resources of its own":         out(encs[:2], hand.resource(resourcev3.ClusterType)),
 	} {
 		r := m.response()
 		if len(r.Resources) != len(m.resp.Resources)+len(m.encs) {

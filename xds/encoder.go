@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 	"weak"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -32,22 +33,28 @@ import (
 // proxy and response that carries the same content. Its version is a hash
 // of the bytes: equal content, equal version, so an unchanged resource is
 // never re-sent.
+//
+// It is held once per distinct content for as long as any proxy holds it,
+// so it is kept small (80 bytes besides its wire form; docs/design/193):
+// the value, version and name are windows on the wire form, and the Any a
+// State-of-the-World response carries is made on the first such send.
 type encoded struct {
 	name    string
 	version string
-	any     *anypb.Any
-	size    int
 	hash    uint64
 	// wire is the resource as a Delta response carries it (field 2:
-	// version, the Any, name); any's value is a window on it, so the
-	// content is held once. Every response that sends the resource hands
-	// over wireBuf, boxed once, however small (deltaOut, docs/design/188):
+	// version, the Any, name), shared with every response that sends it:
+	// the codec hands over &wire, however small (deltaOut, docs/design/188):
 	// a cold start of 500 proxies made a Resource message per resource per
 	// proxy (0.7 GB) and wrote each ~130-byte envelope into a buffer of
 	// the response's own (0.76 GB), all in flight together. Nil for
 	// hand-made test encodings.
-	wire    []byte
-	wireBuf mem.Buffer
+	wire mem.SliceBuffer
+	// wire[valAt:nameAt] is the resource's value (its marshalled message).
+	valAt, nameAt uint32
+	// anyMsg is the Any a SotW response or a made-whole Delta response
+	// carries (asAny), made once on demand: Delta streams never need it.
+	anyMsg atomic.Pointer[anypb.Any]
 }
 
 // newEncoded makes the encoding of value, a typeURL resource called name,
@@ -62,25 +69,63 @@ func newEncoded(typeURL, name, version string, value []byte, hash uint64) *encod
 	wire = protowire.AppendTag(wire, 2, protowire.BytesType)
 	wire = protowire.AppendVarint(wire, uint64(resLen))
 	wire = appendString(wire, 1, version)
+	verEnd := len(wire)
 	wire = protowire.AppendTag(wire, 2, protowire.BytesType)
 	wire = protowire.AppendVarint(wire, uint64(anyLen))
 	wire = appendString(wire, 1, typeURL)
-	var v []byte
 	if len(value) > 0 {
 		wire = protowire.AppendTag(wire, 2, protowire.BytesType)
 		wire = protowire.AppendVarint(wire, uint64(len(value)))
-		start := len(wire)
-		wire = append(wire, value...)
-		v = wire[start:len(wire):len(wire)]
 	}
+	valAt := len(wire)
+	wire = append(wire, value...)
+	nameAt := len(wire)
 	wire = appendString(wire, 3, name)
-	return &encoded{name: name, version: version, any: &anypb.Any{TypeUrl: typeURL, Value: v}, size: len(value), hash: hash, wire: wire,
-		wireBuf: mem.SliceBuffer(wire)}
+	// The strings are windows on wire, which is never written again: the
+	// encoding keeps no allocation of its own for them.
+	return &encoded{name: window(wire, len(wire)-len(name), len(name)), version: window(wire, verEnd-len(version), len(version)),
+		hash: hash, wire: wire, valAt: uint32(valAt), nameAt: uint32(nameAt)}
 }
 
-// resource returns the Delta resource e is.
-func (e *encoded) resource() *discoveryv3.Resource {
-	return &discoveryv3.Resource{Name: e.name, Version: e.version, Resource: e.any}
+// window is the string of b[at:at+n], sharing b's bytes (b is never
+// written after).
+func window(b []byte, at, n int) string {
+	if n == 0 {
+		return ""
+	}
+	return unsafe.String(&b[at], n)
+}
+
+// value is the resource's marshalled message.
+func (e *encoded) value() []byte { return e.wire[e.valAt:e.nameAt:e.nameAt] }
+
+// size is the length of value.
+func (e *encoded) size() int { return int(e.nameAt - e.valAt) }
+
+// asAny returns the resource as an Any of typeURL (its type), made on the
+// first call and kept.
+func (e *encoded) asAny(typeURL string) *anypb.Any {
+	if a := e.anyMsg.Load(); a != nil {
+		return a
+	}
+	var v []byte
+	if e.size() > 0 {
+		v = e.value()
+	}
+	a := &anypb.Any{TypeUrl: typeURL, Value: v}
+	if e.anyMsg.CompareAndSwap(nil, a) {
+		return a
+	}
+	return e.anyMsg.Load()
+}
+
+// buffer is wire as gRPC takes it: a pointer to the field, so handing it
+// over allocates nothing.
+func (e *encoded) buffer() mem.Buffer { return &e.wire }
+
+// resource returns the Delta resource e is, a typeURL resource.
+func (e *encoded) resource(typeURL string) *discoveryv3.Resource {
+	return &discoveryv3.Resource{Name: e.name, Version: e.version, Resource: e.asAny(typeURL)}
 }
 
 var marshal = proto.MarshalOptions{Deterministic: true}
@@ -98,8 +143,16 @@ var marshal = proto.MarshalOptions{Deterministic: true}
 // its entry goes with it. Secrets are never shared (each group is one
 // identity), nor ever put in the cache.
 type encoder struct {
-	mu      sync.Mutex
-	entries map[encodeKey]weak.Pointer[encoded]
+	mu sync.Mutex
+	// entries: by type URL, by content hash, the encoding with that
+	// content (its name and bytes are compared on lookup, so a hash
+	// collision costs sharing, never correctness). Dead entries are swept
+	// when the maps have doubled since the last sweep (entryCount,
+	// sweepAt), not by a cleanup per encoding: a cleanup and a key of two
+	// strings cost ~200 bytes per encoding, a fifth of an encoded mesh
+	// (issue 14, docs/design/193).
+	entries             map[string]map[uint64]weak.Pointer[encoded]
+	entryCount, sweepAt int
 	// byMsg maps a message that translator/envoy shares between builds (a
 	// Service port's endpoints, built once per *ir.Port; the clusters,
 	// capture listener and gRPC routes that envoy.Shared builds once per
@@ -113,10 +166,10 @@ type encoder struct {
 	// together (the ~1 MB outbound listener was marshalled and validated
 	// by most of them: docs/design/184).
 	flights map[msgKey]*flight
-	// byMsgPeak and entriesPeak are the most entries each map held since
-	// it was last made (shrink).
-	byMsgPeak, entriesPeak int
-	bufs                   sync.Pool // *[]byte
+	// byMsgPeak is the most entries byMsg held since it was last made
+	// (shrink).
+	byMsgPeak int
+	bufs      sync.Pool // *[]byte
 	// endpointMarshals counts the endpoint messages marshalled, and
 	// msgMarshals every message marshalled through byMsg (tests).
 	endpointMarshals, msgMarshals atomic.Uint64
@@ -143,16 +196,12 @@ type flight struct {
 	err  error
 }
 
-// encodeKey names a content: equal keys whose bytes also compare equal
-// are the same resource. (The bytes are compared, so a hash collision
-// cannot hand one resource's encoding to another.)
-type encodeKey struct {
-	typeURL, name string
-	hash          uint64
-}
+// minSweep is the fewest entries at which the encoder sweeps dead ones:
+// below it the maps are small whatever they hold.
+const minSweep = 1024
 
 func newEncoder() *encoder {
-	return &encoder{entries: map[encodeKey]weak.Pointer[encoded]{}, byMsg: map[msgKey]weak.Pointer[encoded]{}, flights: map[msgKey]*flight{},
+	return &encoder{entries: map[string]map[uint64]weak.Pointer[encoded]{}, sweepAt: minSweep, byMsg: map[msgKey]weak.Pointer[encoded]{}, flights: map[msgKey]*flight{},
 		maps: newMapInterner[string, *encoded](), deps: newMapInterner[ir.ServiceKey, bool](),
 		policies: newSliceInterner[ir.PolicyRef](), since: newSliceInterner[uint64]()}
 }
@@ -186,7 +235,7 @@ func encodeByMsg[T any, P interface {
 }](e *encoder, typeURL, name string, m P, prev *encoded) (*encoded, error) {
 	k := msgKey{weak.Make((*T)(m)), name}
 	same := func(x *encoded) *encoded {
-		if prev != nil && (prev == x || prev.hash == x.hash && bytes.Equal(prev.any.Value, x.any.Value)) {
+		if prev != nil && (prev == x || prev.hash == x.hash && bytes.Equal(prev.value(), x.value())) {
 			return prev
 		}
 		return x
@@ -287,12 +336,11 @@ func (e *encoder) encodeContent(typeURL, name string, m proto.Message, prev *enc
 	h := fnv.New64a()
 	_, _ = h.Write(b)
 	sum := h.Sum64()
-	if prev != nil && prev.hash == sum && bytes.Equal(prev.any.Value, b) {
+	if prev != nil && prev.hash == sum && bytes.Equal(prev.value(), b) {
 		return prev, nil
 	}
-	key := encodeKey{typeURL: typeURL, name: name, hash: sum}
 	if shared {
-		if x := e.lookup(key, b); x != nil {
+		if x := e.lookup(typeURL, name, sum, b); x != nil {
 			return x, nil
 		}
 	}
@@ -305,16 +353,48 @@ func (e *encoder) encodeContent(typeURL, name string, m proto.Message, prev *enc
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	byHash := e.entries[typeURL]
+	if byHash == nil {
+		byHash = map[uint64]weak.Pointer[encoded]{}
+		e.entries[typeURL] = byHash
+	}
+	w, ok := byHash[sum]
 	// Another build may have added the same content meanwhile: use its.
-	if w, ok := e.entries[key]; ok {
-		if y := w.Value(); y != nil && bytes.Equal(y.any.Value, b) {
-			return y, nil
+	if y := w.Value(); y != nil && y.name == name && bytes.Equal(y.value(), b) {
+		return y, nil
+	}
+	byHash[sum] = weak.Make(x)
+	if !ok {
+		e.entryCount++
+		if e.entryCount >= e.sweepAt {
+			e.sweep()
 		}
 	}
-	e.entries[key] = weak.Make(x)
-	e.entriesPeak = max(e.entriesPeak, len(e.entries))
-	runtime.AddCleanup(x, e.forget, key)
 	return x, nil
+}
+
+// sweep drops the entries of collected encodings, and gives back the
+// slots of maps that shrank to a quarter (shrink). Called when the
+// entries have doubled since the last sweep, it costs O(1) per entry
+// added, and the maps hold at most twice the live encodings (or
+// minSweep).
+func (e *encoder) sweep() {
+	e.entryCount = 0
+	for typ, byHash := range e.entries {
+		peak := len(byHash)
+		for k, w := range byHash {
+			if w.Value() == nil {
+				delete(byHash, k)
+			}
+		}
+		if byHash = shrink(byHash, &peak); len(byHash) == 0 {
+			delete(e.entries, typ)
+			continue
+		}
+		e.entries[typ] = byHash
+		e.entryCount += len(byHash)
+	}
+	e.sweepAt = max(2*e.entryCount, minSweep)
 }
 
 // encodedPart is an envoy.Part encoded: by the type's index in
@@ -467,33 +547,24 @@ func (e *encoder) encodePart(p *envoy.Part) *encodedPart {
 	return x
 }
 
-func (e *encoder) lookup(key encodeKey, b []byte) *encoded {
+// lookup returns the live encoding of the typeURL resource name whose
+// content is b (its hash sum), or nil.
+func (e *encoder) lookup(typeURL, name string, sum uint64, b []byte) *encoded {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if w, ok := e.entries[key]; ok {
-		if x := w.Value(); x != nil && bytes.Equal(x.any.Value, b) {
-			return x
-		}
+	if x := e.entries[typeURL][sum].Value(); x != nil && x.name == name && bytes.Equal(x.value(), b) {
+		return x
 	}
 	return nil
 }
 
-// forget drops the entry of a collected encoding, unless the key was
-// given a new one since.
-func (e *encoder) forget(key encodeKey) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if w, ok := e.entries[key]; ok && w.Value() == nil {
-		delete(e.entries, key)
-		e.entries = shrink(e.entries, &e.entriesPeak)
-	}
-}
-
-// size is the number of distinct encodings held (for tests).
+// size is the number of distinct encodings held (for tests): it sweeps
+// first.
 func (e *encoder) size() int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return len(e.entries)
+	e.sweep()
+	return e.entryCount
 }
 
 func (e *encoder) buffer() *[]byte {

@@ -2,6 +2,7 @@ package xds
 
 import (
 	"bytes"
+	"fmt"
 	"hash/fnv"
 	"runtime"
 	"sync"
@@ -13,7 +14,6 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/translator"
@@ -53,9 +53,9 @@ func TestEncodingsAreSharedAcrossGroups(t *testing.T) {
 		t.Error("two identities share a secret's encoding")
 	}
 	enc.mu.Lock()
-	for k := range enc.entries {
-		if k.typeURL == resourcev3.SecretType {
-			t.Errorf("a secret is in the shared cache: %s", k.name)
+	for typ, byHash := range enc.entries {
+		if typ == resourcev3.SecretType && len(byHash) > 0 {
+			t.Errorf("a secret is in the shared cache")
 		}
 	}
 	enc.mu.Unlock()
@@ -90,17 +90,60 @@ func TestEncoderComparesBytes(t *testing.T) {
 	b, _ := marshal.Marshal(m)
 	h := fnv.New64a()
 	_, _ = h.Write(b)
-	key := encodeKey{typeURL: resourcev3.EndpointType, name: "x", hash: h.Sum64()}
-	impostor := &encoded{name: "x", version: "impostor", any: &anypb.Any{TypeUrl: resourcev3.EndpointType, Value: []byte("other content")}, hash: key.hash}
-	enc.entries[key] = weak.Make(impostor)
+	impostor := newEncoded(resourcev3.EndpointType, "x", "impostor", []byte("other content"), h.Sum64())
+	enc.entries[resourcev3.EndpointType] = map[uint64]weak.Pointer[encoded]{impostor.hash: weak.Make(impostor)}
 	got, err := enc.encode(resourcev3.EndpointType, "x", m, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got == impostor || string(got.any.Value) != string(b) {
+	if got == impostor || string(got.value()) != string(b) {
 		t.Errorf("encode returned an entry with other bytes under the same hash")
 	}
+	// Same bytes and hash under another name: not the same resource.
+	other := newEncoded(resourcev3.EndpointType, "y", "other", b, h.Sum64())
+	enc.entries[resourcev3.EndpointType][other.hash] = weak.Make(other)
+	if got, err := enc.encodeContent(resourcev3.EndpointType, "x", m, nil); err != nil || got == other {
+		t.Errorf("encode returned another name's entry with the same bytes (%v)", err)
+	}
 	runtime.KeepAlive(impostor)
+	runtime.KeepAlive(other)
+}
+
+// TestEncoderEntriesStayBounded: entries of collected encodings are swept
+// as the map grows, so a controller that encodes new content for hours
+// holds entries for what lives (twice that at most, or minSweep), and
+// what lives is still found.
+func TestEncoderEntriesStayBounded(t *testing.T) {
+	enc := newEncoder()
+	const perRound = 3000
+	var kept []*encoded
+	for round := range 20 {
+		for i := range perRound {
+			name := fmt.Sprintf("r%d-%d", round, i)
+			x, err := enc.encodeContent(resourcev3.EndpointType, name, &endpointv3.ClusterLoadAssignment{ClusterName: name}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if round == 0 && i < 100 {
+				kept = append(kept, x)
+			}
+		}
+		runtime.GC()
+	}
+	enc.mu.Lock()
+	n := len(enc.entries[resourcev3.EndpointType])
+	enc.mu.Unlock()
+	if limit := 2*(len(kept)+perRound) + minSweep; n > limit {
+		t.Errorf("after 20 rounds of %d encodings, each dropped, the encoder holds %d entries; want at most %d", perRound, n, limit)
+	}
+	for _, x := range kept {
+		if got, _ := enc.encodeContent(resourcev3.EndpointType, x.name, &endpointv3.ClusterLoadAssignment{ClusterName: x.name}, nil); got != x {
+			t.Fatalf("%s: a live encoding was not found again", x.name)
+		}
+	}
+	if got := enc.size(); got != len(kept) {
+		t.Errorf("size %d after the others were collected; want the %d kept", got, len(kept))
+	}
 }
 
 // A Service port's endpoints are one message for every group that sees
@@ -255,7 +298,7 @@ func TestConcurrentEncodingsOfOneMessageAreOne(t *testing.T) {
 			t.Fatalf("encoding %d differs from encoding 1", i)
 		}
 	}
-	if !bytes.Equal(got[1].any.Value, prev.any.Value) {
+	if !bytes.Equal(got[1].value(), prev.value()) {
 		t.Error("the shared encoding's bytes differ from the message's")
 	}
 }

@@ -276,7 +276,7 @@ func (pt *endpointPatch) cluster(c *envoy.EndpointChange, old *encoded, kind dat
 		return e, nil
 	}
 	cl := &clusterv3.Cluster{}
-	if err := proto.Unmarshal(old.any.Value, cl); err != nil {
+	if err := proto.Unmarshal(old.value(), cl); err != nil {
 		return nil, err
 	}
 	e, err := pt.enc.encode(resourcev3.ClusterType, old.name, c.PatchCluster(cl, kind), old)

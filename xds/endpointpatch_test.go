@@ -227,7 +227,7 @@ func TestEndpointPatchEncodesOnce(t *testing.T) {
 	var first *encoded
 	for n, g := range groups {
 		e := g.snap.Load().resources[resourcev3.EndpointType][name]
-		if e == nil || !strings.Contains(string(e.any.Value), "10.1.3.7") {
+		if e == nil || !strings.Contains(string(e.value()), "10.1.3.7") {
 			t.Fatalf("%s does not hold the new endpoints of %s", n, key)
 		}
 		if first == nil {
@@ -265,7 +265,7 @@ func compareSnapshots(t *testing.T, name string, got, want *snapshot) {
 		for n, e := range w {
 			if x := g[n]; x == nil {
 				t.Errorf("%s: %s %s missing", name, shortType(typ), n)
-			} else if !bytes.Equal(x.any.Value, e.any.Value) || x.version != e.version {
+			} else if !bytes.Equal(x.value(), e.value()) || x.version != e.version {
 				t.Errorf("%s: %s %s differs from a full build", name, shortType(typ), n)
 			}
 		}
@@ -371,7 +371,7 @@ func TestEndpointPatchRebuildsTCPSplits(t *testing.T) {
 	if got.resources[resourcev3.EndpointType]["outbound|6379|tcp-split|store.lone.svc.cluster.local"] == old.resources[resourcev3.EndpointType]["outbound|6379|tcp-split|store.lone.svc.cluster.local"] {
 		t.Error("the split's assignment was not replaced")
 	}
-	if !bytes.Equal(got.resources[resourcev3.ListenerType]["outbound"].any.Value, old.resources[resourcev3.ListenerType]["outbound"].any.Value) {
+	if !bytes.Equal(got.resources[resourcev3.ListenerType]["outbound"].value(), old.resources[resourcev3.ListenerType]["outbound"].value()) {
 		t.Error("a backend's endpoint change changed the outbound listener")
 	}
 }

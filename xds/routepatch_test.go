@@ -137,7 +137,7 @@ func TestRoutePatchEqualsFullBuild(t *testing.T) {
 			byContent := map[string]*encoded{}
 			for g, name := range groups {
 				for n, e := range g.snap.Load().resources[resourcev3.RouteType] {
-					k := n + "\x00" + string(e.any.Value)
+					k := n + "\x00" + string(e.value())
 					if x := byContent[k]; x != nil && x != e {
 						t.Errorf("seed %d, edit %d (%s): %s holds its own encoding of route configuration %s", seed, step, kind, name, n)
 					}

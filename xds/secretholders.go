@@ -5,6 +5,7 @@ import (
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/weftmesh/weft/dataplane"
 )
@@ -92,7 +93,7 @@ func (a *ADS) secretHolders(named bool, preds []func(HeldSecrets) bool) (out Sec
 		}
 		var s tlsv3.Secret
 		var b []byte
-		if err := e.any.UnmarshalTo(&s); err == nil {
+		if err := proto.Unmarshal(e.value(), &s); err == nil {
 			if tc := s.GetTlsCertificate(); tc != nil {
 				b = tc.GetCertificateChain().GetInlineBytes()
 			} else if vc := s.GetValidationContext(); vc != nil {

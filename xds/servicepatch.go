@@ -74,7 +74,7 @@ func (pt *servicePatch) encode(typ, name string, m proto.Message) (*encoded, err
 	if err != nil {
 		return nil, err
 	}
-	k := typ + "\x00" + name + "\x00" + string(e.any.Value)
+	k := typ + "\x00" + name + "\x00" + string(e.value())
 	pt.mu.Lock()
 	defer pt.mu.Unlock()
 	if x, ok := pt.byContent[k]; ok {

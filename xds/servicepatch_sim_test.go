@@ -12,6 +12,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/dataplane/sim"
@@ -143,19 +144,19 @@ func simResources(t *testing.T, s *snapshot, own []*listenerv3.Listener) *sim.Re
 			switch typ {
 			case resourcev3.ListenerType:
 				l := &listenerv3.Listener{}
-				err = e.any.UnmarshalTo(l)
+				err = proto.Unmarshal(e.value(), l)
 				out.Listeners = append(out.Listeners, l)
 			case resourcev3.RouteType:
 				rc := &routev3.RouteConfiguration{}
-				err = e.any.UnmarshalTo(rc)
+				err = proto.Unmarshal(e.value(), rc)
 				out.Routes = append(out.Routes, rc)
 			case resourcev3.ClusterType:
 				c := &clusterv3.Cluster{}
-				err = e.any.UnmarshalTo(c)
+				err = proto.Unmarshal(e.value(), c)
 				out.Clusters = append(out.Clusters, c)
 			case resourcev3.EndpointType:
 				cla := &endpointv3.ClusterLoadAssignment{}
-				err = e.any.UnmarshalTo(cla)
+				err = proto.Unmarshal(e.value(), cla)
 				out.Endpoints = append(out.Endpoints, cla)
 			}
 			if err != nil {

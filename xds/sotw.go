@@ -143,12 +143,12 @@ func (a *ADS) sendSotW(stream discoveryv3.AggregatedDiscoveryService_StreamAggre
 	sizes := []int{}
 	cur, curSize := []*encoded(nil), 0
 	for _, e := range res {
-		if splittable(t) && curSize > 0 && curSize+e.size+len(e.name)+16 > a.maxResponseBytes {
+		if splittable(t) && curSize > 0 && curSize+e.size()+len(e.name)+16 > a.maxResponseBytes {
 			parts, sizes = append(parts, cur), append(sizes, curSize)
 			cur, curSize = nil, 0
 		}
 		cur = append(cur, e)
-		curSize += e.size + len(e.name) + 16
+		curSize += e.size() + len(e.name) + 16
 	}
 	parts, sizes = append(parts, cur), append(sizes, curSize)
 	now := time.Now()
@@ -157,7 +157,7 @@ func (a *ADS) sendSotW(stream discoveryv3.AggregatedDiscoveryService_StreamAggre
 		resp := &discoveryv3.DiscoveryResponse{TypeUrl: t, VersionInfo: version, Nonce: c.nextNonce()}
 		fl := inFlight{gen: snap.generation, at: now}
 		for _, e := range part {
-			resp.Resources = append(resp.Resources, e.any)
+			resp.Resources = append(resp.Resources, e.asAny(t))
 			if len(parts) > 1 {
 				fl.set = append(fl.set, nameVersion{name: e.name})
 			}
