@@ -112,7 +112,7 @@ func configDump(snap *snapshot, own []*encoded) map[string][]json.RawMessage {
 				b, _ = json.Marshal(map[string]string{"name": e.name, "version": e.version, "content": "REDACTED"})
 			} else {
 				var err error
-				if b, err = protojson.Marshal(e.asAny(t)); err != nil {
+				if b, err = protojson.Marshal(e.newAny(t)); err != nil {
 					b, _ = json.Marshal(map[string]string{"name": e.name, "error": err.Error()})
 				}
 			}

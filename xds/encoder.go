@@ -52,8 +52,8 @@ type encoded struct {
 	wire mem.SliceBuffer
 	// wire[valAt:nameAt] is the resource's value (its marshalled message).
 	valAt, nameAt uint32
-	// anyMsg is the Any a SotW response or a made-whole Delta response
-	// carries (asAny), made once on demand: Delta streams never need it.
+	// anyMsg is the Any SotW responses carry (asAny), made on the first
+	// such send: Delta streams never need it.
 	anyMsg atomic.Pointer[anypb.Any]
 }
 
@@ -103,8 +103,22 @@ func (e *encoded) value() []byte { return e.wire[e.valAt:e.nameAt:e.nameAt] }
 func (e *encoded) size() int { return int(e.nameAt - e.valAt) }
 
 // asAny returns the resource as an Any of typeURL (its type), made on the
-// first call and kept.
+// first call and kept: what every SotW send of it carries.
 func (e *encoded) asAny(typeURL string) *anypb.Any {
+	if a := e.anyMsg.Load(); a != nil {
+		return a
+	}
+	a := e.newAny(typeURL)
+	if e.anyMsg.CompareAndSwap(nil, a) {
+		return a
+	}
+	return e.anyMsg.Load()
+}
+
+// newAny returns the resource as an Any of typeURL, not kept: for what
+// needs one now and then (a made-whole Delta response, a config dump),
+// whose Anys would otherwise stay as long as the encoding.
+func (e *encoded) newAny(typeURL string) *anypb.Any {
 	if a := e.anyMsg.Load(); a != nil {
 		return a
 	}
@@ -112,11 +126,7 @@ func (e *encoded) asAny(typeURL string) *anypb.Any {
 	if e.size() > 0 {
 		v = e.value()
 	}
-	a := &anypb.Any{TypeUrl: typeURL, Value: v}
-	if e.anyMsg.CompareAndSwap(nil, a) {
-		return a
-	}
-	return e.anyMsg.Load()
+	return &anypb.Any{TypeUrl: typeURL, Value: v}
 }
 
 // buffer is wire as gRPC takes it: a pointer to the field, so handing it
@@ -125,7 +135,7 @@ func (e *encoded) buffer() mem.Buffer { return &e.wire }
 
 // resource returns the Delta resource e is, a typeURL resource.
 func (e *encoded) resource(typeURL string) *discoveryv3.Resource {
-	return &discoveryv3.Resource{Name: e.name, Version: e.version, Resource: e.asAny(typeURL)}
+	return &discoveryv3.Resource{Name: e.name, Version: e.version, Resource: e.newAny(typeURL)}
 }
 
 var marshal = proto.MarshalOptions{Deterministic: true}
