@@ -2,7 +2,6 @@ package envoy
 
 import (
 	"slices"
-	"strings"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -64,7 +63,10 @@ func (v *view) newPart(out outboundListeners) *Part {
 	p := &Part{Set: Set{Clusters: c, Endpoints: a,
 		Listeners: append([]*listenerv3.Listener{out.capture}, out.services...),
 		Routes:    v.destRoutes()}, Deps: v.outboundDeps()}
-	slices.SortFunc(p.Listeners, func(a, b *listenerv3.Listener) int { return strings.Compare(a.Name, b.Name) })
-	slices.SortFunc(p.Routes, func(a, b *routev3.RouteConfiguration) int { return strings.Compare(a.Name, b.Name) })
+	// Sorted once here (the clusters and endpoints come sorted:
+	// upstreamClusters), so that a group's build merges its own in
+	// (mergeSorted) instead of sorting the whole lists.
+	slices.SortFunc(p.Listeners, byListenerName)
+	slices.SortFunc(p.Routes, byRouteName)
 	return p
 }

@@ -94,12 +94,19 @@ func (v *view) build() *Resources {
 		if !v.groupOnly {
 			own.Listeners = append(own.Listeners, ProxyListeners(v.proxy)...)
 		}
-		r.Clusters = append(slices.Clip(part.Clusters), own.Clusters...)
+		// The Part's lists are sorted (newPart): merging the few own in
+		// keeps the lists sorted without sorting ~2,000 again per group
+		// (0.12 CPU s per 100 groups of issue 14's cold start).
+		r.Clusters = mergeSorted(part.Clusters, own.Clusters, byClusterName)
 		r.Endpoints = slices.Clone(part.Endpoints)
-		r.Listeners = append(slices.Clip(part.Listeners), own.Listeners...)
-		r.Routes = append(slices.Clip(part.Routes), own.Routes...)
+		r.Listeners = mergeSorted(part.Listeners, own.Listeners, byListenerName)
+		r.Routes = mergeSorted(part.Routes, own.Routes, byRouteName)
 		r.Common, r.Own = part, own
 		r.Secrets = []string{dataplane.TrustBundleSecret, dataplane.WorkloadCertSecret}
+		r.Policies = v.policies()
+		r.Deps = v.deps()
+		r.NamespaceDeps = v.namespaceDeps()
+		return r
 	} else {
 		up, cla := v.upstreamClusters()
 		r.Clusters = append(up, v.fixedClusters()...)
@@ -119,11 +126,26 @@ func (v *view) build() *Resources {
 	// (upstreamClusters), so these sorts of a few thousand are nearly
 	// linear; slices.SortFunc, not sort.Slice, whose reflective swaps cost
 	// a tenth of a cold start's group builds (docs/design/184).
-	slices.SortFunc(r.Listeners, func(a, b *listenerv3.Listener) int { return strings.Compare(a.Name, b.Name) })
-	slices.SortFunc(r.Routes, func(a, b *routev3.RouteConfiguration) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(r.Listeners, byListenerName)
+	slices.SortFunc(r.Routes, byRouteName)
 	slices.SortFunc(r.Clusters, byClusterName)
 	slices.SortFunc(r.Endpoints, byAssignmentName)
 	return r
+}
+
+// mergeSorted returns a new list of sorted (by cmp) and add, sorted: add,
+// a group's own few, is sorted (a copy of it), then merged in.
+func mergeSorted[T any](sorted, add []T, cmp func(a, b T) int) []T {
+	add = slices.SortedFunc(slices.Values(add), cmp)
+	out := make([]T, 0, len(sorted)+len(add))
+	for len(sorted) > 0 && len(add) > 0 {
+		if cmp(add[0], sorted[0]) < 0 {
+			out, add = append(out, add[0]), add[1:]
+		} else {
+			out, sorted = append(out, sorted[0]), sorted[1:]
+		}
+	}
+	return append(append(out, sorted...), add...)
 }
 
 // view is the part of the mesh one proxy can reach, and the part it serves.
@@ -628,6 +650,10 @@ func compareKeys(a, b ir.ServiceKey) int {
 }
 
 func byClusterName(a, b *clusterv3.Cluster) int { return strings.Compare(a.Name, b.Name) }
+
+func byListenerName(a, b *listenerv3.Listener) int { return strings.Compare(a.Name, b.Name) }
+
+func byRouteName(a, b *routev3.RouteConfiguration) int { return strings.Compare(a.Name, b.Name) }
 
 func byAssignmentName(a, b *endpointv3.ClusterLoadAssignment) int {
 	return strings.Compare(a.ClusterName, b.ClusterName)
