@@ -103,10 +103,6 @@ func (v *view) build() *Resources {
 		r.Routes = mergeSorted(part.Routes, own.Routes, byRouteName)
 		r.Common, r.Own = part, own
 		r.Secrets = []string{dataplane.TrustBundleSecret, dataplane.WorkloadCertSecret}
-		r.Policies = v.policies()
-		r.Deps = v.deps()
-		r.NamespaceDeps = v.namespaceDeps()
-		return r
 	} else {
 		up, cla := v.upstreamClusters()
 		r.Clusters = append(up, v.fixedClusters()...)
@@ -122,7 +118,10 @@ func (v *view) build() *Resources {
 	r.Policies = v.policies()
 	r.Deps = v.deps()
 	r.NamespaceDeps = v.namespaceDeps()
-	// By name. The shared upstream clusters and endpoints come sorted
+	if r.Common != nil {
+		return r // already by name (mergeSorted)
+	}
+	// By name. The upstream clusters and endpoints come sorted
 	// (upstreamClusters), so these sorts of a few thousand are nearly
 	// linear; slices.SortFunc, not sort.Slice, whose reflective swaps cost
 	// a tenth of a cold start's group builds (docs/design/184).
