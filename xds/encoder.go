@@ -163,6 +163,9 @@ type encoder struct {
 	// (issue 14, docs/design/193).
 	entries             map[string]map[uint64]weak.Pointer[encoded]
 	entryCount, sweepAt int
+	// entriesPeak: by type URL, the most entries its map held since it
+	// was last made (shrink).
+	entriesPeak map[string]int
 	// byMsg maps a message that translator/envoy shares between builds (a
 	// Service port's endpoints, built once per *ir.Port; the clusters,
 	// capture listener and gRPC routes that envoy.Shared builds once per
@@ -211,7 +214,7 @@ type flight struct {
 const minSweep = 1024
 
 func newEncoder() *encoder {
-	return &encoder{entries: map[string]map[uint64]weak.Pointer[encoded]{}, sweepAt: minSweep, byMsg: map[msgKey]weak.Pointer[encoded]{}, flights: map[msgKey]*flight{},
+	return &encoder{entries: map[string]map[uint64]weak.Pointer[encoded]{}, sweepAt: minSweep, entriesPeak: map[string]int{}, byMsg: map[msgKey]weak.Pointer[encoded]{}, flights: map[msgKey]*flight{},
 		maps: newMapInterner[string, *encoded](), deps: newMapInterner[ir.ServiceKey, bool](),
 		policies: newSliceInterner[ir.PolicyRef](), since: newSliceInterner[uint64]()}
 }
@@ -375,6 +378,7 @@ func (e *encoder) encodeContent(typeURL, name string, m proto.Message, prev *enc
 	}
 	byHash[sum] = weak.Make(x)
 	if !ok {
+		e.entriesPeak[typeURL] = max(e.entriesPeak[typeURL], len(byHash))
 		e.entryCount++
 		if e.entryCount >= e.sweepAt {
 			e.sweep()
@@ -391,17 +395,19 @@ func (e *encoder) encodeContent(typeURL, name string, m proto.Message, prev *enc
 func (e *encoder) sweep() {
 	e.entryCount = 0
 	for typ, byHash := range e.entries {
-		peak := len(byHash)
 		for k, w := range byHash {
 			if w.Value() == nil {
 				delete(byHash, k)
 			}
 		}
-		if byHash = shrink(byHash, &peak); len(byHash) == 0 {
+		if len(byHash) == 0 {
 			delete(e.entries, typ)
+			delete(e.entriesPeak, typ)
 			continue
 		}
-		e.entries[typ] = byHash
+		peak := e.entriesPeak[typ]
+		e.entries[typ] = shrink(byHash, &peak)
+		e.entriesPeak[typ] = peak
 		e.entryCount += len(byHash)
 	}
 	e.sweepAt = max(2*e.entryCount, minSweep)
