@@ -9,11 +9,8 @@ import (
 
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
-	"github.com/weftmesh/weft/dataplane"
 	"github.com/weftmesh/weft/dataplane/sim"
-	"github.com/weftmesh/weft/internal/cli/offline"
 	"github.com/weftmesh/weft/translator"
-	"github.com/weftmesh/weft/translator/envoy"
 )
 
 // TestServedSnapshotsInTheSimulator shows with the traffic simulator
@@ -39,12 +36,7 @@ func TestServedSnapshotsInTheSimulator(t *testing.T) {
 	}
 	_, groups := generatedGroups(t, in)
 	mesh := translator.Translate(in).Mesh
-	byPod := map[string]*group{}
-	for g, name := range groups {
-		if g.proxy.Kind == dataplane.KindSidecar {
-			byPod[name] = g
-		}
-	}
+	byPod := sidecarGroups(groups)
 	// The case: sidecars whose snapshots share the Part's endpoints map
 	// but hold listener maps of their own.
 	web, stranger := byPod["shop/web-0"], byPod["shop/stranger-0"]
@@ -57,15 +49,7 @@ func TestServedSnapshotsInTheSimulator(t *testing.T) {
 		t.Error("web-0 and stranger-0 do not share a Part with listeners of their own: the case tests nothing")
 	}
 
-	built, err := offline.World(in, mesh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	served, err := offline.World(in, mesh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var callers []string
+	built, served, callers := servedWorlds(t, in, mesh, byPod)
 	var targets []string
 	for _, p := range served.Pods {
 		for _, ip := range p.IPs {
@@ -73,15 +57,6 @@ func TestServedSnapshotsInTheSimulator(t *testing.T) {
 				targets = append(targets, net.JoinHostPort(ip.String(), strconv.Itoa(port)))
 			}
 		}
-		if p.Proxy == nil {
-			continue
-		}
-		g := byPod[p.Key()]
-		if g == nil {
-			t.Fatalf("no group for pod %s", p.Key())
-		}
-		p.Proxy = simResources(t, g.snap.Load(), envoy.ProxyListeners(g.proxy))
-		callers = append(callers, p.Key())
 	}
 	if len(callers) < 4 {
 		t.Fatalf("%d meshed pods served: the case tests little", len(callers))

@@ -19,6 +19,7 @@ import (
 	"github.com/weftmesh/weft/internal/cli/offline"
 	"github.com/weftmesh/weft/translator"
 	"github.com/weftmesh/weft/translator/envoy"
+	"github.com/weftmesh/weft/translator/ir"
 )
 
 // ordersDocs add Service shop/orders (IPv4 only, HTTP 80, no selector)
@@ -73,36 +74,12 @@ func TestServicePatchInTheSimulator(t *testing.T) {
 	mesh := translator.Translate(next).Mesh
 	builds, patches := a.Builds(), a.Patches()
 	a.Update(mesh, time.Now())
-	byPod := map[string]*group{}
-	for g, name := range groups {
-		if g.proxy.Kind == dataplane.KindSidecar {
-			byPod[name] = g
-		}
-	}
+	byPod := sidecarGroups(groups)
 	if got := a.Patches() - patches; got < uint64(len(byPod)) {
 		t.Errorf("%d groups patched for shop/orders, want every sidecar group (%d); %d built", got, len(byPod), a.Builds()-builds)
 	}
 
-	built, err := offline.World(next, mesh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	patched, err := offline.World(next, mesh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var callers []string
-	for _, p := range patched.Pods {
-		if p.Proxy == nil {
-			continue
-		}
-		g := byPod[p.Key()]
-		if g == nil {
-			t.Fatalf("no group for pod %s", p.Key())
-		}
-		p.Proxy = simResources(t, g.snap.Load(), envoy.ProxyListeners(g.proxy))
-		callers = append(callers, p.Key())
-	}
+	built, patched, callers := servedWorlds(t, next, mesh, byPod)
 
 	orders := sim.Call{From: "shop/client-0", To: "10.96.0.30:80", Host: "orders.shop"}
 	r := patched.Walk(orders)
@@ -131,6 +108,43 @@ func TestServicePatchInTheSimulator(t *testing.T) {
 			}
 		}
 	}
+}
+
+// sidecarGroups are the sidecar groups of groups, by pod name.
+func sidecarGroups(groups map[*group]string) map[string]*group {
+	byPod := map[string]*group{}
+	for g, name := range groups {
+		if g.proxy.Kind == dataplane.KindSidecar {
+			byPod[name] = g
+		}
+	}
+	return byPod
+}
+
+// servedWorlds returns the world of in and mesh twice: as built, and with
+// every meshed pod's sidecar configured by what its group's snapshot in
+// byPod holds (with the pod's own listeners); callers are the meshed pods.
+func servedWorlds(t *testing.T, in *translator.Inputs, mesh *ir.Mesh, byPod map[string]*group) (built, served *sim.World, callers []string) {
+	t.Helper()
+	built, err := offline.World(in, mesh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if served, err = offline.World(in, mesh); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range served.Pods {
+		if p.Proxy == nil {
+			continue
+		}
+		g := byPod[p.Key()]
+		if g == nil {
+			t.Fatalf("no group for pod %s", p.Key())
+		}
+		p.Proxy = simResources(t, g.snap.Load(), envoy.ProxyListeners(g.proxy))
+		callers = append(callers, p.Key())
+	}
+	return built, served, callers
 }
 
 // simResources decodes a snapshot's encodings, and the stream's own
