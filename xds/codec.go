@@ -240,11 +240,12 @@ func marshalDeltaOut(d *deltaOut) (*sliceWriter, bool) {
 	}
 	// Every wire form is handed over, small ones too (newEncoded says
 	// why): the response's own memory is its fields and this list.
-	w := &sliceWriter{meta: make([]byte, 0, meta), out: make(mem.BufferSlice, 0, len(d.encs)+2)}
+	w := &sliceWriter{meta: make([]byte, 0, meta), out: make(mem.BufferSlice, 0, 2*len(d.encs)+2)}
 	w.meta = appendString(w.meta, 1, r.SystemVersionInfo)
 	w.flush()
 	for _, e := range d.encs {
-		w.out = append(w.out, e.buffer())
+		wire, typeURL := e.buffers()
+		w.out = append(w.out, wire, typeURL)
 	}
 	rest := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: r.TypeUrl, RemovedResources: r.RemovedResources,
 		RemovedResourceNames: r.RemovedResourceNames, Nonce: r.Nonce, ControlPlane: r.ControlPlane, ResourceErrors: r.ResourceErrors}

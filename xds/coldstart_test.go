@@ -121,7 +121,7 @@ func TestUpdateDuringFirstBuildEqualsFreshBuild(t *testing.T) {
 					t.Errorf("%s: %d resources, a fresh build of the new model has %d", shortType(typ), len(got.resources[typ]), len(want.resources[typ]))
 				}
 				for name, w := range want.resources[typ] {
-					if g := got.resources[typ][name]; g == nil || g.version != w.version {
+					if g := got.resources[typ][name]; g == nil || g.version() != w.version() {
 						t.Errorf("%s %s differs from a fresh build of the new model", shortType(typ), name)
 					}
 				}

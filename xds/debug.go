@@ -104,16 +104,16 @@ func configDump(snap *snapshot, own []*encoded) map[string][]json.RawMessage {
 		res := snap.sorted(t, nil)
 		if t == resourcev3.ListenerType && len(own) > 0 {
 			res = append(res, own...)
-			sort.Slice(res, func(i, j int) bool { return res[i].name < res[j].name })
+			sort.Slice(res, func(i, j int) bool { return res[i].name() < res[j].name() })
 		}
 		for _, e := range res {
 			var b []byte
 			if t == resourcev3.SecretType {
-				b, _ = json.Marshal(map[string]string{"name": e.name, "version": e.version, "content": "REDACTED"})
+				b, _ = json.Marshal(map[string]string{"name": e.name(), "version": e.version(), "content": "REDACTED"})
 			} else {
 				var err error
 				if b, err = protojson.Marshal(e.newAny(t)); err != nil {
-					b, _ = json.Marshal(map[string]string{"name": e.name, "error": err.Error()})
+					b, _ = json.Marshal(map[string]string{"name": e.name(), "error": err.Error()})
 				}
 			}
 			out[shortType(t)] = append(out[shortType(t)], b)

@@ -44,7 +44,7 @@ func (a *ADS) deltaRequest(stream discoveryv3.AggregatedDiscoveryService_DeltaAg
 		// group's snapshot, so sent would list them as removed.
 		for n, v := range r.InitialResourceVersions {
 			if i := c.ownIndex(r.TypeUrl, n); i >= 0 {
-				if c.own[i].version == v {
+				if c.own[i].version() == v {
 					ts.ownSent |= 1 << i
 				}
 				continue
@@ -130,7 +130,7 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 		ts.sent = versionMap{base: have} // d.from but the names just sent
 		for _, name := range skipped {
 			if old := d.from[name]; old != nil {
-				ts.sent.set(name, old.version)
+				ts.sent.set(name, old.version())
 			} else {
 				ts.sent.del(name)
 			}
@@ -145,10 +145,10 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 				skipped = append(skipped, name)
 				continue
 			}
-			if old := d.from[name]; old != nil && e.version == old.version {
+			if old := d.from[name]; old != nil && e.version() == old.version() {
 				continue // (a name the derivation added has no old version)
 			}
-			items = append(items, item{e, e.size() + len(e.name) + len(e.version) + len(t) + 16})
+			items = append(items, item{e, e.size() + len(e.name()) + len(e.version()) + len(t) + 16})
 		}
 	default:
 		if ts.sent.empty() {
@@ -159,8 +159,8 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 			// nothing to compare or remove.
 			if i := typeIndex(t); i >= 0 { // (any type URL may be asked for)
 				ordered = snap.order[i].inOrder(have, func(e *encoded) {
-					if ts.wildcard || ts.names.has(e.name) {
-						items = append(items, item{e, e.size() + len(e.name) + len(e.version) + len(t) + 16})
+					if ts.wildcard || ts.names.has(e.name()) {
+						items = append(items, item{e, e.size() + len(e.name()) + len(e.version()) + len(t) + 16})
 					}
 				})
 			}
@@ -172,12 +172,12 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 			if !ts.wildcard && !ts.names.has(name) {
 				continue
 			}
-			if v, _ := ts.sent.get(name); v == e.version {
+			if v, _ := ts.sent.get(name); v == e.version() {
 				continue
 			}
 			// The encoded resource plus its envelope (name, version, type
 			// URL and field headers) is what the response message carries.
-			items = append(items, item{e, e.size() + len(e.name) + len(e.version) + len(t) + 16})
+			items = append(items, item{e, e.size() + len(e.name()) + len(e.version()) + len(t) + 16})
 		}
 		ts.sent.each(func(name, _ string) {
 			if _, ok := have[name]; !ok {
@@ -190,8 +190,8 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 	// never listed as removed. A wildcard stream that unsubscribes from
 	// "*" keeps those it holds, as it keeps the group's.
 	for i, e := range c.own {
-		if ts.ownSent&(1<<i) == 0 && (ts.wildcard || ts.names.has(e.name)) && t == resourcev3.ListenerType {
-			items = append(items, item{e, e.size() + len(e.name) + len(e.version) + len(t) + 16})
+		if ts.ownSent&(1<<i) == 0 && (ts.wildcard || ts.names.has(e.name())) && t == resourcev3.ListenerType {
+			items = append(items, item{e, e.size() + len(e.name()) + len(e.version()) + len(t) + 16})
 		}
 	}
 	if len(items) == 0 && len(removed) == 0 {
@@ -216,11 +216,11 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 		extra := slices.Clone(items[fromHave:])
 		items = items[:fromHave]
 		for _, it := range extra {
-			i, _ := slices.BinarySearchFunc(items, it.enc.name, func(x item, n string) int { return strings.Compare(x.enc.name, n) })
+			i, _ := slices.BinarySearchFunc(items, it.enc.name(), func(x item, n string) int { return strings.Compare(x.enc.name(), n) })
 			items = slices.Insert(items, i, it)
 		}
 	} else {
-		slices.SortFunc(items, func(a, b item) int { return strings.Compare(a.enc.name, b.enc.name) }) // not sort.Slice: docs/design/184
+		slices.SortFunc(items, func(a, b item) int { return strings.Compare(a.enc.name(), b.enc.name()) }) // not sort.Slice: docs/design/184
 	}
 	sort.Strings(removed)
 	// Split into responses of at most maxResponseBytes of resources
@@ -251,12 +251,12 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 		resp := out.resp
 		fl := inFlight{gen: snap.generation, at: now, set: make([]nameVersion, 0, len(out.encs)), removed: resp.RemovedResources}
 		for _, e := range out.encs {
-			if i := c.ownIndex(t, e.name); i >= 0 {
+			if i := c.ownIndex(t, e.name()); i >= 0 {
 				ts.ownSent |= 1 << i
 			} else if !whole {
-				ts.sent.set(e.name, e.version)
+				ts.sent.set(e.name(), e.version())
 			}
-			fl.set = append(fl.set, nameVersion{e.name, e.version})
+			fl.set = append(fl.set, nameVersion{e.name(), e.version()})
 		}
 		for _, n := range resp.RemovedResources {
 			ts.sent.del(n)

@@ -35,56 +35,102 @@ import (
 // never re-sent.
 //
 // It is held once per distinct content for as long as any proxy holds it,
-// so it is kept small (80 bytes besides its wire form; docs/design/193):
-// the value, version and name are windows on the wire form, and the Any a
+// so it is kept small (48 bytes besides its wire form; docs/design/193,
+// 194): the name, version and value are windows on the wire form, the
+// type URL is shared by every encoding of its type, and the Any a
 // State-of-the-World response carries is made on the first such send.
 type encoded struct {
-	name    string
-	version string
-	hash    uint64
-	// wire is the resource as a Delta response carries it (field 2:
-	// version, the Any, name), shared with every response that sends it:
-	// the codec hands over &wire, however small (deltaOut, docs/design/188):
-	// a cold start of 500 proxies made a Resource message per resource per
+	// wire is the resource as a Delta response carries it (field 2), but
+	// for the type URL that ends it (typeURL): the codec hands over
+	// &wire, however small, then typeURL (deltaOut, docs/design/188): a
+	// cold start of 500 proxies made a Resource message per resource per
 	// proxy (0.7 GB) and wrote each ~130-byte envelope into a buffer of
-	// the response's own (0.76 GB), all in flight together. Nil for
-	// hand-made test encodings.
+	// the response's own (0.76 GB), all in flight together. Its fields:
+	// name (3), version (1), then the Any (2), whose value comes before
+	// its type URL (docs/design/194). Nil for hand-made test encodings.
 	wire mem.SliceBuffer
-	// wire[valAt:nameAt] is the resource's value (its marshalled message).
-	valAt, nameAt uint32
+	// typeURL is the Any's type_url field (1), the same for every
+	// encoding of the type: ~55 bytes each would be 0.5 MB of issue 14's
+	// mesh.
+	typeURL *mem.SliceBuffer
 	// anyMsg is the Any SotW responses carry (asAny), made on the first
 	// such send: Delta streams never need it.
 	anyMsg atomic.Pointer[anypb.Any]
+	// wire[fieldsAt:] starts with the name's field (if any), then the
+	// version's; wire[valAt:] is the resource's value (its marshalled
+	// message).
+	fieldsAt, valAt uint32
 }
 
 // newEncoded makes the encoding of value, a typeURL resource called name,
 // with its wire form.
-func newEncoded(typeURL, name, version string, value []byte, hash uint64) *encoded {
-	anyLen := stringSize(1, typeURL)
+func newEncoded(typeURL, name, version string, value []byte) *encoded {
+	tail := typeURLField(typeURL)
+	anyLen := len(*tail)
 	if len(value) > 0 {
 		anyLen += protowire.SizeTag(2) + protowire.SizeBytes(len(value))
 	}
-	resLen := stringSize(1, version) + protowire.SizeTag(2) + protowire.SizeBytes(anyLen) + stringSize(3, name)
-	wire := make([]byte, 0, protowire.SizeTag(2)+protowire.SizeBytes(resLen))
+	resLen := stringSize(3, name) + stringSize(1, version) + protowire.SizeTag(2) + protowire.SizeBytes(anyLen)
+	wire := make([]byte, 0, protowire.SizeTag(2)+protowire.SizeBytes(resLen)-len(*tail))
 	wire = protowire.AppendTag(wire, 2, protowire.BytesType)
 	wire = protowire.AppendVarint(wire, uint64(resLen))
+	fieldsAt := len(wire)
+	wire = appendString(wire, 3, name)
 	wire = appendString(wire, 1, version)
-	verEnd := len(wire)
 	wire = protowire.AppendTag(wire, 2, protowire.BytesType)
 	wire = protowire.AppendVarint(wire, uint64(anyLen))
-	wire = appendString(wire, 1, typeURL)
 	if len(value) > 0 {
 		wire = protowire.AppendTag(wire, 2, protowire.BytesType)
 		wire = protowire.AppendVarint(wire, uint64(len(value)))
 	}
 	valAt := len(wire)
 	wire = append(wire, value...)
-	nameAt := len(wire)
-	wire = appendString(wire, 3, name)
-	// The strings are windows on wire, which is never written again: the
-	// encoding keeps no allocation of its own for them.
-	return &encoded{name: window(wire, len(wire)-len(name), len(name)), version: window(wire, verEnd-len(version), len(version)),
-		hash: hash, wire: wire, valAt: uint32(valAt), nameAt: uint32(nameAt)}
+	return &encoded{wire: wire, typeURL: tail, fieldsAt: uint32(fieldsAt), valAt: uint32(valAt)}
+}
+
+// typeURLFields holds, by type URL, the Any field naming it (typeURLField).
+var typeURLFields sync.Map // string → *mem.SliceBuffer
+
+// typeURLField returns the Any's type_url field (1) of typeURL, one
+// buffer per type URL, shared by every encoding and response.
+func typeURLField(typeURL string) *mem.SliceBuffer {
+	if b, ok := typeURLFields.Load(typeURL); ok {
+		return b.(*mem.SliceBuffer)
+	}
+	f := mem.SliceBuffer(protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), typeURL))
+	b, _ := typeURLFields.LoadOrStore(typeURL, &f)
+	return b.(*mem.SliceBuffer)
+}
+
+// field returns the string field num of wire[at:] if it is there, and
+// where the next field starts.
+func field(wire []byte, at int, num protowire.Number) (string, int) {
+	if at >= len(wire) {
+		return "", at
+	}
+	n, typ, k := protowire.ConsumeTag(wire[at:])
+	if k < 0 || n != num || typ != protowire.BytesType {
+		return "", at
+	}
+	l, m := protowire.ConsumeVarint(wire[at+k:])
+	if m < 0 {
+		return "", at
+	}
+	start := at + k + m
+	return window(wire, start, int(l)), start + int(l)
+}
+
+// name is the resource's name.
+func (e *encoded) name() string {
+	s, _ := field(e.wire, int(e.fieldsAt), 3)
+	return s
+}
+
+// version is the resource's version: the hex of its content's hash.
+func (e *encoded) version() string {
+	_, at := field(e.wire, int(e.fieldsAt), 3)
+	s, _ := field(e.wire, at, 1)
+	return s
 }
 
 // window is the string of b[at:at+n], sharing b's bytes (b is never
@@ -97,10 +143,10 @@ func window(b []byte, at, n int) string {
 }
 
 // value is the resource's marshalled message.
-func (e *encoded) value() []byte { return e.wire[e.valAt:e.nameAt:e.nameAt] }
+func (e *encoded) value() []byte { return e.wire[e.valAt:len(e.wire):len(e.wire)] }
 
 // size is the length of value.
-func (e *encoded) size() int { return int(e.nameAt - e.valAt) }
+func (e *encoded) size() int { return len(e.wire) - int(e.valAt) }
 
 // asAny returns the resource as an Any of typeURL (its type), made on the
 // first call and kept: what every SotW send of it carries.
@@ -129,13 +175,13 @@ func (e *encoded) newAny(typeURL string) *anypb.Any {
 	return &anypb.Any{TypeUrl: typeURL, Value: v}
 }
 
-// buffer is wire as gRPC takes it: a pointer to the field, so handing it
-// over allocates nothing.
-func (e *encoded) buffer() mem.Buffer { return &e.wire }
+// buffers are wire and the type URL that ends it, as gRPC takes them:
+// pointers, so handing them over allocates nothing.
+func (e *encoded) buffers() (mem.Buffer, mem.Buffer) { return &e.wire, e.typeURL }
 
 // resource returns the Delta resource e is, a typeURL resource.
 func (e *encoded) resource(typeURL string) *discoveryv3.Resource {
-	return &discoveryv3.Resource{Name: e.name, Version: e.version, Resource: e.newAny(typeURL)}
+	return &discoveryv3.Resource{Name: e.name(), Version: e.version(), Resource: e.newAny(typeURL)}
 }
 
 var marshal = proto.MarshalOptions{Deterministic: true}
@@ -248,7 +294,7 @@ func encodeByMsg[T any, P interface {
 }](e *encoder, typeURL, name string, m P, prev *encoded) (*encoded, error) {
 	k := msgKey{weak.Make((*T)(m)), name}
 	same := func(x *encoded) *encoded {
-		if prev != nil && (prev == x || prev.hash == x.hash && bytes.Equal(prev.value(), x.value())) {
+		if prev != nil && (prev == x || prev.version() == x.version() && bytes.Equal(prev.value(), x.value())) {
 			return prev
 		}
 		return x
@@ -349,7 +395,7 @@ func (e *encoder) encodeContent(typeURL, name string, m proto.Message, prev *enc
 	h := fnv.New64a()
 	_, _ = h.Write(b)
 	sum := h.Sum64()
-	if prev != nil && prev.hash == sum && bytes.Equal(prev.value(), b) {
+	if prev != nil && bytes.Equal(prev.value(), b) {
 		return prev, nil
 	}
 	if shared {
@@ -360,7 +406,7 @@ func (e *encoder) encodeContent(typeURL, name string, m proto.Message, prev *enc
 	if err := envoy.ValidateResource(m); err != nil {
 		return nil, fmt.Errorf("refusing to push invalid %s %s: %w", shortType(typeURL), name, err)
 	}
-	x := newEncoded(typeURL, name, fmt.Sprintf("%016x", sum), b, sum)
+	x := newEncoded(typeURL, name, fmt.Sprintf("%016x", sum), b)
 	if !shared {
 		return x, nil
 	}
@@ -373,7 +419,7 @@ func (e *encoder) encodeContent(typeURL, name string, m proto.Message, prev *enc
 	}
 	w, ok := byHash[sum]
 	// Another build may have added the same content meanwhile: use its.
-	if y := w.Value(); y != nil && y.name == name && bytes.Equal(y.value(), b) {
+	if y := w.Value(); y != nil && y.name() == name && bytes.Equal(y.value(), b) {
 		return y, nil
 	}
 	byHash[sum] = weak.Make(x)
@@ -527,7 +573,7 @@ func (e *encoder) encodePart(p *envoy.Part) *encodedPart {
 		if x.maps[i] == nil {
 			x.maps[i] = make(map[string]*encoded, n)
 		}
-		x.maps[i][name] = enc
+		x.maps[i][enc.name()] = enc // the key shares the wire form's bytes
 	}
 	for _, m := range p.Clusters {
 		add(clustersAt, resourcev3.ClusterType, m.Name, m, len(p.Clusters))
@@ -568,7 +614,7 @@ func (e *encoder) encodePart(p *envoy.Part) *encodedPart {
 func (e *encoder) lookup(typeURL, name string, sum uint64, b []byte) *encoded {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if x := e.entries[typeURL][sum].Value(); x != nil && x.name == name && bytes.Equal(x.value(), b) {
+	if x := e.entries[typeURL][sum].Value(); x != nil && x.name() == name && bytes.Equal(x.value(), b) {
 		return x
 	}
 	return nil

@@ -74,7 +74,7 @@ func prepareEndpoints(prev, next *ir.Mesh, changed []ir.ServiceKey, enc *encoder
 				c = nil
 				break
 			}
-			pt.eds[name] = e
+			pt.eds[e.name()] = e
 		}
 		pt.changes[k] = c
 	}
@@ -116,7 +116,7 @@ func (pt *endpointPatch) apply(s *snapshot, p dataplane.Proxy) (next *snapshot, 
 				if edsLocal == nil {
 					edsLocal = map[string]*encoded{}
 				}
-				edsLocal[name] = e
+				edsLocal[e.name()] = e
 			}
 			if e != old {
 				edsNames = append(edsNames, name)
@@ -136,7 +136,7 @@ func (pt *endpointPatch) apply(s *snapshot, p dataplane.Proxy) (next *snapshot, 
 					cdsNew = map[string]*encoded{}
 				}
 				cdsNames = append(cdsNames, name)
-				cdsNew[name] = e
+				cdsNew[e.name()] = e
 			}
 		}
 	}
@@ -279,7 +279,7 @@ func (pt *endpointPatch) cluster(c *envoy.EndpointChange, old *encoded, kind dat
 	if err := proto.Unmarshal(old.value(), cl); err != nil {
 		return nil, err
 	}
-	e, err := pt.enc.encode(resourcev3.ClusterType, old.name, c.PatchCluster(cl, kind), old)
+	e, err := pt.enc.encode(resourcev3.ClusterType, old.name(), c.PatchCluster(cl, kind), old)
 	if err != nil {
 		return nil, err
 	}

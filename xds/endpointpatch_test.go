@@ -265,7 +265,7 @@ func compareSnapshots(t *testing.T, name string, got, want *snapshot) {
 		for n, e := range w {
 			if x := g[n]; x == nil {
 				t.Errorf("%s: %s %s missing", name, shortType(typ), n)
-			} else if !bytes.Equal(x.value(), e.value()) || x.version != e.version {
+			} else if !bytes.Equal(x.value(), e.value()) || x.version() != e.version() {
 				t.Errorf("%s: %s %s differs from a full build", name, shortType(typ), n)
 			}
 		}

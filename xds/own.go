@@ -35,8 +35,8 @@ func (a *ADS) ownListeners(p dataplane.Proxy) ([]*encoded, error) {
 		out = append(out, e)
 	}
 	for i := 1; i < len(out); i++ {
-		if out[i-1].name >= out[i].name {
-			return nil, fmt.Errorf("own listeners %s and %s are not sorted by name", out[i-1].name, out[i].name)
+		if out[i-1].name() >= out[i].name() {
+			return nil, fmt.Errorf("own listeners %s and %s are not sorted by name", out[i-1].name(), out[i].name())
 		}
 	}
 	return out, nil
@@ -48,7 +48,7 @@ func (c *conn) ownIndex(t, name string) int {
 		return -1
 	}
 	for i, e := range c.own {
-		if e.name == name {
+		if e.name() == name {
 			return i
 		}
 	}
@@ -63,7 +63,7 @@ func (c *conn) ownFor(t string, wildcard bool, names *subscription) []*encoded {
 	}
 	var out []*encoded
 	for _, e := range c.own {
-		if wildcard || names.has(e.name) {
+		if wildcard || names.has(e.name()) {
 			out = append(out, e)
 		}
 	}

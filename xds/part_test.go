@@ -93,7 +93,7 @@ func TestPartEncodingEqualsWhole(t *testing.T) {
 					for k, typ := range pushOrder {
 						own := map[string]*encoded{}
 						for _, e := range got.order[k].own {
-							own[e.name] = e
+							own[e.name()] = e
 						}
 						if len(own) == 0 || k == secretsAt {
 							continue
@@ -163,7 +163,7 @@ func TestPartEncodingEqualsWhole(t *testing.T) {
 func versionsOf(m map[string]*encoded) map[string]string {
 	out := make(map[string]string, len(m))
 	for n, e := range m {
-		out[n] = e.version
+		out[n] = e.version()
 	}
 	return out
 }
@@ -172,7 +172,7 @@ func versionsOf(m map[string]*encoded) map[string]string {
 // name order, the group's taking the place of the Part's of its name;
 // a map the order does not describe (a patched snapshot's) is not walked.
 func TestMergedOrder(t *testing.T) {
-	e := func(name string) *encoded { return &encoded{name: name, version: name} }
+	e := func(name string) *encoded { return testEncoding(name, name) }
 	a, c, e1, c2, b, f := e("a"), e("c"), e("e"), e("c"), e("b"), e("f")
 	m := map[string]*encoded{"a": a, "b": b, "c": c2, "e": e1, "f": f}
 	o := mergedOrder{m: m, base: []*encoded{a, c, e1}, own: []*encoded{b, c2, f}}
@@ -195,7 +195,7 @@ func TestMergedOrder(t *testing.T) {
 func names(es []*encoded) []string {
 	var out []string
 	for _, e := range es {
-		out = append(out, e.name)
+		out = append(out, e.name())
 	}
 	return out
 }

@@ -154,7 +154,7 @@ func (c *conn) heldSecrets(s *snapshot) (held map[string]*encoded, known bool) {
 	}
 	if c.delta {
 		for name, e := range held {
-			if v, _ := ts.held.get(name); v != e.version {
+			if v, _ := ts.held.get(name); v != e.version() {
 				return nil, false
 			}
 		}

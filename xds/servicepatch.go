@@ -105,7 +105,7 @@ func (pt *servicePatch) apply(s *snapshot, p dataplane.Proxy) (next *snapshot, o
 		if adds[typ] == nil {
 			adds[typ] = map[string]*encoded{}
 		}
-		adds[typ][name] = e
+		adds[typ][e.name()] = e
 		return true
 	}
 	for _, m := range pa.Clusters {

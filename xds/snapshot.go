@@ -92,11 +92,11 @@ func (o *mergedOrder) inOrder(have map[string]*encoded, f func(*encoded)) bool {
 	base, own := o.base, o.own
 	for len(base) > 0 || len(own) > 0 {
 		switch {
-		case len(own) == 0 || len(base) > 0 && base[0].name < own[0].name:
+		case len(own) == 0 || len(base) > 0 && base[0].name() < own[0].name():
 			f(base[0])
 			base = base[1:]
 		default:
-			if len(base) > 0 && base[0].name == own[0].name {
+			if len(base) > 0 && base[0].name() == own[0].name() {
 				base = base[1:] // the group's own takes its place
 			}
 			f(own[0])
@@ -144,8 +144,8 @@ func (s *snapshot) typeVersion(typeURL string, names *subscription) string {
 func (s *snapshot) hashVersion(typeURL string, names *subscription) string {
 	h := fnv.New64a()
 	for _, e := range s.sorted(typeURL, names) {
-		_, _ = h.Write([]byte(e.name))
-		_, _ = h.Write([]byte(e.version))
+		_, _ = h.Write([]byte(e.name()))
+		_, _ = h.Write([]byte(e.version()))
 	}
 	return fmt.Sprintf("%016x", h.Sum64())
 }
@@ -159,7 +159,7 @@ func (s *snapshot) sorted(typeURL string, names *subscription) []*encoded {
 			out = append(out, e)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	sort.Slice(out, func(i, j int) bool { return out[i].name() < out[j].name() })
 	return out
 }
 
@@ -222,7 +222,7 @@ func encodeSnapshot(res *envoy.Resources, secrets []*tlsv3.Secret, prev *snapsho
 		if next.resources[typeURL] == nil {
 			next.resources[typeURL] = make(map[string]*encoded, sizes[typeURL])
 		}
-		next.resources[typeURL][name] = e
+		next.resources[typeURL][e.name()] = e // the key shares the wire form's bytes
 		return nil
 	}
 	for _, m := range secrets {
@@ -337,7 +337,7 @@ func (s *snapshot) remember(base *encodedPart, made []mergedMade) {
 	}
 }
 
-func byName(a, b *encoded) int { return strings.Compare(a.name, b.name) }
+func byName(a, b *encoded) int { return strings.Compare(a.name(), b.name()) }
 
 func sameResources(a, b *snapshot) bool {
 	for _, t := range pushOrder {

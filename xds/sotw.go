@@ -127,7 +127,7 @@ func (a *ADS) sendSotW(stream discoveryv3.AggregatedDiscoveryService_StreamAggre
 		// listener response is the whole state. The version stays the
 		// group's: they never change while the stream lives.
 		res = append(res, own...)
-		sort.Slice(res, func(i, j int) bool { return res[i].name < res[j].name })
+		sort.Slice(res, func(i, j int) bool { return res[i].name() < res[j].name() })
 	}
 	// Endpoints and route configurations may be split over several
 	// responses (the xDS protocol requires the whole state in each
@@ -143,12 +143,12 @@ func (a *ADS) sendSotW(stream discoveryv3.AggregatedDiscoveryService_StreamAggre
 	sizes := []int{}
 	cur, curSize := []*encoded(nil), 0
 	for _, e := range res {
-		if splittable(t) && curSize > 0 && curSize+e.size()+len(e.name)+16 > a.maxResponseBytes {
+		if splittable(t) && curSize > 0 && curSize+e.size()+len(e.name())+16 > a.maxResponseBytes {
 			parts, sizes = append(parts, cur), append(sizes, curSize)
 			cur, curSize = nil, 0
 		}
 		cur = append(cur, e)
-		curSize += e.size() + len(e.name) + 16
+		curSize += e.size() + len(e.name()) + 16
 	}
 	parts, sizes = append(parts, cur), append(sizes, curSize)
 	now := time.Now()
@@ -159,7 +159,7 @@ func (a *ADS) sendSotW(stream discoveryv3.AggregatedDiscoveryService_StreamAggre
 		for _, e := range part {
 			resp.Resources = append(resp.Resources, e.asAny(t))
 			if len(parts) > 1 {
-				fl.set = append(fl.set, nameVersion{name: e.name})
+				fl.set = append(fl.set, nameVersion{name: e.name()})
 			}
 		}
 		ts.sending(resp.Nonce, fl)

@@ -49,7 +49,7 @@ func (s *subscription) add(n string, have map[string]*encoded) {
 		return
 	}
 	if e, ok := have[n]; ok {
-		n = e.name
+		n = e.name()
 	}
 	if s.in == nil {
 		s.in = map[string]struct{}{}
@@ -66,7 +66,7 @@ func (s *subscription) del(n string) {
 		if s.out == nil {
 			s.out = map[string]struct{}{}
 		}
-		s.out[e.name] = struct{}{}
+		s.out[e.name()] = struct{}{}
 		return
 	}
 	delete(s.in, n)
@@ -134,7 +134,7 @@ func (s *subscription) rebase(base map[string]*encoded, d derivation, derived bo
 				if s.out == nil {
 					s.out = map[string]struct{}{}
 				}
-				s.out[base[n].name] = struct{}{}
+				s.out[base[n].name()] = struct{}{}
 			}
 			s.base = base
 			return
@@ -158,7 +158,7 @@ func (s *subscription) rebase(base map[string]*encoded, d derivation, derived bo
 		in = make(map[string]struct{}, held)
 		s.each(func(n string) {
 			if e, ok := base[n]; ok {
-				n = e.name
+				n = e.name()
 			}
 			in[n] = struct{}{}
 		})
@@ -170,7 +170,7 @@ func (s *subscription) rebase(base map[string]*encoded, d derivation, derived bo
 			if out == nil {
 				out = map[string]struct{}{}
 			}
-			out[e.name] = struct{}{}
+			out[e.name()] = struct{}{}
 		}
 	}
 	s.each(func(n string) {

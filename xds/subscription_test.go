@@ -23,7 +23,7 @@ func TestSubscriptionIsASet(t *testing.T) {
 		m := map[string]*encoded{}
 		for i := r.IntN(16); i > 0; i-- {
 			n := name()
-			m[n] = &encoded{name: n}
+			m[n] = testEncoding(n, "")
 		}
 		return m
 	}
@@ -54,13 +54,13 @@ func TestSubscriptionIsASet(t *testing.T) {
 				var changed []string
 				for n := range next {
 					if r.IntN(2) == 0 {
-						next[n] = &encoded{name: n, version: "x"}
+						next[n] = testEncoding(n, "x")
 						changed = append(changed, n)
 					}
 				}
 				for i := r.IntN(3); i > 0; i-- {
 					if n := name(); next[n] == nil {
-						next[n] = &encoded{name: n, version: "x"}
+						next[n] = testEncoding(n, "x")
 						changed = append(changed, n)
 					}
 				}
@@ -93,7 +93,7 @@ func TestSubscriptionInStepHoldsNoNames(t *testing.T) {
 	var req []string
 	for i := 0; i < 100; i++ {
 		n := fmt.Sprintf("outbound|80||svc-%d.ns.svc.cluster.local", i)
-		have[n] = &encoded{name: n}
+		have[n] = testEncoding(n, "")
 		req = append(req, strings.Clone(n)) // a decoded request's own copy
 	}
 	var s subscription
@@ -101,7 +101,7 @@ func TestSubscriptionInStepHoldsNoNames(t *testing.T) {
 		s.add(n, have)
 	}
 	for n := range s.in {
-		if e := have[n]; e == nil || !sameString(n, e.name) {
+		if e := have[n]; e == nil || !sameString(n, e.name()) {
 			t.Fatalf("%s is kept as the request's string, want the snapshot's", n)
 		}
 	}
@@ -113,7 +113,7 @@ func TestSubscriptionInStepHoldsNoNames(t *testing.T) {
 	// same names is taken over without a pass.
 	s.del(req[0])
 	patched := maps.Clone(have)
-	patched[req[1]] = &encoded{name: req[1], version: "2"}
+	patched[req[1]] = testEncoding(req[1], "2")
 	s.rebase(patched, derivation{from: have, changed: []string{req[1]}}, true)
 	if !sameMap(s.base, patched) || len(s.out) != 1 || s.len() != 99 {
 		t.Errorf("after a patch: base shared %t, out %d, len %d; want true, 1, 99", sameMap(s.base, patched), len(s.out), s.len())

@@ -241,7 +241,7 @@ func (d *driver) flush() {
 	held, known := d.c.heldSecrets(d.c.group.snap.Load())
 	var hs []string
 	for n, e := range held {
-		hs = append(hs, n+"@"+e.version)
+		hs = append(hs, n+"@"+e.version())
 	}
 	sort.Strings(hs)
 	fmt.Fprintf(d.out, "   %s state: acked=%d nack=%s secrets=%v known=%t\n", d.name, d.c.fullyAcked(), nack, hs, known)

@@ -31,7 +31,7 @@ func (m *versionMap) get(name string) (string, bool) {
 		return v, v != tombstone
 	}
 	if e, ok := m.base[name]; ok {
-		return e.version, true
+		return e.version(), true
 	}
 	return "", false
 }
@@ -40,7 +40,7 @@ func (m *versionMap) set(name, v string) {
 	if v == tombstone {
 		v = emptyVersion
 	}
-	if e, ok := m.base[name]; ok && e.version == v {
+	if e, ok := m.base[name]; ok && e.version() == v {
 		m.forget(name)
 		return
 	}
@@ -83,7 +83,7 @@ func (m *versionMap) each(fn func(name, version string)) {
 	}
 	for n, e := range m.base {
 		if _, ok := m.own[n]; !ok {
-			fn(n, e.version)
+			fn(n, e.version())
 		}
 	}
 }
@@ -112,7 +112,7 @@ func (m *versionMap) rebase(base map[string]*encoded) {
 		if ok {
 			held++
 		}
-		if ok && v == e.version {
+		if ok && v == e.version() {
 			continue
 		}
 		if own == nil {

@@ -20,7 +20,7 @@ func TestVersionMapIsAMap(t *testing.T) {
 		m := map[string]*encoded{}
 		for i := r.IntN(12); i > 0; i-- {
 			n := name()
-			m[n] = &encoded{name: n, version: []string{"a", "b", "c"}[r.IntN(3)]}
+			m[n] = testEncoding(n, []string{"a", "b", "c"}[r.IntN(3)])
 		}
 		return m
 	}
@@ -48,8 +48,8 @@ func TestVersionMapIsAMap(t *testing.T) {
 				s := snapshot()
 				for n, e := range s {
 					if r.IntN(3) > 0 {
-						m.set(n, e.version)
-						want[n] = e.version
+						m.set(n, e.version())
+						want[n] = e.version()
 					}
 				}
 				m.rebase(s)
