@@ -230,9 +230,13 @@ func marshalDeltaOut(d *deltaOut) (*sliceWriter, bool) {
 		return nil, false
 	}
 	meta := len(r.SystemVersionInfo) + len(r.TypeUrl) + len(r.Nonce) + 16
+	pieces := len(d.encs) + 2
 	for _, e := range d.encs {
 		if e.wire == nil {
 			return nil, false
+		}
+		if e.sharesTypeURL() {
+			pieces++
 		}
 	}
 	for _, n := range r.RemovedResources {
@@ -240,12 +244,11 @@ func marshalDeltaOut(d *deltaOut) (*sliceWriter, bool) {
 	}
 	// Every wire form is handed over, small ones too (newEncoded says
 	// why): the response's own memory is its fields and this list.
-	w := &sliceWriter{meta: make([]byte, 0, meta), out: make(mem.BufferSlice, 0, 2*len(d.encs)+2)}
+	w := &sliceWriter{meta: make([]byte, 0, meta), out: make(mem.BufferSlice, 0, pieces)}
 	w.meta = appendString(w.meta, 1, r.SystemVersionInfo)
 	w.flush()
 	for _, e := range d.encs {
-		wire, typeURL := e.buffers()
-		w.out = append(w.out, wire, typeURL)
+		w.out = e.buffers(w.out)
 	}
 	rest := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: r.TypeUrl, RemovedResources: r.RemovedResources,
 		RemovedResourceNames: r.RemovedResourceNames, Nonce: r.Nonce, ControlPlane: r.ControlPlane, ResourceErrors: r.ResourceErrors}

@@ -148,7 +148,7 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 			if old := d.from[name]; old != nil && e.version() == old.version() {
 				continue // (a name the derivation added has no old version)
 			}
-			items = append(items, item{e, e.size() + len(e.name()) + len(e.version()) + len(t) + 16})
+			items = append(items, item{e, e.deltaSize(t)})
 		}
 	default:
 		if ts.sent.empty() {
@@ -160,7 +160,7 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 			if i := typeIndex(t); i >= 0 { // (any type URL may be asked for)
 				ordered = snap.order[i].inOrder(have, func(e *encoded) {
 					if ts.wildcard || ts.names.has(e.name()) {
-						items = append(items, item{e, e.size() + len(e.name()) + len(e.version()) + len(t) + 16})
+						items = append(items, item{e, e.deltaSize(t)})
 					}
 				})
 			}
@@ -177,7 +177,7 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 			}
 			// The encoded resource plus its envelope (name, version, type
 			// URL and field headers) is what the response message carries.
-			items = append(items, item{e, e.size() + len(e.name()) + len(e.version()) + len(t) + 16})
+			items = append(items, item{e, e.deltaSize(t)})
 		}
 		ts.sent.each(func(name, _ string) {
 			if _, ok := have[name]; !ok {
@@ -191,7 +191,7 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 	// "*" keeps those it holds, as it keeps the group's.
 	for i, e := range c.own {
 		if ts.ownSent&(1<<i) == 0 && (ts.wildcard || ts.names.has(e.name())) && t == resourcev3.ListenerType {
-			items = append(items, item{e, e.size() + len(e.name()) + len(e.version()) + len(t) + 16})
+			items = append(items, item{e, e.deltaSize(t)})
 		}
 	}
 	if len(items) == 0 && len(removed) == 0 {

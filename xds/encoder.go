@@ -41,25 +41,26 @@ import (
 // State-of-the-World response carries is made on the first such send.
 type encoded struct {
 	// wire is the resource as a Delta response carries it (field 2), but
-	// for the type URL that ends it (typeURL): the codec hands over
-	// &wire, however small, then typeURL (deltaOut, docs/design/188): a
+	// for the type URL that ends it when typeURL is set: the codec hands
+	// over &wire, however small, then typeURL (deltaOut, docs/design/188): a
 	// cold start of 500 proxies made a Resource message per resource per
 	// proxy (0.7 GB) and wrote each ~130-byte envelope into a buffer of
 	// the response's own (0.76 GB), all in flight together. Its fields:
 	// name (3), version (1), then the Any (2), whose value comes before
 	// its type URL (docs/design/194). Nil for hand-made test encodings.
 	wire mem.SliceBuffer
-	// typeURL is the Any's type_url field (1), the same for every
-	// encoding of the type: ~55 bytes each would be 0.5 MB of issue 14's
+	// typeURL is the Any's type_url field (1), the same buffer for every
+	// encoding of the type; wire leaves it out if it ends with the value
+	// (sharedTypeURLMin says which): ~50 bytes each, 0.2 MB of issue 14's
 	// mesh.
 	typeURL *mem.SliceBuffer
 	// anyMsg is the Any SotW responses carry (asAny), made on the first
 	// such send: Delta streams never need it.
 	anyMsg atomic.Pointer[anypb.Any]
-	// wire[fieldsAt:] starts with the name's field (if any), then the
-	// version's; wire[valAt:] is the resource's value (its marshalled
-	// message).
-	fieldsAt, valAt uint32
+	// wire[valAt:valEnd] is the resource's value (its marshalled
+	// message). The name's field (if any) and the version's start the
+	// resource (fieldsAt).
+	valAt, valEnd uint32
 }
 
 // newEncoded makes the encoding of value, a typeURL resource called name,
@@ -71,10 +72,14 @@ func newEncoded(typeURL, name, version string, value []byte) *encoded {
 		anyLen += protowire.SizeTag(2) + protowire.SizeBytes(len(value))
 	}
 	resLen := stringSize(3, name) + stringSize(1, version) + protowire.SizeTag(2) + protowire.SizeBytes(anyLen)
-	wire := make([]byte, 0, protowire.SizeTag(2)+protowire.SizeBytes(resLen)-len(*tail))
+	size := protowire.SizeTag(2) + protowire.SizeBytes(resLen)
+	shared := size-len(*tail) >= sharedTypeURLMin
+	if shared {
+		size -= len(*tail)
+	}
+	wire := make([]byte, 0, size)
 	wire = protowire.AppendTag(wire, 2, protowire.BytesType)
 	wire = protowire.AppendVarint(wire, uint64(resLen))
-	fieldsAt := len(wire)
 	wire = appendString(wire, 3, name)
 	wire = appendString(wire, 1, version)
 	wire = protowire.AppendTag(wire, 2, protowire.BytesType)
@@ -85,8 +90,24 @@ func newEncoded(typeURL, name, version string, value []byte) *encoded {
 	}
 	valAt := len(wire)
 	wire = append(wire, value...)
-	return &encoded{wire: wire, typeURL: tail, fieldsAt: uint32(fieldsAt), valAt: uint32(valAt)}
+	valEnd := len(wire)
+	if !shared {
+		wire = append(wire, *tail...)
+	}
+	return &encoded{wire: wire, typeURL: tail, valAt: uint32(valAt), valEnd: uint32(valEnd)}
 }
+
+// sharedTypeURLMin: a wire form this long or longer leaves its type URL
+// out (encoded.typeURL); a shorter one ends with it. gRPC writes a
+// response in frames of 16 KiB, each from a list of the buffers it spans,
+// and keeps that list between frames only up to 64 buffers: a frame of
+// endpoints (~390 bytes each) listed 84 buffers with the type URL apart,
+// and made a new list per frame (+60 MB of garbage per 100-proxy cold
+// start, BenchmarkColdStart). At 512 bytes or more, a frame spans at most
+// ~58 buffers. Issue 14's listeners (~970 bytes) and clusters (~730)
+// share their type URL; its endpoints and route configurations (~220)
+// keep theirs.
+const sharedTypeURLMin = 512
 
 // typeURLFields holds, by type URL, the Any field naming it (typeURLField).
 var typeURLFields sync.Map // string → *mem.SliceBuffer
@@ -120,18 +141,32 @@ func field(wire []byte, at int, num protowire.Number) (string, int) {
 	return window(wire, start, int(l)), start + int(l)
 }
 
+// fieldsAt is where the resource's fields start in wire: after its tag
+// (one byte) and length.
+func (e *encoded) fieldsAt() int {
+	if len(e.wire) < 2 {
+		return len(e.wire)
+	}
+	_, n := protowire.ConsumeVarint(e.wire[1:])
+	return 1 + max(n, 0)
+}
+
 // name is the resource's name.
 func (e *encoded) name() string {
-	s, _ := field(e.wire, int(e.fieldsAt), 3)
+	s, _ := field(e.wire, e.fieldsAt(), 3)
 	return s
 }
 
 // version is the resource's version: the hex of its content's hash.
 func (e *encoded) version() string {
-	_, at := field(e.wire, int(e.fieldsAt), 3)
+	_, at := field(e.wire, e.fieldsAt(), 3)
 	s, _ := field(e.wire, at, 1)
 	return s
 }
+
+// sharesTypeURL says wire leaves the type URL out (it ends with the
+// value): typeURL is to be sent after it.
+func (e *encoded) sharesTypeURL() bool { return e.wire != nil && int(e.valEnd) == len(e.wire) }
 
 // window is the string of b[at:at+n], sharing b's bytes (b is never
 // written after).
@@ -143,10 +178,23 @@ func window(b []byte, at, n int) string {
 }
 
 // value is the resource's marshalled message.
-func (e *encoded) value() []byte { return e.wire[e.valAt:len(e.wire):len(e.wire)] }
+func (e *encoded) value() []byte { return e.wire[e.valAt:e.valEnd:e.valEnd] }
 
 // size is the length of value.
-func (e *encoded) size() int { return len(e.wire) - int(e.valAt) }
+func (e *encoded) size() int { return int(e.valEnd - e.valAt) }
+
+// deltaSize is what the resource adds to a Delta response of typeURL (its
+// type): its wire form and type URL, without reading its fields (a cold
+// start asks it of every resource for every proxy).
+func (e *encoded) deltaSize(typeURL string) int {
+	switch {
+	case e.wire == nil:
+		return e.size() + len(typeURL) + 16 // a hand-made test encoding
+	case e.sharesTypeURL():
+		return len(e.wire) + len(*e.typeURL)
+	}
+	return len(e.wire)
+}
 
 // asAny returns the resource as an Any of typeURL (its type), made on the
 // first call and kept: what every SotW send of it carries.
@@ -175,9 +223,15 @@ func (e *encoded) newAny(typeURL string) *anypb.Any {
 	return &anypb.Any{TypeUrl: typeURL, Value: v}
 }
 
-// buffers are wire and the type URL that ends it, as gRPC takes them:
-// pointers, so handing them over allocates nothing.
-func (e *encoded) buffers() (mem.Buffer, mem.Buffer) { return &e.wire, e.typeURL }
+// buffers appends wire and the type URL that ends it (if wire leaves it
+// out) to out, as gRPC takes them: pointers, so handing them over
+// allocates nothing.
+func (e *encoded) buffers(out mem.BufferSlice) mem.BufferSlice {
+	if e.sharesTypeURL() {
+		return append(out, &e.wire, e.typeURL)
+	}
+	return append(out, &e.wire)
+}
 
 // resource returns the Delta resource e is, a typeURL resource.
 func (e *encoded) resource(typeURL string) *discoveryv3.Resource {

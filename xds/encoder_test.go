@@ -313,23 +313,34 @@ func testEncoding(name, version string) *encoded {
 
 // TestEncodingIsSmall: an encoding is held once per distinct content (8,013
 // of them in issue 14's mesh at 100 proxies): its struct stays at 48 bytes,
-// and its wire form leaves out the type URL, which every encoding of the
-// type shares (docs/design/194).
+// and a wire form of sharedTypeURLMin bytes or more leaves out the type
+// URL, which every such encoding of the type shares (docs/design/194); a
+// shorter one ends with it. Both read back as the resource they are.
 func TestEncodingIsSmall(t *testing.T) {
 	if n := unsafe.Sizeof(encoded{}); n > 48 {
 		t.Errorf("an encoding's struct is %d bytes, want at most 48", n)
 	}
-	value := []byte{0x0a, 0x01, 'x'}
-	a := newEncoded(resourcev3.ClusterType, "a", "1", value)
-	b := newEncoded(resourcev3.ClusterType, "b", "2", value)
-	if a.typeURL != b.typeURL || bytes.Contains(a.wire, []byte(resourcev3.ClusterType)) {
-		t.Error("the type URL is not shared between encodings of its type")
+	big := bytes.Repeat([]byte{0x0a, 0x03, 'a', 'b', 'c'}, 200)
+	small := []byte{0x0a, 0x01, 'x'}
+	a := newEncoded(resourcev3.ClusterType, "a", "1", big)
+	b := newEncoded(resourcev3.ClusterType, "b", "2", big)
+	c := newEncoded(resourcev3.ClusterType, "c", "3", small)
+	if !a.sharesTypeURL() || a.typeURL != b.typeURL || bytes.Contains(a.wire, []byte(resourcev3.ClusterType)) {
+		t.Error("a large encoding's type URL is not shared between encodings of its type")
 	}
-	r := &discoveryv3.DeltaDiscoveryResponse{Resources: []*discoveryv3.Resource{a.resource(resourcev3.ClusterType)}}
-	if got, want := len(a.wire)+len(*a.typeURL), proto.Size(r); got != want {
-		t.Errorf("wire form and type URL are %d bytes, the resource as proto writes it %d", got, want)
+	if c.sharesTypeURL() || !bytes.HasSuffix(c.wire, []byte(resourcev3.ClusterType)) {
+		t.Error("a small encoding does not end with its type URL")
 	}
-	if a.name() != "a" || a.version() != "1" || !bytes.Equal(a.value(), value) {
-		t.Errorf("read back name %q, version %q, value %x", a.name(), a.version(), a.value())
+	for _, x := range []struct {
+		e                    *encoded
+		name, version, value string
+	}{{a, "a", "1", string(big)}, {c, "c", "3", string(small)}} {
+		r := &discoveryv3.DeltaDiscoveryResponse{Resources: []*discoveryv3.Resource{x.e.resource(resourcev3.ClusterType)}}
+		if got, want := x.e.deltaSize(resourcev3.ClusterType), proto.Size(r); got != want {
+			t.Errorf("%s: wire form and type URL are %d bytes, the resource as proto writes it %d", x.name, got, want)
+		}
+		if x.e.name() != x.name || x.e.version() != x.version || string(x.e.value()) != x.value {
+			t.Errorf("%s: read back name %q, version %q, value %x", x.name, x.e.name(), x.e.version(), x.e.value())
+		}
 	}
 }
