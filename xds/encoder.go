@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"hash/maphash"
 	"maps"
+	"math"
 	"runtime"
 	"slices"
 	"sync"
@@ -46,7 +47,7 @@ type encoded struct {
 	// cold start of 500 proxies made a Resource message per resource per
 	// proxy (0.7 GB) and wrote each ~130-byte envelope into a buffer of
 	// the response's own (0.76 GB), all in flight together. Its fields:
-	// name (3), version (1), then the Any (2), whose value comes before
+	// version (1), name (3), then the Any (2), whose value comes before
 	// its type URL (docs/design/194). Nil for hand-made test encodings.
 	wire mem.SliceBuffer
 	// typeURL is the Any's type_url field (1), the same buffer for every
@@ -57,10 +58,14 @@ type encoded struct {
 	// anyMsg is the Any SotW responses carry (asAny), made on the first
 	// such send: Delta streams never need it.
 	anyMsg atomic.Pointer[anypb.Any]
-	// wire[valAt:valEnd] is the resource's value (its marshalled
-	// message). The name's field (if any) and the version's start the
-	// resource (fieldsAt).
-	valAt, valEnd uint32
+	// wire[valAt:] is the resource's value (its marshalled message),
+	// then the type URL unless shared; wire[verAt:verAt+verLen] its
+	// version, read for every resource of a push to compare with what a
+	// stream holds (sendDelta), so not parsed; its name's field follows.
+	valAt  uint32
+	verLen uint16
+	verAt  uint8
+	shared bool
 }
 
 // newEncoded makes the encoding of value, a typeURL resource called name,
@@ -80,8 +85,9 @@ func newEncoded(typeURL, name, version string, value []byte) *encoded {
 	wire := make([]byte, 0, size)
 	wire = protowire.AppendTag(wire, 2, protowire.BytesType)
 	wire = protowire.AppendVarint(wire, uint64(resLen))
-	wire = appendString(wire, 3, name)
 	wire = appendString(wire, 1, version)
+	verAt := len(wire) - len(version)
+	wire = appendString(wire, 3, name)
 	wire = protowire.AppendTag(wire, 2, protowire.BytesType)
 	wire = protowire.AppendVarint(wire, uint64(anyLen))
 	if len(value) > 0 {
@@ -90,11 +96,13 @@ func newEncoded(typeURL, name, version string, value []byte) *encoded {
 	}
 	valAt := len(wire)
 	wire = append(wire, value...)
-	valEnd := len(wire)
 	if !shared {
 		wire = append(wire, *tail...)
 	}
-	return &encoded{wire: wire, typeURL: tail, valAt: uint32(valAt), valEnd: uint32(valEnd)}
+	if len(version) > math.MaxUint16 {
+		panic("xds: a version of more than 65,535 bytes") // weft's are 16
+	}
+	return &encoded{wire: wire, typeURL: tail, valAt: uint32(valAt), verAt: uint8(verAt), verLen: uint16(len(version)), shared: shared}
 }
 
 // sharedTypeURLMin: a wire form this long or longer leaves its type URL
@@ -141,32 +149,27 @@ func field(wire []byte, at int, num protowire.Number) (string, int) {
 	return window(wire, start, int(l)), start + int(l)
 }
 
-// fieldsAt is where the resource's fields start in wire: after its tag
-// (one byte) and length.
-func (e *encoded) fieldsAt() int {
-	if len(e.wire) < 2 {
-		return len(e.wire)
-	}
-	_, n := protowire.ConsumeVarint(e.wire[1:])
-	return 1 + max(n, 0)
-}
-
-// name is the resource's name.
+// name is the resource's name: the field after the version (where the
+// version would be if it is empty).
 func (e *encoded) name() string {
-	s, _ := field(e.wire, e.fieldsAt(), 3)
+	s, _ := field(e.wire, int(e.verAt)+int(e.verLen), 3)
 	return s
 }
 
 // version is the resource's version: the hex of its content's hash.
-func (e *encoded) version() string {
-	_, at := field(e.wire, e.fieldsAt(), 3)
-	s, _ := field(e.wire, at, 1)
-	return s
-}
+func (e *encoded) version() string { return window(e.wire, int(e.verAt), int(e.verLen)) }
 
 // sharesTypeURL says wire leaves the type URL out (it ends with the
 // value): typeURL is to be sent after it.
-func (e *encoded) sharesTypeURL() bool { return e.wire != nil && int(e.valEnd) == len(e.wire) }
+func (e *encoded) sharesTypeURL() bool { return e.shared }
+
+// valEnd is where the value ends in wire: the end, or the type URL.
+func (e *encoded) valEnd() int {
+	if e.shared || e.wire == nil {
+		return len(e.wire)
+	}
+	return len(e.wire) - len(*e.typeURL)
+}
 
 // window is the string of b[at:at+n], sharing b's bytes (b is never
 // written after).
@@ -178,10 +181,13 @@ func window(b []byte, at, n int) string {
 }
 
 // value is the resource's marshalled message.
-func (e *encoded) value() []byte { return e.wire[e.valAt:e.valEnd:e.valEnd] }
+func (e *encoded) value() []byte {
+	end := e.valEnd()
+	return e.wire[e.valAt:end:end]
+}
 
 // size is the length of value.
-func (e *encoded) size() int { return int(e.valEnd - e.valAt) }
+func (e *encoded) size() int { return e.valEnd() - int(e.valAt) }
 
 // deltaSize is what the resource adds to a Delta response of typeURL (its
 // type): its wire form and type URL, without reading its fields (a cold
