@@ -42,16 +42,17 @@ import (
 // State-of-the-World response carries is made on the first such send.
 type encoded struct {
 	// wire is the resource as a Delta response carries it (field 2), but
-	// for the type URL that ends it when typeURL is set: the codec hands
-	// over &wire, however small, then typeURL (deltaOut, docs/design/188): a
-	// cold start of 500 proxies made a Resource message per resource per
-	// proxy (0.7 GB) and wrote each ~130-byte envelope into a buffer of
-	// the response's own (0.76 GB), all in flight together. Its fields:
+	// for the type URL that ends it when shared: the codec hands over
+	// &wire, however small, then typeURL if shared (deltaOut,
+	// docs/design/188): a cold start of 500 proxies made a Resource
+	// message per resource per proxy (0.7 GB) and wrote each ~130-byte
+	// envelope into a buffer of the response's own (0.76 GB), all in
+	// flight together. Its fields:
 	// version (1), name (3), then the Any (2), whose value comes before
 	// its type URL (docs/design/194). Nil for hand-made test encodings.
 	wire mem.SliceBuffer
 	// typeURL is the Any's type_url field (1), the same buffer for every
-	// encoding of the type; wire leaves it out if it ends with the value
+	// encoding of the type; wire leaves it out when shared
 	// (sharedTypeURLMin says which): ~50 bytes each, 0.2 MB of issue 14's
 	// mesh.
 	typeURL *mem.SliceBuffer
