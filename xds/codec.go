@@ -235,7 +235,7 @@ func marshalDeltaOut(d *deltaOut) (*sliceWriter, bool) {
 		if e.wire == nil {
 			return nil, false
 		}
-		if e.sharesTypeURL() {
+		if e.sharesTypeURL {
 			pieces++
 		}
 	}

@@ -42,8 +42,8 @@ import (
 // State-of-the-World response carries is made on the first such send.
 type encoded struct {
 	// wire is the resource as a Delta response carries it (field 2), but
-	// for the type URL that ends it when shared: the codec hands over
-	// &wire, however small, then typeURL if shared (deltaOut,
+	// for the type URL that ends it when sharesTypeURL: the codec hands over
+	// &wire, however small, then typeURL if so (deltaOut,
 	// docs/design/188): a cold start of 500 proxies made a Resource
 	// message per resource per proxy (0.7 GB) and wrote each ~130-byte
 	// envelope into a buffer of the response's own (0.76 GB), all in
@@ -52,7 +52,7 @@ type encoded struct {
 	// its type URL (docs/design/194). Nil for hand-made test encodings.
 	wire mem.SliceBuffer
 	// typeURL is the Any's type_url field (1), the same buffer for every
-	// encoding of the type; wire leaves it out when shared
+	// encoding of the type; wire leaves it out when sharesTypeURL
 	// (sharedTypeURLMin says which): ~50 bytes each, 0.2 MB of issue 14's
 	// mesh.
 	typeURL *mem.SliceBuffer
@@ -60,13 +60,15 @@ type encoded struct {
 	// such send: Delta streams never need it.
 	anyMsg atomic.Pointer[anypb.Any]
 	// wire[valAt:] is the resource's value (its marshalled message),
-	// then the type URL unless shared; wire[verAt:verAt+verLen] its
+	// then the type URL unless sharesTypeURL; wire[verAt:verAt+verLen] its
 	// version, read for every resource of a push to compare with what a
 	// stream holds (sendDelta), so not parsed; its name's field follows.
 	valAt  uint32
 	verLen uint16
 	verAt  uint8
-	shared bool
+	// sharesTypeURL: wire leaves the type URL out (it ends with the
+	// value), and typeURL is sent after it.
+	sharesTypeURL bool
 }
 
 // newEncoded makes the encoding of value, a typeURL resource called name,
@@ -103,7 +105,7 @@ func newEncoded(typeURL, name, version string, value []byte) *encoded {
 	if len(version) > math.MaxUint16 {
 		panic("xds: a version of more than 65,535 bytes") // weft's are 16
 	}
-	return &encoded{wire: wire, typeURL: tail, valAt: uint32(valAt), verAt: uint8(verAt), verLen: uint16(len(version)), shared: shared}
+	return &encoded{wire: wire, typeURL: tail, valAt: uint32(valAt), verAt: uint8(verAt), verLen: uint16(len(version)), sharesTypeURL: shared}
 }
 
 // sharedTypeURLMin: a wire form this long or longer leaves its type URL
@@ -160,13 +162,9 @@ func (e *encoded) name() string {
 // version is the resource's version: the hex of its content's hash.
 func (e *encoded) version() string { return window(e.wire, int(e.verAt), int(e.verLen)) }
 
-// sharesTypeURL says wire leaves the type URL out (it ends with the
-// value): typeURL is to be sent after it.
-func (e *encoded) sharesTypeURL() bool { return e.shared }
-
 // valEnd is where the value ends in wire: the end, or the type URL.
 func (e *encoded) valEnd() int {
-	if e.shared || e.wire == nil {
+	if e.sharesTypeURL || e.wire == nil {
 		return len(e.wire)
 	}
 	return len(e.wire) - len(*e.typeURL)
@@ -197,7 +195,7 @@ func (e *encoded) deltaSize(typeURL string) int {
 	switch {
 	case e.wire == nil:
 		return e.size() + len(typeURL) + 16 // a hand-made test encoding
-	case e.sharesTypeURL():
+	case e.sharesTypeURL:
 		return len(e.wire) + len(*e.typeURL)
 	}
 	return len(e.wire)
@@ -234,7 +232,7 @@ func (e *encoded) newAny(typeURL string) *anypb.Any {
 // out) to out, as gRPC takes them: pointers, so handing them over
 // allocates nothing.
 func (e *encoded) buffers(out mem.BufferSlice) mem.BufferSlice {
-	if e.sharesTypeURL() {
+	if e.sharesTypeURL {
 		return append(out, &e.wire, e.typeURL)
 	}
 	return append(out, &e.wire)

@@ -325,10 +325,10 @@ func TestEncodingIsSmall(t *testing.T) {
 	a := newEncoded(resourcev3.ClusterType, "a", "1", big)
 	b := newEncoded(resourcev3.ClusterType, "b", "2", big)
 	c := newEncoded(resourcev3.ClusterType, "c", "3", small)
-	if !a.sharesTypeURL() || a.typeURL != b.typeURL || bytes.Contains(a.wire, []byte(resourcev3.ClusterType)) {
+	if !a.sharesTypeURL || a.typeURL != b.typeURL || bytes.Contains(a.wire, []byte(resourcev3.ClusterType)) {
 		t.Error("a large encoding's type URL is not shared between encodings of its type")
 	}
-	if c.sharesTypeURL() || !bytes.HasSuffix(c.wire, []byte(resourcev3.ClusterType)) {
+	if c.sharesTypeURL || !bytes.HasSuffix(c.wire, []byte(resourcev3.ClusterType)) {
 		t.Error("a small encoding does not end with its type URL")
 	}
 	for _, x := range []struct {

@@ -143,12 +143,13 @@ func (a *ADS) sendSotW(stream discoveryv3.AggregatedDiscoveryService_StreamAggre
 	sizes := []int{}
 	cur, curSize := []*encoded(nil), 0
 	for _, e := range res {
-		if splittable(t) && curSize > 0 && curSize+e.size()+len(e.name())+16 > a.maxResponseBytes {
+		n := e.size() + len(e.name()) + 16
+		if splittable(t) && curSize > 0 && curSize+n > a.maxResponseBytes {
 			parts, sizes = append(parts, cur), append(sizes, curSize)
 			cur, curSize = nil, 0
 		}
 		cur = append(cur, e)
-		curSize += e.size() + len(e.name()) + 16
+		curSize += n
 	}
 	parts, sizes = append(parts, cur), append(sizes, curSize)
 	now := time.Now()
