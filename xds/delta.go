@@ -67,13 +67,12 @@ func (a *ADS) deltaRequest(stream discoveryv3.AggregatedDiscoveryService_DeltaAg
 	if snap := c.group.snap.Load(); snap != nil {
 		have = snap.resources[r.TypeUrl]
 	}
-	for _, n := range r.ResourceNamesSubscribe {
-		if n == "*" {
-			ts.wildcard = true
-		} else {
-			ts.names.add(n, have)
-		}
+	subscribe := r.ResourceNamesSubscribe
+	if slices.Contains(subscribe, "*") {
+		ts.wildcard = true
+		subscribe = slices.DeleteFunc(slices.Clone(subscribe), func(n string) bool { return n == "*" })
 	}
+	ts.names.addAll(subscribe, have)
 	for _, n := range r.ResourceNamesUnsubscribe {
 		if n == "*" {
 			ts.wildcard = false
@@ -109,7 +108,7 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 	ts.deferred = false
 	type item struct {
 		enc  *encoded
-		size int
+		name string // enc.name(), read once
 	}
 	var items []item
 	var removed []string
@@ -122,6 +121,16 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 	d, derived := snap.derived[t]
 	ts.names.rebase(have, d, derived)
 	derived = derived && ts.sent.isBase(d.from)
+	// subscribed says whether the stream subscribes to a name of have.
+	subscribed := ts.names.hasOf(have)
+	if ts.wildcard {
+		subscribed = func(string) bool { return true }
+	}
+	// first: nothing was sent of the type (and it is no patch of what
+	// was): every subscribed resource of have is sent, and sent becomes
+	// have but the names in unsent.
+	first := !derived && !ts.sent.isBase(have) && ts.sent.empty()
+	var unsent []string
 	// skipped: patched names the stream does not subscribe to (a new
 	// Service's endpoints, before its cluster reached the proxy): not
 	// sent, and recorded so (derivedSent).
@@ -141,49 +150,46 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 	case derived:
 		for _, name := range d.changed {
 			e := have[name]
-			if !ts.wildcard && !ts.names.has(name) {
+			if !subscribed(name) {
 				skipped = append(skipped, name)
 				continue
 			}
 			if old := d.from[name]; old != nil && e.version() == old.version() {
 				continue // (a name the derivation added has no old version)
 			}
-			items = append(items, item{e, e.deltaSize(t)})
+			items = append(items, item{e, name})
+		}
+	case first:
+		// Nothing sent, so nothing to compare or remove. unsent: the
+		// names of have not subscribed to, what sent will lack.
+		items = make([]item, 0, len(have)) // most of have
+		take := func(name string, e *encoded) {
+			if subscribed(name) {
+				items = append(items, item{e, name})
+			} else {
+				unsent = append(unsent, name)
+			}
+		}
+		// Walked in name order when the map came from a Part with the
+		// group's own merged in: no sort of ~2,000 names per type per
+		// proxy (docs/design/190).
+		if i := typeIndex(t); i >= 0 { // (any type URL may be asked for)
+			ordered = snap.order[i].inOrder(have, func(e *encoded) { take(e.name(), e) })
+		}
+		if !ordered {
+			for name, e := range have {
+				take(name, e)
+			}
 		}
 	default:
-		if ts.sent.empty() {
-			items = make([]item, 0, len(have)) // a first send: most of have
-			// Walked in name order when the map came from a Part with
-			// the group's own merged in: no sort of ~2,000 names per
-			// type per proxy (docs/design/190). Nothing sent, so
-			// nothing to compare or remove.
-			if i := typeIndex(t); i >= 0 { // (any type URL may be asked for)
-				ordered = snap.order[i].inOrder(have, func(e *encoded) {
-					if ts.wildcard || ts.names.has(e.name()) {
-						items = append(items, item{e, e.deltaSize(t)})
-					}
-				})
+		// Only what sent lacks or holds at another version: when sent
+		// is over have (a catch-up in steps), only its own differences
+		// are walked (versionMap.diff).
+		ts.sent.diff(have, func(name string, e *encoded) {
+			if subscribed(name) {
+				items = append(items, item{e, name})
 			}
-			if ordered {
-				break
-			}
-		}
-		for name, e := range have {
-			if !ts.wildcard && !ts.names.has(name) {
-				continue
-			}
-			if v, _ := ts.sent.get(name); v == e.version() {
-				continue
-			}
-			// The encoded resource plus its envelope (name, version, type
-			// URL and field headers) is what the response message carries.
-			items = append(items, item{e, e.deltaSize(t)})
-		}
-		ts.sent.each(func(name, _ string) {
-			if _, ok := have[name]; !ok {
-				removed = append(removed, name)
-			}
-		})
+		}, func(name string) { removed = append(removed, name) })
 	}
 	fromHave := len(items)
 	// The stream's own listeners (conn.own): sent once, when subscribed,
@@ -191,7 +197,7 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 	// "*" keeps those it holds, as it keeps the group's.
 	for i, e := range c.own {
 		if ts.ownSent&(1<<i) == 0 && (ts.wildcard || ts.names.has(e.name())) && t == resourcev3.ListenerType {
-			items = append(items, item{e, e.deltaSize(t)})
+			items = append(items, item{e, e.name()})
 		}
 	}
 	if len(items) == 0 && len(removed) == 0 {
@@ -216,11 +222,11 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 		extra := slices.Clone(items[fromHave:])
 		items = items[:fromHave]
 		for _, it := range extra {
-			i, _ := slices.BinarySearchFunc(items, it.enc.name(), func(x item, n string) int { return strings.Compare(x.enc.name(), n) })
+			i, _ := slices.BinarySearchFunc(items, it.name, func(x item, n string) int { return strings.Compare(x.name, n) })
 			items = slices.Insert(items, i, it)
 		}
 	} else {
-		slices.SortFunc(items, func(a, b item) int { return strings.Compare(a.enc.name(), b.enc.name()) }) // not sort.Slice: docs/design/184
+		slices.SortFunc(items, func(a, b item) int { return strings.Compare(a.name, b.name) }) // not sort.Slice: docs/design/184
 	}
 	sort.Strings(removed)
 	// Split into responses of at most maxResponseBytes of resources
@@ -228,35 +234,41 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 	// a message over 4 MiB by default. Removals ride in the first.
 	var outs []*deltaOut
 	sizes := []int{}
+	starts := []int{0} // outs[k] carries items[starts[k]:starts[k+1]]
 	cur := &deltaOut{resp: &discoveryv3.DeltaDiscoveryResponse{TypeUrl: t, RemovedResources: removed}, encs: make([]*encoded, 0, len(items))}
 	curSize := 0
-	for _, it := range items {
-		if curSize > 0 && curSize+it.size > a.maxResponseBytes {
-			outs, sizes = append(outs, cur), append(sizes, curSize)
+	for i, it := range items {
+		// The encoded resource in its envelope (name, version, type
+		// URL and field headers) is what the response message carries.
+		size := it.enc.deltaSize(t)
+		if curSize > 0 && curSize+size > a.maxResponseBytes {
+			outs, sizes, starts = append(outs, cur), append(sizes, curSize), append(starts, i)
 			cur, curSize = &deltaOut{resp: &discoveryv3.DeltaDiscoveryResponse{TypeUrl: t}}, 0
 		}
 		cur.encs = append(cur.encs, it.enc)
-		curSize += it.size
+		curSize += size
 	}
-	outs, sizes = append(outs, cur), append(sizes, curSize)
+	outs, sizes, starts = append(outs, cur), append(sizes, curSize), append(starts, len(items))
 	// sent changes now, so that nothing is sent twice (a NACKed version
 	// included); held only when the proxy ACKs (typeState.ack).
 	now := time.Now()
 	version := snap.typeVersion(t, nil)
-	// A first send of every resource (nothing sent before, nothing
-	// removed) leaves sent exactly have: made so at once, not name by name
-	// and rebased (docs/design/184).
-	whole := !derived && len(removed) == 0 && fromHave == len(have) && ts.sent.empty()
-	for _, out := range outs {
+	// A first send leaves sent exactly have but the names not subscribed
+	// to: made so at once, not name by name and rebased
+	// (docs/design/184). Unless those are most of have (a proxyless gRPC
+	// client naming a few of many): then sent is a plain map, as rebase
+	// keeps it.
+	whole := first && len(unsent) <= fromHave
+	for k, out := range outs {
 		resp := out.resp
 		fl := inFlight{gen: snap.generation, at: now, set: make([]nameVersion, 0, len(out.encs)), removed: resp.RemovedResources}
-		for _, e := range out.encs {
-			if i := c.ownIndex(t, e.name()); i >= 0 {
+		for _, it := range items[starts[k]:starts[k+1]] {
+			if i := c.ownIndex(t, it.name); i >= 0 {
 				ts.ownSent |= 1 << i
 			} else if !whole {
-				ts.sent.set(e.name(), e.version())
+				ts.sent.set(it.name, it.enc.version())
 			}
-			fl.set = append(fl.set, nameVersion{e.name(), e.version()})
+			fl.set = append(fl.set, nameVersion{it.name, it.enc.version()})
 		}
 		for _, n := range resp.RemovedResources {
 			ts.sent.del(n)
@@ -267,11 +279,15 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 	}
 	// What was sent is now the snapshot's resources of the type, but for
 	// names the stream does not subscribe to: keep it as what differs.
-	if derived {
+	switch {
+	case derived:
 		derivedSent()
-	} else if whole {
+	case whole:
 		ts.sent = versionMap{base: have}
-	} else {
+		for _, n := range unsent {
+			ts.sent.del(n)
+		}
+	default:
 		ts.sent.rebase(have)
 	}
 	ts.sentGen = snap.generation

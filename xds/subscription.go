@@ -1,5 +1,7 @@
 package xds
 
+import "sync"
+
 // subscription is the names a stream subscribes to of one type (wildcard
 // aside), kept as what differs from a snapshot's resources of the type,
 // as versionMap keeps versions (docs/design/185): the names are base's,
@@ -29,6 +31,22 @@ func (s *subscription) has(n string) bool {
 	return !gone
 }
 
+// hasOf is has for the names of have only: a subscription over have
+// itself answers from out alone, or without looking when out is empty
+// (a stream in step with its snapshot), where has looks in three maps.
+func (s *subscription) hasOf(have map[string]*encoded) func(string) bool {
+	if s != nil && s.base != nil && sameMap(s.base, have) { // (in never holds a name of base)
+		if len(s.out) == 0 {
+			return func(string) bool { return true }
+		}
+		return func(n string) bool {
+			_, gone := s.out[n]
+			return !gone
+		}
+	}
+	return s.has
+}
+
 // len is the number of names.
 func (s *subscription) len() int {
 	if s == nil {
@@ -56,6 +74,64 @@ func (s *subscription) add(n string, have map[string]*encoded) {
 	}
 	s.in[n] = struct{}{}
 }
+
+// addAll subscribes to names, as add does to each. A stream subscribing
+// to nothing yet that names most of have at once (Envoy's first EDS or
+// RDS request, the names its clusters or listeners give) is expressed
+// over have straight away: the names it leaves out, not the thousands it
+// names, are what it keeps. Adding them one by one filled in with a map of
+// them (its growth and garbage were a tenth of a large cold start's
+// server CPU), which the next rebase turned back into have and out.
+func (s *subscription) addAll(names []string, have map[string]*encoded) {
+	if s.len() > 0 || len(have) == 0 || 2*len(names) < len(have) {
+		for _, n := range names {
+			s.add(n, have)
+		}
+		return
+	}
+	// named: the resources of have the request names, each once, by
+	// pointer (an encoding holds its name, so each name of have has its
+	// own): hashing a pointer, not the name again.
+	named := namedScratch.Get().(map[*encoded]struct{})
+	defer func() {
+		clear(named)
+		namedScratch.Put(named)
+	}()
+	var in, out map[string]struct{}
+	for _, n := range names {
+		if e, ok := have[n]; ok {
+			named[e] = struct{}{}
+			continue
+		}
+		if in == nil {
+			in = map[string]struct{}{}
+		}
+		in[n] = struct{}{}
+	}
+	if len(named) < len(have) { // (else every name of have: out is empty)
+		for _, e := range have {
+			if _, ok := named[e]; !ok {
+				if out == nil {
+					out = map[string]struct{}{}
+				}
+				out[e.name()] = struct{}{}
+			}
+		}
+	}
+	if len(out) > len(named)+len(in) {
+		// Most of have not named after all (names repeated): a plain
+		// set, as rebase keeps it.
+		for _, n := range names {
+			s.add(n, have)
+		}
+		return
+	}
+	s.base, s.in, s.out = have, in, out
+}
+
+// namedScratch holds the sets addAll puts a request's names in, kept
+// with their room between requests (cleared).
+var namedScratch = sync.Pool{New: func() any { return map[*encoded]struct{}{} }}
 
 // del unsubscribes from n.
 func (s *subscription) del(n string) {

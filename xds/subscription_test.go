@@ -32,7 +32,22 @@ func TestSubscriptionIsASet(t *testing.T) {
 		want := map[string]bool{}
 		base := snapshot()
 		for step := 0; step < 40; step++ {
-			switch r.IntN(4) {
+			switch r.IntN(5) {
+			case 4:
+				// A request naming many at once (addAll), often the
+				// first of an empty subscription, names repeated.
+				if r.IntN(2) == 0 {
+					s = subscription{}
+					clear(want)
+				}
+				var names []string
+				for i := r.IntN(24); i > 0; i-- {
+					names = append(names, name())
+				}
+				s.addAll(names, base)
+				for _, n := range names {
+					want[n] = true
+				}
 			case 0:
 				n := name()
 				s.add(n, base)
@@ -74,6 +89,12 @@ func TestSubscriptionIsASet(t *testing.T) {
 				n := fmt.Sprintf("n%d", i)
 				if s.has(n) != want[n] {
 					t.Fatalf("run %d step %d: has(%s) = %t, want %t", run, step, n, s.has(n), want[n])
+				}
+			}
+			has := s.hasOf(base)
+			for n := range base {
+				if has(n) != want[n] {
+					t.Fatalf("run %d step %d: hasOf(base)(%s) = %t, want %t", run, step, n, has(n), want[n])
 				}
 			}
 			got := map[string]bool{}

@@ -88,6 +88,39 @@ func (m *versionMap) each(fn func(name, version string)) {
 	}
 }
 
+// diff calls send for every resource of have whose version the map does
+// not hold (a name it lacks, or holds at another version), and gone for
+// every name it holds that have lacks. A map over have itself (a stream
+// that was sent have but for a few names: a catch-up in steps, a
+// subscription that grew) differs from it only in own, so only own is
+// walked, not all of have.
+func (m *versionMap) diff(have map[string]*encoded, send func(name string, e *encoded), gone func(name string)) {
+	if sameMap(m.base, have) {
+		for n, v := range m.own {
+			e, ok := have[n]
+			switch {
+			case !ok:
+				if v != tombstone {
+					gone(n)
+				}
+			case v != e.version():
+				send(n, e)
+			}
+		}
+		return
+	}
+	for n, e := range have {
+		if v, _ := m.get(n); v != e.version() {
+			send(n, e)
+		}
+	}
+	m.each(func(n, _ string) {
+		if _, ok := have[n]; !ok {
+			gone(n)
+		}
+	})
+}
+
 // empty says whether the map holds nothing.
 func (m *versionMap) empty() bool { return len(m.own) == 0 && len(m.base) == 0 }
 

@@ -64,6 +64,33 @@ func TestVersionMapIsAMap(t *testing.T) {
 					t.Fatalf("run %d step %d: get(%s) = %q %t, want %q", run, step, n, g, ok, v)
 				}
 			}
+			// diff against have: m's own base (its fast path) or
+			// another snapshot.
+			have := m.base
+			if r.IntN(2) == 0 {
+				have = snapshot()
+			}
+			sendWant, goneWant := map[string]bool{}, map[string]bool{}
+			for n, e := range have {
+				if v, ok := want[n]; !ok || v != e.version() {
+					sendWant[n] = true
+				}
+			}
+			for n := range want {
+				if _, ok := have[n]; !ok {
+					goneWant[n] = true
+				}
+			}
+			sendGot, goneGot := map[string]bool{}, map[string]bool{}
+			m.diff(have, func(n string, e *encoded) {
+				if have[n] != e || sendGot[n] {
+					t.Fatalf("run %d step %d: diff sends %s twice or not have's", run, step, n)
+				}
+				sendGot[n] = true
+			}, func(n string) { goneGot[n] = true })
+			if !maps.Equal(sendGot, sendWant) || !maps.Equal(goneGot, goneWant) {
+				t.Fatalf("run %d step %d: diff against %d names sends %v and drops %v, want %v and %v", run, step, len(have), sendGot, goneGot, sendWant, goneWant)
+			}
 			if _, ok := m.get("absent"); ok {
 				t.Fatal("holds a name never set")
 			}
