@@ -284,8 +284,11 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 		derivedSent()
 	case whole:
 		ts.sent = versionMap{base: have}
-		for _, n := range unsent {
-			ts.sent.del(n)
+		if len(unsent) > 0 {
+			ts.sent.own = make(map[string]string, len(unsent))
+			for _, n := range unsent {
+				ts.sent.own[n] = tombstone // as del does for a name of base
+			}
 		}
 	default:
 		ts.sent.rebase(have)

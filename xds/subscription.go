@@ -109,11 +109,9 @@ func (s *subscription) addAll(names []string, have map[string]*encoded) {
 		in[n] = struct{}{}
 	}
 	if len(named) < len(have) { // (else every name of have: out is empty)
+		out = make(map[string]struct{}, len(have)-len(named))
 		for _, e := range have {
 			if _, ok := named[e]; !ok {
-				if out == nil {
-					out = map[string]struct{}{}
-				}
 				out[e.name()] = struct{}{}
 			}
 		}
