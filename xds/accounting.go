@@ -16,8 +16,11 @@ func (a *ADS) recordSend(t string, n, size int) {
 	}
 }
 
-func (a *ADS) recordAck(c *conn, t string, accepted bool, msg string) {
-	if a.onAck != nil && !c.anonymous { // an anonymous answer changes no policy's status
+// recordAck counts a proxy's answer, and tells the status writer about
+// the policies it carries unless notify is false: an ACK of a proxy that
+// was already settled (conn.settledLocked) changes no policy's state.
+func (a *ADS) recordAck(c *conn, t string, accepted bool, msg string, notify bool) {
+	if notify && a.onAck != nil && !c.anonymous { // an anonymous answer changes no policy's status
 		if s := c.group.snap.Load(); s != nil && len(s.policies) > 0 {
 			a.onAck(s.policies)
 		}

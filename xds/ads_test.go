@@ -6,6 +6,7 @@ import (
 	"net"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -566,5 +567,82 @@ func TestPolicyStaysProgrammedThroughEndpointPushes(t *testing.T) {
 	c.settle()
 	if st := ads.PolicyState(ref); !st.Programmed() {
 		t.Fatalf("the split back and ACKed: %+v, want programmed", st)
+	}
+}
+
+// TestSettledProxyACKsNotifyNothing: the status writer hears of a
+// proxy's ACK when it can change a policy's state — the ACK that
+// programs a policy — and not of the ACKs of a proxy that already counts
+// as having every policy it carries, such as the endpoint pushes of
+// churn (each told the writer about every policy the proxy carries). A
+// rejection is heard, and so is the ACK that ends it.
+func TestSettledProxyACKsNotifyNothing(t *testing.T) {
+	ads := xds.NewADS(logr.Discard())
+	var mu sync.Mutex
+	heard := 0
+	ads.OnAck(func(refs []ir.PolicyRef) {
+		mu.Lock()
+		heard++
+		mu.Unlock()
+	})
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := heard
+		heard = 0
+		return n
+	}
+	ads.Update(mesh(t, 10), time.Now())
+	addr := serve(t, ads)
+	c := dialDelta(t, addr, node("frontend-0.shop", "shop", "frontend"), nil)
+	c.settle()
+	ref := ir.PolicyRef{Kind: "TrafficSplit", Namespace: "shop", Name: "checkout", Generation: 10}
+	if st := ads.PolicyState(ref); !st.Programmed() {
+		t.Fatalf("after the ACKs: %+v, want programmed", st)
+	}
+	if n := count(); n == 0 {
+		t.Fatal("the ACKs that programmed the split were not heard")
+	}
+
+	// Endpoints move, twice: the settled proxy's ACKs change nothing.
+	for _, ip := range []string{"10.1.0.8", "10.1.0.9"} {
+		ads.Update(shopMesh(t, 10, func(s string) string { return strings.Replace(s, "10.1.0.1", ip, 1) }), time.Now())
+		if r := c.next(); r.TypeUrl != resourcev3.EndpointType {
+			t.Fatalf("the endpoint change sent %s", r.TypeUrl)
+		}
+		c.settle()
+		if n := count(); n != 0 {
+			t.Fatalf("a settled proxy's endpoint ACK told the writer %d times", n)
+		}
+	}
+
+	// A new split generation: its ACK programs it, and is heard.
+	moved := func(s string) string { return strings.Replace(s, "10.1.0.1", "10.1.0.9", 1) }
+	ads.Update(shopMesh(t, 30, moved), time.Now())
+	c.settle()
+	ref.Generation = 30
+	if st := ads.PolicyState(ref); !st.Programmed() {
+		t.Fatalf("after the ACK of generation 30: %+v, want programmed", st)
+	}
+	if n := count(); n == 0 {
+		t.Fatal("the ACK that programmed generation 30 was not heard")
+	}
+
+	// A rejected endpoint push is heard, and so is the ACK that ends the
+	// rejection.
+	c.nackTyp = resourcev3.EndpointType
+	ads.Update(shopMesh(t, 30, func(s string) string { return strings.Replace(s, "10.1.0.1", "10.1.0.7", 1) }), time.Now())
+	c.settle()
+	if n := count(); n == 0 {
+		t.Fatal("the rejection was not heard")
+	}
+	c.nackTyp = ""
+	ads.Update(shopMesh(t, 30, moved), time.Now())
+	c.settle()
+	if st := ads.PolicyState(ref); !st.Programmed() {
+		t.Fatalf("after the rejection was answered by an ACK: %+v, want programmed", st)
+	}
+	if n := count(); n == 0 {
+		t.Fatal("the ACK that ended the rejection was not heard")
 	}
 }

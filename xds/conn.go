@@ -248,6 +248,11 @@ func (ts *typeState) forget(name string) {
 func (c *conn) fullyAcked() uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.fullyAckedLocked()
+}
+
+// fullyAckedLocked is fullyAcked with c.mu held.
+func (c *conn) fullyAckedLocked() uint64 {
 	var min uint64
 	first := true
 	for _, ts := range c.types {
@@ -291,6 +296,11 @@ func (c *conn) unansweredSince() time.Time {
 func (c *conn) nack() *Nack {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.nackLocked()
+}
+
+// nackLocked is nack with c.mu held.
+func (c *conn) nackLocked() *Nack {
 	for _, t := range pushOrder {
 		if ts := c.types[t]; ts != nil && ts.lastNack != nil {
 			return ts.lastNack
@@ -304,4 +314,25 @@ func kindName(k dataplane.ProxyKind) string {
 		return "grpc"
 	}
 	return "sidecar"
+}
+
+// settledLocked says whether the proxy counts as having programmed every
+// policy s carries (PolicyState): no rejection stands and every type is
+// accepted up to where each policy arrived. An accepted answer only
+// raises accepted generations and clears rejections, so a settled proxy
+// stays settled and its ACK changes no policy's state: the status writer
+// need not hear of it. Under endpoint churn that is nearly every ACK, and
+// each one told the writer (and the replica report) about every policy the
+// proxy carries. Called with c.mu held.
+func (c *conn) settledLocked(s *snapshot) bool {
+	if s == nil || c.nackLocked() != nil {
+		return false
+	}
+	acked := c.fullyAckedLocked()
+	for _, since := range s.since {
+		if acked < since {
+			return false
+		}
+	}
+	return true
 }

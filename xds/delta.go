@@ -56,9 +56,10 @@ func (a *ADS) deltaRequest(stream discoveryv3.AggregatedDiscoveryService_DeltaAg
 		}
 	}
 	if r.ResponseNonce != "" {
+		settled := c.settledLocked(c.group.snap.Load())
 		accepted, known := ts.ack(c.node.ID, r.TypeUrl, r.ResponseNonce, r.ErrorDetail, time.Now())
 		if known {
-			a.recordAck(c, r.TypeUrl, accepted, r.ErrorDetail.GetMessage())
+			a.recordAck(c, r.TypeUrl, accepted, r.ErrorDetail.GetMessage(), !(accepted && settled))
 		}
 	}
 	// Names are kept as the snapshot's own strings where it has them

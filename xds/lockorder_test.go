@@ -30,7 +30,7 @@ func TestPolicyStateWhileAcking(t *testing.T) {
 		defer close(done)
 		for i := 0; i < 20000; i++ {
 			c.mu.Lock() // as the stream's request handler does
-			a.recordAck(c, resourcev3.ClusterType, true, "")
+			a.recordAck(c, resourcev3.ClusterType, true, "", true)
 			c.mu.Unlock()
 		}
 	}()

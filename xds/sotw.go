@@ -45,7 +45,7 @@ func (a *ADS) sotwRequest(stream discoveryv3.AggregatedDiscoveryService_StreamAg
 			// rejected: counted now (the rejection stands until its
 			// resources are accepted), answered by nothing.
 			c.mu.Unlock()
-			a.recordAck(c, r.TypeUrl, false, r.ErrorDetail.GetMessage())
+			a.recordAck(c, r.TypeUrl, false, r.ErrorDetail.GetMessage(), true)
 			return nil
 		}
 		if r.ResponseNonce != ts.lastNonce {
@@ -57,7 +57,7 @@ func (a *ADS) sotwRequest(stream discoveryv3.AggregatedDiscoveryService_StreamAg
 		// configuration with the nonce of the last CDS response it ACKed),
 		// or a repeat. Not an ACK; its names are read below.
 		if known {
-			a.recordAck(c, r.TypeUrl, accepted, r.ErrorDetail.GetMessage())
+			a.recordAck(c, r.TypeUrl, accepted, r.ErrorDetail.GetMessage(), true)
 		}
 	}
 	// Expressed over the snapshot's resources (subscription): a stream
