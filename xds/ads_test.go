@@ -130,7 +130,8 @@ type deltaClient struct {
 	lds []*discoveryv3.DeltaDiscoveryResponse
 }
 
-func dialDelta(t *testing.T, addr string, n *corev3.Node, initial map[string]map[string]string) *deltaClient {
+// openDelta opens a Delta ADS stream to addr, closed when the test ends.
+func openDelta(t *testing.T, addr string) discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesClient {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -142,6 +143,12 @@ func dialDelta(t *testing.T, addr string, n *corev3.Node, initial map[string]map
 	if err != nil {
 		t.Fatal(err)
 	}
+	return stream
+}
+
+func dialDelta(t *testing.T, addr string, n *corev3.Node, initial map[string]map[string]string) *deltaClient {
+	t.Helper()
+	stream := openDelta(t, addr)
 	c := &deltaClient{t: t, stream: stream, node: n, have: map[string]map[string]string{}, count: map[string]int{},
 		resps: make(chan *discoveryv3.DeltaDiscoveryResponse, 100)}
 	go func() {

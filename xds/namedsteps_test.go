@@ -1,7 +1,6 @@
 package xds_test
 
 import (
-	"context"
 	"slices"
 	"strings"
 	"testing"
@@ -11,8 +10,6 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/weftmesh/weft/dataplane"
@@ -35,16 +32,7 @@ func TestNamedSubscriptionInSteps(t *testing.T) {
 	ads.Update(translator.Translate(in).Mesh, time.Now())
 	addr := serve(t, ads)
 
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(func() { cancel(); conn.Close() })
-	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	stream := openDelta(t, addr)
 	resps := make(chan *discoveryv3.DeltaDiscoveryResponse, 16)
 	go func() {
 		defer close(resps)
