@@ -263,6 +263,37 @@ func (c *conn) fullyAckedLocked() uint64 {
 	return min
 }
 
+// streamFacts are what a policy's state reads of one stream
+// (PolicyStates), read under one hold of its lock: configures, nack,
+// fullyAcked and unansweredSince.
+type streamFacts struct {
+	configures bool
+	nack       *Nack
+	acked      uint64
+	unanswered time.Time
+}
+
+func (c *conn) facts() streamFacts {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f := streamFacts{nack: c.nackLocked()}
+	first := true
+	for t, ts := range c.types { // one walk: fullyAckedLocked, configures, unansweredSince
+		if first || ts.ackedGen < f.acked {
+			f.acked, first = ts.ackedGen, false
+		}
+		if t != resourcev3.SecretType {
+			f.configures = true
+		}
+		for _, fl := range ts.pending {
+			if f.unanswered.IsZero() || fl.at.Before(f.unanswered) {
+				f.unanswered = fl.at
+			}
+		}
+	}
+	return f
+}
+
 // configures reports whether the stream subscribes to a configuration
 // type, not only to secrets (weft agent's stream, internal/certagent).
 func (c *conn) configures() bool {

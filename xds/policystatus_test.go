@@ -46,6 +46,12 @@ func TestAnonymousProxiesDoNotWritePolicyStatus(t *testing.T) {
 	if st.Rejected != 1 {
 		t.Fatalf("policy state = %+v, want the authenticated NACK counted", st.Rejected)
 	}
+	// The replica report asks for every policy at once (PolicyStates):
+	// the same answer, and nothing for a generation no longer carried.
+	both := ads.PolicyStates([]ir.PolicyRef{{Kind: "TrafficSplit", Namespace: "shop", Name: "checkout", Generation: 40}, {Kind: "TrafficSplit", Namespace: "shop", Name: "checkout", Generation: 50}})
+	if both[0] != (xds.PolicyState{}) || both[1] != st {
+		t.Fatalf("PolicyStates(generations 40, 50) = %+v; want nothing for 40 and %+v for 50", both, st)
+	}
 	if len(st.Message) > xds.MaxNackMessageBytes+512 {
 		t.Errorf("the NACK message in policy status is %d bytes (the proxy sent %d); want at most %d + attribution", len(st.Message), len(huge), xds.MaxNackMessageBytes)
 	}

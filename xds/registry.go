@@ -2,6 +2,7 @@ package xds
 
 import (
 	"fmt"
+	"math/bits"
 	"sort"
 	"time"
 
@@ -111,64 +112,130 @@ func (s PolicyState) Programmed() bool { return s.Affected > 0 && s.Acked == s.A
 // later generation that changed only other things (an endpoint push) does
 // not make the policy pending again while that generation is in flight.
 func (a *ADS) PolicyState(ref ir.PolicyRef) PolicyState {
-	type member struct {
-		c     *conn
-		since uint64
+	return a.PolicyStates([]ir.PolicyRef{ref})[0]
+}
+
+// PolicyStates is PolicyState of each of refs, in one pass: the replica
+// report asks for every translated policy on each write (every change
+// and heartbeat), and asking one by one read every stream's state under
+// its lock once per policy it carries (33 ms and 4.7 MB for 500
+// policies over 200 proxies; BenchmarkPolicyStates). Here each stream's
+// state is read once, and a group's policies are matched with refs by
+// one walk of both in order (or a search per ref, for a few refs).
+func (a *ADS) PolicyStates(refs []ir.PolicyRef) []PolicyState {
+	out := make([]PolicyState, len(refs))
+	if len(refs) == 0 {
+		return out
+	}
+	// The groups that carry policies, and their streams that proved an
+	// identity (anonymous ones neither program nor reject a policy):
+	// group i's are conns[spans[i].from:spans[i].to].
+	type span struct {
+		s        *snapshot
+		from, to int
 	}
 	a.mu.Lock()
-	var members []member
+	spans := make([]span, 0, len(a.groups))
+	conns := make([]*conn, 0, len(a.conns))
 	for _, g := range a.groups {
 		s := g.snap.Load()
-		if s == nil {
+		if s == nil || len(s.policies) == 0 {
 			continue
 		}
-		i, ok := policyIndex(s, ref)
-		if !ok {
-			continue
-		}
+		from := len(conns)
 		for c := range g.conns {
-			if c.anonymous {
-				continue // proved nothing: it neither programs nor rejects a policy
+			if !c.anonymous {
+				conns = append(conns, c)
 			}
-			members = append(members, member{c, s.since[i]})
+		}
+		if len(conns) > from {
+			spans = append(spans, span{s, from, len(conns)})
 		}
 	}
 	a.mu.Unlock()
-	var st PolicyState
+
+	// refs in policy order (by index), for the walk.
+	order := make([]int, len(refs))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(i, j int) bool { return policyLess(refs[order[i]], refs[order[j]]) })
+
 	now := time.Now()
-	var late string // the first proxy past ProxyAckTimeout, described
-	for _, m := range members {
-		// Asked only now: a stream holds its own lock when it takes a.mu
-		// (recordAck), so taking its lock under a.mu could deadlock.
-		if !m.c.configures() {
-			continue
+	var late []string // per ref: the first proxy past ProxyAckTimeout, described
+	var facts []streamFacts
+	for _, sp := range spans {
+		facts = facts[:0] // read on the group's first match
+		count := func(k int, since uint64) {
+			if len(facts) == 0 {
+				// Asked only now, outside a.mu: a stream holds its own
+				// lock when it takes a.mu (recordAck), so taking its
+				// lock under a.mu could deadlock.
+				for _, c := range conns[sp.from:sp.to] {
+					facts = append(facts, c.facts())
+				}
+			}
+			st := &out[k]
+			for j, f := range facts {
+				if !f.configures {
+					continue
+				}
+				st.Affected++
+				if f.nack != nil {
+					st.Rejected++
+					if st.Message == "" {
+						st.Message = f.nack.describe()
+					}
+					continue
+				}
+				if f.acked >= since {
+					st.Acked++
+					continue
+				}
+				// A proxy that has not answered within ProxyAckTimeout
+				// holds no policy Pending forever: it counts as
+				// rejecting (docs/design/153).
+				if !f.unanswered.IsZero() && now.Sub(f.unanswered) >= a.ackTimeout {
+					st.Rejected++
+					if late == nil {
+						late = make([]string, len(refs))
+					}
+					if late[k] == "" {
+						late[k] = fmt.Sprintf("proxy %s has not answered the configuration sent at %s within %s (xds.ProxyAckTimeout): it keeps what it last accepted",
+							conns[sp.from+j].node.ID, f.unanswered.UTC().Format(time.RFC3339), a.ackTimeout)
+					}
+				}
+			}
 		}
-		st.Affected++
-		if n := m.c.nack(); n != nil {
-			st.Rejected++
-			if st.Message == "" {
-				st.Message = n.describe()
+		pol := sp.s.policies
+		if len(refs)*bits.Len(uint(len(pol))) < len(refs)+len(pol) {
+			for k, ref := range refs {
+				if i, ok := policyIndex(sp.s, ref); ok {
+					count(k, sp.s.since[i])
+				}
 			}
 			continue
 		}
-		if m.c.fullyAcked() >= m.since {
-			st.Acked++
-			continue
-		}
-		// A proxy that has not answered within ProxyAckTimeout holds no
-		// policy Pending forever: it counts as rejecting (docs/design/153).
-		if since := m.c.unansweredSince(); !since.IsZero() && now.Sub(since) >= a.ackTimeout {
-			st.Rejected++
-			if late == "" {
-				late = fmt.Sprintf("proxy %s has not answered the configuration sent at %s within %s (xds.ProxyAckTimeout): it keeps what it last accepted",
-					m.c.node.ID, since.UTC().Format(time.RFC3339), a.ackTimeout)
+		// Both in order: one walk. A ref given twice matches twice.
+		i := 0
+		for _, k := range order {
+			for i < len(pol) && policyLess(pol[i], refs[k]) {
+				i++
+			}
+			if i == len(pol) {
+				break
+			}
+			if pol[i] == refs[k] {
+				count(k, sp.s.since[i])
 			}
 		}
 	}
-	if st.Message == "" {
-		st.Message = late // a rejection's own message comes first
+	for k := range out {
+		if out[k].Message == "" && late != nil {
+			out[k].Message = late[k] // a rejection's own message comes first
+		}
 	}
-	return st
+	return out
 }
 
 // policyIndex finds ref among a snapshot's (sorted) policies.

@@ -142,7 +142,10 @@ func (l *meshLoop) Programmed(key translator.PolicyKey) (status.Distribution, bo
 }
 
 func (l *meshLoop) distribution(key translator.PolicyKey, gen int64) status.Distribution {
-	st := l.ads.PolicyState(ir.PolicyRef{Kind: key.Kind, Namespace: key.Namespace, Name: key.Name, Generation: gen})
+	return distributionOf(gen, l.ads.PolicyState(ir.PolicyRef{Kind: key.Kind, Namespace: key.Namespace, Name: key.Name, Generation: gen}))
+}
+
+func distributionOf(gen int64, st xds.PolicyState) status.Distribution {
 	return status.Distribution{Generation: gen, Proxies: st.Affected, Acked: st.Acked, Rejected: st.Rejected, Error: st.Message}
 }
 
@@ -166,8 +169,16 @@ func (l *meshLoop) snapshot() replicas.Snapshot {
 	gens := l.gens
 	l.mu.RUnlock()
 	s := replicas.Snapshot{Proxies: len(l.ads.Proxies()), Policies: make(map[translator.PolicyKey]status.Distribution, len(gens))}
+	// Every policy in one pass over the proxies (xds.PolicyStates): the
+	// report is rebuilt on every change and heartbeat.
+	keys := make([]translator.PolicyKey, 0, len(gens))
+	refs := make([]ir.PolicyRef, 0, len(gens))
 	for k, gen := range gens {
-		s.Policies[k] = l.distribution(k, gen)
+		keys = append(keys, k)
+		refs = append(refs, ir.PolicyRef{Kind: k.Kind, Namespace: k.Namespace, Name: k.Name, Generation: gen})
+	}
+	for i, st := range l.ads.PolicyStates(refs) {
+		s.Policies[keys[i]] = distributionOf(refs[i].Generation, st)
 	}
 	return s
 }
