@@ -427,18 +427,21 @@ func TestPolicyChangeRebuildsOnlyDependents(t *testing.T) {
 	}
 
 	// 2. A new Service in ns-5, visible there only: ns-5's group never
-	// depended on it, but it is in its scope. Every other sidecar refuses
-	// calls to it by address (translator/envoy/refuse.go, docs/design/055),
-	// so each is built again and receives one listener, nothing else.
+	// depended on it, but it is in its scope, and is built (port 7070 is
+	// a new HTTP port number: its capture listener gains a Host-routed
+	// chain). Every other sidecar refuses calls to it by address
+	// (translator/envoy/refuse.go, docs/design/055): each is patched with
+	// its new capture listener (docs/design/198) and receives that one
+	// listener, nothing else.
 	fresh := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "fresh", Namespace: testmesh.Namespace(5), Annotations: map[string]string{translator.AnnotationExportTo: "."}},
 		Spec:       corev1.ServiceSpec{ClusterIP: "10.99.0.1", Ports: []corev1.ServicePort{{Name: "http", Port: 7070, TargetPort: intstr.FromInt32(7070)}}},
 	}
 	cluster := "outbound|7070||fresh.ns-5.svc.cluster.local"
-	before, builds = responses(), ads.Builds()
+	before, builds, patches = responses(), ads.Builds(), ads.Patches()
 	ads.Update(translator.Translate(weighted(20, fresh)).Mesh, time.Now())
-	if got := ads.Builds() - builds; got != uint64(namespaces) {
-		t.Errorf("a new Service rebuilt %d groups, want %d (its own, and every one that refuses it)", got, namespaces)
+	if b, p := ads.Builds()-builds, ads.Patches()-patches; b != 1 || p != uint64(namespaces-1) {
+		t.Errorf("a new Service built %d groups and patched %d, want 1 (its own namespace's) and %d (every one that refuses it)", b, p, namespaces-1)
 	}
 	if !proxies[5].WaitFor(ctx, func(v map[string]map[string]string) bool { return v[resourcev3.ClusterType][cluster] != "" }) {
 		t.Fatal("the new Service never reached the proxy that sees its namespace")

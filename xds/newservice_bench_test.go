@@ -34,8 +34,19 @@ import (
 //
 //	go test ./xds -run '^$' -bench NewService -benchtime 10x -cpuprofile cpu.out
 func BenchmarkNewService(b *testing.B) {
+	b.Run("visible=mesh", func(b *testing.B) { benchmarkNewService(b, true) })
+	// hack/bench --scoped: every Service exported to its own namespace
+	// only, so a new Service reaches the proxies of its namespace.
+	b.Run("visible=namespace", func(b *testing.B) { benchmarkNewService(b, false) })
+}
+
+func benchmarkNewService(b *testing.B, exportAll bool) {
 	const services, namespaces, proxies = 2000, 10, 100
-	in := testmesh.Generate(testmesh.Options{Services: services, Namespaces: namespaces, EndpointsPerService: 10, ExportAll: true, SplitEvery: 10})
+	in := testmesh.Generate(testmesh.Options{Services: services, Namespaces: namespaces, EndpointsPerService: 10, ExportAll: exportAll, SplitEvery: 10})
+	exportTo := "*"
+	if !exportAll {
+		exportTo = "."
+	}
 	mesh := translator.Translate(in).Mesh
 	ads := xds.NewADS(logr.Discard())
 	ads.Update(mesh, time.Now())
@@ -58,14 +69,18 @@ func BenchmarkNewService(b *testing.B) {
 		go func() { _ = p.Run(ctx, conn) }()
 		all = append(all, p)
 	}
-	holdAll(b, all, services)
+	seen := services // what each proxy holds once connected
+	if !exportAll {
+		seen = services / namespaces
+	}
+	holdAll(b, all, seen)
 	builds, patches := ads.Builds(), ads.Patches()
 	n := 0
 	for b.Loop() {
 		b.StopTimer()
 		name, ns := fmt.Sprintf("new-%d", n), testmesh.Namespace(n%namespaces)
 		in.Services = append(in.Services, &corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Annotations: map[string]string{translator.AnnotationExportTo: "*"}},
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Annotations: map[string]string{translator.AnnotationExportTo: exportTo}},
 			Spec: corev1.ServiceSpec{ClusterIP: fmt.Sprintf("10.97.%d.%d", n/256, n%256), Selector: map[string]string{"app": name},
 				Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}},
 		})

@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"bytes"
 	"fmt"
 	"maps"
 	"reflect"
@@ -126,6 +127,20 @@ func (pt *servicePatch) apply(s *snapshot, p dataplane.Proxy) (next *snapshot, o
 	for _, m := range pa.Routes {
 		if !put(resourcev3.RouteType, m.Name, m) {
 			return nil, false
+		}
+	}
+	if pa.Capture != nil {
+		// Replaces the held one, if its content differs.
+		e, err := pt.encode(resourcev3.ListenerType, pa.Capture.Name, pa.Capture)
+		held := s.resources[resourcev3.ListenerType][pa.Capture.Name]
+		if err != nil || held == nil {
+			return nil, false // the full build reports an error; a capture listener held by none is not this patch's
+		}
+		if held.version() != e.version() || !bytes.Equal(held.value(), e.value()) {
+			if adds[resourcev3.ListenerType] == nil {
+				adds[resourcev3.ListenerType] = map[string]*encoded{}
+			}
+			adds[resourcev3.ListenerType][e.name()] = e
 		}
 	}
 	n := *s

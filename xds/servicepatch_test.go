@@ -33,8 +33,10 @@ import (
 // every group's configuration must be byte for byte what a full build of
 // the new model gives, with the same policies and dependencies and the
 // generation a full rebuild from its previous snapshot gives. Edits that
-// must be patched (a Service on a known HTTP port number, reachable from
-// everywhere, selecting no workload) must build no sidecar group.
+// must be patched (a Service on a known HTTP port number, selecting no
+// workload, reachable from everywhere or exported to its own namespace
+// only — the others' capture listeners then refuse it) must build no
+// sidecar group.
 func TestServicePatchEqualsFullBuild(t *testing.T) {
 	seeds, steps := 16, 10
 	if testing.Short() {
@@ -180,7 +182,8 @@ func serviceEdit(r *rand.Rand, m *meshgen.Mesh, in *translator.Inputs, seed, ste
 				svc.Annotations = map[string]string{}
 			}
 			svc.Annotations[translator.AnnotationExportTo] = "."
-			mustPatch = false // other namespaces refuse it: their capture listener changes
+			// Other namespaces refuse it: their capture listener gains
+			// its addresses, and is all that changes for them.
 		case "same-address":
 			svc.Spec.ClusterIP, svc.Spec.ClusterIPs = src.Svc.Spec.ClusterIP, slices.Clone(src.Svc.Spec.ClusterIPs)
 			mustPatch = false

@@ -47,7 +47,11 @@ import (
 //     reachable: else the capture listener refuses it), must not select
 //     the proxy's workload (its inbound side would change), and carries
 //     no AuthPolicy (mayReach of others reads those). Dependencies and
-//     namespace dependencies are re-derived from the new view.
+//     namespace dependencies are re-derived from the new view. A Service
+//     out of the proxy's scope (not Visible) is read by Build only as a
+//     refusal (newView skips it before anything else): its addresses
+//     join the capture listener's refusal chains, so the capture listener
+//     is built again, as Build builds it (docs/design/198).
 //  7. mesh-wide: no change but added Services (ir.Change), and whether the
 //     mesh prefers local zones (locality) unchanged.
 //
@@ -70,6 +74,10 @@ type ProxyAddition struct {
 	Routes        []*routev3.RouteConfiguration
 	Deps          []ir.ServiceKey
 	NamespaceDeps []string
+	// Capture, when set, replaces the proxy's capture listener: an added
+	// Service it does not hold changes that listener's refusal chains
+	// (perhaps not at all: an unmeshed one under AllowAny is not listed).
+	Capture *listenerv3.Listener
 }
 
 // NewServiceAddition prepares the change from prev to next, whose
@@ -185,7 +193,9 @@ type Held struct {
 // AuthPolicy, which is all mayReach reads of other Services), so the new
 // view is the old one with the added Services, and what the old one held
 // is in the group's configuration (held). A group costs O(added), not
-// O(Services in the mesh).
+// O(Services in the mesh) — but for an added Service out of its scope:
+// then the new capture listener (Capture) takes the whole view, and is
+// built once per view entry (the proxies of a namespace share it).
 func (a *ServiceAddition) ForProxy(s *Shared, p dataplane.Proxy, held Held) (add *ProxyAddition, ok bool) {
 	if p.Kind != dataplane.KindSidecar {
 		return nil, false
@@ -204,10 +214,19 @@ func (a *ServiceAddition) ForProxy(s *Shared, p dataplane.Proxy, held Held) (add
 		}
 	}
 	add = &ProxyAddition{}
+	refused := false
 	for _, svc := range a.added {
-		// Reached (else the capture listener refuses it), and not served
-		// by the proxy's workload (else its inbound side changes) (6).
-		if !Visible(svc, p) || !v.mayReach(svc) || (svc.Key.Namespace == p.Namespace && selects(svc.Selector, p.Labels)) {
+		if !Visible(svc, p) {
+			// Out of the proxy's scope: Build reads nothing of it but
+			// its addresses, which the capture listener refuses (or,
+			// unmeshed under RegistryOnly, passes: refusalChains) (6).
+			refused = true
+			continue
+		}
+		// Reached (else the capture listener refuses it by policy, and
+		// what mayReach consulted differs), and not served by the
+		// proxy's workload (else its inbound side changes) (6).
+		if !v.mayReach(svc) || (svc.Key.Namespace == p.Namespace && selects(svc.Selector, p.Labels)) {
 			return nil, false
 		}
 		v.namespaces[svc.Key.Namespace] = true
@@ -260,6 +279,13 @@ func (a *ServiceAddition) ForProxy(s *Shared, p dataplane.Proxy, held Held) (add
 	}
 	for ns := range v.namespaces {
 		add.NamespaceDeps = append(add.NamespaceDeps, ns)
+	}
+	if refused {
+		// As Build makes it, through s: once per view entry (the
+		// proxies of one namespace share it), not per group.
+		full := newView(a.mesh, p)
+		full.shared = s
+		add.Capture = full.sharedCapture().l
 	}
 	return add, true
 }

@@ -136,6 +136,18 @@ type viewEntry struct {
 
 	mu        sync.Mutex
 	listeners map[listenerKey]*cell[outboundListeners] // sidecars' outbound listeners
+	// captures: sidecars' capture listeners alone (what listeners are
+	// made from, and what a new Service a proxy does not hold changes:
+	// ServiceAddition.ForProxy).
+	captures map[listenerKey]*cell[capture]
+}
+
+// capture is a sidecar's capture listener (outboundListener, bound to
+// its pod's families) and the Service port listeners it hands
+// connections to.
+type capture struct {
+	l     *listenerv3.Listener
+	specs []serviceListenerSpec
 }
 
 // listenerKey is what a sidecar's outbound listeners read of the proxy.
@@ -218,7 +230,8 @@ func (s *Shared) entry(v *view) *viewEntry {
 			return e
 		}
 	}
-	e := &viewEntry{kind: v.proxy.Kind, v4: v4, v6: v6, region: region, zone: zone, consumer: consumer, outbound: v.outIdx, refused: refused, listeners: map[listenerKey]*cell[outboundListeners]{}}
+	e := &viewEntry{kind: v.proxy.Kind, v4: v4, v6: v6, region: region, zone: zone, consumer: consumer, outbound: v.outIdx, refused: refused,
+		listeners: map[listenerKey]*cell[outboundListeners]{}, captures: map[listenerKey]*cell[capture]{}}
 	s.views[sum] = append(s.views[sum], e)
 	return e
 }
@@ -258,12 +271,10 @@ func (v *view) entry() *viewEntry {
 // to: built once per view entry and proxy key when v has a Shared, each
 // Service port's listener once per Shared (sharedServiceListener).
 func (v *view) sharedOutboundListeners() outboundListeners {
-	v4, v6 := podFamilies(v.proxy.IPs)
 	build := func() outboundListeners {
-		l, specs := v.outboundListener()
-		listenOn(l, v4, v6)
-		out := outboundListeners{capture: l}
-		for _, s := range specs {
+		c := v.sharedCapture()
+		out := outboundListeners{capture: c.l}
+		for _, s := range c.specs {
 			out.services = append(out.services, v.sharedServiceListener(s))
 		}
 		if v.shared != nil {
@@ -274,12 +285,34 @@ func (v *view) sharedOutboundListeners() outboundListeners {
 	if v.shared == nil {
 		return build()
 	}
+	e := v.entry()
+	return memo(&e.mu, e.listeners, v.listenerKey(), build)
+}
+
+// sharedCapture is outboundListener bound to the pod's address families:
+// once per view entry and listener key when v has a Shared.
+func (v *view) sharedCapture() capture {
+	build := func() capture {
+		l, specs := v.outboundListener()
+		v4, v6 := podFamilies(v.proxy.IPs)
+		listenOn(l, v4, v6)
+		return capture{l, specs}
+	}
+	if v.shared == nil {
+		return build()
+	}
+	e := v.entry()
+	return memo(&e.mu, e.captures, v.listenerKey(), build)
+}
+
+// listenerKey is what v's outbound listeners read of its proxy.
+func (v *view) listenerKey() listenerKey {
+	v4, v6 := podFamilies(v.proxy.IPs)
 	k := listenerKey{v4: v4, v6: v6}
 	if v.mesh.Tracing != nil {
 		k.tracingName = tracingServiceName(v.proxy)
 	}
-	e := v.entry()
-	return memo(&e.mu, e.listeners, k, build)
+	return k
 }
 
 // sharedServiceListener is serviceListener, once per Service port,
