@@ -26,7 +26,8 @@ import (
 
 // BenchmarkNewService is hack/bench's "new Service" (issue 14) in process:
 // issue 14's mesh (2,000 Services × 10 endpoints in 10 namespaces, every
-// Service visible, 200 TrafficSplits) with 100 Delta sidecars subscribing
+// Service visible — or, visible=namespace, each exported to its own
+// namespace only — and 200 TrafficSplits) with 100 Delta sidecars subscribing
 // by name, each its own workload (its own group). Each iteration adds one
 // Service and its EndpointSlice, as the bench creates them, and times
 // ADS.Update: every group brought up to date (the push follows). It
