@@ -58,28 +58,7 @@ endpoints:
 // an address no Service has on port 80, by Host) has the verdict it has
 // in the world whose sidecars were built in full.
 func TestServicePatchInTheSimulator(t *testing.T) {
-	data, err := os.ReadFile("../dataplane/sim/testdata/shop.in.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := translator.DecodeInputs(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, groups := generatedGroups(t, in)
-	next, err := translator.DecodeInputs(append(data, ordersDocs...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mesh := translator.Translate(next).Mesh
-	builds, patches := a.Builds(), a.Patches()
-	a.Update(mesh, time.Now())
-	byPod := sidecarGroups(groups)
-	if got := a.Patches() - patches; got < uint64(len(byPod)) {
-		t.Errorf("%d groups patched for shop/orders, want every sidecar group (%d); %d built", got, len(byPod), a.Builds()-builds)
-	}
-
-	built, patched, callers := servedWorlds(t, next, mesh, byPod)
+	patched, built, callers := patchedShop(t, ordersDocs)
 
 	orders := sim.Call{From: "shop/client-0", To: "10.96.0.30:80", Host: "orders.shop"}
 	r := patched.Walk(orders)
@@ -108,6 +87,73 @@ func TestServicePatchInTheSimulator(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestOutOfScopeServicePatchInTheSimulator: the same, with shop/orders
+// exported to its own namespace only (docs/design/198). vault's sidecar
+// does not hold it; its group is patched with a new capture listener
+// only, and in the simulator that listener refuses a call to the new
+// Service's address in vault's own sidecar (403, out of scope) instead of
+// letting it leave in plaintext, while shop's client reaches it over
+// mesh mTLS; every call of the set has the verdict of the world built in
+// full.
+func TestOutOfScopeServicePatchInTheSimulator(t *testing.T) {
+	docs := strings.Replace(ordersDocs, "metadata: {name: orders, namespace: shop}",
+		`metadata: {name: orders, namespace: shop, annotations: {weft.dev/export-to: "."}}`, 1)
+	patched, built, callers := patchedShop(t, docs)
+
+	out := sim.Call{From: "vault/secrets-0", To: "10.96.0.30:80", Host: "orders.shop"}
+	r := patched.Walk(out)
+	if v := r.Verdict; v.Kind != sim.Responded || v.Status != 403 || v.Pod != "" {
+		t.Errorf("secrets-0 to orders (out of its scope): %s; want 403 from its own sidecar\n%s", v, strings.Join(r.Trace, "\n"))
+	}
+	in := sim.Call{From: "shop/client-0", To: "10.96.0.30:80", Host: "orders.shop"}
+	if v := patched.Walk(in).Verdict; v.Kind != sim.Delivered || v.Pod != "shop/web-0" || !v.MTLS {
+		t.Errorf("client-0 to orders: %s; want delivered to shop/web-0 over mesh mTLS", v)
+	}
+	for _, from := range callers {
+		for _, c := range []sim.Call{
+			{From: from, To: "10.96.0.30:80", Host: "orders.shop"},
+			{From: from, To: "10.96.0.30:80", Protocol: sim.TCP},
+			{From: from, To: "web.shop:80", Path: "/orders"},
+			{From: from, To: "10.96.0.20:3306", Protocol: sim.TCP},
+		} {
+			got, want := patched.Walk(c).Verdict, built.Walk(c).Verdict
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("%s -> %s (Host %q): patched sidecars give %s, built ones %s", c.From, c.To, c.Host, got, want)
+			}
+		}
+	}
+}
+
+// patchedShop serves the simulator's shop mesh from an ADS, adds docs
+// (new Services) through ADS.Update, requires every sidecar group to be
+// patched, and returns the world whose sidecars hold the patched
+// snapshots, the world built in full, and the meshed pods.
+func patchedShop(t *testing.T, docs string) (patched, built *sim.World, callers []string) {
+	t.Helper()
+	data, err := os.ReadFile("../dataplane/sim/testdata/shop.in.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := translator.DecodeInputs(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, groups := generatedGroups(t, in)
+	next, err := translator.DecodeInputs(append(data, docs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mesh := translator.Translate(next).Mesh
+	builds, patches := a.Builds(), a.Patches()
+	a.Update(mesh, time.Now())
+	byPod := sidecarGroups(groups)
+	if got := a.Patches() - patches; got < uint64(len(byPod)) {
+		t.Errorf("%d groups patched for the new Services, want every sidecar group (%d); %d built", got, len(byPod), a.Builds()-builds)
+	}
+	built, patched, callers = servedWorlds(t, next, mesh, byPod)
+	return patched, built, callers
 }
 
 // sidecarGroups are the sidecar groups of groups, by pod name.
