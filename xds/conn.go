@@ -264,8 +264,10 @@ func (c *conn) fullyAckedLocked() uint64 {
 }
 
 // streamFacts are what a policy's state reads of one stream
-// (PolicyStates), read under one hold of its lock: configures, nack,
-// fullyAcked and unansweredSince.
+// (PolicyStates), read under one hold of its lock: whether it
+// configures (not only secrets: weft agent's stream,
+// internal/certagent), its rejection (nack), fullyAcked, and when the
+// oldest response it has not answered was sent (zero: none).
 type streamFacts struct {
 	configures bool
 	nack       *Nack
@@ -278,7 +280,7 @@ func (c *conn) facts() streamFacts {
 	defer c.mu.Unlock()
 	f := streamFacts{nack: c.nackLocked()}
 	first := true
-	for t, ts := range c.types { // one walk: fullyAckedLocked, configures, unansweredSince
+	for t, ts := range c.types { // one walk; fullyAckedLocked's minimum too
 		if first || ts.ackedGen < f.acked {
 			f.acked, first = ts.ackedGen, false
 		}
@@ -296,32 +298,11 @@ func (c *conn) facts() streamFacts {
 
 // configures reports whether the stream subscribes to a configuration
 // type, not only to secrets (weft agent's stream, internal/certagent).
-func (c *conn) configures() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for t := range c.types {
-		if t != resourcev3.SecretType {
-			return true
-		}
-	}
-	return false
-}
+func (c *conn) configures() bool { return c.facts().configures }
 
 // unansweredSince is when the oldest response the proxy has not answered
 // was sent, over every type; zero when it has answered everything.
-func (c *conn) unansweredSince() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var since time.Time
-	for _, ts := range c.types {
-		for _, fl := range ts.pending {
-			if since.IsZero() || fl.at.Before(since) {
-				since = fl.at
-			}
-		}
-	}
-	return since
-}
+func (c *conn) unansweredSince() time.Time { return c.facts().unanswered }
 
 // nack returns the proxy's outstanding rejection, if any type has one.
 func (c *conn) nack() *Nack {
