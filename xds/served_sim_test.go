@@ -2,7 +2,6 @@ package xds
 
 import (
 	"net"
-	"os"
 	"reflect"
 	"strconv"
 	"testing"
@@ -26,14 +25,7 @@ import (
 // families, and to Services by cluster IP and name, gets the verdict the
 // built world gives.
 func TestServedSnapshotsInTheSimulator(t *testing.T) {
-	data, err := os.ReadFile("../dataplane/sim/testdata/shop.in.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := translator.DecodeInputs(data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, in := shopInputs(t)
 	_, groups := generatedGroups(t, in)
 	mesh := translator.Translate(in).Mesh
 	byPod := sidecarGroups(groups)

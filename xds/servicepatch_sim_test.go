@@ -132,14 +132,7 @@ func TestOutOfScopeServicePatchInTheSimulator(t *testing.T) {
 // snapshots, the world built in full, and the meshed pods.
 func patchedShop(t *testing.T, docs string) (patched, built *sim.World, callers []string) {
 	t.Helper()
-	data, err := os.ReadFile("../dataplane/sim/testdata/shop.in.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := translator.DecodeInputs(data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data, in := shopInputs(t)
 	a, groups := generatedGroups(t, in)
 	next, err := translator.DecodeInputs(append(data, docs...))
 	if err != nil {
@@ -154,6 +147,21 @@ func patchedShop(t *testing.T, docs string) (patched, built *sim.World, callers 
 	}
 	built, patched, callers = servedWorlds(t, next, mesh, byPod)
 	return patched, built, callers
+}
+
+// shopInputs are the simulator's shop mesh (dataplane/sim/testdata), as
+// read and as decoded.
+func shopInputs(t *testing.T) ([]byte, *translator.Inputs) {
+	t.Helper()
+	data, err := os.ReadFile("../dataplane/sim/testdata/shop.in.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := translator.DecodeInputs(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data, in
 }
 
 // sidecarGroups are the sidecar groups of groups, by pod name.
