@@ -155,9 +155,9 @@ spec: {outboundTrafficPolicy: RegistryOnly}`), sim.Blackholed},
 				{From: "shop/client-0", To: "10.96.0.10:80", Protocol: sim.TCP},
 				{From: "shop/client-0", To: "[fd00:96::10]:80", Protocol: sim.TCP},
 				{From: "shop/client-0", To: "10.96.0.10:80", Protocol: sim.TCP, TLS: &sim.AppTLS{SNI: "web.shop", ALPN: []string{"h2"}}},
-				// A server-first client waits out both listeners'
-				// http_inspector (the capture listener's on port 80, then
-				// the Service listener's), then goes on as TCP.
+				// A server-first client waits out the capture listener's
+				// http_inspector on port 80, then goes on as TCP
+				// (TestServerFirstWaitsOneInspector).
 				{From: "shop/client-0", To: "10.96.0.10:80", Protocol: sim.ServerFirst},
 			} {
 				got := walk(t, tc.w, c)
@@ -170,6 +170,48 @@ spec: {outboundTrafficPolicy: RegistryOnly}`), sim.Blackholed},
 				serviceListenerFor(t, tc.w, c)
 			}
 		})
+	}
+}
+
+// A server-first client (it waits for the server to speak) dialling an
+// HTTP Service's cluster IP waits out one listener_filters_timeout: the
+// capture listener's http_inspector on the port number. What it detected
+// (here: nothing) stays on the socket through the hand-off, so the
+// Service's listener runs no inspector of its own (docs/design/199); with
+// one, such a client waited twice, 2 s before its first byte.
+func TestServerFirstWaitsOneInspector(t *testing.T) {
+	w := weftWorld(t, "testdata/shop.in.yaml")
+	for _, c := range []sim.Call{
+		{From: "shop/client-0", To: "10.96.0.10:80", Protocol: sim.ServerFirst},
+		{From: "shop/client-0", To: "[fd00:96::10]:80", Protocol: sim.ServerFirst},
+	} {
+		var waits []string
+		for _, line := range w.Walk(c).Trace {
+			if strings.HasPrefix(line, c.From+" ") && strings.Contains(line, "listener filters time out") {
+				waits = append(waits, line)
+			}
+		}
+		if len(waits) != 1 {
+			t.Errorf("%s -> %s (server-first): %d listener filter timeouts, want 1 (the capture listener's):\n%s", c.From, c.To, len(waits), strings.Join(waits, "\n"))
+		}
+		serviceListenerFor(t, w, c)
+		if chain := chainOf(t, w, c); chain != "outbound|unknown" {
+			t.Errorf("%s -> %s (server-first) took chain %q, want the default chain", c.From, c.To, chain)
+		}
+	}
+	// HTTP to the same addresses is still recognised: the Service's HTTP
+	// chain, by the capture listener's inspection.
+	for _, to := range []string{"10.96.0.10:80", "[fd00:96::10]:80"} {
+		c := sim.Call{From: "shop/client-0", To: to, Host: "web.shop"}
+		if l := serviceListenerFor(t, w, c); l != nil && len(l.GetListenerFilters()) != 0 {
+			t.Errorf("listener %q runs %d listener filters; the capture listener's inspection is enough", l.GetName(), len(l.GetListenerFilters()))
+		}
+		if chain := chainOf(t, w, c); !strings.HasPrefix(chain, "outbound|http|80|") {
+			t.Errorf("%s -> %s (HTTP) took chain %q, want the Service's HTTP chain", c.From, c.To, chain)
+		}
+		if got := walk(t, w, c); got.Kind != sim.Delivered || got.Pod != "shop/web-0" || !got.MTLS {
+			t.Errorf("%s -> %s (HTTP): %s; want it delivered to shop/web-0 over mesh mTLS", c.From, c.To, got)
+		}
 	}
 }
 

@@ -347,11 +347,11 @@ func serviceListenerName(svc *ir.Service, port *ir.Port, f family) string {
 // (bind_to_port false) and takes only the connections the capture
 // listener hands it by use_original_dst, so its address is its match. It
 // holds the chain the capture listener held for the Service before:
-// for HTTP destChain, with the http_inspector that tells HTTP from other
-// bytes, which take the default chain as they did on the capture listener
-// (passthrough, or the black hole under RegistryOnly); for TCP the TCP
-// proxy chain, with no listener filter, so a server-first client is never
-// held waiting here. Its content depends on the Service's addresses and
+// for HTTP destChain, matched by the application protocol the capture
+// listener's http_inspector detected, and a default chain for other
+// bytes, as on the capture listener (passthrough, or the black hole under
+// RegistryOnly); for TCP the TCP proxy chain. Neither runs a listener
+// filter, so a server-first client is never held waiting here. Its content depends on the Service's addresses and
 // port and on mesh-wide settings only, so other Services coming and
 // going, and the Service's own routes changing, leave it byte for byte
 // the same.
@@ -367,12 +367,11 @@ func (v *view) serviceListener(s serviceListenerSpec) *listenerv3.Listener {
 		l.AdditionalAddresses = append(l.AdditionalAddresses, &listenerv3.AdditionalAddress{Address: socketAddress(a.Addr().String(), uint32(port.Port))})
 	}
 	if port.Protocol.IsHTTP() {
-		l.ListenerFilters = []*listenerv3.ListenerFilter{listenerFilter("envoy.filters.listener.http_inspector", &httpinspectorv3.HttpInspector{})}
-		// A server-first client on an HTTP port sends nothing for
-		// http_inspector to read: go on as TCP (the default chain) after
-		// the timeout, as on the capture listener.
-		l.ListenerFiltersTimeout = durationpb.New(inboundDetectTimeout)
-		l.ContinueOnListenerFiltersTimeout = true
+		// No listener filter: the capture listener's http_inspector ran
+		// on this port number before the hand-off (outboundListener
+		// inspects every HTTP port it makes a listener for), and what it
+		// detected stays on the socket (docs/design/199). A second
+		// inspector would make a server-first client wait twice.
 		l.FilterChains = []*listenerv3.FilterChain{v.destChain(svc, port, f)}
 		l.DefaultFilterChain = v.unknownChain()
 		return l

@@ -182,7 +182,13 @@ func chainLeaves(m *listenerv3.FilterChainMatch) []string {
 // needTlsInspector, source/common/listener_manager/listener_impl.cc), but
 // nothing ever sets ALPN without an inspector: such a chain silently never
 // matches. weft states its listener filters explicitly: both are errors.
+// A listener that binds no socket (bind_to_port false) only takes
+// connections another listener hands it by use_original_dst, on the same
+// socket, so what that listener's inspectors detected counts
+// (ActiveTcpSocket::newConnection, docs/design/199): its application
+// protocols need no inspector of its own.
 func checkInspectors(l *listenerv3.Listener) []error {
+	handedOff := l.GetBindToPort() != nil && !l.GetBindToPort().GetValue()
 	tls, http := false, false
 	for _, f := range l.GetListenerFilters() {
 		switch f.GetTypedConfig().GetTypeUrl() {
@@ -198,7 +204,7 @@ func checkInspectors(l *listenerv3.Listener) []error {
 		switch {
 		case (m.GetTransportProtocol() == "tls" || len(m.GetServerNames()) > 0) && !tls:
 			errs = append(errs, fmt.Errorf("filter chain %q matches TLS (transport protocol or server names) but the listener has no tls_inspector", fc.GetName()))
-		case len(m.GetApplicationProtocols()) > 0 && !tls && !http:
+		case len(m.GetApplicationProtocols()) > 0 && !tls && !http && !handedOff:
 			errs = append(errs, fmt.Errorf("filter chain %q matches application protocols but the listener has neither tls_inspector nor http_inspector: it would never match", fc.GetName()))
 		}
 	}

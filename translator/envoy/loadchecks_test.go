@@ -35,6 +35,10 @@ func TestLoadChecks(t *testing.T) {
 	listener := func(filters []*listenerv3.ListenerFilter, chains ...*listenerv3.FilterChain) *listenerv3.Listener {
 		return &listenerv3.Listener{Name: "l", Address: socketAddress("0.0.0.0", 15006), ListenerFilters: filters, FilterChains: chains}
 	}
+	bound := func(bind bool, l *listenerv3.Listener) *listenerv3.Listener {
+		l.BindToPort = wrapperspb.Bool(bind)
+		return l
+	}
 	tlsInspector := []*listenerv3.ListenerFilter{listenerFilter("envoy.filters.listener.tls_inspector", &tlsinspectorv3.TlsInspector{})}
 	port := func(p uint32) *wrapperspb.UInt32Value { return wrapperspb.UInt32(p) }
 	cidr := func(a string, n uint32) *corev3.CidrRange {
@@ -108,6 +112,13 @@ func TestLoadChecks(t *testing.T) {
 			listener(nil, tcp("alpn", &listenerv3.FilterChainMatch{ApplicationProtocols: []string{"h2c"}})),
 			"never match",
 			listener(tlsInspector, tcp("alpn", &listenerv3.FilterChainMatch{ApplicationProtocols: []string{"weft"}}))},
+		// A listener that only takes hand-offs (bind_to_port false) sees
+		// what the accepting listener's inspectors detected
+		// (docs/design/199); one that binds its own socket does not.
+		{"ALPN without any inspector on a listener that binds",
+			bound(true, listener(nil, tcp("alpn", &listenerv3.FilterChainMatch{ApplicationProtocols: []string{"h2c"}}))),
+			"never match",
+			bound(false, listener(nil, tcp("alpn", &listenerv3.FilterChainMatch{ApplicationProtocols: []string{"h2c"}})))},
 		{"require_client_certificate without a validation context",
 			listener(tlsInspector, downstreamTLS(false)),
 			"without a validation context",
