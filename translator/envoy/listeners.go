@@ -351,10 +351,10 @@ func serviceListenerName(svc *ir.Service, port *ir.Port, f family) string {
 // listener's http_inspector detected, and a default chain for other
 // bytes, as on the capture listener (passthrough, or the black hole under
 // RegistryOnly); for TCP the TCP proxy chain. Neither runs a listener
-// filter, so a server-first client is never held waiting here. Its content depends on the Service's addresses and
-// port and on mesh-wide settings only, so other Services coming and
-// going, and the Service's own routes changing, leave it byte for byte
-// the same.
+// filter, so a server-first client is never held waiting here. Its
+// content depends on the Service's addresses and port and on mesh-wide
+// settings only, so other Services coming and going, and the Service's
+// own routes changing, leave it byte for byte the same.
 func (v *view) serviceListener(s serviceListenerSpec) *listenerv3.Listener {
 	svc, port, f := s.svc, s.port, s.f
 	l := &listenerv3.Listener{
