@@ -262,21 +262,19 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 	whole := first && len(unsent) <= fromHave
 	for k, out := range outs {
 		resp := out.resp
-		fl := inFlight{gen: snap.generation, at: now, set: make([]nameVersion, 0, len(out.encs)), removed: resp.RemovedResources}
 		for _, it := range items[starts[k]:starts[k+1]] {
 			if i := c.ownIndex(t, it.name); i >= 0 {
 				ts.ownSent |= 1 << i
 			} else if !whole {
 				ts.sent.set(it.name, it.enc.version())
 			}
-			fl.set = append(fl.set, nameVersion{it.name, it.enc.version()})
 		}
 		for _, n := range resp.RemovedResources {
 			ts.sent.del(n)
 		}
 		resp.Nonce = c.nextNonce()
 		resp.SystemVersionInfo = version
-		ts.sending(resp.Nonce, fl)
+		ts.sending(resp.Nonce, inFlight{gen: snap.generation, at: now, set: out.encs, removed: resp.RemovedResources})
 	}
 	// What was sent is now the snapshot's resources of the type, but for
 	// names the stream does not subscribe to: keep it as what differs.

@@ -58,10 +58,10 @@ func (n *Nack) describe() string {
 
 // nackResources lists up to maxNackResources names of a rejected response,
 // sorted, and how many more there were.
-func nackResources(set []nameVersion, removed []string) ([]string, int) {
+func nackResources(set []*encoded, removed []string) ([]string, int) {
 	names := make([]string, 0, len(set)+len(removed))
-	for _, r := range set {
-		names = append(names, r.name)
+	for _, e := range set {
+		names = append(names, e.name())
 	}
 	names = append(names, removed...)
 	sort.Strings(names)

@@ -157,11 +157,11 @@ func (a *ADS) sendSotW(stream discoveryv3.AggregatedDiscoveryService_StreamAggre
 	for _, part := range parts {
 		resp := &discoveryv3.DiscoveryResponse{TypeUrl: t, VersionInfo: version, Nonce: c.nextNonce()}
 		fl := inFlight{gen: snap.generation, at: now}
+		if len(parts) > 1 {
+			fl.set = part
+		}
 		for _, e := range part {
 			resp.Resources = append(resp.Resources, e.asAny(t))
-			if len(parts) > 1 {
-				fl.set = append(fl.set, nameVersion{name: e.name()})
-			}
 		}
 		ts.sending(resp.Nonce, fl)
 		resps = append(resps, resp)
