@@ -230,32 +230,58 @@ func marshalDeltaOut(d *deltaOut) (*sliceWriter, bool) {
 		return nil, false
 	}
 	meta := len(r.SystemVersionInfo) + len(r.TypeUrl) + len(r.Nonce) + 16
-	pieces := len(d.encs) + 2
+	pieces := 2
+	var prev []byte
 	for _, e := range d.encs {
 		if e.wire == nil {
 			return nil, false
 		}
-		if e.sharesTypeURL {
+		if !adjacent(prev, e.wire) {
 			pieces++
 		}
+		prev = e.wire
 	}
 	for _, n := range r.RemovedResources {
 		meta += len(n) + 4
 	}
-	// Every wire form is handed over, small ones too (newEncoded says
-	// why): the response's own memory is its fields and this list.
+	// Every wire form is handed over, small ones too, and wire forms side
+	// by side in one array (slab) as one buffer: the response's own
+	// memory is its fields and this list (docs/design/200).
 	w := &sliceWriter{meta: make([]byte, 0, meta), out: make(mem.BufferSlice, 0, pieces)}
 	w.meta = appendString(w.meta, 1, r.SystemVersionInfo)
 	w.flush()
-	for _, e := range d.encs {
-		w.out = e.buffers(w.out)
+	var run []byte     // wire forms side by side
+	var alone *encoded // run is alone's wire form: handed over as &alone.wire, which allocates nothing
+	endRun := func() {
+		switch {
+		case alone != nil:
+			w.out = append(w.out, &alone.wire)
+		case run != nil:
+			w.out = append(w.out, mem.SliceBuffer(run))
+		}
+		run, alone = nil, nil
 	}
+	for _, e := range d.encs {
+		if adjacent(run, e.wire) {
+			run, alone = run[:len(run)+len(e.wire)], nil
+			continue
+		}
+		endRun()
+		run, alone = e.wire, e
+	}
+	endRun()
 	rest := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: r.TypeUrl, RemovedResources: r.RemovedResources,
 		RemovedResourceNames: r.RemovedResourceNames, Nonce: r.Nonce, ControlPlane: r.ControlPlane, ResourceErrors: r.ResourceErrors}
 	if !w.appendMsg(rest) {
 		return nil, false
 	}
 	return w, true
+}
+
+// adjacent says whether b begins where a ends, in a's array (a's capacity
+// runs on: slab.take): a[:len(a)+len(b)] is then both.
+func adjacent(a, b []byte) bool {
+	return len(a) > 0 && len(b) > 0 && cap(a)-len(a) >= len(b) && &a[:len(a)+1][len(a)] == &b[0]
 }
 
 // appendResource writes a Delta resource as field 2 of its response:

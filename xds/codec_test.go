@@ -83,9 +83,10 @@ func TestResponseCodecBytes(t *testing.T) {
 // TestResponseCodecDeltaOut: what sendDelta sends (deltaOut) is the
 // response it stands for, as long as proto.Marshal writes it and read
 // back equal (each Any's type URL comes after its value: the order differs,
-// docs/design/194), each encoding's wire form (a small one too) and the
-// type URL handed over, not copied; one with an encoding without a wire
-// form, or resources of its own, is still written right.
+// docs/design/194), each encoding's wire form (a small one too) handed
+// over, not copied, and wire forms side by side in a slab as one buffer
+// (docs/design/200); one with an encoding without a wire form, or
+// resources of its own, is still written right.
 func TestResponseCodecDeltaOut(t *testing.T) {
 	big := bytes.Repeat([]byte{0x0a, 0x03, 'a', 'b', 'c'}, 1000)
 	encs := []*encoded{
@@ -98,6 +99,16 @@ func TestResponseCodecDeltaOut(t *testing.T) {
 	if !bytes.Equal(encs[0].value(), big) || &encs[0].value()[0] == &big[0] {
 		t.Fatal("an encoding's value is not its own copy of the content")
 	}
+	// Carved from one array, in order: a, b and c side by side, then
+	// one too large for a slab (its own array), then d after c.
+	sl := slab{free: make([]byte, 0, 4096)}
+	carved := []*encoded{
+		newEncodedIn(&sl, resourcev3.ClusterType, "a", "1", big[:100]),
+		newEncodedIn(&sl, resourcev3.ClusterType, "b", "2", big[:200]),
+		newEncodedIn(&sl, resourcev3.ClusterType, "c", "3", nil),
+		newEncodedIn(&sl, resourcev3.ClusterType, "large", "4", big),
+		newEncodedIn(&sl, resourcev3.ClusterType, "d", "5", big[:7]),
+	}
 	out := func(encs []*encoded, own ...*discoveryv3.Resource) *deltaOut {
 		return &deltaOut{resp: &discoveryv3.DeltaDiscoveryResponse{SystemVersionInfo: "v1", TypeUrl: resourcev3.ClusterType, Resources: own,
 			Nonce: "12", RemovedResources: []string{"gone"}, ControlPlane: &corev3.ControlPlane{Identifier: "weft"}}, encs: encs}
@@ -107,6 +118,8 @@ func TestResponseCodecDeltaOut(t *testing.T) {
 	c := newResponseCodec()
 	for name, m := range map[string]*deltaOut{
 		"encodings":                    out(encs),
+		"carved in order":              out(carved),
+		"carved out of order":          out([]*encoded{carved[1], carved[0], carved[2], carved[4], carved[3], carved[1]}),
 		"none":                         out(nil),
 		"an encoding without its wire": out(append(slices.Clone(encs), hand)),
 		"resources of its own":         out(encs[:2], hand.resource(resourcev3.ClusterType)),
@@ -139,8 +152,14 @@ func TestResponseCodecDeltaOut(t *testing.T) {
 		shared := func(x []byte) bool {
 			return slices.ContainsFunc(got, func(b mem.Buffer) bool { d := b.ReadOnlyData(); return &d[0] == &x[0] })
 		}
-		if name == "encodings" && (!shared(encs[1].wire) || !shared(encs[0].wire) || !shared(*encs[0].typeURL)) {
-			t.Error("the wire form or type URL was copied, not shared")
+		if name == "encodings" && (!shared(encs[1].wire) || !shared(encs[0].wire)) {
+			t.Error("the wire form was copied, not shared")
+		}
+		// The envelope's two pieces (before and after the resources) and
+		// the resources': a, b and c as one, large, d; out of order,
+		// b, a, c and d as one, large, b.
+		if want := map[string]int{"carved in order": 5, "carved out of order": 7}[name]; want > 0 && (len(got) != want || !shared(carved[0].wire) || !shared(carved[3].wire)) {
+			t.Errorf("%s: %d buffers, want %d, the first and the large one shared", name, len(got), want)
 		}
 	}
 }

@@ -36,56 +36,54 @@ import (
 // never re-sent.
 //
 // It is held once per distinct content for as long as any proxy holds it,
-// so it is kept small (48 bytes besides its wire form; docs/design/193,
-// 194): the name, version and value are windows on the wire form, the
-// type URL is shared by every encoding of its type, and the Any a
-// State-of-the-World response carries is made on the first such send.
+// so it is kept small (40 bytes besides its wire form; docs/design/193,
+// 194, 200): the name, version and value are windows on the wire form,
+// and the Any a State-of-the-World response carries is made on the first
+// such send.
 type encoded struct {
-	// wire is the resource as a Delta response carries it (field 2), but
-	// for the type URL that ends it when sharesTypeURL: the codec hands over
-	// &wire, however small, then typeURL if so (deltaOut,
-	// docs/design/188): a cold start of 500 proxies made a Resource
-	// message per resource per proxy (0.7 GB) and wrote each ~130-byte
-	// envelope into a buffer of the response's own (0.76 GB), all in
-	// flight together. Its fields:
-	// version (1), name (3), then the Any (2), whose value comes before
-	// its type URL (docs/design/194). Nil for hand-made test encodings.
+	// wire is the resource as a Delta response carries it (field 2); the
+	// codec hands over &wire, or one buffer for wire forms side by side
+	// in a slab (deltaOut, docs/design/188, 200): a cold start of 500
+	// proxies made a Resource message per resource per proxy (0.7 GB) and
+	// wrote each ~130-byte envelope into a buffer of the response's own
+	// (0.76 GB), all in flight together. Its fields: version (1), name
+	// (3), then the Any (2), whose value comes before its type URL
+	// (docs/design/194). Nil for hand-made test encodings.
 	wire mem.SliceBuffer
-	// typeURL is the Any's type_url field (1), the same buffer for every
-	// encoding of the type; wire leaves it out when sharesTypeURL
-	// (sharedTypeURLMin says which): ~50 bytes each, 0.2 MB of issue 14's
-	// mesh.
-	typeURL *mem.SliceBuffer
 	// anyMsg is the Any SotW responses carry (asAny), made on the first
 	// such send: Delta streams never need it.
 	anyMsg atomic.Pointer[anypb.Any]
-	// wire[valAt:] is the resource's value (its marshalled message),
-	// then the type URL unless sharesTypeURL; wire[verAt:verAt+verLen] its
-	// version, read for every resource of a push to compare with what a
-	// stream holds (sendDelta), so not parsed; its name's field follows.
-	valAt  uint32
-	verLen uint16
-	verAt  uint8
-	// sharesTypeURL: wire leaves the type URL out (it ends with the
-	// value), and typeURL is sent after it.
-	sharesTypeURL bool
+	// wire[valAt:len(wire)-tailLen] is the resource's value (its
+	// marshalled message), then the type URL's field (tailLen bytes);
+	// wire[verAt:verAt+verLen] its version, read for every resource of a
+	// push to compare with what a stream holds (sendDelta), so not
+	// parsed; its name's field follows.
+	valAt   uint32
+	verLen  uint16
+	verAt   uint8
+	tailLen uint8
 }
 
 // newEncoded makes the encoding of value, a typeURL resource called name,
-// with its wire form.
+// with its wire form of its own.
 func newEncoded(typeURL, name, version string, value []byte) *encoded {
+	return newEncodedIn(nil, typeURL, name, version, value)
+}
+
+// newEncodedIn is newEncoded with the wire form carved from s, if set and
+// the wire form is small (slab.take).
+func newEncodedIn(s *slab, typeURL, name, version string, value []byte) *encoded {
 	tail := typeURLField(typeURL)
-	anyLen := len(*tail)
+	anyLen := len(tail)
 	if len(value) > 0 {
 		anyLen += protowire.SizeTag(2) + protowire.SizeBytes(len(value))
 	}
 	resLen := stringSize(3, name) + stringSize(1, version) + protowire.SizeTag(2) + protowire.SizeBytes(anyLen)
 	size := protowire.SizeTag(2) + protowire.SizeBytes(resLen)
-	shared := size-len(*tail) >= sharedTypeURLMin
-	if shared {
-		size -= len(*tail)
+	if len(version) > math.MaxUint16 || len(tail) > math.MaxUint8 {
+		panic("xds: a version of more than 65,535 bytes or a type URL of more than 250") // weft's are 16, and under 100
 	}
-	wire := make([]byte, 0, size)
+	wire := s.take(size)
 	wire = protowire.AppendTag(wire, 2, protowire.BytesType)
 	wire = protowire.AppendVarint(wire, uint64(resLen))
 	wire = appendString(wire, 1, version)
@@ -99,39 +97,62 @@ func newEncoded(typeURL, name, version string, value []byte) *encoded {
 	}
 	valAt := len(wire)
 	wire = append(wire, value...)
-	if !shared {
-		wire = append(wire, *tail...)
-	}
-	if len(version) > math.MaxUint16 {
-		panic("xds: a version of more than 65,535 bytes") // weft's are 16
-	}
-	return &encoded{wire: wire, typeURL: tail, valAt: uint32(valAt), verAt: uint8(verAt), verLen: uint16(len(version)), sharesTypeURL: shared}
+	wire = append(wire, tail...)
+	return &encoded{wire: wire, valAt: uint32(valAt), verAt: uint8(verAt), verLen: uint16(len(version)), tailLen: uint8(len(tail))}
 }
 
-// sharedTypeURLMin: a wire form this long or longer leaves its type URL
-// out (encoded.typeURL); a shorter one ends with it. gRPC writes a
-// response in frames of 16 KiB, each from a list of the buffers it spans,
-// and keeps that list between frames only up to 64 buffers: a frame of
-// endpoints (~390 bytes each) listed 84 buffers with the type URL apart,
-// and made a new list per frame (+60 MB of garbage per 100-proxy cold
-// start, BenchmarkColdStart). At 512 bytes or more, a frame spans at most
-// ~58 buffers. Issue 14's listeners (~970 bytes) and clusters (~730)
-// share their type URL; its endpoints and route configurations (~220)
-// keep theirs.
-const sharedTypeURLMin = 512
+// slab hands out the wire forms of one encoding pass (a Part's, a
+// snapshot's) side by side, so that a response carrying them in the
+// order they were made hands gRPC one buffer for many (responseCodec
+// merges adjacent ones): a cold start sends a Part's resources in name
+// order, the order encodePart makes them in. gRPC writes a response in
+// 16 KiB frames, each from a list of the buffers it spans, which it keeps
+// between frames while it holds at most 64 (grown by doubling: 37, then
+// 74); a frame of ~220-byte route configurations spanned 74, of clusters
+// with their type URL apart 46, and each such frame grew a new list
+// (docs/design/200). A slab's arrays live as long as any wire form in
+// them: each array is at most what the pass had taken before it (the
+// first wire form gets one of its own size), so a pass of a few
+// encodings (an endpoint patch, a group's own listener) wastes nothing,
+// and a large one at most one array's unused end. The zero slab (and a
+// nil one) gives every wire form an array of its own.
+type slab struct {
+	free  []byte // free[len(free):cap(free)] is not handed out yet
+	taken int
+}
+
+// slabMaxBytes: the largest array a slab makes, and a wire form longer
+// than a quarter of it gets its own (one buffer whatever it is next to).
+const slabMaxBytes = 16 << 10
+
+// take returns an empty slice to append a wire form of n bytes to. Its
+// capacity runs to the end of its array, so that responseCodec can tell
+// that two wire forms are adjacent: nothing may append to a wire form
+// once it is made.
+func (s *slab) take(n int) []byte {
+	if s == nil || n > slabMaxBytes/4 {
+		return make([]byte, 0, n)
+	}
+	if cap(s.free)-len(s.free) < n {
+		s.free = make([]byte, 0, min(max(n, s.taken), slabMaxBytes))
+	}
+	b := s.free[len(s.free):len(s.free)]
+	s.free = s.free[:len(s.free)+n]
+	s.taken += n
+	return b
+}
 
 // typeURLFields holds, by type URL, the Any field naming it (typeURLField).
-var typeURLFields sync.Map // string → *mem.SliceBuffer
+var typeURLFields sync.Map // string → []byte
 
-// typeURLField returns the Any's type_url field (1) of typeURL, one
-// buffer per type URL, shared by every encoding and response.
-func typeURLField(typeURL string) *mem.SliceBuffer {
+// typeURLField returns the Any's type_url field (1) of typeURL, made once
+// per type URL.
+func typeURLField(typeURL string) []byte {
 	if b, ok := typeURLFields.Load(typeURL); ok {
-		return b.(*mem.SliceBuffer)
+		return b.([]byte)
 	}
-	f := mem.SliceBuffer(protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), typeURL))
-	b, _ := typeURLFields.LoadOrStore(typeURL, &f)
-	return b.(*mem.SliceBuffer)
+	b, _ := typeURLFields.LoadOrStore(typeURL, protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), typeURL))
+	return b.([]byte)
 }
 
 // field returns the string field num of wire[at:] if it is there, and
@@ -162,13 +183,8 @@ func (e *encoded) name() string {
 // version is the resource's version: the hex of its content's hash.
 func (e *encoded) version() string { return window(e.wire, int(e.verAt), int(e.verLen)) }
 
-// valEnd is where the value ends in wire: the end, or the type URL.
-func (e *encoded) valEnd() int {
-	if e.sharesTypeURL || e.wire == nil {
-		return len(e.wire)
-	}
-	return len(e.wire) - len(*e.typeURL)
-}
+// valEnd is where the value ends in wire: at the type URL.
+func (e *encoded) valEnd() int { return len(e.wire) - int(e.tailLen) }
 
 // window is the string of b[at:at+n], sharing b's bytes (b is never
 // written after).
@@ -192,11 +208,8 @@ func (e *encoded) size() int { return e.valEnd() - int(e.valAt) }
 // type): its wire form and type URL, without reading its fields (a cold
 // start asks it of every resource for every proxy).
 func (e *encoded) deltaSize(typeURL string) int {
-	switch {
-	case e.wire == nil:
+	if e.wire == nil {
 		return e.size() + len(typeURL) + 16 // a hand-made test encoding
-	case e.sharesTypeURL:
-		return len(e.wire) + len(*e.typeURL)
 	}
 	return len(e.wire)
 }
@@ -226,16 +239,6 @@ func (e *encoded) newAny(typeURL string) *anypb.Any {
 		v = e.value()
 	}
 	return &anypb.Any{TypeUrl: typeURL, Value: v}
-}
-
-// buffers appends wire and the type URL that ends it (if wire leaves it
-// out) to out, as gRPC takes them: pointers, so handing them over
-// allocates nothing.
-func (e *encoded) buffers(out mem.BufferSlice) mem.BufferSlice {
-	if e.sharesTypeURL {
-		return append(out, &e.wire, e.typeURL)
-	}
-	return append(out, &e.wire)
 }
 
 // resource returns the Delta resource e is, a typeURL resource.
@@ -329,20 +332,25 @@ func newEncoder() *encoder {
 // new one, validated first (a resource that fails validation is never
 // encoded, so never sent: a weft bug, reported as an error).
 func (e *encoder) encode(typeURL, name string, m proto.Message, prev *encoded) (*encoded, error) {
+	return e.encodeIn(nil, typeURL, name, m, prev)
+}
+
+// encodeIn is encode with a new wire form carved from s (a pass's slab).
+func (e *encoder) encodeIn(s *slab, typeURL, name string, m proto.Message, prev *encoded) (*encoded, error) {
 	// Resources may come from translator/envoy's memos: a message seen
 	// before has the encoding it had then. (A message built for one group
 	// alone takes the same path; its entry goes with it.)
 	switch x := m.(type) {
 	case *endpointv3.ClusterLoadAssignment:
-		return encodeByMsg(e, typeURL, name, x, prev)
+		return encodeByMsg(e, s, typeURL, name, x, prev)
 	case *clusterv3.Cluster:
-		return encodeByMsg(e, typeURL, name, x, prev)
+		return encodeByMsg(e, s, typeURL, name, x, prev)
 	case *listenerv3.Listener:
-		return encodeByMsg(e, typeURL, name, x, prev)
+		return encodeByMsg(e, s, typeURL, name, x, prev)
 	case *routev3.RouteConfiguration:
-		return encodeByMsg(e, typeURL, name, x, prev)
+		return encodeByMsg(e, s, typeURL, name, x, prev)
 	}
-	return e.encodeContent(typeURL, name, m, prev)
+	return e.encodeContent(s, typeURL, name, m, prev)
 }
 
 // encodeByMsg is encode through byMsg. Concurrent encodings of one
@@ -350,7 +358,7 @@ func (e *encoder) encode(typeURL, name string, m proto.Message, prev *encoded) (
 func encodeByMsg[T any, P interface {
 	*T
 	proto.Message
-}](e *encoder, typeURL, name string, m P, prev *encoded) (*encoded, error) {
+}](e *encoder, s *slab, typeURL, name string, m P, prev *encoded) (*encoded, error) {
 	k := msgKey{weak.Make((*T)(m)), name}
 	same := func(x *encoded) *encoded {
 		if prev != nil && (prev == x || prev.version() == x.version() && bytes.Equal(prev.value(), x.value())) {
@@ -390,7 +398,7 @@ func encodeByMsg[T any, P interface {
 	// Encoded without prev: prev's content is another message's, and the
 	// waiters compare with theirs.
 	f.err = errPanicked
-	x, err := e.encodeContent(typeURL, name, m, nil)
+	x, err := e.encodeContent(s, typeURL, name, m, nil)
 	f.x, f.err = x, err
 	if err != nil {
 		return nil, err
@@ -437,7 +445,7 @@ func shrink[K comparable, V any](m map[K]V, peak *int) map[K]V {
 
 // encodeContent marshals m to find its content and returns prev, a shared
 // encoding of the same content, or a new one (see encode).
-func (e *encoder) encodeContent(typeURL, name string, m proto.Message, prev *encoded) (*encoded, error) {
+func (e *encoder) encodeContent(s *slab, typeURL, name string, m proto.Message, prev *encoded) (*encoded, error) {
 	shared := typeURL != resourcev3.SecretType
 	var buf *[]byte
 	if shared {
@@ -465,10 +473,10 @@ func (e *encoder) encodeContent(typeURL, name string, m proto.Message, prev *enc
 	if err := envoy.ValidateResource(m); err != nil {
 		return nil, fmt.Errorf("refusing to push invalid %s %s: %w", shortType(typeURL), name, err)
 	}
-	x := newEncoded(typeURL, name, fmt.Sprintf("%016x", sum), b)
 	if !shared {
-		return x, nil
+		return newEncoded(typeURL, name, fmt.Sprintf("%016x", sum), b), nil
 	}
+	x := newEncodedIn(s, typeURL, name, fmt.Sprintf("%016x", sum), b)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	byHash := e.entries[typeURL]
@@ -620,11 +628,12 @@ func (e *encoder) part(p *envoy.Part) (*encodedPart, error) {
 
 func (e *encoder) encodePart(p *envoy.Part) *encodedPart {
 	x := &encodedPart{enc: e, merged: &mergedMaps{}}
+	var s slab // the Part's new wire forms side by side, in the order they are sent
 	add := func(i int, typeURL, name string, m proto.Message, n int) {
 		if x.err != nil {
 			return
 		}
-		enc, err := e.encode(typeURL, name, m, nil)
+		enc, err := e.encodeIn(&s, typeURL, name, m, nil)
 		if err != nil {
 			x.err = err
 			return

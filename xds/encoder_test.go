@@ -104,7 +104,7 @@ func TestEncoderComparesBytes(t *testing.T) {
 	// Same bytes and hash under another name: not the same resource.
 	other := newEncoded(resourcev3.EndpointType, "y", "other", b)
 	enc.entries[resourcev3.EndpointType][h.Sum64()] = weak.Make(other)
-	if got, err := enc.encodeContent(resourcev3.EndpointType, "x", m, nil); err != nil || got == other {
+	if got, err := enc.encodeContent(nil, resourcev3.EndpointType, "x", m, nil); err != nil || got == other {
 		t.Errorf("encode returned another name's entry with the same bytes (%v)", err)
 	}
 	runtime.KeepAlive(impostor)
@@ -122,7 +122,7 @@ func TestEncoderEntriesStayBounded(t *testing.T) {
 	for round := range 20 {
 		for i := range perRound {
 			name := fmt.Sprintf("r%d-%d", round, i)
-			x, err := enc.encodeContent(resourcev3.EndpointType, name, &endpointv3.ClusterLoadAssignment{ClusterName: name}, nil)
+			x, err := enc.encodeContent(nil, resourcev3.EndpointType, name, &endpointv3.ClusterLoadAssignment{ClusterName: name}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -139,7 +139,7 @@ func TestEncoderEntriesStayBounded(t *testing.T) {
 		t.Errorf("after 20 rounds of %d encodings, each dropped, the encoder holds %d entries; want at most %d", perRound, n, limit)
 	}
 	for _, x := range kept {
-		if got, _ := enc.encodeContent(resourcev3.EndpointType, x.name(), &endpointv3.ClusterLoadAssignment{ClusterName: x.name()}, nil); got != x {
+		if got, _ := enc.encodeContent(nil, resourcev3.EndpointType, x.name(), &endpointv3.ClusterLoadAssignment{ClusterName: x.name()}, nil); got != x {
 			t.Fatalf("%s: a live encoding was not found again", x.name())
 		}
 	}
@@ -312,24 +312,22 @@ func testEncoding(name, version string) *encoded {
 }
 
 // TestEncodingIsSmall: an encoding is held once per distinct content (8,013
-// of them in issue 14's mesh at 100 proxies): its struct stays at 48 bytes,
-// and a wire form of sharedTypeURLMin bytes or more leaves out the type
-// URL, which every such encoding of the type shares (docs/design/194); a
-// shorter one ends with it. Both read back as the resource they are.
+// of them in issue 14's mesh at 100 proxies): its struct stays at 40 bytes
+// (docs/design/194, 200). Its wire form ends with its type URL, and reads
+// back as the resource it is.
 func TestEncodingIsSmall(t *testing.T) {
-	if n := unsafe.Sizeof(encoded{}); n > 48 {
-		t.Errorf("an encoding's struct is %d bytes, want at most 48", n)
+	if n := unsafe.Sizeof(encoded{}); n > 40 {
+		t.Errorf("an encoding's struct is %d bytes, want at most 40", n)
 	}
 	big := bytes.Repeat([]byte{0x0a, 0x03, 'a', 'b', 'c'}, 200)
 	small := []byte{0x0a, 0x01, 'x'}
 	a := newEncoded(resourcev3.ClusterType, "a", "1", big)
 	b := newEncoded(resourcev3.ClusterType, "b", "2", big)
 	c := newEncoded(resourcev3.ClusterType, "c", "3", small)
-	if !a.sharesTypeURL || a.typeURL != b.typeURL || bytes.Contains(a.wire, []byte(resourcev3.ClusterType)) {
-		t.Error("a large encoding's type URL is not shared between encodings of its type")
-	}
-	if c.sharesTypeURL || !bytes.HasSuffix(c.wire, []byte(resourcev3.ClusterType)) {
-		t.Error("a small encoding does not end with its type URL")
+	for _, x := range []*encoded{a, b, c} {
+		if !bytes.HasSuffix(x.wire, []byte(resourcev3.ClusterType)) {
+			t.Errorf("%s: the wire form does not end with its type URL", x.name())
+		}
 	}
 	for _, x := range []struct {
 		e                    *encoded

@@ -210,12 +210,13 @@ func encodeSnapshot(res *envoy.Resources, secrets []*tlsv3.Secret, prev *snapsho
 	}
 	sizes := map[string]int{resourcev3.SecretType: len(secrets), resourcev3.ClusterType: len(lists.Clusters),
 		resourcev3.EndpointType: len(lists.Endpoints), resourcev3.ListenerType: len(lists.Listeners), resourcev3.RouteType: len(lists.Routes)}
+	var s slab // new wire forms side by side (slab)
 	add := func(typeURL, name string, m proto.Message) error {
 		var old *encoded
 		if prev != nil {
 			old = prev.resources[typeURL][name]
 		}
-		e, err := enc.encode(typeURL, name, m, old)
+		e, err := enc.encodeIn(&s, typeURL, name, m, old)
 		if err != nil {
 			return err
 		}
