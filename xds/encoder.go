@@ -659,12 +659,26 @@ func (e *encoder) encodePart(p *envoy.Part) *encodedPart {
 		return x
 	}
 	for i, t := range pushOrder {
-		if m, a := e.maps.intern(t, x.maps[i]); a != nil {
+		m, a := e.maps.intern(t, x.maps[i])
+		if a != nil {
 			x.maps[i], x.anchors[i] = m, a
 		}
-		if len(x.maps[i]) > 0 {
-			x.sorted[i] = slices.SortedFunc(maps.Values(x.maps[i]), byName)
+		if len(m) == 0 {
+			continue
 		}
+		if a == nil {
+			x.sorted[i] = slices.SortedFunc(maps.Values(m), byName)
+			continue
+		}
+		if l := a.sorted.Load(); l != nil {
+			x.sorted[i] = *l
+			continue
+		}
+		l := slices.SortedFunc(maps.Values(m), byName)
+		if !a.sorted.CompareAndSwap(nil, &l) {
+			l = *a.sorted.Load()
+		}
+		x.sorted[i] = l
 	}
 	x.splits = holdsSplit(x.maps[endpointsAt])
 	x.deps = make(map[ir.ServiceKey]bool, len(p.Deps))

@@ -139,6 +139,8 @@ func BenchmarkHeapPerProxy(b *testing.B) {
 		{services: 2000, namespaces: 10, proxies: 100, workloads: 100, exportAll: true},
 		{services: 2000, namespaces: 10, proxies: 100, workloads: 10, exportAll: true},
 		{services: 2000, namespaces: 10, proxies: 100, workloads: 100},
+		// hack/bench --scoped's: splits, subscribing as Envoy does.
+		{services: 2000, namespaces: 10, proxies: 100, workloads: 100, splitEvery: 10, byName: true},
 		// hack/load's shape: 100 namespaces of 20 Services.
 		{services: 2000, namespaces: 100, proxies: 100, workloads: 100, exportAll: true},
 		{services: 2000, namespaces: 100, proxies: 100, workloads: 100},
