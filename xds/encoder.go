@@ -81,7 +81,7 @@ func newEncodedIn(s *slab, typeURL, name, version string, value []byte) *encoded
 	resLen := stringSize(3, name) + stringSize(1, version) + protowire.SizeTag(2) + protowire.SizeBytes(anyLen)
 	size := protowire.SizeTag(2) + protowire.SizeBytes(resLen)
 	if len(version) > math.MaxUint16 || len(tail) > math.MaxUint8 {
-		panic("xds: a version of more than 65,535 bytes or a type URL of more than 250") // weft's are 16, and under 100
+		panic("xds: a version of more than 65,535 bytes, or a type URL field of more than 255") // weft's are 16, and under 100
 	}
 	wire := s.take(size)
 	wire = protowire.AppendTag(wire, 2, protowire.BytesType)
@@ -98,6 +98,11 @@ func newEncodedIn(s *slab, typeURL, name, version string, value []byte) *encoded
 	valAt := len(wire)
 	wire = append(wire, value...)
 	wire = append(wire, tail...)
+	if len(wire) != size {
+		// Past size, the appends would have written over the next wire
+		// form of the slab's array.
+		panic(fmt.Sprintf("xds: a wire form of %d bytes, sized %d", len(wire), size))
+	}
 	return &encoded{wire: wire, valAt: uint32(valAt), verAt: uint8(verAt), verLen: uint16(len(version)), tailLen: uint8(len(tail))}
 }
 
