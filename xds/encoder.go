@@ -306,6 +306,10 @@ type encoder struct {
 	// (snapshot.sharePolicies).
 	policies *sliceInterner[ir.PolicyRef]
 	since    *sliceInterner[uint64]
+	// orders share Parts' name orders (encodedPart.sorted) between Parts
+	// made again with the same content, which groups built from either
+	// hold (mergedOrder.base).
+	orders *sliceInterner[*encoded]
 }
 
 // msgKey is one shared message (a weak.Pointer of its type) under one
@@ -329,7 +333,7 @@ const minSweep = 1024
 func newEncoder() *encoder {
 	return &encoder{entries: map[string]map[uint64]weak.Pointer[encoded]{}, sweepAt: minSweep, entriesPeak: map[string]int{}, byMsg: map[msgKey]weak.Pointer[encoded]{}, flights: map[msgKey]*flight{},
 		maps: newMapInterner[string, *encoded](), deps: newMapInterner[ir.ServiceKey, bool](),
-		policies: newSliceInterner[ir.PolicyRef](), since: newSliceInterner[uint64]()}
+		policies: newSliceInterner[ir.PolicyRef](), since: newSliceInterner[uint64](), orders: newSliceInterner[*encoded]()}
 }
 
 // encode returns the encoding of m, named name: prev itself when its
@@ -538,8 +542,9 @@ type encodedPart struct {
 	enc     *encoder
 	maps    [len(pushOrder)]map[string]*encoded
 	anchors [len(pushOrder)]any
-	// sorted: each map's resources in name order (mergedOrder).
-	sorted [len(pushOrder)][]*encoded
+	// sorted: each map's resources in name order (mergedOrder), shared
+	// (encoder.orders); nil for an empty map.
+	sorted [len(pushOrder)]*sliceAnchor[*encoded]
 	// splits: holdsSplit of the endpoints.
 	splits bool
 	err    error
@@ -665,23 +670,20 @@ func (e *encoder) encodePart(p *envoy.Part) *encodedPart {
 	}
 	for i, t := range pushOrder {
 		m, a := e.maps.intern(t, x.maps[i])
-		if a != nil {
-			x.maps[i], x.anchors[i] = m, a
-		}
-		if len(m) == 0 {
-			continue
-		}
 		if a == nil {
-			x.sorted[i] = slices.SortedFunc(maps.Values(m), byName)
-			continue
+			continue // none of the type
 		}
-		if l := a.sorted.Load(); l != nil {
-			x.sorted[i] = *l
-			continue
-		}
-		l := slices.SortedFunc(maps.Values(m), byName)
-		if !a.sorted.CompareAndSwap(nil, &l) {
-			l = *a.sorted.Load()
+		x.maps[i], x.anchors[i] = m, a
+		l := a.sorted.Load()
+		if l == nil {
+			// The map is new, or made again after the last Part with it
+			// went (its Shared collected): the groups built from that
+			// Part hold its order still, and take the same one here
+			// (encoder.orders), not a copy per Part made.
+			_, l = e.orders.intern(t, slices.SortedFunc(maps.Values(m), byName))
+			if !a.sorted.CompareAndSwap(nil, l) {
+				l = a.sorted.Load()
+			}
 		}
 		x.sorted[i] = l
 	}

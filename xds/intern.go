@@ -37,9 +37,8 @@ type anchor[K, V comparable] struct {
 	// sorted caches the map's values in the order a Part sends them
 	// (encodedPart.sorted): a Part made again with the same content (a
 	// new Shared, after the last was collected: each such Part of a
-	// scoped mesh is one namespace's) takes the list instead of sorting
-	// and keeping one of its own.
-	sorted atomic.Pointer[[]V]
+	// scoped mesh is one namespace's) takes the list instead of sorting.
+	sorted atomic.Pointer[sliceAnchor[V]]
 }
 
 // internKey names a content: kind (the type URL), size and an

@@ -175,7 +175,7 @@ func TestMergedOrder(t *testing.T) {
 	e := func(name string) *encoded { return testEncoding(name, name) }
 	a, c, e1, c2, b, f := e("a"), e("c"), e("e"), e("c"), e("b"), e("f")
 	m := map[string]*encoded{"a": a, "b": b, "c": c2, "e": e1, "f": f}
-	o := mergedOrder{m: m, base: []*encoded{a, c, e1}, own: []*encoded{b, c2, f}}
+	o := mergedOrder{m: m, base: &sliceAnchor[*encoded]{s: []*encoded{a, c, e1}}, own: []*encoded{b, c2, f}}
 	var got []*encoded
 	if !o.inOrder(m, func(x *encoded) { got = append(got, x) }) {
 		t.Fatal("the map the order was made for is not walked")
@@ -239,4 +239,57 @@ func TestMergedMapsDoNotKeepTheirPart(t *testing.T) {
 		}
 	}
 	t.Error("an encoded Part whose merged map is its own map stays alive after nothing refers to it")
+}
+
+// TestRemadePartSharesItsOrder: a Part made again with the same content
+// (by a new Shared, after the last was collected: between the joins of a
+// quiet mesh, at every collection) gives its groups the name order the
+// live groups hold, not a copy. Each group holds its Part's sorted lists
+// (mergedOrder.base); a copy per Part made is kept by every group built
+// from it, a list of every Service per type (16 KiB at 2,000) per
+// collection during a cold start.
+func TestRemadePartSharesItsOrder(t *testing.T) {
+	in := testmesh.Generate(testmesh.Options{Services: 20, Namespaces: 2, EndpointsPerService: 2, ExportAll: true})
+	mesh := translator.Translate(in).Mesh
+	enc := newEncoder()
+	build := func(w int) *snapshot {
+		p := dataplane.Proxy{Namespace: testmesh.Namespace(0), ServiceAccount: fmt.Sprintf("svc-%d", w),
+			Labels: map[string]string{"app": fmt.Sprintf("svc-%d", w)}, IPs: []string{testmesh.PodIP(w, 0)}, Kind: dataplane.KindSidecar}
+		collected := make(chan struct{})
+		var s *snapshot
+		func() {
+			res := envoy.NewShared(mesh).BuildGroup(p)
+			var err error
+			if s, _, err = encodeSnapshot(res, nil, nil, enc); err != nil {
+				t.Fatal(err)
+			}
+			runtime.AddCleanup(res.Common, func(ch chan struct{}) { close(ch) }, collected)
+		}()
+		for range 50 {
+			runtime.GC()
+			select {
+			case <-collected:
+				return s
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		t.Fatal("the group's Part stays alive after its build: the case tests nothing")
+		return nil
+	}
+	first := build(0)
+	second := build(1) // another workload: its own group, the same view
+	checked := 0
+	for i, typ := range pushOrder {
+		a, b := first.order[i].base, second.order[i].base
+		if a == nil || b == nil {
+			continue
+		}
+		checked++
+		if &a.s[0] != &b.s[0] {
+			t.Errorf("%s: the second group holds its own copy of the Part's order (%d resources), not the first's", shortType(typ), len(b.s))
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no type has a Part order: the case tests nothing")
+	}
 }

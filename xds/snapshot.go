@@ -79,17 +79,20 @@ type snapshot struct {
 // Part's of the same name. It describes m only: a snapshot derived from
 // this one (a patch) has a new map, and then no order (inOrder).
 type mergedOrder struct {
-	m         map[string]*encoded
-	base, own []*encoded
+	m map[string]*encoded
+	// base is the Part's order, shared by every group built from a Part
+	// of that content (encoder.orders); own the group's.
+	base *sliceAnchor[*encoded]
+	own  []*encoded
 }
 
 // inOrder calls f with each resource of have in name order, if o
 // describes have, and says whether it did.
 func (o *mergedOrder) inOrder(have map[string]*encoded, f func(*encoded)) bool {
-	if o.m == nil || !sameMap(o.m, have) {
+	if o.m == nil || o.base == nil || !sameMap(o.m, have) {
 		return false
 	}
-	base, own := o.base, o.own
+	base, own := o.base.s, o.own
 	for len(base) > 0 || len(own) > 0 {
 		switch {
 		case len(own) == 0 || len(base) > 0 && base[0].name() < own[0].name():
