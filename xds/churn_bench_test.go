@@ -7,7 +7,6 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -160,7 +159,7 @@ func BenchmarkWeightChange(b *testing.B) {
 				ts.Spec.Backends[0].Weight, ts.Spec.Backends[1].Weight = &[]int32{100 - w}[0], &[]int32{w}[0]
 				in.TrafficSplits[0] = ts
 				next := translator.Translate(in).Mesh
-				old := conns[0].group.snap.Load().resources[resourcev3.RouteType][route]
+				old := conns[0].group.snap.Load().resources[routesAt][route]
 				b.StartTimer()
 				// As the controller's mesh loop does after translating.
 				a.mu.Lock()
@@ -181,7 +180,7 @@ func BenchmarkWeightChange(b *testing.B) {
 					}
 				}
 				b.StopTimer()
-				if conns[0].group.snap.Load().resources[resourcev3.RouteType][route] == old {
+				if conns[0].group.snap.Load().resources[routesAt][route] == old {
 					b.Fatalf("%s did not change", route)
 				}
 				for _, c := range conns {
@@ -201,7 +200,7 @@ func BenchmarkWeightChange(b *testing.B) {
 func ackAllPending(b *testing.B, a *ADS, s *discardStream, c *conn) {
 	c.mu.Lock()
 	var reqs []*discoveryv3.DeltaDiscoveryRequest
-	for t, ts := range c.types {
+	for t, ts := range c.types.all {
 		for n := range ts.pending {
 			reqs = append(reqs, &discoveryv3.DeltaDiscoveryRequest{TypeUrl: t, ResponseNonce: n})
 		}

@@ -117,11 +117,11 @@ func TestUpdateDuringFirstBuildEqualsFreshBuild(t *testing.T) {
 			}
 			got := conn.group.snap.Load()
 			for _, typ := range pushOrder {
-				if len(got.resources[typ]) != len(want.resources[typ]) {
-					t.Errorf("%s: %d resources, a fresh build of the new model has %d", shortType(typ), len(got.resources[typ]), len(want.resources[typ]))
+				if len(got.resources.of(typ)) != len(want.resources.of(typ)) {
+					t.Errorf("%s: %d resources, a fresh build of the new model has %d", shortType(typ), len(got.resources.of(typ)), len(want.resources.of(typ)))
 				}
-				for name, w := range want.resources[typ] {
-					if g := got.resources[typ][name]; g == nil || g.version() != w.version() {
+				for name, w := range want.resources.of(typ) {
+					if g := got.resources.of(typ)[name]; g == nil || g.version() != w.version() {
 						t.Errorf("%s %s differs from a fresh build of the new model", shortType(typ), name)
 					}
 				}

@@ -41,8 +41,31 @@ type conn struct {
 	own []*encoded
 
 	mu    sync.Mutex
-	types map[string]*typeState
+	types typeStates
 	nonce uint64
+}
+
+// typeStates are a stream's states by type, at the type's index in
+// pushOrder (nil: not subscribed). An array, not a map: a map of four
+// entries is ~300 bytes per stream (docs/design/201).
+type typeStates [len(pushOrder)]*typeState
+
+// get returns type t's state, nil when the stream has none (or t is not
+// served).
+func (s *typeStates) get(t string) *typeState {
+	if i := typeIndex(t); i >= 0 {
+		return s[i]
+	}
+	return nil
+}
+
+// all yields each type's state, in pushOrder.
+func (s *typeStates) all(yield func(string, *typeState) bool) {
+	for i, ts := range s {
+		if ts != nil && !yield(pushOrder[i], ts) {
+			return
+		}
+	}
 }
 
 // typeState is the protocol state of one resource type on one stream.
@@ -148,10 +171,14 @@ func isWildcardType(t string) bool {
 }
 
 func (c *conn) state(t string) *typeState {
-	ts := c.types[t]
+	i := typeIndex(t)
+	if i < 0 {
+		panic("xds: state of a type not served: " + t) // serve refuses them first
+	}
+	ts := c.types[i]
 	if ts == nil {
 		ts = newTypeState(t)
-		c.types[t] = ts
+		c.types[i] = ts
 	}
 	return ts
 }
@@ -263,7 +290,7 @@ func (c *conn) fullyAcked() uint64 {
 func (c *conn) fullyAckedLocked() uint64 {
 	var min uint64
 	first := true
-	for _, ts := range c.types {
+	for _, ts := range c.types.all {
 		if first || ts.ackedGen < min {
 			min, first = ts.ackedGen, false
 		}
@@ -288,7 +315,7 @@ func (c *conn) facts() streamFacts {
 	defer c.mu.Unlock()
 	f := streamFacts{nack: c.nackLocked()}
 	first := true
-	for t, ts := range c.types { // one walk; fullyAckedLocked's minimum too
+	for t, ts := range c.types.all { // one walk; fullyAckedLocked's minimum too
 		if first || ts.ackedGen < f.acked {
 			f.acked, first = ts.ackedGen, false
 		}
@@ -321,8 +348,8 @@ func (c *conn) nack() *Nack {
 
 // nackLocked is nack with c.mu held.
 func (c *conn) nackLocked() *Nack {
-	for _, t := range pushOrder {
-		if ts := c.types[t]; ts != nil && ts.lastNack != nil {
+	for _, ts := range c.types.all {
+		if ts.lastNack != nil {
 			return ts.lastNack
 		}
 	}

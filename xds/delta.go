@@ -25,7 +25,8 @@ func (a *ADS) delta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggregate
 // deltaRequest handles one request of a Delta stream.
 func (a *ADS) deltaRequest(stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer, c *conn, r *discoveryv3.DeltaDiscoveryRequest) error {
 	c.mu.Lock()
-	ts, existed := c.types[r.TypeUrl]
+	ts := c.types.get(r.TypeUrl)
+	existed := ts != nil
 	if err := checkNames(r.TypeUrl, ts.namesOrNil().len(), r.ResourceNamesSubscribe); err != nil {
 		c.mu.Unlock()
 		return err
@@ -66,7 +67,7 @@ func (a *ADS) deltaRequest(stream discoveryv3.AggregatedDiscoveryService_DeltaAg
 	// (subscription.add): the request's are not held.
 	var have map[string]*encoded
 	if snap := c.group.snap.Load(); snap != nil {
-		have = snap.resources[r.TypeUrl]
+		have = snap.resources.of(r.TypeUrl)
 	}
 	subscribe := r.ResourceNamesSubscribe
 	if slices.Contains(subscribe, "*") {
@@ -113,7 +114,7 @@ func (a *ADS) sendDelta(stream discoveryv3.AggregatedDiscoveryService_DeltaAggre
 	}
 	var items []item
 	var removed []string
-	have := snap.resources[t]
+	have := snap.resources.of(t)
 	// A stream that was sent exactly this snapshot's resources (in sync
 	// with its group) has nothing to compare; one that was sent exactly
 	// the map this one was patched from (an endpoint change) has only the

@@ -45,13 +45,13 @@ func TestEncodingsAreSharedAcrossGroups(t *testing.T) {
 	sa, sb, sc := build(a), build(b), build(c)
 
 	eds := "outbound|80||svc-4.ns-0.svc.cluster.local"
-	if sa.resources[resourcev3.EndpointType][eds] == nil || sa.resources[resourcev3.EndpointType][eds] != sb.resources[resourcev3.EndpointType][eds] {
+	if sa.resources[endpointsAt][eds] == nil || sa.resources[endpointsAt][eds] != sb.resources[endpointsAt][eds] {
 		t.Errorf("two groups of ns-0 do not share the encoding of %s", eds)
 	}
-	if sa.resources[resourcev3.ClusterType][eds] != sb.resources[resourcev3.ClusterType][eds] {
+	if sa.resources[clustersAt][eds] != sb.resources[clustersAt][eds] {
 		t.Errorf("two groups of ns-0 do not share the cluster %s", eds)
 	}
-	if sa.resources[resourcev3.SecretType][dataplane.WorkloadCertSecret] == sb.resources[resourcev3.SecretType][dataplane.WorkloadCertSecret] {
+	if sa.resources[secretsAt][dataplane.WorkloadCertSecret] == sb.resources[secretsAt][dataplane.WorkloadCertSecret] {
 		t.Error("two identities share a secret's encoding")
 	}
 	enc.mu.Lock()
@@ -61,7 +61,7 @@ func TestEncodingsAreSharedAcrossGroups(t *testing.T) {
 		}
 	}
 	enc.mu.Unlock()
-	if _, ok := sc.resources[resourcev3.EndpointType][eds]; ok {
+	if _, ok := sc.resources[endpointsAt][eds]; ok {
 		t.Errorf("ns-1's group sees %s", eds)
 	}
 	shared := enc.size()
@@ -78,7 +78,7 @@ func TestEncodingsAreSharedAcrossGroups(t *testing.T) {
 	}
 	// What ns-1's snapshot holds stays, and is reused.
 	again := build(c)
-	if again.resources[resourcev3.EndpointType]["outbound|80||svc-1.ns-1.svc.cluster.local"] != sc.resources[resourcev3.EndpointType]["outbound|80||svc-1.ns-1.svc.cluster.local"] {
+	if again.resources[endpointsAt]["outbound|80||svc-1.ns-1.svc.cluster.local"] != sc.resources[endpointsAt]["outbound|80||svc-1.ns-1.svc.cluster.local"] {
 		t.Error("a rebuild did not reuse the encoding its own snapshot holds")
 	}
 	runtime.KeepAlive(sc)
@@ -166,7 +166,7 @@ func TestSharedEndpointsAreMarshalledOnce(t *testing.T) {
 		return s, enc.endpointMarshals.Load() - before
 	}
 	sa, n := build(mesh, a, nil)
-	eds := len(sa.resources[resourcev3.EndpointType])
+	eds := len(sa.resources[endpointsAt])
 	if eds == 0 || n != uint64(eds) {
 		t.Fatalf("the first group marshalled %d endpoint messages for its %d", n, eds)
 	}
@@ -174,8 +174,8 @@ func TestSharedEndpointsAreMarshalledOnce(t *testing.T) {
 	if n != 0 {
 		t.Errorf("a second group of the namespace marshalled %d endpoint messages, want 0", n)
 	}
-	for name, e := range sb.resources[resourcev3.EndpointType] {
-		if sa.resources[resourcev3.EndpointType][name] != e {
+	for name, e := range sb.resources[endpointsAt] {
+		if sa.resources[endpointsAt][name] != e {
 			t.Errorf("the groups do not share the encoding of %s", name)
 		}
 	}
@@ -199,9 +199,9 @@ func TestSharedEndpointsAreMarshalledOnce(t *testing.T) {
 	}
 	next, n := build(&changed, a, sa)
 	name := ir.ClusterName(key, 80)
-	if n != 1 || next.resources[resourcev3.EndpointType][name] == sa.resources[resourcev3.EndpointType][name] {
+	if n != 1 || next.resources[endpointsAt][name] == sa.resources[endpointsAt][name] {
 		t.Errorf("after one Service's endpoints changed: %d endpoint messages marshalled (want 1), %s changed: %t", n, name,
-			next.resources[resourcev3.EndpointType][name] != sa.resources[resourcev3.EndpointType][name])
+			next.resources[endpointsAt][name] != sa.resources[endpointsAt][name])
 	}
 }
 

@@ -101,7 +101,7 @@ func (pt *endpointPatch) apply(s *snapshot, p dataplane.Proxy) (next *snapshot, 
 			return nil, false
 		}
 		for name := range c.Assignments {
-			old, held := s.resources[resourcev3.EndpointType][name]
+			old, held := s.resources[endpointsAt][name]
 			if !held {
 				continue
 			}
@@ -123,7 +123,7 @@ func (pt *endpointPatch) apply(s *snapshot, p dataplane.Proxy) (next *snapshot, 
 			}
 		}
 		for _, name := range c.TLSClusters() {
-			old, held := s.resources[resourcev3.ClusterType][name]
+			old, held := s.resources[clustersAt][name]
 			if !held {
 				continue
 			}
@@ -146,7 +146,7 @@ func (pt *endpointPatch) apply(s *snapshot, p dataplane.Proxy) (next *snapshot, 
 	// Everything else — the other types' maps, policies, dependencies —
 	// is shared with s: snapshots are immutable.
 	n := *s
-	n.resources = maps.Clone(s.resources)
+	n.resources = s.resources
 	n.derived = map[string]derivation{}
 	for i, t := range pushOrder {
 		var names []string
@@ -169,8 +169,8 @@ func (pt *endpointPatch) apply(s *snapshot, p dataplane.Proxy) (next *snapshot, 
 		if t == resourcev3.EndpointType && edsLocal != nil {
 			variant = "locality:" + p.Region + "\x00" + p.Zone // the values depend on it
 		}
-		d := pt.deriveVariant(t, s.resources[t], names, value, p.Kind, variant)
-		n.resources[t], n.anchors[i], n.derived[t] = d.m, d.anchor, d.derivation
+		d := pt.deriveVariant(t, s.resources[i], names, value, p.Kind, variant)
+		n.resources[i], n.anchors[i], n.derived[t] = d.m, d.anchor, d.derivation
 	}
 	n.generation = s.generation + 1
 	return &n, true

@@ -141,7 +141,7 @@ func TestEndpointPatchEqualsFullBuild(t *testing.T) {
 				if got.generation != old[n].generation && got.generation != old[n].generation+1 {
 					t.Errorf("%s: generation %d after %d", n, got.generation, old[n].generation)
 				}
-				if got.resources[resourcev3.ClusterType][ir.ClusterName(key, 80)] != old[n].resources[resourcev3.ClusterType][ir.ClusterName(key, 80)] {
+				if got.resources[clustersAt][ir.ClusterName(key, 80)] != old[n].resources[clustersAt][ir.ClusterName(key, 80)] {
 					changedCDS = append(changedCDS, n)
 				}
 				if kept(old[n], got) {
@@ -226,7 +226,7 @@ func TestEndpointPatchEncodesOnce(t *testing.T) {
 	name := ir.ClusterName(key, 80)
 	var first *encoded
 	for n, g := range groups {
-		e := g.snap.Load().resources[resourcev3.EndpointType][name]
+		e := g.snap.Load().resources[endpointsAt][name]
 		if e == nil || !strings.Contains(string(e.value()), "10.1.3.7") {
 			t.Fatalf("%s does not hold the new endpoints of %s", n, key)
 		}
@@ -261,7 +261,7 @@ func patchADS(t *testing.T, before *ir.Mesh) (*ADS, map[string]*group) {
 func compareSnapshots(t *testing.T, name string, got, want *snapshot) {
 	t.Helper()
 	for _, typ := range pushOrder {
-		g, w := got.resources[typ], want.resources[typ]
+		g, w := got.resources.of(typ), want.resources.of(typ)
 		for n, e := range w {
 			if x := g[n]; x == nil {
 				t.Errorf("%s: %s %s missing", name, shortType(typ), n)
@@ -285,8 +285,8 @@ func compareSnapshots(t *testing.T, name string, got, want *snapshot) {
 // a patch does, and a build does not (it makes new records).
 func kept(prev, next *snapshot) bool {
 	for _, typ := range []string{resourcev3.ListenerType, resourcev3.RouteType, resourcev3.SecretType} {
-		for n, e := range prev.resources[typ] {
-			if next.resources[typ][n] != e {
+		for n, e := range prev.resources.of(typ) {
+			if next.resources.of(typ)[n] != e {
 				return false
 			}
 		}
@@ -358,8 +358,8 @@ func TestEndpointPatchRebuildsTCPSplits(t *testing.T) {
 
 	a, groups := patchADS(t, before)
 	old := groups["hermit"].snap.Load()
-	if old.resources[resourcev3.EndpointType]["outbound|6379|tcp-split|store.lone.svc.cluster.local"] == nil {
-		t.Fatalf("hermit holds no split assignment: %v", old.resources[resourcev3.EndpointType])
+	if old.resources[endpointsAt]["outbound|6379|tcp-split|store.lone.svc.cluster.local"] == nil {
+		t.Fatalf("hermit holds no split assignment: %v", old.resources[endpointsAt])
 	}
 	a.UpdateEndpoints(updated, []ir.ServiceKey{key}, time.Now())
 	got := groups["hermit"].snap.Load()
@@ -368,10 +368,10 @@ func TestEndpointPatchRebuildsTCPSplits(t *testing.T) {
 		t.Fatal(err)
 	}
 	compareSnapshots(t, "hermit", got, want)
-	if got.resources[resourcev3.EndpointType]["outbound|6379|tcp-split|store.lone.svc.cluster.local"] == old.resources[resourcev3.EndpointType]["outbound|6379|tcp-split|store.lone.svc.cluster.local"] {
+	if got.resources[endpointsAt]["outbound|6379|tcp-split|store.lone.svc.cluster.local"] == old.resources[endpointsAt]["outbound|6379|tcp-split|store.lone.svc.cluster.local"] {
 		t.Error("the split's assignment was not replaced")
 	}
-	if !bytes.Equal(got.resources[resourcev3.ListenerType]["outbound"].value(), old.resources[resourcev3.ListenerType]["outbound"].value()) {
+	if !bytes.Equal(got.resources[listenersAt]["outbound"].value(), old.resources[listenersAt]["outbound"].value()) {
 		t.Error("a backend's endpoint change changed the outbound listener")
 	}
 }

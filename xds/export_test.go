@@ -49,3 +49,6 @@ func SetTokenCacheTTL(t *TokenAuthenticator, d time.Duration) { t.cacheTTL = d }
 // ResponseCodec is the codec NewServer serves with (codec.go), for tests
 // that serve an ADS on their own gRPC server.
 func ResponseCodec() grpc.ServerOption { return grpc.ForceServerCodecV2(newResponseCodec()) }
+
+// set gives the stream a state of type t (tests build conns by hand).
+func (s *typeStates) set(t string, ts *typeState) { s[typeIndex(t)] = ts }

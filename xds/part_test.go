@@ -53,7 +53,7 @@ func TestPartEncodingEqualsWhole(t *testing.T) {
 						t.Fatal(err)
 					}
 					for _, typ := range pushOrder {
-						if !reflect.DeepEqual(versionsOf(got.resources[typ]), versionsOf(want.resources[typ])) {
+						if !reflect.DeepEqual(versionsOf(got.resources.of(typ)), versionsOf(want.resources.of(typ))) {
 							t.Errorf("proxy %d/%d %s: encoded through the Part differs from the whole build", i, replica, shortType(typ))
 						}
 					}
@@ -61,13 +61,13 @@ func TestPartEncodingEqualsWhole(t *testing.T) {
 					// sorting it: every resource once, sorted.
 					for k, typ := range pushOrder {
 						var walked []*encoded
-						if !got.order[k].inOrder(got.resources[typ], func(e *encoded) { walked = append(walked, e) }) {
-							if typ != pushOrder[secretsAt] && len(got.resources[typ]) > 0 {
+						if !got.order[k].inOrder(got.resources.of(typ), func(e *encoded) { walked = append(walked, e) }) {
+							if typ != pushOrder[secretsAt] && len(got.resources.of(typ)) > 0 {
 								t.Errorf("proxy %d/%d %s: no name order for a map made from the Part", i, replica, shortType(typ))
 							}
 							continue
 						}
-						want := slices.SortedFunc(maps.Values(got.resources[typ]), byName)
+						want := slices.SortedFunc(maps.Values(got.resources.of(typ)), byName)
 						if !slices.Equal(walked, want) {
 							t.Errorf("proxy %d/%d %s: walked in order %d resources, the map sorted is %d", i, replica, shortType(typ), len(walked), len(want))
 						}
@@ -82,7 +82,7 @@ func TestPartEncodingEqualsWhole(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					if reflect.ValueOf(got.resources[pushOrder[endpointsAt]]).UnsafePointer() != reflect.ValueOf(base.maps[endpointsAt]).UnsafePointer() {
+					if reflect.ValueOf(got.resources[endpointsAt]).UnsafePointer() != reflect.ValueOf(base.maps[endpointsAt]).UnsafePointer() {
 						t.Errorf("proxy %d/%d: the endpoints map is not the Part's", i, replica)
 					}
 					if res.Common.DepsAre(res.Deps) && reflect.ValueOf(got.deps).UnsafePointer() != reflect.ValueOf(base.deps).UnsafePointer() {
@@ -101,10 +101,10 @@ func TestPartEncodingEqualsWhole(t *testing.T) {
 						a := base.merged.find(mergedKeyOf(k, own), own)
 						if a == nil {
 							t.Errorf("proxy %d/%d %s: the map made onto the Part is not remembered", i, replica, shortType(typ))
-						} else if !sameMap(a.m, got.resources[typ]) {
+						} else if !sameMap(a.m, got.resources.of(typ)) {
 							t.Errorf("proxy %d/%d %s: the map remembered for its own resources is not the one it holds", i, replica, shortType(typ))
 						}
-						if replica == 1 && !sameMap(got.resources[typ], kept[len(kept)-1].resources[typ]) {
+						if replica == 1 && !sameMap(got.resources.of(typ), kept[len(kept)-1].resources.of(typ)) {
 							t.Errorf("proxy %d/1 %s: not the map replica 0 holds", i, shortType(typ))
 						}
 					}
@@ -129,7 +129,7 @@ func TestPartEncodingEqualsWhole(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, typ := range pushOrder {
-				if !reflect.DeepEqual(versionsOf(got.resources[typ]), versionsOf(want.resources[typ])) {
+				if !reflect.DeepEqual(versionsOf(got.resources.of(typ)), versionsOf(want.resources.of(typ))) {
 					t.Errorf("stranger %s: encoded through the Part differs from the whole build", shortType(typ))
 				}
 			}
@@ -142,7 +142,7 @@ func TestPartEncodingEqualsWhole(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if snap.resources[pushOrder[clustersAt]]["extra-static"] == nil {
+			if snap.resources[clustersAt]["extra-static"] == nil {
 				t.Error("a cluster added to the lists after the build is not in the snapshot")
 			}
 			// An equal model, built and encoded again onto the snapshots.

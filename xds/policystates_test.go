@@ -50,7 +50,7 @@ func newPolicyFleet(r *rand.Rand, groups, maxConns, policies int, every bool) po
 			grp.snap.Store(nil) // not built yet
 		}
 		for c := range 1 + r.IntN(maxConns) {
-			cn := &conn{id: uint64(g*100 + c), group: grp, node: NodeInfo{ID: fmt.Sprintf("proxy-%d-%d", g, c)}, types: map[string]*typeState{}}
+			cn := &conn{id: uint64(g*100 + c), group: grp, node: NodeInfo{ID: fmt.Sprintf("proxy-%d-%d", g, c)}}
 			acked := uint64(r.IntN(11))
 			if every {
 				acked = 10
@@ -63,9 +63,9 @@ func newPolicyFleet(r *rand.Rand, groups, maxConns, policies int, every bool) po
 				cn.anonymous = true
 			}
 			for _, t := range types {
-				cn.types[t] = &typeState{ackedGen: acked, pending: map[string]inFlight{}}
+				cn.types.set(t, &typeState{ackedGen: acked, pending: map[string]inFlight{}})
 			}
-			ts := cn.types[types[0]]
+			ts := cn.types.get(types[0])
 			switch r.IntN(6) {
 			case 0:
 				ts.lastNack = &Nack{Node: cn.node.ID, Type: types[0], Message: "rejected " + cn.node.ID}
@@ -130,12 +130,12 @@ func TestPolicyStateCounts(t *testing.T) {
 	grp.snap.Store(&snapshot{generation: 7, policies: []ir.PolicyRef{ref}, since: []uint64{5}})
 	a.groups[grp.key] = grp
 	add := func(id string, acked uint64, types ...string) *typeState {
-		c := &conn{node: NodeInfo{ID: id}, group: grp, types: map[string]*typeState{}}
+		c := &conn{node: NodeInfo{ID: id}, group: grp}
 		for _, t := range types {
-			c.types[t] = &typeState{ackedGen: acked, pending: map[string]inFlight{}}
+			c.types.set(t, &typeState{ackedGen: acked, pending: map[string]inFlight{}})
 		}
 		grp.conns[c] = struct{}{}
-		return c.types[types[0]]
+		return c.types.get(types[0])
 	}
 	add("current", 5, resourcev3.ClusterType, resourcev3.RouteType) // accepted a generation that carries it
 	add("newer", 7, resourcev3.ClusterType, resourcev3.RouteType)   // and a later one
@@ -144,7 +144,8 @@ func TestPolicyStateCounts(t *testing.T) {
 	add("rejects", 7, resourcev3.ClusterType).lastNack = &Nack{Node: "rejects", Type: resourcev3.ClusterType, Message: "bad"}
 	add("late", 4, resourcev3.RouteType).pending["n"] = inFlight{gen: 7, at: time.Now().Add(-2 * time.Minute)}
 	add("slow", 4, resourcev3.RouteType).pending["n"] = inFlight{gen: 7, at: time.Now()}
-	anon := &conn{node: NodeInfo{ID: "anonymous"}, anonymous: true, group: grp, types: map[string]*typeState{resourcev3.ClusterType: {pending: map[string]inFlight{}}}}
+	anon := &conn{node: NodeInfo{ID: "anonymous"}, anonymous: true, group: grp}
+	anon.types.set(resourcev3.ClusterType, &typeState{pending: map[string]inFlight{}})
 	grp.conns[anon] = struct{}{}
 
 	st := a.PolicyState(ref)

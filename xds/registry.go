@@ -63,7 +63,7 @@ func (a *ADS) Proxies() []ProxyStatus {
 			ps.Generation = s.generation
 		}
 		c.mu.Lock()
-		for t, ts := range c.types {
+		for t, ts := range c.types.all {
 			st := TypeStatus{SentGen: ts.sentGen, AckedGen: ts.ackedGen, Nack: ts.lastNack, State: Synced}
 			switch {
 			case ts.lastNack != nil:

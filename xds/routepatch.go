@@ -1,8 +1,6 @@
 package xds
 
 import (
-	"maps"
-
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/weftmesh/weft/dataplane"
@@ -70,7 +68,7 @@ func prepareRoutes(prev, next *ir.Mesh, ch *ir.Change, enc *encoder) *routePatch
 // changed. ok is false when the change reaches beyond what a route patch
 // re-derives for this group: it must be built.
 func (pt *routePatch) apply(s *snapshot, p dataplane.Proxy) (next *snapshot, ok bool) {
-	routes, clusters := s.resources[resourcev3.RouteType], s.resources[resourcev3.ClusterType]
+	routes, clusters := s.resources[routesAt], s.resources[clustersAt]
 	pr, ok := pt.change.ForProxy(p,
 		func(name string) bool { _, held := routes[name]; return held },
 		func(name string) bool { _, held := clusters[name]; return held },
@@ -97,13 +95,13 @@ func (pt *routePatch) apply(s *snapshot, p dataplane.Proxy) (next *snapshot, ok 
 	n := *s
 	n.derived = nil
 	if changed != nil {
-		n.resources = maps.Clone(s.resources)
+		n.resources = s.resources
 		for i, t := range pushOrder {
 			if t != resourcev3.RouteType {
 				continue
 			}
 			d := pt.deriveVariant(t, routes, changed, value, p.Kind, pr.Variant)
-			n.resources[t], n.anchors[i] = d.m, d.anchor
+			n.resources[i], n.anchors[i] = d.m, d.anchor
 			n.derived = map[string]derivation{t: d.derivation}
 		}
 	}

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -136,7 +135,7 @@ func TestRoutePatchEqualsFullBuild(t *testing.T) {
 			// same content hold one encoding of it.
 			byContent := map[string]*encoded{}
 			for g, name := range groups {
-				for n, e := range g.snap.Load().resources[resourcev3.RouteType] {
+				for n, e := range g.snap.Load().resources[routesAt] {
 					k := n + "\x00" + string(e.value())
 					if x := byContent[k]; x != nil && x != e {
 						t.Errorf("seed %d, edit %d (%s): %s holds its own encoding of route configuration %s", seed, step, kind, name, n)

@@ -137,7 +137,7 @@ func (a *ADS) secretHolders(named bool, preds []func(HeldSecrets) bool) (out Sec
 func (c *conn) heldSecrets(s *snapshot) (held map[string]*encoded, known bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ts := c.types[resourcev3.SecretType]
+	ts := c.types[secretsAt]
 	if ts == nil {
 		return nil, true
 	}
@@ -146,7 +146,7 @@ func (c *conn) heldSecrets(s *snapshot) (held map[string]*encoded, known bool) {
 	}
 	held = map[string]*encoded{}
 	want := map[string]bool{}
-	for name, e := range s.resources[resourcev3.SecretType] {
+	for name, e := range s.resources[secretsAt] {
 		if ts.wildcard || ts.names.has(name) {
 			held[name] = e
 			want[name] = true

@@ -6,8 +6,6 @@ import (
 	"strconv"
 	"testing"
 
-	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-
 	"github.com/weftmesh/weft/dataplane/sim"
 	"github.com/weftmesh/weft/translator"
 )
@@ -36,8 +34,8 @@ func TestServedSnapshotsInTheSimulator(t *testing.T) {
 		t.Fatal("no group for shop/web-0 or shop/stranger-0")
 	}
 	ws, ss := web.snap.Load(), stranger.snap.Load()
-	if !sameMap(ws.resources[resourcev3.EndpointType], ss.resources[resourcev3.EndpointType]) ||
-		sameMap(ws.resources[resourcev3.ListenerType], ss.resources[resourcev3.ListenerType]) || ws.order[listenersAt].base == nil {
+	if !sameMap(ws.resources[endpointsAt], ss.resources[endpointsAt]) ||
+		sameMap(ws.resources[listenersAt], ss.resources[listenersAt]) || ws.order[listenersAt].base == nil {
 		t.Error("web-0 and stranger-0 do not share a Part with listeners of their own: the case tests nothing")
 	}
 

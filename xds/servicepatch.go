@@ -89,14 +89,14 @@ func (pt *servicePatch) encode(typ, name string, m proto.Message) (*encoded, err
 // proxy p for the model before the change; ok false when the group must
 // be built (envoy.ServiceAddition.ForProxy, or a name it already holds).
 func (pt *servicePatch) apply(s *snapshot, p dataplane.Proxy) (next *snapshot, ok bool) {
-	routes := s.resources[resourcev3.RouteType]
+	routes := s.resources[routesAt]
 	pa, ok := pt.add.ForProxy(pt.shared, p, envoy.Held{RouteConfig: func(name string) bool { _, held := routes[name]; return held }})
 	if !ok {
 		return nil, false
 	}
 	adds := map[string]map[string]*encoded{}
 	put := func(typ, name string, m proto.Message) bool {
-		if _, held := s.resources[typ][name]; held {
+		if _, held := s.resources.of(typ)[name]; held {
 			return false
 		}
 		e, err := pt.encode(typ, name, m)
@@ -132,7 +132,7 @@ func (pt *servicePatch) apply(s *snapshot, p dataplane.Proxy) (next *snapshot, o
 	if pa.Capture != nil {
 		// Replaces the held one, if its content differs.
 		e, err := pt.encode(resourcev3.ListenerType, pa.Capture.Name, pa.Capture)
-		held := s.resources[resourcev3.ListenerType][pa.Capture.Name]
+		held := s.resources[listenersAt][pa.Capture.Name]
 		if err != nil || held == nil {
 			return nil, false // the full build reports an error; a capture listener held by none is not this patch's
 		}
@@ -144,7 +144,7 @@ func (pt *servicePatch) apply(s *snapshot, p dataplane.Proxy) (next *snapshot, o
 		}
 	}
 	n := *s
-	n.resources = maps.Clone(s.resources)
+	n.resources = s.resources
 	n.derived = map[string]derivation{}
 	for i, t := range pushOrder {
 		add := adds[t]
@@ -162,8 +162,8 @@ func (pt *servicePatch) apply(s *snapshot, p dataplane.Proxy) (next *snapshot, o
 		for _, name := range names {
 			fmt.Fprintf(&variant, "%p,", add[name])
 		}
-		d := pt.deriveVariant(t, s.resources[t], names, func(name string) *encoded { return add[name] }, p.Kind, variant.String())
-		n.resources[t], n.anchors[i] = d.m, d.anchor
+		d := pt.deriveVariant(t, s.resources[i], names, func(name string) *encoded { return add[name] }, p.Kind, variant.String())
+		n.resources[i], n.anchors[i] = d.m, d.anchor
 		n.derived[t] = d.derivation
 	}
 	// The dependencies of the view with the added Services: those the

@@ -206,7 +206,8 @@ func servedWorlds(t *testing.T, in *translator.Inputs, mesh *ir.Mesh, byPod map[
 func simResources(t *testing.T, s *snapshot, own []*listenerv3.Listener) *sim.Resources {
 	t.Helper()
 	out := &sim.Resources{Listeners: own}
-	for typ, m := range s.resources {
+	for i, m := range s.resources {
+		typ := pushOrder[i]
 		for name, e := range m {
 			var err error
 			switch typ {

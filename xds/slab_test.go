@@ -28,7 +28,7 @@ func TestFirstResponseFewBuffers(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, typ := range []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType} {
-		encs := slices.SortedFunc(maps.Values(snap.resources[typ]), byName)
+		encs := slices.SortedFunc(maps.Values(snap.resources.of(typ)), byName)
 		var bytes int
 		for _, e := range encs {
 			bytes += e.deltaSize(typ)

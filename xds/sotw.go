@@ -64,7 +64,7 @@ func (a *ADS) sotwRequest(stream discoveryv3.AggregatedDiscoveryService_StreamAg
 	// in step holds no names of its own.
 	var have map[string]*encoded
 	if snap := c.group.snap.Load(); snap != nil {
-		have = snap.resources[r.TypeUrl]
+		have = snap.resources.of(r.TypeUrl)
 	}
 	names := newSubscription(r.ResourceNames, have)
 	wildcard := len(r.ResourceNames) == 0 && isWildcardType(r.TypeUrl) || slices.Contains(r.ResourceNames, "*")

@@ -13,7 +13,7 @@ import (
 
 func (a *ADS) newConn(delta bool, node NodeInfo) *conn {
 	return &conn{id: a.nextID.Add(1), node: node, connectedAt: time.Now(), delta: delta,
-		notify: make(chan struct{}, 1), kick: make(chan struct{}), types: map[string]*typeState{}}
+		notify: make(chan struct{}, 1), kick: make(chan struct{})}
 }
 
 // receive reads requests into a channel, so the stream's goroutine can also
@@ -149,7 +149,7 @@ func serve[Req any](a *ADS, ctx context.Context, delta, authenticate bool, recv 
 		case <-c.notify:
 			for _, t := range pushOrder {
 				c.mu.Lock()
-				_, subscribed := c.types[t]
+				subscribed := c.types.get(t) != nil
 				c.mu.Unlock()
 				if subscribed {
 					if err := push(c, t); err != nil {

@@ -187,7 +187,7 @@ func (d *driver) push() {
 	}
 	for _, t := range pushOrder {
 		d.c.mu.Lock()
-		_, subscribed := d.c.types[t]
+		subscribed := d.c.types.get(t) != nil
 		d.c.mu.Unlock()
 		if !subscribed {
 			continue
@@ -257,7 +257,7 @@ func (d *driver) unanswered(t string) []*discoveryv3.DeltaDiscoveryResponse {
 		if t != "" && r.TypeUrl != t {
 			continue
 		}
-		if ts := d.c.types[r.TypeUrl]; ts != nil {
+		if ts := d.c.types.get(r.TypeUrl); ts != nil {
 			if _, ok := ts.pending[r.Nonce]; ok {
 				out = append(out, r)
 			}
@@ -338,7 +338,7 @@ func (d *driver) envoyLike() {
 	d.req(subscribe(resourcev3.EndpointType, d.held(resourcev3.ClusterType)...))
 	var routes []string
 	snap := d.c.group.snap.Load()
-	for n := range snap.resources[resourcev3.RouteType] {
+	for n := range snap.resources[routesAt] {
 		routes = append(routes, n)
 	}
 	sort.Strings(routes)
