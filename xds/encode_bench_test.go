@@ -87,3 +87,72 @@ func BenchmarkGroupBuilds(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkJoinQuietMesh is what one proxy joining a quiet mesh costs the
+// ADS to build and encode its group: issue 14's 2,000 Services, every one
+// visible, ten groups live. The ADS holds its envoy.Shared weakly (ads.go):
+// while a build or an update holds it, a join builds through it
+// (shared-live); after a collection the next join builds the view's
+// outbound part again and marshals it to find the live encodings
+// (after-collection). The Shared's retained heap is reported with it:
+// what holding it strongly between builds would cost.
+//
+//	go test ./xds -run '^$' -bench JoinQuietMesh -benchtime 20x
+func BenchmarkJoinQuietMesh(b *testing.B) {
+	in := testmesh.Generate(testmesh.Options{Services: 2000, Namespaces: 10, EndpointsPerService: 10, ExportAll: true, SplitEvery: 10})
+	mesh := translator.Translate(in).Mesh
+	proxy := func(w int) dataplane.Proxy {
+		return dataplane.Proxy{Namespace: testmesh.Namespace(w % 10), ServiceAccount: fmt.Sprintf("svc-%d", w),
+			Labels: map[string]string{"app": fmt.Sprintf("svc-%d", w)}, IPs: []string{testmesh.PodIP(w, 0)}, Kind: dataplane.KindSidecar}
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	for _, live := range []bool{true, false} {
+		name := "after-collection"
+		if live {
+			name = "shared-live"
+		}
+		b.Run(name, func(b *testing.B) {
+			enc := newEncoder()
+			shared := envoy.NewShared(mesh)
+			var keep []*snapshot
+			for w := range 10 {
+				s, _, err := encodeSnapshot(shared.BuildGroup(proxy(w)), nil, nil, enc)
+				if err != nil {
+					b.Fatal(err)
+				}
+				keep = append(keep, s)
+			}
+			with, without := heap(), uint64(0)
+			if !live {
+				shared = nil
+				without = heap()
+			}
+			w := len(keep)
+			for b.Loop() {
+				if !live {
+					b.StopTimer()
+					runtime.GC() // the last join's Shared goes
+					b.StartTimer()
+				}
+				sh := shared
+				if sh == nil {
+					sh = envoy.NewShared(mesh)
+				}
+				if _, _, err := encodeSnapshot(sh.BuildGroup(proxy(w)), nil, nil, enc); err != nil {
+					b.Fatal(err)
+				}
+				w++
+			}
+			if !live {
+				b.ReportMetric(float64(with-without)/(1<<20), "MiB-shared")
+			}
+			runtime.KeepAlive(keep)
+		})
+	}
+}
